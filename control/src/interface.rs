@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nix::ifaddrs::getifaddrs;
-use nix::net::if_::{if_indextoname, if_nametoindex, InterfaceFlags};
+use nix::net::if_::{if_nametoindex, InterfaceFlags};
 
 use crate::error::{Error, Result};
 
@@ -90,7 +90,11 @@ pub(crate) fn resolve(iface: &Interface, v6: bool) -> Result<Resolved> {
         Interface::Default => return Ok(Resolved::DEFAULT),
         Interface::Index(0) => return Err(unknown(iface, "index 0 names no interface")),
         Interface::Index(i) => {
-            if_indextoname(*i).map_err(|_| unknown(iface, "no interface has this index"))?;
+            // Looked up in the list rather than with if_indextoname, whose nix wrapper
+            // takes glibc's NULL (no such index) for success.
+            if !list()?.iter().any(|info| info.index == *i) {
+                return Err(unknown(iface, "no interface has this index"));
+            }
             *i
         }
         Interface::Name(n) => {
