@@ -410,7 +410,11 @@ fn the_membership_limit_names_the_sysctl_to_raise() {
         .parse()
         .unwrap();
     if limit > 1000 {
-        eprintln!("skipped: net.ipv4.igmp_max_memberships is {limit}, too many joins to reach");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "skipped: net.ipv4.igmp_max_memberships is {limit}, too many joins to reach"
+        );
         return;
     }
     let (s, port) = bound_socket();
