@@ -769,7 +769,7 @@ impl Membership {
             group: self.group.ip(),
             src: self.source,
         };
-        let inner = self.inner.upgrade().ok_or_else(|| not_member)?;
+        let inner = self.inner.upgrade().ok_or(not_member)?;
         if inner.state().entries.iter().any(|e| e.id == self.id) {
             Ok(inner)
         } else {

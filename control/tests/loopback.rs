@@ -2,6 +2,9 @@
 //! configuration. Every test uses its own port (and its own groups where the kernel's
 //! host-wide group table is looked at), so they run in parallel without cross-talk.
 
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;

@@ -6,6 +6,10 @@
 //! environment) a missing prerequisite fails the test instead, because CI runs as root
 //! and must run them.
 
+// Test support: failing loudly (panicking with the command's output) is what a test
+// harness should do when the lab cannot be built as asked.
+#![allow(clippy::panic)]
+
 pub mod netns;
 
 pub use netns::{Host, Lab, Skip};

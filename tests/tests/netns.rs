@@ -1,6 +1,9 @@
 //! IP multicast between hosts: network namespaces joined by a bridge or by a router that
 //! runs smcroute. Needs root (skips with the reason otherwise; CI runs these as root).
 
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
