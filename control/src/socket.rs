@@ -764,20 +764,15 @@ impl Membership {
             .map_err(Error::os("sending to the group"))
     }
 
+    /// The socket, if it is open and this membership has not been left.
     fn alive(&self) -> Result<Arc<Inner>> {
-        let not_member = Error::NotMember {
-            group: self.group.ip(),
-            src: self.source,
-        };
-        let inner = self.inner.upgrade().ok_or(not_member)?;
-        if inner.state().entries.iter().any(|e| e.id == self.id) {
-            Ok(inner)
-        } else {
-            Err(Error::NotMember {
+        self.inner
+            .upgrade()
+            .filter(|inner| inner.state().entries.iter().any(|e| e.id == self.id))
+            .ok_or(Error::NotMember {
                 group: self.group.ip(),
                 src: self.source,
             })
-        }
     }
 
     /// Leaves the group now, reporting any error.
