@@ -1,0 +1,1 @@
+//! Latency: clock, timestamps in payloads, histograms.

@@ -1,0 +1,1 @@
+//! Sequencing and gap detection (sans-IO).

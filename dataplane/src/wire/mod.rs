@@ -1,0 +1,1 @@
+//! MoldUDP64 framing (sans-IO).
