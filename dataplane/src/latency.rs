@@ -1,1 +1,0 @@
-//! Latency: clock, timestamps in payloads, histograms.
