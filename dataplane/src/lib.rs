@@ -4,6 +4,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod error;
+mod io;
 pub mod latency;
+pub mod publisher;
 pub mod sequence;
+pub mod shard;
+pub mod stats;
 pub mod wire;
+
+pub use config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
+pub use error::{Error, Result};
+pub use publisher::{OfferError, Publisher, PublisherConfig};
+pub use shard::{Closed, Handler, ShardConfig, Shards, Subscription, SubscriptionConfig};
+pub use stats::{PublisherStats, SubscriptionStats};

@@ -1,0 +1,101 @@
+//! Settings shared by publishers and shards: which I/O backend, how to idle, and
+//! segmentation offload.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which I/O engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring when it can be set up here, else the recvmmsg/sendmmsg fallback (the
+    /// reason is logged and reported in the stats).
+    #[default]
+    Auto,
+    /// io_uring or an error.
+    Uring,
+    /// The recvmmsg/sendmmsg fallback, even where io_uring works.
+    Mmsg,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(BackendChoice::Uring),
+            "mmsg" => Ok(BackendChoice::Mmsg),
+            _ => Err(format!("unknown backend {s:?}: use auto, uring or mmsg")),
+        }
+    }
+}
+
+/// The I/O engine that actually runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// io_uring: batched submissions, multishot receive from a provided buffer ring.
+    Uring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            BackendKind::Uring => "io_uring",
+            BackendKind::Mmsg => "mmsg",
+        })
+    }
+}
+
+/// The backend in use and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// The engine.
+    pub kind: BackendKind,
+    /// Why: "forced by configuration", "io_uring available", or the reason io_uring could
+    /// not be set up.
+    pub reason: String,
+}
+
+impl fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.kind, self.reason)
+    }
+}
+
+/// What a thread does when it finds no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleStrategy {
+    /// Busy-poll: lowest latency, burns a whole core. Never on a machine with fewer cores
+    /// than busy threads.
+    Spin,
+    /// Poll, yielding the core to other threads between polls.
+    Yield,
+    /// Sleep in the kernel until work arrives (or a short timeout passes).
+    #[default]
+    Block,
+}
+
+impl FromStr for IdleStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spin" => Ok(IdleStrategy::Spin),
+            "yield" => Ok(IdleStrategy::Yield),
+            "block" => Ok(IdleStrategy::Block),
+            _ => Err(format!(
+                "unknown idle strategy {s:?}: use spin, yield or block"
+            )),
+        }
+    }
+}
+
+impl IdleStrategy {
+    /// Idles once without blocking in the kernel (for `Spin` and `Yield`).
+    pub(crate) fn pause(self) {
+        match self {
+            IdleStrategy::Spin => std::hint::spin_loop(),
+            IdleStrategy::Yield | IdleStrategy::Block => std::thread::yield_now(),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The data plane's one error type.
+
+use std::io;
+
+/// Everything that can go wrong in the data plane.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Creating or configuring a socket through the control crate failed.
+    #[error(transparent)]
+    Control(#[from] multipoint_control::Error),
+
+    /// io_uring was required (`BackendChoice::Uring`) but cannot be set up here.
+    #[error(
+        "io_uring is not available: {reason}; check kernel.io_uring_disabled and the \
+         container's seccomp profile, or use the mmsg backend"
+    )]
+    UringUnavailable {
+        /// Why setting up a ring failed.
+        reason: String,
+    },
+
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A message longer than a packet can ever carry.
+    #[error(
+        "a {len}-byte message cannot fit in a {max_datagram}-byte datagram (at most {limit} \
+         bytes): raise max_datagram or split the message"
+    )]
+    MessageTooLarge {
+        /// The message's length.
+        len: usize,
+        /// The configured maximum datagram size.
+        max_datagram: usize,
+        /// The largest message that fits.
+        limit: usize,
+    },
+
+    /// A shard thread is gone (it panicked or was shut down).
+    #[error("shard {0} is not running")]
+    ShardGone(usize),
+
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io { op, source }
+    }
+}
+
+/// The data plane's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,202 @@
+//! The fallback receive engine: non-blocking `recvmmsg` over every socket of a shard,
+//! `poll(2)` to block. Same events as the io_uring engine.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use super::region::Region;
+use super::{parse_cmsgs, Event, RECV_CONTROL_LEN};
+
+/// Control-message buffer of one receive, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Control([u8; RECV_CONTROL_LEN]);
+
+/// recvmmsg-based receiver for a set of sockets.
+pub(crate) struct MmsgReceiver {
+    fds: Vec<Option<RawFd>>,
+    pollfds: Vec<libc::pollfd>,
+    bufs: Region,
+    msgs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_in6]>,
+    controls: Box<[Control]>,
+}
+
+// SAFETY: the raw pointers in `msgs`/`iovs` point into memory owned by this struct.
+unsafe impl Send for MmsgReceiver {}
+
+impl std::fmt::Debug for MmsgReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmsgReceiver")
+            .field("sockets", &self.fds.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl MmsgReceiver {
+    /// Room for `max_sockets` sockets and batches of `batch` datagrams of up to
+    /// `payload` bytes.
+    pub(crate) fn new(max_sockets: u32, batch: u16, payload: usize) -> io::Result<MmsgReceiver> {
+        let batch = usize::from(batch.max(1));
+        let bufs = Region::new(batch, payload.max(1))?;
+        // SAFETY: plain C structs; all-zero is valid for each.
+        let msgs = (0..batch)
+            .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+            .collect();
+        let iovs = (0..batch)
+            .map(|_| libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            })
+            .collect();
+        // SAFETY: as above.
+        let names = (0..batch)
+            .map(|_| unsafe { mem::zeroed::<libc::sockaddr_in6>() })
+            .collect();
+        let controls = (0..batch).map(|_| Control([0; RECV_CONTROL_LEN])).collect();
+        Ok(MmsgReceiver {
+            fds: vec![None; max_sockets as usize],
+            pollfds: Vec::with_capacity(max_sockets as usize),
+            bufs,
+            msgs,
+            iovs,
+            names,
+            controls,
+        })
+    }
+
+    pub(crate) fn add(&mut self, fd: RawFd) -> io::Result<u32> {
+        let slot = self.fds.iter().position(Option::is_none).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "no free socket slot in this shard",
+            )
+        })?;
+        self.fds[slot] = Some(fd);
+        self.rebuild_pollfds();
+        Ok(slot as u32)
+    }
+
+    pub(crate) fn remove(&mut self, slot: u32) -> io::Result<()> {
+        if let Some(fd) = self.fds.get_mut(slot as usize) {
+            *fd = None;
+        }
+        self.rebuild_pollfds();
+        Ok(())
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds.clear();
+        for fd in self.fds.iter().flatten() {
+            self.pollfds.push(libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+    }
+
+    /// Re-points every mmsghdr at its buffer, name and control space (the kernel
+    /// overwrites the lengths on every receive).
+    fn reset(&mut self) {
+        let size = self.bufs.slot_size();
+        for i in 0..self.msgs.len() {
+            let buf = self.bufs.slot_mut(i).as_mut_ptr();
+            self.iovs[i] = libc::iovec {
+                iov_base: buf.cast(),
+                iov_len: size,
+            };
+            let hdr = &mut self.msgs[i].msg_hdr;
+            hdr.msg_name = (&raw mut self.names[i]).cast();
+            hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            hdr.msg_iov = &raw mut self.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = (&raw mut self.controls[i]).cast();
+            hdr.msg_controllen = RECV_CONTROL_LEN;
+            hdr.msg_flags = 0;
+            self.msgs[i].msg_len = 0;
+        }
+    }
+
+    pub(crate) fn poll(
+        &mut self,
+        wait: Option<Duration>,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<usize> {
+        if let Some(d) = wait {
+            let ms = libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX);
+            // SAFETY: `pollfds` is a valid array of its length for the call.
+            let rc = unsafe {
+                libc::poll(
+                    self.pollfds.as_mut_ptr(),
+                    self.pollfds.len() as libc::nfds_t,
+                    ms,
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            if rc <= 0 {
+                return Ok(0);
+            }
+        }
+        let mut total = 0;
+        for slot in 0..self.fds.len() {
+            let Some(fd) = self.fds[slot] else {
+                continue;
+            };
+            loop {
+                self.reset();
+                // SAFETY: every mmsghdr points at buffers owned by self (set by `reset`),
+                // valid for the call.
+                let rc = unsafe {
+                    libc::recvmmsg(
+                        fd,
+                        self.msgs.as_mut_ptr(),
+                        self.msgs.len() as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if rc < 0 {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => break,
+                        Some(errno) => {
+                            sink(Event::Error {
+                                slot: slot as u32,
+                                errno,
+                            });
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let n = rc as usize;
+                for i in 0..n {
+                    let hdr = &self.msgs[i].msg_hdr;
+                    let len = (self.msgs[i].msg_len as usize).min(self.bufs.slot_size());
+                    let controllen = hdr.msg_controllen.min(RECV_CONTROL_LEN);
+                    let truncated = hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+                    sink(Event::Datagram {
+                        slot: slot as u32,
+                        payload: &self.bufs.slot(i)[..len],
+                        truncated,
+                        meta: parse_cmsgs(&self.controls[i].0[..controllen]),
+                    });
+                }
+                total += n;
+                if n < self.msgs.len() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+}

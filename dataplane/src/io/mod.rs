@@ -1,0 +1,297 @@
+//! I/O backends behind one seam: io_uring ([`uring`]) and the recvmmsg/sendmmsg fallback
+//! ([`mmsg`]), plus what they share: page-aligned buffer regions, GSO run grouping,
+//! control-message parsing and the socket options the data plane needs.
+//!
+//! Publishers and shards hold a [`Sender`] or a receive engine and never look behind it;
+//! which one runs is decided once, by [`choose`].
+
+pub(crate) mod mmsg;
+pub(crate) mod region;
+pub(crate) mod send;
+pub(crate) mod sockopt;
+pub(crate) mod uring;
+
+use std::io;
+
+use crate::config::{BackendChoice, BackendInfo, BackendKind};
+use crate::error::{Error, Result};
+
+/// The kernel's limit on segments in one UDP GSO send (`UDP_MAX_SEGMENTS`).
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+/// The most payload one UDP GSO send may carry: an IPv4 datagram's 65535 bytes less the
+/// IP and UDP headers.
+pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
+
+/// Decides which backend runs, probing io_uring when the choice allows it.
+///
+/// # Errors
+///
+/// [`Error::UringUnavailable`] when io_uring was required but cannot be set up.
+pub(crate) fn choose(choice: BackendChoice) -> Result<BackendInfo> {
+    match choice {
+        BackendChoice::Mmsg => Ok(BackendInfo {
+            kind: BackendKind::Mmsg,
+            reason: "forced by configuration".into(),
+        }),
+        BackendChoice::Uring => match uring::probe() {
+            Ok(()) => Ok(BackendInfo {
+                kind: BackendKind::Uring,
+                reason: "forced by configuration".into(),
+            }),
+            Err(reason) => Err(Error::UringUnavailable { reason }),
+        },
+        BackendChoice::Auto => match uring::probe() {
+            Ok(()) => Ok(BackendInfo {
+                kind: BackendKind::Uring,
+                reason: "io_uring available".into(),
+            }),
+            Err(reason) => {
+                tracing::warn!(%reason, "io_uring unavailable, falling back to recvmmsg/sendmmsg");
+                Ok(BackendInfo {
+                    kind: BackendKind::Mmsg,
+                    reason: format!("io_uring unavailable: {reason}"),
+                })
+            }
+        },
+    }
+}
+
+/// How many of the packets at the front of `lens` can leave as one GSO send: a run of
+/// equal lengths, of which only the last may be shorter, within the kernel's segment and
+/// byte limits. Always at least 1 for a non-empty slice.
+pub(crate) fn gso_run(lens: impl ExactSizeIterator<Item = usize>, max_segments: usize) -> usize {
+    let mut lens = lens.peekable();
+    let Some(first) = lens.next() else {
+        return 0;
+    };
+    let limit = max_segments
+        .min(MAX_GSO_SEGMENTS)
+        .min(MAX_GSO_BYTES / first.max(1));
+    let mut n = 1;
+    while n < limit {
+        match lens.next() {
+            Some(len) if len == first => n += 1,
+            Some(len) if len < first && len > 0 => return n + 1,
+            _ => break,
+        }
+    }
+    n
+}
+
+/// What the control messages of one received datagram say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecvMeta {
+    /// Segment size when the kernel coalesced several datagrams (UDP GRO).
+    pub(crate) gro_segment: Option<u16>,
+    /// The socket's cumulative count of datagrams dropped for lack of buffer space
+    /// (`SO_RXQ_OVFL`).
+    pub(crate) drops: Option<u32>,
+}
+
+const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+const CMSG_ALIGN: usize = std::mem::size_of::<usize>();
+
+/// Parses the control messages the data plane asks for, from raw control-buffer bytes.
+/// Unknown or malformed control messages are skipped; this never panics.
+pub(crate) fn parse_cmsgs(mut control: &[u8]) -> RecvMeta {
+    let mut meta = RecvMeta::default();
+    while control.len() >= CMSG_HDR {
+        let word = |at: usize, n: usize| -> u64 {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&control[at..at + n]);
+            u64::from_ne_bytes(b)
+        };
+        let len = word(0, std::mem::size_of::<usize>()) as usize;
+        let level = word(8, 4) as u32 as i32;
+        let kind = word(12, 4) as u32 as i32;
+        if len < CMSG_HDR || len > control.len() {
+            break;
+        }
+        let data = &control[CMSG_HDR..len];
+        match (level, kind) {
+            (libc::SOL_UDP, libc::UDP_GRO) if data.len() >= 4 => {
+                let seg = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                meta.gro_segment = u16::try_from(seg).ok().filter(|&s| s > 0);
+            }
+            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
+                meta.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+            }
+            _ => {}
+        }
+        let step = len.div_ceil(CMSG_ALIGN) * CMSG_ALIGN;
+        if step >= control.len() {
+            break;
+        }
+        control = &control[step..];
+    }
+    meta
+}
+
+/// Room for the control messages [`parse_cmsgs`] reads (UDP_GRO and SO_RXQ_OVFL, each an
+/// aligned header plus a 4-byte value), with slack.
+pub(crate) const RECV_CONTROL_LEN: usize = 64;
+
+/// Splits a received payload into the datagrams it holds: one, or several of
+/// `gro_segment` bytes each (the last may be shorter) when the kernel coalesced them.
+pub(crate) fn segments(payload: &[u8], gro_segment: Option<u16>) -> std::slice::Chunks<'_, u8> {
+    let size = match gro_segment {
+        Some(s) if usize::from(s) < payload.len() => usize::from(s),
+        _ => payload.len().max(1),
+    };
+    payload.chunks(size)
+}
+
+/// One thing a receive engine reports.
+#[derive(Debug)]
+pub(crate) enum Event<'a> {
+    /// A datagram (or a GRO batch of them) arrived on socket `slot`; `payload` borrows the
+    /// engine's buffer until the sink returns.
+    Datagram {
+        /// The socket.
+        slot: u32,
+        /// The bytes received.
+        payload: &'a [u8],
+        /// The datagram was longer than the buffer (or its control messages did not fit).
+        truncated: bool,
+        /// What the control messages said.
+        meta: RecvMeta,
+    },
+    /// A completion whose buffer layout could not be read.
+    Malformed {
+        /// The socket.
+        slot: u32,
+    },
+    /// The receive on `slot` ended and was re-armed.
+    Rearm {
+        /// The socket.
+        slot: u32,
+    },
+    /// A receive on `slot` failed.
+    Error {
+        /// The socket.
+        slot: u32,
+        /// The kernel's error number.
+        errno: i32,
+    },
+}
+
+/// A receive engine: io_uring or recvmmsg.
+#[derive(Debug)]
+pub(crate) enum Receiver {
+    Uring(uring::UringReceiver),
+    Mmsg(mmsg::MmsgReceiver),
+}
+
+impl Receiver {
+    /// A receiver of the given kind for up to `max_sockets` sockets, with `buffers`
+    /// buffers of `payload` bytes.
+    pub(crate) fn new(
+        kind: BackendKind,
+        max_sockets: u32,
+        buffers: u16,
+        payload: usize,
+    ) -> io::Result<Receiver> {
+        Ok(match kind {
+            BackendKind::Uring => {
+                Receiver::Uring(uring::UringReceiver::new(max_sockets, buffers, payload)?)
+            }
+            BackendKind::Mmsg => {
+                Receiver::Mmsg(mmsg::MmsgReceiver::new(max_sockets, buffers, payload)?)
+            }
+        })
+    }
+
+    /// Starts receiving on `fd`; returns the socket's slot.
+    pub(crate) fn add(&mut self, fd: std::os::fd::RawFd) -> io::Result<u32> {
+        match self {
+            Receiver::Uring(r) => r.add(fd),
+            Receiver::Mmsg(r) => r.add(fd),
+        }
+    }
+
+    /// Stops receiving on `slot`.
+    pub(crate) fn remove(&mut self, slot: u32) -> io::Result<()> {
+        match self {
+            Receiver::Uring(r) => r.remove(slot),
+            Receiver::Mmsg(r) => r.remove(slot),
+        }
+    }
+
+    /// Hands what arrived to `sink`, waiting at most `wait` (`None`: not at all).
+    pub(crate) fn poll(
+        &mut self,
+        wait: Option<std::time::Duration>,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<usize> {
+        match self {
+            Receiver::Uring(r) => r.poll(wait, sink),
+            Receiver::Mmsg(r) => r.poll(wait, sink),
+        }
+    }
+}
+
+/// Maps an `io::Error` from a failed setup step to a readable reason.
+pub(crate) fn reason(op: &str, e: &io::Error) -> String {
+    format!("{op}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lens: &[usize], max: usize) -> usize {
+        gso_run(lens.iter().copied(), max)
+    }
+
+    #[test]
+    fn a_run_takes_equal_lengths_and_one_shorter_tail() {
+        assert_eq!(run(&[], 64), 0);
+        assert_eq!(run(&[1000], 64), 1);
+        assert_eq!(run(&[1000, 1000, 1000], 64), 3);
+        assert_eq!(run(&[1000, 1000, 400, 1000], 64), 3);
+        assert_eq!(run(&[1000, 1200, 1000], 64), 1);
+        assert_eq!(run(&[400, 1000], 64), 1);
+    }
+
+    #[test]
+    fn a_run_stops_at_the_segment_and_byte_limits() {
+        assert_eq!(run(&[100; 100], 64), 64);
+        assert_eq!(run(&[100; 100], 8), 8);
+        // 1472-byte packets: 44 fit in 65507 bytes.
+        assert_eq!(run(&[1472; 100], 64), 44);
+        assert_eq!(run(&[9000; 10], 64), 7);
+    }
+
+    #[test]
+    fn coalesced_payloads_split_at_the_segment_size() {
+        let payload: Vec<u8> = (0..10).collect();
+        let parts: Vec<&[u8]> = segments(&payload, Some(4)).collect();
+        assert_eq!(parts, [&[0, 1, 2, 3][..], &[4, 5, 6, 7], &[8, 9]]);
+        assert_eq!(segments(&payload, None).count(), 1);
+        assert_eq!(segments(&payload, Some(10)).count(), 1);
+        assert_eq!(segments(&[], None).count(), 0);
+    }
+
+    fn cmsg(level: i32, kind: i32, value: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((CMSG_HDR + 4) as usize).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(&value.to_ne_bytes());
+        v.resize(v.len().div_ceil(8) * 8, 0);
+        v
+    }
+
+    #[test]
+    fn control_messages_yield_gro_size_and_drops_and_garbage_is_skipped() {
+        let mut buf = cmsg(libc::SOL_UDP, libc::UDP_GRO, 1448);
+        buf.extend(cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 7));
+        let meta = parse_cmsgs(&buf);
+        assert_eq!(meta.gro_segment, Some(1448));
+        assert_eq!(meta.drops, Some(7));
+        for cut in 0..buf.len() {
+            let _ = parse_cmsgs(&buf[..cut]);
+        }
+        assert_eq!(parse_cmsgs(&[0xff; 40]), RecvMeta::default());
+    }
+}

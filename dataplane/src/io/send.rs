@@ -1,0 +1,350 @@
+//! Sending packets from a [`Region`] of packet buffers to one destination, as batches of
+//! send operations: one operation per packet, or one per GSO run of equal-length packets.
+//!
+//! The sender owns every buffer it was given until that buffer's send completed: the
+//! `done` callbacks of [`Sender::send`] and [`Sender::reap`] hand each slot back exactly
+//! once. With io_uring completions arrive later; with mmsg they arrive before `send`
+//! returns.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types, IoUring};
+use socket2::SockAddr;
+
+use super::region::Region;
+use super::{gso_run, MAX_GSO_SEGMENTS};
+
+/// A `UDP_SEGMENT` control message: header plus the 2-byte segment size, padded to the
+/// control-message alignment (`CMSG_SPACE(2)`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+/// One send operation and the memory the kernel reads while it is in flight.
+struct Op {
+    msg: libc::msghdr,
+    iov: [libc::iovec; MAX_GSO_SEGMENTS],
+    cmsg: GsoCmsg,
+    slots: [u16; MAX_GSO_SEGMENTS],
+    nslots: usize,
+}
+
+// SAFETY: the raw pointers in an Op point into the Op itself, the sender's destination
+// address and the sender's region, all owned by the same Sender and moved with it.
+unsafe impl Send for Op {}
+
+enum Engine {
+    Uring(Box<IoUring>),
+    Mmsg(Box<[libc::mmsghdr]>),
+}
+
+/// Sends packets to one destination. See the module docs.
+pub(crate) struct Sender {
+    engine: Engine,
+    fd: RawFd,
+    ops: Box<[Op]>,
+    free_ops: Vec<u16>,
+    dest: Box<SockAddr>,
+    gso: bool,
+    max_segments: usize,
+    /// Operations queued in the SQ but not yet submitted.
+    unsubmitted: usize,
+    /// mmsg: filled operations in submission order (capacity reserved up front).
+    pending: Vec<u16>,
+}
+
+// SAFETY: see `Op`; the mmsghdr array points into `ops`, also owned here.
+unsafe impl Send for Sender {}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("uring", &matches!(self.engine, Engine::Uring(_)))
+            .field("in_flight", &self.in_flight())
+            .field("gso", &self.gso)
+            .finish()
+    }
+}
+
+/// Outcome of one send operation, per packet slot.
+pub(crate) type Done<'a> = &'a mut dyn FnMut(u16, io::Result<()>);
+
+impl Sender {
+    /// A sender on `fd` (which must outlive it) to `dest`, with room for `max_ops`
+    /// operations in flight. `ring` is an io_uring to use, or `None` for sendmmsg.
+    pub(crate) fn new(
+        fd: RawFd,
+        dest: SockAddr,
+        ring: Option<IoUring>,
+        max_ops: usize,
+        gso: bool,
+        max_segments: usize,
+    ) -> io::Result<Sender> {
+        let max_ops = max_ops.clamp(1, usize::from(u16::MAX));
+        // SAFETY: msghdr, iovec and cmsghdr are plain C structs; all-zero is valid for them.
+        let zero_op = || Op {
+            msg: unsafe { mem::zeroed() },
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_GSO_SEGMENTS],
+            // SAFETY: as above.
+            cmsg: unsafe { mem::zeroed() },
+            slots: [0; MAX_GSO_SEGMENTS],
+            nslots: 0,
+        };
+        let ops: Box<[Op]> = (0..max_ops).map(|_| zero_op()).collect();
+        let engine = match ring {
+            Some(ring) => {
+                // Registered file: the kernel skips the fd table lookup per operation.
+                ring.submitter().register_files(&[fd])?;
+                Engine::Uring(Box::new(ring))
+            }
+            // SAFETY: mmsghdr is a plain C struct; all-zero is valid.
+            None => Engine::Mmsg((0..max_ops).map(|_| unsafe { mem::zeroed() }).collect()),
+        };
+        Ok(Sender {
+            engine,
+            fd,
+            free_ops: (0..max_ops as u16).rev().collect(),
+            ops,
+            dest: Box::new(dest),
+            gso,
+            max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
+            unsubmitted: 0,
+            pending: Vec::with_capacity(max_ops),
+        })
+    }
+
+    /// Send operations in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.len() - self.free_ops.len()
+    }
+
+    /// Sends the packets `(slot, len)` from `region`, in order. Returns how many it took;
+    /// the rest did not fit in the free operations (reap and call again). Each taken slot
+    /// comes back through `done` once its send finished: before this returns for mmsg,
+    /// from a later [`reap`](Self::reap) for io_uring. Also returns the number of send
+    /// operations used, and how many of them carried several packets.
+    pub(crate) fn send(
+        &mut self,
+        region: &Region,
+        packets: &[(u16, u16)],
+        done: Done<'_>,
+    ) -> io::Result<SendCount> {
+        let mut count = SendCount::default();
+        let mut taken = 0;
+        while taken < packets.len() {
+            let Some(op_index) = self.free_ops.pop() else {
+                break;
+            };
+            let rest = &packets[taken..];
+            let n = if self.gso {
+                gso_run(
+                    rest.iter().map(|&(_, len)| usize::from(len)),
+                    self.max_segments,
+                )
+            } else {
+                1
+            };
+            let run = &rest[..n];
+            self.fill(op_index, region, run);
+            taken += n;
+            count.ops += 1;
+            if n > 1 {
+                count.gso_ops += 1;
+            }
+            match &mut self.engine {
+                Engine::Uring(ring) => {
+                    let op = &self.ops[usize::from(op_index)];
+                    let sqe = opcode::SendMsg::new(types::Fixed(0), &raw const op.msg)
+                        .build()
+                        .user_data(u64::from(op_index));
+                    // SAFETY: the msghdr, its iovecs, control message and destination stay
+                    // valid and untouched until this operation's completion is reaped: the
+                    // op is not returned to `free_ops` before then, and the region and
+                    // destination are owned by the caller / by us for our whole life.
+                    while unsafe { ring.submission().push(&sqe) }.is_err() {
+                        ring.submit()?;
+                        self.unsubmitted = 0;
+                    }
+                    self.unsubmitted += 1;
+                }
+                Engine::Mmsg(_) => self.pending.push(op_index),
+            }
+        }
+        match &mut self.engine {
+            Engine::Uring(ring) => {
+                if self.unsubmitted > 0 {
+                    ring.submit()?;
+                    self.unsubmitted = 0;
+                }
+            }
+            Engine::Mmsg(_) => self.flush_mmsg(done)?,
+        }
+        count.packets = taken;
+        Ok(count)
+    }
+
+    /// Points operation `op_index` at the packets of `run`.
+    fn fill(&mut self, op_index: u16, region: &Region, run: &[(u16, u16)]) {
+        let dest_ptr = self.dest.as_ptr().cast::<libc::c_void>().cast_mut();
+        let dest_len = self.dest.len();
+        let gso = self.gso && run.len() > 1;
+        let op = &mut self.ops[usize::from(op_index)];
+        for (i, &(slot, len)) in run.iter().enumerate() {
+            let bytes = &region.slot(usize::from(slot))[..usize::from(len)];
+            op.iov[i] = libc::iovec {
+                iov_base: bytes.as_ptr().cast_mut().cast(),
+                iov_len: bytes.len(),
+            };
+            op.slots[i] = slot;
+        }
+        op.nslots = run.len();
+        op.msg.msg_name = dest_ptr;
+        op.msg.msg_namelen = dest_len;
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = run.len();
+        if gso {
+            op.cmsg.hdr.cmsg_len = mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>();
+            op.cmsg.hdr.cmsg_level = libc::SOL_UDP;
+            op.cmsg.hdr.cmsg_type = libc::UDP_SEGMENT;
+            op.cmsg.segment = run[0].1;
+            op.msg.msg_control = (&raw mut op.cmsg).cast();
+            op.msg.msg_controllen = mem::size_of::<GsoCmsg>();
+        } else {
+            op.msg.msg_control = std::ptr::null_mut();
+            op.msg.msg_controllen = 0;
+        }
+    }
+
+    /// Sends the operations in `pending` with sendmmsg, in order, and completes them.
+    fn flush_mmsg(&mut self, done: Done<'_>) -> io::Result<()> {
+        let Engine::Mmsg(mmsgs) = &mut self.engine else {
+            return Ok(());
+        };
+        let k = self.pending.len();
+        for (entry, &op_index) in mmsgs.iter_mut().zip(&self.pending) {
+            entry.msg_hdr = self.ops[usize::from(op_index)].msg;
+            entry.msg_len = 0;
+        }
+        let mut sent = 0;
+        while sent < k {
+            // SAFETY: entries sent..k are initialised msghdrs whose pointers are valid (see
+            // `fill`); the kernel reads them during the call only.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    self.fd,
+                    mmsgs[sent..k].as_mut_ptr(),
+                    (k - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if rc >= 0 {
+                let upto = sent + rc as usize;
+                for &op_index in &self.pending[sent..upto] {
+                    Self::complete(&mut self.ops[usize::from(op_index)], Ok(()), done);
+                    self.free_ops.push(op_index);
+                }
+                sent = upto;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The first remaining message failed: report it and go on past it.
+            let op_index = self.pending[sent];
+            Self::complete(&mut self.ops[usize::from(op_index)], Err(e), done);
+            self.free_ops.push(op_index);
+            sent += 1;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn complete(op: &mut Op, result: io::Result<()>, done: Done<'_>) {
+        let n = op.nslots;
+        op.nslots = 0;
+        match result {
+            Ok(()) => {
+                for &slot in &op.slots[..n] {
+                    done(slot, Ok(()));
+                }
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                for &slot in &op.slots[..n] {
+                    done(slot, Err(io::Error::from_raw_os_error(errno)));
+                }
+            }
+        }
+    }
+
+    /// Collects finished io_uring sends, handing their slots to `done`; with `wait`,
+    /// blocks until at least one finished if any is in flight. Returns how many
+    /// operations finished. A no-op for mmsg.
+    pub(crate) fn reap(&mut self, wait: bool, done: Done<'_>) -> io::Result<usize> {
+        let Engine::Uring(ring) = &mut self.engine else {
+            return Ok(0);
+        };
+        let want = usize::from(wait && self.ops.len() > self.free_ops.len());
+        match ring.submit_and_wait(want) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+        let mut n = 0;
+        for cqe in ring.completion() {
+            let op_index = cqe.user_data() as usize;
+            let Some(op) = self.ops.get_mut(op_index) else {
+                continue;
+            };
+            let result = if cqe.result() >= 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(-cqe.result()))
+            };
+            Self::complete(op, result, done);
+            self.free_ops.push(op_index as u16);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// What one [`Sender::send`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendCount {
+    /// Packets taken.
+    pub(crate) packets: usize,
+    /// Send operations used.
+    pub(crate) ops: usize,
+    /// Operations that carried more than one packet (GSO).
+    pub(crate) gso_ops: usize,
+}
+
+/// Sets up an io_uring for a sender or a shard: single issuer and deferred task work
+/// where the kernel has them, a completion queue of `cq_entries` for bursts.
+pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
+    let fast = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(cq_entries)
+        .build(sq_entries);
+    match fast {
+        Ok(ring) => Ok(ring),
+        // Older kernels lack the flags (EINVAL): a plain ring still works.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(cq_entries)
+            .build(sq_entries),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,477 @@
+//! The publisher: packs messages into MoldUDP64 packets and sends them to a group.
+//!
+//! # Contract
+//!
+//! - A [`Publisher`] belongs to one thread (`Send`, not `Sync`): every call takes
+//!   `&mut self`, and the caller's thread does all the work; there is no background thread.
+//! - [`offer`](Publisher::offer) copies the message into the open packet and numbers it
+//!   (sequence numbers start at 1). A packet leaves when the next message does not fit,
+//!   on [`flush`](Publisher::flush), or once it has been open for `max_delay` (checked by
+//!   `offer` and [`poll`](Publisher::poll)). Between [`begin_batch`](Publisher::begin_batch)
+//!   and [`end_batch`](Publisher::end_batch), full packets are held and leave together, so
+//!   that runs of equal-length packets go as one GSO send; nothing else ever waits to make
+//!   a batch bigger.
+//! - When every packet buffer is in flight, `offer` refuses the message with
+//!   [`OfferError::Backpressure`]: it was not taken, nothing is lost; `poll` and retry.
+//! - Call `poll` from the idle loop: it sends packets whose delay expired, heartbeats
+//!   when idle (default every second) and collects finished sends.
+//! - [`close`](Publisher::close) sends what is pending and an end-of-session packet;
+//!   dropping an open publisher does the same, ignoring errors.
+//! - After warm-up nothing here allocates.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+use socket2::SockAddr;
+
+use crate::config::{BackendChoice, BackendInfo, BackendKind};
+use crate::error::{Error, Result};
+use crate::io::region::Region;
+use crate::io::send::{build_ring, Sender};
+use crate::io::{choose, MAX_GSO_SEGMENTS};
+use crate::stats::PublisherStats;
+use crate::wire::{
+    write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
+    DEFAULT_MAX_DATAGRAM, HEADER_LEN,
+};
+
+/// How a publisher is set up.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// The MoldUDP64 session name carried in every packet.
+    pub session: Session,
+    /// The group and port to send to.
+    pub group: SocketAddr,
+    /// The interface to send on (see [`multipoint_control::Interface`]).
+    pub interface: Interface,
+    /// Local address to bind (e.g. to choose the source address); `None`: any.
+    pub bind: Option<SocketAddr>,
+    /// Multicast scope (TTL / hop limit).
+    pub scope: u8,
+    /// Whether this host's own receivers get what is sent.
+    pub loopback: bool,
+    /// Largest datagram payload: packets are filled up to this size.
+    pub max_datagram: usize,
+    /// Longest a non-empty packet waits for more messages before it leaves.
+    pub max_delay: Duration,
+    /// Heartbeat interval while idle.
+    pub heartbeat: Duration,
+    /// Which I/O backend.
+    pub backend: BackendChoice,
+    /// Whether runs of equal-length packets leave as one UDP GSO send.
+    pub gso: bool,
+    /// Packet buffers (each `max_datagram` bytes), in flight or being filled.
+    pub buffers: usize,
+    /// Most packets held in a batch before they leave anyway (and most per GSO send).
+    pub max_batch: usize,
+}
+
+impl PublisherConfig {
+    /// Defaults for `session` and `group`: the interface chosen by route (name one for
+    /// real use), scope 1, loopback on, 1472-byte datagrams, 100 µs maximum delay,
+    /// heartbeats every second, backend auto, GSO on, 256 buffers, batches of 32.
+    pub fn new(session: Session, group: SocketAddr) -> PublisherConfig {
+        PublisherConfig {
+            session,
+            group,
+            interface: Interface::Default,
+            bind: None,
+            scope: 1,
+            loopback: true,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            max_delay: Duration::from_micros(100),
+            heartbeat: Duration::from_secs(1),
+            backend: BackendChoice::Auto,
+            gso: true,
+            buffers: 256,
+            max_batch: 32,
+        }
+    }
+}
+
+/// Why [`Publisher::offer`] did not take a message. The message was not consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// Every packet buffer is in flight: call [`Publisher::poll`] and offer again.
+    #[error("every packet buffer is in flight: poll and offer again")]
+    Backpressure,
+    /// The message can never fit in a packet of the configured datagram size.
+    #[error("a {len}-byte message exceeds the {limit}-byte limit of a packet")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The longest message a packet carries.
+        limit: usize,
+    },
+    /// The sequence numbers are used up (2^64 - 1 messages).
+    #[error("the session's sequence numbers are exhausted")]
+    SequenceExhausted,
+}
+
+struct Open {
+    slot: u16,
+    builder: PacketBuilder,
+    since: Instant,
+}
+
+/// Publishes MoldUDP64 packets to one group. See the module docs.
+pub struct Publisher {
+    config: PublisherConfig,
+    socket: MultipointSocket,
+    _membership: Membership,
+    backend: BackendInfo,
+    sender: Sender,
+    region: Region,
+    free: Vec<u16>,
+    ready: Vec<(u16, u16)>,
+    open: Option<Open>,
+    batching: bool,
+    next_sequence: u64,
+    last_send: Instant,
+    stats: PublisherStats,
+    max_message: usize,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("group", &self.config.group)
+            .field("backend", &self.backend)
+            .field("next_sequence", &self.next_sequence)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Creates the socket (through the control crate), joins the group sender-only and
+    /// sets up the chosen backend.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Control`] if the socket cannot be configured; [`Error::Config`] for
+    /// settings out of range; [`Error::UringUnavailable`] when io_uring was required and
+    /// is not there; [`Error::Io`] if setting up the ring or buffers fails.
+    pub fn new(config: PublisherConfig) -> Result<Publisher> {
+        if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
+            return Err(Error::Config(format!(
+                "max_datagram {} is outside {}..=65507",
+                config.max_datagram,
+                HEADER_LEN + BLOCK_HEADER_LEN
+            )));
+        }
+        if config.buffers == 0 || config.buffers > usize::from(u16::MAX) {
+            return Err(Error::Config(format!(
+                "buffers {} is outside 1..=65535",
+                config.buffers
+            )));
+        }
+        let transport = match config.group.ip() {
+            IpAddr::V4(_) => Transport::Udp4Multicast,
+            IpAddr::V6(_) => Transport::Udp6Multicast,
+        };
+        let socket = MultipointSocket::new(transport, Roles::LEAF)?;
+        socket.set_interface(config.interface.clone())?;
+        socket.set_scope(config.scope)?;
+        socket.set_loopback(config.loopback)?;
+        if let Some(bind) = config.bind {
+            socket.bind(bind)?;
+        }
+        let membership = socket.join_leaf(config.group, Direction::SenderOnly, None)?;
+        // A deep send buffer absorbs bursts; the kernel caps it at net.core.wmem_max.
+        let _ = socket.socket().set_send_buffer_size(4 << 20);
+
+        let backend = choose(config.backend)?;
+        let ring = match backend.kind {
+            BackendKind::Uring => Some(
+                build_ring(256, 1024).map_err(Error::io("setting up the publisher's io_uring"))?,
+            ),
+            BackendKind::Mmsg => None,
+        };
+        let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
+        let sender = Sender::new(
+            socket.as_raw_fd(),
+            SockAddr::from(config.group),
+            ring,
+            config.buffers,
+            config.gso,
+            max_batch,
+        )
+        .map_err(Error::io("setting up the sender"))?;
+        let region = Region::new(config.buffers, config.max_datagram)
+            .map_err(Error::io("allocating packet buffers"))?;
+        let free = (0..config.buffers as u16).rev().collect();
+        Ok(Publisher {
+            max_message: config.max_datagram - HEADER_LEN - BLOCK_HEADER_LEN,
+            ready: Vec::with_capacity(config.buffers),
+            config,
+            socket,
+            _membership: membership,
+            backend,
+            sender,
+            region,
+            free,
+            open: None,
+            batching: false,
+            next_sequence: 1,
+            last_send: Instant::now(),
+            stats: PublisherStats::default(),
+            closed: false,
+        })
+    }
+
+    /// The backend in use and why.
+    pub fn backend(&self) -> &BackendInfo {
+        &self.backend
+    }
+
+    /// The socket (for reading its settings).
+    pub fn socket(&self) -> &MultipointSocket {
+        &self.socket
+    }
+
+    /// The sequence number the next message will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The longest message a packet can carry.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// Packs `msg` into the open packet and returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`OfferError`]; the message was not taken.
+    pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+        if msg.len() > self.max_message {
+            return Err(OfferError::TooLarge {
+                len: msg.len(),
+                limit: self.max_message,
+            });
+        }
+        if let Some(open) = &self.open {
+            if !open.builder.fits(msg.len()) {
+                self.close_open();
+                if !self.batching || self.ready.len() >= self.config.max_batch {
+                    self.send_ready();
+                }
+            }
+        }
+        if self.open.is_none() {
+            let slot = self.take_slot()?;
+            let buf = &mut self.region.slot_mut(usize::from(slot))[..self.config.max_datagram];
+            let Ok(builder) = PacketBuilder::start(buf, &self.config.session, self.next_sequence)
+            else {
+                // Unreachable with max_datagram >= HEADER_LEN (checked in new): give the
+                // slot back rather than panic.
+                self.free.push(slot);
+                return Err(OfferError::Backpressure);
+            };
+            self.open = Some(Open {
+                slot,
+                builder,
+                since: Instant::now(),
+            });
+        }
+        let Some(open) = self.open.as_mut() else {
+            return Err(OfferError::Backpressure);
+        };
+        let buf = &mut self.region.slot_mut(usize::from(open.slot))[..self.config.max_datagram];
+        match open.builder.push(buf, msg) {
+            Ok(()) => {}
+            Err(PushError::SequenceExhausted) => return Err(OfferError::SequenceExhausted),
+            Err(_) => {
+                return Err(OfferError::TooLarge {
+                    len: msg.len(),
+                    limit: self.max_message,
+                })
+            }
+        }
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        self.stats.messages += 1;
+        self.stats.bytes += msg.len() as u64;
+        if !self.batching && self.config.max_delay.is_zero() {
+            self.close_open();
+            self.send_ready();
+        }
+        Ok(seq)
+    }
+
+    /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`
+    /// of them wait), so that they leave together.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Sends the packets held since [`begin_batch`](Self::begin_batch); the open packet
+    /// stays open (it leaves when full, on flush or after `max_delay`).
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        self.send_ready();
+    }
+
+    /// Sends the open packet and everything held, now.
+    pub fn flush(&mut self) {
+        self.close_open();
+        self.send_ready();
+    }
+
+    /// Timers and completions: sends the open packet once `max_delay` passed, a
+    /// heartbeat when nothing was sent for the heartbeat interval, and collects finished
+    /// sends. Call it from the idle loop.
+    pub fn poll(&mut self) {
+        self.reap(false);
+        let now = Instant::now();
+        if let Some(open) = &self.open {
+            if now.duration_since(open.since) >= self.config.max_delay {
+                self.flush();
+            }
+        }
+        if self.open.is_none()
+            && self.ready.is_empty()
+            && now.duration_since(self.last_send) >= self.config.heartbeat
+        {
+            self.send_control(false);
+        }
+    }
+
+    /// Sends what is pending and an end-of-session packet, waits for every send to
+    /// finish, and returns the final counters.
+    pub fn close(mut self) -> PublisherStats {
+        self.finish();
+        self.stats
+    }
+
+    fn finish(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.flush();
+        self.send_control(true);
+        while self.sender.in_flight() > 0 {
+            if self.reap(true) == 0 && self.sender.in_flight() > 0 {
+                break;
+            }
+        }
+    }
+
+    /// Sends a heartbeat (or, `end`, an end-of-session packet) carrying the next
+    /// sequence number.
+    fn send_control(&mut self, end: bool) {
+        let Ok(slot) = self.take_slot() else {
+            return;
+        };
+        let buf = self.region.slot_mut(usize::from(slot));
+        let written = if end {
+            write_end_of_session(buf, &self.config.session, self.next_sequence)
+        } else {
+            write_heartbeat(buf, &self.config.session, self.next_sequence)
+        };
+        match written {
+            Ok(len) => {
+                self.ready.push((slot, len as u16));
+                self.stats.heartbeats += u64::from(!end);
+                self.send_ready();
+            }
+            Err(_) => self.free.push(slot),
+        }
+    }
+
+    fn close_open(&mut self) {
+        if let Some(mut open) = self.open.take() {
+            let buf = self.region.slot_mut(usize::from(open.slot));
+            let len = open.builder.finish(buf);
+            self.ready.push((open.slot, len as u16));
+        }
+    }
+
+    /// A free packet buffer, collecting finished sends if none is free.
+    fn take_slot(&mut self) -> std::result::Result<u16, OfferError> {
+        if let Some(slot) = self.free.pop() {
+            return Ok(slot);
+        }
+        self.reap(false);
+        if self.free.is_empty() && self.ready.len() + 1 >= self.config.buffers {
+            // Everything is held in a batch: send it to make room.
+            self.send_ready();
+            self.reap(false);
+        }
+        self.free.pop().ok_or_else(|| {
+            self.stats.backpressure += 1;
+            OfferError::Backpressure
+        })
+    }
+
+    fn send_ready(&mut self) {
+        let Publisher {
+            sender,
+            region,
+            ready,
+            free,
+            stats,
+            ..
+        } = self;
+        while !ready.is_empty() {
+            let mut done = |slot: u16, result: std::io::Result<()>| {
+                free.push(slot);
+                if let Err(e) = result {
+                    stats.send_errors += 1;
+                    tracing::debug!(error = %e, "send failed");
+                }
+            };
+            match sender.send(region, ready, &mut done) {
+                Ok(count) => {
+                    stats.packets += count.packets as u64;
+                    stats.sends += count.ops as u64;
+                    stats.gso_sends += count.gso_ops as u64;
+                    ready.drain(..count.packets);
+                    if count.packets == 0 && sender.reap(true, &mut done).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The ring itself failed: count the packets as lost and free them.
+                    tracing::warn!(error = %e, "submitting sends failed");
+                    stats.send_errors += ready.len() as u64;
+                    free.extend(ready.drain(..).map(|(slot, _)| slot));
+                }
+            }
+        }
+        self.last_send = Instant::now();
+    }
+
+    /// Collects finished sends; returns how many operations finished.
+    fn reap(&mut self, wait: bool) -> usize {
+        let Publisher {
+            sender,
+            free,
+            stats,
+            ..
+        } = self;
+        let mut done = |slot: u16, result: std::io::Result<()>| {
+            free.push(slot);
+            if result.is_err() {
+                stats.send_errors += 1;
+            }
+        };
+        sender.reap(wait, &mut done).unwrap_or(0)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,664 @@
+//! Per-core shards: threads that each own a receive engine (an io_uring, or the mmsg
+//! fallback), their subscriptions' sockets, sequence trackers, handlers, counters and
+//! latency histograms. Shards share nothing on the hot path; the owner talks to them over
+//! a bounded command channel.
+//!
+//! # Contract
+//!
+//! - [`Shards::start`] spawns N threads, each pinned to a core (when `pin` is set) and idling
+//!   as configured: [`IdleStrategy::Block`] sleeps in the kernel, the others poll.
+//! - [`Shards::subscribe`] creates and joins the socket through the control crate on the
+//!   caller's thread, then hands it to a shard (round robin unless one is named). The
+//!   handler runs on that shard's thread and sees each message as a slice of the buffer the
+//!   kernel filled, valid only during the call.
+//! - [`Subscription::close`] gives the handler back with the final counters and latency
+//!   histogram. [`Shards::shutdown`] (or dropping [`Shards`]) stops and joins every thread
+//!   and frees every buffer.
+//! - After warm-up the receive path allocates nothing (unless the handler does).
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver as Rx, Sender as Tx};
+use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+
+use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
+use crate::error::{Error, Result};
+use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
+use crate::io::{choose, segments, Event, Receiver};
+use crate::latency::{now_ns, read_stamp, LatencyHistogram};
+use crate::sequence::{Gap, SequenceTracker, StartAt, Verdict};
+use crate::stats::{SubscriptionCounters, SubscriptionStats};
+use crate::wire::{Packet, Session, DEFAULT_MAX_DATAGRAM};
+
+/// What a subscription calls for each message and event. Runs on the shard's thread.
+pub trait Handler: Send + 'static {
+    /// A message with its sequence number. `message` borrows the receive buffer.
+    fn on_message(&mut self, sequence: u64, message: &[u8]);
+    /// Messages `gap.first_missing..gap.end()` were lost (they will not be delivered).
+    fn on_gap(&mut self, gap: Gap) {
+        let _ = gap;
+    }
+    /// The publisher ended the session.
+    fn on_end_of_session(&mut self) {}
+}
+
+impl<F: FnMut(u64, &[u8]) + Send + 'static> Handler for F {
+    fn on_message(&mut self, sequence: u64, message: &[u8]) {
+        self(sequence, message)
+    }
+}
+
+/// A handler whose concrete type is forgotten on the shard and recovered on close.
+trait ErasedHandler: Send {
+    fn on_message(&mut self, sequence: u64, message: &[u8]);
+    fn on_gap(&mut self, gap: Gap);
+    fn on_end_of_session(&mut self);
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<H: Handler> ErasedHandler for H {
+    fn on_message(&mut self, sequence: u64, message: &[u8]) {
+        Handler::on_message(self, sequence, message)
+    }
+    fn on_gap(&mut self, gap: Gap) {
+        Handler::on_gap(self, gap)
+    }
+    fn on_end_of_session(&mut self) {
+        Handler::on_end_of_session(self)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+/// How the shards are set up.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Number of shard threads.
+    pub shards: usize,
+    /// Which I/O backend.
+    pub backend: BackendChoice,
+    /// What a shard does when idle.
+    pub idle: IdleStrategy,
+    /// Whether sockets ask for UDP GRO (several datagrams per receive).
+    pub gro: bool,
+    /// Receive buffers per shard (a power of two).
+    pub buffers: u16,
+    /// Largest datagram expected without GRO (larger ones are counted as truncated).
+    pub max_datagram: usize,
+    /// Most subscriptions per shard.
+    pub max_subscriptions: u32,
+    /// Whether to pin shard `i` to core `i mod cores`.
+    pub pin: bool,
+}
+
+impl Default for ShardConfig {
+    /// One shard, backend auto, blocking idle, GRO on, 64 buffers, 1472-byte datagrams,
+    /// 64 subscriptions per shard, pinned.
+    fn default() -> Self {
+        ShardConfig {
+            shards: 1,
+            backend: BackendChoice::Auto,
+            idle: IdleStrategy::Block,
+            gro: true,
+            buffers: 64,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            max_subscriptions: 64,
+            pin: true,
+        }
+    }
+}
+
+/// What to subscribe to.
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig {
+    /// Group and port.
+    pub group: SocketAddr,
+    /// Source for a source-specific join; `None`: any source.
+    pub source: Option<IpAddr>,
+    /// Interface to join on.
+    pub interface: Interface,
+    /// Follow only this session; `None`: the first session seen.
+    pub session: Option<Session>,
+    /// Where the stream starts (see [`StartAt`]).
+    pub start: StartAt,
+    /// Record one-way latency from a timestamp in each message's first 8 bytes
+    /// ([`crate::latency::write_stamp`]).
+    pub timestamps: bool,
+    /// Socket receive buffer to ask for (capped by `net.core.rmem_max`).
+    pub recv_buffer: usize,
+    /// Put the subscription on this shard; `None`: round robin.
+    pub shard: Option<usize>,
+}
+
+impl SubscriptionConfig {
+    /// Defaults for `group`: any source, interface by route, first session seen, stream
+    /// from sequence 1, no timestamps, 8 MiB receive buffer, round robin.
+    pub fn new(group: SocketAddr) -> SubscriptionConfig {
+        SubscriptionConfig {
+            group,
+            source: None,
+            interface: Interface::Default,
+            session: None,
+            start: StartAt::One,
+            timestamps: false,
+            recv_buffer: 8 << 20,
+            shard: None,
+        }
+    }
+}
+
+struct SubState {
+    id: u64,
+    slot: u32,
+    _membership: Membership,
+    socket: MultipointSocket,
+    tracker: SequenceTracker<[u8; 10]>,
+    counters: Arc<SubscriptionCounters>,
+    handler: Box<dyn ErasedHandler>,
+    latency: LatencyHistogram,
+    timestamps: bool,
+}
+
+enum Command {
+    Subscribe(Box<SubState>, Tx<Result<()>>),
+    Close(u64, Tx<Option<Box<SubState>>>),
+    TakeLatency(u64, Tx<Option<LatencyHistogram>>),
+    Shutdown,
+}
+
+struct ShardHandle {
+    tx: Tx<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running shards. See the module docs.
+pub struct Shards {
+    shards: Vec<ShardHandle>,
+    backend: BackendInfo,
+    config: ShardConfig,
+    next: usize,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards")
+            .field("shards", &self.shards.len())
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Shards {
+    /// Starts the shard threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for zero shards or a buffer count that is not a power of two;
+    /// [`Error::UringUnavailable`] when io_uring was required and is missing;
+    /// [`Error::Io`] when a shard cannot set up its engine.
+    pub fn start(config: ShardConfig) -> Result<Shards> {
+        if config.shards == 0 {
+            return Err(Error::Config("shards must be at least 1".into()));
+        }
+        if !config.buffers.is_power_of_two() {
+            return Err(Error::Config(format!(
+                "buffers {} is not a power of two",
+                config.buffers
+            )));
+        }
+        let backend = choose(config.backend)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let payload = if config.gro {
+            65_535
+        } else {
+            config.max_datagram.max(DEFAULT_MAX_DATAGRAM)
+        };
+        let mut shards = Vec::with_capacity(config.shards);
+        for index in 0..config.shards {
+            let (tx, rx) = bounded::<Command>(64);
+            let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
+            let kind = backend.kind;
+            let cfg = config.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("mp-shard-{index}"))
+                .spawn(move || {
+                    if cfg.pin {
+                        pin_to(index % cores);
+                    }
+                    let receiver =
+                        match Receiver::new(kind, cfg.max_subscriptions, cfg.buffers, payload) {
+                            Ok(r) => {
+                                let _ = ready_tx.send(Ok(()));
+                                r
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(Error::Io {
+                                    op: "setting up a shard's receive engine",
+                                    source: e,
+                                }));
+                                return;
+                            }
+                        };
+                    Shard {
+                        index,
+                        receiver,
+                        subs: (0..cfg.max_subscriptions).map(|_| None).collect(),
+                        idle: cfg.idle,
+                    }
+                    .run(&rx);
+                })
+                .map_err(Error::io("spawning a shard thread"))?;
+            let handle = ShardHandle {
+                tx,
+                thread: Some(thread),
+            };
+            match ready_rx.recv() {
+                Ok(Ok(())) => shards.push(handle),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::ShardGone(index)),
+            }
+        }
+        Ok(Shards {
+            shards,
+            backend,
+            config,
+            next: 0,
+            next_id: 1,
+        })
+    }
+
+    /// The backend the shards run and why.
+    pub fn backend(&self) -> &BackendInfo {
+        &self.backend
+    }
+
+    /// The number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Always false: there is at least one shard.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Joins `config.group` through the control crate and starts delivering its messages
+    /// to `handler` on a shard.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Control`] when the socket cannot be made or joined (with the control
+    /// crate's explanation); [`Error::Io`] for socket options; [`Error::Config`] for an
+    /// unknown shard; [`Error::ShardGone`] if the shard stopped.
+    pub fn subscribe<H: Handler>(
+        &mut self,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        let index = match config.shard {
+            Some(i) if i < self.shards.len() => i,
+            Some(i) => {
+                return Err(Error::Config(format!(
+                    "shard {i} does not exist ({} shards)",
+                    self.shards.len()
+                )))
+            }
+            None => {
+                let i = self.next % self.shards.len();
+                self.next += 1;
+                i
+            }
+        };
+        let transport = match config.group.ip() {
+            IpAddr::V4(_) => Transport::Udp4Multicast,
+            IpAddr::V6(_) => Transport::Udp6Multicast,
+        };
+        let socket = MultipointSocket::new(transport, Roles::LEAF)?;
+        socket.set_interface(config.interface.clone())?;
+        let _ = socket.socket().set_recv_buffer_size(config.recv_buffer);
+        set_rxq_ovfl(socket.as_fd(), true).map_err(Error::io("setting SO_RXQ_OVFL"))?;
+        if self.config.gro {
+            set_udp_gro(socket.as_fd(), true).map_err(Error::io("setting UDP_GRO"))?;
+        }
+        let membership = socket.join_leaf(config.group, Direction::ReceiverOnly, config.source)?;
+        let tracker = match config.session {
+            Some(s) => SequenceTracker::with_session(*s.as_bytes(), config.start),
+            None => SequenceTracker::new(config.start),
+        };
+        let counters = Arc::new(SubscriptionCounters::default());
+        let id = self.next_id;
+        self.next_id += 1;
+        let state = Box::new(SubState {
+            id,
+            slot: 0,
+            _membership: membership,
+            socket,
+            tracker,
+            counters: Arc::clone(&counters),
+            handler: Box::new(handler),
+            latency: LatencyHistogram::new(),
+            timestamps: config.timestamps,
+        });
+        let shard = &self.shards[index];
+        let (reply_tx, reply_rx) = bounded(1);
+        shard
+            .tx
+            .send(Command::Subscribe(state, reply_tx))
+            .map_err(|_| Error::ShardGone(index))?;
+        reply_rx.recv().map_err(|_| Error::ShardGone(index))??;
+        Ok(Subscription {
+            shard: index,
+            id,
+            counters,
+            tx: shard.tx.clone(),
+            _handler: PhantomData,
+        })
+    }
+
+    /// Stops every shard and joins its thread; buffers and rings are freed.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for shard in &self.shards {
+            let _ = shard.tx.send(Command::Shutdown);
+        }
+        for shard in &mut self.shards {
+            if let Some(t) = shard.thread.take() {
+                if t.join().is_err() {
+                    tracing::error!("a shard thread panicked");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A live subscription; its handler runs on a shard.
+pub struct Subscription<H> {
+    shard: usize,
+    id: u64,
+    counters: Arc<SubscriptionCounters>,
+    tx: Tx<Command>,
+    _handler: PhantomData<fn() -> H>,
+}
+
+impl<H> std::fmt::Debug for Subscription<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("shard", &self.shard)
+            .field("stats", &self.counters.snapshot())
+            .finish()
+    }
+}
+
+/// What [`Subscription::close`] gives back.
+#[derive(Debug)]
+pub struct Closed<H> {
+    /// The handler, with whatever state it gathered.
+    pub handler: H,
+    /// The final counters.
+    pub stats: SubscriptionStats,
+    /// One-way latency since the last [`Subscription::take_latency`] (empty unless
+    /// timestamps were on).
+    pub latency: LatencyHistogram,
+}
+
+impl<H: Handler> Subscription<H> {
+    /// The shard the subscription runs on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> SubscriptionStats {
+        self.counters.snapshot()
+    }
+
+    /// The latency histogram recorded since the last call, leaving an empty one in its
+    /// place (for interval logs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShardGone`] if the shard stopped.
+    pub fn take_latency(&self) -> Result<LatencyHistogram> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .send(Command::TakeLatency(self.id, tx))
+            .map_err(|_| Error::ShardGone(self.shard))?;
+        rx.recv().ok().flatten().ok_or(Error::ShardGone(self.shard))
+    }
+
+    /// Leaves the group and returns the handler with the final counters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShardGone`] if the shard stopped before the subscription was closed.
+    pub fn close(self) -> Result<Closed<H>> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .send(Command::Close(self.id, tx))
+            .map_err(|_| Error::ShardGone(self.shard))?;
+        let state = rx
+            .recv()
+            .ok()
+            .flatten()
+            .ok_or(Error::ShardGone(self.shard))?;
+        let SubState {
+            handler, latency, ..
+        } = *state;
+        let handler = handler
+            .into_any()
+            .downcast::<H>()
+            .map_err(|_| Error::Config("subscription handler type mismatch".into()))?;
+        Ok(Closed {
+            handler: *handler,
+            stats: self.counters.snapshot(),
+            latency,
+        })
+    }
+}
+
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            tracing::warn!(cpu, error = %e, "could not pin shard thread");
+        }
+    }
+}
+
+struct Shard {
+    index: usize,
+    receiver: Receiver,
+    subs: Vec<Option<Box<SubState>>>,
+    idle: IdleStrategy,
+}
+
+impl Shard {
+    fn run(mut self, rx: &Rx<Command>) {
+        let wait = match self.idle {
+            IdleStrategy::Block => Some(Duration::from_millis(10)),
+            IdleStrategy::Spin | IdleStrategy::Yield => None,
+        };
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(Command::Shutdown) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        return
+                    }
+                    Ok(cmd) => self.command(cmd),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                }
+            }
+            let subs = &mut self.subs;
+            let polled = self.receiver.poll(wait, &mut |event| on_event(subs, event));
+            match polled {
+                Ok(0) => {
+                    if wait.is_none() {
+                        self.idle.pause();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(shard = self.index, error = %e, "receive engine failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe(mut state, reply) => {
+                let result = self
+                    .receiver
+                    .add(state.socket.as_raw_fd())
+                    .map_err(Error::io("adding a socket to the shard"))
+                    .and_then(|slot| {
+                        state.slot = slot;
+                        match self.subs.get_mut(slot as usize) {
+                            Some(place) => {
+                                *place = Some(state);
+                                Ok(())
+                            }
+                            None => Err(Error::Config("shard slot out of range".into())),
+                        }
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Close(id, reply) => {
+                let found = self
+                    .subs
+                    .iter_mut()
+                    .find(|s| s.as_ref().is_some_and(|s| s.id == id));
+                let state = found.and_then(Option::take);
+                if let Some(state) = &state {
+                    if let Err(e) = self.receiver.remove(state.slot) {
+                        tracing::warn!(error = %e, "removing a socket from the shard");
+                    }
+                }
+                let _ = reply.send(state);
+            }
+            Command::TakeLatency(id, reply) => {
+                let taken = self
+                    .subs
+                    .iter_mut()
+                    .flatten()
+                    .find(|s| s.id == id)
+                    .map(|s| std::mem::take(&mut s.latency));
+                let _ = reply.send(taken);
+            }
+            Command::Shutdown => {}
+        }
+    }
+}
+
+fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
+    let slot = match &event {
+        Event::Datagram { slot, .. }
+        | Event::Malformed { slot }
+        | Event::Rearm { slot }
+        | Event::Error { slot, .. } => *slot,
+    };
+    let Some(Some(sub)) = subs.get_mut(slot as usize) else {
+        return;
+    };
+    let c = &sub.counters;
+    match event {
+        Event::Datagram {
+            payload,
+            truncated,
+            meta,
+            ..
+        } => {
+            c.datagrams.add(1);
+            if let Some(drops) = meta.drops {
+                c.kernel_drops.set(u64::from(drops));
+            }
+            if truncated {
+                c.truncated.add(1);
+                return;
+            }
+            if meta
+                .gro_segment
+                .is_some_and(|s| usize::from(s) < payload.len())
+            {
+                c.gro_batches.add(1);
+            }
+            let now = if sub.timestamps { now_ns() } else { 0 };
+            for packet in segments(payload, meta.gro_segment) {
+                on_packet(sub, packet, now);
+            }
+        }
+        Event::Malformed { .. } => c.malformed.add(1),
+        Event::Rearm { .. } => c.rearms.add(1),
+        Event::Error { errno, .. } => {
+            tracing::debug!(errno, "receive error");
+        }
+    }
+}
+
+fn on_packet(sub: &mut SubState, bytes: &[u8], now: u64) {
+    let c = &sub.counters;
+    let Ok(packet) = Packet::new_checked(bytes) else {
+        c.malformed.add(1);
+        return;
+    };
+    c.packets.add(1);
+    let count = packet.count();
+    let verdict = sub
+        .tracker
+        .handle_packet(*packet.session().as_bytes(), packet.sequence(), count);
+    if let Some(gap) = verdict.gap() {
+        c.gaps.add(1);
+        c.missing.add(gap.count);
+        sub.handler.on_gap(gap);
+    }
+    match verdict {
+        Verdict::Deliver { skip, .. } => {
+            let mut sequence = packet.sequence() + u64::from(skip);
+            let (mut messages, mut bytes) = (0u64, 0u64);
+            for msg in packet.messages().skip(usize::from(skip)) {
+                if sub.timestamps {
+                    if let Some(stamp) = read_stamp(msg) {
+                        sub.latency.record_since(stamp, now);
+                    }
+                }
+                sub.handler.on_message(sequence, msg);
+                sequence += 1;
+                messages += 1;
+                bytes += msg.len() as u64;
+            }
+            c.messages.add(messages);
+            c.bytes.add(bytes);
+            c.duplicates.add(u64::from(skip));
+        }
+        Verdict::Duplicate | Verdict::AfterEnd => {
+            c.duplicates.add(u64::from(packet.message_count()))
+        }
+        Verdict::Heartbeat { .. } => c.heartbeats.add(1),
+        Verdict::EndOfSession { .. } => {
+            c.end_of_session.add(1);
+            if c.end_of_session.get() == 1 {
+                sub.handler.on_end_of_session();
+            }
+        }
+        Verdict::OtherSession => c.other_session.add(1),
+        Verdict::OutOfRange => c.malformed.add(1),
+    }
+}

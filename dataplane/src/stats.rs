@@ -1,0 +1,127 @@
+//! Counters: written by the one thread that owns a publisher or subscription, readable
+//! from any thread at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter with a single writer. Increments are a relaxed load and store (no locked
+/// instruction on the hot path); readers see a recent value.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        // Single writer: a load and a store cannot lose an update.
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The live counters of one subscription.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionCounters {
+    pub(crate) packets: Counter,
+    pub(crate) datagrams: Counter,
+    pub(crate) messages: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) gaps: Counter,
+    pub(crate) missing: Counter,
+    pub(crate) duplicates: Counter,
+    pub(crate) other_session: Counter,
+    pub(crate) malformed: Counter,
+    pub(crate) truncated: Counter,
+    pub(crate) rearms: Counter,
+    pub(crate) kernel_drops: Counter,
+    pub(crate) gro_batches: Counter,
+    pub(crate) heartbeats: Counter,
+    pub(crate) end_of_session: Counter,
+}
+
+/// A snapshot of one subscription's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// MoldUDP64 packets taken in (after splitting coalesced GRO datagrams).
+    pub packets: u64,
+    /// Receive completions (one per datagram, or per GRO batch of datagrams).
+    pub datagrams: u64,
+    /// Messages handed to the handler.
+    pub messages: u64,
+    /// Message bytes handed to the handler (not counting framing).
+    pub bytes: u64,
+    /// Gaps detected in the sequence.
+    pub gaps: u64,
+    /// Messages missing in those gaps.
+    pub missing: u64,
+    /// Messages that arrived again and were not handed over again.
+    pub duplicates: u64,
+    /// Packets of another MoldUDP64 session, ignored.
+    pub other_session: u64,
+    /// Datagrams that are not valid MoldUDP64, skipped.
+    pub malformed: u64,
+    /// Datagrams longer than the receive buffer, cut off and skipped.
+    pub truncated: u64,
+    /// Times the receive had to be re-armed (multishot ended, e.g. ENOBUFS).
+    pub rearms: u64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was full
+    /// (`SO_RXQ_OVFL`).
+    pub kernel_drops: u64,
+    /// Receive completions that carried more than one datagram (UDP GRO).
+    pub gro_batches: u64,
+    /// Heartbeats seen.
+    pub heartbeats: u64,
+    /// End-of-session packets seen.
+    pub end_of_session: u64,
+}
+
+impl SubscriptionCounters {
+    pub(crate) fn snapshot(&self) -> SubscriptionStats {
+        SubscriptionStats {
+            packets: self.packets.get(),
+            datagrams: self.datagrams.get(),
+            messages: self.messages.get(),
+            bytes: self.bytes.get(),
+            gaps: self.gaps.get(),
+            missing: self.missing.get(),
+            duplicates: self.duplicates.get(),
+            other_session: self.other_session.get(),
+            malformed: self.malformed.get(),
+            truncated: self.truncated.get(),
+            rearms: self.rearms.get(),
+            kernel_drops: self.kernel_drops.get(),
+            gro_batches: self.gro_batches.get(),
+            heartbeats: self.heartbeats.get(),
+            end_of_session: self.end_of_session.get(),
+        }
+    }
+}
+
+/// A snapshot of a publisher's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Messages accepted by `offer`.
+    pub messages: u64,
+    /// Message bytes accepted.
+    pub bytes: u64,
+    /// Packets handed to the kernel (data, heartbeats and end of session).
+    pub packets: u64,
+    /// Send operations (system calls or SQEs): one per packet, or one per GSO run.
+    pub sends: u64,
+    /// Send operations that carried several packets as one GSO send.
+    pub gso_sends: u64,
+    /// Packets whose send failed (subscribers will see the gap).
+    pub send_errors: u64,
+    /// Heartbeats sent.
+    pub heartbeats: u64,
+    /// Offers refused because every packet buffer was in flight.
+    pub backpressure: u64,
+}
