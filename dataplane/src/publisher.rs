@@ -7,7 +7,7 @@
 //! - [`offer`](Publisher::offer) copies the message into the open packet and numbers it
 //!   (sequence numbers start at 1). A packet leaves when the next message does not fit,
 //!   on [`flush`](Publisher::flush), or once it has been open for `max_delay` (checked by
-//!   `offer` and [`poll`](Publisher::poll)). Between [`begin_batch`](Publisher::begin_batch)
+//!   [`poll`](Publisher::poll), and by every 16th `offer` outside a batch). Between [`begin_batch`](Publisher::begin_batch)
 //!   and [`end_batch`](Publisher::end_batch), full packets are held and leave together, so
 //!   that runs of equal-length packets go as one GSO send; nothing else ever waits to make
 //!   a batch bigger.
@@ -66,6 +66,11 @@ pub struct PublisherConfig {
     pub buffers: usize,
     /// Most packets held in a batch before they leave anyway (and most per GSO send).
     pub max_batch: usize,
+    /// io_uring only: send with `SENDMSG_ZC` from the packet buffers registered as a
+    /// fixed buffer, so the kernel need not copy them where the device can read user
+    /// memory directly. Each send then completes twice (sent, and buffers released). On
+    /// loopback and veth the kernel copies anyway, so this only costs there.
+    pub zero_copy: bool,
 }
 
 impl PublisherConfig {
@@ -87,6 +92,7 @@ impl PublisherConfig {
             gso: true,
             buffers: 256,
             max_batch: 32,
+            zero_copy: false,
         }
     }
 }
@@ -122,6 +128,8 @@ pub struct Publisher {
     socket: MultipointSocket,
     _membership: Membership,
     backend: BackendInfo,
+    // `sender` must stay declared before `region`: its ring may hold the region
+    // registered, and fields drop in declaration order.
     sender: Sender,
     region: Region,
     free: Vec<u16>,
@@ -191,17 +199,23 @@ impl Publisher {
             BackendKind::Mmsg => None,
         };
         let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
-        let sender = Sender::new(
-            socket.as_raw_fd(),
-            SockAddr::from(config.group),
-            ring,
-            config.buffers,
-            config.gso,
-            max_batch,
-        )
-        .map_err(Error::io("setting up the sender"))?;
         let region = Region::new(config.buffers, config.max_datagram)
             .map_err(Error::io("allocating packet buffers"))?;
+        // SAFETY: the region is stored in the publisher next to the sender, declared after
+        // it, so it is dropped after the sender's ring.
+        let sender = unsafe {
+            Sender::new(
+                socket.as_raw_fd(),
+                SockAddr::from(config.group),
+                ring,
+                &region,
+                config.zero_copy,
+                config.buffers,
+                config.gso,
+                max_batch,
+            )
+        }
+        .map_err(Error::io("setting up the sender"))?;
         let free = (0..config.buffers as u16).rev().collect();
         Ok(Publisher {
             max_message: config.max_datagram - HEADER_LEN - BLOCK_HEADER_LEN,
@@ -301,9 +315,14 @@ impl Publisher {
         self.next_sequence += 1;
         self.stats.messages += 1;
         self.stats.bytes += msg.len() as u64;
-        if !self.batching && self.config.max_delay.is_zero() {
-            self.close_open();
-            self.send_ready();
+        if !self.batching {
+            if self.config.max_delay.is_zero() {
+                self.flush();
+            } else if seq % 16 == 0 {
+                // A clock read every 16th message keeps a steady trickle from waiting for
+                // a full packet without paying for one per message.
+                self.flush_if_due(Instant::now());
+            }
         }
         Ok(seq)
     }
@@ -333,16 +352,21 @@ impl Publisher {
     pub fn poll(&mut self) {
         self.reap(false);
         let now = Instant::now();
-        if let Some(open) = &self.open {
-            if now.duration_since(open.since) >= self.config.max_delay {
-                self.flush();
-            }
-        }
+        self.flush_if_due(now);
         if self.open.is_none()
             && self.ready.is_empty()
             && now.duration_since(self.last_send) >= self.config.heartbeat
         {
             self.send_control(false);
+        }
+    }
+
+    /// Sends the open packet if it has waited `max_delay`.
+    fn flush_if_due(&mut self, now: Instant) {
+        if let Some(open) = &self.open {
+            if now.duration_since(open.since) >= self.config.max_delay {
+                self.flush();
+            }
         }
     }
 

@@ -608,6 +608,7 @@ fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
         Event::Malformed { .. } => c.malformed.add(1),
         Event::Rearm { .. } => c.rearms.add(1),
         Event::Error { errno, .. } => {
+            c.receive_errors.add(1);
             tracing::debug!(errno, "receive error");
         }
     }
@@ -631,16 +632,15 @@ fn on_packet(sub: &mut SubState, bytes: &[u8], now: u64) {
     }
     match verdict {
         Verdict::Deliver { skip, .. } => {
-            let mut sequence = packet.sequence() + u64::from(skip);
+            let first = packet.sequence() + u64::from(skip);
             let (mut messages, mut bytes) = (0u64, 0u64);
-            for msg in packet.messages().skip(usize::from(skip)) {
+            for (sequence, msg) in (first..).zip(packet.messages().skip(usize::from(skip))) {
                 if sub.timestamps {
                     if let Some(stamp) = read_stamp(msg) {
                         sub.latency.record_since(stamp, now);
                     }
                 }
                 sub.handler.on_message(sequence, msg);
-                sequence += 1;
                 messages += 1;
                 bytes += msg.len() as u64;
             }

@@ -45,6 +45,7 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) gro_batches: Counter,
     pub(crate) heartbeats: Counter,
     pub(crate) end_of_session: Counter,
+    pub(crate) receive_errors: Counter,
 }
 
 /// A snapshot of one subscription's counters.
@@ -81,6 +82,8 @@ pub struct SubscriptionStats {
     pub heartbeats: u64,
     /// End-of-session packets seen.
     pub end_of_session: u64,
+    /// Receives the kernel failed (other than running out of buffers).
+    pub receive_errors: u64,
 }
 
 impl SubscriptionCounters {
@@ -101,6 +104,7 @@ impl SubscriptionCounters {
             gro_batches: self.gro_batches.get(),
             heartbeats: self.heartbeats.get(),
             end_of_session: self.end_of_session.get(),
+            receive_errors: self.receive_errors.get(),
         }
     }
 }

@@ -31,6 +31,16 @@ impl Region {
         &self.map[start..start + self.size]
     }
 
+    /// Start of the mapping (for registering it with the kernel).
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.map.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         let start = i * self.size;
         &mut self.map[start..start + self.size]

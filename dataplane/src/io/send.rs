@@ -10,7 +10,7 @@ use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{cqueue, opcode, types, IoUring};
 use socket2::SockAddr;
 
 use super::region::Region;
@@ -33,6 +33,9 @@ struct Op {
     cmsg: GsoCmsg,
     slots: [u16; MAX_GSO_SEGMENTS],
     nslots: usize,
+    /// Zero-copy: the send's result, kept until its notification says the buffers are
+    /// free again.
+    zc_result: Option<i32>,
 }
 
 // SAFETY: the raw pointers in an Op point into the Op itself, the sender's destination
@@ -57,6 +60,8 @@ pub(crate) struct Sender {
     unsubmitted: usize,
     /// mmsg: filled operations in submission order (capacity reserved up front).
     pending: Vec<u16>,
+    /// io_uring zero-copy sends (SENDMSG_ZC) from the registered region.
+    zero_copy: bool,
 }
 
 // SAFETY: see `Op`; the mmsghdr array points into `ops`, also owned here.
@@ -78,32 +83,53 @@ pub(crate) type Done<'a> = &'a mut dyn FnMut(u16, io::Result<()>);
 impl Sender {
     /// A sender on `fd` (which must outlive it) to `dest`, with room for `max_ops`
     /// operations in flight. `ring` is an io_uring to use, or `None` for sendmmsg.
-    pub(crate) fn new(
+    /// With `zero_copy` (io_uring only) `region` is registered as a fixed buffer and sends
+    /// are `SENDMSG_ZC` from it.
+    ///
+    /// # Safety
+    ///
+    /// With `zero_copy` and a ring, `region` must outlive the sender (the kernel keeps
+    /// its pages registered until the ring is dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn new(
         fd: RawFd,
         dest: SockAddr,
         ring: Option<IoUring>,
+        region: &Region,
+        zero_copy: bool,
         max_ops: usize,
         gso: bool,
         max_segments: usize,
     ) -> io::Result<Sender> {
         let max_ops = max_ops.clamp(1, usize::from(u16::MAX));
-        // SAFETY: msghdr, iovec and cmsghdr are plain C structs; all-zero is valid for them.
         let zero_op = || Op {
+            // SAFETY: msghdr is a plain C struct; all-zero is a valid value.
             msg: unsafe { mem::zeroed() },
             iov: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; MAX_GSO_SEGMENTS],
-            // SAFETY: as above.
+            // SAFETY: GsoCmsg is plain C data (cmsghdr and integers); all-zero is valid.
             cmsg: unsafe { mem::zeroed() },
             slots: [0; MAX_GSO_SEGMENTS],
             nslots: 0,
+            zc_result: None,
         };
         let ops: Box<[Op]> = (0..max_ops).map(|_| zero_op()).collect();
+        let ring_used = ring.is_some();
         let engine = match ring {
             Some(ring) => {
                 // Registered file: the kernel skips the fd table lookup per operation.
                 ring.submitter().register_files(&[fd])?;
+                if zero_copy {
+                    let whole = libc::iovec {
+                        iov_base: region.as_ptr().cast_mut().cast(),
+                        iov_len: region.len(),
+                    };
+                    // SAFETY: the caller guarantees the region outlives the sender and so
+                    // the ring that holds the registration.
+                    unsafe { ring.submitter().register_buffers(&[whole])? };
+                }
                 Engine::Uring(Box::new(ring))
             }
             // SAFETY: mmsghdr is a plain C struct; all-zero is valid.
@@ -119,6 +145,7 @@ impl Sender {
             max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
             unsubmitted: 0,
             pending: Vec::with_capacity(max_ops),
+            zero_copy: zero_copy && ring_used,
         })
     }
 
@@ -163,9 +190,14 @@ impl Sender {
             match &mut self.engine {
                 Engine::Uring(ring) => {
                     let op = &self.ops[usize::from(op_index)];
-                    let sqe = opcode::SendMsg::new(types::Fixed(0), &raw const op.msg)
-                        .build()
-                        .user_data(u64::from(op_index));
+                    let sqe = if self.zero_copy {
+                        opcode::SendMsgZc::new(types::Fixed(0), &raw const op.msg)
+                            .buf_index(Some(0))
+                            .build()
+                    } else {
+                        opcode::SendMsg::new(types::Fixed(0), &raw const op.msg).build()
+                    }
+                    .user_data(u64::from(op_index));
                     // SAFETY: the msghdr, its iovecs, control message and destination stay
                     // valid and untouched until this operation's completion is reaped: the
                     // op is not returned to `free_ops` before then, and the region and
@@ -306,10 +338,21 @@ impl Sender {
             let Some(op) = self.ops.get_mut(op_index) else {
                 continue;
             };
-            let result = if cqe.result() >= 0 {
+            let flags = cqe.flags();
+            let res = if cqueue::notif(flags) {
+                // Zero-copy: the kernel let go of the buffers; report the send's result.
+                op.zc_result.take().unwrap_or(0)
+            } else if cqueue::more(flags) {
+                // Zero-copy: sent, but the buffers stay the kernel's until the notification.
+                op.zc_result = Some(cqe.result());
+                continue;
+            } else {
+                cqe.result()
+            };
+            let result = if res >= 0 {
                 Ok(())
             } else {
-                Err(io::Error::from_raw_os_error(-cqe.result()))
+                Err(io::Error::from_raw_os_error(-res))
             };
             Self::complete(op, result, done);
             self.free_ops.push(op_index as u16);
