@@ -48,6 +48,25 @@ impl fmt::Display for Interface {
     }
 }
 
+impl std::str::FromStr for Interface {
+    type Err = std::convert::Infallible;
+
+    /// Reads an interface as a command line names it: an IP address (`127.0.0.1`,
+    /// `fd00::1`), an index (`3`), or otherwise a name (`eth0`). An empty string or
+    /// `default` leaves the choice to the kernel. Nothing is looked up yet.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s.is_empty() || s == "default" {
+            Interface::Default
+        } else if let Ok(addr) = s.parse::<IpAddr>() {
+            Interface::Addr(addr)
+        } else if let Ok(index) = s.parse::<u32>() {
+            Interface::Index(index)
+        } else {
+            Interface::Name(s.to_owned())
+        })
+    }
+}
+
 impl From<Ipv4Addr> for Interface {
     fn from(a: Ipv4Addr) -> Self {
         Interface::Addr(IpAddr::V4(a))
@@ -201,6 +220,17 @@ pub fn list() -> Result<Vec<InterfaceInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interfaces_parse_as_address_index_or_name() {
+        let parse = |s: &str| s.parse::<Interface>().unwrap();
+        assert_eq!(parse("127.0.0.1"), Interface::LOOPBACK_V4);
+        assert_eq!(parse("::1"), Interface::Addr(Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(parse("3"), Interface::Index(3));
+        assert_eq!(parse("eth0"), Interface::Name("eth0".into()));
+        assert_eq!(parse("default"), Interface::Default);
+        assert_eq!(parse(""), Interface::Default);
+    }
 
     #[test]
     fn loopback_is_listed_with_its_address() {

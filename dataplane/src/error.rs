@@ -10,6 +10,15 @@ pub enum Error {
     #[error(transparent)]
     Control(#[from] multipoint_control::Error),
 
+    /// A MoldUDP64 value was refused (e.g. a session name that is not 1 to 10 printable
+    /// ASCII characters).
+    #[error(transparent)]
+    Wire(#[from] crate::wire::WireError),
+
+    /// Writing a latency interval log failed.
+    #[error(transparent)]
+    IntervalLog(#[from] crate::latency::IntervalLogError),
+
     /// io_uring was required (`BackendChoice::Uring`) but cannot be set up here.
     #[error(
         "io_uring is not available: {reason}; check kernel.io_uring_disabled and the \

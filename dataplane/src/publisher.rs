@@ -64,7 +64,8 @@ pub struct PublisherConfig {
     pub gso: bool,
     /// Packet buffers (each `max_datagram` bytes), in flight or being filled.
     pub buffers: usize,
-    /// Most packets held in a batch before they leave anyway (and most per GSO send).
+    /// Most packets held in a batch before they leave anyway, and most per GSO send (at
+    /// most 64, the kernel's segment limit).
     pub max_batch: usize,
     /// io_uring only: send with `SENDMSG_ZC` from the packet buffers registered as a
     /// fixed buffer, so the kernel need not copy them where the device can read user
@@ -162,7 +163,9 @@ impl Publisher {
     /// [`Error::Control`] if the socket cannot be configured; [`Error::Config`] for
     /// settings out of range; [`Error::UringUnavailable`] when io_uring was required and
     /// is not there; [`Error::Io`] if setting up the ring or buffers fails.
-    pub fn new(config: PublisherConfig) -> Result<Publisher> {
+    pub fn new(mut config: PublisherConfig) -> Result<Publisher> {
+        // A batch never holds more than one GSO send can carry.
+        config.max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
         if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
             return Err(Error::Config(format!(
                 "max_datagram {} is outside {}..=65507",
@@ -198,7 +201,7 @@ impl Publisher {
             ),
             BackendKind::Mmsg => None,
         };
-        let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
+        let max_batch = config.max_batch;
         let region = Region::new(config.buffers, config.max_datagram)
             .map_err(Error::io("allocating packet buffers"))?;
         // SAFETY: the region is stored in the publisher next to the sender, declared after

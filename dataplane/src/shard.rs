@@ -162,14 +162,20 @@ struct SubState {
     tracker: SequenceTracker<[u8; 10]>,
     counters: Arc<SubscriptionCounters>,
     handler: Box<dyn ErasedHandler>,
-    latency: LatencyHistogram,
+    latency: Box<LatencyHistogram>,
     timestamps: bool,
 }
 
 enum Command {
     Subscribe(Box<SubState>, Tx<Result<()>>),
     Close(u64, Tx<Option<Box<SubState>>>),
-    TakeLatency(u64, Tx<Option<LatencyHistogram>>),
+    /// Swap the subscription's histogram for the one given (so the shard allocates
+    /// nothing) and send the old one back.
+    TakeLatency(
+        u64,
+        Box<LatencyHistogram>,
+        Tx<Option<Box<LatencyHistogram>>>,
+    ),
     Shutdown,
 }
 
@@ -344,7 +350,7 @@ impl Shards {
             tracker,
             counters: Arc::clone(&counters),
             handler: Box::new(handler),
-            latency: LatencyHistogram::new(),
+            latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
         });
         let shard = &self.shards[index];
@@ -437,10 +443,16 @@ impl<H: Handler> Subscription<H> {
     /// [`Error::ShardGone`] if the shard stopped.
     pub fn take_latency(&self) -> Result<LatencyHistogram> {
         let (tx, rx) = bounded(1);
+        // The fresh histogram is allocated here, not on the shard.
+        let fresh = Box::new(LatencyHistogram::new());
         self.tx
-            .send(Command::TakeLatency(self.id, tx))
+            .send(Command::TakeLatency(self.id, fresh, tx))
             .map_err(|_| Error::ShardGone(self.shard))?;
-        rx.recv().ok().flatten().ok_or(Error::ShardGone(self.shard))
+        rx.recv()
+            .ok()
+            .flatten()
+            .map(|h| *h)
+            .ok_or(Error::ShardGone(self.shard))
     }
 
     /// Leaves the group and returns the handler with the final counters.
@@ -468,7 +480,7 @@ impl<H: Handler> Subscription<H> {
         Ok(Closed {
             handler: *handler,
             stats: self.counters.snapshot(),
-            latency,
+            latency: *latency,
         })
     }
 }
@@ -554,13 +566,17 @@ impl Shard {
                 }
                 let _ = reply.send(state);
             }
-            Command::TakeLatency(id, reply) => {
+            Command::TakeLatency(id, mut fresh, reply) => {
                 let taken = self
                     .subs
                     .iter_mut()
                     .flatten()
                     .find(|s| s.id == id)
-                    .map(|s| std::mem::take(&mut s.latency));
+                    .map(|s| {
+                        fresh.reset();
+                        std::mem::swap(&mut s.latency, &mut fresh);
+                        fresh
+                    });
                 let _ = reply.send(taken);
             }
             Command::Shutdown => {}

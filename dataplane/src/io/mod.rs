@@ -276,7 +276,7 @@ mod tests {
 
     fn cmsg(level: i32, kind: i32, value: u32) -> Vec<u8> {
         let mut v = Vec::new();
-        v.extend_from_slice(&((CMSG_HDR + 4) as usize).to_ne_bytes());
+        v.extend_from_slice(&(CMSG_HDR + 4).to_ne_bytes());
         v.extend_from_slice(&level.to_ne_bytes());
         v.extend_from_slice(&kind.to_ne_bytes());
         v.extend_from_slice(&value.to_ne_bytes());

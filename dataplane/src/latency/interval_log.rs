@@ -95,10 +95,24 @@ impl<W: Write> IntervalLog<W> {
         duration: Duration,
         histogram: &LatencyHistogram,
     ) -> Result<(), IntervalLogError> {
+        self.append_tagged(None, start, duration, histogram)
+    }
+
+    /// Like [`append`](Self::append), with a tag (`Tag=NAME,` in the log) so that several
+    /// histograms, e.g. one per subscriber, can share one log. A tag that the format
+    /// cannot carry (one with a comma, space or newline) is left out.
+    pub fn append_tagged(
+        &mut self,
+        tag: Option<&str>,
+        start: Duration,
+        duration: Duration,
+        histogram: &LatencyHistogram,
+    ) -> Result<(), IntervalLogError> {
+        let tag = tag.and_then(hdrhistogram::serialization::interval_log::Tag::new);
         // A builder with no headers writes nothing: it only lends the line writer.
         IntervalLogWriterBuilder::new()
             .begin_log_with(&mut self.writer, &mut self.serializer)?
-            .write_histogram(histogram.as_hdr(), start, duration, None)?;
+            .write_histogram(histogram.as_hdr(), start, duration, tag)?;
         Ok(())
     }
 

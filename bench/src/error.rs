@@ -1,0 +1,57 @@
+//! The tool's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use multipoint_dataplane::latency::IntervalLogError;
+use multipoint_dataplane::OfferError;
+
+/// Everything that can make a run of the tool fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The data plane refused a setting or failed to set up or run.
+    #[error(transparent)]
+    Dataplane(#[from] multipoint_dataplane::Error),
+
+    /// `--size` is larger than a packet can carry.
+    #[error(
+        "--size {size} is too large: a {max_datagram}-byte datagram carries messages of at \
+         most {limit} bytes"
+    )]
+    SizeTooLarge {
+        /// The requested message size.
+        size: usize,
+        /// The largest message the publisher takes.
+        limit: usize,
+        /// The publisher's datagram size.
+        max_datagram: usize,
+    },
+
+    /// The publisher refused a message for a reason other than backpressure.
+    #[error("the publisher refused a message")]
+    Offer(#[source] OfferError),
+
+    /// The latency interval log could not be created.
+    #[error("cannot create the latency interval log {}", path.display())]
+    CreateLog {
+        /// The file asked for with `--hlog`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing the latency interval log failed.
+    #[error("cannot write the latency interval log {}", path.display())]
+    WriteLog {
+        /// The file asked for with `--hlog`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: IntervalLogError,
+    },
+}
+
+/// The tool's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
