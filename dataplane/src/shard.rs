@@ -610,6 +610,11 @@ fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
                 c.truncated.add(1);
                 return;
             }
+            if payload.is_empty() {
+                // No header at all; the splitter below would yield no packet to count.
+                c.malformed.add(1);
+                return;
+            }
             if meta
                 .gro_segment
                 .is_some_and(|s| usize::from(s) < payload.len())

@@ -1,0 +1,325 @@
+//! What the data plane's integration tests share: loopback groups and free ports, a
+//! deterministic stream of mixed-size messages that a subscriber can check one by one, a
+//! running checksum, a checking handler, and a paced publishing loop that never lets a
+//! publisher run further ahead of its subscribers than their socket buffers hold.
+//!
+//! Writing, checking and checksumming messages, paced publishing and waiting allocate
+//! nothing, so the allocation-counting test can use them.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use multipoint_dataplane::sequence::Gap;
+use multipoint_dataplane::{
+    BackendChoice, Error, Handler, OfferError, Publisher, ShardConfig, Shards,
+};
+
+/// The longest message of the stream.
+pub(crate) const MAX_LEN: usize = 1024;
+
+/// Messages offered between two looks at the subscribers (inside one begin/end batch).
+pub(crate) const BATCH: u64 = 256;
+
+/// Longest any single wait in these tests may take before it counts as a hang.
+pub(crate) const STALL: Duration = Duration::from_secs(30);
+
+const POOL_LEN: usize = 1 << 16;
+
+/// A port nobody on this host uses for UDP right now: bind a throwaway socket to port 0
+/// and keep the kernel's pick. Parallel tests then never share a port.
+pub(crate) fn free_port() -> u16 {
+    let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a throwaway socket");
+    probe.local_addr().expect("reading its port").port()
+}
+
+/// Administratively scoped group `239.255.a.b` on a free port.
+pub(crate) fn group(a: u8, b: u8) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(239, 255, a, b), free_port()))
+}
+
+/// Starts shards, or returns `None` (printing why) when the backend asked for cannot run
+/// on this host. Under CI (`CI` set) a missing io_uring fails the test instead.
+pub(crate) fn start_or_skip(test: &str, config: ShardConfig) -> Option<Shards> {
+    match Shards::start(config) {
+        Ok(shards) => Some(shards),
+        Err(Error::UringUnavailable { reason }) if std::env::var_os("CI").is_none() => {
+            // Past the harness's capture, so the reason shows in every run.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{test}: skipped: io_uring is not available here: {reason}"
+            );
+            None
+        }
+        Err(e) => panic!("{test}: starting the shards failed: {e}"),
+    }
+}
+
+/// The backends the tests run on, each with segmentation offload on and off.
+pub(crate) const BACKENDS: [BackendChoice; 2] = [BackendChoice::Uring, BackendChoice::Mmsg];
+
+/// SplitMix64's finaliser: a good 64-bit mix, used to derive each message from its number.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The message stream: message `seq` has a length in `0..=MAX_LEN` and contents that are a
+/// function of `seq` alone: its first (up to) 8 bytes are `seq` little-endian, the rest a
+/// window into a fixed pseudo-random pool. Writing and checking a message are a couple of
+/// `memcpy`/`memcmp`s, cheap even in debug builds.
+#[derive(Clone)]
+pub(crate) struct Stream {
+    pool: Arc<[u8]>,
+}
+
+impl Stream {
+    pub(crate) fn new() -> Stream {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut pool = Vec::with_capacity(POOL_LEN + MAX_LEN);
+        while pool.len() < POOL_LEN + MAX_LEN {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            pool.extend_from_slice(&state.to_le_bytes());
+        }
+        Stream { pool: pool.into() }
+    }
+
+    /// Length and pool offset of message `seq`.
+    fn shape(seq: u64) -> (usize, usize) {
+        let h = mix(seq);
+        let len = (h % (MAX_LEN as u64 + 1)) as usize;
+        let off = (h >> 32) as usize & (POOL_LEN - 1);
+        (len, off)
+    }
+
+    /// Writes message `seq` into `out`; returns its length.
+    pub(crate) fn write(&self, seq: u64, out: &mut [u8; MAX_LEN]) -> usize {
+        let (len, off) = Self::shape(seq);
+        out[..len].copy_from_slice(&self.pool[off..off + len]);
+        let k = len.min(8);
+        out[..k].copy_from_slice(&seq.to_le_bytes()[..k]);
+        len
+    }
+
+    /// Whether `msg` is exactly message `seq`.
+    pub(crate) fn matches(&self, seq: u64, msg: &[u8]) -> bool {
+        let (len, off) = Self::shape(seq);
+        let k = len.min(8);
+        msg.len() == len
+            && msg[..k] == seq.to_le_bytes()[..k]
+            && msg[k..] == self.pool[off + k..off + len]
+    }
+}
+
+/// A running checksum over (sequence number, message) pairs, in order: FNV-1a over
+/// 64-bit little-endian words (the last one zero-padded), with a rotation after each
+/// multiply so that every bit reaches every other. Word-wise, because byte-wise hashing
+/// is slow in debug builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Checksum(u64);
+
+impl Default for Checksum {
+    fn default() -> Self {
+        Checksum(0xCBF2_9CE4_8422_2325)
+    }
+}
+
+impl Checksum {
+    fn step(h: u64, word: u64) -> u64 {
+        (h ^ word)
+            .wrapping_mul(0x0000_0100_0000_01B3)
+            .rotate_left(29)
+    }
+
+    pub(crate) fn add(&mut self, seq: u64, msg: &[u8]) {
+        let mut h = Self::step(self.0, seq);
+        h = Self::step(h, msg.len() as u64);
+        // Plain indexing: iterator adaptors cost several calls per word in debug builds.
+        let mut i = 0;
+        while i + 8 <= msg.len() {
+            let m = msg;
+            let word = [
+                m[i],
+                m[i + 1],
+                m[i + 2],
+                m[i + 3],
+                m[i + 4],
+                m[i + 5],
+                m[i + 6],
+                m[i + 7],
+            ];
+            h = Self::step(h, u64::from_le_bytes(word));
+            i += 8;
+        }
+        let mut tail = [0u8; 8];
+        tail[..msg.len() - i].copy_from_slice(&msg[i..]);
+        self.0 = Self::step(h, u64::from_le_bytes(tail));
+    }
+
+    pub(crate) fn value(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A handler that checks every message against the stream: numbers must come 1, 2, 3...
+/// and contents must be exactly what the publisher wrote. It records what went wrong
+/// rather than panicking on the shard thread.
+pub(crate) struct Checker {
+    stream: Stream,
+    /// The sequence number the next message must carry.
+    pub(crate) next: u64,
+    /// Messages seen.
+    pub(crate) received: u64,
+    /// Messages whose number was not the next one.
+    pub(crate) out_of_order: u64,
+    /// Messages whose bytes differ from what message `seq` must be.
+    pub(crate) corrupt: u64,
+    /// The first message that was out of order or corrupt.
+    pub(crate) first_bad: Option<u64>,
+    /// Checksum over everything received.
+    pub(crate) checksum: Checksum,
+    /// Gaps reported to the handler.
+    pub(crate) gaps: u64,
+    /// End-of-session calls.
+    pub(crate) ends: u64,
+}
+
+impl Checker {
+    pub(crate) fn new(stream: &Stream) -> Checker {
+        Checker {
+            stream: stream.clone(),
+            next: 1,
+            received: 0,
+            out_of_order: 0,
+            corrupt: 0,
+            first_bad: None,
+            checksum: Checksum::default(),
+            gaps: 0,
+            ends: 0,
+        }
+    }
+
+    /// Asserts that exactly messages `1..=count` arrived, in order and intact, with the
+    /// publisher's checksum.
+    pub(crate) fn assert_complete(&self, who: &str, count: u64, checksum: u64) {
+        assert_eq!(
+            (self.out_of_order, self.corrupt, self.first_bad),
+            (0, 0, None),
+            "{who}: messages out of order or corrupt"
+        );
+        assert_eq!(self.received, count, "{who}: messages received");
+        assert_eq!(self.next, count + 1, "{who}: next expected sequence number");
+        assert_eq!(self.gaps, 0, "{who}: gaps reported to the handler");
+        assert_eq!(self.checksum.value(), checksum, "{who}: checksum");
+    }
+}
+
+impl Handler for Checker {
+    fn on_message(&mut self, sequence: u64, message: &[u8]) {
+        if sequence != self.next {
+            self.out_of_order += 1;
+            self.first_bad.get_or_insert(sequence);
+        }
+        if !self.stream.matches(sequence, message) {
+            self.corrupt += 1;
+            self.first_bad.get_or_insert(sequence);
+        }
+        self.next = sequence + 1;
+        self.received += 1;
+        self.checksum.add(sequence, message);
+    }
+
+    fn on_gap(&mut self, _gap: Gap) {
+        self.gaps += 1;
+    }
+
+    fn on_end_of_session(&mut self) {
+        self.ends += 1;
+    }
+}
+
+/// Calls `step` (which may poll a publisher) until it returns true, sleeping a little
+/// between calls; panics naming `what` if that takes longer than `timeout`.
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut step: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !step() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Offers `msg`, polling through backpressure; returns its sequence number.
+pub(crate) fn offer(publisher: &mut Publisher, msg: &[u8]) -> u64 {
+    let deadline = Instant::now() + STALL;
+    loop {
+        match publisher.offer(msg) {
+            Ok(seq) => return seq,
+            Err(OfferError::Backpressure) => {
+                assert!(Instant::now() < deadline, "backpressure never eased");
+                publisher.poll();
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("offer failed: {e}"),
+        }
+    }
+}
+
+/// Publishes messages `seqs` of `stream` in batches of [`BATCH`], never more than
+/// `window` messages ahead of `received()` (the slowest subscriber's count), adding each
+/// to `checksum`. Leaves the last packet open (flush or close to send it).
+pub(crate) fn publish_paced(
+    publisher: &mut Publisher,
+    stream: &Stream,
+    seqs: RangeInclusive<u64>,
+    window: u64,
+    received: impl Fn() -> u64,
+    mut checksum: Option<&mut Checksum>,
+) {
+    publish_with(publisher, seqs, window, received, |seq, buf| {
+        let len = stream.write(seq, buf);
+        if let Some(sum) = checksum.as_deref_mut() {
+            sum.add(seq, &buf[..len]);
+        }
+        len
+    });
+}
+
+/// Like [`publish_paced`], with message `seq` written into the buffer by `make`, which
+/// returns its length.
+pub(crate) fn publish_with(
+    publisher: &mut Publisher,
+    seqs: RangeInclusive<u64>,
+    window: u64,
+    received: impl Fn() -> u64,
+    mut make: impl FnMut(u64, &mut [u8; MAX_LEN]) -> usize,
+) {
+    let mut buf = [0u8; MAX_LEN];
+    let (mut seq, last) = (*seqs.start(), *seqs.end());
+    while seq <= last {
+        let stop = last.min(seq + BATCH - 1);
+        publisher.begin_batch();
+        while seq <= stop {
+            let len = make(seq, &mut buf);
+            let got = offer(publisher, &buf[..len]);
+            assert_eq!(got, seq, "the publisher numbered a message unexpectedly");
+            seq += 1;
+        }
+        publisher.end_batch();
+        if received() + window < stop {
+            wait_until("the subscribers to catch up", STALL, || {
+                publisher.poll();
+                received() + window >= stop
+            });
+        }
+    }
+}
