@@ -197,7 +197,8 @@ impl Publisher {
         let backend = choose(config.backend)?;
         let ring = match backend.kind {
             BackendKind::Uring => Some(
-                build_ring(256, 1024).map_err(Error::io("setting up the publisher's io_uring"))?,
+                build_ring(256, 1024, false)
+                    .map_err(Error::io("setting up the publisher's io_uring"))?,
             ),
             BackendKind::Mmsg => None,
         };

@@ -373,16 +373,27 @@ pub(crate) struct SendCount {
     pub(crate) gso_ops: usize,
 }
 
-/// Sets up an io_uring for a sender or a shard: single issuer and deferred task work
-/// where the kernel has them, a completion queue of `cq_entries` for bursts.
-pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
-    let fast = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .setup_cqsize(cq_entries)
-        .build(sq_entries);
-    match fast {
+/// Sets up an io_uring with a completion queue of `cq_entries` for bursts.
+///
+/// `single_issuer`: the ring is only ever used by the thread that creates it (a shard's),
+/// so it gets `SINGLE_ISSUER` and `DEFER_TASKRUN` (completion work runs when that thread
+/// asks for it, not by interrupting it). A ring that may move between threads with its
+/// owner (a publisher's: `Publisher` is `Send`) must not have them — submitting from
+/// another task would fail with `EEXIST` — and gets `COOP_TASKRUN` instead. Kernels that
+/// know none of these flags get a plain ring.
+pub(crate) fn build_ring(
+    sq_entries: u32,
+    cq_entries: u32,
+    single_issuer: bool,
+) -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(cq_entries).setup_taskrun_flag();
+    if single_issuer {
+        builder.setup_single_issuer().setup_defer_taskrun();
+    } else {
+        builder.setup_coop_taskrun();
+    }
+    match builder.build(sq_entries) {
         Ok(ring) => Ok(ring),
         // Older kernels lack the flags (EINVAL): a plain ring still works.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()

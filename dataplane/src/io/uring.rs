@@ -28,7 +28,7 @@ pub(crate) fn probe() -> Result<(), String> {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(0);
-    let ring = super::send::build_ring(8, 16).map_err(|e| {
+    let ring = super::send::build_ring(8, 16, true).map_err(|e| {
         let mut r = super::reason("io_uring_setup", &e);
         if disabled != 0 {
             r.push_str(&format!(" (kernel.io_uring_disabled = {disabled})"));
@@ -188,7 +188,7 @@ impl UringReceiver {
     /// `payload` bytes each (plus room for headers).
     pub(crate) fn new(max_sockets: u32, buffers: u16, payload: usize) -> io::Result<UringReceiver> {
         let cq = u32::from(buffers).saturating_mul(4).max(1024);
-        let ring = super::send::build_ring(64, cq)?;
+        let ring = super::send::build_ring(64, cq, true)?;
         ring.submitter().register_files_sparse(max_sockets)?;
         // struct io_uring_recvmsg_out: namelen, controllen, payloadlen, flags (4 x u32).
         let size = 16 + mem::size_of::<libc::sockaddr_in6>() + RECV_CONTROL_LEN + payload;
