@@ -47,6 +47,14 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The subscription's handler panicked; the shard closed the subscription and went on
+    /// with the others.
+    #[error("the subscription's handler panicked on shard {shard}; the subscription was closed")]
+    HandlerPanicked {
+        /// The shard it ran on.
+        shard: usize,
+    },
+
     /// A shard thread is gone (it panicked or was shut down).
     #[error("shard {0} is not running")]
     ShardGone(usize),

@@ -117,6 +117,9 @@ pub enum OfferError {
     SequenceExhausted,
 }
 
+/// Longest `close` waits for sends in flight.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 struct Open {
     slot: u16,
     builder: PacketBuilder,
@@ -387,11 +390,24 @@ impl Publisher {
         }
         self.closed = true;
         self.flush();
-        self.send_control(true);
-        while self.sender.in_flight() > 0 {
-            if self.reap(true) == 0 && self.sender.in_flight() > 0 {
+        // End of session needs a buffer: wait for one if all are in flight.
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        while self.free.is_empty() && self.sender.in_flight() > 0 && Instant::now() < deadline {
+            if self.reap_blocking().is_err() {
                 break;
             }
+        }
+        self.send_control(true);
+        while self.sender.in_flight() > 0 && Instant::now() < deadline {
+            if self.reap_blocking().is_err() {
+                break;
+            }
+        }
+        if self.sender.in_flight() > 0 {
+            tracing::warn!(
+                in_flight = self.sender.in_flight(),
+                "closing with sends still in flight"
+            );
         }
     }
 
@@ -443,6 +459,9 @@ impl Publisher {
     }
 
     fn send_ready(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
         let Publisher {
             sender,
             region,
@@ -451,33 +470,51 @@ impl Publisher {
             stats,
             ..
         } = self;
+        let mut done = |slot: u16, result: std::io::Result<()>| {
+            free.push(slot);
+            if let Err(e) = result {
+                stats.send_errors += 1;
+                tracing::debug!(error = %e, "send failed");
+            }
+        };
         while !ready.is_empty() {
-            let mut done = |slot: u16, result: std::io::Result<()>| {
-                free.push(slot);
-                if let Err(e) = result {
-                    stats.send_errors += 1;
-                    tracing::debug!(error = %e, "send failed");
-                }
-            };
-            match sender.send(region, ready, &mut done) {
-                Ok(count) => {
-                    stats.packets += count.packets as u64;
-                    stats.sends += count.ops as u64;
-                    stats.gso_sends += count.gso_ops as u64;
-                    ready.drain(..count.packets);
-                    if count.packets == 0 && sender.reap(true, &mut done).unwrap_or(0) == 0 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    // The ring itself failed: count the packets as lost and free them.
-                    tracing::warn!(error = %e, "submitting sends failed");
-                    stats.send_errors += ready.len() as u64;
-                    free.extend(ready.drain(..).map(|(slot, _)| slot));
+            let (count, error) = sender.send(region, ready, &mut done);
+            stats.packets += count.packets as u64;
+            stats.sends += count.ops as u64;
+            stats.gso_sends += count.gso_ops as u64;
+            ready.drain(..count.packets);
+            if let Some(e) = error {
+                // What was taken stays queued in the ring; the rest waits for the next
+                // flush or poll. Nothing is freed that the kernel may still read.
+                tracing::warn!(error = %e, "submitting sends failed; will retry");
+                break;
+            }
+            if count.packets == 0 {
+                // Every operation is in flight: wait for one to finish.
+                // Each blocking reap consumes at least one completion, so this ends.
+                if sender.reap(true, &mut done).is_err() {
+                    break;
                 }
             }
         }
         self.last_send = Instant::now();
+    }
+
+    /// Waits for at least one send to finish (or a completion of one in progress).
+    fn reap_blocking(&mut self) -> std::io::Result<usize> {
+        let Publisher {
+            sender,
+            free,
+            stats,
+            ..
+        } = self;
+        let mut done = |slot: u16, result: std::io::Result<()>| {
+            free.push(slot);
+            if result.is_err() {
+                stats.send_errors += 1;
+            }
+        };
+        sender.reap(true, &mut done)
     }
 
     /// Collects finished sends; returns how many operations finished.

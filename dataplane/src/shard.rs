@@ -168,7 +168,7 @@ struct SubState {
 
 enum Command {
     Subscribe(Box<SubState>, Tx<Result<()>>),
-    Close(u64, Tx<Option<Box<SubState>>>),
+    Close(u64, Tx<Result<Box<SubState>>>),
     /// Swap the subscription's histogram for the one given (so the shard allocates
     /// nothing) and send the old one back.
     TakeLatency(
@@ -258,6 +258,8 @@ impl Shards {
                         receiver,
                         subs: (0..cfg.max_subscriptions).map(|_| None).collect(),
                         idle: cfg.idle,
+                        panicked: Vec::with_capacity(cfg.max_subscriptions as usize),
+                        dead: Vec::new(),
                     }
                     .run(&rx);
                 })
@@ -364,7 +366,7 @@ impl Shards {
             shard: index,
             id,
             counters,
-            tx: shard.tx.clone(),
+            tx: Some(shard.tx.clone()),
             _handler: PhantomData,
         })
     }
@@ -395,12 +397,26 @@ impl Drop for Shards {
 }
 
 /// A live subscription; its handler runs on a shard.
+///
+/// Dropping it closes it on its shard (without waiting); [`close`](Self::close) does the
+/// same and gives back the handler and the final figures.
 pub struct Subscription<H> {
     shard: usize,
     id: u64,
     counters: Arc<SubscriptionCounters>,
-    tx: Tx<Command>,
+    /// `None` once closed.
+    tx: Option<Tx<Command>>,
     _handler: PhantomData<fn() -> H>,
+}
+
+impl<H> Drop for Subscription<H> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // The reply goes nowhere: the shard drops the state, closing its socket.
+            let (reply, _) = bounded(1);
+            let _ = tx.send(Command::Close(self.id, reply));
+        }
+    }
 }
 
 impl<H> std::fmt::Debug for Subscription<H> {
@@ -446,6 +462,8 @@ impl<H: Handler> Subscription<H> {
         // The fresh histogram is allocated here, not on the shard.
         let fresh = Box::new(LatencyHistogram::new());
         self.tx
+            .as_ref()
+            .ok_or(Error::ShardGone(self.shard))?
             .send(Command::TakeLatency(self.id, fresh, tx))
             .map_err(|_| Error::ShardGone(self.shard))?;
         rx.recv()
@@ -460,16 +478,14 @@ impl<H: Handler> Subscription<H> {
     /// # Errors
     ///
     /// [`Error::ShardGone`] if the shard stopped before the subscription was closed.
-    pub fn close(self) -> Result<Closed<H>> {
+    pub fn close(mut self) -> Result<Closed<H>> {
         let (tx, rx) = bounded(1);
         self.tx
+            .take()
+            .ok_or(Error::ShardGone(self.shard))?
             .send(Command::Close(self.id, tx))
             .map_err(|_| Error::ShardGone(self.shard))?;
-        let state = rx
-            .recv()
-            .ok()
-            .flatten()
-            .ok_or(Error::ShardGone(self.shard))?;
+        let state = rx.recv().map_err(|_| Error::ShardGone(self.shard))??;
         let SubState {
             handler, latency, ..
         } = *state;
@@ -499,6 +515,10 @@ struct Shard {
     receiver: Receiver,
     subs: Vec<Option<Box<SubState>>>,
     idle: IdleStrategy,
+    /// Slots whose handler panicked during the last poll (capacity reserved).
+    panicked: Vec<u32>,
+    /// Ids of subscriptions closed because their handler panicked.
+    dead: Vec<u64>,
 }
 
 impl Shard {
@@ -518,7 +538,16 @@ impl Shard {
                 }
             }
             let subs = &mut self.subs;
-            let polled = self.receiver.poll(wait, &mut |event| on_event(subs, event));
+            let panicked = &mut self.panicked;
+            let polled = self.receiver.poll(wait, &mut |event| {
+                let slot = event.slot();
+                // A handler that panics loses its subscription, not the whole shard.
+                let run = std::panic::AssertUnwindSafe(|| on_event(subs, event));
+                if std::panic::catch_unwind(run).is_err() && !panicked.contains(&slot) {
+                    panicked.push(slot);
+                }
+            });
+            self.drop_panicked();
             match polled {
                 Ok(0) => {
                     if wait.is_none() {
@@ -531,6 +560,25 @@ impl Shard {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+        }
+    }
+
+    /// Removes the subscriptions whose handler panicked, remembering their ids so that
+    /// closing them reports why.
+    fn drop_panicked(&mut self) {
+        while let Some(slot) = self.panicked.pop() {
+            let Some(state) = self.subs.get_mut(slot as usize).and_then(Option::take) else {
+                continue;
+            };
+            tracing::error!(
+                shard = self.index,
+                subscription = state.id,
+                "a subscription's handler panicked; the subscription is closed"
+            );
+            if let Err(e) = self.receiver.remove(slot) {
+                tracing::warn!(error = %e, "removing a socket from the shard");
+            }
+            self.dead.push(state.id);
         }
     }
 
@@ -558,13 +606,20 @@ impl Shard {
                     .subs
                     .iter_mut()
                     .find(|s| s.as_ref().is_some_and(|s| s.id == id));
-                let state = found.and_then(Option::take);
-                if let Some(state) = &state {
-                    if let Err(e) = self.receiver.remove(state.slot) {
-                        tracing::warn!(error = %e, "removing a socket from the shard");
+                let result = match found.and_then(Option::take) {
+                    Some(state) => {
+                        if let Err(e) = self.receiver.remove(state.slot) {
+                            tracing::warn!(error = %e, "removing a socket from the shard");
+                        }
+                        Ok(state)
                     }
-                }
-                let _ = reply.send(state);
+                    None if self.dead.contains(&id) => {
+                        self.dead.retain(|&d| d != id);
+                        Err(Error::HandlerPanicked { shard: self.index })
+                    }
+                    None => Err(Error::ShardGone(self.index)),
+                };
+                let _ = reply.send(result);
             }
             Command::TakeLatency(id, mut fresh, reply) => {
                 let taken = self
@@ -653,9 +708,12 @@ fn on_packet(sub: &mut SubState, bytes: &[u8], now: u64) {
     }
     match verdict {
         Verdict::Deliver { skip, .. } => {
+            // new_checked guarantees sequence + count does not overflow, so neither does
+            // first + i (a counting range would step past the last number and could).
             let first = packet.sequence() + u64::from(skip);
             let (mut messages, mut bytes) = (0u64, 0u64);
-            for (sequence, msg) in (first..).zip(packet.messages().skip(usize::from(skip))) {
+            for (i, msg) in packet.messages().skip(usize::from(skip)).enumerate() {
+                let sequence = first + i as u64;
                 if sub.timestamps {
                     if let Some(stamp) = read_stamp(msg) {
                         sub.latency.record_since(stamp, now);

@@ -175,6 +175,18 @@ pub(crate) enum Event<'a> {
     },
 }
 
+impl Event<'_> {
+    /// The socket the event is about.
+    pub(crate) fn slot(&self) -> u32 {
+        match self {
+            Event::Datagram { slot, .. }
+            | Event::Malformed { slot }
+            | Event::Rearm { slot }
+            | Event::Error { slot, .. } => *slot,
+        }
+    }
+}
+
 /// A receive engine: io_uring or recvmmsg. (One per shard: the size difference between
 /// the variants does not matter.)
 #[derive(Debug)]
@@ -232,6 +244,25 @@ impl Receiver {
     }
 }
 
+/// Whether the running kernel's release (`uname -r`) is at least `major.minor`. An
+/// unreadable release counts as new enough (the feature's own failure then speaks).
+pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return true;
+    };
+    release_at_least(release.trim(), major, minor)
+}
+
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
 /// Maps an `io::Error` from a failed setup step to a readable reason.
 pub(crate) fn reason(op: &str, e: &io::Error) -> String {
     format!("{op}: {e}")
@@ -243,6 +274,15 @@ mod tests {
 
     fn run(lens: &[usize], max: usize) -> usize {
         gso_run(lens.iter().copied(), max)
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(release_at_least("6.18.44-fc-v669", 6, 15));
+        assert!(release_at_least("6.15.0", 6, 15));
+        assert!(!release_at_least("6.12.9-amd64", 6, 15));
+        assert!(!release_at_least("5.19.0", 6, 0));
+        assert!(release_at_least("garbage", 6, 0));
     }
 
     #[test]

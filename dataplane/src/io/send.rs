@@ -60,8 +60,10 @@ pub(crate) struct Sender {
     unsubmitted: usize,
     /// mmsg: filled operations in submission order (capacity reserved up front).
     pending: Vec<u16>,
-    /// io_uring zero-copy sends (SENDMSG_ZC) from the registered region.
+    /// io_uring zero-copy sends (SENDMSG_ZC).
     zero_copy: bool,
+    /// Zero-copy sends name the registered region (fixed buffer 0): Linux 6.15+.
+    fixed_buffer: bool,
 }
 
 // SAFETY: see `Op`; the mmsghdr array points into `ops`, also owned here.
@@ -117,11 +119,19 @@ impl Sender {
         };
         let ops: Box<[Op]> = (0..max_ops).map(|_| zero_op()).collect();
         let ring_used = ring.is_some();
+        // SENDMSG_ZC itself is Linux 6.1+; naming a registered buffer in it, 6.15+.
+        let fixed_buffer = zero_copy && ring_used && super::kernel_at_least(6, 15);
+        if zero_copy && ring_used && !super::kernel_at_least(6, 1) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "zero-copy sends (SENDMSG_ZC) need Linux 6.1 or later",
+            ));
+        }
         let engine = match ring {
             Some(ring) => {
                 // Registered file: the kernel skips the fd table lookup per operation.
                 ring.submitter().register_files(&[fd])?;
-                if zero_copy {
+                if fixed_buffer {
                     let whole = libc::iovec {
                         iov_base: region.as_ptr().cast_mut().cast(),
                         iov_len: region.len(),
@@ -146,6 +156,7 @@ impl Sender {
             unsubmitted: 0,
             pending: Vec::with_capacity(max_ops),
             zero_copy: zero_copy && ring_used,
+            fixed_buffer,
         })
     }
 
@@ -156,18 +167,31 @@ impl Sender {
 
     /// Sends the packets `(slot, len)` from `region`, in order. Returns how many it took;
     /// the rest did not fit in the free operations (reap and call again). Each taken slot
-    /// comes back through `done` once its send finished: before this returns for mmsg,
-    /// from a later [`reap`](Self::reap) for io_uring. Also returns the number of send
-    /// operations used, and how many of them carried several packets.
+    /// comes back through `done` exactly once, when its send finished: before this returns
+    /// for mmsg, from a later [`reap`](Self::reap) for io_uring. Also returns the number of
+    /// send operations used and how many carried several packets, and the error if
+    /// submitting to the ring failed: the operations taken then stay queued in the ring's
+    /// submission queue, and the next `reap` submits them again.
     pub(crate) fn send(
         &mut self,
         region: &Region,
         packets: &[(u16, u16)],
         done: Done<'_>,
-    ) -> io::Result<SendCount> {
+    ) -> (SendCount, Option<io::Error>) {
         let mut count = SendCount::default();
+        let mut error = None;
         let mut taken = 0;
         while taken < packets.len() {
+            if let Engine::Uring(ring) = &mut self.engine {
+                // Make room in the submission queue before committing an operation.
+                if ring.submission().is_full() {
+                    if let Err(e) = ring.submit() {
+                        error = Some(e);
+                        break;
+                    }
+                    self.unsubmitted = 0;
+                }
+            }
             let Some(op_index) = self.free_ops.pop() else {
                 break;
             };
@@ -182,18 +206,16 @@ impl Sender {
             };
             let run = &rest[..n];
             self.fill(op_index, region, run);
-            taken += n;
-            count.ops += 1;
-            if n > 1 {
-                count.gso_ops += 1;
-            }
             match &mut self.engine {
                 Engine::Uring(ring) => {
                     let op = &self.ops[usize::from(op_index)];
                     let sqe = if self.zero_copy {
-                        opcode::SendMsgZc::new(types::Fixed(0), &raw const op.msg)
-                            .buf_index(Some(0))
-                            .build()
+                        let zc = opcode::SendMsgZc::new(types::Fixed(0), &raw const op.msg);
+                        if self.fixed_buffer {
+                            zc.buf_index(Some(0)).build()
+                        } else {
+                            zc.build()
+                        }
                     } else {
                         opcode::SendMsg::new(types::Fixed(0), &raw const op.msg).build()
                     }
@@ -202,26 +224,47 @@ impl Sender {
                     // valid and untouched until this operation's completion is reaped: the
                     // op is not returned to `free_ops` before then, and the region and
                     // destination are owned by the caller / by us for our whole life.
-                    while unsafe { ring.submission().push(&sqe) }.is_err() {
-                        ring.submit()?;
-                        self.unsubmitted = 0;
+                    if unsafe { ring.submission().push(&sqe) }.is_err() {
+                        // Cannot happen (room was made above); give the op back.
+                        self.ops[usize::from(op_index)].nslots = 0;
+                        self.free_ops.push(op_index);
+                        break;
                     }
                     self.unsubmitted += 1;
                 }
                 Engine::Mmsg(_) => self.pending.push(op_index),
             }
+            taken += n;
+            count.ops += 1;
+            if n > 1 {
+                count.gso_ops += 1;
+            }
         }
         match &mut self.engine {
             Engine::Uring(ring) => {
                 if self.unsubmitted > 0 {
-                    ring.submit()?;
-                    self.unsubmitted = 0;
+                    match ring.submit() {
+                        Ok(_) => self.unsubmitted = 0,
+                        Err(e) => error = Some(e),
+                    }
                 }
             }
-            Engine::Mmsg(_) => self.flush_mmsg(done)?,
+            Engine::Mmsg(_) => self.flush_mmsg(done),
         }
         count.packets = taken;
-        Ok(count)
+        (count, error)
+    }
+
+    /// GSO sends larger than the path MTU fail with EINVAL (the same packets sent one by
+    /// one would be fragmented instead): stop using GSO after the first such failure.
+    fn gso_refused(&mut self, errno: i32, nslots: usize) {
+        if self.gso && nslots > 1 && errno == libc::EINVAL {
+            self.gso = false;
+            tracing::warn!(
+                "a GSO send was refused (EINVAL: segments larger than the path MTU?); \
+                 sending one datagram per send from now on"
+            );
+        }
     }
 
     /// Points operation `op_index` at the packets of `run`.
@@ -257,9 +300,9 @@ impl Sender {
     }
 
     /// Sends the operations in `pending` with sendmmsg, in order, and completes them.
-    fn flush_mmsg(&mut self, done: Done<'_>) -> io::Result<()> {
+    fn flush_mmsg(&mut self, done: Done<'_>) {
         let Engine::Mmsg(mmsgs) = &mut self.engine else {
-            return Ok(());
+            return;
         };
         let k = self.pending.len();
         for (entry, &op_index) in mmsgs.iter_mut().zip(&self.pending) {
@@ -293,12 +336,18 @@ impl Sender {
             }
             // The first remaining message failed: report it and go on past it.
             let op_index = self.pending[sent];
-            Self::complete(&mut self.ops[usize::from(op_index)], Err(e), done);
+            let op = &mut self.ops[usize::from(op_index)];
+            let nslots = op.nslots;
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            Self::complete(op, Err(e), done);
             self.free_ops.push(op_index);
             sent += 1;
+            if self.gso && nslots > 1 && errno == libc::EINVAL {
+                self.gso = false;
+                tracing::warn!("a GSO send was refused (EINVAL); sending one datagram per send");
+            }
         }
         self.pending.clear();
-        Ok(())
     }
 
     fn complete(op: &mut Op, result: io::Result<()>, done: Done<'_>) {
@@ -333,6 +382,7 @@ impl Sender {
             Err(e) => return Err(e),
         }
         let mut n = 0;
+        let mut gso_einval = false;
         for cqe in ring.completion() {
             let op_index = cqe.user_data() as usize;
             let Some(op) = self.ops.get_mut(op_index) else {
@@ -349,14 +399,21 @@ impl Sender {
             } else {
                 cqe.result()
             };
+            let nslots = op.nslots;
             let result = if res >= 0 {
                 Ok(())
             } else {
                 Err(io::Error::from_raw_os_error(-res))
             };
             Self::complete(op, result, done);
+            if res == -libc::EINVAL && nslots > 1 {
+                gso_einval = true;
+            }
             self.free_ops.push(op_index as u16);
             n += 1;
+        }
+        if gso_einval {
+            self.gso_refused(libc::EINVAL, 2);
         }
         Ok(n)
     }

@@ -24,6 +24,11 @@ use super::{parse_cmsgs, Event, RECV_CONTROL_LEN};
 /// Checks that an io_uring with multishot receive and provided buffer rings can be set
 /// up here. Returns the reason when it cannot.
 pub(crate) fn probe() -> Result<(), String> {
+    // Multishot RECVMSG, which receive is built on, arrived in Linux 6.0 (an opcode probe
+    // cannot tell: plain RECVMSG is older).
+    if !super::kernel_at_least(6, 0) {
+        return Err("multishot RECVMSG needs Linux 6.0 or later".into());
+    }
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -230,8 +235,12 @@ impl UringReceiver {
             live: true,
             armed: false,
         });
-        self.arm(slot)?;
-        self.ring.submit()?;
+        if let Err(e) = self.arm(slot).and_then(|()| self.ring.submit().map(drop)) {
+            // Undo: forget the socket (cancelling the receive if it was queued) and
+            // release its file slot.
+            let _ = self.remove(slot);
+            return Err(e);
+        }
         Ok(slot)
     }
 
@@ -358,13 +367,21 @@ impl UringReceiver {
         if returned {
             bufs.publish();
         }
+        // Re-arm; a slot whose re-arm fails stays queued and is retried on the next poll.
         let mut pending = mem::take(&mut self.rearm);
+        let mut result = Ok(n);
+        let mut done = 0;
         for &slot in &pending {
-            self.arm(slot)?;
+            if let Err(e) = self.arm(slot) {
+                result = Err(e);
+                break;
+            }
+            done += 1;
         }
-        pending.clear();
+        pending.drain(..done);
+        pending.append(&mut self.rearm);
         self.rearm = pending;
-        Ok(n)
+        result
     }
 }
 

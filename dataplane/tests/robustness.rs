@@ -1,0 +1,186 @@
+//! What hostile or careless input must not do: a handler that panics loses only its own
+//! subscription, a packet numbered at the very top of the sequence space does not bring
+//! a shard down, a dropped subscription leaves its group, and empty batches do not
+//! silence heartbeats.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
+use multipoint_dataplane::wire::{PacketBuilder, Session};
+use multipoint_dataplane::{
+    BackendChoice, Error, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig,
+};
+
+const BACKENDS: [BackendChoice; 2] = [BackendChoice::Uring, BackendChoice::Mmsg];
+
+fn sub_config(group: SocketAddr) -> SubscriptionConfig {
+    SubscriptionConfig {
+        interface: Interface::LOOPBACK_V4,
+        ..SubscriptionConfig::new(group)
+    }
+}
+
+fn publisher(backend: BackendChoice, group: SocketAddr, name: &str) -> Publisher {
+    Publisher::new(PublisherConfig {
+        interface: Interface::LOOPBACK_V4,
+        backend,
+        ..PublisherConfig::new(Session::new(name).unwrap(), group)
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_panicking_handler_loses_its_subscription_and_the_shard_goes_on() {
+    for backend in BACKENDS {
+        let Some(mut shards) = common::start_or_skip(
+            "panicking handler",
+            ShardConfig {
+                backend,
+                shards: 1,
+                ..ShardConfig::default()
+            },
+        ) else {
+            return;
+        };
+        let (bad_group, good_group) = (common::group(120, 1), common::group(120, 2));
+        let bad = shards
+            .subscribe(sub_config(bad_group), |seq: u64, _: &[u8]| {
+                if seq == 3 {
+                    panic!("handler bug (this panic is part of the test)");
+                }
+            })
+            .unwrap();
+        let good = shards
+            .subscribe(sub_config(good_group), |_: u64, _: &[u8]| {})
+            .unwrap();
+        assert_eq!(bad.shard(), good.shard(), "both on the one shard");
+
+        let mut to_bad = publisher(backend, bad_group, "BAD");
+        let mut to_good = publisher(backend, good_group, "GOOD");
+        for i in 0..10u8 {
+            common::offer(&mut to_bad, &[i]);
+            to_bad.flush();
+        }
+        // Packets are counted before their messages go to the handler; messages after.
+        common::wait_until(
+            "the bad handler to have run",
+            Duration::from_secs(5),
+            || bad.stats().packets >= 3,
+        );
+        for i in 0..1000u32 {
+            common::offer(&mut to_good, &i.to_be_bytes());
+        }
+        to_good.flush();
+        common::wait_until("the good subscription", Duration::from_secs(5), || {
+            good.stats().messages == 1000
+        });
+        assert!(matches!(bad.close(), Err(Error::HandlerPanicked { .. })));
+        assert_eq!(good.close().unwrap().stats.gaps, 0);
+    }
+}
+
+#[test]
+fn a_packet_at_the_top_of_the_sequence_space_does_not_bring_a_shard_down() {
+    for backend in BACKENDS {
+        let Some(mut shards) = common::start_or_skip(
+            "top of sequence space",
+            ShardConfig {
+                backend,
+                ..ShardConfig::default()
+            },
+        ) else {
+            return;
+        };
+        let group = common::group(120, 3);
+        let session = Session::new("TOP").unwrap();
+        let sub = shards
+            .subscribe(
+                SubscriptionConfig {
+                    session: Some(session),
+                    ..sub_config(group)
+                },
+                |_: u64, _: &[u8]| {},
+            )
+            .unwrap();
+        // The last message numbers a u64 can carry: u64::MAX - 2 and u64::MAX - 1.
+        let mut buf = [0u8; 64];
+        let mut b = PacketBuilder::start(&mut buf, &session, u64::MAX - 2).unwrap();
+        b.push(&mut buf, b"x").unwrap();
+        b.push(&mut buf, b"y").unwrap();
+        let len = b.finish(&mut buf);
+        let tx = MultipointSocket::new(Transport::Udp4Multicast, Roles::LEAF).unwrap();
+        tx.set_interface(Interface::LOOPBACK_V4).unwrap();
+        let m = tx.join_leaf(group, Direction::SenderOnly, None).unwrap();
+        m.send(&buf[..len]).unwrap();
+        common::wait_until("the packet", Duration::from_secs(5), || {
+            sub.stats().packets == 1
+        });
+        let stats = sub.close().unwrap().stats;
+        assert_eq!(stats.messages, 2, "{stats:?}");
+        assert_eq!(stats.gaps, 1, "everything below was missing: {stats:?}");
+    }
+}
+
+#[test]
+fn dropping_a_subscription_leaves_its_group() {
+    let Some(mut shards) = common::start_or_skip("drop", ShardConfig::default()) else {
+        return;
+    };
+    let group = common::group(120, 4);
+    let sub = shards
+        .subscribe(sub_config(group), |_: u64, _: &[u8]| {})
+        .unwrap();
+    let joined = |g: &SocketAddr| {
+        let SocketAddr::V4(v4) = g else {
+            unreachable!()
+        };
+        let hex = format!("{:08X}", u32::from_ne_bytes(v4.ip().octets()));
+        std::fs::read_to_string("/proc/net/igmp")
+            .unwrap()
+            .contains(&hex)
+    };
+    assert!(joined(&group));
+    drop(sub);
+    common::wait_until("the membership to go", Duration::from_secs(5), || {
+        !joined(&group)
+    });
+}
+
+#[test]
+fn empty_batches_do_not_silence_heartbeats() {
+    for backend in BACKENDS {
+        let Some(mut shards) = common::start_or_skip(
+            "heartbeats",
+            ShardConfig {
+                backend,
+                ..ShardConfig::default()
+            },
+        ) else {
+            return;
+        };
+        let group = common::group(120, 5);
+        let sub = shards
+            .subscribe(sub_config(group), |_: u64, _: &[u8]| {})
+            .unwrap();
+        let mut p = Publisher::new(PublisherConfig {
+            interface: Interface::LOOPBACK_V4,
+            backend,
+            heartbeat: Duration::from_millis(20),
+            ..PublisherConfig::new(Session::new("HB").unwrap(), group)
+        })
+        .unwrap();
+        // An application loop with nothing to publish: empty batches, flushes and polls.
+        common::wait_until("heartbeats", Duration::from_secs(5), || {
+            p.begin_batch();
+            p.end_batch();
+            p.flush();
+            p.poll();
+            sub.stats().heartbeats >= 3
+        });
+    }
+}
