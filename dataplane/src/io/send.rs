@@ -10,7 +10,7 @@ use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
-use io_uring::{cqueue, opcode, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::SockAddr;
 
 use super::region::Region;
@@ -220,6 +220,16 @@ impl Sender {
                         opcode::SendMsg::new(types::Fixed(0), &raw const op.msg).build()
                     }
                     .user_data(u64::from(op_index));
+                    // Independent SQEs to one socket may complete out of order (one that
+                    // meets a full send buffer waits for room while a later one goes out),
+                    // and a subscriber counts a late packet as lost: link the operations
+                    // of a batch so that each starts only after the one before finished.
+                    let more = taken + n < packets.len() && !self.free_ops.is_empty();
+                    let sqe = if more {
+                        sqe.flags(squeue::Flags::IO_LINK)
+                    } else {
+                        sqe
+                    };
                     // SAFETY: the msghdr, its iovecs, control message and destination stay
                     // valid and untouched until this operation's completion is reaped: the
                     // op is not returned to `free_ops` before then, and the region and
