@@ -1,28 +1,85 @@
 //! The command line: `multipoint <COMMAND> [OPTIONS]`.
 //!
-//! Each tool is one variant of [`Command`] with its own argument struct; options that
-//! several tools share (backend, GSO, idle strategy) are small [`clap::ValueEnum`]s here
-//! that convert into the data plane's settings. Every value is validated by clap, so a
+//! Each tool is one variant of [`Command`] with its own argument struct. The options the
+//! tools share come in small groups that the structs flatten in ([`GroupArgs`],
+//! [`LoadArgs`], [`StopArgs`], [`IoArgs`], [`PublishArgs`], [`ReportArgs`]), so that an
+//! option means the same everywhere; a tool that wants another default says so with
+//! `mut_arg` on its struct or variant. The groups also build the data plane's settings
+//! ([`IoArgs::shard_config`], [`publisher_config`]). Every value is validated by clap, so a
 //! bad one is a usage message and exit code 2, never a panic.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use multipoint_control::Interface;
 use multipoint_dataplane::latency::STAMP_LEN;
-use multipoint_dataplane::wire::MAX_MESSAGE_LEN;
-use multipoint_dataplane::{BackendChoice, IdleStrategy};
+use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN, MAX_MESSAGE_LEN};
+use multipoint_dataplane::{BackendChoice, IdleStrategy, PublisherConfig, ShardConfig};
 
 const EXAMPLES: &str = "\
 Examples:
   multipoint demo                          3 s at 1 M msgs/s, 64-byte messages, on lo
+  multipoint throughput --secs 5           one publisher, one subscriber, as fast as possible
+  multipoint pingpong                      round-trip latency, ping and pong in this process
+  multipoint sub                           in one terminal: report until the end of session
+  multipoint pub --count 1000000           in another: publish a million messages
+  multipoint demo --json | tail -n 1       the results as one JSON object
+  RUST_LOG=debug multipoint demo           with the data plane's log on stderr
+
+Everything runs on loopback multicast (239.255.0.1 via 127.0.0.1) with no host
+configuration. See `multipoint <COMMAND> --help` for each tool's options.";
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  multipoint demo                          3 s at 1 M msgs/s, 64-byte messages, on lo
   multipoint demo --rate 0 --secs 5        as fast as the publisher can go
   multipoint demo --backend mmsg --gso off recvmmsg/sendmmsg, one datagram per send
-  multipoint demo --size 256 --rate 200000 --hlog /tmp/demo.hlog
-  multipoint demo --json | tail -n 1       the results as one JSON object
-  RUST_LOG=debug multipoint demo           with the data plane's log on stderr";
+  multipoint demo --size 256 --rate 200000 --hlog /tmp/demo.hlog --plot /tmp/demo.svg
+  multipoint demo --json | tail -n 1       the results as one JSON object";
+
+const THROUGHPUT_EXAMPLES: &str = "\
+Examples:
+  multipoint throughput                    3 s as fast as possible, 64-byte messages
+  multipoint throughput --size 1024 --secs 5
+  multipoint throughput --rate 500000 --plot /tmp/latency.svg
+  multipoint throughput --gso off --batch 1
+  multipoint throughput --json | tail -n 1 msgs_per_sec is what the subscriber got";
+
+const PUB_EXAMPLES: &str = "\
+Examples:
+  multipoint pub                           10 s at 1 M msgs/s to 239.255.0.1:31001 on lo
+  multipoint pub --count 50000 --rate 100000
+  multipoint pub --rate 0 --size 32 --secs 5
+  multipoint pub --session FEED1 --group 239.255.7.7:40000 --iface eth0 --ttl 8
+
+With --json the receive-side fields (gaps, missing, duplicates, malformed, kernel_drops)
+and latency_ns are null: a publisher does not measure them. Start `multipoint sub` first.";
+
+const SUB_EXAMPLES: &str = "\
+Examples:
+  multipoint sub                           until the end of session, at most 60 s
+  multipoint sub --secs 5 --json           then `multipoint pub` in another terminal
+  multipoint sub --session FEED1 --late-join --group 239.255.7.7:40000 --iface eth0
+  multipoint sub --source 10.0.0.5 --group 232.1.1.1:40000 --iface eth0
+  multipoint sub --plot /tmp/one-way.svg --hlog /tmp/one-way.hlog
+
+Any MoldUDP64 stream is accepted. One-way latency needs the 8-byte send timestamp that
+`multipoint pub` puts first in each message (CLOCK_MONOTONIC, so the same host); other
+payloads give no latency figures (latency_ns is null in JSON).";
+
+const PINGPONG_EXAMPLES: &str = "\
+Examples:
+  multipoint pingpong                      ping and pong in this process, 3 s
+  multipoint pingpong --count 100000 --size 64 --plot /tmp/rtt.svg
+  multipoint pingpong --idle spin          lowest latency; needs two spare cores
+  multipoint pingpong --role pong          in one terminal (until the ping's end of session)
+  multipoint pingpong --role ping          in another
+
+Ping sends one message to --group and waits for its echo on --reply-group before sending
+the next; an echo that has not come back within 100 ms counts as a timeout and the next
+ping goes out. latency_ns is the round trip; for --role pong it is null.";
 
 /// The multipoint tool: runs the multipoint data plane and measures it.
 #[derive(Debug, Parser)]
@@ -41,25 +98,60 @@ pub enum Command {
     /// Runs all three in this process and prints, for each subscriber, messages and bytes
     /// per second, gaps, drops and one-way latency percentiles. Needs no root and no host
     /// configuration.
-    #[command(after_help = EXAMPLES)]
+    #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
+
+    /// Publishes timestamped messages at a rate, for `multipoint sub` or any MoldUDP64
+    /// subscriber.
+    ///
+    /// Each message starts with an 8-byte CLOCK_MONOTONIC send timestamp. Prints the
+    /// publisher's counters; ends the session (end-of-session packet) when done.
+    #[command(name = "pub", after_help = PUB_EXAMPLES)]
+    Pub(PubArgs),
+
+    /// Subscribes to a MoldUDP64 stream and reports what arrived: rate, gaps, drops and,
+    /// for `multipoint pub` payloads, one-way latency.
+    ///
+    /// Stops at the end of session, after --count messages or after --secs.
+    #[command(after_help = SUB_EXAMPLES)]
+    Sub(SubArgs),
+
+    /// Round-trip latency: ping sends, pong echoes, one message in flight at a time.
+    ///
+    /// With --role both (the default) both sides run in this process, each on a shard
+    /// thread of its own; with --role ping or --role pong the other side is another
+    /// process.
+    #[command(name = "pingpong", after_help = PINGPONG_EXAMPLES)]
+    PingPong(PingPongArgs),
+
+    /// Delivered messages per second: a publisher and one subscriber in this process, as
+    /// fast as possible by default.
+    ///
+    /// Like `demo` with one subscriber and --rate 0; msgs_per_sec is what the subscriber
+    /// was handed, per second of publishing.
+    #[command(
+        after_help = THROUGHPUT_EXAMPLES,
+        mut_arg("rate", |a| a.default_value("0")),
+        mut_arg("shards", |a| a.default_value("1")),
+    )]
+    Throughput(DemoArgs),
 }
 
-/// Options of `multipoint demo`.
+/// Where: the group and the interface (every tool).
 #[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// Multicast group and port to publish to and subscribe to.
+pub struct GroupArgs {
+    /// Multicast group and port.
     #[arg(long, value_name = "ADDR:PORT", default_value = "239.255.0.1:31001")]
     pub group: SocketAddr,
 
     /// Interface to send and join on: an address, a name (lo) or an index.
-    #[arg(long, value_name = "IFACE", default_value = "127.0.0.1", value_parser = parse_interface)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1", value_parser = parse_interface)]
     pub iface: Interface,
+}
 
-    /// How long to publish, in seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_secs)]
-    pub secs: Duration,
-
+/// What to publish: message size, rate and batch (demo, throughput, pub).
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
     /// Message size in bytes; each message starts with an 8-byte send timestamp.
     #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = parse_size)]
     pub size: usize,
@@ -68,13 +160,94 @@ pub struct DemoArgs {
     #[arg(long, value_name = "MSGS_PER_S", default_value_t = 1_000_000)]
     pub rate: u64,
 
-    /// I/O backend of the publisher and the shards.
+    /// Most messages offered between begin_batch and end_batch (full packets of a batch
+    /// leave together, as GSO sends).
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+}
+
+/// When to stop: whichever of --secs and --count comes first (every tool; the default
+/// of each depends on the tool).
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Stop after S seconds (fractions allowed).
+    #[arg(long, value_name = "S", value_parser = parse_secs)]
+    pub secs: Option<Duration>,
+
+    /// Stop after N messages (pingpong: round trips; sub: once N have arrived, within a
+    /// few milliseconds, counting all that did).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// How the data plane does I/O (every tool).
+#[derive(Debug, Clone, Args)]
+pub struct IoArgs {
+    /// I/O backend of the publishers and the shards.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 
-    /// UDP GSO on the publisher and UDP GRO on the shards.
+    /// UDP GSO on the publishers and UDP GRO on the shards.
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub gso: Toggle,
+
+    /// Largest datagram payload: packets are filled up to this size.
+    #[arg(long, value_name = "BYTES", default_value_t = 1472, value_parser = parse_max_datagram)]
+    pub max_datagram: usize,
+}
+
+/// How publishers' packets leave the host (demo, throughput, pub, pingpong).
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Multicast TTL (scope): 0 stays on this host, 1 on the local network.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub ttl: u8,
+
+    /// Whether this host's own subscribers get what is published (off: the in-process
+    /// tools receive nothing).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub loopback: Toggle,
+}
+
+/// What to write besides the text report (tools that measure latency).
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Write an HdrHistogram interval log of the latency (one interval per second) to
+    /// FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<PathBuf>,
+
+    /// Write the latency percentile distribution as an SVG plot to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// Also print the results as one JSON object, on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `multipoint demo` and `multipoint throughput` (which differ only in their
+/// defaults and number of subscribers).
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("secs", |a| a.default_value("3")))]
+pub struct DemoArgs {
+    /// Group and interface.
+    #[command(flatten)]
+    pub group: GroupArgs,
+
+    /// MoldUDP64 session name (1 to 10 printable ASCII characters); default: MP and the
+    /// process id.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<Session>,
+
+    /// Message size, rate and batch.
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// When to stop publishing.
+    #[command(flatten)]
+    pub stop: StopArgs,
 
     /// Number of shard threads receiving.
     #[arg(long, value_name = "N", default_value_t = 2,
@@ -85,14 +258,157 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = Idle::Block)]
     pub idle: Idle,
 
-    /// Write an HdrHistogram interval log of one-way latency (one interval per second per
-    /// subscriber) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub hlog: Option<PathBuf>,
+    /// Backend, GSO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
 
-    /// Also print the results as one JSON object, on the last line.
+    /// TTL and loopback.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+
+    /// Interval log, plot and JSON.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// Options of `multipoint pub`.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("secs", |a| a.default_value("10")))]
+pub struct PubArgs {
+    /// Group and interface.
+    #[command(flatten)]
+    pub group: GroupArgs,
+
+    /// MoldUDP64 session name (1 to 10 printable ASCII characters); default: MP and the
+    /// process id.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<Session>,
+
+    /// Message size, rate and batch.
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// When to stop publishing.
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// Backend, GSO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
+
+    /// TTL and loopback.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+
+    /// Also print the results as one JSON object, on the last line (receive-side fields
+    /// and latency_ns are null).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `multipoint sub`.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("secs", |a| a.default_value("60")))]
+pub struct SubArgs {
+    /// Group and interface.
+    #[command(flatten)]
+    pub group: GroupArgs,
+
+    /// Join source-specific: only packets from this source address.
+    #[arg(long, value_name = "ADDR")]
+    pub source: Option<IpAddr>,
+
+    /// Follow only this MoldUDP64 session; default: the first session seen.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<Session>,
+
+    /// Start wherever the stream is when joining, rather than counting the messages
+    /// before the first one seen (from sequence number 1) as missing.
+    #[arg(long)]
+    pub late_join: bool,
+
+    /// When to stop (the end of session stops it too).
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// What the idle shard does (spin burns a core).
+    #[arg(long, value_enum, default_value_t = Idle::Block)]
+    pub idle: Idle,
+
+    /// Backend, GRO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
+
+    /// Interval log, plot and JSON.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// Options of `multipoint pingpong`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("group", |a| a
+        .default_value("239.255.0.1:31011")
+        .help("Multicast group and port of the pings (group A)")),
+    mut_arg("secs", |a| a.help(
+        "Stop after S seconds (fractions allowed) [default: 3; with --role pong 60, and the \
+         ping's end of session stops it too]"
+    )),
+)]
+pub struct PingPongArgs {
+    /// Which side runs in this process.
+    #[arg(long, value_enum, default_value_t = Role::Both)]
+    pub role: Role,
+
+    /// Group A (the pings) and interface.
+    #[command(flatten)]
+    pub group: GroupArgs,
+
+    /// Multicast group and port of the echoes (group B); default: group A's address with
+    /// the next port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub reply_group: Option<SocketAddr>,
+
+    /// MoldUDP64 session name of what this process publishes (1 to 10 printable ASCII
+    /// characters); default: MP and the process id. A pong given --session follows only
+    /// that session; otherwise the first one seen.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<Session>,
+
+    /// Message size in bytes; each message starts with an 8-byte send timestamp.
+    #[arg(long, value_name = "BYTES", default_value_t = 32, value_parser = parse_size)]
+    pub size: usize,
+
+    /// When to stop: --count round trips or --secs.
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// What the idle shards of both sides do (spin burns a core per side).
+    #[arg(long, value_enum, default_value_t = Idle::Block)]
+    pub idle: Idle,
+
+    /// Backend, GSO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
+
+    /// TTL and loopback.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+
+    /// Interval log, plot and JSON.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// `--role` of `multipoint pingpong`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Sends pings to group A and measures the round trip of their echoes on group B.
+    Ping,
+    /// Echoes what arrives on group A to group B, unchanged.
+    Pong,
+    /// Both, in this process.
+    Both,
 }
 
 /// `--backend`.
@@ -144,6 +460,17 @@ pub enum Idle {
     Block,
 }
 
+impl Idle {
+    /// The name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Idle::Spin => "spin",
+            Idle::Yield => "yield",
+            Idle::Block => "block",
+        }
+    }
+}
+
 impl From<Idle> for IdleStrategy {
     fn from(i: Idle) -> IdleStrategy {
         match i {
@@ -152,6 +479,39 @@ impl From<Idle> for IdleStrategy {
             Idle::Block => IdleStrategy::Block,
         }
     }
+}
+
+impl IoArgs {
+    /// Shard settings: `shards` threads idling as `idle`, with this backend, GRO and
+    /// datagram size; pinned to cores as the data plane does by default.
+    pub fn shard_config(&self, shards: usize, idle: Idle) -> ShardConfig {
+        ShardConfig {
+            shards,
+            backend: self.backend.into(),
+            idle: idle.into(),
+            gro: self.gso.is_on(),
+            max_datagram: self.max_datagram,
+            ..ShardConfig::default()
+        }
+    }
+}
+
+/// Publisher settings for `session` on `group`, from the shared option groups.
+pub fn publisher_config(
+    session: Session,
+    group: SocketAddr,
+    iface: &Interface,
+    io: &IoArgs,
+    publish: &PublishArgs,
+) -> PublisherConfig {
+    let mut config = PublisherConfig::new(session, group);
+    config.interface = iface.clone();
+    config.backend = io.backend.into();
+    config.gso = io.gso.is_on();
+    config.max_datagram = io.max_datagram;
+    config.scope = publish.ttl;
+    config.loopback = publish.loopback.is_on();
+    config
 }
 
 /// Parses `--iface`: an IP address, an interface index (all digits) or a name.
@@ -193,12 +553,35 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
+/// The largest UDP payload of an IPv4 datagram.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Parses `--max-datagram`: room for the MoldUDP64 header and one block header, at most
+/// a UDP payload.
+fn parse_max_datagram(s: &str) -> Result<usize, String> {
+    let min = HEADER_LEN + BLOCK_HEADER_LEN;
+    let bytes: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if !(min..=MAX_UDP_PAYLOAD).contains(&bytes) {
+        return Err(format!(
+            "a datagram is {min} to {MAX_UDP_PAYLOAD} bytes (the MoldUDP64 header and one \
+             block length at least, a UDP payload at most)"
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("multipoint").chain(args.iter().copied()))
+    }
+
+    fn command(args: &[&str]) -> Command {
+        parse(args).unwrap().command
     }
 
     #[test]
@@ -209,16 +592,99 @@ mod tests {
 
     #[test]
     fn demo_defaults_are_loopback_at_a_million_per_second() {
-        let Command::Demo(args) = parse(&["demo"]).unwrap().command;
-        assert_eq!(args.group, "239.255.0.1:31001".parse().unwrap());
-        assert_eq!(args.iface, Interface::LOOPBACK_V4);
-        assert_eq!(args.secs, Duration::from_secs(3));
-        assert_eq!((args.size, args.rate, args.shards), (64, 1_000_000, 2));
+        let Command::Demo(args) = command(&["demo"]) else {
+            panic!("not demo")
+        };
+        assert_eq!(args.group.group, "239.255.0.1:31001".parse().unwrap());
+        assert_eq!(args.group.iface, Interface::LOOPBACK_V4);
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
+        assert_eq!(args.stop.count, None);
         assert_eq!(
-            (args.backend, args.gso, args.idle),
-            (Backend::Auto, Toggle::On, Idle::Block)
+            (args.load.size, args.load.rate, args.load.batch, args.shards),
+            (64, 1_000_000, 1024, 2)
         );
-        assert!(args.hlog.is_none() && !args.json);
+        assert_eq!(
+            (
+                args.io.backend,
+                args.io.gso,
+                args.idle,
+                args.io.max_datagram
+            ),
+            (Backend::Auto, Toggle::On, Idle::Block, 1472)
+        );
+        assert_eq!((args.publish.ttl, args.publish.loopback), (1, Toggle::On));
+        assert!(args.report.hlog.is_none() && args.report.plot.is_none() && !args.report.json);
+        assert!(args.session.is_none());
+    }
+
+    #[test]
+    fn throughput_is_the_demo_as_fast_as_possible_on_one_shard() {
+        let Command::Throughput(args) = command(&["throughput"]) else {
+            panic!("not throughput")
+        };
+        assert_eq!((args.load.rate, args.shards), (0, 1));
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
+        let Command::Throughput(args) = command(&["throughput", "--rate", "5", "--shards", "2"])
+        else {
+            panic!("not throughput")
+        };
+        assert_eq!((args.load.rate, args.shards), (5, 2));
+    }
+
+    #[test]
+    fn each_tool_has_its_own_stop_default() {
+        let Command::Pub(args) = command(&["pub"]) else {
+            panic!("not pub")
+        };
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(10)));
+        let Command::Sub(args) = command(&["sub", "--count", "5"]) else {
+            panic!("not sub")
+        };
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(60)));
+        assert_eq!(args.stop.count, Some(5));
+        let Command::PingPong(args) = command(&["pingpong"]) else {
+            panic!("not pingpong")
+        };
+        assert_eq!(args.stop.secs, None, "pingpong resolves it by role");
+    }
+
+    #[test]
+    fn pingpong_defaults_to_both_roles_and_small_messages() {
+        let Command::PingPong(args) = command(&["pingpong"]) else {
+            panic!("not pingpong")
+        };
+        assert_eq!(args.role, Role::Both);
+        assert_eq!(args.size, 32);
+        assert_eq!(args.group.group, "239.255.0.1:31011".parse().unwrap());
+        assert!(args.reply_group.is_none());
+        let Command::PingPong(args) = command(&[
+            "pingpong",
+            "--role",
+            "pong",
+            "--reply-group",
+            "239.255.0.9:5",
+        ]) else {
+            panic!("not pingpong")
+        };
+        assert_eq!(args.role, Role::Pong);
+        assert_eq!(args.reply_group, Some("239.255.0.9:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn sub_takes_a_source_and_a_session() {
+        let Command::Sub(args) = command(&[
+            "sub",
+            "--source",
+            "10.0.0.5",
+            "--session",
+            "FEED1",
+            "--late-join",
+        ]) else {
+            panic!("not sub")
+        };
+        assert_eq!(args.source, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(args.session, Some(Session::new("FEED1").unwrap()));
+        assert!(args.late_join);
     }
 
     #[test]
@@ -227,6 +693,7 @@ mod tests {
         assert!(error.to_string().contains("at least 8 bytes"), "{error}");
         assert!(parse(&["demo", "--size", "8"]).is_ok());
         assert!(parse(&["demo", "--size", "65536"]).is_err());
+        assert!(parse(&["pingpong", "--size", "7"]).is_err());
     }
 
     #[test]
@@ -241,6 +708,20 @@ mod tests {
             &["demo", "--group", "239.255.0.1"],
             &["demo", "--iface", ""],
             &["demo", "--rate", "-5"],
+            &["demo", "--count", "0"],
+            &["demo", "--batch", "0"],
+            &["demo", "--max-datagram", "21"],
+            &["demo", "--max-datagram", "65508"],
+            &["demo", "--ttl", "256"],
+            &["demo", "--loopback", "yes"],
+            &["pub", "--session", "ELEVEN-CHAR"],
+            &["pub", "--session", ""],
+            &["pub", "--shards", "2"],
+            &["pub", "--plot", "x.svg"],
+            &["sub", "--source", "nowhere"],
+            &["sub", "--rate", "5"],
+            &["pingpong", "--role", "serve"],
+            &["pingpong", "--rate", "5"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
@@ -254,5 +735,42 @@ mod tests {
         );
         assert_eq!(parse_interface("1").unwrap(), Interface::Index(1));
         assert_eq!(parse_interface("lo").unwrap(), Interface::Name("lo".into()));
+    }
+
+    #[test]
+    fn the_option_groups_become_data_plane_settings() {
+        let Command::Demo(args) = command(&[
+            "demo",
+            "--max-datagram",
+            "9000",
+            "--ttl",
+            "0",
+            "--loopback",
+            "off",
+            "--gso",
+            "off",
+            "--backend",
+            "mmsg",
+        ]) else {
+            panic!("not demo")
+        };
+        let shard = args.io.shard_config(3, Idle::Yield);
+        assert_eq!(
+            (shard.shards, shard.max_datagram, shard.gro),
+            (3, 9000, false)
+        );
+        assert_eq!(shard.idle, IdleStrategy::Yield);
+        assert_eq!(shard.backend, BackendChoice::Mmsg);
+        let session = Session::new("T").unwrap();
+        let config = publisher_config(
+            session,
+            args.group.group,
+            &args.group.iface,
+            &args.io,
+            &args.publish,
+        );
+        assert_eq!((config.max_datagram, config.scope), (9000, 0));
+        assert!(!config.loopback && !config.gso);
+        assert_eq!(config.interface, Interface::LOOPBACK_V4);
     }
 }

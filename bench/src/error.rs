@@ -1,6 +1,7 @@
 //! The tool's one error type.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use multipoint_dataplane::latency::IntervalLogError;
@@ -50,6 +51,23 @@ pub enum Error {
         /// Why.
         #[source]
         source: IntervalLogError,
+    },
+
+    /// The latency plot could not be written.
+    #[error("cannot write the latency plot {}", path.display())]
+    WritePlot {
+        /// The file asked for with `--plot`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `pingpong` cannot put the echoes on the port after the pings'.
+    #[error("group {group} has the last port: give the echoes' group with --reply-group")]
+    NoReplyPort {
+        /// The pings' group.
+        group: SocketAddr,
     },
 }
 

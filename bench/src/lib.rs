@@ -1,14 +1,25 @@
 //! The `multipoint` command-line tool: runs the data plane and reports what it measured
-//! (messages and bytes per second, gaps, drops, one-way latency percentiles).
+//! (messages and bytes per second, gaps, drops, one-way and round-trip latency
+//! percentiles).
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging
-//! (`RUST_LOG`) and prints errors; the work lives in this library so that it can be
-//! tested and reused:
+//! (`RUST_LOG`), prints reports and errors; the work lives in this library so that it can
+//! be tested and reused. One module per tool:
 //!
-//! - [`cli`]: the command line (clap), one subcommand per tool (`demo` for now);
-//! - [`demo`]: a publisher and subscribers on loopback multicast, in one process;
+//! - [`demo`]: a publisher and two subscribers on loopback multicast, in one process;
+//! - [`throughput`]: the same with one subscriber, as fast as possible;
+//! - [`publish`]: `multipoint pub`, and the paced send loop the in-process tools share;
+//! - [`subscribe`]: `multipoint sub`, for any MoldUDP64 stream;
+//! - [`pingpong`]: round-trip latency, ping and pong in one process or two;
+//!
+//! and what they share:
+//!
+//! - [`cli`]: the command line (clap): one subcommand per tool, shared option groups;
 //! - [`pacing`]: the send schedule for a target message rate (sans-IO, no clock);
-//! - [`report`]: the human-readable report and its one-line JSON form;
+//! - [`progress`]: the once-a-second progress line on a terminal;
+//! - [`report`]: the human-readable reports and their one-line JSON form;
+//! - [`plot`]: the latency percentile distribution as an SVG;
+//! - [`hlog`]: the HdrHistogram interval log (`--hlog`);
 //! - [`error`]: the tool's errors.
 //!
 //! Nothing here panics on bad input: clap validates values, and everything else is an
@@ -19,7 +30,14 @@
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod hlog;
 pub mod pacing;
+pub mod pingpong;
+pub mod plot;
+pub mod progress;
+pub mod publish;
 pub mod report;
+pub mod subscribe;
+pub mod throughput;
 
 pub use error::{Error, Result};

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
-use multipoint_bench::{demo, Error};
+use multipoint_bench::report::Report;
+use multipoint_bench::{demo, pingpong, progress, publish, subscribe, throughput, Error};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -33,12 +34,33 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Demo(args) => {
-            let report = demo::run(&args, demo::wants_progress(&args))?;
-            print!("{report}");
-            if args.json {
-                println!("{}", report.to_json());
-            }
-            Ok(())
+            let report = demo::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.report.json);
         }
+        Command::Throughput(args) => {
+            let report = throughput::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.report.json);
+        }
+        Command::Pub(args) => {
+            let report = publish::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.json);
+        }
+        Command::Sub(args) => {
+            let report = subscribe::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.report.json);
+        }
+        Command::PingPong(args) => {
+            let report = pingpong::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.report.json);
+        }
+    }
+    Ok(())
+}
+
+/// The text report, then (with `--json`) the JSON object as the last line.
+fn print_report(report: &impl Report, json: bool) {
+    print!("{report}");
+    if json {
+        println!("{}", report.to_json());
     }
 }

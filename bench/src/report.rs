@@ -1,15 +1,37 @@
 //! What a run measured, as a human-readable report ([`Display`](fmt::Display)) and as
-//! one line of JSON ([`DemoReport::to_json`]).
+//! one line of JSON ([`Report::to_json`]).
 //!
-//! Rates are per second of publishing time; bytes are message bytes (MoldUDP64 framing
-//! not counted) and MB is 10^6 bytes. Latencies are nanoseconds in JSON and carry units
-//! in the text. Formatting allocates and reads no clock.
+//! Every tool's JSON object starts with the same summary, so that scripts read any tool
+//! alike: `command`, `backend`, `backend_reason`, `messages`, `bytes`, `packets`, `secs`,
+//! `msgs_per_sec`, `bytes_per_sec`, `gaps`, `missing`, `duplicates`, `malformed`,
+//! `kernel_drops` and `latency_ns` (`count`, `p50`, `p90`, `p99`, `p999`, `p9999`, `max`,
+//! `min`, `mean`; `null` when there is no sample). What they mean per tool:
+//!
+//! - `demo`, `throughput`: what the subscribers were handed, summed over them, per second
+//!   of publishing; latency is one-way, all subscribers together. The publisher and each
+//!   subscriber follow under `publisher` and `subscribers`.
+//! - `pub`: what the publisher sent; the receive-side fields and `latency_ns` are `null`.
+//! - `sub`: what the subscription was handed, per second from its first message to its
+//!   last; `latency_ns` is one-way, or `null` when the payloads carry no plausible send
+//!   timestamp.
+//! - `pingpong`: round trips (ping) or echoes (pong alone); `latency_ns` is the round trip
+//!   (`null` for pong alone); receive-side counters are summed over both sides' subscriptions.
+//!
+//! Bytes are message bytes (MoldUDP64 framing not counted) and MB is 10^6 bytes.
+//! Latencies are nanoseconds in JSON and carry units in the text. Formatting allocates and
+//! reads no clock.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use multipoint_dataplane::latency::{format_ns, Percentiles};
 use multipoint_dataplane::{BackendInfo, PublisherStats, SubscriptionStats};
+
+/// A tool's results: the text report (`Display`) and its JSON form.
+pub trait Report: fmt::Display {
+    /// The results as one JSON object on one line (no trailing newline).
+    fn to_json(&self) -> String;
+}
 
 /// How the run was set up, as shown in the report's first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +74,11 @@ pub struct SubscriberReport {
     pub latency: Percentiles,
 }
 
-/// Everything `multipoint demo` measured.
+/// Everything `multipoint demo` or `multipoint throughput` measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoReport {
+    /// `demo` or `throughput`.
+    pub command: &'static str,
     /// The setup.
     pub settings: Settings,
     /// How long the publisher published.
@@ -63,6 +87,119 @@ pub struct DemoReport {
     pub publisher: PublisherReport,
     /// The subscribers, in the order they were created.
     pub subscribers: Vec<SubscriberReport>,
+    /// One-way latency of all subscribers together.
+    pub latency: Percentiles,
+}
+
+/// Everything `multipoint pub` measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubReport {
+    /// Group and port.
+    pub group: String,
+    /// Interface sent on.
+    pub interface: String,
+    /// The session name.
+    pub session: String,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Target rate; 0 = as fast as possible.
+    pub rate: u64,
+    /// How long it published.
+    pub elapsed: Duration,
+    /// The publisher.
+    pub publisher: PublisherReport,
+}
+
+/// What a subscriber made of the send timestamps in its payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamps {
+    /// Messages long enough to carry a timestamp.
+    pub stamped: u64,
+    /// Of those, stamps that cannot be a send time on this host: from the future, or older
+    /// than the histogram's range (60 s).
+    pub implausible: u64,
+}
+
+/// Everything `multipoint sub` measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubReport {
+    /// Group and port.
+    pub group: String,
+    /// Interface joined on.
+    pub interface: String,
+    /// The source of a source-specific join.
+    pub source: Option<String>,
+    /// The session followed, if one was named (else the first one seen).
+    pub session: Option<String>,
+    /// The backend of the shard and why.
+    pub backend: BackendInfo,
+    /// From the first message to the last one (or to the end of session); the whole run
+    /// if nothing arrived.
+    pub elapsed: Duration,
+    /// The final counters.
+    pub stats: SubscriptionStats,
+    /// One-way latency; `None` when the payloads carry no plausible timestamps.
+    pub latency: Option<Percentiles>,
+    /// The timestamps seen.
+    pub stamps: Stamps,
+}
+
+/// The ping side of `multipoint pingpong`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingReport {
+    /// Round trips completed: echoes of the ping in flight.
+    pub round_trips: u64,
+    /// Pings given up on after no echo came back in time (the next one went out).
+    pub timeouts: u64,
+    /// Echoes of pings already given up on.
+    pub late: u64,
+    /// Pings the publisher refused.
+    pub refused: u64,
+    /// Round-trip latency (late echoes included).
+    pub rtt: Percentiles,
+    /// The counters of the echo subscription.
+    pub stats: SubscriptionStats,
+    /// The ping publisher's counters.
+    pub publisher: PublisherStats,
+}
+
+/// The pong side of `multipoint pingpong`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PongReport {
+    /// Pings echoed.
+    pub echoed: u64,
+    /// Pings the publisher refused to echo.
+    pub refused: u64,
+    /// The counters of the ping subscription.
+    pub stats: SubscriptionStats,
+    /// The pong publisher's counters.
+    pub publisher: PublisherStats,
+}
+
+/// Everything `multipoint pingpong` measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingPongReport {
+    /// `ping`, `pong` or `both`.
+    pub role: &'static str,
+    /// Group A, the pings.
+    pub group: String,
+    /// Group B, the echoes.
+    pub reply_group: String,
+    /// Interface.
+    pub interface: String,
+    /// Message size in bytes.
+    pub size: usize,
+    /// The shards' idle strategy.
+    pub idle: &'static str,
+    /// The backend of the shards and why.
+    pub backend: BackendInfo,
+    /// From the first ping to the last echo; for a pong alone, from the first ping to the
+    /// ping's end of session (the whole run if either did not come).
+    pub elapsed: Duration,
+    /// The ping side, if it ran here.
+    pub ping: Option<PingReport>,
+    /// The pong side, if it ran here.
+    pub pong: Option<PongReport>,
 }
 
 /// `count` per second over `elapsed`; 0 for an empty interval.
@@ -93,45 +230,154 @@ impl fmt::Display for Grouped {
     }
 }
 
+/// A rate per second as a grouped integer.
+fn rate(count: u64, elapsed: Duration) -> Grouped {
+    Grouped(per_second(count, elapsed).round() as u64)
+}
+
+/// `--rate` in words.
+fn rate_setting(rate: u64) -> String {
+    if rate == 0 {
+        "as fast as possible".to_owned()
+    } else {
+        format!("{} msgs/s", Grouped(rate))
+    }
+}
+
+/// Adds every counter of `more` to `total`.
+pub fn add_stats(total: &mut SubscriptionStats, more: &SubscriptionStats) {
+    let SubscriptionStats {
+        packets,
+        datagrams,
+        messages,
+        bytes,
+        gaps,
+        missing,
+        duplicates,
+        other_session,
+        malformed,
+        truncated,
+        rearms,
+        kernel_drops,
+        gro_batches,
+        heartbeats,
+        end_of_session,
+        receive_errors,
+    } = *more;
+    total.packets += packets;
+    total.datagrams += datagrams;
+    total.messages += messages;
+    total.bytes += bytes;
+    total.gaps += gaps;
+    total.missing += missing;
+    total.duplicates += duplicates;
+    total.other_session += other_session;
+    total.malformed += malformed;
+    total.truncated += truncated;
+    total.rearms += rearms;
+    total.kernel_drops += kernel_drops;
+    total.gro_batches += gro_batches;
+    total.heartbeats += heartbeats;
+    total.end_of_session += end_of_session;
+    total.receive_errors += receive_errors;
+}
+
+/// The text lines of a subscription's counters, indented by two.
+fn write_receive(
+    f: &mut fmt::Formatter<'_>,
+    stats: &SubscriptionStats,
+    elapsed: Duration,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "  {:>11} msgs/s   {:.1} MB/s",
+        rate(stats.messages, elapsed),
+        per_second(stats.bytes, elapsed) / 1e6,
+    )?;
+    write_counters(f, stats)
+}
+
+fn write_counters(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Result {
+    writeln!(
+        f,
+        "  messages {}   gaps {}   missing {}   duplicates {}   malformed {}   kernel drops {}",
+        Grouped(st.messages),
+        Grouped(st.gaps),
+        Grouped(st.missing),
+        Grouped(st.duplicates),
+        Grouped(st.malformed),
+        Grouped(st.kernel_drops),
+    )?;
+    if st.other_session + st.truncated + st.receive_errors > 0 {
+        writeln!(
+            f,
+            "  other sessions {}   truncated {}   receive errors {}",
+            Grouped(st.other_session),
+            Grouped(st.truncated),
+            Grouped(st.receive_errors),
+        )?;
+    }
+    Ok(())
+}
+
+/// The latency line, indented by two: `name  p50 ...` or `name  no samples`.
+fn write_latency(f: &mut fmt::Formatter<'_>, name: &str, l: &Percentiles) -> fmt::Result {
+    if l.count == 0 {
+        return writeln!(f, "  {name}  no samples");
+    }
+    writeln!(
+        f,
+        "  {name}  p50 {}   p90 {}   p99 {}   p99.9 {}   p99.99 {}   max {}   (n={})",
+        format_ns(l.p50),
+        format_ns(l.p90),
+        format_ns(l.p99),
+        format_ns(l.p999),
+        format_ns(l.p9999),
+        format_ns(l.max),
+        Grouped(l.count),
+    )
+}
+
+fn write_publisher(
+    f: &mut fmt::Formatter<'_>,
+    p: &PublisherReport,
+    elapsed: Duration,
+) -> fmt::Result {
+    writeln!(f, "publisher          backend {}", p.backend)?;
+    writeln!(
+        f,
+        "  {:>11} msgs/s   messages {}   packets {}   sends {}   GSO sends {}   send errors \
+         {}   backpressure {}",
+        rate(p.stats.messages, elapsed),
+        Grouped(p.stats.messages),
+        Grouped(p.stats.packets),
+        Grouped(p.stats.sends),
+        Grouped(p.stats.gso_sends),
+        Grouped(p.stats.send_errors),
+        Grouped(p.stats.backpressure),
+    )
+}
+
 impl fmt::Display for DemoReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.settings;
-        let rate = if s.rate == 0 {
-            "as fast as possible".to_owned()
-        } else {
-            format!("{} msgs/s", Grouped(s.rate))
-        };
         writeln!(
             f,
-            "multipoint demo: {} on {}, {}-byte messages, {rate}, {:.2} s, {} shard{}, GSO {}, \
-             idle {}",
+            "multipoint {}: {} on {}, {}-byte messages, {}, {:.2} s, {} shard{}, GSO {}, idle {}",
+            self.command,
             s.group,
             s.interface,
             s.size,
+            rate_setting(s.rate),
             self.elapsed.as_secs_f64(),
             s.shards,
             if s.shards == 1 { "" } else { "s" },
             if s.gso { "on" } else { "off" },
             s.idle,
         )?;
-        let p = &self.publisher;
         writeln!(f)?;
-        writeln!(f, "publisher          backend {}", p.backend)?;
-        writeln!(
-            f,
-            "  {:>11} msgs/s   messages {}   packets {}   sends {}   GSO sends {}   send errors \
-             {}   backpressure {}",
-            Grouped(per_second(p.stats.messages, self.elapsed).round() as u64),
-            Grouped(p.stats.messages),
-            Grouped(p.stats.packets),
-            Grouped(p.stats.sends),
-            Grouped(p.stats.gso_sends),
-            Grouped(p.stats.send_errors),
-            Grouped(p.stats.backpressure),
-        )?;
+        write_publisher(f, &self.publisher, self.elapsed)?;
         for (i, sub) in self.subscribers.iter().enumerate() {
-            let st = &sub.stats;
-            let l = &sub.latency;
             writeln!(f)?;
             writeln!(
                 f,
@@ -140,119 +386,466 @@ impl fmt::Display for DemoReport {
                 sub.shard,
                 sub.backend
             )?;
-            writeln!(
-                f,
-                "  {:>11} msgs/s   {:.1} MB/s",
-                Grouped(per_second(st.messages, self.elapsed).round() as u64),
-                per_second(st.bytes, self.elapsed) / 1e6,
-            )?;
-            writeln!(
-                f,
-                "  messages {}   gaps {}   missing {}   duplicates {}   malformed {}   kernel \
-                 drops {}",
-                Grouped(st.messages),
-                Grouped(st.gaps),
-                Grouped(st.missing),
-                Grouped(st.duplicates),
-                Grouped(st.malformed),
-                Grouped(st.kernel_drops),
-            )?;
-            if l.count == 0 {
-                writeln!(f, "  latency  no samples")?;
-            } else {
-                writeln!(
-                    f,
-                    "  latency  p50 {}   p90 {}   p99 {}   p99.9 {}   p99.99 {}   max {}   (n={})",
-                    format_ns(l.p50),
-                    format_ns(l.p90),
-                    format_ns(l.p99),
-                    format_ns(l.p999),
-                    format_ns(l.p9999),
-                    format_ns(l.max),
-                    Grouped(l.count),
-                )?;
-            }
+            write_receive(f, &sub.stats, self.elapsed)?;
+            write_latency(f, "latency", &sub.latency)?;
         }
         Ok(())
     }
 }
 
-impl DemoReport {
-    /// The report as one JSON object on one line (no trailing newline).
-    pub fn to_json(&self) -> String {
+impl Report for DemoReport {
+    fn to_json(&self) -> String {
         let s = &self.settings;
         let p = &self.publisher;
-        let mut out = String::with_capacity(512 + 400 * self.subscribers.len());
-        // Writing to a String cannot fail.
-        let _ = write!(
-            out,
-            "{{\"command\":\"demo\",\"group\":{},\"interface\":{},\"size\":{},\"rate\":{},\
-             \"secs\":{:.3},\"shards\":{},\"gso\":{},\"idle\":{},",
-            json_str(&s.group),
-            json_str(&s.interface),
-            s.size,
-            s.rate,
-            self.elapsed.as_secs_f64(),
-            s.shards,
-            s.gso,
-            json_str(&s.idle),
-        );
-        let _ = write!(
-            out,
-            "\"publisher\":{{\"backend\":{},\"backend_reason\":{},\"messages\":{},\
-             \"msgs_per_sec\":{:.0},\"packets\":{},\"sends\":{},\"gso_sends\":{},\
-             \"send_errors\":{},\"backpressure\":{}}},\"subscribers\":[",
-            json_str(&p.backend.kind.to_string()),
-            json_str(&p.backend.reason),
-            p.stats.messages,
-            per_second(p.stats.messages, self.elapsed),
-            p.stats.packets,
-            p.stats.sends,
-            p.stats.gso_sends,
-            p.stats.send_errors,
-            p.stats.backpressure,
-        );
-        for (i, sub) in self.subscribers.iter().enumerate() {
-            let st = &sub.stats;
-            let l = &sub.latency;
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                "{{\"shard\":{},\"backend\":{},\"backend_reason\":{},\"messages\":{},\
-                 \"msgs_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"gaps\":{},\"missing\":{},\
-                 \"duplicates\":{},\"malformed\":{},\"kernel_drops\":{},\"latency_ns\":{{\
-                 \"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"p9999\":{},\
-                 \"max\":{}}}}}",
-                sub.shard,
-                json_str(&sub.backend.kind.to_string()),
-                json_str(&sub.backend.reason),
-                st.messages,
-                per_second(st.messages, self.elapsed),
-                per_second(st.bytes, self.elapsed),
-                st.gaps,
-                st.missing,
-                st.duplicates,
-                st.malformed,
-                st.kernel_drops,
-                l.count,
-                l.p50,
-                l.p90,
-                l.p99,
-                l.p999,
-                l.p9999,
-                l.max,
-            );
+        let mut total = SubscriptionStats::default();
+        for sub in &self.subscribers {
+            add_stats(&mut total, &sub.stats);
         }
-        out.push_str("]}");
-        out
+        let backend = self.subscribers.first().map_or(&p.backend, |s| &s.backend);
+        let mut json = Json::object();
+        json.str("command", self.command);
+        summary(
+            &mut json,
+            backend,
+            (total.messages, total.bytes, total.packets),
+            self.elapsed,
+            Some(&total),
+            Some(&self.latency),
+        );
+        json.str("group", &s.group)
+            .str("interface", &s.interface)
+            .u64("size", s.size as u64)
+            .u64("rate", s.rate)
+            .u64("shards", s.shards as u64)
+            .bool("gso", s.gso)
+            .str("idle", &s.idle)
+            .raw("publisher", &publisher_json(p, self.elapsed));
+        let subscribers: Vec<String> = self
+            .subscribers
+            .iter()
+            .map(|sub| {
+                let mut o = Json::object();
+                o.u64("shard", sub.shard as u64)
+                    .str("backend", &sub.backend.kind.to_string())
+                    .str("backend_reason", &sub.backend.reason);
+                receive_json(&mut o, &sub.stats, self.elapsed);
+                o.raw("latency_ns", &latency_json(Some(&sub.latency)));
+                o.finish()
+            })
+            .collect();
+        json.raw("subscribers", &format!("[{}]", subscribers.join(",")));
+        json.finish()
     }
 }
 
-/// `s` as a JSON string literal, quotes included.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+impl fmt::Display for PubReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "multipoint pub: {} on {}, session {}, {}-byte messages, {}, {:.2} s",
+            self.group,
+            self.interface,
+            self.session,
+            self.size,
+            rate_setting(self.rate),
+            self.elapsed.as_secs_f64(),
+        )?;
+        writeln!(f)?;
+        write_publisher(f, &self.publisher, self.elapsed)?;
+        writeln!(
+            f,
+            "  {:.1} MB/s   heartbeats {}",
+            per_second(self.publisher.stats.bytes, self.elapsed) / 1e6,
+            Grouped(self.publisher.stats.heartbeats),
+        )
+    }
+}
+
+impl Report for PubReport {
+    fn to_json(&self) -> String {
+        let st = &self.publisher.stats;
+        let mut json = Json::object();
+        json.str("command", "pub");
+        summary(
+            &mut json,
+            &self.publisher.backend,
+            (st.messages, st.bytes, st.packets),
+            self.elapsed,
+            None,
+            None,
+        );
+        json.str("group", &self.group)
+            .str("interface", &self.interface)
+            .str("session", &self.session)
+            .u64("size", self.size as u64)
+            .u64("rate", self.rate);
+        publisher_fields(&mut json, st);
+        json.finish()
+    }
+}
+
+impl fmt::Display for SubReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "multipoint sub: {} on {}", self.group, self.interface)?;
+        if let Some(source) = &self.source {
+            write!(f, " from {source}")?;
+        }
+        writeln!(
+            f,
+            ", session {}, {:.2} s{}",
+            self.session.as_deref().unwrap_or("(first seen)"),
+            self.elapsed.as_secs_f64(),
+            if self.stats.end_of_session > 0 {
+                ", ended by the publisher"
+            } else {
+                ""
+            },
+        )?;
+        writeln!(f)?;
+        writeln!(f, "subscriber         backend {}", self.backend)?;
+        write_receive(f, &self.stats, self.elapsed)?;
+        match &self.latency {
+            Some(l) => write_latency(f, "latency", l)?,
+            None if self.stamps.stamped == 0 => {
+                writeln!(f, "  latency  none: no message carried a timestamp")?
+            }
+            None => writeln!(
+                f,
+                "  latency  none: {} of {} timestamps implausible (not `multipoint pub` \
+                 payloads, or another host's clock)",
+                Grouped(self.stamps.implausible),
+                Grouped(self.stamps.stamped),
+            )?,
+        }
+        Ok(())
+    }
+}
+
+impl Report for SubReport {
+    fn to_json(&self) -> String {
+        let st = &self.stats;
+        let mut json = Json::object();
+        json.str("command", "sub");
+        summary(
+            &mut json,
+            &self.backend,
+            (st.messages, st.bytes, st.packets),
+            self.elapsed,
+            Some(st),
+            self.latency.as_ref(),
+        );
+        json.str("group", &self.group)
+            .str("interface", &self.interface)
+            .opt_str("source", self.source.as_deref())
+            .opt_str("session", self.session.as_deref())
+            .bool("ended", st.end_of_session > 0)
+            .u64("other_session", st.other_session)
+            .u64("truncated", st.truncated)
+            .u64("heartbeats", st.heartbeats)
+            .u64("receive_errors", st.receive_errors)
+            .u64("stamped", self.stamps.stamped)
+            .u64("implausible_stamps", self.stamps.implausible);
+        json.finish()
+    }
+}
+
+impl PingPongReport {
+    /// Messages, bytes and packets of the summary: the echoes received by the ping side,
+    /// or the pings echoed by a pong alone.
+    fn totals(&self) -> (u64, u64, u64) {
+        match (&self.ping, &self.pong) {
+            (Some(ping), _) => (ping.round_trips, ping.stats.bytes, ping.stats.packets),
+            (None, Some(pong)) => (pong.echoed, pong.stats.bytes, pong.stats.packets),
+            (None, None) => (0, 0, 0),
+        }
+    }
+
+    fn receive_totals(&self) -> SubscriptionStats {
+        let mut total = SubscriptionStats::default();
+        if let Some(ping) = &self.ping {
+            add_stats(&mut total, &ping.stats);
+        }
+        if let Some(pong) = &self.pong {
+            add_stats(&mut total, &pong.stats);
+        }
+        total
+    }
+}
+
+impl fmt::Display for PingPongReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "multipoint pingpong ({}): pings {}, echoes {}, on {}, {}-byte messages, {:.2} s, \
+             idle {}",
+            self.role,
+            self.group,
+            self.reply_group,
+            self.interface,
+            self.size,
+            self.elapsed.as_secs_f64(),
+            self.idle,
+        )?;
+        writeln!(f, "backend {}", self.backend)?;
+        if let Some(ping) = &self.ping {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "ping   {} round trips/s   round trips {}   timeouts {}   late echoes {}   \
+                 refused {}",
+                rate(ping.round_trips, self.elapsed),
+                Grouped(ping.round_trips),
+                Grouped(ping.timeouts),
+                Grouped(ping.late),
+                Grouped(ping.refused),
+            )?;
+            write_latency(f, "round trip", &ping.rtt)?;
+            write_counters(f, &ping.stats)?;
+        }
+        if let Some(pong) = &self.pong {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "pong   echoed {}   refused {}",
+                Grouped(pong.echoed),
+                Grouped(pong.refused),
+            )?;
+            write_counters(f, &pong.stats)?;
+        }
+        Ok(())
+    }
+}
+
+impl Report for PingPongReport {
+    fn to_json(&self) -> String {
+        let mut json = Json::object();
+        json.str("command", "pingpong");
+        let total = self.receive_totals();
+        summary(
+            &mut json,
+            &self.backend,
+            self.totals(),
+            self.elapsed,
+            Some(&total),
+            self.ping.as_ref().map(|p| &p.rtt),
+        );
+        json.str("role", self.role)
+            .str("group", &self.group)
+            .str("reply_group", &self.reply_group)
+            .str("interface", &self.interface)
+            .u64("size", self.size as u64)
+            .str("idle", self.idle);
+        match &self.ping {
+            Some(ping) => {
+                json.u64("round_trips", ping.round_trips)
+                    .u64("timeouts", ping.timeouts)
+                    .u64("late_echoes", ping.late);
+                let mut o = Json::object();
+                o.u64("round_trips", ping.round_trips)
+                    .u64("timeouts", ping.timeouts)
+                    .u64("late_echoes", ping.late)
+                    .u64("refused", ping.refused);
+                receive_json(&mut o, &ping.stats, self.elapsed);
+                o.raw("publisher", &publisher_stats_json(&ping.publisher));
+                json.raw("ping", &o.finish());
+            }
+            None => {
+                json.null("round_trips")
+                    .null("timeouts")
+                    .null("late_echoes")
+                    .null("ping");
+            }
+        }
+        match &self.pong {
+            Some(pong) => {
+                let mut o = Json::object();
+                o.u64("echoed", pong.echoed).u64("refused", pong.refused);
+                receive_json(&mut o, &pong.stats, self.elapsed);
+                o.raw("publisher", &publisher_stats_json(&pong.publisher));
+                json.raw("pong", &o.finish());
+            }
+            None => {
+                json.null("pong");
+            }
+        }
+        json.finish()
+    }
+}
+
+/// The summary every tool's JSON starts with (see the module docs). `receive` and
+/// `latency` are `None` where the tool does not measure them: their fields are `null`, as
+/// is `latency_ns` when it has no sample.
+fn summary(
+    json: &mut Json,
+    backend: &BackendInfo,
+    (messages, bytes, packets): (u64, u64, u64),
+    elapsed: Duration,
+    receive: Option<&SubscriptionStats>,
+    latency: Option<&Percentiles>,
+) {
+    json.str("backend", &backend.kind.to_string())
+        .str("backend_reason", &backend.reason)
+        .u64("messages", messages)
+        .u64("bytes", bytes)
+        .u64("packets", packets)
+        .f64("secs", elapsed.as_secs_f64(), 3)
+        .f64("msgs_per_sec", per_second(messages, elapsed), 0)
+        .f64("bytes_per_sec", per_second(bytes, elapsed), 0);
+    match receive {
+        Some(st) => {
+            json.u64("gaps", st.gaps)
+                .u64("missing", st.missing)
+                .u64("duplicates", st.duplicates)
+                .u64("malformed", st.malformed)
+                .u64("kernel_drops", st.kernel_drops);
+        }
+        None => {
+            json.null("gaps")
+                .null("missing")
+                .null("duplicates")
+                .null("malformed")
+                .null("kernel_drops");
+        }
+    }
+    json.raw("latency_ns", &latency_json(latency.filter(|l| l.count > 0)));
+}
+
+/// A subscription's counters and rates.
+fn receive_json(json: &mut Json, st: &SubscriptionStats, elapsed: Duration) {
+    json.u64("messages", st.messages)
+        .f64("msgs_per_sec", per_second(st.messages, elapsed), 0)
+        .f64("bytes_per_sec", per_second(st.bytes, elapsed), 0)
+        .u64("packets", st.packets)
+        .u64("gaps", st.gaps)
+        .u64("missing", st.missing)
+        .u64("duplicates", st.duplicates)
+        .u64("malformed", st.malformed)
+        .u64("kernel_drops", st.kernel_drops);
+}
+
+/// The publisher's counters other than messages, bytes and packets.
+fn publisher_fields(json: &mut Json, st: &PublisherStats) {
+    json.u64("sends", st.sends)
+        .u64("gso_sends", st.gso_sends)
+        .u64("send_errors", st.send_errors)
+        .u64("backpressure", st.backpressure)
+        .u64("heartbeats", st.heartbeats);
+}
+
+/// A publisher's counters as an object of their own.
+fn publisher_stats_json(st: &PublisherStats) -> String {
+    let mut json = Json::object();
+    json.u64("messages", st.messages)
+        .u64("bytes", st.bytes)
+        .u64("packets", st.packets);
+    publisher_fields(&mut json, st);
+    json.finish()
+}
+
+fn publisher_json(p: &PublisherReport, elapsed: Duration) -> String {
+    let mut json = Json::object();
+    json.str("backend", &p.backend.kind.to_string())
+        .str("backend_reason", &p.backend.reason)
+        .u64("messages", p.stats.messages)
+        .f64("msgs_per_sec", per_second(p.stats.messages, elapsed), 0)
+        .u64("bytes", p.stats.bytes)
+        .u64("packets", p.stats.packets);
+    publisher_fields(&mut json, &p.stats);
+    json.finish()
+}
+
+/// `latency_ns`: the percentiles, or `null`.
+fn latency_json(latency: Option<&Percentiles>) -> String {
+    let Some(l) = latency else {
+        return "null".to_owned();
+    };
+    let mut json = Json::object();
+    json.u64("count", l.count)
+        .u64("p50", l.p50)
+        .u64("p90", l.p90)
+        .u64("p99", l.p99)
+        .u64("p999", l.p999)
+        .u64("p9999", l.p9999)
+        .u64("max", l.max)
+        .u64("min", l.min)
+        .u64("mean", l.mean);
+    json.finish()
+}
+
+/// A JSON object under construction, written straight into a string.
+#[derive(Debug)]
+struct Json {
+    out: String,
+}
+
+impl Json {
+    fn object() -> Json {
+        Json {
+            out: String::from("{"),
+        }
+    }
+
+    fn key(&mut self, key: &str) -> &mut String {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        push_str_literal(&mut self.out, key);
+        self.out.push(':');
+        &mut self.out
+    }
+
+    fn raw(&mut self, key: &str, json: &str) -> &mut Json {
+        self.key(key).push_str(json);
+        self
+    }
+
+    fn str(&mut self, key: &str, value: &str) -> &mut Json {
+        push_str_literal(self.key(key), value);
+        self
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Json {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.null(key),
+        }
+    }
+
+    fn u64(&mut self, key: &str, value: u64) -> &mut Json {
+        // Writing to a String cannot fail.
+        let _ = write!(self.key(key), "{value}");
+        self
+    }
+
+    /// A number with `decimals` decimals; `null` if it is not finite.
+    fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
+        let out = self.key(key);
+        if value.is_finite() {
+            let _ = write!(out, "{value:.decimals$}");
+        } else {
+            out.push_str("null");
+        }
+        self
+    }
+
+    fn bool(&mut self, key: &str, value: bool) -> &mut Json {
+        self.key(key).push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    fn null(&mut self, key: &str) -> &mut Json {
+        self.key(key).push_str("null");
+        self
+    }
+
+    fn finish(&mut self) -> String {
+        self.out.push('}');
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// Appends `s` as a JSON string literal, quotes included.
+fn push_str_literal(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -268,7 +861,6 @@ fn json_str(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -277,28 +869,37 @@ mod tests {
 
     use super::*;
 
-    fn report() -> DemoReport {
-        let backend = BackendInfo {
+    fn backend() -> BackendInfo {
+        BackendInfo {
             kind: BackendKind::Mmsg,
             reason: "forced by \"configuration\"".into(),
-        };
+        }
+    }
+
+    fn latency() -> Percentiles {
+        Percentiles {
+            count: 2_000_000,
+            p50: 10_240,
+            p9999: 1_300_000,
+            max: 2_000_000,
+            ..Percentiles::default()
+        }
+    }
+
+    fn report() -> DemoReport {
         let sub = SubscriberReport {
             shard: 1,
-            backend: backend.clone(),
+            backend: backend(),
             stats: SubscriptionStats {
                 messages: 2_000_000,
                 bytes: 128_000_000,
+                gaps: 1,
                 ..SubscriptionStats::default()
             },
-            latency: Percentiles {
-                count: 2_000_000,
-                p50: 10_240,
-                p9999: 1_300_000,
-                max: 2_000_000,
-                ..Percentiles::default()
-            },
+            latency: latency(),
         };
         DemoReport {
+            command: "demo",
             settings: Settings {
                 group: "239.255.0.1:31001".into(),
                 interface: "127.0.0.1".into(),
@@ -310,14 +911,71 @@ mod tests {
             },
             elapsed: Duration::from_secs(2),
             publisher: PublisherReport {
-                backend,
+                backend: backend(),
                 stats: PublisherStats {
                     messages: 2_000_000,
                     ..PublisherStats::default()
                 },
             },
             subscribers: vec![sub.clone(), sub],
+            latency: latency(),
         }
+    }
+
+    fn parse_keys(json: &str) -> Vec<String> {
+        // The top-level keys, in order: enough of a parser for objects this module writes.
+        let mut keys = Vec::new();
+        let (mut depth, mut in_str, mut escaped, mut start) = (0, false, false, None);
+        for (i, c) in json.char_indices() {
+            if in_str {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        in_str = false;
+                        if depth == 1 && json[i + 1..].starts_with(':') {
+                            keys.push(json[start.unwrap()..i].to_owned());
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => {
+                    in_str = true;
+                    start = Some(i + 1);
+                }
+                '{' | '[' => depth += 1,
+                '}' | ']' => depth -= 1,
+                _ => {}
+            }
+        }
+        assert_eq!(depth, 0, "unbalanced: {json}");
+        keys
+    }
+
+    const SUMMARY: [&str; 15] = [
+        "command",
+        "backend",
+        "backend_reason",
+        "messages",
+        "bytes",
+        "packets",
+        "secs",
+        "msgs_per_sec",
+        "bytes_per_sec",
+        "gaps",
+        "missing",
+        "duplicates",
+        "malformed",
+        "kernel_drops",
+        "latency_ns",
+    ];
+
+    fn assert_summary(json: &str) {
+        let keys = parse_keys(json);
+        assert_eq!(&keys[..SUMMARY.len()], &SUMMARY[..], "{json}");
     }
 
     #[test]
@@ -332,6 +990,7 @@ mod tests {
     #[test]
     fn the_text_report_shows_rates_counters_and_percentiles() {
         let text = report().to_string();
+        assert!(text.starts_with("multipoint demo: "), "{text}");
         assert!(text.contains("1,000,000 msgs/s   64.0 MB/s"), "{text}");
         assert!(text.contains("kernel drops 0"), "{text}");
         assert!(text.contains("p50 10.2µs"), "{text}");
@@ -343,28 +1002,160 @@ mod tests {
     }
 
     #[test]
-    fn the_json_report_is_one_line_with_escaped_strings() {
+    fn the_json_report_is_one_line_with_the_summary_first() {
         let json = report().to_json();
         assert!(!json.contains('\n'));
-        assert!(json.starts_with("{\"command\":\"demo\""), "{json}");
+        assert_summary(&json);
+        assert!(
+            json.starts_with("{\"command\":\"demo\",\"backend\":\"mmsg\""),
+            "{json}"
+        );
         assert!(json.ends_with("]}"), "{json}");
         assert!(
             json.contains("\"backend_reason\":\"forced by \\\"configuration\\\"\""),
             "{json}"
         );
-        assert!(json.contains("\"msgs_per_sec\":1000000,"), "{json}");
+        // The summary adds up the subscribers.
+        assert!(json.contains("\"messages\":4000000,"), "{json}");
+        assert!(json.contains("\"msgs_per_sec\":2000000,"), "{json}");
+        assert!(json.contains("\"gaps\":2,"), "{json}");
         assert!(
             json.contains(
                 "\"latency_ns\":{\"count\":2000000,\"p50\":10240,\"p90\":0,\"p99\":0,\
-                 \"p999\":0,\"p9999\":1300000,\"max\":2000000}"
+                 \"p999\":0,\"p9999\":1300000,\"max\":2000000,\"min\":0,\"mean\":0}"
             ),
             "{json}"
         );
         assert_eq!(json.matches("\"shard\":1").count(), 2);
+        assert!(
+            json.contains("\"publisher\":{\"backend\":\"mmsg\""),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_publisher_has_no_receive_figures() {
+        let report = PubReport {
+            group: "239.255.0.1:31001".into(),
+            interface: "127.0.0.1".into(),
+            session: "MP1".into(),
+            size: 64,
+            rate: 0,
+            elapsed: Duration::from_millis(500),
+            publisher: PublisherReport {
+                backend: backend(),
+                stats: PublisherStats {
+                    messages: 1_000,
+                    bytes: 64_000,
+                    packets: 50,
+                    ..PublisherStats::default()
+                },
+            },
+        };
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.contains("\"gaps\":null,"), "{json}");
+        assert!(json.contains("\"latency_ns\":null,"), "{json}");
+        assert!(json.contains("\"msgs_per_sec\":2000,"), "{json}");
+        assert!(report.to_string().contains("as fast as possible"));
+    }
+
+    #[test]
+    fn a_subscriber_without_timestamps_has_null_latency() {
+        let report = SubReport {
+            group: "239.255.0.1:31001".into(),
+            interface: "127.0.0.1".into(),
+            source: None,
+            session: Some("FEED1".into()),
+            backend: backend(),
+            elapsed: Duration::from_secs(1),
+            stats: SubscriptionStats {
+                messages: 10,
+                end_of_session: 1,
+                ..SubscriptionStats::default()
+            },
+            latency: None,
+            stamps: Stamps {
+                stamped: 10,
+                implausible: 10,
+            },
+        };
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.contains("\"latency_ns\":null,"), "{json}");
+        assert!(
+            json.contains("\"source\":null,\"session\":\"FEED1\",\"ended\":true"),
+            "{json}"
+        );
+        let text = report.to_string();
+        assert!(text.contains("10 of 10 timestamps implausible"), "{text}");
+        assert!(text.contains("ended by the publisher"), "{text}");
+    }
+
+    #[test]
+    fn pingpong_reports_round_trips_and_both_sides() {
+        let report = PingPongReport {
+            role: "both",
+            group: "239.255.0.1:31011".into(),
+            reply_group: "239.255.0.1:31012".into(),
+            interface: "127.0.0.1".into(),
+            size: 32,
+            idle: "block",
+            backend: backend(),
+            elapsed: Duration::from_secs(2),
+            ping: Some(PingReport {
+                round_trips: 40_000,
+                timeouts: 1,
+                late: 0,
+                refused: 0,
+                rtt: latency(),
+                stats: SubscriptionStats {
+                    messages: 40_000,
+                    kernel_drops: 1,
+                    ..SubscriptionStats::default()
+                },
+                publisher: PublisherStats::default(),
+            }),
+            pong: Some(PongReport {
+                echoed: 40_001,
+                refused: 0,
+                stats: SubscriptionStats {
+                    messages: 40_001,
+                    kernel_drops: 2,
+                    ..SubscriptionStats::default()
+                },
+                publisher: PublisherStats::default(),
+            }),
+        };
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.contains("\"messages\":40000,"), "{json}");
+        assert!(json.contains("\"msgs_per_sec\":20000,"), "{json}");
+        assert!(json.contains("\"kernel_drops\":3,"), "{json}");
+        assert!(json.contains("\"timeouts\":1,"), "{json}");
+        assert!(json.contains("\"pong\":{\"echoed\":40001"), "{json}");
+        let text = report.to_string();
+        assert!(text.contains("20,000 round trips/s"), "{text}");
+        assert!(text.contains("round trip  p50 10.2µs"), "{text}");
+
+        let pong_only = PingPongReport {
+            role: "pong",
+            ping: None,
+            ..report
+        };
+        let json = pong_only.to_json();
+        assert_summary(&json);
+        assert!(json.contains("\"messages\":40001,"), "{json}");
+        assert!(json.contains("\"latency_ns\":null,"), "{json}");
     }
 
     #[test]
     fn control_characters_are_escaped_in_json() {
-        assert_eq!(json_str("a\u{1}b\\"), "\"a\\u0001b\\\\\"");
+        let mut out = String::new();
+        push_str_literal(&mut out, "a\u{1}b\\");
+        assert_eq!(out, "\"a\\u0001b\\\\\"");
+        let mut json = Json::object();
+        json.f64("x", f64::NAN, 0).bool("y", true);
+        assert_eq!(json.finish(), "{\"x\":null,\"y\":true}");
     }
 }

@@ -1,0 +1,325 @@
+//! Runs the built `multipoint` binary's tools on loopback multicast, each for a short
+//! while, and checks the JSON object each prints last: `throughput`, `pingpong` with both
+//! roles in one process, `pub` and `sub` as two processes, `sub` on a stream it did not
+//! create, and `--plot`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use multipoint_control::socket2::SockRef;
+use multipoint_dataplane::wire::{pack_all, write_end_of_session, Session, HEADER_LEN};
+use serde_json::Value;
+
+/// The keys every tool's JSON object has.
+const SUMMARY: [&str; 15] = [
+    "command",
+    "backend",
+    "backend_reason",
+    "messages",
+    "bytes",
+    "packets",
+    "secs",
+    "msgs_per_sec",
+    "bytes_per_sec",
+    "gaps",
+    "missing",
+    "duplicates",
+    "malformed",
+    "kernel_drops",
+    "latency_ns",
+];
+
+/// The tests of this file take turns: a throughput run at full speed beside a paced
+/// pub/sub on a two-core machine could make the kernel drop packets, and then the
+/// pub/sub test, which wants every message, would fail for the wrong reason.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `n` groups on ports no one else on this host is using right now (those of throwaway
+/// UDP sockets, all open at once so that they differ), so that tests running elsewhere do
+/// not share them.
+fn groups<const N: usize>() -> [String; N] {
+    let sockets: Vec<UdpSocket> = (0..N)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| format!("239.255.0.1:{}", sockets[i].local_addr().unwrap().port()))
+}
+
+fn multipoint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_multipoint"))
+}
+
+/// Runs `multipoint ARGS` to the end.
+fn run(args: &[&str]) -> Output {
+    multipoint()
+        .args(args)
+        .output()
+        .expect("the multipoint binary runs")
+}
+
+/// Checks that the run succeeded and that its last line is a JSON object with the
+/// summary, and returns it.
+fn last_json(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "multipoint failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let last = stdout.lines().last().expect("some output");
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+    for key in SUMMARY {
+        assert!(report.get(key).is_some(), "no {key}: {report}");
+    }
+    assert!(
+        ["io_uring", "mmsg"].contains(&report["backend"].as_str().unwrap()),
+        "{report}"
+    );
+    report
+}
+
+fn u64_of(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a number: {report}"))
+}
+
+/// Checks `latency_ns` has every percentile, in order, and returns the count.
+fn latency_count(report: &Value) -> u64 {
+    let latency = &report["latency_ns"];
+    let mut previous = 0;
+    for key in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        let value = latency[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("latency_ns.{key} missing: {report}"));
+        assert!(
+            value >= previous,
+            "latency_ns.{key} below the one before: {report}"
+        );
+        previous = value;
+    }
+    latency["count"].as_u64().unwrap()
+}
+
+#[test]
+fn throughput_delivers_what_it_publishes_and_reports_json() {
+    let _turn = turn();
+    let [group] = groups();
+    let report = last_json(&run(&[
+        "throughput",
+        "--secs",
+        "1",
+        "--json",
+        "--group",
+        &group,
+    ]));
+    assert_eq!(report["command"], "throughput");
+    let published = report["publisher"]["messages"].as_u64().unwrap();
+    let delivered = u64_of(&report, "messages");
+    assert!(delivered > 0, "{report}");
+    assert!(report["msgs_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    // Whatever did not arrive was dropped by the kernel, and counted.
+    assert!(
+        delivered == published || u64_of(&report, "kernel_drops") > 0,
+        "{report}"
+    );
+    assert_eq!(
+        u64_of(&report, "duplicates") + u64_of(&report, "malformed"),
+        0
+    );
+    assert_eq!(latency_count(&report), delivered, "{report}");
+    assert_eq!(report["subscribers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
+    let _turn = turn();
+    let [ping, pong] = groups();
+    let report = last_json(&run(&[
+        "pingpong",
+        "--count",
+        "2000",
+        "--secs",
+        "20",
+        "--json",
+        "--group",
+        &ping,
+        "--reply-group",
+        &pong,
+    ]));
+    assert_eq!(
+        (report["command"].as_str(), report["role"].as_str()),
+        (Some("pingpong"), Some("both"))
+    );
+    assert_eq!(u64_of(&report, "round_trips"), 2000, "{report}");
+    assert_eq!(u64_of(&report, "messages"), 2000, "{report}");
+    // Every echo has a round trip, late ones too.
+    let late = u64_of(&report, "late_echoes");
+    assert_eq!(latency_count(&report), 2000 + late, "{report}");
+    assert!(u64_of(&report["latency_ns"], "p50") > 0, "{report}");
+    assert!(report["msgs_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    let echoed = report["pong"]["echoed"].as_u64().unwrap();
+    assert!(echoed >= 2000, "{report}");
+}
+
+/// A `sub` running in the background, its first line (it has joined) read.
+struct Sub {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    first: String,
+}
+
+fn spawn_sub(args: &[&str]) -> Sub {
+    let mut child = multipoint()
+        .arg("sub")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the multipoint binary runs");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("listening on"), "sub said: {first:?}");
+    Sub {
+        child,
+        stdout,
+        first,
+    }
+}
+
+impl Sub {
+    /// Waits for the end and returns the whole output.
+    fn finish(mut self) -> Output {
+        let mut stdout = self.first;
+        self.stdout.read_to_string(&mut stdout).unwrap();
+        let mut output = self.child.wait_with_output().unwrap();
+        output.stdout = stdout.into_bytes();
+        output
+    }
+}
+
+#[test]
+fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
+    let _turn = turn();
+    let [group] = groups();
+    let sub = spawn_sub(&["--secs", "3", "--json", "--group", &group]);
+    let published = last_json(&run(&[
+        "pub", "--count", "50000", "--rate", "100000", "--json", "--group", &group,
+    ]));
+    let received = last_json(&sub.finish());
+
+    assert_eq!(published["command"], "pub");
+    assert_eq!(u64_of(&published, "messages"), 50_000, "{published}");
+    assert!(published["gaps"].is_null() && published["latency_ns"].is_null());
+
+    assert_eq!(received["command"], "sub");
+    assert_eq!(u64_of(&received, "messages"), 50_000, "{received}");
+    assert_eq!(u64_of(&received, "gaps"), 0, "{received}");
+    assert_eq!(u64_of(&received, "missing"), 0, "{received}");
+    assert_eq!(received["ended"], true, "{received}");
+    assert_eq!(latency_count(&received), 50_000, "{received}");
+    assert_eq!(u64_of(&received, "implausible_stamps"), 0, "{received}");
+}
+
+#[test]
+fn sub_takes_any_moldudp64_stream_and_gives_no_latency_for_foreign_payloads() {
+    let _turn = turn();
+    let [group] = groups();
+    let sub = spawn_sub(&[
+        "--secs",
+        "3",
+        "--json",
+        "--session",
+        "FEED1",
+        "--group",
+        &group,
+    ]);
+
+    // A feed of our own making: text payloads, no timestamps; and another session, which
+    // the subscriber ignores.
+    let session = Session::new("FEED1").unwrap();
+    let orders: Vec<Vec<u8>> = (1..=300)
+        .map(|i| format!("ORDER {i:06} BUY 100 ACME").into_bytes())
+        .collect();
+    let mut packets = pack_all(&session, 1, 512, orders.iter().map(Vec::as_slice)).unwrap();
+    let mut other = vec![0u8; HEADER_LEN];
+    write_end_of_session(&mut other, &Session::new("OTHER").unwrap(), 1).unwrap();
+    packets.push(other);
+    let mut end = vec![0u8; HEADER_LEN];
+    write_end_of_session(&mut end, &session, 301).unwrap();
+    packets.push(end);
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    SockRef::from(&socket)
+        .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+        .unwrap();
+    socket.set_multicast_loop_v4(true).unwrap();
+    for packet in &packets {
+        socket.send_to(packet, &group).unwrap();
+        // Gently: this is about the payloads, not about the receive buffer.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let received = last_json(&sub.finish());
+
+    assert_eq!(u64_of(&received, "messages"), 300, "{received}");
+    assert_eq!(u64_of(&received, "gaps"), 0, "{received}");
+    assert_eq!(received["ended"], true, "{received}");
+    assert_eq!(u64_of(&received, "other_session"), 1, "{received}");
+    assert!(received["latency_ns"].is_null(), "{received}");
+    assert_eq!(u64_of(&received, "implausible_stamps"), 300, "{received}");
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn plot_writes_the_percentile_distribution_as_svg() {
+    let _turn = turn();
+    let [ping, pong] = groups();
+    let file =
+        TempFile(std::env::temp_dir().join(format!("multipoint-plot-{}.svg", std::process::id())));
+    let report = last_json(&run(&[
+        "pingpong",
+        "--count",
+        "500",
+        "--secs",
+        "20",
+        "--json",
+        "--group",
+        &ping,
+        "--reply-group",
+        &pong,
+        "--plot",
+        file.0.to_str().unwrap(),
+    ]));
+    assert_eq!(u64_of(&report, "round_trips"), 500, "{report}");
+    let svg = std::fs::read_to_string(&file.0).expect("the plot was written");
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+    for tick in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"] {
+        assert!(
+            svg.contains(&format!(">{tick}</text>")),
+            "no tick {tick}: {svg}"
+        );
+    }
+    assert_eq!(svg.matches("<polyline").count(), 1, "{svg}");
+    assert!(svg.contains("round trip"), "{svg}");
+}
