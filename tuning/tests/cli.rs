@@ -1,0 +1,178 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The `multipoint-tune` binary against fixture roots: `check --json` output, the exit
+//! status, and `profile` with and without `--apply`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Root;
+use multipoint_tuning::ITEM_NAMES;
+
+fn tune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_multipoint-tune"))
+        .args(args)
+        .output()
+        .expect("run multipoint-tune")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn check_json_is_one_array_of_items_with_every_field() {
+    let root = Root::copy_of("stock");
+    let out = tune(&["check", "--json", "--root", root.path().to_str().unwrap()]);
+    let items: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let items = items.as_array().expect("a JSON array");
+    assert_eq!(items.len(), ITEM_NAMES.len());
+    for (item, name) in items.iter().zip(ITEM_NAMES) {
+        assert_eq!(item["name"], *name);
+        for field in ["name", "value", "wanted", "verdict", "why", "fix"] {
+            assert!(item[field].is_string(), "{field} of {item}");
+        }
+        let verdict = item["verdict"].as_str().unwrap();
+        assert!(["ok", "warn", "critical"].contains(&verdict), "{verdict}");
+    }
+    let rmem = items
+        .iter()
+        .find(|i| i["name"] == "net.core.rmem_max")
+        .unwrap();
+    assert_eq!(rmem["verdict"], "warn");
+    assert_eq!(rmem["fix"], "sysctl -w net.core.rmem_max=8388608");
+}
+
+#[test]
+fn check_exits_non_zero_when_something_is_critical() {
+    let root = Root::copy_of("stock");
+    let ok = tune(&["check", "--root", root.path().to_str().unwrap()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    // Take the only multicast interface down: critical.
+    root.set("sys/class/net/eth0/flags", "0x1002");
+    let bad = tune(&["check", "--root", root.path().to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = stdout(&bad);
+    assert!(
+        text.contains("[critical] net.multicast_interfaces"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix:    ip link set dev eth0 multicast on up"),
+        "{text}"
+    );
+    let json = tune(&["check", "--json", "--root", root.path().to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(1));
+}
+
+#[test]
+fn check_judges_memberships_against_the_needs_given() {
+    let root = Root::copy_of("stock");
+    let path = root.path().to_str().unwrap();
+    let out = tune(&["check", "--json", "--root", path, "--memberships", "50"]);
+    assert_eq!(out.status.code(), Some(1));
+    let items: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let item = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "net.ipv4.igmp_max_memberships")
+        .unwrap();
+    assert_eq!(item["verdict"], "critical");
+    assert_eq!(item["fix"], "sysctl -w net.ipv4.igmp_max_memberships=50");
+}
+
+#[test]
+fn profile_without_apply_changes_nothing() {
+    let root = Root::copy_of("stock");
+    let before = root.snapshot();
+    let out = tune(&["profile", "--root", root.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(root.snapshot(), before);
+    let text = stdout(&out);
+    assert!(text.contains("net.core.rmem_max = 16777216"), "{text}");
+    assert!(text.contains("net.ipv4.conf.eth0.rp_filter = 2"), "{text}");
+    assert!(
+        text.contains("cpupower frequency-set -g performance"),
+        "{text}"
+    );
+    assert!(
+        text.contains("echo 0 > /proc/irq/130/smp_affinity_list"),
+        "{text}"
+    );
+    assert!(text.contains("isolcpus=managed_irq,domain,1-2"), "{text}");
+    let file = tune(&[
+        "profile",
+        "--sysctl-only",
+        "--root",
+        root.path().to_str().unwrap(),
+    ]);
+    assert_eq!(root.snapshot(), before);
+    let file = stdout(&file);
+    assert!(file
+        .lines()
+        .all(|l| l.is_empty() || l.starts_with('#') || l.contains(" = ")));
+}
+
+#[test]
+fn profile_apply_writes_the_sysctls_and_reports_old_and_new() {
+    let root = Root::copy_of("stock");
+    let out = tune(&[
+        "profile",
+        "--apply",
+        "--root",
+        root.path().to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "net.core.rmem_max: 212992 -> 16777216",
+        "net.core.wmem_max: 212992 -> 16777216",
+        "net.core.rmem_default: 212992 -> 8388608",
+        "net.core.netdev_max_backlog: 1000 -> 10000",
+        "net.ipv4.igmp_max_memberships: 20 -> 1024",
+        "net.core.busy_read: 0 -> 50",
+        "net.ipv4.conf.default.rp_filter: 1 -> 2",
+        "net.ipv4.conf.eth0.rp_filter: 1 -> 2",
+        "kernel.io_uring_disabled: not on this host, skipped",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let read = |rel: &str| std::fs::read_to_string(root.path().join(rel)).unwrap();
+    assert_eq!(read("proc/sys/net/core/rmem_max"), "16777216\n");
+    assert_eq!(read("proc/sys/net/ipv4/conf/eth0/rp_filter"), "2\n");
+    // The host is now tuned where sysctls can tune it.
+    let again = tune(&[
+        "profile",
+        "--apply",
+        "--root",
+        root.path().to_str().unwrap(),
+    ]);
+    let again = stdout(&again);
+    assert!(again.contains("0 changed"), "{again}");
+    let check = tune(&["check", "--json", "--root", root.path().to_str().unwrap()]);
+    let items: serde_json::Value = serde_json::from_str(&stdout(&check)).unwrap();
+    for item in items.as_array().unwrap() {
+        let name = item["name"].as_str().unwrap();
+        if name.starts_with("net.core") || name.starts_with("net.ipv") {
+            assert_eq!(item["verdict"], "ok", "{item}");
+        }
+    }
+}
+
+#[test]
+fn profile_apply_never_lowers_a_higher_value() {
+    let root = Root::copy_of("stock");
+    root.set("proc/sys/net/core/rmem_max", "67108864");
+    let out = tune(&[
+        "profile",
+        "--apply",
+        "--root",
+        root.path().to_str().unwrap(),
+    ]);
+    assert!(stdout(&out).contains("net.core.rmem_max: unchanged"));
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("proc/sys/net/core/rmem_max")).unwrap(),
+        "67108864\n"
+    );
+}
