@@ -197,6 +197,15 @@ impl Publisher {
         // A deep send buffer absorbs bursts; the kernel caps it at net.core.wmem_max.
         let _ = socket.socket().set_send_buffer_size(4 << 20);
 
+        // Once per process: warn (tracing) about host settings that will hurt.
+        multipoint_tuning::warn_at_startup(&multipoint_tuning::Needs {
+            publisher_registered_bytes: if config.zero_copy {
+                (config.buffers * config.max_datagram) as u64
+            } else {
+                0
+            },
+            ..multipoint_tuning::Needs::default()
+        });
         let backend = choose(config.backend)?;
         let ring = match backend.kind {
             BackendKind::Uring => Some(

@@ -220,6 +220,22 @@ impl Shards {
                 config.buffers
             )));
         }
+        // Once per process: warn (tracing) about host settings that will hurt.
+        let payload_bytes = if config.gro {
+            65_535
+        } else {
+            config.max_datagram.max(DEFAULT_MAX_DATAGRAM)
+        };
+        multipoint_tuning::warn_at_startup(&multipoint_tuning::Needs {
+            shards: config.shards as u32,
+            shard_ring: multipoint_tuning::RingSize {
+                sq: 64,
+                cq: (u32::from(config.buffers) * 4).max(1024),
+            },
+            shard_buffers: config.buffers,
+            shard_buffer_bytes: (16 + 28 + 64 + payload_bytes) as u64,
+            ..multipoint_tuning::Needs::default()
+        });
         let backend = choose(config.backend)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let payload = if config.gro {
