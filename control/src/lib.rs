@@ -64,6 +64,7 @@
 mod error;
 mod interface;
 mod role;
+pub mod rooted;
 mod socket;
 mod sys;
 mod transport;
