@@ -759,15 +759,18 @@ impl Driver {
 
     /// Ends a session connection with `event`, sending `last` first if given.
     fn end_session(&mut self, token: Token, event: SessionEvent, last: Option<Frame>) {
-        if let Some(Entry {
-            state: State::InSession { events, alive, .. },
-            ..
-        }) = self.conns.get(&token)
-        {
-            alive.store(false, Ordering::Release);
+        let events = match self.conns.get(&token) {
+            Some(Entry {
+                state: State::InSession { events, .. },
+                ..
+            }) => Some(events.clone()),
+            _ => None,
+        };
+        // The state changes first, so whoever sees the event sees the session ended.
+        self.end(token, last, None);
+        if let Some(events) = events {
             let _ = events.try_send(event);
         }
-        self.end(token, last, None);
     }
 
     /// Closes connection `token` (sending `last` first), answers a pending join with
