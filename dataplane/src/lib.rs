@@ -11,6 +11,7 @@ pub mod fanout;
 mod io;
 pub mod latency;
 pub mod publisher;
+pub mod rooted;
 pub mod sequence;
 pub mod shard;
 pub mod stats;
