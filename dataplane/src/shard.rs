@@ -33,6 +33,7 @@ use socket2::{Socket, Type};
 
 use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
 use crate::error::{Error, Result};
+use crate::fanout::wake::Wake;
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
 use crate::io::{choose, segments, Event, Receiver};
 use crate::latency::{now_ns, read_stamp, LatencyHistogram};
@@ -215,8 +216,24 @@ enum Command {
     Shutdown,
 }
 
-struct ShardHandle {
+/// The way into a shard: its command queue, and the eventfd that wakes it when it blocks
+/// (so a command is taken at once, not after the shard's wait runs out).
+#[derive(Clone)]
+struct Link {
     tx: Tx<Command>,
+    wake: Arc<Wake>,
+}
+
+impl Link {
+    fn send(&self, cmd: Command) -> std::result::Result<(), crossbeam_channel::SendError<Command>> {
+        self.tx.send(cmd)?;
+        self.wake.notify();
+        Ok(())
+    }
+}
+
+struct ShardHandle {
+    link: Link,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -282,6 +299,8 @@ impl Shards {
         let mut shards = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
             let (tx, rx) = bounded::<Command>(64);
+            let wake = Arc::new(Wake::new().map_err(Error::io("creating a shard's eventfd"))?);
+            let shard_wake = Arc::clone(&wake);
             let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
             let kind = backend.kind;
             let cfg = config.clone();
@@ -293,7 +312,9 @@ impl Shards {
                         pin_to((cfg.first_core % cores + index % cores) % cores);
                     }
                     let receiver =
-                        match Receiver::new(kind, cfg.max_subscriptions, cfg.buffers, payload) {
+                        match Receiver::new(kind, cfg.max_subscriptions, cfg.buffers, payload)
+                            .and_then(|mut r| r.watch_wake(shard_wake.fd()).map(|()| r))
+                        {
                             Ok(r) => {
                                 let _ = ready_tx.send(Ok(()));
                                 r
@@ -315,10 +336,12 @@ impl Shards {
                         dead: Vec::new(),
                     }
                     .run(&rx);
+                    // The eventfd outlives the receiver that watched it.
+                    drop(shard_wake);
                 })
                 .map_err(Error::io("spawning a shard thread"))?;
             let handle = ShardHandle {
-                tx,
+                link: Link { tx, wake },
                 thread: Some(thread),
             };
             match ready_rx.recv() {
@@ -494,7 +517,7 @@ impl Shards {
         let shard = &self.shards[index];
         let (reply_tx, reply_rx) = bounded(1);
         shard
-            .tx
+            .link
             .send(Command::Subscribe(state, reply_tx))
             .map_err(|_| Error::ShardGone(index))?;
         reply_rx.recv().map_err(|_| Error::ShardGone(index))??;
@@ -503,7 +526,7 @@ impl Shards {
             id,
             counters,
             session,
-            tx: Some(shard.tx.clone()),
+            tx: Some(shard.link.clone()),
             _handler: PhantomData,
         })
     }
@@ -515,7 +538,7 @@ impl Shards {
 
     fn stop(&mut self) {
         for shard in &self.shards {
-            let _ = shard.tx.send(Command::Shutdown);
+            let _ = shard.link.send(Command::Shutdown);
         }
         for shard in &mut self.shards {
             if let Some(t) = shard.thread.take() {
@@ -543,7 +566,7 @@ pub struct Subscription<H> {
     counters: Arc<SubscriptionCounters>,
     session: Arc<OnceLock<Session>>,
     /// `None` once closed.
-    tx: Option<Tx<Command>>,
+    tx: Option<Link>,
     _handler: PhantomData<fn() -> H>,
 }
 

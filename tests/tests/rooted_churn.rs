@@ -53,9 +53,7 @@ fn open_fds() -> usize {
 fn ten_thousand_data_joins_and_leaves_leak_nothing() {
     let mut shards = Shards::start(ShardConfig {
         shards: 1,
-        // Yield, not block: a blocked shard takes commands (subscribe, close) only between
-        // its 10 ms waits, which would stretch 10,000 joins to minutes.
-        idle: IdleStrategy::Yield,
+        idle: IdleStrategy::Block,
         pin: false,
         ..ShardConfig::default()
     })
@@ -63,7 +61,7 @@ fn ten_thousand_data_joins_and_leaves_leak_nothing() {
     let mut config = UnicastRootConfig::new(Session::new("CHURN").unwrap());
     config.fanout.shards = 1;
     config.fanout.pin = false;
-    config.fanout.idle = IdleStrategy::Yield;
+    config.fanout.idle = IdleStrategy::Block;
     let mut root = UnicastRoot::start(config).unwrap();
     let at = root.control_addr().unwrap();
     let leaf = DataLeaf::new(DataLeafConfig::new(Transport::RootedUnicast, "churn")).unwrap();

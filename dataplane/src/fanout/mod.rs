@@ -61,7 +61,7 @@
 mod leaves;
 mod pool;
 mod shard;
-mod wake;
+pub(crate) mod wake;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

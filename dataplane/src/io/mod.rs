@@ -225,6 +225,14 @@ impl Receiver {
         }
     }
 
+    /// Makes writing eventfd `fd` (which must outlive the receiver) end a waiting poll.
+    pub(crate) fn watch_wake(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        match self {
+            Receiver::Uring(r) => r.watch_wake(fd),
+            Receiver::Mmsg(r) => r.watch_wake(fd),
+        }
+    }
+
     /// Stops receiving on `slot`.
     pub(crate) fn remove(&mut self, slot: u32) -> io::Result<()> {
         match self {
