@@ -407,6 +407,13 @@ struct AdmittedHooks {
 
 impl RootHooks for AdmittedHooks {
     fn admit(&mut self, request: &JoinRequest) -> Decision {
+        if request.direction.sends() {
+            // Leaves join the root's source only: what a leaf sent to the group would
+            // reach nobody. Say so rather than admit a sender that is never heard.
+            return Decision::Refuse(
+                "admitted-multicast carries the root's data only: join receive-only".into(),
+            );
+        }
         match &mut self.admission {
             Some(admit) => admit(request),
             None => Decision::Admit,

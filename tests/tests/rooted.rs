@@ -464,6 +464,18 @@ fn admitted_multicast_admits_then_data_flows_by_multicast() {
     assert!(err.to_string().contains("members only"), "{err}");
     assert!(!err.to_string().contains("239.255.77.7"), "{err}");
 
+    // Leaves receive the root's source only: a leaf that wants to send is told so.
+    let sender = DataLeaf::new(DataLeafConfig::new(
+        Transport::AdmittedMulticast,
+        "member-0",
+    ))
+    .unwrap();
+    let (check, _) = Check::new();
+    let err = sender
+        .join(&mut shards, at, Direction::Both, check)
+        .unwrap_err();
+    assert!(err.to_string().contains("receive-only"), "{err}");
+
     let member = DataLeaf::new(DataLeafConfig::new(
         Transport::AdmittedMulticast,
         "member-1",
