@@ -180,6 +180,24 @@ pub enum Error {
     #[error("the rooted socket is closed")]
     SessionClosed,
 
+    /// A call that waits for the rooted socket's driver thread was made from a hook,
+    /// which runs on that thread.
+    #[error(
+        "{op} cannot be called from a root hook (hooks run on the root's driver thread, \
+         which the call would wait for): call it from another thread"
+    )]
+    InsideHook {
+        /// The call.
+        op: &'static str,
+    },
+
+    /// A setting is out of its range.
+    #[error("{what}")]
+    BadSetting {
+        /// What is wrong, with the range.
+        what: String,
+    },
+
     /// A root's leaf handle names a leaf that is no longer in the session.
     #[error("leaf#{leaf} is no longer in the session: it left, timed out or was removed")]
     LeafGone {

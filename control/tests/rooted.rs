@@ -561,3 +561,105 @@ fn hooks_see_every_join_and_departure() {
     assert_eq!(joined.load(Ordering::SeqCst), 8);
     assert_eq!(gone.load(Ordering::SeqCst), 8);
 }
+
+#[test]
+fn a_panicking_hook_refuses_the_leaf_and_the_root_carries_on() {
+    struct Grumpy;
+    impl RootHooks for Grumpy {
+        fn admit(&mut self, request: &JoinRequest) -> Decision {
+            assert!(request.name != "boom", "the admission hook panicked");
+            Decision::Admit
+        }
+    }
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        Grumpy,
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let fine = leaf("fine", 40216);
+    let _s = fine.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    let boom = leaf("boom", 40217);
+    match boom.join_leaf(at, Direction::ReceiverOnly) {
+        Err(Error::Refused { reason, .. }) => assert!(reason.contains("hook failed"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let later = leaf("later", 40218);
+    let _s2 = later.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert_eq!(root.leaves().len(), 2);
+}
+
+#[test]
+fn waiting_calls_from_a_hook_fail_instead_of_deadlocking() {
+    struct Remover(Arc<std::sync::Mutex<Option<multipoint_control::rooted::LeafHandle>>>);
+    impl RootHooks for Remover {
+        fn admit(&mut self, _request: &JoinRequest) -> Decision {
+            if let Some(handle) = self.0.lock().unwrap().as_ref() {
+                let err = handle.remove().unwrap_err();
+                assert!(matches!(err, Error::InsideHook { .. }), "{err}");
+                return Decision::Refuse(err.to_string());
+            }
+            Decision::Admit
+        }
+    }
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        Remover(Arc::clone(&slot)),
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let first = leaf("first", 40219);
+    let _s = first.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    *slot.lock().unwrap() = Some(root.leaves()[0].clone());
+    let second = leaf("second", 40220);
+    match second.join_leaf(at, Direction::ReceiverOnly) {
+        Err(Error::Refused { reason, .. }) => {
+            assert!(
+                reason.contains("cannot be called from a root hook"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_timeout_out_of_range_is_refused_at_creation() {
+    for timeout in [
+        Duration::ZERO,
+        Duration::from_millis(99),
+        Duration::from_secs(3601),
+    ] {
+        let err =
+            Root::new(Transport::RootedUnicast, Roles::ROOT, root_config(timeout)).unwrap_err();
+        assert!(matches!(err, Error::BadSetting { .. }), "{err}");
+    }
+}
+
+#[test]
+fn closing_a_root_refuses_a_leaf_still_on_its_way_in() {
+    // A connection that has not said Join yet when the root closes is refused
+    // ("closing"), not told of a session it never had.
+    let (root, _) = root(Duration::from_secs(3));
+    let at = root.local_addr().unwrap();
+    let mut quiet = TcpStream::connect(at).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    root.close();
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = quiet.read_to_end(&mut bytes);
+    let (frame, _) = decode(&bytes).unwrap().unwrap();
+    assert_eq!(
+        frame,
+        Frame::Refuse {
+            reason: "the root is closing".into()
+        }
+    );
+}

@@ -19,6 +19,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -78,6 +80,28 @@ fn udp_socket(bind: SocketAddr) -> Result<Socket> {
     Ok(socket)
 }
 
+/// Discards every datagram queued on `socket` without blocking; returns how many.
+fn drain(socket: &Socket) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    loop {
+        // SAFETY: receives at most `buf.len()` bytes into a live stack buffer; the
+        // descriptor is owned by `socket` for the call.
+        let rc = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if rc < 0 {
+            return n;
+        }
+        n += 1;
+    }
+}
+
 fn local_addr(socket: &Socket) -> Result<SocketAddr> {
     socket
         .local_addr()
@@ -102,6 +126,9 @@ pub struct UnicastRootConfig {
     pub fanout: FanoutConfig,
     /// How uplink streams from sending leaves are received.
     pub uplink: SubscriptionConfig,
+    /// Whether a leaf may name a data address on another host than the one it joins
+    /// from. Off by default: otherwise anyone could aim the stream at a third host.
+    pub allow_foreign_data: bool,
 }
 
 impl UnicastRootConfig {
@@ -119,12 +146,14 @@ impl UnicastRootConfig {
             max_leaves: 65_536,
             fanout: FanoutConfig::new(session),
             uplink,
+            allow_foreign_data: false,
         }
     }
 }
 
 struct UnicastHooks {
     admission: Option<Admission>,
+    foreign_data: bool,
     leaves: FanoutLeaves,
     data: SocketAddr,
     members: HashMap<LeafId, FanoutLeafId>,
@@ -155,6 +184,14 @@ impl RootHooks for UnicastHooks {
         let Some(data) = request.data else {
             return Err("a rooted-unicast leaf must give its data address".into());
         };
+        if !self.foreign_data && data.ip() != request.peer.ip() {
+            // Otherwise anyone could aim the root's stream at a third host.
+            return Err(format!(
+                "the leaf's data address {data} is not on the host it joins from ({}); \
+                 this root sends only to the joining host",
+                request.peer.ip()
+            ));
+        }
         if data.is_ipv4() != self.data.is_ipv4() {
             return Err(format!(
                 "the root sends from {}, the leaf's data address {data} is of the other family",
@@ -203,8 +240,11 @@ impl RootHooks for UnicastHooks {
 
     fn on_gone(&mut self, leaf: LeafId) {
         if let Some(id) = self.members.remove(&leaf) {
-            // After the fan-out closed there is nothing left to remove from.
-            let _ = self.leaves.remove(id);
+            if let Err(e) = self.leaves.remove(id) {
+                // After the fan-out closed there is nothing left to remove from; anything
+                // else means data may still go to a leaf that left.
+                tracing::warn!("rooted-unicast: removing {leaf} from the fan-out failed: {e}");
+            }
         }
         if let Some(side) = &self.uplink {
             let subscription = lock(&side.subscriptions).remove(&leaf);
@@ -280,6 +320,7 @@ impl UnicastRoot {
         };
         let hooks = UnicastHooks {
             admission,
+            foreign_data: config.allow_foreign_data,
             leaves: fanout.leaves(),
             data,
             members: HashMap::new(),
@@ -287,7 +328,15 @@ impl UnicastRoot {
         };
         let mut control_config = RootConfig::new(*session.as_bytes());
         control_config.timeout = config.timeout;
-        control_config.max_leaves = config.max_leaves;
+        // Receivers beyond the fan-out's room would be refused with a fan-out error;
+        // refuse them as "session full" instead.
+        control_config.max_leaves = config.max_leaves.min(
+            config
+                .fanout
+                .shards
+                .max(1)
+                .saturating_mul(config.fanout.max_leaves_per_shard),
+        );
         let control =
             Root::with_hooks(Transport::RootedUnicast, Roles::ROOT, control_config, hooks)?;
         if let Some(at) = config.listen {
@@ -531,6 +580,18 @@ pub struct DataLeaf {
     control: Leaf,
     socket: Option<Socket>,
     config: DataLeafConfig,
+    /// Whether a [`Joined`] of this leaf is alive (its data plane attached).
+    attached: Arc<AtomicBool>,
+}
+
+/// Marks a [`DataLeaf`] attached for as long as it lives.
+#[derive(Debug)]
+struct Attached(Arc<AtomicBool>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// A [`DataLeaf`]'s membership: the control session (its events say when it ends), the
@@ -540,6 +601,8 @@ pub struct Joined<H> {
     session: ControlSession,
     subscription: Option<Subscription<H>>,
     publisher: Option<Publisher>,
+    /// Dropped last: the data plane is detached by then.
+    _attached: Attached,
 }
 
 impl DataLeaf {
@@ -568,6 +631,7 @@ impl DataLeaf {
             control,
             socket,
             config,
+            attached: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -595,6 +659,7 @@ impl DataLeaf {
         direction: Direction,
         handler: H,
     ) -> Result<Joined<H>> {
+        self.check_detached()?;
         let session = self.control.join_leaf(root, direction)?;
         self.attach(shards, session, handler)
     }
@@ -611,10 +676,20 @@ impl DataLeaf {
         timeout: Duration,
         handler: H,
     ) -> Result<Option<Joined<H>>> {
+        self.check_detached()?;
         match self.control.accept(timeout)? {
             Some(session) => self.attach(shards, session, handler).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// A leaf whose earlier session ended (removed, root gone) while its [`Joined`] is
+    /// still held must not join again: two subscriptions would split one socket's stream.
+    fn check_detached(&self) -> Result<()> {
+        if self.attached.load(Ordering::Acquire) {
+            return Err(Error::Control(multipoint_control::Error::AlreadyJoined));
+        }
+        Ok(())
     }
 
     fn attach<H: Handler>(
@@ -623,6 +698,10 @@ impl DataLeaf {
         session: ControlSession,
         handler: H,
     ) -> Result<Joined<H>> {
+        if self.attached.swap(true, Ordering::AcqRel) {
+            return Err(Error::Control(multipoint_control::Error::AlreadyJoined));
+        }
+        let attached = Attached(Arc::clone(&self.attached));
         let mut sub = self.config.subscription.clone();
         sub.session = Some(Session::from_bytes(session.session()));
         let direction = session.direction();
@@ -636,6 +715,14 @@ impl DataLeaf {
                 socket
                     .connect(&root.into())
                     .map_err(Error::io("connecting the leaf's data socket to the root"))?;
+                // What queued before (a previous session's tail, or anyone's datagrams
+                // from before the connect) is not this session's.
+                let stale = drain(socket);
+                if stale > 0 {
+                    tracing::debug!(
+                        "rooted leaf: discarded {stale} datagrams queued before the join"
+                    );
+                }
                 let subscription = if direction.receives() {
                     let dup = socket
                         .try_clone()
@@ -673,6 +760,7 @@ impl DataLeaf {
             session,
             subscription,
             publisher,
+            _attached: attached,
         })
     }
 }

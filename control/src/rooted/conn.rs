@@ -34,8 +34,10 @@ impl std::fmt::Display for ConnError {
     }
 }
 
-/// Most bytes read per readable event before other connections get their turn.
+/// Bytes read per system call.
 const READ_CHUNK: usize = 4096;
+/// Most bytes read from one connection before the others get their turn.
+const READ_BUDGET: usize = 64 * 1024;
 
 pub(crate) struct Conn {
     stream: TcpStream,
@@ -66,36 +68,51 @@ impl Conn {
         })
     }
 
-    /// Reads everything the socket has (the registration is edge-triggered) and appends
-    /// the decoded frames to `frames`.
-    pub(crate) fn read(&mut self, frames: &mut Vec<Frame>) -> Result<(), ConnError> {
+    /// Reads what the socket has, up to [`READ_BUDGET`] bytes, and appends the decoded
+    /// frames to `frames`. Returns whether bytes may be left to read: the registration is
+    /// edge-triggered, so the caller must come back without waiting for an event.
+    ///
+    /// Frames that arrived before an error or the peer's close are decoded first, so a
+    /// last frame (an End, a Leave) is never lost to the reset that may follow it.
+    pub(crate) fn read(&mut self, frames: &mut Vec<Frame>) -> Result<bool, ConnError> {
         let mut chunk = [0u8; READ_CHUNK];
-        let mut closed = false;
-        loop {
+        let mut taken = 0;
+        let outcome = loop {
+            if taken >= READ_BUDGET {
+                break Ok(true);
+            }
             match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
+                Ok(0) => break Err(ConnError::Closed),
                 Ok(n) => {
+                    taken += n;
                     self.inbuf.extend_from_slice(&chunk[..n]);
                     self.last_rx = Instant::now();
+                    // Decoding as bytes arrive keeps the buffer within one frame.
+                    self.decode(frames)?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ConnError::Io(e)),
+                Err(e) => break Err(ConnError::Io(e)),
             }
-        }
+        };
+        self.decode(frames)?;
+        outcome
+    }
+
+    fn decode(&mut self, frames: &mut Vec<Frame>) -> Result<(), ConnError> {
         let mut used = 0;
-        while let Some((frame, n)) = decode(&self.inbuf[used..]).map_err(ConnError::Protocol)? {
-            used += n;
-            frames.push(frame);
-        }
+        let result = loop {
+            match decode(&self.inbuf[used..]) {
+                Ok(Some((frame, n))) => {
+                    used += n;
+                    frames.push(frame);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(ConnError::Protocol(e)),
+            }
+        };
         self.inbuf.drain(..used);
-        if closed {
-            return Err(ConnError::Closed);
-        }
-        Ok(())
+        result
     }
 
     /// Queues `frame` and writes as much as the socket takes now; the rest leaves on the
@@ -130,7 +147,10 @@ impl Conn {
     }
 
     /// Makes a last attempt to write what is queued (waiting at most `patience` for the
-    /// socket to take it), then deregisters the stream; dropping the `Conn` closes it.
+    /// socket to take it), closes the sending side, discards what the peer sent that was
+    /// not read (closing with unread bytes would make the kernel send a reset, which can
+    /// destroy our last frame before the peer reads it), and deregisters the stream;
+    /// dropping the `Conn` closes it.
     pub(crate) fn finish(mut self, registry: &Registry, patience: Duration) {
         let deadline = Instant::now() + patience;
         while self.pending_output() && Instant::now() < deadline {
@@ -139,6 +159,16 @@ impl Conn {
             }
             if self.pending_output() {
                 std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; READ_CHUNK];
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            match self.stream.read(&mut sink) {
+                Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
             }
         }
         let _ = registry.deregister(&mut self.stream);

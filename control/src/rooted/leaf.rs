@@ -263,10 +263,24 @@ impl Leaf {
             listener: None,
             conns: HashMap::new(),
             next_token: FIRST_CONN,
+            more: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("mp-leaf".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run())).is_err()
+                {
+                    // A bug of ours (the policy is caught on its own): leave nothing that
+                    // claims to be alive; the connections close when the driver drops.
+                    tracing::error!("leaf: the driver thread panicked; its session ends");
+                    for entry in driver.conns.values() {
+                        if let State::InSession { alive, .. } = &entry.state {
+                            alive.store(false, Ordering::Release);
+                        }
+                    }
+                    driver.status.store(IDLE, Ordering::Release);
+                }
+            })
             .map_err(Error::os("starting the leaf's driver thread"))?;
         Ok(Leaf {
             transport,
@@ -321,9 +335,10 @@ impl Leaf {
                 Error::JoinPending
             });
         }
-        let result = self.ask(root, direction);
-        if result.is_err() {
-            // The driver has forgotten the join by now (it answered, or never had it).
+        // The driver owns the slot once it has the join (it answers, and frees the slot,
+        // within join_timeout); before that, a failure here frees it.
+        let (result, reached_driver) = self.ask(root, direction);
+        if result.is_err() && !reached_driver {
             let _ =
                 self.status
                     .compare_exchange(PENDING, IDLE, Ordering::AcqRel, Ordering::Acquire);
@@ -331,33 +346,46 @@ impl Leaf {
         result
     }
 
-    fn ask(&self, root: SocketAddr, direction: Direction) -> Result<Session> {
-        let stream = conn::connect(root, self.config.connect_timeout).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                Error::TimedOut {
+    /// Returns the answer, and whether the join reached the driver.
+    fn ask(&self, root: SocketAddr, direction: Direction) -> (Result<Session>, bool) {
+        let stream = match conn::connect(root, self.config.connect_timeout) {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let err = Error::TimedOut {
                     what: "connecting to the root",
                     peer: root,
-                }
-            } else {
-                Error::Os {
+                };
+                return (Err(err), false);
+            }
+            Err(e) => {
+                let err = Error::Os {
                     op: "connecting to the root",
                     source: e,
-                }
+                };
+                return (Err(err), false);
             }
-        })?;
+        };
         let (tx, rx) = bounded(1);
-        self.ctl.command(Cmd::Join {
+        if let Err(e) = self.ctl.command(Cmd::Join {
             stream,
             peer: root,
             direction,
             reply: tx,
-        })?;
-        // The driver answers within join_timeout (its own deadline).
-        rx.recv_timeout(self.config.join_timeout + Duration::from_secs(2))
-            .map_err(|_| Error::TimedOut {
+        }) {
+            return (Err(e), false);
+        }
+        // The driver answers within join_timeout (its own deadline); the margin covers
+        // scheduling. Should it still be late, a session it admits afterwards finds
+        // nobody waiting and is left at once.
+        let answer = match rx.recv_timeout(self.config.join_timeout + Duration::from_secs(2)) {
+            Ok(answer) => answer,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::TimedOut {
                 what: "waiting for the root's answer",
                 peer: root,
-            })?
+            }),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::SessionClosed),
+        };
+        (answer, true)
     }
 
     /// Starts accepting invitations on `addr` (port 0: any free port) and returns the
@@ -448,16 +476,23 @@ struct Driver {
     listener: Option<mio::net::TcpListener>,
     conns: HashMap<Token, Entry>,
     next_token: usize,
+    /// Connections read up to their budget with bytes perhaps left.
+    more: Vec<Token>,
 }
 
 impl Driver {
     fn run(&mut self) {
         let mut events = Events::with_capacity(64);
         let mut frames = Vec::new();
+        let mut again = Vec::new();
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = if self.more.is_empty() {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                // Connections with bytes left to read get no new event: come back at once.
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("leaf driver: poll failed: {e}");
@@ -470,6 +505,10 @@ impl Driver {
                     LISTENER => self.accept(),
                     token => self.io(token, event.is_readable(), &mut frames),
                 }
+            }
+            std::mem::swap(&mut again, &mut self.more);
+            for token in again.drain(..) {
+                self.io(token, true, &mut frames);
             }
             if self.commands() {
                 break;
@@ -575,9 +614,15 @@ impl Driver {
             }
             self.frame(token, frame);
         }
-        if let Err(e) = result {
-            if self.conns.contains_key(&token) {
-                self.lost(token, e);
+        match result {
+            Ok(true) if self.conns.contains_key(&token) && !self.more.contains(&token) => {
+                self.more.push(token)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if self.conns.contains_key(&token) {
+                    self.lost(token, e);
+                }
             }
         }
     }
@@ -651,7 +696,15 @@ impl Driver {
                 Ok(_) => {
                     took_slot = true;
                     match &self.config.on_invite {
-                        Some(policy) => policy(&invitation),
+                        Some(policy) => {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                policy(&invitation)
+                            }))
+                            .unwrap_or_else(|_| {
+                                tracing::error!("leaf: the invitation policy panicked; declining");
+                                Decision::Refuse("the leaf's invitation policy failed".into())
+                            })
+                        }
                         None => Decision::Admit,
                     }
                 }

@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,11 @@ use crate::transport::{Plane, Transport};
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+
+/// Shortest session timeout: heartbeats go out every third of it.
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Longest session timeout.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How a root runs its session.
 #[derive(Debug, Clone)]
@@ -191,6 +197,7 @@ impl LeafHandle {
     /// [`Error::LeafGone`] if the leaf had already left; [`Error::SessionClosed`] if the
     /// root is closed.
     pub fn remove(&self) -> Result<()> {
+        self.ctl.not_from_hook("LeafHandle::remove")?;
         let (tx, rx) = bounded(1);
         self.ctl.command(Cmd::Remove(self.info.id, tx))?;
         rx.recv().map_err(|_| Error::SessionClosed)?
@@ -213,6 +220,9 @@ enum Cmd {
 struct Ctl {
     tx: Sender<Cmd>,
     waker: Waker,
+    /// The driver thread, which runs the hooks: calls that wait for it cannot be made
+    /// from it.
+    driver: OnceLock<std::thread::ThreadId>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -227,6 +237,15 @@ impl std::fmt::Debug for Cmd {
 }
 
 impl Ctl {
+    /// Fails when called on the driver thread (from a hook), where waiting for the
+    /// driver would wait forever.
+    fn not_from_hook(&self, op: &'static str) -> Result<()> {
+        if self.driver.get() == Some(&std::thread::current().id()) {
+            return Err(Error::InsideHook { op });
+        }
+        Ok(())
+    }
+
     fn command(&self, cmd: Cmd) -> Result<()> {
         self.tx.send(cmd).map_err(|_| Error::SessionClosed)?;
         self.waker
@@ -280,6 +299,14 @@ impl Root {
         hooks: impl RootHooks,
     ) -> Result<Root> {
         roles.check(transport)?;
+        if config.timeout < MIN_TIMEOUT || config.timeout > MAX_TIMEOUT {
+            return Err(Error::BadSetting {
+                what: format!(
+                    "RootConfig::timeout {:?} is outside {MIN_TIMEOUT:?}..={MAX_TIMEOUT:?}",
+                    config.timeout
+                ),
+            });
+        }
         let info = transport.info();
         // The root of a rooted data plane is its D_ROOT; on a non-rooted data plane (admitted
         // multicast) the root is a D_LEAF like everyone else.
@@ -303,7 +330,11 @@ impl Root {
         let waker =
             Waker::new(poll.registry(), WAKER).map_err(Error::os("creating the root's waker"))?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        let ctl = Arc::new(Ctl { tx, waker });
+        let ctl = Arc::new(Ctl {
+            tx,
+            waker,
+            driver: OnceLock::new(),
+        });
         let (events_tx, events) = bounded(config.event_capacity.max(1));
         let leaves = Arc::new(Mutex::new(BTreeMap::new()));
         let dropped_events = Arc::new(AtomicU64::new(0));
@@ -321,10 +352,21 @@ impl Root {
             events: events_tx,
             leaves: Arc::clone(&leaves),
             dropped_events: Arc::clone(&dropped_events),
+            more: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("mp-root".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                let _ = driver.ctl.driver.set(std::thread::current().id());
+                if std::panic::catch_unwind(AssertUnwindSafe(|| driver.run())).is_err() {
+                    // Hooks are caught one by one; this is a bug of ours. Leave nothing
+                    // that claims to be alive: the connections close when the driver drops.
+                    tracing::error!("root: the driver thread panicked; every leaf is dropped");
+                    for (_, leaf) in std::mem::take(&mut *lock(&driver.leaves)) {
+                        leaf.info.present.store(false, Ordering::Release);
+                    }
+                }
+            })
             .map_err(Error::os("starting the root's driver thread"))?;
         Ok(Root {
             transport,
@@ -392,6 +434,7 @@ impl Root {
     /// - [`Error::TimedOut`] if it does not connect or answer within the timeouts;
     /// - [`Error::Os`] if the connection fails (nobody listening, say).
     pub fn join_leaf(&self, leaf: SocketAddr, direction: Direction) -> Result<LeafHandle> {
+        self.ctl.not_from_hook("Root::join_leaf")?;
         if self
             .inviting
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -514,16 +557,23 @@ struct Driver {
     events: Sender<RootEvent>,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
+    /// Connections read up to their budget with bytes perhaps left.
+    more: Vec<Token>,
 }
 
 impl Driver {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         let mut frames = Vec::new();
+        let mut again = Vec::new();
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = if self.more.is_empty() {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                // Connections with bytes left to read get no new event: come back at once.
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("root driver: poll failed: {e}");
@@ -536,6 +586,10 @@ impl Driver {
                     LISTENER => self.accept(),
                     token => self.io(token, event.is_readable(), &mut frames),
                 }
+            }
+            std::mem::swap(&mut again, &mut self.more);
+            for token in again.drain(..) {
+                self.io(token, true, &mut frames);
             }
             if self.commands() {
                 break;
@@ -647,9 +701,15 @@ impl Driver {
             }
             self.frame(token, frame);
         }
-        if let Err(e) = result {
-            if self.conns.contains_key(&token) {
-                self.lost(token, e);
+        match result {
+            Ok(true) if self.conns.contains_key(&token) && !self.more.contains(&token) => {
+                self.more.push(token)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if self.conns.contains_key(&token) {
+                    self.lost(token, e);
+                }
             }
         }
     }
@@ -678,7 +738,7 @@ impl Driver {
                 if let Err(reason) = self.check_request(transport, &request) {
                     return self.refuse(token, request.peer, reason);
                 }
-                match self.hooks.admit(&request) {
+                match self.call_admit(&request) {
                     Decision::Admit => self.admit(token, request),
                     Decision::Refuse(reason) => self.refuse(token, request.peer, reason),
                 }
@@ -737,6 +797,37 @@ impl Driver {
         }
     }
 
+    /// The admission hook; a panic in it refuses the leaf (and is logged) rather than
+    /// taking the root down.
+    fn call_admit(&mut self, request: &JoinRequest) -> Decision {
+        let hooks = &mut self.hooks;
+        std::panic::catch_unwind(AssertUnwindSafe(|| hooks.admit(request))).unwrap_or_else(|_| {
+            tracing::error!("root: the admission hook panicked; the leaf is refused");
+            Decision::Refuse("the root's admission hook failed".into())
+        })
+    }
+
+    fn call_on_join(
+        &mut self,
+        id: LeafId,
+        request: &JoinRequest,
+    ) -> std::result::Result<DataPlan, String> {
+        let hooks = &mut self.hooks;
+        let default = self.config.plan.as_ref();
+        std::panic::catch_unwind(AssertUnwindSafe(|| hooks.on_join(id, request, default)))
+            .unwrap_or_else(|_| {
+                tracing::error!("root: the on_join hook panicked; the leaf is refused");
+                Err("the root failed to set up the leaf's data plane".into())
+            })
+    }
+
+    fn call_on_gone(&mut self, id: LeafId) {
+        let hooks = &mut self.hooks;
+        if std::panic::catch_unwind(AssertUnwindSafe(|| hooks.on_gone(id))).is_err() {
+            tracing::error!("root: the on_gone hook panicked for {id}");
+        }
+    }
+
     /// Checks what a root can check before asking the hooks.
     fn check_request(
         &self,
@@ -754,12 +845,7 @@ impl Driver {
                 "a rooted-unicast leaf must give the UDP address it receives data on".into(),
             );
         }
-        let joined = self
-            .conns
-            .values()
-            .filter(|e| matches!(e.state, State::Joined(_)))
-            .count();
-        if joined >= self.config.max_leaves {
+        if lock(&self.leaves).len() >= self.config.max_leaves {
             return Err(format!(
                 "the session is full ({} leaves)",
                 self.config.max_leaves
@@ -788,7 +874,7 @@ impl Driver {
     fn admit(&mut self, token: Token, request: JoinRequest) {
         let id = LeafId(self.next_leaf);
         self.next_leaf += 1;
-        let plan = match self.hooks.on_join(id, &request, self.config.plan.as_ref()) {
+        let plan = match self.call_on_join(id, &request) {
             Ok(plan) => plan,
             Err(reason) => return self.refuse(token, request.peer, reason),
         };
@@ -798,7 +884,7 @@ impl Driver {
                 | (DataPlan::Multicast { .. }, Transport::AdmittedMulticast)
         );
         if !fits {
-            self.hooks.on_gone(id);
+            self.call_on_gone(id);
             return self.refuse(
                 token,
                 request.peer,
@@ -824,20 +910,45 @@ impl Driver {
             ctl: Arc::clone(&self.ctl),
         };
         let Some(entry) = self.conns.get_mut(&token) else {
+            self.call_on_gone(id);
             return;
         };
+        // The table lists the leaf before the leaf hears it is in, so whoever learns of
+        // the join (the leaf, the inviter) finds it there.
+        lock(&self.leaves).insert(id, handle.clone());
+        let previous = std::mem::replace(&mut entry.state, State::Joined(handle.clone()));
         if let Err(e) = entry.conn.send(&admit) {
-            self.hooks.on_gone(id);
+            // Never announced: take it back without an event.
+            lock(&self.leaves).remove(&id);
             handle.info.present.store(false, Ordering::Release);
-            self.lost(token, e);
+            let peer = request.peer;
+            if let Some(entry) = self.conns.remove(&token) {
+                entry.conn.finish(self.poll.registry(), Duration::ZERO);
+            }
+            self.call_on_gone(id);
+            if let State::Invited { reply, .. } = previous {
+                let _ = reply.send(Err(Error::SessionGone {
+                    peer,
+                    reason: e.to_string(),
+                }));
+            }
             return;
         }
-        let previous = std::mem::replace(&mut entry.state, State::Joined(handle.clone()));
-        lock(&self.leaves).insert(id, handle.clone());
-        if let State::Invited { reply, .. } = previous {
-            let _ = reply.send(Ok(handle.clone()));
-        }
+        let abandoned = match previous {
+            State::Invited { reply, .. } => reply.send(Ok(handle.clone())).is_err(),
+            _ => false,
+        };
         self.emit(RootEvent::Joined(handle));
+        if abandoned {
+            // The inviter stopped waiting (and was told it timed out): take the leaf out.
+            self.close_leaf(
+                token,
+                Some(Frame::Leave {
+                    reason: "the root gave up waiting for the invitation's answer".into(),
+                }),
+                |leaf| RootEvent::Removed { leaf },
+            );
+        }
     }
 
     /// Ends connection `token`: sends `last` if given, closes, and for a joined leaf runs
@@ -862,7 +973,7 @@ impl Driver {
                 let id = handle.info.id;
                 handle.info.present.store(false, Ordering::Release);
                 lock(&self.leaves).remove(&id);
-                self.hooks.on_gone(id);
+                self.call_on_gone(id);
                 self.emit(event(id));
             }
             State::Invited { reply, .. } => {
@@ -1028,16 +1139,25 @@ impl Driver {
     fn shutdown(&mut self) {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {
-            self.close_leaf(
-                token,
-                Some(Frame::End {
-                    reason: "the root closed the session".into(),
-                }),
-                |leaf| RootEvent::Left {
-                    leaf,
-                    reason: "the root closed the session".into(),
-                },
+            let joined = matches!(
+                self.conns.get(&token).map(|e| &e.state),
+                Some(State::Joined(_))
             );
+            // Admitted leaves are told the session ended; those still on their way in are
+            // refused.
+            let last = if joined {
+                Frame::End {
+                    reason: "the root closed the session".into(),
+                }
+            } else {
+                Frame::Refuse {
+                    reason: "the root is closing".into(),
+                }
+            };
+            self.close_leaf(token, Some(last), |leaf| RootEvent::Left {
+                leaf,
+                reason: "the root closed the session".into(),
+            });
         }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
