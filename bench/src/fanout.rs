@@ -343,7 +343,8 @@ impl Until {
     }
 }
 
-/// Offers `size`-byte messages to `fanout` as fast as it takes them, in batches, until
+/// Offers `size`-byte messages to `fanout` as fast as it takes them, in batches of one
+/// full GSO send ([`round_of`]), until
 /// `until`, but never more than `window` deliveries (packets handed to the shards, times
 /// leaves) ahead of what `rig`'s leaves received
 /// (a leaf that falls further behind would make the kernel drop, and a dropped packet costs
@@ -365,16 +366,17 @@ pub fn drive_fanout(
     let msg = vec![0x5Au8; size];
     let leaves = rig.leaves().len() as u64;
     let base = fanout.stats().packets;
+    // Offer whole GSO sends' worth of packets at a time (the fan-out hands packets over in
+    // groups of one full GSO send), so that each leaf's sends are full runs.
+    let round = round_of(fanout.max_message() + HEADER_LEN + BLOCK_HEADER_LEN, size);
     let mut pace = Pace::new(rig, window);
     let started = Instant::now();
     let mut messages = 0u64;
     let mut next_tick = started + TICK;
     while !until.done(started, messages) {
         // Every packet handed over goes to every leaf, sooner or later.
-        pace.wait(rig, (fanout.stats().packets - base) * leaves, || {
-            fanout.poll()
-        });
-        let room = until.count.map_or(1024, |c| (c - messages).min(1024));
+        pace.wait(rig, (fanout.stats().packets - base) * leaves);
+        let room = until.count.map_or(round, |c| (c - messages).min(round));
         fanout.begin_batch();
         let mut refused = false;
         for _ in 0..room {
@@ -389,7 +391,6 @@ pub fn drive_fanout(
         }
         fanout.end_batch();
         if refused {
-            fanout.poll();
             std::thread::sleep(Duration::from_micros(20));
         }
         if Instant::now() >= next_tick {
@@ -399,6 +400,14 @@ pub fn drive_fanout(
     }
     fanout.flush();
     Ok((messages, started.elapsed()))
+}
+
+/// Messages of `size` bytes that fill the packets of one full GSO send of
+/// `max_datagram`-byte datagrams (at least one message).
+pub fn round_of(max_datagram: usize, size: usize) -> u64 {
+    let per_packet = (max_datagram.saturating_sub(HEADER_LEN) / (BLOCK_HEADER_LEN + size)).max(1);
+    let packets = (65_507 / max_datagram.max(1)).clamp(1, 64);
+    (per_packet * packets) as u64
 }
 
 /// Keeps a sender at most `window` deliveries ahead of what the leaves received.
@@ -421,14 +430,12 @@ impl Pace {
         }
     }
 
-    /// Waits (calling `idle` between looks) while `committed` deliveries are more than the
-    /// window ahead of those received; gives up on the difference if nothing arrives for
-    /// a while.
-    fn wait(&mut self, rig: &Rig, committed: u64, mut idle: impl FnMut()) {
+    /// Waits while `committed` deliveries are more than the window ahead of those
+    /// received; gives up on the difference if nothing arrives for a while.
+    fn wait(&mut self, rig: &Rig, committed: u64) {
         let mut last = rig.received();
         let mut quiet_since = Instant::now();
         while committed > last - self.start + self.lost + self.window {
-            idle();
             std::thread::sleep(Duration::from_micros(20));
             let now = rig.received();
             if now != last {
@@ -608,7 +615,7 @@ pub fn run(args: &FanoutArgs, progress: bool) -> Result<FanoutReport> {
         let mut pace = Pace::new(&rig, window);
         while !until.done(started, packets * plain.messages_per_packet()) {
             // The same pacing as the fan-out's (it hardly ever has to wait).
-            pace.wait(&rig, sent, || {});
+            pace.wait(&rig, sent);
             let (s, f) = plain.send_packet();
             packets += 1;
             sent += s;
