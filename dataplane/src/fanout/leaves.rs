@@ -136,7 +136,9 @@ impl FanoutLeaves {
     /// after this returns reaches the leaf, whole; none offered before does, except those
     /// its shard had not taken up yet.
     ///
-    /// The same address may be added twice: it then gets every packet twice.
+    /// The same address may be added twice: it then gets every packet twice. An IPv4 leaf
+    /// of an IPv6 socket is sent to at its IPv4-mapped address (so the socket must not be
+    /// IPv6-only, or those sends fail and are counted as errors).
     ///
     /// # Errors
     ///

@@ -700,6 +700,28 @@ mod tests {
     }
 
     #[test]
+    fn the_root_moves_between_threads_and_the_leaves_handle_is_shared() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync + Clone>() {}
+        send::<Fanout>();
+        shared::<FanoutLeaves>();
+    }
+
+    #[test]
+    fn batches_hold_at_most_one_full_gso_send() {
+        let mut fanout = fanout(256);
+        let big = vec![7u8; fanout.max_message()];
+        fanout.begin_batch();
+        for _ in 0..60 {
+            fanout.offer(&big).expect("room");
+        }
+        // 44 packets of 1472 bytes fill a GSO send: they went when the 45th was closed.
+        assert_eq!(fanout.stats().packets, 44);
+        fanout.end_batch();
+        assert_eq!(fanout.stats().packets, 59);
+    }
+
+    #[test]
     fn a_message_longer_than_a_packet_is_refused() {
         let mut fanout = fanout(4);
         let limit = fanout.max_message();
