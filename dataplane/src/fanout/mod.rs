@@ -116,7 +116,8 @@ pub struct FanoutConfig {
     /// anyway: at most what one GSO send carries (64 packets, and 65,507 bytes: 44
     /// packets of 1472 bytes), so that each hand-over fills whole GSO sends.
     pub max_batch: usize,
-    /// Most leaves on one shard.
+    /// Most leaves on one shard (1 to 65000). Each shard reserves send state for this
+    /// many leaves up front, about 1.3 KB per leaf.
     pub max_leaves_per_shard: usize,
     /// Whether to pin shard `i` to core `i mod cores`.
     pub pin: bool,
