@@ -461,6 +461,9 @@ fn a_removed_leaf_gets_nothing_offered_after_remove_returned() {
         let mut refs: Vec<&Leaf> = stay.iter().collect();
         refs.push(&leaving);
         publish(&mut fanout, &messages, 1, 3_000, &refs, &mut sum);
+        wait_until("the leaving leaf to have 1..=3000", STALL, || {
+            leaving.next.load(Ordering::Acquire) > 3_000
+        });
         // Packets in flight during the removal, too.
         let mut buf = [0u8; MAX_LEN];
         fanout.begin_batch();

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ struct Registry {
 pub(crate) struct Control {
     pub(crate) links: Vec<Link>,
     registry: Mutex<Registry>,
+    /// The registry's number of leaves, readable without the lock.
+    count: AtomicUsize,
     max_per_shard: usize,
     socket_is_v6: bool,
 }
@@ -83,6 +86,7 @@ impl Control {
                 closed: false,
             }),
             links,
+            count: AtomicUsize::new(0),
             max_per_shard,
             socket_is_v6,
         }
@@ -99,9 +103,9 @@ impl Control {
         self.registry().closed = true;
     }
 
-    /// The number of leaves.
+    /// The number of leaves (without taking the lock).
     pub(crate) fn len(&self) -> usize {
-        self.registry().leaves.len()
+        self.count.load(Ordering::Relaxed)
     }
 }
 
@@ -132,7 +136,9 @@ impl FanoutLeaves {
     /// after this returns reaches the leaf, whole; none offered before does, except those
     /// its shard had not taken up yet.
     ///
-    /// The same address may be added twice: it then gets every packet twice.
+    /// The same address may be added twice: it then gets every packet twice. An IPv4 leaf
+    /// of an IPv6 socket is sent to at its IPv4-mapped address (so the socket must not be
+    /// IPv6-only, or those sends fail and are counted as errors).
     ///
     /// # Errors
     ///
@@ -190,6 +196,7 @@ impl FanoutLeaves {
                 counters,
             },
         );
+        c.count.store(registry.leaves.len(), Ordering::Relaxed);
         Ok(id)
     }
 
@@ -222,6 +229,7 @@ impl FanoutLeaves {
             .map_err(|_| Error::ShardGone(shard))?;
         registry.leaves.remove(&id);
         registry.per_shard[shard] = registry.per_shard[shard].saturating_sub(1);
+        c.count.store(registry.leaves.len(), Ordering::Relaxed);
         Ok(())
     }
 

@@ -77,7 +77,7 @@ use self::pool::Pool;
 use self::shard::{Command, Link, Setup};
 use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
 use crate::error::{Error, Result};
-use crate::io::{choose, MAX_GSO_SEGMENTS};
+use crate::io::{choose, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::publisher::OfferError;
 use crate::wire::{
     write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
@@ -113,9 +113,11 @@ pub struct FanoutConfig {
     /// held in a batch, or in flight to some leaf. At most 65535.
     pub buffers: usize,
     /// Most full packets held between `begin_batch` and `end_batch` before they leave
-    /// anyway (at most 64).
+    /// anyway: at most what one GSO send carries (64 packets, and 65,507 bytes: 44
+    /// packets of 1472 bytes), so that each hand-over fills whole GSO sends.
     pub max_batch: usize,
-    /// Most leaves on one shard.
+    /// Most leaves on one shard (1 to 65000). Each shard reserves send state for this
+    /// many leaves up front, about 1.3 KB per leaf.
     pub max_leaves_per_shard: usize,
     /// Whether to pin shard `i` to core `i mod cores`.
     pub pin: bool,
@@ -124,7 +126,8 @@ pub struct FanoutConfig {
 impl FanoutConfig {
     /// Defaults for `session`: one shard, backend auto, blocking idle, GSO on,
     /// 1472-byte datagrams, 100 µs maximum delay, heartbeats every second, 1024 buffers,
-    /// batches of 32, 1024 leaves per shard, pinned.
+    /// batches of one full GSO send (64, cut to 44 for 1472-byte datagrams), 1024 leaves
+    /// per shard, pinned.
     pub fn new(session: Session) -> FanoutConfig {
         FanoutConfig {
             session,
@@ -136,7 +139,7 @@ impl FanoutConfig {
             max_delay: Duration::from_micros(100),
             heartbeat: Duration::from_secs(1),
             buffers: 1024,
-            max_batch: 32,
+            max_batch: MAX_GSO_SEGMENTS,
             max_leaves_per_shard: 1024,
             pin: true,
         }
@@ -235,8 +238,11 @@ impl Fanout {
     /// [`Error::UringUnavailable`] when io_uring was required and is not there;
     /// [`Error::Io`] if duplicating the socket or setting up a shard fails.
     pub fn start(socket: Socket, mut config: FanoutConfig) -> Result<Fanout> {
-        config.max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
         check(&config)?;
+        let full_gso = MAX_GSO_SEGMENTS
+            .min(MAX_GSO_BYTES / config.max_datagram)
+            .max(1);
+        config.max_batch = config.max_batch.clamp(1, full_gso);
         let local = socket
             .local_addr()
             .map_err(Error::io("reading the root socket's address"))?;
@@ -692,6 +698,28 @@ mod tests {
         assert_eq!(fanout.stats().packets, 2);
         fanout.flush();
         assert_eq!(fanout.stats().packets, 3);
+    }
+
+    #[test]
+    fn the_root_moves_between_threads_and_the_leaves_handle_is_shared() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync + Clone>() {}
+        send::<Fanout>();
+        shared::<FanoutLeaves>();
+    }
+
+    #[test]
+    fn batches_hold_at_most_one_full_gso_send() {
+        let mut fanout = fanout(256);
+        let big = vec![7u8; fanout.max_message()];
+        fanout.begin_batch();
+        for _ in 0..60 {
+            fanout.offer(&big).expect("room");
+        }
+        // 44 packets of 1472 bytes fill a GSO send: they went when the 45th was closed.
+        assert_eq!(fanout.stats().packets, 44);
+        fanout.end_batch();
+        assert_eq!(fanout.stats().packets, 59);
     }
 
     #[test]
