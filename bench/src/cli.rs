@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use multipoint_control::Interface;
 use multipoint_dataplane::latency::STAMP_LEN;
@@ -68,6 +69,19 @@ Examples:
 Any MoldUDP64 stream is accepted. One-way latency needs the 8-byte send timestamp that
 `multipoint pub` puts first in each message (CLOCK_MONOTONIC, so the same host); other
 payloads give no latency figures (latency_ns is null in JSON).";
+
+const FANOUT_EXAMPLES: &str = "\
+Examples:
+  multipoint fanout                        256 leaves, 1 shard, 3 s, 64-byte messages
+  multipoint fanout --leaves 256 --baseline
+                                           the same leaves also fed by a plain send_to loop
+  multipoint fanout --leaves 1024 --shards 2 --backend mmsg --gso off
+  multipoint fanout --leaf-gro on          leaves coalesce GSO trains (UDP_GRO) as they arrive
+  multipoint fanout --baseline --json | tail -n 1
+
+Leaves are sockets in this process on 127.0.0.1, each connected to the root's socket,
+drained by --receivers threads (epoll + recvmmsg). A delivery is one packet received by
+one leaf; what the kernel took but no leaf received is reported as drops.";
 
 const PINGPONG_EXAMPLES: &str = "\
 Examples:
@@ -135,6 +149,14 @@ pub enum Command {
         mut_arg("shards", |a| a.default_value("1")),
     )]
     Throughput(DemoArgs),
+
+    /// Unicast fan-out: one root sends every packet to N leaves (rooted-unicast), as
+    /// fast as possible; deliveries per second, optionally beside a plain send_to loop.
+    ///
+    /// The leaves are sockets in this process on 127.0.0.1; the report counts what they
+    /// received, and drops.
+    #[command(after_help = FANOUT_EXAMPLES)]
+    Fanout(FanoutArgs),
 }
 
 /// Where: the group and the interface (every tool).
@@ -342,6 +364,76 @@ pub struct SubArgs {
     /// Interval log, plot and JSON.
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// Options of `multipoint fanout`.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("secs", |a| a.default_value("3")))]
+pub struct FanoutArgs {
+    /// Number of leaves (sockets in this process, on 127.0.0.1).
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_000).map(|n| n as usize))]
+    pub leaves: usize,
+
+    /// Number of fan-out shard threads the leaves are spread over. One by default: on a
+    /// two-core machine the in-process leaves' receiving needs the other core.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
+
+    /// Message size in bytes (messages are packed into packets of --max-datagram bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = parse_message_size)]
+    pub size: usize,
+
+    /// When to stop publishing (each phase: the fan-out, then the baseline).
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// What an idle shard does (spin burns a core per shard).
+    #[arg(long, value_enum, default_value_t = Idle::Block)]
+    pub idle: Idle,
+
+    /// Backend, GSO and datagram size of the fan-out.
+    #[command(flatten)]
+    pub io: IoArgs,
+
+    /// Pin fan-out shard i to core i mod cores, and receiver thread i to the i-th core
+    /// from the last.
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub pin: Toggle,
+
+    /// Also feed the same leaves from a plain loop: each packet built once, then
+    /// `UdpSocket::send_to` to every leaf, on one thread.
+    #[arg(long)]
+    pub baseline: bool,
+
+    /// Threads draining the leaves (epoll + recvmmsg).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub receivers: u16,
+
+    /// Packet buffers of the fan-out (shared by its shards).
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub buffers: usize,
+
+    /// UDP GRO on the leaves' sockets: a GSO train arrives as one receive.
+    #[arg(long, value_enum, default_value_t = Toggle::Off)]
+    pub leaf_gro: Toggle,
+
+    /// Most deliveries the root may be ahead of what the leaves received (both phases);
+    /// default 256 per leaf. Past it the root waits, so that slow leaves do not make the
+    /// kernel drop.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: Option<u64>,
+
+    /// Receive buffer each leaf asks for (capped by net.core.rmem_max).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    pub leaf_rcvbuf: usize,
+
+    /// Also print the results as one JSON object, on the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `multipoint pingpong`.
@@ -553,6 +645,18 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
+/// Parses `--size` of `fanout`: 1 byte to a MoldUDP64 block (the fan-out's own, smaller
+/// limit is checked once it exists).
+fn parse_message_size(s: &str) -> Result<usize, String> {
+    let size: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if !(1..=MAX_MESSAGE_LEN).contains(&size) {
+        return Err(format!("messages are 1 to {MAX_MESSAGE_LEN} bytes"));
+    }
+    Ok(size)
+}
+
 /// The largest UDP payload of an IPv4 datagram.
 const MAX_UDP_PAYLOAD: usize = 65_507;
 
@@ -722,9 +826,45 @@ mod tests {
             &["sub", "--rate", "5"],
             &["pingpong", "--role", "serve"],
             &["pingpong", "--rate", "5"],
+            &["fanout", "--leaves", "0"],
+            &["fanout", "--shards", "0"],
+            &["fanout", "--size", "0"],
+            &["fanout", "--receivers", "0"],
+            &["fanout", "--buffers", "0"],
+            &["fanout", "--leaf-gro", "maybe"],
+            &["fanout", "--group", "239.255.0.1:1"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn fanout_defaults_to_256_leaves_on_1_shard_without_the_baseline() {
+        let Command::Fanout(args) = command(&["fanout"]) else {
+            panic!("not fanout")
+        };
+        assert_eq!((args.leaves, args.shards, args.size), (256, 1, 64));
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
+        assert_eq!((args.receivers, args.buffers), (1, 1024));
+        assert!(!args.baseline && !args.json && args.window.is_none());
+        assert_eq!(
+            (args.leaf_gro, args.pin, args.idle),
+            (Toggle::Off, Toggle::On, Idle::Block)
+        );
+        let Command::Fanout(args) = command(&[
+            "fanout",
+            "--leaves",
+            "1024",
+            "--shards",
+            "2",
+            "--baseline",
+            "--gso",
+            "off",
+        ]) else {
+            panic!("not fanout")
+        };
+        assert_eq!((args.leaves, args.shards), (1024, 2));
+        assert!(args.baseline && !args.io.gso.is_on());
     }
 
     #[test]

@@ -63,6 +63,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Setting up the in-process leaves or their receiver threads failed.
+    #[error("cannot set up {what}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
     /// `pingpong` cannot put the echoes on the port after the pings'.
     #[error("group {group} has the last port: give the echoes' group with --reply-group")]
     NoReplyPort {

@@ -11,6 +11,7 @@
 //! - [`publish`]: `multipoint pub`, and the paced send loop the in-process tools share;
 //! - [`subscribe`]: `multipoint sub`, for any MoldUDP64 stream;
 //! - [`pingpong`]: round-trip latency, ping and pong in one process or two;
+//! - [`fanout`]: unicast fan-out from one root to N leaves, beside a plain `send_to` loop;
 //!
 //! and what they share:
 //!
@@ -30,6 +31,7 @@
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod fanout;
 pub mod hlog;
 pub mod pacing;
 pub mod pingpong;

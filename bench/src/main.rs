@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
 use multipoint_bench::report::Report;
-use multipoint_bench::{demo, pingpong, progress, publish, subscribe, throughput, Error};
+use multipoint_bench::{demo, fanout, pingpong, progress, publish, subscribe, throughput, Error};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -48,6 +48,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Sub(args) => {
             let report = subscribe::run(&args, progress::wanted(args.stop.secs))?;
             print_report(&report, args.report.json);
+        }
+        Command::Fanout(args) => {
+            let report = fanout::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.json);
         }
         Command::PingPong(args) => {
             let report = pingpong::run(&args, progress::wanted(args.stop.secs))?;

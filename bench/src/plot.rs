@@ -8,7 +8,7 @@
 //! polyline with one point per percentile step of HdrHistogram's percentile iteration
 //! (five steps per halving of the distance to 100 %, as its percentile output prints).
 //!
-//! [`svg`] is plain string building: no I/O, no clock; only [`write`] touches a file.
+//! [`svg`] is plain string building: no I/O, no clock; only [`write()`] touches a file.
 //! Nothing here panics.
 
 use std::fmt::Write as _;

@@ -16,6 +16,10 @@
 //!   timestamp.
 //! - `pingpong`: round trips (ping) or echoes (pong alone); `latency_ns` is the round trip
 //!   (`null` for pong alone); receive-side counters are summed over both sides' subscriptions.
+//! - `fanout`: what the root offered (messages, bytes, packets each counted once);
+//!   `deliveries` (packets received by leaves), `deliveries_per_sec`, `drops` and, with
+//!   `--baseline`, `baseline_deliveries_per_sec` and `ratio` follow. The receive-side
+//!   fields of the summary and `latency_ns` are `null` (the leaves only count datagrams).
 //!
 //! Bytes are message bytes (MoldUDP64 framing not counted) and MB is 10^6 bytes.
 //! Latencies are nanoseconds in JSON and carry units in the text. Formatting allocates and
@@ -25,7 +29,9 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use multipoint_dataplane::latency::{format_ns, Percentiles};
-use multipoint_dataplane::{BackendInfo, PublisherStats, SubscriptionStats};
+use multipoint_dataplane::{BackendInfo, FanoutStats, PublisherStats, SubscriptionStats};
+
+use crate::fanout::Phase;
 
 /// A tool's results: the text report (`Display`) and its JSON form.
 pub trait Report: fmt::Display {
@@ -668,6 +674,154 @@ impl Report for PingPongReport {
                 json.null("pong");
             }
         }
+        json.finish()
+    }
+}
+
+/// Everything `multipoint fanout` measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanoutReport {
+    /// Number of leaves.
+    pub leaves: usize,
+    /// Fan-out shards.
+    pub shards: usize,
+    /// Threads draining the leaves.
+    pub receivers: usize,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Datagram size packets are filled to.
+    pub max_datagram: usize,
+    /// GSO on the fan-out.
+    pub gso: bool,
+    /// UDP GRO on the leaves' sockets.
+    pub leaf_gro: bool,
+    /// The shards' idle strategy.
+    pub idle: String,
+    /// The backend the shards ran and why.
+    pub backend: BackendInfo,
+    /// The fan-out's counters when publishing stopped.
+    pub stats: FanoutStats,
+    /// The fan-out phase.
+    pub fanout: Phase,
+    /// The plain `send_to` loop, with `--baseline`.
+    pub baseline: Option<Phase>,
+}
+
+impl FanoutReport {
+    /// Fan-out deliveries per second over the baseline's; `None` without a baseline (or
+    /// with a baseline that delivered nothing).
+    pub fn ratio(&self) -> Option<f64> {
+        let base = self.baseline.as_ref()?.deliveries_per_sec();
+        (base > 0.0).then(|| self.fanout.deliveries_per_sec() / base)
+    }
+}
+
+fn write_phase(f: &mut fmt::Formatter<'_>, name: &str, p: &Phase) -> fmt::Result {
+    writeln!(
+        f,
+        "{name:<9} {} deliveries/s   deliveries {}   packets {}   messages {}   {:.2} s   \
+         drops {}   send errors {}",
+        Grouped(p.deliveries_per_sec().round() as u64),
+        Grouped(p.received),
+        Grouped(p.packets),
+        Grouped(p.messages),
+        p.elapsed.as_secs_f64(),
+        Grouped(p.drops()),
+        Grouped(p.send_errors),
+    )
+}
+
+impl fmt::Display for FanoutReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "multipoint fanout: {} leaves on {} shards, {}-byte messages in {}-byte datagrams, \
+             GSO {}, leaf GRO {}, idle {}, {} receiver thread(s)",
+            self.leaves,
+            self.shards,
+            self.size,
+            self.max_datagram,
+            if self.gso { "on" } else { "off" },
+            if self.leaf_gro { "on" } else { "off" },
+            self.idle,
+            self.receivers,
+        )?;
+        writeln!(f, "backend {}", self.backend)?;
+        writeln!(f)?;
+        write_phase(f, "fan-out", &self.fanout)?;
+        writeln!(
+            f,
+            "          send ops {}   GSO sends {}   backpressure {}   unrouted {}",
+            Grouped(self.stats.send_ops),
+            Grouped(self.stats.gso_ops),
+            Grouped(self.stats.backpressure),
+            Grouped(self.stats.unrouted),
+        )?;
+        if let Some(b) = &self.baseline {
+            write_phase(f, "baseline", b)?;
+        }
+        if let Some(r) = self.ratio() {
+            writeln!(f, "fan-out / baseline: {r:.2}x")?;
+        }
+        Ok(())
+    }
+}
+
+impl Report for FanoutReport {
+    fn to_json(&self) -> String {
+        let p = &self.fanout;
+        let mut json = Json::object();
+        json.str("command", "fanout");
+        summary(
+            &mut json,
+            &self.backend,
+            (p.messages, p.messages * self.size as u64, p.packets),
+            p.elapsed,
+            None,
+            None,
+        );
+        json.u64("leaves", self.leaves as u64)
+            .u64("shards", self.shards as u64)
+            .u64("receivers", self.receivers as u64)
+            .u64("size", self.size as u64)
+            .u64("max_datagram", self.max_datagram as u64)
+            .bool("gso", self.gso)
+            .bool("leaf_gro", self.leaf_gro)
+            .str("idle", &self.idle)
+            .u64("deliveries", p.received)
+            .f64("deliveries_per_sec", p.deliveries_per_sec(), 0)
+            .u64("sent", p.sent)
+            .u64("drops", p.drops())
+            .u64("send_errors", p.send_errors)
+            .u64("send_ops", self.stats.send_ops)
+            .u64("gso_ops", self.stats.gso_ops)
+            .u64("backpressure", self.stats.backpressure)
+            .u64("unrouted", self.stats.unrouted);
+        match &self.baseline {
+            Some(b) => {
+                let mut o = Json::object();
+                o.u64("messages", b.messages)
+                    .u64("packets", b.packets)
+                    .f64("secs", b.elapsed.as_secs_f64(), 3)
+                    .u64("deliveries", b.received)
+                    .f64("deliveries_per_sec", b.deliveries_per_sec(), 0)
+                    .u64("sent", b.sent)
+                    .u64("drops", b.drops())
+                    .u64("send_errors", b.send_errors);
+                json.raw("baseline", &o.finish()).f64(
+                    "baseline_deliveries_per_sec",
+                    b.deliveries_per_sec(),
+                    0,
+                );
+            }
+            None => {
+                json.null("baseline").null("baseline_deliveries_per_sec");
+            }
+        }
+        match self.ratio() {
+            Some(r) => json.f64("ratio", r, 3),
+            None => json.null("ratio"),
+        };
         json.finish()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::transport::Transport;
 
@@ -113,15 +113,96 @@ pub enum Error {
         plane: &'static str,
     },
 
-    /// The transport is in the catalog but sockets for it are not implemented yet.
+    /// The socket type does not fit the transport and roles: IP multicast sockets are
+    /// [`MultipointSocket`](crate::MultipointSocket)s (`C_LEAF|D_LEAF`); the rooted
+    /// transports take a [`rooted::Root`](crate::rooted::Root) (`C_ROOT`) or a
+    /// [`rooted::Leaf`](crate::rooted::Leaf) (`C_LEAF|D_LEAF`).
     #[error(
-        "transport {transport} is not supported yet: it is listed with its attributes, but \
-         sockets for it come with the rooted-sessions work; use udp4-multicast or \
-         udp6-multicast for now"
+        "{transport} with {roles} does not fit here: {wanted}; IP multicast sockets are \
+         MultipointSocket (C_LEAF|D_LEAF), rooted transports take rooted::Root (C_ROOT) or \
+         rooted::Leaf (C_LEAF|D_LEAF)"
     )]
-    NotSupportedYet {
+    WrongSocketKind {
         /// The transport that was asked for.
         transport: Transport,
+        /// The roles that were asked for.
+        roles: crate::Roles,
+        /// What the socket type takes.
+        wanted: &'static str,
+    },
+
+    /// The other side of a rooted join said no.
+    #[error("{peer} refused the join: {reason}")]
+    Refused {
+        /// The root (for a leaf's join) or the leaf (for a root's invitation).
+        peer: SocketAddr,
+        /// The reason it gave.
+        reason: String,
+    },
+
+    /// A join of this socket is already on its way; rooted sockets take one at a time.
+    #[error("another join_leaf of this socket is still pending: wait for its answer first")]
+    JoinPending,
+
+    /// A rooted leaf that is in a session was asked to join again.
+    #[error(
+        "this leaf is already a member of a session: leave it (Session::leave) before \
+         joining again"
+    )]
+    AlreadyJoined,
+
+    /// A rooted root or leaf was asked to listen a second time.
+    #[error("this socket already listens at {addr}")]
+    AlreadyListening {
+        /// Where it listens.
+        addr: SocketAddr,
+    },
+
+    /// The other side of a rooted session did not connect or answer in time.
+    #[error("timed out {what} at {peer}: is it running and reachable?")]
+    TimedOut {
+        /// What was being waited for.
+        what: &'static str,
+        /// The other side.
+        peer: SocketAddr,
+    },
+
+    /// The connection to the other side ended while a join waited for its answer.
+    #[error("the session with {peer} ended before the join was answered: {reason}")]
+    SessionGone {
+        /// The other side.
+        peer: SocketAddr,
+        /// What ended it.
+        reason: String,
+    },
+
+    /// The rooted socket was closed (its driver thread stopped).
+    #[error("the rooted socket is closed")]
+    SessionClosed,
+
+    /// A call that waits for the rooted socket's driver thread was made from a hook,
+    /// which runs on that thread.
+    #[error(
+        "{op} cannot be called from a root hook (hooks run on the root's driver thread, \
+         which the call would wait for): call it from another thread"
+    )]
+    InsideHook {
+        /// The call.
+        op: &'static str,
+    },
+
+    /// A setting is out of its range.
+    #[error("{what}")]
+    BadSetting {
+        /// What is wrong, with the range.
+        what: String,
+    },
+
+    /// A root's leaf handle names a leaf that is no longer in the session.
+    #[error("leaf#{leaf} is no longer in the session: it left, timed out or was removed")]
+    LeafGone {
+        /// The leaf's identifier.
+        leaf: u64,
     },
 
     /// A transport name that is not in the catalog.

@@ -54,9 +54,12 @@
 //! Every fallible call returns [`Error`], whose messages say what to do. Nothing in this
 //! crate panics on any input.
 //!
-//! The rooted transports (`rooted-unicast`, `admitted-multicast`) are in the catalog with
-//! their attributes; creating sockets for them returns [`Error::NotSupportedYet`] until
-//! they are implemented.
+//! # Rooted transports
+//!
+//! `rooted-unicast` and `admitted-multicast` have a rooted control plane: a root admits
+//! and invites leaves over TCP. Their sockets are [`rooted::Root`] (`C_ROOT`) and
+//! [`rooted::Leaf`] (`C_LEAF|D_LEAF`), on the same [`Transport`] and [`Roles`]; see
+//! [`rooted`]. Moving their data is the data plane's job.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
@@ -64,6 +67,7 @@
 mod error;
 mod interface;
 mod role;
+pub mod rooted;
 mod socket;
 mod sys;
 mod transport;

@@ -158,7 +158,8 @@ impl MultipointSocket {
     ///
     /// - [`Error::RoleNotAllowed`] if the transport's planes cannot take the roles
     ///   (IP multicast takes only [`Roles::LEAF`]);
-    /// - [`Error::NotSupportedYet`] for transports listed but not implemented yet;
+    /// - [`Error::WrongSocketKind`] for the rooted transports, whose sockets are
+    ///   [`rooted::Root`](crate::rooted::Root) and [`rooted::Leaf`](crate::rooted::Leaf);
     /// - [`Error::Os`] or [`Error::NotApplied`] if the kernel refuses the socket or one of
     ///   the settings above.
     pub fn new(transport: Transport, roles: Roles) -> Result<Self> {
@@ -167,7 +168,11 @@ impl MultipointSocket {
             Transport::Udp4Multicast => false,
             Transport::Udp6Multicast => true,
             Transport::RootedUnicast | Transport::AdmittedMulticast => {
-                return Err(Error::NotSupportedYet { transport })
+                return Err(Error::WrongSocketKind {
+                    transport,
+                    roles,
+                    wanted: "MultipointSocket takes the IP multicast transports",
+                })
             }
         };
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };

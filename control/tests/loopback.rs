@@ -467,11 +467,11 @@ fn roles_the_transport_cannot_take_are_refused_at_creation() {
 }
 
 #[test]
-fn rooted_transports_are_not_supported_yet() {
+fn rooted_transports_take_rooted_sockets() {
     for t in [Transport::RootedUnicast, Transport::AdmittedMulticast] {
         let err = MultipointSocket::new(t, Roles::LEAF).unwrap_err();
-        assert!(matches!(err, Error::NotSupportedYet { .. }), "{err}");
-        assert_mentions(&err, &["not supported yet", t.name()]);
+        assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
+        assert_mentions(&err, &["rooted::Root", "rooted::Leaf", t.name()]);
     }
     // A role the transport cannot take is still reported as such first.
     let err = MultipointSocket::new(Transport::AdmittedMulticast, Roles::ROOT).unwrap_err();

@@ -59,6 +59,30 @@ pub enum Error {
     #[error("shard {0} is not running")]
     ShardGone(usize),
 
+    /// The fan-out was closed (or dropped): its leaves can no longer change.
+    #[error("the fan-out is closed: its leaves can no longer change")]
+    FanoutClosed,
+
+    /// A fan-out leaf that is not (or no longer) there.
+    #[error("leaf {0} is not a leaf of this fan-out (removed already?)")]
+    NoSuchLeaf(u64),
+
+    /// Every fan-out shard has as many leaves as it may.
+    #[error("the fan-out already has its {max} leaves: raise shards or max_leaves_per_shard")]
+    TooManyLeaves {
+        /// Shards times leaves per shard.
+        max: usize,
+    },
+
+    /// A leaf address the root's data socket cannot send to.
+    #[error("cannot send to leaf {addr}: {reason}")]
+    LeafAddress {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {

@@ -1,14 +1,17 @@
 //! The multipoint data plane: moving MoldUDP64 packets between publishers and
-//! subscribers with batched io_uring I/O, per-core shards and latency histograms.
+//! subscribers with batched io_uring I/O, per-core shards, unicast fan-out to many leaves
+//! ([`fanout`]) and latency histograms.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod error;
+pub mod fanout;
 mod io;
 pub mod latency;
 pub mod publisher;
+pub mod rooted;
 pub mod sequence;
 pub mod shard;
 pub mod stats;
@@ -16,6 +19,7 @@ pub mod wire;
 
 pub use config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
 pub use error::{Error, Result};
+pub use fanout::{Fanout, FanoutConfig, FanoutLeaves, FanoutStats, LeafId, LeafStats};
 pub use publisher::{OfferError, Publisher, PublisherConfig};
 pub use shard::{Closed, Handler, ShardConfig, Shards, Subscription, SubscriptionConfig};
 pub use stats::{PublisherStats, SubscriptionStats};

@@ -1,4 +1,5 @@
-//! The publisher: packs messages into MoldUDP64 packets and sends them to a group.
+//! The publisher: packs messages into MoldUDP64 packets and sends them to a group, or
+//! (with [`Publisher::with_socket`]) to any destination from a socket the caller made.
 //!
 //! # Contract
 //!
@@ -24,7 +25,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
-use socket2::SockAddr;
+use socket2::{SockAddr, Socket, Type};
 
 use crate::config::{BackendChoice, BackendInfo, BackendKind};
 use crate::error::{Error, Result};
@@ -38,6 +39,9 @@ use crate::wire::{
 };
 
 /// How a publisher is set up.
+///
+/// [`Publisher::with_socket`] ignores `group` (it sends to the destination it is given),
+/// and `interface`, `bind`, `scope` and `loopback` (the caller configured the socket).
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
     /// The MoldUDP64 session name carried in every packet.
@@ -126,11 +130,34 @@ struct Open {
     since: Instant,
 }
 
-/// Publishes MoldUDP64 packets to one group. See the module docs.
+/// The socket a publisher sends from.
+enum PubSocket {
+    /// Made and joined (sender-only) by [`Publisher::new`]. The membership is declared
+    /// first so that it drops while its socket is still open.
+    Joined {
+        _membership: Membership,
+        socket: MultipointSocket,
+    },
+    /// The caller's socket, from [`Publisher::with_socket`].
+    Given(Socket),
+}
+
+impl PubSocket {
+    fn socket(&self) -> &Socket {
+        match self {
+            PubSocket::Joined { socket, .. } => socket.socket(),
+            PubSocket::Given(socket) => socket,
+        }
+    }
+}
+
+/// Publishes MoldUDP64 packets to one destination (a group, or any address). See the
+/// module docs.
 pub struct Publisher {
     config: PublisherConfig,
-    socket: MultipointSocket,
-    _membership: Membership,
+    /// Where every packet goes.
+    dest: SocketAddr,
+    socket: PubSocket,
     backend: BackendInfo,
     // `sender` must stay declared before `region`: its ring may hold the region
     // registered, and fields drop in declaration order.
@@ -150,7 +177,7 @@ pub struct Publisher {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("group", &self.config.group)
+            .field("dest", &self.dest)
             .field("backend", &self.backend)
             .field("next_sequence", &self.next_sequence)
             .finish()
@@ -167,21 +194,7 @@ impl Publisher {
     /// settings out of range; [`Error::UringUnavailable`] when io_uring was required and
     /// is not there; [`Error::Io`] if setting up the ring or buffers fails.
     pub fn new(mut config: PublisherConfig) -> Result<Publisher> {
-        // A batch never holds more than one GSO send can carry.
-        config.max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
-        if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
-            return Err(Error::Config(format!(
-                "max_datagram {} is outside {}..=65507",
-                config.max_datagram,
-                HEADER_LEN + BLOCK_HEADER_LEN
-            )));
-        }
-        if config.buffers == 0 || config.buffers > usize::from(u16::MAX) {
-            return Err(Error::Config(format!(
-                "buffers {} is outside 1..=65535",
-                config.buffers
-            )));
-        }
+        check(&mut config)?;
         let transport = match config.group.ip() {
             IpAddr::V4(_) => Transport::Udp4Multicast,
             IpAddr::V6(_) => Transport::Udp6Multicast,
@@ -194,6 +207,70 @@ impl Publisher {
             socket.bind(bind)?;
         }
         let membership = socket.join_leaf(config.group, Direction::SenderOnly, None)?;
+        let dest = config.group;
+        let socket = PubSocket::Joined {
+            _membership: membership,
+            socket,
+        };
+        Publisher::build(config, socket, dest)
+    }
+
+    /// A publisher that sends every packet to `dest` from `socket`, a UDP socket the
+    /// caller made and configured (e.g. a unicast socket of a rooted transport's root). The
+    /// socket may be bound or not, and may even be `connect()`ed to another peer: each
+    /// send names `dest` explicitly, which Linux allows on a connected UDP socket.
+    ///
+    /// `config.group` is ignored in favour of `dest`, and so are `interface`, `bind`,
+    /// `scope` and `loopback`: the socket is used as it is (only its send buffer is
+    /// enlarged, as for [`new`](Self::new)). Everything else applies as for `new`. The
+    /// publisher owns the socket from now on; dropping or closing it closes the socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for settings out of range, a socket that is not an IP datagram
+    /// socket, or a destination of the other address family (for an IPv4 peer on an IPv6
+    /// socket, give its IPv4-mapped address `::ffff:a.b.c.d`); [`Error::Io`] if the socket
+    /// cannot be inspected, or setting up the ring or buffers fails;
+    /// [`Error::UringUnavailable`] when io_uring was required and is not there.
+    pub fn with_socket(
+        socket: Socket,
+        dest: SocketAddr,
+        mut config: PublisherConfig,
+    ) -> Result<Publisher> {
+        check(&mut config)?;
+        let kind = socket
+            .r#type()
+            .map_err(Error::io("reading the socket's type (SO_TYPE)"))?;
+        if kind != Type::DGRAM {
+            return Err(Error::Config(format!(
+                "Publisher::with_socket needs a UDP (datagram) socket, and this one is of \
+                 type {kind:?}"
+            )));
+        }
+        let local = socket
+            .local_addr()
+            .map_err(Error::io("reading the socket's local address"))?;
+        match local.as_socket() {
+            Some(addr) if addr.is_ipv4() == dest.is_ipv4() => {}
+            Some(addr) => {
+                return Err(Error::Config(format!(
+                    "destination {dest} is not of the socket's address family (the socket \
+                     is {}): use a socket of the same family, or an IPv4-mapped address \
+                     (::ffff:a.b.c.d) for an IPv4 peer on an IPv6 socket",
+                    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+                )))
+            }
+            None => {
+                return Err(Error::Config(
+                    "Publisher::with_socket needs an IPv4 or IPv6 UDP socket".into(),
+                ))
+            }
+        }
+        Publisher::build(config, PubSocket::Given(socket), dest)
+    }
+
+    /// Everything after the socket: buffers, backend and sender to `dest`.
+    fn build(config: PublisherConfig, socket: PubSocket, dest: SocketAddr) -> Result<Publisher> {
         // A deep send buffer absorbs bursts; the kernel caps it at net.core.wmem_max.
         let _ = socket.socket().set_send_buffer_size(4 << 20);
 
@@ -221,8 +298,8 @@ impl Publisher {
         // it, so it is dropped after the sender's ring.
         let sender = unsafe {
             Sender::new(
-                socket.as_raw_fd(),
-                SockAddr::from(config.group),
+                socket.socket().as_raw_fd(),
+                SockAddr::from(dest),
                 ring,
                 &region,
                 config.zero_copy,
@@ -237,8 +314,8 @@ impl Publisher {
             max_message: config.max_datagram - HEADER_LEN - BLOCK_HEADER_LEN,
             ready: Vec::with_capacity(config.buffers),
             config,
+            dest,
             socket,
-            _membership: membership,
             backend,
             sender,
             region,
@@ -257,9 +334,16 @@ impl Publisher {
         &self.backend
     }
 
-    /// The socket (for reading its settings).
-    pub fn socket(&self) -> &MultipointSocket {
-        &self.socket
+    /// The socket (for reading its settings): the one [`new`](Self::new) made, or the
+    /// one given to [`with_socket`](Self::with_socket).
+    pub fn socket(&self) -> &Socket {
+        self.socket.socket()
+    }
+
+    /// Where packets go: the group, or the destination given to
+    /// [`with_socket`](Self::with_socket).
+    pub fn destination(&self) -> SocketAddr {
+        self.dest
     }
 
     /// The sequence number the next message will get.
@@ -542,6 +626,26 @@ impl Publisher {
         };
         sender.reap(wait, &mut done).unwrap_or(0)
     }
+}
+
+/// Checks the settings both constructors share, clamping `max_batch` to what one GSO send
+/// can carry.
+fn check(config: &mut PublisherConfig) -> Result<()> {
+    config.max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
+    if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
+        return Err(Error::Config(format!(
+            "max_datagram {} is outside {}..=65507",
+            config.max_datagram,
+            HEADER_LEN + BLOCK_HEADER_LEN
+        )));
+    }
+    if config.buffers == 0 || config.buffers > usize::from(u16::MAX) {
+        return Err(Error::Config(format!(
+            "buffers {} is outside 1..=65535",
+            config.buffers
+        )));
+    }
+    Ok(())
 }
 
 impl Drop for Publisher {

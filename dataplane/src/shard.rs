@@ -8,27 +8,32 @@
 //! - [`Shards::start`] spawns N threads, each pinned to a core (when `pin` is set) and idling
 //!   as configured: [`IdleStrategy::Block`] sleeps in the kernel, the others poll.
 //! - [`Shards::subscribe`] creates and joins the socket through the control crate on the
-//!   caller's thread, then hands it to a shard (round robin unless one is named). The
-//!   handler runs on that shard's thread and sees each message as a slice of the buffer the
-//!   kernel filled, valid only during the call.
+//!   caller's thread, then hands it to a shard (round robin unless one is named).
+//!   [`Shards::subscribe_socket`] does the same with a socket the caller already bound (a
+//!   unicast socket the control layer made, perhaps connected to the one peer it accepts).
+//!   The handler runs on that shard's thread and sees each message as a slice of the
+//!   buffer the kernel filled, valid only during the call.
 //! - [`Subscription::close`] gives the handler back with the final counters and latency
-//!   histogram. [`Shards::shutdown`] (or dropping [`Shards`]) stops and joins every thread
-//!   and frees every buffer.
+//!   histogram; the shard leaves the group (if it joined one) and closes the socket.
+//!   [`Shards::shutdown`] (or dropping [`Shards`]) stops and joins every thread and frees
+//!   every buffer.
 //! - After warm-up the receive path allocates nothing (unless the handler does).
 
 use std::any::Any;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver as Rx, Sender as Tx};
 use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+use socket2::{Socket, Type};
 
 use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
 use crate::error::{Error, Result};
+use crate::fanout::wake::Wake;
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
 use crate::io::{choose, segments, Event, Receiver};
 use crate::latency::{now_ns, read_stamp, LatencyHistogram};
@@ -94,13 +99,17 @@ pub struct ShardConfig {
     pub max_datagram: usize,
     /// Most subscriptions per shard.
     pub max_subscriptions: u32,
-    /// Whether to pin shard `i` to core `i mod cores`.
+    /// Whether to pin each shard thread to a core (see `first_core`).
     pub pin: bool,
+    /// With `pin`, shard `i` runs on core `(first_core + i) mod cores`, where `cores` is
+    /// the number of cores this process may use. Give two [`Shards`] in one process
+    /// different first cores so that they do not share cores.
+    pub first_core: usize,
 }
 
 impl Default for ShardConfig {
     /// One shard, backend auto, blocking idle, GRO on, 64 buffers, 1472-byte datagrams,
-    /// 64 subscriptions per shard, pinned.
+    /// 64 subscriptions per shard, pinned from core 0.
     fn default() -> Self {
         ShardConfig {
             shards: 1,
@@ -111,11 +120,15 @@ impl Default for ShardConfig {
             max_datagram: DEFAULT_MAX_DATAGRAM,
             max_subscriptions: 64,
             pin: true,
+            first_core: 0,
         }
     }
 }
 
 /// What to subscribe to.
+///
+/// [`Shards::subscribe_socket`] ignores `group`, `source` and `interface` (the caller made
+/// the socket); the other fields apply to both kinds of subscription.
 #[derive(Debug, Clone)]
 pub struct SubscriptionConfig {
     /// Group and port.
@@ -154,13 +167,37 @@ impl SubscriptionConfig {
     }
 }
 
+/// The socket a subscription receives on.
+enum SubSocket {
+    /// Made and joined by [`Shards::subscribe`]. The membership is declared first so that
+    /// it drops (leaving the group) while its socket is still open.
+    Joined {
+        _membership: Membership,
+        socket: MultipointSocket,
+    },
+    /// The caller's socket, from [`Shards::subscribe_socket`].
+    Given(Socket),
+}
+
+impl AsFd for SubSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            SubSocket::Joined { socket, .. } => socket.as_fd(),
+            SubSocket::Given(socket) => socket.as_fd(),
+        }
+    }
+}
+
 struct SubState {
     id: u64,
     slot: u32,
-    _membership: Membership,
-    socket: MultipointSocket,
+    socket: SubSocket,
     tracker: SequenceTracker<[u8; 10]>,
     counters: Arc<SubscriptionCounters>,
+    /// The session the tracker follows, published once it is known.
+    session: Arc<OnceLock<Session>>,
+    /// Whether `session` is set (a plain flag, so the hot path reads no shared memory).
+    session_known: bool,
     handler: Box<dyn ErasedHandler>,
     latency: Box<LatencyHistogram>,
     timestamps: bool,
@@ -179,8 +216,24 @@ enum Command {
     Shutdown,
 }
 
-struct ShardHandle {
+/// The way into a shard: its command queue, and the eventfd that wakes it when it blocks
+/// (so a command is taken at once, not after the shard's wait runs out).
+#[derive(Clone)]
+struct Link {
     tx: Tx<Command>,
+    wake: Arc<Wake>,
+}
+
+impl Link {
+    fn send(&self, cmd: Command) -> std::result::Result<(), crossbeam_channel::SendError<Command>> {
+        self.tx.send(cmd)?;
+        self.wake.notify();
+        Ok(())
+    }
+}
+
+struct ShardHandle {
+    link: Link,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -246,6 +299,8 @@ impl Shards {
         let mut shards = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
             let (tx, rx) = bounded::<Command>(64);
+            let wake = Arc::new(Wake::new().map_err(Error::io("creating a shard's eventfd"))?);
+            let shard_wake = Arc::clone(&wake);
             let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
             let kind = backend.kind;
             let cfg = config.clone();
@@ -253,10 +308,13 @@ impl Shards {
                 .name(format!("mp-shard-{index}"))
                 .spawn(move || {
                     if cfg.pin {
-                        pin_to(index % cores);
+                        // Reduced first so that the sum cannot overflow.
+                        pin_to((cfg.first_core % cores + index % cores) % cores);
                     }
                     let receiver =
-                        match Receiver::new(kind, cfg.max_subscriptions, cfg.buffers, payload) {
+                        match Receiver::new(kind, cfg.max_subscriptions, cfg.buffers, payload)
+                            .and_then(|mut r| r.watch_wake(shard_wake.fd()).map(|()| r))
+                        {
                             Ok(r) => {
                                 let _ = ready_tx.send(Ok(()));
                                 r
@@ -278,10 +336,12 @@ impl Shards {
                         dead: Vec::new(),
                     }
                     .run(&rx);
+                    // The eventfd outlives the receiver that watched it.
+                    drop(shard_wake);
                 })
                 .map_err(Error::io("spawning a shard thread"))?;
             let handle = ShardHandle {
-                tx,
+                link: Link { tx, wake },
                 thread: Some(thread),
             };
             match ready_rx.recv() {
@@ -327,46 +387,129 @@ impl Shards {
         config: SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
-        let index = match config.shard {
-            Some(i) if i < self.shards.len() => i,
-            Some(i) => {
-                return Err(Error::Config(format!(
-                    "shard {i} does not exist ({} shards)",
-                    self.shards.len()
-                )))
-            }
-            None => {
-                let i = self.next % self.shards.len();
-                self.next += 1;
-                i
-            }
-        };
+        let index = self.pick_shard(config.shard)?;
         let transport = match config.group.ip() {
             IpAddr::V4(_) => Transport::Udp4Multicast,
             IpAddr::V6(_) => Transport::Udp6Multicast,
         };
         let socket = MultipointSocket::new(transport, Roles::LEAF)?;
         socket.set_interface(config.interface.clone())?;
-        let _ = socket.socket().set_recv_buffer_size(config.recv_buffer);
+        self.receive_options(socket.socket(), &config)?;
+        let membership = socket.join_leaf(config.group, Direction::ReceiverOnly, config.source)?;
+        let socket = SubSocket::Joined {
+            _membership: membership,
+            socket,
+        };
+        self.hand_over(index, socket, &config, handler)
+    }
+
+    /// Starts delivering the messages that arrive on `socket`, a UDP socket the caller
+    /// already bound (and possibly `connect()`ed, so that the kernel accepts datagrams from
+    /// that one peer only), to `handler` on a shard. This is how a data plane runs on a
+    /// unicast socket made by the control layer, e.g. a rooted transport's leaf.
+    ///
+    /// `config.group`, `config.source` and `config.interface` are ignored: the socket is
+    /// used as it is, and no group is joined. The session, start, timestamps, receive
+    /// buffer and shard settings apply as for [`subscribe`](Self::subscribe), and so do
+    /// UDP GRO (when the shards use it) and `SO_RXQ_OVFL`. The subscription owns the socket
+    /// from now on; closing the subscription closes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a socket that is not a bound datagram socket, or an unknown
+    /// shard; [`Error::Io`] if the socket cannot be inspected or configured;
+    /// [`Error::ShardGone`] if the shard stopped.
+    pub fn subscribe_socket<H: Handler>(
+        &mut self,
+        socket: Socket,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        let index = self.pick_shard(config.shard)?;
+        let kind = socket
+            .r#type()
+            .map_err(Error::io("reading the socket's type (SO_TYPE)"))?;
+        if kind != Type::DGRAM {
+            return Err(Error::Config(format!(
+                "subscribe_socket needs a UDP (datagram) socket, and this one is of type {kind:?}"
+            )));
+        }
+        let local = socket
+            .local_addr()
+            .map_err(Error::io("reading the socket's local address"))?;
+        match local.as_socket() {
+            Some(addr) if addr.port() != 0 => {}
+            Some(_) => {
+                return Err(Error::Config(
+                    "the socket given to subscribe_socket is not bound: bind it to the \
+                     address and port to receive on first"
+                        .into(),
+                ))
+            }
+            None => {
+                return Err(Error::Config(
+                    "subscribe_socket needs an IPv4 or IPv6 UDP socket".into(),
+                ))
+            }
+        }
+        self.receive_options(&socket, &config)?;
+        self.hand_over(index, SubSocket::Given(socket), &config, handler)
+    }
+
+    /// The shard a new subscription goes to: the one named, or the next in turn.
+    fn pick_shard(&mut self, named: Option<usize>) -> Result<usize> {
+        match named {
+            Some(i) if i < self.shards.len() => Ok(i),
+            Some(i) => Err(Error::Config(format!(
+                "shard {i} does not exist ({} shards)",
+                self.shards.len()
+            ))),
+            None => {
+                let i = self.next % self.shards.len();
+                self.next += 1;
+                Ok(i)
+            }
+        }
+    }
+
+    /// Sets the receive options every subscription's socket gets.
+    fn receive_options(&self, socket: &Socket, config: &SubscriptionConfig) -> Result<()> {
+        // The kernel caps the size at net.core.rmem_max; the host audit warns about that.
+        let _ = socket.set_recv_buffer_size(config.recv_buffer);
         set_rxq_ovfl(socket.as_fd(), true).map_err(Error::io("setting SO_RXQ_OVFL"))?;
         if self.config.gro {
             set_udp_gro(socket.as_fd(), true).map_err(Error::io("setting UDP_GRO"))?;
         }
-        let membership = socket.join_leaf(config.group, Direction::ReceiverOnly, config.source)?;
+        Ok(())
+    }
+
+    /// Hands a configured socket and its handler to shard `index`.
+    fn hand_over<H: Handler>(
+        &mut self,
+        index: usize,
+        socket: SubSocket,
+        config: &SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
         let tracker = match config.session {
             Some(s) => SequenceTracker::with_session(*s.as_bytes(), config.start),
             None => SequenceTracker::new(config.start),
         };
+        let session = Arc::new(OnceLock::new());
+        if let Some(s) = config.session {
+            let _ = session.set(s);
+        }
         let counters = Arc::new(SubscriptionCounters::default());
         let id = self.next_id;
         self.next_id += 1;
         let state = Box::new(SubState {
             id,
             slot: 0,
-            _membership: membership,
             socket,
             tracker,
             counters: Arc::clone(&counters),
+            session: Arc::clone(&session),
+            session_known: config.session.is_some(),
             handler: Box::new(handler),
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
@@ -374,7 +517,7 @@ impl Shards {
         let shard = &self.shards[index];
         let (reply_tx, reply_rx) = bounded(1);
         shard
-            .tx
+            .link
             .send(Command::Subscribe(state, reply_tx))
             .map_err(|_| Error::ShardGone(index))?;
         reply_rx.recv().map_err(|_| Error::ShardGone(index))??;
@@ -382,7 +525,8 @@ impl Shards {
             shard: index,
             id,
             counters,
-            tx: Some(shard.tx.clone()),
+            session,
+            tx: Some(shard.link.clone()),
             _handler: PhantomData,
         })
     }
@@ -394,7 +538,7 @@ impl Shards {
 
     fn stop(&mut self) {
         for shard in &self.shards {
-            let _ = shard.tx.send(Command::Shutdown);
+            let _ = shard.link.send(Command::Shutdown);
         }
         for shard in &mut self.shards {
             if let Some(t) = shard.thread.take() {
@@ -420,8 +564,9 @@ pub struct Subscription<H> {
     shard: usize,
     id: u64,
     counters: Arc<SubscriptionCounters>,
+    session: Arc<OnceLock<Session>>,
     /// `None` once closed.
-    tx: Option<Tx<Command>>,
+    tx: Option<Link>,
     _handler: PhantomData<fn() -> H>,
 }
 
@@ -467,6 +612,12 @@ impl<H: Handler> Subscription<H> {
         self.counters.snapshot()
     }
 
+    /// The session the subscription follows: the one configured, or else the first one
+    /// seen, once a packet of it arrived. `None` until then.
+    pub fn session(&self) -> Option<Session> {
+        self.session.get().copied()
+    }
+
     /// The latency histogram recorded since the last call, leaving an empty one in its
     /// place (for interval logs).
     ///
@@ -489,7 +640,8 @@ impl<H: Handler> Subscription<H> {
             .ok_or(Error::ShardGone(self.shard))
     }
 
-    /// Leaves the group and returns the handler with the final counters.
+    /// Leaves the group (if the subscription joined one), closes the socket and returns
+    /// the handler with the final counters.
     ///
     /// # Errors
     ///
@@ -603,7 +755,7 @@ impl Shard {
             Command::Subscribe(mut state, reply) => {
                 let result = self
                     .receiver
-                    .add(state.socket.as_raw_fd())
+                    .add(state.socket.as_fd().as_raw_fd())
                     .map_err(Error::io("adding a socket to the shard"))
                     .and_then(|slot| {
                         state.slot = slot;
@@ -717,6 +869,13 @@ fn on_packet(sub: &mut SubState, bytes: &[u8], now: u64) {
     let verdict = sub
         .tracker
         .handle_packet(*packet.session().as_bytes(), packet.sequence(), count);
+    if !sub.session_known {
+        if let Some(session) = sub.tracker.session() {
+            // Once per subscription: the tracker just locked onto its first session.
+            let _ = sub.session.set(Session::from_bytes(session));
+            sub.session_known = true;
+        }
+    }
     if let Some(gap) = verdict.gap() {
         c.gaps.add(1);
         c.missing.add(gap.count);

@@ -23,6 +23,8 @@ pub(crate) struct MmsgReceiver {
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in6]>,
     controls: Box<[Control]>,
+    /// The eventfd that wakes a waiting poll, if one is watched (last in `pollfds`).
+    wake: Option<RawFd>,
 }
 
 // SAFETY: the raw pointers in `msgs`/`iovs` point into memory owned by this struct.
@@ -59,7 +61,8 @@ impl MmsgReceiver {
         let controls = (0..batch).map(|_| Control([0; RECV_CONTROL_LEN])).collect();
         Ok(MmsgReceiver {
             fds: vec![None; max_sockets as usize],
-            pollfds: Vec::with_capacity(max_sockets as usize),
+            pollfds: Vec::with_capacity(max_sockets as usize + 1),
+            wake: None,
             bufs,
             msgs,
             iovs,
@@ -88,9 +91,17 @@ impl MmsgReceiver {
         Ok(())
     }
 
+    /// Makes `fd` (an eventfd, which must outlive the receiver) end a waiting
+    /// [`poll`](Self::poll) when written.
+    pub(crate) fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
+        self.wake = Some(fd);
+        self.rebuild_pollfds();
+        Ok(())
+    }
+
     fn rebuild_pollfds(&mut self) {
         self.pollfds.clear();
-        for fd in self.fds.iter().flatten() {
+        for fd in self.fds.iter().flatten().chain(self.wake.iter()) {
             self.pollfds.push(libc::pollfd {
                 fd: *fd,
                 events: libc::POLLIN,
@@ -144,6 +155,11 @@ impl MmsgReceiver {
             }
             if rc <= 0 {
                 return Ok(0);
+            }
+            if let (Some(fd), Some(last)) = (self.wake, self.pollfds.last()) {
+                if last.revents & libc::POLLIN != 0 {
+                    super::uring::drain_eventfd(fd);
+                }
             }
         }
         let mut total = 0;

@@ -1,6 +1,7 @@
 //! I/O backends behind one seam: io_uring ([`uring`]) and the recvmmsg/sendmmsg fallback
-//! ([`mmsg`]), plus what they share: page-aligned buffer regions, GSO run grouping,
-//! control-message parsing and the socket options the data plane needs.
+//! ([`mmsg`]), the fan-out's sender to many destinations ([`unicast`]), plus what they
+//! share: page-aligned buffer regions, GSO run grouping, control-message parsing and the
+//! socket options the data plane needs.
 //!
 //! Publishers and shards hold a [`Sender`] or a receive engine and never look behind it;
 //! which one runs is decided once, by [`choose`].
@@ -9,6 +10,7 @@ pub(crate) mod mmsg;
 pub(crate) mod region;
 pub(crate) mod send;
 pub(crate) mod sockopt;
+pub(crate) mod unicast;
 pub(crate) mod uring;
 
 use std::io;
@@ -220,6 +222,14 @@ impl Receiver {
         match self {
             Receiver::Uring(r) => r.add(fd),
             Receiver::Mmsg(r) => r.add(fd),
+        }
+    }
+
+    /// Makes writing eventfd `fd` (which must outlive the receiver) end a waiting poll.
+    pub(crate) fn watch_wake(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        match self {
+            Receiver::Uring(r) => r.watch_wake(fd),
+            Receiver::Mmsg(r) => r.watch_wake(fd),
         }
     }
 

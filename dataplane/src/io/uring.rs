@@ -149,6 +149,8 @@ impl BufRing {
 
 /// user_data of cancel requests (their completions are ignored).
 const CANCEL: u64 = u64::MAX;
+/// user_data of the multishot poll on the wake-up eventfd.
+const WAKE: u64 = u64::MAX - 1;
 
 fn user_data(slot: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(slot)
@@ -174,6 +176,8 @@ pub(crate) struct UringReceiver {
     next_generation: u32,
     /// Multishot requests whose final completion has not arrived yet.
     outstanding: usize,
+    /// The eventfd that wakes a waiting [`poll`](Self::poll), if one is watched.
+    wake: Option<RawFd>,
 }
 
 impl std::fmt::Debug for UringReceiver {
@@ -210,7 +214,31 @@ impl UringReceiver {
             rearm: Vec::with_capacity(max_sockets as usize),
             next_generation: 1,
             outstanding: 0,
+            wake: None,
         })
+    }
+
+    /// Makes `fd` (an eventfd, which must outlive the receiver) end a waiting
+    /// [`poll`](Self::poll) when written: a multishot poll on it, re-armed as needed.
+    pub(crate) fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
+        self.wake = Some(fd);
+        self.arm_wake()?;
+        self.ring.submit().map(drop)
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let Some(fd) = self.wake else {
+            return Ok(());
+        };
+        let sqe = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(WAKE);
+        // SAFETY: a poll request carries no pointers.
+        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+            self.ring.submit()?;
+        }
+        Ok(())
     }
 
     /// Starts receiving on `fd` (which must stay open until [`remove`](Self::remove));
@@ -315,12 +343,21 @@ impl UringReceiver {
             sockets,
             rearm,
             outstanding,
+            wake,
             ..
         } = self;
+        let mut rearm_wake = false;
         for cqe in ring.completion() {
-            n += 1;
             let ud = cqe.user_data();
             let flags = cqe.flags();
+            if ud == WAKE {
+                if let Some(fd) = *wake {
+                    drain_eventfd(fd);
+                }
+                rearm_wake |= !cqueue::more(flags);
+                continue;
+            }
+            n += 1;
             let buffer = cqueue::buffer_select(flags);
             let slot = (ud & 0xffff_ffff) as u32;
             let generation = (ud >> 32) as u32;
@@ -367,6 +404,9 @@ impl UringReceiver {
         if returned {
             bufs.publish();
         }
+        if rearm_wake {
+            self.arm_wake()?;
+        }
         // Re-arm; a slot whose re-arm fails stays queued and is retried on the next poll.
         let mut pending = mem::take(&mut self.rearm);
         let mut result = Ok(n);
@@ -383,6 +423,13 @@ impl UringReceiver {
         self.rearm = pending;
         result
     }
+}
+
+/// Empties an eventfd's counter (it is non-blocking: nothing to read is fine).
+pub(crate) fn drain_eventfd(fd: RawFd) {
+    let mut value = 0u64;
+    // SAFETY: reads 8 bytes into a live u64.
+    let _ = unsafe { libc::read(fd, (&raw mut value).cast(), 8) };
 }
 
 impl Drop for UringReceiver {

@@ -1,0 +1,665 @@
+//! The rooted control protocol, by behaviour, on loopback TCP: admission and refusal,
+//! invitations, one join at a time, leaving, liveness timeouts both ways, closing the
+//! root, and no growth over many joins.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use multipoint_control::rooted::proto::{decode, Frame};
+use multipoint_control::rooted::{
+    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, Root, RootConfig, RootEvent,
+    RootHooks, SessionEvent,
+};
+use multipoint_control::{ControlRole, DataRole, Direction, Error, Roles, Transport};
+
+const SESSION: [u8; 10] = *b"ROOTED0001";
+const ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+fn unicast_plan() -> DataPlan {
+    DataPlan::Unicast {
+        root: "127.0.0.1:40100".parse().unwrap(),
+        uplink: None,
+    }
+}
+
+fn root_config(timeout: Duration) -> RootConfig {
+    let mut config = RootConfig::new(SESSION);
+    config.timeout = timeout;
+    config.plan = Some(unicast_plan());
+    config
+}
+
+fn leaf_config(name: &str, port: u16) -> LeafConfig {
+    let mut config = LeafConfig::new(name);
+    config.data = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    config
+}
+
+fn root(timeout: Duration) -> (Root, SocketAddr) {
+    let root = Root::new(Transport::RootedUnicast, Roles::ROOT, root_config(timeout)).unwrap();
+    let at = root.listen(ANY).unwrap();
+    (root, at)
+}
+
+fn leaf(name: &str, port: u16) -> Leaf {
+    Leaf::new(
+        Transport::RootedUnicast,
+        Roles::LEAF,
+        leaf_config(name, port),
+    )
+    .unwrap()
+}
+
+fn next_event(root: &Root, within: Duration) -> RootEvent {
+    root.events()
+        .recv_timeout(within)
+        .unwrap_or_else(|_| panic!("no root event within {within:?}"))
+}
+
+#[test]
+fn roles_are_checked_at_creation() {
+    let err = Root::new(
+        Transport::RootedUnicast,
+        Roles::LEAF,
+        RootConfig::new(SESSION),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
+    let err = Root::new(
+        Transport::Udp4Multicast,
+        Roles::LEAF,
+        RootConfig::new(SESSION),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
+    // admitted-multicast has a non-rooted data plane: D_ROOT is refused by the model.
+    let err = Root::new(
+        Transport::AdmittedMulticast,
+        Roles::ROOT,
+        RootConfig::new(SESSION),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::RoleNotAllowed { role: "D_ROOT", .. }),
+        "{err}"
+    );
+    let admitted_root = Roles::new(ControlRole::Root, DataRole::Leaf);
+    Root::new(
+        Transport::AdmittedMulticast,
+        admitted_root,
+        RootConfig::new(SESSION),
+    )
+    .unwrap();
+    let err = Leaf::new(Transport::RootedUnicast, Roles::ROOT, LeafConfig::new("x")).unwrap_err();
+    assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
+    let err = Leaf::new(Transport::Udp6Multicast, Roles::LEAF, LeafConfig::new("x")).unwrap_err();
+    assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
+}
+
+#[test]
+fn a_leaf_joins_learns_the_plan_and_leaves() {
+    let (root, at) = root(Duration::from_secs(3));
+    let leaf = leaf("alpha", 40201);
+    let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert_eq!(session.session(), SESSION);
+    assert_eq!(session.plan(), &unicast_plan());
+    assert_eq!(session.direction(), Direction::ReceiverOnly);
+    assert_eq!(session.timeout(), Duration::from_secs(3));
+    assert!(!session.invited());
+    assert!(leaf.in_session());
+
+    let RootEvent::Joined(handle) = next_event(&root, Duration::from_secs(2)) else {
+        panic!("expected Joined")
+    };
+    assert_eq!(handle.name(), "alpha");
+    assert_eq!(handle.direction(), Direction::ReceiverOnly);
+    assert_eq!(handle.data(), Some("127.0.0.1:40201".parse().unwrap()));
+    assert_eq!(root.leaves().len(), 1);
+
+    session.leave().unwrap();
+    assert!(!leaf.in_session());
+    match next_event(&root, Duration::from_secs(2)) {
+        RootEvent::Left { leaf: id, reason } => {
+            assert_eq!(id, handle.id());
+            assert!(reason.contains("left"), "{reason}");
+        }
+        other => panic!("expected Left, got {other:?}"),
+    }
+    assert!(root.leaves().is_empty());
+    assert!(!handle.is_present());
+    assert!(matches!(handle.remove(), Err(Error::LeafGone { .. })));
+}
+
+struct Gatekeeper;
+impl RootHooks for Gatekeeper {
+    fn admit(&mut self, request: &JoinRequest) -> Decision {
+        if request.name.starts_with("good") {
+            Decision::Admit
+        } else {
+            Decision::Refuse(format!("{} is not on the list", request.name))
+        }
+    }
+}
+
+#[test]
+fn a_refused_join_gets_its_reason_and_no_plan() {
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        Gatekeeper,
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let bad = leaf("mallory", 40202);
+    match bad.join_leaf(at, Direction::ReceiverOnly) {
+        Err(Error::Refused { reason, peer }) => {
+            assert_eq!(reason, "mallory is not on the list");
+            assert_eq!(peer, at);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!bad.in_session());
+    match next_event(&root, Duration::from_secs(2)) {
+        RootEvent::Refused { reason, .. } => assert!(reason.contains("mallory")),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    // The refused leaf can try again elsewhere; an admitted one gets in.
+    let good = leaf("good-leaf", 40203);
+    good.join_leaf(at, Direction::Both).unwrap();
+    assert!(matches!(
+        next_event(&root, Duration::from_secs(2)),
+        RootEvent::Joined(_)
+    ));
+}
+
+#[test]
+fn the_wire_carries_no_plan_to_a_refused_leaf() {
+    // Speak the protocol by hand and look at every byte the root sends back.
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        Gatekeeper,
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let mut stream = TcpStream::connect(at).unwrap();
+    let mut out = Vec::new();
+    Frame::Join {
+        transport: Transport::RootedUnicast,
+        direction: Direction::ReceiverOnly,
+        data: Some("127.0.0.1:40204".parse().unwrap()),
+        name: "eve".into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    stream.write_all(&out).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let (frame, used) = decode(&bytes).unwrap().unwrap();
+    assert_eq!(used, bytes.len(), "only one frame, then the root closes");
+    assert_eq!(
+        frame,
+        Frame::Refuse {
+            reason: "eve is not on the list".into()
+        }
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("40100"));
+}
+
+#[test]
+fn joining_twice_is_already_a_member_and_one_join_is_pending_at_a_time() {
+    let (_root, at) = root(Duration::from_secs(3));
+    let leaf = leaf("twice", 40205);
+    let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    let err = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap_err();
+    assert!(matches!(err, Error::AlreadyJoined), "{err}");
+    assert!(err.to_string().contains("already a member"), "{err}");
+    session.leave().unwrap();
+    // After leaving, joining works again.
+    let again = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    drop(again);
+
+    // A root that never answers keeps the first join pending; a second meanwhile is
+    // refused at once.
+    let silent = std::net::TcpListener::bind(ANY).unwrap();
+    let silent_at = silent.local_addr().unwrap();
+    let mut config = leaf_config("pending", 40206);
+    config.join_timeout = Duration::from_millis(800);
+    let leaf = Arc::new(Leaf::new(Transport::RootedUnicast, Roles::LEAF, config).unwrap());
+    let first = {
+        let leaf = Arc::clone(&leaf);
+        std::thread::spawn(move || leaf.join_leaf(silent_at, Direction::ReceiverOnly))
+    };
+    let _conn = silent.accept().unwrap();
+    let err = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap_err();
+    assert!(matches!(err, Error::JoinPending), "{err}");
+    let err = first.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::TimedOut { .. }), "{err}");
+    // The slot is free again.
+    leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+}
+
+#[test]
+fn a_root_invites_a_listening_leaf() {
+    let (root, _) = root(Duration::from_secs(3));
+    let leaf = leaf("invitee", 40207);
+    let leaf_at = leaf.listen(ANY).unwrap();
+    let handle = root.join_leaf(leaf_at, Direction::Both).unwrap();
+    assert!(handle.invited());
+    assert_eq!(handle.direction(), Direction::Both);
+    let session = leaf
+        .accept(Duration::from_secs(2))
+        .unwrap()
+        .expect("a session");
+    assert!(session.invited());
+    assert_eq!(session.plan(), &unicast_plan());
+    assert!(matches!(
+        next_event(&root, Duration::from_secs(2)),
+        RootEvent::Joined(_)
+    ));
+
+    // Invited again while in the session: the leaf declines, "already a member".
+    match root.join_leaf(leaf_at, Direction::Both) {
+        Err(Error::Refused { reason, .. }) => assert!(reason.contains("already a member")),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The root removes it; the leaf is told.
+    handle.remove().unwrap();
+    assert_eq!(
+        session
+            .events()
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap(),
+        SessionEvent::Removed {
+            reason: "removed by the root".into()
+        }
+    );
+    assert!(!session.is_active());
+}
+
+#[test]
+fn a_leaf_declines_an_invitation_with_a_reason() {
+    let (root, _) = root(Duration::from_secs(3));
+    let mut config = leaf_config("picky", 40208);
+    config.on_invite = Some(Arc::new(|inv: &multipoint_control::rooted::Invitation| {
+        if inv.direction == Direction::SenderOnly {
+            Decision::Refuse("I only listen".into())
+        } else {
+            Decision::Admit
+        }
+    }));
+    let leaf = Leaf::new(Transport::RootedUnicast, Roles::LEAF, config).unwrap();
+    let leaf_at = leaf.listen(ANY).unwrap();
+    match root.join_leaf(leaf_at, Direction::SenderOnly) {
+        Err(Error::Refused { reason, peer }) => {
+            assert_eq!(reason, "I only listen");
+            assert_eq!(peer, leaf_at);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!leaf.in_session());
+    root.join_leaf(leaf_at, Direction::ReceiverOnly).unwrap();
+    assert!(leaf.accept(Duration::from_secs(2)).unwrap().is_some());
+}
+
+#[test]
+fn a_root_that_listens_also_invites() {
+    let (root, at) = root(Duration::from_secs(3));
+    let asker = leaf("asker", 40209);
+    let invitee = leaf("invitee", 40210);
+    let invitee_at = invitee.listen(ANY).unwrap();
+    let _s1 = asker.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    root.join_leaf(invitee_at, Direction::ReceiverOnly).unwrap();
+    let _s2 = invitee.accept(Duration::from_secs(2)).unwrap().unwrap();
+    assert_eq!(root.leaves().len(), 2);
+}
+
+#[test]
+fn heartbeats_keep_a_session_alive_past_the_timeout() {
+    let timeout = Duration::from_millis(300);
+    let (root, at) = root(timeout);
+    let leaf = leaf("steady", 40211);
+    let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert!(matches!(
+        next_event(&root, Duration::from_secs(2)),
+        RootEvent::Joined(_)
+    ));
+    std::thread::sleep(timeout * 5);
+    assert!(session.is_active());
+    assert!(session.events().try_recv().is_err());
+    assert!(
+        root.events().try_recv().is_err(),
+        "no event while heartbeats flow"
+    );
+    assert_eq!(root.leaves().len(), 1);
+}
+
+#[test]
+fn a_silent_leaf_is_removed_after_the_timeout() {
+    let timeout = Duration::from_millis(500);
+    let (root, at) = root(timeout);
+    let healthy = leaf("healthy", 40212);
+    let healthy_session = healthy.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert!(matches!(
+        next_event(&root, Duration::from_secs(2)),
+        RootEvent::Joined(_)
+    ));
+
+    // A leaf that joins and then hangs (its process stopped, its connection still open):
+    // spoken by hand, it never sends a heartbeat.
+    let mut hung = TcpStream::connect(at).unwrap();
+    let mut out = Vec::new();
+    Frame::Join {
+        transport: Transport::RootedUnicast,
+        direction: Direction::ReceiverOnly,
+        data: Some("127.0.0.1:40213".parse().unwrap()),
+        name: "hung".into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    hung.write_all(&out).unwrap();
+    let silent_since = Instant::now();
+    let RootEvent::Joined(handle) = next_event(&root, Duration::from_secs(2)) else {
+        panic!("expected Joined")
+    };
+    match next_event(&root, timeout * 4 + Duration::from_secs(2)) {
+        RootEvent::TimedOut { leaf } => assert_eq!(leaf, handle.id()),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    assert!(
+        silent_since.elapsed() >= timeout,
+        "not removed before the timeout"
+    );
+    assert!(!handle.is_present());
+    // The healthy leaf is untouched.
+    assert!(healthy_session.is_active());
+    assert_eq!(root.leaves().len(), 1);
+}
+
+#[test]
+fn a_leaf_learns_its_root_went_silent() {
+    // A "root" that admits by hand and then says nothing more.
+    let listener = std::net::TcpListener::bind(ANY).unwrap();
+    let at = listener.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 512];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(matches!(
+            decode(&buf[..n]).unwrap(),
+            Some((Frame::Join { .. }, _))
+        ));
+        let mut out = Vec::new();
+        Frame::Admit {
+            session: SESSION,
+            timeout_ms: 300,
+            plan: unicast_plan(),
+        }
+        .encode(&mut out)
+        .unwrap();
+        stream.write_all(&out).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(stream);
+    });
+    let leaf = leaf("orphan", 40214);
+    let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    match session
+        .events()
+        .recv_timeout(Duration::from_secs(3))
+        .unwrap()
+    {
+        SessionEvent::RootGone { reason } => assert!(reason.contains("timeout"), "{reason}"),
+        other => panic!("expected RootGone, got {other:?}"),
+    }
+    assert!(!session.is_active());
+    assert!(!leaf.in_session());
+    fake.join().unwrap();
+}
+
+#[test]
+fn closing_the_root_ends_the_session_at_every_leaf() {
+    let (root, at) = root(Duration::from_secs(3));
+    let leaves: Vec<Leaf> = (0..32).map(|i| leaf(&format!("l{i}"), 41000 + i)).collect();
+    let sessions: Vec<_> = leaves
+        .iter()
+        .map(|l| l.join_leaf(at, Direction::ReceiverOnly).unwrap())
+        .collect();
+    assert_eq!(root.leaves().len(), 32);
+    root.close();
+    for session in &sessions {
+        match session
+            .events()
+            .recv_timeout(Duration::from_secs(3))
+            .unwrap()
+        {
+            SessionEvent::Ended { reason } => assert!(reason.contains("closed")),
+            other => panic!("expected Ended, got {other:?}"),
+        }
+        assert!(!session.is_active());
+    }
+    assert!(leaves.iter().all(|l| !l.in_session()));
+}
+
+#[test]
+fn a_leaf_of_another_transport_is_refused() {
+    let (root, at) = root(Duration::from_secs(3));
+    let leaf = Leaf::new(
+        Transport::AdmittedMulticast,
+        Roles::LEAF,
+        LeafConfig::new("wrong"),
+    )
+    .unwrap();
+    match leaf.join_leaf(at, Direction::ReceiverOnly) {
+        Err(Error::Refused { reason, .. }) => {
+            assert!(reason.contains("rooted-unicast"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A rooted-unicast leaf without a data address is refused too.
+    let leaf = Leaf::new(
+        Transport::RootedUnicast,
+        Roles::LEAF,
+        LeafConfig::new("nodata"),
+    )
+    .unwrap();
+    assert!(matches!(
+        leaf.join_leaf(at, Direction::ReceiverOnly),
+        Err(Error::Refused { .. })
+    ));
+    drop(root);
+}
+
+#[test]
+fn garbage_on_the_control_port_is_dropped_without_harm() {
+    let (root, at) = root(Duration::from_secs(3));
+    let mut stream = TcpStream::connect(at).unwrap();
+    stream.write_all(&[0xff; 64]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // The root closes the connection.
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    // And still serves real leaves.
+    let leaf = leaf("after-garbage", 40215);
+    leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert!(matches!(
+        next_event(&root, Duration::from_secs(2)),
+        RootEvent::Joined(_)
+    ));
+}
+
+#[test]
+fn hooks_see_every_join_and_departure() {
+    #[derive(Default)]
+    struct Counting {
+        joined: Arc<AtomicUsize>,
+        gone: Arc<AtomicUsize>,
+    }
+    impl RootHooks for Counting {
+        fn on_join(
+            &mut self,
+            _leaf: LeafId,
+            request: &JoinRequest,
+            _default: Option<&DataPlan>,
+        ) -> Result<DataPlan, String> {
+            self.joined.fetch_add(1, Ordering::SeqCst);
+            Ok(DataPlan::Unicast {
+                root: "127.0.0.1:40100".parse().unwrap(),
+                uplink: request.data,
+            })
+        }
+        fn on_gone(&mut self, _leaf: LeafId) {
+            self.gone.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let hooks = Counting::default();
+    let (joined, gone) = (Arc::clone(&hooks.joined), Arc::clone(&hooks.gone));
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        hooks,
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let leaf = leaf(&format!("t{i}"), 41100 + i);
+                barrier.wait();
+                let s = leaf.join_leaf(at, Direction::Both).unwrap();
+                let DataPlan::Unicast { uplink, .. } = s.plan() else {
+                    panic!("unicast plan")
+                };
+                assert_eq!(
+                    *uplink,
+                    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 41100 + i))
+                );
+                s.leave().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    root.close();
+    assert_eq!(joined.load(Ordering::SeqCst), 8);
+    assert_eq!(gone.load(Ordering::SeqCst), 8);
+}
+
+#[test]
+fn a_panicking_hook_refuses_the_leaf_and_the_root_carries_on() {
+    struct Grumpy;
+    impl RootHooks for Grumpy {
+        fn admit(&mut self, request: &JoinRequest) -> Decision {
+            assert!(request.name != "boom", "the admission hook panicked");
+            Decision::Admit
+        }
+    }
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        Grumpy,
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let fine = leaf("fine", 40216);
+    let _s = fine.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    let boom = leaf("boom", 40217);
+    match boom.join_leaf(at, Direction::ReceiverOnly) {
+        Err(Error::Refused { reason, .. }) => assert!(reason.contains("hook failed"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let later = leaf("later", 40218);
+    let _s2 = later.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert_eq!(root.leaves().len(), 2);
+}
+
+#[test]
+fn waiting_calls_from_a_hook_fail_instead_of_deadlocking() {
+    struct Remover(Arc<std::sync::Mutex<Option<multipoint_control::rooted::LeafHandle>>>);
+    impl RootHooks for Remover {
+        fn admit(&mut self, _request: &JoinRequest) -> Decision {
+            if let Some(handle) = self.0.lock().unwrap().as_ref() {
+                let err = handle.remove().unwrap_err();
+                assert!(matches!(err, Error::InsideHook { .. }), "{err}");
+                return Decision::Refuse(err.to_string());
+            }
+            Decision::Admit
+        }
+    }
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        Remover(Arc::clone(&slot)),
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    let first = leaf("first", 40219);
+    let _s = first.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    *slot.lock().unwrap() = Some(root.leaves()[0].clone());
+    let second = leaf("second", 40220);
+    match second.join_leaf(at, Direction::ReceiverOnly) {
+        Err(Error::Refused { reason, .. }) => {
+            assert!(
+                reason.contains("cannot be called from a root hook"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_timeout_out_of_range_is_refused_at_creation() {
+    for timeout in [
+        Duration::ZERO,
+        Duration::from_millis(99),
+        Duration::from_secs(3601),
+    ] {
+        let err =
+            Root::new(Transport::RootedUnicast, Roles::ROOT, root_config(timeout)).unwrap_err();
+        assert!(matches!(err, Error::BadSetting { .. }), "{err}");
+    }
+}
+
+#[test]
+fn closing_a_root_refuses_a_leaf_still_on_its_way_in() {
+    // A connection that has not said Join yet when the root closes is refused
+    // ("closing"), not told of a session it never had.
+    let (root, _) = root(Duration::from_secs(3));
+    let at = root.local_addr().unwrap();
+    let mut quiet = TcpStream::connect(at).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    root.close();
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = quiet.read_to_end(&mut bytes);
+    let (frame, _) = decode(&bytes).unwrap().unwrap();
+    assert_eq!(
+        frame,
+        Frame::Refuse {
+            reason: "the root is closing".into()
+        }
+    );
+}

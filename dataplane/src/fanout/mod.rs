@@ -1,0 +1,740 @@
+//! The fan-out engine of the `rooted-unicast` transport: a root sends its MoldUDP64
+//! stream by UDP unicast to every leaf, for networks without multicast.
+//!
+//! # Contract
+//!
+//! - [`Fanout::start`] takes the root's bound UDP data socket (made by the control layer)
+//!   and starts `shards` threads, each pinned to a core (with `pin`) and idling as
+//!   configured ([`IdleStrategy::Block`] sleeps in the kernel until there is work). Each
+//!   shard sends on a dup of that socket with its own io_uring, or with sendmmsg where
+//!   io_uring is unavailable or not wanted ([`Fanout::backend`] says which and why). Every
+//!   packet leaves from the socket's address; the fan-out never reads from the socket.
+//! - Leaves are partitioned over the shards; [`FanoutLeaves`] (from [`Fanout::leaves`],
+//!   `Clone + Send + Sync`) adds and removes them from any thread, synchronously: a leaf
+//!   added gets every packet offered after `add` returned, whole and in order, and one
+//!   removed gets no new send after `remove` returned. A leaf never sees a torn packet.
+//! - A [`Fanout`] belongs to one thread (`Send`, not `Sync`), like a
+//!   [`Publisher`](crate::Publisher): [`offer`](Fanout::offer) packs each message into the
+//!   open packet (sequence numbers start at 1). The packet is written once into a slot of
+//!   a shared, pre-allocated region, and every leaf's send reads that same slot: nothing is
+//!   copied per leaf. The slot is reused only once every send of it, on every shard, has
+//!   completed (a holder count per slot; the last shard to finish puts it back on a
+//!   lock-free free list).
+//! - A packet leaves when the next message does not fit, on [`flush`](Fanout::flush),
+//!   [`end_batch`](Fanout::end_batch), or once it has been open for `max_delay` (checked
+//!   by [`poll`](Fanout::poll) and by every 16th `offer` outside a batch). Between
+//!   [`begin_batch`](Fanout::begin_batch) and `end_batch` full packets are held (up to
+//!   `max_batch`) and handed to the shards together. Nothing waits to make a batch bigger.
+//! - Shards send to each leaf everything it has waiting in one operation: several packets
+//!   as one UDP GSO send (one iovec per packet, `UDP_SEGMENT` = the run's packet length;
+//!   runs of equal-length packets, the last may be shorter, at most 64), and all leaves'
+//!   operations in one submission. A leaf has at most one send in flight, so its packets
+//!   arrive in order.
+//! - When every slot is in use, `offer` refuses the message with
+//!   [`OfferError::Backpressure`]: it was not taken, nothing is lost; `poll` and retry.
+//!   A send the kernel refuses is counted (per leaf and in total); the leaf sees a gap.
+//! - Call `poll` from the idle loop: it sends packets whose delay expired and heartbeats
+//!   when nothing was sent for `heartbeat`.
+//! - [`close`](Fanout::close) (or dropping the fan-out) sends what is pending and an
+//!   end-of-session packet to every leaf, waits for the shards to finish their sends
+//!   (at most 2 s), joins every thread and frees every buffer.
+//! - After warm-up, offering, sending and completing allocate nothing and take no lock
+//!   (adding and removing leaves do: they are the control path).
+//!
+//! ```no_run
+//! use multipoint_dataplane::{Fanout, FanoutConfig};
+//! use multipoint_dataplane::wire::Session;
+//!
+//! let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+//! socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>()?.into())?;
+//! let mut fanout = Fanout::start(socket, FanoutConfig::new(Session::new("FEED1")?))?;
+//! let leaves = fanout.leaves();
+//! let leaf = leaves.add("127.0.0.1:40000".parse()?)?;
+//! fanout.offer(b"hello")?;
+//! fanout.flush();
+//! leaves.remove(leaf)?;
+//! let stats = fanout.close();
+//! println!("{} packets to {} leaves", stats.packets, stats.leaves);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod leaves;
+mod pool;
+mod shard;
+pub(crate) mod wake;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+pub use leaves::{FanoutLeaves, LeafId, LeafStats};
+
+use self::leaves::Control;
+use self::pool::Pool;
+use self::shard::{Command, Link, Setup};
+use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
+use crate::error::{Error, Result};
+use crate::io::{choose, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use crate::publisher::OfferError;
+use crate::wire::{
+    write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
+    DEFAULT_MAX_DATAGRAM, HEADER_LEN,
+};
+
+/// Longest `close` waits for a free buffer for the end of session.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The send buffer the fan-out asks for on the root's socket (capped by
+/// `net.core.wmem_max`): bursts to many leaves need room.
+const SEND_BUFFER: usize = 4 << 20;
+
+/// How a fan-out is set up.
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    /// The MoldUDP64 session name carried in every packet.
+    pub session: Session,
+    /// Shard threads; leaves are spread over them.
+    pub shards: usize,
+    /// Which I/O backend the shards use.
+    pub backend: BackendChoice,
+    /// What an idle shard does.
+    pub idle: IdleStrategy,
+    /// Whether several packets waiting for one leaf leave as one UDP GSO send.
+    pub gso: bool,
+    /// Largest datagram payload: packets are filled up to this size.
+    pub max_datagram: usize,
+    /// Longest a non-empty packet waits for more messages before it leaves.
+    pub max_delay: Duration,
+    /// Heartbeat interval while idle.
+    pub heartbeat: Duration,
+    /// Packet buffers (each `max_datagram` bytes) shared by all shards: being filled,
+    /// held in a batch, or in flight to some leaf. At most 65535.
+    pub buffers: usize,
+    /// Most full packets held between `begin_batch` and `end_batch` before they leave
+    /// anyway: at most what one GSO send carries (64 packets, and 65,507 bytes: 44
+    /// packets of 1472 bytes), so that each hand-over fills whole GSO sends.
+    pub max_batch: usize,
+    /// Most leaves on one shard (1 to 65000). Each shard reserves send state for this
+    /// many leaves up front, about 1.3 KB per leaf.
+    pub max_leaves_per_shard: usize,
+    /// Whether to pin shard `i` to core `i mod cores`.
+    pub pin: bool,
+}
+
+impl FanoutConfig {
+    /// Defaults for `session`: one shard, backend auto, blocking idle, GSO on,
+    /// 1472-byte datagrams, 100 µs maximum delay, heartbeats every second, 1024 buffers,
+    /// batches of one full GSO send (64, cut to 44 for 1472-byte datagrams), 1024 leaves
+    /// per shard, pinned.
+    pub fn new(session: Session) -> FanoutConfig {
+        FanoutConfig {
+            session,
+            shards: 1,
+            backend: BackendChoice::Auto,
+            idle: IdleStrategy::Block,
+            gso: true,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            max_delay: Duration::from_micros(100),
+            heartbeat: Duration::from_secs(1),
+            buffers: 1024,
+            max_batch: MAX_GSO_SEGMENTS,
+            max_leaves_per_shard: 1024,
+            pin: true,
+        }
+    }
+}
+
+/// A snapshot of a fan-out's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutStats {
+    /// Messages accepted by `offer`.
+    pub messages: u64,
+    /// Message bytes accepted.
+    pub bytes: u64,
+    /// Packets handed to the shards (data, heartbeats and end of session), each counted
+    /// once however many leaves it went to.
+    pub packets: u64,
+    /// Of those, packets that found no leaf at all (sent to nobody).
+    pub unrouted: u64,
+    /// Packet sends to leaves the kernel took: one per packet and leaf.
+    pub deliveries: u64,
+    /// Send operations (SQEs or sendmmsg entries): one per leaf and run of packets.
+    pub send_ops: u64,
+    /// Of those, operations that carried several packets as one GSO send.
+    pub gso_ops: u64,
+    /// Packet sends to leaves that failed (those leaves will see the gap).
+    pub send_errors: u64,
+    /// Leaves now.
+    pub leaves: u64,
+    /// Heartbeats sent.
+    pub heartbeats: u64,
+    /// Offers refused because every packet buffer was in use.
+    pub backpressure: u64,
+    /// Packet buffers in use now (being filled, held, or not yet sent to every leaf);
+    /// 0 after `close` once every send finished.
+    pub buffers_in_use: u64,
+}
+
+/// The root's own counters (its thread only).
+#[derive(Debug, Clone, Copy, Default)]
+struct RootCounters {
+    messages: u64,
+    bytes: u64,
+    packets: u64,
+    unrouted: u64,
+    heartbeats: u64,
+    backpressure: u64,
+}
+
+struct Open {
+    slot: u16,
+    builder: PacketBuilder,
+    since: Instant,
+}
+
+/// The root's sender. See the module docs.
+pub struct Fanout {
+    config: FanoutConfig,
+    backend: BackendInfo,
+    control: Arc<Control>,
+    threads: Vec<JoinHandle<()>>,
+    pool: Arc<Pool>,
+    open: Option<Open>,
+    /// Full packets not yet handed to the shards (capacity reserved up front).
+    ready: Vec<(u16, u16)>,
+    /// Which shards the packets being handed over go to (one flag per shard, reused).
+    targets: Vec<bool>,
+    batching: bool,
+    next_sequence: u64,
+    last_send: Instant,
+    counters: RootCounters,
+    max_message: usize,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("shards", &self.control.links.len())
+            .field("backend", &self.backend)
+            .field("leaves", &self.control.len())
+            .field("next_sequence", &self.next_sequence)
+            .finish()
+    }
+}
+
+impl Fanout {
+    /// Starts the shards. `socket` is the root's bound UDP data socket (made by the control
+    /// layer). Each shard sends on a dup of it (`try_clone`), so every packet leaves from
+    /// the socket's address (leaves `connect()` their receive sockets to that address).
+    /// The fan-out never reads from it; it raises its send buffer to 4 MiB (capped by
+    /// `net.core.wmem_max`) if it was smaller.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for settings out of range or an unbound socket;
+    /// [`Error::UringUnavailable`] when io_uring was required and is not there;
+    /// [`Error::Io`] if duplicating the socket or setting up a shard fails.
+    pub fn start(socket: Socket, mut config: FanoutConfig) -> Result<Fanout> {
+        check(&config)?;
+        let full_gso = MAX_GSO_SEGMENTS
+            .min(MAX_GSO_BYTES / config.max_datagram)
+            .max(1);
+        config.max_batch = config.max_batch.clamp(1, full_gso);
+        let local = socket
+            .local_addr()
+            .map_err(Error::io("reading the root socket's address"))?;
+        let Some(local) = local.as_socket() else {
+            return Err(Error::Config(
+                "the root's data socket is not an IP socket".into(),
+            ));
+        };
+        if local.port() == 0 {
+            return Err(Error::Config(
+                "the root's data socket is not bound: bind it first (leaves connect to its \
+                 address)"
+                    .into(),
+            ));
+        }
+        if socket.send_buffer_size().unwrap_or(0) < SEND_BUFFER {
+            let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        }
+        let backend = choose(config.backend)?;
+        let pool = Arc::new(
+            Pool::new(config.buffers, config.max_datagram)
+                .map_err(Error::io("allocating the fan-out's packet buffers"))?,
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut links: Vec<Link> = Vec::with_capacity(config.shards);
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(config.shards);
+        for index in 0..config.shards {
+            let started = socket
+                .try_clone()
+                .map_err(Error::io("duplicating the root's data socket"))
+                .and_then(|dup| {
+                    shard::spawn(Setup {
+                        index,
+                        kind: backend.kind,
+                        socket: dup,
+                        pool: Arc::clone(&pool),
+                        idle: config.idle,
+                        gso: config.gso,
+                        max_leaves: config.max_leaves_per_shard,
+                        pin: config.pin.then_some(index % cores),
+                    })
+                });
+            match started {
+                Ok((link, thread)) => {
+                    links.push(link);
+                    threads.push(thread);
+                }
+                Err(e) => {
+                    stop(&links, threads);
+                    return Err(e);
+                }
+            }
+        }
+        drop(socket);
+        let control = Arc::new(Control::new(
+            links,
+            config.max_leaves_per_shard,
+            local.is_ipv6(),
+        ));
+        Ok(Fanout {
+            max_message: config.max_datagram - HEADER_LEN - BLOCK_HEADER_LEN,
+            ready: Vec::with_capacity(config.buffers),
+            targets: vec![false; config.shards],
+            config,
+            backend,
+            control,
+            threads,
+            pool,
+            open: None,
+            batching: false,
+            next_sequence: 1,
+            last_send: Instant::now(),
+            counters: RootCounters::default(),
+            closed: false,
+        })
+    }
+
+    /// A handle to add and remove leaves, from any thread.
+    pub fn leaves(&self) -> FanoutLeaves {
+        FanoutLeaves::new(Arc::clone(&self.control))
+    }
+
+    /// The backend the shards run and why.
+    pub fn backend(&self) -> &BackendInfo {
+        &self.backend
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.control.links.len()
+    }
+
+    /// The sequence number the next message will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The longest message a packet can carry.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Counters so far (the shards' are a moment old).
+    pub fn stats(&self) -> FanoutStats {
+        let mut stats = FanoutStats {
+            messages: self.counters.messages,
+            bytes: self.counters.bytes,
+            packets: self.counters.packets,
+            unrouted: self.counters.unrouted,
+            heartbeats: self.counters.heartbeats,
+            backpressure: self.counters.backpressure,
+            leaves: self.control.len() as u64,
+            buffers_in_use: self.pool.count().saturating_sub(self.pool.free_len()) as u64,
+            ..FanoutStats::default()
+        };
+        for link in &self.control.links {
+            stats.deliveries += link.counters.deliveries.get();
+            stats.send_ops += link.counters.send_ops.get();
+            stats.gso_ops += link.counters.gso_ops.get();
+            stats.send_errors += link.counters.send_errors.get();
+        }
+        stats
+    }
+
+    /// Packs `msg` into the open packet and returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`OfferError`]; the message was not taken.
+    pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+        if msg.len() > self.max_message {
+            return Err(OfferError::TooLarge {
+                len: msg.len(),
+                limit: self.max_message,
+            });
+        }
+        if let Some(open) = &self.open {
+            if !open.builder.fits(msg.len()) {
+                self.close_open();
+                if !self.batching || self.ready.len() >= self.config.max_batch {
+                    self.send_ready();
+                }
+            }
+        }
+        if self.open.is_none() {
+            let slot = self.take_slot()?;
+            // SAFETY: the slot was just taken from the free list and is ours alone.
+            let buf = unsafe { self.pool.slot_mut(slot) };
+            let Ok(builder) = PacketBuilder::start(buf, &self.config.session, self.next_sequence)
+            else {
+                // Unreachable with max_datagram >= HEADER_LEN (checked in start): give the
+                // slot back rather than panic.
+                self.pool.give_back(slot);
+                return Err(OfferError::Backpressure);
+            };
+            self.open = Some(Open {
+                slot,
+                builder,
+                since: Instant::now(),
+            });
+        }
+        let Some(open) = self.open.as_mut() else {
+            return Err(OfferError::Backpressure);
+        };
+        // SAFETY: the open packet's slot is ours until it is handed to the shards.
+        let buf = unsafe { self.pool.slot_mut(open.slot) };
+        match open.builder.push(buf, msg) {
+            Ok(()) => {}
+            Err(PushError::SequenceExhausted) => return Err(OfferError::SequenceExhausted),
+            Err(_) => {
+                return Err(OfferError::TooLarge {
+                    len: msg.len(),
+                    limit: self.max_message,
+                })
+            }
+        }
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        self.counters.messages += 1;
+        self.counters.bytes += msg.len() as u64;
+        if !self.batching {
+            if self.config.max_delay.is_zero() {
+                self.flush();
+            } else if seq % 16 == 0 {
+                // A clock read every 16th message keeps a steady trickle from waiting for
+                // a full packet without paying for one per message.
+                self.flush_if_due(Instant::now());
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch` of
+    /// them wait), so that they reach the shards together.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Hands the packets held since [`begin_batch`](Self::begin_batch) to the shards; the
+    /// open packet stays open (it leaves when full, on flush or after `max_delay`).
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        self.send_ready();
+    }
+
+    /// Sends the open packet and everything held, now.
+    pub fn flush(&mut self) {
+        self.close_open();
+        self.send_ready();
+    }
+
+    /// Timers: sends the open packet once `max_delay` passed, and a heartbeat when nothing
+    /// was sent for the heartbeat interval. Call it from the idle loop.
+    pub fn poll(&mut self) {
+        let now = Instant::now();
+        self.flush_if_due(now);
+        if self.open.is_none()
+            && self.ready.is_empty()
+            && now.duration_since(self.last_send) >= self.config.heartbeat
+        {
+            self.send_control(false);
+        }
+    }
+
+    /// Sends what is pending and an end-of-session packet to every leaf, waits for the
+    /// shards to finish (at most 2 s), joins their threads, and returns the final
+    /// counters.
+    pub fn close(mut self) -> FanoutStats {
+        self.finish();
+        self.stats()
+    }
+
+    fn finish(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.flush();
+        // End of session needs a buffer: wait for the shards to free one if all are out.
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        while self.pool.free_len() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if !self.send_control(true) {
+            tracing::warn!("no packet buffer came free: closing without an end of session");
+        }
+        self.control.close();
+        stop(&self.control.links, std::mem::take(&mut self.threads));
+    }
+
+    fn flush_if_due(&mut self, now: Instant) {
+        if let Some(open) = &self.open {
+            if now.duration_since(open.since) >= self.config.max_delay {
+                self.flush();
+            }
+        }
+    }
+
+    /// Sends a heartbeat (or, `end`, an end-of-session packet) carrying the next sequence
+    /// number; returns whether it went.
+    fn send_control(&mut self, end: bool) -> bool {
+        let Some(slot) = self.pool.take() else {
+            return false;
+        };
+        // SAFETY: the slot was just taken from the free list and is ours alone.
+        let buf = unsafe { self.pool.slot_mut(slot) };
+        let written = if end {
+            write_end_of_session(buf, &self.config.session, self.next_sequence)
+        } else {
+            write_heartbeat(buf, &self.config.session, self.next_sequence)
+        };
+        match written {
+            Ok(len) => {
+                self.ready.push((slot, len as u16));
+                self.counters.heartbeats += u64::from(!end);
+                self.send_ready();
+                true
+            }
+            Err(_) => {
+                self.pool.give_back(slot);
+                false
+            }
+        }
+    }
+
+    fn close_open(&mut self) {
+        if let Some(mut open) = self.open.take() {
+            // SAFETY: the open packet's slot is ours until it is handed to the shards.
+            let buf = unsafe { self.pool.slot_mut(open.slot) };
+            let len = open.builder.finish(buf);
+            self.ready.push((open.slot, len as u16));
+        }
+    }
+
+    /// A free packet buffer, handing held packets over first if none is free.
+    fn take_slot(&mut self) -> std::result::Result<u16, OfferError> {
+        if let Some(slot) = self.pool.take() {
+            return Ok(slot);
+        }
+        if !self.ready.is_empty() {
+            self.send_ready();
+        }
+        self.pool.take().ok_or_else(|| {
+            self.counters.backpressure += 1;
+            OfferError::Backpressure
+        })
+    }
+
+    /// Hands the full packets to every shard that has leaves.
+    fn send_ready(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let links = &self.control.links;
+        let mut holders = 0u32;
+        for (target, link) in self.targets.iter_mut().zip(links) {
+            *target = link.leaves.load(Ordering::Acquire) > 0;
+            holders += u32::from(*target);
+        }
+        let n = self.ready.len() as u64;
+        if holders == 0 {
+            for &(slot, _) in &self.ready {
+                self.pool.give_back(slot);
+            }
+            self.counters.unrouted += n;
+        } else {
+            for &(slot, _) in &self.ready {
+                self.pool.share(slot, holders);
+            }
+            for (&target, link) in self.targets.iter().zip(links) {
+                if !target {
+                    continue;
+                }
+                for &packet in &self.ready {
+                    // Cannot fail: the queue has room for every slot of the pool.
+                    if link.queue.push(packet).is_err() {
+                        self.pool.release(packet.0);
+                    }
+                }
+                link.wake.notify_if_sleeping();
+            }
+        }
+        self.counters.packets += n;
+        self.ready.clear();
+        self.last_send = Instant::now();
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Checks the settings `start` cannot work with.
+fn check(config: &FanoutConfig) -> Result<()> {
+    if config.shards == 0 {
+        return Err(Error::Config("shards must be at least 1".into()));
+    }
+    if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
+        return Err(Error::Config(format!(
+            "max_datagram {} is outside {}..=65507",
+            config.max_datagram,
+            HEADER_LEN + BLOCK_HEADER_LEN
+        )));
+    }
+    if config.buffers == 0 || config.buffers > usize::from(u16::MAX) {
+        return Err(Error::Config(format!(
+            "buffers {} is outside 1..=65535",
+            config.buffers
+        )));
+    }
+    if config.max_leaves_per_shard == 0 || config.max_leaves_per_shard > 65_000 {
+        return Err(Error::Config(format!(
+            "max_leaves_per_shard {} is outside 1..=65000",
+            config.max_leaves_per_shard
+        )));
+    }
+    Ok(())
+}
+
+/// Tells every shard to stop once it has sent what it has, and joins their threads.
+fn stop(links: &[Link], threads: Vec<JoinHandle<()>>) {
+    for link in links {
+        let _ = link.tx.send(Command::Shutdown);
+        link.wake.notify();
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            tracing::error!("a fan-out shard thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound() -> Socket {
+        let socket =
+            Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("a socket");
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("binding to loopback");
+        socket
+    }
+
+    fn fanout(buffers: usize) -> Fanout {
+        let config = FanoutConfig {
+            backend: BackendChoice::Mmsg,
+            buffers,
+            pin: false,
+            ..FanoutConfig::new(Session::new("UNIT").expect("a session name"))
+        };
+        Fanout::start(bound(), config).expect("starting a fan-out")
+    }
+
+    #[test]
+    fn with_every_buffer_in_flight_an_offer_is_handed_back_unnumbered() {
+        let mut fanout = fanout(4);
+        // Stand in for sends in flight: hold every buffer.
+        let held: Vec<u16> = std::iter::from_fn(|| fanout.pool.take()).collect();
+        assert_eq!(held.len(), 4);
+        assert_eq!(fanout.offer(b"one"), Err(OfferError::Backpressure));
+        assert_eq!(fanout.offer(b"one"), Err(OfferError::Backpressure));
+        assert_eq!(fanout.next_sequence(), 1, "refused messages take no number");
+        let stats = fanout.stats();
+        assert_eq!((stats.backpressure, stats.messages), (2, 0));
+        assert_eq!(stats.buffers_in_use, 4);
+        for slot in held {
+            fanout.pool.give_back(slot);
+        }
+        assert_eq!(fanout.offer(b"one"), Ok(1));
+        assert_eq!(fanout.offer(b"two"), Ok(2));
+        let stats = fanout.close();
+        // No leaves: the packet and the end of session went to nobody, and said so.
+        assert_eq!((stats.messages, stats.packets, stats.unrouted), (2, 2, 2));
+        assert_eq!(stats.buffers_in_use, 0);
+    }
+
+    #[test]
+    fn a_batch_holds_full_packets_until_it_ends() {
+        let mut fanout = fanout(16);
+        let big = vec![7u8; fanout.max_message()];
+        fanout.begin_batch();
+        for _ in 0..3 {
+            fanout.offer(&big).expect("room");
+        }
+        // Two full packets held, the third open: nothing handed over yet.
+        assert_eq!(fanout.stats().packets, 0);
+        assert_eq!(fanout.stats().buffers_in_use, 3);
+        fanout.end_batch();
+        assert_eq!(fanout.stats().packets, 2);
+        fanout.flush();
+        assert_eq!(fanout.stats().packets, 3);
+    }
+
+    #[test]
+    fn the_root_moves_between_threads_and_the_leaves_handle_is_shared() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync + Clone>() {}
+        send::<Fanout>();
+        shared::<FanoutLeaves>();
+    }
+
+    #[test]
+    fn batches_hold_at_most_one_full_gso_send() {
+        let mut fanout = fanout(256);
+        let big = vec![7u8; fanout.max_message()];
+        fanout.begin_batch();
+        for _ in 0..60 {
+            fanout.offer(&big).expect("room");
+        }
+        // 44 packets of 1472 bytes fill a GSO send: they went when the 45th was closed.
+        assert_eq!(fanout.stats().packets, 44);
+        fanout.end_batch();
+        assert_eq!(fanout.stats().packets, 59);
+    }
+
+    #[test]
+    fn a_message_longer_than_a_packet_is_refused() {
+        let mut fanout = fanout(4);
+        let limit = fanout.max_message();
+        assert_eq!(limit, DEFAULT_MAX_DATAGRAM - HEADER_LEN - BLOCK_HEADER_LEN);
+        let e = fanout.offer(&vec![0; limit + 1]);
+        assert_eq!(
+            e,
+            Err(OfferError::TooLarge {
+                len: limit + 1,
+                limit
+            })
+        );
+        assert_eq!(fanout.next_sequence(), 1);
+    }
+}

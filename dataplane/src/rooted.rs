@@ -1,0 +1,802 @@
+//! The rooted transports on the data plane: the control crate's rooted sessions
+//! ([`multipoint_control::rooted`]) decide who is in the session; this module moves the
+//! data.
+//!
+//! - **`rooted-unicast`** ([`UnicastRoot`]): the root fans its MoldUDP64 stream out over
+//!   UDP unicast to every receiving leaf, on the per-core shards of a [`Fanout`]. A leaf
+//!   that sends gets its own *uplink* socket at the root, connected to the leaf's data
+//!   address, so its stream is tracked on its own and nothing but that leaf can write to
+//!   it. A leaf's data socket is connected to the root's data address, so the kernel
+//!   drops datagrams from anyone else: leaves cannot reach each other.
+//! - **`admitted-multicast`** ([`AdmittedRoot`]): the root admits leaves over the control
+//!   protocol and tells each admitted leaf the group, source and session; data flows by
+//!   IP multicast from a [`Publisher`], and the leaf joins source-specifically. A refused
+//!   leaf is told only the reason.
+//!
+//! A [`DataLeaf`] is the leaf side of both: it joins (or accepts an invitation), then
+//! receives through a [`Subscription`] on the caller's [`Shards`] and, when it sends,
+//! publishes through its own [`Publisher`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use multipoint_control::rooted::{
+    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, Root, RootConfig, RootHooks,
+    Session as ControlSession,
+};
+use multipoint_control::{ControlRole, DataRole, Direction, Interface, Roles, Transport};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::fanout::{Fanout, FanoutConfig, FanoutLeaves, FanoutStats, LeafId as FanoutLeafId};
+use crate::publisher::{OfferError, Publisher, PublisherConfig};
+use crate::sequence::{Gap, StartAt};
+use crate::shard::{Closed, Handler, Shards, Subscription, SubscriptionConfig};
+use crate::stats::{PublisherStats, SubscriptionStats};
+use crate::wire::Session;
+
+/// Decides leaf-initiated joins (see [`RootHooks::admit`]); runs on the root's control
+/// thread.
+pub type Admission = Box<dyn FnMut(&JoinRequest) -> Decision + Send>;
+
+/// Makes the handler for a sending leaf's uplink stream at the root.
+pub type UplinkHandlers = Box<dyn FnMut(LeafId) -> Box<dyn Handler> + Send>;
+
+impl Handler for Box<dyn Handler> {
+    fn on_message(&mut self, sequence: u64, message: &[u8]) {
+        (**self).on_message(sequence, message)
+    }
+    fn on_gap(&mut self, gap: Gap) {
+        (**self).on_gap(gap)
+    }
+    fn on_end_of_session(&mut self) {
+        (**self).on_end_of_session()
+    }
+}
+
+/// The uplink subscriptions of sending leaves, shared by the root and its control hooks.
+type Uplinks = Arc<Mutex<HashMap<LeafId, Subscription<Box<dyn Handler>>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Control path only; every update under these locks is one insert or remove.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn udp_socket(bind: SocketAddr) -> Result<Socket> {
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(Error::io("creating a UDP socket"))?;
+    if bind.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(Error::io("setting IPV6_V6ONLY"))?;
+    }
+    socket
+        .bind(&bind.into())
+        .map_err(Error::io("binding a UDP data socket"))?;
+    Ok(socket)
+}
+
+/// Discards every datagram queued on `socket` without blocking; returns how many.
+fn drain(socket: &Socket) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    loop {
+        // SAFETY: receives at most `buf.len()` bytes into a live stack buffer; the
+        // descriptor is owned by `socket` for the call.
+        let rc = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if rc < 0 {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+fn local_addr(socket: &Socket) -> Result<SocketAddr> {
+    socket
+        .local_addr()
+        .map_err(Error::io("reading a socket's address"))?
+        .as_socket()
+        .ok_or_else(|| Error::Config("the data socket has no IP address".into()))
+}
+
+/// How a [`UnicastRoot`] runs.
+#[derive(Debug, Clone)]
+pub struct UnicastRootConfig {
+    /// Where to listen for leaves (port 0: any); `None`: only invite
+    /// ([`Root::join_leaf`] through [`UnicastRoot::control`]).
+    pub listen: Option<SocketAddr>,
+    /// The UDP address the fan-out sends from (leaves connect to it). Port 0: any.
+    pub data: SocketAddr,
+    /// Leaf liveness timeout (heartbeats every third of it).
+    pub timeout: Duration,
+    /// Most leaves in the session.
+    pub max_leaves: usize,
+    /// The fan-out engine; its session is the session leaves are told.
+    pub fanout: FanoutConfig,
+    /// How uplink streams from sending leaves are received.
+    pub uplink: SubscriptionConfig,
+    /// Whether a leaf may name a data address on another host than the one it joins
+    /// from. Off by default: otherwise anyone could aim the stream at a third host.
+    pub allow_foreign_data: bool,
+}
+
+impl UnicastRootConfig {
+    /// Defaults for `session` on loopback: listen on 127.0.0.1 (any port), send from
+    /// 127.0.0.1 (any port), 3 s timeout, the fan-out's defaults.
+    pub fn new(session: Session) -> UnicastRootConfig {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut uplink = SubscriptionConfig::new(loopback);
+        uplink.session = None;
+        uplink.start = StartAt::One;
+        UnicastRootConfig {
+            listen: Some(loopback),
+            data: loopback,
+            timeout: Duration::from_secs(3),
+            max_leaves: 65_536,
+            fanout: FanoutConfig::new(session),
+            uplink,
+            allow_foreign_data: false,
+        }
+    }
+}
+
+struct UnicastHooks {
+    admission: Option<Admission>,
+    foreign_data: bool,
+    leaves: FanoutLeaves,
+    data: SocketAddr,
+    members: HashMap<LeafId, FanoutLeafId>,
+    uplink: Option<UplinkSide>,
+}
+
+struct UplinkSide {
+    shards: Arc<Mutex<Shards>>,
+    handlers: UplinkHandlers,
+    config: SubscriptionConfig,
+    subscriptions: Uplinks,
+}
+
+impl RootHooks for UnicastHooks {
+    fn admit(&mut self, request: &JoinRequest) -> Decision {
+        match &mut self.admission {
+            Some(admit) => admit(request),
+            None => Decision::Admit,
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        leaf: LeafId,
+        request: &JoinRequest,
+        _default: Option<&DataPlan>,
+    ) -> std::result::Result<DataPlan, String> {
+        let Some(data) = request.data else {
+            return Err("a rooted-unicast leaf must give its data address".into());
+        };
+        if !self.foreign_data && data.ip() != request.peer.ip() {
+            // Otherwise anyone could aim the root's stream at a third host.
+            return Err(format!(
+                "the leaf's data address {data} is not on the host it joins from ({}); \
+                 this root sends only to the joining host",
+                request.peer.ip()
+            ));
+        }
+        if data.is_ipv4() != self.data.is_ipv4() {
+            return Err(format!(
+                "the root sends from {}, the leaf's data address {data} is of the other family",
+                self.data
+            ));
+        }
+        let uplink = if request.direction.sends() {
+            let Some(side) = &mut self.uplink else {
+                return Err("this root takes no data from leaves: join receive-only".into());
+            };
+            let socket = udp_socket(SocketAddr::new(self.data.ip(), 0))
+                .and_then(|s| {
+                    s.connect(&data.into())
+                        .map_err(Error::io("connecting the uplink socket"))?;
+                    Ok(s)
+                })
+                .map_err(|e| format!("the root could not open an uplink: {e}"))?;
+            let at = local_addr(&socket).map_err(|e| e.to_string())?;
+            let handler = (side.handlers)(leaf);
+            let subscription = lock(&side.shards)
+                .subscribe_socket(socket, side.config.clone(), handler)
+                .map_err(|e| format!("the root could not receive the uplink: {e}"))?;
+            lock(&side.subscriptions).insert(leaf, subscription);
+            Some(at)
+        } else {
+            None
+        };
+        if request.direction.receives() {
+            match self.leaves.add(data) {
+                Ok(id) => {
+                    self.members.insert(leaf, id);
+                }
+                Err(e) => {
+                    self.on_gone(leaf);
+                    return Err(format!(
+                        "the root could not add the leaf to its fan-out: {e}"
+                    ));
+                }
+            }
+        }
+        Ok(DataPlan::Unicast {
+            root: self.data,
+            uplink,
+        })
+    }
+
+    fn on_gone(&mut self, leaf: LeafId) {
+        if let Some(id) = self.members.remove(&leaf) {
+            if let Err(e) = self.leaves.remove(id) {
+                // After the fan-out closed there is nothing left to remove from; anything
+                // else means data may still go to a leaf that left.
+                tracing::warn!("rooted-unicast: removing {leaf} from the fan-out failed: {e}");
+            }
+        }
+        if let Some(side) = &self.uplink {
+            let subscription = lock(&side.subscriptions).remove(&leaf);
+            drop(subscription);
+        }
+    }
+}
+
+/// The root of a `rooted-unicast` session: control (admission, invitations, liveness)
+/// and the fan-out of its stream to every receiving leaf. See the module docs.
+pub struct UnicastRoot {
+    fanout: Option<Fanout>,
+    control: Option<Root>,
+    data: SocketAddr,
+    shards: Option<Arc<Mutex<Shards>>>,
+    uplinks: Uplinks,
+}
+
+impl std::fmt::Debug for UnicastRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnicastRoot")
+            .field("data", &self.data)
+            .field("control", &self.control)
+            .finish()
+    }
+}
+
+impl UnicastRoot {
+    /// Starts a root that admits every leaf and takes no data from leaves.
+    ///
+    /// # Errors
+    ///
+    /// As [`UnicastRoot::start_with`].
+    pub fn start(config: UnicastRootConfig) -> Result<UnicastRoot> {
+        UnicastRoot::start_with(config, None, None)
+    }
+
+    /// Starts a root whose leaf-initiated joins go through `admission` (`None`: admit
+    /// all) and which, with `uplink`, receives what sending leaves send on those shards,
+    /// each leaf's stream through the handler made for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the data socket cannot be bound; the fan-out's errors;
+    /// [`Error::Control`] if the control socket cannot be set up or listen.
+    pub fn start_with(
+        config: UnicastRootConfig,
+        admission: Option<Admission>,
+        uplink: Option<(Shards, UplinkHandlers)>,
+    ) -> Result<UnicastRoot> {
+        let socket = udp_socket(config.data)?;
+        let data = local_addr(&socket)?;
+        // A deep send buffer absorbs a fan-out burst; capped by net.core.wmem_max.
+        let _ = socket.set_send_buffer_size(8 << 20);
+        let session = config.fanout.session;
+        let fanout = Fanout::start(socket, config.fanout.clone())?;
+        let uplinks = Arc::new(Mutex::new(HashMap::new()));
+        let shards = uplink.as_ref().map(|_| ());
+        let (uplink_side, shards) = match (uplink, shards) {
+            (Some((shards, handlers)), Some(())) => {
+                let shards = Arc::new(Mutex::new(shards));
+                (
+                    Some(UplinkSide {
+                        shards: Arc::clone(&shards),
+                        handlers,
+                        config: config.uplink.clone(),
+                        subscriptions: Arc::clone(&uplinks),
+                    }),
+                    Some(shards),
+                )
+            }
+            _ => (None, None),
+        };
+        let hooks = UnicastHooks {
+            admission,
+            foreign_data: config.allow_foreign_data,
+            leaves: fanout.leaves(),
+            data,
+            members: HashMap::new(),
+            uplink: uplink_side,
+        };
+        let mut control_config = RootConfig::new(*session.as_bytes());
+        control_config.timeout = config.timeout;
+        // Receivers beyond the fan-out's room would be refused with a fan-out error;
+        // refuse them as "session full" instead.
+        control_config.max_leaves = config.max_leaves.min(
+            config
+                .fanout
+                .shards
+                .max(1)
+                .saturating_mul(config.fanout.max_leaves_per_shard),
+        );
+        let control =
+            Root::with_hooks(Transport::RootedUnicast, Roles::ROOT, control_config, hooks)?;
+        if let Some(at) = config.listen {
+            control.listen(at)?;
+        }
+        Ok(UnicastRoot {
+            fanout: Some(fanout),
+            control: Some(control),
+            data,
+            shards,
+            uplinks,
+        })
+    }
+
+    /// The control socket: where it listens, its events and leaves, and
+    /// [`Root::join_leaf`] to invite.
+    pub fn control(&self) -> &Root {
+        // Present until close/drop, which consume or end the root.
+        self.control
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("root is open"))
+    }
+
+    /// Where leaves ask to join, if the root listens.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control().local_addr()
+    }
+
+    /// The UDP address the root's data comes from.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data
+    }
+
+    fn fanout(&mut self) -> &mut Fanout {
+        self.fanout
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("root is open"))
+    }
+
+    /// Offers a message to every receiving leaf (see [`Fanout::offer`]).
+    ///
+    /// # Errors
+    ///
+    /// The message comes back when every buffer is in flight or it is too large.
+    pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+        self.fanout().offer(msg)
+    }
+
+    /// Sends what is packed now.
+    pub fn flush(&mut self) {
+        self.fanout().flush()
+    }
+
+    /// Heartbeats, maximum delay and reclaiming buffers (see [`Fanout::poll`]).
+    pub fn poll(&mut self) {
+        self.fanout().poll()
+    }
+
+    /// The fan-out's counters.
+    pub fn stats(&self) -> FanoutStats {
+        self.fanout.as_ref().map(Fanout::stats).unwrap_or_default()
+    }
+
+    /// The counters of a sending leaf's uplink stream, while it is in the session.
+    pub fn uplink_stats(&self, leaf: LeafId) -> Option<SubscriptionStats> {
+        lock(&self.uplinks).get(&leaf).map(Subscription::stats)
+    }
+
+    /// Ends the session: end of session on the data plane, then on the control plane, to
+    /// every leaf; then stops every thread. Returns the fan-out's final counters.
+    pub fn close(mut self) -> FanoutStats {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> FanoutStats {
+        let stats = self.fanout.take().map(Fanout::close).unwrap_or_default();
+        // Closing the control root runs on_gone for every leaf, closing the uplinks.
+        drop(self.control.take());
+        lock(&self.uplinks).clear();
+        if let Some(shards) = self.shards.take() {
+            if let Ok(shards) = Arc::try_unwrap(shards) {
+                shards
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .shutdown();
+            }
+        }
+        stats
+    }
+}
+
+impl Drop for UnicastRoot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The root of an `admitted-multicast` session: it admits leaves over the control
+/// protocol and publishes to the group, whose address only admitted leaves learn.
+pub struct AdmittedRoot {
+    publisher: Publisher,
+    control: Root,
+}
+
+impl std::fmt::Debug for AdmittedRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmittedRoot")
+            .field("group", &self.publisher.destination())
+            .field("control", &self.control)
+            .finish()
+    }
+}
+
+struct AdmittedHooks {
+    admission: Option<Admission>,
+}
+
+impl RootHooks for AdmittedHooks {
+    fn admit(&mut self, request: &JoinRequest) -> Decision {
+        if request.direction.sends() {
+            // Leaves join the root's source only: what a leaf sent to the group would
+            // reach nobody. Say so rather than admit a sender that is never heard.
+            return Decision::Refuse(
+                "admitted-multicast carries the root's data only: join receive-only".into(),
+            );
+        }
+        match &mut self.admission {
+            Some(admit) => admit(request),
+            None => Decision::Admit,
+        }
+    }
+}
+
+impl AdmittedRoot {
+    /// Starts publishing per `publisher` (its `bind` address names the source leaves
+    /// join for; unset, the source is the address the socket got) and admitting leaves at
+    /// `listen` through `admission` (`None`: admit all), with liveness `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The publisher's errors; [`Error::Control`] from the control socket.
+    pub fn start(
+        publisher: PublisherConfig,
+        listen: SocketAddr,
+        timeout: Duration,
+        admission: Option<Admission>,
+    ) -> Result<AdmittedRoot> {
+        let group = publisher.group;
+        let session = publisher.session;
+        let publisher = Publisher::new(publisher)?;
+        let source: IpAddr = match publisher
+            .socket()
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+        {
+            Some(a) if !a.ip().is_unspecified() => a.ip(),
+            _ => {
+                return Err(Error::Config(
+                    "admitted-multicast needs the publisher bound to its source address \
+                     (PublisherConfig::bind): leaves join source-specifically"
+                        .into(),
+                ))
+            }
+        };
+        let mut config = RootConfig::new(*session.as_bytes());
+        config.timeout = timeout;
+        config.plan = Some(DataPlan::Multicast { group, source });
+        let control = Root::with_hooks(
+            Transport::AdmittedMulticast,
+            Roles::new(ControlRole::Root, DataRole::Leaf),
+            config,
+            AdmittedHooks { admission },
+        )?;
+        control.listen(listen)?;
+        Ok(AdmittedRoot { publisher, control })
+    }
+
+    /// The control socket (events, leaves, invitations).
+    pub fn control(&self) -> &Root {
+        &self.control
+    }
+
+    /// The publisher to the group.
+    pub fn publisher(&mut self) -> &mut Publisher {
+        &mut self.publisher
+    }
+
+    /// Ends the session on the data plane (end of session) and then at every leaf.
+    pub fn close(self) -> PublisherStats {
+        let stats = self.publisher.close();
+        self.control.close();
+        stats
+    }
+}
+
+/// How a [`DataLeaf`] joins and receives.
+#[derive(Debug, Clone)]
+pub struct DataLeafConfig {
+    /// `rooted-unicast` or `admitted-multicast`.
+    pub transport: Transport,
+    /// The name the root sees.
+    pub name: String,
+    /// `rooted-unicast`: the UDP address to receive on (port 0: any).
+    pub data: SocketAddr,
+    /// `admitted-multicast`: the interface to join the group on.
+    pub interface: Interface,
+    /// How to receive: `session`, `start`, `timestamps`, `recv_buffer` and `shard` apply
+    /// (the session is set from the root's answer, and a leaf joining late starts where
+    /// it joined).
+    pub subscription: SubscriptionConfig,
+    /// How to send, for leaves that send (`rooted-unicast`): the destination is the
+    /// root's uplink.
+    pub publisher: PublisherConfig,
+    /// How long to wait for the root's answer.
+    pub join_timeout: Duration,
+}
+
+impl DataLeafConfig {
+    /// Defaults for a leaf named `name` on `transport`, on loopback.
+    pub fn new(transport: Transport, name: impl Into<String>) -> DataLeafConfig {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut subscription = SubscriptionConfig::new(loopback);
+        subscription.start = StartAt::FirstSeen;
+        subscription.interface = Interface::LOOPBACK_V4;
+        DataLeafConfig {
+            transport,
+            name: name.into(),
+            data: loopback,
+            interface: Interface::LOOPBACK_V4,
+            subscription,
+            publisher: PublisherConfig::new(Session::from_bytes(*b"LEAF      "), loopback),
+            join_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A leaf of a rooted session on the data plane. See the module docs.
+#[derive(Debug)]
+pub struct DataLeaf {
+    control: Leaf,
+    socket: Option<Socket>,
+    config: DataLeafConfig,
+    /// Whether a [`Joined`] of this leaf is alive (its data plane attached).
+    attached: Arc<AtomicBool>,
+}
+
+/// Marks a [`DataLeaf`] attached for as long as it lives.
+#[derive(Debug)]
+struct Attached(Arc<AtomicBool>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A [`DataLeaf`]'s membership: the control session (its events say when it ends), the
+/// subscription that receives the root's data, and the publisher for leaves that send.
+#[derive(Debug)]
+pub struct Joined<H> {
+    session: ControlSession,
+    subscription: Option<Subscription<H>>,
+    publisher: Option<Publisher>,
+    /// Dropped last: the data plane is detached by then.
+    _attached: Attached,
+}
+
+impl DataLeaf {
+    /// A leaf socket: for `rooted-unicast` its data socket is bound now, so roots can be
+    /// told where to send.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the data socket cannot be bound; [`Error::Control`] if the control
+    /// socket cannot be made.
+    pub fn new(config: DataLeafConfig) -> Result<DataLeaf> {
+        let (socket, data) = match config.transport {
+            Transport::RootedUnicast => {
+                let socket = udp_socket(config.data)?;
+                let _ = socket.set_recv_buffer_size(config.subscription.recv_buffer);
+                let at = local_addr(&socket)?;
+                (Some(socket), Some(at))
+            }
+            _ => (None, None),
+        };
+        let mut control_config = LeafConfig::new(config.name.clone());
+        control_config.data = data;
+        control_config.join_timeout = config.join_timeout;
+        let control = Leaf::new(config.transport, Roles::LEAF, control_config)?;
+        Ok(DataLeaf {
+            control,
+            socket,
+            config,
+            attached: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The control socket ([`Leaf::listen`] for invitations).
+    pub fn control(&self) -> &Leaf {
+        &self.control
+    }
+
+    /// The UDP address this leaf receives on (`rooted-unicast`).
+    pub fn data_addr(&self) -> Option<SocketAddr> {
+        self.control.config().data
+    }
+
+    /// Asks the root at `root` to join in `direction`; once admitted, receives through
+    /// `handler` on `shards` (when the direction receives).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Control`] with the control crate's reason (refused, timed out, already a
+    /// member...); the data plane's errors setting up the subscription or publisher.
+    pub fn join<H: Handler>(
+        &self,
+        shards: &mut Shards,
+        root: SocketAddr,
+        direction: Direction,
+        handler: H,
+    ) -> Result<Joined<H>> {
+        self.check_detached()?;
+        let session = self.control.join_leaf(root, direction)?;
+        self.attach(shards, session, handler)
+    }
+
+    /// Waits up to `timeout` for an invitation this leaf accepts (see
+    /// [`Leaf::listen`]), then attaches the data plane as [`join`](Self::join) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Self::join).
+    pub fn accept<H: Handler>(
+        &self,
+        shards: &mut Shards,
+        timeout: Duration,
+        handler: H,
+    ) -> Result<Option<Joined<H>>> {
+        self.check_detached()?;
+        match self.control.accept(timeout)? {
+            Some(session) => self.attach(shards, session, handler).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A leaf whose earlier session ended (removed, root gone) while its [`Joined`] is
+    /// still held must not join again: two subscriptions would split one socket's stream.
+    fn check_detached(&self) -> Result<()> {
+        if self.attached.load(Ordering::Acquire) {
+            return Err(Error::Control(multipoint_control::Error::AlreadyJoined));
+        }
+        Ok(())
+    }
+
+    fn attach<H: Handler>(
+        &self,
+        shards: &mut Shards,
+        session: ControlSession,
+        handler: H,
+    ) -> Result<Joined<H>> {
+        if self.attached.swap(true, Ordering::AcqRel) {
+            return Err(Error::Control(multipoint_control::Error::AlreadyJoined));
+        }
+        let attached = Attached(Arc::clone(&self.attached));
+        let mut sub = self.config.subscription.clone();
+        sub.session = Some(Session::from_bytes(session.session()));
+        let direction = session.direction();
+        let (subscription, publisher) = match session.plan().clone() {
+            DataPlan::Unicast { root, uplink } => {
+                let socket = self
+                    .socket
+                    .as_ref()
+                    .ok_or_else(|| Error::Config("this leaf has no data socket".into()))?;
+                // Only the root's data address may write to this socket from now on.
+                socket
+                    .connect(&root.into())
+                    .map_err(Error::io("connecting the leaf's data socket to the root"))?;
+                // What queued before (a previous session's tail, or anyone's datagrams
+                // from before the connect) is not this session's.
+                let stale = drain(socket);
+                if stale > 0 {
+                    tracing::debug!(
+                        "rooted leaf: discarded {stale} datagrams queued before the join"
+                    );
+                }
+                let subscription = if direction.receives() {
+                    let dup = socket
+                        .try_clone()
+                        .map_err(Error::io("duplicating the data socket"))?;
+                    Some(shards.subscribe_socket(dup, sub, handler)?)
+                } else {
+                    None
+                };
+                let publisher = match (direction.sends(), uplink) {
+                    (true, Some(uplink)) => {
+                        let dup = socket
+                            .try_clone()
+                            .map_err(Error::io("duplicating the data socket"))?;
+                        let mut config = self.config.publisher.clone();
+                        config.session = Session::from_bytes(session.session());
+                        Some(Publisher::with_socket(dup, uplink, config)?)
+                    }
+                    _ => None,
+                };
+                (subscription, publisher)
+            }
+            DataPlan::Multicast { group, source } => {
+                let subscription = if direction.receives() {
+                    sub.group = group;
+                    sub.source = Some(source);
+                    sub.interface = self.config.interface.clone();
+                    Some(shards.subscribe(sub, handler)?)
+                } else {
+                    None
+                };
+                (subscription, None)
+            }
+        };
+        Ok(Joined {
+            session,
+            subscription,
+            publisher,
+            _attached: attached,
+        })
+    }
+}
+
+impl<H: Handler> Joined<H> {
+    /// The control session: what the root said and, through its events, when it ends.
+    pub fn session(&self) -> &ControlSession {
+        &self.session
+    }
+
+    /// The subscription receiving the root's data (for leaves that receive).
+    pub fn subscription(&self) -> Option<&Subscription<H>> {
+        self.subscription.as_ref()
+    }
+
+    /// The publisher to the root (for `rooted-unicast` leaves that send).
+    pub fn publisher(&mut self) -> Option<&mut Publisher> {
+        self.publisher.as_mut()
+    }
+
+    /// Leaves the session (the root is told), then stops receiving and sending; returns
+    /// what the subscription had (its handler and counters).
+    ///
+    /// # Errors
+    ///
+    /// The control crate's or the shard's errors.
+    pub fn leave(mut self) -> Result<Option<Closed<H>>> {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.close();
+        }
+        let closed = self
+            .subscription
+            .take()
+            .map(Subscription::close)
+            .transpose()?;
+        self.session.leave()?;
+        Ok(closed)
+    }
+}

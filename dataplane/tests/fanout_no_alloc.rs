@@ -1,0 +1,223 @@
+//! After warm-up, the fan-out allocates nothing on the heap: a counting global allocator
+//! sees no allocation while a root offers 50,000 messages to 8 leaves over 2 shards and
+//! they arrive, on both backends, with GSO on and off.
+//!
+//! This file is its own test binary with a single test, so that nothing else allocates
+//! while the counter is watched. The leaves' reader threads allocate nothing either.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_until, Stream, BACKENDS, MAX_LEN, STALL};
+use multipoint_dataplane::wire::{Packet, PacketKind, Session};
+use multipoint_dataplane::{Error, Fanout, FanoutConfig, IdleStrategy, OfferError};
+use socket2::{Domain, SockRef, Socket, Type};
+
+/// Allocations (alloc, alloc_zeroed, realloc) by any thread.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The system allocator, counting.
+struct Counting;
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
+// `System`'s guarantees hold; counting touches only an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`; the rest of the
+        // caller's contract is passed on unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const LEAVES: usize = 8;
+const WARM_UP: u64 = 10_000;
+const MEASURED: u64 = 50_000;
+const WINDOW: u64 = 2_000;
+const BATCH: u64 = 256;
+
+/// A leaf's reader: counts messages in order, without allocating. `next` is the number
+/// the next message must carry; `bad` counts packets out of order or unreadable.
+fn read(socket: &UdpSocket, next: &AtomicU64, bad: &AtomicU64, stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Acquire) {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        match Packet::new_checked(&buf[..n]) {
+            Ok(p) if p.kind() == PacketKind::Data => {
+                if p.sequence() != next.load(Ordering::Relaxed) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                next.store(p.next_sequence(), Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                bad.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn publish(fanout: &mut Fanout, stream: &Stream, from: u64, to: u64, slowest: &dyn Fn() -> u64) {
+    let mut buf = [0u8; MAX_LEN];
+    let mut seq = from;
+    while seq <= to {
+        let stop = to.min(seq + BATCH - 1);
+        fanout.begin_batch();
+        while seq <= stop {
+            let len = stream.write(seq, &mut buf);
+            loop {
+                match fanout.offer(&buf[..len]) {
+                    Ok(got) => {
+                        assert_eq!(got, seq);
+                        break;
+                    }
+                    Err(OfferError::Backpressure) => {
+                        fanout.poll();
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("offer failed: {e}"),
+                }
+            }
+            seq += 1;
+        }
+        fanout.end_batch();
+        if slowest() + WINDOW < stop {
+            fanout.flush();
+            wait_until("the leaves to catch up", STALL, || {
+                fanout.poll();
+                slowest() + WINDOW >= stop
+            });
+        }
+    }
+    fanout.flush();
+    wait_until("every leaf to have everything", STALL, || {
+        fanout.poll();
+        slowest() == to + 1
+    });
+}
+
+#[test]
+fn after_warm_up_the_fan_out_allocates_nothing() {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    drop(std::hint::black_box(vec![0u8; 64]));
+    assert!(
+        ALLOCATIONS.load(Ordering::SeqCst) > before,
+        "the counter counts"
+    );
+
+    let mut findings = Vec::new();
+    let mut runs = 0;
+    for backend in BACKENDS {
+        for gso in [true, false] {
+            let test = format!("{backend:?}, gso {gso}");
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+            socket
+                .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+                .unwrap();
+            let root = socket.local_addr().unwrap().as_socket().unwrap();
+            let config = FanoutConfig {
+                shards: 2,
+                backend,
+                gso,
+                pin: false,
+                idle: IdleStrategy::Block,
+                heartbeat: Duration::from_secs(3600),
+                ..FanoutConfig::new(Session::new("NOALLOC").unwrap())
+            };
+            let mut fanout = match Fanout::start(socket, config) {
+                Ok(f) => f,
+                Err(Error::UringUnavailable { reason }) if std::env::var_os("CI").is_none() => {
+                    eprintln!("{test}: skipped: io_uring is not available here: {reason}");
+                    continue;
+                }
+                Err(e) => panic!("{test}: {e}"),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut nexts = Vec::new();
+            let mut bads = Vec::new();
+            let mut threads = Vec::new();
+            let handle = fanout.leaves();
+            for _ in 0..LEAVES {
+                let leaf = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                leaf.connect(root).unwrap();
+                let _ = SockRef::from(&leaf).set_recv_buffer_size(4 << 20);
+                leaf.set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                handle.add(leaf.local_addr().unwrap()).unwrap();
+                let next = Arc::new(AtomicU64::new(1));
+                let bad = Arc::new(AtomicU64::new(0));
+                let (n, b, s) = (Arc::clone(&next), Arc::clone(&bad), Arc::clone(&stop));
+                threads.push(std::thread::spawn(move || read(&leaf, &n, &b, &s)));
+                nexts.push(next);
+                bads.push(bad);
+            }
+            let slowest = || {
+                nexts
+                    .iter()
+                    .map(|n| n.load(Ordering::Acquire))
+                    .min()
+                    .unwrap_or(0)
+            };
+            let stream = Stream::new();
+
+            publish(&mut fanout, &stream, 1, WARM_UP, &slowest);
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            publish(
+                &mut fanout,
+                &stream,
+                WARM_UP + 1,
+                WARM_UP + MEASURED,
+                &slowest,
+            );
+            let after = ALLOCATIONS.load(Ordering::SeqCst);
+
+            let stats = fanout.close();
+            stop.store(true, Ordering::Release);
+            for t in threads {
+                t.join().unwrap();
+            }
+            let bad: u64 = bads.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+            assert_eq!(bad, 0, "{test}: packets out of order or unreadable");
+            assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
+            if after > before {
+                findings.push(format!("{test}: {} allocations", after - before));
+            }
+            runs += 1;
+        }
+    }
+    assert!(runs > 0, "no backend could run here");
+    assert!(
+        findings.is_empty(),
+        "allocations after warm-up while {MEASURED} messages fanned out to {LEAVES} leaves:\n{}",
+        findings.join("\n")
+    );
+}

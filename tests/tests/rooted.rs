@@ -1,0 +1,672 @@
+//! Rooted sessions end to end, on loopback: the control crate's roots and leaves with the
+//! data plane's fan-out, subscriptions and publishers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use multipoint_control::rooted::{proto::Frame, Decision, RootEvent, SessionEvent};
+use multipoint_control::{Direction, Transport};
+use multipoint_dataplane::rooted::{
+    AdmittedRoot, DataLeaf, DataLeafConfig, Joined, UnicastRoot, UnicastRootConfig,
+};
+use multipoint_dataplane::sequence::Gap;
+use multipoint_dataplane::wire::Session;
+use multipoint_dataplane::{
+    BackendChoice, Handler, IdleStrategy, PublisherConfig, ShardConfig, Shards,
+};
+
+/// The message with sequence number `seq`: its length and every byte follow from `seq`,
+/// so a receiver checks content exactly, not just a count.
+fn payload(seq: u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    let len = (seq * 7 % 200) as usize;
+    buf.extend((0..len).map(|i| (seq as usize + i) as u8));
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    last: AtomicU64,
+    messages: AtomicU64,
+    errors: AtomicU64,
+    ended: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Check {
+    tally: Arc<Tally>,
+    next: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl Check {
+    fn new() -> (Check, Arc<Tally>) {
+        let tally = Arc::new(Tally::default());
+        (
+            Check {
+                tally: Arc::clone(&tally),
+                next: None,
+                buf: Vec::with_capacity(256),
+            },
+            tally,
+        )
+    }
+}
+
+impl Handler for Check {
+    fn on_message(&mut self, sequence: u64, message: &[u8]) {
+        payload(sequence, &mut self.buf);
+        let in_order = self.next.is_none_or(|n| n == sequence);
+        if message != self.buf.as_slice() || !in_order {
+            self.tally.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.next = Some(sequence + 1);
+        self.tally.messages.fetch_add(1, Ordering::Relaxed);
+        self.tally.last.store(sequence, Ordering::Release);
+    }
+    fn on_gap(&mut self, _gap: Gap) {
+        self.tally.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_end_of_session(&mut self) {
+        self.tally.ended.store(true, Ordering::Release);
+    }
+}
+
+fn shards(subscriptions: u32) -> Shards {
+    Shards::start(ShardConfig {
+        shards: 2,
+        backend: BackendChoice::Auto,
+        idle: IdleStrategy::Block,
+        buffers: 512,
+        max_subscriptions: subscriptions,
+        pin: false,
+        ..ShardConfig::default()
+    })
+    .unwrap()
+}
+
+fn root_config(name: &str, timeout: Duration) -> UnicastRootConfig {
+    let mut config = UnicastRootConfig::new(Session::new(name).unwrap());
+    config.timeout = timeout;
+    config.fanout.shards = 2;
+    config.fanout.pin = false;
+    config.fanout.idle = IdleStrategy::Block;
+    config
+}
+
+fn leaf(name: &str) -> DataLeaf {
+    DataLeaf::new(DataLeafConfig::new(Transport::RootedUnicast, name)).unwrap()
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Publishes `count` messages from sequence `first`, never more than `window` ahead of
+/// the slowest leaf, so that no leaf's socket buffer overflows whatever the host's
+/// rmem_max (a kernel drop would be reported as a gap, and fail the test).
+fn publish(root: &mut UnicastRoot, first: u64, count: u64, tallies: &[Arc<Tally>], window: u64) {
+    let mut buf = Vec::with_capacity(256);
+    let mut seq = first;
+    // A leaf that stops receiving (removed, say) must fail the test, not hang it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seq < first + count {
+        assert!(
+            Instant::now() < deadline,
+            "publishing stalled at {seq}: slowest leaf at {:?}, {} leaves in the session",
+            tallies.iter().map(|t| t.last.load(Ordering::Acquire)).min(),
+            root.control().leaves().len()
+        );
+        let slowest = tallies
+            .iter()
+            .map(|t| t.last.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
+        if seq > slowest.saturating_add(window) && slowest != u64::MAX {
+            root.flush();
+            root.poll();
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        payload(seq, &mut buf);
+        match root.offer(&buf) {
+            Ok(s) => {
+                assert_eq!(s, seq);
+                seq += 1;
+            }
+            Err(_) => {
+                root.poll();
+                std::thread::yield_now();
+            }
+        }
+    }
+    root.flush();
+}
+
+#[test]
+fn one_root_and_256_leaves_every_leaf_gets_every_message() {
+    const LEAVES: usize = 256;
+    const MESSAGES: u64 = 20_000;
+    let mut shards = shards(LEAVES as u32);
+    // A long timeout: this test is about delivery, and a loaded machine must not time a
+    // leaf out in the middle of it.
+    let mut root = UnicastRoot::start(root_config("FAN256", Duration::from_secs(10))).unwrap();
+    let at = root.control_addr().unwrap();
+    let mut tallies = Vec::new();
+    let mut joined: Vec<(DataLeaf, Joined<Check>)> = Vec::new();
+    for i in 0..LEAVES {
+        let leaf = leaf(&format!("leaf-{i}"));
+        let (check, tally) = Check::new();
+        let j = leaf
+            .join(&mut shards, at, Direction::ReceiverOnly, check)
+            .unwrap();
+        tallies.push(tally);
+        joined.push((leaf, j));
+    }
+    assert_eq!(root.control().leaves().len(), LEAVES);
+
+    publish(&mut root, 1, MESSAGES, &tallies, 2_000);
+    wait_until(
+        "every leaf has every message",
+        Duration::from_secs(30),
+        || {
+            tallies
+                .iter()
+                .all(|t| t.messages.load(Ordering::Relaxed) >= MESSAGES)
+        },
+    );
+    for (i, t) in tallies.iter().enumerate() {
+        assert_eq!(t.messages.load(Ordering::Relaxed), MESSAGES, "leaf {i}");
+        assert_eq!(t.errors.load(Ordering::Relaxed), 0, "leaf {i}");
+        assert_eq!(t.last.load(Ordering::Relaxed), MESSAGES, "leaf {i}");
+    }
+    for (_, j) in &joined {
+        let stats = j.subscription().unwrap().stats();
+        assert_eq!(stats.gaps, 0);
+        assert_eq!(stats.kernel_drops, 0);
+    }
+    let stats = root.stats();
+    assert!(
+        stats.deliveries >= stats.packets * LEAVES as u64,
+        "{stats:?}"
+    );
+
+    // Closing the root ends the session at every leaf: end of session on the data plane
+    // and on the control plane.
+    root.close();
+    for (i, (_, j)) in joined.iter().enumerate() {
+        match j.session().events().recv_timeout(Duration::from_secs(10)) {
+            Ok(SessionEvent::Ended { .. }) => {}
+            other => panic!("leaf {i}: expected Ended, got {other:?}"),
+        }
+    }
+    wait_until(
+        "every leaf saw end of session",
+        Duration::from_secs(5),
+        || tallies.iter().all(|t| t.ended.load(Ordering::Acquire)),
+    );
+    drop(joined);
+    shards.shutdown();
+}
+
+#[test]
+fn a_leaf_that_dies_is_removed_within_the_timeout_and_the_rest_keep_receiving() {
+    let timeout = Duration::from_secs(2);
+    let mut shards = shards(16);
+    let mut root = UnicastRoot::start(root_config("DIES", timeout)).unwrap();
+    let at = root.control_addr().unwrap();
+    let mut tallies = Vec::new();
+    let mut alive = Vec::new();
+    for i in 0..4 {
+        let leaf = leaf(&format!("alive-{i}"));
+        let (check, tally) = Check::new();
+        let j = leaf
+            .join(&mut shards, at, Direction::ReceiverOnly, check)
+            .unwrap();
+        tallies.push(tally);
+        alive.push((leaf, j));
+    }
+    // A leaf whose process hangs: joined by hand, it never speaks again.
+    let dead_data = UdpSocket::bind("127.0.0.1:0").unwrap();
+    dead_data
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut dead_ctl = std::net::TcpStream::connect(at).unwrap();
+    let mut out = Vec::new();
+    Frame::Join {
+        transport: Transport::RootedUnicast,
+        direction: Direction::ReceiverOnly,
+        data: Some(dead_data.local_addr().unwrap()),
+        name: "hung".into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    std::io::Write::write_all(&mut dead_ctl, &out).unwrap();
+    let silent_since = Instant::now();
+    let dead_id = loop {
+        match root
+            .control()
+            .events()
+            .recv_timeout(Duration::from_secs(3))
+            .unwrap()
+        {
+            RootEvent::Joined(h) if h.name() == "hung" => break h.id(),
+            _ => {}
+        }
+    };
+    publish(&mut root, 1, 1_000, &tallies, 500);
+    let mut buf = [0u8; 2048];
+    assert!(
+        dead_data.recv(&mut buf).is_ok(),
+        "the hung leaf got data while in the session"
+    );
+
+    // Data keeps flowing while the root waits out the timeout.
+    let mut next = 1_001;
+    let removed = loop {
+        publish(&mut root, next, 100, &tallies, 500);
+        next += 100;
+        if let Ok(event) = root.control().events().try_recv() {
+            break event;
+        }
+        assert!(silent_since.elapsed() < timeout * 4 + Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        matches!(removed, RootEvent::TimedOut { leaf } if leaf == dead_id),
+        "{removed:?}"
+    );
+    assert!(silent_since.elapsed() >= timeout);
+    // Nothing more reaches the dead leaf once it is out.
+    while dead_data.recv(&mut buf).is_ok() {}
+    publish(&mut root, next, 2_000, &tallies, 500);
+    let total = next + 2_000 - 1;
+    assert!(dead_data.recv(&mut buf).is_err(), "sent to a removed leaf");
+    wait_until(
+        "the live leaves have everything",
+        Duration::from_secs(10),
+        || {
+            tallies
+                .iter()
+                .all(|t| t.last.load(Ordering::Acquire) >= total)
+        },
+    );
+    for t in &tallies {
+        assert_eq!(t.errors.load(Ordering::Relaxed), 0);
+        assert_eq!(t.messages.load(Ordering::Relaxed), total);
+    }
+    drop(alive);
+    root.close();
+    shards.shutdown();
+}
+
+#[test]
+fn a_refused_join_gets_its_reason() {
+    let mut shards = shards(4);
+    let admission: multipoint_dataplane::rooted::Admission = Box::new(|req| {
+        if req.name == "vip" {
+            Decision::Admit
+        } else {
+            Decision::Refuse(format!("{} is not subscribed to this feed", req.name))
+        }
+    });
+    let root = UnicastRoot::start_with(
+        root_config("GATE", Duration::from_secs(3)),
+        Some(admission),
+        None,
+    )
+    .unwrap();
+    let at = root.control_addr().unwrap();
+    let (check, _) = Check::new();
+    let err = leaf("stranger")
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stranger is not subscribed to this feed"),
+        "{err}"
+    );
+    let (check, _) = Check::new();
+    let vip = leaf("vip");
+    let joined = vip
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap();
+    assert_eq!(root.control().leaves().len(), 1);
+    drop((joined, vip));
+    shards.shutdown();
+}
+
+#[test]
+fn a_leaf_reaches_the_root_but_never_another_leaf() {
+    let mut shards = shards(8);
+    let uplink_msgs = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&uplink_msgs);
+    let uplink_handlers: multipoint_dataplane::rooted::UplinkHandlers = Box::new(move |_leaf| {
+        let counter = Arc::clone(&counter);
+        Box::new(move |_seq: u64, msg: &[u8]| {
+            if msg == b"to the root" {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    let mut root = UnicastRoot::start_with(
+        root_config("UPLINK", Duration::from_secs(3)),
+        None,
+        Some((self::shards(8), uplink_handlers)),
+    )
+    .unwrap();
+    let at = root.control_addr().unwrap();
+    let a = leaf("a");
+    let b = leaf("b");
+    let (check_a, _) = Check::new();
+    let (check_b, tally_b) = Check::new();
+    let mut ja = a.join(&mut shards, at, Direction::Both, check_a).unwrap();
+    let jb = b
+        .join(&mut shards, at, Direction::ReceiverOnly, check_b)
+        .unwrap();
+
+    // A's stream goes to the root.
+    let publisher = ja.publisher().expect("a sending leaf has a publisher");
+    for _ in 0..10 {
+        publisher.offer(b"to the root").unwrap();
+    }
+    publisher.flush();
+    wait_until("the root got A's messages", Duration::from_secs(5), || {
+        uplink_msgs.load(Ordering::Relaxed) == 10
+    });
+
+    // Straight at B's data address, from A's own data socket address and from anywhere
+    // else: the kernel drops it, B's socket takes only the root's address.
+    let b_data = b.data_addr().unwrap();
+    let stray = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..10 {
+        stray.send_to(b"not from the root", b_data).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = jb.subscription().unwrap().stats();
+    assert_eq!(stats.packets, 0, "{stats:?}");
+    assert_eq!(stats.malformed, 0, "{stats:?}");
+    assert_eq!(tally_b.messages.load(Ordering::Relaxed), 0);
+
+    // What the root sends does reach B (the socket works).
+    let mut buf = Vec::new();
+    payload(1, &mut buf);
+    root.offer(&buf).unwrap();
+    root.flush();
+    wait_until("B got the root's message", Duration::from_secs(5), || {
+        tally_b.messages.load(Ordering::Relaxed) == 1
+    });
+    assert_eq!(tally_b.errors.load(Ordering::Relaxed), 0);
+    drop((ja, jb));
+    root.close();
+    shards.shutdown();
+}
+
+#[test]
+fn a_root_invites_a_data_leaf() {
+    let mut shards = shards(4);
+    let mut root = UnicastRoot::start(root_config("INVITE", Duration::from_secs(3))).unwrap();
+    let l = leaf("invitee");
+    let leaf_at = l.control().listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let handle = root
+        .control()
+        .join_leaf(leaf_at, Direction::ReceiverOnly)
+        .unwrap();
+    assert!(handle.invited());
+    let (check, tally) = Check::new();
+    let joined = l
+        .accept(&mut shards, Duration::from_secs(3), check)
+        .unwrap()
+        .expect("the invitation's session");
+    publish(&mut root, 1, 500, &[Arc::clone(&tally)], 200);
+    wait_until(
+        "the invited leaf got everything",
+        Duration::from_secs(5),
+        || tally.messages.load(Ordering::Relaxed) == 500,
+    );
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    let closed = joined.leave().unwrap().unwrap();
+    assert_eq!(closed.stats.messages, 500);
+    root.close();
+    shards.shutdown();
+}
+
+#[test]
+fn admitted_multicast_admits_then_data_flows_by_multicast() {
+    let mut shards = shards(4);
+    let group: SocketAddr = "239.254.77.7:47007".parse().unwrap();
+    let mut publisher = PublisherConfig::new(Session::new("ADMIT").unwrap(), group);
+    publisher.interface = multipoint_control::Interface::LOOPBACK_V4;
+    publisher.bind = Some("127.0.0.1:0".parse().unwrap());
+    publisher.scope = 0;
+    let admission: multipoint_dataplane::rooted::Admission = Box::new(|req| {
+        if req.name.starts_with("member") {
+            Decision::Admit
+        } else {
+            Decision::Refuse("members only".into())
+        }
+    });
+    let mut root = AdmittedRoot::start(
+        publisher,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(3),
+        Some(admission),
+    )
+    .unwrap();
+    let at = root.control().local_addr().unwrap();
+
+    let outsider = DataLeaf::new(DataLeafConfig::new(
+        Transport::AdmittedMulticast,
+        "outsider",
+    ))
+    .unwrap();
+    let (check, _) = Check::new();
+    let err = outsider
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap_err();
+    assert!(err.to_string().contains("members only"), "{err}");
+    assert!(!err.to_string().contains("239.254.77.7"), "{err}");
+
+    // Leaves receive the root's source only: a leaf that wants to send is told so.
+    let sender = DataLeaf::new(DataLeafConfig::new(
+        Transport::AdmittedMulticast,
+        "member-0",
+    ))
+    .unwrap();
+    let (check, _) = Check::new();
+    let err = sender
+        .join(&mut shards, at, Direction::Both, check)
+        .unwrap_err();
+    assert!(err.to_string().contains("receive-only"), "{err}");
+
+    let member = DataLeaf::new(DataLeafConfig::new(
+        Transport::AdmittedMulticast,
+        "member-1",
+    ))
+    .unwrap();
+    let (check, tally) = Check::new();
+    let joined = member
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap();
+    match joined.session().plan() {
+        multipoint_control::rooted::DataPlan::Multicast { group: g, source } => {
+            assert_eq!(*g, group);
+            assert_eq!(source.to_string(), "127.0.0.1");
+        }
+        other => panic!("expected a multicast plan, got {other:?}"),
+    }
+    let mut buf = Vec::new();
+    for seq in 1..=2_000 {
+        payload(seq, &mut buf);
+        loop {
+            match root.publisher().offer(&buf) {
+                Ok(_) => break,
+                Err(_) => root.publisher().poll(),
+            }
+        }
+        if seq % 100 == 0 {
+            root.publisher().flush();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    root.publisher().flush();
+    wait_until(
+        "the member got everything by multicast",
+        Duration::from_secs(5),
+        || tally.messages.load(Ordering::Relaxed) == 2_000,
+    );
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    root.close();
+    match joined
+        .session()
+        .events()
+        .recv_timeout(Duration::from_secs(3))
+    {
+        Ok(SessionEvent::Ended { .. }) => {}
+        other => panic!("expected Ended, got {other:?}"),
+    }
+    drop(joined);
+    shards.shutdown();
+}
+
+#[test]
+fn a_leaf_gets_nothing_queued_before_its_session_not_even_on_rejoin() {
+    let mut shards = shards(8);
+    let mut root = UnicastRoot::start(root_config("REJOIN", Duration::from_secs(10))).unwrap();
+    let at = root.control_addr().unwrap();
+    let l = leaf("rejoiner");
+    // Before it joins, the leaf's socket takes datagrams from anyone: a well-formed packet
+    // of this very session, with wrong content, queues there. None of it may reach the
+    // session's handler.
+    let mut forged = Vec::new();
+    forged.extend_from_slice(b"REJOIN    ");
+    forged.extend_from_slice(&1u64.to_be_bytes());
+    forged.extend_from_slice(&1u16.to_be_bytes());
+    forged.extend_from_slice(&6u16.to_be_bytes());
+    forged.extend_from_slice(b"forged");
+    let stray = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        stray.send_to(&forged, l.data_addr().unwrap()).unwrap();
+    }
+    let (check, tally) = Check::new();
+    let mut first = Some(
+        l.join(&mut shards, at, Direction::ReceiverOnly, check)
+            .unwrap(),
+    );
+    publish(&mut root, 1, 2_000, &[Arc::clone(&tally)], 500);
+    wait_until(
+        "the first session's messages arrived",
+        Duration::from_secs(5),
+        || tally.last.load(Ordering::Acquire) >= 2_000,
+    );
+    assert_eq!(tally.messages.load(Ordering::Relaxed), 2_000);
+    assert_eq!(
+        tally.errors.load(Ordering::Relaxed),
+        0,
+        "a forged datagram got through"
+    );
+    // Leave in the middle of a burst: packets keep arriving until the root has taken the
+    // leaf out, and queue on the leaf's socket.
+    let mut buf = Vec::new();
+    for seq in 2_001..=4_000 {
+        payload(seq, &mut buf);
+        while root.offer(&buf).is_err() {
+            root.poll();
+        }
+        if seq == 2_100 {
+            root.flush();
+            first.take().unwrap().leave().unwrap();
+        }
+    }
+    root.flush();
+    wait_until("the root took the leaf out", Duration::from_secs(5), || {
+        root.control().leaves().is_empty()
+    });
+    let (check, tally) = Check::new();
+    let second = l
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap();
+    let resume = 4_001;
+    // The new subscription counts from 4,001: no pacing window (1,000 messages fit any
+    // socket buffer).
+    publish(
+        &mut root,
+        resume,
+        1_000,
+        &[Arc::clone(&tally)],
+        u64::MAX / 2,
+    );
+    wait_until(
+        "the new session's messages arrived",
+        Duration::from_secs(5),
+        || tally.last.load(Ordering::Acquire) >= resume + 999,
+    );
+    assert_eq!(
+        tally.messages.load(Ordering::Relaxed),
+        1_000,
+        "only the new session's"
+    );
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    drop(second);
+    root.close();
+    shards.shutdown();
+}
+
+#[test]
+fn a_leaf_still_holding_an_ended_session_cannot_join_again() {
+    let mut shards = shards(8);
+    let root = UnicastRoot::start(root_config("HOLD", Duration::from_secs(10))).unwrap();
+    let at = root.control_addr().unwrap();
+    let l = leaf("holder");
+    let (check, _) = Check::new();
+    let held = l
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap();
+    root.control().leaves()[0].remove().unwrap();
+    assert!(matches!(
+        held.session().events().recv_timeout(Duration::from_secs(3)),
+        Ok(SessionEvent::Removed { .. })
+    ));
+    let (check, _) = Check::new();
+    let err = l
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap_err();
+    assert!(err.to_string().contains("already a member"), "{err}");
+    // Once the old membership is dropped, joining works.
+    drop(held);
+    let (check, _) = Check::new();
+    let again = l
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap();
+    drop(again);
+    drop(root);
+    shards.shutdown();
+}
+
+#[test]
+fn a_root_sends_only_to_the_host_a_leaf_joins_from() {
+    let mut shards = shards(4);
+    let root = UnicastRoot::start(root_config("REFLECT", Duration::from_secs(3))).unwrap();
+    let at = root.control_addr().unwrap();
+    // The control connection comes from 127.0.0.1; the data address names 127.0.0.2.
+    let mut config = DataLeafConfig::new(Transport::RootedUnicast, "aimer");
+    config.data = "127.0.0.2:0".parse().unwrap();
+    let aimer = DataLeaf::new(config).unwrap();
+    let (check, _) = Check::new();
+    let err = aimer
+        .join(&mut shards, at, Direction::ReceiverOnly, check)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not on the host it joins from"),
+        "{err}"
+    );
+    assert!(root.control().leaves().is_empty());
+    shards.shutdown();
+}
