@@ -550,6 +550,9 @@ pub enum Idle {
     Yield,
     /// Sleep in the kernel until data arrives.
     Block,
+    /// Poll for 100 µs after the last data, then sleep: a reply within the window finds
+    /// the shard awake.
+    Backoff,
 }
 
 impl Idle {
@@ -559,6 +562,7 @@ impl Idle {
             Idle::Spin => "spin",
             Idle::Yield => "yield",
             Idle::Block => "block",
+            Idle::Backoff => "backoff",
         }
     }
 }
@@ -569,6 +573,7 @@ impl From<Idle> for IdleStrategy {
             Idle::Spin => IdleStrategy::Spin,
             Idle::Yield => IdleStrategy::Yield,
             Idle::Block => IdleStrategy::Block,
+            Idle::Backoff => IdleStrategy::Backoff,
         }
     }
 }

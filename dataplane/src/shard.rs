@@ -31,7 +31,7 @@ use crossbeam_channel::{bounded, Receiver as Rx, Sender as Tx};
 use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
 use socket2::{Socket, Type};
 
-use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
+use crate::config::{BackendChoice, BackendInfo, IdleStrategy, BACKOFF_SPIN};
 use crate::error::{Error, Result};
 use crate::fanout::wake::Wake;
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
@@ -691,11 +691,14 @@ struct Shard {
 
 impl Shard {
     fn run(mut self, rx: &Rx<Command>) {
-        let wait = match self.idle {
-            IdleStrategy::Block => Some(Duration::from_millis(10)),
-            IdleStrategy::Spin | IdleStrategy::Yield => None,
-        };
+        let block = Some(Duration::from_millis(10));
+        let mut last_work = std::time::Instant::now();
         loop {
+            let wait = match self.idle {
+                IdleStrategy::Block => block,
+                IdleStrategy::Backoff if last_work.elapsed() >= BACKOFF_SPIN => block,
+                IdleStrategy::Spin | IdleStrategy::Yield | IdleStrategy::Backoff => None,
+            };
             loop {
                 match rx.try_recv() {
                     Ok(Command::Shutdown) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -722,7 +725,11 @@ impl Shard {
                         self.idle.pause();
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if self.idle == IdleStrategy::Backoff {
+                        last_work = std::time::Instant::now();
+                    }
+                }
                 Err(e) => {
                     tracing::error!(shard = self.index, error = %e, "receive engine failed");
                     std::thread::sleep(Duration::from_millis(10));

@@ -35,7 +35,7 @@ use socket2::{SockAddr, Socket};
 use super::pool::Pool;
 use super::wake::Wake;
 use super::LeafId;
-use crate::config::{BackendKind, IdleStrategy};
+use crate::config::{BackendKind, IdleStrategy, BACKOFF_SPIN};
 use crate::error::{Error, Result};
 use crate::io::send::build_ring;
 use crate::io::unicast::UnicastSender;
@@ -255,6 +255,8 @@ struct Shard {
     ops: Box<[OpMeta]>,
     next_generation: u32,
     idle: IdleStrategy,
+    /// When the shard last made progress (for `IdleStrategy::Backoff`).
+    last_work: Instant,
     /// Set when told to stop: the deadline for what is left.
     stopping: Option<Instant>,
 }
@@ -305,6 +307,7 @@ impl Shard {
             ops: vec![OpMeta::default(); max_ops].into_boxed_slice(),
             next_generation: 1,
             idle: setup.idle,
+            last_work: Instant::now(),
             stopping: None,
         })
     }
@@ -333,7 +336,11 @@ impl Shard {
                     break;
                 }
             }
-            if !progress {
+            if progress {
+                if self.idle == IdleStrategy::Backoff {
+                    self.last_work = Instant::now();
+                }
+            } else {
                 self.idle();
             }
         }
@@ -522,9 +529,14 @@ impl Shard {
     }
 
     fn idle(&mut self) {
-        match self.idle {
-            IdleStrategy::Spin | IdleStrategy::Yield => self.idle.pause(),
-            IdleStrategy::Block => {
+        let block = match self.idle {
+            IdleStrategy::Spin | IdleStrategy::Yield => false,
+            IdleStrategy::Block => true,
+            IdleStrategy::Backoff => self.last_work.elapsed() >= BACKOFF_SPIN,
+        };
+        match block {
+            false => self.idle.pause(),
+            true => {
                 self.wake.sleeping();
                 if self.queue.is_empty() && self.rx.is_empty() {
                     let Shard {
