@@ -404,6 +404,7 @@ fn a_leaf_learns_its_root_went_silent() {
         Frame::Admit {
             session: SESSION,
             timeout_ms: 300,
+            next_sequence: 0,
             plan: unicast_plan(),
         }
         .encode(&mut out)

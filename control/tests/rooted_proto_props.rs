@@ -70,13 +70,14 @@ fn frame() -> impl Strategy<Value = Frame> {
                 name
             }
         ),
-        (any::<[u8; 10]>(), any::<u32>(), plan()).prop_map(|(session, timeout_ms, plan)| {
-            Frame::Admit {
+        (any::<[u8; 10]>(), any::<u32>(), any::<u64>(), plan()).prop_map(
+            |(session, timeout_ms, next_sequence, plan)| Frame::Admit {
                 session,
                 timeout_ms,
+                next_sequence,
                 plan,
             }
-        }),
+        ),
         text().prop_map(|reason| Frame::Refuse { reason }),
         (transport(), direction()).prop_map(|(transport, direction)| Frame::Invite {
             transport,

@@ -238,6 +238,15 @@ impl RootHooks for UnicastHooks {
         })
     }
 
+    fn next_sequence(&mut self, leaf: LeafId) -> u64 {
+        // Read after the leaf was added (on_join): everything from here on reaches it.
+        if self.members.contains_key(&leaf) {
+            self.leaves.next_sequence()
+        } else {
+            0
+        }
+    }
+
     fn on_gone(&mut self, leaf: LeafId) {
         if let Some(id) = self.members.remove(&leaf) {
             if let Err(e) = self.leaves.remove(id) {
@@ -660,6 +669,15 @@ impl DataLeaf {
         handler: H,
     ) -> Result<Joined<H>> {
         self.check_detached()?;
+        // Before asking: whatever queued on the data socket so far (anyone's datagrams
+        // while it was not yet connected, a previous membership's tail) is not this
+        // session's.
+        if let Some(socket) = &self.socket {
+            let stale = drain(socket);
+            if stale > 0 {
+                tracing::debug!("rooted leaf: discarded {stale} datagrams queued before the join");
+            }
+        }
         let session = self.control.join_leaf(root, direction)?;
         self.attach(shards, session, handler)
     }
@@ -715,13 +733,11 @@ impl DataLeaf {
                 socket
                     .connect(&root.into())
                     .map_err(Error::io("connecting the leaf's data socket to the root"))?;
-                // What queued before (a previous session's tail, or anyone's datagrams
-                // from before the connect) is not this session's.
-                let stale = drain(socket);
-                if stale > 0 {
-                    tracing::debug!(
-                        "rooted leaf: discarded {stale} datagrams queued before the join"
-                    );
+                // The root's data may already be queued (it adds a leaf before admitting
+                // it): keep it. Older packets of this root (a previous membership's tail)
+                // are below the promised start and count as duplicates.
+                if let Some(first) = session.next_sequence() {
+                    sub.start = StartAt::At(first);
                 }
                 let subscription = if direction.receives() {
                     let dup = socket

@@ -72,6 +72,10 @@ pub enum StartAt {
     /// The stream begins wherever the first packet seen says (a late joiner): the first data
     /// packet, heartbeat or end-of-session packet sets the next expected number without a gap.
     FirstSeen,
+    /// The stream begins at this sequence number (a rooted leaf told where its membership
+    /// starts): anything wholly before it is a duplicate, and a first packet starting after
+    /// it is a gap.
+    At(u64),
 }
 
 /// A run of consecutive sequence numbers that will not be delivered in order.
@@ -194,6 +198,7 @@ impl<S: Copy + Eq> SequenceTracker<S> {
             next: match start {
                 StartAt::One => Some(1),
                 StartAt::FirstSeen => None,
+                StartAt::At(n) => Some(n.max(1)),
             },
             ended: false,
         }
@@ -440,6 +445,25 @@ mod tests {
         assert_eq!(t.handle_packet(A, 100, 2), deliver(0));
         assert_eq!(t.next_expected(), Some(102));
         assert_eq!(t.handle_packet(A, 99, 1), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn a_stream_promised_from_a_number_drops_what_is_older_and_reports_what_is_missing() {
+        let mut t = SequenceTracker::new(StartAt::At(100));
+        assert_eq!(t.next_expected(), Some(100));
+        // A previous membership's tail: wholly older, not delivered.
+        assert_eq!(t.handle_packet(A, 90, 5), Verdict::Duplicate);
+        // A packet straddling the start delivers only its part from 100 on.
+        assert_eq!(t.handle_packet(A, 98, 4), deliver(2));
+        assert_eq!(t.next_expected(), Some(102));
+        let mut t = SequenceTracker::new(StartAt::At(100));
+        assert_eq!(
+            t.handle_packet(A, 105, 1),
+            Verdict::Deliver {
+                skip: 0,
+                gap: gap_of(100, 5)
+            }
+        );
     }
 
     #[test]

@@ -670,3 +670,52 @@ fn a_root_sends_only_to_the_host_a_leaf_joins_from() {
     assert!(root.control().leaves().is_empty());
     shards.shutdown();
 }
+
+#[test]
+fn a_root_that_publishes_the_moment_a_leaf_joins_loses_nothing_to_it() {
+    // The root sees Joined before the leaf has attached its subscription; what it sends
+    // meanwhile waits in the leaf's socket and must be delivered, from the sequence number
+    // the Admit promised.
+    let mut shards = shards(4);
+    let mut root = UnicastRoot::start(root_config("EAGER", Duration::from_secs(10))).unwrap();
+    let at = root.control_addr().unwrap();
+    let (check, tally) = Check::new();
+    let joiner = std::thread::spawn(move || {
+        let l = leaf("eager");
+        let joined = l
+            .join(&mut shards, at, Direction::ReceiverOnly, check)
+            .unwrap();
+        (l, joined, shards)
+    });
+    loop {
+        if let RootEvent::Joined(_) = root
+            .control()
+            .events()
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+        {
+            break;
+        }
+    }
+    let mut buf = Vec::new();
+    for seq in 1..=500 {
+        payload(seq, &mut buf);
+        assert_eq!(root.offer(&buf).unwrap(), seq);
+        if seq % 50 == 0 {
+            root.flush();
+        }
+    }
+    root.flush();
+    let (l, joined, shards) = joiner.join().unwrap();
+    assert_eq!(joined.session().next_sequence(), Some(1));
+    wait_until(
+        "the eager root's messages arrived",
+        Duration::from_secs(5),
+        || tally.last.load(Ordering::Acquire) >= 500,
+    );
+    assert_eq!(tally.messages.load(Ordering::Relaxed), 500);
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    drop((joined, l));
+    root.close();
+    shards.shutdown();
+}

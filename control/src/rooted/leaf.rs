@@ -139,6 +139,7 @@ enum Cmd {
 pub struct Session {
     root: SocketAddr,
     session: [u8; 10],
+    next_sequence: Option<u64>,
     plan: DataPlan,
     direction: Direction,
     timeout: Duration,
@@ -158,6 +159,11 @@ impl Session {
     /// The MoldUDP64 session name of the root's data.
     pub fn session(&self) -> [u8; 10] {
         self.session
+    }
+    /// The sequence number from which the root promised every message, if it said:
+    /// anything older that arrives is not this membership's.
+    pub fn next_sequence(&self) -> Option<u64> {
+        self.next_sequence
     }
     /// Where data flows: for `rooted-unicast` the root's data address and the uplink; for
     /// `admitted-multicast` the group and source to join.
@@ -637,9 +643,10 @@ impl Driver {
                 Frame::Admit {
                     session,
                     timeout_ms,
+                    next_sequence,
                     plan,
                 },
-            ) => self.admitted(token, session, timeout_ms, plan),
+            ) => self.admitted(token, session, timeout_ms, next_sequence, plan),
             (State::Joining { .. }, Frame::Refuse { reason }) => {
                 let peer = entry.conn.peer;
                 self.end(token, None, Some(Err(Error::Refused { peer, reason })));
@@ -738,7 +745,14 @@ impl Driver {
         }
     }
 
-    fn admitted(&mut self, token: Token, session: [u8; 10], timeout_ms: u32, plan: DataPlan) {
+    fn admitted(
+        &mut self,
+        token: Token,
+        session: [u8; 10],
+        timeout_ms: u32,
+        next_sequence: u64,
+        plan: DataPlan,
+    ) {
         let Some(entry) = self.conns.get_mut(&token) else {
             return;
         };
@@ -766,6 +780,7 @@ impl Driver {
         let handle = Session {
             root: entry.conn.peer,
             session,
+            next_sequence: (next_sequence != 0).then_some(next_sequence),
             plan,
             direction,
             timeout,

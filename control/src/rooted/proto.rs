@@ -34,7 +34,7 @@
 //! | type | frame                 | sent by       | body fields, in order                                   |
 //! |-----:|-----------------------|---------------|---------------------------------------------------------|
 //! | 1    | [`Join`](Frame::Join)           | leaf → root   | transport, direction, `data`: opt-addr, `name`: text |
-//! | 2    | [`Admit`](Frame::Admit)         | root → leaf   | `session`: 10 bytes, `timeout_ms`: u32, plan        |
+//! | 2    | [`Admit`](Frame::Admit)         | root → leaf   | `session`: 10 bytes, `timeout_ms`: u32, `next_sequence`: u64, plan |
 //! | 3    | [`Refuse`](Frame::Refuse)       | either        | `reason`: text                                      |
 //! | 4    | [`Invite`](Frame::Invite)       | root → leaf   | transport, direction                                |
 //! | 5    | [`Leave`](Frame::Leave)         | either        | `reason`: text                                      |
@@ -148,6 +148,11 @@ pub enum Frame {
         /// The liveness timeout in milliseconds: each side sends a heartbeat every
         /// third of it and counts the peer gone after it passes without a frame.
         timeout_ms: u32,
+        /// The sequence number from which the leaf gets every message (everything the
+        /// root publishes from it on reaches the leaf); 0 when the root cannot say.
+        /// Anything older that arrives is not this membership's (a previous session's
+        /// tail, say).
+        next_sequence: u64,
         /// How data reaches the leaf, and where a sending leaf sends.
         plan: DataPlan,
     },
@@ -308,10 +313,12 @@ impl Frame {
             Frame::Admit {
                 session,
                 timeout_ms,
+                next_sequence,
                 plan,
             } => {
                 out.extend_from_slice(session);
                 out.extend_from_slice(&timeout_ms.to_be_bytes());
+                out.extend_from_slice(&next_sequence.to_be_bytes());
                 match plan {
                     DataPlan::Unicast { root, uplink } => {
                         out.push(PLAN_UNICAST);
@@ -488,6 +495,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
         ADMIT => Frame::Admit {
             session: r.array("Admit session")?,
             timeout_ms: u32::from_be_bytes(r.array("Admit timeout_ms")?),
+            next_sequence: u64::from_be_bytes(r.array("Admit next_sequence")?),
             plan: match r.u8("Admit plan tag")? {
                 PLAN_UNICAST => DataPlan::Unicast {
                     root: r.addr("Admit plan root address")?,
@@ -706,13 +714,15 @@ mod tests {
         let frame = Frame::Admit {
             session: *b"SESSION001",
             timeout_ms: 3000,
+            next_sequence: 0x0102_0304_0506_0708,
             plan: DataPlan::Unicast {
                 root: "127.0.0.1:7000".parse().unwrap(),
                 uplink: Some("127.0.0.2:7001".parse().unwrap()),
             },
         };
         let mut body = b"SESSION001".to_vec();
-        body.extend_from_slice(&[0, 0, 0x0b, 0xb8, 1]);
+        body.extend_from_slice(&[0, 0, 0x0b, 0xb8]);
+        body.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 1]);
         body.extend_from_slice(&[4, 127, 0, 0, 1, 0x1b, 0x58]);
         body.extend_from_slice(&[4, 127, 0, 0, 2, 0x1b, 0x59]);
         check(frame, &frame_bytes(ADMIT, &body));
@@ -720,13 +730,14 @@ mod tests {
         let receiver_only = Frame::Admit {
             session: [0; 10],
             timeout_ms: u32::MAX,
+            next_sequence: 0,
             plan: DataPlan::Unicast {
                 root: "[::1]:9".parse().unwrap(),
                 uplink: None,
             },
         };
         let mut body = vec![0; 10];
-        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 1, 6]);
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 1, 6]);
         body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         body.extend_from_slice(&[0, 9, 0, 0, 0, 0, 0]);
         check(receiver_only, &frame_bytes(ADMIT, &body));
@@ -737,13 +748,14 @@ mod tests {
         let frame = Frame::Admit {
             session: *b"0123456789",
             timeout_ms: 1,
+            next_sequence: 1,
             plan: DataPlan::Multicast {
                 group: "232.1.2.3:40000".parse().unwrap(),
                 source: "127.0.0.1".parse().unwrap(),
             },
         };
         let mut body = b"0123456789".to_vec();
-        body.extend_from_slice(&[0, 0, 0, 1, 2]);
+        body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
         body.extend_from_slice(&[4, 232, 1, 2, 3, 0x9c, 0x40]);
         body.extend_from_slice(&[4, 127, 0, 0, 1]);
         check(frame, &frame_bytes(ADMIT, &body));
@@ -751,13 +763,14 @@ mod tests {
         let v6 = Frame::Admit {
             session: *b"0123456789",
             timeout_ms: 1,
+            next_sequence: u64::MAX,
             plan: DataPlan::Multicast {
                 group: "[ff35::1]:1".parse().unwrap(),
                 source: "::1".parse().unwrap(),
             },
         };
         let wire = encoded(&v6);
-        assert_eq!(wire.len(), PREFIX_LEN + 2 + 10 + 4 + 1 + 23 + 17);
+        assert_eq!(wire.len(), PREFIX_LEN + 2 + 10 + 4 + 8 + 1 + 23 + 17);
         assert_eq!(decode(&wire).unwrap(), Some((v6, wire.len())));
     }
 
@@ -1018,7 +1031,7 @@ mod tests {
     #[test]
     fn bad_data_plans_are_malformed() {
         let admit = |plan: &[u8]| {
-            let mut body = vec![0; 14];
+            let mut body = vec![0; 22];
             body.extend_from_slice(plan);
             decode(&frame_bytes(ADMIT, &body))
         };

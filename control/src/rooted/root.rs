@@ -91,6 +91,15 @@ pub trait RootHooks: Send + 'static {
             .ok_or_else(|| "the root has no data plan to offer".to_owned())
     }
 
+    /// The sequence number from which the admitted leaf `leaf` will get every message,
+    /// told to it in the Admit (called right after [`on_join`](Self::on_join) succeeded).
+    /// 0, the default, says the root cannot tell; the leaf then starts with the first
+    /// packet it sees.
+    fn next_sequence(&mut self, leaf: LeafId) -> u64 {
+        let _ = leaf;
+        0
+    }
+
     /// The leaf `leaf`, for which [`on_join`](Self::on_join) succeeded, is no longer in
     /// the session (it left, timed out, was removed, or the root closed).
     fn on_gone(&mut self, leaf: LeafId) {
@@ -891,9 +900,13 @@ impl Driver {
                 format!("the root's data plan does not fit {}", self.transport),
             );
         }
+        let hooks = &mut self.hooks;
+        let next_sequence =
+            std::panic::catch_unwind(AssertUnwindSafe(|| hooks.next_sequence(id))).unwrap_or(0);
         let admit = Frame::Admit {
             session: self.config.session,
             timeout_ms: u32::try_from(self.config.timeout.as_millis()).unwrap_or(u32::MAX),
+            next_sequence,
             plan: plan.clone(),
         };
         let handle = LeafHandle {

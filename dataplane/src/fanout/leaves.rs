@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -72,6 +72,9 @@ pub(crate) struct Control {
     registry: Mutex<Registry>,
     /// The registry's number of leaves, readable without the lock.
     count: AtomicUsize,
+    /// The first sequence number not yet handed to the shards: every message from it on
+    /// reaches every leaf added before it is handed over.
+    pub(crate) handed_next: AtomicU64,
     max_per_shard: usize,
     socket_is_v6: bool,
 }
@@ -87,6 +90,7 @@ impl Control {
             }),
             links,
             count: AtomicUsize::new(0),
+            handed_next: AtomicU64::new(1),
             max_per_shard,
             socket_is_v6,
         }
@@ -231,6 +235,13 @@ impl FanoutLeaves {
         registry.per_shard[shard] = registry.per_shard[shard].saturating_sub(1);
         c.count.store(registry.leaves.len(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The first sequence number not yet handed to the shards. Read after
+    /// [`add`](Self::add) returned, it is where the new leaf's stream starts: every message
+    /// from it on reaches the leaf (older ones may or may not).
+    pub fn next_sequence(&self) -> u64 {
+        self.control.handed_next.load(Ordering::Acquire)
     }
 
     /// The number of leaves.

@@ -191,6 +191,8 @@ struct RootCounters {
 struct Open {
     slot: u16,
     builder: PacketBuilder,
+    /// The sequence number of its first message.
+    first: u64,
     since: Instant,
 }
 
@@ -401,6 +403,7 @@ impl Fanout {
             self.open = Some(Open {
                 slot,
                 builder,
+                first: self.next_sequence,
                 since: Instant::now(),
             });
         }
@@ -588,6 +591,10 @@ impl Fanout {
         self.counters.packets += n;
         self.ready.clear();
         self.last_send = Instant::now();
+        // Everything before the open packet (or before the next number, with none open)
+        // has been handed over.
+        let next = self.open.as_ref().map_or(self.next_sequence, |o| o.first);
+        self.control.handed_next.store(next, Ordering::Release);
     }
 }
 
