@@ -493,7 +493,11 @@ pub struct FanoutArgs {
 /// Options of `multipoint root`.
 #[derive(Debug, Clone, Args)]
 #[command(
-    mut_arg("secs", |a| a.default_value("10")),
+    mut_arg("secs", |a| a
+        .default_value("10")
+        .help("Stop publishing after S seconds (fractions allowed), counted from the first \
+               message (after --wait-leaves)")),
+    mut_arg("count", |a| a.help("Stop after publishing N messages")),
     mut_arg("group", |a| a
         .default_value("239.255.0.1:31021")
         .help("admitted-multicast: the multicast group and port the data goes to")),
