@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use multipoint_control::Interface;
+use multipoint_control::{Direction, Interface, Transport};
 use multipoint_dataplane::latency::STAMP_LEN;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN, MAX_MESSAGE_LEN};
 use multipoint_dataplane::{BackendChoice, IdleStrategy, PublisherConfig, ShardConfig};
@@ -26,11 +26,13 @@ Examples:
   multipoint pingpong                      round-trip latency, ping and pong in this process
   multipoint sub                           in one terminal: report until the end of session
   multipoint pub --count 1000000           in another: publish a million messages
+  multipoint root --wait-leaves 2          a rooted session: prints the address leaves use
+  multipoint leaf --root 127.0.0.1:PORT    in two more terminals: join it and report
   multipoint demo --json | tail -n 1       the results as one JSON object
   RUST_LOG=debug multipoint demo           with the data plane's log on stderr
 
-Everything runs on loopback multicast (239.255.0.1 via 127.0.0.1) with no host
-configuration. See `multipoint <COMMAND> --help` for each tool's options.";
+Everything runs on loopback (multicast 239.255.0.1 via 127.0.0.1, rooted sessions on
+127.0.0.1) with no host configuration. See `multipoint <COMMAND> --help` for each tool's options.";
 
 const DEMO_EXAMPLES: &str = "\
 Examples:
@@ -95,6 +97,41 @@ Ping sends one message to --group and waits for its echo on --reply-group before
 the next; an echo that has not come back within 100 ms counts as a timeout and the next
 ping goes out. latency_ns is the round trip; for --role pong it is null.";
 
+const ROOT_EXAMPLES: &str = "\
+Examples, a root and two leaves in three terminals:
+  multipoint root --wait-leaves 2 --count 100000
+      prints `listening on 127.0.0.1:PORT`; publishes once two leaves are in
+  multipoint leaf --root 127.0.0.1:PORT --name alice
+  multipoint leaf --root 127.0.0.1:PORT --name bob
+
+More:
+  multipoint root --listen 127.0.0.1:7000 --admit alice,bob --timeout 1
+      only leaves named alice or bob are admitted; a silent leaf is out after 1 s
+  multipoint root --uplink                 also receive what sending leaves send
+  multipoint root --transport admitted-multicast --group 239.255.9.9:40000 --ttl 0
+      admit leaves, then publish by IP multicast (leaves join source-specifically)
+  multipoint root --wait-leaves 1 --json | tail -n 1
+
+Leaf events (joined, refused, left, timed out, removed) are printed as they happen, one
+line each. The report counts messages and packets offered; deliveries are packets the
+kernel took for a leaf (rooted-unicast only: on admitted-multicast the network copies
+packets, and deliveries is null in JSON). `leaves` is every leaf that joined.";
+
+const LEAF_EXAMPLES: &str = "\
+Examples (start `multipoint root` first; it prints the address to give --root):
+  multipoint leaf --root 127.0.0.1:7000    receive until the root ends the session
+  multipoint leaf --root 127.0.0.1:7000 --name alice --count 100000 --json
+  multipoint leaf --root 127.0.0.1:7000 --late-join
+      the root was publishing already: count from the first message that arrives
+  multipoint leaf --root 127.0.0.1:7000 --direction both --rate 10000
+      also send timestamped messages to the root (the root needs --uplink)
+  multipoint leaf --root 127.0.0.1:7000 --transport admitted-multicast
+
+The report is `multipoint sub`'s: messages, gaps, missing, duplicates, malformed, kernel
+drops and, for `multipoint root` payloads, one-way latency. A refused leaf exits with
+status 1 and the root's reason; a leaf whose session ends (root closed, removed, root
+gone) says why and reports what it got.";
+
 /// The multipoint tool: runs the multipoint data plane and measures it.
 #[derive(Debug, Parser)]
 #[command(name = "multipoint", version, after_help = EXAMPLES)]
@@ -157,6 +194,23 @@ pub enum Command {
     /// received, and drops.
     #[command(after_help = FANOUT_EXAMPLES)]
     Fanout(FanoutArgs),
+
+    /// The root of a rooted session: admits leaves (prints each event), then publishes
+    /// timestamped messages to them.
+    ///
+    /// rooted-unicast fans every packet out to every receiving leaf by UDP unicast (for
+    /// networks without multicast); admitted-multicast admits leaves and publishes by IP
+    /// multicast. Ends the session (every leaf is told) after --count or --secs.
+    #[command(after_help = ROOT_EXAMPLES)]
+    Root(RootArgs),
+
+    /// A leaf of a rooted session: joins `multipoint root`, receives, and reports like
+    /// `multipoint sub`.
+    ///
+    /// Stops at the end of the session (saying why), after --count messages or after
+    /// --secs. Exits non-zero with the root's reason if refused.
+    #[command(after_help = LEAF_EXAMPLES)]
+    Leaf(LeafArgs),
 }
 
 /// Where: the group and the interface (every tool).
@@ -436,6 +490,214 @@ pub struct FanoutArgs {
     pub json: bool,
 }
 
+/// Options of `multipoint root`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("secs", |a| a
+        .default_value("10")
+        .help("Stop publishing after S seconds (fractions allowed), counted from the first \
+               message (after --wait-leaves)")),
+    mut_arg("count", |a| a.help("Stop after publishing N messages")),
+    mut_arg("group", |a| a
+        .default_value("239.255.0.1:31021")
+        .help("admitted-multicast: the multicast group and port the data goes to")),
+    mut_arg("iface", |a| a.help(
+        "admitted-multicast: interface to send on (an address, a name or an index)"
+    )),
+    mut_arg("ttl", |a| a.help(
+        "admitted-multicast: multicast TTL (scope): 0 stays on this host, 1 on the local \
+         network"
+    )),
+    mut_arg("loopback", |a| a.help(
+        "admitted-multicast: whether this host's leaves get what is published"
+    )),
+)]
+pub struct RootArgs {
+    /// The rooted transport: unicast fan-out, or admission with IP multicast data.
+    #[arg(long, value_enum, default_value_t = RootedTransport::RootedUnicast)]
+    pub transport: RootedTransport,
+
+    /// Where leaves ask to join (TCP); port 0: any free port. The address leaves should
+    /// give to --root is printed first.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// The address the data leaves from (port 0 or none: any). rooted-unicast: the fan-out's
+    /// socket, which leaves accept data from; admitted-multicast: the source address
+    /// leaves join for (it must be on --iface).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_data_addr)]
+    pub data: SocketAddr,
+
+    /// Group and interface (admitted-multicast).
+    #[command(flatten)]
+    pub group: GroupArgs,
+
+    /// TTL and loopback (admitted-multicast).
+    #[command(flatten)]
+    pub publish: PublishArgs,
+
+    /// MoldUDP64 session name (1 to 10 printable ASCII characters) leaves are told;
+    /// default: MP and the process id.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<Session>,
+
+    /// Message size, rate and batch.
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// When to stop publishing and end the session (counted from the start of
+    /// publishing).
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// Leaf liveness: a leaf not heard from for this long is removed (and leaves give up
+    /// on a root as silent). Heartbeats go out every third of it.
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Admit only leaves with these names (comma-separated); others are refused, with a
+    /// reason. Default: every leaf.
+    #[arg(long, value_name = "NAME[,NAME..]", value_delimiter = ',',
+          value_parser = parse_leaf_name)]
+    pub admit: Vec<String>,
+
+    /// Start publishing once this many leaves are in the session (0: at once). Waits as
+    /// long as it takes.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub wait_leaves: usize,
+
+    /// rooted-unicast: also take data from leaves that send (--direction send or both),
+    /// each on an uplink of its own, received on one shard thread and counted.
+    #[arg(long)]
+    pub uplink: bool,
+
+    /// rooted-unicast: fan-out shard threads the leaves are spread over.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
+
+    /// What idle shards do (spin burns a core per shard).
+    #[arg(long, value_enum, default_value_t = Idle::Block)]
+    pub idle: Idle,
+
+    /// Backend, GSO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
+
+    /// Also print the results as one JSON object, on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `multipoint leaf`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("secs", |a| a.default_value("60")),
+    mut_arg("count", |a| a.help(
+        "Stop after N messages: once N have arrived (within a few milliseconds), and when \
+         sending, once N have been sent"
+    )),
+    mut_arg("size", |a| a.help(
+        "Sending: message size in bytes; each message starts with an 8-byte send timestamp"
+    )),
+    mut_arg("rate", |a| a
+        .default_value("10000")
+        .help("Sending: target rate in messages per second; 0 = as fast as possible")),
+)]
+pub struct LeafArgs {
+    /// The root's address: what `multipoint root` printed (`listening on ADDR:PORT`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub root: SocketAddr,
+
+    /// The root's transport.
+    #[arg(long, value_enum, default_value_t = RootedTransport::RootedUnicast)]
+    pub transport: RootedTransport,
+
+    /// The name the root sees (and admits by, see `multipoint root --admit`); default:
+    /// leaf- and the process id.
+    #[arg(long, value_name = "NAME", value_parser = parse_leaf_name)]
+    pub name: Option<String>,
+
+    /// rooted-unicast: the UDP address to receive on and send from (port 0 or none: any).
+    /// The root sends only to the host the leaf joins from.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_data_addr)]
+    pub data: SocketAddr,
+
+    /// admitted-multicast: the interface to join the group on (an address, a name or an
+    /// index).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1", value_parser = parse_interface)]
+    pub iface: Interface,
+
+    /// How data flows: receive the root's, send to the root (rooted-unicast, and the
+    /// root needs --uplink), or both.
+    #[arg(long, value_enum, default_value_t = LeafDirection::Receive)]
+    pub direction: LeafDirection,
+
+    /// Count from the first message that arrives, rather than from sequence number 1 (the
+    /// root was publishing before this leaf joined).
+    #[arg(long)]
+    pub late_join: bool,
+
+    /// What to send (with --direction send or both).
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// When to stop (the end of the session stops it too).
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// What the idle shard does (spin burns a core).
+    #[arg(long, value_enum, default_value_t = Idle::Block)]
+    pub idle: Idle,
+
+    /// Backend, GRO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
+
+    /// Interval log, plot and JSON.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// `--transport` of `multipoint root` and `multipoint leaf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RootedTransport {
+    /// The root sends every packet to every leaf by UDP unicast (no multicast needed).
+    RootedUnicast,
+    /// The root admits leaves; data flows by IP multicast from the root's source.
+    AdmittedMulticast,
+}
+
+impl From<RootedTransport> for Transport {
+    fn from(t: RootedTransport) -> Transport {
+        match t {
+            RootedTransport::RootedUnicast => Transport::RootedUnicast,
+            RootedTransport::AdmittedMulticast => Transport::AdmittedMulticast,
+        }
+    }
+}
+
+/// `--direction` of `multipoint leaf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LeafDirection {
+    /// Receive the root's data.
+    Receive,
+    /// Send to the root only (rooted-unicast).
+    Send,
+    /// Receive and send (rooted-unicast).
+    Both,
+}
+
+impl From<LeafDirection> for Direction {
+    fn from(d: LeafDirection) -> Direction {
+        match d {
+            LeafDirection::Receive => Direction::ReceiverOnly,
+            LeafDirection::Send => Direction::SenderOnly,
+            LeafDirection::Both => Direction::Both,
+        }
+    }
+}
+
 /// Options of `multipoint pingpong`.
 #[derive(Debug, Clone, Args)]
 #[command(
@@ -617,6 +879,43 @@ fn parse_interface(s: &str) -> Result<Interface, String> {
         return Err("an interface needs an address, a name or an index".into());
     }
     s.parse().map_err(|e: std::convert::Infallible| match e {})
+}
+
+/// Parses `--timeout`: seconds, from 0.1 to 3600 (what the control protocol takes).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("{s} s is outside 0.1 <= timeout <= 3600"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s} s: {e}"))
+}
+
+/// Parses `--data`: an address with a port, or an address alone (any port).
+fn parse_data_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 0))
+        .map_err(|_| format!("{s:?} is neither ADDR nor ADDR:PORT"))
+}
+
+/// The longest leaf name taken: enough for any host and process naming scheme, well
+/// within the control protocol's limit.
+const MAX_LEAF_NAME: usize = 64;
+
+/// Parses a leaf name (`leaf --name`, `root --admit`): 1 to 64 characters, no control
+/// characters, no commas (they separate names in --admit).
+fn parse_leaf_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().count() > MAX_LEAF_NAME {
+        return Err(format!("a leaf name is 1 to {MAX_LEAF_NAME} characters"));
+    }
+    if s.chars().any(|c| c.is_control() || c == ',') {
+        return Err("a leaf name has no control characters and no commas".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// Parses `--secs`: a positive number of seconds, at most a day.
@@ -838,6 +1137,20 @@ mod tests {
             &["fanout", "--buffers", "0"],
             &["fanout", "--leaf-gro", "maybe"],
             &["fanout", "--group", "239.255.0.1:1"],
+            &["root", "--transport", "ip-multicast"],
+            &["root", "--timeout", "0.05"],
+            &["root", "--timeout", "3601"],
+            &["root", "--admit", ""],
+            &["root", "--admit", "a,,b"],
+            &["root", "--data", "nowhere"],
+            &["root", "--wait-leaves", "-1"],
+            &["root", "--plot", "x.svg"],
+            &["leaf"],
+            &["leaf", "--root", "127.0.0.1"],
+            &["leaf", "--root", "127.0.0.1:1", "--direction", "sideways"],
+            &["leaf", "--root", "127.0.0.1:1", "--name", ""],
+            &["leaf", "--root", "127.0.0.1:1", "--name", "a,b"],
+            &["leaf", "--root", "127.0.0.1:1", "--size", "7"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
@@ -870,6 +1183,85 @@ mod tests {
         };
         assert_eq!((args.leaves, args.shards), (1024, 2));
         assert!(args.baseline && !args.io.gso.is_on());
+    }
+
+    #[test]
+    fn root_defaults_work_on_loopback_with_every_leaf_admitted() {
+        let Command::Root(args) = command(&["root"]) else {
+            panic!("not root")
+        };
+        assert_eq!(args.transport, RootedTransport::RootedUnicast);
+        assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.data, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.timeout, Duration::from_secs(3));
+        assert!(args.admit.is_empty() && !args.uplink && !args.json);
+        assert_eq!((args.wait_leaves, args.shards), (0, 1));
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(10)));
+        assert_eq!(args.group.iface, Interface::LOOPBACK_V4);
+        assert_eq!((args.load.size, args.load.rate), (64, 1_000_000));
+        let Command::Root(args) = command(&[
+            "root",
+            "--transport",
+            "admitted-multicast",
+            "--admit",
+            "alice,bob",
+            "--admit",
+            "carol",
+            "--timeout",
+            "0.5",
+            "--data",
+            "127.0.0.2",
+            "--group",
+            "239.254.1.2:5000",
+            "--ttl",
+            "0",
+            "--wait-leaves",
+            "2",
+        ]) else {
+            panic!("not root")
+        };
+        assert_eq!(args.transport, RootedTransport::AdmittedMulticast);
+        assert_eq!(args.admit, ["alice", "bob", "carol"]);
+        assert_eq!(args.timeout, Duration::from_millis(500));
+        assert_eq!(args.data, "127.0.0.2:0".parse().unwrap());
+        assert_eq!(args.group.group, "239.254.1.2:5000".parse().unwrap());
+        assert_eq!((args.publish.ttl, args.wait_leaves), (0, 2));
+        assert_eq!(
+            Transport::from(args.transport),
+            Transport::AdmittedMulticast
+        );
+    }
+
+    #[test]
+    fn a_leaf_needs_the_root_and_receives_by_default() {
+        let Command::Leaf(args) = command(&["leaf", "--root", "127.0.0.1:7000"]) else {
+            panic!("not leaf")
+        };
+        assert_eq!(args.root, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(args.transport, RootedTransport::RootedUnicast);
+        assert_eq!(args.direction, LeafDirection::Receive);
+        assert_eq!(Direction::from(args.direction), Direction::ReceiverOnly);
+        assert_eq!(args.data, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.iface, Interface::LOOPBACK_V4);
+        assert!(args.name.is_none() && !args.late_join && !args.report.json);
+        assert_eq!(args.stop.secs, Some(Duration::from_secs(60)));
+        assert_eq!((args.load.size, args.load.rate), (64, 10_000));
+        let Command::Leaf(args) = command(&[
+            "leaf",
+            "--root",
+            "127.0.0.1:7000",
+            "--direction",
+            "both",
+            "--name",
+            "alice",
+            "--count",
+            "10",
+        ]) else {
+            panic!("not leaf")
+        };
+        assert_eq!(Direction::from(args.direction), Direction::Both);
+        assert_eq!(args.name.as_deref(), Some("alice"));
+        assert_eq!(args.stop.count, Some(10));
     }
 
     #[test]

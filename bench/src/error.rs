@@ -73,6 +73,27 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// `leaf` could not join the root: refused (the root's reason follows), nobody
+    /// listening, or no answer in time.
+    #[error("cannot join the root at {root}")]
+    Join {
+        /// The root's address (`--root`).
+        root: SocketAddr,
+        /// Why, with the root's reason when it refused.
+        #[source]
+        source: multipoint_dataplane::Error,
+    },
+
+    /// `leaf --direction send|both` on admitted-multicast, where leaves only receive.
+    #[error(
+        "--direction {direction} needs --transport rooted-unicast: on admitted-multicast \
+         leaves only receive the root's data (use --direction receive)"
+    )]
+    LeafCannotSend {
+        /// The direction asked for.
+        direction: &'static str,
+    },
+
     /// `pingpong` cannot put the echoes on the port after the pings'.
     #[error("group {group} has the last port: give the echoes' group with --reply-group")]
     NoReplyPort {

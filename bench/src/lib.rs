@@ -12,6 +12,9 @@
 //! - [`subscribe`]: `multipoint sub`, for any MoldUDP64 stream;
 //! - [`pingpong`]: round-trip latency, ping and pong in one process or two;
 //! - [`fanout`]: unicast fan-out from one root to N leaves, beside a plain `send_to` loop;
+//! - [`root`]: `multipoint root`, the root of a rooted session (rooted-unicast or
+//!   admitted-multicast) that admits leaves and publishes to them;
+//! - [`leaf`]: `multipoint leaf`, a leaf that joins such a root and reports like `sub`;
 //!
 //! and what they share:
 //!
@@ -33,12 +36,14 @@ pub mod demo;
 pub mod error;
 pub mod fanout;
 pub mod hlog;
+pub mod leaf;
 pub mod pacing;
 pub mod pingpong;
 pub mod plot;
 pub mod progress;
 pub mod publish;
 pub mod report;
+pub mod root;
 pub mod subscribe;
 pub mod throughput;
 

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
 use multipoint_bench::report::Report;
-use multipoint_bench::{demo, fanout, pingpong, progress, publish, subscribe, throughput, Error};
+use multipoint_bench::{
+    demo, fanout, leaf, pingpong, progress, publish, root, subscribe, throughput, Error,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -52,6 +54,14 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Fanout(args) => {
             let report = fanout::run(&args, progress::wanted(args.stop.secs))?;
             print_report(&report, args.json);
+        }
+        Command::Root(args) => {
+            let report = root::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.json);
+        }
+        Command::Leaf(args) => {
+            let report = leaf::run(&args, progress::wanted(args.stop.secs))?;
+            print_report(&report, args.report.json);
         }
         Command::PingPong(args) => {
             let report = pingpong::run(&args, progress::wanted(args.stop.secs))?;

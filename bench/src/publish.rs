@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency;
+use multipoint_dataplane::rooted::UnicastRoot;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{OfferError, Publisher};
 
@@ -53,57 +54,154 @@ pub(crate) struct Published {
     pub(crate) last_tick: Duration,
 }
 
+/// What the paced send loop sends through: a [`Publisher`] (pub, demo, throughput, the
+/// admitted-multicast root, a sending leaf) or a [`UnicastRoot`] (the rooted-unicast
+/// root). Batching is optional: a sink without it sends full packets as they fill.
+pub(crate) trait Sink {
+    /// Holds full packets until [`end_batch`](Sink::end_batch).
+    fn begin_batch(&mut self) {}
+    /// Sends the packets held since [`begin_batch`](Sink::begin_batch).
+    fn end_batch(&mut self) {}
+    /// Packs one message; hands it back refused when every buffer is in flight.
+    fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError>;
+    /// Timers and completions.
+    fn poll(&mut self);
+    /// Sends what is packed now.
+    fn flush(&mut self);
+}
+
+impl Sink for Publisher {
+    fn begin_batch(&mut self) {
+        Publisher::begin_batch(self)
+    }
+    fn end_batch(&mut self) {
+        Publisher::end_batch(self)
+    }
+    fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+        Publisher::offer(self, msg)
+    }
+    fn poll(&mut self) {
+        Publisher::poll(self)
+    }
+    fn flush(&mut self) {
+        Publisher::flush(self)
+    }
+}
+
+impl Sink for UnicastRoot {
+    fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+        UnicastRoot::offer(self, msg)
+    }
+    fn poll(&mut self) {
+        UnicastRoot::poll(self)
+    }
+    fn flush(&mut self) {
+        UnicastRoot::flush(self)
+    }
+}
+
+/// The paced send loop, one time slice at a time, for callers that do other work between
+/// slices (a leaf that sends and receives); [`publish`] runs it to the end.
+#[derive(Debug)]
+pub(crate) struct Paced {
+    pacer: Option<Pacer>,
+    limit: u64,
+    secs: Option<Duration>,
+    batch: u64,
+    msg: Vec<u8>,
+    sent: u64,
+}
+
+impl Paced {
+    /// A loop that will send `load`.
+    pub(crate) fn new(load: &Load) -> Paced {
+        let mut msg = vec![0u8; load.size];
+        for (i, b) in msg.iter_mut().enumerate() {
+            // A recognisable payload after the stamp: 0x08, 0x09, ... wrapping.
+            *b = i as u8;
+        }
+        Paced {
+            pacer: Pacer::new(load.rate),
+            limit: load.count.unwrap_or(u64::MAX),
+            secs: load.secs,
+            batch: load.batch,
+            msg,
+            sent: 0,
+        }
+    }
+
+    /// Messages offered so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Whether the count is reached or the time is up, `elapsed` after the start.
+    pub(crate) fn done(&self, elapsed: Duration) -> bool {
+        self.sent >= self.limit || self.secs.is_some_and(|s| elapsed >= s)
+    }
+
+    /// One slice: offers the messages due `start.elapsed()` after `start` (at most a
+    /// batch), then returns how long the caller should sleep before the next slice (zero:
+    /// carry on at once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Offer`] when the sink refuses a message for a reason other than
+    /// backpressure.
+    pub(crate) fn step(&mut self, sink: &mut impl Sink, start: Instant) -> Result<Duration> {
+        let due = match self.pacer {
+            Some(p) => p.due(start.elapsed()),
+            None => u64::MAX,
+        };
+        let target = due
+            .min(self.sent.saturating_add(self.batch))
+            .min(self.limit);
+        let refused = offer_batch(sink, &mut self.msg, &mut self.sent, target)?;
+        sink.poll();
+        if refused {
+            return Ok(BACKPRESSURE_PAUSE);
+        }
+        if let Some(p) = self.pacer {
+            // Paced: what was due leaves now rather than waiting for a fuller packet.
+            sink.flush();
+            if self.sent >= due {
+                let wait = p.until_next(self.sent, start.elapsed());
+                return Ok(wait.clamp(MIN_SLEEP, MAX_SLEEP));
+            }
+        }
+        Ok(Duration::ZERO)
+    }
+}
+
 /// Publishes `load` from `start` on, calling `on_tick` once a second with the interval
 /// that just closed (its start and length, since `start`) and the messages sent so far.
 ///
 /// # Errors
 ///
-/// [`Error::Offer`] when the publisher refuses a message for a reason other than
+/// [`Error::Offer`] when the sink refuses a message for a reason other than
 /// backpressure; whatever `on_tick` returns.
 pub(crate) fn publish(
-    publisher: &mut Publisher,
+    sink: &mut impl Sink,
     load: &Load,
     start: Instant,
     mut on_tick: impl FnMut((Duration, Duration), u64) -> Result<()>,
 ) -> Result<Published> {
-    let pacer = Pacer::new(load.rate);
-    let limit = load.count.unwrap_or(u64::MAX);
-    let mut msg = vec![0u8; load.size];
-    for (i, b) in msg.iter_mut().enumerate() {
-        // A recognisable payload after the stamp: 0x08, 0x09, ... wrapping.
-        *b = i as u8;
-    }
-    let mut sent = 0u64;
+    let mut paced = Paced::new(load);
     let mut ticker = Ticker::default();
     loop {
         let elapsed = start.elapsed();
-        if sent >= limit || load.secs.is_some_and(|s| elapsed >= s) {
+        if paced.done(elapsed) {
             return Ok(Published {
-                sent,
+                sent: paced.sent,
                 last_tick: ticker.last(),
             });
         }
         if let Some(interval) = ticker.tick(elapsed) {
-            on_tick(interval, sent)?;
+            on_tick(interval, paced.sent)?;
         }
-        let due = match pacer {
-            Some(p) => p.due(elapsed),
-            None => u64::MAX,
-        };
-        let target = due.min(sent.saturating_add(load.batch)).min(limit);
-        let refused = offer_batch(publisher, &mut msg, &mut sent, target)?;
-        publisher.poll();
-        if refused {
-            std::thread::sleep(BACKPRESSURE_PAUSE);
-            continue;
-        }
-        if let Some(p) = pacer {
-            // Paced: what was due leaves now rather than waiting for a fuller packet.
-            publisher.flush();
-            if sent >= due {
-                let wait = p.until_next(sent, start.elapsed());
-                std::thread::sleep(wait.clamp(MIN_SLEEP, MAX_SLEEP));
-            }
+        let wait = paced.step(sink, start)?;
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
 }
@@ -112,17 +210,12 @@ pub(crate) fn publish(
 const STAMP_EVERY: u32 = 16;
 
 /// Offers stamped messages until `*sent` reaches `target`, as one batch. Returns whether
-/// the publisher refused one for backpressure (the caller polls, pauses and retries).
-fn offer_batch(
-    publisher: &mut Publisher,
-    msg: &mut [u8],
-    sent: &mut u64,
-    target: u64,
-) -> Result<bool> {
+/// the sink refused one for backpressure (the caller polls, pauses and retries).
+fn offer_batch(sink: &mut impl Sink, msg: &mut [u8], sent: &mut u64, target: u64) -> Result<bool> {
     if *sent >= target {
         return Ok(false);
     }
-    publisher.begin_batch();
+    sink.begin_batch();
     let mut refused = false;
     let mut stamp = 0;
     let mut since_read = STAMP_EVERY;
@@ -138,19 +231,19 @@ fn offer_batch(
         since_read += 1;
         // The size is at least the stamp's 8 bytes (checked by the command line).
         let _ = latency::write_stamp(msg, stamp);
-        match publisher.offer(msg) {
+        match sink.offer(msg) {
             Ok(_) => *sent += 1,
             Err(OfferError::Backpressure) => {
                 refused = true;
                 break;
             }
             Err(e) => {
-                publisher.end_batch();
+                sink.end_batch();
                 return Err(Error::Offer(e));
             }
         }
     }
-    publisher.end_batch();
+    sink.end_batch();
     Ok(refused)
 }
 

@@ -20,6 +20,15 @@
 //!   `deliveries` (packets received by leaves), `deliveries_per_sec`, `drops` and, with
 //!   `--baseline`, `baseline_deliveries_per_sec` and `ratio` follow. The receive-side
 //!   fields of the summary and `latency_ns` are `null` (the leaves only count datagrams).
+//! - `root`: what the root offered (messages, bytes, packets each counted once), per second
+//!   of publishing; `leaves` (every leaf that joined), `refused`, `left`, `timed_out`,
+//!   `removed`, `leaves_at_end`, `deliveries` (packets the kernel took for a leaf;
+//!   `null` on admitted-multicast, where the network copies packets) and, with
+//!   `--uplink`, `uplink`. The receive-side fields and `latency_ns` are `null`.
+//! - `leaf`: as `sub`, for what the leaf received; `ended`, `ended_by` (`count`, `secs`,
+//!   `root_closed`, `removed`, `root_gone`), `end_reason`, and `sent` for a leaf that
+//!   sends. A leaf that only sends has `pub`'s summary instead (receive-side fields
+//!   `null`).
 //!
 //! Bytes are message bytes (MoldUDP64 framing not counted) and MB is 10^6 bytes.
 //! Latencies are nanoseconds in JSON and carry units in the text. Formatting allocates and
@@ -826,6 +835,460 @@ impl Report for FanoutReport {
     }
 }
 
+/// What a rooted root sent: a fan-out's counters (rooted-unicast) or a multicast
+/// publisher's (admitted-multicast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSent {
+    /// rooted-unicast: every packet went to every receiving leaf.
+    Fanout(FanoutStats),
+    /// admitted-multicast: every packet went once, to the group.
+    Multicast(PublisherStats),
+}
+
+impl RootSent {
+    /// Messages, bytes and packets offered (each counted once).
+    fn totals(&self) -> (u64, u64, u64) {
+        match self {
+            RootSent::Fanout(st) => (st.messages, st.bytes, st.packets),
+            RootSent::Multicast(st) => (st.messages, st.bytes, st.packets),
+        }
+    }
+
+    /// Packet sends the kernel took for a leaf (rooted-unicast only).
+    fn deliveries(&self) -> Option<u64> {
+        match self {
+            RootSent::Fanout(st) => Some(st.deliveries),
+            RootSent::Multicast(_) => None,
+        }
+    }
+}
+
+/// What happened to a root's leaves over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeafCounts {
+    /// Leaves admitted.
+    pub joined: u64,
+    /// Joins refused.
+    pub refused: u64,
+    /// Leaves that left (they said so, or their connection closed).
+    pub left: u64,
+    /// Leaves removed for silence.
+    pub timed_out: u64,
+    /// Leaves the root removed.
+    pub removed: u64,
+    /// Leaves in the session when publishing ended.
+    pub at_end: u64,
+}
+
+/// What a rooted-unicast root received from sending leaves (`--uplink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UplinkReport {
+    /// Leaves that joined to send.
+    pub senders: u64,
+    /// Messages received from them.
+    pub messages: u64,
+    /// Message bytes received.
+    pub bytes: u64,
+    /// Gaps in their streams.
+    pub gaps: u64,
+    /// Messages missing in those gaps.
+    pub missing: u64,
+}
+
+/// Everything `multipoint root` measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootReport {
+    /// `rooted-unicast` or `admitted-multicast`.
+    pub transport: &'static str,
+    /// Where leaves asked to join.
+    pub listen: String,
+    /// The address the data left from.
+    pub data: String,
+    /// The multicast group and interface (admitted-multicast).
+    pub group: Option<(String, String)>,
+    /// The session name leaves were told.
+    pub session: String,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Target rate; 0 = as fast as possible.
+    pub rate: u64,
+    /// How long it published (from the first message to the last flush).
+    pub elapsed: Duration,
+    /// The backend of the fan-out or publisher, and why.
+    pub backend: BackendInfo,
+    /// The sending side's counters.
+    pub sent: RootSent,
+    /// The leaves.
+    pub leaves: LeafCounts,
+    /// Data from sending leaves, with `--uplink`.
+    pub uplink: Option<UplinkReport>,
+}
+
+impl fmt::Display for RootReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "multipoint root: {}, session {}, listening on {}",
+            self.transport, self.session, self.listen
+        )?;
+        match &self.group {
+            Some((group, iface)) => write!(f, ", to {group} on {iface} from {}", self.data)?,
+            None => write!(f, ", data from {}", self.data)?,
+        }
+        writeln!(
+            f,
+            ", {}-byte messages, {}, {:.2} s",
+            self.size,
+            rate_setting(self.rate),
+            self.elapsed.as_secs_f64(),
+        )?;
+        writeln!(f, "backend {}", self.backend)?;
+        writeln!(f)?;
+        let (messages, bytes, packets) = self.sent.totals();
+        write!(
+            f,
+            "root      {} msgs/s   {:.1} MB/s   messages {}   packets {}",
+            rate(messages, self.elapsed),
+            per_second(bytes, self.elapsed) / 1e6,
+            Grouped(messages),
+            Grouped(packets),
+        )?;
+        match &self.sent {
+            RootSent::Fanout(st) => writeln!(
+                f,
+                "   deliveries {}   send errors {}   backpressure {}",
+                Grouped(st.deliveries),
+                Grouped(st.send_errors),
+                Grouped(st.backpressure),
+            )?,
+            RootSent::Multicast(st) => writeln!(
+                f,
+                "   deliveries n/a (IP multicast)   send errors {}   backpressure {}",
+                Grouped(st.send_errors),
+                Grouped(st.backpressure),
+            )?,
+        }
+        let l = &self.leaves;
+        writeln!(
+            f,
+            "leaves    joined {}   refused {}   left {}   timed out {}   removed {}   in the \
+             session at the end {}",
+            Grouped(l.joined),
+            Grouped(l.refused),
+            Grouped(l.left),
+            Grouped(l.timed_out),
+            Grouped(l.removed),
+            Grouped(l.at_end),
+        )?;
+        if let Some(u) = &self.uplink {
+            writeln!(
+                f,
+                "uplink    messages {} from {} sending leaf(s)   {:.1} MB   gaps {}   missing {}",
+                Grouped(u.messages),
+                Grouped(u.senders),
+                u.bytes as f64 / 1e6,
+                Grouped(u.gaps),
+                Grouped(u.missing),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Report for RootReport {
+    fn to_json(&self) -> String {
+        let mut json = Json::object();
+        json.str("command", "root");
+        summary(
+            &mut json,
+            &self.backend,
+            self.sent.totals(),
+            self.elapsed,
+            None,
+            None,
+        );
+        let l = &self.leaves;
+        json.str("transport", self.transport)
+            .str("listen", &self.listen)
+            .str("data", &self.data)
+            .opt_str("group", self.group.as_ref().map(|(g, _)| g.as_str()))
+            .opt_str("interface", self.group.as_ref().map(|(_, i)| i.as_str()))
+            .str("session", &self.session)
+            .u64("size", self.size as u64)
+            .u64("rate", self.rate)
+            .u64("leaves", l.joined)
+            .u64("refused", l.refused)
+            .u64("left", l.left)
+            .u64("timed_out", l.timed_out)
+            .u64("removed", l.removed)
+            .u64("leaves_at_end", l.at_end);
+        match self.sent.deliveries() {
+            Some(d) => json.u64("deliveries", d),
+            None => json.null("deliveries"),
+        };
+        match &self.sent {
+            RootSent::Fanout(st) => {
+                json.u64("send_ops", st.send_ops)
+                    .u64("gso_ops", st.gso_ops)
+                    .u64("send_errors", st.send_errors)
+                    .u64("backpressure", st.backpressure)
+                    .u64("heartbeats", st.heartbeats)
+                    .u64("unrouted", st.unrouted);
+            }
+            RootSent::Multicast(st) => {
+                json.u64("send_ops", st.sends)
+                    .u64("gso_ops", st.gso_sends)
+                    .u64("send_errors", st.send_errors)
+                    .u64("backpressure", st.backpressure)
+                    .u64("heartbeats", st.heartbeats)
+                    .null("unrouted");
+            }
+        }
+        match &self.uplink {
+            Some(u) => {
+                let mut o = Json::object();
+                o.u64("senders", u.senders)
+                    .u64("messages", u.messages)
+                    .u64("bytes", u.bytes)
+                    .u64("gaps", u.gaps)
+                    .u64("missing", u.missing);
+                json.raw("uplink", &o.finish());
+            }
+            None => {
+                json.null("uplink");
+            }
+        }
+        json.finish()
+    }
+}
+
+/// How a leaf's report says the root ended the session (the control plane's usual words
+/// too, which are then not repeated).
+const ROOT_CLOSED: &str = "the root closed the session";
+
+/// Why a leaf stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafEnd {
+    /// `--count` messages arrived (and were sent).
+    Count,
+    /// `--secs` passed.
+    Time,
+    /// The root ended the session: end of session on the data plane, or the control
+    /// plane's word (with what the root said).
+    RootClosed(Option<String>),
+    /// The root removed this leaf.
+    Removed(String),
+    /// The root went silent or its connection broke.
+    RootGone(String),
+}
+
+impl LeafEnd {
+    /// The `ended_by` JSON value.
+    pub fn key(&self) -> &'static str {
+        match self {
+            LeafEnd::Count => "count",
+            LeafEnd::Time => "secs",
+            LeafEnd::RootClosed(_) => "root_closed",
+            LeafEnd::Removed(_) => "removed",
+            LeafEnd::RootGone(_) => "root_gone",
+        }
+    }
+
+    /// What was said, if anything.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            LeafEnd::RootClosed(r) => r.as_deref(),
+            LeafEnd::Removed(r) | LeafEnd::RootGone(r) => Some(r),
+            LeafEnd::Count | LeafEnd::Time => None,
+        }
+    }
+}
+
+impl fmt::Display for LeafEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeafEnd::Count => f.write_str("--count reached"),
+            LeafEnd::Time => f.write_str("--secs passed"),
+            LeafEnd::RootClosed(Some(r)) if !r.is_empty() && r != ROOT_CLOSED => {
+                write!(f, "{ROOT_CLOSED}: {r}")
+            }
+            LeafEnd::RootClosed(_) => f.write_str(ROOT_CLOSED),
+            LeafEnd::Removed(r) => write!(f, "the root removed this leaf: {r}"),
+            LeafEnd::RootGone(r) => write!(f, "the root is gone: {r}"),
+        }
+    }
+}
+
+/// What a leaf received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The backend of the shard and why.
+    pub backend: BackendInfo,
+    /// The final counters.
+    pub stats: SubscriptionStats,
+    /// One-way latency; `None` when the payloads carry no plausible timestamps.
+    pub latency: Option<Percentiles>,
+    /// The timestamps seen.
+    pub stamps: Stamps,
+}
+
+/// What a leaf received and sent, by direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafFlow {
+    /// It received the root's data.
+    Receive(Received),
+    /// It sent to the root.
+    Send(PublisherReport),
+    /// Both.
+    Both(Received, PublisherReport),
+}
+
+impl LeafFlow {
+    /// What was received, if the leaf received.
+    pub fn received(&self) -> Option<&Received> {
+        match self {
+            LeafFlow::Receive(r) | LeafFlow::Both(r, _) => Some(r),
+            LeafFlow::Send(_) => None,
+        }
+    }
+
+    /// What was sent, if the leaf sent.
+    pub fn sent(&self) -> Option<&PublisherReport> {
+        match self {
+            LeafFlow::Send(p) | LeafFlow::Both(_, p) => Some(p),
+            LeafFlow::Receive(_) => None,
+        }
+    }
+}
+
+/// Everything `multipoint leaf` measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafReport {
+    /// The name the root saw.
+    pub name: String,
+    /// `rooted-unicast` or `admitted-multicast`.
+    pub transport: &'static str,
+    /// The root's control address.
+    pub root: String,
+    /// The session name the root gave.
+    pub session: String,
+    /// `receive`, `send` or `both`.
+    pub direction: &'static str,
+    /// Where the data came from: the root's data address (rooted-unicast) or the group
+    /// (admitted-multicast).
+    pub data: String,
+    /// The source joined for (admitted-multicast).
+    pub source: Option<String>,
+    /// Receiving: from the first message to the last one (or to the end of session), the
+    /// whole run if nothing arrived. Sending only: how long it sent.
+    pub elapsed: Duration,
+    /// How long it sent (for leaves that send; else the whole run).
+    pub send_elapsed: Duration,
+    /// What moved.
+    pub flow: LeafFlow,
+    /// Why it stopped.
+    pub end: LeafEnd,
+}
+
+impl fmt::Display for LeafReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "multipoint leaf {}: {}, root {}, session {}, {}, data {}{}, {:.2} s",
+            self.name,
+            self.transport,
+            self.root,
+            self.session,
+            self.direction,
+            self.data,
+            match &self.source {
+                Some(source) => format!(" from {source}"),
+                None => String::new(),
+            },
+            self.elapsed.as_secs_f64(),
+        )?;
+        writeln!(f, "ended: {}", self.end)?;
+        if let Some(r) = self.flow.received() {
+            writeln!(f)?;
+            writeln!(f, "subscriber         backend {}", r.backend)?;
+            write_receive(f, &r.stats, self.elapsed)?;
+            match &r.latency {
+                Some(l) => write_latency(f, "latency", l)?,
+                None if r.stamps.stamped == 0 => {
+                    writeln!(f, "  latency  none: no message carried a timestamp")?
+                }
+                None => writeln!(
+                    f,
+                    "  latency  none: {} of {} timestamps implausible (not `multipoint root` \
+                     payloads, or another host's clock)",
+                    Grouped(r.stamps.implausible),
+                    Grouped(r.stamps.stamped),
+                )?,
+            }
+        }
+        if let Some(p) = self.flow.sent() {
+            writeln!(f)?;
+            write_publisher(f, p, self.send_elapsed)?;
+        }
+        Ok(())
+    }
+}
+
+impl Report for LeafReport {
+    fn to_json(&self) -> String {
+        let mut json = Json::object();
+        json.str("command", "leaf");
+        match &self.flow {
+            LeafFlow::Receive(r) | LeafFlow::Both(r, _) => {
+                let st = &r.stats;
+                summary(
+                    &mut json,
+                    &r.backend,
+                    (st.messages, st.bytes, st.packets),
+                    self.elapsed,
+                    Some(st),
+                    r.latency.as_ref(),
+                );
+            }
+            LeafFlow::Send(p) => {
+                let st = &p.stats;
+                summary(
+                    &mut json,
+                    &p.backend,
+                    (st.messages, st.bytes, st.packets),
+                    self.elapsed,
+                    None,
+                    None,
+                );
+            }
+        }
+        json.str("name", &self.name)
+            .str("transport", self.transport)
+            .str("root", &self.root)
+            .str("session", &self.session)
+            .str("direction", self.direction)
+            .str("data", &self.data)
+            .opt_str("source", self.source.as_deref())
+            .bool("ended", !matches!(self.end, LeafEnd::Count | LeafEnd::Time))
+            .str("ended_by", self.end.key())
+            .opt_str("end_reason", self.end.reason());
+        if let Some(r) = self.flow.received() {
+            let st = &r.stats;
+            json.u64("other_session", st.other_session)
+                .u64("truncated", st.truncated)
+                .u64("heartbeats", st.heartbeats)
+                .u64("receive_errors", st.receive_errors)
+                .u64("stamped", r.stamps.stamped)
+                .u64("implausible_stamps", r.stamps.implausible);
+        }
+        match self.flow.sent() {
+            Some(p) => json.raw("sent", &publisher_json(p, self.send_elapsed)),
+            None => json.null("sent"),
+        };
+        json.finish()
+    }
+}
+
 /// The summary every tool's JSON starts with (see the module docs). `receive` and
 /// `latency` are `None` where the tool does not measure them: their fields are `null`, as
 /// is `latency_ns` when it has no sample.
@@ -1301,6 +1764,142 @@ mod tests {
         assert_summary(&json);
         assert!(json.contains("\"messages\":40001,"), "{json}");
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
+    }
+
+    #[test]
+    fn a_root_reports_leaves_and_deliveries_and_null_receive_figures() {
+        let mut report = RootReport {
+            transport: "rooted-unicast",
+            listen: "127.0.0.1:7000".into(),
+            data: "127.0.0.1:7001".into(),
+            group: None,
+            session: "MP1".into(),
+            size: 64,
+            rate: 1_000,
+            elapsed: Duration::from_secs(2),
+            backend: backend(),
+            sent: RootSent::Fanout(FanoutStats {
+                messages: 2_000,
+                bytes: 128_000,
+                packets: 100,
+                deliveries: 200,
+                ..FanoutStats::default()
+            }),
+            leaves: LeafCounts {
+                joined: 2,
+                refused: 1,
+                at_end: 2,
+                ..LeafCounts::default()
+            },
+            uplink: None,
+        };
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.starts_with("{\"command\":\"root\""), "{json}");
+        for part in [
+            "\"messages\":2000,",
+            "\"packets\":100,",
+            "\"msgs_per_sec\":1000,",
+            "\"gaps\":null,",
+            "\"latency_ns\":null,",
+            "\"leaves\":2,",
+            "\"refused\":1,",
+            "\"deliveries\":200,",
+            "\"group\":null,",
+            "\"uplink\":null",
+        ] {
+            assert!(json.contains(part), "no {part}: {json}");
+        }
+        let text = report.to_string();
+        assert!(text.contains("deliveries 200"), "{text}");
+        assert!(text.contains("joined 2   refused 1"), "{text}");
+
+        report.sent = RootSent::Multicast(PublisherStats {
+            messages: 2_000,
+            ..PublisherStats::default()
+        });
+        report.group = Some(("239.254.0.1:5000".into(), "127.0.0.1".into()));
+        report.uplink = Some(UplinkReport {
+            senders: 1,
+            messages: 5,
+            ..UplinkReport::default()
+        });
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.contains("\"deliveries\":null,"), "{json}");
+        assert!(json.contains("\"group\":\"239.254.0.1:5000\""), "{json}");
+        assert!(
+            json.contains("\"uplink\":{\"senders\":1,\"messages\":5"),
+            "{json}"
+        );
+        assert!(report.to_string().contains("deliveries n/a"));
+    }
+
+    #[test]
+    fn a_leaf_reports_like_sub_and_why_it_ended() {
+        let received = Received {
+            backend: backend(),
+            stats: SubscriptionStats {
+                messages: 1_000,
+                end_of_session: 1,
+                ..SubscriptionStats::default()
+            },
+            latency: Some(latency()),
+            stamps: Stamps {
+                stamped: 1_000,
+                implausible: 0,
+            },
+        };
+        let mut report = LeafReport {
+            name: "alice".into(),
+            transport: "rooted-unicast",
+            root: "127.0.0.1:7000".into(),
+            session: "MP1".into(),
+            direction: "receive",
+            data: "127.0.0.1:7001".into(),
+            source: None,
+            elapsed: Duration::from_secs(1),
+            send_elapsed: Duration::from_secs(1),
+            flow: LeafFlow::Receive(received.clone()),
+            end: LeafEnd::RootClosed(Some("the root closed the session".into())),
+        };
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.starts_with("{\"command\":\"leaf\""), "{json}");
+        assert!(json.contains("\"messages\":1000,"), "{json}");
+        assert!(json.contains("\"gaps\":0,"), "{json}");
+        assert!(json.contains("\"ended_by\":\"root_closed\""), "{json}");
+        assert!(json.contains("\"source\":null,"), "{json}");
+        assert!(json.ends_with("\"sent\":null}"), "{json}");
+        let text = report.to_string();
+        assert!(
+            text.contains("ended: the root closed the session\n"),
+            "{text}"
+        );
+
+        let publisher = PublisherReport {
+            backend: backend(),
+            stats: PublisherStats {
+                messages: 500,
+                ..PublisherStats::default()
+            },
+        };
+        report.flow = LeafFlow::Send(publisher.clone());
+        report.end = LeafEnd::Removed("bye".into());
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(json.contains("\"messages\":500,"), "{json}");
+        assert!(json.contains("\"gaps\":null,"), "{json}");
+        assert!(json.contains("\"end_reason\":\"bye\""), "{json}");
+        assert!(json.contains("\"sent\":{\"backend\""), "{json}");
+
+        report.flow = LeafFlow::Both(received, publisher);
+        report.end = LeafEnd::Count;
+        let json = report.to_json();
+        assert!(json.contains("\"messages\":1000,"), "{json}");
+        assert!(json.contains("\"ended\":false,"), "{json}");
+        assert!(json.contains("\"end_reason\":null,"), "{json}");
+        assert!(report.to_string().contains("publisher"));
     }
 
     #[test]
