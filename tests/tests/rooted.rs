@@ -719,3 +719,68 @@ fn a_root_that_publishes_the_moment_a_leaf_joins_loses_nothing_to_it() {
     root.close();
     shards.shutdown();
 }
+
+#[test]
+fn leaves_joining_while_data_flows_get_everything_from_their_promise() {
+    // Leaves land on fan-out shards that had none (and on ones that had) while the root
+    // publishes without pause: each leaf's stream must be gap-free from the sequence
+    // number its Admit promised.
+    let mut config = root_config("FLOWING", Duration::from_secs(10));
+    config.fanout.shards = 2;
+    let mut root = UnicastRoot::start(config).unwrap();
+    let at = root.control_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let joiner = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut shards = shards(32);
+            let mut joined = Vec::new();
+            for i in 0..16 {
+                let l = leaf(&format!("flowing-{i}"));
+                let (check, tally) = Check::new();
+                let j = l
+                    .join(&mut shards, at, Direction::ReceiverOnly, check)
+                    .unwrap();
+                let promise = j.session().next_sequence().expect("a promise");
+                joined.push((l, j, tally, promise));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            done.store(true, Ordering::Release);
+            (joined, shards)
+        })
+    };
+    let mut buf = Vec::new();
+    let mut seq = 1;
+    while !done.load(Ordering::Acquire) || seq < 5_000 {
+        payload(seq, &mut buf);
+        match root.offer(&buf) {
+            Ok(s) => {
+                assert_eq!(s, seq);
+                seq += 1;
+            }
+            Err(_) => root.poll(),
+        }
+        if seq % 32 == 0 {
+            root.flush();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    root.flush();
+    let last = seq - 1;
+    let (joined, shards) = joiner.join().unwrap();
+    for (_, j, tally, promise) in &joined {
+        wait_until("a late leaf caught up", Duration::from_secs(10), || {
+            tally.last.load(Ordering::Acquire) >= last
+        });
+        assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "promise {promise}");
+        assert_eq!(
+            tally.messages.load(Ordering::Relaxed),
+            last - promise + 1,
+            "every message from the promise on, promise {promise}"
+        );
+        assert_eq!(j.subscription().unwrap().stats().gaps, 0);
+    }
+    drop(joined);
+    root.close();
+    shards.shutdown();
+}

@@ -241,7 +241,7 @@ impl FanoutLeaves {
     /// [`add`](Self::add) returned, it is where the new leaf's stream starts: every message
     /// from it on reaches the leaf (older ones may or may not).
     pub fn next_sequence(&self) -> u64 {
-        self.control.handed_next.load(Ordering::Acquire)
+        self.control.handed_next.load(Ordering::SeqCst)
     }
 
     /// The number of leaves.

@@ -559,10 +559,17 @@ impl Fanout {
         if self.ready.is_empty() {
             return;
         }
+        // The promise to new leaves (FanoutLeaves::next_sequence) moves past these packets
+        // before they are handed over, and before the shards' leaf counts are read: a leaf
+        // added meanwhile either is counted here (and gets them) or reads the new promise
+        // (and does not expect them). Sequentially consistent on both sides (the shard
+        // stores its count SeqCst), as in the store-buffering pattern of `wake.rs`.
+        let next = self.open.as_ref().map_or(self.next_sequence, |o| o.first);
+        self.control.handed_next.store(next, Ordering::SeqCst);
         let links = &self.control.links;
         let mut holders = 0u32;
         for (target, link) in self.targets.iter_mut().zip(links) {
-            *target = link.leaves.load(Ordering::Acquire) > 0;
+            *target = link.leaves.load(Ordering::SeqCst) > 0;
             holders += u32::from(*target);
         }
         let n = self.ready.len() as u64;
@@ -591,10 +598,6 @@ impl Fanout {
         self.counters.packets += n;
         self.ready.clear();
         self.last_send = Instant::now();
-        // Everything before the open packet (or before the next number, with none open)
-        // has been handed over.
-        let next = self.open.as_ref().map_or(self.next_sequence, |o| o.first);
-        self.control.handed_next.store(next, Ordering::Release);
     }
 }
 

@@ -398,7 +398,8 @@ impl Shard {
             counters,
         });
         self.active.push(slot as u32);
-        self.leaf_count.store(self.active.len(), Ordering::Release);
+        // SeqCst: pairs with the root's promise store and count load in `send_ready`.
+        self.leaf_count.store(self.active.len(), Ordering::SeqCst);
         Ok(slot as u32)
     }
 
