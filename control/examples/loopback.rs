@@ -18,10 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.name,
             t.control_plane,
             t.data_plane,
-            if t.available {
-                "available"
-            } else {
-                "not supported yet"
+            match (t.available, t.control_plane) {
+                (false, _) => "not available",
+                (true, multipoint_control::Plane::Rooted) => "sockets: rooted::Root, rooted::Leaf",
+                (true, _) => "sockets: MultipointSocket",
             }
         );
     }

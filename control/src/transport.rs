@@ -62,8 +62,10 @@ pub struct TransportInfo {
     pub control_plane: Plane,
     /// How the data plane is organised (`XP1_MULTIPOINT_DATA_PLANE` when rooted).
     pub data_plane: Plane,
-    /// Whether [`MultipointSocket::new`](crate::MultipointSocket::new) can create sockets
-    /// for it in this version.
+    /// Whether sockets can be created for it in this version:
+    /// [`MultipointSocket`](crate::MultipointSocket) for IP multicast,
+    /// [`rooted::Root`](crate::rooted::Root) and [`rooted::Leaf`](crate::rooted::Leaf) for the
+    /// rooted transports.
     pub available: bool,
     /// One line on what the transport is for.
     pub summary: &'static str,
@@ -94,7 +96,7 @@ const CATALOG: [TransportInfo; 4] = [
         supports_multipoint: true,
         control_plane: Plane::Rooted,
         data_plane: Plane::Rooted,
-        available: false,
+        available: true,
         summary: "a root fans out to each leaf over UDP unicast (networks without multicast)",
     },
     TransportInfo {
@@ -103,7 +105,7 @@ const CATALOG: [TransportInfo; 4] = [
         supports_multipoint: true,
         control_plane: Plane::Rooted,
         data_plane: Plane::NonRooted,
-        available: false,
+        available: true,
         summary: "a root admits leaves; data flows by IP multicast",
     },
 ];
@@ -198,8 +200,8 @@ mod tests {
             [
                 ("udp4-multicast", NonRooted, NonRooted, true),
                 ("udp6-multicast", NonRooted, NonRooted, true),
-                ("rooted-unicast", Rooted, Rooted, false),
-                ("admitted-multicast", Rooted, NonRooted, false),
+                ("rooted-unicast", Rooted, Rooted, true),
+                ("admitted-multicast", Rooted, NonRooted, true),
             ]
         );
         // The seed knows no transport with a non-rooted control plane and a rooted data plane.
