@@ -89,6 +89,12 @@ impl Sink for Publisher {
 }
 
 impl Sink for UnicastRoot {
+    fn begin_batch(&mut self) {
+        UnicastRoot::begin_batch(self)
+    }
+    fn end_batch(&mut self) {
+        UnicastRoot::end_batch(self)
+    }
     fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
         UnicastRoot::offer(self, msg)
     }

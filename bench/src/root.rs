@@ -33,7 +33,7 @@ use multipoint_dataplane::rooted::{
 };
 use multipoint_dataplane::sequence::Gap;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN};
-use multipoint_dataplane::{BackendChoice, BackendInfo, BackendKind, Handler, OfferError, Shards};
+use multipoint_dataplane::{BackendInfo, Handler, OfferError, Shards};
 
 use crate::cli::{publisher_config, RootArgs, RootedTransport};
 use crate::error::{Error, Result};
@@ -213,21 +213,6 @@ impl Handler for UplinkCount {
     }
 }
 
-/// Which backend `choice` comes to on this host, by starting (and stopping) one
-/// unpinned shard: the fan-out decides the same way but does not say what it chose, so
-/// the root resolves `auto` first and hands the fan-out the answer.
-fn resolve_backend(choice: BackendChoice) -> Result<BackendInfo> {
-    let shards = Shards::start(multipoint_dataplane::ShardConfig {
-        backend: choice,
-        pin: false,
-        max_subscriptions: 1,
-        ..multipoint_dataplane::ShardConfig::default()
-    })?;
-    let backend = shards.backend().clone();
-    shards.shutdown();
-    Ok(backend)
-}
-
 /// The root, by transport (one lives per run: the size difference does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Running {
@@ -314,29 +299,29 @@ fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
     config.fanout.gso = args.io.gso.is_on();
     config.fanout.max_datagram = args.io.max_datagram;
     config.fanout.pin = false;
-    let (uplink, counters, backend) = if args.uplink {
+    let (uplink, counters) = if args.uplink {
         let shards = Shards::start(multipoint_dataplane::ShardConfig {
             pin: false,
             max_subscriptions: 1024,
             ..args.io.shard_config(1, args.idle)
         })?;
-        let backend = shards.backend().clone();
         let counters = Arc::new(UplinkCounters::default());
         let shared = Arc::clone(&counters);
         let handlers: UplinkHandlers = Box::new(move |_leaf| {
             shared.senders.fetch_add(1, Ordering::Relaxed);
             Box::new(UplinkCount(Arc::clone(&shared)))
         });
-        (Some((shards, handlers)), Some(counters), backend)
+        (Some((shards, handlers)), Some(counters))
     } else {
-        (None, None, resolve_backend(args.io.backend.into())?)
+        (None, None)
     };
-    // The fan-out gets the backend just resolved, so that the report says what ran.
-    config.fanout.backend = match backend.kind {
-        BackendKind::Uring => BackendChoice::Uring,
-        BackendKind::Mmsg => BackendChoice::Mmsg,
-    };
+    config.fanout.backend = args.io.backend.into();
     let root = UnicastRoot::start_with(config, admission(&args.admit), uplink)?;
+    // What the fan-out chose (and why), for the report.
+    let backend = root
+        .backend()
+        .cloned()
+        .ok_or(Error::Dataplane(multipoint_dataplane::Error::FanoutClosed))?;
     let listen = root.control_addr().unwrap_or(args.listen);
     let data = root.data_addr();
     Ok(Started {

@@ -31,6 +31,7 @@ use multipoint_control::rooted::{
 use multipoint_control::{ControlRole, DataRole, Direction, Interface, Roles, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::BackendInfo;
 use crate::error::{Error, Result};
 use crate::fanout::{Fanout, FanoutConfig, FanoutLeaves, FanoutStats, LeafId as FanoutLeafId};
 use crate::publisher::{OfferError, Publisher, PublisherConfig};
@@ -397,6 +398,22 @@ impl UnicastRoot {
     /// Sends what is packed now.
     pub fn flush(&mut self) {
         self.fanout().flush()
+    }
+
+    /// Holds full packets until [`end_batch`](Self::end_batch), so that runs leave as
+    /// one GSO send per leaf (see [`Fanout::begin_batch`]).
+    pub fn begin_batch(&mut self) {
+        self.fanout().begin_batch()
+    }
+
+    /// Hands the held packets to the shards (see [`Fanout::end_batch`]).
+    pub fn end_batch(&mut self) {
+        self.fanout().end_batch()
+    }
+
+    /// The fan-out's I/O backend and why it was chosen.
+    pub fn backend(&self) -> Option<&BackendInfo> {
+        self.fanout.as_ref().map(Fanout::backend)
     }
 
     /// Heartbeats, maximum delay and reclaiming buffers (see [`Fanout::poll`]).
