@@ -24,6 +24,45 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// IP and UDP headers.
 pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
+/// A `UDP_SEGMENT` control message: header plus the 2-byte segment size, padded to the
+/// control-message alignment (`CMSG_SPACE(2)`). Lives next to the `msghdr` that points at
+/// it, for as long as the send is in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+impl GsoCmsg {
+    /// An empty one (all zero, as plain C data may be).
+    pub(crate) fn zeroed() -> GsoCmsg {
+        // SAFETY: GsoCmsg is plain C data (cmsghdr and integers); all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// Points `msg`'s control data at this message asking for segments of `segment` bytes
+    /// (one GSO send), or, with `None`, gives `msg` no control data (one datagram).
+    pub(crate) fn attach(&mut self, msg: &mut libc::msghdr, segment: Option<u16>) {
+        match segment {
+            Some(segment) => {
+                self.hdr.cmsg_len =
+                    std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<u16>();
+                self.hdr.cmsg_level = libc::SOL_UDP;
+                self.hdr.cmsg_type = libc::UDP_SEGMENT;
+                self.segment = segment;
+                msg.msg_control = (&raw mut *self).cast();
+                msg.msg_controllen = std::mem::size_of::<GsoCmsg>();
+            }
+            None => {
+                msg.msg_control = std::ptr::null_mut();
+                msg.msg_controllen = 0;
+            }
+        }
+    }
+}
+
 /// Decides which backend runs, probing io_uring when the choice allows it.
 ///
 /// # Errors

@@ -14,17 +14,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::SockAddr;
 
 use super::region::Region;
-use super::{gso_run, MAX_GSO_SEGMENTS};
-
-/// A `UDP_SEGMENT` control message: header plus the 2-byte segment size, padded to the
-/// control-message alignment (`CMSG_SPACE(2)`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GsoCmsg {
-    hdr: libc::cmsghdr,
-    segment: u16,
-    _pad: [u8; 6],
-}
+use super::{gso_run, GsoCmsg, MAX_GSO_SEGMENTS};
 
 /// One send operation and the memory the kernel reads while it is in flight.
 struct Op {
@@ -111,8 +101,7 @@ impl Sender {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; MAX_GSO_SEGMENTS],
-            // SAFETY: GsoCmsg is plain C data (cmsghdr and integers); all-zero is valid.
-            cmsg: unsafe { mem::zeroed() },
+            cmsg: GsoCmsg::zeroed(),
             slots: [0; MAX_GSO_SEGMENTS],
             nslots: 0,
             zc_result: None,
@@ -296,17 +285,7 @@ impl Sender {
         op.msg.msg_namelen = dest_len;
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = run.len();
-        if gso {
-            op.cmsg.hdr.cmsg_len = mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>();
-            op.cmsg.hdr.cmsg_level = libc::SOL_UDP;
-            op.cmsg.hdr.cmsg_type = libc::UDP_SEGMENT;
-            op.cmsg.segment = run[0].1;
-            op.msg.msg_control = (&raw mut op.cmsg).cast();
-            op.msg.msg_controllen = mem::size_of::<GsoCmsg>();
-        } else {
-            op.msg.msg_control = std::ptr::null_mut();
-            op.msg.msg_controllen = 0;
-        }
+        op.cmsg.attach(&mut op.msg, gso.then_some(run[0].1));
     }
 
     /// Sends the operations in `pending` with sendmmsg, in order, and completes them.

@@ -30,7 +30,7 @@ use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{opcode, IoUring};
 use socket2::SockAddr;
 
-use super::MAX_GSO_SEGMENTS;
+use super::{GsoCmsg, MAX_GSO_SEGMENTS};
 
 /// user_data of the wake-up read.
 const WAKE: u64 = u64::MAX;
@@ -38,16 +38,6 @@ const WAKE: u64 = u64::MAX;
 /// How long sendmmsg keeps retrying a send the socket refuses for lack of buffer space
 /// (EAGAIN on a non-blocking socket) before counting it as failed.
 const FULL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A `UDP_SEGMENT` control message: header plus the 2-byte segment size, padded to the
-/// control-message alignment (`CMSG_SPACE(2)`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GsoCmsg {
-    hdr: libc::cmsghdr,
-    segment: u16,
-    _pad: [u8; 6],
-}
 
 /// One send operation and the memory the kernel reads while it is in flight.
 struct Op {
@@ -128,8 +118,7 @@ impl UnicastSender {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
                 }; MAX_GSO_SEGMENTS],
-                // SAFETY: GsoCmsg is plain C data (cmsghdr and integers); all-zero is valid.
-                cmsg: unsafe { mem::zeroed() },
+                cmsg: GsoCmsg::zeroed(),
                 dest: unspecified.clone(),
                 segments: 0,
             })
@@ -207,17 +196,10 @@ impl UnicastSender {
         op.msg.msg_namelen = op.dest.len();
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = n;
-        if n > 1 {
-            op.cmsg.hdr.cmsg_len = mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>();
-            op.cmsg.hdr.cmsg_level = libc::SOL_UDP;
-            op.cmsg.hdr.cmsg_type = libc::UDP_SEGMENT;
-            op.cmsg.segment = u16::try_from(first_len).unwrap_or(u16::MAX);
-            op.msg.msg_control = (&raw mut op.cmsg).cast();
-            op.msg.msg_controllen = mem::size_of::<GsoCmsg>();
-        } else {
-            op.msg.msg_control = std::ptr::null_mut();
-            op.msg.msg_controllen = 0;
-        }
+        op.cmsg.attach(
+            &mut op.msg,
+            (n > 1).then(|| u16::try_from(first_len).unwrap_or(u16::MAX)),
+        );
     }
 
     /// Queues a filled operation. With io_uring a full submission queue is submitted first;
