@@ -1,6 +1,5 @@
 //! A leaf of a rooted session (`C_LEAF`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,19 +7,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use mio::{Events, Poll, Token, Waker};
+use mio::{Poll, Token};
 
-use super::conn::{self, earliest, Conn, ConnError};
+use super::conn::{self, earliest, ConnError, Serve, Table};
 use super::proto::{DataPlan, Frame};
 use super::Decision;
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
 use crate::transport::{Plane, Transport};
-
-const WAKER: Token = Token(0);
-const LISTENER: Token = Token(1);
-const FIRST_CONN: usize = 2;
 
 /// No session and no join pending.
 const IDLE: u8 = 0;
@@ -106,20 +101,8 @@ pub enum SessionEvent {
     },
 }
 
-#[derive(Debug)]
-struct Ctl {
-    tx: Sender<Cmd>,
-    waker: Waker,
-}
-
-impl Ctl {
-    fn command(&self, cmd: Cmd) -> Result<()> {
-        self.tx.send(cmd).map_err(|_| Error::SessionClosed)?;
-        self.waker
-            .wake()
-            .map_err(Error::os("waking the leaf's driver thread"))
-    }
-}
+/// The way into the leaf's driver thread.
+type Ctl = conn::Ctl<Cmd>;
 
 enum Cmd {
     Listen(mio::net::TcpListener),
@@ -252,34 +235,32 @@ impl Leaf {
             });
         }
         let poll = Poll::new().map_err(Error::os("creating the leaf's poller"))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(Error::os("creating the leaf's waker"))?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let ctl = Arc::new(Ctl { tx, waker });
+        let (ctl, rx) = Ctl::new(&poll, "waking the leaf's driver thread")
+            .map_err(Error::os("creating the leaf's waker"))?;
+        let ctl = Arc::new(ctl);
         let status = Arc::new(AtomicU8::new(IDLE));
         let (sessions_tx, sessions) = bounded(1);
         let mut driver = Driver {
-            poll,
+            table: Table::new(poll),
             commands: rx,
             ctl: Arc::clone(&ctl),
             transport,
             config: config.clone(),
             status: Arc::clone(&status),
             sessions: sessions_tx,
-            listener: None,
-            conns: HashMap::new(),
-            next_token: FIRST_CONN,
-            more: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("mp-leaf".into())
             .spawn(move || {
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run())).is_err()
-                {
+                let run = std::panic::AssertUnwindSafe(|| {
+                    driver.run();
+                    driver.shutdown();
+                });
+                if std::panic::catch_unwind(run).is_err() {
                     // A bug of ours (the policy is caught on its own): leave nothing that
                     // claims to be alive; the connections close when the driver drops.
                     tracing::error!("leaf: the driver thread panicked; its session ends");
-                    for entry in driver.conns.values() {
+                    for entry in driver.table.conns.values() {
                         if let State::InSession { alive, .. } = &entry.state {
                             alive.store(false, Ordering::Release);
                         }
@@ -465,63 +446,55 @@ enum State {
     },
 }
 
-struct Entry {
-    conn: Conn,
-    state: State,
-    since: Instant,
-}
+type Entry = conn::Entry<State>;
 
 struct Driver {
-    poll: Poll,
+    table: Table<State>,
     commands: Receiver<Cmd>,
     ctl: Arc<Ctl>,
     transport: Transport,
     config: LeafConfig,
     status: Arc<AtomicU8>,
     sessions: Sender<Session>,
-    listener: Option<mio::net::TcpListener>,
-    conns: HashMap<Token, Entry>,
-    next_token: usize,
-    /// Connections read up to their budget with bytes perhaps left.
-    more: Vec<Token>,
+}
+
+impl Serve for Driver {
+    type State = State;
+    const WHO: &'static str = "leaf";
+
+    fn table(&mut self) -> &mut Table<State> {
+        &mut self.table
+    }
+
+    fn accepted() -> State {
+        State::AwaitInvite
+    }
+
+    fn frame(&mut self, token: Token, frame: Frame) {
+        Driver::frame(self, token, frame)
+    }
+
+    fn lost(&mut self, token: Token, why: ConnError) {
+        Driver::lost(self, token, why)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Driver::next_deadline(self)
+    }
+
+    fn commands(&mut self) -> bool {
+        Driver::commands(self)
+    }
+
+    fn timers(&mut self) {
+        Driver::timers(self)
+    }
 }
 
 impl Driver {
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(64);
-        let mut frames = Vec::new();
-        let mut again = Vec::new();
-        loop {
-            let timeout = if self.more.is_empty() {
-                self.next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-            } else {
-                // Connections with bytes left to read get no new event: come back at once.
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!("leaf driver: poll failed: {e}");
-                    break;
-                }
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    LISTENER => self.accept(),
-                    token => self.io(token, event.is_readable(), &mut frames),
-                }
-            }
-            std::mem::swap(&mut again, &mut self.more);
-            for token in again.drain(..) {
-                self.io(token, true, &mut frames);
-            }
-            if self.commands() {
-                break;
-            }
-            self.timers();
-        }
-        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+    /// Leaves every session and closes every connection.
+    fn shutdown(&mut self) {
+        let tokens: Vec<Token> = self.table.conns.keys().copied().collect();
         for token in tokens {
             self.end(
                 token,
@@ -535,7 +508,7 @@ impl Driver {
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut next = None;
-        for entry in self.conns.values() {
+        for entry in self.table.conns.values() {
             match &entry.state {
                 State::InSession { timeout, .. } => {
                     next = earliest(next, entry.conn.last_rx + *timeout);
@@ -547,47 +520,15 @@ impl Driver {
         next
     }
 
-    fn accept(&mut self) {
-        loop {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.add_conn(stream, peer, State::AwaitInvite);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::warn!("leaf: accepting an invitation failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
     fn add_conn(
         &mut self,
         stream: mio::net::TcpStream,
         peer: SocketAddr,
         state: State,
     ) -> Option<Token> {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        match Conn::new(stream, peer, self.poll.registry(), token) {
-            Ok(conn) => {
-                self.conns.insert(
-                    token,
-                    Entry {
-                        conn,
-                        state,
-                        since: Instant::now(),
-                    },
-                );
-                Some(token)
-            }
-            Err(e) => {
+        match self.table.add(stream, peer, state) {
+            Ok(token) => Some(token),
+            Err((state, e)) => {
                 tracing::warn!("leaf: registering the connection of {peer} failed: {e}");
                 if let State::Joining { reply, .. } = state {
                     self.status.store(IDLE, Ordering::Release);
@@ -601,40 +542,8 @@ impl Driver {
         }
     }
 
-    fn io(&mut self, token: Token, readable: bool, frames: &mut Vec<Frame>) {
-        let Some(entry) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if let Err(e) = entry.conn.flush() {
-            self.lost(token, e);
-            return;
-        }
-        if !readable {
-            return;
-        }
-        frames.clear();
-        let result = entry.conn.read(frames);
-        for frame in frames.drain(..) {
-            if !self.conns.contains_key(&token) {
-                break;
-            }
-            self.frame(token, frame);
-        }
-        match result {
-            Ok(true) if self.conns.contains_key(&token) && !self.more.contains(&token) => {
-                self.more.push(token)
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if self.conns.contains_key(&token) {
-                    self.lost(token, e);
-                }
-            }
-        }
-    }
-
     fn frame(&mut self, token: Token, frame: Frame) {
-        let Some(entry) = self.conns.get_mut(&token) else {
+        let Some(entry) = self.table.conns.get_mut(&token) else {
             return;
         };
         match (&entry.state, frame) {
@@ -678,7 +587,7 @@ impl Driver {
     }
 
     fn invited(&mut self, token: Token, transport: Transport, direction: Direction) {
-        let Some(entry) = self.conns.get(&token) else {
+        let Some(entry) = self.table.conns.get(&token) else {
             return;
         };
         let invitation = Invitation {
@@ -727,7 +636,7 @@ impl Driver {
                     data: self.config.data,
                     name: self.config.name.clone(),
                 };
-                let Some(entry) = self.conns.get_mut(&token) else {
+                let Some(entry) = self.table.conns.get_mut(&token) else {
                     return;
                 };
                 entry.state = State::Accepting { direction };
@@ -753,7 +662,7 @@ impl Driver {
         next_sequence: u64,
         plan: DataPlan,
     ) {
-        let Some(entry) = self.conns.get_mut(&token) else {
+        let Some(entry) = self.table.conns.get_mut(&token) else {
             return;
         };
         let fits = matches!(
@@ -827,7 +736,7 @@ impl Driver {
 
     /// Ends a session connection with `event`, sending `last` first if given.
     fn end_session(&mut self, token: Token, event: SessionEvent, last: Option<Frame>) {
-        let events = match self.conns.get(&token) {
+        let events = match self.table.conns.get(&token) {
             Some(Entry {
                 state: State::InSession { events, .. },
                 ..
@@ -844,7 +753,7 @@ impl Driver {
     /// Closes connection `token` (sending `last` first), answers a pending join with
     /// `answer` (or a generic error) and updates the status.
     fn end(&mut self, token: Token, last: Option<Frame>, answer: Option<Result<Session>>) {
-        let Some(mut entry) = self.conns.remove(&token) else {
+        let Some(mut entry) = self.table.conns.remove(&token) else {
             return;
         };
         if let Some(frame) = last {
@@ -853,7 +762,7 @@ impl Driver {
         let peer = entry.conn.peer;
         entry
             .conn
-            .finish(self.poll.registry(), Duration::from_millis(100));
+            .finish(self.table.poll.registry(), Duration::from_millis(100));
         match entry.state {
             State::Joining { reply, .. } => {
                 self.status.store(IDLE, Ordering::Release);
@@ -876,12 +785,12 @@ impl Driver {
 
     fn lost(&mut self, token: Token, why: ConnError) {
         let reason = why.to_string();
-        match self.conns.get(&token).map(|e| &e.state) {
+        match self.table.conns.get(&token).map(|e| &e.state) {
             Some(State::InSession { .. }) => {
                 self.end_session(token, SessionEvent::RootGone { reason }, None)
             }
             Some(State::Joining { .. }) => {
-                let peer = self.conns.get(&token).map(|e| e.conn.peer);
+                let peer = self.table.conns.get(&token).map(|e| e.conn.peer);
                 if let Some(peer) = peer {
                     self.end(token, None, Some(Err(Error::SessionGone { peer, reason })));
                 }
@@ -894,19 +803,11 @@ impl Driver {
     fn commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Cmd::Listen(mut listener) => {
-                    match self.poll.registry().register(
-                        &mut listener,
-                        LISTENER,
-                        mio::Interest::READABLE,
-                    ) {
-                        Ok(()) => {
-                            self.listener = Some(listener);
-                            self.accept();
-                        }
-                        Err(e) => tracing::error!("leaf: cannot watch the listener: {e}"),
-                    }
-                }
+                Cmd::Listen(listener) => match self.table.listen(listener) {
+                    // Roots may have connected before the registration.
+                    Ok(()) => self.table.accept("leaf", <Driver as Serve>::accepted),
+                    Err(e) => tracing::error!("leaf: cannot watch the listener: {e}"),
+                },
                 Cmd::Join {
                     stream,
                     peer,
@@ -922,7 +823,7 @@ impl Driver {
                     if let Some(token) =
                         self.add_conn(stream, peer, State::Joining { direction, reply })
                     {
-                        if let Some(entry) = self.conns.get_mut(&token) {
+                        if let Some(entry) = self.table.conns.get_mut(&token) {
                             if let Err(e) = entry.conn.send(&join) {
                                 self.lost(token, e);
                             }
@@ -931,7 +832,7 @@ impl Driver {
                 }
                 Cmd::Leave(token, reply) => {
                     if matches!(
-                        self.conns.get(&token).map(|e| &e.state),
+                        self.table.conns.get(&token).map(|e| &e.state),
                         Some(State::InSession { .. })
                     ) {
                         self.end(
@@ -957,7 +858,7 @@ impl Driver {
         let mut gone = Vec::new();
         let mut expired = Vec::new();
         let mut failed = Vec::new();
-        for (token, entry) in &mut self.conns {
+        for (token, entry) in &mut self.table.conns {
             match &entry.state {
                 State::InSession { timeout, .. } => {
                     if now.saturating_duration_since(entry.conn.last_rx) >= *timeout {
@@ -988,7 +889,7 @@ impl Driver {
             );
         }
         for token in expired {
-            let peer = self.conns.get(&token).map(|e| e.conn.peer);
+            let peer = self.table.conns.get(&token).map(|e| e.conn.peer);
             if let Some(peer) = peer {
                 self.end(
                     token,

@@ -1,27 +1,23 @@
 //! The root of a rooted session (`C_ROOT`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use mio::{Events, Poll, Token, Waker};
+use mio::{Poll, Token};
 
-use super::conn::{self, earliest, Conn, ConnError};
+use super::conn::{self, earliest, ConnError, Serve, Table};
 use super::proto::{DataPlan, Frame};
 use super::{Decision, JoinRequest, LeafId};
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
 use crate::transport::{Plane, Transport};
-
-const WAKER: Token = Token(0);
-const LISTENER: Token = Token(1);
-const FIRST_CONN: usize = 2;
 
 /// Shortest session timeout: heartbeats go out every third of it.
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(100);
@@ -225,43 +221,8 @@ enum Cmd {
     Close,
 }
 
-#[derive(Debug)]
-struct Ctl {
-    tx: Sender<Cmd>,
-    waker: Waker,
-    /// The driver thread, which runs the hooks: calls that wait for it cannot be made
-    /// from it.
-    driver: OnceLock<std::thread::ThreadId>,
-}
-
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Cmd::Listen(_) => "Listen",
-            Cmd::Invite { .. } => "Invite",
-            Cmd::Remove(..) => "Remove",
-            Cmd::Close => "Close",
-        })
-    }
-}
-
-impl Ctl {
-    /// Fails when called on the driver thread (from a hook), where waiting for the
-    /// driver would wait forever.
-    fn not_from_hook(&self, op: &'static str) -> Result<()> {
-        if self.driver.get() == Some(&std::thread::current().id()) {
-            return Err(Error::InsideHook { op });
-        }
-        Ok(())
-    }
-
-    fn command(&self, cmd: Cmd) -> Result<()> {
-        self.tx.send(cmd).map_err(|_| Error::SessionClosed)?;
-        self.waker
-            .wake()
-            .map_err(Error::os("waking the root's driver thread"))
-    }
-}
+/// The way into the root's driver thread.
+type Ctl = conn::Ctl<Cmd>;
 
 /// The root of a rooted session (a `C_ROOT` socket of `rooted-unicast` or
 /// `admitted-multicast`). See the [module docs](super).
@@ -336,38 +297,33 @@ impl Root {
             });
         }
         let poll = Poll::new().map_err(Error::os("creating the root's poller"))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(Error::os("creating the root's waker"))?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let ctl = Arc::new(Ctl {
-            tx,
-            waker,
-            driver: OnceLock::new(),
-        });
+        let (ctl, rx) = Ctl::new(&poll, "waking the root's driver thread")
+            .map_err(Error::os("creating the root's waker"))?;
+        let ctl = Arc::new(ctl);
         let (events_tx, events) = bounded(config.event_capacity.max(1));
         let leaves = Arc::new(Mutex::new(BTreeMap::new()));
         let dropped_events = Arc::new(AtomicU64::new(0));
         let mut driver = Driver {
-            poll,
+            table: Table::new(poll),
             commands: rx,
             ctl: Arc::clone(&ctl),
             hooks: Box::new(hooks),
             transport,
             config: config.clone(),
-            listener: None,
-            conns: HashMap::new(),
-            next_token: FIRST_CONN,
             next_leaf: 0,
             events: events_tx,
             leaves: Arc::clone(&leaves),
             dropped_events: Arc::clone(&dropped_events),
-            more: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("mp-root".into())
             .spawn(move || {
                 let _ = driver.ctl.driver.set(std::thread::current().id());
-                if std::panic::catch_unwind(AssertUnwindSafe(|| driver.run())).is_err() {
+                let run = AssertUnwindSafe(|| {
+                    driver.run();
+                    driver.shutdown();
+                });
+                if std::panic::catch_unwind(run).is_err() {
                     // Hooks are caught one by one; this is a bug of ours. Leave nothing
                     // that claims to be alive: the connections close when the driver drops.
                     tracing::error!("root: the driver thread panicked; every leaf is dropped");
@@ -546,72 +502,59 @@ enum State {
     Joined(LeafHandle),
 }
 
-struct Entry {
-    conn: Conn,
-    state: State,
-    since: Instant,
-}
+type Entry = conn::Entry<State>;
 
 struct Driver {
-    poll: Poll,
+    table: Table<State>,
     commands: Receiver<Cmd>,
     ctl: Arc<Ctl>,
     hooks: Box<dyn RootHooks>,
     transport: Transport,
     config: RootConfig,
-    listener: Option<mio::net::TcpListener>,
-    conns: HashMap<Token, Entry>,
-    next_token: usize,
     next_leaf: u64,
     events: Sender<RootEvent>,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
-    /// Connections read up to their budget with bytes perhaps left.
-    more: Vec<Token>,
 }
 
-impl Driver {
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(256);
-        let mut frames = Vec::new();
-        let mut again = Vec::new();
-        loop {
-            let timeout = if self.more.is_empty() {
-                self.next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-            } else {
-                // Connections with bytes left to read get no new event: come back at once.
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!("root driver: poll failed: {e}");
-                    break;
-                }
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    LISTENER => self.accept(),
-                    token => self.io(token, event.is_readable(), &mut frames),
-                }
-            }
-            std::mem::swap(&mut again, &mut self.more);
-            for token in again.drain(..) {
-                self.io(token, true, &mut frames);
-            }
-            if self.commands() {
-                break;
-            }
-            self.timers();
-        }
-        self.shutdown();
+impl Serve for Driver {
+    type State = State;
+    const WHO: &'static str = "root";
+
+    fn table(&mut self) -> &mut Table<State> {
+        &mut self.table
+    }
+
+    fn accepted() -> State {
+        State::AwaitJoin
+    }
+
+    fn frame(&mut self, token: Token, frame: Frame) {
+        Driver::frame(self, token, frame)
+    }
+
+    fn lost(&mut self, token: Token, why: ConnError) {
+        Driver::lost(self, token, why)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        Driver::next_deadline(self)
+    }
+
+    fn commands(&mut self) -> bool {
+        Driver::commands(self)
+    }
+
+    fn timers(&mut self) {
+        Driver::timers(self)
+    }
+}
+
+impl Driver {
+    fn next_deadline(&self) -> Option<Instant> {
         let heartbeat = self.config.timeout / 3;
         let mut next = None;
-        for entry in self.conns.values() {
+        for entry in self.table.conns.values() {
             next = earliest(next, entry.conn.last_rx + self.config.timeout);
             match entry.state {
                 State::Joined(_) => next = earliest(next, entry.conn.last_tx + heartbeat),
@@ -636,49 +579,15 @@ impl Driver {
         }
     }
 
-    fn accept(&mut self) {
-        loop {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.add_conn(stream, peer, State::AwaitJoin);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and the like: the pending connection stays queued; say so
-                    // and try again on the next event.
-                    tracing::warn!("root: accepting a leaf failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
     fn add_conn(
         &mut self,
         stream: mio::net::TcpStream,
         peer: SocketAddr,
         state: State,
     ) -> Option<Token> {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        match Conn::new(stream, peer, self.poll.registry(), token) {
-            Ok(conn) => {
-                self.conns.insert(
-                    token,
-                    Entry {
-                        conn,
-                        state,
-                        since: Instant::now(),
-                    },
-                );
-                Some(token)
-            }
-            Err(e) => {
+        match self.table.add(stream, peer, state) {
+            Ok(token) => Some(token),
+            Err((state, e)) => {
                 tracing::warn!("root: registering the connection of {peer} failed: {e}");
                 if let State::Invited { reply, .. } = state {
                     let _ = reply.send(Err(Error::Os {
@@ -691,40 +600,8 @@ impl Driver {
         }
     }
 
-    fn io(&mut self, token: Token, readable: bool, frames: &mut Vec<Frame>) {
-        let Some(entry) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if let Err(e) = entry.conn.flush() {
-            self.lost(token, e);
-            return;
-        }
-        if !readable {
-            return;
-        }
-        frames.clear();
-        let result = entry.conn.read(frames);
-        for frame in frames.drain(..) {
-            if !self.conns.contains_key(&token) {
-                break;
-            }
-            self.frame(token, frame);
-        }
-        match result {
-            Ok(true) if self.conns.contains_key(&token) && !self.more.contains(&token) => {
-                self.more.push(token)
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if self.conns.contains_key(&token) {
-                    self.lost(token, e);
-                }
-            }
-        }
-    }
-
     fn frame(&mut self, token: Token, frame: Frame) {
-        let Some(entry) = self.conns.get_mut(&token) else {
+        let Some(entry) = self.table.conns.get_mut(&token) else {
             return;
         };
         match (&entry.state, frame) {
@@ -791,9 +668,9 @@ impl Driver {
                     state: State::Invited { reply, .. },
                     conn,
                     ..
-                }) = self.conns.remove(&token)
+                }) = self.table.conns.remove(&token)
                 {
-                    conn.finish(self.poll.registry(), Duration::ZERO);
+                    conn.finish(self.table.poll.registry(), Duration::ZERO);
                     let _ = reply.send(Err(Error::Refused { peer, reason }));
                 }
             }
@@ -864,12 +741,12 @@ impl Driver {
     }
 
     fn refuse(&mut self, token: Token, peer: SocketAddr, reason: String) {
-        if let Some(entry) = self.conns.remove(&token) {
+        if let Some(entry) = self.table.conns.remove(&token) {
             let mut conn = entry.conn;
             let _ = conn.send(&Frame::Refuse {
                 reason: reason.clone(),
             });
-            conn.finish(self.poll.registry(), Duration::from_millis(100));
+            conn.finish(self.table.poll.registry(), Duration::from_millis(100));
             if let State::Invited { reply, .. } = entry.state {
                 let _ = reply.send(Err(Error::Refused {
                     peer,
@@ -922,7 +799,7 @@ impl Driver {
             }),
             ctl: Arc::clone(&self.ctl),
         };
-        let Some(entry) = self.conns.get_mut(&token) else {
+        let Some(entry) = self.table.conns.get_mut(&token) else {
             self.call_on_gone(id);
             return;
         };
@@ -935,8 +812,10 @@ impl Driver {
             lock(&self.leaves).remove(&id);
             handle.info.present.store(false, Ordering::Release);
             let peer = request.peer;
-            if let Some(entry) = self.conns.remove(&token) {
-                entry.conn.finish(self.poll.registry(), Duration::ZERO);
+            if let Some(entry) = self.table.conns.remove(&token) {
+                entry
+                    .conn
+                    .finish(self.table.poll.registry(), Duration::ZERO);
             }
             self.call_on_gone(id);
             if let State::Invited { reply, .. } = previous {
@@ -972,7 +851,7 @@ impl Driver {
         last: Option<Frame>,
         event: impl FnOnce(LeafId) -> RootEvent,
     ) {
-        let Some(mut entry) = self.conns.remove(&token) else {
+        let Some(mut entry) = self.table.conns.remove(&token) else {
             return;
         };
         if let Some(frame) = last {
@@ -980,7 +859,7 @@ impl Driver {
         }
         entry
             .conn
-            .finish(self.poll.registry(), Duration::from_millis(100));
+            .finish(self.table.poll.registry(), Duration::from_millis(100));
         match entry.state {
             State::Joined(handle) => {
                 let id = handle.info.id;
@@ -1003,16 +882,16 @@ impl Driver {
             state: State::Invited { .. },
             conn,
             ..
-        }) = self.conns.get(&token)
+        }) = self.table.conns.get(&token)
         {
             let peer = conn.peer;
             if let Some(Entry {
                 state: State::Invited { reply, .. },
                 conn,
                 ..
-            }) = self.conns.remove(&token)
+            }) = self.table.conns.remove(&token)
             {
-                conn.finish(self.poll.registry(), Duration::ZERO);
+                conn.finish(self.table.poll.registry(), Duration::ZERO);
                 let _ = reply.send(Err(Error::SessionGone { peer, reason }));
             }
             return;
@@ -1024,20 +903,11 @@ impl Driver {
     fn commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Cmd::Listen(mut listener) => {
-                    match self.poll.registry().register(
-                        &mut listener,
-                        LISTENER,
-                        mio::Interest::READABLE,
-                    ) {
-                        Ok(()) => {
-                            self.listener = Some(listener);
-                            // Leaves may have connected before the registration.
-                            self.accept();
-                        }
-                        Err(e) => tracing::error!("root: cannot watch the listener: {e}"),
-                    }
-                }
+                Cmd::Listen(listener) => match self.table.listen(listener) {
+                    // Leaves may have connected before the registration.
+                    Ok(()) => self.table.accept("root", <Driver as Serve>::accepted),
+                    Err(e) => tracing::error!("root: cannot watch the listener: {e}"),
+                },
                 Cmd::Invite {
                     stream,
                     peer,
@@ -1053,14 +923,14 @@ impl Driver {
                     else {
                         continue;
                     };
-                    if let Some(entry) = self.conns.get_mut(&token) {
+                    if let Some(entry) = self.table.conns.get_mut(&token) {
                         if let Err(e) = entry.conn.send(&invite) {
                             self.lost(token, e);
                         }
                     }
                 }
                 Cmd::Remove(id, reply) => {
-                    let token = self.conns.iter().find_map(|(t, e)| match &e.state {
+                    let token = self.table.conns.iter().find_map(|(t, e)| match &e.state {
                         State::Joined(h) if h.info.id == id => Some(*t),
                         _ => None,
                     });
@@ -1091,7 +961,7 @@ impl Driver {
         let heartbeat = self.config.timeout / 3;
         let mut expired = Vec::new();
         let mut failed = Vec::new();
-        for (token, entry) in &mut self.conns {
+        for (token, entry) in &mut self.table.conns {
             let silent = now.saturating_duration_since(entry.conn.last_rx);
             match entry.state {
                 State::Joined(_) => {
@@ -1114,7 +984,7 @@ impl Driver {
             self.lost(token, e);
         }
         for token in expired {
-            let Some(entry) = self.conns.get(&token) else {
+            let Some(entry) = self.table.conns.get(&token) else {
                 continue;
             };
             let peer = entry.conn.peer;
@@ -1131,9 +1001,9 @@ impl Driver {
                         state: State::Invited { reply, .. },
                         conn,
                         ..
-                    }) = self.conns.remove(&token)
+                    }) = self.table.conns.remove(&token)
                     {
-                        conn.finish(self.poll.registry(), Duration::ZERO);
+                        conn.finish(self.table.poll.registry(), Duration::ZERO);
                         let _ = reply.send(Err(Error::TimedOut {
                             what: "waiting for the leaf to answer the invitation",
                             peer,
@@ -1141,8 +1011,10 @@ impl Driver {
                     }
                 }
                 State::AwaitJoin => {
-                    if let Some(entry) = self.conns.remove(&token) {
-                        entry.conn.finish(self.poll.registry(), Duration::ZERO);
+                    if let Some(entry) = self.table.conns.remove(&token) {
+                        entry
+                            .conn
+                            .finish(self.table.poll.registry(), Duration::ZERO);
                     }
                 }
             }
@@ -1150,10 +1022,10 @@ impl Driver {
     }
 
     fn shutdown(&mut self) {
-        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        let tokens: Vec<Token> = self.table.conns.keys().copied().collect();
         for token in tokens {
             let joined = matches!(
-                self.conns.get(&token).map(|e| &e.state),
+                self.table.conns.get(&token).map(|e| &e.state),
                 Some(State::Joined(_))
             );
             // Admitted leaves are told the session ended; those still on their way in are
@@ -1172,9 +1044,7 @@ impl Driver {
                 reason: "the root closed the session".into(),
             });
         }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
+        self.table.unlisten();
     }
 }
 
