@@ -38,7 +38,7 @@ use super::LeafId;
 use crate::config::{BackendKind, IdleStrategy, BACKOFF_SPIN};
 use crate::error::{Error, Result};
 use crate::io::send::build_ring;
-use crate::io::unicast::UnicastSender;
+use crate::io::unicast::{Done, UnicastSender};
 use crate::io::{gso_run, MAX_GSO_SEGMENTS};
 use crate::stats::Counter;
 
@@ -444,8 +444,8 @@ impl Shard {
         any
     }
 
-    /// Collects finished sends; returns how many.
-    fn reap(&mut self) -> usize {
+    /// Runs `step` on the sender, with each finished operation accounted by [`complete`].
+    fn with_sender<R>(&mut self, step: impl FnOnce(&mut UnicastSender, Done<'_>) -> R) -> R {
         let Shard {
             sender,
             ops,
@@ -455,9 +455,14 @@ impl Shard {
             counters,
             ..
         } = self;
-        sender.reap(&mut |op, segments, res| {
+        step(sender, &mut |op, segments, res| {
             complete(ops, log, leaves, pool, counters, op, segments, res)
         })
+    }
+
+    /// Collects finished sends; returns how many.
+    fn reap(&mut self) -> usize {
+        self.with_sender(|sender, done| sender.reap(done))
     }
 
     /// Builds one operation for every leaf that has packets to send and none in flight,
@@ -513,18 +518,7 @@ impl Shard {
             built += 1;
         }
         if built > 0 {
-            let Shard {
-                sender,
-                ops,
-                log,
-                leaves,
-                pool,
-                counters,
-                ..
-            } = self;
-            sender.flush(&mut |op, segments, res| {
-                complete(ops, log, leaves, pool, counters, op, segments, res)
-            });
+            self.with_sender(|sender, done| sender.flush(done));
         }
         built
     }
@@ -540,18 +534,7 @@ impl Shard {
             true => {
                 self.wake.sleeping();
                 if self.queue.is_empty() && self.rx.is_empty() {
-                    let Shard {
-                        sender,
-                        ops,
-                        log,
-                        leaves,
-                        pool,
-                        counters,
-                        ..
-                    } = self;
-                    sender.wait(BLOCK_WAIT, &mut |op, segments, res| {
-                        complete(ops, log, leaves, pool, counters, op, segments, res)
-                    });
+                    self.with_sender(|sender, done| sender.wait(BLOCK_WAIT, done));
                 }
                 self.wake.awake();
             }
