@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,44 +17,11 @@ use std::time::Duration;
 use common::{wait_until, Stream, BACKENDS, MAX_LEN, STALL};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
 use multipoint_dataplane::{Error, Fanout, FanoutConfig, IdleStrategy, OfferError};
+use multipoint_test_support::alloc;
 use socket2::{Domain, SockRef, Socket, Type};
 
-/// Allocations (alloc, alloc_zeroed, realloc) by any thread.
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// The system allocator, counting.
-struct Counting;
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees hold; counting touches only an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`; the rest of the
-        // caller's contract is passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 const LEAVES: usize = 8;
 const WARM_UP: u64 = 10_000;
@@ -127,10 +93,10 @@ fn publish(fanout: &mut Fanout, stream: &Stream, from: u64, to: u64, slowest: &d
 
 #[test]
 fn after_warm_up_the_fan_out_allocates_nothing() {
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = alloc::allocations();
     drop(std::hint::black_box(vec![0u8; 64]));
     assert!(
-        ALLOCATIONS.load(Ordering::SeqCst) > before,
+        alloc::allocations() > before,
         "the counter counts"
     );
 
@@ -190,7 +156,7 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
             let stream = Stream::new();
 
             publish(&mut fanout, &stream, 1, WARM_UP, &slowest);
-            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            let before = alloc::allocations();
             publish(
                 &mut fanout,
                 &stream,
@@ -198,7 +164,7 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
                 WARM_UP + MEASURED,
                 &slowest,
             );
-            let after = ALLOCATIONS.load(Ordering::SeqCst);
+            let after = alloc::allocations();
 
             let stats = fanout.close();
             stop.store(true, Ordering::Release);

@@ -9,9 +9,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{
     group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Stream, BACKENDS, STALL,
@@ -19,66 +16,14 @@ use common::{
 use multipoint_control::Interface;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{Publisher, PublisherConfig, ShardConfig, SubscriptionConfig};
-
-/// Allocations (alloc, alloc_zeroed, realloc) by any thread.
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-/// Allocations by threads marked as publishing threads.
-static PUBLISHER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Const-initialised and without a destructor: reading it never allocates.
-    static PUBLISHING_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The system allocator, counting.
-struct Counting;
-
-impl Counting {
-    fn count() {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        if PUBLISHING_THREAD.try_with(Cell::get).unwrap_or(false) {
-            PUBLISHER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees hold; counting touches only atomics and a const thread-local.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::count();
-        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        Self::count();
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        Self::count();
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`; the rest of the
-        // caller's contract is passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use multipoint_test_support::alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 /// (all threads, publishing thread)
 fn snapshot() -> (u64, u64) {
-    (
-        ALLOCATIONS.load(Ordering::SeqCst),
-        PUBLISHER_ALLOCATIONS.load(Ordering::SeqCst),
-    )
+    (alloc::allocations(), alloc::marked_allocations())
 }
 
 const WARM_UP: u64 = 20_000;
@@ -87,7 +32,7 @@ const WINDOW: u64 = 3_000;
 
 #[test]
 fn after_warm_up_publishing_and_receiving_allocate_nothing() {
-    PUBLISHING_THREAD.with(|p| p.set(true));
+    alloc::mark_thread();
     // The counter sees allocations on this thread and on others.
     let before = snapshot();
     drop(std::hint::black_box(vec![0u8; 64]));

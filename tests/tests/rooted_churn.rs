@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use multipoint_control::rooted::RootEvent;
@@ -14,40 +12,10 @@ use multipoint_control::{Direction, Transport};
 use multipoint_dataplane::rooted::{DataLeaf, DataLeafConfig, UnicastRoot, UnicastRootConfig};
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{IdleStrategy, ShardConfig, Shards};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is
-// updated besides.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use multipoint_test_support::{alloc, open_fds};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 #[test]
 fn ten_thousand_data_joins_and_leaves_leak_nothing() {
@@ -97,14 +65,14 @@ fn ten_thousand_data_joins_and_leaves_leak_nothing() {
     std::thread::sleep(Duration::from_millis(100));
     root.poll();
     let fds_before = open_fds();
-    let heap_before = LIVE.load(Ordering::Relaxed);
+    let heap_before = alloc::live_bytes();
 
     round(10_000, &mut root);
 
     std::thread::sleep(Duration::from_millis(100));
     root.poll();
     let fds_after = open_fds();
-    let heap_after = LIVE.load(Ordering::Relaxed);
+    let heap_after = alloc::live_bytes();
     println!(
         "10,000 data joins and leaves: fds {fds_before} -> {fds_after}, live heap \
          {heap_before} -> {heap_after} bytes"
