@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod host;
 mod io;
 pub mod latency;
 pub mod publisher;
@@ -19,6 +20,7 @@ pub mod wire;
 
 pub use config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
 pub use error::{Error, Result};
+pub use host::{HostNeeds, RingSize};
 pub use fanout::{Fanout, FanoutConfig, FanoutLeaves, FanoutStats, LeafId, LeafStats};
 pub use publisher::{OfferError, Publisher, PublisherConfig};
 pub use shard::{Closed, Handler, ShardConfig, Shards, Subscription, SubscriptionConfig};

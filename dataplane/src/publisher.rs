@@ -29,6 +29,7 @@ use socket2::{SockAddr, Socket, Type};
 
 use crate::config::{BackendChoice, BackendInfo, BackendKind};
 use crate::error::{Error, Result};
+use crate::host::{HostNeeds, RingSize};
 use crate::io::region::Region;
 use crate::io::send::{build_ring, Sender};
 use crate::io::{choose, MAX_GSO_SEGMENTS};
@@ -101,6 +102,31 @@ impl PublisherConfig {
         }
     }
 }
+
+impl PublisherConfig {
+    /// What this publisher will ask of the host (see [`crate::host`]).
+    pub fn host_needs(&self) -> HostNeeds {
+        HostNeeds {
+            senders: 1,
+            sender_ring: PUBLISHER_RING,
+            sender_registered_bytes: if self.zero_copy {
+                (self.buffers * self.max_datagram) as u64
+            } else {
+                0
+            },
+            probes: 1,
+            send_buffer: SEND_BUFFER as u64,
+            ..HostNeeds::default()
+        }
+    }
+}
+
+/// The publisher's io_uring: room for a whole buffer pool of sends in flight.
+const PUBLISHER_RING: RingSize = RingSize { sq: 256, cq: 1024 };
+
+/// The send buffer a publisher asks for (capped by `net.core.wmem_max`): a deep one
+/// absorbs bursts.
+const SEND_BUFFER: usize = 4 << 20;
 
 /// Why [`Publisher::offer`] did not take a message. The message was not consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -272,21 +298,12 @@ impl Publisher {
     /// Everything after the socket: buffers, backend and sender to `dest`.
     fn build(config: PublisherConfig, socket: PubSocket, dest: SocketAddr) -> Result<Publisher> {
         // A deep send buffer absorbs bursts; the kernel caps it at net.core.wmem_max.
-        let _ = socket.socket().set_send_buffer_size(4 << 20);
+        let _ = socket.socket().set_send_buffer_size(SEND_BUFFER);
 
-        // Once per process: warn (tracing) about host settings that will hurt.
-        multipoint_tuning::warn_at_startup(&multipoint_tuning::Needs {
-            publisher_registered_bytes: if config.zero_copy {
-                (config.buffers * config.max_datagram) as u64
-            } else {
-                0
-            },
-            ..multipoint_tuning::Needs::default()
-        });
         let backend = choose(config.backend)?;
         let ring = match backend.kind {
             BackendKind::Uring => Some(
-                build_ring(256, 1024, false)
+                build_ring(PUBLISHER_RING.sq, PUBLISHER_RING.cq, false)
                     .map_err(Error::io("setting up the publisher's io_uring"))?,
             ),
             BackendKind::Mmsg => None,

@@ -34,8 +34,10 @@ use socket2::{Socket, Type};
 use crate::config::{BackendChoice, BackendInfo, IdleStrategy, BACKOFF_SPIN};
 use crate::error::{Error, Result};
 use crate::fanout::wake::Wake;
+use crate::host::{HostNeeds, RingSize};
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
-use crate::io::{choose, segments, Event, Receiver};
+use crate::io::uring::{RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
+use crate::io::{choose, segments, Event, Receiver, RECV_CONTROL_LEN};
 use crate::latency::{now_ns, read_stamp, LatencyHistogram};
 use crate::sequence::{Gap, SequenceTracker, StartAt, Verdict};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
@@ -125,6 +127,35 @@ impl Default for ShardConfig {
     }
 }
 
+impl ShardConfig {
+    /// The largest payload one receive buffer must hold: a whole GRO batch (65,535
+    /// bytes) with `gro`, else one datagram.
+    fn receive_payload(&self) -> usize {
+        if self.gro {
+            65_535
+        } else {
+            self.max_datagram.max(DEFAULT_MAX_DATAGRAM)
+        }
+    }
+
+    /// What these shards will ask of the host (see [`crate::host`]).
+    pub fn host_needs(&self) -> HostNeeds {
+        let receive_buffer = RECV_HEADER_LEN + RECV_NAME_LEN + RECV_CONTROL_LEN;
+        HostNeeds {
+            shards: u32::try_from(self.shards).unwrap_or(u32::MAX),
+            shard_ring: SHARD_RING.max(RingSize {
+                sq: 0,
+                cq: u32::from(self.buffers) * 4,
+            }),
+            shard_buffers: self.buffers,
+            shard_buffer_bytes: (receive_buffer + self.receive_payload()) as u64,
+            probes: 1,
+            threads: u32::try_from(self.shards).unwrap_or(u32::MAX),
+            ..HostNeeds::default()
+        }
+    }
+}
+
 /// What to subscribe to.
 ///
 /// [`Shards::subscribe_socket`] ignores `group`, `source` and `interface` (the caller made
@@ -151,6 +182,14 @@ pub struct SubscriptionConfig {
 }
 
 impl SubscriptionConfig {
+    /// What this subscription will ask of the host: its socket's receive buffer.
+    pub fn host_needs(&self) -> HostNeeds {
+        HostNeeds {
+            recv_buffer: self.recv_buffer as u64,
+            ..HostNeeds::default()
+        }
+    }
+
     /// Defaults for `group`: any source, interface by route, first session seen, stream
     /// from sequence 1, no timestamps, 8 MiB receive buffer, round robin.
     pub fn new(group: SocketAddr) -> SubscriptionConfig {
@@ -273,29 +312,9 @@ impl Shards {
                 config.buffers
             )));
         }
-        // Once per process: warn (tracing) about host settings that will hurt.
-        let payload_bytes = if config.gro {
-            65_535
-        } else {
-            config.max_datagram.max(DEFAULT_MAX_DATAGRAM)
-        };
-        multipoint_tuning::warn_at_startup(&multipoint_tuning::Needs {
-            shards: config.shards as u32,
-            shard_ring: multipoint_tuning::RingSize {
-                sq: 64,
-                cq: (u32::from(config.buffers) * 4).max(1024),
-            },
-            shard_buffers: config.buffers,
-            shard_buffer_bytes: (16 + 28 + 64 + payload_bytes) as u64,
-            ..multipoint_tuning::Needs::default()
-        });
         let backend = choose(config.backend)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let payload = if config.gro {
-            65_535
-        } else {
-            config.max_datagram.max(DEFAULT_MAX_DATAGRAM)
-        };
+        let payload = config.receive_payload();
         let mut shards = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
             let (tx, rx) = bounded::<Command>(64);

@@ -77,6 +77,7 @@ use self::pool::Pool;
 use self::shard::{Command, Link, Setup};
 use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
 use crate::error::{Error, Result};
+use crate::host::HostNeeds;
 use crate::io::{choose, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::publisher::OfferError;
 use crate::wire::{
@@ -142,6 +143,21 @@ impl FanoutConfig {
             max_batch: MAX_GSO_SEGMENTS,
             max_leaves_per_shard: 1024,
             pin: true,
+        }
+    }
+}
+
+impl FanoutConfig {
+    /// What this fan-out will ask of the host (see [`crate::host`]).
+    pub fn host_needs(&self) -> HostNeeds {
+        let shards = u32::try_from(self.shards).unwrap_or(u32::MAX);
+        HostNeeds {
+            senders: shards,
+            sender_ring: shard::ring_size(self.max_leaves_per_shard),
+            probes: 1,
+            send_buffer: SEND_BUFFER as u64,
+            threads: shards,
+            ..HostNeeds::default()
         }
     }
 }

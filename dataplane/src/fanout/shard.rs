@@ -37,6 +37,7 @@ use super::wake::Wake;
 use super::LeafId;
 use crate::config::{BackendKind, IdleStrategy, BACKOFF_SPIN};
 use crate::error::{Error, Result};
+use crate::host::RingSize;
 use crate::io::send::build_ring;
 use crate::io::unicast::{Done, UnicastSender};
 use crate::io::{gso_run, MAX_GSO_SEGMENTS};
@@ -105,6 +106,20 @@ pub(crate) struct Setup {
     pub(crate) gso: bool,
     pub(crate) max_leaves: usize,
     pub(crate) pin: Option<usize>,
+}
+
+/// One operation per leaf in flight, plus room for those of leaves removed while their
+/// last send was still out.
+fn max_ops(max_leaves: usize) -> usize {
+    (max_leaves + 64).min(usize::from(u16::MAX))
+}
+
+/// The io_uring of a shard with room for `max_leaves`: a completion for every operation.
+pub(crate) fn ring_size(max_leaves: usize) -> RingSize {
+    RingSize {
+        sq: 256,
+        cq: (max_ops(max_leaves) as u32 + 8).next_power_of_two().max(256),
+    }
 }
 
 /// Starts a shard thread; returns its link and its thread once its engine is set up.
@@ -270,14 +285,12 @@ impl Shard {
         leaf_count: Arc<CachePadded<AtomicUsize>>,
         counters: Arc<ShardCounters>,
     ) -> Result<Shard> {
-        // One operation per leaf in flight, plus room for those of leaves removed while
-        // their last send was still out.
-        let max_ops = (setup.max_leaves + 64).min(usize::from(u16::MAX));
+        let max_ops = max_ops(setup.max_leaves);
         let ring = match setup.kind {
             BackendKind::Uring => {
-                let cq = (max_ops as u32 + 8).next_power_of_two().max(256);
+                let size = ring_size(setup.max_leaves);
                 Some(
-                    build_ring(256, cq, true)
+                    build_ring(size.sq, size.cq, true)
                         .map_err(Error::io("setting up a fan-out shard's io_uring"))?,
                 )
             }

@@ -19,7 +19,16 @@ use io_uring::{cqueue, opcode, IoUring};
 use memmap2::MmapMut;
 
 use super::region::Region;
+use crate::host::RingSize;
 use super::{parse_cmsgs, Event, RECV_CONTROL_LEN};
+
+/// A receive shard's io_uring: few submissions (one multishot receive per socket), and a
+/// completion queue of at least this size (four completions per buffer when larger).
+pub(crate) const SHARD_RING: RingSize = RingSize { sq: 64, cq: 1024 };
+/// The `io_uring_recvmsg_out` header at the start of each received buffer.
+pub(crate) const RECV_HEADER_LEN: usize = 16;
+/// Room for the source address in each received buffer.
+pub(crate) const RECV_NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
 
 /// Checks that an io_uring with multishot receive and provided buffer rings can be set
 /// up here. Returns the reason when it cannot.
@@ -196,11 +205,11 @@ impl UringReceiver {
     /// A receiver for up to `max_sockets` sockets with `buffers` receive buffers of
     /// `payload` bytes each (plus room for headers).
     pub(crate) fn new(max_sockets: u32, buffers: u16, payload: usize) -> io::Result<UringReceiver> {
-        let cq = u32::from(buffers).saturating_mul(4).max(1024);
-        let ring = super::send::build_ring(64, cq, true)?;
+        let cq = u32::from(buffers).saturating_mul(4).max(SHARD_RING.cq);
+        let ring = super::send::build_ring(SHARD_RING.sq, cq, true)?;
         ring.submitter().register_files_sparse(max_sockets)?;
         // struct io_uring_recvmsg_out: namelen, controllen, payloadlen, flags (4 x u32).
-        let size = 16 + mem::size_of::<libc::sockaddr_in6>() + RECV_CONTROL_LEN + payload;
+        let size = RECV_HEADER_LEN + RECV_NAME_LEN + RECV_CONTROL_LEN + payload;
         let bufs = BufRing::new(&ring, buffers, size, 0)?;
         // SAFETY: msghdr is a plain C struct; all-zero is valid.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
