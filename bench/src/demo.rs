@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency::LatencyHistogram;
-use multipoint_dataplane::sequence::Gap;
+use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::{Handler, Publisher, Shards, Subscription, SubscriptionConfig};
 
 use crate::cli::{publisher_config, DemoArgs, Idle};

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use multipoint_control::rooted::{DataPlan, SessionEvent};
 use multipoint_control::Direction;
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram};
-use multipoint_dataplane::rooted::{DataLeaf, DataLeafConfig, Joined};
-use multipoint_dataplane::sequence::StartAt;
+use multipoint_dataplane::rooted_transport::{DataLeaf, DataLeafConfig, Joined};
+use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{ShardConfig, Shards, SubscriptionStats};
 

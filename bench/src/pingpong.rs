@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency::{self, LatencyHistogram};
-use multipoint_dataplane::sequence::StartAt;
+use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     BackendInfo, Handler, OfferError, Publisher, ShardConfig, Shards, Subscription,

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency;
-use multipoint_dataplane::rooted::UnicastRoot;
+use multipoint_dataplane::rooted_transport::UnicastRoot;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{OfferError, Publisher};
 

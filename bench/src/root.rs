@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::{Decision, LeafId, Root, RootEvent};
 use multipoint_control::Direction;
-use multipoint_dataplane::rooted::{
+use multipoint_dataplane::rooted_transport::{
     Admission, AdmittedRoot, UnicastRoot, UnicastRootConfig, UplinkHandlers,
 };
-use multipoint_dataplane::sequence::Gap;
+use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN};
 use multipoint_dataplane::{BackendInfo, Handler, OfferError, Shards};
 
@@ -346,13 +346,7 @@ fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
     check_size(root.publisher(), args.load.size, args.io.max_datagram)?;
     let backend = root.publisher().backend().clone();
     let listen = root.control().local_addr().unwrap_or(args.listen);
-    let data = root
-        .publisher()
-        .socket()
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or(args.data);
+    let data = root.publisher().local_addr().unwrap_or(args.data);
     Ok(Started {
         root: Running::Admitted(root),
         backend,

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
-use multipoint_dataplane::sequence::StartAt;
+use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::{Handler, Shards, SubscriptionConfig};
 
 use crate::cli::SubArgs;

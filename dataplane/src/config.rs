@@ -1,5 +1,5 @@
-//! Settings shared by publishers and shards: which I/O backend, how to idle, and
-//! segmentation offload.
+//! Settings shared by publishers, shards and fan-outs: which network and I/O backend,
+//! and how a shard idles.
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,6 +36,8 @@ pub enum BackendKind {
     Uring,
     /// recvmmsg/sendmmsg.
     Mmsg,
+    /// A simulated network ([`crate::io::sim`]), for tests.
+    Sim,
 }
 
 impl fmt::Display for BackendKind {
@@ -43,8 +45,21 @@ impl fmt::Display for BackendKind {
         f.pad(match self {
             BackendKind::Uring => "io_uring",
             BackendKind::Mmsg => "mmsg",
+            BackendKind::Sim => "sim",
         })
     }
+}
+
+/// The network a publisher or shards make their sockets on.
+#[derive(Debug, Clone, Default)]
+pub enum Network {
+    /// The host's: kernel sockets made through the control crate, on io_uring or the
+    /// mmsg fallback as [`BackendChoice`] says.
+    #[default]
+    Host,
+    /// A simulated network, which loses, reorders and corrupts as it was told to; the
+    /// sim backend runs, whatever [`BackendChoice`] says.
+    Sim(crate::io::sim::SimNet),
 }
 
 /// The backend in use and why it was chosen.
@@ -96,16 +111,6 @@ impl FromStr for IdleStrategy {
             _ => Err(format!(
                 "unknown idle strategy {s:?}: use spin, yield, block or backoff"
             )),
-        }
-    }
-}
-
-impl IdleStrategy {
-    /// Idles once without blocking in the kernel (for `Spin` and `Yield`).
-    pub(crate) fn pause(self) {
-        match self {
-            IdleStrategy::Spin | IdleStrategy::Backoff => std::hint::spin_loop(),
-            IdleStrategy::Yield | IdleStrategy::Block => std::thread::yield_now(),
         }
     }
 }

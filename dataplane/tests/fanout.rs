@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::{wait_until, Checksum, Stream, BACKENDS, MAX_LEN, STALL};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
 use multipoint_dataplane::{
-    BackendChoice, Error, Fanout, FanoutConfig, IdleStrategy, LeafId, OfferError,
+    BackendChoice, Error, Fanout, FanoutConfig, IdleStrategy, FanoutLeafId, OfferError,
 };
 use socket2::{Domain, SockRef, Socket, Type};
 
@@ -340,7 +340,7 @@ fn every_leaf_gets_every_message_in_order_on_both_backends_with_and_without_gso(
                 };
                 let leaves: Vec<Leaf> = (0..LEAVES).map(|_| Leaf::spawn(root, &messages)).collect();
                 let handle = fanout.leaves();
-                let ids: Vec<LeafId> = leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect();
+                let ids: Vec<FanoutLeafId> = leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect();
                 assert_eq!(handle.len(), LEAVES);
                 let shards: Vec<usize> = ids
                     .iter()

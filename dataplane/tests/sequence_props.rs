@@ -13,9 +13,8 @@
 
 use std::collections::BTreeSet;
 
-use multipoint_dataplane::sequence::{
-    SequenceCounters, SequenceTracker, StartAt, Verdict, END_OF_SESSION_COUNT, HEARTBEAT_COUNT,
-};
+use multipoint_dataplane::core::sequence::{SequenceCounters, SequenceTracker, StartAt, Verdict};
+use multipoint_dataplane::wire::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT};
 use proptest::prelude::*;
 
 const SESSION: [u8; 10] = *b"PROPTEST01";

@@ -100,7 +100,7 @@ fn a_unicast_stream_reaches_a_connected_subscription_and_nobody_else_does(
     assert_eq!(publisher.backend().kind, kind_of(backend));
     assert_eq!(publisher.destination(), sub_addr);
     assert_eq!(
-        publisher.socket().local_addr().unwrap().as_socket(),
+        publisher.local_addr(),
         Some(pub_addr),
         "the publisher sends from the socket it was given"
     );

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::{proto::Frame, Decision, RootEvent, SessionEvent};
 use multipoint_control::{Direction, Transport};
-use multipoint_dataplane::rooted::{
+use multipoint_dataplane::rooted_transport::{
     AdmittedRoot, DataLeaf, DataLeafConfig, Joined, UnicastRoot, UnicastRootConfig,
 };
-use multipoint_dataplane::sequence::Gap;
+use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     BackendChoice, Handler, IdleStrategy, PublisherConfig, ShardConfig, Shards,
@@ -310,7 +310,7 @@ fn a_leaf_that_dies_is_removed_within_the_timeout_and_the_rest_keep_receiving() 
 #[test]
 fn a_refused_join_gets_its_reason() {
     let mut shards = shards(4);
-    let admission: multipoint_dataplane::rooted::Admission = Box::new(|req| {
+    let admission: multipoint_dataplane::rooted_transport::Admission = Box::new(|req| {
         if req.name == "vip" {
             Decision::Admit
         } else {
@@ -348,7 +348,7 @@ fn a_leaf_reaches_the_root_but_never_another_leaf() {
     let mut shards = shards(8);
     let uplink_msgs = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&uplink_msgs);
-    let uplink_handlers: multipoint_dataplane::rooted::UplinkHandlers = Box::new(move |_leaf| {
+    let uplink_handlers: multipoint_dataplane::rooted_transport::UplinkHandlers = Box::new(move |_leaf| {
         let counter = Arc::clone(&counter);
         Box::new(move |_seq: u64, msg: &[u8]| {
             if msg == b"to the root" {
@@ -446,7 +446,7 @@ fn admitted_multicast_admits_then_data_flows_by_multicast() {
     publisher.interface = multipoint_control::Interface::LOOPBACK_V4;
     publisher.bind = Some("127.0.0.1:0".parse().unwrap());
     publisher.scope = 0;
-    let admission: multipoint_dataplane::rooted::Admission = Box::new(|req| {
+    let admission: multipoint_dataplane::rooted_transport::Admission = Box::new(|req| {
         if req.name.starts_with("member") {
             Decision::Admit
         } else {

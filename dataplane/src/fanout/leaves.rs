@@ -21,19 +21,20 @@ use crate::error::{Error, Result};
 /// How long a change waits for its shard to answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A leaf of a fan-out, as [`FanoutLeaves::add`] named it. Ids are never reused within one
-/// fan-out.
+/// A leaf of a fan-out (a destination it sends to), as [`FanoutLeaves::add`] named it.
+/// Ids are never reused within one fan-out. (A rooted session's leaf is a
+/// [`multipoint_control::rooted::LeafId`]; the rooted-unicast root maps one to the other.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LeafId(u64);
+pub struct FanoutLeafId(u64);
 
-impl LeafId {
+impl FanoutLeafId {
     /// The id as a number (1 for the first leaf added, then 2, ...).
     pub fn get(self) -> u64 {
         self.0
     }
 }
 
-impl fmt::Display for LeafId {
+impl fmt::Display for FanoutLeafId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "leaf {}", self.0)
     }
@@ -60,7 +61,7 @@ struct LeafEntry {
 }
 
 struct Registry {
-    leaves: HashMap<LeafId, LeafEntry>,
+    leaves: HashMap<FanoutLeafId, LeafEntry>,
     per_shard: Vec<usize>,
     next_id: u64,
     closed: bool,
@@ -150,7 +151,7 @@ impl FanoutLeaves {
     /// [`Error::TooManyLeaves`] when every shard has `max_leaves_per_shard` leaves;
     /// [`Error::FanoutClosed`] once the fan-out is closed; [`Error::ShardGone`] if the
     /// shard stopped or did not answer.
-    pub fn add(&self, addr: SocketAddr) -> Result<LeafId> {
+    pub fn add(&self, addr: SocketAddr) -> Result<FanoutLeafId> {
         let c = &*self.control;
         let Some(sockaddr) = leaf_address(addr, c.socket_is_v6) else {
             return Err(Error::LeafAddress {
@@ -173,12 +174,12 @@ impl FanoutLeaves {
                 max: c.max_per_shard * c.links.len(),
             });
         };
-        let id = LeafId(registry.next_id);
+        let id = FanoutLeafId(registry.next_id);
         registry.next_id += 1;
         let counters = Arc::new(LeafCounters::default());
         let link = &c.links[shard];
         let (reply, answer) = crossbeam_channel::bounded(1);
-        link.tx
+        link.commands
             .send(Command::Add {
                 id,
                 addr: sockaddr,
@@ -186,7 +187,6 @@ impl FanoutLeaves {
                 reply,
             })
             .map_err(|_| Error::FanoutClosed)?;
-        link.wake.notify();
         let slot = answer
             .recv_timeout(REPLY_TIMEOUT)
             .map_err(|_| Error::ShardGone(shard))??;
@@ -212,7 +212,7 @@ impl FanoutLeaves {
     /// [`Error::NoSuchLeaf`] if `id` is not a leaf (any more); [`Error::FanoutClosed`]
     /// once the fan-out is closed; [`Error::ShardGone`] if the shard stopped or did not
     /// answer.
-    pub fn remove(&self, id: LeafId) -> Result<()> {
+    pub fn remove(&self, id: FanoutLeafId) -> Result<()> {
         let c = &*self.control;
         let mut registry = c.registry();
         if registry.closed {
@@ -224,10 +224,9 @@ impl FanoutLeaves {
         let (shard, slot) = (entry.shard, entry.slot);
         let link = &c.links[shard];
         let (reply, answer) = crossbeam_channel::bounded(1);
-        link.tx
+        link.commands
             .send(Command::Remove { id, slot, reply })
             .map_err(|_| Error::FanoutClosed)?;
-        link.wake.notify();
         answer
             .recv_timeout(REPLY_TIMEOUT)
             .map_err(|_| Error::ShardGone(shard))?;
@@ -255,14 +254,14 @@ impl FanoutLeaves {
     }
 
     /// The leaves' ids, in the order they were added.
-    pub fn ids(&self) -> Vec<LeafId> {
-        let mut ids: Vec<LeafId> = self.control.registry().leaves.keys().copied().collect();
+    pub fn ids(&self) -> Vec<FanoutLeafId> {
+        let mut ids: Vec<FanoutLeafId> = self.control.registry().leaves.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     /// One leaf's counters; `None` if `id` is not a leaf (any more).
-    pub fn stats(&self, id: LeafId) -> Option<LeafStats> {
+    pub fn stats(&self, id: FanoutLeafId) -> Option<LeafStats> {
         let registry = self.control.registry();
         let entry = registry.leaves.get(&id)?;
         Some(LeafStats {

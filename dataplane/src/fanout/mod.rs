@@ -61,29 +61,29 @@
 mod leaves;
 mod pool;
 mod shard;
-pub(crate) mod wake;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socket2::Socket;
-
-pub use leaves::{FanoutLeaves, LeafId, LeafStats};
+pub use leaves::{FanoutLeafId, FanoutLeaves, LeafStats};
 
 use self::leaves::Control;
 use self::pool::Pool;
 use self::shard::{Command, Link, Setup};
-use crate::config::{BackendChoice, BackendInfo, IdleStrategy};
+use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
+use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig};
+use crate::core::SystemClock;
 use crate::error::{Error, Result};
 use crate::host::HostNeeds;
-use crate::io::{choose, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
-use crate::publisher::OfferError;
-use crate::wire::{
-    write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
-    DEFAULT_MAX_DATAGRAM, HEADER_LEN,
-};
+use crate::io::mmsg::MmsgSend;
+use crate::io::sim::{SimSend, SimSocket};
+use crate::io::uring::send::SendSetup;
+use crate::io::uring::{build_ring, UringSend};
+use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use crate::runtime::{self, Spawn};
+use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
 /// Longest `close` waits for a free buffer for the end of session.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -196,39 +196,24 @@ pub struct FanoutStats {
 /// The root's own counters (its thread only).
 #[derive(Debug, Clone, Copy, Default)]
 struct RootCounters {
-    messages: u64,
-    bytes: u64,
     packets: u64,
     unrouted: u64,
-    heartbeats: u64,
     backpressure: u64,
-}
-
-struct Open {
-    slot: u16,
-    builder: PacketBuilder,
-    /// The sequence number of its first message.
-    first: u64,
-    since: Instant,
 }
 
 /// The root's sender. See the module docs.
 pub struct Fanout {
-    config: FanoutConfig,
     backend: BackendInfo,
     control: Arc<Control>,
     threads: Vec<JoinHandle<()>>,
     pool: Arc<Pool>,
-    open: Option<Open>,
-    /// Full packets not yet handed to the shards (capacity reserved up front).
-    ready: Vec<(u16, u16)>,
+    /// What goes in which packet and when it leaves (sans-IO).
+    core: Packetizer,
     /// Which shards the packets being handed over go to (one flag per shard, reused).
     targets: Vec<bool>,
-    batching: bool,
-    next_sequence: u64,
-    last_send: Instant,
     counters: RootCounters,
-    max_message: usize,
+    /// A simulated root socket, kept bound while the shards send from its address.
+    _sim_socket: Option<SimSocket>,
     closed: bool,
 }
 
@@ -238,7 +223,7 @@ impl std::fmt::Debug for Fanout {
             .field("shards", &self.control.links.len())
             .field("backend", &self.backend)
             .field("leaves", &self.control.len())
-            .field("next_sequence", &self.next_sequence)
+            .field("next_sequence", &self.core.next_sequence())
             .finish()
     }
 }
@@ -255,19 +240,30 @@ impl Fanout {
     /// [`Error::Config`] for settings out of range or an unbound socket;
     /// [`Error::UringUnavailable`] when io_uring was required and is not there;
     /// [`Error::Io`] if duplicating the socket or setting up a shard fails.
-    pub fn start(socket: Socket, mut config: FanoutConfig) -> Result<Fanout> {
+    pub fn start(socket: impl Into<DataSocket>, mut config: FanoutConfig) -> Result<Fanout> {
         check(&config)?;
+        let core = packetizer(&config)?;
         let full_gso = MAX_GSO_SEGMENTS
             .min(MAX_GSO_BYTES / config.max_datagram)
             .max(1);
         config.max_batch = config.max_batch.clamp(1, full_gso);
-        let local = socket
-            .local_addr()
-            .map_err(Error::io("reading the root socket's address"))?;
-        let Some(local) = local.as_socket() else {
-            return Err(Error::Config(
-                "the root's data socket is not an IP socket".into(),
-            ));
+        let socket = socket.into();
+        let local = match &socket {
+            DataSocket::Sim(socket) => socket.local_addr(),
+            DataSocket::Host(socket) => {
+                let local = socket
+                    .local_addr()
+                    .map_err(Error::io("reading the root socket's address"))?;
+                let Some(local) = local.as_socket() else {
+                    return Err(Error::Config(
+                        "the root's data socket is not an IP socket".into(),
+                    ));
+                };
+                if socket.send_buffer_size().unwrap_or(0) < SEND_BUFFER {
+                    let _ = socket.set_send_buffer_size(SEND_BUFFER);
+                }
+                local
+            }
         };
         if local.port() == 0 {
             return Err(Error::Config(
@@ -276,33 +272,30 @@ impl Fanout {
                     .into(),
             ));
         }
-        if socket.send_buffer_size().unwrap_or(0) < SEND_BUFFER {
-            let _ = socket.set_send_buffer_size(SEND_BUFFER);
-        }
-        let backend = choose(config.backend)?;
+        let backend = match &socket {
+            DataSocket::Sim(_) => sim_backend(),
+            DataSocket::Host(_) => choose(config.backend)?,
+        };
         let pool = Arc::new(
             Pool::new(config.buffers, config.max_datagram)
                 .map_err(Error::io("allocating the fan-out's packet buffers"))?,
         );
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = runtime::cores();
         let mut links: Vec<Link> = Vec::with_capacity(config.shards);
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(config.shards);
         for index in 0..config.shards {
-            let started = socket
-                .try_clone()
-                .map_err(Error::io("duplicating the root's data socket"))
-                .and_then(|dup| {
-                    shard::spawn(Setup {
-                        index,
-                        kind: backend.kind,
-                        socket: dup,
-                        pool: Arc::clone(&pool),
-                        idle: config.idle,
-                        gso: config.gso,
-                        max_leaves: config.max_leaves_per_shard,
-                        pin: config.pin.then_some(index % cores),
-                    })
-                });
+            let setup = Setup {
+                index,
+                pool: Arc::clone(&pool),
+                max_leaves: config.max_leaves_per_shard,
+                spawn: Spawn {
+                    name: format!("mp-fanout-{index}"),
+                    index,
+                    pin: config.pin.then_some(index % cores),
+                    idle: config.idle,
+                },
+            };
+            let started = start_shard(setup, &socket, backend.kind, config.gso);
             match started {
                 Ok((link, thread)) => {
                     links.push(link);
@@ -314,26 +307,24 @@ impl Fanout {
                 }
             }
         }
-        drop(socket);
+        let sim_socket = match socket {
+            DataSocket::Sim(socket) => Some(socket),
+            DataSocket::Host(_) => None,
+        };
         let control = Arc::new(Control::new(
             links,
             config.max_leaves_per_shard,
             local.is_ipv6(),
         ));
         Ok(Fanout {
-            max_message: config.max_datagram - HEADER_LEN - BLOCK_HEADER_LEN,
-            ready: Vec::with_capacity(config.buffers),
             targets: vec![false; config.shards],
-            config,
             backend,
             control,
             threads,
             pool,
-            open: None,
-            batching: false,
-            next_sequence: 1,
-            last_send: Instant::now(),
+            core,
             counters: RootCounters::default(),
+            _sim_socket: sim_socket,
             closed: false,
         })
     }
@@ -355,22 +346,23 @@ impl Fanout {
 
     /// The sequence number the next message will get.
     pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
+        self.core.next_sequence()
     }
 
     /// The longest message a packet can carry.
     pub fn max_message(&self) -> usize {
-        self.max_message
+        self.core.max_message()
     }
 
     /// Counters so far (the shards' are a moment old).
     pub fn stats(&self) -> FanoutStats {
+        let core = self.core.stats();
         let mut stats = FanoutStats {
-            messages: self.counters.messages,
-            bytes: self.counters.bytes,
+            messages: core.messages,
+            bytes: core.bytes,
             packets: self.counters.packets,
             unrouted: self.counters.unrouted,
-            heartbeats: self.counters.heartbeats,
+            heartbeats: core.heartbeats,
             backpressure: self.counters.backpressure,
             leaves: self.control.len() as u64,
             buffers_in_use: self.pool.count().saturating_sub(self.pool.free_len()) as u64,
@@ -391,99 +383,46 @@ impl Fanout {
     ///
     /// [`OfferError`]; the message was not taken.
     pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        if msg.len() > self.max_message {
-            return Err(OfferError::TooLarge {
-                len: msg.len(),
-                limit: self.max_message,
-            });
+        let mut taken = self.core.offer(msg, &mut self.pool, &SystemClock);
+        if taken == Err(OfferError::Backpressure) && self.core.held() > 0 {
+            // No free buffer: hand over what is held (its slots come back once sent).
+            self.core.release_held();
+            self.send_ready();
+            taken = self.core.offer(msg, &mut self.pool, &SystemClock);
         }
-        if let Some(open) = &self.open {
-            if !open.builder.fits(msg.len()) {
-                self.close_open();
-                if !self.batching || self.ready.len() >= self.config.max_batch {
-                    self.send_ready();
-                }
-            }
+        if taken == Err(OfferError::Backpressure) {
+            self.counters.backpressure += 1;
         }
-        if self.open.is_none() {
-            let slot = self.take_slot()?;
-            // SAFETY: the slot was just taken from the free list and is ours alone.
-            let buf = unsafe { self.pool.slot_mut(slot) };
-            let Ok(builder) = PacketBuilder::start(buf, &self.config.session, self.next_sequence)
-            else {
-                // Unreachable with max_datagram >= HEADER_LEN (checked in start): give the
-                // slot back rather than panic.
-                self.pool.give_back(slot);
-                return Err(OfferError::Backpressure);
-            };
-            self.open = Some(Open {
-                slot,
-                builder,
-                first: self.next_sequence,
-                since: Instant::now(),
-            });
+        if self.core.poll_transmit().is_some() {
+            self.send_ready();
         }
-        let Some(open) = self.open.as_mut() else {
-            return Err(OfferError::Backpressure);
-        };
-        // SAFETY: the open packet's slot is ours until it is handed to the shards.
-        let buf = unsafe { self.pool.slot_mut(open.slot) };
-        match open.builder.push(buf, msg) {
-            Ok(()) => {}
-            Err(PushError::SequenceExhausted) => return Err(OfferError::SequenceExhausted),
-            Err(_) => {
-                return Err(OfferError::TooLarge {
-                    len: msg.len(),
-                    limit: self.max_message,
-                })
-            }
-        }
-        let seq = self.next_sequence;
-        self.next_sequence += 1;
-        self.counters.messages += 1;
-        self.counters.bytes += msg.len() as u64;
-        if !self.batching {
-            if self.config.max_delay.is_zero() {
-                self.flush();
-            } else if seq % 16 == 0 {
-                // A clock read every 16th message keeps a steady trickle from waiting for
-                // a full packet without paying for one per message.
-                self.flush_if_due(Instant::now());
-            }
-        }
-        Ok(seq)
+        taken
     }
 
     /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch` of
     /// them wait), so that they reach the shards together.
     pub fn begin_batch(&mut self) {
-        self.batching = true;
+        self.core.begin_batch();
     }
 
     /// Hands the packets held since [`begin_batch`](Self::begin_batch) to the shards; the
     /// open packet stays open (it leaves when full, on flush or after `max_delay`).
     pub fn end_batch(&mut self) {
-        self.batching = false;
+        self.core.end_batch();
         self.send_ready();
     }
 
     /// Sends the open packet and everything held, now.
     pub fn flush(&mut self) {
-        self.close_open();
+        self.core.flush(&mut self.pool);
         self.send_ready();
     }
 
     /// Timers: sends the open packet once `max_delay` passed, and a heartbeat when nothing
     /// was sent for the heartbeat interval. Call it from the idle loop.
     pub fn poll(&mut self) {
-        let now = Instant::now();
-        self.flush_if_due(now);
-        if self.open.is_none()
-            && self.ready.is_empty()
-            && now.duration_since(self.last_send) >= self.config.heartbeat
-        {
-            self.send_control(false);
-        }
+        self.core.handle_timeout(Instant::now(), &mut self.pool);
+        self.send_ready();
     }
 
     /// Sends what is pending and an end-of-session packet to every leaf, waits for the
@@ -505,82 +444,27 @@ impl Fanout {
         while self.pool.free_len() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(100));
         }
-        if !self.send_control(true) {
+        if self.core.end_session(&mut self.pool) {
+            self.send_ready();
+        } else {
             tracing::warn!("no packet buffer came free: closing without an end of session");
         }
         self.control.close();
         stop(&self.control.links, std::mem::take(&mut self.threads));
     }
 
-    fn flush_if_due(&mut self, now: Instant) {
-        if let Some(open) = &self.open {
-            if now.duration_since(open.since) >= self.config.max_delay {
-                self.flush();
-            }
-        }
-    }
-
-    /// Sends a heartbeat (or, `end`, an end-of-session packet) carrying the next sequence
-    /// number; returns whether it went.
-    fn send_control(&mut self, end: bool) -> bool {
-        let Some(slot) = self.pool.take() else {
-            return false;
-        };
-        // SAFETY: the slot was just taken from the free list and is ours alone.
-        let buf = unsafe { self.pool.slot_mut(slot) };
-        let written = if end {
-            write_end_of_session(buf, &self.config.session, self.next_sequence)
-        } else {
-            write_heartbeat(buf, &self.config.session, self.next_sequence)
-        };
-        match written {
-            Ok(len) => {
-                self.ready.push((slot, len as u16));
-                self.counters.heartbeats += u64::from(!end);
-                self.send_ready();
-                true
-            }
-            Err(_) => {
-                self.pool.give_back(slot);
-                false
-            }
-        }
-    }
-
-    fn close_open(&mut self) {
-        if let Some(mut open) = self.open.take() {
-            // SAFETY: the open packet's slot is ours until it is handed to the shards.
-            let buf = unsafe { self.pool.slot_mut(open.slot) };
-            let len = open.builder.finish(buf);
-            self.ready.push((open.slot, len as u16));
-        }
-    }
-
-    /// A free packet buffer, handing held packets over first if none is free.
-    fn take_slot(&mut self) -> std::result::Result<u16, OfferError> {
-        if let Some(slot) = self.pool.take() {
-            return Ok(slot);
-        }
-        if !self.ready.is_empty() {
-            self.send_ready();
-        }
-        self.pool.take().ok_or_else(|| {
-            self.counters.backpressure += 1;
-            OfferError::Backpressure
-        })
-    }
-
-    /// Hands the full packets to every shard that has leaves.
+    /// Hands the packets the packetizer says are due to every shard that has leaves.
     fn send_ready(&mut self) {
-        if self.ready.is_empty() {
+        let Some(ready) = self.core.poll_transmit() else {
             return;
-        }
+        };
         // The promise to new leaves (FanoutLeaves::next_sequence) moves past these packets
         // before they are handed over, and before the shards' leaf counts are read: a leaf
         // added meanwhile either is counted here (and gets them) or reads the new promise
         // (and does not expect them). Sequentially consistent on both sides (the shard
-        // stores its count SeqCst), as in the store-buffering pattern of `wake.rs`.
-        let next = self.open.as_ref().map_or(self.next_sequence, |o| o.first);
+        // stores its count SeqCst), as in the store-buffering pattern of
+        // `runtime/wake.rs`.
+        let next = self.core.unclosed_sequence();
         self.control.handed_next.store(next, Ordering::SeqCst);
         let links = &self.control.links;
         let mut holders = 0u32;
@@ -588,33 +472,91 @@ impl Fanout {
             *target = link.leaves.load(Ordering::SeqCst) > 0;
             holders += u32::from(*target);
         }
-        let n = self.ready.len() as u64;
+        let n = ready.len();
         if holders == 0 {
-            for &(slot, _) in &self.ready {
+            for &(slot, _) in ready {
                 self.pool.give_back(slot);
             }
-            self.counters.unrouted += n;
+            self.counters.unrouted += n as u64;
         } else {
-            for &(slot, _) in &self.ready {
+            for &(slot, _) in ready {
                 self.pool.share(slot, holders);
             }
             for (&target, link) in self.targets.iter().zip(links) {
                 if !target {
                     continue;
                 }
-                for &packet in &self.ready {
+                for &packet in ready {
                     // Cannot fail: the queue has room for every slot of the pool.
                     if link.queue.push(packet).is_err() {
                         self.pool.release(packet.0);
                     }
                 }
-                link.wake.notify_if_sleeping();
+                link.commands.wake().notify_if_sleeping();
             }
         }
-        self.counters.packets += n;
-        self.ready.clear();
-        self.last_send = Instant::now();
+        self.counters.packets += n as u64;
+        self.core.handle_transmitted(n, Instant::now());
     }
+}
+
+/// Starts fan-out shard `setup.index` on the backend `kind`, sending from `socket`.
+fn start_shard(
+    setup: Setup,
+    socket: &DataSocket,
+    kind: BackendKind,
+    gso: bool,
+) -> Result<(Link, JoinHandle<()>)> {
+    match socket {
+        DataSocket::Sim(socket) => {
+            let (net, from) = (socket.net().clone(), socket.local_addr());
+            shard::start(setup, None, move |wake, ops| {
+                Ok(SimSend::new(net, from, ops, gso, Some(wake.fd())))
+            })
+        }
+        DataSocket::Host(socket) => {
+            let dup = socket
+                .try_clone()
+                .map_err(Error::io("duplicating the root's data socket"))?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&dup);
+            let max_leaves = setup.max_leaves;
+            match kind {
+                BackendKind::Uring => shard::start(setup, Some(dup), move |wake, ops| {
+                    let size = shard::ring_size(max_leaves);
+                    let ring = build_ring(size.sq, size.cq, true)?;
+                    let send = SendSetup {
+                        wake: Some(wake.fd()),
+                        zero_copy: None,
+                        gso,
+                    };
+                    // SAFETY: no region is registered; the wake-up eventfd outlives the
+                    // shard's worker (the runtime drops the worker first), and the socket
+                    // dup is kept by the shard next to the sender, dropped after it.
+                    unsafe { UringSend::new(fd, ring, ops, send) }
+                }),
+                BackendKind::Mmsg | BackendKind::Sim => {
+                    shard::start(setup, Some(dup), move |wake, ops| {
+                        Ok(MmsgSend::new(fd, ops, gso, Some(wake.fd())))
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// The packetizer for `config`, or why the settings cannot work.
+fn packetizer(config: &FanoutConfig) -> Result<Packetizer> {
+    let full_gso = MAX_GSO_SEGMENTS
+        .min(MAX_GSO_BYTES / config.max_datagram.max(1))
+        .max(1);
+    let packetizer = PacketizerConfig {
+        session: config.session,
+        max_datagram: config.max_datagram,
+        max_delay: config.max_delay,
+        heartbeat: config.heartbeat,
+        max_batch: config.max_batch.clamp(1, full_gso),
+    };
+    Packetizer::new(packetizer, config.buffers, Instant::now()).map_err(|e| Error::Config(e.0))
 }
 
 impl Drop for Fanout {
@@ -623,23 +565,11 @@ impl Drop for Fanout {
     }
 }
 
-/// Checks the settings `start` cannot work with.
+/// Checks the settings `start` cannot work with (the packetizer checks the datagram size
+/// and the buffer count).
 fn check(config: &FanoutConfig) -> Result<()> {
     if config.shards == 0 {
         return Err(Error::Config("shards must be at least 1".into()));
-    }
-    if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
-        return Err(Error::Config(format!(
-            "max_datagram {} is outside {}..=65507",
-            config.max_datagram,
-            HEADER_LEN + BLOCK_HEADER_LEN
-        )));
-    }
-    if config.buffers == 0 || config.buffers > usize::from(u16::MAX) {
-        return Err(Error::Config(format!(
-            "buffers {} is outside 1..=65535",
-            config.buffers
-        )));
     }
     if config.max_leaves_per_shard == 0 || config.max_leaves_per_shard > 65_000 {
         return Err(Error::Config(format!(
@@ -653,8 +583,7 @@ fn check(config: &FanoutConfig) -> Result<()> {
 /// Tells every shard to stop once it has sent what it has, and joins their threads.
 fn stop(links: &[Link], threads: Vec<JoinHandle<()>>) {
     for link in links {
-        let _ = link.tx.send(Command::Shutdown);
-        link.wake.notify();
+        let _ = link.commands.send(Command::Shutdown);
     }
     for thread in threads {
         if thread.join().is_err() {
@@ -665,7 +594,10 @@ fn stop(links: &[Link], threads: Vec<JoinHandle<()>>) {
 
 #[cfg(test)]
 mod tests {
+    use socket2::Socket;
+
     use super::*;
+    use crate::wire::{BLOCK_HEADER_LEN, HEADER_LEN};
 
     fn bound() -> Socket {
         let socket =

@@ -17,9 +17,13 @@
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 use memmap2::MmapMut;
+
+use crate::core::fanout::Release;
+use crate::core::packetizer::Slots;
 
 /// `count` packet buffers of `size` bytes, their holder counts and the free list.
 pub(crate) struct Pool {
@@ -143,6 +147,29 @@ impl Pool {
     pub(crate) fn give_back(&self, slot: u16) {
         // Cannot fail: the queue holds every slot at most once and has room for all.
         let _ = self.free.push(slot);
+    }
+}
+
+impl Release for Pool {
+    fn release(&self, slot: u16) {
+        Pool::release(self, slot);
+    }
+}
+
+/// The root's thread packs into the pool: a slot it takes is its own until it shares it.
+impl Slots for Arc<Pool> {
+    fn take(&mut self) -> Option<u16> {
+        Pool::take(self)
+    }
+
+    unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
+        // SAFETY: the caller took `slot` and has neither given it back nor shared it (the
+        // contract of `Slots::buffer`), which is `slot_mut`'s contract.
+        unsafe { self.slot_mut(slot) }
+    }
+
+    fn give_back(&mut self, slot: u16) {
+        Pool::give_back(self, slot);
     }
 }
 

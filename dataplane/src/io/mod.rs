@@ -1,22 +1,217 @@
-//! I/O backends behind one seam: io_uring ([`uring`]) and the recvmmsg/sendmmsg fallback
-//! ([`mmsg`]), the fan-out's sender to many destinations ([`unicast`]), plus what they
-//! share: page-aligned buffer regions, GSO run grouping, control-message parsing and the
-//! socket options the data plane needs.
+//! The transport seam and the backends behind it.
 //!
-//! Publishers and shards hold a [`Sender`] or a receive engine and never look behind it;
-//! which one runs is decided once, by [`choose`].
+//! Everything that touches a socket lives here; nothing here decides anything about
+//! sequences, sessions or leaves (that is [`crate::core`]). The seam is a pair of traits:
+//!
+//! - [`BatchSend`]: batches of send operations, each one datagram or one UDP GSO run of
+//!   up to 64 packets to one destination, handed to the kernel together and completed
+//!   one by one ([`Completion`]);
+//! - [`BatchRecv`]: receiving from a set of sockets, each datagram (or GRO batch of
+//!   datagrams) handed to a sink in place as an [`Event`].
+//!
+//! Every backend implements both, in a folder or file of its own:
+//!
+//! | backend | send | receive |
+//! |---|---|---|
+//! | io_uring ([`uring`]) | `SENDMSG`/`SENDMSG_ZC` on a registered file | multishot `RECVMSG` from a provided buffer ring ([`uring::buf_ring`]) |
+//! | mmsg ([`mmsg`]), the fallback | `sendmmsg` | `recvmmsg` after `poll(2)` |
+//! | sim ([`sim`]), for tests | into a simulated network that loses, duplicates, reorders, delays and corrupts on purpose | from it |
+//!
+//! Shards, publishers and fan-out shards are generic over the traits and are
+//! instantiated once per backend (static dispatch on the hot path); which backend runs is
+//! decided once, by [`choose`] (or by the socket: a [`DataSocket::Sim`] runs on `sim`).
+//! What the backends share sits beside them: the send operations' memory ([`op`]),
+//! page-aligned buffer regions ([`region`]), GSO run grouping, control-message parsing
+//! and the socket options the data plane needs ([`sockopt`]).
 
 pub(crate) mod mmsg;
+pub(crate) mod op;
 pub(crate) mod region;
-pub(crate) mod send;
+pub mod sim;
 pub(crate) mod sockopt;
-pub(crate) mod unicast;
 pub(crate) mod uring;
 
 use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use socket2::SockAddr;
 
 use crate::config::{BackendChoice, BackendInfo, BackendKind};
 use crate::error::{Error, Result};
+
+/// A socket the data plane sends or receives on: a kernel socket (made and configured by
+/// the control layer, or by the caller), or a socket of a simulated network
+/// ([`sim::SimNet`]).
+#[derive(Debug)]
+pub enum DataSocket {
+    /// A UDP socket of this host.
+    Host(socket2::Socket),
+    /// A socket of a simulated network.
+    Sim(sim::SimSocket),
+}
+
+impl From<socket2::Socket> for DataSocket {
+    fn from(socket: socket2::Socket) -> DataSocket {
+        DataSocket::Host(socket)
+    }
+}
+
+impl From<sim::SimSocket> for DataSocket {
+    fn from(socket: sim::SimSocket) -> DataSocket {
+        DataSocket::Sim(socket)
+    }
+}
+
+/// What a receive backend is asked to watch: a kernel socket's descriptor or a simulated
+/// socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint<'a> {
+    /// A kernel socket (which must stay open until it is removed).
+    Fd(RawFd),
+    /// A socket of a simulated network.
+    Sim(&'a sim::SimSocket),
+}
+
+/// The error a backend gives for an endpoint of the other kind.
+pub(crate) fn wrong_endpoint(backend: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("the {backend} backend cannot take this kind of socket"),
+    )
+}
+
+/// How one send operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Completion {
+    /// The operation (as [`BatchSend::take_op`] gave it out).
+    pub(crate) op: u16,
+    /// Packets it carried.
+    pub(crate) packets: usize,
+    /// Bytes sent, or a negated errno.
+    pub(crate) result: i32,
+}
+
+/// Sends batches of operations over one socket. See the module docs.
+///
+/// # Contract
+///
+/// - [`take_op`](Self::take_op), [`fill`](Self::fill) and [`queue`](Self::queue) prepare
+///   an operation; [`flush`](Self::flush) hands everything queued to the kernel. Every
+///   queued operation completes exactly once through a `done` callback: from `flush`
+///   itself for backends that send synchronously (mmsg, sim), from a later
+///   [`reap`](Self::reap) or [`wait`](Self::wait) otherwise (io_uring).
+/// - Operations queued with `linked` start only after the one queued before them
+///   finished (io_uring `IO_LINK`; the synchronous backends send in order anyway), so
+///   that packets to one destination leave in order. Unlinked operations to one
+///   destination may complete out of order.
+/// - A GSO send the kernel refuses (`EINVAL`: segments larger than the path MTU) turns
+///   GSO off for the rest of the backend's life: [`gso`](Self::gso) then says `false`.
+/// - Nothing here allocates after construction.
+pub(crate) trait BatchSend: Send {
+    /// A free operation, if any.
+    fn take_op(&mut self) -> Option<u16>;
+
+    /// Operations queued or in flight.
+    fn in_flight(&self) -> usize;
+
+    /// Whether [`take_op`](Self::take_op) would give an operation now.
+    fn has_free_op(&self) -> bool;
+
+    /// Whether runs of packets may still leave as one GSO send.
+    fn gso(&self) -> bool;
+
+    /// Points operation `op` (from [`take_op`](Self::take_op)) at `dest` and the packets
+    /// `segment(0..n)` (address and length each), as one GSO send of `segment(0)`'s
+    /// length when `n > 1`. `n` is clamped to 1..=64.
+    ///
+    /// # Safety
+    ///
+    /// Each `segment(i)` must be readable memory of its length that stays valid and
+    /// unwritten until the operation's completion has been reported through `done`.
+    unsafe fn fill(
+        &mut self,
+        op: u16,
+        dest: &SockAddr,
+        n: usize,
+        segment: impl Fn(usize) -> (*const u8, usize),
+    );
+
+    /// Queues filled operation `op`, after the one queued before it when `linked`.
+    ///
+    /// # Errors
+    ///
+    /// The operation could not be queued (io_uring: the submission queue was full and
+    /// submitting it failed); it is free again and nothing of it reached the kernel.
+    fn queue(&mut self, op: u16, linked: bool) -> io::Result<()>;
+
+    /// Hands everything queued to the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Submitting failed (io_uring); the operations stay queued and the next `flush`,
+    /// `reap` or `wait` submits them again.
+    fn flush(&mut self, done: &mut impl FnMut(Completion)) -> io::Result<()>;
+
+    /// Collects finished operations, handing each to `done`; with `wait`, blocks until at
+    /// least one finished if any is in flight. Returns how many finished.
+    ///
+    /// # Errors
+    ///
+    /// Entering the kernel failed.
+    fn reap(&mut self, wait: bool, done: &mut impl FnMut(Completion)) -> io::Result<usize>;
+
+    /// Sleeps until an operation completes or the backend's wake-up eventfd is written,
+    /// at most `timeout`, then reaps like [`reap`](Self::reap). Returns how many
+    /// finished.
+    fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(Completion)) -> usize;
+}
+
+/// Receives from a set of sockets. See the module docs.
+///
+/// # Contract
+///
+/// - [`add`](Self::add) starts receiving on a socket and names its slot; every event
+///   carries the slot of its socket. [`remove`](Self::remove) stops it; events already
+///   queued for a removed slot are dropped.
+/// - [`poll`](Self::poll) hands what arrived to the sink, waiting at most `wait` for
+///   something (`None`: not at all); a payload borrows the backend's buffer until the
+///   sink returns.
+/// - [`watch_wake`](Self::watch_wake) makes writing an eventfd end a waiting poll.
+pub(crate) trait BatchRecv: Send {
+    /// Starts receiving on `endpoint`; returns its slot.
+    ///
+    /// # Errors
+    ///
+    /// No free slot, an endpoint of another backend, or the kernel refused.
+    fn add(&mut self, endpoint: Endpoint<'_>) -> io::Result<u32>;
+
+    /// Stops receiving on `slot`.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused to cancel the receive or release the socket.
+    fn remove(&mut self, slot: u32) -> io::Result<()>;
+
+    /// Makes writing eventfd `fd` (which must outlive the receiver) end a waiting poll.
+    ///
+    /// # Errors
+    ///
+    /// Arming the wake-up failed.
+    fn watch_wake(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// Hands what arrived to `sink`, waiting at most `wait` (`None`: not at all); returns
+    /// how many completions were handled.
+    ///
+    /// # Errors
+    ///
+    /// Waiting or entering the kernel failed.
+    fn poll(
+        &mut self,
+        wait: Option<Duration>,
+        sink: &mut impl FnMut(Event<'_>),
+    ) -> io::Result<usize>;
+}
 
 /// The kernel's limit on segments in one UDP GSO send (`UDP_MAX_SEGMENTS`).
 pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
@@ -63,7 +258,7 @@ impl GsoCmsg {
     }
 }
 
-/// Decides which backend runs, probing io_uring when the choice allows it.
+/// Decides which kernel backend runs, probing io_uring when the choice allows it.
 ///
 /// # Errors
 ///
@@ -94,6 +289,14 @@ pub(crate) fn choose(choice: BackendChoice) -> Result<BackendInfo> {
                 })
             }
         },
+    }
+}
+
+/// What [`choose`] reports for a simulated network.
+pub(crate) fn sim_backend() -> BackendInfo {
+    BackendInfo {
+        kind: BackendKind::Sim,
+        reason: "simulated network".into(),
     }
 }
 
@@ -182,11 +385,11 @@ pub(crate) fn segments(payload: &[u8], gro_segment: Option<u16>) -> std::slice::
     payload.chunks(size)
 }
 
-/// One thing a receive engine reports.
+/// One thing a receive backend reports.
 #[derive(Debug)]
 pub(crate) enum Event<'a> {
     /// A datagram (or a GRO batch of them) arrived on socket `slot`; `payload` borrows the
-    /// engine's buffer until the sink returns.
+    /// backend's buffer until the sink returns.
     Datagram {
         /// The socket.
         slot: u32,
@@ -228,71 +431,6 @@ impl Event<'_> {
     }
 }
 
-/// A receive engine: io_uring or recvmmsg. (One per shard: the size difference between
-/// the variants does not matter.)
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Receiver {
-    Uring(uring::UringReceiver),
-    Mmsg(mmsg::MmsgReceiver),
-}
-
-impl Receiver {
-    /// A receiver of the given kind for up to `max_sockets` sockets, with `buffers`
-    /// buffers of `payload` bytes.
-    pub(crate) fn new(
-        kind: BackendKind,
-        max_sockets: u32,
-        buffers: u16,
-        payload: usize,
-    ) -> io::Result<Receiver> {
-        Ok(match kind {
-            BackendKind::Uring => {
-                Receiver::Uring(uring::UringReceiver::new(max_sockets, buffers, payload)?)
-            }
-            BackendKind::Mmsg => {
-                Receiver::Mmsg(mmsg::MmsgReceiver::new(max_sockets, buffers, payload)?)
-            }
-        })
-    }
-
-    /// Starts receiving on `fd`; returns the socket's slot.
-    pub(crate) fn add(&mut self, fd: std::os::fd::RawFd) -> io::Result<u32> {
-        match self {
-            Receiver::Uring(r) => r.add(fd),
-            Receiver::Mmsg(r) => r.add(fd),
-        }
-    }
-
-    /// Makes writing eventfd `fd` (which must outlive the receiver) end a waiting poll.
-    pub(crate) fn watch_wake(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
-        match self {
-            Receiver::Uring(r) => r.watch_wake(fd),
-            Receiver::Mmsg(r) => r.watch_wake(fd),
-        }
-    }
-
-    /// Stops receiving on `slot`.
-    pub(crate) fn remove(&mut self, slot: u32) -> io::Result<()> {
-        match self {
-            Receiver::Uring(r) => r.remove(slot),
-            Receiver::Mmsg(r) => r.remove(slot),
-        }
-    }
-
-    /// Hands what arrived to `sink`, waiting at most `wait` (`None`: not at all).
-    pub(crate) fn poll(
-        &mut self,
-        wait: Option<std::time::Duration>,
-        sink: &mut dyn FnMut(Event<'_>),
-    ) -> io::Result<usize> {
-        match self {
-            Receiver::Uring(r) => r.poll(wait, sink),
-            Receiver::Mmsg(r) => r.poll(wait, sink),
-        }
-    }
-}
-
 /// Whether the running kernel's release (`uname -r`) is at least `major.minor`. An
 /// unreadable release counts as new enough (the feature's own failure then speaks).
 pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -315,6 +453,27 @@ fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
 /// Maps an `io::Error` from a failed setup step to a readable reason.
 pub(crate) fn reason(op: &str, e: &io::Error) -> String {
     format!("{op}: {e}")
+}
+
+/// Waits until `fd` may be read (`POLLIN`) or written (`POLLOUT`), at most `timeout`;
+/// returns whether it may.
+pub(crate) fn wait_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, read and written by the kernel during the call.
+    let rc = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    rc > 0 && pfd.revents & events != 0
+}
+
+/// Empties an eventfd's counter (it is non-blocking: nothing to read is fine).
+pub(crate) fn drain_eventfd(fd: RawFd) {
+    let mut value = 0u64;
+    // SAFETY: reads 8 bytes into a live u64.
+    let _ = unsafe { libc::read(fd, (&raw mut value).cast(), 8) };
 }
 
 #[cfg(test)]

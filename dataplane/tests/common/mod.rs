@@ -14,7 +14,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use multipoint_dataplane::sequence::Gap;
+use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::{
     BackendChoice, Error, Handler, OfferError, Publisher, ShardConfig, Shards,
 };

@@ -1,13 +1,16 @@
-//! The fallback receive engine: non-blocking `recvmmsg` over every socket of a shard,
-//! `poll(2)` to block. Same events as the io_uring engine.
+//! Receiving with `recvmmsg`: non-blocking batches over every socket of a shard, `poll(2)`
+//! to block. Same events as the io_uring backend; lengths the kernel reports are clamped
+//! to the buffers they describe.
 
 use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::region::Region;
-use super::{parse_cmsgs, Event, RECV_CONTROL_LEN};
+use crate::io::region::Region;
+use crate::io::{
+    drain_eventfd, parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN,
+};
 
 /// Control-message buffer of one receive, aligned for `cmsghdr`.
 #[repr(C, align(8))]
@@ -15,7 +18,7 @@ use super::{parse_cmsgs, Event, RECV_CONTROL_LEN};
 struct Control([u8; RECV_CONTROL_LEN]);
 
 /// recvmmsg-based receiver for a set of sockets.
-pub(crate) struct MmsgReceiver {
+pub(crate) struct MmsgRecv {
     fds: Vec<Option<RawFd>>,
     pollfds: Vec<libc::pollfd>,
     bufs: Region,
@@ -28,20 +31,20 @@ pub(crate) struct MmsgReceiver {
 }
 
 // SAFETY: the raw pointers in `msgs`/`iovs` point into memory owned by this struct.
-unsafe impl Send for MmsgReceiver {}
+unsafe impl Send for MmsgRecv {}
 
-impl std::fmt::Debug for MmsgReceiver {
+impl std::fmt::Debug for MmsgRecv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmsgReceiver")
+        f.debug_struct("MmsgRecv")
             .field("sockets", &self.fds.iter().flatten().count())
             .finish()
     }
 }
 
-impl MmsgReceiver {
+impl MmsgRecv {
     /// Room for `max_sockets` sockets and batches of `batch` datagrams of up to
     /// `payload` bytes.
-    pub(crate) fn new(max_sockets: u32, batch: u16, payload: usize) -> io::Result<MmsgReceiver> {
+    pub(crate) fn new(max_sockets: u32, batch: u16, payload: usize) -> io::Result<MmsgRecv> {
         let batch = usize::from(batch.max(1));
         let bufs = Region::new(batch, payload.max(1))?;
         // SAFETY: plain C structs; all-zero is valid for each.
@@ -59,7 +62,7 @@ impl MmsgReceiver {
             .map(|_| unsafe { mem::zeroed::<libc::sockaddr_in6>() })
             .collect();
         let controls = (0..batch).map(|_| Control([0; RECV_CONTROL_LEN])).collect();
-        Ok(MmsgReceiver {
+        Ok(MmsgRecv {
             fds: vec![None; max_sockets as usize],
             pollfds: Vec::with_capacity(max_sockets as usize + 1),
             wake: None,
@@ -69,34 +72,6 @@ impl MmsgReceiver {
             names,
             controls,
         })
-    }
-
-    pub(crate) fn add(&mut self, fd: RawFd) -> io::Result<u32> {
-        let slot = self.fds.iter().position(Option::is_none).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "no free socket slot in this shard",
-            )
-        })?;
-        self.fds[slot] = Some(fd);
-        self.rebuild_pollfds();
-        Ok(slot as u32)
-    }
-
-    pub(crate) fn remove(&mut self, slot: u32) -> io::Result<()> {
-        if let Some(fd) = self.fds.get_mut(slot as usize) {
-            *fd = None;
-        }
-        self.rebuild_pollfds();
-        Ok(())
-    }
-
-    /// Makes `fd` (an eventfd, which must outlive the receiver) end a waiting
-    /// [`poll`](Self::poll) when written.
-    pub(crate) fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
-        self.wake = Some(fd);
-        self.rebuild_pollfds();
-        Ok(())
     }
 
     fn rebuild_pollfds(&mut self) {
@@ -131,11 +106,42 @@ impl MmsgReceiver {
             self.msgs[i].msg_len = 0;
         }
     }
+}
 
-    pub(crate) fn poll(
+impl BatchRecv for MmsgRecv {
+    fn add(&mut self, endpoint: Endpoint<'_>) -> io::Result<u32> {
+        let Endpoint::Fd(fd) = endpoint else {
+            return Err(wrong_endpoint("mmsg"));
+        };
+        let slot = self.fds.iter().position(Option::is_none).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "no free socket slot in this shard",
+            )
+        })?;
+        self.fds[slot] = Some(fd);
+        self.rebuild_pollfds();
+        Ok(slot as u32)
+    }
+
+    fn remove(&mut self, slot: u32) -> io::Result<()> {
+        if let Some(fd) = self.fds.get_mut(slot as usize) {
+            *fd = None;
+        }
+        self.rebuild_pollfds();
+        Ok(())
+    }
+
+    fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
+        self.wake = Some(fd);
+        self.rebuild_pollfds();
+        Ok(())
+    }
+
+    fn poll(
         &mut self,
         wait: Option<Duration>,
-        sink: &mut dyn FnMut(Event<'_>),
+        sink: &mut impl FnMut(Event<'_>),
     ) -> io::Result<usize> {
         if let Some(d) = wait {
             let ms = libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX);
@@ -158,7 +164,7 @@ impl MmsgReceiver {
             }
             if let (Some(fd), Some(last)) = (self.wake, self.pollfds.last()) {
                 if last.revents & libc::POLLIN != 0 {
-                    super::uring::drain_eventfd(fd);
+                    drain_eventfd(fd);
                 }
             }
         }

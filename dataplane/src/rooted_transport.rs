@@ -32,11 +32,13 @@ use multipoint_control::{ControlRole, DataRole, Direction, Interface, Roles, Tra
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::BackendInfo;
+use crate::core::packetizer::OfferError;
+use crate::core::receive::Handler;
+use crate::core::sequence::StartAt;
 use crate::error::{Error, Result};
-use crate::fanout::{Fanout, FanoutConfig, FanoutLeaves, FanoutStats, LeafId as FanoutLeafId};
-use crate::publisher::{OfferError, Publisher, PublisherConfig};
-use crate::sequence::{Gap, StartAt};
-use crate::shard::{Closed, Handler, Shards, Subscription, SubscriptionConfig};
+use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats};
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::subscribe::{Closed, Shards, Subscription, SubscriptionConfig};
 use crate::stats::{PublisherStats, SubscriptionStats};
 use crate::wire::Session;
 
@@ -46,18 +48,6 @@ pub type Admission = Box<dyn FnMut(&JoinRequest) -> Decision + Send>;
 
 /// Makes the handler for a sending leaf's uplink stream at the root.
 pub type UplinkHandlers = Box<dyn FnMut(LeafId) -> Box<dyn Handler> + Send>;
-
-impl Handler for Box<dyn Handler> {
-    fn on_message(&mut self, sequence: u64, message: &[u8]) {
-        (**self).on_message(sequence, message)
-    }
-    fn on_gap(&mut self, gap: Gap) {
-        (**self).on_gap(gap)
-    }
-    fn on_end_of_session(&mut self) {
-        (**self).on_end_of_session()
-    }
-}
 
 /// The uplink subscriptions of sending leaves, shared by the root and its control hooks.
 type Uplinks = Arc<Mutex<HashMap<LeafId, Subscription<Box<dyn Handler>>>>>;
@@ -513,12 +503,7 @@ impl AdmittedRoot {
         let group = publisher.group;
         let session = publisher.session;
         let publisher = Publisher::new(publisher)?;
-        let source: IpAddr = match publisher
-            .socket()
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-        {
+        let source: IpAddr = match publisher.local_addr() {
             Some(a) if !a.ip().is_unspecified() => a.ip(),
             _ => {
                 return Err(Error::Config(

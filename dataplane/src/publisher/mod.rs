@@ -19,6 +19,12 @@
 //! - [`close`](Publisher::close) sends what is pending and an end-of-session packet;
 //!   dropping an open publisher does the same, ignoring errors.
 //! - After warm-up nothing here allocates.
+//!
+//! The decisions (what goes in which packet, when a packet leaves, heartbeats, the end of
+//! session) are the sans-IO [`Packetizer`]'s; this module gives it buffers and sends what
+//! it says is ready, through the chosen backend ([`sender`]).
+
+mod sender;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -27,17 +33,20 @@ use std::time::{Duration, Instant};
 use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
 use socket2::{SockAddr, Socket, Type};
 
-use crate::config::{BackendChoice, BackendInfo, BackendKind};
+use self::sender::{AnySender, PacketSender};
+use crate::config::{BackendChoice, BackendInfo, BackendKind, Network};
+use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
+use crate::core::SystemClock;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
+use crate::io::mmsg::MmsgSend;
 use crate::io::region::Region;
-use crate::io::send::{build_ring, Sender};
-use crate::io::{choose, MAX_GSO_SEGMENTS};
+use crate::io::sim::{self, SimSend, SimSocket};
+use crate::io::uring::send::SendSetup;
+use crate::io::uring::{build_ring, UringSend};
+use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_SEGMENTS};
 use crate::stats::PublisherStats;
-use crate::wire::{
-    write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
-    DEFAULT_MAX_DATAGRAM, HEADER_LEN,
-};
+use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
 /// How a publisher is set up.
 ///
@@ -77,12 +86,17 @@ pub struct PublisherConfig {
     /// memory directly. Each send then completes twice (sent, and buffers released). On
     /// loopback and veth the kernel copies anyway, so this only costs there.
     pub zero_copy: bool,
+    /// The network [`Publisher::new`] makes its socket on: the host's, or a simulated one
+    /// (which ignores `interface`, `scope` and `loopback`, and runs the sim backend
+    /// whatever `backend` says).
+    pub network: Network,
 }
 
 impl PublisherConfig {
     /// Defaults for `session` and `group`: the interface chosen by route (name one for
     /// real use), scope 1, loopback on, 1472-byte datagrams, 100 µs maximum delay,
-    /// heartbeats every second, backend auto, GSO on, 256 buffers, batches of 32.
+    /// heartbeats every second, backend auto, GSO on, 256 buffers, batches of 32, the
+    /// host's network.
     pub fn new(session: Session, group: SocketAddr) -> PublisherConfig {
         PublisherConfig {
             session,
@@ -99,6 +113,7 @@ impl PublisherConfig {
             buffers: 256,
             max_batch: 32,
             zero_copy: false,
+            network: Network::Host,
         }
     }
 }
@@ -128,33 +143,8 @@ const PUBLISHER_RING: RingSize = RingSize { sq: 256, cq: 1024 };
 /// absorbs bursts.
 const SEND_BUFFER: usize = 4 << 20;
 
-/// Why [`Publisher::offer`] did not take a message. The message was not consumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum OfferError {
-    /// Every packet buffer is in flight: call [`Publisher::poll`] and offer again.
-    #[error("every packet buffer is in flight: poll and offer again")]
-    Backpressure,
-    /// The message can never fit in a packet of the configured datagram size.
-    #[error("a {len}-byte message exceeds the {limit}-byte limit of a packet")]
-    TooLarge {
-        /// The message's length.
-        len: usize,
-        /// The longest message a packet carries.
-        limit: usize,
-    },
-    /// The sequence numbers are used up (2^64 - 1 messages).
-    #[error("the session's sequence numbers are exhausted")]
-    SequenceExhausted,
-}
-
 /// Longest `close` waits for sends in flight.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-struct Open {
-    slot: u16,
-    builder: PacketBuilder,
-    since: Instant,
-}
 
 /// The socket a publisher sends from.
 enum PubSocket {
@@ -166,14 +156,37 @@ enum PubSocket {
     },
     /// The caller's socket, from [`Publisher::with_socket`].
     Given(Socket),
+    /// A socket of a simulated network.
+    Sim(SimSocket),
 }
 
 impl PubSocket {
-    fn socket(&self) -> &Socket {
+    fn host(&self) -> Option<&Socket> {
         match self {
-            PubSocket::Joined { socket, .. } => socket.socket(),
-            PubSocket::Given(socket) => socket,
+            PubSocket::Joined { socket, .. } => Some(socket.socket()),
+            PubSocket::Given(socket) => Some(socket),
+            PubSocket::Sim(_) => None,
         }
+    }
+}
+
+/// The packet buffers: one region of `max_datagram`-byte slots and the free list.
+struct Buffers {
+    region: Region,
+    free: Vec<u16>,
+}
+
+impl Slots for Buffers {
+    fn take(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+
+    unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
+        self.region.slot_mut(usize::from(slot))
+    }
+
+    fn give_back(&mut self, slot: u16) {
+        self.free.push(slot);
     }
 }
 
@@ -185,18 +198,12 @@ pub struct Publisher {
     dest: SocketAddr,
     socket: PubSocket,
     backend: BackendInfo,
-    // `sender` must stay declared before `region`: its ring may hold the region
+    // `sender` must stay declared before `buffers`: its ring may hold the region
     // registered, and fields drop in declaration order.
-    sender: Sender,
-    region: Region,
-    free: Vec<u16>,
-    ready: Vec<(u16, u16)>,
-    open: Option<Open>,
-    batching: bool,
-    next_sequence: u64,
-    last_send: Instant,
+    sender: AnySender,
+    buffers: Buffers,
+    core: Packetizer,
     stats: PublisherStats,
-    max_message: usize,
     closed: bool,
 }
 
@@ -205,22 +212,31 @@ impl std::fmt::Debug for Publisher {
         f.debug_struct("Publisher")
             .field("dest", &self.dest)
             .field("backend", &self.backend)
-            .field("next_sequence", &self.next_sequence)
+            .field("next_sequence", &self.core.next_sequence())
             .finish()
     }
 }
 
 impl Publisher {
     /// Creates the socket (through the control crate), joins the group sender-only and
-    /// sets up the chosen backend.
+    /// sets up the chosen backend. On a simulated network ([`PublisherConfig::network`])
+    /// the socket is bound at `bind` (else on loopback, any port).
     ///
     /// # Errors
     ///
     /// [`Error::Control`] if the socket cannot be configured; [`Error::Config`] for
     /// settings out of range; [`Error::UringUnavailable`] when io_uring was required and
     /// is not there; [`Error::Io`] if setting up the ring or buffers fails.
-    pub fn new(mut config: PublisherConfig) -> Result<Publisher> {
-        check(&mut config)?;
+    pub fn new(config: PublisherConfig) -> Result<Publisher> {
+        let core = packetizer(&config)?;
+        let dest = config.group;
+        if let Network::Sim(net) = &config.network {
+            let bind = config.bind.unwrap_or_else(|| sim::default_source(dest));
+            let socket = net
+                .bind(bind)
+                .map_err(Error::io("binding the publisher's simulated socket"))?;
+            return Publisher::build(config, core, PubSocket::Sim(socket), dest);
+        }
         let transport = match config.group.ip() {
             IpAddr::V4(_) => Transport::Udp4Multicast,
             IpAddr::V6(_) => Transport::Udp6Multicast,
@@ -233,23 +249,24 @@ impl Publisher {
             socket.bind(bind)?;
         }
         let membership = socket.join_leaf(config.group, Direction::SenderOnly, None)?;
-        let dest = config.group;
         let socket = PubSocket::Joined {
             _membership: membership,
             socket,
         };
-        Publisher::build(config, socket, dest)
+        Publisher::build(config, core, socket, dest)
     }
 
     /// A publisher that sends every packet to `dest` from `socket`, a UDP socket the
-    /// caller made and configured (e.g. a unicast socket of a rooted transport's root). The
-    /// socket may be bound or not, and may even be `connect()`ed to another peer: each
-    /// send names `dest` explicitly, which Linux allows on a connected UDP socket.
+    /// caller made and configured (e.g. a unicast socket of a rooted transport's root), or
+    /// a socket of a simulated network. The socket may be bound or not, and may even be
+    /// `connect()`ed to another peer: each send names `dest` explicitly, which Linux
+    /// allows on a connected UDP socket.
     ///
     /// `config.group` is ignored in favour of `dest`, and so are `interface`, `bind`,
-    /// `scope` and `loopback`: the socket is used as it is (only its send buffer is
-    /// enlarged, as for [`new`](Self::new)). Everything else applies as for `new`. The
-    /// publisher owns the socket from now on; dropping or closing it closes the socket.
+    /// `scope`, `loopback` and `network`: the socket is used as it is (only its send
+    /// buffer is enlarged, as for [`new`](Self::new)). Everything else applies as for
+    /// `new`. The publisher owns the socket from now on; dropping or closing it closes
+    /// the socket.
     ///
     /// # Errors
     ///
@@ -259,11 +276,17 @@ impl Publisher {
     /// cannot be inspected, or setting up the ring or buffers fails;
     /// [`Error::UringUnavailable`] when io_uring was required and is not there.
     pub fn with_socket(
-        socket: Socket,
+        socket: impl Into<DataSocket>,
         dest: SocketAddr,
-        mut config: PublisherConfig,
+        config: PublisherConfig,
     ) -> Result<Publisher> {
-        check(&mut config)?;
+        let core = packetizer(&config)?;
+        let socket = match socket.into() {
+            DataSocket::Sim(socket) => {
+                return Publisher::build(config, core, PubSocket::Sim(socket), dest)
+            }
+            DataSocket::Host(socket) => socket,
+        };
         let kind = socket
             .r#type()
             .map_err(Error::io("reading the socket's type (SO_TYPE)"))?;
@@ -292,55 +315,68 @@ impl Publisher {
                 ))
             }
         }
-        Publisher::build(config, PubSocket::Given(socket), dest)
+        Publisher::build(config, core, PubSocket::Given(socket), dest)
     }
 
     /// Everything after the socket: buffers, backend and sender to `dest`.
-    fn build(config: PublisherConfig, socket: PubSocket, dest: SocketAddr) -> Result<Publisher> {
-        // A deep send buffer absorbs bursts; the kernel caps it at net.core.wmem_max.
-        let _ = socket.socket().set_send_buffer_size(SEND_BUFFER);
-
-        let backend = choose(config.backend)?;
-        let ring = match backend.kind {
-            BackendKind::Uring => Some(
-                build_ring(PUBLISHER_RING.sq, PUBLISHER_RING.cq, false)
-                    .map_err(Error::io("setting up the publisher's io_uring"))?,
-            ),
-            BackendKind::Mmsg => None,
-        };
-        let max_batch = config.max_batch;
+    fn build(
+        config: PublisherConfig,
+        core: Packetizer,
+        socket: PubSocket,
+        dest: SocketAddr,
+    ) -> Result<Publisher> {
         let region = Region::new(config.buffers, config.max_datagram)
             .map_err(Error::io("allocating packet buffers"))?;
-        // SAFETY: the region is stored in the publisher next to the sender, declared after
-        // it, so it is dropped after the sender's ring.
-        let sender = unsafe {
-            Sender::new(
-                socket.socket().as_raw_fd(),
-                SockAddr::from(dest),
-                ring,
-                &region,
-                config.zero_copy,
-                config.buffers,
-                config.gso,
-                max_batch,
-            )
-        }
-        .map_err(Error::io("setting up the sender"))?;
+        let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
+        let to = SockAddr::from(dest);
+        let (backend, sender) = match &socket {
+            PubSocket::Sim(socket) => {
+                let (net, from) = (socket.net().clone(), socket.local_addr());
+                let send = SimSend::new(net, from, config.buffers, config.gso, None);
+                let sender = PacketSender::new(send, to, config.buffers, max_batch);
+                (sim_backend(), AnySender::Sim(sender))
+            }
+            PubSocket::Joined { .. } | PubSocket::Given(_) => {
+                let Some(host) = socket.host() else {
+                    return Err(Error::Config("the publisher has no socket".into()));
+                };
+                // A deep send buffer absorbs bursts; the kernel caps it at
+                // net.core.wmem_max.
+                let _ = host.set_send_buffer_size(SEND_BUFFER);
+                let fd = host.as_raw_fd();
+                let backend = choose(config.backend)?;
+                let sender = match backend.kind {
+                    BackendKind::Uring => {
+                        let ring = build_ring(PUBLISHER_RING.sq, PUBLISHER_RING.cq, false)
+                            .map_err(Error::io("setting up the publisher's io_uring"))?;
+                        let setup = SendSetup {
+                            wake: None,
+                            zero_copy: config.zero_copy.then_some(&region),
+                            gso: config.gso,
+                        };
+                        // SAFETY: the region moves into the publisher next to the sender,
+                        // declared after it, so it is dropped after the sender's ring.
+                        let send = unsafe { UringSend::new(fd, ring, config.buffers, setup) }
+                            .map_err(Error::io("setting up the sender"))?;
+                        AnySender::Uring(PacketSender::new(send, to, config.buffers, max_batch))
+                    }
+                    BackendKind::Mmsg | BackendKind::Sim => {
+                        let send = MmsgSend::new(fd, config.buffers, config.gso, None);
+                        AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
+                    }
+                };
+                (backend, sender)
+            }
+        };
         let free = (0..config.buffers as u16).rev().collect();
         Ok(Publisher {
-            max_message: config.max_datagram - HEADER_LEN - BLOCK_HEADER_LEN,
-            ready: Vec::with_capacity(config.buffers),
             config,
             dest,
             socket,
             backend,
             sender,
-            region,
-            free,
-            open: None,
-            batching: false,
-            next_sequence: 1,
-            last_send: Instant::now(),
+            buffers: Buffers { region, free },
+            core,
             stats: PublisherStats::default(),
             closed: false,
         })
@@ -352,9 +388,17 @@ impl Publisher {
     }
 
     /// The socket (for reading its settings): the one [`new`](Self::new) made, or the
-    /// one given to [`with_socket`](Self::with_socket).
-    pub fn socket(&self) -> &Socket {
-        self.socket.socket()
+    /// one given to [`with_socket`](Self::with_socket); `None` on a simulated network.
+    pub fn socket(&self) -> Option<&Socket> {
+        self.socket.host()
+    }
+
+    /// The address packets leave from (`None` if the kernel cannot say).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.socket {
+            PubSocket::Sim(socket) => Some(socket.local_addr()),
+            _ => self.socket.host()?.local_addr().ok()?.as_socket(),
+        }
     }
 
     /// Where packets go: the group, or the destination given to
@@ -365,17 +409,23 @@ impl Publisher {
 
     /// The sequence number the next message will get.
     pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
+        self.core.next_sequence()
     }
 
     /// The longest message a packet can carry.
     pub fn max_message(&self) -> usize {
-        self.max_message
+        self.core.max_message()
     }
 
     /// Counters so far.
     pub fn stats(&self) -> PublisherStats {
-        self.stats
+        let core = self.core.stats();
+        PublisherStats {
+            messages: core.messages,
+            bytes: core.bytes,
+            heartbeats: core.heartbeats,
+            ..self.stats
+        }
     }
 
     /// Packs `msg` into the open packet and returns its sequence number.
@@ -384,82 +434,36 @@ impl Publisher {
     ///
     /// [`OfferError`]; the message was not taken.
     pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        if msg.len() > self.max_message {
-            return Err(OfferError::TooLarge {
-                len: msg.len(),
-                limit: self.max_message,
-            });
-        }
-        if let Some(open) = &self.open {
-            if !open.builder.fits(msg.len()) {
-                self.close_open();
-                if !self.batching || self.ready.len() >= self.config.max_batch {
-                    self.send_ready();
-                }
+        let mut taken = self.core.offer(msg, &mut self.buffers, &SystemClock);
+        if taken == Err(OfferError::Backpressure) {
+            self.make_room();
+            taken = self.core.offer(msg, &mut self.buffers, &SystemClock);
+            if taken == Err(OfferError::Backpressure) {
+                self.stats.backpressure += 1;
             }
         }
-        if self.open.is_none() {
-            let slot = self.take_slot()?;
-            let buf = &mut self.region.slot_mut(usize::from(slot))[..self.config.max_datagram];
-            let Ok(builder) = PacketBuilder::start(buf, &self.config.session, self.next_sequence)
-            else {
-                // Unreachable with max_datagram >= HEADER_LEN (checked in new): give the
-                // slot back rather than panic.
-                self.free.push(slot);
-                return Err(OfferError::Backpressure);
-            };
-            self.open = Some(Open {
-                slot,
-                builder,
-                since: Instant::now(),
-            });
+        if self.core.poll_transmit().is_some() {
+            self.send_ready();
         }
-        let Some(open) = self.open.as_mut() else {
-            return Err(OfferError::Backpressure);
-        };
-        let buf = &mut self.region.slot_mut(usize::from(open.slot))[..self.config.max_datagram];
-        match open.builder.push(buf, msg) {
-            Ok(()) => {}
-            Err(PushError::SequenceExhausted) => return Err(OfferError::SequenceExhausted),
-            Err(_) => {
-                return Err(OfferError::TooLarge {
-                    len: msg.len(),
-                    limit: self.max_message,
-                })
-            }
-        }
-        let seq = self.next_sequence;
-        self.next_sequence += 1;
-        self.stats.messages += 1;
-        self.stats.bytes += msg.len() as u64;
-        if !self.batching {
-            if self.config.max_delay.is_zero() {
-                self.flush();
-            } else if seq % 16 == 0 {
-                // A clock read every 16th message keeps a steady trickle from waiting for
-                // a full packet without paying for one per message.
-                self.flush_if_due(Instant::now());
-            }
-        }
-        Ok(seq)
+        taken
     }
 
     /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`
     /// of them wait), so that they leave together.
     pub fn begin_batch(&mut self) {
-        self.batching = true;
+        self.core.begin_batch();
     }
 
     /// Sends the packets held since [`begin_batch`](Self::begin_batch); the open packet
     /// stays open (it leaves when full, on flush or after `max_delay`).
     pub fn end_batch(&mut self) {
-        self.batching = false;
+        self.core.end_batch();
         self.send_ready();
     }
 
     /// Sends the open packet and everything held, now.
     pub fn flush(&mut self) {
-        self.close_open();
+        self.core.flush(&mut self.buffers);
         self.send_ready();
     }
 
@@ -467,31 +471,16 @@ impl Publisher {
     /// heartbeat when nothing was sent for the heartbeat interval, and collects finished
     /// sends. Call it from the idle loop.
     pub fn poll(&mut self) {
-        self.reap(false);
-        let now = Instant::now();
-        self.flush_if_due(now);
-        if self.open.is_none()
-            && self.ready.is_empty()
-            && now.duration_since(self.last_send) >= self.config.heartbeat
-        {
-            self.send_control(false);
-        }
-    }
-
-    /// Sends the open packet if it has waited `max_delay`.
-    fn flush_if_due(&mut self, now: Instant) {
-        if let Some(open) = &self.open {
-            if now.duration_since(open.since) >= self.config.max_delay {
-                self.flush();
-            }
-        }
+        let _ = self.reap(false);
+        self.core.handle_timeout(Instant::now(), &mut self.buffers);
+        self.send_ready();
     }
 
     /// Sends what is pending and an end-of-session packet, waits for every send to
     /// finish, and returns the final counters.
     pub fn close(mut self) -> PublisherStats {
         self.finish();
-        self.stats
+        self.stats()
     }
 
     fn finish(&mut self) {
@@ -502,14 +491,20 @@ impl Publisher {
         self.flush();
         // End of session needs a buffer: wait for one if all are in flight.
         let deadline = Instant::now() + CLOSE_TIMEOUT;
-        while self.free.is_empty() && self.sender.in_flight() > 0 && Instant::now() < deadline {
-            if self.reap_blocking().is_err() {
+        while self.buffers.free.is_empty()
+            && self.sender.in_flight() > 0
+            && Instant::now() < deadline
+        {
+            if self.reap(true).is_err() {
                 break;
             }
         }
-        self.send_control(true);
+        if !self.core.end_session(&mut self.buffers) {
+            self.stats.backpressure += 1;
+        }
+        self.send_ready();
         while self.sender.in_flight() > 0 && Instant::now() < deadline {
-            if self.reap_blocking().is_err() {
+            if self.reap(true).is_err() {
                 break;
             }
         }
@@ -521,148 +516,89 @@ impl Publisher {
         }
     }
 
-    /// Sends a heartbeat (or, `end`, an end-of-session packet) carrying the next
-    /// sequence number.
-    fn send_control(&mut self, end: bool) {
-        let Ok(slot) = self.take_slot() else {
-            return;
-        };
-        let buf = self.region.slot_mut(usize::from(slot));
-        let written = if end {
-            write_end_of_session(buf, &self.config.session, self.next_sequence)
-        } else {
-            write_heartbeat(buf, &self.config.session, self.next_sequence)
-        };
-        match written {
-            Ok(len) => {
-                self.ready.push((slot, len as u16));
-                self.stats.heartbeats += u64::from(!end);
-                self.send_ready();
-            }
-            Err(_) => self.free.push(slot),
-        }
-    }
-
-    fn close_open(&mut self) {
-        if let Some(mut open) = self.open.take() {
-            let buf = self.region.slot_mut(usize::from(open.slot));
-            let len = open.builder.finish(buf);
-            self.ready.push((open.slot, len as u16));
-        }
-    }
-
-    /// A free packet buffer, collecting finished sends if none is free.
-    fn take_slot(&mut self) -> std::result::Result<u16, OfferError> {
-        if let Some(slot) = self.free.pop() {
-            return Ok(slot);
-        }
-        self.reap(false);
-        if self.free.is_empty() && self.ready.len() + 1 >= self.config.buffers {
-            // Everything is held in a batch: send it to make room.
+    /// No free buffer for the next packet: send what is due, collect finished sends, and
+    /// if every other buffer is held in a batch, send the batch.
+    fn make_room(&mut self) {
+        self.send_ready();
+        let _ = self.reap(false);
+        if self.buffers.free.is_empty() && self.core.held() + 1 >= self.config.buffers {
+            self.core.release_held();
             self.send_ready();
-            self.reap(false);
+            let _ = self.reap(false);
         }
-        self.free.pop().ok_or_else(|| {
-            self.stats.backpressure += 1;
-            OfferError::Backpressure
-        })
     }
 
+    /// Sends what the packetizer says is due, waiting for sends in flight when every
+    /// operation is taken.
     fn send_ready(&mut self) {
-        if self.ready.is_empty() {
+        if self.core.poll_transmit().is_none() {
             return;
         }
+        let now = Instant::now();
         let Publisher {
             sender,
-            region,
-            ready,
-            free,
+            buffers: Buffers { region, free },
+            core,
             stats,
             ..
         } = self;
-        let mut done = |slot: u16, result: std::io::Result<()>| {
+        let mut errors = 0u64;
+        let mut done = |slot: u16, ok: bool| {
             free.push(slot);
-            if let Err(e) = result {
-                stats.send_errors += 1;
-                tracing::debug!(error = %e, "send failed");
-            }
+            errors += u64::from(!ok);
         };
-        while !ready.is_empty() {
+        while let Some(ready) = core.poll_transmit() {
             let (count, error) = sender.send(region, ready, &mut done);
             stats.packets += count.packets as u64;
             stats.sends += count.ops as u64;
             stats.gso_sends += count.gso_ops as u64;
-            ready.drain(..count.packets);
+            core.handle_transmitted(count.packets, now);
             if let Some(e) = error {
-                // What was taken stays queued in the ring; the rest waits for the next
-                // flush or poll. Nothing is freed that the kernel may still read.
+                // What was submitted stays in flight; the rest waits for the next flush or
+                // poll. Nothing is freed that the kernel may still read.
                 tracing::warn!(error = %e, "submitting sends failed; will retry");
                 break;
             }
             if count.packets == 0 {
-                // Every operation is in flight: wait for one to finish.
-                // Each blocking reap consumes at least one completion, so this ends.
+                // Every operation is in flight: wait for one to finish. Each blocking
+                // reap consumes at least one completion, so this ends.
                 if sender.reap(true, &mut done).is_err() {
                     break;
                 }
             }
         }
-        self.last_send = Instant::now();
+        stats.send_errors += errors;
     }
 
-    /// Waits for at least one send to finish (or a completion of one in progress).
-    fn reap_blocking(&mut self) -> std::io::Result<usize> {
+    /// Collects finished sends (with `wait`, at least one if any is in flight); returns
+    /// how many operations finished.
+    fn reap(&mut self, wait: bool) -> std::io::Result<usize> {
         let Publisher {
             sender,
-            free,
+            buffers,
             stats,
             ..
         } = self;
-        let mut done = |slot: u16, result: std::io::Result<()>| {
-            free.push(slot);
-            if result.is_err() {
-                stats.send_errors += 1;
-            }
-        };
-        sender.reap(true, &mut done)
-    }
-
-    /// Collects finished sends; returns how many operations finished.
-    fn reap(&mut self, wait: bool) -> usize {
-        let Publisher {
-            sender,
-            free,
-            stats,
-            ..
-        } = self;
-        let mut done = |slot: u16, result: std::io::Result<()>| {
-            free.push(slot);
-            if result.is_err() {
-                stats.send_errors += 1;
-            }
-        };
-        sender.reap(wait, &mut done).unwrap_or(0)
+        let mut errors = 0u64;
+        let reaped = sender.reap(wait, &mut |slot: u16, ok: bool| {
+            buffers.free.push(slot);
+            errors += u64::from(!ok);
+        });
+        stats.send_errors += errors;
+        reaped
     }
 }
 
-/// Checks the settings both constructors share, clamping `max_batch` to what one GSO send
-/// can carry.
-fn check(config: &mut PublisherConfig) -> Result<()> {
-    config.max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
-    if config.max_datagram < HEADER_LEN + BLOCK_HEADER_LEN || config.max_datagram > 65_507 {
-        return Err(Error::Config(format!(
-            "max_datagram {} is outside {}..=65507",
-            config.max_datagram,
-            HEADER_LEN + BLOCK_HEADER_LEN
-        )));
-    }
-    if config.buffers == 0 || config.buffers > usize::from(u16::MAX) {
-        return Err(Error::Config(format!(
-            "buffers {} is outside 1..=65535",
-            config.buffers
-        )));
-    }
-    Ok(())
+/// The packetizer for `config`, or why the settings cannot work.
+fn packetizer(config: &PublisherConfig) -> Result<Packetizer> {
+    let packetizer = PacketizerConfig {
+        session: config.session,
+        max_datagram: config.max_datagram,
+        max_delay: config.max_delay,
+        heartbeat: config.heartbeat,
+        max_batch: config.max_batch.clamp(1, MAX_GSO_SEGMENTS),
+    };
+    Packetizer::new(packetizer, config.buffers, Instant::now()).map_err(|e| Error::Config(e.0))
 }
 
 impl Drop for Publisher {

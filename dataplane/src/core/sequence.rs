@@ -30,7 +30,7 @@
 //! # Example
 //!
 //! ```
-//! use multipoint_dataplane::sequence::{Gap, SequenceCounters, SequenceTracker, StartAt, Verdict};
+//! use multipoint_dataplane::core::sequence::{Gap, SequenceCounters, SequenceTracker, StartAt, Verdict};
 //!
 //! let session = *b"SESSION001";
 //! let mut tracker = SequenceTracker::new(StartAt::One);
@@ -56,11 +56,7 @@
 //! );
 //! ```
 
-/// The message count of a heartbeat packet.
-pub const HEARTBEAT_COUNT: u16 = 0;
-
-/// The message count of an end-of-session packet.
-pub const END_OF_SESSION_COUNT: u16 = 0xFFFF;
+use crate::wire::{END_OF_SESSION_COUNT, HEARTBEAT_COUNT};
 
 /// Where a tracker considers the stream to begin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,11 +1,12 @@
-//! Waking a sleeping shard: an eventfd the shard sleeps on, and a flag that says it is
-//! about to sleep, so that the root writes the eventfd (a system call) only then.
+//! Waking a sleeping thread: an eventfd it sleeps on, and a flag that says it is about to
+//! sleep, so that whoever hands it work writes the eventfd (a system call) only then.
 //!
-//! The shard calls [`Wake::sleeping`], checks its queues once more, sleeps, and calls
-//! [`Wake::awake`]; the root pushes work and then calls [`Wake::notify_if_sleeping`].
-//! Both sides put a sequentially consistent fence between their store and their load,
-//! so at least one of them sees the other: either the shard finds the work, or the root
-//! finds the flag and writes the eventfd.
+//! The sleeper calls [`Wake::sleeping`], checks its queues once more, sleeps, and calls
+//! [`Wake::awake`]; the producer pushes work and then calls
+//! [`Wake::notify_if_sleeping`]. Both sides put a sequentially consistent fence between
+//! their store and their load, so at least one of them sees the other: either the sleeper
+//! finds the work, or the producer finds the flag and writes the eventfd. Rare work
+//! (commands) just calls [`Wake::notify`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -13,12 +14,12 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-/// A shard's wake-up eventfd and sleep flag.
+/// A thread's wake-up eventfd and sleep flag.
 #[derive(Debug)]
 pub(crate) struct Wake {
     fd: OwnedFd,
-    /// Read by the root on every hand-off, written by the shard around sleeps: on its own
-    /// cache line.
+    /// Read by the producer on every hand-off, written by the sleeper around sleeps: on
+    /// its own cache line.
     sleeping: CachePadded<AtomicBool>,
 }
 
@@ -37,12 +38,12 @@ impl Wake {
         })
     }
 
-    /// The eventfd, for the shard to sleep on.
+    /// The eventfd, for the sleeper to sleep on.
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    /// Wakes the shard whether or not it sleeps (commands: rare).
+    /// Wakes the sleeper whether or not it sleeps (commands: rare).
     pub(crate) fn notify(&self) {
         let one = 1u64;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN)
@@ -50,7 +51,7 @@ impl Wake {
         let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
     }
 
-    /// Wakes the shard if it is (about to be) asleep. Call after handing it work.
+    /// Wakes the sleeper if it is (about to be) asleep. Call after handing it work.
     pub(crate) fn notify_if_sleeping(&self) {
         fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) {
@@ -58,14 +59,14 @@ impl Wake {
         }
     }
 
-    /// The shard is about to sleep: it must check for work once more after this, and
+    /// The sleeper is about to sleep: it must check for work once more after this, and
     /// sleep only if it found none.
     pub(crate) fn sleeping(&self) {
         self.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }
 
-    /// The shard is awake again.
+    /// The sleeper is awake again.
     pub(crate) fn awake(&self) {
         self.sleeping.store(false, Ordering::Relaxed);
     }

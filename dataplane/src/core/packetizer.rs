@@ -1,0 +1,655 @@
+//! Packing messages into MoldUDP64 packets (sans-IO): numbering, batches, flushes, the
+//! maximum-delay deadline, heartbeats and the end of session. The packets are written into
+//! buffers the caller owns ([`Slots`]); the packetizer says which of them are ready to go
+//! and when it needs to be woken.
+//!
+//! # How to drive it
+//!
+//! - Feed messages in with [`offer`](Packetizer::offer). A message goes into the open
+//!   packet; a packet is closed when the next message does not fit, on
+//!   [`flush`](Packetizer::flush), or once it has been open for `max_delay` (checked by
+//!   [`handle_timeout`](Packetizer::handle_timeout), and by every 16th `offer` outside a
+//!   batch, which reads the [`Clock`] only then).
+//! - After every call, take out what is ready: [`poll_transmit`](Packetizer::poll_transmit)
+//!   gives the closed packets `(slot, length)` in order once they are due, and
+//!   [`handle_transmitted`](Packetizer::handle_transmitted) says how many of them were
+//!   handed to the network. Closed packets are due at once, except between
+//!   [`begin_batch`](Packetizer::begin_batch) and [`end_batch`](Packetizer::end_batch),
+//!   where they are held (up to `max_batch`) so that they leave together.
+//! - When [`offer`](Packetizer::offer) finds no free slot it refuses the message with
+//!   [`OfferError::Backpressure`] (nothing was taken or numbered). The driver may make
+//!   room — transmit what is due, collect finished sends, or
+//!   [`release_held`](Packetizer::release_held) packets held in a batch — and offer again.
+//! - Call [`handle_timeout`](Packetizer::handle_timeout) at
+//!   [`poll_timeout`](Packetizer::poll_timeout) (or from an idle loop): it closes an open
+//!   packet whose delay expired and writes a heartbeat when nothing was sent for the
+//!   heartbeat interval. [`end_session`](Packetizer::end_session) writes the
+//!   end-of-session packet.
+//!
+//! Nothing here allocates after [`Packetizer::new`] and nothing panics.
+//!
+//! ```
+//! use std::time::Duration;
+//! use multipoint_dataplane::core::packetizer::{Packetizer, PacketizerConfig, Slots};
+//! use multipoint_dataplane::core::FakeClock;
+//! use multipoint_dataplane::core::Clock;
+//! use multipoint_dataplane::wire::{Packet, Session};
+//!
+//! /// Four buffers of 64 bytes.
+//! struct Buffers { bytes: [[u8; 64]; 4], free: Vec<u16> }
+//! impl Slots for Buffers {
+//!     fn take(&mut self) -> Option<u16> { self.free.pop() }
+//!     unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] { &mut self.bytes[usize::from(slot)] }
+//!     fn give_back(&mut self, slot: u16) { self.free.push(slot) }
+//! }
+//!
+//! let clock = FakeClock::new();
+//! let config = PacketizerConfig {
+//!     max_datagram: 64,
+//!     ..PacketizerConfig::new(Session::new("FEED1")?)
+//! };
+//! let mut packetizer = Packetizer::new(config, 4, clock.now())?;
+//! let mut buffers = Buffers { bytes: [[0; 64]; 4], free: vec![3, 2, 1, 0] };
+//! assert_eq!(packetizer.offer(b"hello", &mut buffers, &clock), Ok(1));
+//! assert!(packetizer.poll_transmit().is_none(), "the packet stays open");
+//! clock.advance(Duration::from_micros(100));
+//! packetizer.handle_timeout(clock.now(), &mut buffers);
+//! let &[(slot, len)] = packetizer.poll_transmit().unwrap() else { unreachable!() };
+//! let packet = Packet::new_checked(&buffers.bytes[usize::from(slot)][..usize::from(len)])?;
+//! assert_eq!((packet.sequence(), packet.message_count()), (1, 1));
+//! packetizer.handle_transmitted(1, clock.now());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::{Duration, Instant};
+
+use super::Clock;
+use crate::wire::{
+    write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
+    DEFAULT_MAX_DATAGRAM, HEADER_LEN,
+};
+
+/// Packet buffers a [`Packetizer`] writes into, owned by its driver.
+pub trait Slots {
+    /// A free buffer, now the packetizer's; `None` when every buffer is in use.
+    fn take(&mut self) -> Option<u16>;
+
+    /// The bytes of buffer `slot` (at least `max_datagram` of them).
+    ///
+    /// # Safety
+    ///
+    /// `slot` came from [`take`](Self::take) and has been neither given back nor handed
+    /// out by [`Packetizer::poll_transmit`] since, so nothing else reads or writes it.
+    unsafe fn buffer(&mut self, slot: u16) -> &mut [u8];
+
+    /// Buffer `slot`, taken and not handed out, is free again.
+    fn give_back(&mut self, slot: u16);
+}
+
+/// Why [`Packetizer::offer`] (or a publisher's or fan-out's `offer`) did not take a
+/// message. The message was not consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// Every packet buffer is in use: make room (poll) and offer again.
+    #[error("every packet buffer is in flight: poll and offer again")]
+    Backpressure,
+    /// The message can never fit in a packet of the configured datagram size.
+    #[error("a {len}-byte message exceeds the {limit}-byte limit of a packet")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The longest message a packet carries.
+        limit: usize,
+    },
+    /// The sequence numbers are used up (2^64 - 1 messages).
+    #[error("the session's sequence numbers are exhausted")]
+    SequenceExhausted,
+}
+
+/// How a [`Packetizer`] packs.
+#[derive(Debug, Clone)]
+pub struct PacketizerConfig {
+    /// The MoldUDP64 session name carried in every packet.
+    pub session: Session,
+    /// Largest datagram payload: packets are filled up to this size.
+    pub max_datagram: usize,
+    /// Longest a non-empty packet waits for more messages before it is closed.
+    pub max_delay: Duration,
+    /// Heartbeat interval while idle.
+    pub heartbeat: Duration,
+    /// Most closed packets held in a batch before they are due anyway.
+    pub max_batch: usize,
+}
+
+impl PacketizerConfig {
+    /// Defaults for `session`: 1472-byte datagrams, 100 µs maximum delay, heartbeats
+    /// every second, batches of 32.
+    pub fn new(session: Session) -> PacketizerConfig {
+        PacketizerConfig {
+            session,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            max_delay: Duration::from_micros(100),
+            heartbeat: Duration::from_secs(1),
+            max_batch: 32,
+        }
+    }
+}
+
+/// What a packetizer counted so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketizerStats {
+    /// Messages accepted by `offer`.
+    pub messages: u64,
+    /// Message bytes accepted.
+    pub bytes: u64,
+    /// Heartbeats written.
+    pub heartbeats: u64,
+}
+
+/// The largest datagram a MoldUDP64 packet may be: a UDP payload over IPv4.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// The open packet.
+struct Open {
+    slot: u16,
+    builder: PacketBuilder,
+    /// The sequence number of its first message.
+    first: u64,
+    since: Instant,
+}
+
+/// Packs messages into packets. See the module docs.
+pub struct Packetizer {
+    session: Session,
+    max_datagram: usize,
+    max_message: usize,
+    max_delay: Duration,
+    heartbeat: Duration,
+    max_batch: usize,
+    open: Option<Open>,
+    /// Closed packets `(slot, length)` not yet handed out (capacity reserved up front).
+    ready: Vec<(u16, u16)>,
+    batching: bool,
+    /// Whether the closed packets are to go now.
+    due: bool,
+    next_sequence: u64,
+    last_send: Instant,
+    stats: PacketizerStats,
+}
+
+impl std::fmt::Debug for Packetizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packetizer")
+            .field("session", &self.session)
+            .field("next_sequence", &self.next_sequence)
+            .field("ready", &self.ready.len())
+            .field("open", &self.open.is_some())
+            .finish()
+    }
+}
+
+impl Packetizer {
+    /// A packetizer for `config` whose driver has `buffers` packet buffers (the most it
+    /// can ever hold ready), started at `now` (the heartbeat interval counts from then).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `max_datagram` cannot hold a packet with one message
+    /// header, exceeds [`MAX_DATAGRAM`], or `buffers` is 0 or above 65535.
+    pub fn new(
+        config: PacketizerConfig,
+        buffers: usize,
+        now: Instant,
+    ) -> Result<Packetizer, ConfigError> {
+        let min = HEADER_LEN + BLOCK_HEADER_LEN;
+        if config.max_datagram < min || config.max_datagram > MAX_DATAGRAM {
+            return Err(ConfigError(format!(
+                "max_datagram {} is outside {min}..={MAX_DATAGRAM}",
+                config.max_datagram
+            )));
+        }
+        if buffers == 0 || buffers > usize::from(u16::MAX) {
+            return Err(ConfigError(format!("buffers {buffers} is outside 1..=65535")));
+        }
+        Ok(Packetizer {
+            session: config.session,
+            max_datagram: config.max_datagram,
+            max_message: config.max_datagram - min,
+            max_delay: config.max_delay,
+            heartbeat: config.heartbeat,
+            max_batch: config.max_batch.max(1),
+            open: None,
+            ready: Vec::with_capacity(buffers),
+            batching: false,
+            due: false,
+            next_sequence: 1,
+            last_send: now,
+            stats: PacketizerStats::default(),
+        })
+    }
+
+    /// The session name in every packet.
+    pub fn session(&self) -> Session {
+        self.session
+    }
+
+    /// The longest message a packet can carry.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// The sequence number the next message will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The first sequence number not yet in a closed packet: every message from it on is
+    /// in the open packet or still to come.
+    pub fn unclosed_sequence(&self) -> u64 {
+        self.open.as_ref().map_or(self.next_sequence, |o| o.first)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PacketizerStats {
+        self.stats
+    }
+
+    /// Closed packets not yet handed out.
+    pub fn held(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether a packet is open.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Packs `msg` into the open packet (opening one in a free slot if needed) and returns
+    /// its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`OfferError`]; the message was not taken. `Backpressure` means no slot was free:
+    /// make room and offer again.
+    pub fn offer(
+        &mut self,
+        msg: &[u8],
+        slots: &mut impl Slots,
+        clock: &impl Clock,
+    ) -> Result<u64, OfferError> {
+        if msg.len() > self.max_message {
+            return Err(OfferError::TooLarge {
+                len: msg.len(),
+                limit: self.max_message,
+            });
+        }
+        if let Some(open) = &self.open {
+            if !open.builder.fits(msg.len()) {
+                self.close_open(slots);
+                if !self.batching || self.ready.len() >= self.max_batch {
+                    self.due = true;
+                }
+            }
+        }
+        if self.open.is_none() {
+            let slot = slots.take().ok_or(OfferError::Backpressure)?;
+            let size = self.max_datagram;
+            // SAFETY: the slot was just taken and is ours alone.
+            let buf = unsafe { slots.buffer(slot) };
+            let started = buf
+                .get_mut(..size)
+                .map(|buf| PacketBuilder::start(buf, &self.session, self.next_sequence));
+            let Some(Ok(builder)) = started else {
+                // Unreachable with max_datagram checked in `new` and slots at least that
+                // large: give the slot back rather than panic.
+                slots.give_back(slot);
+                return Err(OfferError::Backpressure);
+            };
+            self.open = Some(Open {
+                slot,
+                builder,
+                first: self.next_sequence,
+                since: clock.now(),
+            });
+        }
+        let Some(open) = self.open.as_mut() else {
+            return Err(OfferError::Backpressure);
+        };
+        let size = self.max_datagram;
+        // SAFETY: the open packet's slot is ours until it is handed out.
+        let buf = unsafe { slots.buffer(open.slot) };
+        let pushed = match buf.get_mut(..size) {
+            Some(buf) => open.builder.push(buf, msg),
+            None => Err(PushError::Full),
+        };
+        match pushed {
+            Ok(()) => {}
+            Err(PushError::SequenceExhausted) => return Err(OfferError::SequenceExhausted),
+            Err(_) => {
+                return Err(OfferError::TooLarge {
+                    len: msg.len(),
+                    limit: self.max_message,
+                })
+            }
+        }
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        self.stats.messages += 1;
+        self.stats.bytes += msg.len() as u64;
+        if !self.batching {
+            if self.max_delay.is_zero() {
+                self.flush(slots);
+            } else if seq % 16 == 0 {
+                // A clock read every 16th message keeps a steady trickle from waiting for
+                // a full packet without paying for one per message.
+                self.flush_if_due(clock.now(), slots);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Holds closed packets until [`end_batch`](Self::end_batch) (or until `max_batch`
+    /// of them wait), so that they leave together.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// The packets held since [`begin_batch`](Self::begin_batch) are due; the open
+    /// packet stays open.
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        self.due = true;
+    }
+
+    /// The packets held in a batch are due now (to make room), the batch goes on.
+    pub fn release_held(&mut self) {
+        self.due = true;
+    }
+
+    /// Closes the open packet; it and everything held are due now.
+    pub fn flush(&mut self, slots: &mut impl Slots) {
+        self.close_open(slots);
+        self.due = true;
+    }
+
+    /// Timers: closes the open packet once it has waited `max_delay`, and writes a
+    /// heartbeat (when a slot is free) if nothing was handed out for the heartbeat
+    /// interval and nothing waits.
+    pub fn handle_timeout(&mut self, now: Instant, slots: &mut impl Slots) {
+        self.flush_if_due(now, slots);
+        if self.open.is_none()
+            && self.ready.is_empty()
+            && now.saturating_duration_since(self.last_send) >= self.heartbeat
+        {
+            self.write_control(slots, false);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has something to do next: the open
+    /// packet's deadline, or else the next heartbeat.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.open {
+            Some(open) => Some(open.since + self.max_delay),
+            None if self.ready.is_empty() => Some(self.last_send + self.heartbeat),
+            None => None,
+        }
+    }
+
+    /// Closes the open packet and writes an end-of-session packet carrying the next
+    /// sequence number; both are due now. Returns `false` (and writes no end) when no
+    /// slot is free.
+    pub fn end_session(&mut self, slots: &mut impl Slots) -> bool {
+        self.flush(slots);
+        self.write_control(slots, true)
+    }
+
+    /// The closed packets `(slot, length)`, in order, once they are due; `None` when
+    /// nothing is due. The slots are the caller's to send; report how many went with
+    /// [`handle_transmitted`](Self::handle_transmitted).
+    pub fn poll_transmit(&self) -> Option<&[(u16, u16)]> {
+        (self.due && !self.ready.is_empty()).then_some(&self.ready[..])
+    }
+
+    /// The first `n` packets [`poll_transmit`](Self::poll_transmit) gave were handed to
+    /// the network at `now` (their slots are no longer the packetizer's).
+    pub fn handle_transmitted(&mut self, n: usize, now: Instant) {
+        self.ready.drain(..n.min(self.ready.len()));
+        if self.ready.is_empty() {
+            self.due = false;
+        }
+        self.last_send = now;
+    }
+
+    fn flush_if_due(&mut self, now: Instant, slots: &mut impl Slots) {
+        if let Some(open) = &self.open {
+            if now.saturating_duration_since(open.since) >= self.max_delay {
+                self.flush(slots);
+            }
+        }
+    }
+
+    fn close_open(&mut self, slots: &mut impl Slots) {
+        if let Some(mut open) = self.open.take() {
+            // SAFETY: the open packet's slot is ours until it is handed out.
+            let buf = unsafe { slots.buffer(open.slot) };
+            let len = open.builder.finish(buf);
+            self.ready.push((open.slot, len as u16));
+        }
+    }
+
+    /// Writes a heartbeat (or, `end`, an end-of-session packet) carrying the next
+    /// sequence number into a free slot; returns whether it did. It is due at once.
+    fn write_control(&mut self, slots: &mut impl Slots, end: bool) -> bool {
+        let Some(slot) = slots.take() else {
+            return false;
+        };
+        // SAFETY: the slot was just taken and is ours alone.
+        let buf = unsafe { slots.buffer(slot) };
+        let written = if end {
+            write_end_of_session(buf, &self.session, self.next_sequence)
+        } else {
+            write_heartbeat(buf, &self.session, self.next_sequence)
+        };
+        match written {
+            Ok(len) => {
+                self.ready.push((slot, len as u16));
+                self.stats.heartbeats += u64::from(!end);
+                self.due = true;
+                true
+            }
+            Err(_) => {
+                slots.give_back(slot);
+                false
+            }
+        }
+    }
+}
+
+/// A packetizer setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::FakeClock;
+    use crate::wire::{Packet, PacketKind};
+
+    const SIZE: usize = 100;
+
+    struct Buffers {
+        bytes: Vec<[u8; SIZE]>,
+        free: Vec<u16>,
+    }
+
+    impl Buffers {
+        fn new(n: u16) -> Buffers {
+            Buffers {
+                bytes: vec![[0; SIZE]; usize::from(n)],
+                free: (0..n).rev().collect(),
+            }
+        }
+
+        fn packet(&self, (slot, len): (u16, u16)) -> Packet<&[u8]> {
+            let bytes = &self.bytes[usize::from(slot)][..usize::from(len)];
+            Packet::new_checked(bytes).unwrap_or_else(|e| panic!("a bad packet: {e}"))
+        }
+    }
+
+    impl Slots for Buffers {
+        fn take(&mut self) -> Option<u16> {
+            self.free.pop()
+        }
+        unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
+            &mut self.bytes[usize::from(slot)]
+        }
+        fn give_back(&mut self, slot: u16) {
+            self.free.push(slot);
+        }
+    }
+
+    fn packetizer(clock: &FakeClock, buffers: usize) -> Packetizer {
+        let config = PacketizerConfig {
+            max_datagram: SIZE,
+            max_batch: 3,
+            ..PacketizerConfig::new(Session::from_bytes(*b"UNIT      "))
+        };
+        Packetizer::new(config, buffers, clock.now()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Hands out everything due, giving the slots back; returns the packets' (first
+    /// sequence, count) pairs.
+    fn transmit(p: &mut Packetizer, b: &mut Buffers, clock: &FakeClock) -> Vec<(u64, u16)> {
+        let Some(ready) = p.poll_transmit() else {
+            return Vec::new();
+        };
+        let out: Vec<(u64, u16)> = ready
+            .iter()
+            .map(|&r| {
+                let packet = b.packet(r);
+                (packet.sequence(), packet.count())
+            })
+            .collect();
+        let slots: Vec<u16> = ready.iter().map(|&(s, _)| s).collect();
+        p.handle_transmitted(slots.len(), clock.now());
+        b.free.extend(slots);
+        out
+    }
+
+    #[test]
+    fn a_message_that_does_not_fit_closes_the_packet_and_it_is_due() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 4);
+        let mut b = Buffers::new(4);
+        // 100-byte datagrams: 20 header + blocks of 2 + 30 bytes: two fit, the third not.
+        for _ in 0..2 {
+            p.offer(&[7; 30], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(p.poll_transmit().is_none());
+        assert_eq!(p.offer(&[7; 30], &mut b, &clock), Ok(3));
+        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 2)]);
+        assert_eq!(p.unclosed_sequence(), 3);
+    }
+
+    #[test]
+    fn an_open_packet_is_closed_at_its_deadline_of_the_fake_clock_not_before() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 4);
+        let mut b = Buffers::new(4);
+        p.offer(b"one", &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = p.poll_timeout().unwrap_or_else(|| panic!("a deadline"));
+        clock.advance(Duration::from_micros(99));
+        p.handle_timeout(clock.now(), &mut b);
+        assert!(p.poll_transmit().is_none(), "before the deadline");
+        clock.advance(Duration::from_micros(1));
+        assert_eq!(clock.now(), deadline);
+        p.handle_timeout(clock.now(), &mut b);
+        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
+    }
+
+    #[test]
+    fn an_idle_packetizer_writes_heartbeats_with_the_next_sequence_number() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 4);
+        let mut b = Buffers::new(4);
+        p.offer(b"one", &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        p.flush(&mut b);
+        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
+        clock.advance(Duration::from_millis(999));
+        p.handle_timeout(clock.now(), &mut b);
+        assert!(p.poll_transmit().is_none(), "not yet a second of silence");
+        clock.advance(Duration::from_millis(1));
+        p.handle_timeout(clock.now(), &mut b);
+        let ready = p.poll_transmit().map(<[_]>::to_vec).unwrap_or_default();
+        assert_eq!(ready.len(), 1);
+        let heartbeat = b.packet(ready[0]);
+        assert_eq!(heartbeat.kind(), PacketKind::Heartbeat);
+        assert_eq!(heartbeat.sequence(), 2);
+        assert_eq!(p.stats().heartbeats, 1);
+    }
+
+    #[test]
+    fn a_batch_holds_closed_packets_until_it_ends_or_is_full() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 8);
+        let mut b = Buffers::new(8);
+        p.begin_batch();
+        // Each 78-byte message fills a packet: the fifth offer closes the fourth packet,
+        // and four held packets exceed the batch of three.
+        for _ in 0..3 {
+            p.offer(&[1; 78], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(p.poll_transmit().is_none(), "two closed packets are held");
+        p.offer(&[1; 78], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(transmit(&mut p, &mut b, &clock).len(), 3, "the batch is full");
+        p.offer(&[1; 78], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.poll_transmit().is_none());
+        p.end_batch();
+        assert_eq!(transmit(&mut p, &mut b, &clock), [(4, 1)]);
+    }
+
+    #[test]
+    fn without_a_free_slot_an_offer_is_refused_unnumbered_and_taken_after_room_is_made() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 1);
+        let mut b = Buffers::new(1);
+        assert_eq!(p.offer(&[1; 78], &mut b, &clock), Ok(1));
+        // The only slot holds the open packet: the next message closes it and finds none.
+        assert_eq!(p.offer(&[2; 78], &mut b, &clock), Err(OfferError::Backpressure));
+        assert_eq!(p.next_sequence(), 2, "refused messages take no number");
+        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
+        assert_eq!(p.offer(&[2; 78], &mut b, &clock), Ok(2));
+    }
+
+    #[test]
+    fn the_end_of_session_follows_the_last_message() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 4);
+        let mut b = Buffers::new(4);
+        p.offer(b"last", &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.end_session(&mut b));
+        assert_eq!(
+            transmit(&mut p, &mut b, &clock),
+            [(1, 1), (2, crate::wire::END_OF_SESSION_COUNT)]
+        );
+    }
+
+    #[test]
+    fn oversized_messages_and_bad_settings_are_refused() {
+        let clock = FakeClock::new();
+        let mut p = packetizer(&clock, 4);
+        let mut b = Buffers::new(4);
+        assert_eq!(
+            p.offer(&[0; 79], &mut b, &clock),
+            Err(OfferError::TooLarge { len: 79, limit: 78 })
+        );
+        let session = Session::from_bytes(*b"UNIT      ");
+        let tiny = PacketizerConfig {
+            max_datagram: 21,
+            ..PacketizerConfig::new(session)
+        };
+        assert!(Packetizer::new(tiny, 4, clock.now()).is_err());
+        assert!(Packetizer::new(PacketizerConfig::new(session), 0, clock.now()).is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! A publisher's sends: packets from its buffer region to its one destination, as batches
+//! of operations over a send backend — one operation per packet, or one per GSO run of
+//! equal-length packets — linked so that they leave in order.
+//!
+//! The sender owns every buffer it was given until that buffer's send completed: the
+//! `done` callbacks of [`PacketSender::send`] and [`PacketSender::reap`] hand each slot
+//! back exactly once. With io_uring completions arrive later; with mmsg and sim they
+//! arrive before `send` returns.
+
+use std::io;
+
+use socket2::SockAddr;
+
+use crate::io::mmsg::MmsgSend;
+use crate::io::region::Region;
+use crate::io::sim::SimSend;
+use crate::io::uring::UringSend;
+use crate::io::{gso_run, BatchSend, Completion, MAX_GSO_SEGMENTS};
+
+/// What one [`PacketSender::send`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendCount {
+    /// Packets taken.
+    pub(crate) packets: usize,
+    /// Send operations used.
+    pub(crate) ops: usize,
+    /// Operations that carried more than one packet (GSO).
+    pub(crate) gso_ops: usize,
+}
+
+/// Sends packets from a region to one destination over backend `S`. See the module docs.
+pub(crate) struct PacketSender<S> {
+    backend: S,
+    dest: SockAddr,
+    max_segments: usize,
+    /// The packet slots of each operation in flight, by operation number.
+    slots: Box<[[u16; MAX_GSO_SEGMENTS]]>,
+}
+
+impl<S: BatchSend> PacketSender<S> {
+    /// Sends to `dest` over `backend` (which has room for `max_ops` operations), at most
+    /// `max_segments` packets per GSO send.
+    pub(crate) fn new(
+        backend: S,
+        dest: SockAddr,
+        max_ops: usize,
+        max_segments: usize,
+    ) -> PacketSender<S> {
+        PacketSender {
+            backend,
+            dest,
+            max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
+            slots: vec![[0; MAX_GSO_SEGMENTS]; max_ops.max(1)].into_boxed_slice(),
+        }
+    }
+
+    /// Send operations in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.backend.in_flight()
+    }
+
+    /// Sends the packets `(slot, len)` from `region`, in order. Returns how many it took;
+    /// the rest did not fit in the free operations (reap and call again). Each taken slot
+    /// comes back through `done` exactly once (with whether its send succeeded), when its
+    /// send finished. Also returns the error if queueing or submitting failed: operations
+    /// already submitted stay in flight, and the packets not taken wait for the next call.
+    pub(crate) fn send(
+        &mut self,
+        region: &Region,
+        packets: &[(u16, u16)],
+        done: &mut impl FnMut(u16, bool),
+    ) -> (SendCount, Option<io::Error>) {
+        let mut count = SendCount::default();
+        let mut error = None;
+        let mut taken = 0;
+        let gso = self.backend.gso();
+        while taken < packets.len() {
+            let Some(op) = self.backend.take_op() else {
+                break;
+            };
+            let rest = &packets[taken..];
+            let n = if gso {
+                gso_run(
+                    rest.iter().map(|&(_, len)| usize::from(len)),
+                    self.max_segments,
+                )
+            } else {
+                1
+            };
+            let run = &rest[..n];
+            // SAFETY: the region's slots stay allocated for the publisher's life (the
+            // region is dropped after the sender), and a slot handed to `send` is not
+            // written again before `done` returned it.
+            unsafe {
+                self.backend.fill(op, &self.dest, n, |i| {
+                    let (slot, len) = run[i];
+                    let bytes = &region.slot(usize::from(slot))[..usize::from(len)];
+                    (bytes.as_ptr(), bytes.len())
+                });
+            }
+            if let Some(place) = self.slots.get_mut(usize::from(op)) {
+                for (i, &(slot, _)) in run.iter().enumerate() {
+                    place[i] = slot;
+                }
+            }
+            let linked = taken + n < packets.len() && self.backend.has_free_op();
+            if let Err(e) = self.backend.queue(op, linked) {
+                error = Some(e);
+                break;
+            }
+            taken += n;
+            count.ops += 1;
+            if n > 1 {
+                count.gso_ops += 1;
+            }
+        }
+        let slots = &self.slots;
+        if let Err(e) = self
+            .backend
+            .flush(&mut |c: Completion| finish(slots, c, done))
+        {
+            error = Some(e);
+        }
+        count.packets = taken;
+        (count, error)
+    }
+
+    /// Collects finished sends, handing their slots to `done`; with `wait`, blocks until
+    /// at least one finished if any is in flight. Returns how many operations finished.
+    pub(crate) fn reap(
+        &mut self,
+        wait: bool,
+        done: &mut impl FnMut(u16, bool),
+    ) -> io::Result<usize> {
+        let slots = &self.slots;
+        self.backend
+            .reap(wait, &mut |c: Completion| finish(slots, c, done))
+    }
+}
+
+/// Hands the slots of a finished operation back.
+fn finish(slots: &[[u16; MAX_GSO_SEGMENTS]], c: Completion, done: &mut impl FnMut(u16, bool)) {
+    let Some(place) = slots.get(usize::from(c.op)) else {
+        return;
+    };
+    let ok = c.result >= 0;
+    if !ok {
+        tracing::debug!(errno = -c.result, "send failed");
+    }
+    for &slot in &place[..c.packets.min(MAX_GSO_SEGMENTS)] {
+        done(slot, ok);
+    }
+}
+
+/// A publisher's sender on whichever backend runs (chosen once, when the publisher is
+/// made; the sends themselves are monomorphised per backend).
+pub(crate) enum AnySender {
+    /// io_uring.
+    Uring(PacketSender<UringSend>),
+    /// sendmmsg.
+    Mmsg(PacketSender<MmsgSend>),
+    /// A simulated network.
+    Sim(PacketSender<SimSend>),
+}
+
+impl AnySender {
+    /// See [`PacketSender::in_flight`].
+    pub(crate) fn in_flight(&self) -> usize {
+        match self {
+            AnySender::Uring(s) => s.in_flight(),
+            AnySender::Mmsg(s) => s.in_flight(),
+            AnySender::Sim(s) => s.in_flight(),
+        }
+    }
+
+    /// See [`PacketSender::send`].
+    pub(crate) fn send(
+        &mut self,
+        region: &Region,
+        packets: &[(u16, u16)],
+        done: &mut impl FnMut(u16, bool),
+    ) -> (SendCount, Option<io::Error>) {
+        match self {
+            AnySender::Uring(s) => s.send(region, packets, done),
+            AnySender::Mmsg(s) => s.send(region, packets, done),
+            AnySender::Sim(s) => s.send(region, packets, done),
+        }
+    }
+
+    /// See [`PacketSender::reap`].
+    pub(crate) fn reap(
+        &mut self,
+        wait: bool,
+        done: &mut impl FnMut(u16, bool),
+    ) -> io::Result<usize> {
+        match self {
+            AnySender::Uring(s) => s.reap(wait, done),
+            AnySender::Mmsg(s) => s.reap(wait, done),
+            AnySender::Sim(s) => s.reap(wait, done),
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! Receive shards: threads (of the shard runtime, [`crate::runtime`]) that each own a
+//! receive backend (io_uring, the mmsg fallback, or a simulated network), their
+//! subscriptions' sockets, receive states (sans-IO, [`crate::core::receive`]), handlers,
+//! counters and latency histograms. Shards share nothing on the hot path; the owner talks
+//! to them over a bounded command channel.
+//!
+//! # Contract
+//!
+//! - [`Shards::start`] spawns N threads, each pinned to a core (when `pin` is set) and idling
+//!   as configured: [`IdleStrategy::Block`] sleeps in the kernel, the others poll.
+//! - [`Shards::subscribe`] creates and joins the socket through the control crate on the
+//!   caller's thread, then hands it to a shard (round robin unless one is named).
+//!   [`Shards::subscribe_socket`] does the same with a socket the caller already bound (a
+//!   unicast socket the control layer made, perhaps connected to the one peer it accepts).
+//!   The handler runs on that shard's thread and sees each message as a slice of the
+//!   buffer the kernel filled, valid only during the call.
+//! - [`Subscription::close`] gives the handler back with the final counters and latency
+//!   histogram; the shard leaves the group (if it joined one) and closes the socket.
+//!   [`Shards::shutdown`] (or dropping [`Shards`]) stops and joins every thread and frees
+//!   every buffer.
+//! - After warm-up the receive path allocates nothing (unless the handler does).
+
+mod shard;
+
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::bounded;
+use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+use socket2::{Socket, Type};
+
+use self::shard::{Command, Shard, SubState};
+use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
+use crate::core::receive::{Handler, ReceiveConfig, ReceiveState};
+use crate::core::sequence::StartAt;
+use crate::error::{Error, Result};
+use crate::host::{HostNeeds, RingSize};
+use crate::io::mmsg::MmsgRecv;
+use crate::io::sim::{self, SimRecv, SimSocket};
+use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
+use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
+use crate::io::{choose, sim_backend, BatchRecv, DataSocket, Endpoint, RECV_CONTROL_LEN};
+use crate::latency::LatencyHistogram;
+use crate::runtime::{self, Link, Spawn};
+use crate::stats::{SubscriptionCounters, SubscriptionStats};
+use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
+
+/// How the shards are set up.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Number of shard threads.
+    pub shards: usize,
+    /// Which I/O backend.
+    pub backend: BackendChoice,
+    /// What a shard does when idle.
+    pub idle: IdleStrategy,
+    /// Whether sockets ask for UDP GRO (several datagrams per receive).
+    pub gro: bool,
+    /// Receive buffers per shard (a power of two).
+    pub buffers: u16,
+    /// Largest datagram expected without GRO (larger ones are counted as truncated).
+    pub max_datagram: usize,
+    /// Most subscriptions per shard.
+    pub max_subscriptions: u32,
+    /// Whether to pin each shard thread to a core (see `first_core`).
+    pub pin: bool,
+    /// With `pin`, shard `i` runs on core `(first_core + i) mod cores`, where `cores` is
+    /// the number of cores this process may use. Give two [`Shards`] in one process
+    /// different first cores so that they do not share cores.
+    pub first_core: usize,
+    /// The network the shards receive on: the host's (with `backend`), or a simulated
+    /// one (the sim backend, whatever `backend` says).
+    pub network: Network,
+}
+
+impl Default for ShardConfig {
+    /// One shard, backend auto, blocking idle, GRO on, 64 buffers, 1472-byte datagrams,
+    /// 64 subscriptions per shard, pinned from core 0, the host's network.
+    fn default() -> Self {
+        ShardConfig {
+            shards: 1,
+            backend: BackendChoice::Auto,
+            idle: IdleStrategy::Block,
+            gro: true,
+            buffers: 64,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            max_subscriptions: 64,
+            pin: true,
+            first_core: 0,
+            network: Network::Host,
+        }
+    }
+}
+
+impl ShardConfig {
+    /// The largest payload one receive buffer must hold: a whole GRO batch (65,535
+    /// bytes) with `gro`, else one datagram.
+    fn receive_payload(&self) -> usize {
+        if self.gro {
+            65_535
+        } else {
+            self.max_datagram.max(DEFAULT_MAX_DATAGRAM)
+        }
+    }
+
+    /// What these shards will ask of the host (see [`crate::host`]).
+    pub fn host_needs(&self) -> HostNeeds {
+        let receive_buffer = RECV_HEADER_LEN + RECV_NAME_LEN + RECV_CONTROL_LEN;
+        HostNeeds {
+            shards: u32::try_from(self.shards).unwrap_or(u32::MAX),
+            shard_ring: SHARD_RING.max(RingSize {
+                sq: 0,
+                cq: u32::from(self.buffers) * 4,
+            }),
+            shard_buffers: self.buffers,
+            shard_buffer_bytes: (receive_buffer + self.receive_payload()) as u64,
+            probes: 1,
+            threads: u32::try_from(self.shards).unwrap_or(u32::MAX),
+            ..HostNeeds::default()
+        }
+    }
+}
+
+/// What to subscribe to.
+///
+/// [`Shards::subscribe_socket`] ignores `group`, `source` and `interface` (the caller made
+/// the socket); the other fields apply to both kinds of subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig {
+    /// Group and port.
+    pub group: SocketAddr,
+    /// Source for a source-specific join; `None`: any source.
+    pub source: Option<IpAddr>,
+    /// Interface to join on.
+    pub interface: Interface,
+    /// Follow only this session; `None`: the first session seen.
+    pub session: Option<Session>,
+    /// Where the stream starts (see [`StartAt`]).
+    pub start: StartAt,
+    /// Record one-way latency from a timestamp in each message's first 8 bytes
+    /// ([`crate::latency::write_stamp`]).
+    pub timestamps: bool,
+    /// Socket receive buffer to ask for (capped by `net.core.rmem_max`).
+    pub recv_buffer: usize,
+    /// Put the subscription on this shard; `None`: round robin.
+    pub shard: Option<usize>,
+}
+
+impl SubscriptionConfig {
+    /// What this subscription will ask of the host: its socket's receive buffer.
+    pub fn host_needs(&self) -> HostNeeds {
+        HostNeeds {
+            recv_buffer: self.recv_buffer as u64,
+            ..HostNeeds::default()
+        }
+    }
+
+    /// Defaults for `group`: any source, interface by route, first session seen, stream
+    /// from sequence 1, no timestamps, 8 MiB receive buffer, round robin.
+    pub fn new(group: SocketAddr) -> SubscriptionConfig {
+        SubscriptionConfig {
+            group,
+            source: None,
+            interface: Interface::Default,
+            session: None,
+            start: StartAt::One,
+            timestamps: false,
+            recv_buffer: 8 << 20,
+            shard: None,
+        }
+    }
+}
+
+/// The socket a subscription receives on.
+pub(crate) enum SubSocket {
+    /// Made and joined by [`Shards::subscribe`]. The membership is declared first so that
+    /// it drops (leaving the group) while its socket is still open.
+    Joined {
+        _membership: Membership,
+        socket: MultipointSocket,
+    },
+    /// The caller's socket, from [`Shards::subscribe_socket`].
+    Given(Socket),
+    /// A socket of a simulated network.
+    Sim(SimSocket),
+}
+
+impl SubSocket {
+    /// What the receive backend watches.
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
+        match self {
+            SubSocket::Joined { socket, .. } => Endpoint::Fd(socket.as_fd().as_raw_fd()),
+            SubSocket::Given(socket) => Endpoint::Fd(socket.as_raw_fd()),
+            SubSocket::Sim(socket) => Endpoint::Sim(socket),
+        }
+    }
+}
+
+struct ShardHandle {
+    link: Link<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running shards. See the module docs.
+pub struct Shards {
+    shards: Vec<ShardHandle>,
+    backend: BackendInfo,
+    config: ShardConfig,
+    next: usize,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards")
+            .field("shards", &self.shards.len())
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Shards {
+    /// Starts the shard threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for zero shards or a buffer count that is not a power of two;
+    /// [`Error::UringUnavailable`] when io_uring was required and is missing;
+    /// [`Error::Io`] when a shard cannot set up its engine.
+    pub fn start(config: ShardConfig) -> Result<Shards> {
+        if config.shards == 0 {
+            return Err(Error::Config("shards must be at least 1".into()));
+        }
+        if !config.buffers.is_power_of_two() {
+            return Err(Error::Config(format!(
+                "buffers {} is not a power of two",
+                config.buffers
+            )));
+        }
+        let backend = match &config.network {
+            Network::Host => choose(config.backend)?,
+            Network::Sim(_) => sim_backend(),
+        };
+        let cores = runtime::cores();
+        let payload = config.receive_payload();
+        let (max, buffers) = (config.max_subscriptions, config.buffers);
+        let mut shards: Vec<ShardHandle> = Vec::with_capacity(config.shards);
+        for index in 0..config.shards {
+            let spec = Spawn {
+                name: format!("mp-shard-{index}"),
+                index,
+                // Reduced first so that the sum cannot overflow.
+                pin: config
+                    .pin
+                    .then_some((config.first_core % cores + index % cores) % cores),
+                idle: config.idle,
+            };
+            let started = match backend.kind {
+                BackendKind::Uring => start_shard(spec, max, move || {
+                    UringRecv::new(max, buffers, payload)
+                }),
+                BackendKind::Mmsg => start_shard(spec, max, move || {
+                    MmsgRecv::new(max, buffers, payload)
+                }),
+                BackendKind::Sim => start_shard(spec, max, move || {
+                    Ok(SimRecv::new(max, buffers, payload))
+                }),
+            };
+            match started {
+                Ok((link, thread)) => shards.push(ShardHandle {
+                    link,
+                    thread: Some(thread),
+                }),
+                Err(e) => {
+                    stop(&mut shards);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Shards {
+            shards,
+            backend,
+            config,
+            next: 0,
+            next_id: 1,
+        })
+    }
+
+    /// The backend the shards run and why.
+    pub fn backend(&self) -> &BackendInfo {
+        &self.backend
+    }
+
+    /// The number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Always false: there is at least one shard.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Joins `config.group` through the control crate and starts delivering its messages
+    /// to `handler` on a shard.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Control`] when the socket cannot be made or joined (with the control
+    /// crate's explanation); [`Error::Io`] for socket options; [`Error::Config`] for an
+    /// unknown shard; [`Error::ShardGone`] if the shard stopped.
+    pub fn subscribe<H: Handler>(
+        &mut self,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        let index = self.pick_shard(config.shard)?;
+        if let Network::Sim(net) = &self.config.network {
+            let socket = net
+                .bind(sim::wildcard(config.group))
+                .map_err(Error::io("binding a simulated socket"))?;
+            socket
+                .join(config.group.ip(), config.source)
+                .map_err(Error::io("joining a group on the simulated network"))?;
+            return self.hand_over(index, SubSocket::Sim(socket), &config, handler);
+        }
+        let transport = match config.group.ip() {
+            IpAddr::V4(_) => Transport::Udp4Multicast,
+            IpAddr::V6(_) => Transport::Udp6Multicast,
+        };
+        let socket = MultipointSocket::new(transport, Roles::LEAF)?;
+        socket.set_interface(config.interface.clone())?;
+        self.receive_options(socket.socket(), &config)?;
+        let membership = socket.join_leaf(config.group, Direction::ReceiverOnly, config.source)?;
+        let socket = SubSocket::Joined {
+            _membership: membership,
+            socket,
+        };
+        self.hand_over(index, socket, &config, handler)
+    }
+
+    /// Starts delivering the messages that arrive on `socket`, a UDP socket the caller
+    /// already bound (and possibly `connect()`ed, so that the kernel accepts datagrams from
+    /// that one peer only), to `handler` on a shard. This is how a data plane runs on a
+    /// unicast socket made by the control layer, e.g. a rooted transport's leaf. Shards on
+    /// a simulated network take a socket of that network instead.
+    ///
+    /// `config.group`, `config.source` and `config.interface` are ignored: the socket is
+    /// used as it is, and no group is joined. The session, start, timestamps, receive
+    /// buffer and shard settings apply as for [`subscribe`](Self::subscribe), and so do
+    /// UDP GRO (when the shards use it) and `SO_RXQ_OVFL`. The subscription owns the socket
+    /// from now on; closing the subscription closes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a socket that is not a bound datagram socket, a socket of
+    /// the other kind of network than the shards', or an unknown shard; [`Error::Io`] if
+    /// the socket cannot be inspected or configured; [`Error::ShardGone`] if the shard
+    /// stopped.
+    pub fn subscribe_socket<H: Handler>(
+        &mut self,
+        socket: impl Into<DataSocket>,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        let index = self.pick_shard(config.shard)?;
+        let socket = match (socket.into(), &self.config.network) {
+            (DataSocket::Host(socket), Network::Host) => socket,
+            (DataSocket::Sim(socket), Network::Sim(_)) => {
+                return self.hand_over(index, SubSocket::Sim(socket), &config, handler)
+            }
+            (DataSocket::Host(_), Network::Sim(_)) => {
+                return Err(Error::Config(
+                    "these shards run on a simulated network: give them a socket of it".into(),
+                ))
+            }
+            (DataSocket::Sim(_), Network::Host) => {
+                return Err(Error::Config(
+                    "these shards receive on the host's network: a simulated socket needs \
+                     shards on its network (ShardConfig::network)"
+                        .into(),
+                ))
+            }
+        };
+        let kind = socket
+            .r#type()
+            .map_err(Error::io("reading the socket's type (SO_TYPE)"))?;
+        if kind != Type::DGRAM {
+            return Err(Error::Config(format!(
+                "subscribe_socket needs a UDP (datagram) socket, and this one is of type {kind:?}"
+            )));
+        }
+        let local = socket
+            .local_addr()
+            .map_err(Error::io("reading the socket's local address"))?;
+        match local.as_socket() {
+            Some(addr) if addr.port() != 0 => {}
+            Some(_) => {
+                return Err(Error::Config(
+                    "the socket given to subscribe_socket is not bound: bind it to the \
+                     address and port to receive on first"
+                        .into(),
+                ))
+            }
+            None => {
+                return Err(Error::Config(
+                    "subscribe_socket needs an IPv4 or IPv6 UDP socket".into(),
+                ))
+            }
+        }
+        self.receive_options(&socket, &config)?;
+        self.hand_over(index, SubSocket::Given(socket), &config, handler)
+    }
+
+    /// The shard a new subscription goes to: the one named, or the next in turn.
+    fn pick_shard(&mut self, named: Option<usize>) -> Result<usize> {
+        match named {
+            Some(i) if i < self.shards.len() => Ok(i),
+            Some(i) => Err(Error::Config(format!(
+                "shard {i} does not exist ({} shards)",
+                self.shards.len()
+            ))),
+            None => {
+                let i = self.next % self.shards.len();
+                self.next += 1;
+                Ok(i)
+            }
+        }
+    }
+
+    /// Sets the receive options every subscription's socket gets.
+    fn receive_options(&self, socket: &Socket, config: &SubscriptionConfig) -> Result<()> {
+        // The kernel caps the size at net.core.rmem_max; the host audit warns about that.
+        let _ = socket.set_recv_buffer_size(config.recv_buffer);
+        set_rxq_ovfl(socket.as_fd(), true).map_err(Error::io("setting SO_RXQ_OVFL"))?;
+        if self.config.gro {
+            set_udp_gro(socket.as_fd(), true).map_err(Error::io("setting UDP_GRO"))?;
+        }
+        Ok(())
+    }
+
+    /// Hands a configured socket and its handler to shard `index`.
+    fn hand_over<H: Handler>(
+        &mut self,
+        index: usize,
+        socket: SubSocket,
+        config: &SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        let state = ReceiveState::new(&ReceiveConfig {
+            session: config.session,
+            start: config.start,
+            timestamps: config.timestamps,
+        });
+        let (counters, session) = state.shared();
+        let id = self.next_id;
+        self.next_id += 1;
+        let state = Box::new(SubState {
+            id,
+            slot: 0,
+            socket,
+            state,
+            handler: Box::new(handler),
+        });
+        let shard = &self.shards[index];
+        let (reply_tx, reply_rx) = bounded(1);
+        shard
+            .link
+            .send(Command::Subscribe(state, reply_tx))
+            .map_err(|_| Error::ShardGone(index))?;
+        reply_rx.recv().map_err(|_| Error::ShardGone(index))??;
+        Ok(Subscription {
+            shard: index,
+            id,
+            counters,
+            session,
+            tx: Some(shard.link.clone()),
+            _handler: PhantomData,
+        })
+    }
+
+    /// Stops every shard and joins its thread; buffers and rings are freed.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        stop(&mut self.shards);
+    }
+}
+
+/// Starts one receive shard on the backend `make` builds (on the shard's thread).
+fn start_shard<R: BatchRecv + 'static>(
+    spec: Spawn,
+    max_subscriptions: u32,
+    make: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> Result<(Link<Command>, JoinHandle<()>)> {
+    let index = spec.index;
+    runtime::spawn(spec, move |wake| {
+        let setup = |e| Error::Io {
+            op: "setting up a shard's receive backend",
+            source: e,
+        };
+        let mut receiver = make().map_err(setup)?;
+        receiver.watch_wake(wake.fd()).map_err(setup)?;
+        Ok(Shard::new(index, receiver, max_subscriptions))
+    })
+}
+
+/// Tells every shard to stop and joins its thread.
+fn stop(shards: &mut [ShardHandle]) {
+    for shard in shards.iter() {
+        let _ = shard.link.send(Command::Shutdown);
+    }
+    for shard in shards.iter_mut() {
+        if let Some(t) = shard.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A live subscription; its handler runs on a shard.
+///
+/// Dropping it closes it on its shard (without waiting); [`close`](Self::close) does the
+/// same and gives back the handler and the final figures.
+pub struct Subscription<H> {
+    shard: usize,
+    id: u64,
+    counters: Arc<SubscriptionCounters>,
+    session: Arc<OnceLock<Session>>,
+    /// `None` once closed.
+    tx: Option<Link<Command>>,
+    _handler: PhantomData<fn() -> H>,
+}
+
+impl<H> Drop for Subscription<H> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // The reply goes nowhere: the shard drops the state, closing its socket.
+            let (reply, _) = bounded(1);
+            let _ = tx.send(Command::Close(self.id, reply));
+        }
+    }
+}
+
+impl<H> std::fmt::Debug for Subscription<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("shard", &self.shard)
+            .field("stats", &self.counters.snapshot())
+            .finish()
+    }
+}
+
+/// What [`Subscription::close`] gives back.
+#[derive(Debug)]
+pub struct Closed<H> {
+    /// The handler, with whatever state it gathered.
+    pub handler: H,
+    /// The final counters.
+    pub stats: SubscriptionStats,
+    /// One-way latency since the last [`Subscription::take_latency`] (empty unless
+    /// timestamps were on).
+    pub latency: LatencyHistogram,
+}
+
+impl<H: Handler> Subscription<H> {
+    /// The shard the subscription runs on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> SubscriptionStats {
+        self.counters.snapshot()
+    }
+
+    /// The session the subscription follows: the one configured, or else the first one
+    /// seen, once a packet of it arrived. `None` until then.
+    pub fn session(&self) -> Option<Session> {
+        self.session.get().copied()
+    }
+
+    /// The latency histogram recorded since the last call, leaving an empty one in its
+    /// place (for interval logs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShardGone`] if the shard stopped.
+    pub fn take_latency(&self) -> Result<LatencyHistogram> {
+        let (tx, rx) = bounded(1);
+        // The fresh histogram is allocated here, not on the shard.
+        let fresh = Box::new(LatencyHistogram::new());
+        self.tx
+            .as_ref()
+            .ok_or(Error::ShardGone(self.shard))?
+            .send(Command::TakeLatency(self.id, fresh, tx))
+            .map_err(|_| Error::ShardGone(self.shard))?;
+        rx.recv()
+            .ok()
+            .flatten()
+            .map(|h| *h)
+            .ok_or(Error::ShardGone(self.shard))
+    }
+
+    /// Leaves the group (if the subscription joined one), closes the socket and returns
+    /// the handler with the final counters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShardGone`] if the shard stopped before the subscription was closed.
+    pub fn close(mut self) -> Result<Closed<H>> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .take()
+            .ok_or(Error::ShardGone(self.shard))?
+            .send(Command::Close(self.id, tx))
+            .map_err(|_| Error::ShardGone(self.shard))?;
+        let state = rx.recv().map_err(|_| Error::ShardGone(self.shard))??;
+        let SubState { handler, state, .. } = *state;
+        let handler = handler
+            .into_any()
+            .downcast::<H>()
+            .map_err(|_| Error::Config("subscription handler type mismatch".into()))?;
+        Ok(Closed {
+            handler: *handler,
+            stats: self.counters.snapshot(),
+            latency: state.into_latency(),
+        })
+    }
+}

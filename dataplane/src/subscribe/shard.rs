@@ -1,0 +1,210 @@
+//! One receive shard: a [`Worker`] of the shard runtime that owns a receive backend, its
+//! subscriptions' sockets, their receive states (sans-IO, [`crate::core::receive`]) and
+//! handlers. Each event the backend reports goes to the receive state of its socket's
+//! subscription; a handler that panics loses its subscription, not the shard.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use crossbeam_channel::Sender as Tx;
+
+use super::SubSocket;
+use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
+use crate::error::{Error, Result};
+use crate::io::{BatchRecv, Event};
+use crate::latency::{now_ns, LatencyHistogram};
+use crate::runtime::Worker;
+
+/// A handler whose concrete type is forgotten on the shard and recovered on close.
+pub(crate) trait ErasedHandler: Handler {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<H: Handler> ErasedHandler for H {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+/// One subscription on its shard.
+pub(crate) struct SubState {
+    pub(crate) id: u64,
+    pub(crate) slot: u32,
+    pub(crate) socket: SubSocket,
+    pub(crate) state: ReceiveState,
+    pub(crate) handler: Box<dyn ErasedHandler>,
+}
+
+/// What the owner asks of a receive shard.
+pub(crate) enum Command {
+    Subscribe(Box<SubState>, Tx<Result<()>>),
+    Close(u64, Tx<Result<Box<SubState>>>),
+    /// Swap the subscription's histogram for the one given (so the shard allocates
+    /// nothing) and send the old one back.
+    TakeLatency(
+        u64,
+        Box<LatencyHistogram>,
+        Tx<Option<Box<LatencyHistogram>>>,
+    ),
+    Shutdown,
+}
+
+/// A receive shard on backend `R`.
+pub(crate) struct Shard<R> {
+    index: usize,
+    receiver: R,
+    subs: Vec<Option<Box<SubState>>>,
+    /// Slots whose handler panicked during the last poll (capacity reserved).
+    panicked: Vec<u32>,
+    /// Ids of subscriptions closed because their handler panicked.
+    dead: Vec<u64>,
+    stop: bool,
+}
+
+impl<R: BatchRecv> Shard<R> {
+    /// Shard `index` receiving with `receiver`, for up to `max_subscriptions`.
+    pub(crate) fn new(index: usize, receiver: R, max_subscriptions: u32) -> Shard<R> {
+        Shard {
+            index,
+            receiver,
+            subs: (0..max_subscriptions).map(|_| None).collect(),
+            panicked: Vec::with_capacity(max_subscriptions as usize),
+            dead: Vec::new(),
+            stop: false,
+        }
+    }
+
+    /// Removes the subscriptions whose handler panicked, remembering their ids so that
+    /// closing them reports why.
+    fn drop_panicked(&mut self) {
+        while let Some(slot) = self.panicked.pop() {
+            let Some(state) = self.subs.get_mut(slot as usize).and_then(Option::take) else {
+                continue;
+            };
+            tracing::error!(
+                shard = self.index,
+                subscription = state.id,
+                "a subscription's handler panicked; the subscription is closed"
+            );
+            if let Err(e) = self.receiver.remove(slot) {
+                tracing::warn!(error = %e, "removing a socket from the shard");
+            }
+            self.dead.push(state.id);
+        }
+    }
+}
+
+impl<R: BatchRecv> Worker for Shard<R> {
+    type Command = Command;
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe(mut state, reply) => {
+                let result = self
+                    .receiver
+                    .add(state.socket.endpoint())
+                    .map_err(Error::io("adding a socket to the shard"))
+                    .and_then(|slot| {
+                        state.slot = slot;
+                        match self.subs.get_mut(slot as usize) {
+                            Some(place) => {
+                                *place = Some(state);
+                                Ok(())
+                            }
+                            None => Err(Error::Config("shard slot out of range".into())),
+                        }
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Close(id, reply) => {
+                let found = self
+                    .subs
+                    .iter_mut()
+                    .find(|s| s.as_ref().is_some_and(|s| s.id == id));
+                let result = match found.and_then(Option::take) {
+                    Some(state) => {
+                        if let Err(e) = self.receiver.remove(state.slot) {
+                            tracing::warn!(error = %e, "removing a socket from the shard");
+                        }
+                        Ok(state)
+                    }
+                    None if self.dead.contains(&id) => {
+                        self.dead.retain(|&d| d != id);
+                        Err(Error::HandlerPanicked { shard: self.index })
+                    }
+                    None => Err(Error::ShardGone(self.index)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::TakeLatency(id, fresh, reply) => {
+                let taken = self
+                    .subs
+                    .iter_mut()
+                    .flatten()
+                    .find(|s| s.id == id)
+                    .map(|s| s.state.swap_latency(fresh));
+                let _ = reply.send(taken);
+            }
+            Command::Shutdown => self.stop = true,
+        }
+    }
+
+    fn orphaned(&mut self) {
+        self.stop = true;
+    }
+
+    fn done(&mut self) -> bool {
+        self.stop
+    }
+
+    fn turn(&mut self, wait: Option<Duration>, _commands_waiting: &dyn Fn() -> bool) -> bool {
+        let subs = &mut self.subs;
+        let panicked = &mut self.panicked;
+        // Commands write the eventfd the receiver watches: a waiting poll ends for them.
+        let polled = self.receiver.poll(wait, &mut |event| {
+            let slot = event.slot();
+            // A handler that panics loses its subscription, not the whole shard.
+            let run = AssertUnwindSafe(|| on_event(subs, event));
+            if std::panic::catch_unwind(run).is_err() && !panicked.contains(&slot) {
+                panicked.push(slot);
+            }
+        });
+        self.drop_panicked();
+        match polled {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "receive backend failed");
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            }
+        }
+    }
+}
+
+/// Hands one backend event to the receive state of its socket's subscription.
+fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
+    let Some(Some(sub)) = subs.get_mut(event.slot() as usize) else {
+        return;
+    };
+    let SubState { state, handler, .. } = &mut **sub;
+    match event {
+        Event::Datagram {
+            payload,
+            truncated,
+            meta,
+            ..
+        } => {
+            let now = if state.wants_clock() { now_ns() } else { 0 };
+            let info = DatagramInfo {
+                truncated,
+                gro_segment: meta.gro_segment,
+                kernel_drops: meta.drops,
+            };
+            state.handle_datagram(payload, info, now, &mut **handler);
+        }
+        Event::Malformed { .. } => state.handle_unreadable(),
+        Event::Rearm { .. } => state.handle_rearm(),
+        Event::Error { errno, .. } => state.handle_receive_error(errno),
+    }
+}
