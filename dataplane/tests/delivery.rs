@@ -9,12 +9,14 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Stream, STALL};
+use common::{
+    group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Net, Stream, STALL,
+};
 use multipoint_control::Interface;
+use multipoint_dataplane::io::sim::SimNet;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendChoice, BackendKind, Publisher, PublisherConfig, ShardConfig, Subscription,
-    SubscriptionConfig,
+    BackendChoice, Publisher, PublisherConfig, ShardConfig, Subscription, SubscriptionConfig,
 };
 
 const MESSAGES: u64 = 1_000_000;
@@ -23,27 +25,18 @@ const MESSAGES: u64 = 1_000_000;
 /// MB of payload, well inside a socket receive buffer of 4 MiB (the usual rmem_max).
 const WINDOW: u64 = 3_000;
 
-fn a_million_messages_reach_two_subscribers(
-    test: &str,
-    backend: BackendChoice,
-    offload: bool,
-    group: SocketAddr,
-) {
+fn a_million_messages_reach_two_subscribers(test: &str, net: Net, offload: bool, group: SocketAddr) {
     let Some(mut shards) = start_or_skip(
         test,
-        ShardConfig {
-            backend,
+        net.shards(ShardConfig {
             gro: offload,
             shards: 2,
             ..ShardConfig::default()
-        },
+        }),
     ) else {
         return;
     };
-    let kind = match backend {
-        BackendChoice::Mmsg => BackendKind::Mmsg,
-        _ => BackendKind::Uring,
-    };
+    let kind = net.kind();
     assert_eq!(shards.backend().kind, kind);
 
     let stream = Stream::new();
@@ -64,10 +57,8 @@ fn a_million_messages_reach_two_subscribers(
     );
 
     let mut publisher = Publisher::new(PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        backend,
         gso: offload,
-        ..PublisherConfig::new(Session::new("DELIVERY").unwrap(), group)
+        ..net.publisher(Session::new("DELIVERY").unwrap(), group)
     })
     .unwrap();
     assert_eq!(publisher.backend().kind, kind);
@@ -149,7 +140,7 @@ fn a_million_messages_reach_two_subscribers(
 fn a_million_messages_arrive_complete_in_order_and_unchanged_on_io_uring_with_gso_and_gro() {
     a_million_messages_reach_two_subscribers(
         "io_uring, offload on",
-        BackendChoice::Uring,
+        Net::Host(BackendChoice::Uring),
         true,
         group(101, 1),
     );
@@ -159,7 +150,7 @@ fn a_million_messages_arrive_complete_in_order_and_unchanged_on_io_uring_with_gs
 fn a_million_messages_arrive_complete_in_order_and_unchanged_on_io_uring_without_offload() {
     a_million_messages_reach_two_subscribers(
         "io_uring, offload off",
-        BackendChoice::Uring,
+        Net::Host(BackendChoice::Uring),
         false,
         group(101, 2),
     );
@@ -169,7 +160,7 @@ fn a_million_messages_arrive_complete_in_order_and_unchanged_on_io_uring_without
 fn a_million_messages_arrive_complete_in_order_and_unchanged_on_mmsg_with_gso_and_gro() {
     a_million_messages_reach_two_subscribers(
         "mmsg, offload on",
-        BackendChoice::Mmsg,
+        Net::Host(BackendChoice::Mmsg),
         true,
         group(101, 3),
     );
@@ -179,8 +170,20 @@ fn a_million_messages_arrive_complete_in_order_and_unchanged_on_mmsg_with_gso_an
 fn a_million_messages_arrive_complete_in_order_and_unchanged_on_mmsg_without_offload() {
     a_million_messages_reach_two_subscribers(
         "mmsg, offload off",
-        BackendChoice::Mmsg,
+        Net::Host(BackendChoice::Mmsg),
         false,
         group(101, 4),
+    );
+}
+
+/// The same stream on a simulated network (without GRO, which the simulation does not
+/// coalesce), through the same publisher and shards.
+#[test]
+fn a_million_messages_arrive_complete_in_order_and_unchanged_on_sim() {
+    a_million_messages_reach_two_subscribers(
+        "sim",
+        Net::Sim(SimNet::new(101)),
+        false,
+        group(101, 5),
     );
 }

@@ -7,7 +7,8 @@
 //! some sequence number on, with nothing missing after it; a removed leaf gets nothing
 //! offered after `remove` returned; heartbeats and the end of session reach every leaf;
 //! backpressure hands the message back and nothing is lost; bad leaves and settings are
-//! refused with a clear error.
+//! refused with a clear error. The same behaviour on a simulated network (the tests
+//! with `sim` in their names), where the leaves are sockets of that network.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,10 +20,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Checksum, Stream, BACKENDS, MAX_LEN, STALL};
+use common::{wait_until, Checksum, Net, Stream, BACKENDS, MAX_LEN, STALL};
+use multipoint_dataplane::io::sim::{SimNet, SimSocket};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
 use multipoint_dataplane::{
-    BackendChoice, Error, Fanout, FanoutConfig, IdleStrategy, FanoutLeafId, OfferError,
+    BackendChoice, DataSocket, Error, Fanout, FanoutConfig, FanoutLeafId, IdleStrategy, OfferError,
 };
 use socket2::{Domain, SockRef, Socket, Type};
 
@@ -34,19 +36,34 @@ const BATCH: u64 = 256;
 /// receive buffer).
 const WINDOW: u64 = 2_000;
 
-/// The root's data socket: UDP, bound to a free loopback port.
-fn root_socket() -> (Socket, SocketAddr) {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    (socket, addr)
+/// The root's data socket: UDP, bound to a free loopback port (of the simulated network
+/// on `sim`).
+fn root_socket(net: &Net) -> (DataSocket, SocketAddr) {
+    match net {
+        Net::Host(_) => {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+            socket
+                .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+                .unwrap();
+            let addr = socket.local_addr().unwrap().as_socket().unwrap();
+            (socket.into(), addr)
+        }
+        Net::Sim(net) => {
+            let socket = net.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+            let addr = socket.local_addr();
+            (socket.into(), addr)
+        }
+    }
+}
+
+/// The networks the tests run on: the host's on each backend, then a simulated one.
+fn host_nets() -> impl Iterator<Item = Net> {
+    BACKENDS.into_iter().map(Net::Host)
 }
 
 /// Starts a fan-out, or returns `None` (printing why) when io_uring was asked for and
 /// cannot run here. Under CI (`CI` set) a missing io_uring fails the test instead.
-fn start_or_skip(test: &str, socket: Socket, config: FanoutConfig) -> Option<Fanout> {
+fn start_or_skip(test: &str, socket: DataSocket, config: FanoutConfig) -> Option<Fanout> {
     match Fanout::start(socket, config) {
         Ok(fanout) => Some(fanout),
         Err(Error::UringUnavailable { reason }) if std::env::var_os("CI").is_none() => {
@@ -61,7 +78,11 @@ fn start_or_skip(test: &str, socket: Socket, config: FanoutConfig) -> Option<Fan
     }
 }
 
-fn config(backend: BackendChoice, gso: bool, shards: usize) -> FanoutConfig {
+fn config(net: &Net, gso: bool, shards: usize) -> FanoutConfig {
+    let backend = match net {
+        Net::Host(backend) => *backend,
+        Net::Sim(_) => BackendChoice::Auto,
+    };
     FanoutConfig {
         shards,
         backend,
@@ -148,6 +169,25 @@ impl LeafReport {
     }
 }
 
+/// A leaf's socket: a kernel UDP socket, or one of a simulated network.
+enum LeafSocket {
+    Udp(UdpSocket),
+    Sim(SimSocket),
+}
+
+impl LeafSocket {
+    /// Waits up to 20 ms for a datagram; `WouldBlock` when none came.
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            LeafSocket::Udp(socket) => socket.recv(buf),
+            LeafSocket::Sim(socket) => socket
+                .recv_timeout(buf, Duration::from_millis(20))
+                .map(|d| d.len)
+                .ok_or_else(|| std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 /// A leaf: a UDP socket connected to the root, read on its own thread.
 struct Leaf {
     addr: SocketAddr,
@@ -159,15 +199,26 @@ struct Leaf {
 
 impl Leaf {
     /// Reads until the end of session (and a little after, to catch strays) or `stop`.
-    fn spawn(root: SocketAddr, messages: &Messages) -> Leaf {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket.connect(root).unwrap();
-        // The kernel caps it at net.core.rmem_max; the test paces to stay inside.
-        let _ = SockRef::from(&socket).set_recv_buffer_size(4 << 20);
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
+    fn spawn(net: &Net, root: SocketAddr, messages: &Messages) -> Leaf {
+        let (socket, addr) = match net {
+            Net::Host(_) => {
+                let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                socket.connect(root).unwrap();
+                // The kernel caps it at net.core.rmem_max; the test paces to stay inside.
+                let _ = SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let addr = socket.local_addr().unwrap();
+                (LeafSocket::Udp(socket), addr)
+            }
+            Net::Sim(net) => {
+                let socket = net.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+                socket.connect(root);
+                let addr = socket.local_addr();
+                (LeafSocket::Sim(socket), addr)
+            }
+        };
         let next = Arc::new(AtomicU64::new(1));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -188,7 +239,7 @@ impl Leaf {
 }
 
 fn read_leaf(
-    socket: &UdpSocket,
+    socket: &LeafSocket,
     messages: &Messages,
     progress: &AtomicU64,
     stop: &AtomicBool,
@@ -324,21 +375,24 @@ fn publish(
     fanout.flush();
 }
 
-#[test]
-fn every_leaf_gets_every_message_in_order_on_both_backends_with_and_without_gso() {
+/// Every leaf of 64, over two shards, gets every message whole and in order: with the
+/// mixed stream and with fixed-size messages, with GSO on and off. Returns how many of the
+/// four runs could run here.
+fn every_leaf_gets_every_message(net: &Net) -> usize {
     const LEAVES: usize = 64;
     const COUNT: u64 = 6_000;
     let mut runs = 0;
-    for backend in BACKENDS {
+    {
         for gso in [true, false] {
             for messages in [Messages::Mixed(Stream::new()), Messages::Fixed(100)] {
                 let fixed = matches!(messages, Messages::Fixed(_));
-                let test = format!("{backend:?}, gso {gso}, fixed-size {fixed}");
-                let (socket, root) = root_socket();
-                let Some(mut fanout) = start_or_skip(&test, socket, config(backend, gso, 2)) else {
+                let test = format!("{net:?}, gso {gso}, fixed-size {fixed}");
+                let (socket, root) = root_socket(net);
+                let Some(mut fanout) = start_or_skip(&test, socket, config(net, gso, 2)) else {
                     continue;
                 };
-                let leaves: Vec<Leaf> = (0..LEAVES).map(|_| Leaf::spawn(root, &messages)).collect();
+                let leaves: Vec<Leaf> =
+                    (0..LEAVES).map(|_| Leaf::spawn(net, root, &messages)).collect();
                 let handle = fanout.leaves();
                 let ids: Vec<FanoutLeafId> = leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect();
                 assert_eq!(handle.len(), LEAVES);
@@ -384,20 +438,33 @@ fn every_leaf_gets_every_message_in_order_on_both_backends_with_and_without_gso(
             }
         }
     }
+    runs
+}
+
+#[test]
+fn every_leaf_gets_every_message_in_order_on_both_backends_with_and_without_gso() {
+    let runs: usize = host_nets().map(|net| every_leaf_gets_every_message(&net)).sum();
     assert!(runs > 0, "no backend could run here");
 }
 
 #[test]
-fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on() {
-    for backend in BACKENDS {
-        let test = format!("{backend:?}");
-        let (socket, root) = root_socket();
-        let Some(mut fanout) = start_or_skip(&test, socket, config(backend, true, 2)) else {
-            continue;
+fn every_leaf_gets_every_message_in_order_on_sim_with_and_without_gso() {
+    let runs = every_leaf_gets_every_message(&Net::Sim(SimNet::new(201)));
+    assert_eq!(runs, 4);
+}
+
+/// A leaf added mid-stream gets whole packets from some sequence number on, with nothing
+/// missing after it.
+fn a_leaf_added_mid_stream(net: &Net) {
+    {
+        let test = format!("{net:?}");
+        let (socket, root) = root_socket(net);
+        let Some(mut fanout) = start_or_skip(&test, socket, config(net, true, 2)) else {
+            return;
         };
         let messages = Messages::Mixed(Stream::new());
         let handle = fanout.leaves();
-        let early: Vec<Leaf> = (0..3).map(|_| Leaf::spawn(root, &messages)).collect();
+        let early: Vec<Leaf> = (0..3).map(|_| Leaf::spawn(net, root, &messages)).collect();
         for leaf in &early {
             handle.add(leaf.addr).unwrap();
         }
@@ -412,7 +479,7 @@ fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on() {
             sum.add(seq, &buf[..len]);
         }
 
-        let late = Leaf::spawn(root, &messages);
+        let late = Leaf::spawn(net, root, &messages);
         handle.add(late.addr).unwrap();
         let joined_at = fanout.next_sequence();
         let mut refs = refs;
@@ -442,17 +509,27 @@ fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on() {
 }
 
 #[test]
-fn a_removed_leaf_gets_nothing_offered_after_remove_returned() {
-    for backend in BACKENDS {
-        let test = format!("{backend:?}");
-        let (socket, root) = root_socket();
-        let Some(mut fanout) = start_or_skip(&test, socket, config(backend, true, 2)) else {
-            continue;
+fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on() {
+    host_nets().for_each(|net| a_leaf_added_mid_stream(&net));
+}
+
+#[test]
+fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on_sim() {
+    a_leaf_added_mid_stream(&Net::Sim(SimNet::new(202)));
+}
+
+/// A removed leaf gets nothing offered after `remove` returned; the others everything.
+fn a_removed_leaf_gets_nothing_new(net: &Net) {
+    {
+        let test = format!("{net:?}");
+        let (socket, root) = root_socket(net);
+        let Some(mut fanout) = start_or_skip(&test, socket, config(net, true, 2)) else {
+            return;
         };
         let messages = Messages::Fixed(200);
         let handle = fanout.leaves();
-        let stay: Vec<Leaf> = (0..3).map(|_| Leaf::spawn(root, &messages)).collect();
-        let leaving = Leaf::spawn(root, &messages);
+        let stay: Vec<Leaf> = (0..3).map(|_| Leaf::spawn(net, root, &messages)).collect();
+        let leaving = Leaf::spawn(net, root, &messages);
         for leaf in &stay {
             handle.add(leaf.addr).unwrap();
         }
@@ -505,18 +582,28 @@ fn a_removed_leaf_gets_nothing_offered_after_remove_returned() {
 }
 
 #[test]
-fn heartbeats_and_the_end_of_session_reach_every_leaf() {
-    for backend in BACKENDS {
-        let test = format!("{backend:?}");
-        let (socket, root) = root_socket();
-        let mut cfg = config(backend, true, 2);
+fn a_removed_leaf_gets_nothing_offered_after_remove_returned() {
+    host_nets().for_each(|net| a_removed_leaf_gets_nothing_new(&net));
+}
+
+#[test]
+fn a_removed_leaf_gets_nothing_offered_after_remove_returned_on_sim() {
+    a_removed_leaf_gets_nothing_new(&Net::Sim(SimNet::new(203)));
+}
+
+/// Heartbeats and the end of session reach every one of 16 leaves.
+fn heartbeats_and_the_end_reach_every_leaf(net: &Net) {
+    {
+        let test = format!("{net:?}");
+        let (socket, root) = root_socket(net);
+        let mut cfg = config(net, true, 2);
         cfg.heartbeat = Duration::from_millis(10);
         let Some(mut fanout) = start_or_skip(&test, socket, cfg) else {
-            continue;
+            return;
         };
         let messages = Messages::Fixed(8);
         let handle = fanout.leaves();
-        let leaves: Vec<Leaf> = (0..16).map(|_| Leaf::spawn(root, &messages)).collect();
+        let leaves: Vec<Leaf> = (0..16).map(|_| Leaf::spawn(net, root, &messages)).collect();
         for leaf in &leaves {
             handle.add(leaf.addr).unwrap();
         }
@@ -539,11 +626,21 @@ fn heartbeats_and_the_end_of_session_reach_every_leaf() {
 }
 
 #[test]
+fn heartbeats_and_the_end_of_session_reach_every_leaf() {
+    host_nets().for_each(|net| heartbeats_and_the_end_reach_every_leaf(&net));
+}
+
+#[test]
+fn heartbeats_and_the_end_of_session_reach_every_leaf_on_sim() {
+    heartbeats_and_the_end_reach_every_leaf(&Net::Sim(SimNet::new(204)));
+}
+
+#[test]
 fn backpressure_hands_the_message_back_and_nothing_is_lost() {
-    for backend in BACKENDS {
-        let test = format!("{backend:?}");
-        let (socket, root) = root_socket();
-        let mut cfg = config(backend, true, 2);
+    for net in host_nets() {
+        let test = format!("{net:?}");
+        let (socket, root) = root_socket(&net);
+        let mut cfg = config(&net, true, 2);
         cfg.buffers = 2;
         // One 1000-byte message fills a packet.
         cfg.max_datagram = 1022;
@@ -552,7 +649,7 @@ fn backpressure_hands_the_message_back_and_nothing_is_lost() {
         };
         let messages = Messages::Fixed(fanout.max_message());
         let handle = fanout.leaves();
-        let leaves: Vec<Leaf> = (0..32).map(|_| Leaf::spawn(root, &messages)).collect();
+        let leaves: Vec<Leaf> = (0..32).map(|_| Leaf::spawn(&net, root, &messages)).collect();
         for leaf in &leaves {
             handle.add(leaf.addr).unwrap();
         }
@@ -593,8 +690,9 @@ fn backpressure_hands_the_message_back_and_nothing_is_lost() {
 
 #[test]
 fn bad_leaves_and_settings_are_refused_with_a_reason() {
-    let (socket, _) = root_socket();
-    let mut cfg = config(BackendChoice::Mmsg, true, 1);
+    let mmsg = Net::Host(BackendChoice::Mmsg);
+    let (socket, _) = root_socket(&mmsg);
+    let mut cfg = config(&mmsg, true, 1);
     cfg.max_leaves_per_shard = 2;
     let fanout = Fanout::start(socket, cfg).unwrap();
     let handle = fanout.leaves();
@@ -614,27 +712,27 @@ fn bad_leaves_and_settings_are_refused_with_a_reason() {
     ));
 
     let unbound = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-    let e = Fanout::start(unbound, config(BackendChoice::Mmsg, true, 1)).unwrap_err();
+    let e = Fanout::start(unbound, config(&mmsg, true, 1)).unwrap_err();
     assert!(e.to_string().contains("not bound"), "{e}");
     for bad in [
         FanoutConfig {
             shards: 0,
-            ..config(BackendChoice::Mmsg, true, 1)
+            ..config(&mmsg, true, 1)
         },
         FanoutConfig {
             buffers: 0,
-            ..config(BackendChoice::Mmsg, true, 1)
+            ..config(&mmsg, true, 1)
         },
         FanoutConfig {
             max_datagram: 10,
-            ..config(BackendChoice::Mmsg, true, 1)
+            ..config(&mmsg, true, 1)
         },
         FanoutConfig {
             max_leaves_per_shard: 0,
-            ..config(BackendChoice::Mmsg, true, 1)
+            ..config(&mmsg, true, 1)
         },
     ] {
-        let (socket, _) = root_socket();
+        let (socket, _) = root_socket(&mmsg);
         let e = Fanout::start(socket, bad).unwrap_err();
         assert!(matches!(e, Error::Config(_)), "{e}");
     }

@@ -9,17 +9,16 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{
-    group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Stream, BACKENDS, MAX_LEN,
-    STALL,
+    group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Net, Stream, BACKENDS,
+    MAX_LEN, STALL,
 };
-use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+use multipoint_control::Interface;
+use multipoint_dataplane::io::sim::SimNet;
 use multipoint_dataplane::wire::{
     pack_all, write_end_of_session, write_heartbeat, Packet, Session, DEFAULT_MAX_DATAGRAM,
     HEADER_LEN,
 };
-use multipoint_dataplane::{
-    BackendChoice, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig,
-};
+use multipoint_dataplane::{BackendChoice, Publisher, ShardConfig, SubscriptionConfig};
 
 const MESSAGES: u64 = 50_000;
 const WINDOW: u64 = 3_000;
@@ -44,17 +43,6 @@ impl Rng {
     fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next() as u8).collect()
     }
-}
-
-/// A sender-only socket on the loopback interface, for datagrams of our own making.
-fn raw_sender(group: SocketAddr) -> (MultipointSocket, Membership) {
-    let socket = MultipointSocket::new(Transport::Udp4Multicast, Roles::LEAF).unwrap();
-    socket.set_interface(Interface::LOOPBACK_V4).unwrap();
-    socket.set_loopback(true).unwrap();
-    let membership = socket
-        .join_leaf(group, Direction::SenderOnly, None)
-        .unwrap();
-    (socket, membership)
 }
 
 /// Datagrams that no MoldUDP64 parser may accept, whatever the luck of the draw.
@@ -138,14 +126,8 @@ fn foreign() -> Vec<Vec<u8>> {
     packets
 }
 
-fn junk_beside_a_real_stream(test: &str, backend: BackendChoice, group: SocketAddr) {
-    let Some(mut shards) = start_or_skip(
-        test,
-        ShardConfig {
-            backend,
-            ..ShardConfig::default()
-        },
-    ) else {
+fn junk_beside_a_real_stream(test: &str, net: Net, group: SocketAddr) {
+    let Some(mut shards) = start_or_skip(test, net.shards(ShardConfig::default())) else {
         return;
     };
     let stream = Stream::new();
@@ -159,13 +141,8 @@ fn junk_beside_a_real_stream(test: &str, backend: BackendChoice, group: SocketAd
         )
         .unwrap();
     let session = Session::new("REAL").unwrap();
-    let mut publisher = Publisher::new(PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        backend,
-        ..PublisherConfig::new(session, group)
-    })
-    .unwrap();
-    let (_socket, junk_sender) = raw_sender(group);
+    let mut publisher = Publisher::new(net.publisher(session, group)).unwrap();
+    let junk_sender = net.raw_sender(group);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let junk = junk(&session, &stream, &mut rng);
     let foreign = foreign();
@@ -195,12 +172,12 @@ fn junk_beside_a_real_stream(test: &str, backend: BackendChoice, group: SocketAd
         // Spread the junk over the stream, the foreign packets in the middle.
         let share = junk.len().div_ceil(PARTS as usize);
         for datagram in junk.iter().skip(part as usize * share).take(share) {
-            assert_eq!(junk_sender.send(datagram).unwrap(), datagram.len());
+            assert_eq!(junk_sender.send(datagram), datagram.len());
             junk_sent += 1;
         }
         if part == PARTS / 2 {
             for packet in &foreign {
-                junk_sender.send(packet).unwrap();
+                junk_sender.send(packet);
             }
         }
     }
@@ -246,12 +223,17 @@ fn junk_beside_a_real_stream(test: &str, backend: BackendChoice, group: SocketAd
 
 #[test]
 fn junk_is_counted_as_malformed_and_leaves_the_stream_undisturbed_on_io_uring() {
-    junk_beside_a_real_stream("io_uring", BackendChoice::Uring, group(102, 1));
+    junk_beside_a_real_stream("io_uring", Net::Host(BackendChoice::Uring), group(102, 1));
 }
 
 #[test]
 fn junk_is_counted_as_malformed_and_leaves_the_stream_undisturbed_on_mmsg() {
-    junk_beside_a_real_stream("mmsg", BackendChoice::Mmsg, group(102, 2));
+    junk_beside_a_real_stream("mmsg", Net::Host(BackendChoice::Mmsg), group(102, 2));
+}
+
+#[test]
+fn junk_is_counted_as_malformed_and_leaves_the_stream_undisturbed_on_sim() {
+    junk_beside_a_real_stream("sim", Net::Sim(SimNet::new(102)), group(102, 5));
 }
 
 /// A zero-length datagram is not a MoldUDP64 packet either (it lacks the 20-byte header):
@@ -259,16 +241,14 @@ fn junk_is_counted_as_malformed_and_leaves_the_stream_undisturbed_on_mmsg() {
 #[test]
 fn an_empty_datagram_is_counted_as_malformed() {
     let mut wrong = Vec::new();
-    for (backend, last) in BACKENDS.into_iter().zip([3, 4]) {
-        let test = format!("{backend:?}");
+    let nets = BACKENDS
+        .map(Net::Host)
+        .into_iter()
+        .chain([Net::Sim(SimNet::new(103))]);
+    for (net, last) in nets.zip([3, 4, 6]) {
+        let test = format!("{net:?}");
         let group = group(102, last);
-        let Some(mut shards) = start_or_skip(
-            &test,
-            ShardConfig {
-                backend,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let Some(mut shards) = start_or_skip(&test, net.shards(ShardConfig::default())) else {
             continue;
         };
         let sub = shards
@@ -280,9 +260,9 @@ fn an_empty_datagram_is_counted_as_malformed() {
                 |_: u64, _: &[u8]| {},
             )
             .unwrap();
-        let (_socket, sender) = raw_sender(group);
-        assert_eq!(sender.send(&[]).unwrap(), 0);
-        assert_eq!(sender.send(b"short").unwrap(), 5);
+        let sender = net.raw_sender(group);
+        assert_eq!(sender.send(&[]), 0);
+        assert_eq!(sender.send(b"short"), 5);
         wait_until("both datagrams", STALL, || sub.stats().datagrams == 2);
         let stats = sub.close().unwrap().stats;
         shards.shutdown();

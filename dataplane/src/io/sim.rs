@@ -604,6 +604,26 @@ impl SimSocket {
         Some(datagram)
     }
 
+    /// Waits, on the real clock, up to `timeout` for a datagram to be due, and takes it
+    /// into `buf` (for tests that read a simulated socket on a thread of their own).
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Option<SimDatagram> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if let Some(datagram) = self.recv(now, buf) {
+                return Some(datagram);
+            }
+            if now >= deadline {
+                return None;
+            }
+            let until = self.next_due().map_or(deadline, |due| due.min(deadline));
+            let fd = self.wake.fd();
+            if super::wait_fd(fd, libc::POLLIN, until.saturating_duration_since(now)) {
+                drain_eventfd(fd);
+            }
+        }
+    }
+
     /// When the next queued datagram is due, if any is queued.
     pub fn next_due(&self) -> Option<Instant> {
         self.with_port(|port| port.queue.peek().map(|q| q.due)).flatten()

@@ -14,9 +14,13 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
 use multipoint_dataplane::core::sequence::Gap;
+use multipoint_dataplane::io::sim::{SimNet, SimSocket};
+use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendChoice, Error, Handler, OfferError, Publisher, ShardConfig, Shards,
+    BackendChoice, BackendKind, Error, Handler, Network, OfferError, Publisher, PublisherConfig,
+    ShardConfig, Shards,
 };
 
 /// The longest message of the stream.
@@ -62,6 +66,98 @@ pub(crate) fn start_or_skip(test: &str, config: ShardConfig) -> Option<Shards> {
 
 /// The backends the tests run on, each with segmentation offload on and off.
 pub(crate) const BACKENDS: [BackendChoice; 2] = [BackendChoice::Uring, BackendChoice::Mmsg];
+
+/// Where a test runs: the host's network on a kernel backend, or a simulated network.
+#[derive(Clone, Debug)]
+pub(crate) enum Net {
+    Host(BackendChoice),
+    Sim(SimNet),
+}
+
+impl Net {
+    /// Shards on this network (the rest of `config` as given).
+    pub(crate) fn shards(&self, config: ShardConfig) -> ShardConfig {
+        match self {
+            Net::Host(backend) => ShardConfig {
+                backend: *backend,
+                ..config
+            },
+            Net::Sim(net) => ShardConfig {
+                network: Network::Sim(net.clone()),
+                ..config
+            },
+        }
+    }
+
+    /// A publisher of `session` to `group` on this network, on the loopback interface.
+    pub(crate) fn publisher(&self, session: Session, group: SocketAddr) -> PublisherConfig {
+        let config = PublisherConfig {
+            interface: Interface::LOOPBACK_V4,
+            ..PublisherConfig::new(session, group)
+        };
+        match self {
+            Net::Host(backend) => PublisherConfig {
+                backend: *backend,
+                ..config
+            },
+            Net::Sim(net) => PublisherConfig {
+                network: Network::Sim(net.clone()),
+                ..config
+            },
+        }
+    }
+
+    /// The backend that must run.
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Net::Host(BackendChoice::Mmsg) => BackendKind::Mmsg,
+            Net::Host(_) => BackendKind::Uring,
+            Net::Sim(_) => BackendKind::Sim,
+        }
+    }
+
+    /// A socket that sends datagrams of the test's own making to `group`.
+    pub(crate) fn raw_sender(&self, group: SocketAddr) -> RawSender {
+        match self {
+            Net::Host(_) => {
+                let socket = MultipointSocket::new(Transport::Udp4Multicast, Roles::LEAF)
+                    .expect("a raw sender");
+                socket
+                    .set_interface(Interface::LOOPBACK_V4)
+                    .expect("the loopback interface");
+                socket.set_loopback(true).expect("loopback on");
+                let membership = socket
+                    .join_leaf(group, Direction::SenderOnly, None)
+                    .expect("a sender-only join");
+                RawSender::Host(socket, membership)
+            }
+            Net::Sim(net) => {
+                let socket = net
+                    .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                    .expect("a simulated socket");
+                RawSender::Sim(socket, group)
+            }
+        }
+    }
+}
+
+/// A sender of raw datagrams (see [`Net::raw_sender`]).
+pub(crate) enum RawSender {
+    Host(MultipointSocket, Membership),
+    Sim(SimSocket, SocketAddr),
+}
+
+impl RawSender {
+    /// Sends `datagram`; returns its length.
+    pub(crate) fn send(&self, datagram: &[u8]) -> usize {
+        match self {
+            RawSender::Host(_, membership) => membership.send(datagram).expect("sending"),
+            RawSender::Sim(socket, group) => socket
+                .send_to(datagram, *group, Instant::now())
+                .expect("sending"),
+        }
+    }
+}
 
 /// SplitMix64's finaliser: a good 64-bit mix, used to derive each message from its number.
 fn mix(mut x: u64) -> u64 {

@@ -1,15 +1,26 @@
 //! A counting global allocator: it forwards every call to the system allocator and counts
 //! allocations (by every thread, and by threads that marked themselves) and live bytes.
 //!
-//! A test binary installs it with
+//! A test binary installs it and reads [`allocations`], [`marked_allocations`] and
+//! [`live_bytes`] around the code it watches:
 //!
-//! ```ignore
-//! #[global_allocator]
-//! static GLOBAL: multipoint_test_support::alloc::Counting = multipoint_test_support::alloc::Counting;
 //! ```
+//! use multipoint_test_support::alloc::{self, Counting};
 //!
-//! and reads [`allocations`], [`marked_allocations`] and [`live_bytes`] around the code
-//! it watches. Counting touches only atomics and a const thread-local, so it never
+//! #[global_allocator]
+//! static GLOBAL: Counting = Counting;
+//!
+//! fn main() {
+//!     alloc::mark_thread();
+//!     let (all, marked) = (alloc::allocations(), alloc::marked_allocations());
+//!     let v = vec![7u8; 1000];
+//!     assert!(alloc::allocations() > all);
+//!     assert!(alloc::marked_allocations() > marked);
+//!     assert!(alloc::live_bytes() >= 1000);
+//!     drop(v);
+//! }
+//! ```
+//! Counting touches only atomics and a const thread-local, so it never
 //! allocates itself. Put a test that watches the counters in a binary of its own: other
 //! tests of the binary allocate while it watches.
 

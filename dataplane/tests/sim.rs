@@ -1,0 +1,490 @@
+//! The sans-IO core on a simulated network, with a fake clock and no sockets: a
+//! packetizer's packets cross a `SimNet` that loses, duplicates, reorders, delays and
+//! corrupts them on purpose, and a subscription's receive state must account for every
+//! message exactly — delivered once and in order, or reported missing — whatever the
+//! network did.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use multipoint_dataplane::core::packetizer::{Packetizer, PacketizerConfig, Slots};
+use multipoint_dataplane::core::receive::{DatagramInfo, Handler, ReceiveConfig, ReceiveState};
+use multipoint_dataplane::core::sequence::{Gap, StartAt};
+use multipoint_dataplane::core::{Clock, FakeClock};
+use multipoint_dataplane::io::sim::{
+    Corruption, DropPattern, Impairments, SimNet, SimSocket, SimStats,
+};
+use multipoint_dataplane::wire::Session;
+
+const DATAGRAM: usize = 256;
+const BUFFERS: u16 = 64;
+
+/// The packetizer's buffers: plain memory and a free list.
+struct Buffers {
+    bytes: Vec<[u8; DATAGRAM]>,
+    free: Vec<u16>,
+}
+
+impl Slots for Buffers {
+    fn take(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+    unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
+        &mut self.bytes[usize::from(slot)]
+    }
+    fn give_back(&mut self, slot: u16) {
+        self.free.push(slot);
+    }
+}
+
+/// A publisher made of the core alone: a packetizer, its buffers, and a simulated socket
+/// the packets go out on.
+struct Feed {
+    packetizer: Packetizer,
+    buffers: Buffers,
+    socket: SimSocket,
+    to: SocketAddr,
+}
+
+impl Feed {
+    fn new(net: &SimNet, session: &str, to: SocketAddr, clock: &FakeClock) -> Feed {
+        let config = PacketizerConfig {
+            max_datagram: DATAGRAM,
+            ..PacketizerConfig::new(Session::new(session).unwrap())
+        };
+        Feed {
+            packetizer: Packetizer::new(config, usize::from(BUFFERS), clock.now()).unwrap(),
+            buffers: Buffers {
+                bytes: vec![[0; DATAGRAM]; usize::from(BUFFERS)],
+                free: (0..BUFFERS).rev().collect(),
+            },
+            socket: net.bind("10.0.0.1:0".parse().unwrap()).unwrap(),
+            to,
+        }
+    }
+
+    /// Offers messages `seqs` (each 40 bytes, the first 8 its number): five to a packet.
+    fn offer(&mut self, seqs: std::ops::RangeInclusive<u64>, clock: &FakeClock) {
+        for seq in seqs {
+            let mut msg = [0u8; 40];
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            let got = self.packetizer.offer(&msg, &mut self.buffers, clock).unwrap();
+            assert_eq!(got, seq);
+            self.transmit(clock);
+        }
+    }
+
+    fn flush(&mut self, clock: &FakeClock) {
+        self.packetizer.flush(&mut self.buffers);
+        self.transmit(clock);
+    }
+
+    fn tick(&mut self, clock: &FakeClock) {
+        self.packetizer.handle_timeout(clock.now(), &mut self.buffers);
+        self.transmit(clock);
+    }
+
+    fn end(&mut self, clock: &FakeClock) {
+        assert!(self.packetizer.end_session(&mut self.buffers));
+        self.transmit(clock);
+    }
+
+    /// Sends what the packetizer says is due, at the fake clock's time.
+    fn transmit(&mut self, clock: &FakeClock) {
+        let Some(ready) = self.packetizer.poll_transmit() else {
+            return;
+        };
+        let now = clock.now();
+        for &(slot, len) in ready {
+            let bytes = &self.buffers.bytes[usize::from(slot)][..usize::from(len)];
+            self.socket.send_to(bytes, self.to, now).unwrap();
+        }
+        let n = ready.len();
+        self.buffers.free.extend(ready.iter().map(|&(slot, _)| slot));
+        self.packetizer.handle_transmitted(n, now);
+    }
+}
+
+/// What a subscription's handler saw.
+#[derive(Default)]
+struct Seen {
+    messages: Vec<u64>,
+    gaps: Vec<Gap>,
+    ends: u32,
+    /// Messages whose first 8 bytes did not carry their number.
+    corrupt: u64,
+}
+
+impl Handler for Seen {
+    fn on_message(&mut self, sequence: u64, message: &[u8]) {
+        if message.get(..8) != Some(&sequence.to_le_bytes()[..]) {
+            self.corrupt += 1;
+        }
+        self.messages.push(sequence);
+    }
+    fn on_gap(&mut self, gap: Gap) {
+        self.gaps.push(gap);
+    }
+    fn on_end_of_session(&mut self) {
+        self.ends += 1;
+    }
+}
+
+/// A subscription made of the core alone: a receive state on a simulated socket.
+struct Sub {
+    socket: SimSocket,
+    state: ReceiveState,
+    seen: Seen,
+}
+
+impl Sub {
+    fn new(net: &SimNet, config: ReceiveConfig) -> Sub {
+        Sub {
+            socket: net.bind("10.0.0.2:7000".parse().unwrap()).unwrap(),
+            state: ReceiveState::new(&config),
+            seen: Seen::default(),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    /// Takes everything due at the fake clock's time.
+    fn receive(&mut self, clock: &FakeClock) {
+        let mut buf = [0u8; 2048];
+        while let Some(d) = self.socket.recv(clock.now(), &mut buf) {
+            let info = DatagramInfo {
+                truncated: d.truncated,
+                ..DatagramInfo::default()
+            };
+            self.state
+                .handle_datagram(&buf[..d.len], info, 0, &mut self.seen);
+        }
+    }
+
+    /// Asserts the invariants that hold whatever the network did: messages strictly
+    /// increasing, none corrupt, and delivered plus reported missing covering 1..next.
+    fn assert_accounted(&self) {
+        let seen = &self.seen;
+        assert!(seen.messages.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        assert_eq!(seen.corrupt, 0, "no message reached the handler damaged");
+        let missing: u64 = seen.gaps.iter().map(|g| g.count).sum();
+        let next = self.state.next_expected().unwrap_or(1);
+        assert_eq!(seen.messages.len() as u64 + missing, next - 1, "every number accounted");
+        let stats = self.state.stats();
+        assert_eq!(stats.messages, seen.messages.len() as u64);
+        assert_eq!(stats.missing, missing);
+        assert_eq!(stats.gaps, seen.gaps.len() as u64);
+    }
+}
+
+/// One feed, one subscription, the network impaired as given.
+fn setup(seed: u64, impairments: Impairments) -> (SimNet, FakeClock, Feed, Sub) {
+    let net = SimNet::new(seed);
+    net.impair(impairments);
+    let clock = FakeClock::new();
+    let sub = Sub::new(&net, ReceiveConfig::default());
+    let feed = Feed::new(&net, "SIMFEED", sub.addr(), &clock);
+    (net, clock, feed, sub)
+}
+
+#[test]
+fn sim_a_burst_loss_gives_one_gap_with_the_right_range() {
+    // Five 40-byte messages to a 256-byte packet: packets 4..7 (0-based) carry 21..=40.
+    let (net, clock, mut feed, mut sub) = setup(
+        1,
+        Impairments {
+            drops: vec![DropPattern::burst(4, 4)],
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=100, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    assert_eq!(
+        sub.seen.gaps,
+        [Gap {
+            first_missing: 21,
+            count: 20
+        }]
+    );
+    assert_eq!(sub.seen.messages.len(), 80);
+    assert_eq!(net.stats().lost, 4);
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_a_loss_by_sequence_range_drops_the_packets_that_carry_it() {
+    let (_, clock, mut feed, mut sub) = setup(
+        2,
+        Impairments {
+            drops: vec![DropPattern::Sequences(33..34)],
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=50, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    // Message 33 travels in the packet of 31..=35.
+    assert_eq!(
+        sub.seen.gaps,
+        [Gap {
+            first_missing: 31,
+            count: 5
+        }]
+    );
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_every_nth_packet_lost_gives_one_gap_per_lost_packet() {
+    let (net, clock, mut feed, mut sub) = setup(
+        3,
+        Impairments {
+            drops: vec![DropPattern::EveryNth { n: 4, phase: 1 }],
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=200, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    // 40 packets of five; packets 1, 5, 9, ... (0-based) are lost: ten of them.
+    assert_eq!(net.stats().lost, 10);
+    assert_eq!(sub.seen.gaps.len(), 10);
+    assert!(sub.seen.gaps.iter().all(|g| g.count == 5));
+    assert_eq!(sub.seen.gaps[0].first_missing, 6);
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_truncated_packets_are_counted_as_malformed_and_the_rest_delivered() {
+    let (net, clock, mut feed, mut sub) = setup(
+        4,
+        Impairments {
+            corrupt: 0.2,
+            corruption: Corruption::Truncate,
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=500, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    let corrupted = net.stats().corrupted;
+    assert!(corrupted > 0);
+    // A cut MoldUDP64 packet never parses: each is one malformed datagram, and its
+    // messages are one of the gaps.
+    assert_eq!(sub.state.stats().malformed, corrupted);
+    assert_eq!(sub.state.stats().packets, 100 - corrupted);
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_flipped_bits_never_reach_the_handler_as_numbered_messages_out_of_order() {
+    let (net, clock, mut feed, mut sub) = setup(
+        5,
+        Impairments {
+            corrupt: 0.3,
+            corruption: Corruption::FlipBit,
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=500, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    assert!(net.stats().corrupted > 0);
+    let stats = sub.state.stats();
+    // A flipped bit lands in the header (malformed, another session, or a moved number)
+    // or in a message body; whatever it did, numbers stay strictly increasing and every
+    // packet is accounted for.
+    assert!(sub.seen.messages.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(stats.packets + stats.malformed, 100);
+}
+
+#[test]
+fn sim_duplicated_packets_are_counted_and_never_delivered_twice() {
+    let (net, clock, mut feed, mut sub) = setup(
+        6,
+        Impairments {
+            duplicate: 0.25,
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=500, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    let doubled = net.stats().duplicated;
+    assert!(doubled > 0);
+    assert_eq!(sub.seen.messages, (1..=500).collect::<Vec<_>>());
+    assert_eq!(sub.state.stats().duplicates, doubled * 5);
+    assert!(sub.seen.gaps.is_empty());
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_reordered_packets_are_reported_once_and_never_delivered_out_of_order() {
+    let (net, clock, mut feed, mut sub) = setup(
+        7,
+        Impairments {
+            reorder: 0.1,
+            reorder_by: Duration::from_micros(50),
+            delay: Duration::from_micros(10),
+            ..Impairments::none()
+        },
+    );
+    // A packet every 20 µs: a reordered one is overtaken by two or three.
+    for chunk in 0..100u64 {
+        feed.offer(chunk * 5 + 1..=chunk * 5 + 5, &clock);
+        clock.advance(Duration::from_micros(20));
+        sub.receive(&clock);
+    }
+    feed.flush(&clock);
+    clock.advance(Duration::from_millis(1));
+    sub.receive(&clock);
+    assert!(net.stats().reordered > 0);
+    // The receive state does not wait for stragglers: an overtaken packet's messages are
+    // reported missing when a later one arrives, and are duplicates when they come.
+    // Nothing was lost, so every number reported missing came later as a duplicate.
+    let stats = sub.state.stats();
+    assert!(stats.missing > 0);
+    assert_eq!(stats.duplicates, stats.missing);
+    assert_eq!(sub.state.next_expected(), Some(501));
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_nothing_arrives_before_its_delay_on_the_fake_clock() {
+    let (_, clock, mut feed, mut sub) = setup(
+        8,
+        Impairments {
+            delay: Duration::from_millis(2),
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=5, &clock);
+    feed.flush(&clock);
+    clock.advance(Duration::from_micros(1999));
+    sub.receive(&clock);
+    assert!(sub.seen.messages.is_empty(), "due at 2 ms, not before");
+    clock.advance(Duration::from_micros(1));
+    sub.receive(&clock);
+    assert_eq!(sub.seen.messages, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn sim_a_heartbeat_after_a_lost_tail_reveals_the_gap_at_the_next_second() {
+    // The last packet (messages 6..=8) is lost; only the heartbeat a second later tells.
+    let (_, clock, mut feed, mut sub) = setup(
+        9,
+        Impairments {
+            drops: vec![DropPattern::Datagrams(1..2)],
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=8, &clock);
+    clock.advance(Duration::from_micros(100));
+    feed.tick(&clock);
+    sub.receive(&clock);
+    assert_eq!(sub.seen.messages, [1, 2, 3, 4, 5]);
+    assert!(sub.seen.gaps.is_empty(), "nothing shows the loss yet");
+    clock.advance(Duration::from_millis(999));
+    feed.tick(&clock);
+    sub.receive(&clock);
+    assert!(sub.seen.gaps.is_empty(), "no heartbeat before a second of silence");
+    clock.advance(Duration::from_millis(1));
+    feed.tick(&clock);
+    sub.receive(&clock);
+    assert_eq!(
+        sub.seen.gaps,
+        [Gap {
+            first_missing: 6,
+            count: 3
+        }]
+    );
+    assert_eq!(sub.state.stats().heartbeats, 1);
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_the_end_of_session_reveals_a_lost_last_packet_and_comes_once() {
+    let (_, clock, mut feed, mut sub) = setup(
+        10,
+        Impairments {
+            drops: vec![DropPattern::Sequences(10..11)],
+            duplicate: 1.0,
+            ..Impairments::none()
+        },
+    );
+    feed.offer(1..=10, &clock);
+    feed.end(&clock);
+    sub.receive(&clock);
+    assert_eq!(
+        sub.seen.gaps,
+        [Gap {
+            first_missing: 6,
+            count: 5
+        }]
+    );
+    assert_eq!(sub.seen.ends, 1, "the end of session, sent twice, is reported once");
+    assert_eq!(sub.state.stats().end_of_session, 2);
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_a_stranger_session_on_the_same_port_is_counted_not_delivered() {
+    let net = SimNet::new(11);
+    let clock = FakeClock::new();
+    let session = Session::new("SIMFEED").unwrap();
+    let mut sub = Sub::new(
+        &net,
+        ReceiveConfig {
+            session: Some(session),
+            start: StartAt::One,
+            timestamps: false,
+        },
+    );
+    let mut stranger = Feed::new(&net, "STRANGER", sub.addr(), &clock);
+    let mut feed = Feed::new(&net, "SIMFEED", sub.addr(), &clock);
+    stranger.offer(1..=20, &clock);
+    stranger.flush(&clock);
+    feed.offer(1..=20, &clock);
+    feed.flush(&clock);
+    sub.receive(&clock);
+    assert_eq!(sub.seen.messages, (1..=20).collect::<Vec<_>>());
+    assert_eq!(sub.state.stats().other_session, 4);
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_random_loss_reorder_and_duplication_together_keep_every_number_accounted() {
+    for seed in 0..8 {
+        let (net, clock, mut feed, mut sub) = setup(
+            100 + seed,
+            Impairments {
+                loss: 0.05,
+                duplicate: 0.05,
+                reorder: 0.05,
+                reorder_by: Duration::from_micros(30),
+                jitter: Duration::from_micros(15),
+                ..Impairments::none()
+            },
+        );
+        for chunk in 0..200u64 {
+            feed.offer(chunk * 5 + 1..=chunk * 5 + 5, &clock);
+            clock.advance(Duration::from_micros(10));
+            sub.receive(&clock);
+        }
+        feed.end(&clock);
+        clock.advance(Duration::from_millis(1));
+        sub.receive(&clock);
+        let SimStats { lost, .. } = net.stats();
+        assert!(lost > 0, "seed {seed}");
+        // The end of session (unless lost itself) closes the account at 1001.
+        if sub.seen.ends == 1 {
+            assert_eq!(sub.state.next_expected(), Some(1001), "seed {seed}");
+        }
+        sub.assert_accounted();
+    }
+}
