@@ -9,10 +9,11 @@ use std::process::{Command, Output};
 use common::Root;
 use multipoint_tuning::ITEM_NAMES;
 
-/// Runs `multipoint-tune` with `args`.
+/// Runs `multipoint-tune` with `args` (stdout and stderr piped, so never a terminal).
 fn tune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_multipoint-tune"))
         .args(args)
+        .env_remove("CLICOLOR_FORCE")
         .output()
         .expect("run multipoint-tune")
 }
@@ -164,4 +165,29 @@ fn profile_apply_never_lowers_a_higher_value() {
         std::fs::read_to_string(root.path().join("proc/sys/net/core/rmem_max")).unwrap(),
         "67108864\n"
     );
+}
+
+#[test]
+fn output_that_is_not_a_terminal_has_no_colour_codes() {
+    // clap colours help and usage errors only on a terminal (and when CLICOLOR_FORCE asks);
+    // everything else the tool prints is plain text.
+    let root = Root::copy_of("stock");
+    let runs = [
+        tune(&["--help"]),
+        tune(&["check", "--help"]),
+        tune(&["check", "--no-such-flag"]),
+        tune_on(&root, &["check"]),
+        tune_on(&root, &["profile"]),
+    ];
+    for out in &runs {
+        assert!(!out.stdout.is_empty() || !out.stderr.is_empty());
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains('\x1b'),
+                "an escape code on {stream}: {text:?}"
+            );
+        }
+    }
+    assert_eq!(runs[2].status.code(), Some(2), "a usage error");
 }
