@@ -13,6 +13,10 @@
 //!   [`Default`] is the data plane's defaults.
 //! - [`profile`] builds the low-latency profile for a host (reading only); [`apply`] is
 //!   the only function that writes, and only the profile's sysctls.
+//! - A program that runs the audit itself prints [`Summary::of`] its items: one line
+//!   (`host: 2 critical, 4 warnings (multipoint-tune check explains them)`), nothing when
+//!   all is ok; [`findings`] is the full text of the items that are not ok. Both are plain
+//!   text, without escape codes.
 //! - [`warn_at_startup`] audits the live host once per process and logs every item that
 //!   is not `ok` through `tracing`.
 //! - Nothing here panics on what a host contains; an unreadable file is reported in the
@@ -40,6 +44,7 @@ mod item;
 mod needs;
 mod probe;
 mod profile;
+mod summary;
 
 use std::sync::Once;
 
@@ -49,6 +54,7 @@ pub use host::{Host, Rlimit};
 pub use item::{to_json, worst, Item, Verdict};
 pub use needs::{buffer_ring_locked_bytes, ring_locked_bytes, Needs, RingSize};
 pub use profile::{apply, profile, Applied, Change, Profile, Setting, Step, SYSCTL_FILE};
+pub use summary::{findings, Summary};
 
 /// Audits this host once per process and logs each item that is not `ok` as one
 /// `tracing::warn!` line (with its fix), `critical` ones saying so.

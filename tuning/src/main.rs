@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use multipoint_tuning::{apply, audit, profile, to_json, worst, Host, Needs, Verdict, ITEM_NAMES};
+use multipoint_tuning::{
+    apply, audit, profile, to_json, worst, Host, Needs, Summary, Verdict, ITEM_NAMES,
+};
 
 /// Host audit and low-latency profile for the multipoint data plane.
 #[derive(Debug, Parser)]
@@ -139,14 +141,14 @@ fn check(json: bool, target: &Target) -> ExitCode {
             println!();
             print!("{item}");
         }
-        let count = |v: Verdict| items.iter().filter(|i| i.verdict == v).count();
+        let summary = Summary::of(&items);
         println!();
         println!(
             "{} items: {} ok, {} warn, {} critical",
             ITEM_NAMES.len(),
-            count(Verdict::Ok),
-            count(Verdict::Warn),
-            count(Verdict::Critical)
+            summary.ok,
+            summary.warn,
+            summary.critical
         );
     }
     if worst(&items) == Verdict::Critical {

@@ -9,23 +9,43 @@ use std::process::{Command, Output};
 use common::Root;
 use multipoint_tuning::ITEM_NAMES;
 
+/// Runs `multipoint-tune` with `args` (stdout and stderr piped, so never a terminal).
 fn tune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_multipoint-tune"))
         .args(args)
+        .env_remove("CLICOLOR_FORCE")
         .output()
         .expect("run multipoint-tune")
+}
+
+/// Runs `multipoint-tune ARGS --root ROOT`.
+fn tune_on(root: &Root, args: &[&str]) -> Output {
+    let path = root.path().to_str().unwrap();
+    tune(&[args, &["--root", path]].concat())
 }
 
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// The items of `check --json` output.
+fn json_items(out: &Output) -> Vec<serde_json::Value> {
+    let items: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+    items.as_array().expect("a JSON array").clone()
+}
+
+/// Asserts that item `name` of `check --json` output has `verdict` and `fix`.
+#[track_caller]
+fn assert_item(items: &[serde_json::Value], name: &str, verdict: &str, fix: &str) {
+    let item = items.iter().find(|i| i["name"] == name).unwrap();
+    assert_eq!(item["verdict"], verdict);
+    assert_eq!(item["fix"], fix);
+}
+
 #[test]
 fn check_json_is_one_array_of_items_with_every_field() {
     let root = Root::copy_of("stock");
-    let out = tune(&["check", "--json", "--root", root.path().to_str().unwrap()]);
-    let items: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let items = items.as_array().expect("a JSON array");
+    let items = json_items(&tune_on(&root, &["check", "--json"]));
     assert_eq!(items.len(), ITEM_NAMES.len());
     for (item, name) in items.iter().zip(ITEM_NAMES) {
         assert_eq!(item["name"], *name);
@@ -35,22 +55,18 @@ fn check_json_is_one_array_of_items_with_every_field() {
         let verdict = item["verdict"].as_str().unwrap();
         assert!(["ok", "warn", "critical"].contains(&verdict), "{verdict}");
     }
-    let rmem = items
-        .iter()
-        .find(|i| i["name"] == "net.core.rmem_max")
-        .unwrap();
-    assert_eq!(rmem["verdict"], "warn");
-    assert_eq!(rmem["fix"], "sysctl -w net.core.rmem_max=8388608");
+    let rmem_fix = "sysctl -w net.core.rmem_max=8388608";
+    assert_item(&items, "net.core.rmem_max", "warn", rmem_fix);
 }
 
 #[test]
 fn check_exits_non_zero_when_something_is_critical() {
     let root = Root::copy_of("stock");
-    let ok = tune(&["check", "--root", root.path().to_str().unwrap()]);
+    let ok = tune_on(&root, &["check"]);
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
     // Take the only multicast interface down: critical.
     root.set("sys/class/net/eth0/flags", "0x1002");
-    let bad = tune(&["check", "--root", root.path().to_str().unwrap()]);
+    let bad = tune_on(&root, &["check"]);
     assert_eq!(bad.status.code(), Some(1));
     let text = stdout(&bad);
     assert!(
@@ -61,32 +77,29 @@ fn check_exits_non_zero_when_something_is_critical() {
         text.contains("fix:    ip link set dev eth0 multicast on up"),
         "{text}"
     );
-    let json = tune(&["check", "--json", "--root", root.path().to_str().unwrap()]);
+    let json = tune_on(&root, &["check", "--json"]);
     assert_eq!(json.status.code(), Some(1));
 }
 
 #[test]
 fn check_judges_memberships_against_the_needs_given() {
     let root = Root::copy_of("stock");
-    let path = root.path().to_str().unwrap();
-    let out = tune(&["check", "--json", "--root", path, "--memberships", "50"]);
+    let out = tune_on(&root, &["check", "--json", "--memberships", "50"]);
     assert_eq!(out.status.code(), Some(1));
-    let items: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let item = items
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "net.ipv4.igmp_max_memberships")
-        .unwrap();
-    assert_eq!(item["verdict"], "critical");
-    assert_eq!(item["fix"], "sysctl -w net.ipv4.igmp_max_memberships=50");
+    let fix = "sysctl -w net.ipv4.igmp_max_memberships=50";
+    assert_item(
+        &json_items(&out),
+        "net.ipv4.igmp_max_memberships",
+        "critical",
+        fix,
+    );
 }
 
 #[test]
 fn profile_without_apply_changes_nothing() {
     let root = Root::copy_of("stock");
     let before = root.snapshot();
-    let out = tune(&["profile", "--root", root.path().to_str().unwrap()]);
+    let out = tune_on(&root, &["profile"]);
     assert!(out.status.success());
     assert_eq!(root.snapshot(), before);
     let text = stdout(&out);
@@ -101,12 +114,7 @@ fn profile_without_apply_changes_nothing() {
         "{text}"
     );
     assert!(text.contains("isolcpus=managed_irq,domain,1-2"), "{text}");
-    let file = tune(&[
-        "profile",
-        "--sysctl-only",
-        "--root",
-        root.path().to_str().unwrap(),
-    ]);
+    let file = tune_on(&root, &["profile", "--sysctl-only"]);
     assert_eq!(root.snapshot(), before);
     let file = stdout(&file);
     assert!(file
@@ -117,12 +125,7 @@ fn profile_without_apply_changes_nothing() {
 #[test]
 fn profile_apply_writes_the_sysctls_and_reports_old_and_new() {
     let root = Root::copy_of("stock");
-    let out = tune(&[
-        "profile",
-        "--apply",
-        "--root",
-        root.path().to_str().unwrap(),
-    ]);
+    let out = tune_on(&root, &["profile", "--apply"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     for line in [
@@ -142,17 +145,9 @@ fn profile_apply_writes_the_sysctls_and_reports_old_and_new() {
     assert_eq!(read("proc/sys/net/core/rmem_max"), "16777216\n");
     assert_eq!(read("proc/sys/net/ipv4/conf/eth0/rp_filter"), "2\n");
     // The host is now tuned where sysctls can tune it.
-    let again = tune(&[
-        "profile",
-        "--apply",
-        "--root",
-        root.path().to_str().unwrap(),
-    ]);
-    let again = stdout(&again);
+    let again = stdout(&tune_on(&root, &["profile", "--apply"]));
     assert!(again.contains("0 changed"), "{again}");
-    let check = tune(&["check", "--json", "--root", root.path().to_str().unwrap()]);
-    let items: serde_json::Value = serde_json::from_str(&stdout(&check)).unwrap();
-    for item in items.as_array().unwrap() {
+    for item in json_items(&tune_on(&root, &["check", "--json"])) {
         let name = item["name"].as_str().unwrap();
         if name.starts_with("net.core") || name.starts_with("net.ipv") {
             assert_eq!(item["verdict"], "ok", "{item}");
@@ -164,15 +159,35 @@ fn profile_apply_writes_the_sysctls_and_reports_old_and_new() {
 fn profile_apply_never_lowers_a_higher_value() {
     let root = Root::copy_of("stock");
     root.set("proc/sys/net/core/rmem_max", "67108864");
-    let out = tune(&[
-        "profile",
-        "--apply",
-        "--root",
-        root.path().to_str().unwrap(),
-    ]);
+    let out = tune_on(&root, &["profile", "--apply"]);
     assert!(stdout(&out).contains("net.core.rmem_max: unchanged"));
     assert_eq!(
         std::fs::read_to_string(root.path().join("proc/sys/net/core/rmem_max")).unwrap(),
         "67108864\n"
     );
+}
+
+#[test]
+fn output_that_is_not_a_terminal_has_no_colour_codes() {
+    // clap colours help and usage errors only on a terminal (and when CLICOLOR_FORCE asks);
+    // everything else the tool prints is plain text.
+    let root = Root::copy_of("stock");
+    let runs = [
+        tune(&["--help"]),
+        tune(&["check", "--help"]),
+        tune(&["check", "--no-such-flag"]),
+        tune_on(&root, &["check"]),
+        tune_on(&root, &["profile"]),
+    ];
+    for out in &runs {
+        assert!(!out.stdout.is_empty() || !out.stderr.is_empty());
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains('\x1b'),
+                "an escape code on {stream}: {text:?}"
+            );
+        }
+    }
+    assert_eq!(runs[2].status.code(), Some(2), "a usage error");
 }

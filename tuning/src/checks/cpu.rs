@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::unreadable;
+use super::{Check, Input};
 use crate::cpulist::{self, CpuSet};
 use crate::host::Host;
 use crate::item::{Item, Verdict};
@@ -57,35 +57,28 @@ pub(crate) fn shard_cpus(online: &CpuSet, needs: &Needs) -> CpuSet {
     online.iter().skip(1).take(take).copied().collect()
 }
 
-pub(super) fn count(host: &Host, needs: &Needs) -> Item {
-    const NAME: &str = "cpu.count";
+pub(super) fn count(input: &Input<'_>) -> Item {
+    let needs = input.needs;
     let want = (needs.shards + needs.publishers + 1) as usize;
-    let wanted = format!(
-        "≥ {want}: one core per shard ({}) and publisher ({}) thread, plus one for the kernel, \
-         interrupts and everything else",
-        needs.shards, needs.publishers
+    let check = Check::new(
+        "cpu.count",
+        format!(
+            "≥ {want}: one core per shard ({}) and publisher ({}) thread, plus one for the \
+             kernel, interrupts and everything else",
+            needs.shards, needs.publishers
+        ),
     );
     let fix = "run fewer shards (ShardConfig::shards), keep IdleStrategy::Block, or use a \
                machine with more cores";
-    let Some(online) = online(host) else {
-        return unreadable(NAME, "/sys/devices/system/cpu/online", wanted, fix);
+    let Some(online) = online(input.host) else {
+        return check.unreadable("/sys/devices/system/cpu/online", fix);
     };
     let value = format!("{} online ({})", online.len(), cpulist::format(&online));
     if online.len() >= want {
-        Item::new(
-            NAME,
-            value,
-            wanted,
-            Verdict::Ok,
-            "every data plane thread can have a core of its own",
-            "",
-        )
+        check.ok(value, "every data plane thread can have a core of its own")
     } else {
-        Item::new(
-            NAME,
+        check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             "the data plane's threads share cores with each other and the kernel: a spinning \
              shard (IdleStrategy::Spin) starves the others, and a blocked one waits for the \
              scheduler to wake it. On the 2-core test VM, idle spin still halved one-way p50 \
@@ -109,47 +102,40 @@ fn grubby(cpus: &CpuSet) -> String {
     )
 }
 
-pub(super) fn isolcpus(host: &Host, needs: &Needs) -> Item {
+pub(super) fn isolcpus(input: &Input<'_>) -> Item {
     const NAME: &str = "cpu.isolcpus";
+    let (host, needs) = (input.host, input.needs);
     let Some(online) = online(host) else {
-        return unreadable(
-            NAME,
-            "/sys/devices/system/cpu/online",
-            "the shard cores isolated",
-            "",
-        );
+        return Check::new(NAME, "the shard cores isolated")
+            .unreadable("/sys/devices/system/cpu/online", "");
     };
     let target = shard_cpus(&online, needs);
-    let wanted = format!(
-        "the data plane's cores isolated from the scheduler (isolcpus=managed_irq,domain,{}), \
-         CPU {} kept for housekeeping",
-        cpulist::format(&target),
-        online.iter().next().copied().unwrap_or(0)
+    let check = Check::new(
+        NAME,
+        format!(
+            "the data plane's cores isolated from the scheduler \
+             (isolcpus=managed_irq,domain,{}), CPU {} kept for housekeeping",
+            cpulist::format(&target),
+            online.iter().next().copied().unwrap_or(0)
+        ),
     );
     let iso = isolated(host);
     let threads = (needs.shards + needs.publishers) as usize;
     let fix = grubby(&target);
     if iso.is_empty() {
         if online.len() < MIN_CPUS_TO_ISOLATE {
-            return Item::new(
-                NAME,
+            return check.ok(
                 "none",
-                wanted,
-                Verdict::Ok,
                 format!(
                     "with {} CPUs, isolating any would leave too little for the kernel and \
                      everything else; on a host with {MIN_CPUS_TO_ISOLATE} or more, isolate the \
                      shard cores",
                     online.len()
                 ),
-                "",
             );
         }
-        return Item::new(
-            NAME,
+        return check.warn(
             "none",
-            wanted,
-            Verdict::Warn,
             "the scheduler may run any task on a shard's core; each time it does, the shard \
              waits and its cache is cold, which shows in p99.9 and max latency rather than in \
              the median",
@@ -158,22 +144,16 @@ pub(super) fn isolcpus(host: &Host, needs: &Needs) -> Item {
     }
     let value = cpulist::format(&iso);
     if iso.len() >= online.len() {
-        return Item::new(
-            NAME,
+        return check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             "every CPU is isolated: nothing is left for housekeeping, and unpinned threads all \
              pile onto the first CPU",
             fix,
         );
     }
     if iso.len() < threads {
-        return Item::new(
-            NAME,
+        return check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             format!(
                 "{} isolated CPU(s) for {threads} data plane threads: the rest share cores with \
                  everything else",
@@ -182,19 +162,15 @@ pub(super) fn isolcpus(host: &Host, needs: &Needs) -> Item {
             fix,
         );
     }
-    Item::new(
-        NAME,
+    check.ok(
         value,
-        wanted,
-        Verdict::Ok,
         "enough isolated cores for every data plane thread; pin the shards there (the data \
          plane pins shard i to CPU i mod the CPU count)",
-        "",
     )
 }
 
-pub(super) fn nohz_full(host: &Host, needs: &Needs) -> Item {
-    const NAME: &str = "cpu.nohz_full";
+pub(super) fn nohz_full(input: &Input<'_>) -> Item {
+    let (host, needs) = (input.host, input.needs);
     let online = online(host).unwrap_or_default();
     let iso = isolated(host);
     let target = if iso.is_empty() {
@@ -202,10 +178,13 @@ pub(super) fn nohz_full(host: &Host, needs: &Needs) -> Item {
     } else {
         iso.clone()
     };
-    let wanted = format!(
-        "nohz_full on the isolated cores ({}), so a core running one thread takes no \
-         scheduler tick",
-        cpulist::format(&target)
+    let check = Check::new(
+        "cpu.nohz_full",
+        format!(
+            "nohz_full on the isolated cores ({}), so a core running one thread takes no \
+             scheduler tick",
+            cpulist::format(&target)
+        ),
     );
     let fix = grubby(&target);
     let file = host.read("sys/devices/system/cpu/nohz_full");
@@ -217,10 +196,8 @@ pub(super) fn nohz_full(host: &Host, needs: &Needs) -> Item {
         } else {
             Verdict::Warn
         };
-        return Item::new(
-            NAME,
+        return check.item(
             "not supported by this kernel (no CONFIG_NO_HZ_FULL)",
-            wanted,
             verdict,
             format!(
                 "{tick}; this kernel cannot stop it{}",
@@ -237,35 +214,24 @@ pub(super) fn nohz_full(host: &Host, needs: &Needs) -> Item {
     let value = cpulist::format(&nohz);
     if iso.is_empty() {
         if !nohz.is_empty() || online.len() < MIN_CPUS_TO_ISOLATE {
-            return Item::new(
-                NAME,
+            return check.ok(
                 value,
-                wanted,
-                Verdict::Ok,
                 format!(
                     "{tick}; with no isolated cores there is little to gain (see cpu.isolcpus)"
                 ),
-                "",
             );
         }
-        return Item::new(NAME, value, wanted, Verdict::Warn, tick, fix);
+        return check.warn(value, tick, fix);
     }
     if iso.is_subset(&nohz) {
-        Item::new(
-            NAME,
+        check.ok(
             value,
-            wanted,
-            Verdict::Ok,
             "the isolated cores run tickless while one thread runs on them",
-            "",
         )
     } else {
         let missing: CpuSet = iso.difference(&nohz).copied().collect();
-        Item::new(
-            NAME,
+        check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             format!(
                 "{tick}; isolated CPU(s) {} still take it",
                 cpulist::format(&missing)
@@ -275,9 +241,9 @@ pub(super) fn nohz_full(host: &Host, needs: &Needs) -> Item {
     }
 }
 
-pub(super) fn governor(host: &Host) -> Item {
-    const NAME: &str = "cpu.governor";
-    let wanted = "performance on every CPU";
+pub(super) fn governor(input: &Input<'_>) -> Item {
+    let host = input.host;
+    let check = Check::new("cpu.governor", "performance on every CPU");
     let mut by_governor: BTreeMap<String, CpuSet> = BTreeMap::new();
     for cpu in cpu_dirs(host) {
         if let Some(g) = host.read(&format!(
@@ -287,14 +253,10 @@ pub(super) fn governor(host: &Host) -> Item {
         }
     }
     if by_governor.is_empty() {
-        return Item::new(
-            NAME,
+        return check.ok(
             "no cpufreq",
-            wanted,
-            Verdict::Ok,
             "no CPU frequency driver is loaded (usual in a VM: the hypervisor owns the clock), \
              so there is no governor to set here",
-            "",
         );
     }
     let value = by_governor
@@ -303,20 +265,10 @@ pub(super) fn governor(host: &Host) -> Item {
         .collect::<Vec<_>>()
         .join(", ");
     if by_governor.keys().all(|g| g == "performance") {
-        Item::new(
-            NAME,
-            value,
-            wanted,
-            Verdict::Ok,
-            "the CPUs stay at their highest frequency",
-            "",
-        )
+        check.ok(value, "the CPUs stay at their highest frequency")
     } else {
-        Item::new(
-            NAME,
+        check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             "other governors lower the clock when a core looks idle; a core that blocks between \
              bursts then handles the first packets of the next burst slowly while the clock \
              ramps up (tens of µs to milliseconds), and every packet costs more cycles' worth of \
@@ -412,38 +364,45 @@ pub(crate) fn nic_irqs(host: &Host) -> Vec<(u32, String)> {
         .collect()
 }
 
-pub(super) fn nic_irq_affinity(host: &Host) -> Item {
-    const NAME: &str = "irq.nic_affinity";
+/// A NIC queue interrupt whose affinity could be read: interface, queue, affinity.
+type Pinned<'a> = (&'a String, &'a QueueIrq, &'a CpuSet);
+
+/// The interrupt numbers of the `queues` whose affinity is `affected`.
+fn irqs_where(queues: &[Pinned<'_>], affected: impl Fn(&CpuSet) -> bool) -> Vec<u32> {
+    queues
+        .iter()
+        .filter(|(_, _, a)| affected(a))
+        .map(|(_, q, _)| q.irq)
+        .collect()
+}
+
+pub(super) fn nic_irq_affinity(input: &Input<'_>) -> Item {
+    let host = input.host;
     let online = online(host).unwrap_or_default();
     let housekeeping = online.iter().next().copied().unwrap_or(0);
-    let wanted = format!(
-        "each NIC queue's interrupt pinned to a housekeeping core (CPU {housekeeping}, or the \
-         core next to its consumer), never to an isolated shard core, with irqbalance off"
+    let check = Check::new(
+        "irq.nic_affinity",
+        format!(
+            "each NIC queue's interrupt pinned to a housekeeping core (CPU {housekeeping}, or \
+             the core next to its consumer), never to an isolated shard core, with irqbalance \
+             off"
+        ),
     );
     let Some(by_iface) = nic_queue_irqs(host) else {
-        return unreadable(
-            NAME,
-            "/proc/interrupts",
-            wanted,
-            "cat /proc/interrupts   # as root",
-        );
+        return check.unreadable("/proc/interrupts", "cat /proc/interrupts   # as root");
     };
     let queues: Vec<(&String, &QueueIrq)> = by_iface
         .iter()
         .flat_map(|(i, qs)| qs.iter().map(move |q| (i, q)))
         .collect();
     if queues.is_empty() {
-        return Item::new(
-            NAME,
+        return check.ok(
             "no NIC queue interrupts found",
-            wanted,
-            Verdict::Ok,
             "no interface's queues show up in /proc/interrupts (loopback and virtual interfaces \
              have none), so there is nothing to pin",
-            "",
         );
     }
-    let readable: Vec<(&String, &QueueIrq, &CpuSet)> = queues
+    let readable: Vec<Pinned<'_>> = queues
         .iter()
         .filter_map(|(i, q)| q.affinity.as_ref().map(|a| (*i, *q, a)))
         .collect();
@@ -459,13 +418,9 @@ pub(super) fn nic_irq_affinity(host: &Host) -> Item {
         .collect::<Vec<_>>()
         .join("; ");
     if readable.is_empty() {
-        return Item::new(
-            NAME,
+        return check.ok(
             value,
-            wanted,
-            Verdict::Ok,
             "the affinity files cannot be read (not root?), so nothing can be judged",
-            "",
         );
     }
     let fix = readable
@@ -479,17 +434,10 @@ pub(super) fn nic_irq_affinity(host: &Host) -> Item {
         .collect::<Vec<_>>();
     let fix = format!("systemctl disable --now irqbalance; {}", fix.join("; "));
     let iso = isolated(host);
-    let on_isolated: Vec<u32> = readable
-        .iter()
-        .filter(|(_, _, a)| !a.is_disjoint(&iso))
-        .map(|(_, q, _)| q.irq)
-        .collect();
+    let on_isolated = irqs_where(&readable, |a| !a.is_disjoint(&iso));
     if !on_isolated.is_empty() {
-        return Item::new(
-            NAME,
+        return check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             format!(
                 "interrupt(s) {on_isolated:?} may run on isolated cores ({}): the hard interrupt \
                  and the softirq that follows preempt the shard there",
@@ -498,17 +446,10 @@ pub(super) fn nic_irq_affinity(host: &Host) -> Item {
             fix,
         );
     }
-    let unpinned: Vec<u32> = readable
-        .iter()
-        .filter(|(_, _, a)| online.len() > 1 && online.is_subset(a))
-        .map(|(_, q, _)| q.irq)
-        .collect();
+    let unpinned = irqs_where(&readable, |a| online.len() > 1 && online.is_subset(a));
     if !unpinned.is_empty() {
-        return Item::new(
-            NAME,
+        return check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             format!(
                 "interrupt(s) {unpinned:?} may be delivered to any CPU: the kernel or irqbalance \
                  picks one and may move it, so the interrupt and its softirq (the kernel's share \
@@ -518,12 +459,8 @@ pub(super) fn nic_irq_affinity(host: &Host) -> Item {
             fix,
         );
     }
-    Item::new(
-        NAME,
+    check.ok(
         value,
-        wanted,
-        Verdict::Ok,
         "every NIC queue interrupt is pinned, and none to an isolated core",
-        "",
     )
 }

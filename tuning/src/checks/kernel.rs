@@ -1,7 +1,7 @@
 //! The kernel and io_uring: version, `kernel.io_uring_disabled`, setting up a ring,
 //! and `RLIMIT_MEMLOCK` against what the data plane's rings charge.
 
-use super::{sysctl_w, unreadable};
+use super::{sysctl_w, Check, Input};
 use crate::host::{Host, Rlimit};
 use crate::item::{Item, Verdict};
 use crate::needs::{Bytes, Needs};
@@ -23,20 +23,20 @@ fn version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-pub(super) fn osrelease(host: &Host) -> Item {
+pub(super) fn osrelease(input: &Input<'_>) -> Item {
     const NAME: &str = "kernel.osrelease";
-    let wanted = "≥ 6.0 (multishot RECVMSG, which io_uring receive is built on); ≥ 6.15 for \
-                  zero-copy sends from a registered buffer";
+    let check = Check::new(
+        NAME,
+        "≥ 6.0 (multishot RECVMSG, which io_uring receive is built on); ≥ 6.15 for \
+         zero-copy sends from a registered buffer",
+    );
     let fix = "install a kernel ≥ 6.0 (6.15 or later for registered zero-copy buffers)";
-    let Some(release) = host.sysctl(NAME) else {
-        return unreadable(NAME, "/proc/sys/kernel/osrelease", wanted, fix);
+    let Some(release) = input.host.sysctl(NAME) else {
+        return check.unreadable_sysctl(fix);
     };
     let Some(v) = version(&release) else {
-        return Item::new(
-            NAME,
+        return check.warn(
             release,
-            wanted,
-            Verdict::Warn,
             "the release is not of the form major.minor, so the data plane cannot tell which \
              io_uring features exist; it assumes a recent kernel",
             fix,
@@ -62,42 +62,29 @@ pub(super) fn osrelease(host: &Host) -> Item {
              recvmmsg/sendmmsg (it still runs; see io_uring.setup for what that costs)",
         )
     };
-    Item::new(NAME, release, wanted, verdict, why, fix)
+    check.item(release, verdict, why, fix)
 }
 
-pub(super) fn io_uring_disabled(host: &Host) -> Item {
+pub(super) fn io_uring_disabled(input: &Input<'_>) -> Item {
     const NAME: &str = "kernel.io_uring_disabled";
-    let wanted = "0 (io_uring for every process)";
+    let check = Check::new(NAME, "0 (io_uring for every process)");
     let fix = sysctl_w(NAME, 0);
-    let Some(raw) = host.sysctl(NAME) else {
-        return Item::new(
-            NAME,
+    let Some(raw) = input.host.sysctl(NAME) else {
+        return check.ok(
             "absent",
-            wanted,
-            Verdict::Ok,
             "this kernel has no such switch (it arrived in 6.6): io_uring is not disabled by \
              sysctl; io_uring.setup tells whether a ring can really be set up",
-            "",
         );
     };
     match raw.parse::<u32>() {
-        Ok(0) => Item::new(
-            NAME,
-            raw,
-            wanted,
-            Verdict::Ok,
-            "every process may create io_uring instances",
-            "",
-        ),
+        Ok(0) => check.ok(raw, "every process may create io_uring instances"),
         Ok(1) => {
-            let group = host
+            let group = input
+                .host
                 .sysctl("kernel.io_uring_group")
                 .unwrap_or_else(|| "-1".into());
-            Item::new(
-                NAME,
+            check.warn(
                 raw,
-                wanted,
-                Verdict::Warn,
                 format!(
                     "only processes with CAP_SYS_ADMIN or in group kernel.io_uring_group (gid \
                      {group}) may create rings; any other data plane process falls back to \
@@ -106,46 +93,30 @@ pub(super) fn io_uring_disabled(host: &Host) -> Item {
                 fix,
             )
         }
-        Ok(2) => Item::new(
-            NAME,
+        Ok(2) => check.warn(
             raw,
-            wanted,
-            Verdict::Warn,
             "io_uring is disabled for every process, root included: the data plane falls back \
              to recvmmsg/sendmmsg (see io_uring.setup for the cost)",
             fix,
         ),
-        _ => Item::new(
-            NAME,
-            raw,
-            wanted,
-            Verdict::Warn,
-            "an unknown value: io_uring may be restricted",
-            fix,
-        ),
+        _ => check.warn(raw, "an unknown value: io_uring may be restricted", fix),
     }
 }
 
-pub(super) fn io_uring_setup(outcome: Result<(), String>) -> Item {
-    const NAME: &str = "io_uring.setup";
-    let wanted = "a ring sets up (8 SQ / 16 CQ, SINGLE_ISSUER + DEFER_TASKRUN), its opcode \
-                  probe lists RECVMSG, SENDMSG and ASYNC_CANCEL, and a provided buffer ring \
-                  registers";
-    match outcome {
-        Ok(()) => Item::new(
-            NAME,
+pub(super) fn io_uring_setup(input: &Input<'_>) -> Item {
+    let check = Check::new(
+        "io_uring.setup",
+        "a ring sets up (8 SQ / 16 CQ, SINGLE_ISSUER + DEFER_TASKRUN), its opcode probe lists \
+         RECVMSG, SENDMSG and ASYNC_CANCEL, and a provided buffer ring registers",
+    );
+    match &input.uring {
+        Ok(()) => check.ok(
             "works",
-            wanted,
-            Verdict::Ok,
             "the data plane will use io_uring: one multishot RECVMSG per socket into a \
              provided buffer ring, batched sends",
-            "",
         ),
-        Err(reason) => Item::new(
-            NAME,
+        Err(reason) => check.warn(
             format!("fails: {reason}"),
-            wanted,
-            Verdict::Warn,
             format!(
                 "Warn, not critical: with backend auto the data plane falls back to \
                  recvmmsg/sendmmsg and runs (backend uring fails). {FALLBACK_COST}"
@@ -169,41 +140,37 @@ fn has_cap_ipc_lock(host: &Host) -> bool {
         .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
-pub(super) fn memlock(host: &Host, needs: &Needs) -> Item {
-    const NAME: &str = "rlimit.memlock";
+pub(super) fn memlock(input: &Input<'_>) -> Item {
+    let (host, needs) = (input.host, input.needs);
     let page = host.page_size();
     let need = needs.locked_bytes(page);
     let probe = u64::from(needs.probes.min(1)) * Needs::probe_locked_bytes(page);
-    let wanted = format!(
-        "≥ {} ({need} bytes) of RLIMIT_MEMLOCK, or CAP_IPC_LOCK",
-        Bytes(need)
+    let check = Check::new(
+        "rlimit.memlock",
+        format!(
+            "≥ {} ({need} bytes) of RLIMIT_MEMLOCK, or CAP_IPC_LOCK",
+            Bytes(need)
+        ),
     );
     let arithmetic = needs.explain_locked(page);
     // A suggestion with room for the user's other processes: the kernel's default of
     // 8 MiB, or the need rounded up to whole MiB when that is more.
     let suggest = need.next_multiple_of(1 << 20).max(8 << 20);
     let Some(limit) = host.memlock() else {
-        return Item::new(
-            NAME,
+        return check.warn(
             "unreadable",
-            wanted,
-            Verdict::Warn,
             format!("getrlimit(RLIMIT_MEMLOCK) failed, so the limit cannot be judged. Needed: {arithmetic}"),
             format!("ulimit -l {}", suggest >> 10),
         );
     };
     let value = format!("soft {}, hard {}", Bytes(limit.soft), Bytes(limit.hard));
     if has_cap_ipc_lock(host) {
-        return Item::new(
-            NAME,
+        return check.ok(
             format!("{value}; CAP_IPC_LOCK held"),
-            wanted,
-            Verdict::Ok,
             format!(
                 "with CAP_IPC_LOCK the kernel charges nothing to RLIMIT_MEMLOCK (without it, it \
                  would charge {arithmetic})"
             ),
-            "",
         );
     }
     // `ulimit -l` may raise the soft limit up to the hard one without privilege.
@@ -232,20 +199,13 @@ pub(super) fn memlock(host: &Host, needs: &Needs) -> Item {
     let per_user = "The charge is per user: every process of the same user counts against \
                     the limit, and a closed ring's charge comes back only shortly after.";
     if limit.soft == Rlimit::UNLIMITED || limit.soft >= need {
-        Item::new(
-            NAME,
+        check.ok(
             value,
-            wanted,
-            Verdict::Ok,
             format!("the limit covers what the kernel charges: {arithmetic}. {per_user}"),
-            "",
         )
     } else if limit.soft < probe {
-        Item::new(
-            NAME,
+        check.warn(
             value,
-            wanted,
-            Verdict::Warn,
             format!(
                 "below even the {} of the data plane's io_uring probe, so the probe fails \
                  with ENOMEM and backend auto falls back to recvmmsg/sendmmsg (it runs, without \
@@ -255,10 +215,8 @@ pub(super) fn memlock(host: &Host, needs: &Needs) -> Item {
             fix,
         )
     } else {
-        Item::new(
-            NAME,
+        check.item(
             value,
-            wanted,
             Verdict::Critical,
             format!(
                 "the io_uring probe fits, so the data plane chooses io_uring, and then setting \

@@ -1,7 +1,7 @@
 //! Memory: transparent hugepages.
 
-use crate::host::Host;
-use crate::item::{Item, Verdict};
+use super::{Check, Input};
+use crate::item::Item;
 
 const ENABLED: &str = "sys/kernel/mm/transparent_hugepage/enabled";
 const DEFRAG: &str = "sys/kernel/mm/transparent_hugepage/defrag";
@@ -13,20 +13,18 @@ pub(crate) fn selected(text: &str) -> Option<&str> {
     Some(&text[start..end])
 }
 
-pub(super) fn transparent_hugepage(host: &Host) -> Item {
-    const NAME: &str = "mm.transparent_hugepage";
-    let wanted = "enabled: madvise or never; defrag: not always";
-    let enabled = host.read(ENABLED);
-    let defrag = host.read(DEFRAG);
+pub(super) fn transparent_hugepage(input: &Input<'_>) -> Item {
+    let check = Check::new(
+        "mm.transparent_hugepage",
+        "enabled: madvise or never; defrag: not always",
+    );
+    let enabled = input.host.read(ENABLED);
+    let defrag = input.host.read(DEFRAG);
     let Some(enabled_text) = enabled else {
-        return Item::new(
-            NAME,
+        return check.ok(
             "absent",
-            wanted,
-            Verdict::Ok,
             "this kernel has no transparent hugepages, so neither khugepaged nor fault-time \
              compaction can stall the data plane",
-            "",
         );
     };
     let en = selected(&enabled_text).unwrap_or(&enabled_text).to_owned();
@@ -45,21 +43,14 @@ pub(super) fn transparent_hugepage(host: &Host) -> Item {
         fixes.push(format!("echo madvise > /{DEFRAG}"));
     }
     if fixes.is_empty() {
-        return Item::new(
-            NAME,
+        return check.ok(
             value,
-            wanted,
-            Verdict::Ok,
             "huge pages only where a program asks (madvise), so the data plane's buffers are \
              never collapsed or compacted behind its back",
-            "",
         );
     }
-    Item::new(
-        NAME,
+    check.warn(
         value,
-        wanted,
-        Verdict::Warn,
         "with 'always' the kernel backs any large mapping with huge pages: a page fault may \
          stop to compact memory (defrag=always), and khugepaged rewrites mappings in the \
          background, which stalls the thread touching them for up to milliseconds; the data \

@@ -3,10 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use super::{sysctl_w, unreadable};
+use super::{sysctl_w, Check, Input};
 use crate::host::{conf_name, Host};
 use crate::item::{Item, Verdict};
-use crate::needs::{Bytes, Needs};
+use crate::needs::Bytes;
 
 /// `IFF_UP` in `/sys/class/net/*/flags`.
 pub(crate) const IFF_UP: u32 = 0x1;
@@ -57,35 +57,21 @@ struct AtLeast<'a> {
 
 impl AtLeast<'_> {
     fn judge(self, host: &Host) -> Item {
+        let check = Check::new(self.name, self.wanted);
         let fix = sysctl_w(self.name, self.want);
         let Some(value) = host.sysctl_u64(self.name) else {
-            let path = crate::host::sysctl_path(self.name);
-            return unreadable(self.name, &format!("/{path}"), self.wanted, &fix);
+            return check.unreadable_sysctl(fix);
         };
         if value >= self.want {
-            Item::new(
-                self.name,
-                value.to_string(),
-                self.wanted,
-                Verdict::Ok,
-                self.why_ok,
-                "",
-            )
+            check.ok(value.to_string(), self.why_ok)
         } else {
-            Item::new(
-                self.name,
-                value.to_string(),
-                self.wanted,
-                self.below,
-                self.why_low,
-                fix,
-            )
+            check.item(value.to_string(), self.below, self.why_low, fix)
         }
     }
 }
 
-pub(super) fn rmem_max(host: &Host, needs: &Needs) -> Item {
-    let want = needs.recv_buffer;
+pub(super) fn rmem_max(input: &Input<'_>) -> Item {
+    let want = input.needs.recv_buffer;
     AtLeast {
         name: "net.core.rmem_max",
         want,
@@ -107,11 +93,11 @@ pub(super) fn rmem_max(host: &Host, needs: &Needs) -> Item {
             Bytes(want)
         ),
     }
-    .judge(host)
+    .judge(input.host)
 }
 
-pub(super) fn wmem_max(host: &Host, needs: &Needs) -> Item {
-    let want = needs.send_buffer;
+pub(super) fn wmem_max(input: &Input<'_>) -> Item {
+    let want = input.needs.send_buffer;
     AtLeast {
         name: "net.core.wmem_max",
         want,
@@ -131,12 +117,12 @@ pub(super) fn wmem_max(host: &Host, needs: &Needs) -> Item {
             Bytes(want)
         ),
     }
-    .judge(host)
+    .judge(input.host)
 }
 
-pub(super) fn rmem_default(host: &Host, needs: &Needs) -> Item {
-    let want = needs.recv_buffer;
-    let have = host.sysctl_u64("net.core.rmem_default").unwrap_or(0);
+pub(super) fn rmem_default(input: &Input<'_>) -> Item {
+    let want = input.needs.recv_buffer;
+    let have = input.host.sysctl_u64("net.core.rmem_default").unwrap_or(0);
     AtLeast {
         name: "net.core.rmem_default",
         want,
@@ -155,11 +141,11 @@ pub(super) fn rmem_default(host: &Host, needs: &Needs) -> Item {
             have / 2048
         ),
     }
-    .judge(host)
+    .judge(input.host)
 }
 
-pub(super) fn netdev_max_backlog(host: &Host) -> Item {
-    let drops = backlog_drops(host);
+pub(super) fn netdev_max_backlog(input: &Input<'_>) -> Item {
+    let drops = backlog_drops(input.host);
     let mut item = AtLeast {
         name: "net.core.netdev_max_backlog",
         want: WANTED_BACKLOG,
@@ -171,7 +157,7 @@ pub(super) fn netdev_max_backlog(host: &Host) -> Item {
                   default 1000 is 1 ms of traffic"
             .into(),
     }
-    .judge(host);
+    .judge(input.host);
     if let Some(drops) = drops {
         item.value = format!("{} (backlog drops since boot: {drops})", item.value);
     }
@@ -190,8 +176,8 @@ fn backlog_drops(host: &Host) -> Option<u64> {
     Some(total)
 }
 
-pub(super) fn igmp_max_memberships(host: &Host, needs: &Needs) -> Item {
-    let want = u64::from(needs.memberships_per_socket);
+pub(super) fn igmp_max_memberships(input: &Input<'_>) -> Item {
+    let want = u64::from(input.needs.memberships_per_socket);
     AtLeast {
         name: "net.ipv4.igmp_max_memberships",
         want,
@@ -206,11 +192,11 @@ pub(super) fn igmp_max_memberships(host: &Host, needs: &Needs) -> Item {
              needs {want} groups on one socket cannot be made"
         ),
     }
-    .judge(host)
+    .judge(input.host)
 }
 
-pub(super) fn igmp_max_msf(host: &Host, needs: &Needs) -> Item {
-    let want = u64::from(needs.sources_per_socket);
+pub(super) fn igmp_max_msf(input: &Input<'_>) -> Item {
+    let want = u64::from(input.needs.sources_per_socket);
     AtLeast {
         name: "net.ipv4.igmp_max_msf",
         want,
@@ -222,20 +208,16 @@ pub(super) fn igmp_max_msf(host: &Host, needs: &Needs) -> Item {
              ENOBUFS; {want} are needed"
         ),
     }
-    .judge(host)
+    .judge(input.host)
 }
 
-pub(super) fn mld_max_msf(host: &Host, needs: &Needs) -> Item {
+pub(super) fn mld_max_msf(input: &Input<'_>) -> Item {
     const NAME: &str = "net.ipv6.mld_max_msf";
-    let want = u64::from(needs.sources_per_socket);
-    if host.sysctl(NAME).is_none() && host.list("proc/sys/net/ipv6").is_empty() {
-        return Item::new(
-            NAME,
+    let want = u64::from(input.needs.sources_per_socket);
+    if input.host.sysctl(NAME).is_none() && input.host.list("proc/sys/net/ipv6").is_empty() {
+        return Check::new(NAME, format!("≥ {want} where IPv6 multicast is used")).ok(
             "absent (IPv6 is off on this host)",
-            format!("≥ {want} where IPv6 multicast is used"),
-            Verdict::Ok,
             "no IPv6 here, so no IPv6 multicast to limit; IPv4 groups are unaffected",
-            "",
         );
     }
     AtLeast {
@@ -250,17 +232,19 @@ pub(super) fn mld_max_msf(host: &Host, needs: &Needs) -> Item {
              ENOBUFS; {want} are needed"
         ),
     }
-    .judge(host)
+    .judge(input.host)
 }
 
-fn busy(host: &Host, name: &str, uring_works: bool, used_by: &str) -> Item {
-    let wanted = format!(
-        "{WANTED_BUSY_US} (µs) where receive goes through {used_by}; io_uring does not use it"
+fn busy(input: &Input<'_>, name: &str, used_by: &str) -> Item {
+    let check = Check::new(
+        name,
+        format!(
+            "{WANTED_BUSY_US} (µs) where receive goes through {used_by}; io_uring does not use it"
+        ),
     );
     let fix = sysctl_w(name, WANTED_BUSY_US);
-    let Some(value) = host.sysctl_u64(name) else {
-        let path = crate::host::sysctl_path(name);
-        return unreadable(name, &format!("/{path}"), wanted, &fix);
+    let Some(value) = input.host.sysctl_u64(name) else {
+        return check.unreadable_sysctl(fix);
     };
     let what = format!(
         "busy polling spins on the NIC's receive queue for up to this many µs instead of \
@@ -268,62 +252,49 @@ fn busy(host: &Host, name: &str, uring_works: bool, used_by: &str) -> Item {
          CPU; it needs a driver with NAPI (not loopback) and applies to sockets created after \
          it is set. It acts in {used_by}, i.e. the recvmmsg fallback"
     );
-    if uring_works {
-        Item::new(
-            name,
+    if input.uring.is_ok() {
+        return check.ok(
             value.to_string(),
-            wanted,
-            Verdict::Ok,
             format!(
                 "{what}; the data plane receives through io_uring here, which ignores it (its own \
                  NAPI busy polling, IORING_REGISTER_NAPI, is not used yet), so {value} costs \
                  nothing"
             ),
-            "",
-        )
-    } else if value == 0 {
-        Item::new(
-            name,
-            "0".to_string(),
-            wanted,
-            Verdict::Warn,
-            format!("{what}, which is what the data plane runs on here (io_uring fails)"),
-            fix,
-        )
-    } else {
-        Item::new(
-            name,
-            value.to_string(),
-            wanted,
-            Verdict::Ok,
-            format!("{what}, which is what the data plane runs on here (io_uring fails)"),
-            "",
-        )
+        );
     }
+    // The data plane runs the mmsg fallback here, where only 0 (off) costs latency.
+    let verdict = if value == 0 {
+        Verdict::Warn
+    } else {
+        Verdict::Ok
+    };
+    check.item(
+        value.to_string(),
+        verdict,
+        format!("{what}, which is what the data plane runs on here (io_uring fails)"),
+        fix,
+    )
 }
 
-pub(super) fn busy_read(host: &Host, uring_works: bool) -> Item {
+pub(super) fn busy_read(input: &Input<'_>) -> Item {
     busy(
-        host,
+        input,
         "net.core.busy_read",
-        uring_works,
         "non-blocking and blocking reads (recvmmsg)",
     )
 }
 
-pub(super) fn busy_poll(host: &Host, uring_works: bool) -> Item {
-    busy(
-        host,
-        "net.core.busy_poll",
-        uring_works,
-        "poll(2) and epoll waits",
-    )
+pub(super) fn busy_poll(input: &Input<'_>) -> Item {
+    busy(input, "net.core.busy_poll", "poll(2) and epoll waits")
 }
 
-pub(super) fn rp_filter(host: &Host) -> Item {
-    const NAME: &str = "net.ipv4.conf.rp_filter";
-    let wanted = "0 (off) or 2 (loose) on every interface that receives multicast; the \
-                  effective value is max(conf.all, conf.IFACE)";
+pub(super) fn rp_filter(input: &Input<'_>) -> Item {
+    let host = input.host;
+    let check = Check::new(
+        "net.ipv4.conf.rp_filter",
+        "0 (off) or 2 (loose) on every interface that receives multicast; the effective value \
+         is max(conf.all, conf.IFACE)",
+    );
     let all = host.sysctl_u64("net.ipv4.conf.all.rp_filter");
     let mut strict = Vec::new();
     let mut values = Vec::new();
@@ -343,26 +314,18 @@ pub(super) fn rp_filter(host: &Host) -> Item {
     }
     let all_text = all.map_or("unreadable".to_owned(), |a| a.to_string());
     if values.is_empty() {
-        return Item::new(
-            NAME,
+        return check.ok(
             format!("no multicast interface (all={all_text})"),
-            wanted,
-            Verdict::Ok,
             "no interface is up with the MULTICAST flag, so there is nothing to filter (see \
              net.multicast_interfaces)",
-            "",
         );
     }
     let value = format!("{} (all={all_text})", values.join(" "));
     if strict.is_empty() {
-        return Item::new(
-            NAME,
+        return check.ok(
             value,
-            wanted,
-            Verdict::Ok,
             "no multicast interface filters strictly, so multicast from any source reaches its \
              sockets",
-            "",
         );
     }
     let mut settings = Vec::new();
@@ -375,11 +338,8 @@ pub(super) fn rp_filter(host: &Host) -> Item {
         }
     }
     let names: Vec<&str> = strict.iter().map(|(n, _)| n.as_str()).collect();
-    Item::new(
-        NAME,
+    check.warn(
         value,
-        wanted,
-        Verdict::Warn,
         format!(
             "strict reverse-path filtering on {} drops multicast whose source is not routed \
              back out of the same interface: the A/B feed pair on two NICs, or a feed on a NIC \
@@ -391,15 +351,15 @@ pub(super) fn rp_filter(host: &Host) -> Item {
     )
 }
 
-pub(super) fn multicast_interfaces(host: &Host) -> Item {
-    const NAME: &str = "net.multicast_interfaces";
-    let wanted = "at least one interface up with the MULTICAST flag (IFF_MULTICAST, 0x1000)";
-    let ifaces = interfaces(host);
+pub(super) fn multicast_interfaces(input: &Input<'_>) -> Item {
+    let check = Check::new(
+        "net.multicast_interfaces",
+        "at least one interface up with the MULTICAST flag (IFF_MULTICAST, 0x1000)",
+    );
+    let ifaces = interfaces(input.host);
     if ifaces.is_empty() {
-        return unreadable(
-            NAME,
+        return check.unreadable(
             "/sys/class/net/*/flags",
-            wanted,
             "ip link show   # and: ip link set dev IFACE multicast on",
         );
     }
@@ -432,10 +392,8 @@ pub(super) fn multicast_interfaces(host: &Host) -> Item {
             .iter()
             .find(|i| i.flags & IFF_LOOPBACK == 0)
             .map_or("IFACE", |i| i.name.as_str());
-        Item::new(
-            NAME,
+        check.item(
             value,
-            wanted,
             Verdict::Critical,
             "no interface can carry multicast off this host: joins on a network interface fail \
              and nothing is received from the network (loopback, without the flag, still \
@@ -444,14 +402,7 @@ pub(super) fn multicast_interfaces(host: &Host) -> Item {
             format!("ip link set dev {candidate} multicast on up"),
         )
     } else {
-        Item::new(
-            NAME,
-            value,
-            wanted,
-            Verdict::Ok,
-            "these interfaces can join groups and send multicast",
-            "",
-        )
+        check.ok(value, "these interfaces can join groups and send multicast")
     }
 }
 
@@ -490,19 +441,16 @@ fn routes(host: &Host) -> Option<Vec<Route>> {
     Some(out)
 }
 
-pub(super) fn multicast_route(host: &Host) -> Item {
-    const NAME: &str = "net.multicast_route";
-    let wanted = "a route for 224.0.0.0/4 on the feed interface (or every socket names its \
-                  interface with IP_MULTICAST_IF)";
-    let Some(routes) = routes(host) else {
-        return unreadable(
-            NAME,
-            "/proc/net/route",
-            wanted,
-            "ip route add 224.0.0.0/4 dev IFACE",
-        );
+pub(super) fn multicast_route(input: &Input<'_>) -> Item {
+    let check = Check::new(
+        "net.multicast_route",
+        "a route for 224.0.0.0/4 on the feed interface (or every socket names its interface \
+         with IP_MULTICAST_IF)",
+    );
+    let Some(routes) = routes(input.host) else {
+        return check.unreadable("/proc/net/route", "ip route add 224.0.0.0/4 dev IFACE");
     };
-    let ifaces = interfaces(host);
+    let ifaces = interfaces(input.host);
     let multicast_capable = |name: &str| {
         ifaces
             .iter()
@@ -527,25 +475,18 @@ pub(super) fn multicast_route(host: &Host) -> Item {
     );
     let fix = format!("ip route add 224.0.0.0/4 dev {fix_dev}");
     if let Some(r) = explicit.iter().find(|r| multicast_capable(&r.iface)) {
-        return Item::new(
-            NAME,
+        return check.ok(
             format!("{}/{} dev {}", r.dest, r.prefix, r.iface),
-            wanted,
-            Verdict::Ok,
             "multicast from sockets that name no interface leaves by this route, on an \
              interface with the MULTICAST flag",
-            "",
         );
     }
     if let Some(r) = explicit.first() {
-        return Item::new(
-            NAME,
+        return check.warn(
             format!(
                 "{}/{} dev {} (no MULTICAST flag)",
                 r.dest, r.prefix, r.iface
             ),
-            wanted,
-            Verdict::Warn,
             format!(
                 "the multicast route points at {}, which lacks the MULTICAST flag: sockets that \
                  name no interface send there",
@@ -555,11 +496,8 @@ pub(super) fn multicast_route(host: &Host) -> Item {
         );
     }
     if let Some(r) = default {
-        return Item::new(
-            NAME,
+        return check.warn(
             format!("only the default route (dev {})", r.iface),
-            wanted,
-            Verdict::Warn,
             format!(
                 "multicast from sockets that name no interface follows the default route out of \
                  {}; on a host with a separate feed NIC that is the wrong one. The data plane \
@@ -570,11 +508,8 @@ pub(super) fn multicast_route(host: &Host) -> Item {
             fix,
         );
     }
-    Item::new(
-        NAME,
+    check.warn(
         "none",
-        wanted,
-        Verdict::Warn,
         "no route covers 224.0.0.0/4: sending from a socket that names no interface fails with \
          ENETUNREACH. Sockets that name their interface (IP_MULTICAST_IF) still work",
         fix,
