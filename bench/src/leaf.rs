@@ -26,23 +26,17 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::{DataPlan, SessionEvent};
 use multipoint_control::Direction;
-use multipoint_dataplane::latency::{now_ns, LatencyHistogram};
 use multipoint_dataplane::rooted::{DataLeaf, DataLeafConfig, Joined};
-use multipoint_dataplane::sequence::StartAt;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{ShardConfig, Shards, SubscriptionStats};
 
 use crate::cli::{LeafArgs, RootedTransport};
 use crate::error::{Error, Result};
-use crate::hlog::Hlog;
-use crate::plot::{self, Series};
-use crate::progress::{Progress, Ticker};
+use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
-use crate::report::{
-    per_second, Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport, Received,
-};
+use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport, Received};
 use crate::root::{direction_name, transport_name};
-use crate::subscribe::{judge_stamps, Watch};
+use crate::subscribe::{receive_progress, start_at, until, Receiving, Watch};
 
 /// How often the counters are looked at when nothing is being sent.
 const POLL: Duration = Duration::from_millis(5);
@@ -89,15 +83,27 @@ fn leaf_config(args: &LeafArgs, name: &str) -> DataLeafConfig {
     config.interface = args.iface.clone();
     config.subscription.interface = args.iface.clone();
     config.subscription.timestamps = true;
-    config.subscription.start = if args.late_join {
-        StartAt::FirstSeen
-    } else {
-        StartAt::One
-    };
-    config.publisher.backend = args.io.backend.into();
-    config.publisher.gso = args.io.gso.is_on();
-    config.publisher.max_datagram = args.io.max_datagram;
+    config.subscription.start = start_at(args.late_join);
+    let io = &args.engine.io;
+    config.publisher.backend = io.backend.into();
+    config.publisher.gso = io.gso.is_on();
+    config.publisher.max_datagram = io.max_datagram;
     config
+}
+
+/// The leaf's shard (unpinned: several leaves often share a host).
+fn shard_config(args: &LeafArgs) -> ShardConfig {
+    ShardConfig {
+        pin: false,
+        ..args.engine.shard_config(1)
+    }
+}
+
+/// The leaf's name: `--name`, or `leaf-` and the process id.
+fn leaf_name(args: &LeafArgs) -> String {
+    args.name
+        .clone()
+        .unwrap_or_else(|| format!("leaf-{}", std::process::id()))
 }
 
 /// Where the data comes from: the root's data address, or the group and the source.
@@ -120,20 +126,14 @@ fn data_words(plan: &DataPlan) -> String {
 fn joined_line(args: &LeafArgs, name: &str, joined: &Joined<Watch>) -> String {
     let session = joined.session();
     let mut line = format!(
-        "multipoint leaf {name}: joined {} ({}, session {}, {}), data {}; until the end \
-         of session",
+        "multipoint leaf {name}: joined {} ({}, session {}, {}), data {}",
         args.root,
         transport_name(args.transport),
         Session::from_bytes(session.session()),
         direction_name(session.direction()),
         data_words(session.plan()),
     );
-    if let Some(count) = args.stop.count {
-        line.push_str(&format!(", {} messages", Grouped(count)));
-    }
-    if let Some(secs) = args.stop.secs {
-        line.push_str(&format!(" or {} s", secs.as_secs_f64()));
-    }
+    line.push_str(&until(&args.stop));
     line
 }
 
@@ -153,14 +153,8 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
             direction: direction_name(direction),
         });
     }
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("leaf-{}", std::process::id()));
-    let mut shards = Shards::start(ShardConfig {
-        pin: false,
-        ..args.io.shard_config(1, args.idle)
-    })?;
+    let name = leaf_name(args);
+    let mut shards = Shards::start(shard_config(args))?;
     let leaf = DataLeaf::new(leaf_config(args, &name))?;
     let mut joined = leaf
         .join(&mut shards, args.root, direction, Watch::default())
@@ -172,24 +166,13 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     let receives = direction.receives();
     let sends = direction.sends();
     if let Some(publisher) = joined.publisher() {
-        check_size(publisher, args.load.size, args.io.max_datagram)?;
+        check_size(publisher, args.load.size, args.engine.io.max_datagram)?;
     }
 
-    let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
-    let mut total = LatencyHistogram::new();
+    let mut receiving = Receiving::new(TAG, &args.report)?;
     let limit = args.stop.count.unwrap_or(u64::MAX);
-    let load = Load {
-        size: args.load.size,
-        rate: args.load.rate,
-        batch: args.load.batch,
-        secs: args.stop.secs,
-        count: args.stop.count,
-    };
-    let mut paced = sends.then(|| Paced::new(&load));
+    let mut paced = sends.then(|| Paced::new(&Load::new(&args.load, &args.stop)));
     let mut line = Progress::new(progress);
-    let mut ticker = Ticker::default();
-    let mut seen = 0u64;
-    let mut last_active_ns = None;
     let mut control_end: Option<(SessionEvent, Instant)> = None;
     let mut data_end: Option<Instant> = None;
     let mut sent_by: Option<Duration> = None;
@@ -197,10 +180,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     let end = loop {
         let elapsed = start.elapsed();
         let st = joined.subscription().map(|s| s.stats()).unwrap_or_default();
-        if st.messages != seen {
-            seen = st.messages;
-            last_active_ns = Some(now_ns());
-        }
+        receiving.look(&st);
         if control_end.is_none() {
             if let Ok(event) = joined.session().events().try_recv() {
                 control_end = Some((event, Instant::now()));
@@ -229,12 +209,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         if args.stop.secs.is_some_and(|s| elapsed >= s) {
             break LeafEnd::Time;
         }
-        if let Some((from, len)) = ticker.tick(elapsed) {
-            if let (Some(log), Some(sub)) = (&mut log, joined.subscription()) {
-                let interval = sub.take_latency()?;
-                log.append(TAG, from, len, &interval)?;
-                total.merge(&interval);
-            }
+        if receiving.tick(elapsed, joined.subscription())? {
             let sent = paced.as_ref().map_or(0, Paced::sent);
             line.show(|| progress_line(elapsed, &st, receives, sent));
         }
@@ -271,39 +246,17 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
 
     let received = match closed {
         Some(closed) => {
-            if closed.stats.messages != seen {
-                last_active_ns = Some(now_ns());
-            }
-            if let Some(mut log) = log {
-                let from = ticker.last();
-                log.append(TAG, from, finished.saturating_sub(from), &closed.latency)?;
-                log.finish()?;
-            }
-            total.merge(&closed.latency);
-            let (latency, stamps) = judge_stamps(&total);
-            if let Some(path) = &args.report.plot {
-                let series = match latency {
-                    Some(_) => vec![Series::new("one-way", &total)],
-                    None => Vec::new(),
-                };
-                let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
-                plot::write(path, &title, &series)?;
-            }
-            let active = match (
-                closed.handler.first_ns,
-                closed.handler.ended_ns.or(last_active_ns),
-            ) {
-                (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
-                _ => finished,
-            };
+            let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
+            let plot = args.report.plot.as_deref();
+            let measured = receiving.finish(&closed, finished, plot, &title)?;
             Some((
                 Received {
                     backend,
                     stats: closed.stats,
-                    latency,
-                    stamps,
+                    latency: measured.latency,
+                    stamps: measured.stamps,
                 },
-                active,
+                measured.active,
             ))
         }
         None => None,
@@ -341,13 +294,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
 fn progress_line(elapsed: Duration, st: &SubscriptionStats, receives: bool, sent: u64) -> String {
     let mut line = format!("{:>4.0} s", elapsed.as_secs_f64());
     if receives {
-        line.push_str(&format!(
-            "  messages {:>13}  ({} msgs/s)  gaps {}  kernel drops {}",
-            Grouped(st.messages),
-            Grouped(per_second(st.messages, elapsed).round() as u64),
-            Grouped(st.gaps),
-            Grouped(st.kernel_drops),
-        ));
+        line.push_str(&receive_progress(st, elapsed));
     }
     if sent > 0 {
         line.push_str(&format!("  sent {}", Grouped(sent)));
