@@ -31,6 +31,7 @@ Examples:
   multipoint leaf --root 127.0.0.1:PORT    in two more terminals: join it and report
   multipoint demo --json | tail -n 1       the results as one JSON object
   RUST_LOG=debug multipoint demo           with the data plane's log on stderr
+  multipoint -v demo                       each host setting the audit finds not ok, in full
 
 Everything runs on loopback (multicast 239.255.0.1 via 127.0.0.1, rooted sessions on
 127.0.0.1) with no host configuration. See `multipoint <COMMAND> --help` for each tool's options.";
@@ -137,6 +138,11 @@ gone) says why and reports what it got.";
 #[derive(Debug, Parser)]
 #[command(name = "multipoint", version, after_help = EXAMPLES)]
 pub struct Cli {
+    /// Print the full text of each host setting the audit finds not ok (value, wanted,
+    /// why, fix) rather than one line counting them.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,

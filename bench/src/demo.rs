@@ -18,12 +18,14 @@ use multipoint_dataplane::latency::LatencyHistogram;
 use multipoint_dataplane::sequence::Gap;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    Handler, Publisher, PublisherConfig, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    Handler, HostNeeds, Publisher, PublisherConfig, ShardConfig, Shards, Subscription,
+    SubscriptionConfig,
 };
 
 use crate::cli::{DemoArgs, Idle};
 use crate::error::Result;
 use crate::hlog::Hlog;
+use crate::host;
 use crate::plot::{self, Series};
 use crate::progress::Progress;
 use crate::publish::{check_size, publish, session_or_default, Load};
@@ -64,6 +66,16 @@ impl Handler for Tally {
     }
 }
 
+/// What `multipoint demo` will ask of the host: one publisher, the shards and two
+/// subscriptions.
+///
+/// # Errors
+///
+/// As [`session_or_default`].
+pub fn host_needs(args: &DemoArgs) -> Result<HostNeeds> {
+    local_needs(args, SUBSCRIBERS)
+}
+
 /// Runs the demo and returns what it measured. With `progress`, a line on stdout is
 /// rewritten once a second (and cleared at the end).
 ///
@@ -101,6 +113,17 @@ impl Setup {
             },
         }
     }
+}
+
+/// What a publisher and `subscribers` subscribers in this process ask of the host.
+pub(crate) fn local_needs(args: &DemoArgs, subscribers: usize) -> Result<HostNeeds> {
+    let setup = Setup::new(args, session_or_default(args.publish.session)?);
+    let subscriptions = (0..subscribers).map(|_| setup.subscription.host_needs());
+    Ok(host::total(
+        [setup.publisher.host_needs(), setup.shards.host_needs()]
+            .into_iter()
+            .chain(subscriptions),
+    ))
 }
 
 /// Runs a publisher and `subscribers` subscribers in this process (`demo`, `throughput`).

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use multipoint_control::socket2::{Domain, SockRef, Socket, Type};
 use multipoint_dataplane::wire::{Packet, PacketBuilder, Session, BLOCK_HEADER_LEN, HEADER_LEN};
 use multipoint_dataplane::{
-    BackendInfo, Fanout, FanoutConfig, FanoutStats, IdleStrategy, OfferError,
+    BackendInfo, Fanout, FanoutConfig, FanoutStats, HostNeeds, IdleStrategy, OfferError,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders};
@@ -567,6 +567,16 @@ fn fanout_config(args: &FanoutArgs) -> Result<FanoutConfig> {
         max_leaves_per_shard: args.leaves.div_ceil(usize::from(args.shards)).max(1),
         ..FanoutConfig::new(Session::new("FANOUT").map_err(|e| Error::Dataplane(e.into()))?)
     })
+}
+
+/// What `multipoint fanout` will ask of the host: the fan-out (the leaves are plain
+/// sockets of this process).
+///
+/// # Errors
+///
+/// As the fan-out's settings.
+pub fn host_needs(args: &FanoutArgs) -> Result<HostNeeds> {
+    Ok(fanout_config(args)?.host_needs())
 }
 
 /// Runs `multipoint fanout` and returns what it measured. With `progress`, a line on

@@ -28,7 +28,7 @@ use multipoint_control::rooted::{DataPlan, SessionEvent};
 use multipoint_control::Direction;
 use multipoint_dataplane::rooted::{DataLeaf, DataLeafConfig, Joined};
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{ShardConfig, Shards, SubscriptionStats};
+use multipoint_dataplane::{HostNeeds, ShardConfig, Shards, SubscriptionStats};
 
 use crate::cli::{LeafArgs, RootedTransport};
 use crate::error::{Error, Result};
@@ -104,6 +104,21 @@ fn leaf_name(args: &LeafArgs) -> String {
     args.name
         .clone()
         .unwrap_or_else(|| format!("leaf-{}", std::process::id()))
+}
+
+/// What `multipoint leaf` will ask of the host: one shard, the data socket's receive
+/// buffer (a rooted-unicast leaf asks for it whatever its direction) and, when it sends, a
+/// publisher.
+pub fn host_needs(args: &LeafArgs) -> HostNeeds {
+    let config = leaf_config(args, &leaf_name(args));
+    let needs = shard_config(args)
+        .host_needs()
+        .and(config.subscription.host_needs());
+    if Direction::from(args.direction).sends() {
+        needs.and(config.publisher.host_needs())
+    } else {
+        needs
+    }
 }
 
 /// Where the data comes from: the root's data address, or the group and the source.

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
 use multipoint_bench::report::Report;
 use multipoint_bench::{
-    demo, fanout, leaf, pingpong, progress, publish, root, subscribe, throughput, Error,
+    demo, fanout, host, leaf, pingpong, progress, publish, root, subscribe, throughput, Error,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -33,9 +33,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the tool and prints its report.
+/// Audits the host for what the tool will start, runs it and prints its report.
 fn run(cli: &Cli) -> Result<(), Error> {
     let command = &cli.command;
+    host::check(host::needs_of(command)?, cli.verbose);
     let progress = progress::wanted(command.stop().secs);
     match command {
         Command::Demo(a) => print_report(&demo::run(a, progress)?, a.report.json),

@@ -30,13 +30,14 @@ use multipoint_dataplane::latency::{self, LatencyHistogram};
 use multipoint_dataplane::sequence::StartAt;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendInfo, Handler, OfferError, Publisher, PublisherConfig, ShardConfig, Shards,
+    BackendInfo, Handler, HostNeeds, OfferError, Publisher, PublisherConfig, ShardConfig, Shards,
     Subscription, SubscriptionConfig,
 };
 
 use crate::cli::{Idle, PingPongArgs, Role};
 use crate::error::{Error, Result};
 use crate::hlog::Hlog;
+use crate::host;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
 use crate::publish::{check_size, session_or_default};
@@ -246,6 +247,33 @@ impl Plan {
             },
         })
     }
+
+    /// What one side asks of the host: its shard, its publisher to `to` and its
+    /// subscription to `from`.
+    fn side_needs(&self, args: &PingPongArgs, to: SocketAddr, from: SocketAddr) -> HostNeeds {
+        host::total([
+            self.shards.host_needs(),
+            publisher_config(args, self, to).host_needs(),
+            subscription(args, from, None, false).host_needs(),
+        ])
+    }
+}
+
+/// What `multipoint pingpong` will ask of the host: a shard, a publisher and a
+/// subscription for each side that runs in this process.
+///
+/// # Errors
+///
+/// As [`Plan::new`].
+pub fn host_needs(args: &PingPongArgs) -> Result<HostNeeds> {
+    let plan = Plan::new(args)?;
+    let ping = plan.side_needs(args, plan.a, plan.b);
+    let pong = plan.side_needs(args, plan.b, plan.a);
+    Ok(match args.role {
+        Role::Ping => ping,
+        Role::Pong => pong,
+        Role::Both => ping.and(pong),
+    })
 }
 
 /// Runs `multipoint pingpong` and returns what it measured. With `progress`, a line on

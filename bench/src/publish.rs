@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::latency;
 use multipoint_dataplane::rooted::UnicastRoot;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{OfferError, Publisher, PublisherConfig};
+use multipoint_dataplane::{HostNeeds, OfferError, Publisher, PublisherConfig};
 
 use crate::cli::{LoadArgs, PubArgs, StopArgs};
 use crate::error::{Error, Result};
@@ -333,6 +333,15 @@ pub(crate) fn check_size(publisher: &Publisher, size: usize, max_datagram: usize
 /// The publisher `pub` starts.
 fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
     args.publish.publisher_config(session, &args.io)
+}
+
+/// What `multipoint pub` will ask of the host: one publisher.
+///
+/// # Errors
+///
+/// As [`session_or_default`].
+pub fn host_needs(args: &PubArgs) -> Result<HostNeeds> {
+    Ok(publisher_config(args, session_or_default(args.publish.session)?).host_needs())
 }
 
 /// Runs `multipoint pub` and returns what it sent. With `progress`, a line on stdout is

@@ -33,7 +33,7 @@ use multipoint_dataplane::rooted::{
 };
 use multipoint_dataplane::sequence::Gap;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN};
-use multipoint_dataplane::{BackendInfo, Handler, PublisherConfig, ShardConfig, Shards};
+use multipoint_dataplane::{BackendInfo, Handler, HostNeeds, PublisherConfig, ShardConfig, Shards};
 
 use crate::cli::{RootArgs, RootedTransport};
 use crate::error::{Error, Result};
@@ -284,6 +284,25 @@ fn admitted_config(args: &RootArgs, session: Session) -> PublisherConfig {
         bind: Some(args.data),
         ..args.publish.publisher_config(session, &args.engine.io)
     }
+}
+
+/// What `multipoint root` will ask of the host: rooted-unicast, the fan-out and (with
+/// `--uplink`) the uplink shard and its subscriptions; admitted-multicast, a publisher.
+///
+/// # Errors
+///
+/// As [`session_or_default`].
+pub fn host_needs(args: &RootArgs) -> Result<HostNeeds> {
+    let session = session_or_default(args.publish.session)?;
+    Ok(match args.transport {
+        RootedTransport::RootedUnicast => {
+            let config = unicast_config(args, session);
+            let uplink =
+                uplink_shard(args).map(|shard| shard.host_needs().and(config.uplink.host_needs()));
+            config.fanout.host_needs().and(uplink.unwrap_or_default())
+        }
+        RootedTransport::AdmittedMulticast => admitted_config(args, session).host_needs(),
+    })
 }
 
 fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {

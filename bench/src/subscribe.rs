@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::sequence::StartAt;
 use multipoint_dataplane::{
-    Closed, Handler, ShardConfig, Shards, Subscription, SubscriptionConfig, SubscriptionStats,
+    Closed, Handler, HostNeeds, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    SubscriptionStats,
 };
 
 use crate::cli::{ReportArgs, StopArgs, SubArgs};
@@ -217,6 +218,13 @@ fn subscription_config(args: &SubArgs) -> SubscriptionConfig {
         timestamps: true,
         ..SubscriptionConfig::new(args.group.group)
     }
+}
+
+/// What `multipoint sub` will ask of the host: one shard and one subscription.
+pub fn host_needs(args: &SubArgs) -> HostNeeds {
+    shard_config(args)
+        .host_needs()
+        .and(subscription_config(args).host_needs())
 }
 
 /// Runs `multipoint sub` and returns what arrived. With `progress`, a line on stdout is
