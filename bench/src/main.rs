@@ -2,6 +2,7 @@
 //! `multipoint --help`; the work is done by the `multipoint_bench` library.
 
 use std::error::Error as _;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
