@@ -224,13 +224,13 @@ impl Command {
     /// When the tool stops: `--secs` and `--count`.
     pub fn stop(&self) -> &StopArgs {
         match self {
-            Command::Demo(args) | Command::Throughput(args) => &args.stop,
-            Command::Pub(args) => &args.stop,
+            Command::Demo(args) | Command::Throughput(args) => &args.load.stop,
+            Command::Pub(args) => &args.load.stop,
             Command::Sub(args) => &args.stop,
             Command::PingPong(args) => &args.stop,
             Command::Fanout(args) => &args.stop,
-            Command::Root(args) => &args.stop,
-            Command::Leaf(args) => &args.stop,
+            Command::Root(args) => &args.load.stop,
+            Command::Leaf(args) => &args.load.stop,
         }
     }
 }
@@ -270,7 +270,8 @@ pub struct PublishArgs {
     pub loopback: Toggle,
 }
 
-/// What to publish: message size, rate and batch (demo, throughput, pub, root, leaf).
+/// What to publish and for how long: message size, rate, batch, and when to stop (demo,
+/// throughput, pub, root, leaf).
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Message size in bytes; each message starts with an 8-byte send timestamp.
@@ -286,6 +287,10 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
+
+    /// When to stop publishing.
+    #[command(flatten)]
+    pub stop: StopArgs,
 }
 
 /// When to stop: whichever of --secs and --count comes first (every tool; the default
@@ -357,13 +362,9 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub publish: PublishArgs,
 
-    /// Message size, rate and batch.
+    /// Message size, rate, batch and when to stop publishing.
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop publishing.
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Number of shard threads receiving.
     #[arg(long, value_name = "N", default_value_t = 2,
@@ -387,13 +388,9 @@ pub struct PubArgs {
     #[command(flatten)]
     pub publish: PublishArgs,
 
-    /// Message size, rate and batch.
+    /// Message size, rate, batch and when to stop publishing.
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop publishing.
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Backend, GSO and datagram size.
     #[command(flatten)]
@@ -551,14 +548,10 @@ pub struct RootArgs {
     #[command(flatten)]
     pub publish: PublishArgs,
 
-    /// Message size, rate and batch.
+    /// Message size, rate, batch, and when to stop publishing and end the session
+    /// (counted from the start of publishing).
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop publishing and end the session (counted from the start of
-    /// publishing).
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Leaf liveness: a leaf not heard from for this long is removed (and leaves give up
     /// on a root as silent). Heartbeats go out every third of it.
@@ -644,13 +637,10 @@ pub struct LeafArgs {
     #[arg(long)]
     pub late_join: bool,
 
-    /// What to send (with --direction send or both).
+    /// What to send (with --direction send or both), and when to stop (the end of the
+    /// session stops it too).
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop (the end of the session stops it too).
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Idle strategy, backend, GRO and datagram size.
     #[command(flatten)]
@@ -1009,8 +999,8 @@ mod tests {
             "239.255.0.1:31001".parse().unwrap()
         );
         assert_eq!(args.publish.group.iface, Interface::LOOPBACK_V4);
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
-        assert_eq!(args.stop.count, None);
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(3)));
+        assert_eq!(args.load.stop.count, None);
         assert_eq!(
             (args.load.size, args.load.rate, args.load.batch, args.shards),
             (64, 1_000_000, 1024, 2)
@@ -1035,7 +1025,7 @@ mod tests {
             panic!("not throughput")
         };
         assert_eq!((args.load.rate, args.shards), (0, 1));
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(3)));
         let Command::Throughput(args) = command(&["throughput", "--rate", "5", "--shards", "2"])
         else {
             panic!("not throughput")
@@ -1048,7 +1038,7 @@ mod tests {
         let Command::Pub(args) = command(&["pub"]) else {
             panic!("not pub")
         };
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(10)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(10)));
         let Command::Sub(args) = command(&["sub", "--count", "5"]) else {
             panic!("not sub")
         };
@@ -1203,7 +1193,7 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(3));
         assert!(args.admit.is_empty() && !args.uplink && !args.json);
         assert_eq!((args.wait_leaves, args.shards), (0, 1));
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(10)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(10)));
         assert_eq!(args.publish.group.iface, Interface::LOOPBACK_V4);
         assert_eq!((args.load.size, args.load.rate), (64, 1_000_000));
         let Command::Root(args) = command(&[
@@ -1254,7 +1244,7 @@ mod tests {
         assert_eq!(args.data, "127.0.0.1:0".parse().unwrap());
         assert_eq!(args.iface, Interface::LOOPBACK_V4);
         assert!(args.name.is_none() && !args.late_join && !args.report.json);
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(60)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(60)));
         assert_eq!((args.load.size, args.load.rate), (64, 10_000));
         let Command::Leaf(args) = command(&[
             "leaf",
@@ -1271,7 +1261,7 @@ mod tests {
         };
         assert_eq!(Direction::from(args.direction), Direction::Both);
         assert_eq!(args.name.as_deref(), Some("alice"));
-        assert_eq!(args.stop.count, Some(10));
+        assert_eq!(args.load.stop.count, Some(10));
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub(crate) fn run_local(
     let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
     let mut totals: Vec<LatencyHistogram> =
         (0..subscribers).map(|_| LatencyHistogram::new()).collect();
-    let load = Load::new(&args.load, &args.stop);
+    let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
     let published = publish(&mut publisher, &load, &mut line, |interval, sent, line| {
         if let Some(log) = &mut log {

@@ -148,7 +148,7 @@ fn joined_line(args: &LeafArgs, name: &str, joined: &Joined<Watch>) -> String {
         direction_name(session.direction()),
         data_words(session.plan()),
     );
-    line.push_str(&until(&args.stop));
+    line.push_str(&until(&args.load.stop));
     line
 }
 
@@ -185,8 +185,8 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     }
 
     let mut receiving = Receiving::new(TAG, &args.report)?;
-    let limit = args.stop.count.unwrap_or(u64::MAX);
-    let mut paced = sends.then(|| Paced::new(&Load::new(&args.load, &args.stop)));
+    let limit = args.load.stop.count.unwrap_or(u64::MAX);
+    let mut paced = sends.then(|| Paced::new(&Load::new(&args.load)));
     let mut line = Progress::new(progress);
     let mut control_end: Option<(SessionEvent, Instant)> = None;
     let mut data_end: Option<Instant> = None;
@@ -218,10 +218,10 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
             sent_by = Some(elapsed);
         }
         let received_all = !receives || st.messages >= limit;
-        if args.stop.count.is_some() && sent_all && received_all {
+        if args.load.stop.count.is_some() && sent_all && received_all {
             break LeafEnd::Count;
         }
-        if args.stop.secs.is_some_and(|s| elapsed >= s) {
+        if args.load.stop.secs.is_some_and(|s| elapsed >= s) {
             break LeafEnd::Time;
         }
         if receiving.tick(elapsed, joined.subscription())? {

@@ -18,7 +18,7 @@ use multipoint_dataplane::rooted::UnicastRoot;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{HostNeeds, OfferError, Publisher, PublisherConfig};
 
-use crate::cli::{LoadArgs, PubArgs, StopArgs};
+use crate::cli::{LoadArgs, PubArgs};
 use crate::error::{Error, Result};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Ticker};
@@ -48,13 +48,13 @@ pub(crate) struct Load {
 
 impl Load {
     /// What `--size`, `--rate`, `--batch`, `--secs` and `--count` ask for.
-    pub(crate) fn new(load: &LoadArgs, stop: &StopArgs) -> Load {
+    pub(crate) fn new(load: &LoadArgs) -> Load {
         Load {
             size: load.size,
             rate: load.rate,
             batch: load.batch,
-            secs: stop.secs,
-            count: stop.count,
+            secs: load.stop.secs,
+            count: load.stop.count,
         }
     }
 }
@@ -355,7 +355,7 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
     let session = session_or_default(args.publish.session)?;
     let mut publisher = Publisher::new(publisher_config(args, session))?;
     check_size(&publisher, args.load.size, args.io.max_datagram)?;
-    let load = Load::new(&args.load, &args.stop);
+    let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
     let published = publish(&mut publisher, &load, &mut line, show_sent)?;
     let backend = publisher.backend().clone();

@@ -443,7 +443,7 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         }
     }
 
-    let load = Load::new(&args.load, &args.stop);
+    let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
     let published = publish(started.root.sink(), &load, &mut line, show_sent)?;
     let at_end: Vec<LeafId> = started
