@@ -42,6 +42,25 @@ use multipoint_dataplane::{BackendInfo, FanoutStats, PublisherStats, Subscriptio
 
 use crate::fanout::Phase;
 
+/// The keys every tool's JSON object starts with, in this order (see the module docs).
+pub const SUMMARY: [&str; 15] = [
+    "command",
+    "backend",
+    "backend_reason",
+    "messages",
+    "bytes",
+    "packets",
+    "secs",
+    "msgs_per_sec",
+    "bytes_per_sec",
+    "gaps",
+    "missing",
+    "duplicates",
+    "malformed",
+    "kernel_drops",
+    "latency_ns",
+];
+
 /// A tool's results: the text report (`Display`) and its JSON form.
 pub trait Report: fmt::Display {
     /// The results as one JSON object on one line (no trailing newline).
@@ -1571,24 +1590,6 @@ mod tests {
         assert_eq!(depth, 0, "unbalanced: {json}");
         keys
     }
-
-    const SUMMARY: [&str; 15] = [
-        "command",
-        "backend",
-        "backend_reason",
-        "messages",
-        "bytes",
-        "packets",
-        "secs",
-        "msgs_per_sec",
-        "bytes_per_sec",
-        "gaps",
-        "missing",
-        "duplicates",
-        "malformed",
-        "kernel_drops",
-        "latency_ns",
-    ];
 
     fn assert_summary(json: &str) {
         let keys = parse_keys(json);
