@@ -34,7 +34,7 @@ use crate::cli::{LeafArgs, RootedTransport};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
-use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport, Received};
+use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport};
 use crate::root::{direction_name, transport_name};
 use crate::subscribe::{receive_progress, start_at, until, Receiving, Watch};
 
@@ -263,16 +263,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         Some(closed) => {
             let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
             let plot = args.report.plot.as_deref();
-            let measured = receiving.finish(&closed, finished, plot, &title)?;
-            Some((
-                Received {
-                    backend,
-                    stats: closed.stats,
-                    latency: measured.latency,
-                    stamps: measured.stamps,
-                },
-                measured.active,
-            ))
+            Some(receiving.finish(closed, backend, finished, plot, &title)?)
         }
         None => None,
     };

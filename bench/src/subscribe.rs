@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::sequence::StartAt;
 use multipoint_dataplane::{
-    Closed, Handler, HostNeeds, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    BackendInfo, Closed, Handler, HostNeeds, ShardConfig, Shards, Subscription, SubscriptionConfig,
     SubscriptionStats,
 };
 
@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::hlog::Hlog;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, Stamps, SubReport};
+use crate::report::{per_second, Grouped, Received, Stamps, SubReport};
 
 /// How often the counters are looked at.
 const POLL: Duration = Duration::from_millis(5);
@@ -89,18 +89,6 @@ pub(crate) struct Receiving {
     last_active_ns: Option<u64>,
 }
 
-/// What [`Receiving::finish`] made of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Measured {
-    /// The latency figures, if the stamps are plausible ([`judge_stamps`]).
-    pub(crate) latency: Option<Percentiles>,
-    /// What the stamps were like.
-    pub(crate) stamps: Stamps,
-    /// From the first message to the end of session or the last message (the whole run
-    /// when there were not two such moments).
-    pub(crate) active: Duration,
-}
-
 impl Receiving {
     /// Opens the log `report` asks for, with the series `tag`.
     ///
@@ -146,19 +134,23 @@ impl Receiving {
         Ok(true)
     }
 
-    /// The end of the run, `end` after its start, once the subscription is `closed`: the
-    /// log's last interval, the latency judged, the plot (`plot`, titled `title`) written.
+    /// The end of the run, `end` after its start, once the subscription on `backend` is
+    /// `closed`: the log's last interval, the latency judged, the plot (`plot`, titled
+    /// `title`) written. Returns what was received, and for how long: from the first
+    /// message to the end of session or the last message (`end` when there were not two
+    /// such moments).
     ///
     /// # Errors
     ///
     /// [`crate::Error::WriteLog`], [`crate::Error::WritePlot`].
     pub(crate) fn finish(
         mut self,
-        closed: &Closed<Watch>,
+        closed: Closed<Watch>,
+        backend: BackendInfo,
         end: Duration,
         plot: Option<&Path>,
         title: &str,
-    ) -> Result<Measured> {
+    ) -> Result<(Received, Duration)> {
         if closed.stats.messages != self.seen {
             self.last_active_ns = Some(now_ns());
         }
@@ -183,11 +175,13 @@ impl Receiving {
             (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
             _ => end,
         };
-        Ok(Measured {
+        let received = Received {
+            backend,
+            stats: closed.stats,
             latency,
             stamps,
-            active,
-        })
+        };
+        Ok((received, active))
     }
 }
 
@@ -269,17 +263,15 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let closed = sub.close()?;
     shards.shutdown();
     let title = format!("multipoint sub: one-way latency, {group}");
-    let received = receiving.finish(&closed, end, args.report.plot.as_deref(), &title)?;
+    let plot = args.report.plot.as_deref();
+    let (received, active) = receiving.finish(closed, backend, end, plot, &title)?;
     Ok(SubReport {
         group: group.to_string(),
         interface: args.group.iface.to_string(),
         source: args.source.map(|s| s.to_string()),
         session: args.session.map(|s| s.to_string()),
-        backend,
-        elapsed: received.active,
-        stats: closed.stats,
-        latency: received.latency,
-        stamps: received.stamps,
+        elapsed: active,
+        received,
     })
 }
 
