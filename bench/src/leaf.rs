@@ -318,6 +318,27 @@ mod tests {
         }
     }
 
+    /// What a leaf saw: the control plane's `event`, `ago`, and nothing on the data plane.
+    fn control(event: SessionEvent, ago: Duration) -> Ending {
+        Ending {
+            control: Some((event, ago)),
+            data: None,
+        }
+    }
+
+    /// What a leaf saw: the data plane's end of session, `ago`, and nothing else.
+    fn data(ago: Duration) -> Ending {
+        Ending {
+            control: None,
+            data: Some(ago),
+        }
+    }
+
+    /// The root closing the session, with its reason.
+    fn root_closed() -> Option<LeafEnd> {
+        Some(LeafEnd::RootClosed(Some("root closed".into())))
+    }
+
     #[test]
     fn nothing_seen_is_no_end() {
         assert_eq!(session_end(&Ending::default(), true), None);
@@ -325,76 +346,43 @@ mod tests {
 
     #[test]
     fn the_root_closing_waits_for_both_planes_when_receiving() {
-        let control_only = Ending {
-            control: Some((ended(), Duration::from_millis(10))),
-            data: None,
-        };
+        let control_only = control(ended(), Duration::from_millis(10));
         assert_eq!(session_end(&control_only, true), None);
-        assert_eq!(
-            session_end(&control_only, false),
-            Some(LeafEnd::RootClosed(Some("root closed".into())))
-        );
+        assert_eq!(session_end(&control_only, false), root_closed());
         let both = Ending {
             data: Some(Duration::ZERO),
             ..control_only.clone()
         };
-        assert_eq!(
-            session_end(&both, true),
-            Some(LeafEnd::RootClosed(Some("root closed".into())))
-        );
-        let data_only = Ending {
-            control: None,
-            data: Some(Duration::from_millis(10)),
-        };
-        assert_eq!(session_end(&data_only, true), None);
+        assert_eq!(session_end(&both, true), root_closed());
+        assert_eq!(session_end(&data(Duration::from_millis(10)), true), None);
     }
 
     #[test]
     fn one_plane_is_enough_after_the_grace() {
-        let control_late = Ending {
-            control: Some((ended(), END_GRACE)),
-            data: None,
-        };
         assert_eq!(
-            session_end(&control_late, true),
-            Some(LeafEnd::RootClosed(Some("root closed".into())))
+            session_end(&control(ended(), END_GRACE), true),
+            root_closed()
         );
-        let data_late = Ending {
-            control: None,
-            data: Some(END_GRACE),
-        };
         assert_eq!(
-            session_end(&data_late, true),
+            session_end(&data(END_GRACE), true),
             Some(LeafEnd::RootClosed(None))
         );
     }
 
     #[test]
     fn removal_and_a_lost_root_end_at_once() {
-        let removed = Ending {
-            control: Some((
-                SessionEvent::Removed {
-                    reason: "bye".into(),
-                },
-                Duration::ZERO,
-            )),
-            data: None,
+        let removed = SessionEvent::Removed {
+            reason: "bye".into(),
         };
         assert_eq!(
-            session_end(&removed, true),
+            session_end(&control(removed, Duration::ZERO), true),
             Some(LeafEnd::Removed("bye".into()))
         );
-        let gone = Ending {
-            control: Some((
-                SessionEvent::RootGone {
-                    reason: "silent".into(),
-                },
-                Duration::ZERO,
-            )),
-            data: None,
+        let gone = SessionEvent::RootGone {
+            reason: "silent".into(),
         };
         assert_eq!(
-            session_end(&gone, true),
+            session_end(&control(gone, Duration::ZERO), true),
             Some(LeafEnd::RootGone("silent".into()))
         );
     }

@@ -35,6 +35,14 @@ fn leaf(root: &str, args: &str) -> Proc {
     Proc::spawn(&words(&format!("leaf --root {root} --secs 8 {args}")))
 }
 
+/// Runs `multipoint leaf` with `args` to a root that must refuse it; returns what the
+/// leaf said on stderr.
+fn refused(root: &str, args: &str) -> String {
+    let output = leaf(root, args).finish();
+    assert!(!output.status.success(), "leaf {args} was let in");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A leaf's report that has all `n` messages, no gap, one-way latency for each, and says
 /// the root closed the session.
 fn assert_got_everything(report: &Value, n: u64) {
@@ -87,17 +95,13 @@ fn two_leaves_get_every_message_of_a_root_that_waits_for_them() {
 fn a_leaf_not_on_the_admit_list_is_refused_with_the_reason() {
     let _turn = turn();
     let (root, addr) = root("--admit alice --wait-leaves 1 --count 1000 --rate 50000 --json");
-    let refused = leaf(&addr, "--name mallory").finish();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "mallory was let in");
+    let stderr = refused(&addr, "--name mallory");
     assert!(
         stderr.contains("cannot join the root") && stderr.contains("\"mallory\" is not admitted"),
         "{stderr}"
     );
     // A root without --uplink takes no data from leaves, and says so.
-    let refused = leaf(&addr, "--name alice --direction both").finish();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "a sender was let in");
+    let stderr = refused(&addr, "--name alice --direction both");
     assert!(stderr.contains("receive-only"), "{stderr}");
 
     let (_, alice) = leaf(&addr, "--name alice --json").json();
