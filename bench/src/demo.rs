@@ -71,7 +71,8 @@ impl Handler for Tally {
 ///
 /// # Errors
 ///
-/// As [`session_or_default`].
+/// [`Error::Dataplane`](crate::Error::Dataplane) if the session name is refused (a
+/// default one never is).
 pub fn host_needs(args: &DemoArgs) -> Result<HostNeeds> {
     local_needs(args, SUBSCRIBERS)
 }

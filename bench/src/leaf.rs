@@ -18,7 +18,7 @@
 //!
 //! Why it stopped is part of the report ([`LeafEnd`]). One-way latency comes from the
 //! send timestamp `multipoint root` (like `multipoint pub`) puts first in each message,
-//! judged as `sub` judges it ([`judge_stamps`]).
+//! judged as `sub` judges it ([`judge_stamps`](crate::subscribe::judge_stamps)).
 //!
 //! The shard is not pinned: several leaves often share a host.
 

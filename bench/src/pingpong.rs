@@ -264,7 +264,7 @@ impl Plan {
 ///
 /// # Errors
 ///
-/// As [`Plan::new`].
+/// [`Error::NoReplyPort`] when group B cannot be derived from group A.
 pub fn host_needs(args: &PingPongArgs) -> Result<HostNeeds> {
     let plan = Plan::new(args)?;
     let ping = plan.side_needs(args, plan.a, plan.b);

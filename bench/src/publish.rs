@@ -339,7 +339,8 @@ fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
 ///
 /// # Errors
 ///
-/// As [`session_or_default`].
+/// [`Error::Dataplane`] if the session name is refused (a
+/// default one never is).
 pub fn host_needs(args: &PubArgs) -> Result<HostNeeds> {
     Ok(publisher_config(args, session_or_default(args.publish.session)?).host_needs())
 }

@@ -291,7 +291,8 @@ fn admitted_config(args: &RootArgs, session: Session) -> PublisherConfig {
 ///
 /// # Errors
 ///
-/// As [`session_or_default`].
+/// [`Error::Dataplane`] if the session name is refused (a
+/// default one never is).
 pub fn host_needs(args: &RootArgs) -> Result<HostNeeds> {
     let session = session_or_default(args.publish.session)?;
     Ok(match args.transport {

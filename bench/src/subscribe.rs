@@ -10,6 +10,10 @@
 //! in each message. A stream of other payloads gives no figures: its first 8 bytes read as
 //! a time in the future or long past, and when more than 1 % of the stamps are such
 //! ([`Stamps::implausible`]), the report has no latency rather than a made-up one.
+//!
+//! `multipoint leaf` receives as `sub` does and shares its pieces: the handler ([`Watch`]),
+//! the bookkeeping beside the counters (`Receiving`: latency, interval log, last activity)
+//! and the first line's and the progress line's wording.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
