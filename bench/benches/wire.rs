@@ -11,7 +11,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use multipoint_dataplane::wire::{pack_all, Packet, PacketBuilder, PushError, Session};
 use multipoint_dataplane::wire::{BLOCK_HEADER_LEN, DEFAULT_MAX_DATAGRAM, HEADER_LEN};
 
@@ -47,16 +48,23 @@ fn encode(buf: &mut [u8], session: &Session, first_sequence: u64, msg: &[u8]) ->
     total + builder.finish(buf)
 }
 
-fn bench_encode(c: &mut Criterion, size: usize) {
-    let session = session();
-    let msg = message(size);
-    let mut buf = vec![0u8; DEFAULT_MAX_DATAGRAM];
-    let mut group = c.benchmark_group(format!("encode_{size}B"));
+/// A group named `name` counting [`MESSAGES`] messages per iteration, with the timings
+/// every group of this bench uses.
+fn group(c: &mut Criterion, name: String) -> BenchmarkGroup<'_, WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .throughput(Throughput::Elements(MESSAGES as u64))
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
+    group
+}
+
+fn bench_encode(c: &mut Criterion, size: usize) {
+    let session = session();
+    let msg = message(size);
+    let mut buf = vec![0u8; DEFAULT_MAX_DATAGRAM];
+    let mut group = group(c, format!("encode_{size}B"));
     let mut sequence = 1u64;
     group.bench_function("packet_builder", |b| {
         b.iter(|| {
@@ -80,12 +88,7 @@ fn bench_decode(c: &mut Criterion, size: usize) {
     .unwrap();
     let per_packet = (DEFAULT_MAX_DATAGRAM - HEADER_LEN) / (BLOCK_HEADER_LEN + size);
     assert_eq!(packets.len(), MESSAGES.div_ceil(per_packet));
-    let mut group = c.benchmark_group(format!("decode_{size}B"));
-    group
-        .throughput(Throughput::Elements(MESSAGES as u64))
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50);
+    let mut group = group(c, format!("decode_{size}B"));
     group.bench_function("new_checked_messages", |b| {
         b.iter(|| {
             let (mut count, mut bytes) = (0usize, 0usize);

@@ -2,11 +2,12 @@
 //!
 //! Each tool is one variant of [`Command`] with its own argument struct. The options the
 //! tools share come in small groups that the structs flatten in ([`GroupArgs`],
-//! [`LoadArgs`], [`StopArgs`], [`IoArgs`], [`PublishArgs`], [`ReportArgs`]), so that an
-//! option means the same everywhere; a tool that wants another default says so with
-//! `mut_arg` on its struct or variant. The groups also build the data plane's settings
-//! ([`IoArgs::shard_config`], [`publisher_config`]). Every value is validated by clap, so a
-//! bad one is a usage message and exit code 2, never a panic.
+//! [`PublishArgs`], [`LoadArgs`], [`StopArgs`], [`IoArgs`], [`EngineArgs`],
+//! [`ReportArgs`]), so that an option means the same everywhere; a tool that wants another
+//! default or help says so with `mut_arg` on its struct or variant. The groups also build
+//! the data plane's settings ([`EngineArgs::shard_config`],
+//! [`PublishArgs::publisher_config`]). Every value is validated by clap, so a bad one is a
+//! usage message and exit code 2, never a panic.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ Examples:
   multipoint leaf --root 127.0.0.1:PORT    in two more terminals: join it and report
   multipoint demo --json | tail -n 1       the results as one JSON object
   RUST_LOG=debug multipoint demo           with the data plane's log on stderr
+  multipoint -v demo                       each host setting the audit finds not ok, in full
 
 Everything runs on loopback (multicast 239.255.0.1 via 127.0.0.1, rooted sessions on
 127.0.0.1) with no host configuration. See `multipoint <COMMAND> --help` for each tool's options.";
@@ -136,6 +138,11 @@ gone) says why and reports what it got.";
 #[derive(Debug, Parser)]
 #[command(name = "multipoint", version, after_help = EXAMPLES)]
 pub struct Cli {
+    /// Print the full text of each host setting the audit finds not ok (value, wanted,
+    /// why, fix) rather than one line counting them.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -213,6 +220,21 @@ pub enum Command {
     Leaf(LeafArgs),
 }
 
+impl Command {
+    /// When the tool stops: `--secs` and `--count`.
+    pub fn stop(&self) -> &StopArgs {
+        match self {
+            Command::Demo(args) | Command::Throughput(args) => &args.load.stop,
+            Command::Pub(args) => &args.load.stop,
+            Command::Sub(args) => &args.stop,
+            Command::PingPong(args) => &args.stop,
+            Command::Fanout(args) => &args.stop,
+            Command::Root(args) => &args.load.stop,
+            Command::Leaf(args) => &args.load.stop,
+        }
+    }
+}
+
 /// Where: the group and the interface (every tool).
 #[derive(Debug, Clone, Args)]
 pub struct GroupArgs {
@@ -225,7 +247,31 @@ pub struct GroupArgs {
     pub iface: Interface,
 }
 
-/// What to publish: message size, rate and batch (demo, throughput, pub).
+/// What a publisher sends and how its packets leave the host: the group and interface,
+/// the session name, TTL and loopback (demo, throughput, pub, root, pingpong).
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Group and interface.
+    #[command(flatten)]
+    pub group: GroupArgs,
+
+    /// MoldUDP64 session name (1 to 10 printable ASCII characters); default: MP and the
+    /// process id.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<Session>,
+
+    /// Multicast TTL (scope): 0 stays on this host, 1 on the local network.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub ttl: u8,
+
+    /// Whether this host's own subscribers get what is published (off: the in-process
+    /// tools receive nothing).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub loopback: Toggle,
+}
+
+/// What to publish and for how long: message size, rate, batch, and when to stop (demo,
+/// throughput, pub, root, leaf).
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Message size in bytes; each message starts with an 8-byte send timestamp.
@@ -241,6 +287,10 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
+
+    /// When to stop publishing.
+    #[command(flatten)]
+    pub stop: StopArgs,
 }
 
 /// When to stop: whichever of --secs and --count comes first (every tool; the default
@@ -273,17 +323,17 @@ pub struct IoArgs {
     pub max_datagram: usize,
 }
 
-/// How publishers' packets leave the host (demo, throughput, pub, pingpong).
+/// How the data plane runs: what its idle shards do, and its I/O (every tool with
+/// shards: all but pub).
 #[derive(Debug, Clone, Args)]
-pub struct PublishArgs {
-    /// Multicast TTL (scope): 0 stays on this host, 1 on the local network.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub ttl: u8,
+pub struct EngineArgs {
+    /// What an idle shard does (spin burns a core per shard).
+    #[arg(long, value_enum, default_value_t = Idle::Block)]
+    pub idle: Idle,
 
-    /// Whether this host's own subscribers get what is published (off: the in-process
-    /// tools receive nothing).
-    #[arg(long, value_enum, default_value_t = Toggle::On)]
-    pub loopback: Toggle,
+    /// Backend, GSO and datagram size.
+    #[command(flatten)]
+    pub io: IoArgs,
 }
 
 /// What to write besides the text report (tools that measure latency).
@@ -308,39 +358,22 @@ pub struct ReportArgs {
 #[derive(Debug, Clone, Args)]
 #[command(mut_arg("secs", |a| a.default_value("3")))]
 pub struct DemoArgs {
-    /// Group and interface.
+    /// Group, interface, session, TTL and loopback.
     #[command(flatten)]
-    pub group: GroupArgs,
+    pub publish: PublishArgs,
 
-    /// MoldUDP64 session name (1 to 10 printable ASCII characters); default: MP and the
-    /// process id.
-    #[arg(long, value_name = "NAME")]
-    pub session: Option<Session>,
-
-    /// Message size, rate and batch.
+    /// Message size, rate, batch and when to stop publishing.
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop publishing.
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Number of shard threads receiving.
     #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
 
-    /// What an idle shard does (spin burns a core per shard).
-    #[arg(long, value_enum, default_value_t = Idle::Block)]
-    pub idle: Idle,
-
-    /// Backend, GSO and datagram size.
+    /// Idle strategy, backend, GSO and datagram size.
     #[command(flatten)]
-    pub io: IoArgs,
-
-    /// TTL and loopback.
-    #[command(flatten)]
-    pub publish: PublishArgs,
+    pub engine: EngineArgs,
 
     /// Interval log, plot and JSON.
     #[command(flatten)]
@@ -351,30 +384,17 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Args)]
 #[command(mut_arg("secs", |a| a.default_value("10")))]
 pub struct PubArgs {
-    /// Group and interface.
+    /// Group, interface, session, TTL and loopback.
     #[command(flatten)]
-    pub group: GroupArgs,
+    pub publish: PublishArgs,
 
-    /// MoldUDP64 session name (1 to 10 printable ASCII characters); default: MP and the
-    /// process id.
-    #[arg(long, value_name = "NAME")]
-    pub session: Option<Session>,
-
-    /// Message size, rate and batch.
+    /// Message size, rate, batch and when to stop publishing.
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop publishing.
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Backend, GSO and datagram size.
     #[command(flatten)]
     pub io: IoArgs,
-
-    /// TTL and loopback.
-    #[command(flatten)]
-    pub publish: PublishArgs,
 
     /// Also print the results as one JSON object, on the last line (receive-side fields
     /// and latency_ns are null).
@@ -407,13 +427,9 @@ pub struct SubArgs {
     #[command(flatten)]
     pub stop: StopArgs,
 
-    /// What the idle shard does (spin burns a core).
-    #[arg(long, value_enum, default_value_t = Idle::Block)]
-    pub idle: Idle,
-
-    /// Backend, GRO and datagram size.
+    /// Idle strategy, backend, GRO and datagram size.
     #[command(flatten)]
-    pub io: IoArgs,
+    pub engine: EngineArgs,
 
     /// Interval log, plot and JSON.
     #[command(flatten)]
@@ -443,13 +459,9 @@ pub struct FanoutArgs {
     #[command(flatten)]
     pub stop: StopArgs,
 
-    /// What an idle shard does (spin burns a core per shard).
-    #[arg(long, value_enum, default_value_t = Idle::Block)]
-    pub idle: Idle,
-
-    /// Backend, GSO and datagram size of the fan-out.
+    /// Idle strategy, backend, GSO and datagram size of the fan-out.
     #[command(flatten)]
-    pub io: IoArgs,
+    pub engine: EngineArgs,
 
     /// Pin fan-out shard i to core i mod cores, and receiver thread i to the i-th core
     /// from the last.
@@ -504,6 +516,10 @@ pub struct FanoutArgs {
     mut_arg("iface", |a| a.help(
         "admitted-multicast: interface to send on (an address, a name or an index)"
     )),
+    mut_arg("session", |a| a.help(
+        "MoldUDP64 session name (1 to 10 printable ASCII characters) leaves are told; \
+         default: MP and the process id"
+    )),
     mut_arg("ttl", |a| a.help(
         "admitted-multicast: multicast TTL (scope): 0 stays on this host, 1 on the local \
          network"
@@ -528,27 +544,14 @@ pub struct RootArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_data_addr)]
     pub data: SocketAddr,
 
-    /// Group and interface (admitted-multicast).
-    #[command(flatten)]
-    pub group: GroupArgs,
-
-    /// TTL and loopback (admitted-multicast).
+    /// Group, interface, TTL and loopback (admitted-multicast) and the session.
     #[command(flatten)]
     pub publish: PublishArgs,
 
-    /// MoldUDP64 session name (1 to 10 printable ASCII characters) leaves are told;
-    /// default: MP and the process id.
-    #[arg(long, value_name = "NAME")]
-    pub session: Option<Session>,
-
-    /// Message size, rate and batch.
+    /// Message size, rate, batch, and when to stop publishing and end the session
+    /// (counted from the start of publishing).
     #[command(flatten)]
     pub load: LoadArgs,
-
-    /// When to stop publishing and end the session (counted from the start of
-    /// publishing).
-    #[command(flatten)]
-    pub stop: StopArgs,
 
     /// Leaf liveness: a leaf not heard from for this long is removed (and leaves give up
     /// on a root as silent). Heartbeats go out every third of it.
@@ -576,13 +579,9 @@ pub struct RootArgs {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
 
-    /// What idle shards do (spin burns a core per shard).
-    #[arg(long, value_enum, default_value_t = Idle::Block)]
-    pub idle: Idle,
-
-    /// Backend, GSO and datagram size.
+    /// Idle strategy, backend, GSO and datagram size.
     #[command(flatten)]
-    pub io: IoArgs,
+    pub engine: EngineArgs,
 
     /// Also print the results as one JSON object, on the last line.
     #[arg(long)]
@@ -638,21 +637,14 @@ pub struct LeafArgs {
     #[arg(long)]
     pub late_join: bool,
 
-    /// What to send (with --direction send or both).
+    /// What to send (with --direction send or both), and when to stop (the end of the
+    /// session stops it too).
     #[command(flatten)]
     pub load: LoadArgs,
 
-    /// When to stop (the end of the session stops it too).
+    /// Idle strategy, backend, GRO and datagram size.
     #[command(flatten)]
-    pub stop: StopArgs,
-
-    /// What the idle shard does (spin burns a core).
-    #[arg(long, value_enum, default_value_t = Idle::Block)]
-    pub idle: Idle,
-
-    /// Backend, GRO and datagram size.
-    #[command(flatten)]
-    pub io: IoArgs,
+    pub engine: EngineArgs,
 
     /// Interval log, plot and JSON.
     #[command(flatten)]
@@ -704,9 +696,17 @@ impl From<LeafDirection> for Direction {
     mut_arg("group", |a| a
         .default_value("239.255.0.1:31011")
         .help("Multicast group and port of the pings (group A)")),
+    mut_arg("session", |a| a.help(
+        "MoldUDP64 session name of what this process publishes (1 to 10 printable ASCII \
+         characters); default: MP and the process id. A pong given --session follows only \
+         that session; otherwise the first one seen"
+    )),
     mut_arg("secs", |a| a.help(
         "Stop after S seconds (fractions allowed) [default: 3; with --role pong 60, and the \
          ping's end of session stops it too]"
+    )),
+    mut_arg("idle", |a| a.help(
+        "What the idle shards of both sides do (spin burns a core per side)"
     )),
 )]
 pub struct PingPongArgs {
@@ -714,20 +714,14 @@ pub struct PingPongArgs {
     #[arg(long, value_enum, default_value_t = Role::Both)]
     pub role: Role,
 
-    /// Group A (the pings) and interface.
+    /// Group A (the pings), interface, session, TTL and loopback.
     #[command(flatten)]
-    pub group: GroupArgs,
+    pub publish: PublishArgs,
 
     /// Multicast group and port of the echoes (group B); default: group A's address with
     /// the next port.
     #[arg(long, value_name = "ADDR:PORT")]
     pub reply_group: Option<SocketAddr>,
-
-    /// MoldUDP64 session name of what this process publishes (1 to 10 printable ASCII
-    /// characters); default: MP and the process id. A pong given --session follows only
-    /// that session; otherwise the first one seen.
-    #[arg(long, value_name = "NAME")]
-    pub session: Option<Session>,
 
     /// Message size in bytes; each message starts with an 8-byte send timestamp.
     #[arg(long, value_name = "BYTES", default_value_t = 32, value_parser = parse_size)]
@@ -737,17 +731,9 @@ pub struct PingPongArgs {
     #[command(flatten)]
     pub stop: StopArgs,
 
-    /// What the idle shards of both sides do (spin burns a core per side).
-    #[arg(long, value_enum, default_value_t = Idle::Block)]
-    pub idle: Idle,
-
-    /// Backend, GSO and datagram size.
+    /// Idle strategy of both sides, backend, GSO and datagram size.
     #[command(flatten)]
-    pub io: IoArgs,
-
-    /// TTL and loopback.
-    #[command(flatten)]
-    pub publish: PublishArgs,
+    pub engine: EngineArgs,
 
     /// Interval log, plot and JSON.
     #[command(flatten)]
@@ -855,22 +841,27 @@ impl IoArgs {
     }
 }
 
-/// Publisher settings for `session` on `group`, from the shared option groups.
-pub fn publisher_config(
-    session: Session,
-    group: SocketAddr,
-    iface: &Interface,
-    io: &IoArgs,
-    publish: &PublishArgs,
-) -> PublisherConfig {
-    let mut config = PublisherConfig::new(session, group);
-    config.interface = iface.clone();
-    config.backend = io.backend.into();
-    config.gso = io.gso.is_on();
-    config.max_datagram = io.max_datagram;
-    config.scope = publish.ttl;
-    config.loopback = publish.loopback.is_on();
-    config
+impl EngineArgs {
+    /// Shard settings: `shards` threads idling as `--idle` says, with this I/O (see
+    /// [`IoArgs::shard_config`]).
+    pub fn shard_config(&self, shards: usize) -> ShardConfig {
+        self.io.shard_config(shards, self.idle)
+    }
+}
+
+impl PublishArgs {
+    /// Publisher settings for `session` to `--group`, on this interface with this TTL and
+    /// loopback, with the I/O of `io`.
+    pub fn publisher_config(&self, session: Session, io: &IoArgs) -> PublisherConfig {
+        let mut config = PublisherConfig::new(session, self.group.group);
+        config.interface = self.group.iface.clone();
+        config.backend = io.backend.into();
+        config.gso = io.gso.is_on();
+        config.max_datagram = io.max_datagram;
+        config.scope = self.ttl;
+        config.loopback = self.loopback.is_on();
+        config
+    }
 }
 
 /// Parses `--iface`: an IP address, an interface index (all digits) or a name.
@@ -1003,26 +994,29 @@ mod tests {
         let Command::Demo(args) = command(&["demo"]) else {
             panic!("not demo")
         };
-        assert_eq!(args.group.group, "239.255.0.1:31001".parse().unwrap());
-        assert_eq!(args.group.iface, Interface::LOOPBACK_V4);
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
-        assert_eq!(args.stop.count, None);
+        assert_eq!(
+            args.publish.group.group,
+            "239.255.0.1:31001".parse().unwrap()
+        );
+        assert_eq!(args.publish.group.iface, Interface::LOOPBACK_V4);
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(3)));
+        assert_eq!(args.load.stop.count, None);
         assert_eq!(
             (args.load.size, args.load.rate, args.load.batch, args.shards),
             (64, 1_000_000, 1024, 2)
         );
         assert_eq!(
             (
-                args.io.backend,
-                args.io.gso,
-                args.idle,
-                args.io.max_datagram
+                args.engine.io.backend,
+                args.engine.io.gso,
+                args.engine.idle,
+                args.engine.io.max_datagram
             ),
             (Backend::Auto, Toggle::On, Idle::Block, 1472)
         );
         assert_eq!((args.publish.ttl, args.publish.loopback), (1, Toggle::On));
         assert!(args.report.hlog.is_none() && args.report.plot.is_none() && !args.report.json);
-        assert!(args.session.is_none());
+        assert!(args.publish.session.is_none());
     }
 
     #[test]
@@ -1031,7 +1025,7 @@ mod tests {
             panic!("not throughput")
         };
         assert_eq!((args.load.rate, args.shards), (0, 1));
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(3)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(3)));
         let Command::Throughput(args) = command(&["throughput", "--rate", "5", "--shards", "2"])
         else {
             panic!("not throughput")
@@ -1044,7 +1038,7 @@ mod tests {
         let Command::Pub(args) = command(&["pub"]) else {
             panic!("not pub")
         };
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(10)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(10)));
         let Command::Sub(args) = command(&["sub", "--count", "5"]) else {
             panic!("not sub")
         };
@@ -1063,7 +1057,10 @@ mod tests {
         };
         assert_eq!(args.role, Role::Both);
         assert_eq!(args.size, 32);
-        assert_eq!(args.group.group, "239.255.0.1:31011".parse().unwrap());
+        assert_eq!(
+            args.publish.group.group,
+            "239.255.0.1:31011".parse().unwrap()
+        );
         assert!(args.reply_group.is_none());
         let Command::PingPong(args) = command(&[
             "pingpong",
@@ -1166,7 +1163,7 @@ mod tests {
         assert_eq!((args.receivers, args.buffers), (1, 1024));
         assert!(!args.baseline && !args.json && args.window.is_none());
         assert_eq!(
-            (args.leaf_gro, args.pin, args.idle),
+            (args.leaf_gro, args.pin, args.engine.idle),
             (Toggle::Off, Toggle::On, Idle::Block)
         );
         let Command::Fanout(args) = command(&[
@@ -1182,7 +1179,7 @@ mod tests {
             panic!("not fanout")
         };
         assert_eq!((args.leaves, args.shards), (1024, 2));
-        assert!(args.baseline && !args.io.gso.is_on());
+        assert!(args.baseline && !args.engine.io.gso.is_on());
     }
 
     #[test]
@@ -1196,8 +1193,8 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(3));
         assert!(args.admit.is_empty() && !args.uplink && !args.json);
         assert_eq!((args.wait_leaves, args.shards), (0, 1));
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(10)));
-        assert_eq!(args.group.iface, Interface::LOOPBACK_V4);
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(10)));
+        assert_eq!(args.publish.group.iface, Interface::LOOPBACK_V4);
         assert_eq!((args.load.size, args.load.rate), (64, 1_000_000));
         let Command::Root(args) = command(&[
             "root",
@@ -1224,7 +1221,10 @@ mod tests {
         assert_eq!(args.admit, ["alice", "bob", "carol"]);
         assert_eq!(args.timeout, Duration::from_millis(500));
         assert_eq!(args.data, "127.0.0.2:0".parse().unwrap());
-        assert_eq!(args.group.group, "239.254.1.2:5000".parse().unwrap());
+        assert_eq!(
+            args.publish.group.group,
+            "239.254.1.2:5000".parse().unwrap()
+        );
         assert_eq!((args.publish.ttl, args.wait_leaves), (0, 2));
         assert_eq!(
             Transport::from(args.transport),
@@ -1244,7 +1244,7 @@ mod tests {
         assert_eq!(args.data, "127.0.0.1:0".parse().unwrap());
         assert_eq!(args.iface, Interface::LOOPBACK_V4);
         assert!(args.name.is_none() && !args.late_join && !args.report.json);
-        assert_eq!(args.stop.secs, Some(Duration::from_secs(60)));
+        assert_eq!(args.load.stop.secs, Some(Duration::from_secs(60)));
         assert_eq!((args.load.size, args.load.rate), (64, 10_000));
         let Command::Leaf(args) = command(&[
             "leaf",
@@ -1261,7 +1261,7 @@ mod tests {
         };
         assert_eq!(Direction::from(args.direction), Direction::Both);
         assert_eq!(args.name.as_deref(), Some("alice"));
-        assert_eq!(args.stop.count, Some(10));
+        assert_eq!(args.load.stop.count, Some(10));
     }
 
     #[test]
@@ -1291,7 +1291,7 @@ mod tests {
         ]) else {
             panic!("not demo")
         };
-        let shard = args.io.shard_config(3, Idle::Yield);
+        let shard = args.engine.io.shard_config(3, Idle::Yield);
         assert_eq!(
             (shard.shards, shard.max_datagram, shard.gro),
             (3, 9000, false)
@@ -1299,13 +1299,7 @@ mod tests {
         assert_eq!(shard.idle, IdleStrategy::Yield);
         assert_eq!(shard.backend, BackendChoice::Mmsg);
         let session = Session::new("T").unwrap();
-        let config = publisher_config(
-            session,
-            args.group.group,
-            &args.group.iface,
-            &args.io,
-            &args.publish,
-        );
+        let config = args.publish.publisher_config(session, &args.engine.io);
         assert_eq!((config.max_datagram, config.scope), (9000, 0));
         assert!(!config.loopback && !config.gso);
         assert_eq!(config.interface, Interface::LOOPBACK_V4);

@@ -16,11 +16,16 @@ use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency::LatencyHistogram;
 use multipoint_dataplane::core::sequence::Gap;
-use multipoint_dataplane::{Handler, Publisher, Shards, Subscription, SubscriptionConfig};
+use multipoint_dataplane::wire::Session;
+use multipoint_dataplane::{
+    Handler, HostNeeds, Publisher, PublisherConfig, ShardConfig, Shards, Subscription,
+    SubscriptionConfig,
+};
 
-use crate::cli::{publisher_config, DemoArgs, Idle};
+use crate::cli::{DemoArgs, Idle};
 use crate::error::Result;
 use crate::hlog::Hlog;
+use crate::host;
 use crate::plot::{self, Series};
 use crate::progress::Progress;
 use crate::publish::{check_size, publish, session_or_default, Load};
@@ -61,6 +66,17 @@ impl Handler for Tally {
     }
 }
 
+/// What `multipoint demo` will ask of the host: one publisher, the shards and two
+/// subscriptions.
+///
+/// # Errors
+///
+/// [`Error::Dataplane`](crate::Error::Dataplane) if the session name is refused (a
+/// default one never is).
+pub fn host_needs(args: &DemoArgs) -> Result<HostNeeds> {
+    local_needs(args, SUBSCRIBERS)
+}
+
 /// Runs the demo and returns what it measured. With `progress`, a line on stdout is
 /// rewritten once a second (and cleared at the end).
 ///
@@ -74,6 +90,43 @@ pub fn run(args: &DemoArgs, progress: bool) -> Result<DemoReport> {
     run_local(args, "demo", SUBSCRIBERS, progress)
 }
 
+/// The data plane of an in-process run: the publisher, the shards, and what each
+/// subscriber subscribes to.
+#[derive(Debug)]
+struct Setup {
+    publisher: PublisherConfig,
+    shards: ShardConfig,
+    subscription: SubscriptionConfig,
+}
+
+impl Setup {
+    /// The settings of `args` for the session `session`.
+    fn new(args: &DemoArgs, session: Session) -> Setup {
+        let group = &args.publish.group;
+        Setup {
+            publisher: args.publish.publisher_config(session, &args.engine.io),
+            shards: args.engine.shard_config(usize::from(args.shards)),
+            subscription: SubscriptionConfig {
+                timestamps: true,
+                interface: group.iface.clone(),
+                session: Some(session),
+                ..SubscriptionConfig::new(group.group)
+            },
+        }
+    }
+}
+
+/// What a publisher and `subscribers` subscribers in this process ask of the host.
+pub(crate) fn local_needs(args: &DemoArgs, subscribers: usize) -> Result<HostNeeds> {
+    let setup = Setup::new(args, session_or_default(args.publish.session)?);
+    let subscriptions = (0..subscribers).map(|_| setup.subscription.host_needs());
+    Ok(host::total(
+        [setup.publisher.host_needs(), setup.shards.host_needs()]
+            .into_iter()
+            .chain(subscriptions),
+    ))
+}
+
 /// Runs a publisher and `subscribers` subscribers in this process (`demo`, `throughput`).
 pub(crate) fn run_local(
     args: &DemoArgs,
@@ -81,15 +134,14 @@ pub(crate) fn run_local(
     subscribers: usize,
     progress: bool,
 ) -> Result<DemoReport> {
-    let session = session_or_default(args.session)?;
-    let group = args.group.group;
-    let config = publisher_config(session, group, &args.group.iface, &args.io, &args.publish);
-    let mut publisher = Publisher::new(config)?;
-    check_size(&publisher, args.load.size, args.io.max_datagram)?;
+    let session = session_or_default(args.publish.session)?;
+    let setup = Setup::new(args, session);
+    let mut publisher = Publisher::new(setup.publisher)?;
+    check_size(&publisher, args.load.size, args.engine.io.max_datagram)?;
 
-    let shard_count = usize::from(args.shards);
+    let shard_count = setup.shards.shards;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if args.idle == Idle::Spin && shard_count + 1 > cores {
+    if args.engine.idle == Idle::Spin && shard_count + 1 > cores {
         tracing::warn!(
             shards = shard_count,
             cores,
@@ -97,45 +149,27 @@ pub(crate) fn run_local(
              they will starve each other"
         );
     }
-    let mut shards = Shards::start(args.io.shard_config(shard_count, args.idle))?;
+    let mut shards = Shards::start(setup.shards)?;
     let mut subs = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let config = SubscriptionConfig {
-            timestamps: true,
-            interface: args.group.iface.clone(),
-            session: Some(session),
-            ..SubscriptionConfig::new(group)
-        };
-        subs.push(shards.subscribe(config, Tally::default())?);
+        subs.push(shards.subscribe(setup.subscription.clone(), Tally::default())?);
     }
 
     let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
     let mut totals: Vec<LatencyHistogram> =
         (0..subscribers).map(|_| LatencyHistogram::new()).collect();
-    let load = Load {
-        size: args.load.size,
-        rate: args.load.rate,
-        batch: args.load.batch,
-        secs: args.stop.secs,
-        count: args.stop.count,
-    };
+    let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
-    let start = Instant::now();
-    let published = publish(&mut publisher, &load, start, |(from, len), sent| {
+    let published = publish(&mut publisher, &load, &mut line, |interval, sent, line| {
         if let Some(log) = &mut log {
             for (i, (sub, total)) in subs.iter().zip(&mut totals).enumerate() {
-                let interval = sub.take_latency()?;
-                log.append(&tag(i), from, len, &interval)?;
-                total.merge(&interval);
+                log.take(&tag(i), interval, sub, total)?;
             }
         }
-        line.show(|| progress_line(from + len, sent, &subs));
+        line.show(|| progress_line(interval.0 + interval.1, sent, &subs));
         Ok(())
     })?;
-    publisher.flush();
-    let elapsed = start.elapsed();
-    line.clear();
-    tracing::debug!(sent = published.sent, ?elapsed, "publishing done");
+    let start = published.start;
 
     let publisher_backend = publisher.backend().clone();
     let publisher_stats = publisher.close();
@@ -192,15 +226,15 @@ pub(crate) fn run_local(
     Ok(DemoReport {
         command,
         settings: Settings {
-            group: group.to_string(),
-            interface: args.group.iface.to_string(),
+            group: args.publish.group.group.to_string(),
+            interface: args.publish.group.iface.to_string(),
             size: args.load.size,
             rate: args.load.rate,
             shards: shard_count,
-            gso: args.io.gso.is_on(),
-            idle: args.idle.name().to_owned(),
+            gso: args.engine.io.gso.is_on(),
+            idle: args.engine.idle.name().to_owned(),
         },
-        elapsed,
+        elapsed: published.elapsed,
         publisher: PublisherReport {
             backend: publisher_backend,
             stats: publisher_stats,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use multipoint_control::socket2::{Domain, SockRef, Socket, Type};
 use multipoint_dataplane::wire::{Packet, PacketBuilder, Session, BLOCK_HEADER_LEN, HEADER_LEN};
 use multipoint_dataplane::{
-    BackendInfo, Fanout, FanoutConfig, FanoutStats, IdleStrategy, OfferError,
+    BackendInfo, Fanout, FanoutConfig, FanoutStats, HostNeeds, IdleStrategy, OfferError,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders};
@@ -190,21 +190,43 @@ impl Rig {
     /// arrived (to within a fraction of a millisecond).
     pub fn settle(&self, expected: u64) -> (u64, Instant) {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        let mut last = self.received();
-        let mut last_at = Instant::now();
+        let mut arrivals = Arrivals::new(self);
         loop {
-            if last >= expected || Instant::now() >= deadline {
-                return (last, last_at);
-            }
-            std::thread::sleep(Duration::from_micros(100));
-            let now = self.received();
-            if now != last {
-                last = now;
-                last_at = Instant::now();
-            } else if last_at.elapsed() >= QUIET {
-                return (last, last_at);
+            if arrivals.count >= expected
+                || Instant::now() >= deadline
+                || arrivals.quiet_after(self, Duration::from_micros(100))
+            {
+                return (arrivals.count, arrivals.at);
             }
         }
+    }
+}
+
+/// What the leaves have received, as last looked at, and when that count was reached.
+#[derive(Debug, Clone, Copy)]
+struct Arrivals {
+    count: u64,
+    at: Instant,
+}
+
+impl Arrivals {
+    fn new(rig: &Rig) -> Arrivals {
+        Arrivals {
+            count: rig.received(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Looks again after `pause`; returns whether nothing arrived for [`QUIET`].
+    fn quiet_after(&mut self, rig: &Rig, pause: Duration) -> bool {
+        std::thread::sleep(pause);
+        let now = rig.received();
+        if now != self.count {
+            self.count = now;
+            self.at = Instant::now();
+            return false;
+        }
+        self.at.elapsed() >= QUIET
     }
 }
 
@@ -433,16 +455,10 @@ impl Pace {
     /// Waits while `committed` deliveries are more than the window ahead of those
     /// received; gives up on the difference if nothing arrives for a while.
     fn wait(&mut self, rig: &Rig, committed: u64) {
-        let mut last = rig.received();
-        let mut quiet_since = Instant::now();
-        while committed > last - self.start + self.lost + self.window {
-            std::thread::sleep(Duration::from_micros(20));
-            let now = rig.received();
-            if now != last {
-                last = now;
-                quiet_since = Instant::now();
-            } else if quiet_since.elapsed() >= QUIET {
-                self.lost = committed - (last - self.start) - self.window;
+        let mut arrivals = Arrivals::new(rig);
+        while committed > arrivals.count - self.start + self.lost + self.window {
+            if arrivals.quiet_after(rig, Duration::from_micros(20)) {
+                self.lost = committed - (arrivals.count - self.start) - self.window;
                 break;
             }
         }
@@ -533,6 +549,36 @@ impl Baseline {
     }
 }
 
+/// The fan-out `multipoint fanout` starts.
+///
+/// # Errors
+///
+/// [`Error::Dataplane`] (not for the fixed session name, which is valid).
+fn fanout_config(args: &FanoutArgs) -> Result<FanoutConfig> {
+    let io = &args.engine.io;
+    Ok(FanoutConfig {
+        shards: usize::from(args.shards),
+        backend: io.backend.into(),
+        idle: IdleStrategy::from(args.engine.idle),
+        gso: io.gso.is_on(),
+        max_datagram: io.max_datagram,
+        buffers: args.buffers,
+        pin: args.pin.is_on(),
+        max_leaves_per_shard: args.leaves.div_ceil(usize::from(args.shards)).max(1),
+        ..FanoutConfig::new(Session::new("FANOUT").map_err(|e| Error::Dataplane(e.into()))?)
+    })
+}
+
+/// What `multipoint fanout` will ask of the host: the fan-out (the leaves are plain
+/// sockets of this process).
+///
+/// # Errors
+///
+/// As the fan-out's settings.
+pub fn host_needs(args: &FanoutArgs) -> Result<HostNeeds> {
+    Ok(fanout_config(args)?.host_needs())
+}
+
 /// Runs `multipoint fanout` and returns what it measured. With `progress`, a line on
 /// stdout is rewritten once a second.
 ///
@@ -555,23 +601,13 @@ pub fn run(args: &FanoutArgs, progress: bool) -> Result<FanoutReport> {
     };
     let mut line = Progress::new(progress);
 
-    let config = FanoutConfig {
-        shards: usize::from(args.shards),
-        backend: args.io.backend.into(),
-        idle: IdleStrategy::from(args.idle),
-        gso: args.io.gso.is_on(),
-        max_datagram: args.io.max_datagram,
-        buffers: args.buffers,
-        pin: args.pin.is_on(),
-        max_leaves_per_shard: args.leaves.div_ceil(usize::from(args.shards)).max(1),
-        ..FanoutConfig::new(Session::new("FANOUT").map_err(|e| Error::Dataplane(e.into()))?)
-    };
+    let config = fanout_config(args)?;
     let mut fanout = Fanout::start(rig.root()?, config).map_err(Error::Dataplane)?;
     if args.size > fanout.max_message() {
         return Err(Error::SizeTooLarge {
             size: args.size,
             limit: fanout.max_message(),
-            max_datagram: args.io.max_datagram,
+            max_datagram: args.engine.io.max_datagram,
         });
     }
     let backend: BackendInfo = fanout.backend().clone();
@@ -608,7 +644,7 @@ pub fn run(args: &FanoutArgs, progress: bool) -> Result<FanoutReport> {
 
     let baseline = if args.baseline {
         let start = rig.received();
-        let mut plain = Baseline::new(&rig, args.size, args.io.max_datagram)?;
+        let mut plain = Baseline::new(&rig, args.size, args.engine.io.max_datagram)?;
         let started = Instant::now();
         let (mut packets, mut sent, mut failed) = (0u64, 0u64, 0u64);
         let mut next_tick = started + TICK;
@@ -644,10 +680,10 @@ pub fn run(args: &FanoutArgs, progress: bool) -> Result<FanoutReport> {
         shards: usize::from(args.shards),
         receivers: usize::from(args.receivers),
         size: args.size,
-        max_datagram: args.io.max_datagram,
-        gso: args.io.gso.is_on(),
+        max_datagram: args.engine.io.max_datagram,
+        gso: args.engine.io.gso.is_on(),
         leaf_gro: gro,
-        idle: args.idle.name().to_owned(),
+        idle: args.engine.idle.name().to_owned(),
         backend,
         stats,
         fanout: fan,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use multipoint_dataplane::latency::{IntervalLog, LatencyHistogram};
+use multipoint_dataplane::{Handler, Subscription};
 
 use crate::error::{Error, Result};
 
@@ -67,6 +68,25 @@ impl Hlog {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// Takes what `sub` recorded since it was last taken from, appends it as the interval
+    /// `(start, duration)` of the series `tag`, and adds it to `total`.
+    ///
+    /// # Errors
+    ///
+    /// The data plane's error if the subscription's shard is gone; [`Error::WriteLog`].
+    pub fn take<H: Handler>(
+        &mut self,
+        tag: &str,
+        (start, duration): (Duration, Duration),
+        sub: &Subscription<H>,
+        total: &mut LatencyHistogram,
+    ) -> Result<()> {
+        let interval = sub.take_latency()?;
+        self.append(tag, start, duration, &interval)?;
+        total.merge(&interval);
+        Ok(())
     }
 
     /// Flushes the file.

@@ -18,7 +18,7 @@
 //!
 //! Why it stopped is part of the report ([`LeafEnd`]). One-way latency comes from the
 //! send timestamp `multipoint root` (like `multipoint pub`) puts first in each message,
-//! judged as `sub` judges it ([`judge_stamps`]).
+//! judged as `sub` judges it ([`judge_stamps`](crate::subscribe::judge_stamps)).
 //!
 //! The shard is not pinned: several leaves often share a host.
 
@@ -26,23 +26,17 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::{DataPlan, SessionEvent};
 use multipoint_control::Direction;
-use multipoint_dataplane::latency::{now_ns, LatencyHistogram};
 use multipoint_dataplane::rooted_transport::{DataLeaf, DataLeafConfig, Joined};
-use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{ShardConfig, Shards, SubscriptionStats};
+use multipoint_dataplane::{HostNeeds, ShardConfig, Shards, SubscriptionStats};
 
 use crate::cli::{LeafArgs, RootedTransport};
 use crate::error::{Error, Result};
-use crate::hlog::Hlog;
-use crate::plot::{self, Series};
-use crate::progress::{Progress, Ticker};
+use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
-use crate::report::{
-    per_second, Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport, Received,
-};
+use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport};
 use crate::root::{direction_name, transport_name};
-use crate::subscribe::{judge_stamps, Watch};
+use crate::subscribe::{receive_progress, start_at, until, Receiving, Watch};
 
 /// How often the counters are looked at when nothing is being sent.
 const POLL: Duration = Duration::from_millis(5);
@@ -89,15 +83,42 @@ fn leaf_config(args: &LeafArgs, name: &str) -> DataLeafConfig {
     config.interface = args.iface.clone();
     config.subscription.interface = args.iface.clone();
     config.subscription.timestamps = true;
-    config.subscription.start = if args.late_join {
-        StartAt::FirstSeen
-    } else {
-        StartAt::One
-    };
-    config.publisher.backend = args.io.backend.into();
-    config.publisher.gso = args.io.gso.is_on();
-    config.publisher.max_datagram = args.io.max_datagram;
+    config.subscription.start = start_at(args.late_join);
+    let io = &args.engine.io;
+    config.publisher.backend = io.backend.into();
+    config.publisher.gso = io.gso.is_on();
+    config.publisher.max_datagram = io.max_datagram;
     config
+}
+
+/// The leaf's shard (unpinned: several leaves often share a host).
+fn shard_config(args: &LeafArgs) -> ShardConfig {
+    ShardConfig {
+        pin: false,
+        ..args.engine.shard_config(1)
+    }
+}
+
+/// The leaf's name: `--name`, or `leaf-` and the process id.
+fn leaf_name(args: &LeafArgs) -> String {
+    args.name
+        .clone()
+        .unwrap_or_else(|| format!("leaf-{}", std::process::id()))
+}
+
+/// What `multipoint leaf` will ask of the host: one shard, the data socket's receive
+/// buffer (a rooted-unicast leaf asks for it whatever its direction) and, when it sends, a
+/// publisher.
+pub fn host_needs(args: &LeafArgs) -> HostNeeds {
+    let config = leaf_config(args, &leaf_name(args));
+    let needs = shard_config(args)
+        .host_needs()
+        .and(config.subscription.host_needs());
+    if Direction::from(args.direction).sends() {
+        needs.and(config.publisher.host_needs())
+    } else {
+        needs
+    }
 }
 
 /// Where the data comes from: the root's data address, or the group and the source.
@@ -120,20 +141,14 @@ fn data_words(plan: &DataPlan) -> String {
 fn joined_line(args: &LeafArgs, name: &str, joined: &Joined<Watch>) -> String {
     let session = joined.session();
     let mut line = format!(
-        "multipoint leaf {name}: joined {} ({}, session {}, {}), data {}; until the end \
-         of session",
+        "multipoint leaf {name}: joined {} ({}, session {}, {}), data {}",
         args.root,
         transport_name(args.transport),
         Session::from_bytes(session.session()),
         direction_name(session.direction()),
         data_words(session.plan()),
     );
-    if let Some(count) = args.stop.count {
-        line.push_str(&format!(", {} messages", Grouped(count)));
-    }
-    if let Some(secs) = args.stop.secs {
-        line.push_str(&format!(" or {} s", secs.as_secs_f64()));
-    }
+    line.push_str(&until(&args.load.stop));
     line
 }
 
@@ -153,14 +168,8 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
             direction: direction_name(direction),
         });
     }
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("leaf-{}", std::process::id()));
-    let mut shards = Shards::start(ShardConfig {
-        pin: false,
-        ..args.io.shard_config(1, args.idle)
-    })?;
+    let name = leaf_name(args);
+    let mut shards = Shards::start(shard_config(args))?;
     let leaf = DataLeaf::new(leaf_config(args, &name))?;
     let mut joined = leaf
         .join(&mut shards, args.root, direction, Watch::default())
@@ -172,24 +181,13 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     let receives = direction.receives();
     let sends = direction.sends();
     if let Some(publisher) = joined.publisher() {
-        check_size(publisher, args.load.size, args.io.max_datagram)?;
+        check_size(publisher, args.load.size, args.engine.io.max_datagram)?;
     }
 
-    let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
-    let mut total = LatencyHistogram::new();
-    let limit = args.stop.count.unwrap_or(u64::MAX);
-    let load = Load {
-        size: args.load.size,
-        rate: args.load.rate,
-        batch: args.load.batch,
-        secs: args.stop.secs,
-        count: args.stop.count,
-    };
-    let mut paced = sends.then(|| Paced::new(&load));
+    let mut receiving = Receiving::new(TAG, &args.report)?;
+    let limit = args.load.stop.count.unwrap_or(u64::MAX);
+    let mut paced = sends.then(|| Paced::new(&Load::new(&args.load)));
     let mut line = Progress::new(progress);
-    let mut ticker = Ticker::default();
-    let mut seen = 0u64;
-    let mut last_active_ns = None;
     let mut control_end: Option<(SessionEvent, Instant)> = None;
     let mut data_end: Option<Instant> = None;
     let mut sent_by: Option<Duration> = None;
@@ -197,10 +195,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     let end = loop {
         let elapsed = start.elapsed();
         let st = joined.subscription().map(|s| s.stats()).unwrap_or_default();
-        if st.messages != seen {
-            seen = st.messages;
-            last_active_ns = Some(now_ns());
-        }
+        receiving.look(&st);
         if control_end.is_none() {
             if let Ok(event) = joined.session().events().try_recv() {
                 control_end = Some((event, Instant::now()));
@@ -223,18 +218,13 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
             sent_by = Some(elapsed);
         }
         let received_all = !receives || st.messages >= limit;
-        if args.stop.count.is_some() && sent_all && received_all {
+        if args.load.stop.count.is_some() && sent_all && received_all {
             break LeafEnd::Count;
         }
-        if args.stop.secs.is_some_and(|s| elapsed >= s) {
+        if args.load.stop.secs.is_some_and(|s| elapsed >= s) {
             break LeafEnd::Time;
         }
-        if let Some((from, len)) = ticker.tick(elapsed) {
-            if let (Some(log), Some(sub)) = (&mut log, joined.subscription()) {
-                let interval = sub.take_latency()?;
-                log.append(TAG, from, len, &interval)?;
-                total.merge(&interval);
-            }
+        if receiving.tick(elapsed, joined.subscription())? {
             let sent = paced.as_ref().map_or(0, Paced::sent);
             line.show(|| progress_line(elapsed, &st, receives, sent));
         }
@@ -271,40 +261,9 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
 
     let received = match closed {
         Some(closed) => {
-            if closed.stats.messages != seen {
-                last_active_ns = Some(now_ns());
-            }
-            if let Some(mut log) = log {
-                let from = ticker.last();
-                log.append(TAG, from, finished.saturating_sub(from), &closed.latency)?;
-                log.finish()?;
-            }
-            total.merge(&closed.latency);
-            let (latency, stamps) = judge_stamps(&total);
-            if let Some(path) = &args.report.plot {
-                let series = match latency {
-                    Some(_) => vec![Series::new("one-way", &total)],
-                    None => Vec::new(),
-                };
-                let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
-                plot::write(path, &title, &series)?;
-            }
-            let active = match (
-                closed.handler.first_ns,
-                closed.handler.ended_ns.or(last_active_ns),
-            ) {
-                (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
-                _ => finished,
-            };
-            Some((
-                Received {
-                    backend,
-                    stats: closed.stats,
-                    latency,
-                    stamps,
-                },
-                active,
-            ))
+            let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
+            let plot = args.report.plot.as_deref();
+            Some(receiving.finish(closed, backend, finished, plot, &title)?)
         }
         None => None,
     };
@@ -341,13 +300,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
 fn progress_line(elapsed: Duration, st: &SubscriptionStats, receives: bool, sent: u64) -> String {
     let mut line = format!("{:>4.0} s", elapsed.as_secs_f64());
     if receives {
-        line.push_str(&format!(
-            "  messages {:>13}  ({} msgs/s)  gaps {}  kernel drops {}",
-            Grouped(st.messages),
-            Grouped(per_second(st.messages, elapsed).round() as u64),
-            Grouped(st.gaps),
-            Grouped(st.kernel_drops),
-        ));
+        line.push_str(&receive_progress(st, elapsed));
     }
     if sent > 0 {
         line.push_str(&format!("  sent {}", Grouped(sent)));
@@ -365,6 +318,27 @@ mod tests {
         }
     }
 
+    /// What a leaf saw: the control plane's `event`, `ago`, and nothing on the data plane.
+    fn control(event: SessionEvent, ago: Duration) -> Ending {
+        Ending {
+            control: Some((event, ago)),
+            data: None,
+        }
+    }
+
+    /// What a leaf saw: the data plane's end of session, `ago`, and nothing else.
+    fn data(ago: Duration) -> Ending {
+        Ending {
+            control: None,
+            data: Some(ago),
+        }
+    }
+
+    /// The root closing the session, with its reason.
+    fn root_closed() -> Option<LeafEnd> {
+        Some(LeafEnd::RootClosed(Some("root closed".into())))
+    }
+
     #[test]
     fn nothing_seen_is_no_end() {
         assert_eq!(session_end(&Ending::default(), true), None);
@@ -372,76 +346,43 @@ mod tests {
 
     #[test]
     fn the_root_closing_waits_for_both_planes_when_receiving() {
-        let control_only = Ending {
-            control: Some((ended(), Duration::from_millis(10))),
-            data: None,
-        };
+        let control_only = control(ended(), Duration::from_millis(10));
         assert_eq!(session_end(&control_only, true), None);
-        assert_eq!(
-            session_end(&control_only, false),
-            Some(LeafEnd::RootClosed(Some("root closed".into())))
-        );
+        assert_eq!(session_end(&control_only, false), root_closed());
         let both = Ending {
             data: Some(Duration::ZERO),
             ..control_only.clone()
         };
-        assert_eq!(
-            session_end(&both, true),
-            Some(LeafEnd::RootClosed(Some("root closed".into())))
-        );
-        let data_only = Ending {
-            control: None,
-            data: Some(Duration::from_millis(10)),
-        };
-        assert_eq!(session_end(&data_only, true), None);
+        assert_eq!(session_end(&both, true), root_closed());
+        assert_eq!(session_end(&data(Duration::from_millis(10)), true), None);
     }
 
     #[test]
     fn one_plane_is_enough_after_the_grace() {
-        let control_late = Ending {
-            control: Some((ended(), END_GRACE)),
-            data: None,
-        };
         assert_eq!(
-            session_end(&control_late, true),
-            Some(LeafEnd::RootClosed(Some("root closed".into())))
+            session_end(&control(ended(), END_GRACE), true),
+            root_closed()
         );
-        let data_late = Ending {
-            control: None,
-            data: Some(END_GRACE),
-        };
         assert_eq!(
-            session_end(&data_late, true),
+            session_end(&data(END_GRACE), true),
             Some(LeafEnd::RootClosed(None))
         );
     }
 
     #[test]
     fn removal_and_a_lost_root_end_at_once() {
-        let removed = Ending {
-            control: Some((
-                SessionEvent::Removed {
-                    reason: "bye".into(),
-                },
-                Duration::ZERO,
-            )),
-            data: None,
+        let removed = SessionEvent::Removed {
+            reason: "bye".into(),
         };
         assert_eq!(
-            session_end(&removed, true),
+            session_end(&control(removed, Duration::ZERO), true),
             Some(LeafEnd::Removed("bye".into()))
         );
-        let gone = Ending {
-            control: Some((
-                SessionEvent::RootGone {
-                    reason: "silent".into(),
-                },
-                Duration::ZERO,
-            )),
-            data: None,
+        let gone = SessionEvent::RootGone {
+            reason: "silent".into(),
         };
         assert_eq!(
-            session_end(&gone, true),
+            session_end(&control(gone, Duration::ZERO), true),
             Some(LeafEnd::RootGone("silent".into()))
         );
     }

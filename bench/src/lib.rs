@@ -3,8 +3,8 @@
 //! percentiles).
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging
-//! (`RUST_LOG`), prints reports and errors; the work lives in this library so that it can
-//! be tested and reused. One module per tool:
+//! (`RUST_LOG`), runs the host audit, prints reports and errors; the work lives in this
+//! library so that it can be tested and reused. One module per tool:
 //!
 //! - [`demo`]: a publisher and two subscribers on loopback multicast, in one process;
 //! - [`throughput`]: the same with one subscriber, as fast as possible;
@@ -19,6 +19,7 @@
 //! and what they share:
 //!
 //! - [`cli`]: the command line (clap): one subcommand per tool, shared option groups;
+//! - [`host`]: the host audit before a run, against what the run will start;
 //! - [`pacing`]: the send schedule for a target message rate (sans-IO, no clock);
 //! - [`progress`]: the once-a-second progress line on a terminal;
 //! - [`report`]: the human-readable reports and their one-line JSON form;
@@ -36,6 +37,7 @@ pub mod demo;
 pub mod error;
 pub mod fanout;
 pub mod hlog;
+pub mod host;
 pub mod leaf;
 pub mod pacing;
 pub mod pingpong;

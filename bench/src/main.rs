@@ -2,13 +2,14 @@
 //! `multipoint --help`; the work is done by the `multipoint_bench` library.
 
 use std::error::Error as _;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
 use multipoint_bench::report::Report;
 use multipoint_bench::{
-    demo, fanout, leaf, pingpong, progress, publish, root, subscribe, throughput, Error,
+    demo, fanout, host, leaf, pingpong, progress, publish, root, subscribe, throughput, Error,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -18,8 +19,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match run(cli) {
+    match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -33,40 +35,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    match cli.command {
-        Command::Demo(args) => {
-            let report = demo::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.report.json);
-        }
-        Command::Throughput(args) => {
-            let report = throughput::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.report.json);
-        }
-        Command::Pub(args) => {
-            let report = publish::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.json);
-        }
-        Command::Sub(args) => {
-            let report = subscribe::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.report.json);
-        }
-        Command::Fanout(args) => {
-            let report = fanout::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.json);
-        }
-        Command::Root(args) => {
-            let report = root::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.json);
-        }
-        Command::Leaf(args) => {
-            let report = leaf::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.report.json);
-        }
-        Command::PingPong(args) => {
-            let report = pingpong::run(&args, progress::wanted(args.stop.secs))?;
-            print_report(&report, args.report.json);
-        }
+/// Audits the host for what the tool will start, runs it and prints its report.
+fn run(cli: &Cli) -> Result<(), Error> {
+    let command = &cli.command;
+    host::check(host::needs_of(command)?, cli.verbose);
+    let progress = progress::wanted(command.stop().secs);
+    match command {
+        Command::Demo(a) => print_report(&demo::run(a, progress)?, a.report.json),
+        Command::Throughput(a) => print_report(&throughput::run(a, progress)?, a.report.json),
+        Command::Pub(a) => print_report(&publish::run(a, progress)?, a.json),
+        Command::Sub(a) => print_report(&subscribe::run(a, progress)?, a.report.json),
+        Command::Fanout(a) => print_report(&fanout::run(a, progress)?, a.json),
+        Command::Root(a) => print_report(&root::run(a, progress)?, a.json),
+        Command::Leaf(a) => print_report(&leaf::run(a, progress)?, a.report.json),
+        Command::PingPong(a) => print_report(&pingpong::run(a, progress)?, a.report.json),
     }
     Ok(())
 }

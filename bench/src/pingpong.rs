@@ -30,13 +30,14 @@ use multipoint_dataplane::latency::{self, LatencyHistogram};
 use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendInfo, Handler, OfferError, Publisher, ShardConfig, Shards, Subscription,
-    SubscriptionConfig,
+    BackendInfo, Handler, HostNeeds, OfferError, Publisher, PublisherConfig, ShardConfig, Shards,
+    Subscription, SubscriptionConfig,
 };
 
-use crate::cli::{publisher_config, Idle, PingPongArgs, Role};
+use crate::cli::{Idle, PingPongArgs, Role};
 use crate::error::{Error, Result};
 use crate::hlog::Hlog;
+use crate::host;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
 use crate::publish::{check_size, session_or_default};
@@ -223,6 +224,58 @@ struct Plan {
     shards: ShardConfig,
 }
 
+impl Plan {
+    /// What `args` ask for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoReplyPort`] when group B cannot be derived from group A; as
+    /// [`session_or_default`].
+    fn new(args: &PingPongArgs) -> Result<Plan> {
+        Ok(Plan {
+            a: args.publish.group.group,
+            b: reply_group(args)?,
+            session: session_or_default(args.publish.session)?,
+            secs: args.stop.secs.unwrap_or(match args.role {
+                Role::Pong => PONG_SECS,
+                Role::Ping | Role::Both => PING_SECS,
+            }),
+            limit: args.stop.count.unwrap_or(u64::MAX),
+            shards: ShardConfig {
+                pin: false,
+                ..args.engine.shard_config(1)
+            },
+        })
+    }
+
+    /// What one side asks of the host: its shard, its publisher to `to` and its
+    /// subscription to `from`.
+    fn side_needs(&self, args: &PingPongArgs, to: SocketAddr, from: SocketAddr) -> HostNeeds {
+        host::total([
+            self.shards.host_needs(),
+            publisher_config(args, self, to).host_needs(),
+            subscription(args, from, None, false).host_needs(),
+        ])
+    }
+}
+
+/// What `multipoint pingpong` will ask of the host: a shard, a publisher and a
+/// subscription for each side that runs in this process.
+///
+/// # Errors
+///
+/// [`Error::NoReplyPort`] when group B cannot be derived from group A.
+pub fn host_needs(args: &PingPongArgs) -> Result<HostNeeds> {
+    let plan = Plan::new(args)?;
+    let ping = plan.side_needs(args, plan.a, plan.b);
+    let pong = plan.side_needs(args, plan.b, plan.a);
+    Ok(match args.role {
+        Role::Ping => ping,
+        Role::Pong => pong,
+        Role::Both => ping.and(pong),
+    })
+}
+
 /// Runs `multipoint pingpong` and returns what it measured. With `progress`, a line on
 /// stdout is rewritten once a second.
 ///
@@ -233,23 +286,10 @@ struct Plan {
 /// be set up; [`Error::CreateLog`], [`Error::WriteLog`] and [`Error::WritePlot`] for the
 /// output files.
 pub fn run(args: &PingPongArgs, progress: bool) -> Result<PingPongReport> {
-    let plan = Plan {
-        a: args.group.group,
-        b: reply_group(args)?,
-        session: session_or_default(args.session)?,
-        secs: args.stop.secs.unwrap_or(match args.role {
-            Role::Pong => PONG_SECS,
-            Role::Ping | Role::Both => PING_SECS,
-        }),
-        limit: args.stop.count.unwrap_or(u64::MAX),
-        shards: ShardConfig {
-            pin: false,
-            ..args.io.shard_config(1, args.idle)
-        },
-    };
+    let plan = Plan::new(args)?;
     let sides = if args.role == Role::Both { 2 } else { 1 };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if args.idle == Idle::Spin && sides > cores {
+    if args.engine.idle == Idle::Spin && sides > cores {
         tracing::warn!(
             cores,
             "--idle spin with {sides} spinning shard threads on {cores} core(s): they will \
@@ -277,7 +317,7 @@ pub fn reply_group(args: &PingPongArgs) -> Result<SocketAddr> {
     if let Some(b) = args.reply_group {
         return Ok(b);
     }
-    let a = args.group.group;
+    let a = args.publish.group.group;
     let port = a
         .port()
         .checked_add(1)
@@ -301,9 +341,9 @@ fn report(
         },
         group: plan.a.to_string(),
         reply_group: plan.b.to_string(),
-        interface: args.group.iface.to_string(),
+        interface: args.publish.group.iface.to_string(),
         size: args.size,
-        idle: args.idle.name(),
+        idle: args.engine.idle.name(),
         backend,
         elapsed,
         ping,
@@ -324,14 +364,7 @@ fn run_ping(
     let backend = ping.shards.backend().clone();
     let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
     let start = Instant::now();
-    let ticks = ping.drive(plan, start, &mut line, |(from, len), sub| {
-        let Some(log) = &mut log else {
-            return Ok(None);
-        };
-        let latency = sub.take_latency()?;
-        log.append(TAG, from, len, &latency)?;
-        Ok(Some(latency))
-    })?;
+    let ticks = ping.drive(plan, start, &mut line, log.as_mut())?;
     line.clear();
     let end = start.elapsed();
     let (ping_report, rtt, elapsed, last_interval) = ping.finish(ticks.taken, end)?;
@@ -352,7 +385,7 @@ fn run_ping(
         let title = format!(
             "multipoint pingpong: round trip, {}-byte messages, idle {}",
             args.size,
-            args.idle.name()
+            args.engine.idle.name()
         );
         plot::write(path, &title, &[Series::new("round trip", &rtt)])?;
     }
@@ -368,14 +401,14 @@ fn run_ping(
 
 /// The pong side alone: until the ping's end of session, `--count` echoes or `--secs`.
 fn run_pong(args: &PingPongArgs, plan: &Plan, mut line: Progress) -> Result<PingPongReport> {
-    let pong = PongSide::start(args, plan, args.session)?;
+    let pong = PongSide::start(args, plan, args.publish.session)?;
     let backend = pong.shards.backend().clone();
     println!(
         "multipoint pingpong: pong echoing {} to {} via {}; until the ping's end of session \
          or {} s",
         plan.a,
         plan.b,
-        args.group.iface,
+        args.publish.group.iface,
         plan.secs.as_secs_f64()
     );
     let start = Instant::now();
@@ -414,12 +447,27 @@ fn subscription(
     timestamps: bool,
 ) -> SubscriptionConfig {
     SubscriptionConfig {
-        interface: args.group.iface.clone(),
+        interface: args.publish.group.iface.clone(),
         session,
         start: StartAt::FirstSeen,
         timestamps,
         ..SubscriptionConfig::new(group)
     }
+}
+
+/// The publisher of a side that publishes to `to`.
+fn publisher_config(args: &PingPongArgs, plan: &Plan, to: SocketAddr) -> PublisherConfig {
+    PublisherConfig {
+        group: to,
+        ..args.publish.publisher_config(plan.session, &args.engine.io)
+    }
+}
+
+/// Starts a side's publisher to `to`, its message size checked, and its shards.
+fn start_side(args: &PingPongArgs, plan: &Plan, to: SocketAddr) -> Result<(Publisher, Shards)> {
+    let publisher = Publisher::new(publisher_config(args, plan, to))?;
+    check_size(&publisher, args.size, args.engine.io.max_datagram)?;
+    Ok((publisher, Shards::start(plan.shards.clone())?))
 }
 
 /// What [`PingSide::drive`] leaves for the end of the run.
@@ -440,19 +488,11 @@ struct PingSide {
 
 impl PingSide {
     fn start(args: &PingPongArgs, plan: &Plan, follow: Option<Session>) -> Result<PingSide> {
-        let publisher = Publisher::new(publisher_config(
-            plan.session,
-            plan.a,
-            &args.group.iface,
-            &args.io,
-            &args.publish,
-        ))?;
-        check_size(&publisher, args.size, args.io.max_datagram)?;
+        let (publisher, mut shards) = start_side(args, plan, plan.a)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(PingLoop::new(publisher, args.size, plan.limit)),
             round_trips: AtomicU64::new(0),
         });
-        let mut shards = Shards::start(plan.shards.clone())?;
         let pinger = Pinger {
             shared: Arc::clone(&shared),
         };
@@ -465,18 +505,14 @@ impl PingSide {
     }
 
     /// Sends the first ping and waits until `plan.limit` round trips or `plan.secs`,
-    /// giving up on a ping after [`ECHO_TIMEOUT`]. Once a second `on_tick` gets the
-    /// interval that closed and may take its latency from the subscription (for the
-    /// interval log); what it takes is kept.
+    /// giving up on a ping after [`ECHO_TIMEOUT`]. Once a second, with a `log`, the round
+    /// trips of the interval that closed go to the log (and are kept).
     fn drive(
         &self,
         plan: &Plan,
         start: Instant,
         line: &mut Progress,
-        mut on_tick: impl FnMut(
-            (Duration, Duration),
-            &Subscription<Pinger>,
-        ) -> Result<Option<LatencyHistogram>>,
+        mut log: Option<&mut Hlog>,
     ) -> Result<Ticks> {
         self.shared.lock().send();
         let mut ticker = Ticker::default();
@@ -498,8 +534,8 @@ impl PingSide {
                 progress_at = Instant::now();
             }
             if let Some(interval) = ticker.tick(elapsed) {
-                if let Some(latency) = on_tick(interval, &self.sub)? {
-                    taken.merge(&latency);
+                if let Some(log) = &mut log {
+                    log.take(TAG, interval, &self.sub, &mut taken)?;
                 }
                 let timeouts = self.shared.lock().timeouts;
                 line.show(|| {
@@ -573,15 +609,7 @@ struct PongSide {
 
 impl PongSide {
     fn start(args: &PingPongArgs, plan: &Plan, follow: Option<Session>) -> Result<PongSide> {
-        let publisher = Publisher::new(publisher_config(
-            plan.session,
-            plan.b,
-            &args.group.iface,
-            &args.io,
-            &args.publish,
-        ))?;
-        check_size(&publisher, args.size, args.io.max_datagram)?;
-        let mut shards = Shards::start(plan.shards.clone())?;
+        let (publisher, mut shards) = start_side(args, plan, plan.b)?;
         let echo = Echo {
             publisher,
             echoed: 0,

@@ -8,16 +8,17 @@
 //! time slices on the calling thread: it offers the messages due so far (at most `--batch`)
 //! between `begin_batch` and `end_batch`, flushes when paced, and sleeps briefly when
 //! ahead of schedule; it never spins. It stops after `--secs` or `--count` messages,
-//! whichever comes first. `pub` then closes the publisher, which sends the end of session.
+//! whichever comes first, and flushes. `pub` then closes the publisher, which sends the
+//! end of session.
 
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency;
 use multipoint_dataplane::rooted_transport::UnicastRoot;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{OfferError, Publisher};
+use multipoint_dataplane::{HostNeeds, OfferError, Publisher, PublisherConfig};
 
-use crate::cli::{publisher_config, PubArgs};
+use crate::cli::{LoadArgs, PubArgs};
 use crate::error::{Error, Result};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Ticker};
@@ -45,11 +46,28 @@ pub(crate) struct Load {
     pub(crate) count: Option<u64>,
 }
 
+impl Load {
+    /// What `--size`, `--rate`, `--batch`, `--secs` and `--count` ask for.
+    pub(crate) fn new(load: &LoadArgs) -> Load {
+        Load {
+            size: load.size,
+            rate: load.rate,
+            batch: load.batch,
+            secs: load.stop.secs,
+            count: load.stop.count,
+        }
+    }
+}
+
 /// What the send loop did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Published {
     /// Messages offered.
     pub(crate) sent: u64,
+    /// When the loop started.
+    pub(crate) start: Instant,
+    /// How long it published, until the last flush.
+    pub(crate) elapsed: Duration,
     /// When the last once-a-second interval began (time since the start).
     pub(crate) last_tick: Duration,
 }
@@ -70,41 +88,30 @@ pub(crate) trait Sink {
     fn flush(&mut self);
 }
 
-impl Sink for Publisher {
-    fn begin_batch(&mut self) {
-        Publisher::begin_batch(self)
-    }
-    fn end_batch(&mut self) {
-        Publisher::end_batch(self)
-    }
-    fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        Publisher::offer(self, msg)
-    }
-    fn poll(&mut self) {
-        Publisher::poll(self)
-    }
-    fn flush(&mut self) {
-        Publisher::flush(self)
-    }
+/// Implements [`Sink`] for types whose inherent methods of the same names do the work.
+macro_rules! sink_by_inherent_methods {
+    ($($sink:ty),*) => {$(
+        impl Sink for $sink {
+            fn begin_batch(&mut self) {
+                <$sink>::begin_batch(self)
+            }
+            fn end_batch(&mut self) {
+                <$sink>::end_batch(self)
+            }
+            fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+                <$sink>::offer(self, msg)
+            }
+            fn poll(&mut self) {
+                <$sink>::poll(self)
+            }
+            fn flush(&mut self) {
+                <$sink>::flush(self)
+            }
+        }
+    )*};
 }
 
-impl Sink for UnicastRoot {
-    fn begin_batch(&mut self) {
-        UnicastRoot::begin_batch(self)
-    }
-    fn end_batch(&mut self) {
-        UnicastRoot::end_batch(self)
-    }
-    fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        UnicastRoot::offer(self, msg)
-    }
-    fn poll(&mut self) {
-        UnicastRoot::poll(self)
-    }
-    fn flush(&mut self) {
-        UnicastRoot::flush(self)
-    }
-}
+sink_by_inherent_methods!(Publisher, UnicastRoot);
 
 /// The paced send loop, one time slice at a time, for callers that do other work between
 /// slices (a leaf that sends and receives); [`publish`] runs it to the end.
@@ -154,7 +161,11 @@ impl Paced {
     ///
     /// [`Error::Offer`] when the sink refuses a message for a reason other than
     /// backpressure.
-    pub(crate) fn step(&mut self, sink: &mut impl Sink, start: Instant) -> Result<Duration> {
+    pub(crate) fn step<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        start: Instant,
+    ) -> Result<Duration> {
         let due = match self.pacer {
             Some(p) => p.due(start.elapsed()),
             None => u64::MAX,
@@ -179,37 +190,69 @@ impl Paced {
     }
 }
 
-/// Publishes `load` from `start` on, calling `on_tick` once a second with the interval
-/// that just closed (its start and length, since `start`) and the messages sent so far.
+/// Publishes `load` from now on, calling `on_tick` once a second with the interval that
+/// just closed (its start and length, since the start), the messages sent so far and the
+/// progress `line`; then flushes the sink and clears the line.
 ///
 /// # Errors
 ///
 /// [`Error::Offer`] when the sink refuses a message for a reason other than
 /// backpressure; whatever `on_tick` returns.
-pub(crate) fn publish(
-    sink: &mut impl Sink,
+pub(crate) fn publish<S: Sink + ?Sized>(
+    sink: &mut S,
     load: &Load,
-    start: Instant,
-    mut on_tick: impl FnMut((Duration, Duration), u64) -> Result<()>,
+    line: &mut Progress,
+    mut on_tick: impl FnMut((Duration, Duration), u64, &mut Progress) -> Result<()>,
 ) -> Result<Published> {
     let mut paced = Paced::new(load);
     let mut ticker = Ticker::default();
+    let start = Instant::now();
     loop {
         let elapsed = start.elapsed();
         if paced.done(elapsed) {
-            return Ok(Published {
-                sent: paced.sent,
-                last_tick: ticker.last(),
-            });
+            break;
         }
         if let Some(interval) = ticker.tick(elapsed) {
-            on_tick(interval, paced.sent)?;
+            on_tick(interval, paced.sent, line)?;
         }
         let wait = paced.step(sink, start)?;
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
     }
+    sink.flush();
+    let elapsed = start.elapsed();
+    line.clear();
+    tracing::debug!(sent = paced.sent, ?elapsed, "publishing done");
+    Ok(Published {
+        sent: paced.sent,
+        start,
+        elapsed,
+        last_tick: ticker.last(),
+    })
+}
+
+/// The progress line of a tool that only publishes (`pub`, `root`): seconds, messages
+/// sent and their rate. An `on_tick` for [`publish`].
+///
+/// # Errors
+///
+/// None: the signature is `on_tick`'s.
+pub(crate) fn show_sent(
+    (from, len): (Duration, Duration),
+    sent: u64,
+    line: &mut Progress,
+) -> Result<()> {
+    let elapsed = from + len;
+    line.show(|| {
+        format!(
+            "{:>4.0} s  sent {:>13}  ({} msgs/s)",
+            elapsed.as_secs_f64(),
+            Grouped(sent),
+            Grouped(per_second(sent, elapsed).round() as u64)
+        )
+    });
+    Ok(())
 }
 
 /// Messages stamped with one clock reading (see [`offer_batch`]).
@@ -217,7 +260,12 @@ const STAMP_EVERY: u32 = 16;
 
 /// Offers stamped messages until `*sent` reaches `target`, as one batch. Returns whether
 /// the sink refused one for backpressure (the caller polls, pauses and retries).
-fn offer_batch(sink: &mut impl Sink, msg: &mut [u8], sent: &mut u64, target: u64) -> Result<bool> {
+fn offer_batch<S: Sink + ?Sized>(
+    sink: &mut S,
+    msg: &mut [u8],
+    sent: &mut u64,
+    target: u64,
+) -> Result<bool> {
     if *sent >= target {
         return Ok(false);
     }
@@ -282,6 +330,21 @@ pub(crate) fn check_size(publisher: &Publisher, size: usize, max_datagram: usize
     Ok(())
 }
 
+/// The publisher `pub` starts.
+fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
+    args.publish.publisher_config(session, &args.io)
+}
+
+/// What `multipoint pub` will ask of the host: one publisher.
+///
+/// # Errors
+///
+/// [`Error::Dataplane`] if the session name is refused (a
+/// default one never is).
+pub fn host_needs(args: &PubArgs) -> Result<HostNeeds> {
+    Ok(publisher_config(args, session_or_default(args.publish.session)?).host_needs())
+}
+
 /// Runs `multipoint pub` and returns what it sent. With `progress`, a line on stdout is
 /// rewritten once a second.
 ///
@@ -290,50 +353,21 @@ pub(crate) fn check_size(publisher: &Publisher, size: usize, max_datagram: usize
 /// [`Error::SizeTooLarge`] when `--size` exceeds what a packet carries; the data plane's
 /// errors when the socket or ring cannot be set up; [`Error::Offer`].
 pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
-    let session = session_or_default(args.session)?;
-    let config = publisher_config(
-        session,
-        args.group.group,
-        &args.group.iface,
-        &args.io,
-        &args.publish,
-    );
-    let mut publisher = Publisher::new(config)?;
+    let session = session_or_default(args.publish.session)?;
+    let mut publisher = Publisher::new(publisher_config(args, session))?;
     check_size(&publisher, args.load.size, args.io.max_datagram)?;
-    let load = Load {
-        size: args.load.size,
-        rate: args.load.rate,
-        batch: args.load.batch,
-        secs: args.stop.secs,
-        count: args.stop.count,
-    };
+    let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
-    let start = Instant::now();
-    let published = publish(&mut publisher, &load, start, |(from, len), sent| {
-        let elapsed = from + len;
-        line.show(|| {
-            format!(
-                "{:>4.0} s  sent {:>13}  ({} msgs/s)",
-                elapsed.as_secs_f64(),
-                Grouped(sent),
-                Grouped(per_second(sent, elapsed).round() as u64)
-            )
-        });
-        Ok(())
-    })?;
-    publisher.flush();
-    let elapsed = start.elapsed();
-    line.clear();
-    tracing::debug!(sent = published.sent, ?elapsed, "publishing done");
+    let published = publish(&mut publisher, &load, &mut line, show_sent)?;
     let backend = publisher.backend().clone();
     let stats = publisher.close();
     Ok(PubReport {
-        group: args.group.group.to_string(),
-        interface: args.group.iface.to_string(),
+        group: args.publish.group.group.to_string(),
+        interface: args.publish.group.iface.to_string(),
         session: session.to_string(),
         size: args.load.size,
         rate: args.load.rate,
-        elapsed,
+        elapsed: published.elapsed,
         publisher: PublisherReport { backend, stats },
     })
 }

@@ -42,6 +42,25 @@ use multipoint_dataplane::{BackendInfo, FanoutStats, PublisherStats, Subscriptio
 
 use crate::fanout::Phase;
 
+/// The keys every tool's JSON object starts with, in this order (see the module docs).
+pub const SUMMARY: [&str; 15] = [
+    "command",
+    "backend",
+    "backend_reason",
+    "messages",
+    "bytes",
+    "packets",
+    "secs",
+    "msgs_per_sec",
+    "bytes_per_sec",
+    "gaps",
+    "missing",
+    "duplicates",
+    "malformed",
+    "kernel_drops",
+    "latency_ns",
+];
+
 /// A tool's results: the text report (`Display`) and its JSON form.
 pub trait Report: fmt::Display {
     /// The results as one JSON object on one line (no trailing newline).
@@ -146,17 +165,11 @@ pub struct SubReport {
     pub source: Option<String>,
     /// The session followed, if one was named (else the first one seen).
     pub session: Option<String>,
-    /// The backend of the shard and why.
-    pub backend: BackendInfo,
     /// From the first message to the last one (or to the end of session); the whole run
     /// if nothing arrived.
     pub elapsed: Duration,
-    /// The final counters.
-    pub stats: SubscriptionStats,
-    /// One-way latency; `None` when the payloads carry no plausible timestamps.
-    pub latency: Option<Percentiles>,
-    /// The timestamps seen.
-    pub stamps: Stamps,
+    /// What arrived.
+    pub received: Received,
 }
 
 /// The ping side of `multipoint pingpong`.
@@ -478,23 +491,15 @@ impl fmt::Display for PubReport {
 
 impl Report for PubReport {
     fn to_json(&self) -> String {
-        let st = &self.publisher.stats;
         let mut json = Json::object();
         json.str("command", "pub");
-        summary(
-            &mut json,
-            &self.publisher.backend,
-            (st.messages, st.bytes, st.packets),
-            self.elapsed,
-            None,
-            None,
-        );
+        self.publisher.summary(&mut json, self.elapsed);
         json.str("group", &self.group)
             .str("interface", &self.interface)
             .str("session", &self.session)
             .u64("size", self.size as u64)
             .u64("rate", self.rate);
-        publisher_fields(&mut json, st);
+        publisher_fields(&mut json, &self.publisher.stats);
         json.finish()
     }
 }
@@ -510,56 +515,28 @@ impl fmt::Display for SubReport {
             ", session {}, {:.2} s{}",
             self.session.as_deref().unwrap_or("(first seen)"),
             self.elapsed.as_secs_f64(),
-            if self.stats.end_of_session > 0 {
+            if self.received.stats.end_of_session > 0 {
                 ", ended by the publisher"
             } else {
                 ""
             },
         )?;
         writeln!(f)?;
-        writeln!(f, "subscriber         backend {}", self.backend)?;
-        write_receive(f, &self.stats, self.elapsed)?;
-        match &self.latency {
-            Some(l) => write_latency(f, "latency", l)?,
-            None if self.stamps.stamped == 0 => {
-                writeln!(f, "  latency  none: no message carried a timestamp")?
-            }
-            None => writeln!(
-                f,
-                "  latency  none: {} of {} timestamps implausible (not `multipoint pub` \
-                 payloads, or another host's clock)",
-                Grouped(self.stamps.implausible),
-                Grouped(self.stamps.stamped),
-            )?,
-        }
-        Ok(())
+        self.received.write(f, self.elapsed, "multipoint pub")
     }
 }
 
 impl Report for SubReport {
     fn to_json(&self) -> String {
-        let st = &self.stats;
         let mut json = Json::object();
         json.str("command", "sub");
-        summary(
-            &mut json,
-            &self.backend,
-            (st.messages, st.bytes, st.packets),
-            self.elapsed,
-            Some(st),
-            self.latency.as_ref(),
-        );
+        self.received.summary(&mut json, self.elapsed);
         json.str("group", &self.group)
             .str("interface", &self.interface)
             .opt_str("source", self.source.as_deref())
             .opt_str("session", self.session.as_deref())
-            .bool("ended", st.end_of_session > 0)
-            .u64("other_session", st.other_session)
-            .u64("truncated", st.truncated)
-            .u64("heartbeats", st.heartbeats)
-            .u64("receive_errors", st.receive_errors)
-            .u64("stamped", self.stamps.stamped)
-            .u64("implausible_stamps", self.stamps.implausible);
+            .bool("ended", self.received.stats.end_of_session > 0);
+        self.received.fields(&mut json);
         json.finish()
     }
 }
@@ -1119,7 +1096,7 @@ impl fmt::Display for LeafEnd {
     }
 }
 
-/// What a leaf received.
+/// What a subscription received (`sub`, a leaf that receives).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// The backend of the shard and why.
@@ -1130,6 +1107,63 @@ pub struct Received {
     pub latency: Option<Percentiles>,
     /// The timestamps seen.
     pub stamps: Stamps,
+}
+
+impl Received {
+    /// The text: the backend, rates and counters over `elapsed`, and the latency or why
+    /// there is none (`payloads`: the tool whose timestamps were expected).
+    fn write(&self, f: &mut fmt::Formatter<'_>, elapsed: Duration, payloads: &str) -> fmt::Result {
+        writeln!(f, "subscriber         backend {}", self.backend)?;
+        write_receive(f, &self.stats, elapsed)?;
+        match &self.latency {
+            Some(l) => write_latency(f, "latency", l),
+            None if self.stamps.stamped == 0 => {
+                writeln!(f, "  latency  none: no message carried a timestamp")
+            }
+            None => writeln!(
+                f,
+                "  latency  none: {} of {} timestamps implausible (not `{payloads}` payloads, \
+                 or another host's clock)",
+                Grouped(self.stamps.implausible),
+                Grouped(self.stamps.stamped),
+            ),
+        }
+    }
+
+    /// The summary of a receiving tool's JSON, per second of `elapsed`.
+    fn summary(&self, json: &mut Json, elapsed: Duration) {
+        let st = &self.stats;
+        let totals = (st.messages, st.bytes, st.packets);
+        summary(
+            json,
+            &self.backend,
+            totals,
+            elapsed,
+            Some(st),
+            self.latency.as_ref(),
+        );
+    }
+
+    /// The counters and stamps a receiving tool's JSON ends with.
+    fn fields(&self, json: &mut Json) {
+        let st = &self.stats;
+        json.u64("other_session", st.other_session)
+            .u64("truncated", st.truncated)
+            .u64("heartbeats", st.heartbeats)
+            .u64("receive_errors", st.receive_errors)
+            .u64("stamped", self.stamps.stamped)
+            .u64("implausible_stamps", self.stamps.implausible);
+    }
+}
+
+impl PublisherReport {
+    /// The summary of a tool's JSON that only sent, per second of `elapsed`: the
+    /// receive-side fields and latency are `null`.
+    fn summary(&self, json: &mut Json, elapsed: Duration) {
+        let st = &self.stats;
+        let totals = (st.messages, st.bytes, st.packets);
+        summary(json, &self.backend, totals, elapsed, None, None);
+    }
 }
 
 /// What a leaf received and sent, by direction.
@@ -1210,21 +1244,7 @@ impl fmt::Display for LeafReport {
         writeln!(f, "ended: {}", self.end)?;
         if let Some(r) = self.flow.received() {
             writeln!(f)?;
-            writeln!(f, "subscriber         backend {}", r.backend)?;
-            write_receive(f, &r.stats, self.elapsed)?;
-            match &r.latency {
-                Some(l) => write_latency(f, "latency", l)?,
-                None if r.stamps.stamped == 0 => {
-                    writeln!(f, "  latency  none: no message carried a timestamp")?
-                }
-                None => writeln!(
-                    f,
-                    "  latency  none: {} of {} timestamps implausible (not `multipoint root` \
-                     payloads, or another host's clock)",
-                    Grouped(r.stamps.implausible),
-                    Grouped(r.stamps.stamped),
-                )?,
-            }
+            r.write(f, self.elapsed, "multipoint root")?;
         }
         if let Some(p) = self.flow.sent() {
             writeln!(f)?;
@@ -1239,28 +1259,8 @@ impl Report for LeafReport {
         let mut json = Json::object();
         json.str("command", "leaf");
         match &self.flow {
-            LeafFlow::Receive(r) | LeafFlow::Both(r, _) => {
-                let st = &r.stats;
-                summary(
-                    &mut json,
-                    &r.backend,
-                    (st.messages, st.bytes, st.packets),
-                    self.elapsed,
-                    Some(st),
-                    r.latency.as_ref(),
-                );
-            }
-            LeafFlow::Send(p) => {
-                let st = &p.stats;
-                summary(
-                    &mut json,
-                    &p.backend,
-                    (st.messages, st.bytes, st.packets),
-                    self.elapsed,
-                    None,
-                    None,
-                );
-            }
+            LeafFlow::Receive(r) | LeafFlow::Both(r, _) => r.summary(&mut json, self.elapsed),
+            LeafFlow::Send(p) => p.summary(&mut json, self.elapsed),
         }
         json.str("name", &self.name)
             .str("transport", self.transport)
@@ -1273,13 +1273,7 @@ impl Report for LeafReport {
             .str("ended_by", self.end.key())
             .opt_str("end_reason", self.end.reason());
         if let Some(r) = self.flow.received() {
-            let st = &r.stats;
-            json.u64("other_session", st.other_session)
-                .u64("truncated", st.truncated)
-                .u64("heartbeats", st.heartbeats)
-                .u64("receive_errors", st.receive_errors)
-                .u64("stamped", r.stamps.stamped)
-                .u64("implausible_stamps", r.stamps.implausible);
+            r.fields(&mut json);
         }
         match self.flow.sent() {
             Some(p) => json.raw("sent", &publisher_json(p, self.send_elapsed)),
@@ -1289,7 +1283,7 @@ impl Report for LeafReport {
     }
 }
 
-/// The summary every tool's JSON starts with (see the module docs). `receive` and
+/// The summary every tool's JSON starts with ([`SUMMARY`]; see the module docs). `receive` and
 /// `latency` are `None` where the tool does not measure them: their fields are `null`, as
 /// is `latency_ns` when it has no sample.
 fn summary(
@@ -1572,24 +1566,6 @@ mod tests {
         keys
     }
 
-    const SUMMARY: [&str; 15] = [
-        "command",
-        "backend",
-        "backend_reason",
-        "messages",
-        "bytes",
-        "packets",
-        "secs",
-        "msgs_per_sec",
-        "bytes_per_sec",
-        "gaps",
-        "missing",
-        "duplicates",
-        "malformed",
-        "kernel_drops",
-        "latency_ns",
-    ];
-
     fn assert_summary(json: &str) {
         let keys = parse_keys(json);
         assert_eq!(&keys[..SUMMARY.len()], &SUMMARY[..], "{json}");
@@ -1684,17 +1660,19 @@ mod tests {
             interface: "127.0.0.1".into(),
             source: None,
             session: Some("FEED1".into()),
-            backend: backend(),
             elapsed: Duration::from_secs(1),
-            stats: SubscriptionStats {
-                messages: 10,
-                end_of_session: 1,
-                ..SubscriptionStats::default()
-            },
-            latency: None,
-            stamps: Stamps {
-                stamped: 10,
-                implausible: 10,
+            received: Received {
+                backend: backend(),
+                stats: SubscriptionStats {
+                    messages: 10,
+                    end_of_session: 1,
+                    ..SubscriptionStats::default()
+                },
+                latency: None,
+                stamps: Stamps {
+                    stamped: 10,
+                    implausible: 10,
+                },
             },
         };
         let json = report.to_json();

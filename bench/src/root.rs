@@ -33,13 +33,13 @@ use multipoint_dataplane::rooted_transport::{
 };
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN};
-use multipoint_dataplane::{BackendInfo, Handler, OfferError, Shards};
+use multipoint_dataplane::{BackendInfo, Handler, HostNeeds, PublisherConfig, ShardConfig, Shards};
 
-use crate::cli::{publisher_config, RootArgs, RootedTransport};
+use crate::cli::{RootArgs, RootedTransport};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::publish::{check_size, publish, session_or_default, Load, Sink};
-use crate::report::{per_second, Grouped, LeafCounts, RootReport, RootSent, UplinkReport};
+use crate::publish::{check_size, publish, session_or_default, show_sent, Load, Sink};
+use crate::report::{LeafCounts, RootReport, RootSent, UplinkReport};
 
 /// How often the root looks whether enough leaves joined.
 const POLL: Duration = Duration::from_millis(5);
@@ -234,37 +234,12 @@ impl Running {
             Running::Admitted(r) => RootSent::Multicast(r.close()),
         }
     }
-}
 
-impl Sink for Running {
-    fn begin_batch(&mut self) {
+    /// What publishing goes through: the fan-out, or the multicast publisher.
+    fn sink(&mut self) -> &mut dyn Sink {
         match self {
-            Running::Unicast(r) => Sink::begin_batch(r),
-            Running::Admitted(r) => Sink::begin_batch(r.publisher()),
-        }
-    }
-    fn end_batch(&mut self) {
-        match self {
-            Running::Unicast(r) => Sink::end_batch(r),
-            Running::Admitted(r) => Sink::end_batch(r.publisher()),
-        }
-    }
-    fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        match self {
-            Running::Unicast(r) => Sink::offer(r, msg),
-            Running::Admitted(r) => Sink::offer(r.publisher(), msg),
-        }
-    }
-    fn poll(&mut self) {
-        match self {
-            Running::Unicast(r) => Sink::poll(r),
-            Running::Admitted(r) => Sink::poll(r.publisher()),
-        }
-    }
-    fn flush(&mut self) {
-        match self {
-            Running::Unicast(r) => Sink::flush(r),
-            Running::Admitted(r) => Sink::flush(r.publisher()),
+            Running::Unicast(r) => r,
+            Running::Admitted(r) => r.publisher(),
         }
     }
 }
@@ -278,44 +253,86 @@ struct Started {
     uplink: Option<Arc<UplinkCounters>>,
 }
 
-fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
-    let limit = args
-        .io
-        .max_datagram
-        .saturating_sub(HEADER_LEN + BLOCK_HEADER_LEN);
-    if args.load.size > limit {
-        return Err(Error::SizeTooLarge {
-            size: args.load.size,
-            limit,
-            max_datagram: args.io.max_datagram,
-        });
-    }
+/// The rooted-unicast root's settings for `session`.
+fn unicast_config(args: &RootArgs, session: Session) -> UnicastRootConfig {
     let mut config = UnicastRootConfig::new(session);
     config.listen = Some(args.listen);
     config.data = args.data;
     config.timeout = args.timeout;
+    let io = &args.engine.io;
     config.fanout.shards = usize::from(args.shards);
-    config.fanout.idle = args.idle.into();
-    config.fanout.gso = args.io.gso.is_on();
-    config.fanout.max_datagram = args.io.max_datagram;
+    config.fanout.idle = args.engine.idle.into();
+    config.fanout.gso = io.gso.is_on();
+    config.fanout.max_datagram = io.max_datagram;
     config.fanout.pin = false;
-    let (uplink, counters) = if args.uplink {
-        let shards = Shards::start(multipoint_dataplane::ShardConfig {
-            pin: false,
-            max_subscriptions: 1024,
-            ..args.io.shard_config(1, args.idle)
-        })?;
-        let counters = Arc::new(UplinkCounters::default());
-        let shared = Arc::clone(&counters);
-        let handlers: UplinkHandlers = Box::new(move |_leaf| {
-            shared.senders.fetch_add(1, Ordering::Relaxed);
-            Box::new(UplinkCount(Arc::clone(&shared)))
+    config.fanout.backend = io.backend.into();
+    config
+}
+
+/// The shard that receives the uplinks (with `--uplink`).
+fn uplink_shard(args: &RootArgs) -> Option<ShardConfig> {
+    args.uplink.then(|| ShardConfig {
+        pin: false,
+        max_subscriptions: 1024,
+        ..args.engine.shard_config(1)
+    })
+}
+
+/// The admitted-multicast root's publisher for `session`, sending from `--data`.
+fn admitted_config(args: &RootArgs, session: Session) -> PublisherConfig {
+    PublisherConfig {
+        bind: Some(args.data),
+        ..args.publish.publisher_config(session, &args.engine.io)
+    }
+}
+
+/// What `multipoint root` will ask of the host: rooted-unicast, the fan-out and (with
+/// `--uplink`) the uplink shard and its subscriptions; admitted-multicast, a publisher.
+///
+/// # Errors
+///
+/// [`Error::Dataplane`] if the session name is refused (a
+/// default one never is).
+pub fn host_needs(args: &RootArgs) -> Result<HostNeeds> {
+    let session = session_or_default(args.publish.session)?;
+    Ok(match args.transport {
+        RootedTransport::RootedUnicast => {
+            let config = unicast_config(args, session);
+            let uplink =
+                uplink_shard(args).map(|shard| shard.host_needs().and(config.uplink.host_needs()));
+            config.fanout.host_needs().and(uplink.unwrap_or_default())
+        }
+        RootedTransport::AdmittedMulticast => admitted_config(args, session).host_needs(),
+    })
+}
+
+fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
+    let max_datagram = args.engine.io.max_datagram;
+    let limit = max_datagram.saturating_sub(HEADER_LEN + BLOCK_HEADER_LEN);
+    if args.load.size > limit {
+        return Err(Error::SizeTooLarge {
+            size: args.load.size,
+            limit,
+            max_datagram,
         });
-        (Some((shards, handlers)), Some(counters))
-    } else {
-        (None, None)
+    }
+    let uplink = match uplink_shard(args) {
+        Some(shard) => Some(Shards::start(shard)?),
+        None => None,
     };
-    config.fanout.backend = args.io.backend.into();
+    let (uplink, counters) = match uplink {
+        Some(shards) => {
+            let counters = Arc::new(UplinkCounters::default());
+            let shared = Arc::clone(&counters);
+            let handlers: UplinkHandlers = Box::new(move |_leaf| {
+                shared.senders.fetch_add(1, Ordering::Relaxed);
+                Box::new(UplinkCount(Arc::clone(&shared)))
+            });
+            (Some((shards, handlers)), Some(counters))
+        }
+        None => (None, None),
+    };
+    let config = unicast_config(args, session);
     let root = UnicastRoot::start_with(config, admission(&args.admit), uplink)?;
     // What the fan-out chose (and why), for the report.
     let backend = root
@@ -334,16 +351,13 @@ fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
 }
 
 fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
-    let mut config = publisher_config(
-        session,
-        args.group.group,
-        &args.group.iface,
-        &args.io,
-        &args.publish,
-    );
-    config.bind = Some(args.data);
+    let config = admitted_config(args, session);
     let mut root = AdmittedRoot::start(config, args.listen, args.timeout, admission(&args.admit))?;
-    check_size(root.publisher(), args.load.size, args.io.max_datagram)?;
+    check_size(
+        root.publisher(),
+        args.load.size,
+        args.engine.io.max_datagram,
+    )?;
     let backend = root.publisher().backend().clone();
     let listen = root.control().local_addr().unwrap_or(args.listen);
     let data = root.publisher().local_addr().unwrap_or(args.data);
@@ -367,7 +381,7 @@ fn listening_line(args: &RootArgs, started: &Started, session: Session) -> Strin
         RootedTransport::RootedUnicast => line.push_str(&format!(", data from {}", started.data)),
         RootedTransport::AdmittedMulticast => line.push_str(&format!(
             ", data to {} on {} from {}",
-            args.group.group, args.group.iface, started.data
+            args.publish.group.group, args.publish.group.iface, started.data
         )),
     }
     line.push_str("); leaves join with: multipoint leaf --root ");
@@ -399,7 +413,7 @@ pub fn transport_name(t: RootedTransport) -> &'static str {
 /// and control plane's errors when the root cannot start (the listening address taken,
 /// say); [`Error::Setup`] for the event thread; [`Error::Offer`].
 pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
-    let session = session_or_default(args.session)?;
+    let session = session_or_default(args.publish.session)?;
     let mut started = match args.transport {
         RootedTransport::RootedUnicast => start_unicast(args, session)?,
         RootedTransport::AdmittedMulticast => start_admitted(args, session)?,
@@ -414,40 +428,19 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
             if args.wait_leaves == 1 { "f" } else { "ves" }
         );
         while started.root.control().leaves().len() < args.wait_leaves {
-            started.root.poll();
+            started.root.sink().poll();
             std::thread::sleep(POLL);
         }
         let until = Instant::now() + ATTACH_GRACE;
         while Instant::now() < until {
-            started.root.poll();
+            started.root.sink().poll();
             std::thread::sleep(POLL);
         }
     }
 
-    let load = Load {
-        size: args.load.size,
-        rate: args.load.rate,
-        batch: args.load.batch,
-        secs: args.stop.secs,
-        count: args.stop.count,
-    };
+    let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
-    let start = Instant::now();
-    let published = publish(&mut started.root, &load, start, |(from, len), sent| {
-        let elapsed = from + len;
-        line.show(|| {
-            format!(
-                "{:>4.0} s  sent {:>13}  ({} msgs/s)",
-                elapsed.as_secs_f64(),
-                Grouped(sent),
-                Grouped(per_second(sent, elapsed).round() as u64),
-            )
-        });
-        Ok(())
-    })?;
-    started.root.flush();
-    let elapsed = start.elapsed();
-    line.clear();
+    let published = publish(started.root.sink(), &load, &mut line, show_sent)?;
     let at_end: Vec<LeafId> = started
         .root
         .control()
@@ -455,7 +448,6 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         .iter()
         .map(|l| l.id())
         .collect();
-    tracing::debug!(sent = published.sent, ?elapsed, "publishing done");
 
     let Started {
         root,
@@ -473,14 +465,15 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         data: data.to_string(),
         group: match args.transport {
             RootedTransport::AdmittedMulticast => {
-                Some((args.group.group.to_string(), args.group.iface.to_string()))
+                let group = &args.publish.group;
+                Some((group.group.to_string(), group.iface.to_string()))
             }
             RootedTransport::RootedUnicast => None,
         },
         session: session.to_string(),
         size: args.load.size,
         rate: args.load.rate,
-        elapsed,
+        elapsed: published.elapsed,
         backend,
         sent,
         leaves,

@@ -10,19 +10,27 @@
 //! in each message. A stream of other payloads gives no figures: its first 8 bytes read as
 //! a time in the future or long past, and when more than 1 % of the stamps are such
 //! ([`Stamps::implausible`]), the report has no latency rather than a made-up one.
+//!
+//! `multipoint leaf` receives as `sub` does and shares its pieces: the handler ([`Watch`]),
+//! the bookkeeping beside the counters (`Receiving`: latency, interval log, last activity)
+//! and the first line's and the progress line's wording.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::core::sequence::StartAt;
-use multipoint_dataplane::{Handler, Shards, SubscriptionConfig};
+use multipoint_dataplane::{
+    BackendInfo, Closed, Handler, HostNeeds, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    SubscriptionStats,
+};
 
-use crate::cli::SubArgs;
+use crate::cli::{ReportArgs, StopArgs, SubArgs};
 use crate::error::Result;
 use crate::hlog::Hlog;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, Stamps, SubReport};
+use crate::report::{per_second, Grouped, Received, Stamps, SubReport};
 
 /// How often the counters are looked at.
 const POLL: Duration = Duration::from_millis(5);
@@ -62,6 +70,161 @@ pub fn judge_stamps(histogram: &LatencyHistogram) -> (Option<Percentiles>, Stamp
     (plausible.then(|| histogram.percentiles()), stamps)
 }
 
+/// Where a stream starts for a subscriber: from sequence number 1, or (`--late-join`)
+/// wherever it is when the subscriber joins.
+pub(crate) fn start_at(late_join: bool) -> StartAt {
+    if late_join {
+        StartAt::FirstSeen
+    } else {
+        StartAt::One
+    }
+}
+
+/// What a receiving tool (`sub`, `leaf`) keeps over its run, beside the subscription's
+/// own counters: the one-way latency, the interval log (`--hlog`), and when messages last
+/// arrived.
+#[derive(Debug)]
+pub(crate) struct Receiving {
+    tag: &'static str,
+    log: Option<Hlog>,
+    total: LatencyHistogram,
+    ticker: Ticker,
+    seen: u64,
+    last_active_ns: Option<u64>,
+}
+
+impl Receiving {
+    /// Opens the log `report` asks for, with the series `tag`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::CreateLog`], [`crate::Error::WriteLog`].
+    pub(crate) fn new(tag: &'static str, report: &ReportArgs) -> Result<Receiving> {
+        Ok(Receiving {
+            tag,
+            log: Hlog::create_if(report.hlog.as_deref())?,
+            total: LatencyHistogram::new(),
+            ticker: Ticker::default(),
+            seen: 0,
+            last_active_ns: None,
+        })
+    }
+
+    /// Notes the subscription's counters as they are now.
+    pub(crate) fn look(&mut self, st: &SubscriptionStats) {
+        if st.messages != self.seen {
+            self.seen = st.messages;
+            self.last_active_ns = Some(now_ns());
+        }
+    }
+
+    /// Once a second (`elapsed` since the start): logs the interval that closed, taken from
+    /// `sub`, and returns `true` (time for the progress line).
+    ///
+    /// # Errors
+    ///
+    /// As [`Hlog::take`].
+    pub(crate) fn tick<H: Handler>(
+        &mut self,
+        elapsed: Duration,
+        sub: Option<&Subscription<H>>,
+    ) -> Result<bool> {
+        let Some(interval) = self.ticker.tick(elapsed) else {
+            return Ok(false);
+        };
+        if let (Some(log), Some(sub)) = (&mut self.log, sub) {
+            log.take(self.tag, interval, sub, &mut self.total)?;
+        }
+        Ok(true)
+    }
+
+    /// The end of the run, `end` after its start, once the subscription on `backend` is
+    /// `closed`: the log's last interval, the latency judged, the plot (`plot`, titled
+    /// `title`) written. Returns what was received, and for how long: from the first
+    /// message to the end of session or the last message (`end` when there were not two
+    /// such moments).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::WriteLog`], [`crate::Error::WritePlot`].
+    pub(crate) fn finish(
+        mut self,
+        closed: Closed<Watch>,
+        backend: BackendInfo,
+        end: Duration,
+        plot: Option<&Path>,
+        title: &str,
+    ) -> Result<(Received, Duration)> {
+        if closed.stats.messages != self.seen {
+            self.last_active_ns = Some(now_ns());
+        }
+        if let Some(mut log) = self.log {
+            let from = self.ticker.last();
+            log.append(self.tag, from, end.saturating_sub(from), &closed.latency)?;
+            log.finish()?;
+        }
+        self.total.merge(&closed.latency);
+        let (latency, stamps) = judge_stamps(&self.total);
+        if let Some(path) = plot {
+            let series = match latency {
+                Some(_) => vec![Series::new("one-way", &self.total)],
+                None => Vec::new(),
+            };
+            plot::write(path, title, &series)?;
+        }
+        let active = match (
+            closed.handler.first_ns,
+            closed.handler.ended_ns.or(self.last_active_ns),
+        ) {
+            (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
+            _ => end,
+        };
+        let received = Received {
+            backend,
+            stats: closed.stats,
+            latency,
+            stamps,
+        };
+        Ok((received, active))
+    }
+}
+
+/// The receive side of a progress line, `elapsed` after the start: messages, their rate,
+/// gaps and kernel drops.
+pub(crate) fn receive_progress(st: &SubscriptionStats, elapsed: Duration) -> String {
+    format!(
+        "  messages {:>13}  ({} msgs/s)  gaps {}  kernel drops {}",
+        Grouped(st.messages),
+        Grouped(per_second(st.messages, elapsed).round() as u64),
+        Grouped(st.gaps),
+        Grouped(st.kernel_drops),
+    )
+}
+
+/// The shard `sub` starts.
+fn shard_config(args: &SubArgs) -> ShardConfig {
+    args.engine.shard_config(1)
+}
+
+/// The subscription `sub` makes.
+fn subscription_config(args: &SubArgs) -> SubscriptionConfig {
+    SubscriptionConfig {
+        source: args.source,
+        interface: args.group.iface.clone(),
+        session: args.session,
+        start: start_at(args.late_join),
+        timestamps: true,
+        ..SubscriptionConfig::new(args.group.group)
+    }
+}
+
+/// What `multipoint sub` will ask of the host: one shard and one subscription.
+pub fn host_needs(args: &SubArgs) -> HostNeeds {
+    shard_config(args)
+        .host_needs()
+        .and(subscription_config(args).host_needs())
+}
+
 /// Runs `multipoint sub` and returns what arrived. With `progress`, a line on stdout is
 /// rewritten once a second.
 ///
@@ -72,59 +235,29 @@ pub fn judge_stamps(histogram: &LatencyHistogram) -> (Option<Percentiles>, Stamp
 /// [`crate::Error::WriteLog`] and [`crate::Error::WritePlot`] for the output files.
 pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let group = args.group.group;
-    let mut shards = Shards::start(args.io.shard_config(1, args.idle))?;
-    let config = SubscriptionConfig {
-        source: args.source,
-        interface: args.group.iface.clone(),
-        session: args.session,
-        start: if args.late_join {
-            StartAt::FirstSeen
-        } else {
-            StartAt::One
-        },
-        timestamps: true,
-        ..SubscriptionConfig::new(group)
-    };
-    let sub = shards.subscribe(config, Watch::default())?;
+    let mut shards = Shards::start(shard_config(args))?;
+    let sub = shards.subscribe(subscription_config(args), Watch::default())?;
     println!("{}", listening_line(args));
 
-    let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
-    let mut total = LatencyHistogram::new();
+    let mut receiving = Receiving::new(TAG, &args.report)?;
     let limit = args.stop.count.unwrap_or(u64::MAX);
     let mut line = Progress::new(progress);
-    let mut ticker = Ticker::default();
-    let mut seen = 0u64;
-    let mut last_active_ns = None;
     let start = Instant::now();
     loop {
         std::thread::sleep(POLL);
         let st = sub.stats();
         let elapsed = start.elapsed();
-        if st.messages != seen {
-            seen = st.messages;
-            last_active_ns = Some(now_ns());
-        }
+        receiving.look(&st);
         if st.end_of_session > 0
             || st.messages >= limit
             || args.stop.secs.is_some_and(|s| elapsed >= s)
         {
             break;
         }
-        if let Some((from, len)) = ticker.tick(elapsed) {
-            if let Some(log) = &mut log {
-                let interval = sub.take_latency()?;
-                log.append(TAG, from, len, &interval)?;
-                total.merge(&interval);
-            }
+        if receiving.tick(elapsed, Some(&sub))? {
             line.show(|| {
-                format!(
-                    "{:>4.0} s  messages {:>13}  ({} msgs/s)  gaps {}  kernel drops {}",
-                    elapsed.as_secs_f64(),
-                    Grouped(st.messages),
-                    Grouped(per_second(st.messages, elapsed).round() as u64),
-                    Grouped(st.gaps),
-                    Grouped(st.kernel_drops),
-                )
+                let secs = elapsed.as_secs_f64();
+                format!("{secs:>4.0} s{}", receive_progress(&st, elapsed))
             });
         }
     }
@@ -133,41 +266,16 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let backend = shards.backend().clone();
     let closed = sub.close()?;
     shards.shutdown();
-    if closed.stats.messages != seen {
-        last_active_ns = Some(now_ns());
-    }
-    if let Some(mut log) = log {
-        let from = ticker.last();
-        log.append(TAG, from, end.saturating_sub(from), &closed.latency)?;
-        log.finish()?;
-    }
-    total.merge(&closed.latency);
-    let (latency, stamps) = judge_stamps(&total);
-    if let Some(path) = &args.report.plot {
-        let series = match latency {
-            Some(_) => vec![Series::new("one-way", &total)],
-            None => Vec::new(),
-        };
-        let title = format!("multipoint sub: one-way latency, {group}");
-        plot::write(path, &title, &series)?;
-    }
-    let active = match (
-        closed.handler.first_ns,
-        closed.handler.ended_ns.or(last_active_ns),
-    ) {
-        (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
-        _ => end,
-    };
+    let title = format!("multipoint sub: one-way latency, {group}");
+    let plot = args.report.plot.as_deref();
+    let (received, active) = receiving.finish(closed, backend, end, plot, &title)?;
     Ok(SubReport {
         group: group.to_string(),
         interface: args.group.iface.to_string(),
         source: args.source.map(|s| s.to_string()),
         session: args.session.map(|s| s.to_string()),
-        backend,
         elapsed: active,
-        stats: closed.stats,
-        latency,
-        stamps,
+        received,
     })
 }
 
@@ -184,14 +292,21 @@ fn listening_line(args: &SubArgs) -> String {
         Some(s) => line.push_str(&format!(", session {s}")),
         None => line.push_str(", first session seen"),
     }
-    line.push_str("; until the end of session");
-    if let Some(count) = args.stop.count {
-        line.push_str(&format!(", {} messages", Grouped(count)));
-    }
-    if let Some(secs) = args.stop.secs {
-        line.push_str(&format!(" or {} s", secs.as_secs_f64()));
-    }
+    line.push_str(&until(&args.stop));
     line
+}
+
+/// How a receiving tool's first line ends: `; until the end of session`, and the
+/// `--count` and `--secs` that stop it sooner.
+pub(crate) fn until(stop: &StopArgs) -> String {
+    let mut words = "; until the end of session".to_owned();
+    if let Some(count) = stop.count {
+        words.push_str(&format!(", {} messages", Grouped(count)));
+    }
+    if let Some(secs) = stop.secs {
+        words.push_str(&format!(" or {} s", secs.as_secs_f64()));
+    }
+    words
 }
 
 #[cfg(test)]

@@ -6,13 +6,25 @@
 //! summary (`msgs_per_sec` in JSON) is what the subscriber was handed per second of
 //! publishing, so that messages the kernel dropped on the way do not count.
 
+use multipoint_dataplane::HostNeeds;
+
 use crate::cli::DemoArgs;
-use crate::demo::run_local;
+use crate::demo::{local_needs, run_local};
 use crate::error::Result;
 use crate::report::DemoReport;
 
 /// The one subscriber.
 pub const SUBSCRIBERS: usize = 1;
+
+/// What `multipoint throughput` will ask of the host: one publisher, the shards and one
+/// subscription.
+///
+/// # Errors
+///
+/// As [`crate::demo::host_needs`].
+pub fn host_needs(args: &DemoArgs) -> Result<HostNeeds> {
+    local_needs(args, SUBSCRIBERS)
+}
 
 /// Runs `multipoint throughput` and returns what it measured. With `progress`, a line on
 /// stdout is rewritten once a second.

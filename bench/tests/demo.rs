@@ -2,31 +2,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+mod common;
 
-use serde_json::Value;
+use common::{last_json, run, words};
 
 #[test]
 fn the_demo_delivers_every_message_to_both_subscribers_and_reports_json() {
     // A port of this test's own, so that a demo running elsewhere on the host does not
     // share the group with it.
     let group = format!("239.255.0.1:{}", 40_000 + std::process::id() % 20_000);
-    let output = Command::new(env!("CARGO_BIN_EXE_multipoint"))
-        .args(["demo", "--secs", "1", "--rate", "200000", "--json"])
-        .args(["--group", &group])
-        .output()
-        .expect("the multipoint binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "multipoint demo failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-
-    let last = stdout.lines().last().expect("some output");
-    let report: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+    let line = format!("demo --secs 1 --rate 200000 --json --group {group}");
+    let report = last_json(&run(&words(&line)));
     assert_eq!(report["command"], "demo");
     assert!(
         report["publisher"]["messages"].as_u64().unwrap() > 0,

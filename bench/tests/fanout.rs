@@ -4,8 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::words;
 use serde_json::Value;
 
 /// The keys of `multipoint fanout --json` that scripts rely on.
@@ -24,25 +27,15 @@ const KEYS: [&str; 12] = [
     "ratio",
 ];
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_multipoint"))
-        .arg("fanout")
-        .args(args)
-        .output()
-        .expect("the multipoint binary runs")
+/// Runs `multipoint fanout ARGS` to the end.
+fn run(args: &str) -> Output {
+    common::run(&words(&format!("fanout {args}")))
 }
 
+/// Checks that the run succeeded and that its last line is the fan-out's JSON object,
+/// and returns it.
 fn last_json(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "multipoint fanout failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    let last = stdout.lines().last().expect("some output");
-    let report: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+    let report = common::last_json(output);
     for key in KEYS {
         assert!(report.get(key).is_some(), "no {key}: {report}");
     }
@@ -58,16 +51,7 @@ fn number(report: &Value, key: &str) -> f64 {
 
 #[test]
 fn fanout_reports_deliveries_and_the_baseline_as_json() {
-    let report = last_json(&run(&[
-        "--leaves",
-        "16",
-        "--shards",
-        "2",
-        "--secs",
-        "0.5",
-        "--baseline",
-        "--json",
-    ]));
+    let report = last_json(&run("--leaves 16 --shards 2 --secs 0.5 --baseline --json"));
     assert_eq!(report["leaves"], 16);
     assert_eq!(report["shards"], 2);
     assert!(number(&report, "deliveries") > 0.0, "{report}");
@@ -91,21 +75,9 @@ fn fanout_reports_deliveries_and_the_baseline_as_json() {
 
 #[test]
 fn fanout_without_the_baseline_says_so_in_json() {
-    let report = last_json(&run(&[
-        "--leaves",
-        "4",
-        "--shards",
-        "1",
-        "--count",
-        "20000",
-        "--backend",
-        "mmsg",
-        "--gso",
-        "off",
-        "--leaf-gro",
-        "on",
-        "--json",
-    ]));
+    let report = last_json(&run(
+        "--leaves 4 --shards 1 --count 20000 --backend mmsg --gso off --leaf-gro on --json",
+    ));
     assert_eq!(report["backend"], "mmsg");
     assert_eq!(report["messages"], 20_000);
     assert!(number(&report, "deliveries") > 0.0, "{report}");
@@ -117,7 +89,7 @@ fn fanout_without_the_baseline_says_so_in_json() {
 
 #[test]
 fn fanout_refuses_a_message_too_large_for_a_packet() {
-    let output = run(&["--size", "2000", "--secs", "0.1", "--leaves", "1"]);
+    let output = run("--size 2000 --secs 0.1 --leaves 1");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--size 2000 is too large"), "{stderr}");

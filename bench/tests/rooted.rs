@@ -5,115 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead as _, BufReader, Read as _};
+mod common;
+
 use std::net::UdpSocket;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
+use common::{turn, u64_of, words, Proc};
 use serde_json::Value;
-
-/// Longest any process of these tests may run before the test gives up on it.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// The tests of this file take turns, so that one test's traffic does not make the
-/// kernel drop another's packets on a two-core machine (every test wants every message).
-static TURN: Mutex<()> = Mutex::new(());
-
-fn turn() -> MutexGuard<'static, ()> {
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A `multipoint` child process, killed (and reaped) when dropped unless it finished.
-struct Proc {
-    what: String,
-    child: Option<Child>,
-    stdout: BufReader<ChildStdout>,
-    /// What was read from stdout so far.
-    seen: String,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_multipoint"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the multipoint binary runs");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Proc {
-            what: format!("multipoint {}", args.join(" ")),
-            child: Some(child),
-            stdout,
-            seen: String::new(),
-        }
-    }
-
-    /// The next line of stdout (blocking).
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        self.seen.push_str(&line);
-        line
-    }
-
-    /// Waits (at most [`DEADLINE`] from now) for the process to exit; returns its status,
-    /// all of its stdout and its stderr. A process still running then is killed and the
-    /// test fails.
-    fn finish(mut self) -> (ExitStatus, String, String) {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not end within {DEADLINE:?}", self.what);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut stdout = std::mem::take(&mut self.seen);
-        self.stdout.read_to_string(&mut stdout).unwrap();
-        let mut stderr = String::new();
-        if let Some(mut err) = child.stderr.take() {
-            err.read_to_string(&mut stderr).unwrap();
-        }
-        (status, stdout, stderr)
-    }
-
-    /// Waits for a successful exit and returns stdout and the JSON object on its last line.
-    fn json(self) -> (String, Value) {
-        let what = self.what.clone();
-        let (status, stdout, stderr) = self.finish();
-        assert!(
-            status.success(),
-            "{what} failed ({status}):\n{stdout}\n{stderr}"
-        );
-        let last = stdout.lines().last().expect("some output");
-        let report = serde_json::from_str(last)
-            .unwrap_or_else(|e| panic!("{what}: the last line is not JSON ({e}): {last}"));
-        (stdout, report)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Starts `multipoint root ARGS` and returns it with the address it listens at, read
 /// from its first line.
-fn root(args: &[&str]) -> (Proc, String) {
-    let mut args = args.to_vec();
-    args.insert(0, "root");
-    let mut root = Proc::spawn(&args);
+fn root(args: &str) -> (Proc, String) {
+    let mut root = Proc::spawn(&words(&format!("root {args}")));
     let first = root.line();
     let addr = first
         .split("listening on ")
@@ -128,16 +30,17 @@ fn root(args: &[&str]) -> (Proc, String) {
     (root, addr)
 }
 
-fn leaf(root: &str, args: &[&str]) -> Proc {
-    let mut all = vec!["leaf", "--root", root, "--secs", "8"];
-    all.extend_from_slice(args);
-    Proc::spawn(&all)
+/// Starts `multipoint leaf --root ROOT --secs 8 ARGS`.
+fn leaf(root: &str, args: &str) -> Proc {
+    Proc::spawn(&words(&format!("leaf --root {root} --secs 8 {args}")))
 }
 
-fn u64_of(report: &Value, key: &str) -> u64 {
-    report[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} is not a number: {report}"))
+/// Runs `multipoint leaf` with `args` to a root that must refuse it; returns what the
+/// leaf said on stderr.
+fn refused(root: &str, args: &str) -> String {
+    let output = leaf(root, args).finish();
+    assert!(!output.status.success(), "leaf {args} was let in");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A leaf's report that has all `n` messages, no gap, one-way latency for each, and says
@@ -155,17 +58,9 @@ fn assert_got_everything(report: &Value, n: u64) {
 #[test]
 fn two_leaves_get_every_message_of_a_root_that_waits_for_them() {
     let _turn = turn();
-    let (root, addr) = root(&[
-        "--wait-leaves",
-        "2",
-        "--count",
-        "20000",
-        "--rate",
-        "100000",
-        "--json",
-    ]);
-    let alice = leaf(&addr, &["--name", "alice", "--json"]);
-    let bob = leaf(&addr, &["--name", "bob", "--json"]);
+    let (root, addr) = root("--wait-leaves 2 --count 20000 --rate 100000 --json");
+    let alice = leaf(&addr, "--name alice --json");
+    let bob = leaf(&addr, "--name bob --json");
     let (root_out, root_report) = root.json();
     let (alice_out, alice_report) = alice.json();
     let (_, bob_report) = bob.json();
@@ -199,29 +94,17 @@ fn two_leaves_get_every_message_of_a_root_that_waits_for_them() {
 #[test]
 fn a_leaf_not_on_the_admit_list_is_refused_with_the_reason() {
     let _turn = turn();
-    let (root, addr) = root(&[
-        "--admit",
-        "alice",
-        "--wait-leaves",
-        "1",
-        "--count",
-        "1000",
-        "--rate",
-        "50000",
-        "--json",
-    ]);
-    let (status, _, stderr) = leaf(&addr, &["--name", "mallory"]).finish();
-    assert!(!status.success(), "mallory was let in");
+    let (root, addr) = root("--admit alice --wait-leaves 1 --count 1000 --rate 50000 --json");
+    let stderr = refused(&addr, "--name mallory");
     assert!(
         stderr.contains("cannot join the root") && stderr.contains("\"mallory\" is not admitted"),
         "{stderr}"
     );
     // A root without --uplink takes no data from leaves, and says so.
-    let (status, _, stderr) = leaf(&addr, &["--name", "alice", "--direction", "both"]).finish();
-    assert!(!status.success(), "a sender was let in");
+    let stderr = refused(&addr, "--name alice --direction both");
     assert!(stderr.contains("receive-only"), "{stderr}");
 
-    let (_, alice) = leaf(&addr, &["--name", "alice", "--json"]).json();
+    let (_, alice) = leaf(&addr, "--name alice --json").json();
     let (root_out, root_report) = root.json();
     assert_got_everything(&alice, 1_000);
     assert_eq!(u64_of(&root_report, "leaves"), 1, "{root_report}");
@@ -243,34 +126,12 @@ fn an_admitted_multicast_root_feeds_a_leaf_by_multicast() {
         .unwrap()
         .port();
     let group = format!("239.254.{}.{}:{port}", port >> 8, port & 0xff);
-    let (root, addr) = root(&[
-        "--transport",
-        "admitted-multicast",
-        "--group",
-        &group,
-        "--iface",
-        "127.0.0.1",
-        "--ttl",
-        "0",
-        "--wait-leaves",
-        "1",
-        "--count",
-        "5000",
-        "--rate",
-        "50000",
-        "--json",
-    ]);
-    let (_, leaf_report) = leaf(
-        &addr,
-        &[
-            "--transport",
-            "admitted-multicast",
-            "--name",
-            "m1",
-            "--json",
-        ],
-    )
-    .json();
+    let (root, addr) = root(&format!(
+        "--transport admitted-multicast --group {group} --iface 127.0.0.1 --ttl 0 \
+         --wait-leaves 1 --count 5000 --rate 50000 --json"
+    ));
+    let leaf = leaf(&addr, "--transport admitted-multicast --name m1 --json");
+    let (_, leaf_report) = leaf.json();
     let (_, root_report) = root.json();
     assert_got_everything(&leaf_report, 5_000);
     assert_eq!(leaf_report["data"], group.as_str(), "{leaf_report}");
@@ -284,29 +145,9 @@ fn an_admitted_multicast_root_feeds_a_leaf_by_multicast() {
 #[test]
 fn a_sending_leaf_reaches_a_root_with_uplink() {
     let _turn = turn();
-    let (root, addr) = root(&[
-        "--uplink",
-        "--wait-leaves",
-        "1",
-        "--secs",
-        "1",
-        "--rate",
-        "10000",
-        "--json",
-    ]);
-    let (_, leaf_report) = leaf(
-        &addr,
-        &[
-            "--direction",
-            "both",
-            "--count",
-            "2000",
-            "--rate",
-            "20000",
-            "--json",
-        ],
-    )
-    .json();
+    let (root, addr) = root("--uplink --wait-leaves 1 --secs 1 --rate 10000 --json");
+    let leaf = leaf(&addr, "--direction both --count 2000 --rate 20000 --json");
+    let (_, leaf_report) = leaf.json();
     let (_, root_report) = root.json();
     assert_eq!(leaf_report["direction"], "both", "{leaf_report}");
     assert_eq!(leaf_report["ended_by"], "count", "{leaf_report}");

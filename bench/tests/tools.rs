@@ -5,44 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead as _, BufReader, Read as _};
+mod common;
+
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::process::Output;
 use std::time::Duration;
 
+use common::{last_json, run, turn, u64_of, words, Proc};
+use multipoint_bench::report::SUMMARY;
 use multipoint_control::socket2::SockRef;
 use multipoint_dataplane::wire::{pack_all, write_end_of_session, Session, HEADER_LEN};
 use serde_json::Value;
-
-/// The keys every tool's JSON object has.
-const SUMMARY: [&str; 15] = [
-    "command",
-    "backend",
-    "backend_reason",
-    "messages",
-    "bytes",
-    "packets",
-    "secs",
-    "msgs_per_sec",
-    "bytes_per_sec",
-    "gaps",
-    "missing",
-    "duplicates",
-    "malformed",
-    "kernel_drops",
-    "latency_ns",
-];
-
-/// The tests of this file take turns: a throughput run at full speed beside a paced
-/// pub/sub on a two-core machine could make the kernel drop packets, and then the
-/// pub/sub test, which wants every message, would fail for the wrong reason.
-static TURN: Mutex<()> = Mutex::new(());
-
-fn turn() -> MutexGuard<'static, ()> {
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// `n` groups on ports no one else on this host is using right now (those of throwaway
 /// UDP sockets, all open at once so that they differ), so that tests running elsewhere do
@@ -54,31 +28,10 @@ fn groups<const N: usize>() -> [String; N] {
     std::array::from_fn(|i| format!("239.255.0.1:{}", sockets[i].local_addr().unwrap().port()))
 }
 
-fn multipoint() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_multipoint"))
-}
-
-/// Runs `multipoint ARGS` to the end.
-fn run(args: &[&str]) -> Output {
-    multipoint()
-        .args(args)
-        .output()
-        .expect("the multipoint binary runs")
-}
-
 /// Checks that the run succeeded and that its last line is a JSON object with the
-/// summary, and returns it.
-fn last_json(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "multipoint failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    let last = stdout.lines().last().expect("some output");
-    let report: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+/// summary every tool's has, and returns it.
+fn report_of(output: &Output) -> Value {
+    let report = last_json(output);
     for key in SUMMARY {
         assert!(report.get(key).is_some(), "no {key}: {report}");
     }
@@ -87,12 +40,6 @@ fn last_json(output: &Output) -> Value {
         "{report}"
     );
     report
-}
-
-fn u64_of(report: &Value, key: &str) -> u64 {
-    report[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} is not a number: {report}"))
 }
 
 /// Checks `latency_ns` has every percentile, in order, and returns the count.
@@ -116,14 +63,9 @@ fn latency_count(report: &Value) -> u64 {
 fn throughput_delivers_what_it_publishes_and_reports_json() {
     let _turn = turn();
     let [group] = groups();
-    let report = last_json(&run(&[
-        "throughput",
-        "--secs",
-        "1",
-        "--json",
-        "--group",
-        &group,
-    ]));
+    let report = report_of(&run(&words(&format!(
+        "throughput --secs 1 --json --group {group}"
+    ))));
     assert_eq!(report["command"], "throughput");
     let published = report["publisher"]["messages"].as_u64().unwrap();
     let delivered = u64_of(&report, "messages");
@@ -142,22 +84,21 @@ fn throughput_delivers_what_it_publishes_and_reports_json() {
     assert_eq!(report["subscribers"].as_array().unwrap().len(), 1);
 }
 
+/// Runs `pingpong` with both roles for `count` round trips (20 s at most) on groups of
+/// its own, with `more` arguments, and returns its report.
+fn pingpong(count: u64, more: &[&str]) -> Value {
+    let [ping, pong] = groups();
+    let line =
+        format!("pingpong --count {count} --secs 20 --json --group {ping} --reply-group {pong}");
+    let mut args = words(&line);
+    args.extend_from_slice(more);
+    report_of(&run(&args))
+}
+
 #[test]
 fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
     let _turn = turn();
-    let [ping, pong] = groups();
-    let report = last_json(&run(&[
-        "pingpong",
-        "--count",
-        "2000",
-        "--secs",
-        "20",
-        "--json",
-        "--group",
-        &ping,
-        "--reply-group",
-        &pong,
-    ]));
+    let report = pingpong(2000, &[]);
     assert_eq!(
         (report["command"].as_str(), report["role"].as_str()),
         (Some("pingpong"), Some("both"))
@@ -173,52 +114,24 @@ fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
     assert!(echoed >= 2000, "{report}");
 }
 
-/// A `sub` running in the background, its first line (it has joined) read.
-struct Sub {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    first: String,
-}
-
-fn spawn_sub(args: &[&str]) -> Sub {
-    let mut child = multipoint()
-        .arg("sub")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the multipoint binary runs");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
+/// Starts `multipoint sub ARGS` in the background and reads its first line (it has
+/// joined).
+fn spawn_sub(args: &str) -> Proc {
+    let mut sub = Proc::spawn(&words(&format!("sub {args}")));
+    let first = sub.line();
     assert!(first.contains("listening on"), "sub said: {first:?}");
-    Sub {
-        child,
-        stdout,
-        first,
-    }
-}
-
-impl Sub {
-    /// Waits for the end and returns the whole output.
-    fn finish(mut self) -> Output {
-        let mut stdout = self.first;
-        self.stdout.read_to_string(&mut stdout).unwrap();
-        let mut output = self.child.wait_with_output().unwrap();
-        output.stdout = stdout.into_bytes();
-        output
-    }
+    sub
 }
 
 #[test]
 fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
     let _turn = turn();
     let [group] = groups();
-    let sub = spawn_sub(&["--secs", "3", "--json", "--group", &group]);
-    let published = last_json(&run(&[
-        "pub", "--count", "50000", "--rate", "100000", "--json", "--group", &group,
-    ]));
-    let received = last_json(&sub.finish());
+    let sub = spawn_sub(&format!("--secs 3 --json --group {group}"));
+    let published = report_of(&run(&words(&format!(
+        "pub --count 50000 --rate 100000 --json --group {group}"
+    ))));
+    let received = report_of(&sub.finish());
 
     assert_eq!(published["command"], "pub");
     assert_eq!(u64_of(&published, "messages"), 50_000, "{published}");
@@ -237,15 +150,7 @@ fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
 fn sub_takes_any_moldudp64_stream_and_gives_no_latency_for_foreign_payloads() {
     let _turn = turn();
     let [group] = groups();
-    let sub = spawn_sub(&[
-        "--secs",
-        "3",
-        "--json",
-        "--session",
-        "FEED1",
-        "--group",
-        &group,
-    ]);
+    let sub = spawn_sub(&format!("--secs 3 --json --session FEED1 --group {group}"));
 
     // A feed of our own making: text payloads, no timestamps; and another session, which
     // the subscriber ignores.
@@ -271,7 +176,7 @@ fn sub_takes_any_moldudp64_stream_and_gives_no_latency_for_foreign_payloads() {
         // Gently: this is about the payloads, not about the receive buffer.
         std::thread::sleep(Duration::from_micros(200));
     }
-    let received = last_json(&sub.finish());
+    let received = report_of(&sub.finish());
 
     assert_eq!(u64_of(&received, "messages"), 300, "{received}");
     assert_eq!(u64_of(&received, "gaps"), 0, "{received}");
@@ -293,23 +198,9 @@ impl Drop for TempFile {
 #[test]
 fn plot_writes_the_percentile_distribution_as_svg() {
     let _turn = turn();
-    let [ping, pong] = groups();
     let file =
         TempFile(std::env::temp_dir().join(format!("multipoint-plot-{}.svg", std::process::id())));
-    let report = last_json(&run(&[
-        "pingpong",
-        "--count",
-        "500",
-        "--secs",
-        "20",
-        "--json",
-        "--group",
-        &ping,
-        "--reply-group",
-        &pong,
-        "--plot",
-        file.0.to_str().unwrap(),
-    ]));
+    let report = pingpong(500, &["--plot", file.0.to_str().unwrap()]);
     assert_eq!(u64_of(&report, "round_trips"), 500, "{report}");
     let svg = std::fs::read_to_string(&file.0).expect("the plot was written");
     assert!(svg.starts_with("<svg"), "{svg}");

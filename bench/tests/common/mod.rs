@@ -1,0 +1,149 @@
+//! What the tests of the built `multipoint` binary share: running it to the end or in the
+//! background, reading the JSON object it prints last, and taking turns on loopback.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest a process started in the background may run before the test gives up on it.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The tests of one file take turns: one test's traffic beside another's on a two-core
+/// machine could make the kernel drop packets, and a test that wants every message would
+/// then fail for the wrong reason.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Waits for this test's turn (see [`TURN`]); the turn lasts while the guard lives.
+pub(crate) fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The command line `line`, split into its words.
+pub(crate) fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The built binary, to be given arguments.
+pub(crate) fn multipoint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_multipoint"))
+}
+
+/// Runs `multipoint ARGS` to the end.
+pub(crate) fn run(args: &[&str]) -> Output {
+    multipoint()
+        .args(args)
+        .output()
+        .expect("the multipoint binary runs")
+}
+
+/// Checks that the run succeeded and that the last line of its stdout is a JSON object,
+/// and returns it.
+pub(crate) fn last_json(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "multipoint failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let last = stdout.lines().last().expect("some output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"))
+}
+
+/// The number `report[key]`.
+pub(crate) fn u64_of(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a number: {report}"))
+}
+
+/// A `multipoint` process in the background, killed (and reaped) when dropped unless it
+/// finished.
+pub(crate) struct Proc {
+    what: String,
+    child: Option<Child>,
+    stdout: BufReader<ChildStdout>,
+    /// What was read from stdout so far.
+    seen: String,
+}
+
+impl Proc {
+    /// Starts `multipoint ARGS` with stdout and stderr piped.
+    pub(crate) fn spawn(args: &[&str]) -> Proc {
+        let mut child = multipoint()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the multipoint binary runs");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Proc {
+            what: format!("multipoint {}", args.join(" ")),
+            child: Some(child),
+            stdout,
+            seen: String::new(),
+        }
+    }
+
+    /// The next line of stdout (blocking).
+    pub(crate) fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        self.seen.push_str(&line);
+        line
+    }
+
+    /// Waits (at most [`DEADLINE`] from now) for the process to exit; returns its status,
+    /// all of its stdout and its stderr. A process still running then is killed and the
+    /// test fails.
+    pub(crate) fn finish(mut self) -> Output {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not end within {DEADLINE:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stdout = std::mem::take(&mut self.seen);
+        self.stdout.read_to_string(&mut stdout).unwrap();
+        let mut stderr = Vec::new();
+        if let Some(mut err) = child.stderr.take() {
+            err.read_to_end(&mut stderr).unwrap();
+        }
+        Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr,
+        }
+    }
+}
+
+impl Proc {
+    /// Waits for a successful exit (see [`Proc::finish`]) and returns stdout and the JSON
+    /// object on its last line.
+    pub(crate) fn json(self) -> (String, Value) {
+        let output = self.finish();
+        let report = last_json(&output);
+        (String::from_utf8_lossy(&output.stdout).into_owned(), report)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
