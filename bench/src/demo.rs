@@ -14,8 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-use multipoint_dataplane::latency::LatencyHistogram;
 use multipoint_dataplane::core::sequence::Gap;
+use multipoint_dataplane::latency::LatencyHistogram;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     Handler, HostNeeds, Publisher, PublisherConfig, ShardConfig, Shards, Subscription,

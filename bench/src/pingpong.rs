@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use multipoint_dataplane::latency::{self, LatencyHistogram};
 use multipoint_dataplane::core::sequence::StartAt;
+use multipoint_dataplane::latency::{self, LatencyHistogram};
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     BackendInfo, Handler, HostNeeds, OfferError, Publisher, PublisherConfig, ShardConfig, Shards,

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::{Decision, LeafId, Root, RootEvent};
 use multipoint_control::Direction;
+use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::rooted_transport::{
     Admission, AdmittedRoot, UnicastRoot, UnicastRootConfig, UplinkHandlers,
 };
-use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN};
 use multipoint_dataplane::{BackendInfo, Handler, HostNeeds, PublisherConfig, ShardConfig, Shards};
 

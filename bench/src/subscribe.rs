@@ -18,8 +18,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::core::sequence::StartAt;
+use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::{
     BackendInfo, Closed, Handler, HostNeeds, ShardConfig, Shards, Subscription, SubscriptionConfig,
     SubscriptionStats,

@@ -38,8 +38,8 @@ use crate::core::sequence::StartAt;
 use crate::error::{Error, Result};
 use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats};
 use crate::publisher::{Publisher, PublisherConfig};
-use crate::subscribe::{Closed, Shards, Subscription, SubscriptionConfig};
 use crate::stats::{PublisherStats, SubscriptionStats};
+use crate::subscribe::{Closed, Shards, Subscription, SubscriptionConfig};
 use crate::wire::Session;
 
 /// Decides leaf-initiated joins (see [`RootHooks::admit`]); runs on the root's control

@@ -25,7 +25,12 @@ const MESSAGES: u64 = 1_000_000;
 /// MB of payload, well inside a socket receive buffer of 4 MiB (the usual rmem_max).
 const WINDOW: u64 = 3_000;
 
-fn a_million_messages_reach_two_subscribers(test: &str, net: Net, offload: bool, group: SocketAddr) {
+fn a_million_messages_reach_two_subscribers(
+    test: &str,
+    net: Net,
+    offload: bool,
+    group: SocketAddr,
+) {
     let Some(mut shards) = start_or_skip(
         test,
         net.shards(ShardConfig {

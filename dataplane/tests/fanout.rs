@@ -49,7 +49,9 @@ fn root_socket(net: &Net) -> (DataSocket, SocketAddr) {
             (socket.into(), addr)
         }
         Net::Sim(net) => {
-            let socket = net.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+            let socket = net
+                .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .unwrap();
             let addr = socket.local_addr();
             (socket.into(), addr)
         }
@@ -213,7 +215,9 @@ impl Leaf {
                 (LeafSocket::Udp(socket), addr)
             }
             Net::Sim(net) => {
-                let socket = net.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+                let socket = net
+                    .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                    .unwrap();
                 socket.connect(root);
                 let addr = socket.local_addr();
                 (LeafSocket::Sim(socket), addr)
@@ -391,10 +395,12 @@ fn every_leaf_gets_every_message(net: &Net) -> usize {
                 let Some(mut fanout) = start_or_skip(&test, socket, config(net, gso, 2)) else {
                     continue;
                 };
-                let leaves: Vec<Leaf> =
-                    (0..LEAVES).map(|_| Leaf::spawn(net, root, &messages)).collect();
+                let leaves: Vec<Leaf> = (0..LEAVES)
+                    .map(|_| Leaf::spawn(net, root, &messages))
+                    .collect();
                 let handle = fanout.leaves();
-                let ids: Vec<FanoutLeafId> = leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect();
+                let ids: Vec<FanoutLeafId> =
+                    leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect();
                 assert_eq!(handle.len(), LEAVES);
                 let shards: Vec<usize> = ids
                     .iter()
@@ -443,7 +449,9 @@ fn every_leaf_gets_every_message(net: &Net) -> usize {
 
 #[test]
 fn every_leaf_gets_every_message_in_order_on_both_backends_with_and_without_gso() {
-    let runs: usize = host_nets().map(|net| every_leaf_gets_every_message(&net)).sum();
+    let runs: usize = host_nets()
+        .map(|net| every_leaf_gets_every_message(&net))
+        .sum();
     assert!(runs > 0, "no backend could run here");
 }
 
@@ -649,7 +657,9 @@ fn backpressure_hands_the_message_back_and_nothing_is_lost() {
         };
         let messages = Messages::Fixed(fanout.max_message());
         let handle = fanout.leaves();
-        let leaves: Vec<Leaf> = (0..32).map(|_| Leaf::spawn(&net, root, &messages)).collect();
+        let leaves: Vec<Leaf> = (0..32)
+            .map(|_| Leaf::spawn(&net, root, &messages))
+            .collect();
         for leaf in &leaves {
             handle.add(leaf.addr).unwrap();
         }

@@ -95,10 +95,7 @@ fn publish(fanout: &mut Fanout, stream: &Stream, from: u64, to: u64, slowest: &d
 fn after_warm_up_the_fan_out_allocates_nothing() {
     let before = alloc::allocations();
     drop(std::hint::black_box(vec![0u8; 64]));
-    assert!(
-        alloc::allocations() > before,
-        "the counter counts"
-    );
+    assert!(alloc::allocations() > before, "the counter counts");
 
     let mut findings = Vec::new();
     let mut runs = 0;

@@ -9,7 +9,6 @@
 
 mod common;
 
-
 use common::{
     group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Stream, BACKENDS, STALL,
 };

@@ -70,7 +70,10 @@ impl Feed {
         for seq in seqs {
             let mut msg = [0u8; 40];
             msg[..8].copy_from_slice(&seq.to_le_bytes());
-            let got = self.packetizer.offer(&msg, &mut self.buffers, clock).unwrap();
+            let got = self
+                .packetizer
+                .offer(&msg, &mut self.buffers, clock)
+                .unwrap();
             assert_eq!(got, seq);
             self.transmit(clock);
         }
@@ -82,7 +85,8 @@ impl Feed {
     }
 
     fn tick(&mut self, clock: &FakeClock) {
-        self.packetizer.handle_timeout(clock.now(), &mut self.buffers);
+        self.packetizer
+            .handle_timeout(clock.now(), &mut self.buffers);
         self.transmit(clock);
     }
 
@@ -102,7 +106,9 @@ impl Feed {
             self.socket.send_to(bytes, self.to, now).unwrap();
         }
         let n = ready.len();
-        self.buffers.free.extend(ready.iter().map(|&(slot, _)| slot));
+        self.buffers
+            .free
+            .extend(ready.iter().map(|&(slot, _)| slot));
         self.packetizer.handle_transmitted(n, now);
     }
 }
@@ -169,11 +175,18 @@ impl Sub {
     /// increasing, none corrupt, and delivered plus reported missing covering 1..next.
     fn assert_accounted(&self) {
         let seen = &self.seen;
-        assert!(seen.messages.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        assert!(
+            seen.messages.windows(2).all(|w| w[0] < w[1]),
+            "in order, once each"
+        );
         assert_eq!(seen.corrupt, 0, "no message reached the handler damaged");
         let missing: u64 = seen.gaps.iter().map(|g| g.count).sum();
         let next = self.state.next_expected().unwrap_or(1);
-        assert_eq!(seen.messages.len() as u64 + missing, next - 1, "every number accounted");
+        assert_eq!(
+            seen.messages.len() as u64 + missing,
+            next - 1,
+            "every number accounted"
+        );
         let stats = self.state.stats();
         assert_eq!(stats.messages, seen.messages.len() as u64);
         assert_eq!(stats.missing, missing);
@@ -392,7 +405,10 @@ fn sim_a_heartbeat_after_a_lost_tail_reveals_the_gap_at_the_next_second() {
     clock.advance(Duration::from_millis(999));
     feed.tick(&clock);
     sub.receive(&clock);
-    assert!(sub.seen.gaps.is_empty(), "no heartbeat before a second of silence");
+    assert!(
+        sub.seen.gaps.is_empty(),
+        "no heartbeat before a second of silence"
+    );
     clock.advance(Duration::from_millis(1));
     feed.tick(&clock);
     sub.receive(&clock);
@@ -427,7 +443,10 @@ fn sim_the_end_of_session_reveals_a_lost_last_packet_and_comes_once() {
             count: 5
         }]
     );
-    assert_eq!(sub.seen.ends, 1, "the end of session, sent twice, is reported once");
+    assert_eq!(
+        sub.seen.ends, 1,
+        "the end of session, sent twice, is reported once"
+    );
     assert_eq!(sub.state.stats().end_of_session, 2);
     sub.assert_accounted();
 }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::{proto::Frame, Decision, RootEvent, SessionEvent};
 use multipoint_control::{Direction, Transport};
+use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::rooted_transport::{
     AdmittedRoot, DataLeaf, DataLeafConfig, Joined, UnicastRoot, UnicastRootConfig,
 };
-use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     BackendChoice, Handler, IdleStrategy, PublisherConfig, ShardConfig, Shards,
@@ -348,14 +348,15 @@ fn a_leaf_reaches_the_root_but_never_another_leaf() {
     let mut shards = shards(8);
     let uplink_msgs = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&uplink_msgs);
-    let uplink_handlers: multipoint_dataplane::rooted_transport::UplinkHandlers = Box::new(move |_leaf| {
-        let counter = Arc::clone(&counter);
-        Box::new(move |_seq: u64, msg: &[u8]| {
-            if msg == b"to the root" {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    });
+    let uplink_handlers: multipoint_dataplane::rooted_transport::UplinkHandlers =
+        Box::new(move |_leaf| {
+            let counter = Arc::clone(&counter);
+            Box::new(move |_seq: u64, msg: &[u8]| {
+                if msg == b"to the root" {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        });
     let mut root = UnicastRoot::start_with(
         root_config("UPLINK", Duration::from_secs(3)),
         None,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use multipoint_control::rooted::RootEvent;
 use multipoint_control::{Direction, Transport};
-use multipoint_dataplane::rooted_transport::{DataLeaf, DataLeafConfig, UnicastRoot, UnicastRootConfig};
+use multipoint_dataplane::rooted_transport::{
+    DataLeaf, DataLeafConfig, UnicastRoot, UnicastRootConfig,
+};
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{IdleStrategy, ShardConfig, Shards};
 use multipoint_test_support::{alloc, open_fds};

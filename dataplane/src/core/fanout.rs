@@ -335,11 +335,16 @@ mod tests {
         }
         let sent = send_all(&mut c, true);
         assert_eq!(
-            sent.iter().map(|(_, r)| (r.leaf, r.first, r.count)).collect::<Vec<_>>(),
+            sent.iter()
+                .map(|(_, r)| (r.leaf, r.first, r.count))
+                .collect::<Vec<_>>(),
             [(a, 0, 3), (b, 0, 3)],
             "one GSO run of the three packets per leaf"
         );
-        assert!(send_all(&mut c, true).is_empty(), "one send in flight per leaf");
+        assert!(
+            send_all(&mut c, true).is_empty(),
+            "one send in flight per leaf"
+        );
         assert_eq!(c.complete(0, &released), Some(&"a"));
         assert!(released.0.borrow().is_empty(), "leaf b still sends them");
         assert_eq!(c.complete(1, &released), Some(&"b"));

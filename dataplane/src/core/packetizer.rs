@@ -209,7 +209,9 @@ impl Packetizer {
             )));
         }
         if buffers == 0 || buffers > usize::from(u16::MAX) {
-            return Err(ConfigError(format!("buffers {buffers} is outside 1..=65535")));
+            return Err(ConfigError(format!(
+                "buffers {buffers} is outside 1..=65535"
+            )));
         }
         Ok(Packetizer {
             session: config.session,
@@ -544,7 +546,8 @@ mod tests {
         let mut b = Buffers::new(4);
         // 100-byte datagrams: 20 header + blocks of 2 + 30 bytes: two fit, the third not.
         for _ in 0..2 {
-            p.offer(&[7; 30], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+            p.offer(&[7; 30], &mut b, &clock)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(p.poll_transmit().is_none());
         assert_eq!(p.offer(&[7; 30], &mut b, &clock), Ok(3));
@@ -557,7 +560,8 @@ mod tests {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
         let mut b = Buffers::new(4);
-        p.offer(b"one", &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        p.offer(b"one", &mut b, &clock)
+            .unwrap_or_else(|e| panic!("{e}"));
         let deadline = p.poll_timeout().unwrap_or_else(|| panic!("a deadline"));
         clock.advance(Duration::from_micros(99));
         p.handle_timeout(clock.now(), &mut b);
@@ -573,7 +577,8 @@ mod tests {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
         let mut b = Buffers::new(4);
-        p.offer(b"one", &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        p.offer(b"one", &mut b, &clock)
+            .unwrap_or_else(|e| panic!("{e}"));
         p.flush(&mut b);
         assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
         clock.advance(Duration::from_millis(999));
@@ -598,12 +603,19 @@ mod tests {
         // Each 78-byte message fills a packet: the fifth offer closes the fourth packet,
         // and four held packets exceed the batch of three.
         for _ in 0..3 {
-            p.offer(&[1; 78], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+            p.offer(&[1; 78], &mut b, &clock)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(p.poll_transmit().is_none(), "two closed packets are held");
-        p.offer(&[1; 78], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(transmit(&mut p, &mut b, &clock).len(), 3, "the batch is full");
-        p.offer(&[1; 78], &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        p.offer(&[1; 78], &mut b, &clock)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            transmit(&mut p, &mut b, &clock).len(),
+            3,
+            "the batch is full"
+        );
+        p.offer(&[1; 78], &mut b, &clock)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.poll_transmit().is_none());
         p.end_batch();
         assert_eq!(transmit(&mut p, &mut b, &clock), [(4, 1)]);
@@ -616,7 +628,10 @@ mod tests {
         let mut b = Buffers::new(1);
         assert_eq!(p.offer(&[1; 78], &mut b, &clock), Ok(1));
         // The only slot holds the open packet: the next message closes it and finds none.
-        assert_eq!(p.offer(&[2; 78], &mut b, &clock), Err(OfferError::Backpressure));
+        assert_eq!(
+            p.offer(&[2; 78], &mut b, &clock),
+            Err(OfferError::Backpressure)
+        );
         assert_eq!(p.next_sequence(), 2, "refused messages take no number");
         assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
         assert_eq!(p.offer(&[2; 78], &mut b, &clock), Ok(2));
@@ -627,7 +642,8 @@ mod tests {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
         let mut b = Buffers::new(4);
-        p.offer(b"last", &mut b, &clock).unwrap_or_else(|e| panic!("{e}"));
+        p.offer(b"last", &mut b, &clock)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.end_session(&mut b));
         assert_eq!(
             transmit(&mut p, &mut b, &clock),

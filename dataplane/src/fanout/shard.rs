@@ -92,7 +92,9 @@ pub(crate) fn max_ops(max_leaves: usize) -> usize {
 pub(crate) fn ring_size(max_leaves: usize) -> RingSize {
     RingSize {
         sq: 256,
-        cq: (max_ops(max_leaves) as u32 + 8).next_power_of_two().max(256),
+        cq: (max_ops(max_leaves) as u32 + 8)
+            .next_power_of_two()
+            .max(256),
     }
 }
 
@@ -113,7 +115,11 @@ pub(crate) struct Setup {
 /// Starts a shard on the send backend `make` builds on the shard's thread (given the
 /// shard's wake-up eventfd); `socket` is the dup of the root's socket the backend sends
 /// on, kept open as long as the backend (none on a simulated network).
-pub(crate) fn start<S, F>(setup: Setup, socket: Option<Socket>, make: F) -> Result<(Link, std::thread::JoinHandle<()>)>
+pub(crate) fn start<S, F>(
+    setup: Setup,
+    socket: Option<Socket>,
+    make: F,
+) -> Result<(Link, std::thread::JoinHandle<()>)>
 where
     S: BatchSend + 'static,
     F: FnOnce(&Wake, usize) -> std::io::Result<S> + Send + 'static,
@@ -127,12 +133,14 @@ where
     let queue = Arc::new(ArrayQueue::new(pool.count()));
     let leaves = Arc::new(CachePadded::new(AtomicUsize::new(0)));
     let counters = Arc::new(ShardCounters::default());
-    let (shard_queue, shard_leaves, shard_counters) =
-        (Arc::clone(&queue), Arc::clone(&leaves), Arc::clone(&counters));
+    let (shard_queue, shard_leaves, shard_counters) = (
+        Arc::clone(&queue),
+        Arc::clone(&leaves),
+        Arc::clone(&counters),
+    );
     let (commands, thread) = runtime::spawn(spawn, move |wake: &Arc<Wake>| {
         let ops = max_ops(max_leaves);
-        let sender =
-            make(wake, ops).map_err(Error::io("setting up a fan-out shard's sender"))?;
+        let sender = make(wake, ops).map_err(Error::io("setting up a fan-out shard's sender"))?;
         Ok(Shard {
             sender,
             _socket: socket,
@@ -172,7 +180,12 @@ struct Shard<S> {
 }
 
 impl<S: BatchSend> Shard<S> {
-    fn add(&mut self, id: FanoutLeafId, addr: SockAddr, counters: Arc<LeafCounters>) -> Result<u32> {
+    fn add(
+        &mut self,
+        id: FanoutLeafId,
+        addr: SockAddr,
+        counters: Arc<LeafCounters>,
+    ) -> Result<u32> {
         let Some(slot) = self.cursors.add(id.get(), LeafLink { addr, counters }) else {
             return Err(Error::Config(format!(
                 "fan-out shard {} already has its {} leaves",
@@ -361,12 +374,7 @@ impl<S> Drop for Shard<S> {
 }
 
 /// Accounts for one finished operation: its entries, its leaf, the shard's counters.
-fn complete(
-    cursors: &mut Cursors<LeafLink>,
-    pool: &Pool,
-    counters: &ShardCounters,
-    c: Completion,
-) {
+fn complete(cursors: &mut Cursors<LeafLink>, pool: &Pool, counters: &ShardCounters, c: Completion) {
     let packets = c.packets as u64;
     let ok = c.result >= 0;
     if ok {

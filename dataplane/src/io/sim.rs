@@ -358,11 +358,14 @@ impl Net {
     fn free_port(&mut self, ip: IpAddr) -> io::Result<u16> {
         for _ in 0..=(u16::MAX - EPHEMERAL) {
             let port = self.next_ephemeral;
-            self.next_ephemeral = if port == u16::MAX { EPHEMERAL } else { port + 1 };
-            let taken = self
-                .ports
-                .values()
-                .any(|p| p.addr.port() == port && (p.addr.ip() == ip || p.addr.ip().is_unspecified()));
+            self.next_ephemeral = if port == u16::MAX {
+                EPHEMERAL
+            } else {
+                port + 1
+            };
+            let taken = self.ports.values().any(|p| {
+                p.addr.port() == port && (p.addr.ip() == ip || p.addr.ip().is_unspecified())
+            });
             if !taken {
                 return Ok(port);
             }
@@ -409,7 +412,17 @@ impl Net {
             }
             reached = true;
             let impairments = by_addr.get(&port.addr).unwrap_or(default);
-            offer(port, impairments, rng, stats, spare, order, from, bytes, now);
+            offer(
+                port,
+                impairments,
+                rng,
+                stats,
+                spare,
+                order,
+                from,
+                bytes,
+                now,
+            );
             if !multicast {
                 break;
             }
@@ -447,8 +460,7 @@ fn offer(
     let number = port.arrivals;
     port.arrivals += 1;
     let chance = |rng: &mut fastrand::Rng, share: f64| share > 0.0 && rng.f64() < share;
-    if impairments.drops.iter().any(|p| p.drops(number, bytes)) || chance(rng, impairments.loss)
-    {
+    if impairments.drops.iter().any(|p| p.drops(number, bytes)) || chance(rng, impairments.loss) {
         stats.lost += 1;
         return;
     }
@@ -509,7 +521,9 @@ pub struct SimSocket {
 
 impl std::fmt::Debug for SimSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimSocket").field("addr", &self.addr).finish()
+        f.debug_struct("SimSocket")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -626,7 +640,8 @@ impl SimSocket {
 
     /// When the next queued datagram is due, if any is queued.
     pub fn next_due(&self) -> Option<Instant> {
-        self.with_port(|port| port.queue.peek().map(|q| q.due)).flatten()
+        self.with_port(|port| port.queue.peek().map(|q| q.due))
+            .flatten()
     }
 
     /// Datagrams queued for this socket (due or not).
@@ -721,7 +736,9 @@ impl SimRecv {
                 });
             }
             n += self.staged.len();
-            net.lock().spare.extend(self.staged.drain(..).map(|q| q.bytes));
+            net.lock()
+                .spare
+                .extend(self.staged.drain(..).map(|q| q.bytes));
         }
         n
     }
@@ -775,12 +792,16 @@ impl BatchRecv for SimRecv {
         let Endpoint::Sim(socket) = endpoint else {
             return Err(wrong_endpoint("simulated network"));
         };
-        let slot = self.sockets.iter().position(Option::is_none).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "no free socket slot in this shard",
-            )
-        })?;
+        let slot = self
+            .sockets
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "no free socket slot in this shard",
+                )
+            })?;
         self.sockets[slot] = Some(Watched {
             net: socket.net.clone(),
             id: socket.id,

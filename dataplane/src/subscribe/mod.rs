@@ -259,15 +259,15 @@ impl Shards {
                 idle: config.idle,
             };
             let started = match backend.kind {
-                BackendKind::Uring => start_shard(spec, max, move || {
-                    UringRecv::new(max, buffers, payload)
-                }),
-                BackendKind::Mmsg => start_shard(spec, max, move || {
-                    MmsgRecv::new(max, buffers, payload)
-                }),
-                BackendKind::Sim => start_shard(spec, max, move || {
-                    Ok(SimRecv::new(max, buffers, payload))
-                }),
+                BackendKind::Uring => {
+                    start_shard(spec, max, move || UringRecv::new(max, buffers, payload))
+                }
+                BackendKind::Mmsg => {
+                    start_shard(spec, max, move || MmsgRecv::new(max, buffers, payload))
+                }
+                BackendKind::Sim => {
+                    start_shard(spec, max, move || Ok(SimRecv::new(max, buffers, payload)))
+                }
             };
             match started {
                 Ok((link, thread)) => shards.push(ShardHandle {

@@ -26,7 +26,12 @@ pub(crate) struct BufRing {
 impl BufRing {
     /// Registers a ring of `entries` (a power of two) buffers of `size` bytes as buffer
     /// group `bgid` of `uring`, every buffer given to the kernel.
-    pub(crate) fn new(uring: &IoUring, entries: u16, size: usize, bgid: u16) -> io::Result<BufRing> {
+    pub(crate) fn new(
+        uring: &IoUring,
+        entries: u16,
+        size: usize,
+        bgid: u16,
+    ) -> io::Result<BufRing> {
         if !entries.is_power_of_two() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -204,7 +204,6 @@ impl State {
             None => false,
         }
     }
-
 }
 
 impl BatchRecv for UringRecv {
@@ -241,7 +240,12 @@ impl BatchRecv for UringRecv {
     }
 
     fn remove(&mut self, slot: u32) -> io::Result<()> {
-        let Some(sock) = self.state.sockets.get_mut(slot as usize).and_then(Option::take) else {
+        let Some(sock) = self
+            .state
+            .sockets
+            .get_mut(slot as usize)
+            .and_then(Option::take)
+        else {
             return Ok(());
         };
         if sock.armed {

@@ -191,7 +191,10 @@ impl BatchSend for UringSend {
 
     fn queue(&mut self, op: u16, linked: bool) -> io::Result<()> {
         let Some(entry) = self.ops.get(op) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such operation"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no such operation",
+            ));
         };
         let msg = &raw const entry.msg;
         let sqe = if self.zero_copy {
