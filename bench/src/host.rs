@@ -10,11 +10,12 @@
 //!
 //! What a run needs is added up from the data plane's own figures for the configurations
 //! it will start (each tool's `host_needs`, collected by [`needs_of`]); [`needs`] turns the
-//! total into the audit's [`Needs`]. [`summary`] and [`details`] are plain string building:
-//! no I/O; only [`check`] audits the live host and writes.
+//! total into the audit's [`Needs`]; the wording is the audit's own
+//! ([`multipoint_tuning::Summary`], [`multipoint_tuning::findings`]). Only [`check`]
+//! audits the live host and writes.
 
 use multipoint_dataplane::HostNeeds;
-use multipoint_tuning::{Host, Item, Needs, RingSize, Verdict};
+use multipoint_tuning::{findings, Host, Needs, RingSize, Summary};
 
 use crate::cli::Command;
 use crate::error::Result;
@@ -64,45 +65,16 @@ pub fn needs_of(command: &Command) -> Result<HostNeeds> {
     }
 }
 
-/// The one line for the items that are not ok (`host: 2 critical, 4 warnings
-/// (multipoint-tune check explains them)`), or `None` when all are.
-pub fn summary(items: &[Item]) -> Option<String> {
-    let count = |verdict| items.iter().filter(|i| i.verdict == verdict).count();
-    let (critical, warnings) = (count(Verdict::Critical), count(Verdict::Warn));
-    let mut parts = Vec::new();
-    if critical > 0 {
-        parts.push(format!("{critical} critical"));
-    }
-    match warnings {
-        0 => {}
-        1 => parts.push("1 warning".to_owned()),
-        n => parts.push(format!("{n} warnings")),
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "host: {} (multipoint-tune check explains them)",
-        parts.join(", ")
-    ))
-}
-
-/// The full text of each item that is not ok, one after the other (empty when all are).
-pub fn details(items: &[Item]) -> String {
-    items
-        .iter()
-        .filter(|i| i.verdict != Verdict::Ok)
-        .map(Item::to_string)
-        .collect()
-}
-
 /// Audits this host for `needs` and writes to stderr what is not ok: one line, or with
 /// `verbose` every such item in full. Writes nothing when all is ok.
 pub fn check(needs: HostNeeds, verbose: bool) {
     let items = multipoint_tuning::audit(&Host::system(), &self::needs(needs));
     if verbose {
-        eprint!("{}", details(&items));
-    } else if let Some(line) = summary(&items) {
+        let findings = findings(&items);
+        if !findings.is_empty() {
+            eprintln!("{findings}");
+        }
+    } else if let Some(line) = Summary::of(&items).line() {
         eprintln!("{line}");
     }
 }
@@ -110,21 +82,6 @@ pub fn check(needs: HostNeeds, verbose: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn item(name: &str, verdict: Verdict) -> Item {
-        Item {
-            name: name.to_owned(),
-            value: "1".to_owned(),
-            wanted: "2".to_owned(),
-            verdict,
-            why: format!("{name} matters"),
-            fix: if verdict == Verdict::Ok {
-                String::new()
-            } else {
-                format!("sysctl -w {name}=2")
-            },
-        }
-    }
 
     #[test]
     fn every_figure_of_the_data_plane_reaches_the_audit() {
@@ -218,59 +175,5 @@ mod tests {
         assert_eq!(counts(&needs_of_command(&leaf)), (1, 0, 1));
         let sender = ["leaf", "--root", "127.0.0.1:1", "--direction", "both"];
         assert_eq!(counts(&needs_of_command(&sender)), (1, 1, 2));
-    }
-
-    #[test]
-    fn one_line_counts_criticals_and_warnings() {
-        let ok = item("a", Verdict::Ok);
-        let warn = item("b", Verdict::Warn);
-        let critical = item("c", Verdict::Critical);
-        assert_eq!(summary(&[ok.clone(), ok.clone()]), None);
-        assert_eq!(summary(&[]), None);
-        assert_eq!(
-            summary(&[ok.clone(), warn.clone()]).as_deref(),
-            Some("host: 1 warning (multipoint-tune check explains them)")
-        );
-        let six = vec![warn.clone(); 6];
-        assert_eq!(
-            summary(&six).as_deref(),
-            Some("host: 6 warnings (multipoint-tune check explains them)")
-        );
-        let mixed = [
-            critical.clone(),
-            warn.clone(),
-            ok,
-            critical.clone(),
-            warn.clone(),
-            warn.clone(),
-            warn,
-        ];
-        assert_eq!(
-            summary(&mixed).as_deref(),
-            Some("host: 2 critical, 4 warnings (multipoint-tune check explains them)")
-        );
-        assert_eq!(
-            summary(&[critical]).as_deref(),
-            Some("host: 1 critical (multipoint-tune check explains them)")
-        );
-    }
-
-    #[test]
-    fn the_full_text_has_every_item_that_is_not_ok_and_no_other() {
-        let items = [
-            item("net.core.rmem_max", Verdict::Warn),
-            item("kernel.osrelease", Verdict::Ok),
-            item("rlimit.memlock", Verdict::Critical),
-        ];
-        let text = details(&items);
-        for line in [
-            "[warn]     net.core.rmem_max",
-            "[critical] rlimit.memlock",
-            "    fix:    sysctl -w rlimit.memlock=2",
-        ] {
-            assert!(text.contains(line), "no {line:?} in {text}");
-        }
-        assert!(!text.contains("kernel.osrelease"), "{text}");
-        assert_eq!(details(&[item("x", Verdict::Ok)]), "");
     }
 }
