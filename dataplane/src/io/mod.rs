@@ -26,6 +26,7 @@
 
 pub(crate) mod mmsg;
 pub(crate) mod op;
+pub(crate) mod pollset;
 pub(crate) mod region;
 pub mod sim;
 pub(crate) mod sockopt;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use socket2::SockAddr;
 
+use self::op::OpTable;
 use crate::config::{BackendChoice, BackendInfo, BackendKind};
 use crate::error::{Error, Result};
 
@@ -109,14 +111,26 @@ pub(crate) struct Completion {
 ///   GSO off for the rest of the backend's life: [`gso`](Self::gso) then says `false`.
 /// - Nothing here allocates after construction.
 pub(crate) trait BatchSend: Send {
+    /// The backend's operations (their memory and free list).
+    fn ops(&self) -> &OpTable;
+
+    /// The backend's operations, to take, fill and give back.
+    fn ops_mut(&mut self) -> &mut OpTable;
+
     /// A free operation, if any.
-    fn take_op(&mut self) -> Option<u16>;
+    fn take_op(&mut self) -> Option<u16> {
+        self.ops_mut().take()
+    }
 
     /// Operations queued or in flight.
-    fn in_flight(&self) -> usize;
+    fn in_flight(&self) -> usize {
+        self.ops().in_flight()
+    }
 
     /// Whether [`take_op`](Self::take_op) would give an operation now.
-    fn has_free_op(&self) -> bool;
+    fn has_free_op(&self) -> bool {
+        self.ops().in_flight() < self.ops().len()
+    }
 
     /// Whether runs of packets may still leave as one GSO send.
     fn gso(&self) -> bool;
@@ -135,7 +149,10 @@ pub(crate) trait BatchSend: Send {
         dest: &SockAddr,
         n: usize,
         segment: impl Fn(usize) -> (*const u8, usize),
-    );
+    ) {
+        // SAFETY: the caller's contract is the table's.
+        unsafe { self.ops_mut().fill(op, dest, n, segment) }
+    }
 
     /// Queues filled operation `op`, after the one queued before it when `linked`.
     ///
@@ -467,6 +484,19 @@ pub(crate) fn wait_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> bo
     // SAFETY: one valid pollfd, read and written by the kernel during the call.
     let rc = unsafe { libc::poll(&raw mut pfd, 1, ms) };
     rc > 0 && pfd.revents & events != 0
+}
+
+/// Sleeps until the eventfd `wake` is written (emptying it) or `timeout` passes; without
+/// an eventfd, for `timeout`. What the backends that send synchronously do to wait.
+pub(crate) fn sleep_on(wake: Option<RawFd>, timeout: Duration) {
+    match wake {
+        Some(fd) => {
+            if wait_fd(fd, libc::POLLIN, timeout) {
+                drain_eventfd(fd);
+            }
+        }
+        None => std::thread::sleep(timeout),
+    }
 }
 
 /// Empties an eventfd's counter (it is non-blocking: nothing to read is fine).

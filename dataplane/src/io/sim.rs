@@ -53,9 +53,9 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use socket2::SockAddr;
 
 use super::op::OpTable;
+use super::pollset::PollSet;
 use super::{drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Endpoint, Event};
 use super::{RecvMeta, MAX_GSO_SEGMENTS};
 use crate::runtime::wake::Wake;
@@ -661,20 +661,18 @@ struct Watched {
 /// watches, blocking in `ppoll(2)` on the sockets' eventfds until the next delivery is
 /// due, one arrives, or the shard is woken.
 pub(crate) struct SimRecv {
-    sockets: Vec<Option<Watched>>,
+    sockets: PollSet<Watched>,
     /// Deliveries taken from one socket, handed to the sink after the network's lock is
     /// released (a handler may send on the network); capacity reserved up front.
     staged: Vec<Queued>,
     batch: usize,
     payload: usize,
-    wake: Option<RawFd>,
-    pollfds: Vec<libc::pollfd>,
 }
 
 impl std::fmt::Debug for SimRecv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimRecv")
-            .field("sockets", &self.sockets.iter().flatten().count())
+            .field("slots", &self.sockets.len())
             .finish()
     }
 }
@@ -685,24 +683,10 @@ impl SimRecv {
     pub(crate) fn new(max_sockets: u32, batch: u16, payload: usize) -> SimRecv {
         let batch = usize::from(batch.max(1));
         SimRecv {
-            sockets: (0..max_sockets).map(|_| None).collect(),
+            sockets: PollSet::new(max_sockets),
             staged: Vec::with_capacity(batch),
             batch,
             payload: payload.max(1),
-            wake: None,
-            pollfds: Vec::with_capacity(max_sockets as usize + 1),
-        }
-    }
-
-    fn rebuild_pollfds(&mut self) {
-        self.pollfds.clear();
-        let fds = self.sockets.iter().flatten().map(|w| w.wake.fd());
-        for fd in fds.chain(self.wake.iter().copied()) {
-            self.pollfds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
         }
     }
 
@@ -710,7 +694,7 @@ impl SimRecv {
     fn receive(&mut self, now: Instant, sink: &mut impl FnMut(Event<'_>)) -> usize {
         let mut n = 0;
         for slot in 0..self.sockets.len() {
-            let Some(watched) = &self.sockets[slot] else {
+            let Some(watched) = self.sockets.get(slot) else {
                 continue;
             };
             let net = watched.net.clone();
@@ -745,10 +729,8 @@ impl SimRecv {
 
     /// Waits until a delivery is due or queued, the shard is woken, or `wait` passes.
     fn block(&mut self, now: Instant, wait: Duration) -> io::Result<()> {
-        let next_due = self
-            .sockets
-            .iter()
-            .flatten()
+        let next_due = (0..self.sockets.len())
+            .filter_map(|slot| self.sockets.get(slot))
             .filter_map(|w| {
                 w.net
                     .lock()
@@ -758,32 +740,8 @@ impl SimRecv {
             })
             .min();
         let timeout = next_due.map_or(wait, |due| wait.min(due.saturating_duration_since(now)));
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-        };
-        // SAFETY: `pollfds` is a valid array of its length and `ts` a valid timespec for
-        // the call; no signal mask is passed.
-        let rc = unsafe {
-            libc::ppoll(
-                self.pollfds.as_mut_ptr(),
-                self.pollfds.len() as libc::nfds_t,
-                &raw const ts,
-                std::ptr::null(),
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        for pfd in &self.pollfds {
-            if pfd.revents & libc::POLLIN != 0 {
-                drain_eventfd(pfd.fd);
-            }
-        }
-        Ok(())
+        // The sockets' descriptors are their eventfds: empty them too.
+        self.sockets.wait(timeout, true).map(drop)
     }
 }
 
@@ -792,36 +750,22 @@ impl BatchRecv for SimRecv {
         let Endpoint::Sim(socket) = endpoint else {
             return Err(wrong_endpoint("simulated network"));
         };
-        let slot = self
-            .sockets
-            .iter()
-            .position(Option::is_none)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    "no free socket slot in this shard",
-                )
-            })?;
-        self.sockets[slot] = Some(Watched {
+        let watched = Watched {
             net: socket.net.clone(),
             id: socket.id,
             wake: Arc::clone(&socket.wake),
-        });
-        self.rebuild_pollfds();
-        Ok(slot as u32)
+        };
+        let fd = watched.wake.fd();
+        self.sockets.add(watched, fd)
     }
 
     fn remove(&mut self, slot: u32) -> io::Result<()> {
-        if let Some(s) = self.sockets.get_mut(slot as usize) {
-            *s = None;
-        }
-        self.rebuild_pollfds();
+        self.sockets.remove(slot);
         Ok(())
     }
 
     fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
-        self.wake = Some(fd);
-        self.rebuild_pollfds();
+        self.sockets.watch_wake(fd);
         Ok(())
     }
 
@@ -887,31 +831,16 @@ impl SimSend {
 }
 
 impl BatchSend for SimSend {
-    fn take_op(&mut self) -> Option<u16> {
-        self.ops.take()
+    fn ops(&self) -> &OpTable {
+        &self.ops
     }
 
-    fn in_flight(&self) -> usize {
-        self.ops.in_flight()
-    }
-
-    fn has_free_op(&self) -> bool {
-        self.ops.in_flight() < self.ops.len()
+    fn ops_mut(&mut self) -> &mut OpTable {
+        &mut self.ops
     }
 
     fn gso(&self) -> bool {
         self.gso
-    }
-
-    unsafe fn fill(
-        &mut self,
-        op: u16,
-        dest: &SockAddr,
-        n: usize,
-        segment: impl Fn(usize) -> (*const u8, usize),
-    ) {
-        // SAFETY: the caller's contract is the table's.
-        unsafe { self.ops.fill(op, dest, n, segment) }
     }
 
     fn queue(&mut self, op: u16, _linked: bool) -> io::Result<()> {
@@ -962,14 +891,7 @@ impl BatchSend for SimSend {
     }
 
     fn wait(&mut self, timeout: Duration, _done: &mut impl FnMut(Completion)) -> usize {
-        match self.wake_fd {
-            Some(fd) => {
-                if super::wait_fd(fd, libc::POLLIN, timeout) {
-                    drain_eventfd(fd);
-                }
-            }
-            None => std::thread::sleep(timeout),
-        }
+        super::sleep_on(self.wake_fd, timeout);
         0
     }
 }

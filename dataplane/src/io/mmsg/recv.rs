@@ -7,10 +7,9 @@ use std::mem;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::io::pollset::PollSet;
 use crate::io::region::Region;
-use crate::io::{
-    drain_eventfd, parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN,
-};
+use crate::io::{parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN};
 
 /// Control-message buffer of one receive, aligned for `cmsghdr`.
 #[repr(C, align(8))]
@@ -19,15 +18,12 @@ struct Control([u8; RECV_CONTROL_LEN]);
 
 /// recvmmsg-based receiver for a set of sockets.
 pub(crate) struct MmsgRecv {
-    fds: Vec<Option<RawFd>>,
-    pollfds: Vec<libc::pollfd>,
+    sockets: PollSet<RawFd>,
     bufs: Region,
     msgs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in6]>,
     controls: Box<[Control]>,
-    /// The eventfd that wakes a waiting poll, if one is watched (last in `pollfds`).
-    wake: Option<RawFd>,
 }
 
 // SAFETY: the raw pointers in `msgs`/`iovs` point into memory owned by this struct.
@@ -36,7 +32,7 @@ unsafe impl Send for MmsgRecv {}
 impl std::fmt::Debug for MmsgRecv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MmsgRecv")
-            .field("sockets", &self.fds.iter().flatten().count())
+            .field("slots", &self.sockets.len())
             .finish()
     }
 }
@@ -63,26 +59,13 @@ impl MmsgRecv {
             .collect();
         let controls = (0..batch).map(|_| Control([0; RECV_CONTROL_LEN])).collect();
         Ok(MmsgRecv {
-            fds: vec![None; max_sockets as usize],
-            pollfds: Vec::with_capacity(max_sockets as usize + 1),
-            wake: None,
+            sockets: PollSet::new(max_sockets),
             bufs,
             msgs,
             iovs,
             names,
             controls,
         })
-    }
-
-    fn rebuild_pollfds(&mut self) {
-        self.pollfds.clear();
-        for fd in self.fds.iter().flatten().chain(self.wake.iter()) {
-            self.pollfds.push(libc::pollfd {
-                fd: *fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
     }
 
     /// Re-points every mmsghdr at its buffer, name and control space (the kernel
@@ -113,28 +96,16 @@ impl BatchRecv for MmsgRecv {
         let Endpoint::Fd(fd) = endpoint else {
             return Err(wrong_endpoint("mmsg"));
         };
-        let slot = self.fds.iter().position(Option::is_none).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "no free socket slot in this shard",
-            )
-        })?;
-        self.fds[slot] = Some(fd);
-        self.rebuild_pollfds();
-        Ok(slot as u32)
+        self.sockets.add(fd, fd)
     }
 
     fn remove(&mut self, slot: u32) -> io::Result<()> {
-        if let Some(fd) = self.fds.get_mut(slot as usize) {
-            *fd = None;
-        }
-        self.rebuild_pollfds();
+        self.sockets.remove(slot);
         Ok(())
     }
 
     fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
-        self.wake = Some(fd);
-        self.rebuild_pollfds();
+        self.sockets.watch_wake(fd);
         Ok(())
     }
 
@@ -144,33 +115,13 @@ impl BatchRecv for MmsgRecv {
         sink: &mut impl FnMut(Event<'_>),
     ) -> io::Result<usize> {
         if let Some(d) = wait {
-            let ms = libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX);
-            // SAFETY: `pollfds` is a valid array of its length for the call.
-            let rc = unsafe {
-                libc::poll(
-                    self.pollfds.as_mut_ptr(),
-                    self.pollfds.len() as libc::nfds_t,
-                    ms,
-                )
-            };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            if rc <= 0 {
+            if !self.sockets.wait(d, false)? {
                 return Ok(0);
-            }
-            if let (Some(fd), Some(last)) = (self.wake, self.pollfds.last()) {
-                if last.revents & libc::POLLIN != 0 {
-                    drain_eventfd(fd);
-                }
             }
         }
         let mut total = 0;
-        for slot in 0..self.fds.len() {
-            let Some(fd) = self.fds[slot] else {
+        for slot in 0..self.sockets.len() {
+            let Some(&fd) = self.sockets.get(slot) else {
                 continue;
             };
             loop {

@@ -10,10 +10,8 @@ use std::mem;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use socket2::SockAddr;
-
 use crate::io::op::{gso_refused, stop_gso, OpTable};
-use crate::io::{drain_eventfd, wait_fd, BatchSend, Completion};
+use crate::io::{sleep_on, wait_fd, BatchSend, Completion};
 
 /// How long a send the socket refuses for lack of buffer space is retried before it
 /// counts as failed.
@@ -63,31 +61,16 @@ impl MmsgSend {
 }
 
 impl BatchSend for MmsgSend {
-    fn take_op(&mut self) -> Option<u16> {
-        self.ops.take()
+    fn ops(&self) -> &OpTable {
+        &self.ops
     }
 
-    fn in_flight(&self) -> usize {
-        self.ops.in_flight()
-    }
-
-    fn has_free_op(&self) -> bool {
-        self.ops.in_flight() < self.ops.len()
+    fn ops_mut(&mut self) -> &mut OpTable {
+        &mut self.ops
     }
 
     fn gso(&self) -> bool {
         self.gso
-    }
-
-    unsafe fn fill(
-        &mut self,
-        op: u16,
-        dest: &SockAddr,
-        n: usize,
-        segment: impl Fn(usize) -> (*const u8, usize),
-    ) {
-        // SAFETY: the caller's contract is the table's.
-        unsafe { self.ops.fill(op, dest, n, segment) }
     }
 
     fn queue(&mut self, op: u16, _linked: bool) -> io::Result<()> {
@@ -176,14 +159,7 @@ impl BatchSend for MmsgSend {
     }
 
     fn wait(&mut self, timeout: Duration, _done: &mut impl FnMut(Completion)) -> usize {
-        match self.wake_fd {
-            Some(fd) => {
-                if wait_fd(fd, libc::POLLIN, timeout) {
-                    drain_eventfd(fd);
-                }
-            }
-            None => std::thread::sleep(timeout),
-        }
+        sleep_on(self.wake_fd, timeout);
         0
     }
 }

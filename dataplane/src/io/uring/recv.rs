@@ -17,6 +17,7 @@ use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
 
 use super::buf_ring::BufRing;
+use crate::io::pollset::first_free;
 use super::{benign, build_ring, IGNORED, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING, WAKE};
 use crate::io::{
     drain_eventfd, parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN,
@@ -211,18 +212,7 @@ impl BatchRecv for UringRecv {
         let Endpoint::Fd(fd) = endpoint else {
             return Err(wrong_endpoint("io_uring"));
         };
-        let slot = self
-            .state
-            .sockets
-            .iter()
-            .position(Option::is_none)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    "no free socket slot in this shard",
-                )
-            })?;
-        let slot = slot as u32;
+        let slot = first_free(&self.state.sockets)? as u32;
         self.ring.submitter().register_files_update(slot, &[fd])?;
         let generation = self.state.next_generation;
         self.state.next_generation = generation.wrapping_add(1).max(1);

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
-use socket2::SockAddr;
-
 use super::{benign, IGNORED, WAKE};
 use crate::io::op::{gso_refused, stop_gso, OpTable};
 use crate::io::region::Region;
@@ -162,31 +160,16 @@ impl UringSend {
 }
 
 impl BatchSend for UringSend {
-    fn take_op(&mut self) -> Option<u16> {
-        self.ops.take()
+    fn ops(&self) -> &OpTable {
+        &self.ops
     }
 
-    fn in_flight(&self) -> usize {
-        self.ops.in_flight()
-    }
-
-    fn has_free_op(&self) -> bool {
-        self.ops.in_flight() < self.ops.len()
+    fn ops_mut(&mut self) -> &mut OpTable {
+        &mut self.ops
     }
 
     fn gso(&self) -> bool {
         self.gso
-    }
-
-    unsafe fn fill(
-        &mut self,
-        op: u16,
-        dest: &SockAddr,
-        n: usize,
-        segment: impl Fn(usize) -> (*const u8, usize),
-    ) {
-        // SAFETY: the caller's contract is the table's.
-        unsafe { self.ops.fill(op, dest, n, segment) }
     }
 
     fn queue(&mut self, op: u16, linked: bool) -> io::Result<()> {
