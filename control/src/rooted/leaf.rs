@@ -81,7 +81,7 @@ impl LeafConfig {
     }
 }
 
-/// What happens to a leaf's session, through [`Session::events`]. Each ends the session.
+/// What happens to a leaf's session, through [`LeafSession::events`]. Each ends the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The root closed the session.
@@ -110,7 +110,7 @@ enum Cmd {
         stream: mio::net::TcpStream,
         peer: SocketAddr,
         direction: Direction,
-        reply: Sender<Result<Session>>,
+        reply: Sender<Result<LeafSession>>,
     },
     Leave(Token, Option<Sender<()>>),
     Close,
@@ -119,7 +119,7 @@ enum Cmd {
 /// A leaf's membership in a rooted session: what it was told, its events, and
 /// [`leave`](Self::leave). Dropping it leaves too.
 #[derive(Debug)]
-pub struct Session {
+pub struct LeafSession {
     root: SocketAddr,
     session: [u8; 10],
     next_sequence: Option<u64>,
@@ -134,7 +134,7 @@ pub struct Session {
     left: bool,
 }
 
-impl Session {
+impl LeafSession {
     /// The root's control (TCP) address.
     pub fn root(&self) -> SocketAddr {
         self.root
@@ -188,7 +188,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for LeafSession {
     fn drop(&mut self) {
         if !self.left {
             let _ = self.ctl.command(Cmd::Leave(self.token, None));
@@ -207,7 +207,7 @@ pub struct Leaf {
     config: LeafConfig,
     status: Arc<AtomicU8>,
     ctl: Arc<Ctl>,
-    sessions: Receiver<Session>,
+    sessions: Receiver<LeafSession>,
     local: Mutex<Option<SocketAddr>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -311,7 +311,7 @@ impl Leaf {
     /// - [`Error::Refused`] with the root's reason;
     /// - [`Error::TimedOut`] if the root does not connect or answer in time;
     /// - [`Error::Os`] if the connection fails (no root listening there, say).
-    pub fn join_leaf(&self, root: SocketAddr, direction: Direction) -> Result<Session> {
+    pub fn join_leaf(&self, root: SocketAddr, direction: Direction) -> Result<LeafSession> {
         if let Err(now) =
             self.status
                 .compare_exchange(IDLE, PENDING, Ordering::AcqRel, Ordering::Acquire)
@@ -334,7 +334,7 @@ impl Leaf {
     }
 
     /// Returns the answer, and whether the join reached the driver.
-    fn ask(&self, root: SocketAddr, direction: Direction) -> (Result<Session>, bool) {
+    fn ask(&self, root: SocketAddr, direction: Direction) -> (Result<LeafSession>, bool) {
         let stream = match conn::connect(root, self.config.connect_timeout) {
             Ok(stream) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -401,7 +401,7 @@ impl Leaf {
     /// # Errors
     ///
     /// [`Error::SessionClosed`] if the leaf's driver stopped.
-    pub fn accept(&self, timeout: Duration) -> Result<Option<Session>> {
+    pub fn accept(&self, timeout: Duration) -> Result<Option<LeafSession>> {
         match self.sessions.recv_timeout(timeout) {
             Ok(session) => Ok(Some(session)),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
@@ -432,7 +432,7 @@ enum State {
     /// This leaf asked to join; waiting for Admit or Refuse.
     Joining {
         direction: Direction,
-        reply: Sender<Result<Session>>,
+        reply: Sender<Result<LeafSession>>,
     },
     /// Accepted on the listener; waiting for the root's Invite.
     AwaitInvite,
@@ -455,7 +455,7 @@ struct Driver {
     transport: Transport,
     config: LeafConfig,
     status: Arc<AtomicU8>,
-    sessions: Sender<Session>,
+    sessions: Sender<LeafSession>,
 }
 
 impl Serve for Driver {
@@ -686,7 +686,7 @@ impl Driver {
             State::Accepting { direction } => (*direction, true),
             _ => return,
         };
-        let handle = Session {
+        let handle = LeafSession {
             root: entry.conn.peer,
             session,
             next_sequence: (next_sequence != 0).then_some(next_sequence),
@@ -709,7 +709,7 @@ impl Driver {
             },
         );
         self.status.store(JOINED, Ordering::Release);
-        let undelivered: Option<Session> = match previous {
+        let undelivered: Option<LeafSession> = match previous {
             State::Joining { reply, .. } => reply
                 .send(Ok(handle))
                 .err()
@@ -752,7 +752,7 @@ impl Driver {
 
     /// Closes connection `token` (sending `last` first), answers a pending join with
     /// `answer` (or a generic error) and updates the status.
-    fn end(&mut self, token: Token, last: Option<Frame>, answer: Option<Result<Session>>) {
+    fn end(&mut self, token: Token, last: Option<Frame>, answer: Option<Result<LeafSession>>) {
         let Some(mut entry) = self.table.conns.remove(&token) else {
             return;
         };

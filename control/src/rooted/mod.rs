@@ -37,7 +37,7 @@ mod root;
 
 use std::net::SocketAddr;
 
-pub use leaf::{Invitation, InvitePolicy, Leaf, LeafConfig, Session, SessionEvent};
+pub use leaf::{Invitation, InvitePolicy, Leaf, LeafConfig, LeafSession, SessionEvent};
 pub use proto::DataPlan;
 pub use root::{LeafHandle, Root, RootConfig, RootEvent, RootHooks};
 
