@@ -1,0 +1,492 @@
+//! What a root decides: admissions and refusals, invitations, removals, leaf liveness
+//! and the end of the session, as a state machine without I/O (see [the contract](super)).
+//!
+//! Besides the calls of [`Machine`], a [`RootCore`] takes the root's commands:
+//! [`handle_invite`](RootCore::handle_invite), [`handle_remove`](RootCore::handle_remove),
+//! [`handle_unclaimed`](RootCore::handle_unclaimed) and
+//! [`handle_close`](RootCore::handle_close). Its [`RootNote`]s list admitted leaves,
+//! report what happened to them ([`Event`]) and answer the pending invitation.
+//!
+//! # Hooks are calls, not outputs
+//!
+//! The [`RootHooks`] are called from inside the `handle_*` call that needs them, not
+//! returned as "decide this" outputs. Admission, the data plan and the first sequence
+//! number are answered at once, on the thread that runs the core, exactly once per join,
+//! and nothing else can happen on that connection until they are: as calls, a join is
+//! decided within the `handle_frame` that brought it and the states stay those of the
+//! protocol. As outputs, every join would need a "waiting for the embedder" state with a
+//! deadline of its own and races against a Leave or a close in the meantime, for no
+//! behaviour anyone could ask for. The core stays deterministic for deterministic hooks,
+//! and a test passes hooks as plain values. A panicking hook is caught: in `admit` or
+//! `on_join` it refuses the leaf, in `next_sequence` it gives 0, in `on_gone` it is logged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{
+    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Machine, Output, Watch,
+};
+use crate::error::{Error, Result};
+use crate::rooted::proto::{DataPlan, Frame};
+use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks};
+use crate::socket::Direction;
+use crate::transport::Transport;
+
+/// The session logic of one root.
+pub(crate) struct RootCore {
+    transport: Transport,
+    config: RootConfig,
+    hooks: Box<dyn RootHooks>,
+    conns: Conns<State, RootNote>,
+    next_leaf: u64,
+    /// The admitted leaves and their connections.
+    leaves: BTreeMap<LeafId, ConnId>,
+    /// The connection of the one invitation waiting for its answer.
+    inviting: Option<ConnId>,
+}
+
+impl std::fmt::Debug for RootCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootCore")
+            .field("transport", &self.transport)
+            .field("conns", &self.conns)
+            .field("leaves", &self.leaves)
+            .field("inviting", &self.inviting)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a connection stands.
+#[derive(Debug)]
+enum State {
+    /// The root invites a leaf and waits for the connection to it.
+    Connecting { direction: Direction },
+    /// Accepted on the listener; waiting for the leaf's Join.
+    AwaitJoin,
+    /// The root invited the leaf; waiting for its Join (accept) or Refuse (decline).
+    Invited { direction: Direction },
+    /// An admitted leaf.
+    Joined(LeafId),
+}
+
+/// What a root's embedder is told, besides connection work.
+#[derive(Debug)]
+pub(crate) enum RootNote {
+    /// A leaf is admitted: list it now, for the next output tells the leaf it is in.
+    Listed(AdmittedLeaf),
+    /// Something happened to a leaf (the embedder's [`RootEvent`](crate::rooted::RootEvent)).
+    Event(Event),
+    /// The answer to the invitation of [`RootCore::handle_invite`]: the leaf admitted, or
+    /// why not.
+    Invited(Result<LeafId>),
+}
+
+/// A leaf the root admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdmittedLeaf {
+    pub(crate) id: LeafId,
+    pub(crate) request: JoinRequest,
+    /// The plan it was told.
+    pub(crate) plan: DataPlan,
+}
+
+/// What happened to a leaf, as [`RootEvent`](crate::rooted::RootEvent) says it, with the
+/// leaf named by its id. A leaf the root listed is no longer in the session after any
+/// event but `Joined`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    Joined(LeafId),
+    Refused { peer: SocketAddr, reason: String },
+    Left { leaf: LeafId, reason: String },
+    TimedOut { leaf: LeafId },
+    Removed { leaf: LeafId },
+}
+
+impl RootCore {
+    /// The logic of a root on `transport` (a rooted one), deciding with `hooks`.
+    pub(crate) fn new(
+        transport: Transport,
+        config: RootConfig,
+        hooks: Box<dyn RootHooks>,
+    ) -> RootCore {
+        RootCore {
+            transport,
+            config,
+            hooks,
+            conns: Conns::new(),
+            next_leaf: 0,
+            leaves: BTreeMap::new(),
+            inviting: None,
+        }
+    }
+
+    /// Invites the leaf listening at `peer` to join in `direction`. A
+    /// [`Transmit::Connect`](super::Transmit::Connect) follows, and in time exactly one
+    /// [`RootNote::Invited`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JoinPending`] while another invitation waits for its answer; nothing is
+    /// queued then.
+    pub(crate) fn handle_invite(
+        &mut self,
+        peer: SocketAddr,
+        direction: Direction,
+        now: Instant,
+    ) -> Result<()> {
+        if self.inviting.is_some() {
+            return Err(Error::JoinPending);
+        }
+        let conn = self.conns.open(peer, State::Connecting { direction }, now);
+        self.inviting = Some(conn);
+        self.conns.connect(conn);
+        Ok(())
+    }
+
+    /// Removes `leaf`: it is told, its connection closed, [`RootHooks::on_gone`] called,
+    /// and [`Event::Removed`] queued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeafGone`] if the leaf is not in the session.
+    pub(crate) fn handle_remove(&mut self, leaf: LeafId) -> Result<()> {
+        let Some(&conn) = self.leaves.get(&leaf) else {
+            return Err(Error::LeafGone { leaf: leaf.0 });
+        };
+        let leave = Frame::Leave {
+            reason: "removed by the root".into(),
+        };
+        self.close_leaf(conn, Some(leave), |leaf| Event::Removed { leaf });
+        Ok(())
+    }
+
+    /// Nobody took the answer that admitted the invited `leaf` (the inviter stopped
+    /// waiting and was told it timed out): takes the leaf out again, as a removal.
+    pub(crate) fn handle_unclaimed(&mut self, leaf: LeafId) {
+        if let Some(&conn) = self.leaves.get(&leaf) {
+            let leave = Frame::Leave {
+                reason: "the root gave up waiting for the invitation's answer".into(),
+            };
+            self.close_leaf(conn, Some(leave), |leaf| Event::Removed { leaf });
+        }
+    }
+
+    /// How many leaves are in the session.
+    pub(crate) fn leaf_count(&self) -> usize {
+        self.leaves.len()
+    }
+
+    fn watch(&self) -> impl Fn(&State) -> Watch {
+        let (timeout, connect) = (self.config.timeout, self.config.connect_timeout);
+        move |state| match state {
+            State::Joined(_) => Watch::Session(timeout),
+            State::Connecting { .. } => Watch::Pending(connect),
+            State::AwaitJoin | State::Invited { .. } => Watch::Pending(timeout),
+        }
+    }
+
+    /// A Join on `conn`, in answer to an invitation in `invited` direction or, with
+    /// `None`, asked by the leaf.
+    fn join(
+        &mut self,
+        conn: ConnId,
+        transport: Transport,
+        request: JoinRequest,
+        invited: Option<Direction>,
+        now: Instant,
+    ) {
+        let peer = request.peer;
+        if let Err(reason) = self.check_request(transport, &request) {
+            return self.refuse(conn, peer, reason);
+        }
+        let decision = match invited {
+            Some(asked) if asked != request.direction => Decision::Refuse(format!(
+                "the leaf accepted as {:?} but was invited as {asked:?}",
+                request.direction
+            )),
+            // The root asked the leaf itself: no admission to decide.
+            Some(_) => Decision::Admit,
+            None => {
+                let hooks = &mut self.hooks;
+                guarded(
+                    || hooks.admit(&request),
+                    Decision::Refuse("the root's admission hook failed".into()),
+                    "root: the admission hook panicked; the leaf is refused",
+                )
+            }
+        };
+        match decision {
+            Decision::Admit => self.admit(conn, request, now),
+            Decision::Refuse(reason) => self.refuse(conn, peer, reason),
+        }
+    }
+
+    /// Checks what a root can check before asking the hooks.
+    fn check_request(
+        &self,
+        transport: Transport,
+        request: &JoinRequest,
+    ) -> std::result::Result<(), String> {
+        if transport != self.transport {
+            return Err(format!(
+                "this root runs {}, the leaf asked for {transport}",
+                self.transport
+            ));
+        }
+        if self.transport == Transport::RootedUnicast && request.data.is_none() {
+            return Err(
+                "a rooted-unicast leaf must give the UDP address it receives data on".into(),
+            );
+        }
+        if self.leaves.len() >= self.config.max_leaves {
+            return Err(format!(
+                "the session is full ({} leaves)",
+                self.config.max_leaves
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, conn: ConnId, peer: SocketAddr, reason: String) {
+        let last = Frame::Refuse {
+            reason: reason.clone(),
+        };
+        if let Some(closed) = self.conns.close(conn, Some(last)) {
+            if let State::Invited { .. } = closed.state {
+                self.answer_invite(Err(Error::Refused {
+                    peer,
+                    reason: reason.clone(),
+                }));
+            }
+        }
+        self.conns
+            .note(RootNote::Event(Event::Refused { peer, reason }));
+    }
+
+    fn admit(&mut self, conn: ConnId, request: JoinRequest, now: Instant) {
+        let id = LeafId(self.next_leaf);
+        self.next_leaf += 1;
+        let hooks = &mut self.hooks;
+        let default = self.config.plan.as_ref();
+        let plan = guarded(
+            || hooks.on_join(id, &request, default),
+            Err("the root failed to set up the leaf's data plane".into()),
+            "root: the on_join hook panicked; the leaf is refused",
+        );
+        let plan = match plan {
+            Ok(plan) if plan_fits(&plan, self.transport) => plan,
+            Ok(_) => {
+                self.call_on_gone(id);
+                let reason = format!("the root's data plan does not fit {}", self.transport);
+                return self.refuse(conn, request.peer, reason);
+            }
+            Err(reason) => return self.refuse(conn, request.peer, reason),
+        };
+        let hooks = &mut self.hooks;
+        let next_sequence = guarded(
+            || hooks.next_sequence(id),
+            0,
+            "root: the next_sequence hook panicked; the leaf is told 0",
+        );
+        let admit = Frame::Admit {
+            session: self.config.session,
+            timeout_ms: u32::try_from(self.config.timeout.as_millis()).unwrap_or(u32::MAX),
+            next_sequence,
+            plan: plan.clone(),
+        };
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return self.call_on_gone(id);
+        };
+        let previous = entry.change(State::Joined(id), now);
+        self.leaves.insert(id, conn);
+        // Listed before the leaf hears it is in, so whoever learns of the join (the leaf,
+        // the inviter) finds it in the embedder's list.
+        self.conns
+            .note(RootNote::Listed(AdmittedLeaf { id, request, plan }));
+        self.conns.send(conn, admit, now);
+        if let State::Invited { .. } = previous {
+            self.answer_invite(Ok(id));
+        }
+        self.conns.note(RootNote::Event(Event::Joined(id)));
+    }
+
+    /// Closes `conn` (sending `last` first, if given); for an admitted leaf calls the
+    /// hook and queues `event`; answers an invitation on its way with
+    /// [`Error::SessionClosed`].
+    fn close_leaf(
+        &mut self,
+        conn: ConnId,
+        last: Option<Frame>,
+        event: impl FnOnce(LeafId) -> Event,
+    ) {
+        let Some(closed) = self.conns.close(conn, last) else {
+            return;
+        };
+        match closed.state {
+            State::Joined(id) => {
+                self.leaves.remove(&id);
+                self.call_on_gone(id);
+                self.conns.note(RootNote::Event(event(id)));
+            }
+            State::Connecting { .. } | State::Invited { .. } => {
+                self.answer_invite(Err(Error::SessionClosed));
+            }
+            State::AwaitJoin => {}
+        }
+    }
+
+    fn call_on_gone(&mut self, id: LeafId) {
+        let hooks = &mut self.hooks;
+        let complaint = format!("root: the on_gone hook panicked for {id}");
+        guarded(|| hooks.on_gone(id), (), &complaint);
+    }
+
+    fn answer_invite(&mut self, answer: Result<LeafId>) {
+        if self.inviting.take().is_some() {
+            self.conns.note(RootNote::Invited(answer));
+        }
+    }
+}
+
+impl Machine for RootCore {
+    type Note = RootNote;
+
+    fn handle_accepted(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+        self.conns.open(peer, State::AwaitJoin, now)
+    }
+
+    fn handle_connected(&mut self, conn: ConnId, now: Instant) {
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let State::Connecting { direction } = entry.state else {
+            return;
+        };
+        entry.change(State::Invited { direction }, now);
+        let invite = Frame::Invite {
+            transport: self.transport,
+            direction,
+        };
+        self.conns.send(conn, invite, now);
+    }
+
+    fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
+        let Some(entry) = self.conns.heard(conn, now) else {
+            return;
+        };
+        let peer = entry.peer;
+        let invited = match entry.state {
+            State::Invited { direction } => Some(direction),
+            _ => None,
+        };
+        match (&entry.state, frame) {
+            (
+                State::AwaitJoin | State::Invited { .. },
+                Frame::Join {
+                    transport,
+                    direction,
+                    data,
+                    name,
+                },
+            ) => {
+                let request = JoinRequest {
+                    peer,
+                    direction,
+                    data,
+                    name,
+                    invited: invited.is_some(),
+                };
+                self.join(conn, transport, request, invited, now);
+            }
+            (State::Invited { .. }, Frame::Refuse { reason }) => {
+                self.conns.close(conn, None);
+                self.answer_invite(Err(Error::Refused { peer, reason }));
+            }
+            (State::Joined(_), Frame::Leave { reason }) => {
+                self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
+            }
+            (_, Frame::Heartbeat) => {}
+            (_, other) => {
+                let why = ConnError::Unexpected(frame_name(&other));
+                self.handle_lost(conn, why);
+            }
+        }
+    }
+
+    fn handle_lost(&mut self, conn: ConnId, why: ConnError) {
+        let Some(entry) = self.conns.get(conn) else {
+            return;
+        };
+        let peer = entry.peer;
+        let answer = match entry.state {
+            State::Connecting { .. } => connect_error("connecting to the leaf", peer, why),
+            State::Invited { .. } => Error::SessionGone {
+                peer,
+                reason: why.to_string(),
+            },
+            State::AwaitJoin | State::Joined(_) => {
+                let reason = why.to_string();
+                return self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
+            }
+        };
+        self.conns.close(conn, None);
+        self.answer_invite(Err(answer));
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let watch = self.watch();
+        for conn in self.conns.tick(now, watch) {
+            let Some(entry) = self.conns.get(conn) else {
+                continue;
+            };
+            let peer = entry.peer;
+            let what = match entry.state {
+                State::Joined(_) => {
+                    let leave = Frame::Leave {
+                        reason: "timed out: the root heard nothing within the timeout".into(),
+                    };
+                    self.close_leaf(conn, Some(leave), |leaf| Event::TimedOut { leaf });
+                    continue;
+                }
+                State::AwaitJoin => {
+                    self.conns.close(conn, None);
+                    continue;
+                }
+                State::Connecting { .. } => "connecting to the leaf",
+                State::Invited { .. } => "waiting for the leaf to answer the invitation",
+            };
+            self.conns.close(conn, None);
+            self.answer_invite(Err(Error::TimedOut { what, peer }));
+        }
+    }
+
+    /// Ends the session: admitted leaves are told it ended ([`Frame::End`], then
+    /// [`Event::Left`]), connections still on their way in are refused, and the pending
+    /// invitation is answered [`Error::SessionClosed`]. No connection is left after.
+    fn handle_close(&mut self) {
+        for conn in self.conns.ids() {
+            let last = match self.conns.get(conn).map(|c| &c.state) {
+                Some(State::Joined(_)) => Some(Frame::End {
+                    reason: "the root closed the session".into(),
+                }),
+                Some(State::Connecting { .. }) | None => None,
+                Some(_) => Some(Frame::Refuse {
+                    reason: "the root is closing".into(),
+                }),
+            };
+            self.close_leaf(conn, last, |leaf| Event::Left {
+                leaf,
+                reason: "the root closed the session".into(),
+            });
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<RootNote>> {
+        self.conns.poll()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.deadline(self.watch())
+    }
+}
