@@ -664,3 +664,32 @@ fn closing_a_root_refuses_a_leaf_still_on_its_way_in() {
         }
     );
 }
+
+#[test]
+fn joining_or_inviting_where_nobody_listens_fails_with_the_os_error() {
+    // A port that was just free: nobody listens there.
+    let nobody = std::net::TcpListener::bind(ANY)
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let leaf = leaf("lonely", 40221);
+    match leaf.join_leaf(nobody, Direction::ReceiverOnly) {
+        Err(Error::Os { op, source }) => {
+            assert_eq!(op, "connecting to the root");
+            assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        other => panic!("expected the connection refused, got {other:?}"),
+    }
+    assert!(!leaf.in_session());
+    let (inviter, at) = root(Duration::from_secs(3));
+    match inviter.join_leaf(nobody, Direction::Both) {
+        Err(Error::Os { op, .. }) => assert_eq!(op, "connecting to the leaf"),
+        other => panic!("expected the connection refused, got {other:?}"),
+    }
+    // Neither socket is left with a join pending.
+    leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    let invitee = self::leaf("invitee", 40222);
+    inviter
+        .join_leaf(invitee.listen(ANY).unwrap(), Direction::Both)
+        .unwrap();
+}

@@ -157,6 +157,12 @@ impl LeafCore {
         }
     }
 
+    /// The connection that holds the leaf's place, if one does.
+    #[cfg(test)]
+    pub(crate) fn member_conn(&self) -> Option<ConnId> {
+        self.member
+    }
+
     fn is_session(&self, conn: ConnId) -> bool {
         self.conns
             .get(conn)
@@ -429,5 +435,365 @@ impl Machine for LeafCore {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.conns.deadline(self.watch())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Arc;
+
+    use super::super::sim::{
+        closes, drain, frames_on, leaf_config, ms, notes, unicast_plan, ROOT_AT,
+    };
+    use super::super::Transmit;
+    use super::*;
+
+    fn leaf_core(config: LeafConfig) -> LeafCore {
+        LeafCore::new(Transport::RootedUnicast, config)
+    }
+
+    fn admit(timeout_ms: u32, plan: DataPlan) -> Frame {
+        Frame::Admit {
+            session: *b"SIMULATED1",
+            timeout_ms,
+            next_sequence: 0,
+            plan,
+        }
+    }
+
+    fn invite(direction: Direction) -> Frame {
+        Frame::Invite {
+            transport: Transport::RootedUnicast,
+            direction,
+        }
+    }
+
+    /// A leaf whose join reached the root at `t0` (connected, Join sent); outputs taken.
+    fn joining(t0: Instant) -> (LeafCore, ConnId) {
+        let mut leaf = leaf_core(leaf_config(0));
+        leaf.handle_join(ROOT_AT, Direction::ReceiverOnly, t0)
+            .unwrap();
+        let conn = match drain(&mut leaf).as_slice() {
+            [Output::Conn(conn, Transmit::Connect(ROOT_AT))] => *conn,
+            other => panic!("expected a connection to the root: {other:?}"),
+        };
+        leaf.handle_connected(conn, t0);
+        drain(&mut leaf);
+        (leaf, conn)
+    }
+
+    /// A leaf in a session with `timeout_ms`, admitted at `t0`; outputs taken.
+    fn in_session(timeout_ms: u32, t0: Instant) -> (LeafCore, ConnId) {
+        let (mut leaf, conn) = joining(t0);
+        leaf.handle_frame(conn, admit(timeout_ms, unicast_plan()), t0);
+        drain(&mut leaf);
+        (leaf, conn)
+    }
+
+    /// The one note of `leaf`'s outputs.
+    fn note(leaf: &mut LeafCore) -> LeafNote {
+        let mut notes = notes(drain(leaf));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        notes.remove(0)
+    }
+
+    #[test]
+    fn a_join_connects_then_asks_with_the_leafs_name_and_data_address() {
+        let t0 = Instant::now();
+        let mut leaf = leaf_core(leaf_config(0));
+        leaf.handle_join(ROOT_AT, Direction::Both, t0).unwrap();
+        let conn = ConnId(0);
+        assert!(matches!(
+            drain(&mut leaf).as_slice(),
+            [Output::Conn(c, Transmit::Connect(ROOT_AT))] if *c == conn
+        ));
+        leaf.handle_connected(conn, t0);
+        let out = drain(&mut leaf);
+        assert_eq!(
+            frames_on(&out, conn),
+            [&Frame::Join {
+                transport: Transport::RootedUnicast,
+                direction: Direction::Both,
+                data: leaf_config(0).data,
+                name: "leaf-0".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_second_join_is_pending_and_a_member_is_already_joined() {
+        let t0 = Instant::now();
+        let (mut leaf, conn) = joining(t0);
+        assert!(matches!(
+            leaf.handle_join(ROOT_AT, Direction::Both, t0),
+            Err(Error::JoinPending)
+        ));
+        leaf.handle_frame(conn, admit(3000, unicast_plan()), t0);
+        assert!(leaf.in_session());
+        assert!(matches!(
+            leaf.handle_join(ROOT_AT, Direction::Both, t0),
+            Err(Error::AlreadyJoined)
+        ));
+    }
+
+    #[test]
+    fn an_admit_hands_out_what_the_root_said() {
+        let t0 = Instant::now();
+        let (mut leaf, conn) = joining(t0);
+        let frame = Frame::Admit {
+            session: *b"SIMULATED1",
+            timeout_ms: 1500,
+            next_sequence: 77,
+            plan: unicast_plan(),
+        };
+        leaf.handle_frame(conn, frame, t0);
+        match note(&mut leaf) {
+            LeafNote::Admitted { conn: c, session } => {
+                assert_eq!(c, conn);
+                assert_eq!(session.next_sequence, Some(77));
+                assert_eq!(session.timeout, ms(1500));
+                assert_eq!(session.direction, Direction::ReceiverOnly);
+                assert!(!session.invited);
+            }
+            other => panic!("expected an admission: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_timeout_too_short_or_too_long_is_clamped() {
+        let t0 = Instant::now();
+        for (given, kept) in [(1, MIN_TIMEOUT), (u32::MAX, MAX_TIMEOUT)] {
+            let (mut leaf, conn) = joining(t0);
+            leaf.handle_frame(conn, admit(given, unicast_plan()), t0);
+            assert!(matches!(
+                note(&mut leaf),
+                LeafNote::Admitted { session, .. } if session.timeout == kept
+            ));
+        }
+    }
+
+    #[test]
+    fn a_plan_for_another_transport_ends_the_join() {
+        let t0 = Instant::now();
+        let (mut leaf, conn) = joining(t0);
+        let plan = DataPlan::Multicast {
+            group: "232.1.1.1:5000".parse().unwrap(),
+            source: "10.0.0.1".parse().unwrap(),
+        };
+        leaf.handle_frame(conn, admit(3000, plan), t0);
+        let out = drain(&mut leaf);
+        assert!(closes(&out, conn));
+        assert!(matches!(
+            notes(out).as_slice(),
+            [LeafNote::JoinFailed(Error::SessionGone { reason, .. })] if reason.contains("another transport")
+        ));
+        assert!(!leaf.in_session());
+    }
+
+    #[test]
+    fn a_join_fails_as_its_connection_fails_or_times_out() {
+        let t0 = Instant::now();
+        let mut leaf = leaf_core(leaf_config(0));
+        leaf.handle_join(ROOT_AT, Direction::Both, t0).unwrap();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        leaf.handle_lost(ConnId(0), ConnError::Io(refused));
+        assert!(matches!(
+            note(&mut leaf),
+            LeafNote::JoinFailed(Error::Os {
+                op: "connecting to the root",
+                ..
+            })
+        ));
+
+        // leaf_config connects within 1 s.
+        leaf.handle_join(ROOT_AT, Direction::Both, t0).unwrap();
+        drain(&mut leaf);
+        leaf.handle_timeout(t0 + ms(999));
+        assert!(drain(&mut leaf).is_empty());
+        leaf.handle_timeout(t0 + ms(1000));
+        assert!(matches!(
+            note(&mut leaf),
+            LeafNote::JoinFailed(Error::TimedOut {
+                what: "connecting to the root",
+                ..
+            })
+        ));
+
+        let (mut leaf, conn) = joining(t0);
+        leaf.handle_lost(conn, ConnError::Closed);
+        assert!(matches!(
+            note(&mut leaf),
+            LeafNote::JoinFailed(Error::SessionGone { reason, .. }) if reason.contains("closed")
+        ));
+    }
+
+    #[test]
+    fn invitations_the_leaf_cannot_take_are_declined_with_the_reason() {
+        let t0 = Instant::now();
+        let mut no_data = leaf_config(0);
+        no_data.data = None;
+        let mut broken = leaf_config(0);
+        broken.on_invite = Some(Arc::new(|_: &Invitation| panic!("the policy panicked")));
+        let admitted = LeafCore::new(Transport::AdmittedMulticast, leaf_config(0));
+        let cases = [
+            (admitted, "this leaf runs admitted-multicast"),
+            (leaf_core(no_data), "no data address"),
+            (leaf_core(broken), "invitation policy failed"),
+        ];
+        for (mut leaf, reason) in cases {
+            let conn = leaf.handle_accepted(ROOT_AT, t0);
+            leaf.handle_frame(conn, invite(Direction::Both), t0);
+            let out = drain(&mut leaf);
+            assert!(
+                matches!(frames_on(&out, conn).as_slice(), [Frame::Refuse { reason: r }] if r.contains(reason)),
+                "{reason}: {out:?}"
+            );
+            assert!(closes(&out, conn));
+            assert!(
+                leaf.handle_join(ROOT_AT, Direction::Both, t0).is_ok(),
+                "the place is free"
+            );
+        }
+    }
+
+    #[test]
+    fn an_accepted_invitation_holds_the_place_until_the_root_answers() {
+        let t0 = Instant::now();
+        let mut leaf = leaf_core(leaf_config(0));
+        let conn = leaf.handle_accepted(ROOT_AT, t0);
+        leaf.handle_frame(conn, invite(Direction::SenderOnly), t0);
+        let out = drain(&mut leaf);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Join {
+                direction: Direction::SenderOnly,
+                ..
+            }]
+        ));
+        assert!(matches!(
+            leaf.handle_join(ROOT_AT, Direction::Both, t0),
+            Err(Error::JoinPending)
+        ));
+        // The root refuses after all: the place is free, and nobody waited.
+        let refuse = Frame::Refuse {
+            reason: "changed its mind".into(),
+        };
+        leaf.handle_frame(conn, refuse, t0);
+        let out = drain(&mut leaf);
+        assert!(closes(&out, conn));
+        assert!(notes(out).is_empty());
+        assert!(leaf.handle_join(ROOT_AT, Direction::Both, t0).is_ok());
+    }
+
+    #[test]
+    fn the_roots_end_and_leave_end_the_session_with_their_reason() {
+        let t0 = Instant::now();
+        let cases = [
+            (
+                Frame::End {
+                    reason: "over".into(),
+                },
+                SessionEvent::Ended {
+                    reason: "over".into(),
+                },
+            ),
+            (
+                Frame::Leave {
+                    reason: "out".into(),
+                },
+                SessionEvent::Removed {
+                    reason: "out".into(),
+                },
+            ),
+        ];
+        for (frame, event) in cases {
+            let (mut leaf, conn) = in_session(3000, t0);
+            leaf.handle_frame(conn, frame, t0);
+            assert!(matches!(
+                note(&mut leaf),
+                LeafNote::Ended { conn: c, event: Some(e) } if c == conn && e == event
+            ));
+            assert!(!leaf.in_session());
+        }
+    }
+
+    #[test]
+    fn leaving_tells_the_root_and_ends_without_an_event() {
+        let t0 = Instant::now();
+        let (mut leaf, conn) = in_session(3000, t0);
+        leaf.handle_leave(conn);
+        let out = drain(&mut leaf);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Leave { reason }] if reason == "the leaf left"
+        ));
+        assert!(matches!(
+            notes(out).as_slice(),
+            [LeafNote::Ended { event: None, .. }]
+        ));
+        assert!(!leaf.in_session());
+        leaf.handle_leave(conn);
+        assert!(drain(&mut leaf).is_empty(), "leaving twice does nothing");
+    }
+
+    #[test]
+    fn a_session_heartbeats_and_notices_a_silent_root() {
+        let t0 = Instant::now();
+        let (mut leaf, conn) = in_session(300, t0);
+        // The Join went out at t0: the first heartbeat is due a third of the timeout on.
+        assert_eq!(leaf.poll_timeout(), Some(t0 + ms(100)));
+        leaf.handle_timeout(t0 + ms(100));
+        assert_eq!(frames_on(&drain(&mut leaf), conn), [&Frame::Heartbeat]);
+        leaf.handle_timeout(t0 + ms(299));
+        assert!(notes(drain(&mut leaf)).is_empty());
+        leaf.handle_timeout(t0 + ms(300));
+        assert!(matches!(
+            note(&mut leaf),
+            LeafNote::Ended {
+                event: Some(SessionEvent::RootGone { .. }),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unclaimed_session_is_left_at_once() {
+        let t0 = Instant::now();
+        let (mut leaf, conn) = in_session(3000, t0);
+        leaf.handle_unclaimed(conn);
+        let out = drain(&mut leaf);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Leave { reason }] if reason == "the leaf did not take the session"
+        ));
+        assert!(!leaf.in_session());
+    }
+
+    #[test]
+    fn closing_leaves_the_session_and_fails_a_join_on_its_way() {
+        let t0 = Instant::now();
+        let (mut leaf, session) = in_session(3000, t0);
+        let invited = leaf.handle_accepted(ROOT_AT, t0);
+        leaf.handle_close();
+        let out = drain(&mut leaf);
+        for conn in [session, invited] {
+            assert!(matches!(
+                frames_on(&out, conn).as_slice(),
+                [Frame::Leave { reason }] if reason == "the leaf closed"
+            ));
+        }
+        assert_eq!(leaf.poll_timeout(), None);
+
+        let mut connecting = leaf_core(leaf_config(0));
+        connecting
+            .handle_join(ROOT_AT, Direction::Both, t0)
+            .unwrap();
+        connecting.handle_close();
+        assert!(matches!(
+            notes(drain(&mut connecting)).as_slice(),
+            [LeafNote::JoinFailed(Error::SessionClosed)]
+        ));
     }
 }

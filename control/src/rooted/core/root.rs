@@ -173,6 +173,7 @@ impl RootCore {
     }
 
     /// How many leaves are in the session.
+    #[cfg(test)]
     pub(crate) fn leaf_count(&self) -> usize {
         self.leaves.len()
     }
@@ -488,5 +489,369 @@ impl Machine for RootCore {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.conns.deadline(self.watch())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::super::sim::{closes, drain, frames_on, leaf_data, ms, notes, root_config, Script};
+    use std::sync::Arc;
+
+    use super::super::Transmit;
+    use super::*;
+
+    const PEER: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, 9)),
+        41_000,
+    );
+
+    fn root(config: RootConfig) -> RootCore {
+        RootCore::new(
+            Transport::RootedUnicast,
+            config,
+            Box::new(Script::default()),
+        )
+    }
+
+    fn join(name: &str, direction: Direction) -> Frame {
+        Frame::Join {
+            transport: Transport::RootedUnicast,
+            direction,
+            data: Some(leaf_data(9)),
+            name: name.into(),
+        }
+    }
+
+    /// A root with one leaf admitted at `t0`; the outputs are taken.
+    fn with_leaf(config: RootConfig, t0: Instant) -> (RootCore, ConnId) {
+        let mut root = root(config);
+        let conn = root.handle_accepted(PEER, t0);
+        root.handle_frame(conn, join("leaf", Direction::ReceiverOnly), t0);
+        drain(&mut root);
+        (root, conn)
+    }
+
+    /// The root's invitation of PEER, connected at `t0`; the outputs are taken.
+    fn inviting(direction: Direction, t0: Instant) -> (RootCore, ConnId) {
+        let mut root = root(root_config(ms(3000)));
+        root.handle_invite(PEER, direction, t0).unwrap();
+        let conn = match drain(&mut root).as_slice() {
+            [Output::Conn(conn, Transmit::Connect(PEER))] => *conn,
+            other => panic!("expected a connection to the leaf: {other:?}"),
+        };
+        root.handle_connected(conn, t0);
+        drain(&mut root);
+        (root, conn)
+    }
+
+    #[test]
+    fn an_admitted_leaf_is_listed_before_its_admit_and_announced_after() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let conn = root.handle_accepted(PEER, t0);
+        assert!(
+            drain(&mut root).is_empty(),
+            "a connection alone asks nothing"
+        );
+        root.handle_frame(conn, join("leaf", Direction::Both), t0);
+        let out = drain(&mut root);
+        match out.as_slice() {
+            [Output::Note(RootNote::Listed(leaf)), Output::Conn(
+                c,
+                Transmit::Send(Frame::Admit {
+                    session,
+                    timeout_ms,
+                    plan,
+                    ..
+                }),
+            ), Output::Note(RootNote::Event(Event::Joined(id)))] => {
+                assert_eq!((*c, leaf.id), (conn, *id));
+                assert_eq!(leaf.request.peer, PEER);
+                assert_eq!(leaf.request.direction, Direction::Both);
+                assert_eq!((*session, *timeout_ms), (*b"SIMULATED1", 3000));
+                assert_eq!(plan, &leaf.plan);
+            }
+            other => panic!("expected listed, Admit, joined: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invitation_connects_invites_and_answers_with_the_admitted_leaf() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        root.handle_invite(PEER, Direction::SenderOnly, t0).unwrap();
+        let out = drain(&mut root);
+        let [Output::Conn(conn, Transmit::Connect(PEER))] = out.as_slice() else {
+            panic!("expected a connection to the leaf: {out:?}")
+        };
+        let conn = *conn;
+        root.handle_connected(conn, t0);
+        let out = drain(&mut root);
+        assert_eq!(
+            frames_on(&out, conn),
+            [&Frame::Invite {
+                transport: Transport::RootedUnicast,
+                direction: Direction::SenderOnly
+            }]
+        );
+        root.handle_frame(conn, join("invitee", Direction::SenderOnly), t0);
+        let notes = notes(drain(&mut root));
+        assert!(
+            matches!(
+                notes.as_slice(),
+                [RootNote::Listed(l), RootNote::Invited(Ok(id)), RootNote::Event(Event::Joined(_))]
+                    if l.request.invited && l.id == *id
+            ),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn one_invitation_waits_for_its_answer_at_a_time() {
+        let t0 = Instant::now();
+        let (mut root, conn) = inviting(Direction::Both, t0);
+        let other: SocketAddr = "10.0.1.10:7100".parse().unwrap();
+        assert!(matches!(
+            root.handle_invite(other, Direction::Both, t0),
+            Err(Error::JoinPending)
+        ));
+        assert!(drain(&mut root).is_empty());
+        // Declined: the next may go.
+        let decline = Frame::Refuse {
+            reason: "no".into(),
+        };
+        root.handle_frame(conn, decline, t0);
+        assert!(matches!(
+            notes(drain(&mut root)).as_slice(),
+            [RootNote::Invited(Err(Error::Refused { peer: PEER, .. }))]
+        ));
+        assert!(root.handle_invite(other, Direction::Both, t0).is_ok());
+    }
+
+    #[test]
+    fn a_leaf_accepting_in_another_direction_is_refused() {
+        let t0 = Instant::now();
+        let (mut root, conn) = inviting(Direction::ReceiverOnly, t0);
+        root.handle_frame(conn, join("contrary", Direction::Both), t0);
+        let out = drain(&mut root);
+        assert!(closes(&out, conn));
+        let notes = notes(out);
+        assert!(
+            matches!(
+                notes.as_slice(),
+                [RootNote::Invited(Err(Error::Refused { reason, .. })), RootNote::Event(Event::Refused { .. })]
+                    if reason.contains("invited as ReceiverOnly")
+            ),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn an_invitation_fails_as_its_connection_fails() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        root.handle_invite(PEER, Direction::Both, t0).unwrap();
+        let conn = ConnId(0);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        root.handle_lost(conn, ConnError::Io(refused));
+        assert!(matches!(
+            notes(drain(&mut root)).as_slice(),
+            [RootNote::Invited(Err(Error::Os {
+                op: "connecting to the leaf",
+                ..
+            }))]
+        ));
+    }
+
+    #[test]
+    fn an_invitation_times_out_connecting_and_then_answering() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        root.handle_invite(PEER, Direction::Both, t0).unwrap();
+        drain(&mut root);
+        // root_config connects within 500 ms.
+        assert_eq!(root.poll_timeout(), Some(t0 + ms(500)));
+        root.handle_timeout(t0 + ms(499));
+        assert!(drain(&mut root).is_empty());
+        root.handle_timeout(t0 + ms(500));
+        assert!(matches!(
+            notes(drain(&mut root)).as_slice(),
+            [RootNote::Invited(Err(Error::TimedOut {
+                what: "connecting to the leaf",
+                ..
+            }))]
+        ));
+
+        let (mut root, _) = inviting(Direction::Both, t0);
+        assert_eq!(root.poll_timeout(), Some(t0 + ms(3000)));
+        root.handle_timeout(t0 + ms(3000));
+        assert!(matches!(
+            notes(drain(&mut root)).as_slice(),
+            [RootNote::Invited(Err(Error::TimedOut {
+                what: "waiting for the leaf to answer the invitation",
+                ..
+            }))]
+        ));
+        assert_eq!(root.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_connection_that_never_asks_is_dropped_at_the_timeout() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let conn = root.handle_accepted(PEER, t0);
+        assert_eq!(root.poll_timeout(), Some(t0 + ms(3000)));
+        root.handle_timeout(t0 + ms(3000));
+        let out = drain(&mut root);
+        assert!(closes(&out, conn));
+        assert!(notes(out).is_empty(), "it was never a leaf");
+    }
+
+    #[test]
+    fn an_admitted_leaf_is_timed_out_with_a_leave() {
+        let t0 = Instant::now();
+        let (mut root, conn) = with_leaf(root_config(ms(300)), t0);
+        assert_eq!(root.poll_timeout(), Some(t0 + ms(100)), "first a heartbeat");
+        root.handle_frame(conn, Frame::Heartbeat, t0 + ms(250));
+        root.handle_timeout(t0 + ms(549));
+        assert!(notes(drain(&mut root)).is_empty(), "heard at 250 ms");
+        root.handle_timeout(t0 + ms(550));
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Leave { reason }] if reason.starts_with("timed out")
+        ));
+        assert!(matches!(
+            notes(out).as_slice(),
+            [RootNote::Event(Event::TimedOut { leaf: LeafId(0) })]
+        ));
+    }
+
+    #[test]
+    fn a_frame_out_of_place_ends_the_leaf_with_a_protocol_error() {
+        let t0 = Instant::now();
+        let (mut root, conn) = with_leaf(root_config(ms(3000)), t0);
+        root.handle_frame(conn, join("again", Direction::Both), t0);
+        let out = drain(&mut root);
+        assert!(closes(&out, conn));
+        assert!(matches!(
+            notes(out).as_slice(),
+            [RootNote::Event(Event::Left { reason, .. })] if reason == "protocol error: unexpected Join"
+        ));
+    }
+
+    #[test]
+    fn a_full_session_refuses_the_next_leaf() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.max_leaves = 1;
+        let (mut root, _) = with_leaf(config, t0);
+        let conn = root.handle_accepted(PEER, t0);
+        root.handle_frame(conn, join("second", Direction::Both), t0);
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Refuse { reason }] if reason == "the session is full (1 leaves)"
+        ));
+        assert_eq!(root.leaf_count(), 1);
+    }
+
+    #[test]
+    fn a_plan_for_another_transport_refuses_the_leaf_and_runs_on_gone() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.plan = Some(DataPlan::Multicast {
+            group: "232.1.1.1:5000".parse().unwrap(),
+            source: "10.0.0.1".parse().unwrap(),
+        });
+        let hooks = Script::default();
+        let gone = Arc::clone(&hooks.gone);
+        let mut root = RootCore::new(Transport::RootedUnicast, config, Box::new(hooks));
+        let conn = root.handle_accepted(PEER, t0);
+        root.handle_frame(conn, join("leaf", Direction::Both), t0);
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Refuse { reason }] if reason == "the root's data plan does not fit rooted-unicast"
+        ));
+        assert_eq!(gone.lock().unwrap().as_slice(), [LeafId(0)]);
+    }
+
+    #[test]
+    fn panicking_hooks_refuse_the_leaf_and_the_root_carries_on() {
+        struct Broken;
+        impl RootHooks for Broken {
+            fn admit(&mut self, request: &JoinRequest) -> Decision {
+                assert!(request.name != "boom", "the admission hook panicked");
+                Decision::Admit
+            }
+            fn next_sequence(&mut self, _leaf: LeafId) -> u64 {
+                panic!("the next_sequence hook panicked")
+            }
+        }
+        let t0 = Instant::now();
+        let mut root = RootCore::new(
+            Transport::RootedUnicast,
+            root_config(ms(3000)),
+            Box::new(Broken),
+        );
+        let boom = root.handle_accepted(PEER, t0);
+        root.handle_frame(boom, join("boom", Direction::Both), t0);
+        assert!(matches!(
+            frames_on(&drain(&mut root), boom).as_slice(),
+            [Frame::Refuse { reason }] if reason == "the root's admission hook failed"
+        ));
+        let fine = root.handle_accepted(PEER, t0);
+        root.handle_frame(fine, join("fine", Direction::Both), t0);
+        assert!(matches!(
+            frames_on(&drain(&mut root), fine).as_slice(),
+            [Frame::Admit {
+                next_sequence: 0,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn closing_ends_leaves_refuses_arrivals_and_answers_the_inviter() {
+        let t0 = Instant::now();
+        let (mut root, leaf) = with_leaf(root_config(ms(3000)), t0);
+        let arriving = root.handle_accepted(PEER, t0);
+        root.handle_invite(PEER, Direction::Both, t0).unwrap();
+        drain(&mut root);
+        root.handle_close();
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, leaf).as_slice(),
+            [Frame::End { .. }]
+        ));
+        assert!(matches!(
+            frames_on(&out, arriving).as_slice(),
+            [Frame::Refuse { reason }] if reason == "the root is closing"
+        ));
+        let notes = notes(out);
+        assert!(notes
+            .iter()
+            .any(|n| matches!(n, RootNote::Invited(Err(Error::SessionClosed)))));
+        assert!(notes.iter().any(|n| matches!(
+            n,
+            RootNote::Event(Event::Left { reason, .. }) if reason == "the root closed the session"
+        )));
+        assert_eq!(root.poll_timeout(), None);
+    }
+
+    #[test]
+    fn inputs_for_unknown_connections_do_nothing() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        root.handle_frame(ConnId(7), Frame::Heartbeat, t0);
+        root.handle_connected(ConnId(7), t0);
+        root.handle_lost(ConnId(7), ConnError::Closed);
+        root.handle_unclaimed(LeafId(3));
+        root.handle_timeout(t0 + ms(10_000));
+        assert!(drain(&mut root).is_empty());
+        assert_eq!(root.poll_timeout(), None);
     }
 }
