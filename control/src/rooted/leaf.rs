@@ -4,15 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use mio::Poll;
 
 use super::core::leaf::{Admission, LeafCore, LeafNote};
 use super::core::ConnId;
-use super::driver::{self, Cmd, Driver, Reply, Side, ANSWER_MARGIN};
+use super::driver::{self, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
 use super::proto::DataPlan;
 use super::Decision;
 use crate::error::{Error, Result};
@@ -102,11 +100,7 @@ type Ctl = driver::Ctl<LeafCmd>;
 
 /// The leaf's own commands to its driver.
 enum LeafCmd {
-    Join {
-        peer: SocketAddr,
-        direction: Direction,
-        reply: Sender<Result<LeafSession>>,
-    },
+    Join(Ask<LeafSession>),
     Leave(ConnId, Option<Sender<()>>),
 }
 
@@ -197,14 +191,14 @@ impl Drop for LeafSession {
 /// It joins at most one session at a time. Dropping it leaves its session.
 #[derive(Debug)]
 pub struct Leaf {
+    /// First, so that dropping the leaf leaves its session before anything else goes.
+    driver: Running<LeafCmd>,
     transport: Transport,
     roles: Roles,
     config: LeafConfig,
     in_session: Arc<AtomicBool>,
-    ctl: Arc<Ctl>,
     sessions: Receiver<LeafSession>,
     local: Mutex<Option<SocketAddr>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Leaf {
@@ -229,32 +223,24 @@ impl Leaf {
                          control plane",
             });
         }
-        let poll = Poll::new().map_err(Error::os("creating the leaf's poller"))?;
-        let (ctl, commands) = Ctl::new(&poll, "waking the leaf's driver thread")
-            .map_err(Error::os("creating the leaf's waker"))?;
-        let ctl = Arc::new(ctl);
         let in_session = Arc::new(AtomicBool::new(false));
         let (sessions_tx, sessions) = bounded(1);
-        let side = LeafSide {
-            ctl: Arc::clone(&ctl),
+        let core = LeafCore::new(transport, config.clone());
+        let driver = driver::start(core, |ctl| LeafSide {
+            ctl: Arc::clone(ctl),
             in_session: Arc::clone(&in_session),
             accepted: sessions_tx,
-            joiner: None,
+            joiner: Waiting::new(),
             session: None,
-        };
-        let core = LeafCore::new(transport, config.clone());
-        let thread = Driver::new(poll, core, side, commands)
-            .spawn("mp-leaf", Arc::clone(&ctl))
-            .map_err(Error::os("starting the leaf's driver thread"))?;
+        })?;
         Ok(Leaf {
+            driver,
             transport,
             roles,
             config,
             in_session,
-            ctl,
             sessions,
             local: Mutex::new(None),
-            thread: Some(thread),
         })
     }
 
@@ -289,19 +275,14 @@ impl Leaf {
     /// - [`Error::TimedOut`] if the root does not connect or answer in time;
     /// - [`Error::Os`] if the connection fails (no root listening there, say).
     pub fn join_leaf(&self, root: SocketAddr, direction: Direction) -> Result<LeafSession> {
-        // The driver answers within its own deadlines (connecting, then the root's
-        // answer); the margin covers scheduling. Should it still be late, a session it
-        // admits afterwards finds nobody waiting and is left at once.
-        let within = self.config.connect_timeout + self.config.join_timeout + ANSWER_MARGIN;
-        self.ctl.ask(
-            |reply| LeafCmd::Join {
-                peer: root,
-                direction,
-                reply,
-            },
-            within,
-            "waiting for the root's answer",
+        // The core answers by its deadlines: connected, then answered. Should the answer
+        // still come late, the session it admits finds nobody waiting and is left at once.
+        self.driver.ask(
             root,
+            direction,
+            LeafCmd::Join,
+            self.config.connect_timeout + self.config.join_timeout,
+            "waiting for the root's answer",
         )
     }
 
@@ -313,7 +294,7 @@ impl Leaf {
     /// [`Error::Os`] if the address cannot be bound; [`Error::AlreadyListening`] if the
     /// leaf listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
-        self.ctl
+        self.driver
             .listen(&self.local, addr, "listening for invitations")
     }
 
@@ -331,14 +312,8 @@ impl Leaf {
     }
 
     /// Closes the leaf: its session is left and its driver thread joined.
-    pub fn close(mut self) {
-        self.ctl.stop(&mut self.thread);
-    }
-}
-
-impl Drop for Leaf {
-    fn drop(&mut self) {
-        self.ctl.stop(&mut self.thread);
+    pub fn close(self) {
+        drop(self);
     }
 }
 
@@ -351,7 +326,7 @@ struct LeafSide {
     /// Sessions of accepted invitations, for [`Leaf::accept`].
     accepted: Sender<LeafSession>,
     /// The caller of [`Leaf::join_leaf`] waiting for the answer.
-    joiner: Option<Sender<Result<LeafSession>>>,
+    joiner: Waiting<LeafSession>,
     /// The session handed out, by connection: how to tell it that it ended.
     session: Option<(ConnId, SessionLink)>,
 }
@@ -365,21 +340,14 @@ struct SessionLink {
 impl Side for LeafSide {
     type Machine = LeafCore;
     type Cmd = LeafCmd;
-    const WHO: &'static str = "leaf";
+    const NAMES: Names = names!("leaf");
 
     fn command(&mut self, core: &mut LeafCore, cmd: LeafCmd, now: Instant) -> Option<Reply> {
         match cmd {
-            LeafCmd::Join {
-                peer,
-                direction,
-                reply,
-            } => {
-                match core.handle_join(peer, direction, now) {
-                    Ok(()) => self.joiner = Some(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+            LeafCmd::Join(ask) => {
+                self.joiner.start(ask, |peer, direction| {
+                    core.handle_join(peer, direction, now)
+                });
                 None
             }
             LeafCmd::Leave(conn, reply) => {
@@ -404,9 +372,7 @@ impl Side for LeafSide {
                 }
             }
             LeafNote::JoinFailed(e) => {
-                if let Some(reply) = self.joiner.take() {
-                    let _ = reply.send(Err(e));
-                }
+                self.joiner.answer(Err(e));
             }
             LeafNote::Ended { conn, event } => {
                 if let Some((_, link)) = self.session.take_if(|(id, _)| *id == conn) {
@@ -465,12 +431,6 @@ impl LeafSide {
                 .err()
                 .map(|e| e.into_inner());
         }
-        match self.joiner.take() {
-            Some(reply) => reply
-                .send(Ok(session))
-                .err()
-                .and_then(|e| e.into_inner().ok()),
-            None => Some(session),
-        }
+        self.joiner.answer(Ok(session)).and_then(Result::ok)
     }
 }

@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use mio::Poll;
 
 use super::core::root::{AdmittedLeaf, Event, RootCore, RootNote};
 use super::core::{MAX_TIMEOUT, MIN_TIMEOUT};
-use super::driver::{self, lock, Cmd, Driver, Reply, Side, ANSWER_MARGIN};
+use super::driver::{self, lock, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
 use super::proto::DataPlan;
 use super::{Decision, JoinRequest, LeafId};
 use crate::error::{Error, Result};
@@ -209,11 +207,7 @@ impl LeafHandle {
 
 /// The root's own commands to its driver.
 enum RootCmd {
-    Invite {
-        peer: SocketAddr,
-        direction: Direction,
-        reply: Sender<Result<LeafHandle>>,
-    },
+    Invite(Ask<LeafHandle>),
     Remove(LeafId, Sender<Result<()>>),
 }
 
@@ -226,15 +220,15 @@ type Ctl = driver::Ctl<RootCmd>;
 /// Dropping the root closes it like [`close`](Self::close).
 #[derive(Debug)]
 pub struct Root {
+    /// First, so that dropping the root closes the session before anything else goes.
+    driver: Running<RootCmd>,
     transport: Transport,
     roles: Roles,
     config: RootConfig,
-    ctl: Arc<Ctl>,
     events: Receiver<RootEvent>,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
     local: Mutex<Option<SocketAddr>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Root {
@@ -291,35 +285,27 @@ impl Root {
                          on admitted-multicast",
             });
         }
-        let poll = Poll::new().map_err(Error::os("creating the root's poller"))?;
-        let (ctl, commands) = Ctl::new(&poll, "waking the root's driver thread")
-            .map_err(Error::os("creating the root's waker"))?;
-        let ctl = Arc::new(ctl);
         let (events_tx, events) = bounded(config.event_capacity.max(1));
         let leaves = Arc::new(Mutex::new(BTreeMap::new()));
         let dropped_events = Arc::new(AtomicU64::new(0));
-        let side = RootSide {
-            ctl: Arc::clone(&ctl),
+        let core = RootCore::new(transport, config.clone(), Box::new(hooks));
+        let driver = driver::start(core, |ctl| RootSide {
+            ctl: Arc::clone(ctl),
             events: events_tx,
             event_capacity: config.event_capacity,
             leaves: Arc::clone(&leaves),
             dropped_events: Arc::clone(&dropped_events),
-            inviter: None,
-        };
-        let core = RootCore::new(transport, config.clone(), Box::new(hooks));
-        let thread = Driver::new(poll, core, side, commands)
-            .spawn("mp-root", Arc::clone(&ctl))
-            .map_err(Error::os("starting the root's driver thread"))?;
+            inviter: Waiting::new(),
+        })?;
         Ok(Root {
+            driver,
             transport,
             roles,
             config,
-            ctl,
             events,
             leaves,
             dropped_events,
             local: Mutex::new(None),
-            thread: Some(thread),
         })
     }
 
@@ -346,7 +332,8 @@ impl Root {
     /// [`Error::Os`] if the address cannot be bound; [`Error::AlreadyListening`] if the
     /// root listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
-        self.ctl.listen(&self.local, addr, "listening for leaves")
+        self.driver
+            .listen(&self.local, addr, "listening for leaves")
     }
 
     /// The address the root listens at, if it does.
@@ -365,19 +352,14 @@ impl Root {
     /// - [`Error::TimedOut`] if it does not connect or answer within the timeouts;
     /// - [`Error::Os`] if the connection fails (nobody listening, say).
     pub fn join_leaf(&self, leaf: SocketAddr, direction: Direction) -> Result<LeafHandle> {
-        self.ctl.not_from_hook("Root::join_leaf")?;
-        // The driver answers within its own deadlines (connecting, then the invitation's
-        // answer); the margin covers scheduling.
-        let within = self.config.connect_timeout + self.config.timeout + ANSWER_MARGIN;
-        self.ctl.ask(
-            |reply| RootCmd::Invite {
-                peer: leaf,
-                direction,
-                reply,
-            },
-            within,
-            "waiting for the leaf to answer the invitation",
+        self.driver.not_from_hook("Root::join_leaf")?;
+        // The core answers by its deadlines: connected, then answered.
+        self.driver.ask(
             leaf,
+            direction,
+            RootCmd::Invite,
+            self.config.connect_timeout + self.config.timeout,
+            "waiting for the leaf to answer the invitation",
         )
     }
 
@@ -403,14 +385,8 @@ impl Root {
 
     /// Ends the session: every leaf is told, every connection closed, and the driver
     /// thread joined.
-    pub fn close(mut self) {
-        self.ctl.stop(&mut self.thread);
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        self.ctl.stop(&mut self.thread);
+    pub fn close(self) {
+        drop(self);
     }
 }
 
@@ -423,27 +399,20 @@ struct RootSide {
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
     /// The caller of [`Root::join_leaf`] waiting for the answer.
-    inviter: Option<Sender<Result<LeafHandle>>>,
+    inviter: Waiting<LeafHandle>,
 }
 
 impl Side for RootSide {
     type Machine = RootCore;
     type Cmd = RootCmd;
-    const WHO: &'static str = "root";
+    const NAMES: Names = names!("root");
 
     fn command(&mut self, core: &mut RootCore, cmd: RootCmd, now: Instant) -> Option<Reply> {
         match cmd {
-            RootCmd::Invite {
-                peer,
-                direction,
-                reply,
-            } => {
-                match core.handle_invite(peer, direction, now) {
-                    Ok(()) => self.inviter = Some(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+            RootCmd::Invite(ask) => {
+                self.inviter.start(ask, |peer, direction| {
+                    core.handle_invite(peer, direction, now)
+                });
                 None
             }
             RootCmd::Remove(leaf, reply) => {
@@ -465,11 +434,7 @@ impl Side for RootSide {
             }
             RootNote::Invited(answer) => {
                 let answer = answer.and_then(|id| self.handle(id));
-                let unsent = match self.inviter.take() {
-                    Some(reply) => reply.send(answer).err().map(|e| e.into_inner()),
-                    None => Some(answer),
-                };
-                if let Some(Ok(handle)) = unsent {
+                if let Some(Ok(handle)) = self.inviter.answer(answer) {
                     // The inviter stopped waiting (and was told it timed out).
                     core.handle_unclaimed(handle.id());
                 }

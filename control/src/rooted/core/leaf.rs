@@ -1,7 +1,7 @@
 //! What a leaf decides: its one join at a time, answering invitations, its session's
 //! liveness and its end, as a state machine without I/O (see [the contract](super)).
 //!
-//! Besides the calls of [`Machine`], a [`LeafCore`] takes the leaf's commands:
+//! Besides the calls of [`Machine`](super::Machine), a [`LeafCore`] takes the leaf's commands:
 //! [`handle_join`](LeafCore::handle_join), [`handle_leave`](LeafCore::handle_leave),
 //! [`handle_unclaimed`](LeafCore::handle_unclaimed) and
 //! [`handle_close`](LeafCore::handle_close). Its [`LeafNote`]s hand out admissions,
@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Machine, Output,
-    Watch, MAX_TIMEOUT, MIN_TIMEOUT,
+    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch,
+    MAX_TIMEOUT, MIN_TIMEOUT,
 };
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
@@ -44,7 +44,7 @@ pub(crate) struct LeafCore {
 
 /// Where a connection stands.
 #[derive(Debug)]
-enum State {
+pub(crate) enum State {
     /// This leaf asked to join and waits for the connection to the root.
     Connecting { direction: Direction },
     /// This leaf asked to join; waiting for Admit or Refuse.
@@ -169,35 +169,12 @@ impl LeafCore {
             .is_some_and(|c| matches!(c.state, State::InSession { .. }))
     }
 
-    fn watch(&self) -> impl Fn(&State) -> Watch {
-        let (join, connect) = (self.config.join_timeout, self.config.connect_timeout);
-        move |state| match state {
-            State::InSession { timeout } => Watch::Session(*timeout),
-            State::Connecting { .. } => Watch::Pending(connect),
-            State::Joining { .. } | State::AwaitInvite | State::Accepting { .. } => {
-                Watch::Pending(join)
-            }
-        }
-    }
-
-    fn join_frame(&self, transport: Transport, direction: Direction) -> Frame {
-        Frame::Join {
+    fn invited(&mut self, conn: ConnId, invitation: Invitation, now: Instant) {
+        let Invitation {
             transport,
             direction,
-            data: self.config.data,
-            name: self.config.name.clone(),
-        }
-    }
-
-    fn invited(&mut self, conn: ConnId, transport: Transport, direction: Direction, now: Instant) {
-        let Some(entry) = self.conns.get(conn) else {
-            return;
-        };
-        let invitation = Invitation {
-            root: entry.peer,
-            transport,
-            direction,
-        };
+            ..
+        } = invitation;
         let decision = if transport != self.transport {
             Decision::Refuse(format!(
                 "this leaf runs {}, the root invited it to {transport}",
@@ -221,7 +198,7 @@ impl LeafCore {
         };
         match decision {
             Decision::Admit => {
-                let join = self.join_frame(transport, direction);
+                let join = join_frame(transport, direction, self.config.data, &self.config.name);
                 let Some(entry) = self.conns.get_mut(conn) else {
                     return;
                 };
@@ -242,10 +219,6 @@ impl LeafCore {
         plan: DataPlan,
         now: Instant,
     ) {
-        if !plan_fits(&plan, self.transport) {
-            let why = ConnError::Unexpected("a data plan for another transport");
-            return self.handle_lost(conn, why);
-        }
         // A timeout too short to keep up with, or absurdly long, is clamped.
         let timeout = Duration::from_millis(u64::from(timeout_ms)).clamp(MIN_TIMEOUT, MAX_TIMEOUT);
         let Some(entry) = self.conns.get_mut(conn) else {
@@ -299,30 +272,62 @@ impl LeafCore {
     }
 }
 
-impl Machine for LeafCore {
+/// The Join this leaf asks (or accepts) with.
+fn join_frame(
+    transport: Transport,
+    direction: Direction,
+    data: Option<SocketAddr>,
+    name: &str,
+) -> Frame {
+    Frame::Join {
+        transport,
+        direction,
+        data,
+        name: name.to_owned(),
+    }
+}
+
+impl Rules for LeafCore {
+    type State = State;
     type Note = LeafNote;
+    const ACCEPTED: State = State::AwaitInvite;
 
-    fn handle_accepted(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
-        self.conns.open(peer, State::AwaitInvite, now)
+    fn conns(&self) -> &Conns<State, LeafNote> {
+        &self.conns
     }
 
-    fn handle_connected(&mut self, conn: ConnId, now: Instant) {
-        let Some(entry) = self.conns.get_mut(conn) else {
-            return;
-        };
-        let State::Connecting { direction } = entry.state else {
-            return;
-        };
-        entry.change(State::Joining { direction }, now);
-        let join = self.join_frame(self.transport, direction);
-        self.conns.send(conn, join, now);
+    fn conns_mut(&mut self) -> &mut Conns<State, LeafNote> {
+        &mut self.conns
     }
 
-    fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
-        let Some(entry) = self.conns.heard(conn, now) else {
+    fn watch(&self) -> impl Fn(&State) -> Watch + 'static {
+        let (join, connect) = (self.config.join_timeout, self.config.connect_timeout);
+        move |state| match state {
+            State::InSession { timeout } => Watch::Session(*timeout),
+            State::Connecting { .. } => Watch::Pending(connect),
+            State::Joining { .. } | State::AwaitInvite | State::Accepting { .. } => {
+                Watch::Pending(join)
+            }
+        }
+    }
+
+    fn opened(&self, state: &State) -> Option<(State, Frame)> {
+        let State::Connecting { direction } = *state else {
+            return None;
+        };
+        let join = join_frame(
+            self.transport,
+            direction,
+            self.config.data,
+            &self.config.name,
+        );
+        Some((State::Joining { direction }, join))
+    }
+
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) {
+        let Some(entry) = self.conns.get(conn) else {
             return;
         };
-        let peer = entry.peer;
         match (&entry.state, frame) {
             (
                 State::Joining { .. } | State::Accepting { .. },
@@ -332,7 +337,14 @@ impl Machine for LeafCore {
                     next_sequence,
                     plan,
                 },
-            ) => self.admitted(conn, session, timeout_ms, next_sequence, plan, now),
+            ) => {
+                if plan_fits(&plan, self.transport) {
+                    self.admitted(conn, session, timeout_ms, next_sequence, plan, now);
+                } else {
+                    let why = ConnError::Unexpected("a data plan for another transport");
+                    self.lost(conn, peer, why);
+                }
+            }
             (State::Joining { .. }, Frame::Refuse { reason }) => {
                 self.end(conn, None, Some(Error::Refused { peer, reason }), None);
             }
@@ -348,7 +360,14 @@ impl Machine for LeafCore {
                     transport,
                     direction,
                 },
-            ) => self.invited(conn, transport, direction, now),
+            ) => {
+                let invitation = Invitation {
+                    root: peer,
+                    transport,
+                    direction,
+                };
+                self.invited(conn, invitation, now);
+            }
             (State::InSession { .. }, Frame::End { reason }) => {
                 self.end(conn, None, None, Some(SessionEvent::Ended { reason }));
             }
@@ -356,67 +375,50 @@ impl Machine for LeafCore {
                 self.end(conn, None, None, Some(SessionEvent::Removed { reason }));
             }
             (_, Frame::Heartbeat) => {}
-            (_, other) => self.handle_lost(conn, ConnError::Unexpected(frame_name(&other))),
+            (_, other) => self.lost(conn, peer, ConnError::Unexpected(frame_name(&other))),
         }
     }
 
-    fn handle_lost(&mut self, conn: ConnId, why: ConnError) {
-        let Some(entry) = self.conns.get(conn) else {
-            return;
+    fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
+        let (answer, event) = match self.conns.get(conn).map(|c| &c.state) {
+            Some(State::InSession { .. }) => {
+                let reason = why.to_string();
+                (None, Some(SessionEvent::RootGone { reason }))
+            }
+            Some(State::Joining { .. }) => {
+                let reason = why.to_string();
+                (Some(Error::SessionGone { peer, reason }), None)
+            }
+            Some(State::Connecting { .. }) => (
+                Some(connect_error("connecting to the root", peer, why)),
+                None,
+            ),
+            Some(State::AwaitInvite | State::Accepting { .. }) | None => (None, None),
         };
-        let peer = entry.peer;
-        match entry.state {
-            State::InSession { .. } => {
-                let gone = SessionEvent::RootGone {
-                    reason: why.to_string(),
-                };
-                self.end(conn, None, None, Some(gone));
-            }
-            State::Joining { .. } => {
-                let answer = Error::SessionGone {
-                    peer,
-                    reason: why.to_string(),
-                };
-                self.end(conn, None, Some(answer), None);
-            }
-            State::Connecting { .. } => {
-                let answer = connect_error("connecting to the root", peer, why);
-                self.end(conn, None, Some(answer), None);
-            }
-            State::AwaitInvite | State::Accepting { .. } => self.end(conn, None, None, None),
-        }
+        self.end(conn, None, answer, event);
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        let watch = self.watch();
-        for conn in self.conns.tick(now, watch) {
-            let Some(entry) = self.conns.get(conn) else {
-                continue;
-            };
-            let peer = entry.peer;
-            let (answer, event) = match entry.state {
-                State::InSession { .. } => {
-                    let gone = SessionEvent::RootGone {
-                        reason: "nothing heard from the root within the timeout".into(),
-                    };
-                    (None, Some(gone))
-                }
-                State::Connecting { .. } => {
-                    let what = "connecting to the root";
-                    (Some(Error::TimedOut { what, peer }), None)
-                }
-                State::Joining { .. } | State::AwaitInvite | State::Accepting { .. } => {
-                    let what = "waiting for the root's answer";
-                    (Some(Error::TimedOut { what, peer }), None)
-                }
-            };
-            self.end(conn, None, answer, event);
-        }
+    fn expired(&mut self, conn: ConnId, peer: SocketAddr) {
+        let (answer, event) = match self.conns.get(conn).map(|c| &c.state) {
+            Some(State::InSession { .. }) => {
+                let reason = "nothing heard from the root within the timeout".into();
+                (None, Some(SessionEvent::RootGone { reason }))
+            }
+            Some(State::Connecting { .. }) => {
+                let what = "connecting to the root";
+                (Some(Error::TimedOut { what, peer }), None)
+            }
+            Some(_) | None => {
+                let what = "waiting for the root's answer";
+                (Some(Error::TimedOut { what, peer }), None)
+            }
+        };
+        self.end(conn, None, answer, event);
     }
 
     /// Closes the leaf: every connection is told the leaf closed (a join still connecting
     /// fails with [`Error::SessionClosed`]). No connection is left after.
-    fn handle_close(&mut self) {
+    fn close(&mut self) {
         for conn in self.conns.ids() {
             if let Some(State::Connecting { .. }) = self.conns.get(conn).map(|c| &c.state) {
                 self.end(conn, None, Some(Error::SessionClosed), None);
@@ -427,14 +429,6 @@ impl Machine for LeafCore {
                 self.end(conn, Some(leave), None, None);
             }
         }
-    }
-
-    fn poll_output(&mut self) -> Option<Output<LeafNote>> {
-        self.conns.poll()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.deadline(self.watch())
     }
 }
 
@@ -447,7 +441,7 @@ mod tests {
     use super::super::sim::{
         closes, drain, frames_on, leaf_config, ms, notes, unicast_plan, ROOT_AT,
     };
-    use super::super::Transmit;
+    use super::super::{Machine, Output, Transmit};
     use super::*;
 
     fn leaf_core(config: LeafConfig) -> LeafCore {

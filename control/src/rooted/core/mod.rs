@@ -133,6 +133,88 @@ pub(crate) trait Machine {
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
+/// The rules of one side, root or leaf, over its [`Conns`]: what it decides.
+/// [`Machine`] is implemented once for every `Rules`, with what both sides share:
+/// connections it does not know are ignored, frames heard and sent keep the clocks,
+/// heartbeats and deadlines follow [`watch`](Rules::watch), and outputs queue in order.
+pub(crate) trait Rules {
+    /// Where a connection stands.
+    type State;
+    /// What the embedder is told besides connection work.
+    type Note;
+    /// The state of a connection accepted on the listener.
+    const ACCEPTED: Self::State;
+    /// The side's connections and queued outputs.
+    fn conns(&self) -> &Conns<Self::State, Self::Note>;
+    /// The same, to change.
+    fn conns_mut(&mut self) -> &mut Conns<Self::State, Self::Note>;
+    /// How the time of a connection is kept, by its state.
+    fn watch(&self) -> impl Fn(&Self::State) -> Watch + 'static;
+    /// A connection this side opened came up in `state`: the state it moves to and the
+    /// first frame to send, or `None` if it was not being opened.
+    fn opened(&self, state: &Self::State) -> Option<(Self::State, Frame)>;
+    /// A frame arrived on `conn`, a connection with `peer`.
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant);
+    /// `conn`, a connection with `peer`, failed or closed.
+    fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError);
+    /// `conn`, a connection with `peer`, ran out of time.
+    fn expired(&mut self, conn: ConnId, peer: SocketAddr);
+    /// Closes every connection; see [`Machine::handle_close`].
+    fn close(&mut self);
+}
+
+impl<R: Rules> Machine for R {
+    type Note = R::Note;
+
+    fn handle_accepted(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+        self.conns_mut().open(peer, R::ACCEPTED, now)
+    }
+
+    fn handle_connected(&mut self, conn: ConnId, now: Instant) {
+        let opened = self.conns().get(conn).and_then(|c| self.opened(&c.state));
+        if let Some((state, first)) = opened {
+            let conns = self.conns_mut();
+            if let Some(entry) = conns.get_mut(conn) {
+                entry.change(state, now);
+            }
+            conns.send(conn, first, now);
+        }
+    }
+
+    fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
+        if let Some(peer) = self.conns_mut().heard(conn, now).map(|c| c.peer) {
+            self.frame(conn, peer, frame, now);
+        }
+    }
+
+    fn handle_lost(&mut self, conn: ConnId, why: ConnError) {
+        if let Some(peer) = self.conns().peer(conn) {
+            self.lost(conn, peer, why);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let watch = self.watch();
+        for conn in self.conns_mut().tick(now, watch) {
+            if let Some(peer) = self.conns().peer(conn) {
+                self.expired(conn, peer);
+            }
+        }
+    }
+
+    fn handle_close(&mut self) {
+        self.close();
+    }
+
+    fn poll_output(&mut self) -> Option<Output<R::Note>> {
+        self.conns_mut().poll()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.conns().deadline(self.watch())
+    }
+}
+
 /// The name of a frame's type, for errors.
 pub(crate) fn frame_name(frame: &Frame) -> &'static str {
     match frame {
@@ -249,6 +331,11 @@ impl<S, N> Conns<S, N> {
             self.out
                 .push_back(Output::Conn(id, Transmit::Connect(conn.peer)));
         }
+    }
+
+    /// The peer of `id`, if the connection is known.
+    pub(crate) fn peer(&self, id: ConnId) -> Option<SocketAddr> {
+        self.map.get(&id).map(|conn| conn.peer)
     }
 
     /// Forgets `id`, queueing its close (after `last`, if given); gives it back.

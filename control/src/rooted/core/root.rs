@@ -1,7 +1,7 @@
 //! What a root decides: admissions and refusals, invitations, removals, leaf liveness
 //! and the end of the session, as a state machine without I/O (see [the contract](super)).
 //!
-//! Besides the calls of [`Machine`], a [`RootCore`] takes the root's commands:
+//! Besides the calls of [`Machine`](super::Machine), a [`RootCore`] takes the root's commands:
 //! [`handle_invite`](RootCore::handle_invite), [`handle_remove`](RootCore::handle_remove),
 //! [`handle_unclaimed`](RootCore::handle_unclaimed) and
 //! [`handle_close`](RootCore::handle_close). Its [`RootNote`]s list admitted leaves,
@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{
-    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Machine, Output, Watch,
+    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch,
 };
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
@@ -46,20 +46,9 @@ pub(crate) struct RootCore {
     inviting: Option<ConnId>,
 }
 
-impl std::fmt::Debug for RootCore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RootCore")
-            .field("transport", &self.transport)
-            .field("conns", &self.conns)
-            .field("leaves", &self.leaves)
-            .field("inviting", &self.inviting)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Where a connection stands.
 #[derive(Debug)]
-enum State {
+pub(crate) enum State {
     /// The root invites a leaf and waits for the connection to it.
     Connecting { direction: Direction },
     /// Accepted on the listener; waiting for the leaf's Join.
@@ -176,15 +165,6 @@ impl RootCore {
     #[cfg(test)]
     pub(crate) fn leaf_count(&self) -> usize {
         self.leaves.len()
-    }
-
-    fn watch(&self) -> impl Fn(&State) -> Watch {
-        let (timeout, connect) = (self.config.timeout, self.config.connect_timeout);
-        move |state| match state {
-            State::Joined(_) => Watch::Session(timeout),
-            State::Connecting { .. } => Watch::Pending(connect),
-            State::AwaitJoin | State::Invited { .. } => Watch::Pending(timeout),
-        }
     }
 
     /// A Join on `conn`, in answer to an invitation in `invited` direction or, with
@@ -350,33 +330,43 @@ impl RootCore {
     }
 }
 
-impl Machine for RootCore {
+impl Rules for RootCore {
+    type State = State;
     type Note = RootNote;
+    const ACCEPTED: State = State::AwaitJoin;
 
-    fn handle_accepted(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
-        self.conns.open(peer, State::AwaitJoin, now)
+    fn conns(&self) -> &Conns<State, RootNote> {
+        &self.conns
     }
 
-    fn handle_connected(&mut self, conn: ConnId, now: Instant) {
-        let Some(entry) = self.conns.get_mut(conn) else {
-            return;
+    fn conns_mut(&mut self) -> &mut Conns<State, RootNote> {
+        &mut self.conns
+    }
+
+    fn watch(&self) -> impl Fn(&State) -> Watch + 'static {
+        let (timeout, connect) = (self.config.timeout, self.config.connect_timeout);
+        move |state| match state {
+            State::Joined(_) => Watch::Session(timeout),
+            State::Connecting { .. } => Watch::Pending(connect),
+            State::AwaitJoin | State::Invited { .. } => Watch::Pending(timeout),
+        }
+    }
+
+    fn opened(&self, state: &State) -> Option<(State, Frame)> {
+        let State::Connecting { direction } = *state else {
+            return None;
         };
-        let State::Connecting { direction } = entry.state else {
-            return;
-        };
-        entry.change(State::Invited { direction }, now);
         let invite = Frame::Invite {
             transport: self.transport,
             direction,
         };
-        self.conns.send(conn, invite, now);
+        Some((State::Invited { direction }, invite))
     }
 
-    fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
-        let Some(entry) = self.conns.heard(conn, now) else {
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) {
+        let Some(entry) = self.conns.get(conn) else {
             return;
         };
-        let peer = entry.peer;
         let invited = match entry.state {
             State::Invited { direction } => Some(direction),
             _ => None,
@@ -410,23 +400,19 @@ impl Machine for RootCore {
             (_, Frame::Heartbeat) => {}
             (_, other) => {
                 let why = ConnError::Unexpected(frame_name(&other));
-                self.handle_lost(conn, why);
+                self.lost(conn, peer, why);
             }
         }
     }
 
-    fn handle_lost(&mut self, conn: ConnId, why: ConnError) {
-        let Some(entry) = self.conns.get(conn) else {
-            return;
-        };
-        let peer = entry.peer;
-        let answer = match entry.state {
-            State::Connecting { .. } => connect_error("connecting to the leaf", peer, why),
-            State::Invited { .. } => Error::SessionGone {
+    fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
+        let answer = match self.conns.get(conn).map(|c| &c.state) {
+            Some(State::Connecting { .. }) => connect_error("connecting to the leaf", peer, why),
+            Some(State::Invited { .. }) => Error::SessionGone {
                 peer,
                 reason: why.to_string(),
             },
-            State::AwaitJoin | State::Joined(_) => {
+            Some(State::AwaitJoin | State::Joined(_)) | None => {
                 let reason = why.to_string();
                 return self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
             }
@@ -435,37 +421,29 @@ impl Machine for RootCore {
         self.answer_invite(Err(answer));
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        let watch = self.watch();
-        for conn in self.conns.tick(now, watch) {
-            let Some(entry) = self.conns.get(conn) else {
-                continue;
-            };
-            let peer = entry.peer;
-            let what = match entry.state {
-                State::Joined(_) => {
-                    let leave = Frame::Leave {
-                        reason: "timed out: the root heard nothing within the timeout".into(),
-                    };
-                    self.close_leaf(conn, Some(leave), |leaf| Event::TimedOut { leaf });
-                    continue;
-                }
-                State::AwaitJoin => {
-                    self.conns.close(conn, None);
-                    continue;
-                }
-                State::Connecting { .. } => "connecting to the leaf",
-                State::Invited { .. } => "waiting for the leaf to answer the invitation",
-            };
-            self.conns.close(conn, None);
-            self.answer_invite(Err(Error::TimedOut { what, peer }));
-        }
+    fn expired(&mut self, conn: ConnId, peer: SocketAddr) {
+        let what = match self.conns.get(conn).map(|c| &c.state) {
+            Some(State::Joined(_)) => {
+                let leave = Frame::Leave {
+                    reason: "timed out: the root heard nothing within the timeout".into(),
+                };
+                return self.close_leaf(conn, Some(leave), |leaf| Event::TimedOut { leaf });
+            }
+            Some(State::AwaitJoin) | None => {
+                self.conns.close(conn, None);
+                return;
+            }
+            Some(State::Connecting { .. }) => "connecting to the leaf",
+            Some(State::Invited { .. }) => "waiting for the leaf to answer the invitation",
+        };
+        self.conns.close(conn, None);
+        self.answer_invite(Err(Error::TimedOut { what, peer }));
     }
 
     /// Ends the session: admitted leaves are told it ended ([`Frame::End`], then
     /// [`Event::Left`]), connections still on their way in are refused, and the pending
     /// invitation is answered [`Error::SessionClosed`]. No connection is left after.
-    fn handle_close(&mut self) {
+    fn close(&mut self) {
         for conn in self.conns.ids() {
             let last = match self.conns.get(conn).map(|c| &c.state) {
                 Some(State::Joined(_)) => Some(Frame::End {
@@ -482,14 +460,6 @@ impl Machine for RootCore {
             });
         }
     }
-
-    fn poll_output(&mut self) -> Option<Output<RootNote>> {
-        self.conns.poll()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.deadline(self.watch())
-    }
 }
 
 #[cfg(test)]
@@ -499,7 +469,7 @@ mod tests {
     use super::super::sim::{closes, drain, frames_on, leaf_data, ms, notes, root_config, Script};
     use std::sync::Arc;
 
-    use super::super::Transmit;
+    use super::super::{Machine, Output, Transmit};
     use super::*;
 
     const PEER: SocketAddr = SocketAddr::new(

@@ -27,6 +27,7 @@ use self::conn::Conn;
 use super::core::{ConnError, ConnId, Machine, Output, Transmit};
 use super::proto::Frame;
 use crate::error::{Error, Result};
+use crate::socket::Direction;
 
 /// The poller's token of a driver's waker.
 const WAKER: Token = Token(0);
@@ -38,7 +39,7 @@ const FIRST_CONN: usize = 2;
 const LINGER: Duration = Duration::from_millis(100);
 /// What a caller waiting for the driver's answer allows beyond the core's own deadline,
 /// for scheduling.
-pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// A command from a root's or leaf's API to its driver: the two every driver takes, and
 /// the side's own (`C`).
@@ -61,8 +62,8 @@ pub(crate) trait Side {
     type Machine: Machine;
     /// The side's own commands.
     type Cmd;
-    /// "root" or "leaf", for logs.
-    const WHO: &'static str;
+    /// What the side's driver is called.
+    const NAMES: Names;
     /// Feeds `cmd` to `machine`; what it returns runs after the outputs.
     fn command(
         &mut self,
@@ -81,6 +82,74 @@ pub(crate) trait Side {
     fn abandon(&mut self);
 }
 
+/// What a side's driver is called: its thread, and the steps of its set-up in errors;
+/// [`names!`] makes them from the side's name.
+pub(crate) struct Names {
+    /// "root" or "leaf", for logs.
+    pub(crate) who: &'static str,
+    pub(crate) thread: &'static str,
+    pub(crate) poller: &'static str,
+    pub(crate) waker: &'static str,
+    pub(crate) wake: &'static str,
+    pub(crate) start: &'static str,
+}
+
+/// The [`Names`] of the driver of `$who` ("root" or "leaf").
+macro_rules! names {
+    ($who:literal) => {
+        $crate::rooted::driver::Names {
+            who: $who,
+            thread: concat!("mp-", $who),
+            poller: concat!("creating the ", $who, "'s poller"),
+            waker: concat!("creating the ", $who, "'s waker"),
+            wake: concat!("waking the ", $who, "'s driver thread"),
+            start: concat!("starting the ", $who, "'s driver thread"),
+        }
+    };
+}
+pub(crate) use names;
+
+/// A join (a leaf's) or an invitation (a root's), asked by a caller who waits for the
+/// answer.
+pub(crate) struct Ask<T> {
+    peer: SocketAddr,
+    direction: Direction,
+    reply: Sender<Result<T>>,
+}
+
+/// The caller of a join (or an invitation) waiting for the core's answer; the core takes
+/// one at a time.
+pub(crate) struct Waiting<T>(Option<Sender<Result<T>>>);
+
+impl<T> Waiting<T> {
+    pub(crate) fn new() -> Waiting<T> {
+        Waiting(None)
+    }
+
+    /// Feeds `ask` to the core through `start`: if the core takes it, its caller waits
+    /// for the answer; if the core refuses it at once, the caller is answered now.
+    pub(crate) fn start(
+        &mut self,
+        ask: Ask<T>,
+        start: impl FnOnce(SocketAddr, Direction) -> Result<()>,
+    ) {
+        match start(ask.peer, ask.direction) {
+            Ok(()) => self.0 = Some(ask.reply),
+            Err(e) => {
+                let _ = ask.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers the waiting caller; gives the answer back if nobody waits for it any more.
+    pub(crate) fn answer(&mut self, answer: Result<T>) -> Option<Result<T>> {
+        match self.0.take() {
+            Some(reply) => reply.send(answer).err().map(|e| e.into_inner()),
+            None => Some(answer),
+        }
+    }
+}
+
 /// A side's driver: its poller, its sockets, its core and its API glue.
 pub(crate) struct Driver<S: Side> {
     poll: Poll,
@@ -95,19 +164,75 @@ pub(crate) struct Driver<S: Side> {
     commands: Receiver<Cmd<S::Cmd>>,
 }
 
+/// A driver thread running, and the way into it. Dropping it closes the driver (its core
+/// closes every connection) and waits for the thread.
+pub(crate) struct Running<C> {
+    ctl: Arc<Ctl<C>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<C> std::ops::Deref for Running<C> {
+    type Target = Ctl<C>;
+    fn deref(&self) -> &Ctl<C> {
+        &self.ctl
+    }
+}
+
+impl<C> std::fmt::Debug for Running<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("ctl", &self.ctl)
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl<C> Drop for Running<C> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.ctl.command(Cmd::Close);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts a side's driver: its poller, its command link (handed to `side`, which makes the
+/// side's glue), and its thread running `machine`.
+///
+/// # Errors
+///
+/// [`Error::Os`] if the poller, the waker or the thread cannot be made.
+pub(crate) fn start<S>(
+    machine: S::Machine,
+    side: impl FnOnce(&Arc<Ctl<S::Cmd>>) -> S,
+) -> Result<Running<S::Cmd>>
+where
+    S: Side + Send + 'static,
+    S::Machine: Send,
+    S::Cmd: Send + 'static,
+{
+    let names = &S::NAMES;
+    let poll = Poll::new().map_err(Error::os(names.poller))?;
+    let (ctl, commands) = Ctl::new(&poll, names.wake).map_err(Error::os(names.waker))?;
+    let ctl = Arc::new(ctl);
+    let side = side(&ctl);
+    let thread = Driver::new(poll, machine, side, commands)
+        .spawn(names.thread, Arc::clone(&ctl))
+        .map_err(Error::os(names.start))?;
+    Ok(Running {
+        ctl,
+        thread: Some(thread),
+    })
+}
+
 impl<S> Driver<S>
 where
     S: Side + Send + 'static,
     S::Machine: Send,
-    S::Cmd: Send,
+    S::Cmd: Send + 'static,
 {
     /// A driver polling `poll` for `machine`, taking commands from `commands`.
-    pub(crate) fn new(
-        poll: Poll,
-        machine: S::Machine,
-        side: S,
-        commands: Receiver<Cmd<S::Cmd>>,
-    ) -> Driver<S> {
+    fn new(poll: Poll, machine: S::Machine, side: S, commands: Receiver<Cmd<S::Cmd>>) -> Driver<S> {
         Driver {
             poll,
             listener: None,
@@ -122,10 +247,7 @@ where
     }
 
     /// Runs the driver on a thread of its own, named `name`, whose id `ctl` records.
-    pub(crate) fn spawn<C>(mut self, name: &str, ctl: Arc<Ctl<C>>) -> io::Result<JoinHandle<()>>
-    where
-        C: Send + 'static,
-    {
+    fn spawn(mut self, name: &str, ctl: Arc<Ctl<S::Cmd>>) -> io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
@@ -137,7 +259,7 @@ where
                 if std::panic::catch_unwind(run).is_err() {
                     // The embedder's hooks are caught one by one; this is a bug of ours.
                     // The connections close when the driver drops.
-                    tracing::error!("{}: the driver thread panicked; it stops", S::WHO);
+                    tracing::error!("{}: the driver thread panicked; it stops", S::NAMES.who);
                     self.side.abandon();
                 }
             })
@@ -159,7 +281,7 @@ where
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!("{} driver: poll failed: {e}", S::WHO);
+                    tracing::error!("{} driver: poll failed: {e}", S::NAMES.who);
                     return;
                 }
             }
@@ -206,7 +328,9 @@ where
                             // Peers may have connected before the registration.
                             self.accept();
                         }
-                        Err(e) => tracing::error!("{}: cannot watch the listener: {e}", S::WHO),
+                        Err(e) => {
+                            tracing::error!("{}: cannot watch the listener: {e}", S::NAMES.who)
+                        }
                     }
                 }
                 Cmd::Close => return true,
@@ -239,7 +363,7 @@ where
                         }
                         Err(e) => tracing::warn!(
                             "{}: registering the connection of {peer} failed: {e}",
-                            S::WHO
+                            S::NAMES.who
                         ),
                     }
                 }
@@ -248,7 +372,7 @@ where
                 Err(e) => {
                     // EMFILE and the like: the connection stays queued; say so and try
                     // again on the next event.
-                    tracing::warn!("{}: accepting a connection failed: {e}", S::WHO);
+                    tracing::warn!("{}: accepting a connection failed: {e}", S::NAMES.who);
                     return;
                 }
             }
@@ -415,19 +539,26 @@ impl<C> Ctl<C> {
         self.waker.wake().map_err(Error::os(self.wake_op))
     }
 
-    /// Queues the side's command `cmd` and waits up to `within` for its answer on a
-    /// channel made for it; when none comes in time, the caller timed out `what` at
-    /// `peer`.
+    /// Asks the driver (with the side's command `cmd`) to join or invite `peer` in
+    /// `direction`, and waits for the answer, which the core gives within `answered`;
+    /// the margin beyond it covers scheduling. When none comes even then, the caller
+    /// timed out `what`.
     pub(crate) fn ask<T>(
         &self,
-        cmd: impl FnOnce(Sender<Result<T>>) -> C,
-        within: Duration,
-        what: &'static str,
         peer: SocketAddr,
+        direction: Direction,
+        cmd: impl FnOnce(Ask<T>) -> C,
+        answered: Duration,
+        what: &'static str,
     ) -> Result<T> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.command(Cmd::Side(cmd(tx)))?;
-        match rx.recv_timeout(within) {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let ask = Ask {
+            peer,
+            direction,
+            reply,
+        };
+        self.command(Cmd::Side(cmd(ask)))?;
+        match rx.recv_timeout(answered + ANSWER_MARGIN) {
             Ok(answer) => answer,
             Err(RecvTimeoutError::Timeout) => Err(Error::TimedOut { what, peer }),
             Err(RecvTimeoutError::Disconnected) => Err(Error::SessionClosed),
@@ -453,14 +584,6 @@ impl<C> Ctl<C> {
         self.command(Cmd::Listen(listener))?;
         *local = Some(at);
         Ok(at)
-    }
-
-    /// Tells the driver to close and waits for its thread, once.
-    pub(crate) fn stop(&self, thread: &mut Option<JoinHandle<()>>) {
-        if let Some(thread) = thread.take() {
-            let _ = self.command(Cmd::Close);
-            let _ = thread.join();
-        }
     }
 
     /// Fails when called on the driver thread (from a hook), where waiting for the
