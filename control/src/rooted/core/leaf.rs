@@ -439,9 +439,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::sim::{
-        closes, drain, frames_on, leaf_config, ms, notes, unicast_plan, ROOT_AT,
+        bring_up, closes, drain, frames_on, leaf_config, ms, notes, unicast_plan, ROOT_AT,
     };
-    use super::super::{Machine, Output, Transmit};
+    use super::super::Machine;
     use super::*;
 
     fn leaf_core(config: LeafConfig) -> LeafCore {
@@ -469,12 +469,7 @@ mod tests {
         let mut leaf = leaf_core(leaf_config(0));
         leaf.handle_join(ROOT_AT, Direction::ReceiverOnly, t0)
             .unwrap();
-        let conn = match drain(&mut leaf).as_slice() {
-            [Output::Conn(conn, Transmit::Connect(ROOT_AT))] => *conn,
-            other => panic!("expected a connection to the root: {other:?}"),
-        };
-        leaf.handle_connected(conn, t0);
-        drain(&mut leaf);
+        let (conn, _) = bring_up(&mut leaf, ROOT_AT, t0);
         (leaf, conn)
     }
 
@@ -498,13 +493,7 @@ mod tests {
         let t0 = Instant::now();
         let mut leaf = leaf_core(leaf_config(0));
         leaf.handle_join(ROOT_AT, Direction::Both, t0).unwrap();
-        let conn = ConnId(0);
-        assert!(matches!(
-            drain(&mut leaf).as_slice(),
-            [Output::Conn(c, Transmit::Connect(ROOT_AT))] if *c == conn
-        ));
-        leaf.handle_connected(conn, t0);
-        let out = drain(&mut leaf);
+        let (conn, out) = bring_up(&mut leaf, ROOT_AT, t0);
         assert_eq!(
             frames_on(&out, conn),
             [&Frame::Join {

@@ -466,7 +466,9 @@ impl Rules for RootCore {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use super::super::sim::{closes, drain, frames_on, leaf_data, ms, notes, root_config, Script};
+    use super::super::sim::{
+        bring_up, closes, drain, frames_on, leaf_data, ms, notes, root_config, Script,
+    };
     use std::sync::Arc;
 
     use super::super::{Machine, Output, Transmit};
@@ -494,12 +496,18 @@ mod tests {
         }
     }
 
+    /// A leaf named `name` connects to `root` and asks to join at `t0`: its connection,
+    /// and what the root does about it.
+    fn asks(root: &mut RootCore, name: &str, t0: Instant) -> (ConnId, Vec<Output<RootNote>>) {
+        let conn = root.handle_accepted(PEER, t0);
+        root.handle_frame(conn, join(name, Direction::Both), t0);
+        (conn, drain(root))
+    }
+
     /// A root with one leaf admitted at `t0`; the outputs are taken.
     fn with_leaf(config: RootConfig, t0: Instant) -> (RootCore, ConnId) {
         let mut root = root(config);
-        let conn = root.handle_accepted(PEER, t0);
-        root.handle_frame(conn, join("leaf", Direction::ReceiverOnly), t0);
-        drain(&mut root);
+        let (conn, _) = asks(&mut root, "leaf", t0);
         (root, conn)
     }
 
@@ -507,12 +515,7 @@ mod tests {
     fn inviting(direction: Direction, t0: Instant) -> (RootCore, ConnId) {
         let mut root = root(root_config(ms(3000)));
         root.handle_invite(PEER, direction, t0).unwrap();
-        let conn = match drain(&mut root).as_slice() {
-            [Output::Conn(conn, Transmit::Connect(PEER))] => *conn,
-            other => panic!("expected a connection to the leaf: {other:?}"),
-        };
-        root.handle_connected(conn, t0);
-        drain(&mut root);
+        let (conn, _) = bring_up(&mut root, PEER, t0);
         (root, conn)
     }
 
@@ -552,13 +555,7 @@ mod tests {
         let t0 = Instant::now();
         let mut root = root(root_config(ms(3000)));
         root.handle_invite(PEER, Direction::SenderOnly, t0).unwrap();
-        let out = drain(&mut root);
-        let [Output::Conn(conn, Transmit::Connect(PEER))] = out.as_slice() else {
-            panic!("expected a connection to the leaf: {out:?}")
-        };
-        let conn = *conn;
-        root.handle_connected(conn, t0);
-        let out = drain(&mut root);
+        let (conn, out) = bring_up(&mut root, PEER, t0);
         assert_eq!(
             frames_on(&out, conn),
             [&Frame::Invite {
@@ -718,9 +715,7 @@ mod tests {
         let mut config = root_config(ms(3000));
         config.max_leaves = 1;
         let (mut root, _) = with_leaf(config, t0);
-        let conn = root.handle_accepted(PEER, t0);
-        root.handle_frame(conn, join("second", Direction::Both), t0);
-        let out = drain(&mut root);
+        let (conn, out) = asks(&mut root, "second", t0);
         assert!(matches!(
             frames_on(&out, conn).as_slice(),
             [Frame::Refuse { reason }] if reason == "the session is full (1 leaves)"
@@ -739,9 +734,7 @@ mod tests {
         let hooks = Script::default();
         let gone = Arc::clone(&hooks.gone);
         let mut root = RootCore::new(Transport::RootedUnicast, config, Box::new(hooks));
-        let conn = root.handle_accepted(PEER, t0);
-        root.handle_frame(conn, join("leaf", Direction::Both), t0);
-        let out = drain(&mut root);
+        let (conn, out) = asks(&mut root, "leaf", t0);
         assert!(matches!(
             frames_on(&out, conn).as_slice(),
             [Frame::Refuse { reason }] if reason == "the root's data plan does not fit rooted-unicast"
@@ -767,16 +760,14 @@ mod tests {
             root_config(ms(3000)),
             Box::new(Broken),
         );
-        let boom = root.handle_accepted(PEER, t0);
-        root.handle_frame(boom, join("boom", Direction::Both), t0);
+        let (boom, out) = asks(&mut root, "boom", t0);
         assert!(matches!(
-            frames_on(&drain(&mut root), boom).as_slice(),
+            frames_on(&out, boom).as_slice(),
             [Frame::Refuse { reason }] if reason == "the root's admission hook failed"
         ));
-        let fine = root.handle_accepted(PEER, t0);
-        root.handle_frame(fine, join("fine", Direction::Both), t0);
+        let (fine, out) = asks(&mut root, "fine", t0);
         assert!(matches!(
-            frames_on(&drain(&mut root), fine).as_slice(),
+            frames_on(&out, fine).as_slice(),
             [Frame::Admit {
                 next_sequence: 0,
                 ..

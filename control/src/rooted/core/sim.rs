@@ -114,6 +114,21 @@ pub(super) fn drain<M: Machine>(machine: &mut M) -> Vec<Output<M::Note>> {
     std::iter::from_fn(|| machine.poll_output()).collect()
 }
 
+/// Brings up, at `now`, the connection to `to` that `machine` asked for (its one output
+/// so far): the connection, and what the machine does once it is up.
+pub(super) fn bring_up<M: Machine<Note: std::fmt::Debug>>(
+    machine: &mut M,
+    to: SocketAddr,
+    now: Instant,
+) -> (ConnId, Vec<Output<M::Note>>) {
+    let conn = match drain(machine).as_slice() {
+        [Output::Conn(conn, Transmit::Connect(at))] if *at == to => *conn,
+        other => panic!("expected a connection to {to}: {other:?}"),
+    };
+    machine.handle_connected(conn, now);
+    (conn, drain(machine))
+}
+
 /// The frames of `outputs` sent (or sent last) on `conn`.
 pub(super) fn frames_on<N>(outputs: &[Output<N>], conn: ConnId) -> Vec<&Frame> {
     outputs
@@ -329,6 +344,17 @@ impl Sim {
     /// Leaf `i`'s notes since the last call.
     pub(super) fn leaf_notes(&mut self, i: usize) -> Vec<LeafNote> {
         std::mem::take(&mut self.leaf_notes[i])
+    }
+
+    /// Moves the clock on to `at` (fake time since the start), as [`advance`](Self::advance).
+    pub(super) fn advance_to(&mut self, at: Duration) {
+        self.advance(at.saturating_sub(self.elapsed()));
+    }
+
+    /// When the last frame from `from` reached `to`.
+    pub(super) fn last_sent(&self, from: Node, to: Node) -> Duration {
+        let sent = self.sent(from, to, |_| true);
+        *sent.last().expect("a frame was sent")
     }
 
     /// When `frame`s like the one given went from `from` to `to` (fake time since the
@@ -618,13 +644,9 @@ fn sim_a_silent_leaf_is_timed_out_at_the_deadline_not_before() {
     // Heartbeats flow for a while, then leaf 0 hangs (its connection stays open).
     sim.advance(ms(2000));
     sim.freeze(Node::Leaf(0));
-    let heard = *sim
-        .sent(Node::Leaf(0), Node::Root, |_| true)
-        .last()
-        .expect("leaf 0 sent heartbeats");
-    let deadline = heard + timeout;
+    let deadline = sim.last_sent(Node::Leaf(0), Node::Root) + timeout;
 
-    sim.advance(deadline - ms(1) - sim.elapsed());
+    sim.advance_to(deadline - ms(1));
     assert_eq!(sim.elapsed(), deadline - ms(1));
     assert!(sim.root_events().is_empty(), "nothing before the deadline");
 
@@ -648,13 +670,9 @@ fn sim_a_leaf_notices_a_silent_root_at_its_deadline() {
     joined(&mut sim, 0);
     sim.advance(ms(1000));
     sim.freeze(Node::Root);
-    let heard = *sim
-        .sent(Node::Root, Node::Leaf(0), |_| true)
-        .last()
-        .unwrap();
-    let deadline = heard + timeout;
+    let deadline = sim.last_sent(Node::Root, Node::Leaf(0)) + timeout;
 
-    sim.advance(deadline - ms(1) - sim.elapsed());
+    sim.advance_to(deadline - ms(1));
     assert!(sim.leaf_notes(0).is_empty(), "nothing before the deadline");
     assert!(sim.leaves[0].in_session());
 
