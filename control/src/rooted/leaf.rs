@@ -281,7 +281,9 @@ impl Leaf {
             root,
             direction,
             LeafCmd::Join,
-            self.config.connect_timeout + self.config.join_timeout,
+            self.config
+                .connect_timeout
+                .saturating_add(self.config.join_timeout),
             "waiting for the root's answer",
         )
     }

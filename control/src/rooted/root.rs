@@ -358,7 +358,9 @@ impl Root {
             leaf,
             direction,
             RootCmd::Invite,
-            self.config.connect_timeout + self.config.timeout,
+            self.config
+                .connect_timeout
+                .saturating_add(self.config.timeout),
             "waiting for the leaf to answer the invitation",
         )
     }

@@ -755,6 +755,19 @@ mod tests {
     }
 
     #[test]
+    fn limits_too_long_to_reach_are_never_reached() {
+        let t0 = Instant::now();
+        let mut patient = leaf_config(0);
+        patient.connect_timeout = Duration::MAX;
+        patient.join_timeout = Duration::MAX;
+        let mut leaf = leaf_core(patient);
+        leaf.handle_join(ROOT_AT, Direction::Both, t0).unwrap();
+        assert_eq!(leaf.poll_timeout(), None);
+        leaf.handle_timeout(t0 + Duration::from_secs(1_000_000));
+        assert!(notes(drain(&mut leaf)).is_empty(), "still waiting");
+    }
+
+    #[test]
     fn closing_leaves_the_session_and_fails_a_join_on_its_way() {
         let t0 = Instant::now();
         let (mut leaf, session) = in_session(3000, t0);

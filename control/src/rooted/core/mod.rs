@@ -257,10 +257,16 @@ impl<S> Conn<S> {
         std::mem::replace(&mut self.state, state)
     }
 
-    fn deadline(&self, watch: Watch) -> Instant {
+    /// When the connection's time runs out or its next heartbeat is due; `None` when that
+    /// is too far to say (a limit of centuries: never).
+    fn deadline(&self, watch: Watch) -> Option<Instant> {
         match watch {
-            Watch::Session(timeout) => (self.last_rx + timeout).min(self.last_tx + timeout / 3),
-            Watch::Pending(limit) => self.since + limit,
+            Watch::Session(timeout) => {
+                let silent = self.last_rx.checked_add(timeout)?;
+                let heartbeat = self.last_tx.checked_add(timeout / 3)?;
+                Some(silent.min(heartbeat))
+            }
+            Watch::Pending(limit) => self.since.checked_add(limit),
         }
     }
 }
@@ -382,13 +388,17 @@ impl<S, N> Conns<S, N> {
     pub(crate) fn deadline(&self, watch: impl Fn(&S) -> Watch) -> Option<Instant> {
         self.map
             .values()
-            .map(|conn| conn.deadline(watch(&conn.state)))
+            .filter_map(|conn| conn.deadline(watch(&conn.state)))
             .min()
     }
 }
 
 /// Calls the embedder's `decide`; if it panics, logs `complaint` and gives `fallback`.
-pub(crate) fn guarded<T>(decide: impl FnOnce() -> T, fallback: T, complaint: &str) -> T {
+pub(crate) fn guarded<T>(
+    decide: impl FnOnce() -> T,
+    fallback: T,
+    complaint: impl std::fmt::Display,
+) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decide)).unwrap_or_else(|_| {
         tracing::error!("{complaint}");
         fallback

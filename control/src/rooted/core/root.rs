@@ -319,8 +319,8 @@ impl RootCore {
 
     fn call_on_gone(&mut self, id: LeafId) {
         let hooks = &mut self.hooks;
-        let complaint = format!("root: the on_gone hook panicked for {id}");
-        guarded(|| hooks.on_gone(id), (), &complaint);
+        let complaint = format_args!("root: the on_gone hook panicked for {id}");
+        guarded(|| hooks.on_gone(id), (), complaint);
     }
 
     fn answer_invite(&mut self, answer: Result<LeafId>) {

@@ -558,7 +558,7 @@ impl<C> Ctl<C> {
             reply,
         };
         self.command(Cmd::Side(cmd(ask)))?;
-        match rx.recv_timeout(answered + ANSWER_MARGIN) {
+        match rx.recv_timeout(answered.saturating_add(ANSWER_MARGIN)) {
             Ok(answer) => answer,
             Err(RecvTimeoutError::Timeout) => Err(Error::TimedOut { what, peer }),
             Err(RecvTimeoutError::Disconnected) => Err(Error::SessionClosed),
