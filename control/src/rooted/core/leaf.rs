@@ -4,7 +4,7 @@
 //! Besides the calls of [`Machine`](super::Machine), a [`LeafCore`] takes the leaf's commands:
 //! [`handle_join`](LeafCore::handle_join), [`handle_leave`](LeafCore::handle_leave),
 //! [`handle_unclaimed`](LeafCore::handle_unclaimed) and
-//! [`handle_close`](LeafCore::handle_close). Its [`LeafNote`]s hand out admissions,
+//! [`handle_close`](super::Machine::handle_close). Its [`LeafNote`]s hand out admissions,
 //! answer a failed join and end sessions.
 //!
 //! The leaf holds one place: a join on its way (asked, or an invitation accepted) or a

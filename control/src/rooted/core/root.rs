@@ -4,7 +4,7 @@
 //! Besides the calls of [`Machine`](super::Machine), a [`RootCore`] takes the root's commands:
 //! [`handle_invite`](RootCore::handle_invite), [`handle_remove`](RootCore::handle_remove),
 //! [`handle_unclaimed`](RootCore::handle_unclaimed) and
-//! [`handle_close`](RootCore::handle_close). Its [`RootNote`]s list admitted leaves,
+//! [`handle_close`](super::Machine::handle_close). Its [`RootNote`]s list admitted leaves,
 //! report what happened to them ([`Event`]) and answer the pending invitation.
 //!
 //! # Hooks are calls, not outputs

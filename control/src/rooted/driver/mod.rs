@@ -9,6 +9,11 @@
 //! [`handle_timeout`](Machine::handle_timeout) when its time has come. After every input
 //! the core's outputs are carried out in order: connection work here, the rest (events,
 //! answers to waiting calls) by the [`Side`], the root's or the leaf's API glue.
+//!
+//! Threads: the driver thread alone touches the core and the sockets; the API reaches it
+//! through [`Ctl`] (a command queue and a waker) and reads back only what the [`Side`]
+//! publishes. Nothing here panics on anything a peer or the OS does; should the loop
+//! itself panic (a bug), the thread catches it and the side marks everything gone.
 
 mod conn;
 
