@@ -146,7 +146,7 @@ pub enum Error {
 
     /// A rooted leaf that is in a session was asked to join again.
     #[error(
-        "this leaf is already a member of a session: leave it (Session::leave) before \
+        "this leaf is already a member of a session: leave it (LeafSession::leave) before \
          joining again"
     )]
     AlreadyJoined,

@@ -84,16 +84,18 @@ pub(crate) fn group_membership(
     index: u32,
 ) -> io::Result<()> {
     let level = level_of(group);
+    // Any source or one, joining or leaving: one option each.
+    let name = match (source.is_some(), join) {
+        (false, true) => libc::MCAST_JOIN_GROUP,
+        (false, false) => libc::MCAST_LEAVE_GROUP,
+        (true, true) => libc::MCAST_JOIN_SOURCE_GROUP,
+        (true, false) => libc::MCAST_LEAVE_SOURCE_GROUP,
+    };
     match source {
         None => {
             let req = libc::group_req {
                 gr_interface: index,
                 gr_group: storage(group),
-            };
-            let name = if join {
-                libc::MCAST_JOIN_GROUP
-            } else {
-                libc::MCAST_LEAVE_GROUP
             };
             setsockopt(fd, level, name, &req)
         }
@@ -102,11 +104,6 @@ pub(crate) fn group_membership(
                 gsr_interface: index,
                 gsr_group: storage(group),
                 gsr_source: storage(source),
-            };
-            let name = if join {
-                libc::MCAST_JOIN_SOURCE_GROUP
-            } else {
-                libc::MCAST_LEAVE_SOURCE_GROUP
             };
             setsockopt(fd, level, name, &req)
         }

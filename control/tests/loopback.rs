@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use multipoint_control::{
-    ControlRole, DataRole, Direction, Error, Interface, MultipointSocket, Roles, Transport,
+    ControlRole, DataRole, Direction, Error, Interface, Membership, MultipointSocket, Roles,
+    Transport,
 };
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -23,6 +24,20 @@ fn fresh_group() -> Ipv4Addr {
     static NEXT: AtomicU8 = AtomicU8::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Ipv4Addr::new(239, 255, (std::process::id() % 251) as u8 + 1, n)
+}
+
+/// A group of its own (see [`fresh_group`]) on `port`.
+fn fresh_on(port: u16) -> SocketAddr {
+    SocketAddr::from((fresh_group(), port))
+}
+
+/// Joins `group` to receive from `source` only (a source-specific join).
+fn join_from(
+    s: &MultipointSocket,
+    group: SocketAddr,
+    source: Ipv4Addr,
+) -> multipoint_control::Result<Membership> {
+    s.join_leaf(group, Direction::ReceiverOnly, Some(source.into()))
 }
 
 fn socket() -> MultipointSocket {
@@ -117,7 +132,7 @@ fn gone_from_lo(g: Ipv4Addr) -> bool {
 #[test]
 fn a_receiver_gets_what_is_sent_after_it_joins() {
     let (rx, port) = bound_socket();
-    let group = SocketAddr::from((fresh_group(), port));
+    let group = fresh_on(port);
     let tx = socket();
     // Sent before the join: must not be delivered later.
     tx.send_to(b"before", group).unwrap();
@@ -135,7 +150,7 @@ fn a_receiver_gets_what_is_sent_after_it_joins() {
 #[test]
 fn leaving_stops_delivery() {
     let (rx, port) = bound_socket();
-    let group = SocketAddr::from((fresh_group(), port));
+    let group = fresh_on(port);
     let tx = socket();
 
     let m = rx.join_leaf(group, Direction::ReceiverOnly, None).unwrap();
@@ -163,10 +178,7 @@ fn two_receivers_on_one_port_each_get_only_their_own_group() {
     let rx_b = socket();
     rx_b.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
         .unwrap();
-    let (ga, gb) = (
-        SocketAddr::from((fresh_group(), port)),
-        SocketAddr::from((fresh_group(), port)),
-    );
+    let (ga, gb) = (fresh_on(port), fresh_on(port));
     let _ma = rx_a.join_leaf(ga, Direction::ReceiverOnly, None).unwrap();
     let _mb = rx_b.join_leaf(gb, Direction::ReceiverOnly, None).unwrap();
 
@@ -190,19 +202,13 @@ fn two_receivers_on_one_port_each_get_only_their_own_group() {
 #[test]
 fn a_source_specific_join_takes_only_the_named_source() {
     let (rx, port) = bound_socket();
-    let group = SocketAddr::from((fresh_group(), port));
+    let group = fresh_on(port);
     let wanted = socket();
     wanted.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let other = socket();
     other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
 
-    let _m = rx
-        .join_leaf(
-            group,
-            Direction::ReceiverOnly,
-            Some(Ipv4Addr::LOCALHOST.into()),
-        )
-        .unwrap();
+    let _m = join_from(&rx, group, Ipv4Addr::LOCALHOST).unwrap();
     for i in 0..5u8 {
         other.send_to(&[b'x', i], group).unwrap();
         wanted.send_to(&[b'w', i], group).unwrap();
@@ -225,7 +231,7 @@ fn a_source_specific_join_takes_only_the_named_source() {
 fn the_receiver_sees_the_ttl_the_scope_set() {
     let (rx, port) = bound_socket();
     rx.set_recv_hop_limit(true).unwrap();
-    let group = SocketAddr::from((fresh_group(), port));
+    let group = fresh_on(port);
     let _m = rx.join_leaf(group, Direction::ReceiverOnly, None).unwrap();
     let tx = socket();
     let mut buf = [0u8; 64];
@@ -298,7 +304,7 @@ fn settings_start_at_the_documented_defaults_and_read_back_what_was_set() {
 #[test]
 fn a_membership_sends_to_its_group() {
     let (rx, port) = bound_socket();
-    let group = SocketAddr::from((fresh_group(), port));
+    let group = fresh_on(port);
     let both = rx.join_leaf(group, Direction::Both, None).unwrap();
     assert_eq!(both.group(), group);
     assert_eq!(both.direction(), Direction::Both);
@@ -342,7 +348,7 @@ fn addresses_of_the_other_family_are_refused() {
     assert!(matches!(err, Error::WrongFamily { .. }), "{err}");
     assert_mentions(&err, &["IPv6", "udp4-multicast", "udp6-multicast socket"]);
 
-    let v4_group = SocketAddr::from((fresh_group(), 5000));
+    let v4_group = fresh_on(5000);
     let err = s
         .join_leaf(v4_group, Direction::Both, Some(Ipv6Addr::LOCALHOST.into()))
         .unwrap_err();
@@ -369,7 +375,7 @@ fn addresses_of_the_other_family_are_refused() {
 #[test]
 fn joining_twice_is_already_a_member() {
     let (s, port) = bound_socket();
-    let group = SocketAddr::from((fresh_group(), port));
+    let group = fresh_on(port);
     let _m = s.join_leaf(group, Direction::ReceiverOnly, None).unwrap();
     for (dir, src) in [
         (Direction::ReceiverOnly, None),
@@ -381,28 +387,10 @@ fn joining_twice_is_already_a_member() {
         assert_mentions(&err, &["already a member", &group.ip().to_string()]);
     }
     // Two sources of one group are two memberships; the same source twice is not.
-    let g2 = SocketAddr::from((fresh_group(), port));
-    let _a = s
-        .join_leaf(
-            g2,
-            Direction::ReceiverOnly,
-            Some(Ipv4Addr::LOCALHOST.into()),
-        )
-        .unwrap();
-    let _b = s
-        .join_leaf(
-            g2,
-            Direction::ReceiverOnly,
-            Some(Ipv4Addr::new(127, 0, 0, 2).into()),
-        )
-        .unwrap();
-    let err = s
-        .join_leaf(
-            g2,
-            Direction::ReceiverOnly,
-            Some(Ipv4Addr::LOCALHOST.into()),
-        )
-        .unwrap_err();
+    let g2 = fresh_on(port);
+    let _a = join_from(&s, g2, Ipv4Addr::LOCALHOST).unwrap();
+    let _b = join_from(&s, g2, Ipv4Addr::new(127, 0, 0, 2)).unwrap();
+    let err = join_from(&s, g2, Ipv4Addr::LOCALHOST).unwrap_err();
     assert_mentions(&err, &["already a member", "from source 127.0.0.1"]);
 }
 
@@ -519,42 +507,26 @@ fn a_receiving_join_on_another_port_is_refused() {
     let (s, port) = bound_socket();
     let other = port.wrapping_add(1).max(1);
     let err = s
-        .join_leaf(
-            SocketAddr::from((fresh_group(), other)),
-            Direction::Both,
-            None,
-        )
+        .join_leaf(fresh_on(other), Direction::Both, None)
         .unwrap_err();
     assert!(matches!(err, Error::PortMismatch { .. }), "{err}");
     assert_mentions(&err, &[&port.to_string(), &other.to_string()]);
 
     let unbound = socket();
     let err = unbound
-        .join_leaf(
-            SocketAddr::from((fresh_group(), 0)),
-            Direction::ReceiverOnly,
-            None,
-        )
+        .join_leaf(fresh_on(0), Direction::ReceiverOnly, None)
         .unwrap_err();
     assert_mentions(&err, &["port 0"]);
     // A sender-only join on another port is fine: it receives nothing.
-    s.join_leaf(
-        SocketAddr::from((fresh_group(), other)),
-        Direction::SenderOnly,
-        None,
-    )
-    .unwrap();
+    s.join_leaf(fresh_on(other), Direction::SenderOnly, None)
+        .unwrap();
 }
 
 #[test]
 fn a_receive_only_membership_cannot_send() {
     let (s, port) = bound_socket();
     let m = s
-        .join_leaf(
-            SocketAddr::from((fresh_group(), port)),
-            Direction::ReceiverOnly,
-            None,
-        )
+        .join_leaf(fresh_on(port), Direction::ReceiverOnly, None)
         .unwrap();
     let err = m.send(b"x").unwrap_err();
     assert!(matches!(err, Error::ReceiveOnly { .. }), "{err}");

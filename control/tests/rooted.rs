@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::proto::{decode, Frame};
 use multipoint_control::rooted::{
-    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, Root, RootConfig, RootEvent,
-    RootHooks, SessionEvent,
+    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafHandle, LeafId, LeafSession, Root,
+    RootConfig, RootEvent, RootHooks, SessionEvent,
 };
 use multipoint_control::{ControlRole, DataRole, Direction, Error, Roles, Transport};
 
@@ -61,40 +61,83 @@ fn next_event(root: &Root, within: Duration) -> RootEvent {
         .unwrap_or_else(|_| panic!("no root event within {within:?}"))
 }
 
+/// The next root event, which must be a join: the leaf's handle.
+fn joined(root: &Root) -> LeafHandle {
+    match next_event(root, Duration::from_secs(2)) {
+        RootEvent::Joined(handle) => handle,
+        other => panic!("expected Joined, got {other:?}"),
+    }
+}
+
+/// A rooted-unicast root deciding with `hooks` (3 s timeout), listening on loopback.
+fn root_with(hooks: impl RootHooks) -> (Root, SocketAddr) {
+    let root = Root::with_hooks(
+        Transport::RootedUnicast,
+        Roles::ROOT,
+        root_config(Duration::from_secs(3)),
+        hooks,
+    )
+    .unwrap();
+    let at = root.listen(ANY).unwrap();
+    (root, at)
+}
+
+/// Who refused a join, and why; fails the test unless `result` is a refusal.
+fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> (SocketAddr, String) {
+    match result {
+        Err(Error::Refused { peer, reason }) => (peer, reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The one event of a session (it ends the session), within `within`.
+fn session_event(session: &LeafSession, within: Duration) -> SessionEvent {
+    session.events().recv_timeout(within).unwrap()
+}
+
+/// A leaf spoken by hand: connects to the root at `at` and asks to join as a receiver
+/// named `name` whose data goes to 127.0.0.1:`port`.
+fn join_by_hand(at: SocketAddr, name: &str, port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(at).unwrap();
+    let mut out = Vec::new();
+    Frame::Join {
+        transport: Transport::RootedUnicast,
+        direction: Direction::ReceiverOnly,
+        data: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+        name: name.into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    stream.write_all(&out).unwrap();
+    stream
+}
+
+/// What the peer sends on `stream` until it closes (waiting 3 s at most for each read),
+/// and how reading ended.
+fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, std::io::Result<usize>) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    let read = stream.read_to_end(&mut bytes);
+    (bytes, read)
+}
+
 #[test]
 fn roles_are_checked_at_creation() {
-    let err = Root::new(
-        Transport::RootedUnicast,
-        Roles::LEAF,
-        RootConfig::new(SESSION),
-    )
-    .unwrap_err();
+    let root = |transport, roles| Root::new(transport, roles, RootConfig::new(SESSION));
+    let err = root(Transport::RootedUnicast, Roles::LEAF).unwrap_err();
     assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
-    let err = Root::new(
-        Transport::Udp4Multicast,
-        Roles::LEAF,
-        RootConfig::new(SESSION),
-    )
-    .unwrap_err();
+    let err = root(Transport::Udp4Multicast, Roles::LEAF).unwrap_err();
     assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
     // admitted-multicast has a non-rooted data plane: D_ROOT is refused by the model.
-    let err = Root::new(
-        Transport::AdmittedMulticast,
-        Roles::ROOT,
-        RootConfig::new(SESSION),
-    )
-    .unwrap_err();
+    let err = root(Transport::AdmittedMulticast, Roles::ROOT).unwrap_err();
     assert!(
         matches!(err, Error::RoleNotAllowed { role: "D_ROOT", .. }),
         "{err}"
     );
     let admitted_root = Roles::new(ControlRole::Root, DataRole::Leaf);
-    Root::new(
-        Transport::AdmittedMulticast,
-        admitted_root,
-        RootConfig::new(SESSION),
-    )
-    .unwrap();
+    root(Transport::AdmittedMulticast, admitted_root).unwrap();
     let err = Leaf::new(Transport::RootedUnicast, Roles::ROOT, LeafConfig::new("x")).unwrap_err();
     assert!(matches!(err, Error::WrongSocketKind { .. }), "{err}");
     let err = Leaf::new(Transport::Udp6Multicast, Roles::LEAF, LeafConfig::new("x")).unwrap_err();
@@ -113,9 +156,7 @@ fn a_leaf_joins_learns_the_plan_and_leaves() {
     assert!(!session.invited());
     assert!(leaf.in_session());
 
-    let RootEvent::Joined(handle) = next_event(&root, Duration::from_secs(2)) else {
-        panic!("expected Joined")
-    };
+    let handle = joined(&root);
     assert_eq!(handle.name(), "alpha");
     assert_eq!(handle.direction(), Direction::ReceiverOnly);
     assert_eq!(handle.data(), Some("127.0.0.1:40201".parse().unwrap()));
@@ -148,22 +189,11 @@ impl RootHooks for Gatekeeper {
 
 #[test]
 fn a_refused_join_gets_its_reason_and_no_plan() {
-    let root = Root::with_hooks(
-        Transport::RootedUnicast,
-        Roles::ROOT,
-        root_config(Duration::from_secs(3)),
-        Gatekeeper,
-    )
-    .unwrap();
-    let at = root.listen(ANY).unwrap();
+    let (root, at) = root_with(Gatekeeper);
     let bad = leaf("mallory", 40202);
-    match bad.join_leaf(at, Direction::ReceiverOnly) {
-        Err(Error::Refused { reason, peer }) => {
-            assert_eq!(reason, "mallory is not on the list");
-            assert_eq!(peer, at);
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (peer, reason) = refusal(bad.join_leaf(at, Direction::ReceiverOnly));
+    assert_eq!(reason, "mallory is not on the list");
+    assert_eq!(peer, at);
     assert!(!bad.in_session());
     match next_event(&root, Duration::from_secs(2)) {
         RootEvent::Refused { reason, .. } => assert!(reason.contains("mallory")),
@@ -172,39 +202,16 @@ fn a_refused_join_gets_its_reason_and_no_plan() {
     // The refused leaf can try again elsewhere; an admitted one gets in.
     let good = leaf("good-leaf", 40203);
     good.join_leaf(at, Direction::Both).unwrap();
-    assert!(matches!(
-        next_event(&root, Duration::from_secs(2)),
-        RootEvent::Joined(_)
-    ));
+    joined(&root);
 }
 
 #[test]
 fn the_wire_carries_no_plan_to_a_refused_leaf() {
     // Speak the protocol by hand and look at every byte the root sends back.
-    let root = Root::with_hooks(
-        Transport::RootedUnicast,
-        Roles::ROOT,
-        root_config(Duration::from_secs(3)),
-        Gatekeeper,
-    )
-    .unwrap();
-    let at = root.listen(ANY).unwrap();
-    let mut stream = TcpStream::connect(at).unwrap();
-    let mut out = Vec::new();
-    Frame::Join {
-        transport: Transport::RootedUnicast,
-        direction: Direction::ReceiverOnly,
-        data: Some("127.0.0.1:40204".parse().unwrap()),
-        name: "eve".into(),
-    }
-    .encode(&mut out)
-    .unwrap();
-    stream.write_all(&out).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
+    let (_root, at) = root_with(Gatekeeper);
+    let mut stream = join_by_hand(at, "eve", 40204);
+    let (bytes, read) = read_to_close(&mut stream);
+    read.unwrap();
     let (frame, used) = decode(&bytes).unwrap().unwrap();
     assert_eq!(used, bytes.len(), "only one frame, then the root closes");
     assert_eq!(
@@ -264,23 +271,15 @@ fn a_root_invites_a_listening_leaf() {
         .expect("a session");
     assert!(session.invited());
     assert_eq!(session.plan(), &unicast_plan());
-    assert!(matches!(
-        next_event(&root, Duration::from_secs(2)),
-        RootEvent::Joined(_)
-    ));
+    joined(&root);
 
     // Invited again while in the session: the leaf declines, "already a member".
-    match root.join_leaf(leaf_at, Direction::Both) {
-        Err(Error::Refused { reason, .. }) => assert!(reason.contains("already a member")),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (_, reason) = refusal(root.join_leaf(leaf_at, Direction::Both));
+    assert!(reason.contains("already a member"));
     // The root removes it; the leaf is told.
     handle.remove().unwrap();
     assert_eq!(
-        session
-            .events()
-            .recv_timeout(Duration::from_secs(2))
-            .unwrap(),
+        session_event(&session, Duration::from_secs(2)),
         SessionEvent::Removed {
             reason: "removed by the root".into()
         }
@@ -301,13 +300,9 @@ fn a_leaf_declines_an_invitation_with_a_reason() {
     }));
     let leaf = Leaf::new(Transport::RootedUnicast, Roles::LEAF, config).unwrap();
     let leaf_at = leaf.listen(ANY).unwrap();
-    match root.join_leaf(leaf_at, Direction::SenderOnly) {
-        Err(Error::Refused { reason, peer }) => {
-            assert_eq!(reason, "I only listen");
-            assert_eq!(peer, leaf_at);
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (peer, reason) = refusal(root.join_leaf(leaf_at, Direction::SenderOnly));
+    assert_eq!(reason, "I only listen");
+    assert_eq!(peer, leaf_at);
     assert!(!leaf.in_session());
     root.join_leaf(leaf_at, Direction::ReceiverOnly).unwrap();
     assert!(leaf.accept(Duration::from_secs(2)).unwrap().is_some());
@@ -331,10 +326,7 @@ fn heartbeats_keep_a_session_alive_past_the_timeout() {
     let (root, at) = root(timeout);
     let leaf = leaf("steady", 40211);
     let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
-    assert!(matches!(
-        next_event(&root, Duration::from_secs(2)),
-        RootEvent::Joined(_)
-    ));
+    joined(&root);
     std::thread::sleep(timeout * 5);
     assert!(session.is_active());
     assert!(session.events().try_recv().is_err());
@@ -351,28 +343,13 @@ fn a_silent_leaf_is_removed_after_the_timeout() {
     let (root, at) = root(timeout);
     let healthy = leaf("healthy", 40212);
     let healthy_session = healthy.join_leaf(at, Direction::ReceiverOnly).unwrap();
-    assert!(matches!(
-        next_event(&root, Duration::from_secs(2)),
-        RootEvent::Joined(_)
-    ));
+    joined(&root);
 
     // A leaf that joins and then hangs (its process stopped, its connection still open):
     // spoken by hand, it never sends a heartbeat.
-    let mut hung = TcpStream::connect(at).unwrap();
-    let mut out = Vec::new();
-    Frame::Join {
-        transport: Transport::RootedUnicast,
-        direction: Direction::ReceiverOnly,
-        data: Some("127.0.0.1:40213".parse().unwrap()),
-        name: "hung".into(),
-    }
-    .encode(&mut out)
-    .unwrap();
-    hung.write_all(&out).unwrap();
+    let _hung = join_by_hand(at, "hung", 40213);
     let silent_since = Instant::now();
-    let RootEvent::Joined(handle) = next_event(&root, Duration::from_secs(2)) else {
-        panic!("expected Joined")
-    };
+    let handle = joined(&root);
     match next_event(&root, timeout * 4 + Duration::from_secs(2)) {
         RootEvent::TimedOut { leaf } => assert_eq!(leaf, handle.id()),
         other => panic!("expected TimedOut, got {other:?}"),
@@ -415,11 +392,7 @@ fn a_leaf_learns_its_root_went_silent() {
     });
     let leaf = leaf("orphan", 40214);
     let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
-    match session
-        .events()
-        .recv_timeout(Duration::from_secs(3))
-        .unwrap()
-    {
+    match session_event(&session, Duration::from_secs(3)) {
         SessionEvent::RootGone { reason } => assert!(reason.contains("timeout"), "{reason}"),
         other => panic!("expected RootGone, got {other:?}"),
     }
@@ -439,11 +412,7 @@ fn closing_the_root_ends_the_session_at_every_leaf() {
     assert_eq!(root.leaves().len(), 32);
     root.close();
     for session in &sessions {
-        match session
-            .events()
-            .recv_timeout(Duration::from_secs(3))
-            .unwrap()
-        {
+        match session_event(session, Duration::from_secs(3)) {
             SessionEvent::Ended { reason } => assert!(reason.contains("closed")),
             other => panic!("expected Ended, got {other:?}"),
         }
@@ -461,12 +430,8 @@ fn a_leaf_of_another_transport_is_refused() {
         LeafConfig::new("wrong"),
     )
     .unwrap();
-    match leaf.join_leaf(at, Direction::ReceiverOnly) {
-        Err(Error::Refused { reason, .. }) => {
-            assert!(reason.contains("rooted-unicast"), "{reason}");
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (_, reason) = refusal(leaf.join_leaf(at, Direction::ReceiverOnly));
+    assert!(reason.contains("rooted-unicast"), "{reason}");
     // A rooted-unicast leaf without a data address is refused too.
     let leaf = Leaf::new(
         Transport::RootedUnicast,
@@ -486,20 +451,13 @@ fn garbage_on_the_control_port_is_dropped_without_harm() {
     let (root, at) = root(Duration::from_secs(3));
     let mut stream = TcpStream::connect(at).unwrap();
     stream.write_all(&[0xff; 64]).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut rest = Vec::new();
     // The root closes the connection.
-    let _ = stream.read_to_end(&mut rest);
+    let (rest, _) = read_to_close(&mut stream);
     assert!(rest.is_empty());
     // And still serves real leaves.
     let leaf = leaf("after-garbage", 40215);
     leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
-    assert!(matches!(
-        next_event(&root, Duration::from_secs(2)),
-        RootEvent::Joined(_)
-    ));
+    joined(&root);
 }
 
 #[test]
@@ -528,14 +486,7 @@ fn hooks_see_every_join_and_departure() {
     }
     let hooks = Counting::default();
     let (joined, gone) = (Arc::clone(&hooks.joined), Arc::clone(&hooks.gone));
-    let root = Root::with_hooks(
-        Transport::RootedUnicast,
-        Roles::ROOT,
-        root_config(Duration::from_secs(3)),
-        hooks,
-    )
-    .unwrap();
-    let at = root.listen(ANY).unwrap();
+    let (root, at) = root_with(hooks);
     let barrier = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|i| {
@@ -572,21 +523,12 @@ fn a_panicking_hook_refuses_the_leaf_and_the_root_carries_on() {
             Decision::Admit
         }
     }
-    let root = Root::with_hooks(
-        Transport::RootedUnicast,
-        Roles::ROOT,
-        root_config(Duration::from_secs(3)),
-        Grumpy,
-    )
-    .unwrap();
-    let at = root.listen(ANY).unwrap();
+    let (root, at) = root_with(Grumpy);
     let fine = leaf("fine", 40216);
     let _s = fine.join_leaf(at, Direction::ReceiverOnly).unwrap();
     let boom = leaf("boom", 40217);
-    match boom.join_leaf(at, Direction::ReceiverOnly) {
-        Err(Error::Refused { reason, .. }) => assert!(reason.contains("hook failed"), "{reason}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (_, reason) = refusal(boom.join_leaf(at, Direction::ReceiverOnly));
+    assert!(reason.contains("hook failed"), "{reason}");
     let later = leaf("later", 40218);
     let _s2 = later.join_leaf(at, Direction::ReceiverOnly).unwrap();
     assert_eq!(root.leaves().len(), 2);
@@ -594,7 +536,7 @@ fn a_panicking_hook_refuses_the_leaf_and_the_root_carries_on() {
 
 #[test]
 fn waiting_calls_from_a_hook_fail_instead_of_deadlocking() {
-    struct Remover(Arc<std::sync::Mutex<Option<multipoint_control::rooted::LeafHandle>>>);
+    struct Remover(Arc<std::sync::Mutex<Option<LeafHandle>>>);
     impl RootHooks for Remover {
         fn admit(&mut self, _request: &JoinRequest) -> Decision {
             if let Some(handle) = self.0.lock().unwrap().as_ref() {
@@ -606,27 +548,16 @@ fn waiting_calls_from_a_hook_fail_instead_of_deadlocking() {
         }
     }
     let slot = Arc::new(std::sync::Mutex::new(None));
-    let root = Root::with_hooks(
-        Transport::RootedUnicast,
-        Roles::ROOT,
-        root_config(Duration::from_secs(3)),
-        Remover(Arc::clone(&slot)),
-    )
-    .unwrap();
-    let at = root.listen(ANY).unwrap();
+    let (root, at) = root_with(Remover(Arc::clone(&slot)));
     let first = leaf("first", 40219);
     let _s = first.join_leaf(at, Direction::ReceiverOnly).unwrap();
     *slot.lock().unwrap() = Some(root.leaves()[0].clone());
     let second = leaf("second", 40220);
-    match second.join_leaf(at, Direction::ReceiverOnly) {
-        Err(Error::Refused { reason, .. }) => {
-            assert!(
-                reason.contains("cannot be called from a root hook"),
-                "{reason}"
-            )
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (_, reason) = refusal(second.join_leaf(at, Direction::ReceiverOnly));
+    assert!(
+        reason.contains("cannot be called from a root hook"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -651,11 +582,7 @@ fn closing_a_root_refuses_a_leaf_still_on_its_way_in() {
     let mut quiet = TcpStream::connect(at).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     root.close();
-    quiet
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut bytes = Vec::new();
-    let _ = quiet.read_to_end(&mut bytes);
+    let (bytes, _) = read_to_close(&mut quiet);
     let (frame, _) = decode(&bytes).unwrap().unwrap();
     assert_eq!(
         frame,
@@ -663,4 +590,33 @@ fn closing_a_root_refuses_a_leaf_still_on_its_way_in() {
             reason: "the root is closing".into()
         }
     );
+}
+
+#[test]
+fn joining_or_inviting_where_nobody_listens_fails_with_the_os_error() {
+    // A port that was just free: nobody listens there.
+    let nobody = std::net::TcpListener::bind(ANY)
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let leaf = leaf("lonely", 40221);
+    match leaf.join_leaf(nobody, Direction::ReceiverOnly) {
+        Err(Error::Os { op, source }) => {
+            assert_eq!(op, "connecting to the root");
+            assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        other => panic!("expected the connection refused, got {other:?}"),
+    }
+    assert!(!leaf.in_session());
+    let (inviter, at) = root(Duration::from_secs(3));
+    match inviter.join_leaf(nobody, Direction::Both) {
+        Err(Error::Os { op, .. }) => assert_eq!(op, "connecting to the leaf"),
+        other => panic!("expected the connection refused, got {other:?}"),
+    }
+    // Neither socket is left with a join pending.
+    leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    let invitee = self::leaf("invitee", 40222);
+    inviter
+        .join_leaf(invitee.listen(ANY).unwrap(), Direction::Both)
+        .unwrap();
 }

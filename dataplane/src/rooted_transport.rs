@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use multipoint_control::rooted::{
-    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, Root, RootConfig, RootHooks,
-    Session as ControlSession,
+    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, LeafSession, Root, RootConfig,
+    RootHooks,
 };
 use multipoint_control::{ControlRole, DataRole, Direction, Interface, Roles, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -609,7 +609,7 @@ impl Drop for Attached {
 /// subscription that receives the root's data, and the publisher for leaves that send.
 #[derive(Debug)]
 pub struct Joined<H> {
-    session: ControlSession,
+    session: LeafSession,
     subscription: Option<Subscription<H>>,
     publisher: Option<Publisher>,
     /// Dropped last: the data plane is detached by then.
@@ -715,7 +715,7 @@ impl DataLeaf {
     fn attach<H: Handler>(
         &self,
         shards: &mut Shards,
-        session: ControlSession,
+        session: LeafSession,
         handler: H,
     ) -> Result<Joined<H>> {
         if self.attached.swap(true, Ordering::AcqRel) {
@@ -785,7 +785,7 @@ impl DataLeaf {
 
 impl<H: Handler> Joined<H> {
     /// The control session: what the root said and, through its events, when it ends.
-    pub fn session(&self) -> &ControlSession {
+    pub fn session(&self) -> &LeafSession {
         &self.session
     }
 

@@ -1,28 +1,22 @@
-//! A leaf of a rooted session (`C_LEAF`).
+//! A leaf of a rooted session (`C_LEAF`): its API, and what its notes mean to the API.
+//! The session logic is [`LeafCore`]'s; the thread is [`driver`]'s.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use mio::{Poll, Token};
 
-use super::conn::{self, earliest, ConnError, Serve, Table};
-use super::proto::{DataPlan, Frame};
+use super::core::leaf::{Admission, LeafCore, LeafNote};
+use super::core::ConnId;
+use super::driver::{self, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
+use super::proto::DataPlan;
 use super::Decision;
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
 use crate::transport::{Plane, Transport};
-
-/// No session and no join pending.
-const IDLE: u8 = 0;
-/// A join (asked or invited) is on its way.
-const PENDING: u8 = 1;
-/// In a session.
-const JOINED: u8 = 2;
 
 /// An invitation from a root, as the leaf's policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +75,7 @@ impl LeafConfig {
     }
 }
 
-/// What happens to a leaf's session, through [`Session::events`]. Each ends the session.
+/// What happens to a leaf's session, through [`LeafSession::events`]. Each ends the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The root closed the session.
@@ -102,24 +96,18 @@ pub enum SessionEvent {
 }
 
 /// The way into the leaf's driver thread.
-type Ctl = conn::Ctl<Cmd>;
+type Ctl = driver::Ctl<LeafCmd>;
 
-enum Cmd {
-    Listen(mio::net::TcpListener),
-    Join {
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-        direction: Direction,
-        reply: Sender<Result<Session>>,
-    },
-    Leave(Token, Option<Sender<()>>),
-    Close,
+/// The leaf's own commands to its driver.
+enum LeafCmd {
+    Join(Ask<LeafSession>),
+    Leave(ConnId, Option<Sender<()>>),
 }
 
 /// A leaf's membership in a rooted session: what it was told, its events, and
 /// [`leave`](Self::leave). Dropping it leaves too.
 #[derive(Debug)]
-pub struct Session {
+pub struct LeafSession {
     root: SocketAddr,
     session: [u8; 10],
     next_sequence: Option<u64>,
@@ -129,12 +117,12 @@ pub struct Session {
     invited: bool,
     events: Receiver<SessionEvent>,
     alive: Arc<AtomicBool>,
-    token: Token,
+    conn: ConnId,
     ctl: Arc<Ctl>,
     left: bool,
 }
 
-impl Session {
+impl LeafSession {
     /// The root's control (TCP) address.
     pub fn root(&self) -> SocketAddr {
         self.root
@@ -183,15 +171,16 @@ impl Session {
     pub fn leave(mut self) -> Result<()> {
         self.left = true;
         let (tx, rx) = bounded(1);
-        self.ctl.command(Cmd::Leave(self.token, Some(tx)))?;
+        self.ctl
+            .command(Cmd::Side(LeafCmd::Leave(self.conn, Some(tx))))?;
         rx.recv().map_err(|_| Error::SessionClosed)
     }
 }
 
-impl Drop for Session {
+impl Drop for LeafSession {
     fn drop(&mut self) {
         if !self.left {
-            let _ = self.ctl.command(Cmd::Leave(self.token, None));
+            let _ = self.ctl.command(Cmd::Side(LeafCmd::Leave(self.conn, None)));
         }
     }
 }
@@ -202,14 +191,14 @@ impl Drop for Session {
 /// It joins at most one session at a time. Dropping it leaves its session.
 #[derive(Debug)]
 pub struct Leaf {
+    /// First, so that dropping the leaf leaves its session before anything else goes.
+    driver: Running<LeafCmd>,
     transport: Transport,
     roles: Roles,
     config: LeafConfig,
-    status: Arc<AtomicU8>,
-    ctl: Arc<Ctl>,
-    sessions: Receiver<Session>,
+    in_session: Arc<AtomicBool>,
+    sessions: Receiver<LeafSession>,
     local: Mutex<Option<SocketAddr>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Leaf {
@@ -234,50 +223,24 @@ impl Leaf {
                          control plane",
             });
         }
-        let poll = Poll::new().map_err(Error::os("creating the leaf's poller"))?;
-        let (ctl, rx) = Ctl::new(&poll, "waking the leaf's driver thread")
-            .map_err(Error::os("creating the leaf's waker"))?;
-        let ctl = Arc::new(ctl);
-        let status = Arc::new(AtomicU8::new(IDLE));
+        let in_session = Arc::new(AtomicBool::new(false));
         let (sessions_tx, sessions) = bounded(1);
-        let mut driver = Driver {
-            table: Table::new(poll),
-            commands: rx,
-            ctl: Arc::clone(&ctl),
-            transport,
-            config: config.clone(),
-            status: Arc::clone(&status),
-            sessions: sessions_tx,
-        };
-        let thread = std::thread::Builder::new()
-            .name("mp-leaf".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| {
-                    driver.run();
-                    driver.shutdown();
-                });
-                if std::panic::catch_unwind(run).is_err() {
-                    // A bug of ours (the policy is caught on its own): leave nothing that
-                    // claims to be alive; the connections close when the driver drops.
-                    tracing::error!("leaf: the driver thread panicked; its session ends");
-                    for entry in driver.table.conns.values() {
-                        if let State::InSession { alive, .. } = &entry.state {
-                            alive.store(false, Ordering::Release);
-                        }
-                    }
-                    driver.status.store(IDLE, Ordering::Release);
-                }
-            })
-            .map_err(Error::os("starting the leaf's driver thread"))?;
+        let core = LeafCore::new(transport, config.clone());
+        let driver = driver::start(core, |ctl| LeafSide {
+            ctl: Arc::clone(ctl),
+            in_session: Arc::clone(&in_session),
+            accepted: sessions_tx,
+            joiner: Waiting::new(),
+            session: None,
+        })?;
         Ok(Leaf {
+            driver,
             transport,
             roles,
             config,
-            status,
-            ctl,
+            in_session,
             sessions,
             local: Mutex::new(None),
-            thread: Some(thread),
         })
     }
 
@@ -298,7 +261,7 @@ impl Leaf {
 
     /// Whether the leaf is in a session now.
     pub fn in_session(&self) -> bool {
-        self.status.load(Ordering::Acquire) == JOINED
+        self.in_session.load(Ordering::Acquire)
     }
 
     /// Asks the root listening at `root` to admit this leaf in `direction`
@@ -311,68 +274,18 @@ impl Leaf {
     /// - [`Error::Refused`] with the root's reason;
     /// - [`Error::TimedOut`] if the root does not connect or answer in time;
     /// - [`Error::Os`] if the connection fails (no root listening there, say).
-    pub fn join_leaf(&self, root: SocketAddr, direction: Direction) -> Result<Session> {
-        if let Err(now) =
-            self.status
-                .compare_exchange(IDLE, PENDING, Ordering::AcqRel, Ordering::Acquire)
-        {
-            return Err(if now == JOINED {
-                Error::AlreadyJoined
-            } else {
-                Error::JoinPending
-            });
-        }
-        // The driver owns the slot once it has the join (it answers, and frees the slot,
-        // within join_timeout); before that, a failure here frees it.
-        let (result, reached_driver) = self.ask(root, direction);
-        if result.is_err() && !reached_driver {
-            let _ =
-                self.status
-                    .compare_exchange(PENDING, IDLE, Ordering::AcqRel, Ordering::Acquire);
-        }
-        result
-    }
-
-    /// Returns the answer, and whether the join reached the driver.
-    fn ask(&self, root: SocketAddr, direction: Direction) -> (Result<Session>, bool) {
-        let stream = match conn::connect(root, self.config.connect_timeout) {
-            Ok(stream) => stream,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                let err = Error::TimedOut {
-                    what: "connecting to the root",
-                    peer: root,
-                };
-                return (Err(err), false);
-            }
-            Err(e) => {
-                let err = Error::Os {
-                    op: "connecting to the root",
-                    source: e,
-                };
-                return (Err(err), false);
-            }
-        };
-        let (tx, rx) = bounded(1);
-        if let Err(e) = self.ctl.command(Cmd::Join {
-            stream,
-            peer: root,
+    pub fn join_leaf(&self, root: SocketAddr, direction: Direction) -> Result<LeafSession> {
+        // The core answers by its deadlines: connected, then answered. Should the answer
+        // still come late, the session it admits finds nobody waiting and is left at once.
+        self.driver.ask(
+            root,
             direction,
-            reply: tx,
-        }) {
-            return (Err(e), false);
-        }
-        // The driver answers within join_timeout (its own deadline); the margin covers
-        // scheduling. Should it still be late, a session it admits afterwards finds
-        // nobody waiting and is left at once.
-        let answer = match rx.recv_timeout(self.config.join_timeout + Duration::from_secs(2)) {
-            Ok(answer) => answer,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::TimedOut {
-                what: "waiting for the root's answer",
-                peer: root,
-            }),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::SessionClosed),
-        };
-        (answer, true)
+            LeafCmd::Join,
+            self.config
+                .connect_timeout
+                .saturating_add(self.config.join_timeout),
+            "waiting for the root's answer",
+        )
     }
 
     /// Starts accepting invitations on `addr` (port 0: any free port) and returns the
@@ -383,17 +296,8 @@ impl Leaf {
     /// [`Error::Os`] if the address cannot be bound; [`Error::AlreadyListening`] if the
     /// leaf listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
-        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = *local {
-            return Err(Error::AlreadyListening { addr: at });
-        }
-        let listener = conn::listen(addr).map_err(Error::os("listening for invitations"))?;
-        let at = listener
-            .local_addr()
-            .map_err(Error::os("reading the listening address"))?;
-        self.ctl.command(Cmd::Listen(listener))?;
-        *local = Some(at);
-        Ok(at)
+        self.driver
+            .listen(&self.local, addr, "listening for invitations")
     }
 
     /// Waits up to `timeout` for the session of an accepted invitation.
@@ -401,7 +305,7 @@ impl Leaf {
     /// # Errors
     ///
     /// [`Error::SessionClosed`] if the leaf's driver stopped.
-    pub fn accept(&self, timeout: Duration) -> Result<Option<Session>> {
+    pub fn accept(&self, timeout: Duration) -> Result<Option<LeafSession>> {
         match self.sessions.recv_timeout(timeout) {
             Ok(session) => Ok(Some(session)),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
@@ -410,500 +314,125 @@ impl Leaf {
     }
 
     /// Closes the leaf: its session is left and its driver thread joined.
-    pub fn close(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = self.ctl.command(Cmd::Close);
-            let _ = thread.join();
-        }
+    pub fn close(self) {
+        drop(self);
     }
 }
 
-impl Drop for Leaf {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-enum State {
-    /// This leaf asked to join; waiting for Admit or Refuse.
-    Joining {
-        direction: Direction,
-        reply: Sender<Result<Session>>,
-    },
-    /// Accepted on the listener; waiting for the root's Invite.
-    AwaitInvite,
-    /// Accepted an invitation; waiting for Admit.
-    Accepting { direction: Direction },
-    /// In a session.
-    InSession {
-        events: Sender<SessionEvent>,
-        alive: Arc<AtomicBool>,
-        timeout: Duration,
-    },
-}
-
-type Entry = conn::Entry<State>;
-
-struct Driver {
-    table: Table<State>,
-    commands: Receiver<Cmd>,
+/// What the leaf's core notes mean to the API: session handles handed out, their events,
+/// the joiner's answer.
+struct LeafSide {
     ctl: Arc<Ctl>,
-    transport: Transport,
-    config: LeafConfig,
-    status: Arc<AtomicU8>,
-    sessions: Sender<Session>,
+    /// What [`Leaf::in_session`] reads.
+    in_session: Arc<AtomicBool>,
+    /// Sessions of accepted invitations, for [`Leaf::accept`].
+    accepted: Sender<LeafSession>,
+    /// The caller of [`Leaf::join_leaf`] waiting for the answer.
+    joiner: Waiting<LeafSession>,
+    /// The session handed out, by connection: how to tell it that it ended.
+    session: Option<(ConnId, SessionLink)>,
 }
 
-impl Serve for Driver {
-    type State = State;
-    const WHO: &'static str = "leaf";
-
-    fn table(&mut self) -> &mut Table<State> {
-        &mut self.table
-    }
-
-    fn accepted() -> State {
-        State::AwaitInvite
-    }
-
-    fn frame(&mut self, token: Token, frame: Frame) {
-        Driver::frame(self, token, frame)
-    }
-
-    fn lost(&mut self, token: Token, why: ConnError) {
-        Driver::lost(self, token, why)
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        Driver::next_deadline(self)
-    }
-
-    fn commands(&mut self) -> bool {
-        Driver::commands(self)
-    }
-
-    fn timers(&mut self) {
-        Driver::timers(self)
-    }
+/// The driver's end of a [`LeafSession`].
+struct SessionLink {
+    events: Sender<SessionEvent>,
+    alive: Arc<AtomicBool>,
 }
 
-impl Driver {
-    /// Leaves every session and closes every connection.
-    fn shutdown(&mut self) {
-        let tokens: Vec<Token> = self.table.conns.keys().copied().collect();
-        for token in tokens {
-            self.end(
-                token,
-                Some(Frame::Leave {
-                    reason: "the leaf closed".into(),
-                }),
-                None,
-            );
-        }
-    }
+impl Side for LeafSide {
+    type Machine = LeafCore;
+    type Cmd = LeafCmd;
+    const NAMES: Names = names!("leaf");
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut next = None;
-        for entry in self.table.conns.values() {
-            match &entry.state {
-                State::InSession { timeout, .. } => {
-                    next = earliest(next, entry.conn.last_rx + *timeout);
-                    next = earliest(next, entry.conn.last_tx + *timeout / 3);
-                }
-                _ => next = earliest(next, entry.since + self.config.join_timeout),
-            }
-        }
-        next
-    }
-
-    fn add_conn(
-        &mut self,
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-        state: State,
-    ) -> Option<Token> {
-        match self.table.add(stream, peer, state) {
-            Ok(token) => Some(token),
-            Err((state, e)) => {
-                tracing::warn!("leaf: registering the connection of {peer} failed: {e}");
-                if let State::Joining { reply, .. } = state {
-                    self.status.store(IDLE, Ordering::Release);
-                    let _ = reply.send(Err(Error::Os {
-                        op: "registering the root's connection",
-                        source: e,
-                    }));
-                }
+    fn command(&mut self, core: &mut LeafCore, cmd: LeafCmd, now: Instant) -> Option<Reply> {
+        match cmd {
+            LeafCmd::Join(ask) => {
+                self.joiner.start(ask, |peer, direction| {
+                    core.handle_join(peer, direction, now)
+                });
                 None
             }
+            LeafCmd::Leave(conn, reply) => {
+                core.handle_leave(conn);
+                let reply = reply?;
+                Some(Box::new(move || {
+                    let _ = reply.send(());
+                }))
+            }
         }
     }
 
-    fn frame(&mut self, token: Token, frame: Frame) {
-        let Some(entry) = self.table.conns.get_mut(&token) else {
-            return;
-        };
-        match (&entry.state, frame) {
-            (
-                State::Joining { .. } | State::Accepting { .. },
-                Frame::Admit {
-                    session,
-                    timeout_ms,
-                    next_sequence,
-                    plan,
-                },
-            ) => self.admitted(token, session, timeout_ms, next_sequence, plan),
-            (State::Joining { .. }, Frame::Refuse { reason }) => {
-                let peer = entry.conn.peer;
-                self.end(token, None, Some(Err(Error::Refused { peer, reason })));
+    fn note(&mut self, core: &mut LeafCore, note: LeafNote) {
+        match note {
+            LeafNote::Admitted { conn, session } => {
+                if let Some(mut unclaimed) = self.hand_out(conn, session) {
+                    // Nobody will hold the session (the caller gave up waiting, or nobody
+                    // called Leaf::accept in time): its drop must not leave it again.
+                    unclaimed.left = true;
+                    drop(unclaimed);
+                    core.handle_unclaimed(conn);
+                }
             }
-            (State::Accepting { .. }, Frame::Refuse { reason }) => {
-                tracing::info!(
-                    "leaf: the root at {} refused the accepted invitation: {reason}",
-                    entry.conn.peer
-                );
-                self.end(token, None, None);
+            LeafNote::JoinFailed(e) => {
+                self.joiner.answer(Err(e));
             }
-            (
-                State::AwaitInvite,
-                Frame::Invite {
-                    transport,
-                    direction,
-                },
-            ) => self.invited(token, transport, direction),
-            (State::InSession { .. }, Frame::Heartbeat) => {}
-            (State::InSession { .. }, Frame::End { reason }) => {
-                self.end_session(token, SessionEvent::Ended { reason }, None);
-            }
-            (State::InSession { .. }, Frame::Leave { reason }) => {
-                self.end_session(token, SessionEvent::Removed { reason }, None);
-            }
-            (_, Frame::Heartbeat) => {}
-            (_, other) => self.lost(token, ConnError::Unexpected(frame_name(&other))),
-        }
-    }
-
-    fn invited(&mut self, token: Token, transport: Transport, direction: Direction) {
-        let Some(entry) = self.table.conns.get(&token) else {
-            return;
-        };
-        let invitation = Invitation {
-            root: entry.conn.peer,
-            transport,
-            direction,
-        };
-        // Whether this invitation took the leaf's one pending-join slot.
-        let mut took_slot = false;
-        let decision = if transport != self.transport {
-            Decision::Refuse(format!(
-                "this leaf runs {}, the root invited it to {transport}",
-                self.transport
-            ))
-        } else if transport == Transport::RootedUnicast && self.config.data.is_none() {
-            Decision::Refuse("this leaf has no data address for rooted-unicast".into())
-        } else {
-            match self
-                .status
-                .compare_exchange(IDLE, PENDING, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    took_slot = true;
-                    match &self.config.on_invite {
-                        Some(policy) => {
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                policy(&invitation)
-                            }))
-                            .unwrap_or_else(|_| {
-                                tracing::error!("leaf: the invitation policy panicked; declining");
-                                Decision::Refuse("the leaf's invitation policy failed".into())
-                            })
-                        }
-                        None => Decision::Admit,
+            LeafNote::Ended { conn, event } => {
+                if let Some((_, link)) = self.session.take_if(|(id, _)| *id == conn) {
+                    // The session reads as ended before its event arrives.
+                    link.alive.store(false, Ordering::Release);
+                    if let Some(event) = event {
+                        let _ = link.events.try_send(event);
                     }
                 }
-                Err(JOINED) => Decision::Refuse("already a member of a session".into()),
-                Err(_) => Decision::Refuse("another join of this leaf is pending".into()),
-            }
-        };
-        match decision {
-            Decision::Admit => {
-                let join = Frame::Join {
-                    transport,
-                    direction,
-                    data: self.config.data,
-                    name: self.config.name.clone(),
-                };
-                let Some(entry) = self.table.conns.get_mut(&token) else {
-                    return;
-                };
-                entry.state = State::Accepting { direction };
-                entry.since = Instant::now();
-                if let Err(e) = entry.conn.send(&join) {
-                    self.lost(token, e);
-                }
-            }
-            Decision::Refuse(reason) => {
-                if took_slot {
-                    self.status.store(IDLE, Ordering::Release);
-                }
-                self.end(token, Some(Frame::Refuse { reason }), None);
             }
         }
     }
 
-    fn admitted(
-        &mut self,
-        token: Token,
-        session: [u8; 10],
-        timeout_ms: u32,
-        next_sequence: u64,
-        plan: DataPlan,
-    ) {
-        let Some(entry) = self.table.conns.get_mut(&token) else {
-            return;
-        };
-        let fits = matches!(
-            (&plan, self.transport),
-            (DataPlan::Unicast { .. }, Transport::RootedUnicast)
-                | (DataPlan::Multicast { .. }, Transport::AdmittedMulticast)
-        );
-        if !fits {
-            return self.lost(
-                token,
-                ConnError::Unexpected("a data plan for another transport"),
-            );
+    fn publish(&self, core: &LeafCore) {
+        self.in_session.store(core.in_session(), Ordering::Release);
+    }
+
+    fn abandon(&mut self) {
+        if let Some((_, link)) = self.session.take() {
+            link.alive.store(false, Ordering::Release);
         }
-        // A timeout too short to keep up with, or absurdly long, is clamped.
-        let timeout = Duration::from_millis(u64::from(timeout_ms))
-            .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        self.in_session.store(false, Ordering::Release);
+    }
+}
+
+impl LeafSide {
+    /// Makes the session handle of `admission` and hands it to whoever waits for it;
+    /// gives it back if nobody does.
+    fn hand_out(&mut self, conn: ConnId, admission: Admission) -> Option<LeafSession> {
         let (events_tx, events) = bounded(1);
         let alive = Arc::new(AtomicBool::new(true));
-        let (direction, invited) = match &entry.state {
-            State::Joining { direction, .. } => (*direction, false),
-            State::Accepting { direction } => (*direction, true),
-            _ => return,
-        };
-        let handle = Session {
-            root: entry.conn.peer,
-            session,
-            next_sequence: (next_sequence != 0).then_some(next_sequence),
-            plan,
-            direction,
-            timeout,
+        let invited = admission.invited;
+        let session = LeafSession {
+            root: admission.root,
+            session: admission.session,
+            next_sequence: admission.next_sequence,
+            plan: admission.plan,
+            direction: admission.direction,
+            timeout: admission.timeout,
             invited,
             events,
             alive: Arc::clone(&alive),
-            token,
+            conn,
             ctl: Arc::clone(&self.ctl),
             left: false,
         };
-        let previous = std::mem::replace(
-            &mut entry.state,
-            State::InSession {
-                events: events_tx,
-                alive,
-                timeout,
-            },
-        );
-        self.status.store(JOINED, Ordering::Release);
-        let undelivered: Option<Session> = match previous {
-            State::Joining { reply, .. } => reply
-                .send(Ok(handle))
+        let link = SessionLink {
+            events: events_tx,
+            alive,
+        };
+        self.session = Some((conn, link));
+        if invited {
+            return self
+                .accepted
+                .try_send(session)
                 .err()
-                .and_then(|e| e.into_inner().ok()),
-            _ => self.sessions.try_send(handle).err().map(|e| e.into_inner()),
-        };
-        if let Some(mut session) = undelivered {
-            // Nobody will hold the session (the caller gave up waiting, or nobody called
-            // Leaf::accept in time): leave it here, and keep its drop from doing it again.
-            tracing::warn!("leaf: a session nobody took is left at once");
-            session.left = true;
-            drop(session);
-            self.end_session(
-                token,
-                SessionEvent::RootGone {
-                    reason: "nobody took the session".into(),
-                },
-                Some(Frame::Leave {
-                    reason: "the leaf did not take the session".into(),
-                }),
-            );
+                .map(|e| e.into_inner());
         }
+        self.joiner.answer(Ok(session)).and_then(Result::ok)
     }
-
-    /// Ends a session connection with `event`, sending `last` first if given.
-    fn end_session(&mut self, token: Token, event: SessionEvent, last: Option<Frame>) {
-        let events = match self.table.conns.get(&token) {
-            Some(Entry {
-                state: State::InSession { events, .. },
-                ..
-            }) => Some(events.clone()),
-            _ => None,
-        };
-        // The state changes first, so whoever sees the event sees the session ended.
-        self.end(token, last, None);
-        if let Some(events) = events {
-            let _ = events.try_send(event);
-        }
-    }
-
-    /// Closes connection `token` (sending `last` first), answers a pending join with
-    /// `answer` (or a generic error) and updates the status.
-    fn end(&mut self, token: Token, last: Option<Frame>, answer: Option<Result<Session>>) {
-        let Some(mut entry) = self.table.conns.remove(&token) else {
-            return;
-        };
-        if let Some(frame) = last {
-            let _ = entry.conn.send(&frame);
-        }
-        let peer = entry.conn.peer;
-        entry
-            .conn
-            .finish(self.table.poll.registry(), Duration::from_millis(100));
-        match entry.state {
-            State::Joining { reply, .. } => {
-                self.status.store(IDLE, Ordering::Release);
-                let answer = answer.unwrap_or_else(|| {
-                    Err(Error::SessionGone {
-                        peer,
-                        reason: "the connection ended before an answer".into(),
-                    })
-                });
-                let _ = reply.send(answer);
-            }
-            State::Accepting { .. } => self.status.store(IDLE, Ordering::Release),
-            State::InSession { alive, .. } => {
-                alive.store(false, Ordering::Release);
-                self.status.store(IDLE, Ordering::Release);
-            }
-            State::AwaitInvite => {}
-        }
-    }
-
-    fn lost(&mut self, token: Token, why: ConnError) {
-        let reason = why.to_string();
-        match self.table.conns.get(&token).map(|e| &e.state) {
-            Some(State::InSession { .. }) => {
-                self.end_session(token, SessionEvent::RootGone { reason }, None)
-            }
-            Some(State::Joining { .. }) => {
-                let peer = self.table.conns.get(&token).map(|e| e.conn.peer);
-                if let Some(peer) = peer {
-                    self.end(token, None, Some(Err(Error::SessionGone { peer, reason })));
-                }
-            }
-            _ => self.end(token, None, None),
-        }
-    }
-
-    /// Handles API commands; true when the leaf is to close.
-    fn commands(&mut self) -> bool {
-        while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Cmd::Listen(listener) => match self.table.listen(listener) {
-                    // Roots may have connected before the registration.
-                    Ok(()) => self.table.accept("leaf", <Driver as Serve>::accepted),
-                    Err(e) => tracing::error!("leaf: cannot watch the listener: {e}"),
-                },
-                Cmd::Join {
-                    stream,
-                    peer,
-                    direction,
-                    reply,
-                } => {
-                    let join = Frame::Join {
-                        transport: self.transport,
-                        direction,
-                        data: self.config.data,
-                        name: self.config.name.clone(),
-                    };
-                    if let Some(token) =
-                        self.add_conn(stream, peer, State::Joining { direction, reply })
-                    {
-                        if let Some(entry) = self.table.conns.get_mut(&token) {
-                            if let Err(e) = entry.conn.send(&join) {
-                                self.lost(token, e);
-                            }
-                        }
-                    }
-                }
-                Cmd::Leave(token, reply) => {
-                    if matches!(
-                        self.table.conns.get(&token).map(|e| &e.state),
-                        Some(State::InSession { .. })
-                    ) {
-                        self.end(
-                            token,
-                            Some(Frame::Leave {
-                                reason: "the leaf left".into(),
-                            }),
-                            None,
-                        );
-                    }
-                    if let Some(reply) = reply {
-                        let _ = reply.send(());
-                    }
-                }
-                Cmd::Close => return true,
-            }
-        }
-        false
-    }
-
-    fn timers(&mut self) {
-        let now = Instant::now();
-        let mut gone = Vec::new();
-        let mut expired = Vec::new();
-        let mut failed = Vec::new();
-        for (token, entry) in &mut self.table.conns {
-            match &entry.state {
-                State::InSession { timeout, .. } => {
-                    if now.saturating_duration_since(entry.conn.last_rx) >= *timeout {
-                        gone.push(*token);
-                    } else if now.saturating_duration_since(entry.conn.last_tx) >= *timeout / 3 {
-                        if let Err(e) = entry.conn.send(&Frame::Heartbeat) {
-                            failed.push((*token, e));
-                        }
-                    }
-                }
-                _ => {
-                    if now.saturating_duration_since(entry.since) >= self.config.join_timeout {
-                        expired.push(*token);
-                    }
-                }
-            }
-        }
-        for (token, e) in failed {
-            self.lost(token, e);
-        }
-        for token in gone {
-            self.end_session(
-                token,
-                SessionEvent::RootGone {
-                    reason: "nothing heard from the root within the timeout".into(),
-                },
-                None,
-            );
-        }
-        for token in expired {
-            let peer = self.table.conns.get(&token).map(|e| e.conn.peer);
-            if let Some(peer) = peer {
-                self.end(
-                    token,
-                    None,
-                    Some(Err(Error::TimedOut {
-                        what: "waiting for the root's answer",
-                        peer,
-                    })),
-                );
-            }
-        }
-    }
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    super::root::frame_name(frame)
 }

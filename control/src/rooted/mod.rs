@@ -26,18 +26,24 @@
 //! a leaf that has not heard from its root within the timeout is told
 //! ([`SessionEvent::RootGone`]). Closing the root sends end of session to every leaf.
 //!
-//! The wire format is in [`proto`]. Each [`Root`] and each [`Leaf`] runs one driver
-//! thread (epoll through `mio`) for all of its connections; nothing here runs on a data
-//! path.
+//! # Inside
+//!
+//! The wire format is in [`proto`]. The session logic (who is admitted, invitations, one
+//! join at a time, heartbeats, timeouts, the end of the session) is a state machine
+//! without I/O for each side, fed frames, connection events, commands and the time, and
+//! tested on a fake clock. Each [`Root`] and each [`Leaf`] runs one driver thread (epoll
+//! through `mio`) for all of its connections, which only moves bytes between the sockets
+//! and its state machine and keeps its timer; nothing here runs on a data path.
 
-mod conn;
+mod core;
+mod driver;
 mod leaf;
 pub mod proto;
 mod root;
 
 use std::net::SocketAddr;
 
-pub use leaf::{Invitation, InvitePolicy, Leaf, LeafConfig, Session, SessionEvent};
+pub use leaf::{Invitation, InvitePolicy, Leaf, LeafConfig, LeafSession, SessionEvent};
 pub use proto::DataPlan;
 pub use root::{LeafHandle, Root, RootConfig, RootEvent, RootHooks};
 

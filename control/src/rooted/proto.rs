@@ -301,12 +301,7 @@ impl Frame {
                 data,
                 name,
             } => {
-                out.push(transport_byte(
-                    *transport,
-                    "Join transport: udp4-multicast and udp6-multicast have no rooted \
-                     control plane; use rooted-unicast or admitted-multicast",
-                )?);
-                out.push(direction_byte(*direction));
+                put_route(out, *transport, *direction, JOIN_NOT_ROOTED)?;
                 put_opt_addr(out, data.as_ref());
                 put_text(out, name)?;
             }
@@ -335,14 +330,7 @@ impl Frame {
             Frame::Invite {
                 transport,
                 direction,
-            } => {
-                out.push(transport_byte(
-                    *transport,
-                    "Invite transport: udp4-multicast and udp6-multicast have no rooted \
-                     control plane; use rooted-unicast or admitted-multicast",
-                )?);
-                out.push(direction_byte(*direction));
-            }
+            } => put_route(out, *transport, *direction, INVITE_NOT_ROOTED)?,
             Frame::Refuse { reason } | Frame::Leave { reason } | Frame::End { reason } => {
                 put_text(out, reason)?;
             }
@@ -380,6 +368,27 @@ impl Frame {
             Frame::End { .. } => END,
         }
     }
+}
+
+/// Why a Join for an IP multicast transport cannot be encoded.
+const JOIN_NOT_ROOTED: &str = "Join transport: udp4-multicast and udp6-multicast have no \
+                               rooted control plane; use rooted-unicast or admitted-multicast";
+/// Why an Invite for an IP multicast transport cannot be encoded.
+const INVITE_NOT_ROOTED: &str = "Invite transport: udp4-multicast and udp6-multicast have no \
+                                 rooted control plane; use rooted-unicast or \
+                                 admitted-multicast";
+
+/// The transport and direction a Join or an Invite carries; `not_rooted` is the error
+/// for a transport without a rooted control plane.
+fn put_route(
+    out: &mut Vec<u8>,
+    transport: Transport,
+    direction: Direction,
+    not_rooted: &'static str,
+) -> Result<(), ProtoError> {
+    out.push(transport_byte(transport, not_rooted)?);
+    out.push(direction_byte(direction));
+    Ok(())
 }
 
 /// The wire value of a rooted transport; `not_rooted` is the error for the others.

@@ -1,28 +1,23 @@
-//! The root of a rooted session (`C_ROOT`).
+//! The root of a rooted session (`C_ROOT`): its API, and what its notes mean to the
+//! API. The session logic is [`RootCore`]'s; the thread is [`driver`]'s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use mio::{Poll, Token};
 
-use super::conn::{self, earliest, ConnError, Serve, Table};
-use super::proto::{DataPlan, Frame};
+use super::core::root::{AdmittedLeaf, Event, RootCore, RootNote};
+use super::core::{MAX_TIMEOUT, MIN_TIMEOUT};
+use super::driver::{self, lock, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
+use super::proto::DataPlan;
 use super::{Decision, JoinRequest, LeafId};
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
 use crate::transport::{Plane, Transport};
-
-/// Shortest session timeout: heartbeats go out every third of it.
-pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(100);
-/// Longest session timeout.
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How a root runs its session.
 #[derive(Debug, Clone)]
@@ -204,25 +199,20 @@ impl LeafHandle {
     pub fn remove(&self) -> Result<()> {
         self.ctl.not_from_hook("LeafHandle::remove")?;
         let (tx, rx) = bounded(1);
-        self.ctl.command(Cmd::Remove(self.info.id, tx))?;
+        self.ctl
+            .command(Cmd::Side(RootCmd::Remove(self.info.id, tx)))?;
         rx.recv().map_err(|_| Error::SessionClosed)?
     }
 }
 
-enum Cmd {
-    Listen(mio::net::TcpListener),
-    Invite {
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-        direction: Direction,
-        reply: Sender<Result<LeafHandle>>,
-    },
+/// The root's own commands to its driver.
+enum RootCmd {
+    Invite(Ask<LeafHandle>),
     Remove(LeafId, Sender<Result<()>>),
-    Close,
 }
 
 /// The way into the root's driver thread.
-type Ctl = conn::Ctl<Cmd>;
+type Ctl = driver::Ctl<RootCmd>;
 
 /// The root of a rooted session (a `C_ROOT` socket of `rooted-unicast` or
 /// `admitted-multicast`). See the [module docs](super).
@@ -230,16 +220,15 @@ type Ctl = conn::Ctl<Cmd>;
 /// Dropping the root closes it like [`close`](Self::close).
 #[derive(Debug)]
 pub struct Root {
+    /// First, so that dropping the root closes the session before anything else goes.
+    driver: Running<RootCmd>,
     transport: Transport,
     roles: Roles,
     config: RootConfig,
-    ctl: Arc<Ctl>,
     events: Receiver<RootEvent>,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
-    inviting: AtomicBool,
     local: Mutex<Option<SocketAddr>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Root {
@@ -296,54 +285,27 @@ impl Root {
                          on admitted-multicast",
             });
         }
-        let poll = Poll::new().map_err(Error::os("creating the root's poller"))?;
-        let (ctl, rx) = Ctl::new(&poll, "waking the root's driver thread")
-            .map_err(Error::os("creating the root's waker"))?;
-        let ctl = Arc::new(ctl);
         let (events_tx, events) = bounded(config.event_capacity.max(1));
         let leaves = Arc::new(Mutex::new(BTreeMap::new()));
         let dropped_events = Arc::new(AtomicU64::new(0));
-        let mut driver = Driver {
-            table: Table::new(poll),
-            commands: rx,
-            ctl: Arc::clone(&ctl),
-            hooks: Box::new(hooks),
-            transport,
-            config: config.clone(),
-            next_leaf: 0,
+        let core = RootCore::new(transport, config.clone(), Box::new(hooks));
+        let driver = driver::start(core, |ctl| RootSide {
+            ctl: Arc::clone(ctl),
             events: events_tx,
+            event_capacity: config.event_capacity,
             leaves: Arc::clone(&leaves),
             dropped_events: Arc::clone(&dropped_events),
-        };
-        let thread = std::thread::Builder::new()
-            .name("mp-root".into())
-            .spawn(move || {
-                let _ = driver.ctl.driver.set(std::thread::current().id());
-                let run = AssertUnwindSafe(|| {
-                    driver.run();
-                    driver.shutdown();
-                });
-                if std::panic::catch_unwind(run).is_err() {
-                    // Hooks are caught one by one; this is a bug of ours. Leave nothing
-                    // that claims to be alive: the connections close when the driver drops.
-                    tracing::error!("root: the driver thread panicked; every leaf is dropped");
-                    for (_, leaf) in std::mem::take(&mut *lock(&driver.leaves)) {
-                        leaf.info.present.store(false, Ordering::Release);
-                    }
-                }
-            })
-            .map_err(Error::os("starting the root's driver thread"))?;
+            inviter: Waiting::new(),
+        })?;
         Ok(Root {
+            driver,
             transport,
             roles,
             config,
-            ctl,
             events,
             leaves,
             dropped_events,
-            inviting: AtomicBool::new(false),
             local: Mutex::new(None),
-            thread: Some(thread),
         })
     }
 
@@ -370,17 +332,8 @@ impl Root {
     /// [`Error::Os`] if the address cannot be bound; [`Error::AlreadyListening`] if the
     /// root listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
-        let mut local = lock(&self.local);
-        if let Some(at) = *local {
-            return Err(Error::AlreadyListening { addr: at });
-        }
-        let listener = conn::listen(addr).map_err(Error::os("listening for leaves"))?;
-        let at = listener
-            .local_addr()
-            .map_err(Error::os("reading the listening address"))?;
-        self.ctl.command(Cmd::Listen(listener))?;
-        *local = Some(at);
-        Ok(at)
+        self.driver
+            .listen(&self.local, addr, "listening for leaves")
     }
 
     /// The address the root listens at, if it does.
@@ -399,49 +352,17 @@ impl Root {
     /// - [`Error::TimedOut`] if it does not connect or answer within the timeouts;
     /// - [`Error::Os`] if the connection fails (nobody listening, say).
     pub fn join_leaf(&self, leaf: SocketAddr, direction: Direction) -> Result<LeafHandle> {
-        self.ctl.not_from_hook("Root::join_leaf")?;
-        if self
-            .inviting
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(Error::JoinPending);
-        }
-        let result = self.invite(leaf, direction);
-        self.inviting.store(false, Ordering::Release);
-        result
-    }
-
-    fn invite(&self, peer: SocketAddr, direction: Direction) -> Result<LeafHandle> {
-        let stream = conn::connect(peer, self.config.connect_timeout).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                Error::TimedOut {
-                    what: "connecting to the leaf",
-                    peer,
-                }
-            } else {
-                Error::Os {
-                    op: "connecting to the leaf",
-                    source: e,
-                }
-            }
-        })?;
-        let (tx, rx) = bounded(1);
-        self.ctl.command(Cmd::Invite {
-            stream,
-            peer,
+        self.driver.not_from_hook("Root::join_leaf")?;
+        // The core answers by its deadlines: connected, then answered.
+        self.driver.ask(
+            leaf,
             direction,
-            reply: tx,
-        })?;
-        // The driver answers within the timeout (its own deadline); the margin covers
-        // scheduling.
-        match rx.recv_timeout(self.config.timeout + Duration::from_secs(2)) {
-            Ok(result) => result,
-            Err(_) => Err(Error::TimedOut {
-                what: "waiting for the leaf to answer the invitation",
-                peer,
-            }),
-        }
+            RootCmd::Invite,
+            self.config
+                .connect_timeout
+                .saturating_add(self.config.timeout),
+            "waiting for the leaf to answer the invitation",
+        )
     }
 
     /// Leaf events, in order: joined, refused, left, timed out, removed.
@@ -466,326 +387,73 @@ impl Root {
 
     /// Ends the session: every leaf is told, every connection closed, and the driver
     /// thread joined.
-    pub fn close(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = self.ctl.command(Cmd::Close);
-            let _ = thread.join();
-        }
+    pub fn close(self) {
+        drop(self);
     }
 }
 
-impl Drop for Root {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is a single insert, remove or store.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Where a connection stands.
-enum State {
-    /// Accepted on the listener; waiting for the leaf's Join.
-    AwaitJoin,
-    /// The root invited the leaf; waiting for its Join (accept) or Refuse (decline).
-    Invited {
-        direction: Direction,
-        reply: Sender<Result<LeafHandle>>,
-    },
-    /// An admitted leaf.
-    Joined(LeafHandle),
-}
-
-type Entry = conn::Entry<State>;
-
-struct Driver {
-    table: Table<State>,
-    commands: Receiver<Cmd>,
+/// What the root's core notes mean to the API: handles in the shared list, events on the
+/// channel, the inviter's answer.
+struct RootSide {
     ctl: Arc<Ctl>,
-    hooks: Box<dyn RootHooks>,
-    transport: Transport,
-    config: RootConfig,
-    next_leaf: u64,
     events: Sender<RootEvent>,
+    event_capacity: usize,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
+    /// The caller of [`Root::join_leaf`] waiting for the answer.
+    inviter: Waiting<LeafHandle>,
 }
 
-impl Serve for Driver {
-    type State = State;
-    const WHO: &'static str = "root";
+impl Side for RootSide {
+    type Machine = RootCore;
+    type Cmd = RootCmd;
+    const NAMES: Names = names!("root");
 
-    fn table(&mut self) -> &mut Table<State> {
-        &mut self.table
-    }
-
-    fn accepted() -> State {
-        State::AwaitJoin
-    }
-
-    fn frame(&mut self, token: Token, frame: Frame) {
-        Driver::frame(self, token, frame)
-    }
-
-    fn lost(&mut self, token: Token, why: ConnError) {
-        Driver::lost(self, token, why)
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        Driver::next_deadline(self)
-    }
-
-    fn commands(&mut self) -> bool {
-        Driver::commands(self)
-    }
-
-    fn timers(&mut self) {
-        Driver::timers(self)
-    }
-}
-
-impl Driver {
-    fn next_deadline(&self) -> Option<Instant> {
-        let heartbeat = self.config.timeout / 3;
-        let mut next = None;
-        for entry in self.table.conns.values() {
-            next = earliest(next, entry.conn.last_rx + self.config.timeout);
-            match entry.state {
-                State::Joined(_) => next = earliest(next, entry.conn.last_tx + heartbeat),
-                _ => next = earliest(next, entry.since + self.config.timeout),
-            }
-        }
-        next
-    }
-
-    fn emit(&self, event: RootEvent) {
-        match self.events.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(e)) => {
-                let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(
-                    "root: event queue full ({} events): dropped {e:?} ({n} dropped so far); \
-                     take events from Root::events or raise RootConfig::event_capacity",
-                    self.config.event_capacity
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-
-    fn add_conn(
-        &mut self,
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-        state: State,
-    ) -> Option<Token> {
-        match self.table.add(stream, peer, state) {
-            Ok(token) => Some(token),
-            Err((state, e)) => {
-                tracing::warn!("root: registering the connection of {peer} failed: {e}");
-                if let State::Invited { reply, .. } = state {
-                    let _ = reply.send(Err(Error::Os {
-                        op: "registering the leaf's connection",
-                        source: e,
-                    }));
-                }
+    fn command(&mut self, core: &mut RootCore, cmd: RootCmd, now: Instant) -> Option<Reply> {
+        match cmd {
+            RootCmd::Invite(ask) => {
+                self.inviter.start(ask, |peer, direction| {
+                    core.handle_invite(peer, direction, now)
+                });
                 None
             }
+            RootCmd::Remove(leaf, reply) => {
+                let removed = core.handle_remove(leaf);
+                Some(Box::new(move || {
+                    let _ = reply.send(removed);
+                }))
+            }
         }
     }
 
-    fn frame(&mut self, token: Token, frame: Frame) {
-        let Some(entry) = self.table.conns.get_mut(&token) else {
-            return;
-        };
-        match (&entry.state, frame) {
-            (
-                State::AwaitJoin,
-                Frame::Join {
-                    transport,
-                    direction,
-                    data,
-                    name,
-                },
-            ) => {
-                let request = JoinRequest {
-                    peer: entry.conn.peer,
-                    direction,
-                    data,
-                    name,
-                    invited: false,
-                };
-                if let Err(reason) = self.check_request(transport, &request) {
-                    return self.refuse(token, request.peer, reason);
-                }
-                match self.call_admit(&request) {
-                    Decision::Admit => self.admit(token, request),
-                    Decision::Refuse(reason) => self.refuse(token, request.peer, reason),
+    fn note(&mut self, core: &mut RootCore, note: RootNote) {
+        match note {
+            RootNote::Listed(leaf) => self.list(leaf),
+            RootNote::Event(event) => {
+                if let Some(event) = self.event(event) {
+                    self.emit(event);
                 }
             }
-            (
-                State::Invited {
-                    direction: asked, ..
-                },
-                Frame::Join {
-                    transport,
-                    direction,
-                    data,
-                    name,
-                },
-            ) => {
-                let asked = *asked;
-                let request = JoinRequest {
-                    peer: entry.conn.peer,
-                    direction,
-                    data,
-                    name,
-                    invited: true,
-                };
-                let check = self.check_request(transport, &request).and_then(|()| {
-                    if direction == asked {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "the leaf accepted as {direction:?} but was invited as {asked:?}"
-                        ))
-                    }
-                });
-                match check {
-                    Ok(()) => self.admit(token, request),
-                    Err(reason) => self.refuse(token, request.peer, reason),
+            RootNote::Invited(answer) => {
+                let answer = answer.and_then(|id| self.handle(id));
+                if let Some(Ok(handle)) = self.inviter.answer(answer) {
+                    // The inviter stopped waiting (and was told it timed out).
+                    core.handle_unclaimed(handle.id());
                 }
             }
-            (State::Invited { .. }, Frame::Refuse { reason }) => {
-                let peer = entry.conn.peer;
-                if let Some(Entry {
-                    state: State::Invited { reply, .. },
-                    conn,
-                    ..
-                }) = self.table.conns.remove(&token)
-                {
-                    conn.finish(self.table.poll.registry(), Duration::ZERO);
-                    let _ = reply.send(Err(Error::Refused { peer, reason }));
-                }
-            }
-            (State::Joined(_), Frame::Heartbeat) => {}
-            (State::Joined(_), Frame::Leave { reason }) => {
-                self.close_leaf(token, None, |leaf| RootEvent::Left { leaf, reason });
-            }
-            (_, Frame::Heartbeat) => {}
-            (_, other) => self.lost(token, ConnError::Unexpected(frame_name(&other))),
         }
     }
 
-    /// The admission hook; a panic in it refuses the leaf (and is logged) rather than
-    /// taking the root down.
-    fn call_admit(&mut self, request: &JoinRequest) -> Decision {
-        let hooks = &mut self.hooks;
-        std::panic::catch_unwind(AssertUnwindSafe(|| hooks.admit(request))).unwrap_or_else(|_| {
-            tracing::error!("root: the admission hook panicked; the leaf is refused");
-            Decision::Refuse("the root's admission hook failed".into())
-        })
-    }
-
-    fn call_on_join(
-        &mut self,
-        id: LeafId,
-        request: &JoinRequest,
-    ) -> std::result::Result<DataPlan, String> {
-        let hooks = &mut self.hooks;
-        let default = self.config.plan.as_ref();
-        std::panic::catch_unwind(AssertUnwindSafe(|| hooks.on_join(id, request, default)))
-            .unwrap_or_else(|_| {
-                tracing::error!("root: the on_join hook panicked; the leaf is refused");
-                Err("the root failed to set up the leaf's data plane".into())
-            })
-    }
-
-    fn call_on_gone(&mut self, id: LeafId) {
-        let hooks = &mut self.hooks;
-        if std::panic::catch_unwind(AssertUnwindSafe(|| hooks.on_gone(id))).is_err() {
-            tracing::error!("root: the on_gone hook panicked for {id}");
+    fn abandon(&mut self) {
+        for (_, leaf) in std::mem::take(&mut *lock(&self.leaves)) {
+            leaf.info.present.store(false, Ordering::Release);
         }
     }
+}
 
-    /// Checks what a root can check before asking the hooks.
-    fn check_request(
-        &self,
-        transport: Transport,
-        request: &JoinRequest,
-    ) -> std::result::Result<(), String> {
-        if transport != self.transport {
-            return Err(format!(
-                "this root runs {}, the leaf asked for {transport}",
-                self.transport
-            ));
-        }
-        if self.transport == Transport::RootedUnicast && request.data.is_none() {
-            return Err(
-                "a rooted-unicast leaf must give the UDP address it receives data on".into(),
-            );
-        }
-        if lock(&self.leaves).len() >= self.config.max_leaves {
-            return Err(format!(
-                "the session is full ({} leaves)",
-                self.config.max_leaves
-            ));
-        }
-        Ok(())
-    }
-
-    fn refuse(&mut self, token: Token, peer: SocketAddr, reason: String) {
-        if let Some(entry) = self.table.conns.remove(&token) {
-            let mut conn = entry.conn;
-            let _ = conn.send(&Frame::Refuse {
-                reason: reason.clone(),
-            });
-            conn.finish(self.table.poll.registry(), Duration::from_millis(100));
-            if let State::Invited { reply, .. } = entry.state {
-                let _ = reply.send(Err(Error::Refused {
-                    peer,
-                    reason: reason.clone(),
-                }));
-            }
-        }
-        self.emit(RootEvent::Refused { peer, reason });
-    }
-
-    fn admit(&mut self, token: Token, request: JoinRequest) {
-        let id = LeafId(self.next_leaf);
-        self.next_leaf += 1;
-        let plan = match self.call_on_join(id, &request) {
-            Ok(plan) => plan,
-            Err(reason) => return self.refuse(token, request.peer, reason),
-        };
-        let fits = matches!(
-            (&plan, self.transport),
-            (DataPlan::Unicast { .. }, Transport::RootedUnicast)
-                | (DataPlan::Multicast { .. }, Transport::AdmittedMulticast)
-        );
-        if !fits {
-            self.call_on_gone(id);
-            return self.refuse(
-                token,
-                request.peer,
-                format!("the root's data plan does not fit {}", self.transport),
-            );
-        }
-        let hooks = &mut self.hooks;
-        let next_sequence =
-            std::panic::catch_unwind(AssertUnwindSafe(|| hooks.next_sequence(id))).unwrap_or(0);
-        let admit = Frame::Admit {
-            session: self.config.session,
-            timeout_ms: u32::try_from(self.config.timeout.as_millis()).unwrap_or(u32::MAX),
-            next_sequence,
-            plan: plan.clone(),
-        };
+impl RootSide {
+    fn list(&self, leaf: AdmittedLeaf) {
+        let AdmittedLeaf { id, request, plan } = leaf;
         let handle = LeafHandle {
             info: Arc::new(LeafInfo {
                 id,
@@ -799,263 +467,48 @@ impl Driver {
             }),
             ctl: Arc::clone(&self.ctl),
         };
-        let Some(entry) = self.table.conns.get_mut(&token) else {
-            self.call_on_gone(id);
-            return;
-        };
-        // The table lists the leaf before the leaf hears it is in, so whoever learns of
-        // the join (the leaf, the inviter) finds it there.
-        lock(&self.leaves).insert(id, handle.clone());
-        let previous = std::mem::replace(&mut entry.state, State::Joined(handle.clone()));
-        if let Err(e) = entry.conn.send(&admit) {
-            // Never announced: take it back without an event.
-            lock(&self.leaves).remove(&id);
-            handle.info.present.store(false, Ordering::Release);
-            let peer = request.peer;
-            if let Some(entry) = self.table.conns.remove(&token) {
-                entry
-                    .conn
-                    .finish(self.table.poll.registry(), Duration::ZERO);
-            }
-            self.call_on_gone(id);
-            if let State::Invited { reply, .. } = previous {
-                let _ = reply.send(Err(Error::SessionGone {
-                    peer,
-                    reason: e.to_string(),
-                }));
-            }
-            return;
-        }
-        let abandoned = match previous {
-            State::Invited { reply, .. } => reply.send(Ok(handle.clone())).is_err(),
-            _ => false,
-        };
-        self.emit(RootEvent::Joined(handle));
-        if abandoned {
-            // The inviter stopped waiting (and was told it timed out): take the leaf out.
-            self.close_leaf(
-                token,
-                Some(Frame::Leave {
-                    reason: "the root gave up waiting for the invitation's answer".into(),
-                }),
-                |leaf| RootEvent::Removed { leaf },
-            );
-        }
+        lock(&self.leaves).insert(id, handle);
     }
 
-    /// Ends connection `token`: sends `last` if given, closes, and for a joined leaf runs
-    /// the hook, updates the table and emits `event`.
-    fn close_leaf(
-        &mut self,
-        token: Token,
-        last: Option<Frame>,
-        event: impl FnOnce(LeafId) -> RootEvent,
-    ) {
-        let Some(mut entry) = self.table.conns.remove(&token) else {
-            return;
-        };
-        if let Some(frame) = last {
-            let _ = entry.conn.send(&frame);
-        }
-        entry
-            .conn
-            .finish(self.table.poll.registry(), Duration::from_millis(100));
-        match entry.state {
-            State::Joined(handle) => {
-                let id = handle.info.id;
+    fn handle(&self, id: LeafId) -> Result<LeafHandle> {
+        lock(&self.leaves)
+            .get(&id)
+            .cloned()
+            .ok_or(Error::LeafGone { leaf: id.0 })
+    }
+
+    /// The embedder's event for `event`; a leaf that is gone is taken off the list first.
+    fn event(&self, event: Event) -> Option<RootEvent> {
+        let gone = |leaf: LeafId| {
+            if let Some(handle) = lock(&self.leaves).remove(&leaf) {
                 handle.info.present.store(false, Ordering::Release);
-                lock(&self.leaves).remove(&id);
-                self.call_on_gone(id);
-                self.emit(event(id));
             }
-            State::Invited { reply, .. } => {
-                let _ = reply.send(Err(Error::SessionClosed));
-            }
-            State::AwaitJoin => {}
-        }
+            leaf
+        };
+        Some(match event {
+            Event::Joined(id) => RootEvent::Joined(self.handle(id).ok()?),
+            Event::Refused { peer, reason } => RootEvent::Refused { peer, reason },
+            Event::Left { leaf, reason } => RootEvent::Left {
+                leaf: gone(leaf),
+                reason,
+            },
+            Event::TimedOut { leaf } => RootEvent::TimedOut { leaf: gone(leaf) },
+            Event::Removed { leaf } => RootEvent::Removed { leaf: gone(leaf) },
+        })
     }
 
-    /// A connection failed or closed.
-    fn lost(&mut self, token: Token, why: ConnError) {
-        let reason = why.to_string();
-        if let Some(Entry {
-            state: State::Invited { .. },
-            conn,
-            ..
-        }) = self.table.conns.get(&token)
-        {
-            let peer = conn.peer;
-            if let Some(Entry {
-                state: State::Invited { reply, .. },
-                conn,
-                ..
-            }) = self.table.conns.remove(&token)
-            {
-                conn.finish(self.table.poll.registry(), Duration::ZERO);
-                let _ = reply.send(Err(Error::SessionGone { peer, reason }));
+    fn emit(&self, event: RootEvent) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(e)) => {
+                let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    "root: event queue full ({} events): dropped {e:?} ({n} dropped so far); \
+                     take events from Root::events or raise RootConfig::event_capacity",
+                    self.event_capacity
+                );
             }
-            return;
+            Err(TrySendError::Disconnected(_)) => {}
         }
-        self.close_leaf(token, None, |leaf| RootEvent::Left { leaf, reason });
-    }
-
-    /// Handles API commands; true when the root is to close.
-    fn commands(&mut self) -> bool {
-        while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Cmd::Listen(listener) => match self.table.listen(listener) {
-                    // Leaves may have connected before the registration.
-                    Ok(()) => self.table.accept("root", <Driver as Serve>::accepted),
-                    Err(e) => tracing::error!("root: cannot watch the listener: {e}"),
-                },
-                Cmd::Invite {
-                    stream,
-                    peer,
-                    direction,
-                    reply,
-                } => {
-                    let invite = Frame::Invite {
-                        transport: self.transport,
-                        direction,
-                    };
-                    let Some(token) =
-                        self.add_conn(stream, peer, State::Invited { direction, reply })
-                    else {
-                        continue;
-                    };
-                    if let Some(entry) = self.table.conns.get_mut(&token) {
-                        if let Err(e) = entry.conn.send(&invite) {
-                            self.lost(token, e);
-                        }
-                    }
-                }
-                Cmd::Remove(id, reply) => {
-                    let token = self.table.conns.iter().find_map(|(t, e)| match &e.state {
-                        State::Joined(h) if h.info.id == id => Some(*t),
-                        _ => None,
-                    });
-                    match token {
-                        Some(token) => {
-                            self.close_leaf(
-                                token,
-                                Some(Frame::Leave {
-                                    reason: "removed by the root".into(),
-                                }),
-                                |leaf| RootEvent::Removed { leaf },
-                            );
-                            let _ = reply.send(Ok(()));
-                        }
-                        None => {
-                            let _ = reply.send(Err(Error::LeafGone { leaf: id.0 }));
-                        }
-                    }
-                }
-                Cmd::Close => return true,
-            }
-        }
-        false
-    }
-
-    fn timers(&mut self) {
-        let now = Instant::now();
-        let heartbeat = self.config.timeout / 3;
-        let mut expired = Vec::new();
-        let mut failed = Vec::new();
-        for (token, entry) in &mut self.table.conns {
-            let silent = now.saturating_duration_since(entry.conn.last_rx);
-            match entry.state {
-                State::Joined(_) => {
-                    if silent >= self.config.timeout {
-                        expired.push(*token);
-                    } else if now.saturating_duration_since(entry.conn.last_tx) >= heartbeat {
-                        if let Err(e) = entry.conn.send(&Frame::Heartbeat) {
-                            failed.push((*token, e));
-                        }
-                    }
-                }
-                _ => {
-                    if now.saturating_duration_since(entry.since) >= self.config.timeout {
-                        expired.push(*token);
-                    }
-                }
-            }
-        }
-        for (token, e) in failed {
-            self.lost(token, e);
-        }
-        for token in expired {
-            let Some(entry) = self.table.conns.get(&token) else {
-                continue;
-            };
-            let peer = entry.conn.peer;
-            match &entry.state {
-                State::Joined(_) => self.close_leaf(
-                    token,
-                    Some(Frame::Leave {
-                        reason: "timed out: the root heard nothing within the timeout".into(),
-                    }),
-                    |leaf| RootEvent::TimedOut { leaf },
-                ),
-                State::Invited { .. } => {
-                    if let Some(Entry {
-                        state: State::Invited { reply, .. },
-                        conn,
-                        ..
-                    }) = self.table.conns.remove(&token)
-                    {
-                        conn.finish(self.table.poll.registry(), Duration::ZERO);
-                        let _ = reply.send(Err(Error::TimedOut {
-                            what: "waiting for the leaf to answer the invitation",
-                            peer,
-                        }));
-                    }
-                }
-                State::AwaitJoin => {
-                    if let Some(entry) = self.table.conns.remove(&token) {
-                        entry
-                            .conn
-                            .finish(self.table.poll.registry(), Duration::ZERO);
-                    }
-                }
-            }
-        }
-    }
-
-    fn shutdown(&mut self) {
-        let tokens: Vec<Token> = self.table.conns.keys().copied().collect();
-        for token in tokens {
-            let joined = matches!(
-                self.table.conns.get(&token).map(|e| &e.state),
-                Some(State::Joined(_))
-            );
-            // Admitted leaves are told the session ended; those still on their way in are
-            // refused.
-            let last = if joined {
-                Frame::End {
-                    reason: "the root closed the session".into(),
-                }
-            } else {
-                Frame::Refuse {
-                    reason: "the root is closing".into(),
-                }
-            };
-            self.close_leaf(token, Some(last), |leaf| RootEvent::Left {
-                leaf,
-                reason: "the root closed the session".into(),
-            });
-        }
-        self.table.unlisten();
-    }
-}
-
-pub(super) fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Join { .. } => "Join",
-        Frame::Admit { .. } => "Admit",
-        Frame::Refuse { .. } => "Refuse",
-        Frame::Invite { .. } => "Invite",
-        Frame::Leave { .. } => "Leave",
-        Frame::Heartbeat => "Heartbeat",
-        Frame::End { .. } => "End",
     }
 }
