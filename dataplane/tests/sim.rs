@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use multipoint_dataplane::core::packetizer::{Packetizer, PacketizerConfig, Slots};
+use multipoint_dataplane::core::packetizer::{HeapSlots, Packetizer, PacketizerConfig, Slots};
 use multipoint_dataplane::core::receive::{DatagramInfo, Handler, ReceiveConfig, ReceiveState};
 use multipoint_dataplane::core::sequence::{Gap, StartAt};
 use multipoint_dataplane::core::{Clock, FakeClock};
@@ -21,29 +21,11 @@ use multipoint_dataplane::wire::Session;
 const DATAGRAM: usize = 256;
 const BUFFERS: u16 = 64;
 
-/// The packetizer's buffers: plain memory and a free list.
-struct Buffers {
-    bytes: Vec<[u8; DATAGRAM]>,
-    free: Vec<u16>,
-}
-
-impl Slots for Buffers {
-    fn take(&mut self) -> Option<u16> {
-        self.free.pop()
-    }
-    unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
-        &mut self.bytes[usize::from(slot)]
-    }
-    fn give_back(&mut self, slot: u16) {
-        self.free.push(slot);
-    }
-}
-
 /// A publisher made of the core alone: a packetizer, its buffers, and a simulated socket
 /// the packets go out on.
 struct Feed {
     packetizer: Packetizer,
-    buffers: Buffers,
+    buffers: HeapSlots,
     socket: SimSocket,
     to: SocketAddr,
 }
@@ -56,10 +38,7 @@ impl Feed {
         };
         Feed {
             packetizer: Packetizer::new(config, usize::from(BUFFERS), clock.now()).unwrap(),
-            buffers: Buffers {
-                bytes: vec![[0; DATAGRAM]; usize::from(BUFFERS)],
-                free: (0..BUFFERS).rev().collect(),
-            },
+            buffers: HeapSlots::new(BUFFERS, DATAGRAM),
             socket: net.bind("10.0.0.1:0".parse().unwrap()).unwrap(),
             to,
         }
@@ -102,13 +81,12 @@ impl Feed {
         };
         let now = clock.now();
         for &(slot, len) in ready {
-            let bytes = &self.buffers.bytes[usize::from(slot)][..usize::from(len)];
-            self.socket.send_to(bytes, self.to, now).unwrap();
+            self.socket
+                .send_to(self.buffers.packet(slot, len), self.to, now)
+                .unwrap();
+            self.buffers.give_back(slot);
         }
         let n = ready.len();
-        self.buffers
-            .free
-            .extend(ready.iter().map(|&(slot, _)| slot));
         self.packetizer.handle_transmitted(n, now);
     }
 }

@@ -30,18 +30,9 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use multipoint_dataplane::core::packetizer::{Packetizer, PacketizerConfig, Slots};
-//! use multipoint_dataplane::core::FakeClock;
-//! use multipoint_dataplane::core::Clock;
+//! use multipoint_dataplane::core::packetizer::{HeapSlots, Packetizer, PacketizerConfig, Slots};
+//! use multipoint_dataplane::core::{Clock, FakeClock};
 //! use multipoint_dataplane::wire::{Packet, Session};
-//!
-//! /// Four buffers of 64 bytes.
-//! struct Buffers { bytes: [[u8; 64]; 4], free: Vec<u16> }
-//! impl Slots for Buffers {
-//!     fn take(&mut self) -> Option<u16> { self.free.pop() }
-//!     unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] { &mut self.bytes[usize::from(slot)] }
-//!     fn give_back(&mut self, slot: u16) { self.free.push(slot) }
-//! }
 //!
 //! let clock = FakeClock::new();
 //! let config = PacketizerConfig {
@@ -49,15 +40,16 @@
 //!     ..PacketizerConfig::new(Session::new("FEED1")?)
 //! };
 //! let mut packetizer = Packetizer::new(config, 4, clock.now())?;
-//! let mut buffers = Buffers { bytes: [[0; 64]; 4], free: vec![3, 2, 1, 0] };
+//! let mut buffers = HeapSlots::new(4, 64);
 //! assert_eq!(packetizer.offer(b"hello", &mut buffers, &clock), Ok(1));
 //! assert!(packetizer.poll_transmit().is_none(), "the packet stays open");
 //! clock.advance(Duration::from_micros(100));
 //! packetizer.handle_timeout(clock.now(), &mut buffers);
 //! let &[(slot, len)] = packetizer.poll_transmit().unwrap() else { unreachable!() };
-//! let packet = Packet::new_checked(&buffers.bytes[usize::from(slot)][..usize::from(len)])?;
+//! let packet = Packet::new_checked(buffers.packet(slot, len))?;
 //! assert_eq!((packet.sequence(), packet.message_count()), (1, 1));
 //! packetizer.handle_transmitted(1, clock.now());
+//! buffers.give_back(slot);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -84,6 +76,55 @@ pub trait Slots {
 
     /// Buffer `slot`, taken and not handed out, is free again.
     fn give_back(&mut self, slot: u16);
+}
+
+/// The simplest [`Slots`]: `count` buffers of `size` bytes on the heap and a free list,
+/// for tests and for drivers that copy packets out before giving their slots back.
+#[derive(Debug, Clone)]
+pub struct HeapSlots {
+    bytes: Vec<u8>,
+    size: usize,
+    free: Vec<u16>,
+}
+
+impl HeapSlots {
+    /// `count` free buffers of `size` bytes each.
+    pub fn new(count: u16, size: usize) -> HeapSlots {
+        HeapSlots {
+            bytes: vec![0; usize::from(count) * size],
+            size,
+            free: (0..count).rev().collect(),
+        }
+    }
+
+    /// The first `len` bytes of buffer `slot` (what a packet handed out by
+    /// [`Packetizer::poll_transmit`] holds); empty for a slot that does not exist.
+    pub fn packet(&self, slot: u16, len: u16) -> &[u8] {
+        let start = usize::from(slot) * self.size;
+        let len = usize::from(len).min(self.size);
+        self.bytes.get(start..start + len).unwrap_or(&[])
+    }
+
+    /// Buffers free now.
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+}
+
+impl Slots for HeapSlots {
+    fn take(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+
+    unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
+        let start = usize::from(slot) * self.size;
+        let end = (start + self.size).min(self.bytes.len());
+        &mut self.bytes[start.min(end)..end]
+    }
+
+    fn give_back(&mut self, slot: u16) {
+        self.free.push(slot);
+    }
 }
 
 /// Why [`Packetizer::offer`] (or a publisher's or fan-out's `offer`) did not take a
@@ -480,35 +521,8 @@ mod tests {
 
     const SIZE: usize = 100;
 
-    struct Buffers {
-        bytes: Vec<[u8; SIZE]>,
-        free: Vec<u16>,
-    }
-
-    impl Buffers {
-        fn new(n: u16) -> Buffers {
-            Buffers {
-                bytes: vec![[0; SIZE]; usize::from(n)],
-                free: (0..n).rev().collect(),
-            }
-        }
-
-        fn packet(&self, (slot, len): (u16, u16)) -> Packet<&[u8]> {
-            let bytes = &self.bytes[usize::from(slot)][..usize::from(len)];
-            Packet::new_checked(bytes).unwrap_or_else(|e| panic!("a bad packet: {e}"))
-        }
-    }
-
-    impl Slots for Buffers {
-        fn take(&mut self) -> Option<u16> {
-            self.free.pop()
-        }
-        unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
-            &mut self.bytes[usize::from(slot)]
-        }
-        fn give_back(&mut self, slot: u16) {
-            self.free.push(slot);
-        }
+    fn packet(b: &HeapSlots, (slot, len): (u16, u16)) -> Packet<&[u8]> {
+        Packet::new_checked(b.packet(slot, len)).unwrap_or_else(|e| panic!("a bad packet: {e}"))
     }
 
     fn packetizer(clock: &FakeClock, buffers: usize) -> Packetizer {
@@ -522,20 +536,20 @@ mod tests {
 
     /// Hands out everything due, giving the slots back; returns the packets' (first
     /// sequence, count) pairs.
-    fn transmit(p: &mut Packetizer, b: &mut Buffers, clock: &FakeClock) -> Vec<(u64, u16)> {
+    fn transmit(p: &mut Packetizer, b: &mut HeapSlots, clock: &FakeClock) -> Vec<(u64, u16)> {
         let Some(ready) = p.poll_transmit() else {
             return Vec::new();
         };
         let out: Vec<(u64, u16)> = ready
             .iter()
             .map(|&r| {
-                let packet = b.packet(r);
+                let packet = packet(b, r);
                 (packet.sequence(), packet.count())
             })
             .collect();
         let slots: Vec<u16> = ready.iter().map(|&(s, _)| s).collect();
         p.handle_transmitted(slots.len(), clock.now());
-        b.free.extend(slots);
+        slots.into_iter().for_each(|slot| b.give_back(slot));
         out
     }
 
@@ -543,7 +557,7 @@ mod tests {
     fn a_message_that_does_not_fit_closes_the_packet_and_it_is_due() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
-        let mut b = Buffers::new(4);
+        let mut b = HeapSlots::new(4, SIZE);
         // 100-byte datagrams: 20 header + blocks of 2 + 30 bytes: two fit, the third not.
         for _ in 0..2 {
             p.offer(&[7; 30], &mut b, &clock)
@@ -559,7 +573,7 @@ mod tests {
     fn an_open_packet_is_closed_at_its_deadline_of_the_fake_clock_not_before() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
-        let mut b = Buffers::new(4);
+        let mut b = HeapSlots::new(4, SIZE);
         p.offer(b"one", &mut b, &clock)
             .unwrap_or_else(|e| panic!("{e}"));
         let deadline = p.poll_timeout().unwrap_or_else(|| panic!("a deadline"));
@@ -576,7 +590,7 @@ mod tests {
     fn an_idle_packetizer_writes_heartbeats_with_the_next_sequence_number() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
-        let mut b = Buffers::new(4);
+        let mut b = HeapSlots::new(4, SIZE);
         p.offer(b"one", &mut b, &clock)
             .unwrap_or_else(|e| panic!("{e}"));
         p.flush(&mut b);
@@ -588,7 +602,7 @@ mod tests {
         p.handle_timeout(clock.now(), &mut b);
         let ready = p.poll_transmit().map(<[_]>::to_vec).unwrap_or_default();
         assert_eq!(ready.len(), 1);
-        let heartbeat = b.packet(ready[0]);
+        let heartbeat = packet(&b, ready[0]);
         assert_eq!(heartbeat.kind(), PacketKind::Heartbeat);
         assert_eq!(heartbeat.sequence(), 2);
         assert_eq!(p.stats().heartbeats, 1);
@@ -598,7 +612,7 @@ mod tests {
     fn a_batch_holds_closed_packets_until_it_ends_or_is_full() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 8);
-        let mut b = Buffers::new(8);
+        let mut b = HeapSlots::new(8, SIZE);
         p.begin_batch();
         // Each 78-byte message fills a packet: the fifth offer closes the fourth packet,
         // and four held packets exceed the batch of three.
@@ -625,7 +639,7 @@ mod tests {
     fn without_a_free_slot_an_offer_is_refused_unnumbered_and_taken_after_room_is_made() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 1);
-        let mut b = Buffers::new(1);
+        let mut b = HeapSlots::new(1, SIZE);
         assert_eq!(p.offer(&[1; 78], &mut b, &clock), Ok(1));
         // The only slot holds the open packet: the next message closes it and finds none.
         assert_eq!(
@@ -641,7 +655,7 @@ mod tests {
     fn the_end_of_session_follows_the_last_message() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
-        let mut b = Buffers::new(4);
+        let mut b = HeapSlots::new(4, SIZE);
         p.offer(b"last", &mut b, &clock)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.end_session(&mut b));
@@ -655,7 +669,7 @@ mod tests {
     fn oversized_messages_and_bad_settings_are_refused() {
         let clock = FakeClock::new();
         let mut p = packetizer(&clock, 4);
-        let mut b = Buffers::new(4);
+        let mut b = HeapSlots::new(4, SIZE);
         assert_eq!(
             p.offer(&[0; 79], &mut b, &clock),
             Err(OfferError::TooLarge { len: 79, limit: 78 })

@@ -74,7 +74,6 @@ use self::pool::Pool;
 use self::shard::{Command, Link, Setup};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig};
-use crate::core::SystemClock;
 use crate::error::{Error, Result};
 use crate::host::HostNeeds;
 use crate::io::mmsg::MmsgSend;
@@ -82,6 +81,7 @@ use crate::io::sim::{SimSend, SimSocket};
 use crate::io::uring::send::SendSetup;
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use crate::publisher::packing::Packing;
 use crate::runtime::{self, Spawn};
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -383,20 +383,7 @@ impl Fanout {
     ///
     /// [`OfferError`]; the message was not taken.
     pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        let mut taken = self.core.offer(msg, &mut self.pool, &SystemClock);
-        if taken == Err(OfferError::Backpressure) && self.core.held() > 0 {
-            // No free buffer: hand over what is held (its slots come back once sent).
-            self.core.release_held();
-            self.send_ready();
-            taken = self.core.offer(msg, &mut self.pool, &SystemClock);
-        }
-        if taken == Err(OfferError::Backpressure) {
-            self.counters.backpressure += 1;
-        }
-        if self.core.poll_transmit().is_some() {
-            self.send_ready();
-        }
-        taken
+        self.offer_message(msg)
     }
 
     /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch` of
@@ -408,21 +395,18 @@ impl Fanout {
     /// Hands the packets held since [`begin_batch`](Self::begin_batch) to the shards; the
     /// open packet stays open (it leaves when full, on flush or after `max_delay`).
     pub fn end_batch(&mut self) {
-        self.core.end_batch();
-        self.send_ready();
+        self.end_batch_now();
     }
 
     /// Sends the open packet and everything held, now.
     pub fn flush(&mut self) {
-        self.core.flush(&mut self.pool);
-        self.send_ready();
+        self.flush_now();
     }
 
     /// Timers: sends the open packet once `max_delay` passed, and a heartbeat when nothing
     /// was sent for the heartbeat interval. Call it from the idle loop.
     pub fn poll(&mut self) {
-        self.core.handle_timeout(Instant::now(), &mut self.pool);
-        self.send_ready();
+        self.run_timers();
     }
 
     /// Sends what is pending and an end-of-session packet to every leaf, waits for the
@@ -445,7 +429,7 @@ impl Fanout {
             std::thread::sleep(Duration::from_micros(100));
         }
         if self.core.end_session(&mut self.pool) {
-            self.send_ready();
+            self.hand_over();
         } else {
             tracing::warn!("no packet buffer came free: closing without an end of session");
         }
@@ -454,7 +438,7 @@ impl Fanout {
     }
 
     /// Hands the packets the packetizer says are due to every shard that has leaves.
-    fn send_ready(&mut self) {
+    fn hand_over(&mut self) {
         let Some(ready) = self.core.poll_transmit() else {
             return;
         };
@@ -497,6 +481,30 @@ impl Fanout {
         }
         self.counters.packets += n as u64;
         self.core.handle_transmitted(n, Instant::now());
+    }
+}
+
+impl Packing for Fanout {
+    type Slots = Arc<Pool>;
+
+    fn packing(&mut self) -> (&mut Packetizer, &mut Arc<Pool>) {
+        (&mut self.core, &mut self.pool)
+    }
+
+    fn send_ready(&mut self) {
+        self.hand_over();
+    }
+
+    /// Hands over what is held in a batch: its slots come back once sent.
+    fn make_room(&mut self) {
+        if self.core.held() > 0 {
+            self.core.release_held();
+            self.hand_over();
+        }
+    }
+
+    fn refused(&mut self) {
+        self.counters.backpressure += 1;
     }
 }
 

@@ -45,16 +45,6 @@ unsafe impl Send for Pool {}
 // SAFETY: as above.
 unsafe impl Sync for Pool {}
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("count", &self.count)
-            .field("size", &self.size)
-            .field("free", &self.free.len())
-            .finish()
-    }
-}
-
 impl Pool {
     /// `count` (1 to 65535) slots of `size` bytes, all free.
     pub(crate) fn new(count: usize, size: usize) -> io::Result<Pool> {

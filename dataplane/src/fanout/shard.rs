@@ -217,8 +217,8 @@ impl<S: BatchSend> Shard<S> {
         any
     }
 
-    /// Collects finished sends; returns how many.
-    fn reap(&mut self) -> usize {
+    /// Runs `step` on the sender, with every completion it reports accounted for.
+    fn with_sender<R>(&mut self, step: impl FnOnce(&mut S, &mut dyn FnMut(Completion)) -> R) -> R {
         let Shard {
             sender,
             cursors,
@@ -226,8 +226,12 @@ impl<S: BatchSend> Shard<S> {
             counters,
             ..
         } = self;
-        sender
-            .reap(false, &mut |c| complete(cursors, pool, counters, c))
+        step(sender, &mut |c| complete(cursors, pool, counters, c))
+    }
+
+    /// Collects finished sends; returns how many.
+    fn reap(&mut self) -> usize {
+        self.with_sender(|sender, mut done| sender.reap(false, &mut done))
             .unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "collecting fan-out completions failed");
                 0
@@ -278,14 +282,7 @@ impl<S: BatchSend> Shard<S> {
             }
         }
         if built > 0 {
-            let Shard {
-                sender,
-                cursors,
-                pool,
-                counters,
-                ..
-            } = self;
-            if let Err(e) = sender.flush(&mut |c| complete(cursors, pool, counters, c)) {
+            if let Err(e) = self.with_sender(|sender, mut done| sender.flush(&mut done)) {
                 // They stay queued; the next submit retries.
                 tracing::debug!(error = %e, "submitting fan-out sends failed");
             }
@@ -350,14 +347,7 @@ impl<S: BatchSend> Worker for Shard<S> {
         if let (false, Some(timeout)) = (progress, wait) {
             self.wake.sleeping();
             if self.queue.is_empty() && !commands_waiting() {
-                let Shard {
-                    sender,
-                    cursors,
-                    pool,
-                    counters,
-                    ..
-                } = self;
-                sender.wait(timeout, &mut |c| complete(cursors, pool, counters, c));
+                self.with_sender(|sender, mut done| sender.wait(timeout, &mut done));
             }
             self.wake.awake();
         }

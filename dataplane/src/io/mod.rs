@@ -33,9 +33,11 @@ pub(crate) mod sockopt;
 pub(crate) mod uring;
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+use multipoint_control::{Membership, MultipointSocket};
 use socket2::SockAddr;
 
 use self::op::OpTable;
@@ -62,6 +64,47 @@ impl From<socket2::Socket> for DataSocket {
 impl From<sim::SimSocket> for DataSocket {
     fn from(socket: sim::SimSocket) -> DataSocket {
         DataSocket::Sim(socket)
+    }
+}
+
+/// A socket a publisher or a subscription owns and sends or receives on.
+pub(crate) enum OwnedSocket {
+    /// Made and joined through the control crate. The membership is declared first so
+    /// that it drops (leaving the group) while its socket is still open.
+    Joined {
+        _membership: Membership,
+        socket: MultipointSocket,
+    },
+    /// The caller's kernel socket.
+    Given(socket2::Socket),
+    /// A socket of a simulated network.
+    Sim(sim::SimSocket),
+}
+
+impl OwnedSocket {
+    /// The kernel socket, if it is one.
+    pub(crate) fn host(&self) -> Option<&socket2::Socket> {
+        match self {
+            OwnedSocket::Joined { socket, .. } => Some(socket.socket()),
+            OwnedSocket::Given(socket) => Some(socket),
+            OwnedSocket::Sim(_) => None,
+        }
+    }
+
+    /// What a receive backend watches.
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
+        match self {
+            OwnedSocket::Sim(socket) => Endpoint::Sim(socket),
+            _ => Endpoint::Fd(self.host().map_or(-1, AsRawFd::as_raw_fd)),
+        }
+    }
+
+    /// The address it is bound at (`None` if the kernel cannot say).
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            OwnedSocket::Sim(socket) => Some(socket.local_addr()),
+            _ => self.host()?.local_addr().ok()?.as_socket(),
+        }
     }
 }
 

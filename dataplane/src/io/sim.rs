@@ -669,14 +669,6 @@ pub(crate) struct SimRecv {
     payload: usize,
 }
 
-impl std::fmt::Debug for SimRecv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimRecv")
-            .field("slots", &self.sockets.len())
-            .finish()
-    }
-}
-
 impl SimRecv {
     /// Room for `max_sockets` sockets, batches of `batch` datagrams of up to `payload`
     /// bytes (longer ones are cut and reported truncated).
@@ -798,12 +790,6 @@ pub(crate) struct SimSend {
     finished: Vec<Completion>,
     gso: bool,
     wake_fd: Option<RawFd>,
-}
-
-impl std::fmt::Debug for SimSend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimSend").field("from", &self.from).finish()
-    }
 }
 
 impl SimSend {

@@ -24,27 +24,28 @@
 //! session) are the sans-IO [`Packetizer`]'s; this module gives it buffers and sends what
 //! it says is ready, through the chosen backend ([`sender`]).
 
+pub(crate) mod packing;
 mod sender;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
 use socket2::{SockAddr, Socket, Type};
 
+use self::packing::Packing;
 use self::sender::{AnySender, PacketSender};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, Network};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
-use crate::core::SystemClock;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
 use crate::io::mmsg::MmsgSend;
 use crate::io::region::Region;
-use crate::io::sim::{self, SimSend, SimSocket};
+use crate::io::sim::{self, SimSend};
 use crate::io::uring::send::SendSetup;
 use crate::io::uring::{build_ring, UringSend};
-use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_SEGMENTS};
+use crate::io::{choose, sim_backend, DataSocket, OwnedSocket, MAX_GSO_SEGMENTS};
 use crate::stats::PublisherStats;
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -146,32 +147,8 @@ const SEND_BUFFER: usize = 4 << 20;
 /// Longest `close` waits for sends in flight.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The socket a publisher sends from.
-enum PubSocket {
-    /// Made and joined (sender-only) by [`Publisher::new`]. The membership is declared
-    /// first so that it drops while its socket is still open.
-    Joined {
-        _membership: Membership,
-        socket: MultipointSocket,
-    },
-    /// The caller's socket, from [`Publisher::with_socket`].
-    Given(Socket),
-    /// A socket of a simulated network.
-    Sim(SimSocket),
-}
-
-impl PubSocket {
-    fn host(&self) -> Option<&Socket> {
-        match self {
-            PubSocket::Joined { socket, .. } => Some(socket.socket()),
-            PubSocket::Given(socket) => Some(socket),
-            PubSocket::Sim(_) => None,
-        }
-    }
-}
-
 /// The packet buffers: one region of `max_datagram`-byte slots and the free list.
-struct Buffers {
+pub(crate) struct Buffers {
     region: Region,
     free: Vec<u16>,
 }
@@ -196,7 +173,7 @@ pub struct Publisher {
     config: PublisherConfig,
     /// Where every packet goes.
     dest: SocketAddr,
-    socket: PubSocket,
+    socket: OwnedSocket,
     backend: BackendInfo,
     // `sender` must stay declared before `buffers`: its ring may hold the region
     // registered, and fields drop in declaration order.
@@ -235,7 +212,7 @@ impl Publisher {
             let socket = net
                 .bind(bind)
                 .map_err(Error::io("binding the publisher's simulated socket"))?;
-            return Publisher::build(config, core, PubSocket::Sim(socket), dest);
+            return Publisher::build(config, core, OwnedSocket::Sim(socket), dest);
         }
         let transport = match config.group.ip() {
             IpAddr::V4(_) => Transport::Udp4Multicast,
@@ -249,7 +226,7 @@ impl Publisher {
             socket.bind(bind)?;
         }
         let membership = socket.join_leaf(config.group, Direction::SenderOnly, None)?;
-        let socket = PubSocket::Joined {
+        let socket = OwnedSocket::Joined {
             _membership: membership,
             socket,
         };
@@ -283,7 +260,7 @@ impl Publisher {
         let core = packetizer(&config)?;
         let socket = match socket.into() {
             DataSocket::Sim(socket) => {
-                return Publisher::build(config, core, PubSocket::Sim(socket), dest)
+                return Publisher::build(config, core, OwnedSocket::Sim(socket), dest)
             }
             DataSocket::Host(socket) => socket,
         };
@@ -315,14 +292,14 @@ impl Publisher {
                 ))
             }
         }
-        Publisher::build(config, core, PubSocket::Given(socket), dest)
+        Publisher::build(config, core, OwnedSocket::Given(socket), dest)
     }
 
     /// Everything after the socket: buffers, backend and sender to `dest`.
     fn build(
         config: PublisherConfig,
         core: Packetizer,
-        socket: PubSocket,
+        socket: OwnedSocket,
         dest: SocketAddr,
     ) -> Result<Publisher> {
         let region = Region::new(config.buffers, config.max_datagram)
@@ -330,13 +307,13 @@ impl Publisher {
         let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
         let to = SockAddr::from(dest);
         let (backend, sender) = match &socket {
-            PubSocket::Sim(socket) => {
+            OwnedSocket::Sim(socket) => {
                 let (net, from) = (socket.net().clone(), socket.local_addr());
                 let send = SimSend::new(net, from, config.buffers, config.gso, None);
                 let sender = PacketSender::new(send, to, config.buffers, max_batch);
                 (sim_backend(), AnySender::Sim(sender))
             }
-            PubSocket::Joined { .. } | PubSocket::Given(_) => {
+            OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => {
                 let Some(host) = socket.host() else {
                     return Err(Error::Config("the publisher has no socket".into()));
                 };
@@ -395,10 +372,7 @@ impl Publisher {
 
     /// The address packets leave from (`None` if the kernel cannot say).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        match &self.socket {
-            PubSocket::Sim(socket) => Some(socket.local_addr()),
-            _ => self.socket.host()?.local_addr().ok()?.as_socket(),
-        }
+        self.socket.local_addr()
     }
 
     /// Where packets go: the group, or the destination given to
@@ -434,18 +408,7 @@ impl Publisher {
     ///
     /// [`OfferError`]; the message was not taken.
     pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        let mut taken = self.core.offer(msg, &mut self.buffers, &SystemClock);
-        if taken == Err(OfferError::Backpressure) {
-            self.make_room();
-            taken = self.core.offer(msg, &mut self.buffers, &SystemClock);
-            if taken == Err(OfferError::Backpressure) {
-                self.stats.backpressure += 1;
-            }
-        }
-        if self.core.poll_transmit().is_some() {
-            self.send_ready();
-        }
-        taken
+        self.offer_message(msg)
     }
 
     /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`
@@ -457,14 +420,12 @@ impl Publisher {
     /// Sends the packets held since [`begin_batch`](Self::begin_batch); the open packet
     /// stays open (it leaves when full, on flush or after `max_delay`).
     pub fn end_batch(&mut self) {
-        self.core.end_batch();
-        self.send_ready();
+        self.end_batch_now();
     }
 
     /// Sends the open packet and everything held, now.
     pub fn flush(&mut self) {
-        self.core.flush(&mut self.buffers);
-        self.send_ready();
+        self.flush_now();
     }
 
     /// Timers and completions: sends the open packet once `max_delay` passed, a
@@ -472,8 +433,7 @@ impl Publisher {
     /// sends. Call it from the idle loop.
     pub fn poll(&mut self) {
         let _ = self.reap(false);
-        self.core.handle_timeout(Instant::now(), &mut self.buffers);
-        self.send_ready();
+        self.run_timers();
     }
 
     /// Sends what is pending and an end-of-session packet, waits for every send to
@@ -502,7 +462,7 @@ impl Publisher {
         if !self.core.end_session(&mut self.buffers) {
             self.stats.backpressure += 1;
         }
-        self.send_ready();
+        self.transmit();
         while self.sender.in_flight() > 0 && Instant::now() < deadline {
             if self.reap(true).is_err() {
                 break;
@@ -516,21 +476,9 @@ impl Publisher {
         }
     }
 
-    /// No free buffer for the next packet: send what is due, collect finished sends, and
-    /// if every other buffer is held in a batch, send the batch.
-    fn make_room(&mut self) {
-        self.send_ready();
-        let _ = self.reap(false);
-        if self.buffers.free.is_empty() && self.core.held() + 1 >= self.config.buffers {
-            self.core.release_held();
-            self.send_ready();
-            let _ = self.reap(false);
-        }
-    }
-
     /// Sends what the packetizer says is due, waiting for sends in flight when every
     /// operation is taken.
-    fn send_ready(&mut self) {
+    fn transmit(&mut self) {
         if self.core.poll_transmit().is_none() {
             return;
         }
@@ -586,6 +534,34 @@ impl Publisher {
         });
         stats.send_errors += errors;
         reaped
+    }
+}
+
+impl Packing for Publisher {
+    type Slots = Buffers;
+
+    fn packing(&mut self) -> (&mut Packetizer, &mut Buffers) {
+        (&mut self.core, &mut self.buffers)
+    }
+
+    fn send_ready(&mut self) {
+        self.transmit();
+    }
+
+    /// Sends what is due, collects finished sends, and if every other buffer is held in a
+    /// batch, sends the batch.
+    fn make_room(&mut self) {
+        self.transmit();
+        let _ = self.reap(false);
+        if self.buffers.free.is_empty() && self.core.held() + 1 >= self.config.buffers {
+            self.core.release_held();
+            self.transmit();
+            let _ = self.reap(false);
+        }
+    }
+
+    fn refused(&mut self) {
+        self.stats.backpressure += 1;
     }
 }
 

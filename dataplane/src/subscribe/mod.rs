@@ -24,12 +24,12 @@ mod shard;
 
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::bounded;
-use multipoint_control::{Direction, Interface, Membership, MultipointSocket, Roles, Transport};
+use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
 use socket2::{Socket, Type};
 
 use self::shard::{Command, Shard, SubState};
@@ -39,10 +39,10 @@ use crate::core::sequence::StartAt;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
 use crate::io::mmsg::MmsgRecv;
-use crate::io::sim::{self, SimRecv, SimSocket};
+use crate::io::sim::{self, SimRecv};
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
 use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
-use crate::io::{choose, sim_backend, BatchRecv, DataSocket, Endpoint, RECV_CONTROL_LEN};
+use crate::io::{choose, sim_backend, BatchRecv, DataSocket, OwnedSocket, RECV_CONTROL_LEN};
 use crate::latency::LatencyHistogram;
 use crate::runtime::{self, Link, Spawn};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
@@ -174,31 +174,6 @@ impl SubscriptionConfig {
     }
 }
 
-/// The socket a subscription receives on.
-pub(crate) enum SubSocket {
-    /// Made and joined by [`Shards::subscribe`]. The membership is declared first so that
-    /// it drops (leaving the group) while its socket is still open.
-    Joined {
-        _membership: Membership,
-        socket: MultipointSocket,
-    },
-    /// The caller's socket, from [`Shards::subscribe_socket`].
-    Given(Socket),
-    /// A socket of a simulated network.
-    Sim(SimSocket),
-}
-
-impl SubSocket {
-    /// What the receive backend watches.
-    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
-        match self {
-            SubSocket::Joined { socket, .. } => Endpoint::Fd(socket.as_fd().as_raw_fd()),
-            SubSocket::Given(socket) => Endpoint::Fd(socket.as_raw_fd()),
-            SubSocket::Sim(socket) => Endpoint::Sim(socket),
-        }
-    }
-}
-
 struct ShardHandle {
     link: Link<Command>,
     thread: Option<JoinHandle<()>>,
@@ -325,7 +300,7 @@ impl Shards {
             socket
                 .join(config.group.ip(), config.source)
                 .map_err(Error::io("joining a group on the simulated network"))?;
-            return self.hand_over(index, SubSocket::Sim(socket), &config, handler);
+            return self.hand_over(index, OwnedSocket::Sim(socket), &config, handler);
         }
         let transport = match config.group.ip() {
             IpAddr::V4(_) => Transport::Udp4Multicast,
@@ -335,7 +310,7 @@ impl Shards {
         socket.set_interface(config.interface.clone())?;
         self.receive_options(socket.socket(), &config)?;
         let membership = socket.join_leaf(config.group, Direction::ReceiverOnly, config.source)?;
-        let socket = SubSocket::Joined {
+        let socket = OwnedSocket::Joined {
             _membership: membership,
             socket,
         };
@@ -370,7 +345,7 @@ impl Shards {
         let socket = match (socket.into(), &self.config.network) {
             (DataSocket::Host(socket), Network::Host) => socket,
             (DataSocket::Sim(socket), Network::Sim(_)) => {
-                return self.hand_over(index, SubSocket::Sim(socket), &config, handler)
+                return self.hand_over(index, OwnedSocket::Sim(socket), &config, handler)
             }
             (DataSocket::Host(_), Network::Sim(_)) => {
                 return Err(Error::Config(
@@ -412,7 +387,7 @@ impl Shards {
             }
         }
         self.receive_options(&socket, &config)?;
-        self.hand_over(index, SubSocket::Given(socket), &config, handler)
+        self.hand_over(index, OwnedSocket::Given(socket), &config, handler)
     }
 
     /// The shard a new subscription goes to: the one named, or the next in turn.
@@ -446,7 +421,7 @@ impl Shards {
     fn hand_over<H: Handler>(
         &mut self,
         index: usize,
-        socket: SubSocket,
+        socket: OwnedSocket,
         config: &SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {

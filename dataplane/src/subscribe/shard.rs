@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender as Tx;
 
-use super::SubSocket;
+use crate::io::OwnedSocket;
 use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
 use crate::error::{Error, Result};
 use crate::io::{BatchRecv, Event};
@@ -31,7 +31,7 @@ impl<H: Handler> ErasedHandler for H {
 pub(crate) struct SubState {
     pub(crate) id: u64,
     pub(crate) slot: u32,
-    pub(crate) socket: SubSocket,
+    pub(crate) socket: OwnedSocket,
     pub(crate) state: ReceiveState,
     pub(crate) handler: Box<dyn ErasedHandler>,
 }

@@ -29,14 +29,6 @@ pub(crate) struct MmsgRecv {
 // SAFETY: the raw pointers in `msgs`/`iovs` point into memory owned by this struct.
 unsafe impl Send for MmsgRecv {}
 
-impl std::fmt::Debug for MmsgRecv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmsgRecv")
-            .field("slots", &self.sockets.len())
-            .finish()
-    }
-}
-
 impl MmsgRecv {
     /// Room for `max_sockets` sockets and batches of `batch` datagrams of up to
     /// `payload` bytes.

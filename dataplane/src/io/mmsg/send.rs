@@ -33,15 +33,6 @@ pub(crate) struct MmsgSend {
 // SAFETY: the mmsghdrs' pointers point into the op table, owned here and moved with it.
 unsafe impl Send for MmsgSend {}
 
-impl std::fmt::Debug for MmsgSend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmsgSend")
-            .field("queued", &self.pending.len())
-            .field("gso", &self.gso)
-            .finish()
-    }
-}
-
 impl MmsgSend {
     /// A sender on `fd` (which must outlive it) with room for `max_ops` operations per
     /// flush; `wake` (which must stay open as long as the sender) ends a `wait`.

@@ -56,14 +56,6 @@ struct State {
     wake: Option<RawFd>,
 }
 
-impl std::fmt::Debug for UringRecv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringRecv")
-            .field("sockets", &self.state.sockets.iter().flatten().count())
-            .finish()
-    }
-}
-
 // SAFETY: the msghdr's pointers are null (it only carries lengths); the ring and the
 // buffer memory are owned here and used from one thread at a time.
 unsafe impl Send for UringRecv {}

@@ -47,16 +47,6 @@ pub(crate) struct UringSend {
     wake_armed: bool,
 }
 
-impl std::fmt::Debug for UringSend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringSend")
-            .field("in_flight", &self.ops.in_flight())
-            .field("gso", &self.gso)
-            .field("zero_copy", &self.zero_copy)
-            .finish()
-    }
-}
-
 impl UringSend {
     /// A sender on `fd` (which must outlive it) through `ring`, with room for `max_ops`
     /// operations in flight.
