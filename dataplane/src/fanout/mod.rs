@@ -78,7 +78,6 @@ use crate::error::{Error, Result};
 use crate::host::HostNeeds;
 use crate::io::mmsg::MmsgSend;
 use crate::io::sim::{SimSend, SimSocket};
-use crate::io::uring::send::SendSetup;
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::publisher::packing::Packing;
@@ -518,8 +517,8 @@ fn start_shard(
     match socket {
         DataSocket::Sim(socket) => {
             let (net, from) = (socket.net().clone(), socket.local_addr());
-            shard::start(setup, None, move |wake, ops| {
-                Ok(SimSend::new(net, from, ops, gso, Some(wake.fd())))
+            shard::start(setup, None, gso, move |ops| {
+                Ok(SimSend::new(net, from, ops))
             })
         }
         DataSocket::Host(socket) => {
@@ -529,23 +528,15 @@ fn start_shard(
             let fd = std::os::fd::AsRawFd::as_raw_fd(&dup);
             let max_leaves = setup.max_leaves;
             match kind {
-                BackendKind::Uring => shard::start(setup, Some(dup), move |wake, ops| {
+                BackendKind::Uring => shard::start(setup, Some(dup), gso, move |ops| {
                     let size = shard::ring_size(max_leaves);
                     let ring = build_ring(size.sq, size.cq, true)?;
-                    let send = SendSetup {
-                        wake: Some(wake.fd()),
-                        zero_copy: None,
-                        gso,
-                    };
-                    // SAFETY: no region is registered; the wake-up eventfd outlives the
-                    // shard's worker (the runtime drops the worker first), and the socket
-                    // dup is kept by the shard next to the sender, dropped after it.
-                    unsafe { UringSend::new(fd, ring, ops, send) }
+                    // SAFETY: no region is registered; the socket dup is kept by the shard
+                    // next to the sender, dropped after it.
+                    unsafe { UringSend::new(fd, ring, ops, None) }
                 }),
                 BackendKind::Mmsg | BackendKind::Sim => {
-                    shard::start(setup, Some(dup), move |wake, ops| {
-                        Ok(MmsgSend::new(fd, ops, gso, Some(wake.fd())))
-                    })
+                    shard::start(setup, Some(dup), gso, move |ops| Ok(MmsgSend::new(fd, ops)))
                 }
             }
         }

@@ -27,7 +27,8 @@ use super::FanoutLeafId;
 use crate::core::fanout::Cursors;
 use crate::error::{Error, Result};
 use crate::host::RingSize;
-use crate::io::{BatchSend, Completion};
+use crate::io::op::OpTable;
+use crate::io::{BatchSend, Completion, Sending};
 use crate::runtime::wake::Wake;
 use crate::runtime::{self, Worker};
 use crate::stats::Counter;
@@ -113,16 +114,18 @@ pub(crate) struct Setup {
 }
 
 /// Starts a shard on the send backend `make` builds on the shard's thread (given the
-/// shard's wake-up eventfd); `socket` is the dup of the root's socket the backend sends
-/// on, kept open as long as the backend (none on a simulated network).
+/// operations, which the shard's wake-up eventfd wakes); `socket` is the dup of the
+/// root's socket the backend sends on, kept open as long as the backend (none on a
+/// simulated network). Runs may leave as GSO sends while `gso`.
 pub(crate) fn start<S, F>(
     setup: Setup,
     socket: Option<Socket>,
+    gso: bool,
     make: F,
 ) -> Result<(Link, std::thread::JoinHandle<()>)>
 where
     S: BatchSend + 'static,
-    F: FnOnce(&Wake, usize) -> std::io::Result<S> + Send + 'static,
+    F: FnOnce(OpTable) -> std::io::Result<Sending<S>> + Send + 'static,
 {
     let Setup {
         index,
@@ -140,7 +143,8 @@ where
     );
     let (commands, thread) = runtime::spawn(spawn, move |wake: &Arc<Wake>| {
         let ops = max_ops(max_leaves);
-        let sender = make(wake, ops).map_err(Error::io("setting up a fan-out shard's sender"))?;
+        let table = OpTable::new(ops, gso, Some(wake.fd()));
+        let sender = make(table).map_err(Error::io("setting up a fan-out shard's sender"))?;
         Ok(Shard {
             sender,
             _socket: socket,
@@ -166,7 +170,7 @@ where
 /// A fan-out shard on send backend `S`. See the module docs.
 struct Shard<S> {
     // `sender` must stay declared before `_socket`: it sends on the socket's descriptor.
-    sender: S,
+    sender: Sending<S>,
     _socket: Option<Socket>,
     index: usize,
     pool: Arc<Pool>,
@@ -218,7 +222,10 @@ impl<S: BatchSend> Shard<S> {
     }
 
     /// Runs `step` on the sender, with every completion it reports accounted for.
-    fn with_sender<R>(&mut self, step: impl FnOnce(&mut S, &mut dyn FnMut(Completion)) -> R) -> R {
+    fn with_sender<R>(
+        &mut self,
+        step: impl FnOnce(&mut Sending<S>, &mut dyn FnMut(Completion)) -> R,
+    ) -> R {
         let Shard {
             sender,
             cursors,

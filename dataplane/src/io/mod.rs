@@ -137,46 +137,113 @@ pub(crate) struct Completion {
     pub(crate) result: i32,
 }
 
-/// Sends batches of operations over one socket. See the module docs.
+/// What a send backend does with the kernel (or the simulated network): queue filled
+/// operations, hand them over, collect their completions, and sleep. Everything else
+/// about sending — the operations' memory, the free list, the GSO switch, the wake-up — is
+/// the same for every backend ([`OpTable`]), and [`Sending`] puts the two together.
 ///
 /// # Contract
 ///
-/// - [`take_op`](Self::take_op), [`fill`](Self::fill) and [`queue`](Self::queue) prepare
-///   an operation; [`flush`](Self::flush) hands everything queued to the kernel. Every
-///   queued operation completes exactly once through a `done` callback: from `flush`
-///   itself for backends that send synchronously (mmsg, sim), from a later
-///   [`reap`](Self::reap) or [`wait`](Self::wait) otherwise (io_uring).
+/// - Every queued operation completes exactly once through a `done` callback: from
+///   [`flush`](Self::flush) itself for backends that send synchronously (mmsg, sim), from
+///   a later [`reap`](Self::reap) or [`wait`](Self::wait) otherwise (io_uring). The
+///   backend gives the operation back to the table when it reports it.
 /// - Operations queued with `linked` start only after the one queued before them
-///   finished (io_uring `IO_LINK`; the synchronous backends send in order anyway), so
-///   that packets to one destination leave in order. Unlinked operations to one
+///   finished (io_uring `IO_LINK`; the synchronous backends send in queue order anyway),
+///   so that packets to one destination leave in order. Unlinked operations to one
 ///   destination may complete out of order.
 /// - A GSO send the kernel refuses (`EINVAL`: segments larger than the path MTU) turns
-///   GSO off for the rest of the backend's life: [`gso`](Self::gso) then says `false`.
+///   GSO off for the rest of the table's life ([`OpTable::stop_gso`]).
 /// - Nothing here allocates after construction.
 pub(crate) trait BatchSend: Send {
-    /// The backend's operations (their memory and free list).
-    fn ops(&self) -> &OpTable;
+    /// Queues filled operation `op`, after the one queued before it when `linked`. The
+    /// synchronous backends keep it for the next flush.
+    ///
+    /// # Errors
+    ///
+    /// The operation could not be queued (io_uring: the submission queue was full and
+    /// submitting it failed); it is free again and nothing of it reached the kernel.
+    fn queue(&mut self, ops: &mut OpTable, op: u16, linked: bool) -> io::Result<()> {
+        let _ = linked;
+        ops.queue(op);
+        Ok(())
+    }
 
-    /// The backend's operations, to take, fill and give back.
-    fn ops_mut(&mut self) -> &mut OpTable;
+    /// Hands everything queued to the kernel.
+    ///
+    /// # Errors
+    ///
+    /// Submitting failed (io_uring); the operations stay queued and the next `flush`,
+    /// `reap` or `wait` submits them again.
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()>;
+
+    /// Collects finished operations, handing each to `done`; with `wait`, blocks until at
+    /// least one finished if any is in flight. Returns how many finished. (Nothing is
+    /// ever in flight with the synchronous backends.)
+    ///
+    /// # Errors
+    ///
+    /// Entering the kernel failed.
+    fn reap(
+        &mut self,
+        ops: &mut OpTable,
+        wait: bool,
+        done: &mut impl FnMut(Completion),
+    ) -> io::Result<usize> {
+        let _ = (ops, wait, done);
+        Ok(0)
+    }
+
+    /// Sleeps until an operation completes or the table's wake-up eventfd is written, at
+    /// most `timeout`, then reaps like [`reap`](Self::reap). Returns how many finished.
+    fn wait(
+        &mut self,
+        ops: &mut OpTable,
+        timeout: Duration,
+        done: &mut impl FnMut(Completion),
+    ) -> usize {
+        let _ = done;
+        sleep_on(ops.wake(), timeout);
+        0
+    }
+}
+
+/// One socket's sending: the operations ([`OpTable`]) and the backend that hands them to
+/// the kernel ([`BatchSend`]).
+///
+/// [`take_op`](Self::take_op), [`fill`](Self::fill) and [`queue`](Self::queue) prepare an
+/// operation; [`flush`](Self::flush) hands everything queued over; completions come back
+/// through `done` as [`BatchSend`] says.
+pub(crate) struct Sending<B> {
+    ops: OpTable,
+    backend: B,
+}
+
+impl<B: BatchSend> Sending<B> {
+    /// `backend` sending with the operations of `ops`.
+    pub(crate) fn new(ops: OpTable, backend: B) -> Sending<B> {
+        Sending { ops, backend }
+    }
 
     /// A free operation, if any.
-    fn take_op(&mut self) -> Option<u16> {
-        self.ops_mut().take()
+    pub(crate) fn take_op(&mut self) -> Option<u16> {
+        self.ops.take()
     }
 
     /// Operations queued or in flight.
-    fn in_flight(&self) -> usize {
-        self.ops().in_flight()
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.in_flight()
     }
 
     /// Whether [`take_op`](Self::take_op) would give an operation now.
-    fn has_free_op(&self) -> bool {
-        self.ops().in_flight() < self.ops().len()
+    pub(crate) fn has_free_op(&self) -> bool {
+        self.ops.in_flight() < self.ops.len()
     }
 
     /// Whether runs of packets may still leave as one GSO send.
-    fn gso(&self) -> bool;
+    pub(crate) fn gso(&self) -> bool {
+        self.ops.gso()
+    }
 
     /// Points operation `op` (from [`take_op`](Self::take_op)) at `dest` and the packets
     /// `segment(0..n)` (address and length each), as one GSO send of `segment(0)`'s
@@ -186,7 +253,7 @@ pub(crate) trait BatchSend: Send {
     ///
     /// Each `segment(i)` must be readable memory of its length that stays valid and
     /// unwritten until the operation's completion has been reported through `done`.
-    unsafe fn fill(
+    pub(crate) unsafe fn fill(
         &mut self,
         op: u16,
         dest: &SockAddr,
@@ -194,37 +261,32 @@ pub(crate) trait BatchSend: Send {
         segment: impl Fn(usize) -> (*const u8, usize),
     ) {
         // SAFETY: the caller's contract is the table's.
-        unsafe { self.ops_mut().fill(op, dest, n, segment) }
+        unsafe { self.ops.fill(op, dest, n, segment) }
     }
 
-    /// Queues filled operation `op`, after the one queued before it when `linked`.
-    ///
-    /// # Errors
-    ///
-    /// The operation could not be queued (io_uring: the submission queue was full and
-    /// submitting it failed); it is free again and nothing of it reached the kernel.
-    fn queue(&mut self, op: u16, linked: bool) -> io::Result<()>;
+    /// See [`BatchSend::queue`].
+    pub(crate) fn queue(&mut self, op: u16, linked: bool) -> io::Result<()> {
+        self.backend.queue(&mut self.ops, op, linked)
+    }
 
-    /// Hands everything queued to the kernel.
-    ///
-    /// # Errors
-    ///
-    /// Submitting failed (io_uring); the operations stay queued and the next `flush`,
-    /// `reap` or `wait` submits them again.
-    fn flush(&mut self, done: &mut impl FnMut(Completion)) -> io::Result<()>;
+    /// See [`BatchSend::flush`].
+    pub(crate) fn flush(&mut self, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+        self.backend.flush(&mut self.ops, done)
+    }
 
-    /// Collects finished operations, handing each to `done`; with `wait`, blocks until at
-    /// least one finished if any is in flight. Returns how many finished.
-    ///
-    /// # Errors
-    ///
-    /// Entering the kernel failed.
-    fn reap(&mut self, wait: bool, done: &mut impl FnMut(Completion)) -> io::Result<usize>;
+    /// See [`BatchSend::reap`].
+    pub(crate) fn reap(
+        &mut self,
+        wait: bool,
+        done: &mut impl FnMut(Completion),
+    ) -> io::Result<usize> {
+        self.backend.reap(&mut self.ops, wait, done)
+    }
 
-    /// Sleeps until an operation completes or the backend's wake-up eventfd is written,
-    /// at most `timeout`, then reaps like [`reap`](Self::reap). Returns how many
-    /// finished.
-    fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(Completion)) -> usize;
+    /// See [`BatchSend::wait`].
+    pub(crate) fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(Completion)) -> usize {
+        self.backend.wait(&mut self.ops, timeout, done)
+    }
 }
 
 /// Receives from a set of sockets. See the module docs.

@@ -1,9 +1,11 @@
-//! The memory of send operations, shared by every send backend: each operation owns a
+//! What every send backend keeps the same way: the memory of its operations (each owns a
 //! `msghdr`, up to 64 iovecs, a `UDP_SEGMENT` control message and a copy of its
-//! destination, all of which the kernel may read until the operation completes. The table
-//! is allocated once; taking and giving back operations never allocates.
+//! destination, all of which the kernel may read until the operation completes), the free
+//! list, the operations queued for the next flush, whether GSO may still be used, and the
+//! eventfd that ends a wait. The table is allocated once; nothing here allocates after.
 
 use std::mem;
+use std::os::fd::RawFd;
 
 use socket2::SockAddr;
 
@@ -48,15 +50,21 @@ impl SendOp {
 // operation completes (see `OpTable::fill`); the SendOp moves with its table.
 unsafe impl Send for SendOp {}
 
-/// `max_ops` operations and the free list. See the module docs.
+/// `max_ops` operations and what goes with them. See the module docs.
 pub(crate) struct OpTable {
     ops: Box<[SendOp]>,
     free: Vec<u16>,
+    /// Filled operations waiting for the next flush, in order (backends that send at the
+    /// flush; capacity reserved up front).
+    queued: Vec<u16>,
+    gso: bool,
+    wake: Option<RawFd>,
 }
 
 impl OpTable {
-    /// Room for `max_ops` (1 to 65535) operations in flight.
-    pub(crate) fn new(max_ops: usize) -> OpTable {
+    /// Room for `max_ops` (1 to 65535) operations in flight; runs may leave as GSO sends
+    /// while `gso`; `wake` (which must stay open as long as the table) ends a wait.
+    pub(crate) fn new(max_ops: usize, gso: bool, wake: Option<RawFd>) -> OpTable {
         let max_ops = max_ops.clamp(1, usize::from(u16::MAX));
         let unspecified = SockAddr::from(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let ops: Box<[SendOp]> = (0..max_ops)
@@ -75,8 +83,38 @@ impl OpTable {
             .collect();
         OpTable {
             free: (0..max_ops as u16).rev().collect(),
+            queued: Vec::with_capacity(max_ops),
             ops,
+            gso,
+            wake,
         }
+    }
+
+    /// Whether runs may still leave as one GSO send.
+    pub(crate) fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// The eventfd that ends a wait, if the owner sleeps in the backend.
+    pub(crate) fn wake(&self) -> Option<RawFd> {
+        self.wake
+    }
+
+    /// Queues filled operation `op` for the next flush.
+    pub(crate) fn queue(&mut self, op: u16) {
+        self.queued.push(op);
+    }
+
+    /// The operations queued for the next flush, taken out (the caller gives the list
+    /// back with [`restore_queue`](Self::restore_queue) once done, keeping its capacity).
+    pub(crate) fn take_queue(&mut self) -> Vec<u16> {
+        mem::take(&mut self.queued)
+    }
+
+    /// Hands the (emptied) list [`take_queue`](Self::take_queue) gave back.
+    pub(crate) fn restore_queue(&mut self, mut queue: Vec<u16>) {
+        queue.clear();
+        self.queued = queue;
     }
 
     /// The number of operations.
@@ -163,14 +201,16 @@ pub(crate) fn gso_refused(errno: i32, segments: usize) -> bool {
     segments > 1 && errno == libc::EINVAL
 }
 
-/// Turns GSO off after the kernel refused a GSO send (see [`gso_refused`]), saying so
-/// once.
-pub(crate) fn stop_gso(gso: &mut bool) {
-    if *gso {
-        *gso = false;
-        tracing::warn!(
-            "a GSO send was refused (EINVAL: segments larger than the path MTU?); \
-             sending one datagram per send from now on"
-        );
+impl OpTable {
+    /// Turns GSO off after the kernel refused a GSO send (see [`gso_refused`]), saying so
+    /// once.
+    pub(crate) fn stop_gso(&mut self) {
+        if self.gso {
+            self.gso = false;
+            tracing::warn!(
+                "a GSO send was refused (EINVAL: segments larger than the path MTU?); \
+                 sending one datagram per send from now on"
+            );
+        }
     }
 }

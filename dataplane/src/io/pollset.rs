@@ -22,7 +22,10 @@ pub(crate) fn no_free_slot() -> io::Error {
 ///
 /// [`no_free_slot`] when every one is taken.
 pub(crate) fn first_free<T>(slots: &[Option<T>]) -> io::Result<usize> {
-    slots.iter().position(Option::is_none).ok_or_else(no_free_slot)
+    slots
+        .iter()
+        .position(Option::is_none)
+        .ok_or_else(no_free_slot)
 }
 
 /// Watched sockets of type `T`, each with the descriptor to poll for it.

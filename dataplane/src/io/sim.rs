@@ -53,10 +53,11 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-
 use super::op::OpTable;
 use super::pollset::PollSet;
-use super::{drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Endpoint, Event};
+use super::{
+    drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Endpoint, Event, Sending,
+};
 use super::{RecvMeta, MAX_GSO_SEGMENTS};
 use crate::runtime::wake::Wake;
 use crate::wire::{Packet, PacketKind};
@@ -784,62 +785,31 @@ impl BatchRecv for SimRecv {
 pub(crate) struct SimSend {
     net: SimNet,
     from: SocketAddr,
-    ops: OpTable,
-    pending: Vec<u16>,
     /// Completions of one flush, reported after the network's lock is released.
     finished: Vec<Completion>,
-    gso: bool,
-    wake_fd: Option<RawFd>,
 }
 
 impl SimSend {
-    /// A sender on `net` from address `from` (a socket's, which the owner keeps bound)
-    /// with room for `max_ops` operations per flush; `wake` (which must stay open as long
-    /// as the sender) ends a `wait`.
-    pub(crate) fn new(
-        net: SimNet,
-        from: SocketAddr,
-        max_ops: usize,
-        gso: bool,
-        wake: Option<RawFd>,
-    ) -> SimSend {
-        let ops = OpTable::new(max_ops);
-        SimSend {
+    /// Sending on `net` from address `from` (a socket's, which the owner keeps bound)
+    /// with `ops`' operations.
+    pub(crate) fn new(net: SimNet, from: SocketAddr, ops: OpTable) -> Sending<SimSend> {
+        let backend = SimSend {
             net,
             from,
-            pending: Vec::with_capacity(ops.len()),
             finished: Vec::with_capacity(ops.len()),
-            ops,
-            gso,
-            wake_fd: wake,
-        }
+        };
+        Sending::new(ops, backend)
     }
 }
 
 impl BatchSend for SimSend {
-    fn ops(&self) -> &OpTable {
-        &self.ops
-    }
-
-    fn ops_mut(&mut self) -> &mut OpTable {
-        &mut self.ops
-    }
-
-    fn gso(&self) -> bool {
-        self.gso
-    }
-
-    fn queue(&mut self, op: u16, _linked: bool) -> io::Result<()> {
-        self.pending.push(op);
-        Ok(())
-    }
-
-    fn flush(&mut self, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()> {
         let now = Instant::now();
+        let pending = ops.take_queue();
         {
             let mut net = self.net.lock();
-            for &index in &self.pending {
-                let Some(op) = self.ops.get(index) else {
+            for &index in &pending {
+                let Some(op) = ops.get(index) else {
                     continue;
                 };
                 let packets = op.segments.min(MAX_GSO_SEGMENTS);
@@ -864,21 +834,12 @@ impl BatchSend for SimSend {
                 });
             }
         }
-        self.pending.clear();
+        ops.restore_queue(pending);
         for completion in self.finished.drain(..) {
-            self.ops.give_back(completion.op);
+            ops.give_back(completion.op);
             done(completion);
         }
         Ok(())
-    }
-
-    fn reap(&mut self, _wait: bool, _done: &mut impl FnMut(Completion)) -> io::Result<usize> {
-        Ok(0)
-    }
-
-    fn wait(&mut self, timeout: Duration, _done: &mut impl FnMut(Completion)) -> usize {
-        super::sleep_on(self.wake_fd, timeout);
-        0
     }
 }
 

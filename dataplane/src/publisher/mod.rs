@@ -41,9 +41,9 @@ use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
 use crate::io::mmsg::MmsgSend;
+use crate::io::op::OpTable;
 use crate::io::region::Region;
 use crate::io::sim::{self, SimSend};
-use crate::io::uring::send::SendSetup;
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, OwnedSocket, MAX_GSO_SEGMENTS};
 use crate::stats::PublisherStats;
@@ -306,10 +306,10 @@ impl Publisher {
             .map_err(Error::io("allocating packet buffers"))?;
         let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
         let to = SockAddr::from(dest);
+        let ops = OpTable::new(config.buffers, config.gso, None);
         let (backend, sender) = match &socket {
             OwnedSocket::Sim(socket) => {
-                let (net, from) = (socket.net().clone(), socket.local_addr());
-                let send = SimSend::new(net, from, config.buffers, config.gso, None);
+                let send = SimSend::new(socket.net().clone(), socket.local_addr(), ops);
                 let sender = PacketSender::new(send, to, config.buffers, max_batch);
                 (sim_backend(), AnySender::Sim(sender))
             }
@@ -326,19 +326,15 @@ impl Publisher {
                     BackendKind::Uring => {
                         let ring = build_ring(PUBLISHER_RING.sq, PUBLISHER_RING.cq, false)
                             .map_err(Error::io("setting up the publisher's io_uring"))?;
-                        let setup = SendSetup {
-                            wake: None,
-                            zero_copy: config.zero_copy.then_some(&region),
-                            gso: config.gso,
-                        };
+                        let zero_copy = config.zero_copy.then_some(&region);
                         // SAFETY: the region moves into the publisher next to the sender,
                         // declared after it, so it is dropped after the sender's ring.
-                        let send = unsafe { UringSend::new(fd, ring, config.buffers, setup) }
+                        let send = unsafe { UringSend::new(fd, ring, ops, zero_copy) }
                             .map_err(Error::io("setting up the sender"))?;
                         AnySender::Uring(PacketSender::new(send, to, config.buffers, max_batch))
                     }
                     BackendKind::Mmsg | BackendKind::Sim => {
-                        let send = MmsgSend::new(fd, config.buffers, config.gso, None);
+                        let send = MmsgSend::new(fd, ops);
                         AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
                     }
                 };

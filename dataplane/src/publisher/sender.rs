@@ -15,7 +15,7 @@ use crate::io::mmsg::MmsgSend;
 use crate::io::region::Region;
 use crate::io::sim::SimSend;
 use crate::io::uring::UringSend;
-use crate::io::{gso_run, BatchSend, Completion, MAX_GSO_SEGMENTS};
+use crate::io::{gso_run, BatchSend, Completion, Sending, MAX_GSO_SEGMENTS};
 
 /// What one [`PacketSender::send`] call did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub(crate) struct SendCount {
 
 /// Sends packets from a region to one destination over backend `S`. See the module docs.
 pub(crate) struct PacketSender<S> {
-    backend: S,
+    backend: Sending<S>,
     dest: SockAddr,
     max_segments: usize,
     /// The packet slots of each operation in flight, by operation number.
@@ -41,7 +41,7 @@ impl<S: BatchSend> PacketSender<S> {
     /// Sends to `dest` over `backend` (which has room for `max_ops` operations), at most
     /// `max_segments` packets per GSO send.
     pub(crate) fn new(
-        backend: S,
+        backend: Sending<S>,
         dest: SockAddr,
         max_ops: usize,
         max_segments: usize,
@@ -153,7 +153,9 @@ fn finish(slots: &[[u16; MAX_GSO_SEGMENTS]], c: Completion, done: &mut impl FnMu
 }
 
 /// A publisher's sender on whichever backend runs (chosen once, when the publisher is
-/// made; the sends themselves are monomorphised per backend).
+/// made; the sends themselves are monomorphised per backend). One per publisher: the
+/// size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AnySender {
     /// io_uring.
     Uring(PacketSender<UringSend>),

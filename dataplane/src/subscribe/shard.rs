@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender as Tx;
 
-use crate::io::OwnedSocket;
 use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
 use crate::error::{Error, Result};
+use crate::io::OwnedSocket;
 use crate::io::{BatchRecv, Event};
 use crate::latency::{now_ns, LatencyHistogram};
 use crate::runtime::Worker;

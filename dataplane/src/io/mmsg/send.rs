@@ -10,70 +10,44 @@ use std::mem;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::io::op::{gso_refused, stop_gso, OpTable};
-use crate::io::{sleep_on, wait_fd, BatchSend, Completion};
+use crate::io::op::{gso_refused, OpTable};
+use crate::io::{wait_fd, BatchSend, Completion, Sending};
 
 /// How long a send the socket refuses for lack of buffer space is retried before it
 /// counts as failed.
 const FULL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Sends batches of operations on one socket with `sendmmsg`. See the module docs.
+/// The `sendmmsg` backend of one socket. See the module docs.
 pub(crate) struct MmsgSend {
     fd: RawFd,
-    ops: OpTable,
     /// One `mmsghdr` per operation, filled from the queued operations at flush.
     mmsgs: Box<[libc::mmsghdr]>,
-    /// Queued operations in order (capacity reserved up front).
-    pending: Vec<u16>,
-    gso: bool,
-    /// The eventfd that ends a [`wait`](BatchSend::wait), if the owner sleeps in it.
-    wake_fd: Option<RawFd>,
 }
 
-// SAFETY: the mmsghdrs' pointers point into the op table, owned here and moved with it.
+// SAFETY: the mmsghdrs' pointers point into the op table the backend is flushed with,
+// which the owning `Sending` keeps beside it; they are rewritten before every call.
 unsafe impl Send for MmsgSend {}
 
 impl MmsgSend {
-    /// A sender on `fd` (which must outlive it) with room for `max_ops` operations per
-    /// flush; `wake` (which must stay open as long as the sender) ends a `wait`.
-    pub(crate) fn new(fd: RawFd, max_ops: usize, gso: bool, wake: Option<RawFd>) -> MmsgSend {
-        let ops = OpTable::new(max_ops);
+    /// Sending on `fd` (which must outlive it) with `ops`' operations (an `mmsghdr`
+    /// apiece).
+    pub(crate) fn new(fd: RawFd, ops: OpTable) -> Sending<MmsgSend> {
         let n = ops.len();
-        MmsgSend {
+        let backend = MmsgSend {
             fd,
             // SAFETY: mmsghdr is a plain C struct; all-zero is valid.
             mmsgs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
-            pending: Vec::with_capacity(n),
-            ops,
-            gso,
-            wake_fd: wake,
-        }
+        };
+        Sending::new(ops, backend)
     }
 }
 
 impl BatchSend for MmsgSend {
-    fn ops(&self) -> &OpTable {
-        &self.ops
-    }
-
-    fn ops_mut(&mut self) -> &mut OpTable {
-        &mut self.ops
-    }
-
-    fn gso(&self) -> bool {
-        self.gso
-    }
-
-    fn queue(&mut self, op: u16, _linked: bool) -> io::Result<()> {
-        // Sent in queue order by one call: linked or not, they leave in order.
-        self.pending.push(op);
-        Ok(())
-    }
-
-    fn flush(&mut self, done: &mut impl FnMut(Completion)) -> io::Result<()> {
-        let k = self.pending.len();
-        for (entry, &op) in self.mmsgs.iter_mut().zip(&self.pending) {
-            if let Some(op) = self.ops.get(op) {
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+        let pending = ops.take_queue();
+        let k = pending.len().min(self.mmsgs.len());
+        for (entry, &op) in self.mmsgs.iter_mut().zip(&pending) {
+            if let Some(op) = ops.get(op) {
                 entry.msg_hdr = op.msg;
             }
             entry.msg_len = 0;
@@ -94,16 +68,15 @@ impl BatchSend for MmsgSend {
             };
             if rc >= 0 {
                 let upto = sent + rc as usize;
-                for i in sent..upto {
-                    let op = self.pending[i];
-                    let packets = self.ops.get(op).map_or(0, |o| o.segments);
-                    let result = i32::try_from(self.mmsgs[i].msg_len).unwrap_or(i32::MAX);
+                for (&op, entry) in pending[sent..upto].iter().zip(&self.mmsgs[sent..upto]) {
+                    let packets = ops.get(op).map_or(0, |o| o.segments);
+                    let result = i32::try_from(entry.msg_len).unwrap_or(i32::MAX);
                     done(Completion {
                         op,
                         packets,
                         result,
                     });
-                    self.ops.give_back(op);
+                    ops.give_back(op);
                 }
                 sent = upto;
                 full_since = None;
@@ -125,32 +98,22 @@ impl BatchSend for MmsgSend {
                 }
             }
             // The first remaining message failed: report it and go on past it.
-            let op = self.pending[sent];
-            let packets = self.ops.get(op).map_or(0, |o| o.segments);
+            let op = pending[sent];
+            let packets = ops.get(op).map_or(0, |o| o.segments);
             refused |= gso_refused(errno, packets);
             done(Completion {
                 op,
                 packets,
                 result: -errno,
             });
-            self.ops.give_back(op);
+            ops.give_back(op);
             sent += 1;
             full_since = None;
         }
-        self.pending.clear();
+        ops.restore_queue(pending);
         if refused {
-            stop_gso(&mut self.gso);
+            ops.stop_gso();
         }
         Ok(())
-    }
-
-    fn reap(&mut self, _wait: bool, _done: &mut impl FnMut(Completion)) -> io::Result<usize> {
-        // Every send completed in its flush: nothing is ever in flight.
-        Ok(0)
-    }
-
-    fn wait(&mut self, timeout: Duration, _done: &mut impl FnMut(Completion)) -> usize {
-        sleep_on(self.wake_fd, timeout);
-        0
     }
 }

@@ -17,8 +17,8 @@ use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
 
 use super::buf_ring::BufRing;
-use crate::io::pollset::first_free;
 use super::{benign, build_ring, IGNORED, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING, WAKE};
+use crate::io::pollset::first_free;
 use crate::io::{
     drain_eventfd, parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN,
 };

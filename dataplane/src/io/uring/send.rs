@@ -13,57 +13,44 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use super::{benign, IGNORED, WAKE};
+use crate::io::op::{gso_refused, OpTable};
+use crate::io::region::Region;
+use crate::io::{BatchSend, Completion, Sending};
 use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
-use super::{benign, IGNORED, WAKE};
-use crate::io::op::{gso_refused, stop_gso, OpTable};
-use crate::io::region::Region;
-use crate::io::{BatchSend, Completion};
 
-/// How an io_uring sender is set up.
-pub(crate) struct SendSetup<'a> {
-    /// The eventfd that ends a [`wait`](BatchSend::wait), if the owner sleeps in it.
-    pub(crate) wake: Option<RawFd>,
-    /// Send with `SENDMSG_ZC` from this region (registered as fixed buffer 0 on Linux
-    /// 6.15+).
-    pub(crate) zero_copy: Option<&'a Region>,
-    /// Whether runs may leave as GSO sends.
-    pub(crate) gso: bool,
-}
-
-/// Sends batches of operations on one socket through an io_uring. See the module docs.
+/// The io_uring backend of one socket. See the module docs.
 pub(crate) struct UringSend {
     ring: IoUring,
-    ops: OpTable,
     /// Operations pushed to the submission queue and not yet submitted.
     unsubmitted: usize,
-    gso: bool,
     zero_copy: bool,
     /// Zero-copy sends name the registered region (fixed buffer 0).
     fixed_buffer: bool,
-    wake_fd: Option<RawFd>,
     /// Where the wake-up read puts the eventfd's counter.
     wake_buf: Box<u64>,
     wake_armed: bool,
 }
 
 impl UringSend {
-    /// A sender on `fd` (which must outlive it) through `ring`, with room for `max_ops`
-    /// operations in flight.
+    /// Sending on `fd` (which must outlive it) through `ring`, with `ops`' operations;
+    /// with `zero_copy`, with `SENDMSG_ZC` from that region (registered as fixed buffer 0
+    /// on Linux 6.15+).
     ///
     /// # Safety
     ///
-    /// With `setup.zero_copy`, the region must outlive the sender (the kernel keeps its
-    /// pages registered until the ring is dropped), and `setup.wake`, if given, must stay
-    /// open as long as the sender.
+    /// With `zero_copy`, the region must outlive the sender (the kernel keeps its pages
+    /// registered until the ring is dropped).
     pub(crate) unsafe fn new(
         fd: RawFd,
         ring: IoUring,
-        max_ops: usize,
-        setup: SendSetup<'_>,
-    ) -> io::Result<UringSend> {
+        ops: OpTable,
+        zero_copy: Option<&Region>,
+    ) -> io::Result<Sending<UringSend>> {
         // SENDMSG_ZC itself is Linux 6.1+; naming a registered buffer in it, 6.15+.
-        let zero_copy = setup.zero_copy.is_some();
+        let region = zero_copy;
+        let zero_copy = region.is_some();
         if zero_copy && !crate::io::kernel_at_least(6, 1) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -73,7 +60,7 @@ impl UringSend {
         // Registered file: the kernel skips the fd table lookup per operation.
         ring.submitter().register_files(&[fd])?;
         let mut fixed_buffer = false;
-        if let Some(region) = setup.zero_copy {
+        if let Some(region) = region {
             if crate::io::kernel_at_least(6, 15) {
                 let whole = libc::iovec {
                     iov_base: region.as_ptr().cast_mut().cast(),
@@ -85,17 +72,15 @@ impl UringSend {
                 fixed_buffer = true;
             }
         }
-        Ok(UringSend {
+        let backend = UringSend {
             ring,
-            ops: OpTable::new(max_ops),
             unsubmitted: 0,
-            gso: setup.gso,
             zero_copy,
             fixed_buffer,
-            wake_fd: setup.wake,
             wake_buf: Box::new(0),
             wake_armed: false,
-        })
+        };
+        Ok(Sending::new(ops, backend))
     }
 
     fn submit(&mut self) -> io::Result<()> {
@@ -106,7 +91,7 @@ impl UringSend {
 
     /// Hands every completion in the queue to `done`; returns how many operations
     /// finished.
-    fn collect(&mut self, done: &mut impl FnMut(Completion)) -> usize {
+    fn collect(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> usize {
         let mut n = 0;
         let mut refused = false;
         for cqe in self.ring.completion() {
@@ -118,7 +103,7 @@ impl UringSend {
             let Ok(index) = u16::try_from(ud) else {
                 continue;
             };
-            let Some(op) = self.ops.get_mut(index) else {
+            let Some(op) = ops.get_mut(index) else {
                 continue;
             };
             let flags = cqe.flags();
@@ -139,31 +124,19 @@ impl UringSend {
                 packets,
                 result,
             });
-            self.ops.give_back(index);
+            ops.give_back(index);
             n += 1;
         }
         if refused {
-            stop_gso(&mut self.gso);
+            ops.stop_gso();
         }
         n
     }
 }
 
 impl BatchSend for UringSend {
-    fn ops(&self) -> &OpTable {
-        &self.ops
-    }
-
-    fn ops_mut(&mut self) -> &mut OpTable {
-        &mut self.ops
-    }
-
-    fn gso(&self) -> bool {
-        self.gso
-    }
-
-    fn queue(&mut self, op: u16, linked: bool) -> io::Result<()> {
-        let Some(entry) = self.ops.get(op) else {
+    fn queue(&mut self, ops: &mut OpTable, op: u16, linked: bool) -> io::Result<()> {
+        let Some(entry) = ops.get(op) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "no such operation",
@@ -189,7 +162,7 @@ impl BatchSend for UringSend {
         // Make room in the submission queue before committing the operation.
         if self.ring.submission().is_full() {
             if let Err(e) = self.submit() {
-                self.ops.give_back(op);
+                ops.give_back(op);
                 return Err(e);
             }
         }
@@ -197,7 +170,7 @@ impl BatchSend for UringSend {
         // table, untouched until this operation's completion is collected (the op is not
         // given back before then); the packet bytes are the filler's to keep valid.
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-            self.ops.give_back(op);
+            ops.give_back(op);
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "the io_uring submission queue is full",
@@ -207,7 +180,7 @@ impl BatchSend for UringSend {
         Ok(())
     }
 
-    fn flush(&mut self, _done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    fn flush(&mut self, _ops: &mut OpTable, _done: &mut impl FnMut(Completion)) -> io::Result<()> {
         if self.unsubmitted > 0 {
             // On failure the operations stay in the submission queue; the next submit
             // retries.
@@ -216,8 +189,13 @@ impl BatchSend for UringSend {
         Ok(())
     }
 
-    fn reap(&mut self, wait: bool, done: &mut impl FnMut(Completion)) -> io::Result<usize> {
-        if wait && self.ops.in_flight() > 0 {
+    fn reap(
+        &mut self,
+        ops: &mut OpTable,
+        wait: bool,
+        done: &mut impl FnMut(Completion),
+    ) -> io::Result<usize> {
+        if wait && ops.in_flight() > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => self.unsubmitted = 0,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -235,16 +213,21 @@ impl BatchSend for UringSend {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.collect(done))
+        Ok(self.collect(ops, done))
     }
 
-    fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(Completion)) -> usize {
-        if let (Some(fd), false) = (self.wake_fd, self.wake_armed) {
+    fn wait(
+        &mut self,
+        ops: &mut OpTable,
+        timeout: Duration,
+        done: &mut impl FnMut(Completion),
+    ) -> usize {
+        if let (Some(fd), false) = (ops.wake(), self.wake_armed) {
             let read = opcode::Read::new(Fd(fd), (&raw mut *self.wake_buf).cast::<u8>(), 8)
                 .build()
                 .user_data(WAKE);
             // SAFETY: the 8-byte buffer is boxed and owned by self for the ring's whole
-            // life; the eventfd stays open as long as the sender (`new`).
+            // life; the eventfd stays open as long as the table (`OpTable::new`).
             if unsafe { self.ring.submission().push(&read) }.is_ok() {
                 self.wake_armed = true;
                 self.unsubmitted += 1;
@@ -257,7 +240,7 @@ impl BatchSend for UringSend {
             Err(e) if benign(&e) => self.unsubmitted = 0,
             Err(e) => tracing::debug!(error = %e, "waiting on the send ring failed"),
         }
-        self.collect(done)
+        self.collect(ops, done)
     }
 }
 
