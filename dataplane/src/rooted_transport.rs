@@ -255,21 +255,13 @@ impl RootHooks for UnicastHooks {
 
 /// The root of a `rooted-unicast` session: control (admission, invitations, liveness)
 /// and the fan-out of its stream to every receiving leaf. See the module docs.
+#[derive(Debug)]
 pub struct UnicastRoot {
     fanout: Option<Fanout>,
     control: Option<Root>,
     data: SocketAddr,
     shards: Option<Arc<Mutex<Shards>>>,
     uplinks: Uplinks,
-}
-
-impl std::fmt::Debug for UnicastRoot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnicastRoot")
-            .field("data", &self.data)
-            .field("control", &self.control)
-            .finish()
-    }
 }
 
 impl UnicastRoot {
@@ -452,18 +444,10 @@ impl Drop for UnicastRoot {
 
 /// The root of an `admitted-multicast` session: it admits leaves over the control
 /// protocol and publishes to the group, whose address only admitted leaves learn.
+#[derive(Debug)]
 pub struct AdmittedRoot {
     publisher: Publisher,
     control: Root,
-}
-
-impl std::fmt::Debug for AdmittedRoot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdmittedRoot")
-            .field("group", &self.publisher.destination())
-            .field("control", &self.control)
-            .finish()
-    }
 }
 
 struct AdmittedHooks {

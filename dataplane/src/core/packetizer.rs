@@ -191,6 +191,7 @@ pub struct PacketizerStats {
 pub const MAX_DATAGRAM: usize = 65_507;
 
 /// The open packet.
+#[derive(Debug)]
 struct Open {
     slot: u16,
     builder: PacketBuilder,
@@ -200,6 +201,7 @@ struct Open {
 }
 
 /// Packs messages into packets. See the module docs.
+#[derive(Debug)]
 pub struct Packetizer {
     session: Session,
     max_datagram: usize,
@@ -216,17 +218,6 @@ pub struct Packetizer {
     next_sequence: u64,
     last_send: Instant,
     stats: PacketizerStats,
-}
-
-impl std::fmt::Debug for Packetizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Packetizer")
-            .field("session", &self.session)
-            .field("next_sequence", &self.next_sequence)
-            .field("ready", &self.ready.len())
-            .field("open", &self.open.is_some())
-            .finish()
-    }
 }
 
 impl Packetizer {

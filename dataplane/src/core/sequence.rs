@@ -392,6 +392,26 @@ mod tests {
         Verdict::Deliver { skip, gap: None }
     }
 
+    /// The message counts of an end of session and a heartbeat.
+    const END: u16 = crate::wire::END_OF_SESSION_COUNT;
+    const HB: u16 = crate::wire::HEARTBEAT_COUNT;
+
+    fn ended(gap: Option<Gap>) -> Verdict {
+        Verdict::EndOfSession { gap }
+    }
+
+    fn heartbeat(gap: Option<Gap>) -> Verdict {
+        Verdict::Heartbeat { gap }
+    }
+
+    /// A whole data packet delivered after the gap `first_missing..+count`.
+    fn gapped(first_missing: u64, count: u64) -> Verdict {
+        Verdict::Deliver {
+            skip: 0,
+            gap: gap_of(first_missing, count),
+        }
+    }
+
     fn gap_of(first_missing: u64, count: u64) -> Option<Gap> {
         Some(Gap {
             first_missing,
@@ -412,26 +432,14 @@ mod tests {
     fn a_packet_after_a_missing_one_reports_the_gap() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 2), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 6, 2),
-            Verdict::Deliver {
-                skip: 0,
-                gap: gap_of(3, 3)
-            }
-        );
+        assert_eq!(t.handle_packet(A, 6, 2), gapped(3, 3));
         assert_eq!(t.next_expected(), Some(8));
     }
 
     #[test]
     fn a_stream_not_starting_at_one_reports_the_beginning_as_missing() {
         let mut t = tracker();
-        assert_eq!(
-            t.handle_packet(A, 100, 1),
-            Verdict::Deliver {
-                skip: 0,
-                gap: gap_of(1, 99)
-            }
-        );
+        assert_eq!(t.handle_packet(A, 100, 1), gapped(1, 99));
     }
 
     #[test]
@@ -453,30 +461,15 @@ mod tests {
         assert_eq!(t.handle_packet(A, 98, 4), deliver(2));
         assert_eq!(t.next_expected(), Some(102));
         let mut t = SequenceTracker::new(StartAt::At(100));
-        assert_eq!(
-            t.handle_packet(A, 105, 1),
-            Verdict::Deliver {
-                skip: 0,
-                gap: gap_of(100, 5)
-            }
-        );
+        assert_eq!(t.handle_packet(A, 105, 1), gapped(100, 5));
     }
 
     #[test]
     fn a_late_joiner_may_start_from_a_heartbeat() {
         let mut t = SequenceTracker::new(StartAt::FirstSeen);
-        assert_eq!(
-            t.handle_packet(A, 50, HEARTBEAT_COUNT),
-            Verdict::Heartbeat { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, 50, HB), heartbeat(None));
         assert_eq!(t.next_expected(), Some(50));
-        assert_eq!(
-            t.handle_packet(A, 51, 1),
-            Verdict::Deliver {
-                skip: 0,
-                gap: gap_of(50, 1)
-            }
-        );
+        assert_eq!(t.handle_packet(A, 51, 1), gapped(50, 1));
     }
 
     #[test]
@@ -500,13 +493,7 @@ mod tests {
     fn a_late_arrival_after_its_gap_was_reported_is_old() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 1), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 3, 1),
-            Verdict::Deliver {
-                skip: 0,
-                gap: gap_of(2, 1)
-            }
-        );
+        assert_eq!(t.handle_packet(A, 3, 1), gapped(2, 1));
         assert_eq!(t.handle_packet(A, 2, 1), Verdict::Duplicate);
     }
 
@@ -514,20 +501,14 @@ mod tests {
     fn a_heartbeat_at_the_next_number_reports_nothing_missing() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 4), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 5, HEARTBEAT_COUNT),
-            Verdict::Heartbeat { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, 5, HB), heartbeat(None));
     }
 
     #[test]
     fn a_heartbeat_beyond_the_next_number_reports_the_gap() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 4), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 9, HEARTBEAT_COUNT),
-            Verdict::Heartbeat { gap: gap_of(5, 4) }
-        );
+        assert_eq!(t.handle_packet(A, 9, HB), heartbeat(gap_of(5, 4)));
         assert_eq!(t.next_expected(), Some(9));
     }
 
@@ -535,10 +516,7 @@ mod tests {
     fn a_stale_heartbeat_changes_nothing() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 4), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 2, HEARTBEAT_COUNT),
-            Verdict::Heartbeat { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, 2, HB), heartbeat(None));
         assert_eq!(t.next_expected(), Some(5));
     }
 
@@ -547,10 +525,7 @@ mod tests {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 4), deliver(0));
         assert!(!t.ended());
-        assert_eq!(
-            t.handle_packet(A, 7, END_OF_SESSION_COUNT),
-            Verdict::EndOfSession { gap: gap_of(5, 2) }
-        );
+        assert_eq!(t.handle_packet(A, 7, END), ended(gap_of(5, 2)));
         assert!(t.ended());
         assert_eq!(t.next_expected(), Some(7));
     }
@@ -559,17 +534,11 @@ mod tests {
     fn data_after_the_end_of_session_is_not_delivered() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 4), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 5, END_OF_SESSION_COUNT),
-            Verdict::EndOfSession { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, 5, END), ended(None));
         assert_eq!(t.handle_packet(A, 5, 1), Verdict::AfterEnd);
         assert_eq!(t.handle_packet(A, 3, 4), Verdict::AfterEnd);
-        assert_eq!(t.handle_packet(A, 9, HEARTBEAT_COUNT), Verdict::AfterEnd);
-        assert_eq!(
-            t.handle_packet(A, 9, END_OF_SESSION_COUNT),
-            Verdict::AfterEnd
-        );
+        assert_eq!(t.handle_packet(A, 9, HB), Verdict::AfterEnd);
+        assert_eq!(t.handle_packet(A, 9, END), Verdict::AfterEnd);
         assert_eq!(t.next_expected(), Some(5));
     }
 
@@ -577,19 +546,10 @@ mod tests {
     fn old_data_and_repeated_ends_after_the_end_are_reported_as_usual() {
         let mut t = tracker();
         assert_eq!(t.handle_packet(A, 1, 4), deliver(0));
-        assert_eq!(
-            t.handle_packet(A, 5, END_OF_SESSION_COUNT),
-            Verdict::EndOfSession { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, 5, END), ended(None));
         assert_eq!(t.handle_packet(A, 2, 2), Verdict::Duplicate);
-        assert_eq!(
-            t.handle_packet(A, 5, END_OF_SESSION_COUNT),
-            Verdict::EndOfSession { gap: None }
-        );
-        assert_eq!(
-            t.handle_packet(A, 5, HEARTBEAT_COUNT),
-            Verdict::Heartbeat { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, 5, END), ended(None));
+        assert_eq!(t.handle_packet(A, 5, HB), heartbeat(None));
     }
 
     #[test]
@@ -599,10 +559,7 @@ mod tests {
         assert_eq!(t.handle_packet(A, 1, 2), deliver(0));
         assert_eq!(t.session(), Some(A));
         assert_eq!(t.handle_packet(B, 10, 2), Verdict::OtherSession);
-        assert_eq!(
-            t.handle_packet(B, 10, END_OF_SESSION_COUNT),
-            Verdict::OtherSession
-        );
+        assert_eq!(t.handle_packet(B, 10, END), Verdict::OtherSession);
         assert_eq!(t.next_expected(), Some(3));
         assert!(!t.ended());
         assert_eq!(t.handle_packet(A, 3, 1), deliver(0));
@@ -627,29 +584,18 @@ mod tests {
             Verdict::OutOfRange
         );
         assert_eq!(t.handle_packet(A, top, 0xFFFE), Verdict::Duplicate);
-        assert_eq!(
-            t.handle_packet(A, u64::MAX, HEARTBEAT_COUNT),
-            Verdict::Heartbeat { gap: None }
-        );
+        assert_eq!(t.handle_packet(A, u64::MAX, HB), heartbeat(None));
         assert_eq!(t.next_expected(), Some(u64::MAX));
     }
 
     #[test]
     fn a_packet_from_the_beginning_of_time_to_the_top_reports_one_huge_gap() {
         let mut t = tracker();
-        assert_eq!(
-            t.handle_packet(A, u64::MAX - 1, 1),
-            Verdict::Deliver {
-                skip: 0,
-                gap: gap_of(1, u64::MAX - 2)
-            }
-        );
+        assert_eq!(t.handle_packet(A, u64::MAX - 1, 1), gapped(1, u64::MAX - 2));
         let mut t = tracker();
         assert_eq!(
-            t.handle_packet(A, u64::MAX, END_OF_SESSION_COUNT),
-            Verdict::EndOfSession {
-                gap: gap_of(1, u64::MAX - 1)
-            }
+            t.handle_packet(A, u64::MAX, END),
+            ended(gap_of(1, u64::MAX - 1))
         );
     }
 
@@ -680,15 +626,15 @@ mod tests {
         let mut t = tracker();
         let mut c = SequenceCounters::default();
         for (session, first, count) in [
-            (A, 1, 3),                     // 1..=3 delivered
-            (A, 6, 2),                     // gap 4..=5, 6..=7 delivered
-            (A, 2, 2),                     // duplicate of 2 messages
-            (A, 7, 3),                     // 1 old, 8..=9 delivered
-            (B, 1, 1),                     // other session
-            (A, 12, HEARTBEAT_COUNT),      // gap 10..=11
-            (A, 12, END_OF_SESSION_COUNT), // end
-            (A, 12, 1),                    // after end
-            (A, u64::MAX, 2),              // out of range
+            (A, 1, 3),        // 1..=3 delivered
+            (A, 6, 2),        // gap 4..=5, 6..=7 delivered
+            (A, 2, 2),        // duplicate of 2 messages
+            (A, 7, 3),        // 1 old, 8..=9 delivered
+            (B, 1, 1),        // other session
+            (A, 12, HB),      // gap 10..=11
+            (A, 12, END),     // end
+            (A, 12, 1),       // after end
+            (A, u64::MAX, 2), // out of range
         ] {
             let verdict = t.handle_packet(session, first, count);
             c.apply(&verdict, count);

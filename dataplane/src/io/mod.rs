@@ -3,26 +3,26 @@
 //! Everything that touches a socket lives here; nothing here decides anything about
 //! sequences, sessions or leaves (that is [`crate::core`]). The seam is a pair of traits:
 //!
-//! - [`BatchSend`]: batches of send operations, each one datagram or one UDP GSO run of
+//! - `BatchSend`: batches of send operations, each one datagram or one UDP GSO run of
 //!   up to 64 packets to one destination, handed to the kernel together and completed
-//!   one by one ([`Completion`]);
-//! - [`BatchRecv`]: receiving from a set of sockets, each datagram (or GRO batch of
-//!   datagrams) handed to a sink in place as an [`Event`].
+//!   one by one (`Completion`);
+//! - `BatchRecv`: receiving from a set of sockets, each datagram (or GRO batch of
+//!   datagrams) handed to a sink in place as an `Event`.
 //!
 //! Every backend implements both, in a folder or file of its own:
 //!
 //! | backend | send | receive |
 //! |---|---|---|
-//! | io_uring ([`uring`]) | `SENDMSG`/`SENDMSG_ZC` on a registered file | multishot `RECVMSG` from a provided buffer ring ([`uring::buf_ring`]) |
-//! | mmsg ([`mmsg`]), the fallback | `sendmmsg` | `recvmmsg` after `poll(2)` |
+//! | io_uring (`uring`) | `SENDMSG`/`SENDMSG_ZC` on a registered file | multishot `RECVMSG` from a provided buffer ring (`uring::buf_ring`) |
+//! | mmsg (`mmsg`), the fallback | `sendmmsg` | `recvmmsg` after `poll(2)` |
 //! | sim ([`sim`]), for tests | into a simulated network that loses, duplicates, reorders, delays and corrupts on purpose | from it |
 //!
 //! Shards, publishers and fan-out shards are generic over the traits and are
 //! instantiated once per backend (static dispatch on the hot path); which backend runs is
-//! decided once, by [`choose`] (or by the socket: a [`DataSocket::Sim`] runs on `sim`).
-//! What the backends share sits beside them: the send operations' memory ([`op`]),
-//! page-aligned buffer regions ([`region`]), GSO run grouping, control-message parsing
-//! and the socket options the data plane needs ([`sockopt`]).
+//! decided once, by `choose` (or by the socket: a [`DataSocket::Sim`] runs on `sim`).
+//! What the backends share sits beside them: the send operations' memory (`op`),
+//! page-aligned buffer regions (`region`), GSO run grouping, control-message parsing
+//! and the socket options the data plane needs (`sockopt`).
 
 pub(crate) mod mmsg;
 pub(crate) mod op;

@@ -1,28 +1,28 @@
 //! The publisher: packs messages into MoldUDP64 packets and sends them to a group, or
-//! (with [`Publisher::with_socket`]) to any destination from a socket the caller made.
+//! (with `Publisher::with_socket`) to any destination from a socket the caller made.
 //!
 //! # Contract
 //!
 //! - A [`Publisher`] belongs to one thread (`Send`, not `Sync`): every call takes
 //!   `&mut self`, and the caller's thread does all the work; there is no background thread.
-//! - [`offer`](Publisher::offer) copies the message into the open packet and numbers it
+//! - `offer` copies the message into the open packet and numbers it
 //!   (sequence numbers start at 1). A packet leaves when the next message does not fit,
-//!   on [`flush`](Publisher::flush), or once it has been open for `max_delay` (checked by
-//!   [`poll`](Publisher::poll), and by every 16th `offer` outside a batch). Between [`begin_batch`](Publisher::begin_batch)
-//!   and [`end_batch`](Publisher::end_batch), full packets are held and leave together, so
+//!   on `flush`, or once it has been open for `max_delay` (checked by
+//!   `poll`, and by every 16th `offer` outside a batch). Between `begin_batch`
+//!   and `end_batch`, full packets are held and leave together, so
 //!   that runs of equal-length packets go as one GSO send; nothing else ever waits to make
 //!   a batch bigger.
 //! - When every packet buffer is in flight, `offer` refuses the message with
-//!   [`OfferError::Backpressure`]: it was not taken, nothing is lost; `poll` and retry.
+//!   `OfferError::Backpressure`: it was not taken, nothing is lost; `poll` and retry.
 //! - Call `poll` from the idle loop: it sends packets whose delay expired, heartbeats
 //!   when idle (default every second) and collects finished sends.
-//! - [`close`](Publisher::close) sends what is pending and an end-of-session packet;
+//! - `close` sends what is pending and an end-of-session packet;
 //!   dropping an open publisher does the same, ignoring errors.
 //! - After warm-up nothing here allocates.
 //!
 //! The decisions (what goes in which packet, when a packet leaves, heartbeats, the end of
 //! session) are the sans-IO [`Packetizer`]'s; this module gives it buffers and sends what
-//! it says is ready, through the chosen backend ([`sender`]).
+//! it says is ready, through the chosen backend (`sender`).
 
 pub(crate) mod packing;
 mod sender;

@@ -1,22 +1,22 @@
 //! One shard runtime for every kind of shard (receive shards, fan-out shards): the thread,
 //! pinning it to a core, the idle strategy, the command link from the owner, and the
-//! eventfd that wakes it ([`wake`]).
+//! eventfd that wakes it (`wake`).
 //!
 //! # Contract
 //!
-//! - [`spawn`] starts a thread (pinned to a core when asked), builds the shard's
-//!   [`Worker`] on it (so that its rings belong to that thread) and returns once the
-//!   worker is set up, with the [`Link`] to it, or with the setup's error.
-//! - The thread loops: it applies the commands waiting ([`Worker::command`]), ends when
-//!   the worker is [done](Worker::done), and otherwise gives the worker one
-//!   [turn](Worker::turn). A turn that found no work may block in the worker's backend for
+//! - `spawn` starts a thread (pinned to a core when asked), builds the shard's
+//!   `Worker` on it (so that its rings belong to that thread) and returns once the
+//!   worker is set up, with the `Link` to it, or with the setup's error.
+//! - The thread loops: it applies the commands waiting (`Worker::command`), ends when
+//!   the worker is done (`Worker::done`), and otherwise gives the worker one
+//!   turn (`Worker::turn`). A turn that found no work may block in the worker's backend for
 //!   at most the wait the [`IdleStrategy`] allows: `Block` always (10 ms at a time),
-//!   `Backoff` once [`BACKOFF_SPIN`] has passed since the last work, `Spin` and `Yield`
+//!   `Backoff` once `BACKOFF_SPIN` has passed since the last work, `Spin` and `Yield`
 //!   never (they spin or yield between turns instead). A turn right after commands never
 //!   blocks.
-//! - [`Link::send`] queues a command and writes the shard's eventfd, so that a blocked
+//! - `Link::send` queues a command and writes the shard's eventfd, so that a blocked
 //!   shard takes the command at once, not when its wait runs out.
-//! - When every [`Link`] is dropped the worker hears it ([`Worker::orphaned`]) and
+//! - When every `Link` is dropped the worker hears it (`Worker::orphaned`) and
 //!   decides when to stop.
 
 pub(crate) mod wake;

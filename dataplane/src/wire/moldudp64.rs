@@ -377,6 +377,79 @@ impl fmt::Display for PacketKind {
     }
 }
 
+/// What a packet view and a re-request view share: construction, the three header
+/// fields (at the same offsets in both), and the buffer. One definition for both views;
+/// each gives the documentation of its own fields.
+macro_rules! header_views {
+    ($(
+        $view:ident {
+            checked: $checked:literal,
+            session: $session:literal,
+            sequence: $sequence:literal,
+            count: $count:literal,
+            bytes: $bytes:literal $(,)?
+        }
+    )+) => {$(
+        impl<T: AsRef<[u8]>> $view<T> {
+            /// Wraps a buffer without checking it.
+            pub const fn new_unchecked(buffer: T) -> $view<T> {
+                $view { buffer }
+            }
+
+            #[doc = $checked]
+            pub fn new_checked(buffer: T) -> Result<$view<T>, WireError> {
+                let view = $view::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            #[doc = $session]
+            pub fn session(&self) -> Session {
+                Session(read_array(self.buffer.as_ref(), field::SESSION))
+            }
+
+            #[doc = $sequence]
+            pub fn sequence(&self) -> u64 {
+                u64::from_be_bytes(read_array(self.buffer.as_ref(), field::SEQUENCE))
+            }
+
+            #[doc = $count]
+            pub fn count(&self) -> u16 {
+                u16::from_be_bytes(read_array(self.buffer.as_ref(), field::COUNT))
+            }
+
+            #[doc = $bytes]
+            pub fn as_bytes(&self) -> &[u8] {
+                self.buffer.as_ref()
+            }
+
+            /// Gives the buffer back.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    )+};
+}
+
+header_views! {
+    Packet {
+        checked: "Wraps a buffer after checking that it is exactly one well-formed packet \
+                  (see [`Packet::check_len`]).",
+        session: "The session the packet belongs to.",
+        sequence: "The sequence number of the first message; for a heartbeat or \
+                   end-of-session packet, the next sequence number.",
+        count: "The message count exactly as in the header (0 and 0xFFFF included).",
+        bytes: "The whole packet.",
+    }
+    ReRequest {
+        checked: "Wraps a buffer after checking it (see [`ReRequest::check_len`]).",
+        session: "The session asked about.",
+        sequence: "Sequence number of the first message requested.",
+        count: "Number of messages requested.",
+        bytes: "The whole request.",
+    }
+}
+
 /// A read-only view of a MoldUDP64 packet in a buffer.
 ///
 /// Make it with [`Packet::new_checked`] for anything that came off the network;
@@ -390,19 +463,6 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking that it is exactly one well-formed packet
-    /// (see [`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds exactly one well-formed packet: a whole header;
     /// for a data packet, every declared block inside the buffer and nothing after
     /// the last; for a heartbeat or end-of-session packet, nothing after the
@@ -463,22 +523,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
-    /// The session the packet belongs to.
-    pub fn session(&self) -> Session {
-        Session(read_array(self.buffer.as_ref(), field::SESSION))
-    }
-
-    /// The sequence number of the first message; for a heartbeat or end-of-session
-    /// packet, the next sequence number.
-    pub fn sequence(&self) -> u64 {
-        u64::from_be_bytes(read_array(self.buffer.as_ref(), field::SEQUENCE))
-    }
-
-    /// The message count exactly as in the header (0 and 0xFFFF included).
-    pub fn count(&self) -> u16 {
-        u16::from_be_bytes(read_array(self.buffer.as_ref(), field::COUNT))
-    }
-
     /// Whether this is a data, heartbeat or end-of-session packet.
     pub fn kind(&self) -> PacketKind {
         PacketKind::from_count(self.count())
@@ -506,16 +550,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             rest: self.buffer.as_ref().get(field::PAYLOAD).unwrap_or(&[]),
             remaining: self.message_count(),
         }
-    }
-
-    /// The whole packet.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.buffer.as_ref()
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 }
 
@@ -928,18 +962,6 @@ pub struct ReRequest<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> ReRequest<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> ReRequest<T> {
-        ReRequest { buffer }
-    }
-
-    /// Wraps a buffer after checking it (see [`ReRequest::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<ReRequest<T>, WireError> {
-        let request = ReRequest::new_unchecked(buffer);
-        request.check_len()?;
-        Ok(request)
-    }
-
     /// Checks that the buffer is exactly 20 bytes and that the requested range
     /// does not run past the largest sequence number.
     pub fn check_len(&self) -> Result<(), WireError> {
@@ -958,31 +980,6 @@ impl<T: AsRef<[u8]>> ReRequest<T> {
             });
         }
         Ok(())
-    }
-
-    /// The session asked about.
-    pub fn session(&self) -> Session {
-        Session(read_array(self.buffer.as_ref(), field::SESSION))
-    }
-
-    /// Sequence number of the first message requested.
-    pub fn sequence(&self) -> u64 {
-        u64::from_be_bytes(read_array(self.buffer.as_ref(), field::SEQUENCE))
-    }
-
-    /// Number of messages requested.
-    pub fn count(&self) -> u16 {
-        u16::from_be_bytes(read_array(self.buffer.as_ref(), field::COUNT))
-    }
-
-    /// The whole request.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.buffer.as_ref()
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 }
 
