@@ -91,20 +91,14 @@ mod tests {
 
     #[test]
     fn needs_add_counts_and_keep_the_larger_sizes() {
-        let a = HostNeeds {
-            shards: 1,
-            shard_ring: RingSize { sq: 64, cq: 1024 },
-            recv_buffer: 8 << 20,
+        let shards = |shards, cq, recv_buffer| HostNeeds {
+            shards,
+            shard_ring: RingSize { sq: 64, cq },
+            recv_buffer,
             probes: 1,
             ..HostNeeds::default()
         };
-        let b = HostNeeds {
-            shards: 2,
-            shard_ring: RingSize { sq: 64, cq: 4096 },
-            recv_buffer: 4 << 20,
-            probes: 1,
-            ..HostNeeds::default()
-        };
+        let (a, b) = (shards(1, 1024, 8 << 20), shards(2, 4096, 4 << 20));
         let both = a.and(b);
         assert_eq!(both.shards, 3);
         assert_eq!(both.probes, 2);

@@ -512,157 +512,151 @@ mod tests {
 
     const SIZE: usize = 100;
 
-    fn packet(b: &HeapSlots, (slot, len): (u16, u16)) -> Packet<&[u8]> {
-        Packet::new_checked(b.packet(slot, len)).unwrap_or_else(|e| panic!("a bad packet: {e}"))
+    /// A packetizer of 100-byte packets (batches of three), its buffers and a fake clock.
+    struct Fixture {
+        clock: FakeClock,
+        p: Packetizer,
+        b: HeapSlots,
     }
 
-    fn packetizer(clock: &FakeClock, buffers: usize) -> Packetizer {
-        let config = PacketizerConfig {
-            max_datagram: SIZE,
-            max_batch: 3,
-            ..PacketizerConfig::new(Session::from_bytes(*b"UNIT      "))
-        };
-        Packetizer::new(config, buffers, clock.now()).unwrap_or_else(|e| panic!("{e}"))
-    }
+    impl Fixture {
+        fn new(buffers: u16) -> Fixture {
+            let clock = FakeClock::new();
+            let config = PacketizerConfig {
+                max_datagram: SIZE,
+                max_batch: 3,
+                ..PacketizerConfig::new(Session::from_bytes(*b"UNIT      "))
+            };
+            let p = Packetizer::new(config, usize::from(buffers), clock.now())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let b = HeapSlots::new(buffers, SIZE);
+            Fixture { clock, p, b }
+        }
 
-    /// Hands out everything due, giving the slots back; returns the packets' (first
-    /// sequence, count) pairs.
-    fn transmit(p: &mut Packetizer, b: &mut HeapSlots, clock: &FakeClock) -> Vec<(u64, u16)> {
-        let Some(ready) = p.poll_transmit() else {
-            return Vec::new();
-        };
-        let out: Vec<(u64, u16)> = ready
-            .iter()
-            .map(|&r| {
-                let packet = packet(b, r);
-                (packet.sequence(), packet.count())
-            })
-            .collect();
-        let slots: Vec<u16> = ready.iter().map(|&(s, _)| s).collect();
-        p.handle_transmitted(slots.len(), clock.now());
-        slots.into_iter().for_each(|slot| b.give_back(slot));
-        out
+        fn offer(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
+            self.p.offer(msg, &mut self.b, &self.clock)
+        }
+
+        /// Offers a message that must be taken.
+        fn take(&mut self, msg: &[u8]) {
+            self.offer(msg).unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        /// Moves the clock by `by` and runs the timers.
+        fn tick(&mut self, by: Duration) {
+            self.clock.advance(by);
+            self.p.handle_timeout(self.clock.now(), &mut self.b);
+        }
+
+        fn packet(&self, (slot, len): (u16, u16)) -> Packet<&[u8]> {
+            Packet::new_checked(self.b.packet(slot, len))
+                .unwrap_or_else(|e| panic!("a bad packet: {e}"))
+        }
+
+        /// Hands out everything due, giving the slots back; returns the packets' (first
+        /// sequence, count) pairs.
+        fn transmit(&mut self) -> Vec<(u64, u16)> {
+            let Some(ready) = self.p.poll_transmit().map(<[_]>::to_vec) else {
+                return Vec::new();
+            };
+            let out = ready
+                .iter()
+                .map(|&r| (self.packet(r).sequence(), self.packet(r).count()))
+                .collect();
+            self.p.handle_transmitted(ready.len(), self.clock.now());
+            ready
+                .into_iter()
+                .for_each(|(slot, _)| self.b.give_back(slot));
+            out
+        }
     }
 
     #[test]
     fn a_message_that_does_not_fit_closes_the_packet_and_it_is_due() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 4);
-        let mut b = HeapSlots::new(4, SIZE);
+        let mut f = Fixture::new(4);
         // 100-byte datagrams: 20 header + blocks of 2 + 30 bytes: two fit, the third not.
-        for _ in 0..2 {
-            p.offer(&[7; 30], &mut b, &clock)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        assert!(p.poll_transmit().is_none());
-        assert_eq!(p.offer(&[7; 30], &mut b, &clock), Ok(3));
-        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 2)]);
-        assert_eq!(p.unclosed_sequence(), 3);
+        f.take(&[7; 30]);
+        f.take(&[7; 30]);
+        assert!(f.p.poll_transmit().is_none());
+        assert_eq!(f.offer(&[7; 30]), Ok(3));
+        assert_eq!(f.transmit(), [(1, 2)]);
+        assert_eq!(f.p.unclosed_sequence(), 3);
     }
 
     #[test]
     fn an_open_packet_is_closed_at_its_deadline_of_the_fake_clock_not_before() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 4);
-        let mut b = HeapSlots::new(4, SIZE);
-        p.offer(b"one", &mut b, &clock)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let deadline = p.poll_timeout().unwrap_or_else(|| panic!("a deadline"));
-        clock.advance(Duration::from_micros(99));
-        p.handle_timeout(clock.now(), &mut b);
-        assert!(p.poll_transmit().is_none(), "before the deadline");
-        clock.advance(Duration::from_micros(1));
-        assert_eq!(clock.now(), deadline);
-        p.handle_timeout(clock.now(), &mut b);
-        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
+        let mut f = Fixture::new(4);
+        f.take(b"one");
+        let deadline = f.p.poll_timeout().unwrap_or_else(|| panic!("a deadline"));
+        f.tick(Duration::from_micros(99));
+        assert!(f.p.poll_transmit().is_none(), "before the deadline");
+        f.tick(Duration::from_micros(1));
+        assert_eq!(f.clock.now(), deadline);
+        assert_eq!(f.transmit(), [(1, 1)]);
     }
 
     #[test]
     fn an_idle_packetizer_writes_heartbeats_with_the_next_sequence_number() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 4);
-        let mut b = HeapSlots::new(4, SIZE);
-        p.offer(b"one", &mut b, &clock)
-            .unwrap_or_else(|e| panic!("{e}"));
-        p.flush(&mut b);
-        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
-        clock.advance(Duration::from_millis(999));
-        p.handle_timeout(clock.now(), &mut b);
-        assert!(p.poll_transmit().is_none(), "not yet a second of silence");
-        clock.advance(Duration::from_millis(1));
-        p.handle_timeout(clock.now(), &mut b);
-        let ready = p.poll_transmit().map(<[_]>::to_vec).unwrap_or_default();
+        let mut f = Fixture::new(4);
+        f.take(b"one");
+        f.p.flush(&mut f.b);
+        assert_eq!(f.transmit(), [(1, 1)]);
+        f.tick(Duration::from_millis(999));
+        assert!(f.p.poll_transmit().is_none(), "not yet a second of silence");
+        f.tick(Duration::from_millis(1));
+        let ready = f.p.poll_transmit().map(<[_]>::to_vec).unwrap_or_default();
         assert_eq!(ready.len(), 1);
-        let heartbeat = packet(&b, ready[0]);
+        let heartbeat = f.packet(ready[0]);
         assert_eq!(heartbeat.kind(), PacketKind::Heartbeat);
         assert_eq!(heartbeat.sequence(), 2);
-        assert_eq!(p.stats().heartbeats, 1);
+        assert_eq!(f.p.stats().heartbeats, 1);
     }
 
     #[test]
     fn a_batch_holds_closed_packets_until_it_ends_or_is_full() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 8);
-        let mut b = HeapSlots::new(8, SIZE);
-        p.begin_batch();
+        let mut f = Fixture::new(8);
+        f.p.begin_batch();
         // Each 78-byte message fills a packet: the fifth offer closes the fourth packet,
         // and four held packets exceed the batch of three.
         for _ in 0..3 {
-            p.offer(&[1; 78], &mut b, &clock)
-                .unwrap_or_else(|e| panic!("{e}"));
+            f.take(&[1; 78]);
         }
-        assert!(p.poll_transmit().is_none(), "two closed packets are held");
-        p.offer(&[1; 78], &mut b, &clock)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            transmit(&mut p, &mut b, &clock).len(),
-            3,
-            "the batch is full"
-        );
-        p.offer(&[1; 78], &mut b, &clock)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(p.poll_transmit().is_none());
-        p.end_batch();
-        assert_eq!(transmit(&mut p, &mut b, &clock), [(4, 1)]);
+        assert!(f.p.poll_transmit().is_none(), "two closed packets are held");
+        f.take(&[1; 78]);
+        assert_eq!(f.transmit().len(), 3, "the batch is full");
+        f.take(&[1; 78]);
+        assert!(f.p.poll_transmit().is_none());
+        f.p.end_batch();
+        assert_eq!(f.transmit(), [(4, 1)]);
     }
 
     #[test]
     fn without_a_free_slot_an_offer_is_refused_unnumbered_and_taken_after_room_is_made() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 1);
-        let mut b = HeapSlots::new(1, SIZE);
-        assert_eq!(p.offer(&[1; 78], &mut b, &clock), Ok(1));
+        let mut f = Fixture::new(1);
+        assert_eq!(f.offer(&[1; 78]), Ok(1));
         // The only slot holds the open packet: the next message closes it and finds none.
-        assert_eq!(
-            p.offer(&[2; 78], &mut b, &clock),
-            Err(OfferError::Backpressure)
-        );
-        assert_eq!(p.next_sequence(), 2, "refused messages take no number");
-        assert_eq!(transmit(&mut p, &mut b, &clock), [(1, 1)]);
-        assert_eq!(p.offer(&[2; 78], &mut b, &clock), Ok(2));
+        assert_eq!(f.offer(&[2; 78]), Err(OfferError::Backpressure));
+        assert_eq!(f.p.next_sequence(), 2, "refused messages take no number");
+        assert_eq!(f.transmit(), [(1, 1)]);
+        assert_eq!(f.offer(&[2; 78]), Ok(2));
     }
 
     #[test]
     fn the_end_of_session_follows_the_last_message() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 4);
-        let mut b = HeapSlots::new(4, SIZE);
-        p.offer(b"last", &mut b, &clock)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(p.end_session(&mut b));
+        let mut f = Fixture::new(4);
+        f.take(b"last");
+        assert!(f.p.end_session(&mut f.b));
         assert_eq!(
-            transmit(&mut p, &mut b, &clock),
+            f.transmit(),
             [(1, 1), (2, crate::wire::END_OF_SESSION_COUNT)]
         );
     }
 
     #[test]
     fn oversized_messages_and_bad_settings_are_refused() {
-        let clock = FakeClock::new();
-        let mut p = packetizer(&clock, 4);
-        let mut b = HeapSlots::new(4, SIZE);
+        let mut f = Fixture::new(4);
         assert_eq!(
-            p.offer(&[0; 79], &mut b, &clock),
+            f.offer(&[0; 79]),
             Err(OfferError::TooLarge { len: 79, limit: 78 })
         );
         let session = Session::from_bytes(*b"UNIT      ");
@@ -670,7 +664,7 @@ mod tests {
             max_datagram: 21,
             ..PacketizerConfig::new(session)
         };
-        assert!(Packetizer::new(tiny, 4, clock.now()).is_err());
-        assert!(Packetizer::new(PacketizerConfig::new(session), 0, clock.now()).is_err());
+        assert!(Packetizer::new(tiny, 4, f.clock.now()).is_err());
+        assert!(Packetizer::new(PacketizerConfig::new(session), 0, f.clock.now()).is_err());
     }
 }

@@ -640,14 +640,21 @@ mod tests {
         assert_eq!(stats.buffers_in_use, 0);
     }
 
-    #[test]
-    fn a_batch_holds_full_packets_until_it_ends() {
-        let mut fanout = fanout(16);
+    /// A fan-out of `buffers` buffers that began a batch and was offered `n` messages
+    /// that each fill a packet.
+    fn batched_full_packets(buffers: usize, n: usize) -> Fanout {
+        let mut fanout = fanout(buffers);
         let big = vec![7u8; fanout.max_message()];
         fanout.begin_batch();
-        for _ in 0..3 {
+        for _ in 0..n {
             fanout.offer(&big).expect("room");
         }
+        fanout
+    }
+
+    #[test]
+    fn a_batch_holds_full_packets_until_it_ends() {
+        let mut fanout = batched_full_packets(16, 3);
         // Two full packets held, the third open: nothing handed over yet.
         assert_eq!(fanout.stats().packets, 0);
         assert_eq!(fanout.stats().buffers_in_use, 3);
@@ -667,12 +674,7 @@ mod tests {
 
     #[test]
     fn batches_hold_at_most_one_full_gso_send() {
-        let mut fanout = fanout(256);
-        let big = vec![7u8; fanout.max_message()];
-        fanout.begin_batch();
-        for _ in 0..60 {
-            fanout.offer(&big).expect("room");
-        }
+        let mut fanout = batched_full_packets(256, 60);
         // 44 packets of 1472 bytes fill a GSO send: they went when the 45th was closed.
         assert_eq!(fanout.stats().packets, 44);
         fanout.end_batch();

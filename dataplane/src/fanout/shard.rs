@@ -266,7 +266,7 @@ impl<S: BatchSend> Shard<S> {
             // finishes them, so nobody writes or unmaps them before the kernel is done
             // reading.
             unsafe {
-                self.sender.fill(op, &leaf.addr, run.count, |k| {
+                self.sender.ops_mut().fill(op, &leaf.addr, run.count, |k| {
                     let (slot, len) = cursors.packet(run.first + k as u64);
                     (pool.slot_ptr(slot), usize::from(len))
                 });

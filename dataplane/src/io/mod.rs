@@ -38,7 +38,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use multipoint_control::{Membership, MultipointSocket};
-use socket2::SockAddr;
 
 use self::op::OpTable;
 use crate::config::{BackendChoice, BackendInfo, BackendKind};
@@ -211,8 +210,8 @@ pub(crate) trait BatchSend: Send {
 /// One socket's sending: the operations ([`OpTable`]) and the backend that hands them to
 /// the kernel ([`BatchSend`]).
 ///
-/// [`take_op`](Self::take_op), [`fill`](Self::fill) and [`queue`](Self::queue) prepare an
-/// operation; [`flush`](Self::flush) hands everything queued over; completions come back
+/// [`take_op`](Self::take_op), filling it ([`ops_mut`](Self::ops_mut)) and
+/// [`queue`](Self::queue) prepare an operation; [`flush`](Self::flush) hands everything queued over; completions come back
 /// through `done` as [`BatchSend`] says.
 pub(crate) struct Sending<B> {
     ops: OpTable,
@@ -245,23 +244,10 @@ impl<B: BatchSend> Sending<B> {
         self.ops.gso()
     }
 
-    /// Points operation `op` (from [`take_op`](Self::take_op)) at `dest` and the packets
-    /// `segment(0..n)` (address and length each), as one GSO send of `segment(0)`'s
-    /// length when `n > 1`. `n` is clamped to 1..=64.
-    ///
-    /// # Safety
-    ///
-    /// Each `segment(i)` must be readable memory of its length that stays valid and
-    /// unwritten until the operation's completion has been reported through `done`.
-    pub(crate) unsafe fn fill(
-        &mut self,
-        op: u16,
-        dest: &SockAddr,
-        n: usize,
-        segment: impl Fn(usize) -> (*const u8, usize),
-    ) {
-        // SAFETY: the caller's contract is the table's.
-        unsafe { self.ops.fill(op, dest, n, segment) }
+    /// The operations, to fill one taken with [`take_op`](Self::take_op)
+    /// ([`OpTable::fill`]).
+    pub(crate) fn ops_mut(&mut self) -> &mut OpTable {
+        &mut self.ops
     }
 
     /// See [`BatchSend::queue`].

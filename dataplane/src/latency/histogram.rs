@@ -314,19 +314,26 @@ mod tests {
         assert!(close(h.percentiles().max, HIGHEST_NS));
     }
 
+    /// A histogram with `values` recorded, then a latency for each `(sent, received)`.
+    fn filled(values: &[u64], stamps: &[(u64, u64)]) -> LatencyHistogram {
+        let mut h = LatencyHistogram::new();
+        values.iter().for_each(|&v| h.record(v));
+        stamps
+            .iter()
+            .for_each(|&(sent, now)| h.record_since(sent, now));
+        h
+    }
+
     #[test]
     fn a_zero_latency_is_recorded() {
-        let mut h = LatencyHistogram::new();
-        h.record(0);
-        h.record_since(7, 7);
+        let h = filled(&[0], &[(7, 7)]);
         assert_eq!(h.len(), 2);
         assert_eq!(h.percentiles().max, 0);
     }
 
     #[test]
     fn a_stamp_from_the_future_is_counted_as_skew_not_recorded() {
-        let mut h = LatencyHistogram::new();
-        h.record_since(1_000, 400);
+        let mut h = filled(&[], &[(1_000, 400)]);
         assert!(h.is_empty());
         assert_eq!(h.skewed(), 1);
         h.record_since(400, 1_000);
@@ -336,10 +343,7 @@ mod tests {
 
     #[test]
     fn reset_empties_the_histogram_and_its_counts() {
-        let mut h = LatencyHistogram::new();
-        h.record(5);
-        h.record(u64::MAX);
-        h.record_since(2, 1);
+        let mut h = filled(&[5, u64::MAX], &[(2, 1)]);
         h.reset();
         assert!(h.is_empty());
         assert_eq!((h.clamped(), h.skewed()), (0, 0));

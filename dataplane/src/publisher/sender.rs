@@ -92,7 +92,7 @@ impl<S: BatchSend> PacketSender<S> {
             // region is dropped after the sender), and a slot handed to `send` is not
             // written again before `done` returned it.
             unsafe {
-                self.backend.fill(op, &self.dest, n, |i| {
+                self.backend.ops_mut().fill(op, &self.dest, n, |i| {
                     let (slot, len) = run[i];
                     let bytes = &region.slot(usize::from(slot))[..usize::from(len)];
                     (bytes.as_ptr(), bytes.len())
