@@ -49,3 +49,8 @@ pub use crate::io::DataSocket;
 pub use crate::publisher::{Publisher, PublisherConfig};
 pub use crate::stats::{PublisherStats, SubscriptionStats};
 pub use crate::subscribe::{Closed, ShardConfig, Shards, Subscription, SubscriptionConfig};
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
