@@ -4,6 +4,8 @@
 #
 #   bench/compare.sh                 32- and 1024-byte messages, 5 s per run
 #   SIZES="32" SECS=3 bench/compare.sh
+#   MP=/elsewhere/multipoint bench/compare.sh   another build of the tool (not rebuilt),
+#                                               e.g. to set two versions side by side
 #
 # What is compared:
 #   ping-pong   sockperf ping-pong --full-rtt   vs  multipoint pingpong      (round trip, p50 and p99)
@@ -34,8 +36,10 @@ if ! command -v sockperf >/dev/null 2>&1; then
 fi
 command -v python3 >/dev/null || { echo "python3 is needed to read the JSON results" >&2; exit 1; }
 
-cargo build --release -q -p multipoint-bench
-MP=target/release/multipoint
+if [ -z "${MP:-}" ]; then
+    cargo build --release -q -p multipoint-bench
+    MP=target/release/multipoint
+fi
 TMP=$(mktemp -d)
 server_pid=""
 cleanup() {

@@ -46,6 +46,7 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) heartbeats: Counter,
     pub(crate) end_of_session: Counter,
     pub(crate) receive_errors: Counter,
+    pub(crate) reordered: Counter,
 }
 
 /// A snapshot of one subscription's counters.
@@ -84,6 +85,9 @@ pub struct SubscriptionStats {
     pub end_of_session: u64,
     /// Receives the kernel failed (other than running out of buffers).
     pub receive_errors: u64,
+    /// Packets that arrived ahead of a missing one and waited for it in the reorder
+    /// window (0 without one).
+    pub reordered: u64,
 }
 
 impl SubscriptionCounters {
@@ -105,6 +109,7 @@ impl SubscriptionCounters {
             heartbeats: self.heartbeats.get(),
             end_of_session: self.end_of_session.get(),
             receive_errors: self.receive_errors.get(),
+            reordered: self.reordered.get(),
         }
     }
 }

@@ -11,7 +11,8 @@
 //! - [`receive`]: one subscription's receive state — the checked parse of every
 //!   datagram, the session filter, sequencing, gap and duplicate accounting, and the
 //!   events its [`Handler`](receive::Handler) sees. Shards drive one per subscription.
-//! - [`sequence`]: the sequence tracker the receive state is built on.
+//! - [`sequence`]: the sequence tracker the receive state is built on; the receive
+//!   state's reorder window keeps its held packets in a crate-internal arena.
 //! - the fan-out's per-leaf cursors and slot accounting (crate-internal, driven by the
 //!   fan-out shards).
 //!
@@ -21,6 +22,7 @@
 pub(crate) mod fanout;
 pub mod packetizer;
 pub mod receive;
+pub(crate) mod reorder;
 pub mod sequence;
 
 use std::sync::atomic::{AtomicU64, Ordering};

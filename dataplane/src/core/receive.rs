@@ -14,6 +14,15 @@
 //! each [`Gap`] once, the end of session once. Everything else is counted
 //! ([`stats`](ReceiveState::stats)): nothing is dropped silently.
 //!
+//! With a reorder window ([`ReceiveConfig::reorder_window`]), a data packet that arrives
+//! ahead of a missing one is held for up to the window, so that the missing one can still
+//! come first: a packet reordered within the window is delivered in order, neither a gap
+//! nor a duplicate. Then call [`handle_timeout`](ReceiveState::handle_timeout) at
+//! [`poll_timeout`](ReceiveState::poll_timeout) (and [`finish`](ReceiveState::finish) at
+//! the end): a held packet whose time ran out goes on, and the gap before it is declared.
+//! Without a window (the default), nothing waits: a gap is declared when a later packet
+//! shows it, and a straggler is a duplicate.
+//!
 //! It owns no socket and reads no clock; it never allocates after construction and never
 //! panics, whatever the bytes.
 //!
@@ -44,12 +53,14 @@
 //! ```
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use super::reorder::Reorder;
 use super::sequence::{Gap, SequenceTracker, StartAt, Verdict};
 use crate::io::segments;
 use crate::latency::{read_stamp, LatencyHistogram};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
-use crate::wire::{Packet, Session};
+use crate::wire::{Packet, PacketKind, Session};
 
 /// What a subscription calls for each message and event. On a shard it runs on the
 /// shard's thread.
@@ -92,7 +103,15 @@ pub struct ReceiveConfig {
     /// Record one-way latency from a timestamp in each message's first 8 bytes
     /// ([`crate::latency::write_stamp`]).
     pub timestamps: bool,
+    /// How long a packet that arrives ahead of a missing one is held for the missing one
+    /// (see the module docs); zero, the default: not at all.
+    pub reorder_window: Duration,
 }
+
+/// Most packets a reorder window holds at once.
+const REORDER_PACKETS: usize = 256;
+/// Most bytes of packets a reorder window holds at once.
+const REORDER_BYTES: usize = 512 << 10;
 
 /// What the receive said about one datagram.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,6 +135,10 @@ pub struct ReceiveState {
     session_known: bool,
     latency: Box<LatencyHistogram>,
     timestamps: bool,
+    /// The reorder window in nanoseconds (0: none).
+    window: u64,
+    /// The packets held in the window (present when there is one).
+    reorder: Option<Box<Reorder>>,
 }
 
 impl ReceiveState {
@@ -136,6 +159,9 @@ impl ReceiveState {
             session_known: config.session.is_some(),
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
+            window: u64::try_from(config.reorder_window.as_nanos()).unwrap_or(u64::MAX),
+            reorder: (!config.reorder_window.is_zero())
+                .then(|| Box::new(Reorder::new(REORDER_PACKETS, REORDER_BYTES))),
         }
     }
 
@@ -161,9 +187,34 @@ impl ReceiveState {
     }
 
     /// Whether [`handle_datagram`](Self::handle_datagram) needs the time (latency is
-    /// recorded); otherwise pass 0.
+    /// recorded, or there is a reorder window); otherwise pass 0.
     pub fn wants_clock(&self) -> bool {
-        self.timestamps
+        self.timestamps || self.reorder.is_some()
+    }
+
+    /// Whether the state has a reorder window (and so timers: see
+    /// [`poll_timeout`](Self::poll_timeout)).
+    pub fn reorders(&self) -> bool {
+        self.reorder.is_some()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is to be called next (latency clock,
+    /// nanoseconds): the earliest time a held packet stops waiting; `None` when nothing
+    /// is held.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.reorder.as_ref()?.deadline()
+    }
+
+    /// The time is `now`: held packets whose time ran out go on (the gaps before them are
+    /// declared), with every held packet their turn lets go after them.
+    pub fn handle_timeout<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
+        self.release_held(now, false, handler);
+    }
+
+    /// Lets every held packet go, in order (the gaps before them are declared): at the
+    /// end of a subscription, so that nothing held is lost.
+    pub fn finish<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
+        self.release_held(now, true, handler);
     }
 
     /// The latency recorded so far.
@@ -237,12 +288,76 @@ impl ReceiveState {
     }
 
     fn handle_packet<H: Handler + ?Sized>(&mut self, bytes: &[u8], now: u64, handler: &mut H) {
-        let c = &self.counters;
         let Ok(packet) = Packet::new_checked(bytes) else {
-            c.malformed.add(1);
+            self.counters.malformed.add(1);
             return;
         };
-        c.packets.add(1);
+        self.counters.packets.add(1);
+        if self.reorder.is_some() {
+            if packet.kind() != PacketKind::Data {
+                // What a heartbeat or end of session says is news only once everything
+                // held has gone on.
+                self.release_held(now, true, handler);
+            } else if self.waits(&packet) {
+                let until = now.saturating_add(self.window);
+                let first = packet.sequence();
+                if self
+                    .reorder
+                    .as_mut()
+                    .is_some_and(|r| r.hold(bytes, first, until))
+                {
+                    self.counters.reordered.add(1);
+                    return;
+                }
+            }
+        }
+        self.apply(&packet, now, handler);
+        if self.reorder.as_ref().is_some_and(|r| !r.is_empty()) {
+            self.release_held(now, false, handler);
+        }
+    }
+
+    /// Whether a data packet arrived ahead of a missing one of the session followed (and
+    /// may wait for it in the reorder window).
+    fn waits(&self, packet: &Packet<&[u8]>) -> bool {
+        let followed = self
+            .tracker
+            .session()
+            .is_some_and(|s| s == *packet.session().as_bytes());
+        followed
+            && !self.tracker.ended()
+            && self
+                .tracker
+                .next_expected()
+                .is_some_and(|next| packet.sequence() > next)
+    }
+
+    /// Lets held packets go, in order: those whose turn came (the next expected number
+    /// reached them) or whose time ran out at `now`; with `all`, every one.
+    fn release_held<H: Handler + ?Sized>(&mut self, now: u64, all: bool, handler: &mut H) {
+        // Out of `self` while its packets are applied (which needs all of `self`).
+        let Some(mut reorder) = self.reorder.take() else {
+            return;
+        };
+        loop {
+            let next = self.tracker.next_expected().unwrap_or(0);
+            let due = if all {
+                reorder.first()
+            } else {
+                reorder.next_due(next, now)
+            };
+            let Some(held) = due else {
+                break;
+            };
+            self.apply(&Packet::new_unchecked(reorder.bytes(&held)), now, handler);
+            reorder.release(&held);
+        }
+        self.reorder = Some(reorder);
+    }
+
+    /// Sequences one checked packet and tells `handler` what it brings.
+    fn apply<H: Handler + ?Sized>(&mut self, packet: &Packet<&[u8]>, now: u64, handler: &mut H) {
+        let c = &self.counters;
         let count = packet.count();
         let verdict =
             self.tracker
@@ -304,5 +419,119 @@ impl Default for ReceiveState {
             start: StartAt::One,
             ..ReceiveConfig::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{pack_all, write_heartbeat};
+
+    /// What a handler saw: messages, then gaps (as first missing, count).
+    #[derive(Default)]
+    struct Seen {
+        messages: Vec<u64>,
+        gaps: Vec<(u64, u64)>,
+    }
+
+    impl Handler for Seen {
+        fn on_message(&mut self, sequence: u64, _message: &[u8]) {
+            self.messages.push(sequence);
+        }
+        fn on_gap(&mut self, gap: Gap) {
+            self.gaps.push((gap.first_missing, gap.count));
+        }
+    }
+
+    /// Packets 1..=5, one message each (27-byte datagrams hold one 5-byte message).
+    fn five() -> Vec<Vec<u8>> {
+        let session = Session::from_bytes(*b"REORDER   ");
+        let msgs: Vec<[u8; 5]> = (1..=5u8).map(|i| [i; 5]).collect();
+        pack_all(&session, 1, 27, msgs.iter().map(|m| &m[..])).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn windowed(ns: u64) -> ReceiveState {
+        ReceiveState::new(&ReceiveConfig {
+            reorder_window: Duration::from_nanos(ns),
+            ..ReceiveConfig::default()
+        })
+    }
+
+    fn feed(state: &mut ReceiveState, packet: &[u8], now: u64, seen: &mut Seen) {
+        state.handle_datagram(packet, DatagramInfo::default(), now, seen);
+    }
+
+    #[test]
+    fn a_packet_reordered_within_the_window_is_delivered_in_order_not_as_a_duplicate() {
+        let p = five();
+        let mut state = windowed(1_000);
+        let mut seen = Seen::default();
+        for (i, at) in [(0, 0), (2, 10), (3, 20), (1, 30), (4, 40)] {
+            feed(&mut state, &p[i], at, &mut seen);
+        }
+        assert_eq!(seen.messages, [1, 2, 3, 4, 5]);
+        assert!(seen.gaps.is_empty());
+        let stats = state.stats();
+        assert_eq!((stats.duplicates, stats.gaps, stats.reordered), (0, 0, 2));
+        assert_eq!(state.poll_timeout(), None, "nothing held any more");
+    }
+
+    #[test]
+    fn a_missing_packet_is_declared_when_the_window_runs_out_not_before() {
+        let p = five();
+        let mut state = windowed(1_000);
+        let mut seen = Seen::default();
+        feed(&mut state, &p[0], 0, &mut seen);
+        feed(&mut state, &p[2], 100, &mut seen);
+        feed(&mut state, &p[3], 200, &mut seen);
+        assert_eq!(state.poll_timeout(), Some(1_100));
+        state.handle_timeout(1_099, &mut seen);
+        assert_eq!((&seen.messages[..], &seen.gaps[..]), (&[1][..], &[][..]));
+        state.handle_timeout(1_100, &mut seen);
+        assert_eq!(seen.gaps, [(2, 1)]);
+        assert_eq!(seen.messages, [1, 3, 4], "4 went on with 3");
+        // The straggler is old now.
+        feed(&mut state, &p[1], 1_200, &mut seen);
+        assert_eq!(state.stats().duplicates, 1);
+    }
+
+    #[test]
+    fn a_heartbeat_lets_the_held_packets_go_before_it_speaks() {
+        let p = five();
+        let mut state = windowed(1_000_000);
+        let mut seen = Seen::default();
+        feed(&mut state, &p[0], 0, &mut seen);
+        feed(&mut state, &p[2], 10, &mut seen);
+        let mut heartbeat = [0u8; 20];
+        let session = Session::from_bytes(*b"REORDER   ");
+        let len = write_heartbeat(&mut heartbeat, &session, 6).unwrap_or_else(|e| panic!("{e}"));
+        feed(&mut state, &heartbeat[..len], 20, &mut seen);
+        assert_eq!(seen.messages, [1, 3]);
+        assert_eq!(seen.gaps, [(2, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn finishing_lets_everything_held_go_and_without_a_window_nothing_waits() {
+        let p = five();
+        let mut state = windowed(1_000_000);
+        let mut seen = Seen::default();
+        feed(&mut state, &p[0], 0, &mut seen);
+        feed(&mut state, &p[4], 10, &mut seen);
+        assert_eq!(seen.messages, [1]);
+        state.finish(20, &mut seen);
+        assert_eq!(
+            (&seen.messages[..], &seen.gaps[..]),
+            (&[1, 5][..], &[(2, 3)][..])
+        );
+
+        let mut plain = ReceiveState::default();
+        let mut seen = Seen::default();
+        assert!(!plain.wants_clock() && !plain.reorders());
+        feed(&mut plain, &p[0], 0, &mut seen);
+        feed(&mut plain, &p[2], 0, &mut seen);
+        feed(&mut plain, &p[1], 0, &mut seen);
+        assert_eq!(seen.messages, [1, 3]);
+        assert_eq!(seen.gaps, [(2, 1)]);
+        assert_eq!(plain.stats().duplicates, 1);
     }
 }

@@ -27,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::bounded;
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
@@ -147,6 +148,10 @@ pub struct SubscriptionConfig {
     pub recv_buffer: usize,
     /// Put the subscription on this shard; `None`: round robin.
     pub shard: Option<usize>,
+    /// How long a packet that arrives ahead of a missing one waits for it, so that a
+    /// packet reordered on the way is delivered in order rather than reported missing
+    /// (see [`crate::core::receive`]); zero, the default: not at all.
+    pub reorder_window: Duration,
 }
 
 impl SubscriptionConfig {
@@ -159,7 +164,8 @@ impl SubscriptionConfig {
     }
 
     /// Defaults for `group`: any source, interface by route, first session seen, stream
-    /// from sequence 1, no timestamps, 8 MiB receive buffer, round robin.
+    /// from sequence 1, no timestamps, 8 MiB receive buffer, round robin, no reorder
+    /// window.
     pub fn new(group: SocketAddr) -> SubscriptionConfig {
         SubscriptionConfig {
             group,
@@ -170,6 +176,7 @@ impl SubscriptionConfig {
             timestamps: false,
             recv_buffer: 8 << 20,
             shard: None,
+            reorder_window: Duration::ZERO,
         }
     }
 }
@@ -429,6 +436,7 @@ impl Shards {
             session: config.session,
             start: config.start,
             timestamps: config.timestamps,
+            reorder_window: config.reorder_window,
         });
         let (counters, session) = state.shared();
         let id = self.next_id;

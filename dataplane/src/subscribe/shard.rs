@@ -59,6 +59,8 @@ pub(crate) struct Shard<R> {
     panicked: Vec<u32>,
     /// Ids of subscriptions closed because their handler panicked.
     dead: Vec<u64>,
+    /// Subscriptions with a reorder window, whose timers each turn runs.
+    windowed: usize,
     stop: bool,
 }
 
@@ -71,8 +73,55 @@ impl<R: BatchRecv> Shard<R> {
             subs: (0..max_subscriptions).map(|_| None).collect(),
             panicked: Vec::with_capacity(max_subscriptions as usize),
             dead: Vec::new(),
+            windowed: 0,
             stop: false,
         }
+    }
+
+    /// The subscription in `slot` is no longer on the shard.
+    fn forget(&mut self, state: &SubState) {
+        if state.state.reorders() {
+            self.windowed = self.windowed.saturating_sub(1);
+        }
+        if let Err(e) = self.receiver.remove(state.slot) {
+            tracing::warn!(error = %e, "removing a socket from the shard");
+        }
+    }
+
+    /// `wait`, cut short to the earliest time a reorder window lets a packet go.
+    fn until_timer(&self, wait: Option<Duration>) -> Option<Duration> {
+        let wait = wait?;
+        let earliest = self
+            .subs
+            .iter()
+            .flatten()
+            .filter_map(|s| s.state.poll_timeout())
+            .min();
+        Some(match earliest {
+            Some(at) => wait.min(Duration::from_nanos(at.saturating_sub(now_ns()))),
+            None => wait,
+        })
+    }
+
+    /// Runs the reorder windows' timers that are due; returns whether any was.
+    fn run_timers(&mut self) -> bool {
+        let now = now_ns();
+        let mut ran = false;
+        for (slot, sub) in self.subs.iter_mut().enumerate() {
+            let Some(sub) = sub.as_mut() else {
+                continue;
+            };
+            if sub.state.poll_timeout().is_none_or(|at| at > now) {
+                continue;
+            }
+            ran = true;
+            let SubState { state, handler, .. } = &mut **sub;
+            let run = AssertUnwindSafe(|| state.handle_timeout(now, &mut **handler));
+            if std::panic::catch_unwind(run).is_err() && !self.panicked.contains(&(slot as u32)) {
+                self.panicked.push(slot as u32);
+            }
+        }
+        ran
     }
 
     /// Removes the subscriptions whose handler panicked, remembering their ids so that
@@ -87,9 +136,7 @@ impl<R: BatchRecv> Shard<R> {
                 subscription = state.id,
                 "a subscription's handler panicked; the subscription is closed"
             );
-            if let Err(e) = self.receiver.remove(slot) {
-                tracing::warn!(error = %e, "removing a socket from the shard");
-            }
+            self.forget(&state);
             self.dead.push(state.id);
         }
     }
@@ -109,6 +156,7 @@ impl<R: BatchRecv> Worker for Shard<R> {
                         state.slot = slot;
                         match self.subs.get_mut(slot as usize) {
                             Some(place) => {
+                                self.windowed += usize::from(state.state.reorders());
                                 *place = Some(state);
                                 Ok(())
                             }
@@ -123,11 +171,17 @@ impl<R: BatchRecv> Worker for Shard<R> {
                     .iter_mut()
                     .find(|s| s.as_ref().is_some_and(|s| s.id == id));
                 let result = match found.and_then(Option::take) {
-                    Some(state) => {
-                        if let Err(e) = self.receiver.remove(state.slot) {
-                            tracing::warn!(error = %e, "removing a socket from the shard");
+                    Some(mut state) => {
+                        self.forget(&state);
+                        // Whatever the reorder window still holds goes on first.
+                        let SubState {
+                            state: s, handler, ..
+                        } = &mut *state;
+                        let finish = AssertUnwindSafe(|| s.finish(now_ns(), &mut **handler));
+                        match std::panic::catch_unwind(finish) {
+                            Ok(()) => Ok(state),
+                            Err(_) => Err(Error::HandlerPanicked { shard: self.index }),
                         }
-                        Ok(state)
                     }
                     None if self.dead.contains(&id) => {
                         self.dead.retain(|&d| d != id);
@@ -159,6 +213,11 @@ impl<R: BatchRecv> Worker for Shard<R> {
     }
 
     fn turn(&mut self, wait: Option<Duration>, _commands_waiting: &dyn Fn() -> bool) -> bool {
+        let wait = if self.windowed > 0 {
+            self.until_timer(wait)
+        } else {
+            wait
+        };
         let subs = &mut self.subs;
         let panicked = &mut self.panicked;
         // Commands write the eventfd the receiver watches: a waiting poll ends for them.
@@ -170,9 +229,10 @@ impl<R: BatchRecv> Worker for Shard<R> {
                 panicked.push(slot);
             }
         });
+        let timers = self.windowed > 0 && self.run_timers();
         self.drop_panicked();
         match polled {
-            Ok(n) => n > 0,
+            Ok(n) => n > 0 || timers,
             Err(e) => {
                 tracing::error!(shard = self.index, error = %e, "receive backend failed");
                 std::thread::sleep(Duration::from_millis(10));
