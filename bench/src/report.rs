@@ -274,40 +274,7 @@ fn rate_setting(rate: u64) -> String {
 
 /// Adds every counter of `more` to `total`.
 pub fn add_stats(total: &mut SubscriptionStats, more: &SubscriptionStats) {
-    let SubscriptionStats {
-        packets,
-        datagrams,
-        messages,
-        bytes,
-        gaps,
-        missing,
-        duplicates,
-        other_session,
-        malformed,
-        truncated,
-        rearms,
-        kernel_drops,
-        gro_batches,
-        heartbeats,
-        end_of_session,
-        receive_errors,
-    } = *more;
-    total.packets += packets;
-    total.datagrams += datagrams;
-    total.messages += messages;
-    total.bytes += bytes;
-    total.gaps += gaps;
-    total.missing += missing;
-    total.duplicates += duplicates;
-    total.other_session += other_session;
-    total.malformed += malformed;
-    total.truncated += truncated;
-    total.rearms += rearms;
-    total.kernel_drops += kernel_drops;
-    total.gro_batches += gro_batches;
-    total.heartbeats += heartbeats;
-    total.end_of_session += end_of_session;
-    total.receive_errors += receive_errors;
+    total.merge(more);
 }
 
 /// The text lines of a subscription's counters, indented by two.

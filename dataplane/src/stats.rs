@@ -90,6 +90,48 @@ pub struct SubscriptionStats {
     pub reordered: u64,
 }
 
+impl SubscriptionStats {
+    /// Adds `other`'s counters to these (to total several subscriptions).
+    pub fn merge(&mut self, other: &SubscriptionStats) {
+        let SubscriptionStats {
+            packets,
+            datagrams,
+            messages,
+            bytes,
+            gaps,
+            missing,
+            duplicates,
+            other_session,
+            malformed,
+            truncated,
+            rearms,
+            kernel_drops,
+            gro_batches,
+            heartbeats,
+            end_of_session,
+            receive_errors,
+            reordered,
+        } = *other;
+        self.packets += packets;
+        self.datagrams += datagrams;
+        self.messages += messages;
+        self.bytes += bytes;
+        self.gaps += gaps;
+        self.missing += missing;
+        self.duplicates += duplicates;
+        self.other_session += other_session;
+        self.malformed += malformed;
+        self.truncated += truncated;
+        self.rearms += rearms;
+        self.kernel_drops += kernel_drops;
+        self.gro_batches += gro_batches;
+        self.heartbeats += heartbeats;
+        self.end_of_session += end_of_session;
+        self.receive_errors += receive_errors;
+        self.reordered += reordered;
+    }
+}
+
 impl SubscriptionCounters {
     pub(crate) fn snapshot(&self) -> SubscriptionStats {
         SubscriptionStats {

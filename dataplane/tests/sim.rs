@@ -439,7 +439,7 @@ fn sim_a_stranger_session_on_the_same_port_is_counted_not_delivered() {
         ReceiveConfig {
             session: Some(session),
             start: StartAt::One,
-            timestamps: false,
+            ..ReceiveConfig::default()
         },
     );
     let mut stranger = Feed::new(&net, "STRANGER", sub.addr(), &clock);
