@@ -23,10 +23,11 @@ use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::io::sim::{SimNet, SimSocket};
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendChoice, BackendKind, Closed, Error, Fanout, Handler, Network, OfferError, Publisher,
-    PublisherConfig, PublisherStats, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    BackendChoice, BackendKind, Closed, Error, Fanout, FanoutConfig, Handler, IdleStrategy,
+    Network, OfferError, Publisher, PublisherConfig, PublisherStats, ShardConfig, Shards,
+    Subscription, SubscriptionConfig,
 };
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// The longest message of the stream.
 pub(crate) const MAX_LEN: usize = 1024;
@@ -120,6 +121,41 @@ pub(crate) fn loopback_udp() -> (Socket, SocketAddr) {
         .as_socket()
         .expect("an IP address");
     (socket, addr)
+}
+
+/// A fan-out leaf's kernel socket: bound to loopback and connected to the root at `root`,
+/// with a large receive buffer (the kernel caps it at net.core.rmem_max; the tests pace to
+/// stay inside) and reads that give up after 20 ms.
+pub(crate) fn leaf_socket(root: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a leaf");
+    socket
+        .connect(root)
+        .expect("connecting the leaf to the root");
+    let _ = SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("a read timeout");
+    socket
+}
+
+/// A fan-out of `session` over `shards` shards on `backend`, GSO as given, unpinned (its
+/// shards share a small machine with the test's own threads), blocking when idle, and
+/// with heartbeats too rare to show up in a test.
+pub(crate) fn fanout_config(
+    backend: BackendChoice,
+    gso: bool,
+    shards: usize,
+    session: &str,
+) -> FanoutConfig {
+    FanoutConfig {
+        shards,
+        backend,
+        gso,
+        pin: false,
+        idle: IdleStrategy::Block,
+        heartbeat: Duration::from_secs(3600),
+        ..FanoutConfig::new(Session::new(session).expect("a valid session name"))
+    }
 }
 
 /// The backends the tests run on, each with segmentation offload on and off.
