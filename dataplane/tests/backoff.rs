@@ -6,29 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{group, start_or_skip, BACKENDS};
-use multipoint_control::Interface;
-use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{Publisher, PublisherConfig, ShardConfig, SubscriptionConfig};
-
-fn publisher(name: &str, group: SocketAddr) -> Publisher {
-    Publisher::new(PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        ..PublisherConfig::new(Session::new(name).unwrap(), group)
-    })
-    .unwrap()
-}
-
-fn subscription(group: SocketAddr) -> SubscriptionConfig {
-    SubscriptionConfig {
-        interface: Interface::LOOPBACK_V4,
-        ..SubscriptionConfig::new(group)
-    }
-}
+use common::{group, loopback_subscription, new_publisher, shards_on, start_or_skip, BACKENDS};
+use multipoint_dataplane::{BackendChoice, IdleStrategy, ShardConfig};
 
 /// CPU time (user + system) the threads named `name` have used, in clock ticks.
 fn thread_cpu_ticks(name: &str) -> u64 {
@@ -56,27 +38,24 @@ fn thread_cpu_ticks(name: &str) -> u64 {
 
 #[test]
 fn a_backoff_shard_delivers_and_then_sleeps() {
-    use multipoint_dataplane::IdleStrategy;
     for backend in BACKENDS {
-        let Some(mut shards) = start_or_skip(
-            "a_backoff_shard_delivers_and_then_sleeps",
-            ShardConfig {
-                backend,
-                idle: IdleStrategy::Backoff,
-                pin: false,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let config = ShardConfig {
+            idle: IdleStrategy::Backoff,
+            pin: false,
+            ..shards_on(backend)
+        };
+        let Some(mut shards) = start_or_skip("a_backoff_shard_delivers_and_then_sleeps", config)
+        else {
             continue;
         };
         let g = group(61, backend as u8);
         let (tx, rx) = mpsc::channel();
         let sub = shards
-            .subscribe(subscription(g), move |seq: u64, _msg: &[u8]| {
+            .subscribe(loopback_subscription(g), move |seq: u64, _msg: &[u8]| {
                 let _ = tx.send(seq);
             })
             .unwrap();
-        let mut publisher = publisher("BACKOFF", g);
+        let mut publisher = new_publisher(BackendChoice::Auto, "BACKOFF", g);
         for round in 1..=50u64 {
             publisher.offer(b"ping").unwrap();
             publisher.flush();

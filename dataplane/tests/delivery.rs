@@ -10,9 +10,9 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{
-    group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Net, Stream, STALL,
+    assert_received_stream, await_end_of_session, group, loopback_subscription, start_or_skip,
+    Checker, Expected, Net, Paced, Stream,
 };
-use multipoint_control::Interface;
 use multipoint_dataplane::io::sim::SimNet;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
@@ -24,6 +24,24 @@ const MESSAGES: u64 = 1_000_000;
 /// How far the publisher may run ahead of the slower subscriber, in messages: about 1.5
 /// MB of payload, well inside a socket receive buffer of 4 MiB (the usual rmem_max).
 const WINDOW: u64 = 3_000;
+
+/// Asserts that segmentation offload was in use (`offload`) or not, as counted by `stats`:
+/// some of the `ops` operations (sends or receives) were `batches` of several packets, so
+/// there were fewer of them than `packets`; or none was, and there was one per packet.
+fn assert_offload(
+    who: &str,
+    offload: bool,
+    (batches, ops, packets): (u64, u64, u64),
+    stats: &dyn std::fmt::Debug,
+) {
+    if offload {
+        assert!(batches > 0, "{who} unused: {stats:?}");
+        assert!(ops < packets, "{who}: {stats:?}");
+    } else {
+        assert_eq!(batches, 0, "{who}: {stats:?}");
+        assert_eq!(ops, packets, "{who}: {stats:?}");
+    }
+}
 
 fn a_million_messages_reach_two_subscribers(
     test: &str,
@@ -48,9 +66,8 @@ fn a_million_messages_reach_two_subscribers(
     let subs: Vec<Subscription<Checker>> = (0..2)
         .map(|_| {
             let config = SubscriptionConfig {
-                interface: Interface::LOOPBACK_V4,
                 recv_buffer: 16 << 20,
-                ..SubscriptionConfig::new(group)
+                ..loopback_subscription(group)
             };
             shards.subscribe(config, Checker::new(&stream)).unwrap()
         })
@@ -69,53 +86,19 @@ fn a_million_messages_reach_two_subscribers(
     assert_eq!(publisher.backend().kind, kind);
 
     let slowest = || subs.iter().map(|s| s.stats().messages).min().unwrap_or(0);
-    let mut sent = Checksum::default();
-    publish_paced(
-        &mut publisher,
-        &stream,
-        1..=MESSAGES,
-        WINDOW,
-        slowest,
-        Some(&mut sent),
-    );
-    publisher.flush();
-    wait_until("every message to arrive", STALL, || {
-        publisher.poll();
-        slowest() == MESSAGES
-    });
+    let mut paced = Paced::new(&stream, WINDOW, slowest);
+    paced.publish_all(&mut publisher, 1..=MESSAGES, "every message to arrive");
+    let sent = paced.sent;
     let published = publisher.close();
     assert_eq!(published.messages, MESSAGES);
     assert_eq!(published.send_errors, 0, "{published:?}");
-    wait_until("the end of session", STALL, || {
-        subs.iter().all(|s| s.stats().end_of_session == 1)
-    });
+    await_end_of_session(&subs);
 
     for (i, sub) in subs.into_iter().enumerate() {
         let who = format!("{test}: subscriber {i}");
         let closed = sub.close().unwrap();
+        assert_received_stream(&who, &closed, &published, Expected::stream(MESSAGES, sent));
         let stats = closed.stats;
-        closed.handler.assert_complete(&who, MESSAGES, sent.value());
-        assert_eq!(
-            closed.handler.ends, 1,
-            "{who}: end of session handed over once"
-        );
-        assert_eq!(stats.messages, MESSAGES, "{who}: {stats:?}");
-        assert_eq!(stats.bytes, published.bytes, "{who}: {stats:?}");
-        assert_eq!(
-            (stats.gaps, stats.missing, stats.duplicates),
-            (0, 0, 0),
-            "{who}: {stats:?}"
-        );
-        assert_eq!(
-            (stats.kernel_drops, stats.receive_errors),
-            (0, 0),
-            "{who}: {stats:?}"
-        );
-        assert_eq!(
-            (stats.malformed, stats.truncated, stats.other_session),
-            (0, 0, 0),
-            "{who}: {stats:?}"
-        );
         assert_eq!(stats.end_of_session, 1, "{who}: {stats:?}");
         // Every data packet the publisher sent came in (heartbeats aside).
         assert_eq!(
@@ -123,21 +106,11 @@ fn a_million_messages_reach_two_subscribers(
             published.packets - published.heartbeats - 1,
             "{who}: data packets, {stats:?} against {published:?}"
         );
-        if offload {
-            assert!(stats.gro_batches > 0, "{who}: GRO unused: {stats:?}");
-            assert!(stats.datagrams < stats.packets, "{who}: {stats:?}");
-        } else {
-            assert_eq!(stats.gro_batches, 0, "{who}: {stats:?}");
-            assert_eq!(stats.datagrams, stats.packets, "{who}: {stats:?}");
-        }
+        let gro = (stats.gro_batches, stats.datagrams, stats.packets);
+        assert_offload(&format!("{who}: GRO"), offload, gro, &stats);
     }
-    if offload {
-        assert!(published.gso_sends > 0, "GSO unused: {published:?}");
-        assert!(published.sends < published.packets, "{published:?}");
-    } else {
-        assert_eq!(published.gso_sends, 0, "{published:?}");
-        assert_eq!(published.sends, published.packets, "{published:?}");
-    }
+    let gso = (published.gso_sends, published.sends, published.packets);
+    assert_offload("GSO", offload, gso, &published);
     shards.shutdown();
 }
 

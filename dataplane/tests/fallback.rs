@@ -5,15 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod common;
 
-use multipoint_control::Interface;
-use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{
-    BackendChoice, BackendKind, Error, OfferError, Publisher, PublisherConfig, ShardConfig, Shards,
-    SubscriptionConfig,
-};
+use std::time::Duration;
+
+use common::{group, loopback_subscription, new_publisher, offer, wait_for};
+use multipoint_dataplane::{BackendChoice, BackendKind, Error, ShardConfig, Shards};
 
 /// Makes `io_uring_setup` fail with EPERM on the calling thread and threads it spawns.
 fn block_io_uring_on_this_thread() {
@@ -91,41 +88,18 @@ fn without_io_uring_auto_falls_back_to_mmsg_and_says_why() {
             shards.backend().reason
         );
 
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let group = SocketAddr::from((Ipv4Addr::new(239, 255, 77, 1), port));
+        let group = group(77, 1);
         let sub = shards
-            .subscribe(
-                SubscriptionConfig {
-                    interface: Interface::LOOPBACK_V4,
-                    ..SubscriptionConfig::new(group)
-                },
-                |_: u64, _: &[u8]| {},
-            )
+            .subscribe(loopback_subscription(group), |_: u64, _: &[u8]| {})
             .unwrap();
-        let mut publisher = Publisher::new(PublisherConfig {
-            interface: Interface::LOOPBACK_V4,
-            ..PublisherConfig::new(Session::new("FALLBACK").unwrap(), group)
-        })
-        .unwrap();
+        // Auto (the default), like the shards: it must fall back as well.
+        let mut publisher = new_publisher(BackendChoice::Auto, "FALLBACK", group);
         assert_eq!(publisher.backend().kind, BackendKind::Mmsg);
         for i in 0..1000u32 {
-            loop {
-                match publisher.offer(&i.to_be_bytes()) {
-                    Ok(_) => break,
-                    Err(OfferError::Backpressure) => publisher.poll(),
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            offer(&mut publisher, &i.to_be_bytes());
         }
         publisher.flush();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while sub.stats().messages < 1000 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(Duration::from_secs(5), || sub.stats().messages >= 1000);
         assert_eq!(sub.stats().messages, 1000);
         assert_eq!(sub.stats().gaps, 0);
     })

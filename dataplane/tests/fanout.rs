@@ -15,23 +15,25 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Checksum, Net, Stream, BACKENDS, MAX_LEN, STALL};
+use common::{
+    fanout_config, leaf_socket, loopback_udp, offer, publish_with, started_or_skip, wait_until,
+    Checksum, Net, Stream, BACKENDS, MAX_LEN, STALL,
+};
 use multipoint_dataplane::io::sim::{SimNet, SimSocket};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
 use multipoint_dataplane::{
-    BackendChoice, DataSocket, Error, Fanout, FanoutConfig, FanoutLeafId, IdleStrategy, OfferError,
+    BackendChoice, DataSocket, Error, Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, OfferError,
 };
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 const SESSION: &str = "FANOUT";
 
-/// Messages offered between two looks at the leaves.
-const BATCH: u64 = 256;
 /// Most messages the root may be ahead of its slowest leaf (well within a leaf's
 /// receive buffer).
 const WINDOW: u64 = 2_000;
@@ -41,11 +43,7 @@ const WINDOW: u64 = 2_000;
 fn root_socket(net: &Net) -> (DataSocket, SocketAddr) {
     match net {
         Net::Host(_) => {
-            let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-            socket
-                .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-                .unwrap();
-            let addr = socket.local_addr().unwrap().as_socket().unwrap();
+            let (socket, addr) = loopback_udp();
             (socket.into(), addr)
         }
         Net::Sim(net) => {
@@ -63,21 +61,13 @@ fn host_nets() -> impl Iterator<Item = Net> {
     BACKENDS.into_iter().map(Net::Host)
 }
 
-/// Starts a fan-out, or returns `None` (printing why) when io_uring was asked for and
-/// cannot run here. Under CI (`CI` set) a missing io_uring fails the test instead.
-fn start_or_skip(test: &str, socket: DataSocket, config: FanoutConfig) -> Option<Fanout> {
-    match Fanout::start(socket, config) {
-        Ok(fanout) => Some(fanout),
-        Err(Error::UringUnavailable { reason }) if std::env::var_os("CI").is_none() => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "{test}: skipped: io_uring is not available here: {reason}"
-            );
-            None
-        }
-        Err(e) => panic!("{test}: starting the fan-out failed: {e}"),
-    }
+/// Starts a fan-out on a root socket of `net` with `config`; returns it and the root's
+/// address, or `None` (printing why) when io_uring was asked for and cannot run here.
+/// Under CI (`CI` set) a missing io_uring fails the test instead.
+fn start_or_skip(test: &str, net: &Net, config: FanoutConfig) -> Option<(Fanout, SocketAddr)> {
+    let (socket, root) = root_socket(net);
+    let fanout = started_or_skip(test, "the fan-out", Fanout::start(socket, config))?;
+    Some((fanout, root))
 }
 
 fn config(net: &Net, gso: bool, shards: usize) -> FanoutConfig {
@@ -85,16 +75,7 @@ fn config(net: &Net, gso: bool, shards: usize) -> FanoutConfig {
         Net::Host(backend) => *backend,
         Net::Sim(_) => BackendChoice::Auto,
     };
-    FanoutConfig {
-        shards,
-        backend,
-        gso,
-        // Two shards on a two-core machine beside the test's own threads: do not pin.
-        pin: false,
-        idle: IdleStrategy::Block,
-        heartbeat: Duration::from_secs(3600),
-        ..FanoutConfig::new(Session::new(SESSION).unwrap())
-    }
+    fanout_config(backend, gso, shards, SESSION)
 }
 
 /// What the messages look like: the shared mixed-size stream, or messages of one size
@@ -204,13 +185,7 @@ impl Leaf {
     fn spawn(net: &Net, root: SocketAddr, messages: &Messages) -> Leaf {
         let (socket, addr) = match net {
             Net::Host(_) => {
-                let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-                socket.connect(root).unwrap();
-                // The kernel caps it at net.core.rmem_max; the test paces to stay inside.
-                let _ = SockRef::from(&socket).set_recv_buffer_size(4 << 20);
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(20)))
-                    .unwrap();
+                let socket = leaf_socket(root);
                 let addr = socket.local_addr().unwrap();
                 (LeafSocket::Udp(socket), addr)
             }
@@ -323,19 +298,31 @@ fn read_leaf(
     report
 }
 
-/// Offers `msg`, yielding through backpressure; returns its sequence number.
-fn offer(fanout: &mut Fanout, msg: &[u8]) -> u64 {
-    let deadline = Instant::now() + STALL;
-    loop {
-        match fanout.offer(msg) {
-            Ok(seq) => return seq,
-            Err(OfferError::Backpressure) => {
-                assert!(Instant::now() < deadline, "backpressure never eased");
-                fanout.poll();
-                std::thread::yield_now();
-            }
-            Err(e) => panic!("offer failed: {e}"),
-        }
+/// Spawns `count` leaves of `root` on `net`, each checking `messages`.
+fn spawn_leaves(count: usize, net: &Net, root: SocketAddr, messages: &Messages) -> Vec<Leaf> {
+    (0..count)
+        .map(|_| Leaf::spawn(net, root, messages))
+        .collect()
+}
+
+/// Adds `leaves` to the fan-out of `handle`; returns their ids.
+fn add_all(handle: &FanoutLeaves, leaves: &[Leaf]) -> Vec<FanoutLeafId> {
+    leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect()
+}
+
+/// Offers messages `seqs` one by one (no batches, no pacing, no flush), adding them to
+/// `checksum`.
+fn offer_each(
+    fanout: &mut Fanout,
+    messages: &Messages,
+    seqs: RangeInclusive<u64>,
+    checksum: &mut Checksum,
+) {
+    let mut buf = [0u8; MAX_LEN];
+    for seq in seqs {
+        let len = messages.write(seq, &mut buf);
+        assert_eq!(offer(fanout, &buf[..len]), seq);
+        checksum.add(seq, &buf[..len]);
     }
 }
 
@@ -349,7 +336,6 @@ fn publish(
     leaves: &[&Leaf],
     checksum: &mut Checksum,
 ) {
-    let mut buf = [0u8; MAX_LEN];
     let slowest = || {
         leaves
             .iter()
@@ -357,25 +343,11 @@ fn publish(
             .min()
             .unwrap_or(u64::MAX)
     };
-    let mut seq = from;
-    while seq <= to {
-        let stop = to.min(seq + BATCH - 1);
-        fanout.begin_batch();
-        while seq <= stop {
-            let len = messages.write(seq, &mut buf);
-            assert_eq!(offer(fanout, &buf[..len]), seq);
-            checksum.add(seq, &buf[..len]);
-            seq += 1;
-        }
-        fanout.end_batch();
-        if slowest() + WINDOW < stop {
-            fanout.flush();
-            wait_until("the leaves to catch up", STALL, || {
-                fanout.poll();
-                slowest() + WINDOW >= stop
-            });
-        }
-    }
+    publish_with(fanout, from..=to, WINDOW, slowest, |seq, buf| {
+        let len = messages.write(seq, buf);
+        checksum.add(seq, &buf[..len]);
+        len
+    });
     fanout.flush();
 }
 
@@ -386,65 +358,65 @@ fn every_leaf_gets_every_message(net: &Net) -> usize {
     const LEAVES: usize = 64;
     const COUNT: u64 = 6_000;
     let mut runs = 0;
-    {
-        for gso in [true, false] {
-            for messages in [Messages::Mixed(Stream::new()), Messages::Fixed(100)] {
-                let fixed = matches!(messages, Messages::Fixed(_));
-                let test = format!("{net:?}, gso {gso}, fixed-size {fixed}");
-                let (socket, root) = root_socket(net);
-                let Some(mut fanout) = start_or_skip(&test, socket, config(net, gso, 2)) else {
-                    continue;
-                };
-                let leaves: Vec<Leaf> = (0..LEAVES)
-                    .map(|_| Leaf::spawn(net, root, &messages))
-                    .collect();
-                let handle = fanout.leaves();
-                let ids: Vec<FanoutLeafId> =
-                    leaves.iter().map(|l| handle.add(l.addr).unwrap()).collect();
-                assert_eq!(handle.len(), LEAVES);
-                let shards: Vec<usize> = ids
-                    .iter()
-                    .map(|&id| handle.stats(id).unwrap().shard)
-                    .collect();
-                assert_eq!(
-                    shards.iter().filter(|&&s| s == 0).count(),
-                    LEAVES / 2,
-                    "{test}: leaves go to the shard with fewest"
-                );
+    for gso in [true, false] {
+        for messages in [Messages::Mixed(Stream::new()), Messages::Fixed(100)] {
+            let fixed = matches!(messages, Messages::Fixed(_));
+            let test = format!("{net:?}, gso {gso}, fixed-size {fixed}");
+            let Some((mut fanout, root)) = start_or_skip(&test, net, config(net, gso, 2)) else {
+                continue;
+            };
+            let leaves = spawn_leaves(LEAVES, net, root, &messages);
+            let handle = fanout.leaves();
+            let ids = add_all(&handle, &leaves);
+            assert_eq!(handle.len(), LEAVES);
+            let shards: Vec<usize> = ids
+                .iter()
+                .map(|&id| handle.stats(id).unwrap().shard)
+                .collect();
+            assert_eq!(
+                shards.iter().filter(|&&s| s == 0).count(),
+                LEAVES / 2,
+                "{test}: leaves go to the shard with fewest"
+            );
 
-                let mut sum = Checksum::default();
-                let refs: Vec<&Leaf> = leaves.iter().collect();
-                publish(&mut fanout, &messages, 1, COUNT, &refs, &mut sum);
-                let stats = fanout.close();
-                assert_eq!(stats.messages, COUNT, "{test}: {stats:?}");
-                assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
-                assert_eq!(stats.unrouted, 0, "{test}: {stats:?}");
-                assert_eq!(
-                    stats.deliveries,
-                    stats.packets * LEAVES as u64,
-                    "{test}: every packet to every leaf: {stats:?}"
-                );
-                assert_eq!(stats.buffers_in_use, 0, "{test}: {stats:?}");
-                if gso && fixed {
-                    assert!(stats.gso_ops > 0, "{test}: no GSO send: {stats:?}");
-                }
-                if !gso {
-                    assert_eq!(stats.gso_ops, 0, "{test}: {stats:?}");
-                    assert_eq!(stats.send_ops, stats.deliveries, "{test}: {stats:?}");
-                }
-                for (i, leaf) in leaves.into_iter().enumerate() {
-                    leaf.finish()
-                        .assert_complete(&format!("{test}, leaf {i}"), COUNT, sum);
-                }
-                assert!(
-                    matches!(handle.add(root), Err(Error::FanoutClosed)),
-                    "{test}: a closed fan-out takes no leaf"
-                );
-                runs += 1;
+            let mut sum = Checksum::default();
+            let refs: Vec<&Leaf> = leaves.iter().collect();
+            publish(&mut fanout, &messages, 1, COUNT, &refs, &mut sum);
+            let stats = fanout.close();
+            assert_eq!(stats.messages, COUNT, "{test}: {stats:?}");
+            assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
+            assert_eq!(stats.unrouted, 0, "{test}: {stats:?}");
+            assert_eq!(
+                stats.deliveries,
+                stats.packets * LEAVES as u64,
+                "{test}: every packet to every leaf: {stats:?}"
+            );
+            assert_eq!(stats.buffers_in_use, 0, "{test}: {stats:?}");
+            if gso && fixed {
+                assert!(stats.gso_ops > 0, "{test}: no GSO send: {stats:?}");
             }
+            if !gso {
+                assert_eq!(stats.gso_ops, 0, "{test}: {stats:?}");
+                assert_eq!(stats.send_ops, stats.deliveries, "{test}: {stats:?}");
+            }
+            assert_complete(&test, leaves, COUNT, sum);
+            assert!(
+                matches!(handle.add(root), Err(Error::FanoutClosed)),
+                "{test}: a closed fan-out takes no leaf"
+            );
+            runs += 1;
         }
     }
     runs
+}
+
+/// Asserts that each of `leaves` got exactly messages `1..=count`, with `checksum`, then
+/// the end of session.
+fn assert_complete(test: &str, leaves: Vec<Leaf>, count: u64, checksum: Checksum) {
+    for (i, leaf) in leaves.into_iter().enumerate() {
+        leaf.finish()
+            .assert_complete(&format!("{test}, leaf {i}"), count, checksum);
+    }
 }
 
 #[test]
@@ -464,205 +436,170 @@ fn every_leaf_gets_every_message_in_order_on_sim_with_and_without_gso() {
 /// A leaf added mid-stream gets whole packets from some sequence number on, with nothing
 /// missing after it.
 fn a_leaf_added_mid_stream(net: &Net) {
-    {
-        let test = format!("{net:?}");
-        let (socket, root) = root_socket(net);
-        let Some(mut fanout) = start_or_skip(&test, socket, config(net, true, 2)) else {
-            return;
-        };
-        let messages = Messages::Mixed(Stream::new());
-        let handle = fanout.leaves();
-        let early: Vec<Leaf> = (0..3).map(|_| Leaf::spawn(net, root, &messages)).collect();
-        for leaf in &early {
-            handle.add(leaf.addr).unwrap();
-        }
-        let mut sum = Checksum::default();
-        let refs: Vec<&Leaf> = early.iter().collect();
-        // Leave the last packet open: the late leaf may get it, but nothing before.
-        let mut buf = [0u8; MAX_LEN];
-        publish(&mut fanout, &messages, 1, 4_000, &refs, &mut sum);
-        for seq in 4_001..=4_010 {
-            let len = messages.write(seq, &mut buf);
-            assert_eq!(offer(&mut fanout, &buf[..len]), seq);
-            sum.add(seq, &buf[..len]);
-        }
+    let test = format!("{net:?}");
+    let Some((mut fanout, root)) = start_or_skip(&test, net, config(net, true, 2)) else {
+        return;
+    };
+    let messages = Messages::Mixed(Stream::new());
+    let handle = fanout.leaves();
+    let early = spawn_leaves(3, net, root, &messages);
+    add_all(&handle, &early);
+    let mut sum = Checksum::default();
+    let refs: Vec<&Leaf> = early.iter().collect();
+    // Leave the last packet open: the late leaf may get it, but nothing before.
+    publish(&mut fanout, &messages, 1, 4_000, &refs, &mut sum);
+    offer_each(&mut fanout, &messages, 4_001..=4_010, &mut sum);
 
-        let late = Leaf::spawn(net, root, &messages);
-        handle.add(late.addr).unwrap();
-        let joined_at = fanout.next_sequence();
-        let mut refs = refs;
-        refs.push(&late);
-        publish(&mut fanout, &messages, joined_at, 8_000, &refs, &mut sum);
-        let stats = fanout.close();
-        assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
+    let late = Leaf::spawn(net, root, &messages);
+    handle.add(late.addr).unwrap();
+    let joined_at = fanout.next_sequence();
+    let mut refs = refs;
+    refs.push(&late);
+    publish(&mut fanout, &messages, joined_at, 8_000, &refs, &mut sum);
+    let stats = fanout.close();
+    assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
 
-        let report = late.finish();
-        assert!(report.problems.is_empty(), "{test}: {:?}", report.problems);
-        let first = report.first.expect("the late leaf got messages");
-        assert!(
-            first > 1 && first <= joined_at,
-            "{test}: the late leaf's first message is {first}, joined at {joined_at}"
-        );
-        assert_eq!(
-            report.messages,
-            8_000 - first + 1,
-            "{test}: everything from {first} on"
-        );
-        assert_eq!(report.end, Some(8_001), "{test}");
-        for (i, leaf) in early.into_iter().enumerate() {
-            leaf.finish()
-                .assert_complete(&format!("{test}, leaf {i}"), 8_000, sum);
-        }
-    }
-}
-
-#[test]
-fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on() {
-    host_nets().for_each(|net| a_leaf_added_mid_stream(&net));
-}
-
-#[test]
-fn a_leaf_added_mid_stream_gets_whole_packets_from_then_on_sim() {
-    a_leaf_added_mid_stream(&Net::Sim(SimNet::new(202)));
+    let report = late.finish();
+    assert!(report.problems.is_empty(), "{test}: {:?}", report.problems);
+    let first = report.first.expect("the late leaf got messages");
+    assert!(
+        first > 1 && first <= joined_at,
+        "{test}: the late leaf's first message is {first}, joined at {joined_at}"
+    );
+    assert_eq!(
+        report.messages,
+        8_000 - first + 1,
+        "{test}: everything from {first} on"
+    );
+    assert_eq!(report.end, Some(8_001), "{test}");
+    assert_complete(&test, early, 8_000, sum);
 }
 
 /// A removed leaf gets nothing offered after `remove` returned; the others everything.
 fn a_removed_leaf_gets_nothing_new(net: &Net) {
-    {
-        let test = format!("{net:?}");
-        let (socket, root) = root_socket(net);
-        let Some(mut fanout) = start_or_skip(&test, socket, config(net, true, 2)) else {
-            return;
-        };
-        let messages = Messages::Fixed(200);
-        let handle = fanout.leaves();
-        let stay: Vec<Leaf> = (0..3).map(|_| Leaf::spawn(net, root, &messages)).collect();
-        let leaving = Leaf::spawn(net, root, &messages);
-        for leaf in &stay {
-            handle.add(leaf.addr).unwrap();
-        }
-        let id = handle.add(leaving.addr).unwrap();
-        let mut sum = Checksum::default();
-        let mut refs: Vec<&Leaf> = stay.iter().collect();
-        refs.push(&leaving);
-        publish(&mut fanout, &messages, 1, 3_000, &refs, &mut sum);
-        wait_until("the leaving leaf to have 1..=3000", STALL, || {
-            leaving.next.load(Ordering::Acquire) > 3_000
-        });
-        // Packets in flight during the removal, too.
-        let mut buf = [0u8; MAX_LEN];
-        fanout.begin_batch();
-        for seq in 3_001..=3_500 {
-            let len = messages.write(seq, &mut buf);
-            assert_eq!(offer(&mut fanout, &buf[..len]), seq);
-            sum.add(seq, &buf[..len]);
-        }
-        fanout.end_batch();
-        handle.remove(id).unwrap();
-        let removed_at = fanout.next_sequence();
-        assert_eq!(handle.len(), 3);
-        assert!(handle.stats(id).is_none());
-        assert!(matches!(handle.remove(id), Err(Error::NoSuchLeaf(_))));
+    let test = format!("{net:?}");
+    let Some((mut fanout, root)) = start_or_skip(&test, net, config(net, true, 2)) else {
+        return;
+    };
+    let messages = Messages::Fixed(200);
+    let handle = fanout.leaves();
+    let stay = spawn_leaves(3, net, root, &messages);
+    let leaving = Leaf::spawn(net, root, &messages);
+    add_all(&handle, &stay);
+    let id = handle.add(leaving.addr).unwrap();
+    let mut sum = Checksum::default();
+    let mut refs: Vec<&Leaf> = stay.iter().collect();
+    refs.push(&leaving);
+    publish(&mut fanout, &messages, 1, 3_000, &refs, &mut sum);
+    wait_until("the leaving leaf to have 1..=3000", STALL, || {
+        leaving.next.load(Ordering::Acquire) > 3_000
+    });
+    // Packets in flight during the removal, too.
+    fanout.begin_batch();
+    offer_each(&mut fanout, &messages, 3_001..=3_500, &mut sum);
+    fanout.end_batch();
+    handle.remove(id).unwrap();
+    let removed_at = fanout.next_sequence();
+    assert_eq!(handle.len(), 3);
+    assert!(handle.stats(id).is_none());
+    assert!(matches!(handle.remove(id), Err(Error::NoSuchLeaf(_))));
 
-        refs.pop();
-        publish(&mut fanout, &messages, removed_at, 6_000, &refs, &mut sum);
-        let stats = fanout.close();
-        assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
-        for (i, leaf) in stay.into_iter().enumerate() {
-            leaf.finish()
-                .assert_complete(&format!("{test}, leaf {i}"), 6_000, sum);
-        }
-        // The stayers have their end of session; anything still due to the removed leaf
-        // would have come by now. Stop it.
-        std::thread::sleep(Duration::from_millis(100));
-        leaving.stop.store(true, Ordering::Release);
-        let report = leaving.finish();
-        assert!(report.problems.is_empty(), "{test}: {:?}", report.problems);
-        assert_eq!(report.first, Some(1), "{test}");
-        assert!(
-            report.next <= removed_at,
-            "{test}: the removed leaf got messages up to {} but was removed at {removed_at}",
-            report.next - 1
-        );
-        assert!(report.next > 3_000, "{test}: it had everything before");
-        assert_eq!(report.end, None, "{test}: no end of session after removal");
-    }
-}
-
-#[test]
-fn a_removed_leaf_gets_nothing_offered_after_remove_returned() {
-    host_nets().for_each(|net| a_removed_leaf_gets_nothing_new(&net));
-}
-
-#[test]
-fn a_removed_leaf_gets_nothing_offered_after_remove_returned_on_sim() {
-    a_removed_leaf_gets_nothing_new(&Net::Sim(SimNet::new(203)));
+    refs.pop();
+    publish(&mut fanout, &messages, removed_at, 6_000, &refs, &mut sum);
+    let stats = fanout.close();
+    assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
+    assert_complete(&test, stay, 6_000, sum);
+    // The stayers have their end of session; anything still due to the removed leaf
+    // would have come by now. Stop it.
+    std::thread::sleep(Duration::from_millis(100));
+    leaving.stop.store(true, Ordering::Release);
+    let report = leaving.finish();
+    assert!(report.problems.is_empty(), "{test}: {:?}", report.problems);
+    assert_eq!(report.first, Some(1), "{test}");
+    assert!(
+        report.next <= removed_at,
+        "{test}: the removed leaf got messages up to {} but was removed at {removed_at}",
+        report.next - 1
+    );
+    assert!(report.next > 3_000, "{test}: it had everything before");
+    assert_eq!(report.end, None, "{test}: no end of session after removal");
 }
 
 /// Heartbeats and the end of session reach every one of 16 leaves.
 fn heartbeats_and_the_end_reach_every_leaf(net: &Net) {
-    {
-        let test = format!("{net:?}");
-        let (socket, root) = root_socket(net);
-        let mut cfg = config(net, true, 2);
-        cfg.heartbeat = Duration::from_millis(10);
-        let Some(mut fanout) = start_or_skip(&test, socket, cfg) else {
-            return;
-        };
-        let messages = Messages::Fixed(8);
-        let handle = fanout.leaves();
-        let leaves: Vec<Leaf> = (0..16).map(|_| Leaf::spawn(net, root, &messages)).collect();
-        for leaf in &leaves {
-            handle.add(leaf.addr).unwrap();
-        }
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(200) {
-            fanout.poll();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(fanout.next_sequence(), 1);
-        let stats = fanout.close();
-        assert!(stats.heartbeats > 0, "{test}: {stats:?}");
-        for (i, leaf) in leaves.into_iter().enumerate() {
-            let report = leaf.finish();
-            assert!(report.problems.is_empty(), "{test}: {:?}", report.problems);
-            assert_eq!(report.messages, 0);
-            assert!(report.heartbeats > 0, "{test}, leaf {i}: no heartbeat");
-            assert_eq!(report.end, Some(1), "{test}, leaf {i}: end of session");
-        }
+    let test = format!("{net:?}");
+    let mut cfg = config(net, true, 2);
+    cfg.heartbeat = Duration::from_millis(10);
+    let Some((mut fanout, root)) = start_or_skip(&test, net, cfg) else {
+        return;
+    };
+    let messages = Messages::Fixed(8);
+    let handle = fanout.leaves();
+    let leaves = spawn_leaves(16, net, root, &messages);
+    add_all(&handle, &leaves);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(200) {
+        fanout.poll();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fanout.next_sequence(), 1);
+    let stats = fanout.close();
+    assert!(stats.heartbeats > 0, "{test}: {stats:?}");
+    for (i, leaf) in leaves.into_iter().enumerate() {
+        let report = leaf.finish();
+        assert!(report.problems.is_empty(), "{test}: {:?}", report.problems);
+        assert_eq!(report.messages, 0);
+        assert!(report.heartbeats > 0, "{test}, leaf {i}: no heartbeat");
+        assert_eq!(report.end, Some(1), "{test}, leaf {i}: end of session");
     }
 }
 
-#[test]
-fn heartbeats_and_the_end_of_session_reach_every_leaf() {
-    host_nets().for_each(|net| heartbeats_and_the_end_reach_every_leaf(&net));
+/// For each `body` (a `fn(&Net)`), two tests: `host` runs it on the host's network on
+/// each backend, `sim` on a simulated network seeded with `seed`.
+macro_rules! on_host_and_sim {
+    ($($body:ident: $host:ident, $sim:ident, seed $seed:expr;)*) => {$(
+        #[test]
+        fn $host() {
+            host_nets().for_each(|net| $body(&net));
+        }
+
+        #[test]
+        fn $sim() {
+            $body(&Net::Sim(SimNet::new($seed)));
+        }
+    )*};
 }
 
-#[test]
-fn heartbeats_and_the_end_of_session_reach_every_leaf_on_sim() {
-    heartbeats_and_the_end_reach_every_leaf(&Net::Sim(SimNet::new(204)));
+on_host_and_sim! {
+    a_leaf_added_mid_stream:
+        a_leaf_added_mid_stream_gets_whole_packets_from_then_on,
+        a_leaf_added_mid_stream_gets_whole_packets_from_then_on_sim,
+        seed 202;
+    a_removed_leaf_gets_nothing_new:
+        a_removed_leaf_gets_nothing_offered_after_remove_returned,
+        a_removed_leaf_gets_nothing_offered_after_remove_returned_on_sim,
+        seed 203;
+    heartbeats_and_the_end_reach_every_leaf:
+        heartbeats_and_the_end_of_session_reach_every_leaf,
+        heartbeats_and_the_end_of_session_reach_every_leaf_on_sim,
+        seed 204;
 }
 
 #[test]
 fn backpressure_hands_the_message_back_and_nothing_is_lost() {
     for net in host_nets() {
         let test = format!("{net:?}");
-        let (socket, root) = root_socket(&net);
         let mut cfg = config(&net, true, 2);
         cfg.buffers = 2;
         // One 1000-byte message fills a packet.
         cfg.max_datagram = 1022;
-        let Some(mut fanout) = start_or_skip(&test, socket, cfg) else {
+        let Some((mut fanout, root)) = start_or_skip(&test, &net, cfg) else {
             continue;
         };
         let messages = Messages::Fixed(fanout.max_message());
         let handle = fanout.leaves();
-        let leaves: Vec<Leaf> = (0..32)
-            .map(|_| Leaf::spawn(&net, root, &messages))
-            .collect();
-        for leaf in &leaves {
-            handle.add(leaf.addr).unwrap();
-        }
+        let leaves = spawn_leaves(32, &net, root, &messages);
+        add_all(&handle, &leaves);
         // Offer one-packet messages as fast as possible: two buffers, each going to 32
         // leaves, run out long before 100,000 messages.
         let mut buf = [0u8; MAX_LEN];
@@ -691,10 +628,7 @@ fn backpressure_hands_the_message_back_and_nothing_is_lost() {
         publish(&mut fanout, &messages, refused, 3_000, &refs, &mut sum);
         let stats = fanout.close();
         assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
-        for (i, leaf) in leaves.into_iter().enumerate() {
-            leaf.finish()
-                .assert_complete(&format!("{test}, leaf {i}"), 3_000, sum);
-        }
+        assert_complete(&test, leaves, 3_000, sum);
     }
 }
 

@@ -9,16 +9,17 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{wait_until, Stream, BACKENDS, MAX_LEN, STALL};
-use multipoint_dataplane::wire::{Packet, PacketKind, Session};
-use multipoint_dataplane::{Error, Fanout, FanoutConfig, IdleStrategy, OfferError};
+use common::{
+    assert_nothing_allocated, fanout_config, flush_and_wait, leaf_socket, loopback_udp,
+    publish_with, started_or_skip, Stream, BACKENDS,
+};
+use multipoint_dataplane::wire::{Packet, PacketKind};
+use multipoint_dataplane::Fanout;
 use multipoint_test_support::alloc;
-use socket2::{Domain, SockRef, Socket, Type};
 
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
@@ -27,7 +28,6 @@ const LEAVES: usize = 8;
 const WARM_UP: u64 = 10_000;
 const MEASURED: u64 = 50_000;
 const WINDOW: u64 = 2_000;
-const BATCH: u64 = 256;
 
 /// A leaf's reader: counts messages in order, without allocating. `next` is the number
 /// the next message must carry; `bad` counts packets out of order or unreadable.
@@ -52,41 +52,14 @@ fn read(socket: &UdpSocket, next: &AtomicU64, bad: &AtomicU64, stop: &AtomicBool
     }
 }
 
+/// Offers messages `from..=to` of `stream` in batches, never more than [`WINDOW`] ahead of
+/// `slowest()` (the next number the slowest leaf expects), then flushes and waits until
+/// every leaf has them all.
 fn publish(fanout: &mut Fanout, stream: &Stream, from: u64, to: u64, slowest: &dyn Fn() -> u64) {
-    let mut buf = [0u8; MAX_LEN];
-    let mut seq = from;
-    while seq <= to {
-        let stop = to.min(seq + BATCH - 1);
-        fanout.begin_batch();
-        while seq <= stop {
-            let len = stream.write(seq, &mut buf);
-            loop {
-                match fanout.offer(&buf[..len]) {
-                    Ok(got) => {
-                        assert_eq!(got, seq);
-                        break;
-                    }
-                    Err(OfferError::Backpressure) => {
-                        fanout.poll();
-                        std::thread::yield_now();
-                    }
-                    Err(e) => panic!("offer failed: {e}"),
-                }
-            }
-            seq += 1;
-        }
-        fanout.end_batch();
-        if slowest() + WINDOW < stop {
-            fanout.flush();
-            wait_until("the leaves to catch up", STALL, || {
-                fanout.poll();
-                slowest() + WINDOW >= stop
-            });
-        }
-    }
-    fanout.flush();
-    wait_until("every leaf to have everything", STALL, || {
-        fanout.poll();
+    publish_with(fanout, from..=to, WINDOW, slowest, |seq, buf| {
+        stream.write(seq, buf)
+    });
+    flush_and_wait(fanout, "every leaf to have everything", || {
         slowest() == to + 1
     });
 }
@@ -102,27 +75,11 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
     for backend in BACKENDS {
         for gso in [true, false] {
             let test = format!("{backend:?}, gso {gso}");
-            let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-            socket
-                .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-                .unwrap();
-            let root = socket.local_addr().unwrap().as_socket().unwrap();
-            let config = FanoutConfig {
-                shards: 2,
-                backend,
-                gso,
-                pin: false,
-                idle: IdleStrategy::Block,
-                heartbeat: Duration::from_secs(3600),
-                ..FanoutConfig::new(Session::new("NOALLOC").unwrap())
-            };
-            let mut fanout = match Fanout::start(socket, config) {
-                Ok(f) => f,
-                Err(Error::UringUnavailable { reason }) if std::env::var_os("CI").is_none() => {
-                    eprintln!("{test}: skipped: io_uring is not available here: {reason}");
-                    continue;
-                }
-                Err(e) => panic!("{test}: {e}"),
+            let (socket, root) = loopback_udp();
+            let config = fanout_config(backend, gso, 2, "NOALLOC");
+            let started = Fanout::start(socket, config);
+            let Some(mut fanout) = started_or_skip(&test, "the fan-out", started) else {
+                continue;
             };
             let stop = Arc::new(AtomicBool::new(false));
             let mut nexts = Vec::new();
@@ -130,11 +87,7 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
             let mut threads = Vec::new();
             let handle = fanout.leaves();
             for _ in 0..LEAVES {
-                let leaf = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-                leaf.connect(root).unwrap();
-                let _ = SockRef::from(&leaf).set_recv_buffer_size(4 << 20);
-                leaf.set_read_timeout(Some(Duration::from_millis(20)))
-                    .unwrap();
+                let leaf = leaf_socket(root);
                 handle.add(leaf.local_addr().unwrap()).unwrap();
                 let next = Arc::new(AtomicU64::new(1));
                 let bad = Arc::new(AtomicU64::new(0));
@@ -177,10 +130,9 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
             runs += 1;
         }
     }
-    assert!(runs > 0, "no backend could run here");
-    assert!(
-        findings.is_empty(),
-        "allocations after warm-up while {MEASURED} messages fanned out to {LEAVES} leaves:\n{}",
-        findings.join("\n")
+    assert_nothing_allocated(
+        runs,
+        &findings,
+        &format!("{MEASURED} messages fanned out to {LEAVES} leaves"),
     );
 }

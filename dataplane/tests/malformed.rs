@@ -9,16 +9,15 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{
-    group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Net, Stream, BACKENDS,
-    MAX_LEN, STALL,
+    assert_received_stream, await_end_of_session, flush_and_wait, group, loopback_subscription,
+    start_or_skip, wait_until, Checker, Expected, Net, Paced, Stream, BACKENDS, MAX_LEN, STALL,
 };
-use multipoint_control::Interface;
 use multipoint_dataplane::io::sim::SimNet;
 use multipoint_dataplane::wire::{
     pack_all, write_end_of_session, write_heartbeat, Packet, Session, DEFAULT_MAX_DATAGRAM,
     HEADER_LEN,
 };
-use multipoint_dataplane::{BackendChoice, Publisher, ShardConfig, SubscriptionConfig};
+use multipoint_dataplane::{BackendChoice, Publisher, ShardConfig};
 
 const MESSAGES: u64 = 50_000;
 const WINDOW: u64 = 3_000;
@@ -132,13 +131,7 @@ fn junk_beside_a_real_stream(test: &str, net: Net, group: SocketAddr) {
     };
     let stream = Stream::new();
     let sub = shards
-        .subscribe(
-            SubscriptionConfig {
-                interface: Interface::LOOPBACK_V4,
-                ..SubscriptionConfig::new(group)
-            },
-            Checker::new(&stream),
-        )
+        .subscribe(loopback_subscription(group), Checker::new(&stream))
         .unwrap();
     let session = Session::new("REAL").unwrap();
     let mut publisher = Publisher::new(net.publisher(session, group)).unwrap();
@@ -147,26 +140,16 @@ fn junk_beside_a_real_stream(test: &str, net: Net, group: SocketAddr) {
     let junk = junk(&session, &stream, &mut rng);
     let foreign = foreign();
 
-    let received = || sub.stats().messages;
-    let mut sent = Checksum::default();
+    let mut paced = Paced::new(&stream, WINDOW, || sub.stats().messages);
     let per_part = MESSAGES / PARTS;
     let mut junk_sent = 0;
     for part in 0..PARTS {
         let first = part * per_part + 1;
-        publish_paced(
-            &mut publisher,
-            &stream,
-            first..=first + per_part - 1,
-            WINDOW,
-            received,
-            Some(&mut sent),
-        );
+        paced.publish(&mut publisher, first..=first + per_part - 1);
         if part == 0 {
             // The subscription follows the first session it sees: let that be ours.
-            publisher.flush();
-            wait_until("the first real messages", STALL, || {
-                publisher.poll();
-                received() > 0
+            flush_and_wait(&mut publisher, "the first real messages", || {
+                paced.received() > 0
             });
         }
         // Spread the junk over the stream, the foreign packets in the middle.
@@ -182,41 +165,23 @@ fn junk_beside_a_real_stream(test: &str, net: Net, group: SocketAddr) {
         }
     }
     assert_eq!(junk_sent, junk.len());
-    publisher.flush();
-    let foreign_count = foreign.len() as u64;
-    wait_until("the stream and the junk", STALL, || {
-        publisher.poll();
+    let expected = Expected {
+        malformed: junk_sent as u64,
+        other_session: foreign.len() as u64,
+        ..Expected::stream(MESSAGES, paced.sent)
+    };
+    flush_and_wait(&mut publisher, "the stream and the junk", || {
         let s = sub.stats();
         s.messages == MESSAGES
-            && s.malformed >= junk_sent as u64
-            && s.other_session >= foreign_count
+            && s.malformed >= expected.malformed
+            && s.other_session >= expected.other_session
     });
     let published = publisher.close();
-    wait_until("the end of session", STALL, || {
-        sub.stats().end_of_session == 1
-    });
+    await_end_of_session(std::slice::from_ref(&sub));
 
     let closed = sub.close().unwrap();
+    assert_received_stream(test, &closed, &published, expected);
     let stats = closed.stats;
-    closed.handler.assert_complete(test, MESSAGES, sent.value());
-    assert_eq!(
-        closed.handler.ends, 1,
-        "{test}: only our end of session counts"
-    );
-    assert_eq!(stats.messages, MESSAGES, "{test}: {stats:?}");
-    assert_eq!(stats.bytes, published.bytes, "{test}: {stats:?}");
-    assert_eq!(stats.malformed, junk_sent as u64, "{test}: {stats:?}");
-    assert_eq!(stats.other_session, foreign_count, "{test}: {stats:?}");
-    assert_eq!(
-        (stats.gaps, stats.missing, stats.duplicates, stats.truncated),
-        (0, 0, 0, 0),
-        "{test}: {stats:?}"
-    );
-    assert_eq!(
-        (stats.kernel_drops, stats.receive_errors),
-        (0, 0),
-        "{test}: {stats:?}"
-    );
     assert_eq!(stats.end_of_session, 1, "{test}: {stats:?}");
     shards.shutdown();
 }
@@ -252,13 +217,7 @@ fn an_empty_datagram_is_counted_as_malformed() {
             continue;
         };
         let sub = shards
-            .subscribe(
-                SubscriptionConfig {
-                    interface: Interface::LOOPBACK_V4,
-                    ..SubscriptionConfig::new(group)
-                },
-                |_: u64, _: &[u8]| {},
-            )
+            .subscribe(loopback_subscription(group), |_: u64, _: &[u8]| {})
             .unwrap();
         let sender = net.raw_sender(group);
         assert_eq!(sender.send(&[]), 0);

@@ -10,11 +10,10 @@
 mod common;
 
 use common::{
-    group, publish_paced, start_or_skip, wait_until, Checker, Checksum, Stream, BACKENDS, STALL,
+    assert_nothing_allocated, group, loopback_publisher, loopback_subscription, shards_on,
+    start_or_skip, Checker, Paced, Stream, BACKENDS,
 };
-use multipoint_control::Interface;
-use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{Publisher, PublisherConfig, ShardConfig, SubscriptionConfig};
+use multipoint_dataplane::{Publisher, PublisherConfig, ShardConfig};
 use multipoint_test_support::alloc;
 
 #[global_allocator]
@@ -51,9 +50,8 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
             let Some(mut shards) = start_or_skip(
                 &test,
                 ShardConfig {
-                    backend,
                     gro: offload,
-                    ..ShardConfig::default()
+                    ..shards_on(backend)
                 },
             ) else {
                 continue;
@@ -61,53 +59,21 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
             let group = group(103, (b * 2 + o + 1) as u8);
             let stream = Stream::new();
             let sub = shards
-                .subscribe(
-                    SubscriptionConfig {
-                        interface: Interface::LOOPBACK_V4,
-                        ..SubscriptionConfig::new(group)
-                    },
-                    Checker::new(&stream),
-                )
+                .subscribe(loopback_subscription(group), Checker::new(&stream))
                 .unwrap();
             let mut publisher = Publisher::new(PublisherConfig {
-                interface: Interface::LOOPBACK_V4,
-                backend,
                 gso: offload,
-                ..PublisherConfig::new(Session::new("NOALLOC").unwrap(), group)
+                ..loopback_publisher(backend, "NOALLOC", group)
             })
             .unwrap();
-            let received = || sub.stats().messages;
-            let mut sent = Checksum::default();
-
-            publish_paced(
-                &mut publisher,
-                &stream,
-                1..=WARM_UP,
-                WINDOW,
-                received,
-                Some(&mut sent),
-            );
-            publisher.flush();
-            wait_until("the warm-up messages", STALL, || {
-                publisher.poll();
-                received() == WARM_UP
-            });
+            let mut paced = Paced::new(&stream, WINDOW, || sub.stats().messages);
+            paced.publish_all(&mut publisher, 1..=WARM_UP, "the warm-up messages");
 
             let before = snapshot();
-            publish_paced(
-                &mut publisher,
-                &stream,
-                WARM_UP + 1..=WARM_UP + MEASURED,
-                WINDOW,
-                received,
-                Some(&mut sent),
-            );
-            publisher.flush();
-            wait_until("the measured messages", STALL, || {
-                publisher.poll();
-                received() == WARM_UP + MEASURED
-            });
+            let measured = WARM_UP + 1..=WARM_UP + MEASURED;
+            paced.publish_all(&mut publisher, measured, "the measured messages");
             let after = snapshot();
+            let sent = paced.sent;
 
             let published = publisher.close();
             let closed = sub.close().unwrap();
@@ -131,10 +97,9 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
             runs += 1;
         }
     }
-    assert!(runs > 0, "no backend could run here");
-    assert!(
-        findings.is_empty(),
-        "allocations after warm-up while {MEASURED} messages were published and received:\n{}",
-        findings.join("\n")
+    assert_nothing_allocated(
+        runs,
+        &findings,
+        &format!("{MEASURED} messages were published and received"),
     );
 }

@@ -6,73 +6,48 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use multipoint_control::Interface;
-use multipoint_dataplane::wire::Session;
+use common::{
+    loopback_publisher, loopback_subscription, shards_on, start_or_skip, wait_for, BACKENDS,
+};
 use multipoint_dataplane::{
-    BackendChoice, OfferError, Publisher, PublisherConfig, ShardConfig, Shards, Subscription,
-    SubscriptionConfig,
+    BackendChoice, Handler, OfferError, Publisher, PublisherConfig, Shards, Subscription,
 };
 
-const BACKENDS: [BackendChoice; 2] = [BackendChoice::Uring, BackendChoice::Mmsg];
-
+/// Shards on `backend`, a subscription to group `239.255.110.last` that does nothing with
+/// its messages, and a publisher to it (its configuration tuned by `tune`); `None` when the
+/// backend cannot run here.
 fn setup(
     test: &str,
     backend: BackendChoice,
-    group: SocketAddr,
+    last: u8,
     tune: impl FnOnce(&mut PublisherConfig),
-) -> Option<(
-    Shards,
-    Subscription<impl multipoint_dataplane::Handler>,
-    Publisher,
-)> {
-    let mut shards = common::start_or_skip(
-        test,
-        ShardConfig {
-            backend,
-            ..ShardConfig::default()
-        },
-    )?;
+) -> Option<(Shards, Subscription<impl Handler>, Publisher)> {
+    let group = common::group(110, last);
+    let mut shards = start_or_skip(test, shards_on(backend))?;
     let sub = shards
-        .subscribe(
-            SubscriptionConfig {
-                interface: Interface::LOOPBACK_V4,
-                ..SubscriptionConfig::new(group)
-            },
-            |_: u64, _: &[u8]| {},
-        )
+        .subscribe(loopback_subscription(group), |_: u64, _: &[u8]| {})
         .unwrap();
-    let mut config = PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        backend,
-        ..PublisherConfig::new(Session::new("PUBTEST").unwrap(), group)
-    };
+    let mut config = loopback_publisher(backend, "PUBTEST", group);
     tune(&mut config);
     Some((shards, sub, Publisher::new(config).unwrap()))
 }
 
 /// Polls the publisher until `cond` holds or `timeout` passes; returns whether it held.
 fn poll_until(p: &mut Publisher, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    wait_for(timeout, || {
         p.poll();
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    cond()
+        cond()
+    })
 }
 
 #[test]
 fn sequence_numbers_start_at_one_and_an_oversized_message_is_refused_without_loss() {
     for backend in BACKENDS {
-        let group = common::group(110, 1);
-        let Some((_shards, sub, mut p)) = setup("sequence", backend, group, |_| {}) else {
+        let Some((_shards, sub, mut p)) = setup("sequence", backend, 1, |_| {}) else {
             return;
         };
         let too_big = vec![7u8; p.max_message() + 1];
@@ -95,10 +70,9 @@ fn sequence_numbers_start_at_one_and_an_oversized_message_is_refused_without_los
         );
         assert_eq!(p.offer(b"second").unwrap(), 2);
         p.flush();
-        assert!(poll_until(&mut p, Duration::from_secs(5), || sub
-            .stats()
-            .messages
-            == 2));
+        assert!(poll_until(&mut p, Duration::from_secs(5), || {
+            sub.stats().messages == 2
+        }));
         assert_eq!(sub.stats().gaps, 0);
     }
 }
@@ -107,22 +81,19 @@ fn sequence_numbers_start_at_one_and_an_oversized_message_is_refused_without_los
 fn an_open_packet_waits_for_flush_or_the_maximum_delay_but_a_full_one_leaves() {
     for backend in BACKENDS {
         // A delay no test outlasts: only flush or a full packet sends.
-        let group = common::group(110, 2);
-        let Some((_shards, sub, mut p)) = setup("delay", backend, group, |c| {
+        let Some((_shards, sub, mut p)) = setup("delay", backend, 2, |c| {
             c.max_delay = Duration::from_secs(3600)
         }) else {
             return;
         };
         p.offer(b"waits").unwrap();
-        assert!(!poll_until(&mut p, Duration::from_millis(200), || sub
-            .stats()
-            .messages
-            > 0));
+        assert!(!poll_until(&mut p, Duration::from_millis(200), || {
+            sub.stats().messages > 0
+        }));
         p.flush();
-        assert!(poll_until(&mut p, Duration::from_secs(5), || sub
-            .stats()
-            .messages
-            == 1));
+        assert!(poll_until(&mut p, Duration::from_secs(5), || {
+            sub.stats().messages == 1
+        }));
 
         // Enough 100-byte messages for more than one packet: the first leaves full,
         // without a flush, and the rest waits.
@@ -138,25 +109,22 @@ fn an_open_packet_waits_for_flush_or_the_maximum_delay_but_a_full_one_leaves() {
         }));
 
         // With a short delay, poll sends the open packet by itself.
-        let group = common::group(110, 3);
-        let Some((_shards, sub, mut p)) = setup("delay", backend, group, |c| {
+        let Some((_shards, sub, mut p)) = setup("delay", backend, 3, |c| {
             c.max_delay = Duration::from_millis(5)
         }) else {
             return;
         };
         p.offer(b"leaves on its own").unwrap();
-        assert!(poll_until(&mut p, Duration::from_secs(5), || sub
-            .stats()
-            .messages
-            == 1));
+        assert!(poll_until(&mut p, Duration::from_secs(5), || {
+            sub.stats().messages == 1
+        }));
     }
 }
 
 #[test]
 fn an_idle_publisher_sends_heartbeats_with_the_next_sequence_number() {
     for backend in BACKENDS {
-        let group = common::group(110, 4);
-        let Some((_shards, sub, mut p)) = setup("heartbeat", backend, group, |c| {
+        let Some((_shards, sub, mut p)) = setup("heartbeat", backend, 4, |c| {
             c.heartbeat = Duration::from_millis(20)
         }) else {
             return;
@@ -165,10 +133,9 @@ fn an_idle_publisher_sends_heartbeats_with_the_next_sequence_number() {
             p.offer(&[i]).unwrap();
         }
         p.flush();
-        assert!(poll_until(&mut p, Duration::from_secs(5), || sub
-            .stats()
-            .heartbeats
-            >= 3));
+        assert!(poll_until(&mut p, Duration::from_secs(5), || {
+            sub.stats().heartbeats >= 3
+        }));
         let stats = sub.stats();
         assert_eq!(stats.messages, 5);
         assert_eq!(
@@ -183,16 +150,12 @@ fn an_idle_publisher_sends_heartbeats_with_the_next_sequence_number() {
 #[test]
 fn dropping_a_publisher_ends_the_session() {
     for backend in BACKENDS {
-        let group = common::group(110, 5);
-        let Some((_shards, sub, mut p)) = setup("drop", backend, group, |_| {}) else {
+        let Some((_shards, sub, mut p)) = setup("drop", backend, 5, |_| {}) else {
             return;
         };
         p.offer(b"last words").unwrap();
         drop(p); // no flush: dropping sends what is pending, then end of session
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while sub.stats().end_of_session == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(Duration::from_secs(5), || sub.stats().end_of_session > 0);
         let stats = sub.stats();
         assert_eq!((stats.messages, stats.end_of_session), (1, 1), "{stats:?}");
     }
@@ -201,8 +164,7 @@ fn dropping_a_publisher_ends_the_session() {
 #[test]
 fn a_publisher_made_on_one_thread_publishes_from_another() {
     for backend in BACKENDS {
-        let group = common::group(110, 6);
-        let Some((_shards, sub, p)) = setup("threads", backend, group, |_| {}) else {
+        let Some((_shards, sub, p)) = setup("threads", backend, 6, |_| {}) else {
             return;
         };
         let sent = Arc::new(AtomicU64::new(0));
@@ -218,10 +180,7 @@ fn a_publisher_made_on_one_thread_publishes_from_another() {
         .join()
         .unwrap();
         assert_eq!(stats.send_errors, 0, "{stats:?}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while sub.stats().end_of_session == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(Duration::from_secs(5), || sub.stats().end_of_session > 0);
         assert_eq!(sub.stats().messages, sent.load(Ordering::Relaxed));
         assert_eq!(sub.stats().gaps, 0);
     }

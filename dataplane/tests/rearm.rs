@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod common;
 
-use multipoint_control::Interface;
-use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{
-    BackendChoice, OfferError, Publisher, PublisherConfig, ShardConfig, Shards, SubscriptionConfig,
-};
+use std::time::Duration;
+
+use common::{group, loopback_publisher, loopback_subscription, offer, wait_for};
+use multipoint_dataplane::{BackendChoice, Publisher, PublisherConfig, ShardConfig, Shards};
 
 #[test]
 fn a_receive_that_runs_out_of_buffers_is_rearmed_and_loses_nothing() {
@@ -22,51 +20,28 @@ fn a_receive_that_runs_out_of_buffers_is_rearmed_and_loses_nothing() {
         ..ShardConfig::default()
     })
     .unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let group = SocketAddr::from((Ipv4Addr::new(239, 255, 77, 2), port));
+    let group = group(77, 2);
     let mut next = 1u64;
     let sub = shards
-        .subscribe(
-            SubscriptionConfig {
-                interface: Interface::LOOPBACK_V4,
-                ..SubscriptionConfig::new(group)
-            },
-            move |seq: u64, _: &[u8]| {
-                assert_eq!(seq, next, "in order, none missing");
-                next += 1;
-                if seq % 64 == 0 {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            },
-        )
+        .subscribe(loopback_subscription(group), move |seq: u64, _: &[u8]| {
+            assert_eq!(seq, next, "in order, none missing");
+            next += 1;
+            if seq % 64 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
         .unwrap();
     let mut publisher = Publisher::new(PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        backend: BackendChoice::Uring,
         gso: false,
-        ..PublisherConfig::new(Session::new("REARM").unwrap(), group)
+        ..loopback_publisher(BackendChoice::Uring, "REARM", group)
     })
     .unwrap();
     let n = 20_000u64;
     for i in 0..n {
-        let msg = [i as u8; 100];
-        loop {
-            match publisher.offer(&msg) {
-                Ok(_) => break,
-                Err(OfferError::Backpressure) => publisher.poll(),
-                Err(e) => panic!("{e}"),
-            }
-        }
+        offer(&mut publisher, &[i as u8; 100]);
     }
     publisher.flush();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sub.stats().messages < n && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(Duration::from_secs(20), || sub.stats().messages >= n);
     let stats = sub.stats();
     assert!(
         stats.rearms > 0,

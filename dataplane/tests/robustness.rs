@@ -10,44 +10,25 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{
+    group, loopback_publisher, loopback_subscription as sub_config, new_publisher, offer,
+    shards_on, start_or_skip, wait_until, BACKENDS,
+};
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
 use multipoint_dataplane::wire::{PacketBuilder, Session};
-use multipoint_dataplane::{
-    BackendChoice, Error, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig,
-};
-
-const BACKENDS: [BackendChoice; 2] = [BackendChoice::Uring, BackendChoice::Mmsg];
-
-fn sub_config(group: SocketAddr) -> SubscriptionConfig {
-    SubscriptionConfig {
-        interface: Interface::LOOPBACK_V4,
-        ..SubscriptionConfig::new(group)
-    }
-}
-
-fn publisher(backend: BackendChoice, group: SocketAddr, name: &str) -> Publisher {
-    Publisher::new(PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        backend,
-        ..PublisherConfig::new(Session::new(name).unwrap(), group)
-    })
-    .unwrap()
-}
+use multipoint_dataplane::{Error, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig};
 
 #[test]
 fn a_panicking_handler_loses_its_subscription_and_the_shard_goes_on() {
     for backend in BACKENDS {
-        let Some(mut shards) = common::start_or_skip(
-            "panicking handler",
-            ShardConfig {
-                backend,
-                shards: 1,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let config = ShardConfig {
+            shards: 1,
+            ..shards_on(backend)
+        };
+        let Some(mut shards) = start_or_skip("panicking handler", config) else {
             return;
         };
-        let (bad_group, good_group) = (common::group(120, 1), common::group(120, 2));
+        let (bad_group, good_group) = (group(120, 1), group(120, 2));
         let bad = shards
             .subscribe(sub_config(bad_group), |seq: u64, _: &[u8]| {
                 if seq == 3 {
@@ -60,23 +41,23 @@ fn a_panicking_handler_loses_its_subscription_and_the_shard_goes_on() {
             .unwrap();
         assert_eq!(bad.shard(), good.shard(), "both on the one shard");
 
-        let mut to_bad = publisher(backend, bad_group, "BAD");
-        let mut to_good = publisher(backend, good_group, "GOOD");
+        let mut to_bad = new_publisher(backend, "BAD", bad_group);
+        let mut to_good = new_publisher(backend, "GOOD", good_group);
         for i in 0..10u8 {
-            common::offer(&mut to_bad, &[i]);
+            offer(&mut to_bad, &[i]);
             to_bad.flush();
         }
         // Packets are counted before their messages go to the handler; messages after.
-        common::wait_until(
+        wait_until(
             "the bad handler to have run",
             Duration::from_secs(5),
             || bad.stats().packets >= 3,
         );
         for i in 0..1000u32 {
-            common::offer(&mut to_good, &i.to_be_bytes());
+            offer(&mut to_good, &i.to_be_bytes());
         }
         to_good.flush();
-        common::wait_until("the good subscription", Duration::from_secs(5), || {
+        wait_until("the good subscription", Duration::from_secs(5), || {
             good.stats().messages == 1000
         });
         assert!(matches!(bad.close(), Err(Error::HandlerPanicked { .. })));
@@ -87,16 +68,10 @@ fn a_panicking_handler_loses_its_subscription_and_the_shard_goes_on() {
 #[test]
 fn a_packet_at_the_top_of_the_sequence_space_does_not_bring_a_shard_down() {
     for backend in BACKENDS {
-        let Some(mut shards) = common::start_or_skip(
-            "top of sequence space",
-            ShardConfig {
-                backend,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let Some(mut shards) = start_or_skip("top of sequence space", shards_on(backend)) else {
             return;
         };
-        let group = common::group(120, 3);
+        let group = group(120, 3);
         let session = Session::new("TOP").unwrap();
         let sub = shards
             .subscribe(
@@ -117,7 +92,7 @@ fn a_packet_at_the_top_of_the_sequence_space_does_not_bring_a_shard_down() {
         tx.set_interface(Interface::LOOPBACK_V4).unwrap();
         let m = tx.join_leaf(group, Direction::SenderOnly, None).unwrap();
         m.send(&buf[..len]).unwrap();
-        common::wait_until("the packet", Duration::from_secs(5), || {
+        wait_until("the packet", Duration::from_secs(5), || {
             sub.stats().packets == 1
         });
         let stats = sub.close().unwrap().stats;
@@ -128,10 +103,10 @@ fn a_packet_at_the_top_of_the_sequence_space_does_not_bring_a_shard_down() {
 
 #[test]
 fn dropping_a_subscription_leaves_its_group() {
-    let Some(mut shards) = common::start_or_skip("drop", ShardConfig::default()) else {
+    let Some(mut shards) = start_or_skip("drop", ShardConfig::default()) else {
         return;
     };
-    let group = common::group(120, 4);
+    let group = group(120, 4);
     let sub = shards
         .subscribe(sub_config(group), |_: u64, _: &[u8]| {})
         .unwrap();
@@ -146,9 +121,9 @@ fn dropping_a_subscription_leaves_its_group() {
     };
     // /proc/net/igmp is walked by position: a read while other tests join and leave can
     // skip an entry, so look until it shows.
-    common::wait_until("the membership", Duration::from_secs(5), || joined(&group));
+    wait_until("the membership", Duration::from_secs(5), || joined(&group));
     drop(sub);
-    common::wait_until("the membership to go", Duration::from_secs(5), || {
+    wait_until("the membership to go", Duration::from_secs(5), || {
         !joined(&group)
     });
 }
@@ -156,28 +131,20 @@ fn dropping_a_subscription_leaves_its_group() {
 #[test]
 fn empty_batches_do_not_silence_heartbeats() {
     for backend in BACKENDS {
-        let Some(mut shards) = common::start_or_skip(
-            "heartbeats",
-            ShardConfig {
-                backend,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let Some(mut shards) = start_or_skip("heartbeats", shards_on(backend)) else {
             return;
         };
-        let group = common::group(120, 5);
+        let group = group(120, 5);
         let sub = shards
             .subscribe(sub_config(group), |_: u64, _: &[u8]| {})
             .unwrap();
         let mut p = Publisher::new(PublisherConfig {
-            interface: Interface::LOOPBACK_V4,
-            backend,
             heartbeat: Duration::from_millis(20),
-            ..PublisherConfig::new(Session::new("HB").unwrap(), group)
+            ..loopback_publisher(backend, "HB", group)
         })
         .unwrap();
         // An application loop with nothing to publish: empty batches, flushes and polls.
-        common::wait_until("heartbeats", Duration::from_secs(5), || {
+        wait_until("heartbeats", Duration::from_secs(5), || {
             p.begin_batch();
             p.end_batch();
             p.flush();

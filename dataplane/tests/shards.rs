@@ -11,29 +11,38 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{free_port, group, publish_with, start_or_skip, wait_until, BACKENDS, STALL};
-use multipoint_control::Interface;
+use common::{
+    await_end_of_session, flush_and_wait, free_port, group, loopback_subscription as subscription,
+    new_publisher, publish_with, shards_on, start_or_skip, wait_until, BACKENDS, STALL,
+};
 use multipoint_dataplane::latency::{self, STAMP_LEN};
-use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    Error, Handler, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig,
+    BackendChoice, Error, Handler, ShardConfig, Shards, Subscription, SubscriptionConfig,
 };
 
 const WINDOW: u64 = 3_000;
 
-fn publisher(name: &str, group: SocketAddr) -> Publisher {
-    Publisher::new(PublisherConfig {
-        interface: Interface::LOOPBACK_V4,
-        ..PublisherConfig::new(Session::new(name).unwrap(), group)
-    })
-    .unwrap()
+/// Two shards on the default backend, otherwise the defaults.
+fn two_shards() -> ShardConfig {
+    ShardConfig {
+        shards: 2,
+        ..ShardConfig::default()
+    }
 }
 
-fn subscription(group: SocketAddr) -> SubscriptionConfig {
-    SubscriptionConfig {
-        interface: Interface::LOOPBACK_V4,
-        ..SubscriptionConfig::new(group)
-    }
+/// `count` subscriptions to `group` that do nothing with their messages.
+fn idle_subscriptions(
+    shards: &mut Shards,
+    group: SocketAddr,
+    count: usize,
+) -> Vec<Subscription<impl Handler>> {
+    (0..count)
+        .map(|_| {
+            shards
+                .subscribe(subscription(group), |_: u64, _: &[u8]| {})
+                .unwrap()
+        })
+        .collect()
 }
 
 /// Counts messages by the tag in their first byte.
@@ -64,13 +73,7 @@ fn tagged(tag: u8) -> impl FnMut(u64, &mut [u8; common::MAX_LEN]) -> usize {
 
 #[test]
 fn subscriptions_are_spread_over_shards_and_each_receives_only_its_own_group() {
-    let Some(mut shards) = start_or_skip(
-        "spread",
-        ShardConfig {
-            shards: 2,
-            ..ShardConfig::default()
-        },
-    ) else {
+    let Some(mut shards) = start_or_skip("spread", two_shards()) else {
         return;
     };
     assert_eq!(shards.len(), 2);
@@ -99,15 +102,11 @@ fn subscriptions_are_spread_over_shards_and_each_receives_only_its_own_group() {
     // Group i gets 1000 * i messages, so that any mix-up shows in the counts.
     let expected = |tag: u8| 1_000 * u64::from(tag);
     for (&g, tag) in groups.iter().zip(1u8..) {
-        let mut p = publisher(&format!("GROUP{tag}"), g);
+        let mut p = new_publisher(BackendChoice::Auto, &format!("GROUP{tag}"), g);
         let sub = &subs[usize::from(tag - 1)];
         let received = || sub.stats().messages;
         publish_with(&mut p, 1..=expected(tag), WINDOW, received, tagged(tag));
-        p.flush();
-        wait_until("a group's messages", STALL, || {
-            p.poll();
-            received() >= expected(tag)
-        });
+        flush_and_wait(&mut p, "a group's messages", || received() >= expected(tag));
         p.close();
     }
     wait_until("every end of session", STALL, || {
@@ -130,13 +129,7 @@ fn subscriptions_are_spread_over_shards_and_each_receives_only_its_own_group() {
 
 #[test]
 fn a_subscription_goes_to_the_shard_it_names_and_a_missing_shard_is_an_error() {
-    let Some(mut shards) = start_or_skip(
-        "named shard",
-        ShardConfig {
-            shards: 2,
-            ..ShardConfig::default()
-        },
-    ) else {
+    let Some(mut shards) = start_or_skip("named shard", two_shards()) else {
         return;
     };
     let g = group(104, 5);
@@ -169,32 +162,19 @@ fn a_subscription_goes_to_the_shard_it_names_and_a_missing_shard_is_an_error() {
 fn shutdown_joins_every_shard_while_subscriptions_are_still_open() {
     for backend in BACKENDS {
         let test = format!("shutdown, {backend:?}");
-        let Some(mut shards) = start_or_skip(
-            &test,
-            ShardConfig {
-                backend,
-                shards: 2,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let config = ShardConfig {
+            shards: 2,
+            ..shards_on(backend)
+        };
+        let Some(mut shards) = start_or_skip(&test, config) else {
             continue;
         };
         let g = group(104, 6);
-        let subs: Vec<_> = (0..4)
-            .map(|_| {
-                shards
-                    .subscribe(subscription(g), |_: u64, _: &[u8]| {})
-                    .unwrap()
-            })
-            .collect();
-        let mut p = publisher("SHUTDOWN", g);
+        let subs = idle_subscriptions(&mut shards, g, 4);
+        let mut p = new_publisher(BackendChoice::Auto, "SHUTDOWN", g);
         let slowest = || subs.iter().map(|s| s.stats().messages).min().unwrap_or(0);
         publish_with(&mut p, 1..=2_000, WINDOW, slowest, tagged(1));
-        p.flush();
-        wait_until("the messages", STALL, || {
-            p.poll();
-            slowest() == 2_000
-        });
+        flush_and_wait(&mut p, "the messages", || slowest() == 2_000);
 
         // Shut down on another thread, so that a hang fails the test instead of
         // stalling it.
@@ -233,23 +213,10 @@ fn shutdown_joins_every_shard_while_subscriptions_are_still_open() {
 
 #[test]
 fn dropping_the_shards_joins_every_thread_while_subscriptions_are_still_open() {
-    let Some(mut shards) = start_or_skip(
-        "drop",
-        ShardConfig {
-            shards: 2,
-            ..ShardConfig::default()
-        },
-    ) else {
+    let Some(mut shards) = start_or_skip("drop", two_shards()) else {
         return;
     };
-    let g = group(104, 7);
-    let subs: Vec<_> = (0..2)
-        .map(|_| {
-            shards
-                .subscribe(subscription(g), |_: u64, _: &[u8]| {})
-                .unwrap()
-        })
-        .collect();
+    let subs = idle_subscriptions(&mut shards, group(104, 7), 2);
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
         drop(shards);
@@ -268,13 +235,7 @@ fn a_timestamped_subscription_records_one_latency_per_message() {
     const MESSAGES: u64 = 5_000;
     for (backend, last) in BACKENDS.into_iter().zip([8, 9]) {
         let test = format!("latency, {backend:?}");
-        let Some(mut shards) = start_or_skip(
-            &test,
-            ShardConfig {
-                backend,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let Some(mut shards) = start_or_skip(&test, shards_on(backend)) else {
             continue;
         };
         let g = group(104, last);
@@ -287,22 +248,13 @@ fn a_timestamped_subscription_records_one_latency_per_message() {
                 |_: u64, _: &[u8]| {},
             )
             .unwrap();
-        let mut p = Publisher::new(PublisherConfig {
-            interface: Interface::LOOPBACK_V4,
-            backend,
-            ..PublisherConfig::new(Session::new("LATENCY").unwrap(), g)
-        })
-        .unwrap();
+        let mut p = new_publisher(backend, "LATENCY", g);
         let received = || sub.stats().messages;
         publish_with(&mut p, 1..=MESSAGES, WINDOW, received, |_, buf| {
             assert!(latency::write_stamp(&mut buf[..32], latency::now_ns()));
             32
         });
-        p.flush();
-        wait_until("the messages", STALL, || {
-            p.poll();
-            received() == MESSAGES
-        });
+        flush_and_wait(&mut p, "the messages", || received() == MESSAGES);
 
         let histogram = sub.take_latency().unwrap();
         let pct = histogram.percentiles();
@@ -331,9 +283,7 @@ fn a_timestamped_subscription_records_one_latency_per_message() {
             |_, _| STAMP_LEN - 1,
         );
         let published = p.close();
-        wait_until("the end of session", STALL, || {
-            sub.stats().end_of_session == 1
-        });
+        await_end_of_session(std::slice::from_ref(&sub));
         let closed = sub.close().unwrap();
         assert_eq!(closed.stats.messages, published.messages, "{test}");
         assert!(

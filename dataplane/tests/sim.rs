@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use multipoint_dataplane::core::packetizer::{HeapSlots, Packetizer, PacketizerConfig, Slots};
@@ -45,7 +46,7 @@ impl Feed {
     }
 
     /// Offers messages `seqs` (each 40 bytes, the first 8 its number): five to a packet.
-    fn offer(&mut self, seqs: std::ops::RangeInclusive<u64>, clock: &FakeClock) {
+    fn offer(&mut self, seqs: RangeInclusive<u64>, clock: &FakeClock) {
         for seq in seqs {
             let mut msg = [0u8; 40];
             msg[..8].copy_from_slice(&seq.to_le_bytes());
@@ -149,6 +150,19 @@ impl Sub {
         }
     }
 
+    /// Asserts that the handler was told of exactly these gaps, each as
+    /// `(first_missing, count)`, in this order.
+    fn assert_gaps(&self, expected: &[(u64, u64)]) {
+        let expected: Vec<Gap> = expected
+            .iter()
+            .map(|&(first_missing, count)| Gap {
+                first_missing,
+                count,
+            })
+            .collect();
+        assert_eq!(self.seen.gaps, expected, "the gaps reported");
+    }
+
     /// Asserts the invariants that hold whatever the network did: messages strictly
     /// increasing, none corrupt, and delivered plus reported missing covering 1..next.
     fn assert_accounted(&self) {
@@ -182,26 +196,47 @@ fn setup(seed: u64, impairments: Impairments) -> (SimNet, FakeClock, Feed, Sub) 
     (net, clock, feed, sub)
 }
 
+/// A network that loses the datagrams `pattern` picks, and does nothing else.
+fn dropping(pattern: DropPattern) -> Impairments {
+    Impairments {
+        drops: vec![pattern],
+        ..Impairments::none()
+    }
+}
+
+/// A network that damages datagrams in the way `corruption` says at `rate`, and does
+/// nothing else.
+fn corrupting(rate: f64, corruption: Corruption) -> Impairments {
+    Impairments {
+        corrupt: rate,
+        corruption,
+        ..Impairments::none()
+    }
+}
+
+/// Offers messages `seqs`, flushes, and has `sub` take everything due now.
+fn send_all(feed: &mut Feed, sub: &mut Sub, seqs: RangeInclusive<u64>, clock: &FakeClock) {
+    feed.offer(seqs, clock);
+    feed.flush(clock);
+    sub.receive(clock);
+}
+
+/// Offers messages `1..=5 * packets` a packet of five at a time, the fake clock moving on
+/// by `every` after each, and `sub` taking what is then due.
+fn trickle(feed: &mut Feed, sub: &mut Sub, packets: u64, every: Duration, clock: &FakeClock) {
+    for packet in 0..packets {
+        feed.offer(packet * 5 + 1..=packet * 5 + 5, clock);
+        clock.advance(every);
+        sub.receive(clock);
+    }
+}
+
 #[test]
 fn sim_a_burst_loss_gives_one_gap_with_the_right_range() {
     // Five 40-byte messages to a 256-byte packet: packets 4..7 (0-based) carry 21..=40.
-    let (net, clock, mut feed, mut sub) = setup(
-        1,
-        Impairments {
-            drops: vec![DropPattern::burst(4, 4)],
-            ..Impairments::none()
-        },
-    );
-    feed.offer(1..=100, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
-    assert_eq!(
-        sub.seen.gaps,
-        [Gap {
-            first_missing: 21,
-            count: 20
-        }]
-    );
+    let (net, clock, mut feed, mut sub) = setup(1, dropping(DropPattern::burst(4, 4)));
+    send_all(&mut feed, &mut sub, 1..=100, &clock);
+    sub.assert_gaps(&[(21, 20)]);
     assert_eq!(sub.seen.messages.len(), 80);
     assert_eq!(net.stats().lost, 4);
     sub.assert_accounted();
@@ -209,39 +244,18 @@ fn sim_a_burst_loss_gives_one_gap_with_the_right_range() {
 
 #[test]
 fn sim_a_loss_by_sequence_range_drops_the_packets_that_carry_it() {
-    let (_, clock, mut feed, mut sub) = setup(
-        2,
-        Impairments {
-            drops: vec![DropPattern::Sequences(33..34)],
-            ..Impairments::none()
-        },
-    );
-    feed.offer(1..=50, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
+    let (_, clock, mut feed, mut sub) = setup(2, dropping(DropPattern::Sequences(33..34)));
+    send_all(&mut feed, &mut sub, 1..=50, &clock);
     // Message 33 travels in the packet of 31..=35.
-    assert_eq!(
-        sub.seen.gaps,
-        [Gap {
-            first_missing: 31,
-            count: 5
-        }]
-    );
+    sub.assert_gaps(&[(31, 5)]);
     sub.assert_accounted();
 }
 
 #[test]
 fn sim_every_nth_packet_lost_gives_one_gap_per_lost_packet() {
-    let (net, clock, mut feed, mut sub) = setup(
-        3,
-        Impairments {
-            drops: vec![DropPattern::EveryNth { n: 4, phase: 1 }],
-            ..Impairments::none()
-        },
-    );
-    feed.offer(1..=200, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
+    let (net, clock, mut feed, mut sub) =
+        setup(3, dropping(DropPattern::EveryNth { n: 4, phase: 1 }));
+    send_all(&mut feed, &mut sub, 1..=200, &clock);
     // 40 packets of five; packets 1, 5, 9, ... (0-based) are lost: ten of them.
     assert_eq!(net.stats().lost, 10);
     assert_eq!(sub.seen.gaps.len(), 10);
@@ -252,17 +266,8 @@ fn sim_every_nth_packet_lost_gives_one_gap_per_lost_packet() {
 
 #[test]
 fn sim_truncated_packets_are_counted_as_malformed_and_the_rest_delivered() {
-    let (net, clock, mut feed, mut sub) = setup(
-        4,
-        Impairments {
-            corrupt: 0.2,
-            corruption: Corruption::Truncate,
-            ..Impairments::none()
-        },
-    );
-    feed.offer(1..=500, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
+    let (net, clock, mut feed, mut sub) = setup(4, corrupting(0.2, Corruption::Truncate));
+    send_all(&mut feed, &mut sub, 1..=500, &clock);
     let corrupted = net.stats().corrupted;
     assert!(corrupted > 0);
     // A cut MoldUDP64 packet never parses: each is one malformed datagram, and its
@@ -274,17 +279,8 @@ fn sim_truncated_packets_are_counted_as_malformed_and_the_rest_delivered() {
 
 #[test]
 fn sim_flipped_bits_never_reach_the_handler_as_numbered_messages_out_of_order() {
-    let (net, clock, mut feed, mut sub) = setup(
-        5,
-        Impairments {
-            corrupt: 0.3,
-            corruption: Corruption::FlipBit,
-            ..Impairments::none()
-        },
-    );
-    feed.offer(1..=500, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
+    let (net, clock, mut feed, mut sub) = setup(5, corrupting(0.3, Corruption::FlipBit));
+    send_all(&mut feed, &mut sub, 1..=500, &clock);
     assert!(net.stats().corrupted > 0);
     let stats = sub.state.stats();
     // A flipped bit lands in the header (malformed, another session, or a moved number)
@@ -303,9 +299,7 @@ fn sim_duplicated_packets_are_counted_and_never_delivered_twice() {
             ..Impairments::none()
         },
     );
-    feed.offer(1..=500, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
+    send_all(&mut feed, &mut sub, 1..=500, &clock);
     let doubled = net.stats().duplicated;
     assert!(doubled > 0);
     assert_eq!(sub.seen.messages, (1..=500).collect::<Vec<_>>());
@@ -326,11 +320,7 @@ fn sim_reordered_packets_are_reported_once_and_never_delivered_out_of_order() {
         },
     );
     // A packet every 20 µs: a reordered one is overtaken by two or three.
-    for chunk in 0..100u64 {
-        feed.offer(chunk * 5 + 1..=chunk * 5 + 5, &clock);
-        clock.advance(Duration::from_micros(20));
-        sub.receive(&clock);
-    }
+    trickle(&mut feed, &mut sub, 100, Duration::from_micros(20), &clock);
     feed.flush(&clock);
     clock.advance(Duration::from_millis(1));
     sub.receive(&clock);
@@ -367,13 +357,7 @@ fn sim_nothing_arrives_before_its_delay_on_the_fake_clock() {
 #[test]
 fn sim_a_heartbeat_after_a_lost_tail_reveals_the_gap_at_the_next_second() {
     // The last packet (messages 6..=8) is lost; only the heartbeat a second later tells.
-    let (_, clock, mut feed, mut sub) = setup(
-        9,
-        Impairments {
-            drops: vec![DropPattern::Datagrams(1..2)],
-            ..Impairments::none()
-        },
-    );
+    let (_, clock, mut feed, mut sub) = setup(9, dropping(DropPattern::Datagrams(1..2)));
     feed.offer(1..=8, &clock);
     clock.advance(Duration::from_micros(100));
     feed.tick(&clock);
@@ -390,13 +374,7 @@ fn sim_a_heartbeat_after_a_lost_tail_reveals_the_gap_at_the_next_second() {
     clock.advance(Duration::from_millis(1));
     feed.tick(&clock);
     sub.receive(&clock);
-    assert_eq!(
-        sub.seen.gaps,
-        [Gap {
-            first_missing: 6,
-            count: 3
-        }]
-    );
+    sub.assert_gaps(&[(6, 3)]);
     assert_eq!(sub.state.stats().heartbeats, 1);
     sub.assert_accounted();
 }
@@ -414,13 +392,7 @@ fn sim_the_end_of_session_reveals_a_lost_last_packet_and_comes_once() {
     feed.offer(1..=10, &clock);
     feed.end(&clock);
     sub.receive(&clock);
-    assert_eq!(
-        sub.seen.gaps,
-        [Gap {
-            first_missing: 6,
-            count: 5
-        }]
-    );
+    sub.assert_gaps(&[(6, 5)]);
     assert_eq!(
         sub.seen.ends, 1,
         "the end of session, sent twice, is reported once"
@@ -446,9 +418,7 @@ fn sim_a_stranger_session_on_the_same_port_is_counted_not_delivered() {
     let mut feed = Feed::new(&net, "SIMFEED", sub.addr(), &clock);
     stranger.offer(1..=20, &clock);
     stranger.flush(&clock);
-    feed.offer(1..=20, &clock);
-    feed.flush(&clock);
-    sub.receive(&clock);
+    send_all(&mut feed, &mut sub, 1..=20, &clock);
     assert_eq!(sub.seen.messages, (1..=20).collect::<Vec<_>>());
     assert_eq!(sub.state.stats().other_session, 4);
     sub.assert_accounted();
@@ -468,11 +438,7 @@ fn sim_random_loss_reorder_and_duplication_together_keep_every_number_accounted(
                 ..Impairments::none()
             },
         );
-        for chunk in 0..200u64 {
-            feed.offer(chunk * 5 + 1..=chunk * 5 + 5, &clock);
-            clock.advance(Duration::from_micros(10));
-            sub.receive(&clock);
-        }
+        trickle(&mut feed, &mut sub, 200, Duration::from_micros(10), &clock);
         feed.end(&clock);
         clock.advance(Duration::from_millis(1));
         sub.receive(&clock);

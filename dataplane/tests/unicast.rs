@@ -11,14 +11,15 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 
 use common::{
-    publish_paced, start_or_skip, wait_until, Checker, Checksum, Stream, BACKENDS, STALL,
+    assert_received_stream, await_end_of_session, loopback_udp as bound_udp, shards_on,
+    start_or_skip, wait_until, Checker, Expected, Paced, Stream, BACKENDS, STALL,
 };
 use multipoint_dataplane::wire::{write_heartbeat, Session};
 use multipoint_dataplane::{
-    BackendChoice, BackendKind, Error, Publisher, PublisherConfig, ShardConfig, Shards,
+    BackendChoice, BackendKind, Error, Publisher, PublisherConfig, Result, ShardConfig, Shards,
     SubscriptionConfig,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -27,16 +28,6 @@ const MESSAGES: u64 = 100_000;
 
 /// How far the publisher may run ahead of the subscriber, in messages (see delivery.rs).
 const WINDOW: u64 = 3_000;
-
-/// A UDP socket bound to 127.0.0.1 on a port the kernel picks, and its address.
-fn bound_udp() -> (Socket, SocketAddr) {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    socket
-        .bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)))
-        .unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    (socket, addr)
-}
 
 /// A subscription socket that accepts datagrams from `peer` only.
 fn connected_to(peer: SocketAddr) -> (Socket, SocketAddr) {
@@ -60,9 +51,8 @@ fn a_unicast_stream_reaches_a_connected_subscription_and_nobody_else_does(
     let Some(mut shards) = start_or_skip(
         test,
         ShardConfig {
-            backend,
             gro: offload,
-            ..ShardConfig::default()
+            ..shards_on(backend)
         },
     ) else {
         return;
@@ -105,22 +95,9 @@ fn a_unicast_stream_reaches_a_connected_subscription_and_nobody_else_does(
         "the publisher sends from the socket it was given"
     );
 
-    let received = || sub.stats().messages;
-    let mut sent = Checksum::default();
+    let mut paced = Paced::new(&stream, WINDOW, || sub.stats().messages);
     let half = MESSAGES / 2;
-    publish_paced(
-        &mut publisher,
-        &stream,
-        1..=half,
-        WINDOW,
-        received,
-        Some(&mut sent),
-    );
-    publisher.flush();
-    wait_until("the first half to arrive", STALL, || {
-        publisher.poll();
-        received() == half
-    });
+    paced.publish_all(&mut publisher, 1..=half, "the first half to arrive");
     // No polling from here on, so the publisher sends nothing more (not even a heartbeat)
     // until the stream resumes; wait for whatever it already sent.
     wait_until("every packet sent so far to arrive", STALL, || {
@@ -168,50 +145,20 @@ fn a_unicast_stream_reaches_a_connected_subscription_and_nobody_else_does(
     );
 
     // The real stream goes on.
-    publish_paced(
+    paced.publish_all(
         &mut publisher,
-        &stream,
         half + 1..=MESSAGES,
-        WINDOW,
-        received,
-        Some(&mut sent),
+        "every message to arrive",
     );
-    publisher.flush();
-    wait_until("every message to arrive", STALL, || {
-        publisher.poll();
-        received() == MESSAGES
-    });
+    let sent = paced.sent;
     let published = publisher.close();
     assert_eq!(published.messages, MESSAGES);
     assert_eq!(published.send_errors, 0, "{published:?}");
-    wait_until("the end of session", STALL, || {
-        sub.stats().end_of_session == 1
-    });
+    await_end_of_session(std::slice::from_ref(&sub));
 
     let closed = sub.close().unwrap();
+    assert_received_stream(test, &closed, &published, Expected::stream(MESSAGES, sent));
     let stats = closed.stats;
-    closed.handler.assert_complete(test, MESSAGES, sent.value());
-    assert_eq!(
-        closed.handler.ends, 1,
-        "{test}: end of session handed over once"
-    );
-    assert_eq!(stats.messages, MESSAGES, "{test}: {stats:?}");
-    assert_eq!(stats.bytes, published.bytes, "{test}: {stats:?}");
-    assert_eq!(
-        (stats.gaps, stats.missing, stats.duplicates),
-        (0, 0, 0),
-        "{test}: {stats:?}"
-    );
-    assert_eq!(
-        (stats.kernel_drops, stats.receive_errors),
-        (0, 0),
-        "{test}: {stats:?}"
-    );
-    assert_eq!(
-        (stats.malformed, stats.truncated, stats.other_session),
-        (0, 0, 0),
-        "{test}: {stats:?}"
-    );
     // Every packet the publisher sent came in, and nothing else did.
     assert_eq!(
         stats.packets, published.packets,
@@ -269,13 +216,7 @@ fn a_unicast_stream_arrives_complete_in_order_and_unchanged_on_mmsg_without_offl
 fn a_publisher_whose_socket_is_connected_elsewhere_sends_to_its_destination() {
     for backend in BACKENDS {
         let test = format!("connected elsewhere, {backend:?}");
-        let Some(mut shards) = start_or_skip(
-            &test,
-            ShardConfig {
-                backend,
-                ..ShardConfig::default()
-            },
-        ) else {
+        let Some(mut shards) = start_or_skip(&test, shards_on(backend)) else {
             continue;
         };
         let (decoy, decoy_addr) = bound_udp();
@@ -301,20 +242,11 @@ fn a_publisher_whose_socket_is_connected_elsewhere_sends_to_its_destination() {
         )
         .unwrap();
         let count = 2_000;
-        let mut sent = Checksum::default();
-        let received = || sub.stats().messages;
-        publish_paced(
-            &mut publisher,
-            &stream,
-            1..=count,
-            WINDOW,
-            received,
-            Some(&mut sent),
-        );
+        let mut paced = Paced::new(&stream, WINDOW, || sub.stats().messages);
+        paced.publish(&mut publisher, 1..=count);
+        let sent = paced.sent;
         let published = publisher.close();
-        wait_until("the end of session", STALL, || {
-            sub.stats().end_of_session == 1
-        });
+        await_end_of_session(std::slice::from_ref(&sub));
         let closed = sub.close().unwrap();
         closed.handler.assert_complete(&test, count, sent.value());
         assert_eq!(closed.stats.packets, published.packets, "{test}");
@@ -327,37 +259,31 @@ fn a_publisher_whose_socket_is_connected_elsewhere_sends_to_its_destination() {
     }
 }
 
+/// Asserts that `refused` is a configuration error whose text contains `reason`.
+fn assert_refused<T>(refused: Result<T>, reason: &str) {
+    match refused {
+        Err(Error::Config(m)) if m.contains(reason) => {}
+        Err(err) => panic!("expected a configuration error saying {reason:?}, got: {err}"),
+        Ok(_) => panic!("expected a configuration error saying {reason:?}, got a success"),
+    }
+}
+
 #[test]
 fn sockets_that_cannot_work_are_refused_with_a_reason() {
-    let Some(mut shards) = start_or_skip(
-        "refusals",
-        ShardConfig {
-            backend: BackendChoice::Mmsg,
-            ..ShardConfig::default()
-        },
-    ) else {
+    let Some(mut shards) = start_or_skip("refusals", shards_on(BackendChoice::Mmsg)) else {
         return;
     };
     let anywhere = SocketAddr::from(([127, 0, 0, 1], 9));
     let config = || SubscriptionConfig::new(anywhere);
+    let noop = |_: u64, _: &[u8]| {};
 
     let unbound = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    let err = shards
-        .subscribe_socket(unbound, config(), |_: u64, _: &[u8]| {})
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("not bound")),
-        "{err}"
+    assert_refused(
+        shards.subscribe_socket(unbound, config(), noop),
+        "not bound",
     );
-
     let tcp = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    let err = shards
-        .subscribe_socket(tcp, config(), |_: u64, _: &[u8]| {})
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("datagram")),
-        "{err}"
-    );
+    assert_refused(shards.subscribe_socket(tcp, config(), noop), "datagram");
 
     let session = Session::new("REFUSED").unwrap();
     let publisher_config = || PublisherConfig {
@@ -365,29 +291,22 @@ fn sockets_that_cannot_work_are_refused_with_a_reason() {
         ..PublisherConfig::new(session, anywhere)
     };
     let (v4, _) = bound_udp();
-    let err =
-        Publisher::with_socket(v4, "[::1]:9".parse().unwrap(), publisher_config()).unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("address family")),
-        "{err}"
+    let v6 = "[::1]:9".parse().unwrap();
+    assert_refused(
+        Publisher::with_socket(v4, v6, publisher_config()),
+        "address family",
     );
     let tcp = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    let err = Publisher::with_socket(tcp, anywhere, publisher_config()).unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("datagram")),
-        "{err}"
+    assert_refused(
+        Publisher::with_socket(tcp, anywhere, publisher_config()),
+        "datagram",
     );
     let (v4, _) = bound_udp();
-    let err = Publisher::with_socket(
-        v4,
-        anywhere,
-        PublisherConfig {
-            buffers: 0,
-            ..publisher_config()
-        },
-    )
-    .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    let no_buffers = PublisherConfig {
+        buffers: 0,
+        ..publisher_config()
+    };
+    assert_refused(Publisher::with_socket(v4, anywhere, no_buffers), "");
     shards.shutdown();
 }
 

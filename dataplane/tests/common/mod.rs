@@ -1,10 +1,14 @@
-//! What the data plane's integration tests share: loopback groups and free ports, a
+//! What the data plane's integration tests share: loopback groups and free ports;
+//! shards, subscriptions, publishers, fan-out roots and leaves set up for loopback (or a
+//! simulated network), skipping with a printed reason where io_uring cannot run; a
 //! deterministic stream of mixed-size messages that a subscriber can check one by one, a
-//! running checksum, a checking handler, and a paced publishing loop that never lets a
-//! publisher run further ahead of its subscribers than their socket buffers hold.
+//! running checksum, a checking handler and the assertion that a subscription received
+//! the stream cleanly; and a paced publishing loop, for a publisher or a fan-out root,
+//! that never lets it run further ahead of its receivers than their socket buffers hold.
 //!
-//! Writing, checking and checksumming messages, paced publishing and waiting allocate
-//! nothing, so the allocation-counting test can use them.
+//! Writing, checking and checksumming messages, offering, paced publishing, flushing and
+//! waiting allocate nothing, so the allocation-counting tests can use them inside the
+//! section they measure.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -19,9 +23,11 @@ use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::io::sim::{SimNet, SimSocket};
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendChoice, BackendKind, Error, Handler, Network, OfferError, Publisher, PublisherConfig,
-    ShardConfig, Shards,
+    BackendChoice, BackendKind, Closed, Error, Fanout, FanoutConfig, Handler, IdleStrategy,
+    Network, OfferError, Publisher, PublisherConfig, PublisherStats, ShardConfig, Shards,
+    Subscription, SubscriptionConfig,
 };
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// The longest message of the stream.
 pub(crate) const MAX_LEN: usize = 1024;
@@ -49,8 +55,15 @@ pub(crate) fn group(a: u8, b: u8) -> SocketAddr {
 /// Starts shards, or returns `None` (printing why) when the backend asked for cannot run
 /// on this host. Under CI (`CI` set) a missing io_uring fails the test instead.
 pub(crate) fn start_or_skip(test: &str, config: ShardConfig) -> Option<Shards> {
-    match Shards::start(config) {
-        Ok(shards) => Some(shards),
+    started_or_skip(test, "the shards", Shards::start(config))
+}
+
+/// What `started` holds, or `None` (printing why) when starting `what` failed only because
+/// io_uring cannot run on this host. Under CI (`CI` set) a missing io_uring fails the test
+/// instead, as does any other error.
+pub(crate) fn started_or_skip<T>(test: &str, what: &str, started: Result<T, Error>) -> Option<T> {
+    match started {
+        Ok(started) => Some(started),
         Err(Error::UringUnavailable { reason }) if std::env::var_os("CI").is_none() => {
             // Past the harness's capture, so the reason shows in every run.
             use std::io::Write;
@@ -60,7 +73,88 @@ pub(crate) fn start_or_skip(test: &str, config: ShardConfig) -> Option<Shards> {
             );
             None
         }
-        Err(e) => panic!("{test}: starting the shards failed: {e}"),
+        Err(e) => panic!("{test}: starting {what} failed: {e}"),
+    }
+}
+
+/// Shards on `backend`, otherwise the defaults.
+pub(crate) fn shards_on(backend: BackendChoice) -> ShardConfig {
+    ShardConfig {
+        backend,
+        ..ShardConfig::default()
+    }
+}
+
+/// A subscription to `group` on the loopback interface, otherwise the defaults.
+pub(crate) fn loopback_subscription(group: SocketAddr) -> SubscriptionConfig {
+    SubscriptionConfig {
+        interface: Interface::LOOPBACK_V4,
+        ..SubscriptionConfig::new(group)
+    }
+}
+
+/// A publisher of session `name` to `group` on `backend` and the loopback interface,
+/// otherwise the defaults.
+pub(crate) fn loopback_publisher(
+    backend: BackendChoice,
+    name: &str,
+    group: SocketAddr,
+) -> PublisherConfig {
+    let session = Session::new(name).expect("a valid session name");
+    Net::Host(backend).publisher(session, group)
+}
+
+/// A running [`loopback_publisher`].
+pub(crate) fn new_publisher(backend: BackendChoice, name: &str, group: SocketAddr) -> Publisher {
+    Publisher::new(loopback_publisher(backend, name, group)).expect("starting the publisher")
+}
+
+/// A UDP socket bound to 127.0.0.1 on a port the kernel picks, and its address.
+pub(crate) fn loopback_udp() -> (Socket, SocketAddr) {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("a socket");
+    socket
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .expect("binding to loopback");
+    let addr = socket
+        .local_addr()
+        .expect("its address")
+        .as_socket()
+        .expect("an IP address");
+    (socket, addr)
+}
+
+/// A fan-out leaf's kernel socket: bound to loopback and connected to the root at `root`,
+/// with a large receive buffer (the kernel caps it at net.core.rmem_max; the tests pace to
+/// stay inside) and reads that give up after 20 ms.
+pub(crate) fn leaf_socket(root: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a leaf");
+    socket
+        .connect(root)
+        .expect("connecting the leaf to the root");
+    let _ = SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("a read timeout");
+    socket
+}
+
+/// A fan-out of `session` over `shards` shards on `backend`, GSO as given, unpinned (its
+/// shards share a small machine with the test's own threads), blocking when idle, and
+/// with heartbeats too rare to show up in a test.
+pub(crate) fn fanout_config(
+    backend: BackendChoice,
+    gso: bool,
+    shards: usize,
+    session: &str,
+) -> FanoutConfig {
+    FanoutConfig {
+        shards,
+        backend,
+        gso,
+        pin: false,
+        idle: IdleStrategy::Block,
+        heartbeat: Duration::from_secs(3600),
+        ..FanoutConfig::new(Session::new(session).expect("a valid session name"))
     }
 }
 
@@ -76,34 +170,27 @@ pub(crate) enum Net {
 
 impl Net {
     /// Shards on this network (the rest of `config` as given).
-    pub(crate) fn shards(&self, config: ShardConfig) -> ShardConfig {
-        match self {
-            Net::Host(backend) => ShardConfig {
-                backend: *backend,
-                ..config
-            },
-            Net::Sim(net) => ShardConfig {
-                network: Network::Sim(net.clone()),
-                ..config
-            },
-        }
+    pub(crate) fn shards(&self, mut config: ShardConfig) -> ShardConfig {
+        self.place(&mut config.backend, &mut config.network);
+        config
     }
 
     /// A publisher of `session` to `group` on this network, on the loopback interface.
     pub(crate) fn publisher(&self, session: Session, group: SocketAddr) -> PublisherConfig {
-        let config = PublisherConfig {
+        let mut config = PublisherConfig {
             interface: Interface::LOOPBACK_V4,
             ..PublisherConfig::new(session, group)
         };
+        self.place(&mut config.backend, &mut config.network);
+        config
+    }
+
+    /// Puts a configuration on this network: the host's sets only the backend, a
+    /// simulated one only the network.
+    fn place(&self, backend: &mut BackendChoice, network: &mut Network) {
         match self {
-            Net::Host(backend) => PublisherConfig {
-                backend: *backend,
-                ..config
-            },
-            Net::Sim(net) => PublisherConfig {
-                network: Network::Sim(net.clone()),
-                ..config
-            },
+            Net::Host(choice) => *backend = *choice,
+            Net::Sim(net) => *network = Network::Sim(net.clone()),
         }
     }
 
@@ -344,25 +431,134 @@ impl Handler for Checker {
     }
 }
 
-/// Calls `step` (which may poll a publisher) until it returns true, sleeping a little
-/// between calls; panics naming `what` if that takes longer than `timeout`.
-pub(crate) fn wait_until(what: &str, timeout: Duration, mut step: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !step() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_micros(200));
+/// What a subscription should have received: the stream's messages `1..=messages` with
+/// checksum `sent`, and beside them the `malformed` datagrams and `other_session` packets
+/// it was to skip.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expected {
+    pub(crate) messages: u64,
+    pub(crate) sent: Checksum,
+    pub(crate) malformed: u64,
+    pub(crate) other_session: u64,
+}
+
+impl Expected {
+    /// Messages `1..=messages` with checksum `sent`, and nothing else.
+    pub(crate) fn stream(messages: u64, sent: Checksum) -> Expected {
+        Expected {
+            messages,
+            sent,
+            malformed: 0,
+            other_session: 0,
+        }
     }
 }
 
+/// Asserts that the subscription `closed` received exactly what `expected` says, in order
+/// and intact, and its end of session once; that it counted the bytes `published` sent;
+/// and that it counted nothing amiss: no gap, loss, duplicate, drop or error, and no
+/// skipped datagram but those expected.
+pub(crate) fn assert_received_stream(
+    who: &str,
+    closed: &Closed<Checker>,
+    published: &PublisherStats,
+    expected: Expected,
+) {
+    let count = expected.messages;
+    let stats = &closed.stats;
+    closed
+        .handler
+        .assert_complete(who, count, expected.sent.value());
+    assert_eq!(
+        closed.handler.ends, 1,
+        "{who}: end of session handed over once (and only the stream's own)"
+    );
+    assert_eq!(stats.messages, count, "{who}: {stats:?}");
+    assert_eq!(stats.bytes, published.bytes, "{who}: {stats:?}");
+    assert_eq!(
+        (stats.gaps, stats.missing, stats.duplicates),
+        (0, 0, 0),
+        "{who}: {stats:?}"
+    );
+    assert_eq!(
+        (stats.kernel_drops, stats.receive_errors),
+        (0, 0),
+        "{who}: {stats:?}"
+    );
+    assert_eq!(
+        (stats.malformed, stats.truncated, stats.other_session),
+        (expected.malformed, 0, expected.other_session),
+        "{who}: {stats:?}"
+    );
+}
+
+/// Calls `cond` until it returns true, sleeping a little between calls; returns whether
+/// it did before `timeout` passed. Allocates nothing.
+pub(crate) fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    cond()
+}
+
+/// Calls `step` (which may poll a publisher) until it returns true, sleeping a little
+/// between calls; panics naming `what` if that takes longer than `timeout`.
+pub(crate) fn wait_until(what: &str, timeout: Duration, step: impl FnMut() -> bool) {
+    assert!(wait_for(timeout, step), "timed out waiting for {what}");
+}
+
+/// What publishes a stream: a multicast [`Publisher`] or a unicast [`Fanout`] root. The
+/// methods are theirs, under the same names.
+pub(crate) trait Source {
+    /// Packs `msg` into the open packet and returns its sequence number.
+    fn offer(&mut self, msg: &[u8]) -> Result<u64, OfferError>;
+    /// Runs the timers (and collects finished sends).
+    fn poll(&mut self);
+    /// Holds full packets until [`Source::end_batch`].
+    fn begin_batch(&mut self);
+    /// Sends the packets held since [`Source::begin_batch`]; the open packet stays open.
+    fn end_batch(&mut self);
+    /// Sends the open packet and everything held, now.
+    fn flush(&mut self);
+}
+
+macro_rules! sources {
+    ($($source:ty),*) => {$(
+        impl Source for $source {
+            fn offer(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
+                <$source>::offer(self, msg)
+            }
+            fn poll(&mut self) {
+                <$source>::poll(self);
+            }
+            fn begin_batch(&mut self) {
+                <$source>::begin_batch(self);
+            }
+            fn end_batch(&mut self) {
+                <$source>::end_batch(self);
+            }
+            fn flush(&mut self) {
+                <$source>::flush(self);
+            }
+        }
+    )*};
+}
+
+sources!(Publisher, Fanout);
+
 /// Offers `msg`, polling through backpressure; returns its sequence number.
-pub(crate) fn offer(publisher: &mut Publisher, msg: &[u8]) -> u64 {
+pub(crate) fn offer(source: &mut impl Source, msg: &[u8]) -> u64 {
     let deadline = Instant::now() + STALL;
     loop {
-        match publisher.offer(msg) {
+        match source.offer(msg) {
             Ok(seq) => return seq,
             Err(OfferError::Backpressure) => {
                 assert!(Instant::now() < deadline, "backpressure never eased");
-                publisher.poll();
+                source.poll();
                 std::thread::yield_now();
             }
             Err(e) => panic!("offer failed: {e}"),
@@ -370,30 +566,22 @@ pub(crate) fn offer(publisher: &mut Publisher, msg: &[u8]) -> u64 {
     }
 }
 
-/// Publishes messages `seqs` of `stream` in batches of [`BATCH`], never more than
-/// `window` messages ahead of `received()` (the slowest subscriber's count), adding each
-/// to `checksum`. Leaves the last packet open (flush or close to send it).
-pub(crate) fn publish_paced(
-    publisher: &mut Publisher,
-    stream: &Stream,
-    seqs: RangeInclusive<u64>,
-    window: u64,
-    received: impl Fn() -> u64,
-    mut checksum: Option<&mut Checksum>,
-) {
-    publish_with(publisher, seqs, window, received, |seq, buf| {
-        let len = stream.write(seq, buf);
-        if let Some(sum) = checksum.as_deref_mut() {
-            sum.add(seq, &buf[..len]);
-        }
-        len
+/// Flushes `source`, then polls it until `done` holds; panics naming `what` after
+/// [`STALL`].
+pub(crate) fn flush_and_wait(source: &mut impl Source, what: &str, mut done: impl FnMut() -> bool) {
+    source.flush();
+    wait_until(what, STALL, || {
+        source.poll();
+        done()
     });
 }
 
-/// Like [`publish_paced`], with message `seq` written into the buffer by `make`, which
-/// returns its length.
+/// Offers messages `seqs` in batches of [`BATCH`], message `seq` written into the buffer
+/// by `make` (which returns its length), and never more than `window` messages ahead of
+/// `received()` (the slowest receiver's progress): when it is, flushes and polls until it
+/// is not. Leaves the last packet open (flush or close to send it).
 pub(crate) fn publish_with(
-    publisher: &mut Publisher,
+    source: &mut impl Source,
     seqs: RangeInclusive<u64>,
     window: u64,
     received: impl Fn() -> u64,
@@ -403,19 +591,88 @@ pub(crate) fn publish_with(
     let (mut seq, last) = (*seqs.start(), *seqs.end());
     while seq <= last {
         let stop = last.min(seq + BATCH - 1);
-        publisher.begin_batch();
+        source.begin_batch();
         while seq <= stop {
             let len = make(seq, &mut buf);
-            let got = offer(publisher, &buf[..len]);
-            assert_eq!(got, seq, "the publisher numbered a message unexpectedly");
+            let got = offer(source, &buf[..len]);
+            assert_eq!(got, seq, "the source numbered a message unexpectedly");
             seq += 1;
         }
-        publisher.end_batch();
+        source.end_batch();
         if received() + window < stop {
-            wait_until("the subscribers to catch up", STALL, || {
-                publisher.poll();
+            flush_and_wait(source, "the receivers to catch up", || {
                 received() + window >= stop
             });
         }
     }
+}
+
+/// Paced publishing of the [`Stream`]: never more than `window` messages ahead of
+/// `received()` (the slowest subscriber's count of messages), with a checksum over
+/// everything published. Allocates nothing.
+pub(crate) struct Paced<'a, R> {
+    stream: &'a Stream,
+    window: u64,
+    received: R,
+    /// Checksum over every message published so far, in order.
+    pub(crate) sent: Checksum,
+}
+
+impl<'a, R: Fn() -> u64> Paced<'a, R> {
+    pub(crate) fn new(stream: &'a Stream, window: u64, received: R) -> Self {
+        Paced {
+            stream,
+            window,
+            received,
+            sent: Checksum::default(),
+        }
+    }
+
+    /// Messages the slowest subscriber has received.
+    pub(crate) fn received(&self) -> u64 {
+        (self.received)()
+    }
+
+    /// Publishes messages `seqs` of the stream (see [`publish_with`]); leaves the last
+    /// packet open.
+    pub(crate) fn publish(&mut self, source: &mut impl Source, seqs: RangeInclusive<u64>) {
+        let (stream, sent) = (self.stream, &mut self.sent);
+        publish_with(source, seqs, self.window, &self.received, |seq, buf| {
+            let len = stream.write(seq, buf);
+            sent.add(seq, &buf[..len]);
+            len
+        });
+    }
+
+    /// Publishes messages `seqs`, flushes, and polls until the slowest subscriber has
+    /// received every message up to the last of them; panics naming `what` after
+    /// [`STALL`].
+    pub(crate) fn publish_all(
+        &mut self,
+        source: &mut impl Source,
+        seqs: RangeInclusive<u64>,
+        what: &str,
+    ) {
+        let last = *seqs.end();
+        self.publish(source, seqs);
+        flush_and_wait(source, what, || self.received() == last);
+    }
+}
+
+/// Waits until each of `subs` has seen one end of session; panics after [`STALL`].
+pub(crate) fn await_end_of_session<H: Handler>(subs: &[Subscription<H>]) {
+    wait_until("the end of session", STALL, || {
+        subs.iter().all(|s| s.stats().end_of_session == 1)
+    });
+}
+
+/// Asserts that at least one of the allocation-counting runs could run here and that
+/// none of them allocated: `findings` says what each that did allocated `during` what.
+pub(crate) fn assert_nothing_allocated(runs: usize, findings: &[String], during: &str) {
+    assert!(runs > 0, "no backend could run here");
+    assert!(
+        findings.is_empty(),
+        "allocations after warm-up while {during}:\n{}",
+        findings.join("\n")
+    );
 }
