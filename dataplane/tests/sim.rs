@@ -137,17 +137,21 @@ impl Sub {
         self.socket.local_addr()
     }
 
-    /// Takes everything due at the fake clock's time.
+    /// Takes everything due at the fake clock's time, then runs the receive state's
+    /// timers (its reorder window's, if it has one). The receive state's clock is the
+    /// fake clock's time since it started, in nanoseconds.
     fn receive(&mut self, clock: &FakeClock) {
         let mut buf = [0u8; 2048];
+        let now = u64::try_from(clock.elapsed().as_nanos()).unwrap();
         while let Some(d) = self.socket.recv(clock.now(), &mut buf) {
             let info = DatagramInfo {
                 truncated: d.truncated,
                 ..DatagramInfo::default()
             };
             self.state
-                .handle_datagram(&buf[..d.len], info, 0, &mut self.seen);
+                .handle_datagram(&buf[..d.len], info, now, &mut self.seen);
         }
+        self.state.handle_timeout(now, &mut self.seen);
     }
 
     /// Asserts that the handler was told of exactly these gaps, each as
@@ -188,10 +192,19 @@ impl Sub {
 
 /// One feed, one subscription, the network impaired as given.
 fn setup(seed: u64, impairments: Impairments) -> (SimNet, FakeClock, Feed, Sub) {
+    setup_with(seed, impairments, ReceiveConfig::default())
+}
+
+/// [`setup`], with the subscription's receive state set up as `config` says.
+fn setup_with(
+    seed: u64,
+    impairments: Impairments,
+    config: ReceiveConfig,
+) -> (SimNet, FakeClock, Feed, Sub) {
     let net = SimNet::new(seed);
     net.impair(impairments);
     let clock = FakeClock::new();
-    let sub = Sub::new(&net, ReceiveConfig::default());
+    let sub = Sub::new(&net, config);
     let feed = Feed::new(&net, "SIMFEED", sub.addr(), &clock);
     (net, clock, feed, sub)
 }
@@ -450,4 +463,83 @@ fn sim_random_loss_reorder_and_duplication_together_keep_every_number_accounted(
         }
         sub.assert_accounted();
     }
+}
+
+/// A receive state that waits up to `window` for packets overtaken on the way.
+fn with_window(window: Duration) -> ReceiveConfig {
+    ReceiveConfig {
+        reorder_window: window,
+        ..ReceiveConfig::default()
+    }
+}
+
+/// 10% of the packets held back by `by` on the way (after a 10 µs delay), a packet every
+/// 20 µs: 500 messages reach `sub`.
+fn reordered_by(by: Duration, window: Duration) -> (SimNet, Sub) {
+    let impairments = Impairments {
+        reorder: 0.1,
+        reorder_by: by,
+        delay: Duration::from_micros(10),
+        ..Impairments::none()
+    };
+    let (net, clock, mut feed, mut sub) = setup_with(17, impairments, with_window(window));
+    for chunk in 0..100u64 {
+        feed.offer(chunk * 5 + 1..=chunk * 5 + 5, &clock);
+        clock.advance(Duration::from_micros(20));
+        sub.receive(&clock);
+    }
+    feed.flush(&clock);
+    for _ in 0..10 {
+        clock.advance(Duration::from_millis(1));
+        sub.receive(&clock);
+    }
+    (net, sub)
+}
+
+#[test]
+fn sim_a_packet_reordered_inside_the_window_is_not_a_duplicate() {
+    let (net, sub) = reordered_by(Duration::from_micros(50), Duration::from_micros(200));
+    assert!(net.stats().reordered > 0);
+    let stats = sub.state.stats();
+    assert_eq!(sub.seen.messages, (1..=500).collect::<Vec<_>>());
+    assert!(sub.seen.gaps.is_empty(), "{:?}", sub.seen.gaps);
+    assert_eq!((stats.duplicates, stats.missing), (0, 0));
+    assert!(stats.reordered > 0, "packets waited for the ones overtaken");
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_a_packet_reordered_beyond_the_window_is_a_gap_and_then_a_duplicate() {
+    let (net, sub) = reordered_by(Duration::from_micros(500), Duration::from_micros(100));
+    assert!(net.stats().reordered > 0);
+    let stats = sub.state.stats();
+    assert!(
+        stats.missing > 0,
+        "the window ran out before the stragglers came"
+    );
+    assert_eq!(stats.duplicates, stats.missing, "nothing was lost for good");
+    sub.assert_accounted();
+}
+
+#[test]
+fn sim_a_lost_packet_is_declared_missing_when_the_window_runs_out_not_before() {
+    let window = Duration::from_millis(1);
+    let (_, clock, mut feed, mut sub) =
+        setup_with(18, dropping(DropPattern::burst(1, 1)), with_window(window));
+    // Packets of 1..=5, 6..=10 (lost), 11..=15; then 16 waits open.
+    feed.offer(1..=16, &clock);
+    sub.receive(&clock);
+    assert_eq!(
+        sub.seen.messages,
+        [1, 2, 3, 4, 5],
+        "11..=15 wait for 6..=10"
+    );
+    clock.advance(window - Duration::from_nanos(1));
+    sub.receive(&clock);
+    assert!(sub.seen.gaps.is_empty(), "not before the window ran out");
+    clock.advance(Duration::from_nanos(1));
+    sub.receive(&clock);
+    sub.assert_gaps(&[(6, 5)]);
+    assert_eq!(sub.seen.messages.last(), Some(&15));
+    sub.assert_accounted();
 }
