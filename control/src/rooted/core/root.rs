@@ -467,7 +467,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::super::sim::{
-        bring_up, closes, drain, frames_on, leaf_data, ms, notes, root_config, Script,
+        bring_up, closes, drain, frames_on, invite, leaf_data, ms, notes, root_config, Script,
     };
     use std::sync::Arc;
 
@@ -556,13 +556,7 @@ mod tests {
         let mut root = root(root_config(ms(3000)));
         root.handle_invite(PEER, Direction::SenderOnly, t0).unwrap();
         let (conn, out) = bring_up(&mut root, PEER, t0);
-        assert_eq!(
-            frames_on(&out, conn),
-            [&Frame::Invite {
-                transport: Transport::RootedUnicast,
-                direction: Direction::SenderOnly
-            }]
-        );
+        assert_eq!(frames_on(&out, conn), [&invite(Direction::SenderOnly)]);
         root.handle_frame(conn, join("invitee", Direction::SenderOnly), t0);
         let notes = notes(drain(&mut root));
         assert!(
