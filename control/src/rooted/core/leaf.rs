@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch,
-    MAX_TIMEOUT, MIN_TIMEOUT,
+    connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch, MAX_TIMEOUT,
+    MIN_TIMEOUT,
 };
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
@@ -125,9 +125,7 @@ impl LeafCore {
                 Error::JoinPending
             });
         }
-        let conn = self.conns.open(root, State::Connecting { direction }, now);
-        self.member = Some(conn);
-        self.conns.connect(conn);
+        self.member = Some(self.conns.dial(root, State::Connecting { direction }, now));
         Ok(())
     }
 
@@ -324,9 +322,9 @@ impl Rules for LeafCore {
         Some((State::Joining { direction }, join))
     }
 
-    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) {
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) -> bool {
         let Some(entry) = self.conns.get(conn) else {
-            return;
+            return true;
         };
         match (&entry.state, frame) {
             (
@@ -374,9 +372,9 @@ impl Rules for LeafCore {
             (State::InSession { .. }, Frame::Leave { reason }) => {
                 self.end(conn, None, None, Some(SessionEvent::Removed { reason }));
             }
-            (_, Frame::Heartbeat) => {}
-            (_, other) => self.lost(conn, peer, ConnError::Unexpected(frame_name(&other))),
+            _ => return false,
         }
+        true
     }
 
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {

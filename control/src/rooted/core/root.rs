@@ -24,9 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{
-    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch,
-};
+use super::{connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch};
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
 use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks};
@@ -127,9 +125,7 @@ impl RootCore {
         if self.inviting.is_some() {
             return Err(Error::JoinPending);
         }
-        let conn = self.conns.open(peer, State::Connecting { direction }, now);
-        self.inviting = Some(conn);
-        self.conns.connect(conn);
+        self.inviting = Some(self.conns.dial(peer, State::Connecting { direction }, now));
         Ok(())
     }
 
@@ -363,9 +359,9 @@ impl Rules for RootCore {
         Some((State::Invited { direction }, invite))
     }
 
-    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) {
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) -> bool {
         let Some(entry) = self.conns.get(conn) else {
-            return;
+            return true;
         };
         let invited = match entry.state {
             State::Invited { direction } => Some(direction),
@@ -397,12 +393,9 @@ impl Rules for RootCore {
             (State::Joined(_), Frame::Leave { reason }) => {
                 self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
             }
-            (_, Frame::Heartbeat) => {}
-            (_, other) => {
-                let why = ConnError::Unexpected(frame_name(&other));
-                self.lost(conn, peer, why);
-            }
+            _ => return false,
         }
+        true
     }
 
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
