@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,115 +14,25 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::proto::{decode, Frame};
 use multipoint_control::rooted::{
-    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafHandle, LeafId, LeafSession, Root,
-    RootConfig, RootEvent, RootHooks, SessionEvent,
+    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafHandle, LeafId, Root, RootConfig,
+    RootEvent, RootHooks, SessionEvent,
 };
 use multipoint_control::{ControlRole, DataRole, Direction, Error, Roles, Transport};
 
-const SESSION: [u8; 10] = *b"ROOTED0001";
-const ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+use common::{
+    join_by_hand, joined, leaf, leaf_config, next_event, read_to_close, refusal, root,
+    root_and_receiver, root_config, root_with, session_event, unicast_plan, Admit, ANY, SESSION,
+};
 
-fn unicast_plan() -> DataPlan {
-    DataPlan::Unicast {
-        root: "127.0.0.1:40100".parse().unwrap(),
-        uplink: None,
-    }
-}
-
-fn root_config(timeout: Duration) -> RootConfig {
-    let mut config = RootConfig::new(SESSION);
-    config.timeout = timeout;
-    config.plan = Some(unicast_plan());
-    config
-}
-
-fn leaf_config(name: &str, port: u16) -> LeafConfig {
-    let mut config = LeafConfig::new(name);
-    config.data = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    config
-}
-
-fn root(timeout: Duration) -> (Root, SocketAddr) {
-    let root = Root::new(Transport::RootedUnicast, Roles::ROOT, root_config(timeout)).unwrap();
-    let at = root.listen(ANY).unwrap();
-    (root, at)
-}
-
-fn leaf(name: &str, port: u16) -> Leaf {
-    Leaf::new(
-        Transport::RootedUnicast,
-        Roles::LEAF,
-        leaf_config(name, port),
-    )
-    .unwrap()
-}
-
-fn next_event(root: &Root, within: Duration) -> RootEvent {
-    root.events()
-        .recv_timeout(within)
-        .unwrap_or_else(|_| panic!("no root event within {within:?}"))
-}
-
-/// The next root event, which must be a join: the leaf's handle.
-fn joined(root: &Root) -> LeafHandle {
-    match next_event(root, Duration::from_secs(2)) {
-        RootEvent::Joined(handle) => handle,
-        other => panic!("expected Joined, got {other:?}"),
-    }
-}
-
-/// A rooted-unicast root deciding with `hooks` (3 s timeout), listening on loopback.
-fn root_with(hooks: impl RootHooks) -> (Root, SocketAddr) {
-    let root = Root::with_hooks(
-        Transport::RootedUnicast,
-        Roles::ROOT,
-        root_config(Duration::from_secs(3)),
-        hooks,
-    )
-    .unwrap();
-    let at = root.listen(ANY).unwrap();
-    (root, at)
-}
-
-/// Who refused a join, and why; fails the test unless `result` is a refusal.
-fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> (SocketAddr, String) {
-    match result {
-        Err(Error::Refused { peer, reason }) => (peer, reason),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-/// The one event of a session (it ends the session), within `within`.
-fn session_event(session: &LeafSession, within: Duration) -> SessionEvent {
-    session.events().recv_timeout(within).unwrap()
-}
-
-/// A leaf spoken by hand: connects to the root at `at` and asks to join as a receiver
-/// named `name` whose data goes to 127.0.0.1:`port`.
-fn join_by_hand(at: SocketAddr, name: &str, port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect(at).unwrap();
-    let mut out = Vec::new();
-    Frame::Join {
-        transport: Transport::RootedUnicast,
-        direction: Direction::ReceiverOnly,
-        data: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
-        name: name.into(),
-    }
-    .encode(&mut out)
-    .unwrap();
-    stream.write_all(&out).unwrap();
-    stream
-}
-
-/// What the peer sends on `stream` until it closes (waiting 3 s at most for each read),
-/// and how reading ended.
-fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, std::io::Result<usize>) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut bytes = Vec::new();
-    let read = stream.read_to_end(&mut bytes);
-    (bytes, read)
+/// Admits the leaves whose name starts with "good".
+fn gatekeeper() -> impl RootHooks {
+    Admit(|request: &JoinRequest| {
+        if request.name.starts_with("good") {
+            Decision::Admit
+        } else {
+            Decision::Refuse(format!("{} is not on the list", request.name))
+        }
+    })
 }
 
 #[test]
@@ -176,20 +88,9 @@ fn a_leaf_joins_learns_the_plan_and_leaves() {
     assert!(matches!(handle.remove(), Err(Error::LeafGone { .. })));
 }
 
-struct Gatekeeper;
-impl RootHooks for Gatekeeper {
-    fn admit(&mut self, request: &JoinRequest) -> Decision {
-        if request.name.starts_with("good") {
-            Decision::Admit
-        } else {
-            Decision::Refuse(format!("{} is not on the list", request.name))
-        }
-    }
-}
-
 #[test]
 fn a_refused_join_gets_its_reason_and_no_plan() {
-    let (root, at) = root_with(Gatekeeper);
+    let (root, at) = root_with(gatekeeper());
     let bad = leaf("mallory", 40202);
     let (peer, reason) = refusal(bad.join_leaf(at, Direction::ReceiverOnly));
     assert_eq!(reason, "mallory is not on the list");
@@ -208,7 +109,7 @@ fn a_refused_join_gets_its_reason_and_no_plan() {
 #[test]
 fn the_wire_carries_no_plan_to_a_refused_leaf() {
     // Speak the protocol by hand and look at every byte the root sends back.
-    let (_root, at) = root_with(Gatekeeper);
+    let (_root, at) = root_with(gatekeeper());
     let mut stream = join_by_hand(at, "eve", 40204);
     let (bytes, read) = read_to_close(&mut stream);
     read.unwrap();
@@ -323,10 +224,7 @@ fn a_root_that_listens_also_invites() {
 #[test]
 fn heartbeats_keep_a_session_alive_past_the_timeout() {
     let timeout = Duration::from_millis(300);
-    let (root, at) = root(timeout);
-    let leaf = leaf("steady", 40211);
-    let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
-    joined(&root);
+    let (root, _, _leaf, session) = root_and_receiver(timeout, "steady", 40211);
     std::thread::sleep(timeout * 5);
     assert!(session.is_active());
     assert!(session.events().try_recv().is_err());
@@ -340,10 +238,7 @@ fn heartbeats_keep_a_session_alive_past_the_timeout() {
 #[test]
 fn a_silent_leaf_is_removed_after_the_timeout() {
     let timeout = Duration::from_millis(500);
-    let (root, at) = root(timeout);
-    let healthy = leaf("healthy", 40212);
-    let healthy_session = healthy.join_leaf(at, Direction::ReceiverOnly).unwrap();
-    joined(&root);
+    let (root, at, _healthy, healthy_session) = root_and_receiver(timeout, "healthy", 40212);
 
     // A leaf that joins and then hangs (its process stopped, its connection still open):
     // spoken by hand, it never sends a heartbeat.
@@ -516,14 +411,10 @@ fn hooks_see_every_join_and_departure() {
 
 #[test]
 fn a_panicking_hook_refuses_the_leaf_and_the_root_carries_on() {
-    struct Grumpy;
-    impl RootHooks for Grumpy {
-        fn admit(&mut self, request: &JoinRequest) -> Decision {
-            assert!(request.name != "boom", "the admission hook panicked");
-            Decision::Admit
-        }
-    }
-    let (root, at) = root_with(Grumpy);
+    let (root, at) = root_with(Admit(|request: &JoinRequest| {
+        assert!(request.name != "boom", "the admission hook panicked");
+        Decision::Admit
+    }));
     let fine = leaf("fine", 40216);
     let _s = fine.join_leaf(at, Direction::ReceiverOnly).unwrap();
     let boom = leaf("boom", 40217);
@@ -536,19 +427,16 @@ fn a_panicking_hook_refuses_the_leaf_and_the_root_carries_on() {
 
 #[test]
 fn waiting_calls_from_a_hook_fail_instead_of_deadlocking() {
-    struct Remover(Arc<std::sync::Mutex<Option<LeafHandle>>>);
-    impl RootHooks for Remover {
-        fn admit(&mut self, _request: &JoinRequest) -> Decision {
-            if let Some(handle) = self.0.lock().unwrap().as_ref() {
-                let err = handle.remove().unwrap_err();
-                assert!(matches!(err, Error::InsideHook { .. }), "{err}");
-                return Decision::Refuse(err.to_string());
-            }
-            Decision::Admit
+    let slot: Arc<std::sync::Mutex<Option<LeafHandle>>> = Arc::new(std::sync::Mutex::new(None));
+    let in_hook = Arc::clone(&slot);
+    let (root, at) = root_with(Admit(move |_: &JoinRequest| {
+        if let Some(handle) = in_hook.lock().unwrap().as_ref() {
+            let err = handle.remove().unwrap_err();
+            assert!(matches!(err, Error::InsideHook { .. }), "{err}");
+            return Decision::Refuse(err.to_string());
         }
-    }
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let (root, at) = root_with(Remover(Arc::clone(&slot)));
+        Decision::Admit
+    }));
     let first = leaf("first", 40219);
     let _s = first.join_leaf(at, Direction::ReceiverOnly).unwrap();
     *slot.lock().unwrap() = Some(root.leaves()[0].clone());

@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
 use std::time::Duration;
 
-use multipoint_control::rooted::{DataPlan, Leaf, LeafConfig, Root, RootConfig, RootEvent};
-use multipoint_control::{Direction, Roles, Transport};
+use multipoint_control::rooted::RootEvent;
+use multipoint_control::Direction;
 use multipoint_test_support::{alloc, open_fds};
 
 #[global_allocator]
@@ -16,18 +17,8 @@ static GLOBAL: alloc::Counting = alloc::Counting;
 
 #[test]
 fn ten_thousand_joins_and_leaves_leak_nothing() {
-    let mut config = RootConfig::new(*b"CHURN00001");
-    config.plan = Some(DataPlan::Unicast {
-        root: "127.0.0.1:40300".parse().unwrap(),
-        uplink: None,
-    });
-    let root = Root::new(Transport::RootedUnicast, Roles::ROOT, config).unwrap();
-    let at = root
-        .listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
-        .unwrap();
-    let mut leaf_config = LeafConfig::new("churn");
-    leaf_config.data = Some("127.0.0.1:40301".parse().unwrap());
-    let leaf = Leaf::new(Transport::RootedUnicast, Roles::LEAF, leaf_config).unwrap();
+    let (root, at) = common::root(Duration::from_secs(3));
+    let leaf = common::leaf("churn", 40301);
 
     let round = |n: usize| {
         for _ in 0..n {

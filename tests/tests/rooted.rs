@@ -35,6 +35,19 @@ struct Tally {
     ended: AtomicBool,
 }
 
+impl Tally {
+    /// The last sequence number handled.
+    fn last(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+    fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+    fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 struct Check {
     tally: Arc<Tally>,
@@ -97,8 +110,49 @@ fn root_config(name: &str, timeout: Duration) -> UnicastRootConfig {
     config
 }
 
+/// Shards for `subscriptions` leaves, then a unicast root named `name` with `timeout`,
+/// and the root's control address.
+fn start(name: &str, timeout: Duration, subscriptions: u32) -> (Shards, UnicastRoot, SocketAddr) {
+    let shards = shards(subscriptions);
+    let root = UnicastRoot::start(root_config(name, timeout)).unwrap();
+    let at = root.control_addr().unwrap();
+    (shards, root, at)
+}
+
+/// Closes `root`, then stops `shards`.
+fn stop(root: UnicastRoot, shards: Shards) {
+    root.close();
+    shards.shutdown();
+}
+
 fn leaf(name: &str) -> DataLeaf {
     DataLeaf::new(DataLeafConfig::new(Transport::RootedUnicast, name)).unwrap()
+}
+
+fn multicast_leaf(name: &str) -> DataLeaf {
+    DataLeaf::new(DataLeafConfig::new(Transport::AdmittedMulticast, name)).unwrap()
+}
+
+/// `leaf` joins the root at `at` in `direction`, checking what it gets with a fresh
+/// [`Check`]: the membership and the check's tally.
+fn join(
+    leaf: &DataLeaf,
+    shards: &mut Shards,
+    at: SocketAddr,
+    direction: Direction,
+) -> multipoint_dataplane::Result<(Joined<Check>, Arc<Tally>)> {
+    let (check, tally) = Check::new();
+    let joined = leaf.join(shards, at, direction, check)?;
+    Ok((joined, tally))
+}
+
+/// Waits for the event that ends `joined`'s session, which must be `Ended`; `who` names
+/// the leaf if it is not.
+fn assert_ended(joined: &Joined<Check>, within: Duration, who: &str) {
+    match joined.session().events().recv_timeout(within) {
+        Ok(SessionEvent::Ended { .. }) => {}
+        other => panic!("{who}: expected Ended, got {other:?}"),
+    }
 }
 
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
@@ -121,14 +175,10 @@ fn publish(root: &mut UnicastRoot, first: u64, count: u64, tallies: &[Arc<Tally>
         assert!(
             Instant::now() < deadline,
             "publishing stalled at {seq}: slowest leaf at {:?}, {} leaves in the session",
-            tallies.iter().map(|t| t.last.load(Ordering::Acquire)).min(),
+            tallies.iter().map(|t| t.last()).min(),
             root.control().leaves().len()
         );
-        let slowest = tallies
-            .iter()
-            .map(|t| t.last.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(u64::MAX);
+        let slowest = tallies.iter().map(|t| t.last()).min().unwrap_or(u64::MAX);
         if seq > slowest.saturating_add(window) && slowest != u64::MAX {
             root.flush();
             root.poll();
@@ -163,10 +213,7 @@ fn one_root_and_256_leaves_every_leaf_gets_every_message() {
     let mut joined: Vec<(DataLeaf, Joined<Check>)> = Vec::new();
     for i in 0..LEAVES {
         let leaf = leaf(&format!("leaf-{i}"));
-        let (check, tally) = Check::new();
-        let j = leaf
-            .join(&mut shards, at, Direction::ReceiverOnly, check)
-            .unwrap();
+        let (j, tally) = join(&leaf, &mut shards, at, Direction::ReceiverOnly).unwrap();
         tallies.push(tally);
         joined.push((leaf, j));
     }
@@ -176,16 +223,12 @@ fn one_root_and_256_leaves_every_leaf_gets_every_message() {
     wait_until(
         "every leaf has every message",
         Duration::from_secs(30),
-        || {
-            tallies
-                .iter()
-                .all(|t| t.messages.load(Ordering::Relaxed) >= MESSAGES)
-        },
+        || tallies.iter().all(|t| t.messages() >= MESSAGES),
     );
     for (i, t) in tallies.iter().enumerate() {
-        assert_eq!(t.messages.load(Ordering::Relaxed), MESSAGES, "leaf {i}");
-        assert_eq!(t.errors.load(Ordering::Relaxed), 0, "leaf {i}");
-        assert_eq!(t.last.load(Ordering::Relaxed), MESSAGES, "leaf {i}");
+        assert_eq!(t.messages(), MESSAGES, "leaf {i}");
+        assert_eq!(t.errors(), 0, "leaf {i}");
+        assert_eq!(t.last(), MESSAGES, "leaf {i}");
     }
     for (_, j) in &joined {
         let stats = j.subscription().unwrap().stats();
@@ -202,10 +245,7 @@ fn one_root_and_256_leaves_every_leaf_gets_every_message() {
     // and on the control plane.
     root.close();
     for (i, (_, j)) in joined.iter().enumerate() {
-        match j.session().events().recv_timeout(Duration::from_secs(10)) {
-            Ok(SessionEvent::Ended { .. }) => {}
-            other => panic!("leaf {i}: expected Ended, got {other:?}"),
-        }
+        assert_ended(j, Duration::from_secs(10), &format!("leaf {i}"));
     }
     wait_until(
         "every leaf saw end of session",
@@ -219,17 +259,12 @@ fn one_root_and_256_leaves_every_leaf_gets_every_message() {
 #[test]
 fn a_leaf_that_dies_is_removed_within_the_timeout_and_the_rest_keep_receiving() {
     let timeout = Duration::from_secs(2);
-    let mut shards = shards(16);
-    let mut root = UnicastRoot::start(root_config("DIES", timeout)).unwrap();
-    let at = root.control_addr().unwrap();
+    let (mut shards, mut root, at) = start("DIES", timeout, 16);
     let mut tallies = Vec::new();
     let mut alive = Vec::new();
     for i in 0..4 {
         let leaf = leaf(&format!("alive-{i}"));
-        let (check, tally) = Check::new();
-        let j = leaf
-            .join(&mut shards, at, Direction::ReceiverOnly, check)
-            .unwrap();
+        let (j, tally) = join(&leaf, &mut shards, at, Direction::ReceiverOnly).unwrap();
         tallies.push(tally);
         alive.push((leaf, j));
     }
@@ -292,19 +327,14 @@ fn a_leaf_that_dies_is_removed_within_the_timeout_and_the_rest_keep_receiving() 
     wait_until(
         "the live leaves have everything",
         Duration::from_secs(10),
-        || {
-            tallies
-                .iter()
-                .all(|t| t.last.load(Ordering::Acquire) >= total)
-        },
+        || tallies.iter().all(|t| t.last() >= total),
     );
     for t in &tallies {
-        assert_eq!(t.errors.load(Ordering::Relaxed), 0);
-        assert_eq!(t.messages.load(Ordering::Relaxed), total);
+        assert_eq!(t.errors(), 0);
+        assert_eq!(t.messages(), total);
     }
     drop(alive);
-    root.close();
-    shards.shutdown();
+    stop(root, shards);
 }
 
 #[test]
@@ -324,20 +354,14 @@ fn a_refused_join_gets_its_reason() {
     )
     .unwrap();
     let at = root.control_addr().unwrap();
-    let (check, _) = Check::new();
-    let err = leaf("stranger")
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap_err();
+    let err = join(&leaf("stranger"), &mut shards, at, Direction::ReceiverOnly).unwrap_err();
     assert!(
         err.to_string()
             .contains("stranger is not subscribed to this feed"),
         "{err}"
     );
-    let (check, _) = Check::new();
     let vip = leaf("vip");
-    let joined = vip
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap();
+    let (joined, _) = join(&vip, &mut shards, at, Direction::ReceiverOnly).unwrap();
     assert_eq!(root.control().leaves().len(), 1);
     drop((joined, vip));
     shards.shutdown();
@@ -366,12 +390,8 @@ fn a_leaf_reaches_the_root_but_never_another_leaf() {
     let at = root.control_addr().unwrap();
     let a = leaf("a");
     let b = leaf("b");
-    let (check_a, _) = Check::new();
-    let (check_b, tally_b) = Check::new();
-    let mut ja = a.join(&mut shards, at, Direction::Both, check_a).unwrap();
-    let jb = b
-        .join(&mut shards, at, Direction::ReceiverOnly, check_b)
-        .unwrap();
+    let (mut ja, _) = join(&a, &mut shards, at, Direction::Both).unwrap();
+    let (jb, tally_b) = join(&b, &mut shards, at, Direction::ReceiverOnly).unwrap();
 
     // A's stream goes to the root.
     let publisher = ja.publisher().expect("a sending leaf has a publisher");
@@ -394,7 +414,7 @@ fn a_leaf_reaches_the_root_but_never_another_leaf() {
     let stats = jb.subscription().unwrap().stats();
     assert_eq!(stats.packets, 0, "{stats:?}");
     assert_eq!(stats.malformed, 0, "{stats:?}");
-    assert_eq!(tally_b.messages.load(Ordering::Relaxed), 0);
+    assert_eq!(tally_b.messages(), 0);
 
     // What the root sends does reach B (the socket works).
     let mut buf = Vec::new();
@@ -402,12 +422,11 @@ fn a_leaf_reaches_the_root_but_never_another_leaf() {
     root.offer(&buf).unwrap();
     root.flush();
     wait_until("B got the root's message", Duration::from_secs(5), || {
-        tally_b.messages.load(Ordering::Relaxed) == 1
+        tally_b.messages() == 1
     });
-    assert_eq!(tally_b.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(tally_b.errors(), 0);
     drop((ja, jb));
-    root.close();
-    shards.shutdown();
+    stop(root, shards);
 }
 
 #[test]
@@ -430,13 +449,12 @@ fn a_root_invites_a_data_leaf() {
     wait_until(
         "the invited leaf got everything",
         Duration::from_secs(5),
-        || tally.messages.load(Ordering::Relaxed) == 500,
+        || tally.messages() == 500,
     );
-    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(tally.errors(), 0);
     let closed = joined.leave().unwrap().unwrap();
     assert_eq!(closed.stats.messages, 500);
-    root.close();
-    shards.shutdown();
+    stop(root, shards);
 }
 
 #[test]
@@ -463,39 +481,18 @@ fn admitted_multicast_admits_then_data_flows_by_multicast() {
     .unwrap();
     let at = root.control().local_addr().unwrap();
 
-    let outsider = DataLeaf::new(DataLeafConfig::new(
-        Transport::AdmittedMulticast,
-        "outsider",
-    ))
-    .unwrap();
-    let (check, _) = Check::new();
-    let err = outsider
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap_err();
+    let outsider = multicast_leaf("outsider");
+    let err = join(&outsider, &mut shards, at, Direction::ReceiverOnly).unwrap_err();
     assert!(err.to_string().contains("members only"), "{err}");
     assert!(!err.to_string().contains("239.254.77.7"), "{err}");
 
     // Leaves receive the root's source only: a leaf that wants to send is told so.
-    let sender = DataLeaf::new(DataLeafConfig::new(
-        Transport::AdmittedMulticast,
-        "member-0",
-    ))
-    .unwrap();
-    let (check, _) = Check::new();
-    let err = sender
-        .join(&mut shards, at, Direction::Both, check)
-        .unwrap_err();
+    let sender = multicast_leaf("member-0");
+    let err = join(&sender, &mut shards, at, Direction::Both).unwrap_err();
     assert!(err.to_string().contains("receive-only"), "{err}");
 
-    let member = DataLeaf::new(DataLeafConfig::new(
-        Transport::AdmittedMulticast,
-        "member-1",
-    ))
-    .unwrap();
-    let (check, tally) = Check::new();
-    let joined = member
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap();
+    let member = multicast_leaf("member-1");
+    let (joined, tally) = join(&member, &mut shards, at, Direction::ReceiverOnly).unwrap();
     match joined.session().plan() {
         multipoint_control::rooted::DataPlan::Multicast { group: g, source } => {
             assert_eq!(*g, group);
@@ -521,27 +518,18 @@ fn admitted_multicast_admits_then_data_flows_by_multicast() {
     wait_until(
         "the member got everything by multicast",
         Duration::from_secs(5),
-        || tally.messages.load(Ordering::Relaxed) == 2_000,
+        || tally.messages() == 2_000,
     );
-    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(tally.errors(), 0);
     root.close();
-    match joined
-        .session()
-        .events()
-        .recv_timeout(Duration::from_secs(3))
-    {
-        Ok(SessionEvent::Ended { .. }) => {}
-        other => panic!("expected Ended, got {other:?}"),
-    }
+    assert_ended(&joined, Duration::from_secs(3), "the member");
     drop(joined);
     shards.shutdown();
 }
 
 #[test]
 fn a_leaf_gets_nothing_queued_before_its_session_not_even_on_rejoin() {
-    let mut shards = shards(8);
-    let mut root = UnicastRoot::start(root_config("REJOIN", Duration::from_secs(10))).unwrap();
-    let at = root.control_addr().unwrap();
+    let (mut shards, mut root, at) = start("REJOIN", Duration::from_secs(10), 8);
     let l = leaf("rejoiner");
     // Before it joins, the leaf's socket takes datagrams from anyone: a well-formed packet
     // of this very session, with wrong content, queues there. None of it may reach the
@@ -556,23 +544,16 @@ fn a_leaf_gets_nothing_queued_before_its_session_not_even_on_rejoin() {
     for _ in 0..3 {
         stray.send_to(&forged, l.data_addr().unwrap()).unwrap();
     }
-    let (check, tally) = Check::new();
-    let mut first = Some(
-        l.join(&mut shards, at, Direction::ReceiverOnly, check)
-            .unwrap(),
-    );
+    let (first, tally) = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap();
+    let mut first = Some(first);
     publish(&mut root, 1, 2_000, &[Arc::clone(&tally)], 500);
     wait_until(
         "the first session's messages arrived",
         Duration::from_secs(5),
-        || tally.last.load(Ordering::Acquire) >= 2_000,
+        || tally.last() >= 2_000,
     );
-    assert_eq!(tally.messages.load(Ordering::Relaxed), 2_000);
-    assert_eq!(
-        tally.errors.load(Ordering::Relaxed),
-        0,
-        "a forged datagram got through"
-    );
+    assert_eq!(tally.messages(), 2_000);
+    assert_eq!(tally.errors(), 0, "a forged datagram got through");
     // Leave in the middle of a burst: packets keep arriving until the root has taken the
     // leaf out, and queue on the leaf's socket.
     let mut buf = Vec::new();
@@ -590,10 +571,7 @@ fn a_leaf_gets_nothing_queued_before_its_session_not_even_on_rejoin() {
     wait_until("the root took the leaf out", Duration::from_secs(5), || {
         root.control().leaves().is_empty()
     });
-    let (check, tally) = Check::new();
-    let second = l
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap();
+    let (second, tally) = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap();
     let resume = 4_001;
     // The new subscription counts from 4,001: no pacing window (1,000 messages fit any
     // socket buffer).
@@ -607,45 +585,29 @@ fn a_leaf_gets_nothing_queued_before_its_session_not_even_on_rejoin() {
     wait_until(
         "the new session's messages arrived",
         Duration::from_secs(5),
-        || tally.last.load(Ordering::Acquire) >= resume + 999,
+        || tally.last() >= resume + 999,
     );
-    assert_eq!(
-        tally.messages.load(Ordering::Relaxed),
-        1_000,
-        "only the new session's"
-    );
-    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(tally.messages(), 1_000, "only the new session's");
+    assert_eq!(tally.errors(), 0);
     drop(second);
-    root.close();
-    shards.shutdown();
+    stop(root, shards);
 }
 
 #[test]
 fn a_leaf_still_holding_an_ended_session_cannot_join_again() {
-    let mut shards = shards(8);
-    let root = UnicastRoot::start(root_config("HOLD", Duration::from_secs(10))).unwrap();
-    let at = root.control_addr().unwrap();
+    let (mut shards, root, at) = start("HOLD", Duration::from_secs(10), 8);
     let l = leaf("holder");
-    let (check, _) = Check::new();
-    let held = l
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap();
+    let (held, _) = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap();
     root.control().leaves()[0].remove().unwrap();
     assert!(matches!(
         held.session().events().recv_timeout(Duration::from_secs(3)),
         Ok(SessionEvent::Removed { .. })
     ));
-    let (check, _) = Check::new();
-    let err = l
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap_err();
+    let err = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap_err();
     assert!(err.to_string().contains("already a member"), "{err}");
     // Once the old membership is dropped, joining works.
     drop(held);
-    let (check, _) = Check::new();
-    let again = l
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap();
+    let (again, _) = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap();
     drop(again);
     drop(root);
     shards.shutdown();
@@ -653,17 +615,12 @@ fn a_leaf_still_holding_an_ended_session_cannot_join_again() {
 
 #[test]
 fn a_root_sends_only_to_the_host_a_leaf_joins_from() {
-    let mut shards = shards(4);
-    let root = UnicastRoot::start(root_config("REFLECT", Duration::from_secs(3))).unwrap();
-    let at = root.control_addr().unwrap();
+    let (mut shards, root, at) = start("REFLECT", Duration::from_secs(3), 4);
     // The control connection comes from 127.0.0.1; the data address names 127.0.0.2.
     let mut config = DataLeafConfig::new(Transport::RootedUnicast, "aimer");
     config.data = "127.0.0.2:0".parse().unwrap();
     let aimer = DataLeaf::new(config).unwrap();
-    let (check, _) = Check::new();
-    let err = aimer
-        .join(&mut shards, at, Direction::ReceiverOnly, check)
-        .unwrap_err();
+    let err = join(&aimer, &mut shards, at, Direction::ReceiverOnly).unwrap_err();
     assert!(
         err.to_string().contains("not on the host it joins from"),
         "{err}"
@@ -677,9 +634,7 @@ fn a_root_that_publishes_the_moment_a_leaf_joins_loses_nothing_to_it() {
     // The root sees Joined before the leaf has attached its subscription; what it sends
     // meanwhile waits in the leaf's socket and must be delivered, from the sequence number
     // the Admit promised.
-    let mut shards = shards(4);
-    let mut root = UnicastRoot::start(root_config("EAGER", Duration::from_secs(10))).unwrap();
-    let at = root.control_addr().unwrap();
+    let (mut shards, mut root, at) = start("EAGER", Duration::from_secs(10), 4);
     let (check, tally) = Check::new();
     let joiner = std::thread::spawn(move || {
         let l = leaf("eager");
@@ -712,13 +667,12 @@ fn a_root_that_publishes_the_moment_a_leaf_joins_loses_nothing_to_it() {
     wait_until(
         "the eager root's messages arrived",
         Duration::from_secs(5),
-        || tally.last.load(Ordering::Acquire) >= 500,
+        || tally.last() >= 500,
     );
-    assert_eq!(tally.messages.load(Ordering::Relaxed), 500);
-    assert_eq!(tally.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(tally.messages(), 500);
+    assert_eq!(tally.errors(), 0);
     drop((joined, l));
-    root.close();
-    shards.shutdown();
+    stop(root, shards);
 }
 
 #[test]
@@ -738,10 +692,7 @@ fn leaves_joining_while_data_flows_get_everything_from_their_promise() {
             let mut joined = Vec::new();
             for i in 0..16 {
                 let l = leaf(&format!("flowing-{i}"));
-                let (check, tally) = Check::new();
-                let j = l
-                    .join(&mut shards, at, Direction::ReceiverOnly, check)
-                    .unwrap();
+                let (j, tally) = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap();
                 let promise = j.session().next_sequence().expect("a promise");
                 joined.push((l, j, tally, promise));
                 std::thread::sleep(Duration::from_millis(2));
@@ -771,17 +722,16 @@ fn leaves_joining_while_data_flows_get_everything_from_their_promise() {
     let (joined, shards) = joiner.join().unwrap();
     for (_, j, tally, promise) in &joined {
         wait_until("a late leaf caught up", Duration::from_secs(10), || {
-            tally.last.load(Ordering::Acquire) >= last
+            tally.last() >= last
         });
-        assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "promise {promise}");
+        assert_eq!(tally.errors(), 0, "promise {promise}");
         assert_eq!(
-            tally.messages.load(Ordering::Relaxed),
+            tally.messages(),
             last - promise + 1,
             "every message from the promise on, promise {promise}"
         );
         assert_eq!(j.subscription().unwrap().stats().gaps, 0);
     }
     drop(joined);
-    root.close();
-    shards.shutdown();
+    stop(root, shards);
 }

@@ -265,15 +265,6 @@ const LEAVE: u8 = 5;
 const HEARTBEAT: u8 = 6;
 const END: u8 = 7;
 
-// Family bytes.
-const NONE: u8 = 0;
-const V4: u8 = 4;
-const V6: u8 = 6;
-
-// Data plan tags.
-const PLAN_UNICAST: u8 = 1;
-const PLAN_MULTICAST: u8 = 2;
-
 impl Frame {
     /// Appends the encoded frame (length prefix included) to `out`.
     /// Errors (ProtoError::TooLong) if a string exceeds MAX_TEXT; never panics.
@@ -314,18 +305,7 @@ impl Frame {
                 out.extend_from_slice(session);
                 out.extend_from_slice(&timeout_ms.to_be_bytes());
                 out.extend_from_slice(&next_sequence.to_be_bytes());
-                match plan {
-                    DataPlan::Unicast { root, uplink } => {
-                        out.push(PLAN_UNICAST);
-                        put_addr(out, root);
-                        put_opt_addr(out, uplink.as_ref());
-                    }
-                    DataPlan::Multicast { group, source } => {
-                        out.push(PLAN_MULTICAST);
-                        put_addr(out, group);
-                        put_ip(out, source);
-                    }
-                }
+                put_plan(out, plan);
             }
             Frame::Invite {
                 transport,
@@ -422,6 +402,11 @@ fn put_text(out: &mut Vec<u8>, text: &str) -> Result<(), ProtoError> {
     Ok(())
 }
 
+// Family bytes of the addr, opt-addr and ip fields.
+const NONE: u8 = 0;
+const V4: u8 = 4;
+const V6: u8 = 6;
+
 fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
@@ -454,6 +439,25 @@ fn put_ip(out: &mut Vec<u8>, ip: &IpAddr) {
         IpAddr::V6(ip) => {
             out.push(V6);
             out.extend_from_slice(&ip.octets());
+        }
+    }
+}
+
+// Tags of the plan field.
+const PLAN_UNICAST: u8 = 1;
+const PLAN_MULTICAST: u8 = 2;
+
+fn put_plan(out: &mut Vec<u8>, plan: &DataPlan) {
+    match plan {
+        DataPlan::Unicast { root, uplink } => {
+            out.push(PLAN_UNICAST);
+            put_addr(out, root);
+            put_opt_addr(out, uplink.as_ref());
+        }
+        DataPlan::Multicast { group, source } => {
+            out.push(PLAN_MULTICAST);
+            put_addr(out, group);
+            put_ip(out, source);
         }
     }
 }
@@ -505,21 +509,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
             session: r.array("Admit session")?,
             timeout_ms: u32::from_be_bytes(r.array("Admit timeout_ms")?),
             next_sequence: u64::from_be_bytes(r.array("Admit next_sequence")?),
-            plan: match r.u8("Admit plan tag")? {
-                PLAN_UNICAST => DataPlan::Unicast {
-                    root: r.addr("Admit plan root address")?,
-                    uplink: r.opt_addr("Admit plan uplink address")?,
-                },
-                PLAN_MULTICAST => DataPlan::Multicast {
-                    group: r.addr("Admit plan group address")?,
-                    source: r.ip("Admit plan source address")?,
-                },
-                _ => {
-                    return Err(ProtoError::Malformed(
-                        "Admit plan tag: not 1 (unicast) or 2 (multicast)",
-                    ))
-                }
-            },
+            plan: r.plan()?,
         },
         REFUSE => Frame::Refuse {
             reason: r.text("Refuse reason")?,
@@ -634,6 +624,23 @@ impl Reader<'_> {
             _ => Err(ProtoError::Malformed(field)),
         }
     }
+
+    /// The plan of an Admit (the only frame with one).
+    fn plan(&mut self) -> Result<DataPlan, ProtoError> {
+        match self.u8("Admit plan tag")? {
+            PLAN_UNICAST => Ok(DataPlan::Unicast {
+                root: self.addr("Admit plan root address")?,
+                uplink: self.opt_addr("Admit plan uplink address")?,
+            }),
+            PLAN_MULTICAST => Ok(DataPlan::Multicast {
+                group: self.addr("Admit plan group address")?,
+                source: self.ip("Admit plan source address")?,
+            }),
+            _ => Err(ProtoError::Malformed(
+                "Admit plan tag: not 1 (unicast) or 2 (multicast)",
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -718,33 +725,42 @@ mod tests {
         check(frame, &frame_bytes(JOIN, &body));
     }
 
+    /// An Admit of `session` with a timeout of `timeout_ms` and the plan given.
+    fn admit(session: [u8; 10], timeout_ms: u32, next_sequence: u64, plan: DataPlan) -> Frame {
+        Frame::Admit {
+            session,
+            timeout_ms,
+            next_sequence,
+            plan,
+        }
+    }
+
+    fn unicast(root: &str, uplink: Option<&str>) -> DataPlan {
+        DataPlan::Unicast {
+            root: root.parse().unwrap(),
+            uplink: uplink.map(|at| at.parse().unwrap()),
+        }
+    }
+
+    fn multicast(group: &str, source: &str) -> DataPlan {
+        DataPlan::Multicast {
+            group: group.parse().unwrap(),
+            source: source.parse().unwrap(),
+        }
+    }
+
     #[test]
     fn admit_with_a_unicast_plan_round_trips() {
-        let frame = Frame::Admit {
-            session: *b"SESSION001",
-            timeout_ms: 3000,
-            next_sequence: 0x0102_0304_0506_0708,
-            plan: DataPlan::Unicast {
-                root: "127.0.0.1:7000".parse().unwrap(),
-                uplink: Some("127.0.0.2:7001".parse().unwrap()),
-            },
-        };
+        let plan = unicast("127.0.0.1:7000", Some("127.0.0.2:7001"));
         let mut body = b"SESSION001".to_vec();
         body.extend_from_slice(&[0, 0, 0x0b, 0xb8]);
         body.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 1]);
         body.extend_from_slice(&[4, 127, 0, 0, 1, 0x1b, 0x58]);
         body.extend_from_slice(&[4, 127, 0, 0, 2, 0x1b, 0x59]);
+        let frame = admit(*b"SESSION001", 3000, 0x0102_0304_0506_0708, plan);
         check(frame, &frame_bytes(ADMIT, &body));
 
-        let receiver_only = Frame::Admit {
-            session: [0; 10],
-            timeout_ms: u32::MAX,
-            next_sequence: 0,
-            plan: DataPlan::Unicast {
-                root: "[::1]:9".parse().unwrap(),
-                uplink: None,
-            },
-        };
+        let receiver_only = admit([0; 10], u32::MAX, 0, unicast("[::1]:9", None));
         let mut body = vec![0; 10];
         body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 1, 6]);
         body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
@@ -754,30 +770,19 @@ mod tests {
 
     #[test]
     fn admit_with_a_multicast_plan_round_trips() {
-        let frame = Frame::Admit {
-            session: *b"0123456789",
-            timeout_ms: 1,
-            next_sequence: 1,
-            plan: DataPlan::Multicast {
-                group: "232.1.2.3:40000".parse().unwrap(),
-                source: "127.0.0.1".parse().unwrap(),
-            },
-        };
+        let frame = admit(
+            *b"0123456789",
+            1,
+            1,
+            multicast("232.1.2.3:40000", "127.0.0.1"),
+        );
         let mut body = b"0123456789".to_vec();
         body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
         body.extend_from_slice(&[4, 232, 1, 2, 3, 0x9c, 0x40]);
         body.extend_from_slice(&[4, 127, 0, 0, 1]);
         check(frame, &frame_bytes(ADMIT, &body));
 
-        let v6 = Frame::Admit {
-            session: *b"0123456789",
-            timeout_ms: 1,
-            next_sequence: u64::MAX,
-            plan: DataPlan::Multicast {
-                group: "[ff35::1]:1".parse().unwrap(),
-                source: "::1".parse().unwrap(),
-            },
-        };
+        let v6 = admit(*b"0123456789", 1, u64::MAX, multicast("[ff35::1]:1", "::1"));
         let wire = encoded(&v6);
         assert_eq!(wire.len(), PREFIX_LEN + 2 + 10 + 4 + 8 + 1 + 23 + 17);
         assert_eq!(decode(&wire).unwrap(), Some((v6, wire.len())));

@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch,
-    MAX_TIMEOUT, MIN_TIMEOUT,
+    connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch, MAX_TIMEOUT,
+    MIN_TIMEOUT,
 };
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
@@ -125,9 +125,7 @@ impl LeafCore {
                 Error::JoinPending
             });
         }
-        let conn = self.conns.open(root, State::Connecting { direction }, now);
-        self.member = Some(conn);
-        self.conns.connect(conn);
+        self.member = Some(self.conns.dial(root, State::Connecting { direction }, now));
         Ok(())
     }
 
@@ -324,9 +322,9 @@ impl Rules for LeafCore {
         Some((State::Joining { direction }, join))
     }
 
-    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) {
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) -> bool {
         let Some(entry) = self.conns.get(conn) else {
-            return;
+            return true;
         };
         match (&entry.state, frame) {
             (
@@ -374,9 +372,9 @@ impl Rules for LeafCore {
             (State::InSession { .. }, Frame::Leave { reason }) => {
                 self.end(conn, None, None, Some(SessionEvent::Removed { reason }));
             }
-            (_, Frame::Heartbeat) => {}
-            (_, other) => self.lost(conn, peer, ConnError::Unexpected(frame_name(&other))),
+            _ => return false,
         }
+        true
     }
 
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
@@ -439,9 +437,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::sim::{
-        bring_up, closes, drain, frames_on, leaf_config, ms, notes, unicast_plan, ROOT_AT,
+        bring_up, closes, drain, frames_on, invite, leaf_config, ms, notes, unicast_plan, ROOT_AT,
     };
-    use super::super::Machine;
+    use super::super::{Machine, Output};
     use super::*;
 
     fn leaf_core(config: LeafConfig) -> LeafCore {
@@ -454,13 +452,6 @@ mod tests {
             timeout_ms,
             next_sequence: 0,
             plan,
-        }
-    }
-
-    fn invite(direction: Direction) -> Frame {
-        Frame::Invite {
-            transport: Transport::RootedUnicast,
-            direction,
         }
     }
 
@@ -479,6 +470,16 @@ mod tests {
         leaf.handle_frame(conn, admit(timeout_ms, unicast_plan()), t0);
         drain(&mut leaf);
         (leaf, conn)
+    }
+
+    /// A leaf in a session that `leave` leaves: the leaf, its connection and its outputs.
+    fn left_by(
+        leave: impl FnOnce(&mut LeafCore, ConnId),
+    ) -> (LeafCore, ConnId, Vec<Output<LeafNote>>) {
+        let (mut leaf, conn) = in_session(3000, Instant::now());
+        leave(&mut leaf, conn);
+        let out = drain(&mut leaf);
+        (leaf, conn, out)
     }
 
     /// The one note of `leaf`'s outputs.
@@ -704,10 +705,7 @@ mod tests {
 
     #[test]
     fn leaving_tells_the_root_and_ends_without_an_event() {
-        let t0 = Instant::now();
-        let (mut leaf, conn) = in_session(3000, t0);
-        leaf.handle_leave(conn);
-        let out = drain(&mut leaf);
+        let (mut leaf, conn, out) = left_by(LeafCore::handle_leave);
         assert!(matches!(
             frames_on(&out, conn).as_slice(),
             [Frame::Leave { reason }] if reason == "the leaf left"
@@ -743,10 +741,7 @@ mod tests {
 
     #[test]
     fn an_unclaimed_session_is_left_at_once() {
-        let t0 = Instant::now();
-        let (mut leaf, conn) = in_session(3000, t0);
-        leaf.handle_unclaimed(conn);
-        let out = drain(&mut leaf);
+        let (leaf, conn, out) = left_by(LeafCore::handle_unclaimed);
         assert!(matches!(
             frames_on(&out, conn).as_slice(),
             [Frame::Leave { reason }] if reason == "the leaf did not take the session"

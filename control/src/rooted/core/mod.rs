@@ -135,8 +135,10 @@ pub(crate) trait Machine {
 
 /// The rules of one side, root or leaf, over its [`Conns`]: what it decides.
 /// [`Machine`] is implemented once for every `Rules`, with what both sides share:
-/// connections it does not know are ignored, frames heard and sent keep the clocks,
-/// heartbeats and deadlines follow [`watch`](Rules::watch), and outputs queue in order.
+/// connections it does not know are ignored, frames heard and sent keep the clocks, a
+/// heartbeat is taken wherever a connection stands, a frame the side does not expect
+/// ends its connection with a protocol error, heartbeats and deadlines follow
+/// [`watch`](Rules::watch), and outputs queue in order.
 pub(crate) trait Rules {
     /// Where a connection stands.
     type State;
@@ -153,8 +155,9 @@ pub(crate) trait Rules {
     /// A connection this side opened came up in `state`: the state it moves to and the
     /// first frame to send, or `None` if it was not being opened.
     fn opened(&self, state: &Self::State) -> Option<(Self::State, Frame)>;
-    /// A frame arrived on `conn`, a connection with `peer`.
-    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant);
+    /// A frame other than a heartbeat arrived on `conn`, a connection with `peer`; false
+    /// if it makes no sense where the connection stands.
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) -> bool;
     /// `conn`, a connection with `peer`, failed or closed.
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError);
     /// `conn`, a connection with `peer`, ran out of time.
@@ -182,8 +185,16 @@ impl<R: Rules> Machine for R {
     }
 
     fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
-        if let Some(peer) = self.conns_mut().heard(conn, now).map(|c| c.peer) {
-            self.frame(conn, peer, frame, now);
+        let Some(peer) = self.conns_mut().heard(conn, now).map(|c| c.peer) else {
+            return;
+        };
+        // A heartbeat only keeps the clocks, which heard() just did.
+        if frame == Frame::Heartbeat {
+            return;
+        }
+        let name = frame_name(&frame);
+        if !self.frame(conn, peer, frame, now) {
+            self.lost(conn, peer, ConnError::Unexpected(name));
         }
     }
 
@@ -216,7 +227,7 @@ impl<R: Rules> Machine for R {
 }
 
 /// The name of a frame's type, for errors.
-pub(crate) fn frame_name(frame: &Frame) -> &'static str {
+fn frame_name(frame: &Frame) -> &'static str {
     match frame {
         Frame::Join { .. } => "Join",
         Frame::Admit { .. } => "Admit",
@@ -331,12 +342,12 @@ impl<S, N> Conns<S, N> {
         }
     }
 
-    /// Asks for a connection to `id`'s peer.
-    pub(crate) fn connect(&mut self, id: ConnId) {
-        if let Some(conn) = self.map.get(&id) {
-            self.out
-                .push_back(Output::Conn(id, Transmit::Connect(conn.peer)));
-        }
+    /// A new connection to `peer`, in `state`, asked for at once.
+    pub(crate) fn dial(&mut self, peer: SocketAddr, state: S, now: Instant) -> ConnId {
+        let id = self.open(peer, state, now);
+        self.out
+            .push_back(Output::Conn(id, Transmit::Connect(peer)));
+        id
     }
 
     /// The peer of `id`, if the connection is known.

@@ -24,9 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{
-    connect_error, frame_name, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch,
-};
+use super::{connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch};
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
 use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks};
@@ -127,9 +125,7 @@ impl RootCore {
         if self.inviting.is_some() {
             return Err(Error::JoinPending);
         }
-        let conn = self.conns.open(peer, State::Connecting { direction }, now);
-        self.inviting = Some(conn);
-        self.conns.connect(conn);
+        self.inviting = Some(self.conns.dial(peer, State::Connecting { direction }, now));
         Ok(())
     }
 
@@ -363,9 +359,9 @@ impl Rules for RootCore {
         Some((State::Invited { direction }, invite))
     }
 
-    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) {
+    fn frame(&mut self, conn: ConnId, peer: SocketAddr, frame: Frame, now: Instant) -> bool {
         let Some(entry) = self.conns.get(conn) else {
-            return;
+            return true;
         };
         let invited = match entry.state {
             State::Invited { direction } => Some(direction),
@@ -397,12 +393,9 @@ impl Rules for RootCore {
             (State::Joined(_), Frame::Leave { reason }) => {
                 self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
             }
-            (_, Frame::Heartbeat) => {}
-            (_, other) => {
-                let why = ConnError::Unexpected(frame_name(&other));
-                self.lost(conn, peer, why);
-            }
+            _ => return false,
         }
+        true
     }
 
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
@@ -467,7 +460,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::super::sim::{
-        bring_up, closes, drain, frames_on, leaf_data, ms, notes, root_config, Script,
+        bring_up, closes, drain, frames_on, invite, leaf_data, ms, notes, root_config, Script,
     };
     use std::sync::Arc;
 
@@ -556,13 +549,7 @@ mod tests {
         let mut root = root(root_config(ms(3000)));
         root.handle_invite(PEER, Direction::SenderOnly, t0).unwrap();
         let (conn, out) = bring_up(&mut root, PEER, t0);
-        assert_eq!(
-            frames_on(&out, conn),
-            [&Frame::Invite {
-                transport: Transport::RootedUnicast,
-                direction: Direction::SenderOnly
-            }]
-        );
+        assert_eq!(frames_on(&out, conn), [&invite(Direction::SenderOnly)]);
         root.handle_frame(conn, join("invitee", Direction::SenderOnly), t0);
         let notes = notes(drain(&mut root));
         assert!(

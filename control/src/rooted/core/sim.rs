@@ -109,6 +109,14 @@ impl RootHooks for Script {
     }
 }
 
+/// A rooted-unicast Invite for `direction`.
+pub(super) fn invite(direction: Direction) -> Frame {
+    Frame::Invite {
+        transport: Transport::RootedUnicast,
+        direction,
+    }
+}
+
 /// Takes every output `machine` has queued.
 pub(super) fn drain<M: Machine>(machine: &mut M) -> Vec<Output<M::Note>> {
     std::iter::from_fn(|| machine.poll_output()).collect()
@@ -534,6 +542,13 @@ fn joined(sim: &mut Sim, i: usize) {
     sim.root_notes();
 }
 
+/// A root with `timeout` and the default [`Script`], and its one leaf joined.
+fn one_leaf_joined(timeout: Duration) -> Sim {
+    let mut sim = Sim::new(root_config(timeout), Script::default(), 1);
+    joined(&mut sim, 0);
+    sim
+}
+
 #[test]
 fn sim_a_leaf_that_asks_is_admitted_with_the_plan_and_the_next_sequence() {
     let hooks = Script {
@@ -666,8 +681,7 @@ fn sim_a_silent_leaf_is_timed_out_at_the_deadline_not_before() {
 #[test]
 fn sim_a_leaf_notices_a_silent_root_at_its_deadline() {
     let timeout = ms(600);
-    let mut sim = Sim::new(root_config(timeout), Script::default(), 1);
-    joined(&mut sim, 0);
+    let mut sim = one_leaf_joined(timeout);
     sim.advance(ms(1000));
     sim.freeze(Node::Root);
     let deadline = sim.last_sent(Node::Root, Node::Leaf(0)) + timeout;
@@ -690,8 +704,7 @@ fn sim_a_leaf_notices_a_silent_root_at_its_deadline() {
 #[test]
 fn sim_heartbeats_go_out_every_third_of_the_timeout_while_idle() {
     let timeout = ms(300);
-    let mut sim = Sim::new(root_config(timeout), Script::default(), 1);
-    joined(&mut sim, 0);
+    let mut sim = one_leaf_joined(timeout);
     sim.advance(ms(3000));
 
     for (from, to) in [(Node::Root, Node::Leaf(0)), (Node::Leaf(0), Node::Root)] {
@@ -773,8 +786,7 @@ fn sim_a_second_join_while_one_is_pending_is_refused() {
 
 #[test]
 fn sim_a_member_is_already_joined_and_declines_invitations() {
-    let mut sim = Sim::new(root_config(ms(3000)), Script::default(), 1);
-    joined(&mut sim, 0);
+    let mut sim = one_leaf_joined(ms(3000));
     assert!(matches!(
         sim.join(0, Direction::ReceiverOnly),
         Err(Error::AlreadyJoined)
@@ -790,8 +802,7 @@ fn sim_a_member_is_already_joined_and_declines_invitations() {
 
 #[test]
 fn sim_a_leaf_that_leaves_is_gone_at_the_root_and_may_join_again() {
-    let mut sim = Sim::new(root_config(ms(3000)), Script::default(), 1);
-    joined(&mut sim, 0);
+    let mut sim = one_leaf_joined(ms(3000));
     let conn = sim.leaves[0].member_conn().unwrap();
     sim.at_leaf(0, |leaf| leaf.handle_leave(conn));
 
