@@ -20,6 +20,8 @@
 //! nor a duplicate. Then call [`handle_timeout`](ReceiveState::handle_timeout) at
 //! [`poll_timeout`](ReceiveState::poll_timeout) (and [`finish`](ReceiveState::finish) at
 //! the end): a held packet whose time ran out goes on, and the gap before it is declared.
+//! The window holds at most 1,024 packets and 2 MiB; when it is full, the oldest wait
+//! ends at once.
 //! Without a window (the default), nothing waits: a gap is declared when a later packet
 //! shows it, and a straggler is a duplicate.
 //!
@@ -108,10 +110,10 @@ pub struct ReceiveConfig {
     pub reorder_window: Duration,
 }
 
-/// Most packets a reorder window holds at once.
-const REORDER_PACKETS: usize = 256;
+/// Most packets a reorder window holds at once (when it is full, the oldest wait ends).
+const REORDER_PACKETS: usize = 1024;
 /// Most bytes of packets a reorder window holds at once.
-const REORDER_BYTES: usize = 512 << 10;
+const REORDER_BYTES: usize = 2 << 20;
 
 /// What the receive said about one datagram.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -299,14 +301,13 @@ impl ReceiveState {
                 // held has gone on.
                 self.release_held(now, true, handler);
             } else if self.waits(&packet) {
-                let until = now.saturating_add(self.window);
-                let first = packet.sequence();
-                if self
-                    .reorder
-                    .as_mut()
-                    .is_some_and(|r| r.hold(bytes, first, until))
-                {
-                    self.counters.reordered.add(1);
+                if self.hold(bytes, &packet, now) {
+                    return;
+                }
+                // The window is full: the oldest wait ends now (everything held goes on,
+                // the gap before it is declared), and this packet may wait in turn.
+                self.release_held(now, true, handler);
+                if self.waits(&packet) && self.hold(bytes, &packet, now) {
                     return;
                 }
             }
@@ -315,6 +316,21 @@ impl ReceiveState {
         if self.reorder.as_ref().is_some_and(|r| !r.is_empty()) {
             self.release_held(now, false, handler);
         }
+    }
+
+    /// Holds `packet` (whose bytes are `bytes`) in the reorder window until the window
+    /// has passed; returns whether there was room.
+    fn hold(&mut self, bytes: &[u8], packet: &Packet<&[u8]>, now: u64) -> bool {
+        let until = now.saturating_add(self.window);
+        let first = packet.sequence();
+        let held = self
+            .reorder
+            .as_mut()
+            .is_some_and(|r| r.hold(bytes, first, until));
+        if held {
+            self.counters.reordered.add(1);
+        }
+        held
     }
 
     /// Whether a data packet arrived ahead of a missing one of the session followed (and
@@ -508,6 +524,22 @@ mod tests {
         feed(&mut state, &heartbeat[..len], 20, &mut seen);
         assert_eq!(seen.messages, [1, 3]);
         assert_eq!(seen.gaps, [(2, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn a_full_window_ends_the_oldest_wait_and_keeps_what_it_held() {
+        let p = five();
+        let mut state = windowed(1_000_000);
+        state.reorder = Some(Box::new(Reorder::new(2, 1024)));
+        let mut seen = Seen::default();
+        feed(&mut state, &p[0], 0, &mut seen);
+        // 2 is missing: 3 and 4 wait, and 5 finds the window full.
+        for i in [2, 3, 4] {
+            feed(&mut state, &p[i], 10, &mut seen);
+        }
+        assert_eq!(seen.messages, [1, 3, 4, 5], "nothing held is lost");
+        assert_eq!(seen.gaps, [(2, 1)], "only what is really missing");
+        assert_eq!(state.stats().reordered, 2);
     }
 
     #[test]
