@@ -17,9 +17,12 @@
 //! With a reorder window ([`ReceiveConfig::reorder_window`]), a data packet that arrives
 //! ahead of a missing one is held for up to the window, so that the missing one can still
 //! come first: a packet reordered within the window is delivered in order, neither a gap
-//! nor a duplicate. Then call [`handle_timeout`](ReceiveState::handle_timeout) at
+//! nor a duplicate. A heartbeat or end of session that overtook a packet waits the same
+//! way. Then call [`handle_timeout`](ReceiveState::handle_timeout) at
 //! [`poll_timeout`](ReceiveState::poll_timeout) (and [`finish`](ReceiveState::finish) at
 //! the end): a held packet whose time ran out goes on, and the gap before it is declared.
+//! A wait runs out there and only there, so hand over everything that has arrived
+//! before calling it: a straggler later in a long batch is still in time.
 //! The window holds at most 1,024 packets and 2 MiB; when it is full, the oldest wait
 //! ends at once.
 //! Without a window (the default), nothing waits: a gap is declared when a later packet
@@ -62,7 +65,7 @@ use super::sequence::{Gap, SequenceTracker, StartAt, Verdict};
 use crate::io::segments;
 use crate::latency::{read_stamp, LatencyHistogram};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
-use crate::wire::{Packet, PacketKind, Session};
+use crate::wire::{Packet, Session};
 
 /// What a subscription calls for each message and event. On a shard it runs on the
 /// shard's thread.
@@ -124,6 +127,17 @@ pub struct DatagramInfo {
     pub gro_segment: Option<u16>,
     /// The socket's cumulative count of datagrams the kernel dropped (`SO_RXQ_OVFL`).
     pub kernel_drops: Option<u32>,
+}
+
+/// How far `ReceiveState::release_held` lets held packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upto {
+    /// Those whose turn came: the next expected number reached them.
+    Turn,
+    /// Those too, and those whose wait ran out by `now` (the gaps before them declared).
+    Expired,
+    /// Every one.
+    All,
 }
 
 /// One subscription's receive state. See the module docs.
@@ -210,13 +224,13 @@ impl ReceiveState {
     /// The time is `now`: held packets whose time ran out go on (the gaps before them are
     /// declared), with every held packet their turn lets go after them.
     pub fn handle_timeout<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
-        self.release_held(now, false, handler);
+        self.release_held(now, Upto::Expired, handler);
     }
 
     /// Lets every held packet go, in order (the gaps before them are declared): at the
     /// end of a subscription, so that nothing held is lost.
     pub fn finish<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
-        self.release_held(now, true, handler);
+        self.release_held(now, Upto::All, handler);
     }
 
     /// The latency recorded so far.
@@ -295,26 +309,24 @@ impl ReceiveState {
             return;
         };
         self.counters.packets.add(1);
-        if self.reorder.is_some() {
-            if packet.kind() != PacketKind::Data {
-                // What a heartbeat or end of session says is news only once everything
-                // held has gone on.
-                self.release_held(now, true, handler);
-            } else if self.waits(&packet) {
-                if self.hold(bytes, &packet, now) {
-                    return;
-                }
-                // The window is full: the oldest wait ends now (everything held goes on,
-                // the gap before it is declared), and this packet may wait in turn.
-                self.release_held(now, true, handler);
-                if self.waits(&packet) && self.hold(bytes, &packet, now) {
-                    return;
-                }
+        if self.reorder.is_some() && self.waits(&packet) {
+            if self.hold(bytes, &packet, now) {
+                return;
+            }
+            // The window is full: the oldest wait ends now (everything held goes on, the
+            // gap before it is declared), and this packet may wait in turn.
+            self.release_held(now, Upto::All, handler);
+            if self.waits(&packet) && self.hold(bytes, &packet, now) {
+                return;
             }
         }
         self.apply(&packet, now, handler);
         if self.reorder.as_ref().is_some_and(|r| !r.is_empty()) {
-            self.release_held(now, false, handler);
+            // Only turns here, no time: a long batch takes time to hand over, and the
+            // straggler a held packet waits for may be later in that same batch. Waits
+            // run out in handle_timeout, which the driver calls once it has handed over
+            // everything that had arrived.
+            self.release_held(now, Upto::Turn, handler);
         }
     }
 
@@ -333,8 +345,10 @@ impl ReceiveState {
         held
     }
 
-    /// Whether a data packet arrived ahead of a missing one of the session followed (and
-    /// may wait for it in the reorder window).
+    /// Whether a packet of the session followed arrived ahead of a missing one (and may
+    /// wait for it in the reorder window): a data packet that starts beyond the next
+    /// expected number, or a heartbeat or end of session that points beyond it (what it
+    /// says is news only once what it overtook has come).
     fn waits(&self, packet: &Packet<&[u8]>) -> bool {
         let followed = self
             .tracker
@@ -348,19 +362,19 @@ impl ReceiveState {
                 .is_some_and(|next| packet.sequence() > next)
     }
 
-    /// Lets held packets go, in order: those whose turn came (the next expected number
-    /// reached them) or whose time ran out at `now`; with `all`, every one.
-    fn release_held<H: Handler + ?Sized>(&mut self, now: u64, all: bool, handler: &mut H) {
+    /// Lets held packets go, in order, as far as `upto` says.
+    fn release_held<H: Handler + ?Sized>(&mut self, now: u64, upto: Upto, handler: &mut H) {
         // Out of `self` while its packets are applied (which needs all of `self`).
         let Some(mut reorder) = self.reorder.take() else {
             return;
         };
         loop {
             let next = self.tracker.next_expected().unwrap_or(0);
-            let due = if all {
-                reorder.first()
-            } else {
-                reorder.next_due(next, now)
+            let due = match upto {
+                Upto::All => reorder.first(),
+                // A wait cannot run out at a time before every hold began.
+                Upto::Turn => reorder.next_due(next, 0),
+                Upto::Expired => reorder.next_due(next, now),
             };
             let Some(held) = due else {
                 break;
@@ -512,9 +526,25 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_lets_the_held_packets_go_before_it_speaks() {
+    fn a_wait_runs_out_only_at_a_timeout_so_a_straggler_later_in_the_batch_is_in_time() {
         let p = five();
-        let mut state = windowed(1_000_000);
+        let mut state = windowed(1_000);
+        let mut seen = Seen::default();
+        feed(&mut state, &p[0], 0, &mut seen);
+        feed(&mut state, &p[2], 10, &mut seen);
+        // Handing over a long batch took longer than the window: 4 and then 2 come late
+        // on the clock, but no timeout ran in between.
+        feed(&mut state, &p[3], 5_000, &mut seen);
+        feed(&mut state, &p[1], 5_010, &mut seen);
+        assert_eq!(seen.messages, [1, 2, 3, 4]);
+        assert!(seen.gaps.is_empty());
+        assert_eq!(state.stats().duplicates, 0);
+    }
+
+    #[test]
+    fn a_heartbeat_that_overtook_a_packet_waits_in_the_window_too() {
+        let p = five();
+        let mut state = windowed(1_000);
         let mut seen = Seen::default();
         feed(&mut state, &p[0], 0, &mut seen);
         feed(&mut state, &p[2], 10, &mut seen);
@@ -522,8 +552,20 @@ mod tests {
         let session = Session::from_bytes(*b"REORDER   ");
         let len = write_heartbeat(&mut heartbeat, &session, 6).unwrap_or_else(|e| panic!("{e}"));
         feed(&mut state, &heartbeat[..len], 20, &mut seen);
-        assert_eq!(seen.messages, [1, 3]);
-        assert_eq!(seen.gaps, [(2, 1), (4, 2)]);
+        assert!(
+            seen.gaps.is_empty(),
+            "the heartbeat waits for 2 like 3 does"
+        );
+        feed(&mut state, &p[1], 30, &mut seen);
+        assert_eq!(seen.messages, [1, 2, 3]);
+        assert!(seen.gaps.is_empty(), "4 and 5 may still come");
+        state.handle_timeout(1_020, &mut seen);
+        assert_eq!(
+            seen.gaps,
+            [(4, 2)],
+            "the heartbeat speaks when its wait runs out"
+        );
+        assert_eq!(state.stats().heartbeats, 1);
     }
 
     #[test]

@@ -687,37 +687,48 @@ impl SimRecv {
     fn receive(&mut self, now: Instant, sink: &mut impl FnMut(Event<'_>)) -> usize {
         let mut n = 0;
         for slot in 0..self.sockets.len() {
-            let Some(watched) = self.sockets.get(slot) else {
-                continue;
-            };
-            let net = watched.net.clone();
-            {
-                let mut guard = net.lock();
-                while self.staged.len() < self.batch {
-                    match guard.take(watched.id, now) {
-                        Some(q) => self.staged.push(q),
-                        None => break,
-                    }
+            // Everything due, a batch at a time (as recvmmsg drains a socket).
+            loop {
+                let taken = self.take_batch(slot, now);
+                if taken == 0 {
+                    break;
+                }
+                for queued in &self.staged {
+                    let len = queued.bytes.len().min(self.payload);
+                    sink(Event::Datagram {
+                        slot: slot as u32,
+                        payload: &queued.bytes[..len],
+                        truncated: queued.bytes.len() > self.payload,
+                        meta: RecvMeta::default(),
+                    });
+                }
+                n += taken;
+                if let Some(watched) = self.sockets.get(slot) {
+                    let mut net = watched.net.lock();
+                    net.spare.extend(self.staged.drain(..).map(|q| q.bytes));
+                }
+                if taken < self.batch {
+                    break;
                 }
             }
-            if self.staged.is_empty() {
-                continue;
-            }
-            for queued in &self.staged {
-                let len = queued.bytes.len().min(self.payload);
-                sink(Event::Datagram {
-                    slot: slot as u32,
-                    payload: &queued.bytes[..len],
-                    truncated: queued.bytes.len() > self.payload,
-                    meta: RecvMeta::default(),
-                });
-            }
-            n += self.staged.len();
-            net.lock()
-                .spare
-                .extend(self.staged.drain(..).map(|q| q.bytes));
         }
         n
+    }
+
+    /// Moves up to a batch of what is due at `now` on socket `slot` into `staged`;
+    /// returns how many.
+    fn take_batch(&mut self, slot: usize, now: Instant) -> usize {
+        let Some(watched) = self.sockets.get(slot) else {
+            return 0;
+        };
+        let mut net = watched.net.lock();
+        while self.staged.len() < self.batch {
+            match net.take(watched.id, now) {
+                Some(q) => self.staged.push(q),
+                None => break,
+            }
+        }
+        self.staged.len()
     }
 
     /// Waits until a delivery is due or queued, the shard is woken, or `wait` passes.

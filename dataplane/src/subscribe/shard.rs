@@ -103,9 +103,37 @@ impl<R: BatchRecv> Shard<R> {
         })
     }
 
-    /// Runs the reorder windows' timers that are due; returns whether any was.
+    /// Hands what the backend has (waiting at most `wait` for it) to the subscriptions;
+    /// a handler that panics loses its subscription, not the whole shard.
+    fn poll(&mut self, wait: Option<Duration>) -> std::io::Result<usize> {
+        let subs = &mut self.subs;
+        let panicked = &mut self.panicked;
+        // Commands write the eventfd the receiver watches: a waiting poll ends for them.
+        self.receiver.poll(wait, &mut |event| {
+            let slot = event.slot();
+            let run = AssertUnwindSafe(|| on_event(subs, event));
+            if std::panic::catch_unwind(run).is_err() && !panicked.contains(&slot) {
+                panicked.push(slot);
+            }
+        })
+    }
+
+    /// Runs the reorder windows' timers that are due; returns whether any was. What
+    /// arrived by now goes in first, so that a window never runs out on a packet that
+    /// was already there.
     fn run_timers(&mut self) -> bool {
         let now = now_ns();
+        let due = self
+            .subs
+            .iter()
+            .flatten()
+            .any(|s| s.state.poll_timeout().is_some_and(|at| at <= now));
+        if !due {
+            return false;
+        }
+        if let Err(e) = self.poll(None) {
+            tracing::debug!(shard = self.index, error = %e, "receiving before the timers");
+        }
         let mut ran = false;
         for (slot, sub) in self.subs.iter_mut().enumerate() {
             let Some(sub) = sub.as_mut() else {
@@ -218,17 +246,7 @@ impl<R: BatchRecv> Worker for Shard<R> {
         } else {
             wait
         };
-        let subs = &mut self.subs;
-        let panicked = &mut self.panicked;
-        // Commands write the eventfd the receiver watches: a waiting poll ends for them.
-        let polled = self.receiver.poll(wait, &mut |event| {
-            let slot = event.slot();
-            // A handler that panics loses its subscription, not the whole shard.
-            let run = AssertUnwindSafe(|| on_event(subs, event));
-            if std::panic::catch_unwind(run).is_err() && !panicked.contains(&slot) {
-                panicked.push(slot);
-            }
-        });
+        let polled = self.poll(wait);
         let timers = self.windowed > 0 && self.run_timers();
         self.drop_panicked();
         match polled {
