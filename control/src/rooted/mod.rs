@@ -30,10 +30,14 @@
 //!
 //! The wire format is in [`proto`]. The session logic (who is admitted, invitations, one
 //! join at a time, heartbeats, timeouts, the end of the session) is a state machine
-//! without I/O for each side, fed frames, connection events, commands and the time, and
-//! tested on a fake clock. Each [`Root`] and each [`Leaf`] runs one driver thread (epoll
-//! through `mio`) for all of its connections, which only moves bytes between the sockets
-//! and its state machine and keeps its timer; nothing here runs on a data path.
+//! without I/O for each side (`core/root.rs`, `core/leaf.rs`), fed frames, connection
+//! events, commands and the time, and tested on a fake clock through an in-memory pipe
+//! with the real codec in between, where a node can freeze like a hung process
+//! (`core/sim.rs`). Each
+//! [`Root`] and each [`Leaf`] runs one driver thread (`driver/`: epoll through `mio`)
+//! for all of its connections, which only moves bytes between the sockets and its state
+//! machine and keeps its timer; `root.rs` and `leaf.rs` are the public handles that send
+//! it commands. Nothing here runs on a data path.
 
 mod core;
 mod driver;
