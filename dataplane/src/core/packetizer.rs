@@ -305,6 +305,7 @@ impl Packetizer {
     ///
     /// [`OfferError`]; the message was not taken. `Backpressure` means no slot was free:
     /// make room and offer again.
+    #[inline(always)]
     pub fn offer(
         &mut self,
         msg: &[u8],
@@ -317,34 +318,14 @@ impl Packetizer {
                 limit: self.max_message,
             });
         }
-        if let Some(open) = &self.open {
-            if !open.builder.fits(msg.len()) {
-                self.close_open(slots);
-                if !self.batching || self.ready.len() >= self.max_batch {
-                    self.due = true;
-                }
-            }
-        }
-        if self.open.is_none() {
-            let slot = slots.take().ok_or(OfferError::Backpressure)?;
-            let size = self.max_datagram;
-            // SAFETY: the slot was just taken and is ours alone.
-            let buf = unsafe { slots.buffer(slot) };
-            let started = buf
-                .get_mut(..size)
-                .map(|buf| PacketBuilder::start(buf, &self.session, self.next_sequence));
-            let Some(Ok(builder)) = started else {
-                // Unreachable with max_datagram checked in `new` and slots at least that
-                // large: give the slot back rather than panic.
-                slots.give_back(slot);
-                return Err(OfferError::Backpressure);
-            };
-            self.open = Some(Open {
-                slot,
-                builder,
-                first: self.next_sequence,
-                since: clock.now(),
-            });
+        // The common case, the message fits the open packet, stays inline in the
+        // caller's loop; closing one and opening the next is out of line.
+        if !self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.builder.fits(msg.len()))
+        {
+            self.open_next(slots, clock)?;
         }
         let Some(open) = self.open.as_mut() else {
             return Err(OfferError::Backpressure);
@@ -460,6 +441,38 @@ impl Packetizer {
                 self.flush(slots);
             }
         }
+    }
+
+    /// Closes the open packet (the message on offer does not fit it) and opens the next
+    /// in a free slot.
+    #[inline(never)]
+    fn open_next(&mut self, slots: &mut impl Slots, clock: &impl Clock) -> Result<(), OfferError> {
+        if self.open.is_some() {
+            self.close_open(slots);
+            if !self.batching || self.ready.len() >= self.max_batch {
+                self.due = true;
+            }
+        }
+        let slot = slots.take().ok_or(OfferError::Backpressure)?;
+        let size = self.max_datagram;
+        // SAFETY: the slot was just taken and is ours alone.
+        let buf = unsafe { slots.buffer(slot) };
+        let started = buf
+            .get_mut(..size)
+            .map(|buf| PacketBuilder::start(buf, &self.session, self.next_sequence));
+        let Some(Ok(builder)) = started else {
+            // Unreachable with max_datagram checked in `new` and slots at least that
+            // large: give the slot back rather than panic.
+            slots.give_back(slot);
+            return Err(OfferError::Backpressure);
+        };
+        self.open = Some(Open {
+            slot,
+            builder,
+            first: self.next_sequence,
+            since: clock.now(),
+        });
+        Ok(())
     }
 
     fn close_open(&mut self, slots: &mut impl Slots) {

@@ -26,6 +26,7 @@ pub(crate) trait Packing {
     fn refused(&mut self);
 
     /// Packs `msg` and sends what is due; see `Publisher::offer`.
+    #[inline(always)]
     fn offer_message(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
         let (core, slots) = self.packing();
         let mut taken = core.offer(msg, slots, &SystemClock);
