@@ -24,6 +24,9 @@ pub(crate) struct MmsgRecv {
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in6]>,
     controls: Box<[Control]>,
+    /// How many leading mmsghdrs the kernel may have written since they were last made
+    /// ready; only those are re-armed before the next receive.
+    used: usize,
 }
 
 // SAFETY: the raw pointers in `msgs`/`iovs` point into memory owned by this struct.
@@ -50,19 +53,22 @@ impl MmsgRecv {
             .map(|_| unsafe { mem::zeroed::<libc::sockaddr_in6>() })
             .collect();
         let controls = (0..batch).map(|_| Control([0; RECV_CONTROL_LEN])).collect();
-        Ok(MmsgRecv {
+        let mut recv = MmsgRecv {
             sockets: PollSet::new(max_sockets),
             bufs,
             msgs,
             iovs,
             names,
             controls,
-        })
+            used: 0,
+        };
+        recv.point_all();
+        Ok(recv)
     }
 
-    /// Re-points every mmsghdr at its buffer, name and control space (the kernel
-    /// overwrites the lengths on every receive).
-    fn reset(&mut self) {
+    /// Points every mmsghdr at its buffer, name and control space, once: the boxed slices
+    /// do not move when the receiver does, and the kernel never writes the pointers.
+    fn point_all(&mut self) {
         let size = self.bufs.slot_size();
         for i in 0..self.msgs.len() {
             let buf = self.bufs.slot_mut(i).as_mut_ptr();
@@ -72,14 +78,24 @@ impl MmsgRecv {
             };
             let hdr = &mut self.msgs[i].msg_hdr;
             hdr.msg_name = (&raw mut self.names[i]).cast();
-            hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             hdr.msg_iov = &raw mut self.iovs[i];
             hdr.msg_iovlen = 1;
             hdr.msg_control = (&raw mut self.controls[i]).cast();
-            hdr.msg_controllen = RECV_CONTROL_LEN;
-            hdr.msg_flags = 0;
-            self.msgs[i].msg_len = 0;
         }
+        self.used = self.msgs.len();
+        self.rearm();
+    }
+
+    /// Restores the lengths and flags the kernel overwrote in the mmsghdrs of the last
+    /// receive (only those it filled: a batch that brought one datagram costs one).
+    fn rearm(&mut self) {
+        for m in self.msgs.iter_mut().take(self.used) {
+            m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            m.msg_hdr.msg_controllen = RECV_CONTROL_LEN;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
+        }
+        self.used = 0;
     }
 }
 
@@ -117,9 +133,9 @@ impl BatchRecv for MmsgRecv {
                 continue;
             };
             loop {
-                self.reset();
-                // SAFETY: every mmsghdr points at buffers owned by self (set by `reset`),
-                // valid for the call.
+                self.rearm();
+                // SAFETY: every mmsghdr points at buffers owned by self (set by
+                // `point_all`), valid for the call.
                 let rc = unsafe {
                     libc::recvmmsg(
                         fd,
@@ -134,16 +150,22 @@ impl BatchRecv for MmsgRecv {
                     match e.raw_os_error() {
                         Some(libc::EAGAIN) | Some(libc::EINTR) => break,
                         Some(errno) => {
+                            // Nothing was received; re-arm every header anyway.
+                            self.used = self.msgs.len();
                             sink(Event::Error {
                                 slot: slot as u32,
                                 errno,
                             });
                             break;
                         }
-                        None => break,
+                        None => {
+                            self.used = self.msgs.len();
+                            break;
+                        }
                     }
                 }
-                let n = rc as usize;
+                let n = (rc as usize).min(self.msgs.len());
+                self.used = n;
                 for i in 0..n {
                     let hdr = &self.msgs[i].msg_hdr;
                     let len = (self.msgs[i].msg_len as usize).min(self.bufs.slot_size());
