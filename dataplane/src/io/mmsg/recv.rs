@@ -165,7 +165,9 @@ impl BatchRecv for MmsgRecv {
                     }
                 }
                 let n = (rc as usize).min(self.msgs.len());
-                self.used = n;
+                // The header after the last one filled is re-armed too: a receive that
+                // failed there (reported on the next call) need not have left it intact.
+                self.used = (n + 1).min(self.msgs.len());
                 for i in 0..n {
                     let hdr = &self.msgs[i].msg_hdr;
                     let len = (self.msgs[i].msg_len as usize).min(self.bufs.slot_size());
