@@ -145,29 +145,24 @@ impl BatchRecv for MmsgRecv {
                         std::ptr::null_mut(),
                     )
                 };
+                // What the kernel may have written: the headers it filled and the one after
+                // (a receive that failed there, reported now or on the next call, need not
+                // have left it intact). They are re-armed before the next call.
+                let n = usize::try_from(rc).unwrap_or(0).min(self.msgs.len());
+                self.used = (n + 1).min(self.msgs.len());
                 if rc < 0 {
                     let e = io::Error::last_os_error();
                     match e.raw_os_error() {
-                        Some(libc::EAGAIN) | Some(libc::EINTR) => break,
+                        Some(libc::EAGAIN) | Some(libc::EINTR) | None => break,
                         Some(errno) => {
-                            // Nothing was received; re-arm every header anyway.
-                            self.used = self.msgs.len();
                             sink(Event::Error {
                                 slot: slot as u32,
                                 errno,
                             });
                             break;
                         }
-                        None => {
-                            self.used = self.msgs.len();
-                            break;
-                        }
                     }
                 }
-                let n = (rc as usize).min(self.msgs.len());
-                // The header after the last one filled is re-armed too: a receive that
-                // failed there (reported on the next call) need not have left it intact.
-                self.used = (n + 1).min(self.msgs.len());
                 for i in 0..n {
                     let hdr = &self.msgs[i].msg_hdr;
                     let len = (self.msgs[i].msg_len as usize).min(self.bufs.slot_size());
