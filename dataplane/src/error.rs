@@ -55,6 +55,16 @@ pub enum Error {
         shard: usize,
     },
 
+    /// A shard failed (its receive backend kept failing, or its thread panicked) and
+    /// takes no new subscriptions; those it served were told.
+    #[error("shard {shard} failed and receives nothing more: {reason}")]
+    ShardFailed {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        reason: String,
+    },
+
     /// A shard thread is gone (it panicked or was shut down).
     #[error("shard {0} is not running")]
     ShardGone(usize),

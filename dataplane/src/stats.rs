@@ -51,6 +51,9 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) end_of_session: Counter,
     pub(crate) receive_errors: Counter,
     pub(crate) reordered: Counter,
+    pub(crate) foreign_source: Counter,
+    pub(crate) suspect: Counter,
+    pub(crate) shard_failures: Counter,
 }
 
 /// A snapshot of one subscription's counters.
@@ -92,6 +95,16 @@ pub struct SubscriptionStats {
     /// Packets that arrived ahead of a missing one and waited for it in the reorder
     /// window (0 without one).
     pub reordered: u64,
+    /// Packets of the session followed (before the lock: of any session) from a sender
+    /// the stream is not bound to, ignored.
+    pub foreign_source: u64,
+    /// Packets of the bound sender that pointed too far ahead (beyond the sequence
+    /// window, or an end of session elsewhere than at the next expected number) and were
+    /// never confirmed, dropped.
+    pub suspect: u64,
+    /// 1 when the shard serving the subscription failed and stopped receiving for it (see
+    /// [`Subscription::failure`](crate::Subscription::failure)); summed over several.
+    pub shard_failures: u64,
 }
 
 impl SubscriptionStats {
@@ -115,6 +128,9 @@ impl SubscriptionStats {
             end_of_session,
             receive_errors,
             reordered,
+            foreign_source,
+            suspect,
+            shard_failures,
         } = *other;
         self.packets += packets;
         self.datagrams += datagrams;
@@ -133,6 +149,9 @@ impl SubscriptionStats {
         self.end_of_session += end_of_session;
         self.receive_errors += receive_errors;
         self.reordered += reordered;
+        self.foreign_source += foreign_source;
+        self.suspect += suspect;
+        self.shard_failures += shard_failures;
     }
 }
 
@@ -156,6 +175,9 @@ impl SubscriptionCounters {
             end_of_session: self.end_of_session.get(),
             receive_errors: self.receive_errors.get(),
             reordered: self.reordered.get(),
+            foreign_source: self.foreign_source.get(),
+            suspect: self.suspect.get(),
+            shard_failures: self.shard_failures.get(),
         }
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{group, loopback_subscription, new_publisher, shards_on, start_or_skip, BACKENDS};
+use common::{group, named, new_publisher, shards_on, start_or_skip, BACKENDS};
 use multipoint_dataplane::{BackendChoice, IdleStrategy, ShardConfig};
 
 /// CPU time (user + system) the threads named `name` have used, in clock ticks.
@@ -51,7 +51,7 @@ fn a_backoff_shard_delivers_and_then_sleeps() {
         let g = group(61, backend as u8);
         let (tx, rx) = mpsc::channel();
         let sub = shards
-            .subscribe(loopback_subscription(g), move |seq: u64, _msg: &[u8]| {
+            .subscribe(named("BACKOFF", g), move |seq: u64, _msg: &[u8]| {
                 let _ = tx.send(seq);
             })
             .unwrap();

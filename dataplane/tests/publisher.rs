@@ -14,7 +14,8 @@ use common::{
     loopback_publisher, loopback_subscription, shards_on, start_or_skip, wait_for, BACKENDS,
 };
 use multipoint_dataplane::{
-    BackendChoice, Handler, OfferError, Publisher, PublisherConfig, Shards, Subscription,
+    wire::Session, BackendChoice, Handler, OfferError, Publisher, PublisherConfig, Shards,
+    Subscription, SubscriptionConfig,
 };
 
 /// Shards on `backend`, a subscription to group `239.255.110.last` that does nothing with
@@ -28,9 +29,13 @@ fn setup(
 ) -> Option<(Shards, Subscription<impl Handler>, Publisher)> {
     let group = common::group(110, last);
     let mut shards = start_or_skip(test, shards_on(backend))?;
-    let sub = shards
-        .subscribe(loopback_subscription(group), |_: u64, _: &[u8]| {})
-        .unwrap();
+    // The session is named: the stream locks at its first packet (an unnamed one waits
+    // for three, and some of these tests send fewer).
+    let named = SubscriptionConfig {
+        session: Some(Session::new("PUBTEST").unwrap()),
+        ..loopback_subscription(group)
+    };
+    let sub = shards.subscribe(named, |_: u64, _: &[u8]| {}).unwrap();
     let mut config = loopback_publisher(backend, "PUBTEST", group);
     tune(&mut config);
     Some((shards, sub, Publisher::new(config).unwrap()))

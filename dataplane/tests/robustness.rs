@@ -15,7 +15,7 @@ use common::{
     shards_on, start_or_skip, wait_until, BACKENDS,
 };
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
-use multipoint_dataplane::wire::{PacketBuilder, Session};
+use multipoint_dataplane::wire::{write_heartbeat, PacketBuilder, Session};
 use multipoint_dataplane::{Error, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig};
 
 #[test]
@@ -95,9 +95,18 @@ fn a_packet_at_the_top_of_the_sequence_space_does_not_bring_a_shard_down() {
         wait_until("the packet", Duration::from_secs(5), || {
             sub.stats().packets == 1
         });
+        // So far ahead of 1 that it waits as suspect, until the sender goes on from it: a
+        // heartbeat announcing u64::MAX as the next number.
+        assert_eq!(sub.stats().messages, 0);
+        let hb_len = write_heartbeat(&mut buf, &session, u64::MAX).unwrap();
+        m.send(&buf[..hb_len]).unwrap();
+        wait_until("the heartbeat", Duration::from_secs(5), || {
+            sub.stats().packets == 2
+        });
         let stats = sub.close().unwrap().stats;
         assert_eq!(stats.messages, 2, "{stats:?}");
         assert_eq!(stats.gaps, 1, "everything below was missing: {stats:?}");
+        assert_eq!((stats.suspect, stats.heartbeats), (0, 1), "{stats:?}");
     }
 }
 

@@ -146,6 +146,7 @@ impl Sub {
         while let Some(d) = self.socket.recv(clock.now(), &mut buf) {
             let info = DatagramInfo {
                 truncated: d.truncated,
+                source: Some(d.from),
                 ..DatagramInfo::default()
             };
             self.state
@@ -204,6 +205,12 @@ fn setup_with(
     let net = SimNet::new(seed);
     net.impair(impairments);
     let clock = FakeClock::new();
+    // The feed's session is named, so the stream locks at its first packet (an unnamed
+    // one waits for three: see sim_a_stranger_first_does_not_capture_an_unnamed_stream).
+    let config = ReceiveConfig {
+        session: config.session.or(Session::new("SIMFEED").ok()),
+        ..config
+    };
     let sub = Sub::new(&net, config);
     let feed = Feed::new(&net, "SIMFEED", sub.addr(), &clock);
     (net, clock, feed, sub)

@@ -20,6 +20,7 @@
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
 
 pub(crate) mod fanout;
+pub(crate) mod lock;
 pub mod packetizer;
 pub mod receive;
 pub(crate) mod reorder;

@@ -46,7 +46,11 @@
 //! // Message 2 is lost on the way.
 //! // 27-byte datagrams: one message each.
 //! let packets = pack_all(&session, 1, 27, [&b"one"[..], b"two", b"three"])?;
-//! let mut state = ReceiveState::new(&ReceiveConfig::default());
+//! // The session is named: the stream is bound to the first sender of it.
+//! let mut state = ReceiveState::new(&ReceiveConfig {
+//!     session: Some(session),
+//!     ..ReceiveConfig::default()
+//! });
 //! let mut seen = Seen(Vec::new());
 //! for packet in [&packets[0], &packets[2]] {
 //!     state.handle_datagram(packet, DatagramInfo::default(), 0, &mut seen);
@@ -57,15 +61,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::lock::Lock;
 use super::reorder::Reorder;
 use super::sequence::{Gap, SequenceTracker, StartAt, Verdict};
 use crate::io::segments;
 use crate::latency::{read_stamp, LatencyHistogram};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
-use crate::wire::{Packet, Session};
+use crate::wire::{Packet, Session, END_OF_SESSION_COUNT, HEARTBEAT_COUNT};
 
 /// What a subscription calls for each message and event. On a shard it runs on the
 /// shard's thread.
@@ -78,6 +84,13 @@ pub trait Handler: Send + 'static {
     }
     /// The publisher ended the session.
     fn on_end_of_session(&mut self) {}
+    /// The shard serving the subscription failed (`reason` says how: its receive backend
+    /// kept failing, or its thread panicked) and receives nothing more for it. The
+    /// subscription's [`failure`](crate::Subscription::failure) and its stats
+    /// (`shard_failures`) say the same; closing it still gives the handler back.
+    fn on_failure(&mut self, reason: &str) {
+        let _ = reason;
+    }
 }
 
 impl<F: FnMut(u64, &[u8]) + Send + 'static> Handler for F {
@@ -96,13 +109,20 @@ impl Handler for Box<dyn Handler> {
     fn on_end_of_session(&mut self) {
         (**self).on_end_of_session()
     }
+    fn on_failure(&mut self, reason: &str) {
+        (**self).on_failure(reason)
+    }
 }
 
-/// What a receive state follows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a receive state follows, and how far it trusts what it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveConfig {
-    /// Follow only this session; `None`: the first session seen.
+    /// Follow only this session; `None`: the session of the sender the stream locks onto.
     pub session: Option<Session>,
+    /// Follow only this sender: its address and port, or, with port 0, any port of that
+    /// address (the port is then learned at the lock). `None`: the sender is learned at
+    /// the lock (see [`lock_after`](Self::lock_after)).
+    pub sender: Option<SocketAddr>,
     /// Where the stream starts (see [`StartAt`]).
     pub start: StartAt,
     /// Record one-way latency from a timestamp in each message's first 8 bytes
@@ -111,6 +131,46 @@ pub struct ReceiveConfig {
     /// How long a packet that arrives ahead of a missing one is held for the missing one
     /// (see the module docs); zero, the default: not at all.
     pub reorder_window: Duration,
+    /// How far ahead of the next expected number a data packet or heartbeat may point and
+    /// still be followed at once; one further ahead is held as suspect until the sender
+    /// confirms it (see the module docs). At least 1; default
+    /// [`DEFAULT_SEQUENCE_WINDOW`].
+    pub sequence_window: u64,
+    /// How many packets that follow on from each other a sender must send before the
+    /// stream locks onto it (1 to 16). 0, the default: [`DEFAULT_LOCK_AFTER`] when no
+    /// session is named, 1 (its first packet) when one is. A sender named with its port
+    /// is locked onto at its first packet whatever this says. The packets before the
+    /// lock are held and delivered at the lock, so a stream that locks after 3 packets
+    /// delivers its first message only when its third packet arrives.
+    pub lock_after: u8,
+}
+
+/// The default [`ReceiveConfig::sequence_window`]: 2^30 (1,073,741,824) numbers. That is
+/// more than 2.7 s of a 10 GbE line filled with the smallest possible messages (3 bytes
+/// each with their length, 484 to a 1,500-byte frame: about 393 million a second), and
+/// minutes of any real feed or of our own publisher (about 20 million a second on the
+/// development machine), so a real sender never needs confirming, short of a long
+/// outage; and a forged jump that is followed at once can claim at most this many
+/// missing messages.
+pub const DEFAULT_SEQUENCE_WINDOW: u64 = 1 << 30;
+
+/// How many packets that follow on from each other lock a stream that names no session
+/// ([`ReceiveConfig::lock_after`] 0): three (at worst two heartbeat intervals on an idle
+/// stream), so that a stranger's single forgery never captures it.
+pub const DEFAULT_LOCK_AFTER: u8 = 3;
+
+impl Default for ReceiveConfig {
+    fn default() -> ReceiveConfig {
+        ReceiveConfig {
+            session: None,
+            sender: None,
+            start: StartAt::One,
+            timestamps: false,
+            reorder_window: Duration::ZERO,
+            sequence_window: DEFAULT_SEQUENCE_WINDOW,
+            lock_after: 0,
+        }
+    }
 }
 
 /// Most packets a reorder window holds at once (when it is full, the oldest wait ends).
@@ -127,6 +187,9 @@ pub struct DatagramInfo {
     pub gro_segment: Option<u16>,
     /// The socket's cumulative count of datagrams the kernel dropped (`SO_RXQ_OVFL`).
     pub kernel_drops: Option<u32>,
+    /// Where it came from (the receive's source address); `None`: not known, which never
+    /// matches a named [`ReceiveConfig::sender`].
+    pub source: Option<SocketAddr>,
 }
 
 /// How far `ReceiveState::release_held` lets held packets go.
@@ -140,50 +203,122 @@ enum Upto {
     All,
 }
 
+/// What a subscription's receive state publishes for other threads once it knows it.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    /// The session the stream is bound to.
+    pub(crate) session: OnceLock<Session>,
+    /// The sender the stream is bound to (when the receive said where packets came from).
+    pub(crate) sender: OnceLock<SocketAddr>,
+    /// Why the shard serving the subscription stopped receiving for it, if it did.
+    pub(crate) failure: OnceLock<String>,
+}
+
+/// The one session and sender a stream is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bound {
+    session: [u8; 10],
+    source: Option<SocketAddr>,
+}
+
+/// The packet held as suspect: one that pointed too far ahead (see the module docs).
+#[derive(Debug)]
+struct Suspect {
+    buf: Box<[u8]>,
+    /// Its length; 0: none is held.
+    len: usize,
+    /// When it arrived.
+    at: u64,
+}
+
+/// Room for the largest UDP payload.
+const SUSPECT_BYTES: usize = 1 << 16;
+
 /// One subscription's receive state. See the module docs.
 #[derive(Debug)]
 pub struct ReceiveState {
     tracker: SequenceTracker,
     counters: Arc<SubscriptionCounters>,
-    /// The session the tracker follows, published once it is known.
-    session: Arc<OnceLock<Session>>,
-    /// Whether `session` is set (a plain flag, so the hot path reads no shared memory).
-    session_known: bool,
+    published: Arc<Published>,
+    /// The session and sender the stream follows, once locked.
+    bound: Option<Bound>,
+    /// What the configuration names (the sender's address canonical, port 0: any).
+    want_session: Option<[u8; 10]>,
+    want_sender: Option<SocketAddr>,
+    /// The senders before the lock (present until then when the lock waits for several
+    /// packets).
+    lock: Option<Box<Lock>>,
+    start: StartAt,
+    /// The sequence window (see [`ReceiveConfig::sequence_window`]).
+    window: u64,
+    suspect: Option<Box<Suspect>>,
     latency: Box<LatencyHistogram>,
     timestamps: bool,
     /// The reorder window in nanoseconds (0: none).
-    window: u64,
-    /// The packets held in the window (present when there is one).
+    reorder_ns: u64,
+    /// The packets held in the reorder window (present when there is one).
     reorder: Option<Box<Reorder>>,
 }
 
 impl ReceiveState {
     /// A receive state for `config`, with its counters and an empty latency histogram.
     pub fn new(config: &ReceiveConfig) -> ReceiveState {
-        let tracker = match config.session {
-            Some(s) => SequenceTracker::with_session(*s.as_bytes(), config.start),
+        let want_session = config.session.map(|s| *s.as_bytes());
+        let want_sender = config.sender.map(canonical);
+        let published = Arc::new(Published::default());
+        let lock_after = match config.lock_after {
+            0 if want_session.is_none() => DEFAULT_LOCK_AFTER,
+            0 => 1,
+            n => n,
+        };
+        let mut bound = None;
+        let mut lock = None;
+        match (want_session, want_sender) {
+            (Some(session), Some(sender)) if sender.port() != 0 => {
+                bound = Some(Bound {
+                    session,
+                    source: Some(sender),
+                });
+                let _ = published.sender.set(sender);
+            }
+            (_, Some(sender)) if sender.port() != 0 => {}
+            _ if lock_after > 1 => lock = Some(Box::new(Lock::new(lock_after))),
+            _ => {}
+        }
+        if let Some(s) = config.session {
+            let _ = published.session.set(s);
+        }
+        let tracker = match bound {
+            Some(b) => SequenceTracker::with_session(b.session, config.start),
             None => SequenceTracker::new(config.start),
         };
-        let session = Arc::new(OnceLock::new());
-        if let Some(s) = config.session {
-            let _ = session.set(s);
-        }
         ReceiveState {
             tracker,
             counters: Arc::new(SubscriptionCounters::default()),
-            session,
-            session_known: config.session.is_some(),
+            published,
+            bound,
+            want_session,
+            want_sender,
+            lock,
+            start: config.start,
+            window: config.sequence_window.max(1),
+            suspect: Some(Box::new(Suspect {
+                buf: vec![0; SUSPECT_BYTES].into_boxed_slice(),
+                len: 0,
+                at: 0,
+            })),
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
-            window: u64::try_from(config.reorder_window.as_nanos()).unwrap_or(u64::MAX),
+            reorder_ns: u64::try_from(config.reorder_window.as_nanos()).unwrap_or(u64::MAX),
             reorder: (!config.reorder_window.is_zero())
                 .then(|| Box::new(Reorder::new(REORDER_PACKETS, REORDER_BYTES))),
         }
     }
 
-    /// The counters and the session, as other threads read them while the state runs.
-    pub(crate) fn shared(&self) -> (Arc<SubscriptionCounters>, Arc<OnceLock<Session>>) {
-        (Arc::clone(&self.counters), Arc::clone(&self.session))
+    /// The counters and what the state publishes, as other threads read them while the
+    /// state runs.
+    pub(crate) fn shared(&self) -> (Arc<SubscriptionCounters>, Arc<Published>) {
+        (Arc::clone(&self.counters), Arc::clone(&self.published))
     }
 
     /// The counters now.
@@ -191,9 +326,21 @@ impl ReceiveState {
         self.counters.snapshot()
     }
 
-    /// The session followed: the one configured, or else the first one seen.
+    /// The session followed: the one configured, or else the one of the sender the stream
+    /// locked onto; `None` before the lock.
     pub fn session(&self) -> Option<Session> {
-        self.session.get().copied()
+        self.published.session.get().copied()
+    }
+
+    /// The sender the stream is bound to: the one configured with its port, or the one it
+    /// locked onto (when the receive said where packets came from); `None` before.
+    pub fn sender(&self) -> Option<SocketAddr> {
+        self.published.sender.get().copied()
+    }
+
+    /// Whether the stream is bound to its session and sender yet.
+    pub fn locked(&self) -> bool {
+        self.bound.is_some()
     }
 
     /// The next sequence number to deliver (`None` for a late joiner that has seen
@@ -227,10 +374,22 @@ impl ReceiveState {
         self.release_held(now, Upto::Expired, handler);
     }
 
-    /// Lets every held packet go, in order (the gaps before them are declared): at the
-    /// end of a subscription, so that nothing held is lost.
+    /// The end of a subscription: a stream not yet locked locks onto the sender with the
+    /// most packets that followed on from each other (so that a short stream is still
+    /// delivered), every packet held in the reorder window goes on in order (the gaps
+    /// before them are declared), and a suspect packet nobody confirmed is dropped and
+    /// counted.
     pub fn finish<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
+        if self.bound.is_none() {
+            if let Some(best) = self.lock.as_ref().and_then(|l| l.best()) {
+                self.lock_onto(best, handler);
+            }
+        }
         self.release_held(now, Upto::All, handler);
+        if let Some(s) = self.suspect.as_mut().filter(|s| s.len > 0) {
+            s.len = 0;
+            self.counters.suspect.add(1);
+        }
     }
 
     /// The latency recorded so far.
@@ -283,7 +442,7 @@ impl ReceiveState {
             c.gro_batches.add(1);
         }
         for packet in segments(payload, info.gro_segment) {
-            self.handle_packet(packet, now_ns, handler);
+            self.handle_packet(packet, info.source, now_ns, handler);
         }
     }
 
@@ -297,30 +456,160 @@ impl ReceiveState {
         self.counters.rearms.add(1);
     }
 
+    /// The shard serving this state failed for `reason` and receives nothing more for
+    /// it: the failure is published (once) and counted, and `handler` hears it.
+    pub fn handle_failure<H: Handler + ?Sized>(&mut self, reason: &str, handler: &mut H) {
+        if self.published.failure.set(reason.to_owned()).is_ok() {
+            self.counters.shard_failures.add(1);
+            handler.on_failure(reason);
+        }
+    }
+
     /// A receive failed with `errno`.
     pub fn handle_receive_error(&mut self, errno: i32) {
         self.counters.receive_errors.add(1);
         tracing::debug!(errno, "receive error");
     }
 
-    fn handle_packet<H: Handler + ?Sized>(&mut self, bytes: &[u8], now: u64, handler: &mut H) {
+    fn handle_packet<H: Handler + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        source: Option<SocketAddr>,
+        now: u64,
+        handler: &mut H,
+    ) {
         let Ok(packet) = Packet::new_checked(bytes) else {
             self.counters.malformed.add(1);
             return;
         };
+        if packet.sequence() == 0 {
+            // MoldUDP64 numbers messages from 1: no sender writes 0.
+            self.counters.malformed.add(1);
+            return;
+        }
         self.counters.packets.add(1);
-        if self.reorder.is_some() && self.waits(&packet) {
-            if self.hold(bytes, &packet, now) {
+        match self.bound {
+            Some(bound) => {
+                if *packet.session().as_bytes() != bound.session {
+                    self.counters.other_session.add(1);
+                } else if source != bound.source {
+                    self.counters.foreign_source.add(1);
+                } else {
+                    self.take_in(bytes, &packet, now, handler);
+                }
+            }
+            None => self.before_lock(bytes, &packet, source, now, handler),
+        }
+    }
+
+    /// A packet before the stream is bound: of the session and sender named (if any), it
+    /// goes to the lock, which says when a sender has proved itself.
+    fn before_lock<H: Handler + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        packet: &Packet<&[u8]>,
+        source: Option<SocketAddr>,
+        now: u64,
+        handler: &mut H,
+    ) {
+        let session = *packet.session().as_bytes();
+        if self.want_session.is_some_and(|w| w != session) {
+            self.counters.other_session.add(1);
+            return;
+        }
+        let named = self.want_sender.is_none_or(|w| {
+            source.is_some_and(|s| s.ip() == w.ip() && (w.port() == 0 || s.port() == w.port()))
+        });
+        if !named {
+            self.counters.foreign_source.add(1);
+            return;
+        }
+        let Some(lock) = self.lock.as_mut() else {
+            // Locked onto at the first packet: the sender was named with its port (or the
+            // lock takes a single packet).
+            self.bind(session, source);
+            self.take_in(bytes, packet, now, handler);
+            return;
+        };
+        let header = (session, packet.sequence(), packet.count());
+        let offered = lock.offer(bytes, header, source, self.window, now);
+        self.counters.foreign_source.add(offered.evicted);
+        if let Some(winner) = offered.lock {
+            self.lock_onto(winner, handler);
+        }
+    }
+
+    /// Binds the stream to the sender in the lock's place `winner` and replays its held
+    /// packets, in arrival order; the other senders' packets are counted.
+    fn lock_onto<H: Handler + ?Sized>(&mut self, winner: usize, handler: &mut H) {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        let Some(chosen) = lock.candidate(winner).copied() else {
+            return;
+        };
+        self.bind(chosen.session, chosen.source);
+        tracing::debug!(
+            session = %Session::from_bytes(chosen.session),
+            sender = ?chosen.source,
+            "subscription locked onto its sender"
+        );
+        let c = &self.counters;
+        for other in lock.candidates() {
+            if other.session != chosen.session {
+                c.other_session.add(other.unheld);
+            } else if other.source != chosen.source {
+                c.foreign_source.add(other.unheld);
+            }
+        }
+        // The winner's packets that did not fit are gone: the gaps they leave are
+        // declared as the stream goes on.
+        for (place, bytes, at) in lock.held() {
+            if place == winner {
+                self.take_in(bytes, &Packet::new_unchecked(bytes), at, handler);
+            } else if lock
+                .candidate(place)
+                .is_some_and(|o| o.session != chosen.session)
+            {
+                self.counters.other_session.add(1);
+            } else {
+                self.counters.foreign_source.add(1);
+            }
+        }
+    }
+
+    /// Binds the stream to `session` from `source`.
+    fn bind(&mut self, session: [u8; 10], source: Option<SocketAddr>) {
+        self.bound = Some(Bound { session, source });
+        self.tracker = SequenceTracker::with_session(session, self.start);
+        let _ = self.published.session.set(Session::from_bytes(session));
+        if let Some(source) = source {
+            let _ = self.published.sender.set(source);
+        }
+        self.lock = None;
+    }
+
+    /// A packet of the bound stream: it may wait in the reorder window; then its
+    /// sequence is checked against the window and it is applied.
+    fn take_in<H: Handler + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        packet: &Packet<&[u8]>,
+        now: u64,
+        handler: &mut H,
+    ) {
+        if self.reorder.is_some() && self.waits(packet) {
+            if self.hold(bytes, packet, now) {
                 return;
             }
             // The window is full: the oldest wait ends now (everything held goes on, the
             // gap before it is declared), and this packet may wait in turn.
             self.release_held(now, Upto::All, handler);
-            if self.waits(&packet) && self.hold(bytes, &packet, now) {
+            if self.waits(packet) && self.hold(bytes, packet, now) {
                 return;
             }
         }
-        self.apply(&packet, now, handler);
+        self.admit(bytes, packet, now, handler);
         if self.reorder.as_ref().is_some_and(|r| !r.is_empty()) {
             // Only turns here, no time: a long batch takes time to hand over, and the
             // straggler a held packet waits for may be later in that same batch. Waits
@@ -330,10 +619,117 @@ impl ReceiveState {
         }
     }
 
+    /// Whether a packet pointing to `sequence` (with message count `count`) is too far
+    /// from `next` to be followed unconfirmed: a data packet or heartbeat more than the
+    /// window ahead, an end of session anywhere but at `next`.
+    fn far(&self, sequence: u64, count: u16, next: u64) -> bool {
+        match count {
+            END_OF_SESSION_COUNT => sequence != next,
+            _ => sequence > next && sequence - next > self.window,
+        }
+    }
+
+    /// The held suspect's first number and message count, if one is held.
+    fn suspect_header(&self) -> Option<(u64, u16)> {
+        let s = self.suspect.as_ref().filter(|s| s.len > 0)?;
+        let packet = Packet::new_unchecked(&s.buf[..s.len]);
+        Some((packet.sequence(), packet.count()))
+    }
+
+    /// Whether `packet` confirms the held suspect: it continues from where the suspect
+    /// ends (within the window), or, for an end of session, repeats it.
+    fn confirms(&self, packet: &Packet<&[u8]>) -> bool {
+        let Some((first, count)) = self.suspect_header() else {
+            return false;
+        };
+        let sequence = packet.sequence();
+        match count {
+            END_OF_SESSION_COUNT => packet.count() == END_OF_SESSION_COUNT && sequence == first,
+            HEARTBEAT_COUNT => sequence >= first && sequence - first <= self.window,
+            // The suspect was checked: first + count does not overflow.
+            n => {
+                let end = first + u64::from(n);
+                sequence >= end && sequence - end <= self.window
+            }
+        }
+    }
+
+    /// Applies the held suspect (now confirmed or plausible) and empties its place.
+    fn follow_suspect<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        let Some(mut s) = self.suspect.take() else {
+            return;
+        };
+        if s.len > 0 {
+            let len = std::mem::take(&mut s.len);
+            self.apply(&Packet::new_unchecked(&s.buf[..len]), s.at, handler);
+        }
+        self.suspect = Some(s);
+    }
+
+    /// Drops the held suspect, counting it.
+    fn drop_suspect(&mut self) {
+        if let Some(s) = self.suspect.as_mut().filter(|s| s.len > 0) {
+            s.len = 0;
+            self.counters.suspect.add(1);
+        }
+    }
+
+    /// Follows `packet` if its sequence is plausible, else holds it as suspect (see the
+    /// module docs).
+    fn admit<H: Handler + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        packet: &Packet<&[u8]>,
+        now: u64,
+        handler: &mut H,
+    ) {
+        if self.confirms(packet) {
+            self.follow_suspect(handler);
+        }
+        if let Some(next) = self
+            .tracker
+            .next_expected()
+            .filter(|_| !self.tracker.ended())
+        {
+            if self.far(packet.sequence(), packet.count(), next) {
+                if packet.count() == END_OF_SESSION_COUNT && packet.sequence() < next {
+                    // An end before what was already delivered: never honoured.
+                    self.counters.suspect.add(1);
+                    return;
+                }
+                self.drop_suspect();
+                if let Some(s) = self.suspect.as_mut() {
+                    if bytes.len() <= s.buf.len() {
+                        s.buf[..bytes.len()].copy_from_slice(bytes);
+                        s.len = bytes.len();
+                        s.at = now;
+                    } else {
+                        self.counters.suspect.add(1);
+                    }
+                }
+                return;
+            }
+        }
+        self.apply(packet, now, handler);
+        let Some((first, count)) = self.suspect_header() else {
+            return;
+        };
+        // The stream went on: the suspect may be plausible now, or contradicted.
+        match self.tracker.next_expected() {
+            Some(next) if !self.tracker.ended() && !self.far(first, count, next) => {
+                self.follow_suspect(handler)
+            }
+            // An end of session ahead waits for its repeat, or for what it overtook.
+            Some(next)
+                if !self.tracker.ended() && count == END_OF_SESSION_COUNT && first > next => {}
+            _ => self.drop_suspect(),
+        }
+    }
+
     /// Holds `packet` (whose bytes are `bytes`) in the reorder window until the window
     /// has passed; returns whether there was room.
     fn hold(&mut self, bytes: &[u8], packet: &Packet<&[u8]>, now: u64) -> bool {
-        let until = now.saturating_add(self.window);
+        let until = now.saturating_add(self.reorder_ns);
         let first = packet.sequence();
         let held = self
             .reorder
@@ -356,10 +752,9 @@ impl ReceiveState {
             .is_some_and(|s| s == *packet.session().as_bytes());
         followed
             && !self.tracker.ended()
-            && self
-                .tracker
-                .next_expected()
-                .is_some_and(|next| packet.sequence() > next)
+            && self.tracker.next_expected().is_some_and(|next| {
+                packet.sequence() > next && packet.sequence() - next <= self.window
+            })
     }
 
     /// Lets held packets go, in order, as far as `upto` says.
@@ -379,7 +774,8 @@ impl ReceiveState {
             let Some(held) = due else {
                 break;
             };
-            self.apply(&Packet::new_unchecked(reorder.bytes(&held)), now, handler);
+            let bytes = reorder.bytes(&held);
+            self.admit(bytes, &Packet::new_unchecked(bytes), now, handler);
             reorder.release(&held);
         }
         self.reorder = Some(reorder);
@@ -392,13 +788,6 @@ impl ReceiveState {
         let verdict =
             self.tracker
                 .handle_packet(*packet.session().as_bytes(), packet.sequence(), count);
-        if !self.session_known {
-            if let Some(session) = self.tracker.session() {
-                // Once per subscription: the tracker just locked onto its first session.
-                let _ = self.session.set(Session::from_bytes(session));
-                self.session_known = true;
-            }
-        }
         if let Some(gap) = verdict.gap() {
             c.gaps.add(1);
             c.missing.add(gap.count);
@@ -442,7 +831,19 @@ impl ReceiveState {
     }
 }
 
-/// A [`ReceiveState`] that starts from sequence 1 and follows the first session.
+/// `addr` with an IPv4-mapped IPv6 address read as IPv4 (as the backends report sources).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, v6.scope_id())),
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// A [`ReceiveState`] with the default [`ReceiveConfig`]: from sequence 1, the session
+/// and sender it locks onto.
 impl Default for ReceiveState {
     fn default() -> ReceiveState {
         ReceiveState::new(&ReceiveConfig {
@@ -482,6 +883,7 @@ mod tests {
 
     fn windowed(ns: u64) -> ReceiveState {
         ReceiveState::new(&ReceiveConfig {
+            session: Some(Session::from_bytes(*b"REORDER   ")),
             reorder_window: Duration::from_nanos(ns),
             ..ReceiveConfig::default()
         })
@@ -598,7 +1000,10 @@ mod tests {
             (&[1, 5][..], &[(2, 3)][..])
         );
 
-        let mut plain = ReceiveState::default();
+        let mut plain = ReceiveState::new(&ReceiveConfig {
+            session: Some(Session::from_bytes(*b"REORDER   ")),
+            ..ReceiveConfig::default()
+        });
         let mut seen = Seen::default();
         assert!(!plain.wants_clock() && !plain.reorders());
         feed(&mut plain, &p[0], 0, &mut seen);

@@ -33,7 +33,7 @@ pub(crate) mod sockopt;
 pub(crate) mod uring;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -438,6 +438,35 @@ pub(crate) struct RecvMeta {
     /// The socket's cumulative count of datagrams dropped for lack of buffer space
     /// (`SO_RXQ_OVFL`).
     pub(crate) drops: Option<u32>,
+    /// Where the datagram came from (the receive's source address), when known.
+    pub(crate) source: Option<SocketAddr>,
+}
+
+/// Reads a source address the kernel wrote (a `sockaddr_in` or `sockaddr_in6`, as raw
+/// bytes of the length it reported); an IPv4-mapped IPv6 address comes back as IPv4, and
+/// the flow label is left out, so that one sender always reads the same. Anything else
+/// (too short, another family) is `None`; this never panics.
+pub(crate) fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*name.first()?, *name.get(1)?]);
+    let port = u16::from_be_bytes([*name.get(2)?, *name.get(3)?]);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::from(ip), port))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let ip = Ipv6Addr::from(ip);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
+                None => {
+                    let scope: [u8; 4] = name.get(24..28)?.try_into().ok()?;
+                    SocketAddr::V6(SocketAddrV6::new(ip, port, 0, u32::from_ne_bytes(scope)))
+                }
+            })
+        }
+        _ => None,
+    }
 }
 
 const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
@@ -664,5 +693,47 @@ mod tests {
             let _ = parse_cmsgs(&buf[..cut]);
         }
         assert_eq!(parse_cmsgs(&[0xff; 40]), RecvMeta::default());
+    }
+
+    #[test]
+    fn source_addresses_read_as_the_kernel_writes_them_and_garbage_is_none() {
+        // SAFETY: plain C structs; all-zero is valid.
+        let mut v4: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        v4.sin_family = libc::AF_INET as libc::sa_family_t;
+        v4.sin_port = 4242u16.to_be();
+        v4.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 9]);
+        // SAFETY: reads the struct's own bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const v4).cast::<u8>(), std::mem::size_of_val(&v4))
+        };
+        assert_eq!(parse_sockaddr(bytes), "127.0.0.9:4242".parse().ok());
+        // SAFETY: as above.
+        let mut v6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        v6.sin6_port = 9u16.to_be();
+        v6.sin6_flowinfo = 77;
+        v6.sin6_addr.s6_addr = "::ffff:10.1.2.3".parse::<Ipv6Addr>().unwrap().octets();
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const v6).cast::<u8>(), std::mem::size_of_val(&v6))
+        };
+        assert_eq!(
+            parse_sockaddr(bytes),
+            "10.1.2.3:9".parse().ok(),
+            "mapped reads as v4"
+        );
+        v6.sin6_addr.s6_addr = Ipv6Addr::LOCALHOST.octets();
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const v6).cast::<u8>(), std::mem::size_of_val(&v6))
+        };
+        assert_eq!(
+            parse_sockaddr(bytes),
+            "[::1]:9".parse().ok(),
+            "no flow label"
+        );
+        assert_eq!(parse_sockaddr(&bytes[..20]), None);
+        assert_eq!(parse_sockaddr(&[]), None);
+        assert_eq!(parse_sockaddr(&[0xff; 28]), None);
     }
 }

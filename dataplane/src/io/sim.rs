@@ -593,6 +593,11 @@ impl SimSocket {
         self.with_port(|port| port.peer = Some(canonical(peer)));
     }
 
+    /// The peer this socket was connected to, if any.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.with_port(|port| port.peer).flatten()
+    }
+
     /// Sends `bytes` to `to` (a socket's address or a group) at `now`; returns the length.
     ///
     /// # Errors
@@ -699,7 +704,10 @@ impl SimRecv {
                         slot: slot as u32,
                         payload: &queued.bytes[..len],
                         truncated: queued.bytes.len() > self.payload,
-                        meta: RecvMeta::default(),
+                        meta: RecvMeta {
+                            source: Some(queued.from),
+                            ..RecvMeta::default()
+                        },
                     });
                 }
                 n += taken;

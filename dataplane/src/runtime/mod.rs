@@ -18,14 +18,18 @@
 //!   shard takes the command at once, not when its wait runs out.
 //! - When every `Link` is dropped the worker hears it (`Worker::orphaned`) and
 //!   decides when to stop.
+//! - A turn that panics fails the worker (`Worker::failed`, which tells whoever it
+//!   served): it gets no more turns, only commands, until it is done, so that its
+//!   owner can still close what it holds.
 
 pub(crate) mod wake;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, SendError, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendError, Sender, TryRecvError};
 
 use self::wake::Wake;
 use crate::config::{IdleStrategy, BACKOFF_SPIN};
@@ -56,6 +60,24 @@ pub(crate) trait Worker {
     /// owner queued a command meanwhile (check it after announcing sleep, before
     /// blocking). Returns whether the pass made progress.
     fn turn(&mut self, wait: Option<Duration>, commands_waiting: &dyn Fn() -> bool) -> bool;
+
+    /// A turn panicked (`reason` is the panic's message): the worker is given no more
+    /// turns, only commands, until it is done. Tell whoever it served.
+    fn failed(&mut self, reason: &str) {
+        tracing::error!(reason, "a shard failed");
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
 }
 
 /// The way into a shard: its command queue, and the eventfd that wakes it when it blocks.
@@ -172,7 +194,21 @@ where
 /// The shard loop. See the module docs.
 fn run<W: Worker>(mut worker: W, rx: &Receiver<W::Command>, idle: IdleStrategy) {
     let mut last_work = Instant::now();
+    let mut failed = false;
     loop {
+        if failed {
+            // No more turns: commands only (closing subscriptions still gives their
+            // handlers back), until the worker is done.
+            match rx.recv_timeout(BLOCK_WAIT) {
+                Ok(command) => worker.command(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => worker.orphaned(),
+            }
+            if worker.done() {
+                return;
+            }
+            continue;
+        }
         let mut progress = false;
         loop {
             match rx.try_recv() {
@@ -199,7 +235,20 @@ fn run<W: Worker>(mut worker: W, rx: &Receiver<W::Command>, idle: IdleStrategy) 
                 IdleStrategy::Spin | IdleStrategy::Yield | IdleStrategy::Backoff => None,
             }
         };
-        progress |= worker.turn(wait, &|| !rx.is_empty());
+        let turn =
+            std::panic::catch_unwind(AssertUnwindSafe(|| worker.turn(wait, &|| !rx.is_empty())));
+        match turn {
+            Ok(made) => progress |= made,
+            Err(payload) => {
+                let reason = format!("the shard's thread panicked: {}", panic_message(&*payload));
+                let told = std::panic::catch_unwind(AssertUnwindSafe(|| worker.failed(&reason)));
+                if told.is_err() {
+                    tracing::error!(reason, "a failed shard could not tell its subscriptions");
+                }
+                failed = true;
+                continue;
+            }
+        }
         if progress {
             if idle == IdleStrategy::Backoff {
                 last_work = Instant::now();

@@ -25,7 +25,7 @@ mod shard;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,7 +35,9 @@ use socket2::{Socket, Type};
 
 use self::shard::{Command, Shard, SubState};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
-use crate::core::receive::{Handler, ReceiveConfig, ReceiveState};
+use crate::core::receive::{
+    Handler, Published, ReceiveConfig, ReceiveState, DEFAULT_SEQUENCE_WINDOW,
+};
 use crate::core::sequence::StartAt;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
@@ -137,8 +139,14 @@ pub struct SubscriptionConfig {
     pub source: Option<IpAddr>,
     /// Interface to join on.
     pub interface: Interface,
-    /// Follow only this session; `None`: the first session seen.
+    /// Follow only this session; `None`: the session of the sender the stream locks onto.
     pub session: Option<Session>,
+    /// Follow only this sender (address and port; port 0: any port of the address, learned
+    /// at the lock). `None`: the `source` of a source-specific join with any port, the
+    /// peer of a connected socket given to [`Shards::subscribe_socket`], or else the
+    /// sender the stream locks onto (see [`crate::core::receive`]). Packets of the session
+    /// from any other sender are counted as `foreign_source` and never reach the stream.
+    pub sender: Option<SocketAddr>,
     /// Where the stream starts (see [`StartAt`]).
     pub start: StartAt,
     /// Record one-way latency from a timestamp in each message's first 8 bytes
@@ -152,6 +160,12 @@ pub struct SubscriptionConfig {
     /// packet reordered on the way is delivered in order rather than reported missing
     /// (see [`crate::core::receive`]); zero, the default: not at all.
     pub reorder_window: Duration,
+    /// How far ahead a packet may point and still be followed unconfirmed (see
+    /// [`ReceiveConfig::sequence_window`]).
+    pub sequence_window: u64,
+    /// Packets that follow on from each other before an unnamed sender is locked onto
+    /// (see [`ReceiveConfig::lock_after`]).
+    pub lock_after: u8,
 }
 
 impl SubscriptionConfig {
@@ -177,6 +191,9 @@ impl SubscriptionConfig {
             recv_buffer: 8 << 20,
             shard: None,
             reorder_window: Duration::ZERO,
+            sender: None,
+            sequence_window: DEFAULT_SEQUENCE_WINDOW,
+            lock_after: 0,
         }
     }
 }
@@ -432,13 +449,23 @@ impl Shards {
         config: &SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
+        let sender = config.sender.or_else(|| match &socket {
+            OwnedSocket::Given(s) => s.peer_addr().ok().and_then(|a| a.as_socket()),
+            OwnedSocket::Sim(s) => s
+                .peer()
+                .or_else(|| config.source.map(|ip| SocketAddr::new(ip, 0))),
+            OwnedSocket::Joined { .. } => config.source.map(|ip| SocketAddr::new(ip, 0)),
+        });
         let state = ReceiveState::new(&ReceiveConfig {
             session: config.session,
+            sender,
             start: config.start,
             timestamps: config.timestamps,
             reorder_window: config.reorder_window,
+            sequence_window: config.sequence_window,
+            lock_after: config.lock_after,
         });
-        let (counters, session) = state.shared();
+        let (counters, published) = state.shared();
         let id = self.next_id;
         self.next_id += 1;
         let state = Box::new(SubState {
@@ -459,7 +486,7 @@ impl Shards {
             shard: index,
             id,
             counters,
-            session,
+            published,
             tx: Some(shard.link.clone()),
             _handler: PhantomData,
         })
@@ -521,7 +548,7 @@ pub struct Subscription<H> {
     shard: usize,
     id: u64,
     counters: Arc<SubscriptionCounters>,
-    session: Arc<OnceLock<Session>>,
+    published: Arc<Published>,
     /// `None` once closed.
     tx: Option<Link<Command>>,
     _handler: PhantomData<fn() -> H>,
@@ -569,10 +596,23 @@ impl<H: Handler> Subscription<H> {
         self.counters.snapshot()
     }
 
-    /// The session the subscription follows: the one configured, or else the first one
-    /// seen, once a packet of it arrived. `None` until then.
+    /// The session the subscription follows: the one configured, or else the one of the
+    /// sender it locked onto. `None` until then.
     pub fn session(&self) -> Option<Session> {
-        self.session.get().copied()
+        self.published.session.get().copied()
+    }
+
+    /// The sender the stream is bound to: the one configured with its port, or the one it
+    /// locked onto. `None` until then.
+    pub fn sender(&self) -> Option<SocketAddr> {
+        self.published.sender.get().copied()
+    }
+
+    /// Why the shard serving this subscription stopped receiving for it (its receive
+    /// backend failed, or the shard's thread panicked), if it did; the handler heard it
+    /// too ([`Handler::on_failure`]). Nothing more arrives after that.
+    pub fn failure(&self) -> Option<String> {
+        self.published.failure.get().cloned()
     }
 
     /// The latency histogram recorded since the last call, leaving an empty one in its

@@ -64,8 +64,15 @@ pub(crate) struct Shard<R> {
     dead: Vec<u64>,
     /// Subscriptions with a reorder window, whose timers each turn runs.
     windowed: usize,
+    /// Backend polls that failed in a row.
+    errors: u32,
+    /// Why the shard stopped receiving, once it did (see [`Shard::fail`]).
+    failure: Option<String>,
     stop: bool,
 }
+
+/// Backend polls that may fail in a row (10 ms apart) before the shard gives up.
+const POLL_FAILURES: u32 = 3;
 
 impl<R: BatchRecv> Shard<R> {
     /// Shard `index` receiving with `receiver`, for up to `max_subscriptions`.
@@ -77,8 +84,28 @@ impl<R: BatchRecv> Shard<R> {
             panicked: Vec::with_capacity(max_subscriptions as usize),
             dead: Vec::new(),
             windowed: 0,
+            errors: 0,
+            failure: None,
             stop: false,
         }
+    }
+
+    /// The shard stops receiving for `reason`: every subscription it serves hears it at
+    /// once (its handler, its stats, [`Subscription::failure`](crate::Subscription::failure)),
+    /// and so will any that is added from now on.
+    fn fail(&mut self, reason: &str) {
+        tracing::error!(shard = self.index, reason, "a receive shard failed");
+        for sub in self.subs.iter_mut().flatten() {
+            let SubState { state, handler, .. } = &mut **sub;
+            let tell = AssertUnwindSafe(|| state.handle_failure(reason, &mut **handler));
+            if std::panic::catch_unwind(tell).is_err() {
+                tracing::error!(
+                    subscription = sub.id,
+                    "a handler panicked hearing of a failure"
+                );
+            }
+        }
+        self.failure = Some(reason.to_owned());
     }
 
     /// The subscription in `slot` is no longer on the shard.
@@ -179,6 +206,13 @@ impl<R: BatchRecv> Worker for Shard<R> {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Subscribe(mut state, reply) => {
+                if let Some(reason) = &self.failure {
+                    let _ = reply.send(Err(Error::ShardFailed {
+                        shard: self.index,
+                        reason: reason.clone(),
+                    }));
+                    return;
+                }
                 let result = self
                     .receiver
                     .add(state.socket.endpoint())
@@ -243,7 +277,16 @@ impl<R: BatchRecv> Worker for Shard<R> {
         self.stop
     }
 
+    fn failed(&mut self, reason: &str) {
+        self.fail(reason);
+    }
+
     fn turn(&mut self, wait: Option<Duration>, _commands_waiting: &dyn Fn() -> bool) -> bool {
+        if self.failure.is_some() {
+            // Nothing is received any more; commands still are.
+            std::thread::sleep(wait.unwrap_or(Duration::from_millis(1)));
+            return false;
+        }
         let wait = if self.windowed > 0 {
             self.until_timer(wait)
         } else {
@@ -253,10 +296,21 @@ impl<R: BatchRecv> Worker for Shard<R> {
         let timers = self.windowed > 0 && self.run_timers();
         self.drop_panicked();
         match polled {
-            Ok(n) => n > 0 || timers,
+            Ok(n) => {
+                self.errors = 0;
+                n > 0 || timers
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
             Err(e) => {
-                tracing::error!(shard = self.index, error = %e, "receive backend failed");
-                std::thread::sleep(Duration::from_millis(10));
+                self.errors += 1;
+                tracing::warn!(shard = self.index, error = %e, "receive backend failed");
+                if self.errors >= POLL_FAILURES {
+                    self.fail(&format!(
+                        "the receive backend failed {POLL_FAILURES} times in a row: {e}"
+                    ));
+                } else {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 false
             }
         }
@@ -281,6 +335,7 @@ fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
                 truncated,
                 gro_segment: meta.gro_segment,
                 kernel_drops: meta.drops,
+                source: meta.source,
             };
             state.handle_datagram(payload, info, now, &mut **handler);
         }

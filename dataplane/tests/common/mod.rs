@@ -93,6 +93,15 @@ pub(crate) fn loopback_subscription(group: SocketAddr) -> SubscriptionConfig {
     }
 }
 
+/// [`loopback_subscription`] to session `name` only: the stream locks at the first
+/// packet of it (one that names no session waits for three).
+pub(crate) fn named(name: &str, group: SocketAddr) -> SubscriptionConfig {
+    SubscriptionConfig {
+        session: Some(Session::new(name).unwrap()),
+        ..loopback_subscription(group)
+    }
+}
+
 /// A publisher of session `name` to `group` on `backend` and the loopback interface,
 /// otherwise the defaults.
 pub(crate) fn loopback_publisher(

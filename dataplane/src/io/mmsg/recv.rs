@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::io::pollset::PollSet;
 use crate::io::region::Region;
-use crate::io::{parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN};
+use crate::io::{
+    parse_cmsgs, parse_sockaddr, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN,
+};
 
 /// Control-message buffer of one receive, aligned for `cmsghdr`.
 #[repr(C, align(8))]
@@ -168,11 +170,19 @@ impl BatchRecv for MmsgRecv {
                     let len = (self.msgs[i].msg_len as usize).min(self.bufs.slot_size());
                     let controllen = hdr.msg_controllen.min(RECV_CONTROL_LEN);
                     let truncated = hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+                    let namelen =
+                        (hdr.msg_namelen as usize).min(mem::size_of::<libc::sockaddr_in6>());
+                    // SAFETY: reads the bytes of a sockaddr_in6 owned by self.
+                    let name = unsafe {
+                        std::slice::from_raw_parts((&raw const self.names[i]).cast::<u8>(), namelen)
+                    };
+                    let mut meta = parse_cmsgs(&self.controls[i].0[..controllen]);
+                    meta.source = parse_sockaddr(name);
                     sink(Event::Datagram {
                         slot: slot as u32,
                         payload: &self.bufs.slot(i)[..len],
                         truncated,
-                        meta: parse_cmsgs(&self.controls[i].0[..controllen]),
+                        meta,
                     });
                 }
                 total += n;

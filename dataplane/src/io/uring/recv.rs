@@ -20,7 +20,8 @@ use super::buf_ring::BufRing;
 use super::{benign, build_ring, IGNORED, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING, WAKE};
 use crate::io::pollset::first_free;
 use crate::io::{
-    drain_eventfd, parse_cmsgs, wrong_endpoint, BatchRecv, Endpoint, Event, RECV_CONTROL_LEN,
+    drain_eventfd, parse_cmsgs, parse_sockaddr, wrong_endpoint, BatchRecv, Endpoint, Event,
+    RECV_CONTROL_LEN,
 };
 
 fn user_data(slot: u32, generation: u32) -> u64 {
@@ -165,13 +166,17 @@ impl State {
                         .buffer(bid)
                         .and_then(|b| b.get(..usize::try_from(res).ok()?));
                     match filled.map(|data| RecvMsgOut::parse(data, &self.msg)) {
-                        Some(Ok(out)) => sink(Event::Datagram {
-                            slot,
-                            payload: out.payload_data(),
-                            truncated: out.is_payload_truncated()
-                                || out.is_control_data_truncated(),
-                            meta: parse_cmsgs(out.control_data()),
-                        }),
+                        Some(Ok(out)) => {
+                            let mut meta = parse_cmsgs(out.control_data());
+                            meta.source = parse_sockaddr(out.name_data());
+                            sink(Event::Datagram {
+                                slot,
+                                payload: out.payload_data(),
+                                truncated: out.is_payload_truncated()
+                                    || out.is_control_data_truncated(),
+                                meta,
+                            })
+                        }
                         _ => sink(Event::Malformed { slot }),
                     }
                 }
