@@ -550,3 +550,249 @@ fn sim_a_lost_packet_is_declared_missing_when_the_window_runs_out_not_before() {
     assert_eq!(sub.seen.messages.last(), Some(&15));
     sub.assert_accounted();
 }
+
+// ---- Forgeries beside a real stream (issue 11) ----
+
+/// Messages in the real stream each forgery is tried beside.
+const REAL_STREAM: u64 = 200_000;
+
+/// The feed's session, which the forgeries name too (it is on the wire for anyone to read).
+fn feed_session() -> Session {
+    Session::new("SIMFEED").unwrap()
+}
+
+/// A data packet of the feed's session whose one message is numbered 2^63.
+fn far_future_data() -> Vec<u8> {
+    multipoint_dataplane::wire::pack_all(&feed_session(), 1 << 63, DATAGRAM, [&b"evil"[..]])
+        .unwrap()
+        .remove(0)
+}
+
+/// A heartbeat of the feed's session announcing 2^63 as the next number.
+fn far_future_heartbeat() -> Vec<u8> {
+    let mut buf = [0u8; 20];
+    let len =
+        multipoint_dataplane::wire::write_heartbeat(&mut buf, &feed_session(), 1 << 63).unwrap();
+    buf[..len].to_vec()
+}
+
+/// An end of session of the feed's session at sequence 1.
+fn forged_end() -> Vec<u8> {
+    let mut buf = [0u8; 20];
+    let len =
+        multipoint_dataplane::wire::write_end_of_session(&mut buf, &feed_session(), 1).unwrap();
+    buf[..len].to_vec()
+}
+
+/// A data packet of the feed's session numbered from 0, with two messages.
+fn sequence_zero() -> Vec<u8> {
+    let mut packet =
+        multipoint_dataplane::wire::pack_all(&feed_session(), 1, DATAGRAM, [&b"a"[..], b"b"])
+            .unwrap()
+            .remove(0);
+    packet[10..18].copy_from_slice(&0u64.to_be_bytes());
+    packet
+}
+
+/// Where a forged datagram comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// A stranger's own socket.
+    Stranger,
+    /// The feed's address, forged.
+    Feed,
+}
+
+/// What a subscription counted beside the real stream.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Discards {
+    foreign_source: u64,
+    suspect: u64,
+    malformed: u64,
+}
+
+/// A real stream of [`REAL_STREAM`] messages to a subscription that names neither session
+/// nor sender; `first` is sent by a stranger before the stream starts, `middle` in the
+/// middle of it. Asserts that the stream arrived whole, in order, ended once, with no
+/// gap, loss or duplicate, and that the discards were exactly `expected`.
+fn forged_beside_a_real_stream(
+    seed: u64,
+    first: &[Vec<u8>],
+    middle: &[(Vec<u8>, From)],
+    expected: Discards,
+) -> Sub {
+    let net = SimNet::new(seed);
+    let clock = FakeClock::new();
+    let mut sub = Sub::new(&net, ReceiveConfig::default());
+    let mut feed = Feed::new(&net, "SIMFEED", sub.addr(), &clock);
+    let stranger = net.bind("10.0.0.66:0".parse().unwrap()).unwrap();
+    for datagram in first {
+        stranger.send_to(datagram, sub.addr(), clock.now()).unwrap();
+    }
+    sub.receive(&clock);
+    let half = REAL_STREAM / 2;
+    for part in [1..=half, half + 1..=REAL_STREAM] {
+        let last = *part.end();
+        // In pieces, so that the network never holds too much at once.
+        let mut seq = *part.start();
+        while seq <= last {
+            let stop = last.min(seq + 999);
+            feed.offer(seq..=stop, &clock);
+            sub.receive(&clock);
+            seq = stop + 1;
+        }
+        if last == half {
+            for (datagram, from) in middle {
+                match from {
+                    From::Stranger => {
+                        stranger.send_to(datagram, sub.addr(), clock.now()).unwrap();
+                    }
+                    From::Feed => {
+                        net.forge(feed.socket.local_addr(), datagram, sub.addr(), clock.now());
+                    }
+                }
+                // Each forgery lands between two real packets.
+                feed.offer(seq..=seq, &clock);
+                sub.receive(&clock);
+                seq += 1;
+            }
+            // The offers above took numbers of the second half.
+            let rest = seq..=REAL_STREAM;
+            if !rest.is_empty() {
+                feed.offer(rest, &clock);
+            }
+            break;
+        }
+    }
+    feed.flush(&clock);
+    feed.end(&clock);
+    sub.receive(&clock);
+    sub.state.finish(0, &mut sub.seen);
+
+    assert_eq!(
+        sub.seen.messages.len() as u64,
+        REAL_STREAM,
+        "{:?}",
+        sub.state.stats()
+    );
+    assert!(sub.seen.messages.iter().copied().eq(1..=REAL_STREAM));
+    assert_eq!(sub.seen.corrupt, 0, "no forged message reached the handler");
+    assert!(sub.seen.gaps.is_empty(), "{:?}", sub.seen.gaps);
+    assert_eq!(sub.seen.ends, 1, "the real end of session, once");
+    let stats = sub.state.stats();
+    assert_eq!(
+        (
+            stats.gaps,
+            stats.missing,
+            stats.duplicates,
+            stats.other_session
+        ),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+    let discards = Discards {
+        foreign_source: stats.foreign_source,
+        suspect: stats.suspect,
+        malformed: stats.malformed,
+    };
+    assert_eq!(discards, expected, "{stats:?}");
+    assert_eq!(sub.state.session(), Some(feed_session()));
+    assert_eq!(sub.state.sender(), Some(feed.socket.local_addr()));
+    sub.assert_accounted();
+    sub
+}
+
+#[test]
+fn sim_a_far_future_packet_forged_as_the_sender_is_suspect_and_the_stream_stays_whole() {
+    forged_beside_a_real_stream(
+        30,
+        &[],
+        &[(far_future_data(), From::Feed)],
+        Discards {
+            suspect: 1,
+            ..Discards::default()
+        },
+    );
+}
+
+#[test]
+fn sim_a_far_future_heartbeat_forged_as_the_sender_is_suspect_and_the_stream_stays_whole() {
+    forged_beside_a_real_stream(
+        31,
+        &[],
+        &[(far_future_heartbeat(), From::Feed)],
+        Discards {
+            suspect: 1,
+            ..Discards::default()
+        },
+    );
+}
+
+#[test]
+fn sim_a_forged_end_of_session_does_not_end_the_stream() {
+    forged_beside_a_real_stream(
+        32,
+        &[],
+        &[(forged_end(), From::Feed), (forged_end(), From::Stranger)],
+        Discards {
+            suspect: 1,
+            foreign_source: 1,
+            ..Discards::default()
+        },
+    );
+}
+
+#[test]
+fn sim_a_packet_numbered_from_zero_is_malformed_and_delivers_nothing() {
+    forged_beside_a_real_stream(
+        33,
+        &[],
+        &[
+            (sequence_zero(), From::Feed),
+            (sequence_zero(), From::Stranger),
+        ],
+        Discards {
+            malformed: 2,
+            ..Discards::default()
+        },
+    );
+}
+
+#[test]
+fn sim_a_stranger_first_does_not_capture_an_unnamed_stream() {
+    // Two packets that follow on from each other, of the session, before the real sender.
+    let session = feed_session();
+    // 60-byte datagrams: one 30-byte message each.
+    let first =
+        multipoint_dataplane::wire::pack_all(&session, 1, 60, [&[0xEE; 30][..], &[0xEE; 30]])
+            .unwrap();
+    assert_eq!(first.len(), 2);
+    forged_beside_a_real_stream(
+        34,
+        &first,
+        &[],
+        Discards {
+            foreign_source: 2,
+            ..Discards::default()
+        },
+    );
+}
+
+#[test]
+fn sim_every_forgery_from_another_sender_is_foreign_and_never_touches_the_stream() {
+    forged_beside_a_real_stream(
+        35,
+        &[],
+        &[
+            (far_future_data(), From::Stranger),
+            (far_future_heartbeat(), From::Stranger),
+            (forged_end(), From::Stranger),
+            (sequence_zero(), From::Stranger),
+        ],
+        Discards {
+            foreign_source: 3,
+            malformed: 1,
+            ..Discards::default()
+        },
+    );
+}

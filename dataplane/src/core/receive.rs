@@ -1013,4 +1013,120 @@ mod tests {
         assert_eq!(seen.gaps, [(2, 1)]);
         assert_eq!(plain.stats().duplicates, 1);
     }
+
+    fn from(port: u16) -> DatagramInfo {
+        DatagramInfo {
+            source: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            ..DatagramInfo::default()
+        }
+    }
+
+    fn end_at(next: u64) -> Vec<u8> {
+        let mut buf = [0u8; 20];
+        let session = Session::from_bytes(*b"REORDER   ");
+        let len = crate::wire::write_end_of_session(&mut buf, &session, next)
+            .unwrap_or_else(|e| panic!("{e}"));
+        buf[..len].to_vec()
+    }
+
+    #[test]
+    fn an_end_of_session_ahead_of_a_loss_is_honoured_when_repeated_not_before() {
+        let p = five();
+        let mut state = ReceiveState::new(&ReceiveConfig::default());
+        let mut seen = Seen::default();
+        for packet in &p[..4] {
+            state.handle_datagram(packet, from(9), 0, &mut seen);
+        }
+        // 5 is lost; the end says 6 is next.
+        state.handle_datagram(&end_at(6), from(9), 0, &mut seen);
+        assert!(
+            !state.tracker.ended(),
+            "one end ahead of a loss is not trusted"
+        );
+        state.handle_datagram(&end_at(6), from(9), 0, &mut seen);
+        assert!(state.tracker.ended());
+        assert_eq!(seen.gaps, [(5, 1)]);
+        assert_eq!(
+            (state.stats().end_of_session, state.stats().suspect),
+            (2, 0)
+        );
+    }
+
+    #[test]
+    fn a_jump_beyond_the_window_is_followed_once_the_sender_goes_on_from_it() {
+        let p = five();
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            sequence_window: 10,
+            ..ReceiveConfig::default()
+        });
+        let mut seen = Seen::default();
+        for packet in &p[..3] {
+            state.handle_datagram(packet, from(9), 0, &mut seen);
+        }
+        let session = Session::from_bytes(*b"REORDER   ");
+        let far =
+            pack_all(&session, 100, 27, [&b"far"[..], b"on!"]).unwrap_or_else(|e| panic!("{e}"));
+        state.handle_datagram(&far[0], from(9), 0, &mut seen);
+        assert_eq!(seen.messages, [1, 2, 3], "100 is held as suspect");
+        state.handle_datagram(&far[1], from(9), 0, &mut seen);
+        assert_eq!(seen.messages, [1, 2, 3, 100, 101], "101 confirmed it");
+        assert_eq!(seen.gaps, [(4, 96)]);
+        assert_eq!(state.stats().suspect, 0);
+    }
+
+    #[test]
+    fn a_sender_named_with_its_port_is_followed_from_its_first_packet_and_no_other() {
+        let p = five();
+        let named = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            sender: Some(named),
+            ..ReceiveConfig::default()
+        });
+        let mut seen = Seen::default();
+        state.handle_datagram(&p[0], from(8), 0, &mut seen);
+        state.handle_datagram(&p[0], DatagramInfo::default(), 0, &mut seen);
+        state.handle_datagram(&p[0], from(9), 0, &mut seen);
+        assert_eq!(seen.messages, [1]);
+        assert_eq!(state.stats().foreign_source, 2);
+        assert_eq!(state.sender(), Some(named));
+    }
+
+    #[test]
+    fn a_source_address_without_a_port_locks_onto_the_port_that_proves_itself() {
+        let p = five();
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            sender: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..ReceiveConfig::default()
+        });
+        let mut seen = Seen::default();
+        let elsewhere = DatagramInfo {
+            source: Some(SocketAddr::from(([10, 0, 0, 1], 9))),
+            ..DatagramInfo::default()
+        };
+        state.handle_datagram(&p[0], elsewhere, 0, &mut seen);
+        state.handle_datagram(&p[0], from(7), 0, &mut seen);
+        for packet in &p {
+            state.handle_datagram(packet, from(9), 0, &mut seen);
+        }
+        assert_eq!(seen.messages, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            state.stats().foreign_source,
+            2,
+            "another address, another port"
+        );
+        assert_eq!(state.sender(), Some(SocketAddr::from(([127, 0, 0, 1], 9))));
+    }
+
+    #[test]
+    fn a_stream_too_short_to_lock_is_still_delivered_at_the_finish() {
+        let p = five();
+        let mut state = ReceiveState::new(&ReceiveConfig::default());
+        let mut seen = Seen::default();
+        state.handle_datagram(&p[0], from(9), 0, &mut seen);
+        state.handle_datagram(&p[1], from(9), 0, &mut seen);
+        assert!(seen.messages.is_empty() && !state.locked());
+        state.finish(0, &mut seen);
+        assert_eq!(seen.messages, [1, 2]);
+        assert!(state.locked());
+    }
 }

@@ -237,6 +237,19 @@ struct Net {
     stats: SimStats,
     /// Buffers of taken deliveries, reused for new ones.
     spare: Vec<Vec<u8>>,
+    /// What every receive backend watching a socket of this network does instead of
+    /// receiving, once set ([`SimNet::break_receives`]).
+    fault: Option<ReceiveFault>,
+}
+
+/// A way for the receive backends of a simulated network to fail, for testing what a
+/// shard does when its backend does ([`SimNet::break_receives`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiveFault {
+    /// Every receive fails with this error number (as a broken ring or socket would).
+    Errno(i32),
+    /// Every receive panics (as a bug in a backend would).
+    Panic,
 }
 
 /// The first ephemeral port handed out for port 0.
@@ -284,6 +297,7 @@ impl SimNet {
                 by_addr: HashMap::new(),
                 stats: SimStats::default(),
                 spare: Vec::new(),
+                fault: None,
             })),
         }
     }
@@ -352,6 +366,18 @@ impl SimNet {
     /// What the network did so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats
+    }
+
+    /// Sends `bytes` to `to` at `now` as if from `from`, whoever has that address: a
+    /// forged source, as anyone with a raw socket can send on a real network.
+    pub fn forge(&self, from: SocketAddr, bytes: &[u8], to: SocketAddr, now: Instant) {
+        self.lock().send(from, bytes, to, now);
+    }
+
+    /// From now on every receive backend watching a socket of this network fails as
+    /// `fault` says, instead of receiving.
+    pub fn break_receives(&self, fault: ReceiveFault) {
+        self.lock().fault = Some(fault);
     }
 }
 
@@ -786,6 +812,12 @@ impl BatchRecv for SimRecv {
         wait: Option<Duration>,
         sink: &mut impl FnMut(Event<'_>),
     ) -> io::Result<usize> {
+        let fault = self.sockets.get(0).and_then(|w| w.net.lock().fault);
+        match fault {
+            Some(ReceiveFault::Errno(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+            Some(ReceiveFault::Panic) => panic!("the simulated receive was told to panic"),
+            None => {}
+        }
         let now = Instant::now();
         let n = self.receive(now, sink);
         match wait {
