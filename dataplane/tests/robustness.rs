@@ -162,3 +162,85 @@ fn empty_batches_do_not_silence_heartbeats() {
         });
     }
 }
+
+/// A handler that remembers what it heard of its shard's failure.
+#[derive(Default)]
+struct Failures {
+    heard: Vec<String>,
+}
+
+impl multipoint_dataplane::Handler for Failures {
+    fn on_message(&mut self, _sequence: u64, _message: &[u8]) {}
+    fn on_failure(&mut self, reason: &str) {
+        self.heard.push(reason.to_owned());
+    }
+}
+
+/// Two subscriptions on one simulated shard whose backend then fails as `fault` says:
+/// both hear it at once (handler, stats, `failure()`), a new subscription is refused
+/// with the reason, and closing still gives each handler back.
+fn a_failing_shard_tells_every_subscription(
+    fault: multipoint_dataplane::io::sim::ReceiveFault,
+    says: &str,
+) {
+    use multipoint_dataplane::io::sim::SimNet;
+    use multipoint_dataplane::Network;
+    let net = SimNet::new(77);
+    let config = ShardConfig {
+        shards: 1,
+        pin: false,
+        network: Network::Sim(net.clone()),
+        ..ShardConfig::default()
+    };
+    let mut shards = multipoint_dataplane::Shards::start(config).unwrap();
+    let subs: Vec<_> = (1..=2)
+        .map(|i| {
+            shards
+                .subscribe(sub_config(group(121, i)), Failures::default())
+                .unwrap()
+        })
+        .collect();
+    net.break_receives(fault);
+    wait_until("the failure", Duration::from_secs(10), || {
+        subs.iter().all(|s| s.failure().is_some())
+    });
+    let refused = shards.subscribe(sub_config(group(121, 3)), Failures::default());
+    assert!(
+        matches!(&refused, Err(Error::ShardFailed { reason, .. }) if reason.contains(says)),
+        "{:?}",
+        refused.err()
+    );
+    for sub in subs {
+        let reason = sub.failure().unwrap();
+        assert!(reason.contains(says), "{reason}");
+        assert_eq!(sub.stats().shard_failures, 1);
+        let closed = sub.close().unwrap();
+        assert_eq!(
+            closed.handler.heard,
+            [reason],
+            "heard once, with the reason"
+        );
+    }
+    shards.shutdown();
+}
+
+#[test]
+fn a_shard_whose_backend_keeps_failing_tells_every_subscription_at_once() {
+    a_failing_shard_tells_every_subscription(
+        multipoint_dataplane::io::sim::ReceiveFault::Errno(libc_ebadf()),
+        "failed 3 times in a row",
+    );
+}
+
+#[test]
+fn a_shard_whose_thread_panics_tells_every_subscription_at_once() {
+    a_failing_shard_tells_every_subscription(
+        multipoint_dataplane::io::sim::ReceiveFault::Panic,
+        "panicked",
+    );
+}
+
+/// EBADF, the error a receive on a closed descriptor gets.
+fn libc_ebadf() -> i32 {
+    9
+}
