@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -69,28 +68,6 @@ fn udp_socket(bind: SocketAddr) -> Result<Socket> {
         .bind(&bind.into())
         .map_err(Error::io("binding a UDP data socket"))?;
     Ok(socket)
-}
-
-/// Discards every datagram queued on `socket` without blocking; returns how many.
-fn drain(socket: &Socket) -> usize {
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    loop {
-        // SAFETY: receives at most `buf.len()` bytes into a live stack buffer; the
-        // descriptor is owned by `socket` for the call.
-        let rc = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            )
-        };
-        if rc < 0 {
-            return n;
-        }
-        n += 1;
-    }
 }
 
 fn local_addr(socket: &Socket) -> Result<SocketAddr> {
@@ -655,15 +632,11 @@ impl DataLeaf {
         handler: H,
     ) -> Result<Joined<H>> {
         self.check_detached()?;
-        // Before asking: whatever queued on the data socket so far (anyone's datagrams
-        // while it was not yet connected, a previous membership's tail) is not this
-        // session's.
-        if let Some(socket) = &self.socket {
-            let stale = drain(socket);
-            if stale > 0 {
-                tracing::debug!("rooted leaf: discarded {stale} datagrams queued before the join");
-            }
-        }
+        // Whatever queued on the data socket so far (anyone's datagrams while it was not
+        // yet connected, a previous membership's tail) is not this session's: the
+        // subscription is bound to the root's data address, so a stranger's datagrams
+        // are dropped and counted (foreign_source), however late they came before the
+        // connect, and the root's own older ones are below the promised start.
         let session = self.control.join_leaf(root, direction)?;
         self.attach(shards, session, handler)
     }
@@ -725,6 +698,7 @@ impl DataLeaf {
                 if let Some(first) = session.next_sequence() {
                     sub.start = StartAt::At(first);
                 }
+                sub.sender = Some(root);
                 let subscription = if direction.receives() {
                     let dup = socket
                         .try_clone()

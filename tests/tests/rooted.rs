@@ -594,6 +594,76 @@ fn a_leaf_gets_nothing_queued_before_its_session_not_even_on_rejoin() {
 }
 
 #[test]
+fn datagrams_from_anyone_but_the_root_are_dropped_and_counted_before_and_after_the_connect() {
+    let (mut shards, mut root, at) = start("INJECT", Duration::from_secs(10), 8);
+    let l = leaf("injected");
+    let target = l.data_addr().unwrap();
+    // A far-future packet of the session: believed, it would wreck the stream.
+    let mut forged = Vec::new();
+    forged.extend_from_slice(b"INJECT    ");
+    forged.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    forged.extend_from_slice(&1u16.to_be_bytes());
+    forged.extend_from_slice(&6u16.to_be_bytes());
+    forged.extend_from_slice(b"forged");
+    let stray = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Three queue before the join; more keep coming while it runs (across the window
+    // between the admission and the connect), until the data flows.
+    const BEFORE: u64 = 3;
+    for _ in 0..BEFORE {
+        stray.send_to(&forged, target).unwrap();
+    }
+    let quiet = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (quiet, forged) = (Arc::clone(&quiet), forged.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !quiet.load(Ordering::Acquire) {
+                if stray.send_to(&forged, target).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            sent
+        })
+    };
+    let (joined, tally) = join(&l, &mut shards, at, Direction::ReceiverOnly).unwrap();
+    quiet.store(true, Ordering::Release);
+    let during = flood.join().unwrap();
+    const MESSAGES: u64 = 200_000;
+    publish(&mut root, 1, MESSAGES, &[Arc::clone(&tally)], 2_000);
+    wait_until("every message", Duration::from_secs(60), || {
+        tally.last() >= MESSAGES
+    });
+    let stats = joined.subscription().unwrap().stats();
+    assert_eq!(tally.messages(), MESSAGES, "{stats:?}");
+    assert_eq!(
+        tally.errors(),
+        0,
+        "a forged datagram or a gap got through: {stats:?}"
+    );
+    assert_eq!(
+        (
+            stats.messages,
+            stats.gaps,
+            stats.missing,
+            stats.suspect,
+            stats.duplicates
+        ),
+        (MESSAGES, 0, 0, 0, 0),
+        "{stats:?}"
+    );
+    // Every stray datagram that reached the socket (all those before the connect; the
+    // kernel drops the later ones for a connected socket) was counted.
+    assert!(
+        (BEFORE..=BEFORE + during).contains(&stats.foreign_source),
+        "{} foreign of {BEFORE} + {during} sent: {stats:?}",
+        stats.foreign_source
+    );
+    drop(joined);
+    stop(root, shards);
+}
+
+#[test]
 fn a_leaf_still_holding_an_ended_session_cannot_join_again() {
     let (mut shards, root, at) = start("HOLD", Duration::from_secs(10), 8);
     let l = leaf("holder");
