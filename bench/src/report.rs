@@ -163,8 +163,13 @@ pub struct SubReport {
     pub interface: String,
     /// The source of a source-specific join.
     pub source: Option<String>,
-    /// The session followed, if one was named (else the first one seen).
+    /// The session followed: the one named, or the one the stream locked onto; `None`
+    /// if nothing locked.
     pub session: Option<String>,
+    /// The sender the stream was bound to (address and port), once locked.
+    pub sender: Option<String>,
+    /// Why the shard stopped receiving, if it failed.
+    pub failure: Option<String>,
     /// From the first message to the last one (or to the end of session); the whole run
     /// if nothing arrived.
     pub elapsed: Duration,
@@ -310,6 +315,15 @@ fn write_counters(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Re
             Grouped(st.other_session),
             Grouped(st.truncated),
             Grouped(st.receive_errors),
+        )?;
+    }
+    if st.foreign_source + st.suspect + st.shard_failures > 0 {
+        writeln!(
+            f,
+            "  from other senders {}   suspect (too far ahead, unconfirmed) {}   shard failures {}",
+            Grouped(st.foreign_source),
+            Grouped(st.suspect),
+            Grouped(st.shard_failures),
         )?;
     }
     Ok(())
@@ -479,8 +493,9 @@ impl fmt::Display for SubReport {
         }
         writeln!(
             f,
-            ", session {}, {:.2} s{}",
-            self.session.as_deref().unwrap_or("(first seen)"),
+            ", session {} from {}, {:.2} s{}",
+            self.session.as_deref().unwrap_or("(none locked)"),
+            self.sender.as_deref().unwrap_or("(no sender locked)"),
             self.elapsed.as_secs_f64(),
             if self.received.stats.end_of_session > 0 {
                 ", ended by the publisher"
@@ -488,6 +503,9 @@ impl fmt::Display for SubReport {
                 ""
             },
         )?;
+        if let Some(failure) = &self.failure {
+            writeln!(f, "  the receive shard failed: {failure}")?;
+        }
         writeln!(f)?;
         self.received.write(f, self.elapsed, "multipoint pub")
     }
@@ -502,6 +520,8 @@ impl Report for SubReport {
             .str("interface", &self.interface)
             .opt_str("source", self.source.as_deref())
             .opt_str("session", self.session.as_deref())
+            .opt_str("sender", self.sender.as_deref())
+            .opt_str("failure", self.failure.as_deref())
             .bool("ended", self.received.stats.end_of_session > 0);
         self.received.fields(&mut json);
         json.finish()
@@ -1115,6 +1135,9 @@ impl Received {
     fn fields(&self, json: &mut Json) {
         let st = &self.stats;
         json.u64("other_session", st.other_session)
+            .u64("foreign_source", st.foreign_source)
+            .u64("suspect", st.suspect)
+            .u64("shard_failures", st.shard_failures)
             .u64("truncated", st.truncated)
             .u64("heartbeats", st.heartbeats)
             .u64("receive_errors", st.receive_errors)
@@ -1627,6 +1650,8 @@ mod tests {
             interface: "127.0.0.1".into(),
             source: None,
             session: Some("FEED1".into()),
+            sender: Some("127.0.0.1:40000".into()),
+            failure: None,
             elapsed: Duration::from_secs(1),
             received: Received {
                 backend: backend(),
@@ -1646,7 +1671,14 @@ mod tests {
         assert_summary(&json);
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
         assert!(
-            json.contains("\"source\":null,\"session\":\"FEED1\",\"ended\":true"),
+            json.contains(
+                "\"source\":null,\"session\":\"FEED1\",\"sender\":\"127.0.0.1:40000\",\
+                 \"failure\":null,\"ended\":true"
+            ),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"foreign_source\":0,\"suspect\":0,"),
             "{json}"
         );
         let text = report.to_string();

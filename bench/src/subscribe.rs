@@ -15,6 +15,7 @@
 //! the bookkeeping beside the counters (`Receiving`: latency, interval log, last activity)
 //! and the first line's and the progress line's wording.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -243,11 +244,21 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let limit = args.stop.count.unwrap_or(u64::MAX);
     let mut line = Progress::new(progress);
     let start = Instant::now();
+    let mut told_lock = false;
     loop {
         std::thread::sleep(POLL);
         let st = sub.stats();
         let elapsed = start.elapsed();
         receiving.look(&st);
+        if !told_lock {
+            if let Some(session) = sub.session().filter(|_| st.packets > 0) {
+                told_lock = true;
+                println!("{}", locked_line(session, sub.sender(), &st));
+            }
+        }
+        if sub.failure().is_some() {
+            break;
+        }
         if st.end_of_session > 0
             || st.messages >= limit
             || args.stop.secs.is_some_and(|s| elapsed >= s)
@@ -264,6 +275,7 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     line.clear();
     let end = start.elapsed();
     let backend = shards.backend().clone();
+    let (followed, sender, failure) = (sub.session(), sub.sender(), sub.failure());
     let closed = sub.close()?;
     shards.shutdown();
     let title = format!("multipoint sub: one-way latency, {group}");
@@ -273,10 +285,29 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         group: group.to_string(),
         interface: args.group.iface.to_string(),
         source: args.source.map(|s| s.to_string()),
-        session: args.session.map(|s| s.to_string()),
+        session: args.session.or(followed).map(|s| s.to_string()),
+        sender: sender.map(|s| s.to_string()),
+        failure,
         elapsed: active,
         received,
     })
+}
+
+/// What `sub` prints once the stream is bound to its session and sender.
+fn locked_line(
+    session: multipoint_dataplane::wire::Session,
+    sender: Option<SocketAddr>,
+    st: &SubscriptionStats,
+) -> String {
+    let from = sender.map_or_else(|| "an unknown sender".to_owned(), |s| s.to_string());
+    let mut line = format!("multipoint sub: following session {session} from {from}");
+    if st.foreign_source > 0 {
+        line.push_str(&format!(
+            " ({} packets of other senders ignored)",
+            st.foreign_source
+        ));
+    }
+    line
 }
 
 /// The first line `sub` prints, once it has joined.
@@ -290,7 +321,7 @@ fn listening_line(args: &SubArgs) -> String {
     }
     match args.session {
         Some(s) => line.push_str(&format!(", session {s}")),
-        None => line.push_str(", first session seen"),
+        None => line.push_str(", the first sender whose packets follow on"),
     }
     line.push_str(&until(&args.stop));
     line
