@@ -186,6 +186,51 @@ fn sub_takes_any_moldudp64_stream_and_gives_no_latency_for_foreign_payloads() {
     assert_eq!(u64_of(&received, "implausible_stamps"), 300, "{received}");
 }
 
+#[test]
+fn sub_without_a_session_locks_onto_the_real_sender_not_a_stranger_first() {
+    let _turn = turn();
+    let [group] = groups();
+    let sub = spawn_sub(&format!("--secs 4 --json --group {group}"));
+    // A stranger sends first: two packets of the feed's session that follow on from each
+    // other (numbered 1 and 2), from its own socket.
+    let session = Session::new("FEED7").unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    SockRef::from(&stranger)
+        .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+        .unwrap();
+    stranger.set_multicast_loop_v4(true).unwrap();
+    for packet in pack_all(&session, 1, 40, [&b"stranger one"[..], b"stranger two"]).unwrap() {
+        stranger.send_to(&packet, &group).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let published = report_of(&run(&words(&format!(
+        "pub --count 20000 --rate 100000 --json --session FEED7 --group {group}"
+    ))));
+    let output = sub.finish();
+    let received = report_of(&output);
+    assert_eq!(u64_of(&published, "messages"), 20_000, "{published}");
+    assert_eq!(u64_of(&received, "messages"), 20_000, "{received}");
+    assert_eq!(
+        (u64_of(&received, "gaps"), u64_of(&received, "missing")),
+        (0, 0),
+        "{received}"
+    );
+    assert_eq!(u64_of(&received, "foreign_source"), 2, "{received}");
+    assert_eq!(received["session"], "FEED7", "{received}");
+    let sender = received["sender"].as_str().unwrap();
+    assert_ne!(
+        sender,
+        stranger.local_addr().unwrap().to_string(),
+        "{received}"
+    );
+    assert!(sender.starts_with("127.0.0.1:"), "{received}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("following session FEED7 from {sender}")),
+        "{text}"
+    );
+}
+
 /// A file in the temporary directory, removed when dropped.
 struct TempFile(PathBuf);
 
