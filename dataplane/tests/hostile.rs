@@ -125,8 +125,8 @@ fn forgeries_beside_a_real_stream(test: &str, backend: BackendChoice, group: Soc
         paced.received() == MESSAGES
     });
     let published = publisher.close();
-    let sent = paced.sent;
-    drop(paced);
+    // Ends the pacing (and its borrow of the subscription).
+    let Paced { sent, .. } = paced;
     await_end_of_session(std::slice::from_ref(&sub));
     let closed = sub.close().unwrap();
     let spoofed = u64::from(spoofer.is_some());

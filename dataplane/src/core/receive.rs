@@ -28,8 +28,39 @@
 //! Without a window (the default), nothing waits: a gap is declared when a later packet
 //! shows it, and a straggler is a duplicate.
 //!
-//! It owns no socket and reads no clock; it never allocates after construction and never
-//! panics, whatever the bytes.
+//! # What it trusts
+//!
+//! MoldUDP64 carries no authentication, and anyone who can reach the port can send a
+//! datagram naming the session. So the state trusts only what it can see:
+//!
+//! - **One sender.** A stream is bound to one session from one sender (source address
+//!   and port, as the backend reports it in [`DatagramInfo::source`]). The sender is
+//!   named ([`ReceiveConfig::sender`] with its port: a rooted leaf's root), or learned at
+//!   the *lock*: a stream that names no session locks onto the first sender that sends
+//!   [`DEFAULT_LOCK_AFTER`] packets following on from each other (each starting where the
+//!   one before ended, or a little further), so that a stranger's forgery sent first does
+//!   not capture it; one that names its session locks at its first packet (see
+//!   [`ReceiveConfig::lock_after`]). Packets before the lock are held (for 4 senders at a
+//!   time, 16 packets and 128 KiB each) and replayed at the lock, so nothing the real
+//!   sender sent first is lost. From then on, packets of the session from any other
+//!   sender count as `foreign_source` and never touch the stream's state;
+//!   [`session`](ReceiveState::session) and [`sender`](ReceiveState::sender) say what it
+//!   locked onto.
+//! - **No blind jumps.** A data packet or heartbeat pointing more than the sequence window
+//!   ([`DEFAULT_SEQUENCE_WINDOW`]) ahead of the next expected number is held as
+//!   *suspect* (one at a time) and followed only when the sender confirms it: its next
+//!   packet goes on from there. If the stream goes on from where it was instead, the
+//!   suspect is dropped and counted (`suspect`). An end of session is honoured only at the
+//!   next expected number; one ahead of it (the packets before it lost) waits until they
+//!   come or the end is repeated, and one before it (an end the stream has already passed)
+//!   is counted as suspect and ignored. Sequence 0 (MoldUDP64 numbers from 1) is
+//!   malformed, and so is a data packet whose messages would run past 2^64 - 1. So a
+//!   jump the sender did not confirm can claim at most the window's worth of missing
+//!   messages.
+//!
+//! It owns no socket and reads no clock; it never panics, whatever the bytes, and never
+//! allocates after construction (except once to publish why its shard failed,
+//! [`handle_failure`](ReceiveState::handle_failure)).
 //!
 //! ```
 //! use multipoint_dataplane::core::receive::{DatagramInfo, Handler, ReceiveConfig, ReceiveState};

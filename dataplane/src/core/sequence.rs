@@ -22,6 +22,9 @@
 //! - **Session lock.** The tracker adopts the first session it sees (or the one it was
 //!   built with). Packets of any other session are [`Verdict::OtherSession`] and change
 //!   nothing; following a new session takes a new tracker.
+//! - **Trust.** The tracker believes every number it is given: it is the receive state
+//!   ([`crate::core::receive`]) that binds a stream to one sender and holds implausible
+//!   jumps and ends back before they reach it.
 //! - **End of session.** After an end-of-session packet nothing more is delivered: anything
 //!   that would move the tracker beyond the end is [`Verdict::AfterEnd`].
 //! - **Arithmetic.** All arithmetic is checked. A data packet whose messages would run past

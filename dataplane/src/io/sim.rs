@@ -812,9 +812,13 @@ impl BatchRecv for SimRecv {
         wait: Option<Duration>,
         sink: &mut impl FnMut(Event<'_>),
     ) -> io::Result<usize> {
-        let fault = self.sockets.get(0).and_then(|w| w.net.lock().fault);
+        let fault = (0..self.sockets.len())
+            .find_map(|slot| self.sockets.get(slot))
+            .and_then(|w| w.net.lock().fault);
         match fault {
             Some(ReceiveFault::Errno(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+            // The fault asked for: a panic is what is being tested.
+            #[allow(clippy::panic)]
             Some(ReceiveFault::Panic) => panic!("the simulated receive was told to panic"),
             None => {}
         }
