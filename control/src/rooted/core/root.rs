@@ -963,6 +963,232 @@ mod tests {
         assert_eq!(root.poll_timeout(), None);
     }
 
+    /// A leaf at `peer` receiving at `data` connects and asks to join at `now`: its
+    /// connection, and the frames the root sent on it.
+    fn asks_as(
+        root: &mut RootCore,
+        peer: SocketAddr,
+        data: SocketAddr,
+        now: Instant,
+    ) -> (ConnId, Vec<Frame>) {
+        let conn = root.handle_accepted(peer, now);
+        let ask = Frame::Join {
+            transport: Transport::RootedUnicast,
+            direction: Direction::ReceiverOnly,
+            data: Some(data),
+            name: "leaf".into(),
+        };
+        root.handle_frame(conn, ask, now);
+        let out = drain(root);
+        (conn, frames_on(&out, conn).into_iter().cloned().collect())
+    }
+
+    fn at(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    fn refused(frames: &[Frame]) -> Option<&str> {
+        match frames {
+            [Frame::Refuse { reason }] => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn joins_beyond_the_burst_are_refused_until_the_bucket_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.joins_per_second_per_peer = 10;
+        config.limits.join_burst = 3;
+        let mut root = root(config);
+        let host = [10, 0, 1, 9];
+        for port in 0..3 {
+            let (_, frames) = asks_as(&mut root, at(host, 41_000 + port), at(host, port), t0);
+            assert!(
+                matches!(frames.as_slice(), [Frame::Admit { .. }]),
+                "{frames:?}"
+            );
+        }
+        let (_, frames) = asks_as(&mut root, at(host, 41_010), at(host, 10), t0);
+        assert!(
+            refused(&frames).is_some_and(|r| r.contains("asks to join too often")),
+            "{frames:?}"
+        );
+        // Another address has a bucket of its own.
+        let other = [10, 0, 1, 10];
+        let (_, frames) = asks_as(&mut root, at(other, 41_000), at(other, 1), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        // One join's worth (100 ms) later, one more; not two.
+        let t1 = t0 + ms(99);
+        let (_, frames) = asks_as(&mut root, at(host, 41_011), at(host, 11), t1);
+        assert!(refused(&frames).is_some(), "not yet at 99 ms");
+        let t1 = t0 + ms(100);
+        let (_, frames) = asks_as(&mut root, at(host, 41_012), at(host, 12), t1);
+        assert!(
+            matches!(frames.as_slice(), [Frame::Admit { .. }]),
+            "{frames:?}"
+        );
+        let (_, frames) = asks_as(&mut root, at(host, 41_013), at(host, 13), t1);
+        assert!(refused(&frames).is_some());
+        let stats = root.stats();
+        assert_eq!((stats.refused_join_rate, stats.refused_other), (3, 0));
+        assert_eq!(root.leaf_count(), 5);
+    }
+
+    #[test]
+    fn invited_leaves_are_not_rate_limited() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.join_burst = 1;
+        let mut root = root(config);
+        let (_, frames) = asks_as(&mut root, PEER, at([10, 0, 1, 9], 1), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        root.handle_invite(PEER, Direction::Both, t0).unwrap();
+        let (conn, _) = bring_up(&mut root, PEER, t0);
+        root.handle_frame(conn, join("invitee", Direction::Both), t0);
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Admit { .. }]
+        ));
+        assert_eq!(root.stats().refused_join_rate, 0);
+    }
+
+    #[test]
+    fn a_data_address_an_admitted_leaf_has_is_refused_to_another_until_it_leaves() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let host = [10, 0, 1, 9];
+        let data = at(host, 7200);
+        let (first, frames) = asks_as(&mut root, at(host, 41_000), data, t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        for port in 1..=3 {
+            let (_, frames) = asks_as(&mut root, at(host, 41_000 + port), data, t0);
+            assert_eq!(
+                refused(&frames),
+                Some("the data address 10.0.1.9:7200 is taken by another leaf in the session (leaf#0)")
+            );
+        }
+        // Another port of the same host is another leaf.
+        let (_, frames) = asks_as(&mut root, at(host, 41_009), at(host, 7201), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        assert_eq!(root.stats().refused_data_taken, 3);
+        assert_eq!(root.leaf_count(), 2);
+
+        let leave = Frame::Leave {
+            reason: "bye".into(),
+        };
+        root.handle_frame(first, leave, t0);
+        drain(&mut root);
+        let (_, frames) = asks_as(&mut root, at(host, 41_010), data, t0);
+        assert!(
+            matches!(frames.as_slice(), [Frame::Admit { .. }]),
+            "free again"
+        );
+    }
+
+    #[test]
+    fn connections_beyond_the_per_address_limit_are_refused_as_they_arrive() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.max_connections_per_peer = 2;
+        let mut root = root(config);
+        let greedy = [10, 0, 1, 66];
+        let kept: Vec<ConnId> = (0..2)
+            .map(|port| root.handle_accepted(at(greedy, 50_000 + port), t0))
+            .collect();
+        assert!(drain(&mut root).is_empty());
+        let third = root.handle_accepted(at(greedy, 50_002), t0);
+        let out = drain(&mut root);
+        assert!(closes(&out, third));
+        assert!(matches!(
+            frames_on(&out, third).as_slice(),
+            [Frame::Refuse { reason }] if reason == "too many connections from 10.0.1.66: the root takes 2 per address"
+        ));
+        assert!(
+            notes(out).is_empty(),
+            "a bare connection is counted, not an event"
+        );
+        // Others are not held back; the greedy address gets room as its own close.
+        let (_, frames) = asks_as(&mut root, PEER, at([10, 0, 1, 9], 1), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        root.handle_lost(kept[0], ConnError::Closed);
+        drain(&mut root);
+        root.handle_accepted(at(greedy, 50_003), t0);
+        assert!(drain(&mut root).is_empty());
+        assert_eq!(root.stats().refused_per_peer, 1);
+        assert_eq!(root.stats().accepted, 5);
+    }
+
+    #[test]
+    fn at_the_connection_limit_the_oldest_handshake_makes_room_and_then_newcomers_are_refused() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.max_connections = 3;
+        let mut root = root(config);
+        let idle = root.handle_accepted(at([10, 0, 1, 66], 50_000), t0);
+        let idle2 = root.handle_accepted(at([10, 0, 1, 67], 50_000), t0 + ms(1));
+        let (leaf, _) = asks_as(
+            &mut root,
+            at([10, 0, 1, 9], 41_000),
+            leaf_data(9),
+            t0 + ms(2),
+        );
+        // A fourth: the oldest idle one goes.
+        let (newcomer, frames) = asks_as(
+            &mut root,
+            at([10, 0, 1, 10], 41_000),
+            leaf_data(10),
+            t0 + ms(3),
+        );
+        assert!(
+            matches!(frames.as_slice(), [Frame::Admit { .. }]),
+            "{frames:?}"
+        );
+        assert_eq!(root.stats().shed, 1);
+        assert!(root.conns.get(idle).is_none());
+        assert!(root.conns.get(idle2).is_some());
+        // The second idle one makes room for the next.
+        let (_, frames) = asks_as(
+            &mut root,
+            at([10, 0, 1, 11], 41_000),
+            leaf_data(11),
+            t0 + ms(4),
+        );
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        // Three leaves, nothing to shed: the next is refused and the leaves stay.
+        let late = root.handle_accepted(at([10, 0, 1, 12], 41_000), t0 + ms(5));
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, late).as_slice(),
+            [Frame::Refuse { reason }] if reason == "the root has all the connections it takes (3)"
+        ));
+        assert!(root.conns.get(leaf).is_some() && root.conns.get(newcomer).is_some());
+        let stats = root.stats();
+        assert_eq!((stats.shed, stats.refused_max_connections), (2, 1));
+        assert_eq!(root.leaf_count(), 3);
+    }
+
+    #[test]
+    fn out_of_descriptors_the_oldest_handshake_is_shed_and_with_none_a_stall_is_counted() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let (leaf, _) = asks_as(&mut root, PEER, leaf_data(9), t0);
+        let old = root.handle_accepted(at([10, 0, 1, 66], 50_000), t0 + ms(1));
+        let young = root.handle_accepted(at([10, 0, 1, 66], 50_001), t0 + ms(2));
+        drain(&mut root);
+        assert!(root.handle_pressure(t0 + ms(3)));
+        let out = drain(&mut root);
+        assert!(closes(&out, old) && !closes(&out, young));
+        assert!(root.handle_pressure(t0 + ms(3)));
+        assert!(closes(&drain(&mut root), young));
+        assert!(!root.handle_pressure(t0 + ms(3)), "a leaf is never shed");
+        assert!(drain(&mut root).is_empty());
+        assert!(root.conns.get(leaf).is_some());
+        let stats = root.stats();
+        assert_eq!((stats.shed, stats.accept_stalls), (2, 1));
+    }
+
     #[test]
     fn inputs_for_unknown_connections_do_nothing() {
         let t0 = Instant::now();
