@@ -20,7 +20,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let root: SocketAddr = args.get(1).expect("ROOT_ADDR").parse().unwrap();
     let n: u16 = args.get(2).expect("N").parse().unwrap();
-    let from: IpAddr = args.get(3).map_or("127.0.0.2", String::as_str).parse().unwrap();
+    let from: IpAddr = args
+        .get(3)
+        .map_or("127.0.0.2", String::as_str)
+        .parse()
+        .unwrap();
     let mut held = Vec::new();
     let (mut admitted, mut refused) = (0, 0);
     for i in 0..n {
@@ -38,7 +42,9 @@ fn main() {
         .encode(&mut bytes)
         .unwrap();
         let _ = stream.write_all(&bytes);
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 512];
         let answer = loop {
