@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use multipoint_control::rooted::RootLimits;
 use multipoint_control::{Direction, Interface, Transport};
 use multipoint_dataplane::latency::STAMP_LEN;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN, MAX_MESSAGE_LEN};
@@ -569,6 +570,10 @@ pub struct RootArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub wait_leaves: usize,
 
+    /// What peers may hold of the root's control plane.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
     /// rooted-unicast: also take data from leaves that send (--direction send or both),
     /// each on an uplink of its own, received on one shard thread and counted.
     #[arg(long)]
@@ -586,6 +591,52 @@ pub struct RootArgs {
     /// Also print the results as one JSON object, on the last line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What peers may hold of a root's control plane (`multipoint root`); the defaults are
+/// the control crate's, justified on its `RootLimits`. What was refused is counted in the
+/// report's `control` line.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Most control connections at once, leaves and handshakes together; beyond it the
+    /// oldest handshake is shed, or the newcomer refused.
+    #[arg(long, value_name = "N", default_value_t = RootLimits::default().max_connections,
+          value_parser = parse_at_least_one)]
+    pub max_connections: usize,
+
+    /// Most control connections at once from one IP address.
+    #[arg(long, value_name = "N",
+          default_value_t = RootLimits::default().max_connections_per_peer,
+          value_parser = parse_at_least_one)]
+    pub max_connections_per_peer: usize,
+
+    /// Joins one IP address may ask per second, sustained.
+    #[arg(long, value_name = "N",
+          default_value_t = RootLimits::default().joins_per_second_per_peer,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub joins_per_sec: u32,
+
+    /// Joins one IP address may ask at once before --joins-per-sec applies.
+    #[arg(long, value_name = "N", default_value_t = RootLimits::default().join_burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_burst: u32,
+
+    /// How long a connection has to ask to join before it is closed.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
+    pub handshake_timeout: Duration,
+}
+
+impl LimitArgs {
+    /// The control plane's limits these options give.
+    pub fn limits(&self) -> RootLimits {
+        RootLimits {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            joins_per_second_per_peer: self.joins_per_sec,
+            join_burst: self.join_burst,
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
 }
 
 /// Options of `multipoint leaf`.
@@ -881,6 +932,15 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err(format!("{s} s is outside 0.1 <= timeout <= 3600"));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s} s: {e}"))
+}
+
+/// Parses a count that must be at least 1.
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
 }
 
 /// Parses `--data`: an address with a port, or an address alone (any port).

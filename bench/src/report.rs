@@ -23,8 +23,12 @@
 //! - `root`: what the root offered (messages, bytes, packets each counted once), per second
 //!   of publishing; `leaves` (every leaf that joined), `refused`, `left`, `timed_out`,
 //!   `removed`, `leaves_at_end`, `deliveries` (packets the kernel took for a leaf;
-//!   `null` on admitted-multicast, where the network copies packets) and, with
-//!   `--uplink`, `uplink`. The receive-side fields and `latency_ns` are `null`.
+//!   `null` on admitted-multicast, where the network copies packets), `control` (what the
+//!   control plane accepted, refused by reason, shed and timed out: `accepted`,
+//!   `refused_max_connections`, `refused_per_peer`, `refused_join_rate`,
+//!   `refused_data_taken`, `refused_full`, `refused_other`, `shed`, `handshake_timeouts`,
+//!   `accept_stalls`) and, with `--uplink`, `uplink`. The receive-side fields and
+//!   `latency_ns` are `null`.
 //! - `leaf`: as `sub`, for what the leaf received; `ended`, `ended_by` (`count`, `secs`,
 //!   `root_closed`, `removed`, `root_gone`), `end_reason`, and `sent` for a leaf that
 //!   sends. A leaf that only sends has `pub`'s summary instead (receive-side fields
@@ -37,6 +41,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+use multipoint_control::rooted::RootStats;
 use multipoint_dataplane::latency::{format_ns, Percentiles};
 use multipoint_dataplane::{BackendInfo, FanoutStats, PublisherStats, SubscriptionStats};
 
@@ -884,6 +889,8 @@ pub struct RootReport {
     pub sent: RootSent,
     /// The leaves.
     pub leaves: LeafCounts,
+    /// What the control plane accepted, refused (by reason), shed and timed out.
+    pub control: RootStats,
     /// Data from sending leaves, with `--uplink`.
     pub uplink: Option<UplinkReport>,
 }
@@ -943,6 +950,23 @@ impl fmt::Display for RootReport {
             Grouped(l.timed_out),
             Grouped(l.removed),
             Grouped(l.at_end),
+        )?;
+        let c = &self.control;
+        writeln!(
+            f,
+            "control   connections {}   refused: over the total {}, over the per-address {}, \
+             join rate {}, data address taken {}, session full {}, other {}   shed {}   \
+             handshake timeouts {}   accept stalls {}",
+            Grouped(c.accepted),
+            Grouped(c.refused_max_connections),
+            Grouped(c.refused_per_peer),
+            Grouped(c.refused_join_rate),
+            Grouped(c.refused_data_taken),
+            Grouped(c.refused_full),
+            Grouped(c.refused_other),
+            Grouped(c.shed),
+            Grouped(c.handshake_timeouts),
+            Grouped(c.accept_stalls),
         )?;
         if let Some(u) = &self.uplink {
             writeln!(
@@ -1008,6 +1032,19 @@ impl Report for RootReport {
                     .null("unrouted");
             }
         }
+        let c = &self.control;
+        let mut o = Json::object();
+        o.u64("accepted", c.accepted)
+            .u64("refused_max_connections", c.refused_max_connections)
+            .u64("refused_per_peer", c.refused_per_peer)
+            .u64("refused_join_rate", c.refused_join_rate)
+            .u64("refused_data_taken", c.refused_data_taken)
+            .u64("refused_full", c.refused_full)
+            .u64("refused_other", c.refused_other)
+            .u64("shed", c.shed)
+            .u64("handshake_timeouts", c.handshake_timeouts)
+            .u64("accept_stalls", c.accept_stalls);
+        json.raw("control", &o.finish());
         match &self.uplink {
             Some(u) => {
                 let mut o = Json::object();
@@ -1768,6 +1805,12 @@ mod tests {
                 at_end: 2,
                 ..LeafCounts::default()
             },
+            control: RootStats {
+                accepted: 9,
+                refused_per_peer: 4,
+                refused_data_taken: 3,
+                ..RootStats::default()
+            },
             uplink: None,
         };
         let json = report.to_json();
@@ -1783,6 +1826,8 @@ mod tests {
             "\"refused\":1,",
             "\"deliveries\":200,",
             "\"group\":null,",
+            "\"control\":{\"accepted\":9,\"refused_max_connections\":0,\"refused_per_peer\":4,\
+             \"refused_join_rate\":0,\"refused_data_taken\":3,",
             "\"uplink\":null",
         ] {
             assert!(json.contains(part), "no {part}: {json}");
@@ -1790,6 +1835,10 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains("deliveries 200"), "{text}");
         assert!(text.contains("joined 2   refused 1"), "{text}");
+        assert!(
+            text.contains("over the per-address 4, join rate 0, data address taken 3,"),
+            "{text}"
+        );
 
         report.sent = RootSent::Multicast(PublisherStats {
             messages: 2_000,

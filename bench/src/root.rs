@@ -259,6 +259,7 @@ fn unicast_config(args: &RootArgs, session: Session) -> UnicastRootConfig {
     config.listen = Some(args.listen);
     config.data = args.data;
     config.timeout = args.timeout;
+    config.limits = args.limits.limits();
     let io = &args.engine.io;
     config.fanout.shards = usize::from(args.shards);
     config.fanout.idle = args.engine.idle.into();
@@ -352,7 +353,13 @@ fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
 
 fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
     let config = admitted_config(args, session);
-    let mut root = AdmittedRoot::start(config, args.listen, args.timeout, admission(&args.admit))?;
+    let mut root = AdmittedRoot::start_limited(
+        config,
+        args.listen,
+        args.timeout,
+        admission(&args.admit),
+        args.limits.limits(),
+    )?;
     check_size(
         root.publisher(),
         args.load.size,
@@ -449,6 +456,7 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         .map(|l| l.id())
         .collect();
 
+    let control = started.root.control().stats();
     let Started {
         root,
         backend,
@@ -477,6 +485,7 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         backend,
         sent,
         leaves,
+        control,
         uplink: uplink.map(|u| u.report()),
     })
 }

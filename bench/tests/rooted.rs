@@ -7,15 +7,32 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
 
 use common::{turn, u64_of, words, Proc};
+use multipoint_control::rooted::proto::{decode, Frame};
+use multipoint_control::socket2::{Domain, Socket, Type};
+use multipoint_control::{Direction, Transport};
 use serde_json::Value;
 
 /// Starts `multipoint root ARGS` and returns it with the address it listens at, read
 /// from its first line.
 fn root(args: &str) -> (Proc, String) {
-    let mut root = Proc::spawn(&words(&format!("root {args}")));
+    listening(Proc::spawn(&words(&format!("root {args}"))))
+}
+
+/// As [`root`], the root allowed at most `files` open file descriptors.
+fn root_with_file_limit(args: &str, files: u32) -> (Proc, String) {
+    listening(Proc::spawn_with_file_limit(
+        &words(&format!("root {args}")),
+        files,
+    ))
+}
+
+/// The root `root` with the address it listens at, read from its first line.
+fn listening(mut root: Proc) -> (Proc, String) {
     let first = root.line();
     let addr = first
         .split("listening on ")
@@ -163,4 +180,221 @@ fn a_sending_leaf_reaches_a_root_with_uplink() {
     assert_eq!(u64_of(uplink, "messages"), 2_000, "{root_report}");
     assert_eq!(u64_of(uplink, "gaps"), 0, "{root_report}");
     assert_eq!(u64_of(&root_report, "left"), 1, "{root_report}");
+}
+
+// ---- the root's limits ------------------------------------------------------------
+
+/// A free UDP port on loopback (that of a throwaway socket).
+fn free_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// A TCP connection to `root` from the loopback address `from` (any port).
+fn connect_from(from: Ipv4Addr, root: &str) -> TcpStream {
+    let root: SocketAddr = root.parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
+        .unwrap();
+    socket.connect(&root.into()).unwrap();
+    let stream = TcpStream::from(socket);
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// A leaf spoken by hand: connects to `root` from `from` and asks to join, receiving at
+/// `data`.
+fn ask(from: Ipv4Addr, root: &str, data: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, root);
+    let join = Frame::Join {
+        transport: Transport::RootedUnicast,
+        direction: Direction::ReceiverOnly,
+        data: Some(data),
+        name: "fake".into(),
+    };
+    let mut bytes = Vec::new();
+    join.encode(&mut bytes).unwrap();
+    stream.write_all(&bytes).unwrap();
+    stream
+}
+
+/// The first frame the root sends on `stream`, if one comes within `within`.
+fn answer(stream: &mut TcpStream, within: Duration) -> Option<Frame> {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Ok(Some((frame, _))) = decode(&buf) {
+            return Some(frame);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The reason of a Refuse, or what came instead.
+fn refusal(frame: Option<Frame>) -> String {
+    match frame {
+        Some(Frame::Refuse { reason }) => reason,
+        other => panic!("expected a Refuse, got {other:?}"),
+    }
+}
+
+/// Reads the root's lines until one contains `what`.
+fn wait_for_line(root: &mut Proc, what: &str) -> String {
+    loop {
+        let line = root.line();
+        assert!(!line.is_empty(), "the root ended before saying {what:?}");
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn three_hundred_idle_connections_under_a_file_limit_of_100_do_not_keep_a_real_leaf_out() {
+    let _turn = turn();
+    let (root, addr) = root_with_file_limit("--wait-leaves 1 --secs 1 --rate 10000 --json", 100);
+    // An attacker opens 300 connections and says nothing: more than the root has
+    // descriptors, so most wait in its listen queue, ahead of the real leaf.
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<TcpStream> = (0..300).map(|_| connect_from(attacker, &addr)).collect();
+    let asked = Instant::now();
+    // The leaf's own join timeout is 3 s; failing it, the leaf exits non-zero.
+    let (_, leaf_report) = leaf(&addr, "--name real --json").json();
+    let joined_within = asked.elapsed();
+    let (_, root_report) = root.json();
+    drop(idle);
+
+    assert_eq!(u64_of(&root_report, "leaves"), 1, "{root_report}");
+    assert_got_everything(&leaf_report, u64_of(&root_report, "messages"));
+    let control = &root_report["control"];
+    assert_eq!(u64_of(control, "accepted"), 301, "{root_report}");
+    // At most 100 descriptors: at least 200 of the idle connections made room for later
+    // ones (shed) or ran out of time.
+    assert!(
+        u64_of(control, "shed") + u64_of(control, "handshake_timeouts") >= 200,
+        "{root_report}"
+    );
+    println!("the real leaf was in and served within {joined_within:?}");
+}
+
+#[test]
+fn a_root_out_of_descriptors_takes_the_waiting_leaf_once_a_descriptor_is_free() {
+    let _turn = turn();
+    let (root, addr) = root_with_file_limit(
+        "--wait-leaves 1 --secs 4 --rate 10000 --timeout 30 --json",
+        100,
+    );
+    // Fake leaves that do join fill the root's descriptors: leaves are never shed.
+    let fake = Ipv4Addr::new(127, 0, 0, 2);
+    let mut fakes = Vec::new();
+    let waiting = loop {
+        assert!(fakes.len() < 100, "the root took more than 100 leaves");
+        let data = SocketAddr::new(IpAddr::V4(fake), 20_000 + fakes.len() as u16);
+        let mut stream = ask(fake, &addr, data);
+        match answer(&mut stream, Duration::from_millis(500)) {
+            Some(Frame::Admit { .. }) => fakes.push(stream),
+            None => break stream,
+            Some(other) => panic!("fake leaf {} got {other:?}", fakes.len()),
+        }
+    };
+    // That one waits in the listen queue; it gives up (its Join already sent). The real leaf comes to the queue
+    // while the root still has no descriptor: its arrival is no use to an accept that
+    // waits for an event.
+    drop(waiting);
+    let real = leaf(&addr, "--name real --json");
+    std::thread::sleep(Duration::from_millis(500));
+    // Two leave: one descriptor for the connection that gave up, one for the real leaf,
+    // which only the root's timer can now pick up.
+    fakes.truncate(fakes.len() - 2);
+    let (_, leaf_report) = real.json();
+    let (_, root_report) = root.json();
+    // The fakes, the one that gave up (its Join is read before its close) and the real
+    // leaf; three left (two fakes and the one that gave up).
+    let admitted = fakes.len() as u64 + 2 + 1 + 1;
+    drop(fakes);
+
+    assert_eq!(leaf_report["ended_by"], "root_closed", "{leaf_report}");
+    assert!(u64_of(&leaf_report, "messages") > 0, "{leaf_report}");
+    assert_eq!(u64_of(&leaf_report, "gaps"), 0, "{leaf_report}");
+    assert_eq!(u64_of(&root_report, "leaves"), admitted, "{root_report}");
+    assert_eq!(u64_of(&root_report, "left"), 3, "{root_report}");
+    assert!(
+        u64_of(&root_report["control"], "accept_stalls") >= 1,
+        "{root_report}"
+    );
+}
+
+#[test]
+fn fake_leaves_beyond_the_caps_are_refused_and_the_real_leaf_keeps_its_one_stream() {
+    let _turn = turn();
+    let (mut root, addr) = root(
+        "--max-connections-per-peer 6 --join-burst 4 --joins-per-sec 1 --handshake-timeout 30 \
+         --timeout 30 --wait-leaves 1 --secs 2 --rate 20000 --json",
+    );
+    let data = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let real = leaf(&addr, &format!("--name real --data {data} --json"));
+    wait_for_line(&mut root, "leaf \"real\" joined");
+
+    // 200 idle connections from one address: 6 are kept, 194 refused as they come.
+    let greedy = Ipv4Addr::new(127, 0, 0, 2);
+    let mut idle: Vec<TcpStream> = (0..200).map(|_| connect_from(greedy, &addr)).collect();
+    let reason = refusal(answer(idle.last_mut().unwrap(), Duration::from_secs(5)));
+    assert_eq!(
+        reason,
+        "too many connections from 127.0.0.2: the root takes 6 per address"
+    );
+    // 10 joins from another address, one after the other: 4 in (the burst), 6 refused.
+    let eager = Ipv4Addr::new(127, 0, 0, 3);
+    let mut admitted = Vec::new();
+    for i in 0..10u16 {
+        let mut stream = ask(eager, &addr, SocketAddr::new(IpAddr::V4(eager), 20_000 + i));
+        match answer(&mut stream, Duration::from_secs(5)) {
+            Some(Frame::Admit { .. }) => admitted.push(stream),
+            other => assert_eq!(
+                refusal(other),
+                "127.0.0.3 asks to join too often: the root takes 1 joins a second from \
+                 one address (4 at once)"
+            ),
+        }
+    }
+    assert_eq!(admitted.len(), 4);
+    // Three fakes on the real leaf's host naming its data port: none doubles its stream.
+    for _ in 0..3 {
+        let mut stream = ask(Ipv4Addr::LOCALHOST, &addr, data);
+        let reason = refusal(answer(&mut stream, Duration::from_secs(5)));
+        assert!(
+            reason.starts_with(&format!("the data address {data} is taken by another leaf")),
+            "{reason}"
+        );
+    }
+
+    let (_, leaf_report) = real.json();
+    let (_, root_report) = root.json();
+    drop((idle, admitted));
+    assert_got_everything(&leaf_report, u64_of(&root_report, "messages"));
+    assert_eq!(u64_of(&root_report, "leaves"), 5, "{root_report}");
+    assert_eq!(u64_of(&root_report, "refused"), 9, "{root_report}");
+    let control = &root_report["control"];
+    for (key, count) in [
+        ("accepted", 1 + 200 + 10 + 3),
+        ("refused_per_peer", 194),
+        ("refused_join_rate", 6),
+        ("refused_data_taken", 3),
+        ("refused_max_connections", 0),
+        ("shed", 0),
+    ] {
+        assert_eq!(u64_of(control, key), count, "{key}: {root_report}");
+    }
+    // The fan-out never had more than its five leaves: the real one got one copy of
+    // each packet, not one per fake naming its port.
+    let packets = u64_of(&root_report, "packets");
+    assert!(
+        u64_of(&root_report, "deliveries") <= 5 * packets,
+        "{root_report}"
+    );
 }

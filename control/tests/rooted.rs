@@ -508,3 +508,64 @@ fn joining_or_inviting_where_nobody_listens_fails_with_the_os_error() {
         .join_leaf(invitee.listen(ANY).unwrap(), Direction::Both)
         .unwrap();
 }
+
+#[test]
+fn a_root_at_its_connection_limit_sheds_the_oldest_idle_connection_and_times_out_the_next() {
+    let mut config = root_config(Duration::from_secs(3));
+    config.limits.max_connections = 2;
+    config.limits.handshake_timeout = Duration::from_millis(400);
+    let root = Root::new(Transport::RootedUnicast, Roles::ROOT, config).unwrap();
+    let at = root.listen(ANY).unwrap();
+    let mut oldest = TcpStream::connect(at).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut younger = TcpStream::connect(at).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+
+    // A real leaf at the limit: the oldest idle connection makes room, and is told why.
+    let leaf = leaf("real", 40230);
+    let asked = Instant::now();
+    let session = leaf.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        asked.elapsed()
+    );
+    let (bytes, _) = read_to_close(&mut oldest);
+    match decode(&bytes) {
+        Ok(Some((Frame::Refuse { reason }, _))) => {
+            assert!(reason.contains("needed room"), "{reason}")
+        }
+        other => panic!("expected a Refuse, got {other:?}"),
+    }
+    // The other says nothing either: closed at the handshake timeout, not the session's.
+    let (bytes, read) = read_to_close(&mut younger);
+    assert!(
+        bytes.is_empty() && matches!(read, Ok(0)),
+        "{bytes:?} {read:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_millis(1500));
+
+    let stats = root.stats();
+    assert_eq!(
+        (stats.accepted, stats.shed, stats.handshake_timeouts),
+        (3, 1, 1),
+        "{stats:?}"
+    );
+    assert!(session.is_active());
+}
+
+#[test]
+fn limits_that_let_nothing_through_are_refused_at_creation() {
+    let mut config = root_config(Duration::from_secs(3));
+    config.limits.max_connections_per_peer = 0;
+    assert!(matches!(
+        Root::new(Transport::RootedUnicast, Roles::ROOT, config),
+        Err(Error::BadSetting { .. })
+    ));
+    let mut config = root_config(Duration::from_secs(3));
+    config.limits.handshake_timeout = Duration::ZERO;
+    assert!(matches!(
+        Root::new(Transport::RootedUnicast, Roles::ROOT, config),
+        Err(Error::BadSetting { .. })
+    ));
+}

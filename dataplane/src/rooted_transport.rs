@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use multipoint_control::rooted::{
     DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, LeafSession, Root, RootConfig,
-    RootHooks,
+    RootHooks, RootLimits,
 };
 use multipoint_control::{ControlRole, DataRole, Direction, Interface, Roles, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -88,8 +88,12 @@ pub struct UnicastRootConfig {
     pub data: SocketAddr,
     /// Leaf liveness timeout (heartbeats every third of it).
     pub timeout: Duration,
-    /// Most leaves in the session.
+    /// Most leaves in the session (default 384, as [`RootConfig::max_leaves`]; at most
+    /// the fan-out's room).
     pub max_leaves: usize,
+    /// What peers may hold of the control plane: connections in all and per address,
+    /// joins per second per address, the handshake timeout (see [`RootLimits`]).
+    pub limits: RootLimits,
     /// The fan-out engine; its session is the session leaves are told.
     pub fanout: FanoutConfig,
     /// How uplink streams from sending leaves are received.
@@ -111,7 +115,8 @@ impl UnicastRootConfig {
             listen: Some(loopback),
             data: loopback,
             timeout: Duration::from_secs(3),
-            max_leaves: 65_536,
+            max_leaves: RootConfig::new(*session.as_bytes()).max_leaves,
+            limits: RootLimits::default(),
             fanout: FanoutConfig::new(session),
             uplink,
             allow_foreign_data: false,
@@ -297,6 +302,7 @@ impl UnicastRoot {
         };
         let mut control_config = RootConfig::new(*session.as_bytes());
         control_config.timeout = config.timeout;
+        control_config.limits = config.limits;
         // Receivers beyond the fan-out's room would be refused with a fan-out error;
         // refuse them as "session full" instead.
         control_config.max_leaves = config.max_leaves.min(
@@ -461,6 +467,22 @@ impl AdmittedRoot {
         timeout: Duration,
         admission: Option<Admission>,
     ) -> Result<AdmittedRoot> {
+        AdmittedRoot::start_limited(publisher, listen, timeout, admission, RootLimits::default())
+    }
+
+    /// As [`start`](Self::start), with the control plane's `limits` (connections, join
+    /// rate, handshake timeout) instead of the defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_limited(
+        publisher: PublisherConfig,
+        listen: SocketAddr,
+        timeout: Duration,
+        admission: Option<Admission>,
+        limits: RootLimits,
+    ) -> Result<AdmittedRoot> {
         let group = publisher.group;
         let session = publisher.session;
         let publisher = Publisher::new(publisher)?;
@@ -477,6 +499,7 @@ impl AdmittedRoot {
         let mut config = RootConfig::new(*session.as_bytes());
         config.timeout = timeout;
         config.plan = Some(DataPlan::Multicast { group, source });
+        config.limits = limits;
         let control = Root::with_hooks(
             Transport::AdmittedMulticast,
             Roles::new(ControlRole::Root, DataRole::Leaf),

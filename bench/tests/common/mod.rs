@@ -75,15 +75,36 @@ pub(crate) struct Proc {
 impl Proc {
     /// Starts `multipoint ARGS` with stdout and stderr piped.
     pub(crate) fn spawn(args: &[&str]) -> Proc {
-        let mut child = multipoint()
-            .args(args)
+        let mut command = multipoint();
+        command.args(args);
+        Proc::start(command, format!("multipoint {}", args.join(" ")))
+    }
+
+    /// Starts `multipoint ARGS` with stdout and stderr piped, allowed at most `files`
+    /// open file descriptors (the shell's `ulimit -n`, which then execs the binary, so
+    /// that the limit is the child's alone and its pid is the binary's).
+    pub(crate) fn spawn_with_file_limit(args: &[&str], files: u32) -> Proc {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_multipoint"))
+            .args(args);
+        Proc::start(
+            command,
+            format!("multipoint {} (ulimit -n {files})", args.join(" ")),
+        )
+    }
+
+    fn start(mut command: Command, what: String) -> Proc {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the multipoint binary runs");
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Proc {
-            what: format!("multipoint {}", args.join(" ")),
+            what,
             child: Some(child),
             stdout,
             seen: String::new(),

@@ -49,7 +49,7 @@ use std::net::SocketAddr;
 
 pub use leaf::{Invitation, InvitePolicy, Leaf, LeafConfig, LeafSession, SessionEvent};
 pub use proto::DataPlan;
-pub use root::{LeafHandle, Root, RootConfig, RootEvent, RootHooks};
+pub use root::{LeafHandle, Root, RootConfig, RootEvent, RootHooks, RootLimits, RootStats};
 
 use crate::socket::Direction;
 

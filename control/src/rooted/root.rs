@@ -30,27 +30,157 @@ pub struct RootConfig {
     /// What admitted leaves are told about the data plane, when the hooks do not decide
     /// it per leaf ([`RootHooks::on_join`]).
     pub plan: Option<DataPlan>,
-    /// Most leaves in the session; joins beyond it are refused.
+    /// Most leaves in the session; joins beyond it are refused ("the session is full").
+    ///
+    /// The default, 384, is three quarters of [`RootLimits::max_connections`]: every
+    /// leaf holds a connection, and the last quarter stays for handshakes on their way,
+    /// so that a full session still tells a newcomer why it is refused and a leaf coming
+    /// back after a lost connection gets a hearing. Each receiving leaf also costs the
+    /// data plane a send per packet. Raise both together (and the process's descriptor
+    /// limit).
     pub max_leaves: usize,
     /// How long [`Root::join_leaf`] waits to connect to a leaf.
     pub connect_timeout: Duration,
     /// Events held for [`Root::events`] before further ones are dropped (and counted).
     pub event_capacity: usize,
+    /// What the root lets peers hold of it before they are leaves.
+    pub limits: RootLimits,
 }
 
 impl RootConfig {
-    /// Defaults for `session`: 3 s timeout, no data plan, 65,536 leaves, 3 s connect
-    /// timeout, 4,096 events.
+    /// Defaults for `session`: 3 s timeout, no data plan, 384 leaves, 3 s connect
+    /// timeout, 4,096 events, the [default limits](RootLimits::default).
     pub fn new(session: [u8; 10]) -> RootConfig {
         RootConfig {
             session,
             timeout: Duration::from_secs(3),
             plan: None,
-            max_leaves: 65_536,
+            max_leaves: 384,
             connect_timeout: Duration::from_secs(3),
             event_capacity: 4096,
+            limits: RootLimits::default(),
         }
     }
+}
+
+/// What a root lets peers hold of it: connections in total and per address, joins per
+/// second per address, and the time a connection has to say Join. Every refusal is
+/// counted in [`RootStats`].
+///
+/// Connections are refused (told why, then closed) as they are accepted: beyond
+/// `max_connections_per_peer` from one IP address, and beyond `max_connections` in all
+/// unless a connection still in its handshake can be shed to make room (the oldest is:
+/// a real leaf says Join within a round trip of connecting, an idle one holds a place it
+/// does not use). The same shedding makes room when the process runs out of file
+/// descriptors. A connection that has not said Join within `handshake_timeout` is
+/// closed. A join beyond the peer's rate is refused with a reason the leaf is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootLimits {
+    /// Most control connections at once, in all (leaves and handshakes).
+    ///
+    /// Default 512: half of the soft `RLIMIT_NOFILE` most Linux processes start with
+    /// (1,024), as each connection is a descriptor and the rest of the process (the data
+    /// plane's sockets, one uplink socket per sending leaf, io_uring, logs) needs the
+    /// other half. Raise it together with the descriptor limit.
+    pub max_connections: usize,
+    /// Most control connections at once from one IP address.
+    ///
+    /// Default 256, half of `max_connections`: one host may run many leaves (the
+    /// project's own test runs 256 leaves from 127.0.0.1), but no single address can
+    /// fill the root alone.
+    pub max_connections_per_peer: usize,
+    /// Leaf-initiated joins one IP address may ask per second, sustained (a token
+    /// bucket; invited leaves are not counted).
+    ///
+    /// Default 64: a leaf asks once per session, and again only after losing it; a
+    /// steady stream beyond that from one host is churn or an attack, and every join
+    /// costs the root its admission hooks and a fan-out destination.
+    pub joins_per_second_per_peer: u32,
+    /// Joins one IP address may ask at once before the rate applies (the bucket's size).
+    ///
+    /// Default 256, `max_connections_per_peer`: a host may start (or restart) all the
+    /// leaves it is allowed at once.
+    pub join_burst: u32,
+    /// How long an accepted connection has to say Join before it is closed.
+    ///
+    /// Default 2 s: a leaf sends its Join as soon as it is connected, so a real one takes
+    /// a round trip; 2 s covers a long one plus a lost segment's first retransmission
+    /// (1 s), while an idle connection holds its place for no longer.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for RootLimits {
+    fn default() -> RootLimits {
+        RootLimits {
+            max_connections: 512,
+            max_connections_per_peer: 256,
+            joins_per_second_per_peer: 64,
+            join_burst: 256,
+            handshake_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RootLimits {
+    /// Checks that every limit lets something through.
+    fn check(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::BadSetting { what });
+        if self.max_connections == 0 || self.max_connections_per_peer == 0 {
+            return bad(format!(
+                "RootLimits: max_connections {} and max_connections_per_peer {} must be at \
+                 least 1",
+                self.max_connections, self.max_connections_per_peer
+            ));
+        }
+        if self.joins_per_second_per_peer == 0 || self.join_burst == 0 {
+            return bad(format!(
+                "RootLimits: joins_per_second_per_peer {} and join_burst {} must be at least 1",
+                self.joins_per_second_per_peer, self.join_burst
+            ));
+        }
+        if self.handshake_timeout < MIN_TIMEOUT || self.handshake_timeout > MAX_TIMEOUT {
+            return bad(format!(
+                "RootLimits::handshake_timeout {:?} is outside {MIN_TIMEOUT:?}..={MAX_TIMEOUT:?}",
+                self.handshake_timeout
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a root refused, shed and closed, by reason ([`Root::stats`]). Refusals of a Join
+/// are also [`RootEvent::Refused`] events; refusals of a bare connection (before any
+/// Join) are only counted, so that a flood of them cannot flood the events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootStats {
+    /// Connections accepted on the listener, refused ones included.
+    pub accepted: u64,
+    /// Connections refused at once: [`RootLimits::max_connections`] were open and none
+    /// was in its handshake to shed.
+    pub refused_max_connections: u64,
+    /// Connections refused at once: their address had
+    /// [`RootLimits::max_connections_per_peer`] open.
+    pub refused_per_peer: u64,
+    /// Connections still in their handshake closed to make room for a newer one (at
+    /// `max_connections`, or out of file descriptors).
+    pub shed: u64,
+    /// Connections closed for not saying Join within [`RootLimits::handshake_timeout`].
+    pub handshake_timeouts: u64,
+    /// Joins refused: their address asked faster than
+    /// [`RootLimits::joins_per_second_per_peer`] allows.
+    pub refused_join_rate: u64,
+    /// Joins refused: another leaf in the session already receives at the data address
+    /// they gave.
+    pub refused_data_taken: u64,
+    /// Joins refused: the session had [`RootConfig::max_leaves`].
+    pub refused_full: u64,
+    /// Joins refused for anything else: the admission hook, the data plan, a request
+    /// that does not fit the root.
+    pub refused_other: u64,
+    /// Times `accept` failed for want of file descriptors or kernel memory (`EMFILE`,
+    /// `ENFILE`, `ENOBUFS`, `ENOMEM`) with nothing to shed; the root tries again on a
+    /// timer, and the connections wait in the listen queue meanwhile.
+    pub accept_stalls: u64,
 }
 
 /// Decisions and notifications a root's embedder supplies. They run on the root's driver
@@ -108,7 +238,8 @@ impl RootHooks for DefaultHooks {}
 pub enum RootEvent {
     /// A leaf was admitted (it asked, or accepted an invitation).
     Joined(LeafHandle),
-    /// A join was refused (by the admission hook, the leaf limit or a bad request).
+    /// A join was refused (by the admission hook, a limit or a bad request); each reason
+    /// is also counted in [`Root::stats`].
     Refused {
         /// The control address of the refused leaf.
         peer: SocketAddr,
@@ -228,6 +359,7 @@ pub struct Root {
     events: Receiver<RootEvent>,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
+    stats: Arc<Mutex<RootStats>>,
     local: Mutex<Option<SocketAddr>>,
 }
 
@@ -266,6 +398,7 @@ impl Root {
                 ),
             });
         }
+        config.limits.check()?;
         let info = transport.info();
         // The root of a rooted data plane is its D_ROOT; on a non-rooted data plane (admitted
         // multicast) the root is a D_LEAF like everyone else.
@@ -288,6 +421,7 @@ impl Root {
         let (events_tx, events) = bounded(config.event_capacity.max(1));
         let leaves = Arc::new(Mutex::new(BTreeMap::new()));
         let dropped_events = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(Mutex::new(RootStats::default()));
         let core = RootCore::new(transport, config.clone(), Box::new(hooks));
         let driver = driver::start(core, |ctl| RootSide {
             ctl: Arc::clone(ctl),
@@ -295,6 +429,7 @@ impl Root {
             event_capacity: config.event_capacity,
             leaves: Arc::clone(&leaves),
             dropped_events: Arc::clone(&dropped_events),
+            stats: Arc::clone(&stats),
             inviter: Waiting::new(),
         })?;
         Ok(Root {
@@ -305,6 +440,7 @@ impl Root {
             events,
             leaves,
             dropped_events,
+            stats,
             local: Mutex::new(None),
         })
     }
@@ -375,6 +511,11 @@ impl Root {
         self.dropped_events.load(Ordering::Relaxed)
     }
 
+    /// What the root refused, shed and closed so far, by reason.
+    pub fn stats(&self) -> RootStats {
+        *lock(&self.stats)
+    }
+
     /// The leaves now in the session.
     pub fn leaves(&self) -> Vec<LeafHandle> {
         lock(&self.leaves).values().cloned().collect()
@@ -400,6 +541,8 @@ struct RootSide {
     event_capacity: usize,
     leaves: Arc<Mutex<BTreeMap<LeafId, LeafHandle>>>,
     dropped_events: Arc<AtomicU64>,
+    /// The core's counters, as of its last input.
+    stats: Arc<Mutex<RootStats>>,
     /// The caller of [`Root::join_leaf`] waiting for the answer.
     inviter: Waiting<LeafHandle>,
 }
@@ -442,6 +585,10 @@ impl Side for RootSide {
                 }
             }
         }
+    }
+
+    fn publish(&self, core: &RootCore) {
+        *lock(&self.stats) = core.stats();
     }
 
     fn abandon(&mut self) {

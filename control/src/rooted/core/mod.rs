@@ -112,8 +112,13 @@ pub(crate) enum Output<N> {
 pub(crate) trait Machine {
     /// What the embedder is told besides connection work.
     type Note;
-    /// A connection came in from `peer`; returns the id the core gives it.
+    /// A connection came in from `peer`; returns the id the core gives it. The core may
+    /// close it at once (a [`Transmit::Close`] follows) when it is over a limit.
     fn handle_accepted(&mut self, peer: SocketAddr, now: Instant) -> ConnId;
+    /// The embedder cannot take another connection (accept failed for want of
+    /// descriptors or memory): the core closes one it can spare to make room, if it has
+    /// one, and says whether it did. If not, the embedder tries again later.
+    fn handle_pressure(&mut self, now: Instant) -> bool;
     /// The connection the core asked for with [`Transmit::Connect`] is up.
     fn handle_connected(&mut self, conn: ConnId, now: Instant);
     /// A frame arrived on `conn`.
@@ -162,6 +167,16 @@ pub(crate) trait Rules {
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError);
     /// `conn`, a connection with `peer`, ran out of time.
     fn expired(&mut self, conn: ConnId, peer: SocketAddr);
+    /// `conn` was just accepted from `peer`: the side may close it at once. The default
+    /// keeps it.
+    fn accepted(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
+        let _ = (conn, peer, now);
+    }
+    /// See [`Machine::handle_pressure`]. The default has nothing to spare.
+    fn shed(&mut self, now: Instant) -> bool {
+        let _ = now;
+        false
+    }
     /// Closes every connection; see [`Machine::handle_close`].
     fn close(&mut self);
 }
@@ -170,7 +185,13 @@ impl<R: Rules> Machine for R {
     type Note = R::Note;
 
     fn handle_accepted(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
-        self.conns_mut().open(peer, R::ACCEPTED, now)
+        let conn = self.conns_mut().open(peer, R::ACCEPTED, now);
+        self.accepted(conn, peer, now);
+        conn
+    }
+
+    fn handle_pressure(&mut self, now: Instant) -> bool {
+        self.shed(now)
     }
 
     fn handle_connected(&mut self, conn: ConnId, now: Instant) {
@@ -325,6 +346,26 @@ impl<S, N> Conns<S, N> {
 
     pub(crate) fn ids(&self) -> Vec<ConnId> {
         self.map.keys().copied().collect()
+    }
+
+    /// How many connections there are.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// How many connections there are with a peer at `ip`.
+    pub(crate) fn count_from(&self, ip: std::net::IpAddr) -> usize {
+        self.map.values().filter(|c| c.peer.ip() == ip).count()
+    }
+
+    /// The connection that has stood longest where it is, of those `which` picks (the
+    /// first made, on a tie).
+    pub(crate) fn oldest(&self, which: impl Fn(&Conn<S>) -> bool) -> Option<ConnId> {
+        self.map
+            .iter()
+            .filter(|(_, c)| which(c))
+            .min_by_key(|(id, c)| (c.since, **id))
+            .map(|(id, _)| *id)
     }
 
     /// Notes a frame heard on `id`; gives the connection back if known.

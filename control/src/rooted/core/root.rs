@@ -7,6 +7,18 @@
 //! [`handle_close`](super::Machine::handle_close). Its [`RootNote`]s list admitted leaves,
 //! report what happened to them ([`Event`]) and answer the pending invitation.
 //!
+//! # Limits
+//!
+//! The [`RootLimits`] are decided here, on the `now` of each input: a connection over the
+//! per-address or total limit is refused as it is accepted (told why, then closed;
+//! counted, not an event), where the total limit first sheds the oldest connection
+//! still in its handshake; so does [`handle_pressure`](super::Machine::handle_pressure)
+//! when the process is out of descriptors. A leaf-initiated Join is rate limited per IP
+//! address by a token bucket kept as its theoretical arrival time (GCRA: each join moves
+//! it on by `1 s / rate`; a join is refused while it is more than `burst - 1` intervals
+//! ahead of `now`), and refused when another admitted leaf receives at the data address
+//! it gave. Each reason is counted in [`RootStats`].
+//!
 //! # Hooks are calls, not outputs
 //!
 //! The [`RootHooks`] are called from inside the `handle_*` call that needs them, not
@@ -21,13 +33,13 @@
 //! `on_join` it refuses the leaf, in `next_sequence` it gives 0, in `on_gone` it is logged.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use super::{connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch};
 use crate::error::{Error, Result};
 use crate::rooted::proto::{DataPlan, Frame};
-use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks};
+use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks, RootLimits, RootStats};
 use crate::socket::Direction;
 use crate::transport::Transport;
 
@@ -42,6 +54,24 @@ pub(crate) struct RootCore {
     leaves: BTreeMap<LeafId, ConnId>,
     /// The connection of the one invitation waiting for its answer.
     inviting: Option<ConnId>,
+    /// The data addresses of the admitted leaves.
+    data: BTreeMap<SocketAddr, LeafId>,
+    /// Each address's join bucket: the instant its joins so far would have been paid for.
+    rates: BTreeMap<IpAddr, Instant>,
+    stats: RootStats,
+}
+
+/// Most addresses whose join buckets are kept at once; beyond it, full buckets are
+/// forgotten first (a full bucket is no different from none), then the fullest.
+const MAX_RATES: usize = 4096;
+
+/// Why a join was refused, for [`RootStats`].
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Rate,
+    DataTaken,
+    Full,
+    Other,
 }
 
 /// Where a connection stands.
@@ -105,7 +135,69 @@ impl RootCore {
             next_leaf: 0,
             leaves: BTreeMap::new(),
             inviting: None,
+            data: BTreeMap::new(),
+            rates: BTreeMap::new(),
+            stats: RootStats::default(),
         }
+    }
+
+    /// What the core refused, shed and closed so far.
+    pub(crate) fn stats(&self) -> RootStats {
+        self.stats
+    }
+
+    fn limits(&self) -> &RootLimits {
+        &self.config.limits
+    }
+
+    /// Refuses a connection just accepted, before any Join: it is told why and closed;
+    /// counted by the caller, not an event.
+    fn turn_away(&mut self, conn: ConnId, reason: String) {
+        tracing::debug!("root: connection turned away: {reason}");
+        self.conns.close(conn, Some(Frame::Refuse { reason }));
+    }
+
+    /// Closes the oldest connection still in its handshake (other than `keep`) to make
+    /// room; false if there is none.
+    fn shed_one(&mut self, keep: Option<ConnId>) -> bool {
+        let oldest = self.conns.oldest(|c| matches!(c.state, State::AwaitJoin));
+        let Some(conn) = oldest.filter(|c| Some(*c) != keep) else {
+            return false;
+        };
+        self.stats.shed += 1;
+        self.turn_away(
+            conn,
+            "the root needed room for a newer connection and closed this one, which had \
+             not asked to join yet"
+                .into(),
+        );
+        true
+    }
+
+    /// Whether `ip` may ask to join at `now`; if so, its bucket pays for the join.
+    fn take_join(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let limits = self.config.limits;
+        let interval = Duration::from_secs(1) / limits.joins_per_second_per_peer.max(1);
+        let tolerance = interval.saturating_mul(limits.join_burst.max(1) - 1);
+        let paid = self.rates.get(&ip).map_or(now, |at| (*at).max(now));
+        if paid.saturating_duration_since(now) > tolerance {
+            return false;
+        }
+        if !self.rates.contains_key(&ip) && self.rates.len() >= MAX_RATES {
+            self.rates.retain(|_, at| *at > now);
+            if self.rates.len() >= MAX_RATES {
+                let least = self
+                    .rates
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(ip, _)| *ip);
+                if let Some(least) = least {
+                    self.rates.remove(&least);
+                }
+            }
+        }
+        self.rates.insert(ip, paid + interval);
+        true
     }
 
     /// Invites the leaf listening at `peer` to join in `direction`. A
@@ -174,8 +266,19 @@ impl RootCore {
         now: Instant,
     ) {
         let peer = request.peer;
-        if let Err(reason) = self.check_request(transport, &request) {
-            return self.refuse(conn, peer, reason);
+        if invited.is_none() && !self.take_join(peer.ip(), now) {
+            let limits = self.limits();
+            let reason = format!(
+                "{} asks to join too often: the root takes {} joins a second from one \
+                 address ({} at once)",
+                peer.ip(),
+                limits.joins_per_second_per_peer,
+                limits.join_burst
+            );
+            return self.refuse(conn, peer, Refusal::Rate, reason);
+        }
+        if let Err((why, reason)) = self.check_request(transport, &request) {
+            return self.refuse(conn, peer, why, reason);
         }
         let decision = match invited {
             Some(asked) if asked != request.direction => Decision::Refuse(format!(
@@ -195,7 +298,7 @@ impl RootCore {
         };
         match decision {
             Decision::Admit => self.admit(conn, request, now),
-            Decision::Refuse(reason) => self.refuse(conn, peer, reason),
+            Decision::Refuse(reason) => self.refuse(conn, peer, Refusal::Other, reason),
         }
     }
 
@@ -204,28 +307,49 @@ impl RootCore {
         &self,
         transport: Transport,
         request: &JoinRequest,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), (Refusal, String)> {
         if transport != self.transport {
-            return Err(format!(
-                "this root runs {}, the leaf asked for {transport}",
-                self.transport
+            return Err((
+                Refusal::Other,
+                format!(
+                    "this root runs {}, the leaf asked for {transport}",
+                    self.transport
+                ),
             ));
         }
         if self.transport == Transport::RootedUnicast && request.data.is_none() {
-            return Err(
+            return Err((
+                Refusal::Other,
                 "a rooted-unicast leaf must give the UDP address it receives data on".into(),
-            );
+            ));
         }
         if self.leaves.len() >= self.config.max_leaves {
-            return Err(format!(
-                "the session is full ({} leaves)",
-                self.config.max_leaves
+            return Err((
+                Refusal::Full,
+                format!("the session is full ({} leaves)", self.config.max_leaves),
+            ));
+        }
+        if let Some(taken) = request.data.and_then(|d| self.data.get(&d)) {
+            // Otherwise a second join naming it would double the stream to that leaf.
+            return Err((
+                Refusal::DataTaken,
+                format!(
+                    "the data address {} is taken by another leaf in the session ({taken})",
+                    request.data.map_or_else(String::new, |d| d.to_string())
+                ),
             ));
         }
         Ok(())
     }
 
-    fn refuse(&mut self, conn: ConnId, peer: SocketAddr, reason: String) {
+    fn refuse(&mut self, conn: ConnId, peer: SocketAddr, why: Refusal, reason: String) {
+        let count = match why {
+            Refusal::Rate => &mut self.stats.refused_join_rate,
+            Refusal::DataTaken => &mut self.stats.refused_data_taken,
+            Refusal::Full => &mut self.stats.refused_full,
+            Refusal::Other => &mut self.stats.refused_other,
+        };
+        *count += 1;
         let last = Frame::Refuse {
             reason: reason.clone(),
         };
@@ -256,9 +380,9 @@ impl RootCore {
             Ok(_) => {
                 self.call_on_gone(id);
                 let reason = format!("the root's data plan does not fit {}", self.transport);
-                return self.refuse(conn, request.peer, reason);
+                return self.refuse(conn, request.peer, Refusal::Other, reason);
             }
-            Err(reason) => return self.refuse(conn, request.peer, reason),
+            Err(reason) => return self.refuse(conn, request.peer, Refusal::Other, reason),
         };
         let hooks = &mut self.hooks;
         let next_sequence = guarded(
@@ -277,6 +401,9 @@ impl RootCore {
         };
         let previous = entry.change(State::Joined(id), now);
         self.leaves.insert(id, conn);
+        if let Some(data) = request.data {
+            self.data.insert(data, id);
+        }
         // Listed before the leaf hears it is in, so whoever learns of the join (the leaf,
         // the inviter) finds it in the embedder's list.
         self.conns
@@ -303,6 +430,7 @@ impl RootCore {
         match closed.state {
             State::Joined(id) => {
                 self.leaves.remove(&id);
+                self.data.retain(|_, leaf| *leaf != id);
                 self.call_on_gone(id);
                 self.conns.note(RootNote::Event(event(id)));
             }
@@ -341,10 +469,12 @@ impl Rules for RootCore {
 
     fn watch(&self) -> impl Fn(&State) -> Watch + 'static {
         let (timeout, connect) = (self.config.timeout, self.config.connect_timeout);
+        let handshake = self.config.limits.handshake_timeout;
         move |state| match state {
             State::Joined(_) => Watch::Session(timeout),
             State::Connecting { .. } => Watch::Pending(connect),
-            State::AwaitJoin | State::Invited { .. } => Watch::Pending(timeout),
+            State::AwaitJoin => Watch::Pending(handshake),
+            State::Invited { .. } => Watch::Pending(timeout),
         }
     }
 
@@ -422,15 +552,52 @@ impl Rules for RootCore {
                 };
                 return self.close_leaf(conn, Some(leave), |leaf| Event::TimedOut { leaf });
             }
-            Some(State::AwaitJoin) | None => {
+            Some(State::AwaitJoin) => {
+                self.stats.handshake_timeouts += 1;
                 self.conns.close(conn, None);
                 return;
             }
+            None => return,
             Some(State::Connecting { .. }) => "connecting to the leaf",
             Some(State::Invited { .. }) => "waiting for the leaf to answer the invitation",
         };
         self.conns.close(conn, None);
         self.answer_invite(Err(Error::TimedOut { what, peer }));
+    }
+
+    /// Counts the connection and refuses it if its address has
+    /// [`RootLimits::max_connections_per_peer`] open, or if the root has
+    /// [`RootLimits::max_connections`] and no connection in its handshake to shed.
+    fn accepted(&mut self, conn: ConnId, peer: SocketAddr, _now: Instant) {
+        self.stats.accepted += 1;
+        let limits = self.config.limits;
+        if self.conns.count_from(peer.ip()) > limits.max_connections_per_peer {
+            self.stats.refused_per_peer += 1;
+            let reason = format!(
+                "too many connections from {}: the root takes {} per address",
+                peer.ip(),
+                limits.max_connections_per_peer
+            );
+            return self.turn_away(conn, reason);
+        }
+        if self.conns.len() > limits.max_connections && !self.shed_one(Some(conn)) {
+            self.stats.refused_max_connections += 1;
+            let reason = format!(
+                "the root has all the connections it takes ({})",
+                limits.max_connections
+            );
+            self.turn_away(conn, reason);
+        }
+    }
+
+    /// Sheds the oldest connection still in its handshake; counts a stall if there is
+    /// none.
+    fn shed(&mut self, _now: Instant) -> bool {
+        let shed = self.shed_one(None);
+        if !shed {
+            self.stats.accept_stalls += 1;
+        }
+        shed
     }
 
     /// Ends the session: admitted leaves are told it ended ([`Frame::End`], then
@@ -652,15 +819,21 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_never_asks_is_dropped_at_the_timeout() {
+    fn a_connection_that_never_asks_is_dropped_at_the_handshake_timeout() {
         let t0 = Instant::now();
-        let mut root = root(root_config(ms(3000)));
+        let mut config = root_config(ms(3000));
+        config.limits.handshake_timeout = ms(700);
+        let mut root = root(config);
         let conn = root.handle_accepted(PEER, t0);
-        assert_eq!(root.poll_timeout(), Some(t0 + ms(3000)));
-        root.handle_timeout(t0 + ms(3000));
+        assert_eq!(root.poll_timeout(), Some(t0 + ms(700)));
+        root.handle_timeout(t0 + ms(699));
+        assert!(drain(&mut root).is_empty());
+        root.handle_timeout(t0 + ms(700));
         let out = drain(&mut root);
         assert!(closes(&out, conn));
         assert!(notes(out).is_empty(), "it was never a leaf");
+        assert_eq!(root.stats().handshake_timeouts, 1);
+        assert_eq!(root.poll_timeout(), None);
     }
 
     #[test]
@@ -788,6 +961,232 @@ mod tests {
             RootNote::Event(Event::Left { reason, .. }) if reason == "the root closed the session"
         )));
         assert_eq!(root.poll_timeout(), None);
+    }
+
+    /// A leaf at `peer` receiving at `data` connects and asks to join at `now`: its
+    /// connection, and the frames the root sent on it.
+    fn asks_as(
+        root: &mut RootCore,
+        peer: SocketAddr,
+        data: SocketAddr,
+        now: Instant,
+    ) -> (ConnId, Vec<Frame>) {
+        let conn = root.handle_accepted(peer, now);
+        let ask = Frame::Join {
+            transport: Transport::RootedUnicast,
+            direction: Direction::ReceiverOnly,
+            data: Some(data),
+            name: "leaf".into(),
+        };
+        root.handle_frame(conn, ask, now);
+        let out = drain(root);
+        (conn, frames_on(&out, conn).into_iter().cloned().collect())
+    }
+
+    fn at(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    fn refused(frames: &[Frame]) -> Option<&str> {
+        match frames {
+            [Frame::Refuse { reason }] => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn joins_beyond_the_burst_are_refused_until_the_bucket_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.joins_per_second_per_peer = 10;
+        config.limits.join_burst = 3;
+        let mut root = root(config);
+        let host = [10, 0, 1, 9];
+        for port in 0..3 {
+            let (_, frames) = asks_as(&mut root, at(host, 41_000 + port), at(host, port), t0);
+            assert!(
+                matches!(frames.as_slice(), [Frame::Admit { .. }]),
+                "{frames:?}"
+            );
+        }
+        let (_, frames) = asks_as(&mut root, at(host, 41_010), at(host, 10), t0);
+        assert!(
+            refused(&frames).is_some_and(|r| r.contains("asks to join too often")),
+            "{frames:?}"
+        );
+        // Another address has a bucket of its own.
+        let other = [10, 0, 1, 10];
+        let (_, frames) = asks_as(&mut root, at(other, 41_000), at(other, 1), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        // One join's worth (100 ms) later, one more; not two.
+        let t1 = t0 + ms(99);
+        let (_, frames) = asks_as(&mut root, at(host, 41_011), at(host, 11), t1);
+        assert!(refused(&frames).is_some(), "not yet at 99 ms");
+        let t1 = t0 + ms(100);
+        let (_, frames) = asks_as(&mut root, at(host, 41_012), at(host, 12), t1);
+        assert!(
+            matches!(frames.as_slice(), [Frame::Admit { .. }]),
+            "{frames:?}"
+        );
+        let (_, frames) = asks_as(&mut root, at(host, 41_013), at(host, 13), t1);
+        assert!(refused(&frames).is_some());
+        let stats = root.stats();
+        assert_eq!((stats.refused_join_rate, stats.refused_other), (3, 0));
+        assert_eq!(root.leaf_count(), 5);
+    }
+
+    #[test]
+    fn invited_leaves_are_not_rate_limited() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.join_burst = 1;
+        let mut root = root(config);
+        let (_, frames) = asks_as(&mut root, PEER, at([10, 0, 1, 9], 1), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        root.handle_invite(PEER, Direction::Both, t0).unwrap();
+        let (conn, _) = bring_up(&mut root, PEER, t0);
+        root.handle_frame(conn, join("invitee", Direction::Both), t0);
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Admit { .. }]
+        ));
+        assert_eq!(root.stats().refused_join_rate, 0);
+    }
+
+    #[test]
+    fn a_data_address_an_admitted_leaf_has_is_refused_to_another_until_it_leaves() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let host = [10, 0, 1, 9];
+        let data = at(host, 7200);
+        let (first, frames) = asks_as(&mut root, at(host, 41_000), data, t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        for port in 1..=3 {
+            let (_, frames) = asks_as(&mut root, at(host, 41_000 + port), data, t0);
+            assert_eq!(
+                refused(&frames),
+                Some("the data address 10.0.1.9:7200 is taken by another leaf in the session (leaf#0)")
+            );
+        }
+        // Another port of the same host is another leaf.
+        let (_, frames) = asks_as(&mut root, at(host, 41_009), at(host, 7201), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        assert_eq!(root.stats().refused_data_taken, 3);
+        assert_eq!(root.leaf_count(), 2);
+
+        let leave = Frame::Leave {
+            reason: "bye".into(),
+        };
+        root.handle_frame(first, leave, t0);
+        drain(&mut root);
+        let (_, frames) = asks_as(&mut root, at(host, 41_010), data, t0);
+        assert!(
+            matches!(frames.as_slice(), [Frame::Admit { .. }]),
+            "free again"
+        );
+    }
+
+    #[test]
+    fn connections_beyond_the_per_address_limit_are_refused_as_they_arrive() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.max_connections_per_peer = 2;
+        let mut root = root(config);
+        let greedy = [10, 0, 1, 66];
+        let kept: Vec<ConnId> = (0..2)
+            .map(|port| root.handle_accepted(at(greedy, 50_000 + port), t0))
+            .collect();
+        assert!(drain(&mut root).is_empty());
+        let third = root.handle_accepted(at(greedy, 50_002), t0);
+        let out = drain(&mut root);
+        assert!(closes(&out, third));
+        assert!(matches!(
+            frames_on(&out, third).as_slice(),
+            [Frame::Refuse { reason }] if reason == "too many connections from 10.0.1.66: the root takes 2 per address"
+        ));
+        assert!(
+            notes(out).is_empty(),
+            "a bare connection is counted, not an event"
+        );
+        // Others are not held back; the greedy address gets room as its own close.
+        let (_, frames) = asks_as(&mut root, PEER, at([10, 0, 1, 9], 1), t0);
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        root.handle_lost(kept[0], ConnError::Closed);
+        drain(&mut root);
+        root.handle_accepted(at(greedy, 50_003), t0);
+        assert!(drain(&mut root).is_empty());
+        assert_eq!(root.stats().refused_per_peer, 1);
+        assert_eq!(root.stats().accepted, 5);
+    }
+
+    #[test]
+    fn at_the_connection_limit_the_oldest_handshake_makes_room_and_then_newcomers_are_refused() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.limits.max_connections = 3;
+        let mut root = root(config);
+        let idle = root.handle_accepted(at([10, 0, 1, 66], 50_000), t0);
+        let idle2 = root.handle_accepted(at([10, 0, 1, 67], 50_000), t0 + ms(1));
+        let (leaf, _) = asks_as(
+            &mut root,
+            at([10, 0, 1, 9], 41_000),
+            leaf_data(9),
+            t0 + ms(2),
+        );
+        // A fourth: the oldest idle one goes.
+        let (newcomer, frames) = asks_as(
+            &mut root,
+            at([10, 0, 1, 10], 41_000),
+            leaf_data(10),
+            t0 + ms(3),
+        );
+        assert!(
+            matches!(frames.as_slice(), [Frame::Admit { .. }]),
+            "{frames:?}"
+        );
+        assert_eq!(root.stats().shed, 1);
+        assert!(root.conns.get(idle).is_none());
+        assert!(root.conns.get(idle2).is_some());
+        // The second idle one makes room for the next.
+        let (_, frames) = asks_as(
+            &mut root,
+            at([10, 0, 1, 11], 41_000),
+            leaf_data(11),
+            t0 + ms(4),
+        );
+        assert!(matches!(frames.as_slice(), [Frame::Admit { .. }]));
+        // Three leaves, nothing to shed: the next is refused and the leaves stay.
+        let late = root.handle_accepted(at([10, 0, 1, 12], 41_000), t0 + ms(5));
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, late).as_slice(),
+            [Frame::Refuse { reason }] if reason == "the root has all the connections it takes (3)"
+        ));
+        assert!(root.conns.get(leaf).is_some() && root.conns.get(newcomer).is_some());
+        let stats = root.stats();
+        assert_eq!((stats.shed, stats.refused_max_connections), (2, 1));
+        assert_eq!(root.leaf_count(), 3);
+    }
+
+    #[test]
+    fn out_of_descriptors_the_oldest_handshake_is_shed_and_with_none_a_stall_is_counted() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let (leaf, _) = asks_as(&mut root, PEER, leaf_data(9), t0);
+        let old = root.handle_accepted(at([10, 0, 1, 66], 50_000), t0 + ms(1));
+        let young = root.handle_accepted(at([10, 0, 1, 66], 50_001), t0 + ms(2));
+        drain(&mut root);
+        assert!(root.handle_pressure(t0 + ms(3)));
+        let out = drain(&mut root);
+        assert!(closes(&out, old) && !closes(&out, young));
+        assert!(root.handle_pressure(t0 + ms(3)));
+        assert!(closes(&drain(&mut root), young));
+        assert!(!root.handle_pressure(t0 + ms(3)), "a leaf is never shed");
+        assert!(drain(&mut root).is_empty());
+        assert!(root.conns.get(leaf).is_some());
+        let stats = root.stats();
+        assert_eq!((stats.shed, stats.accept_stalls), (2, 1));
     }
 
     #[test]

@@ -856,3 +856,32 @@ fn sim_an_invitation_nobody_claims_is_taken_back() {
         [LeafNote::Ended { event: Some(SessionEvent::Removed { reason }), .. }] if reason.contains("gave up")
     ));
 }
+
+#[test]
+fn sim_leaves_naming_an_admitted_leafs_data_address_are_refused_and_it_keeps_one_stream() {
+    let fakes = (1..=3).map(|i| LeafConfig {
+        data: Some(leaf_data(0)),
+        ..leaf_config(i)
+    });
+    let configs = std::iter::once(leaf_config(0)).chain(fakes);
+    let mut sim = Sim::with_leaves(root_config(ms(3000)), Script::default(), configs);
+    sim.join(0, Direction::ReceiverOnly).unwrap();
+    for i in 1..=3 {
+        sim.join(i, Direction::ReceiverOnly).unwrap();
+        match sim.leaf_notes(i).as_slice() {
+            [LeafNote::JoinFailed(Error::Refused { reason, .. })] => assert_eq!(
+                reason,
+                "the data address 10.0.1.0:7200 is taken by another leaf in the session (leaf#0)"
+            ),
+            other => panic!("expected leaf {i} refused, got {other:?}"),
+        }
+    }
+    let listed = sim
+        .root_notes()
+        .into_iter()
+        .filter(|n| matches!(n, RootNote::Listed(_)))
+        .count();
+    assert_eq!(listed, 1, "one leaf at that address, so one stream to it");
+    assert_eq!(sim.root.leaf_count(), 1);
+    assert_eq!(sim.root.stats().refused_data_taken, 3);
+}

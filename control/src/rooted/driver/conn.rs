@@ -3,7 +3,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -144,21 +143,12 @@ impl Conn {
         !self.outbuf.is_empty()
     }
 
-    /// Makes a last attempt to write what is queued (waiting at most `patience` for the
-    /// socket to take it), closes the sending side, discards what the peer sent that was
-    /// not read (closing with unread bytes would make the kernel send a reset, which can
-    /// destroy our last frame before the peer reads it), and deregisters the stream;
-    /// dropping the `Conn` closes it.
-    pub(super) fn finish(mut self, registry: &Registry, patience: Duration) {
-        let deadline = Instant::now() + patience;
-        while self.pending_output() && Instant::now() < deadline {
-            if self.flush().is_err() {
-                break;
-            }
-            if self.pending_output() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+    /// Closes the sending side, discards what the peer sent that was not read (closing
+    /// with unread bytes would make the kernel send a reset, which can destroy our last
+    /// frame before the peer reads it), and deregisters the stream; dropping the `Conn`
+    /// closes it. What is still queued is lost: the driver keeps a closing connection
+    /// until it is written or its time is up, and never waits here.
+    pub(super) fn finish(mut self, registry: &Registry) {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; READ_CHUNK];
         let mut budget = READ_BUDGET;

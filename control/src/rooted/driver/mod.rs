@@ -10,6 +10,15 @@
 //! the core's outputs are carried out in order: connection work here, the rest (events,
 //! answers to waiting calls) by the [`Side`], the root's or the leaf's API glue.
 //!
+//! Nothing on the driver thread sleeps or blocks. Accepting takes every waiting
+//! connection (the listener is edge-triggered) and reads what each has sent at once, so a
+//! leaf's Join is decided before later connections can crowd it out. When `accept` fails
+//! for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the core is
+//! asked to [shed](Machine::handle_pressure) a connection to make room; if it has none,
+//! accepting stops and starts again after [`ACCEPT_RETRY`], whatever the listener says
+//! meanwhile. A connection closed with output still queued stays registered, written as
+//! the socket takes it, until it is flushed or [`LINGER`] has passed.
+//!
 //! Threads: the driver thread alone touches the core and the sockets; the API reaches it
 //! through [`Ctl`] (a command queue and a waker) and reads back only what the [`Side`]
 //! publishes. Nothing here panics on anything a peer or the OS does; should the loop
@@ -40,8 +49,12 @@ const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 /// The first token of a connection.
 const FIRST_CONN: usize = 2;
-/// How long a connection closed with a last frame waits for the socket to take it.
+/// How long a connection closed with output still queued has for the socket to take it.
 const LINGER: Duration = Duration::from_millis(100);
+/// How long accepting pauses when `accept` failed for want of descriptors or memory with
+/// nothing to shed: long enough not to spin on a full descriptor table, short against a
+/// leaf's join timeout (seconds). The connections wait in the listen queue meanwhile.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// What a caller waiting for the driver's answer allows beyond the core's own deadline,
 /// for scheduling.
 const ANSWER_MARGIN: Duration = Duration::from_secs(2);
@@ -164,6 +177,11 @@ pub(crate) struct Driver<S: Side> {
     next_token: usize,
     /// Connections read up to their budget with bytes perhaps left.
     more: Vec<Token>,
+    /// Connections the core closed with output still queued, and until when they may
+    /// take to write it.
+    closing: HashMap<Token, (Conn, Instant)>,
+    /// Accepting is paused until then (`accept` failed for want of descriptors).
+    accept_paused: Option<Instant>,
     machine: S::Machine,
     side: S,
     commands: Receiver<Cmd<S::Cmd>>,
@@ -245,6 +263,8 @@ where
             tokens: HashMap::new(),
             next_token: FIRST_CONN,
             more: Vec::new(),
+            closing: HashMap::new(),
+            accept_paused: None,
             machine,
             side,
             commands,
@@ -277,8 +297,7 @@ where
         let mut again = Vec::new();
         loop {
             let timeout = if self.more.is_empty() {
-                self.machine
-                    .poll_timeout()
+                self.next_deadline()
                     .map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 // Connections with bytes left to read get no new event: come back at once.
@@ -293,7 +312,9 @@ where
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
-                    LISTENER => self.accept(),
+                    LISTENER if self.accept_paused.is_some() => {}
+                    LISTENER => self.accept(&mut frames),
+                    token if self.closing.contains_key(&token) => self.linger(token, None),
                     token => self.serve(token, event.is_readable(), &mut frames),
                 }
             }
@@ -309,15 +330,73 @@ where
                 self.machine.handle_timeout(now);
                 self.settle();
             }
+            if self.accept_paused.is_some_and(|at| at <= now) {
+                self.accept_paused = None;
+                self.accept(&mut frames);
+            }
+            let due: Vec<Token> = (self.closing.iter())
+                .filter(|(_, (_, until))| *until <= now)
+                .map(|(token, _)| *token)
+                .collect();
+            for token in due {
+                self.linger(token, Some(now));
+            }
         }
     }
 
-    /// Lets the core close everything, and stops listening.
+    /// The earliest of the core's deadline, the end of a pause in accepting and the last
+    /// moment of a closing connection.
+    fn next_deadline(&self) -> Option<Instant> {
+        let closing = self.closing.values().map(|(_, until)| *until);
+        (self.machine.poll_timeout().into_iter())
+            .chain(self.accept_paused)
+            .chain(closing)
+            .min()
+    }
+
+    /// Lets the core close everything and stops listening; then gives the connections
+    /// closed with output queued (the end of session, say) up to [`LINGER`] in all to
+    /// write it.
     fn shutdown(&mut self) {
         self.machine.handle_close();
         self.settle();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let mut events = Events::with_capacity(256);
+        let until = Instant::now() + LINGER;
+        while !self.closing.is_empty() {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(until - now)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            for event in events.iter() {
+                if self.closing.contains_key(&event.token()) {
+                    self.linger(event.token(), None);
+                }
+            }
+        }
+        for token in self.closing.keys().copied().collect::<Vec<_>>() {
+            self.linger(token, Some(Instant::now()));
+        }
+    }
+
+    /// A closing connection `token` can write: writes what it can; when done, failed or
+    /// out of time (`expired`), finishes it.
+    fn linger(&mut self, token: Token, expired: Option<Instant>) {
+        let Some((conn, _)) = self.closing.get_mut(&token) else {
+            return;
+        };
+        let flushed = conn.flush().is_err() || !conn.pending_output();
+        if flushed || expired.is_some() {
+            if let Some((conn, _)) = self.closing.remove(&token) {
+                conn.finish(self.poll.registry());
+            }
         }
     }
 
@@ -331,7 +410,7 @@ where
                         Ok(()) => {
                             self.listener = Some(listener);
                             // Peers may have connected before the registration.
-                            self.accept();
+                            self.accept(&mut Vec::new());
                         }
                         Err(e) => {
                             tracing::error!("{}: cannot watch the listener: {e}", S::NAMES.who)
@@ -351,8 +430,10 @@ where
         false
     }
 
-    /// Takes every waiting connection (the registration is edge-triggered) to the core.
-    fn accept(&mut self) {
+    /// Takes every waiting connection (the registration is edge-triggered) to the core,
+    /// and reads what each sent already. Out of descriptors, the core is asked to shed
+    /// one; with none to shed, accepting pauses for [`ACCEPT_RETRY`].
+    fn accept(&mut self, frames: &mut Vec<Frame>) {
         loop {
             let Some(listener) = &self.listener else {
                 return;
@@ -365,6 +446,8 @@ where
                             let id = self.machine.handle_accepted(peer, Instant::now());
                             self.keep(token, id, conn);
                             self.settle();
+                            // Its Join may be there already: decide it before the next.
+                            self.serve(token, true, frames);
                         }
                         Err(e) => tracing::warn!(
                             "{}: registering the connection of {peer} failed: {e}",
@@ -373,11 +456,35 @@ where
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if out_of_room(&e) => {
+                    let lingering = self.closing.len();
+                    if self.machine.handle_pressure(Instant::now()) {
+                        self.settle();
+                        // The core closed a connection: unless it lingers with its last
+                        // frame, its descriptor is free. Try again.
+                        if self.closing.len() <= lingering {
+                            continue;
+                        }
+                    }
+                    tracing::warn!(
+                        "{}: accepting a connection failed: {e}; trying again in {:?}",
+                        S::NAMES.who,
+                        ACCEPT_RETRY
+                    );
+                    self.accept_paused = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and the like: the connection stays queued; say so and try
-                    // again on the next event.
+                    // Not ours to fix (a protocol error of one connection, say): the
+                    // connection is gone from the queue, go on with the rest after a pause
+                    // (were it the listener's, no event would come to try again).
                     tracing::warn!("{}: accepting a connection failed: {e}", S::NAMES.who);
+                    self.accept_paused = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -481,16 +588,21 @@ where
                 conn.and_then(|(_, conn)| conn.send(&frame).err())
             }
             Transmit::Close(last) => {
-                let entry = self.tokens.remove(&id).and_then(|t| self.conns.remove(&t));
-                if let Some((_, mut conn)) = entry {
-                    let patience = match &last {
-                        Some(frame) => {
-                            let _ = conn.send(frame);
-                            LINGER
-                        }
-                        None => Duration::ZERO,
+                let token = self.tokens.remove(&id);
+                let entry = token.and_then(|t| Some((t, self.conns.remove(&t)?)));
+                if let Some((token, (_, mut conn))) = entry {
+                    self.more.retain(|t| *t != token);
+                    let sent = match &last {
+                        Some(frame) => conn.send(frame).is_ok(),
+                        None => conn.flush().is_ok(),
                     };
-                    conn.finish(self.poll.registry(), patience);
+                    if sent && conn.pending_output() {
+                        // The socket is full: write the rest as it drains, not waiting here.
+                        let until = Instant::now() + LINGER;
+                        self.closing.insert(token, (conn, until));
+                    } else {
+                        conn.finish(self.poll.registry());
+                    }
                 }
                 None
             }
@@ -605,4 +717,13 @@ impl<C> Ctl<C> {
 /// single insert, remove or store.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a failed `accept` failed for want of descriptors or kernel memory: the
+/// connection is still queued, and taking it needs room first.
+fn out_of_room(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
