@@ -13,7 +13,7 @@ use super::core::root::{AdmittedLeaf, Event, RootCore, RootNote};
 use super::core::{MAX_TIMEOUT, MIN_TIMEOUT};
 use super::driver::{self, lock, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
 use super::proto::DataPlan;
-use super::{Decision, JoinRequest, LeafId};
+use super::{Decision, JoinRequest, Key, LeafId};
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
@@ -36,11 +36,15 @@ pub struct RootConfig {
     pub connect_timeout: Duration,
     /// Events held for [`Root::events`] before further ones are dropped (and counted).
     pub event_capacity: usize,
+    /// The pre-shared key every leaf must prove it holds before it is admitted (and the
+    /// root proves to it in turn); `None`, the default, admits without. See
+    /// [`auth`](super::auth).
+    pub key: Option<Key>,
 }
 
 impl RootConfig {
     /// Defaults for `session`: 3 s timeout, no data plan, 65,536 leaves, 3 s connect
-    /// timeout, 4,096 events.
+    /// timeout, 4,096 events, no key.
     pub fn new(session: [u8; 10]) -> RootConfig {
         RootConfig {
             session,
@@ -49,6 +53,7 @@ impl RootConfig {
             max_leaves: 65_536,
             connect_timeout: Duration::from_secs(3),
             event_capacity: 4096,
+            key: None,
         }
     }
 }
@@ -108,7 +113,8 @@ impl RootHooks for DefaultHooks {}
 pub enum RootEvent {
     /// A leaf was admitted (it asked, or accepted an invitation).
     Joined(LeafHandle),
-    /// A join was refused (by the admission hook, the leaf limit or a bad request).
+    /// A join was refused (by the admission hook, the leaf limit or a bad request; a leaf
+    /// that did not prove the root's key with the reason [`AUTH_FAILED`](super::AUTH_FAILED)).
     Refused {
         /// The control address of the refused leaf.
         peer: SocketAddr,

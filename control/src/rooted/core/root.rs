@@ -19,6 +19,15 @@
 //! behaviour anyone could ask for. The core stays deterministic for deterministic hooks,
 //! and a test passes hooks as plain values. A panicking hook is caught: in `admit` or
 //! `on_join` it refuses the leaf, in `next_sequence` it gives 0, in `on_gone` it is logged.
+//!
+//! # Authentication comes first
+//!
+//! A root with a [key](crate::rooted::RootConfig::key) challenges every Join before
+//! anything else is checked or asked ([`State::AwaitProof`]): a leaf that does not prove
+//! the key learns only [`AUTH_FAILED`], and the hooks never hear of it. The nonce comes
+//! from the core's [`Nonces`] (the OS's generator; a counter in tests), the one input
+//! besides frames, commands and the time. The exchange is in
+//! [`auth`](crate::rooted::auth).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +35,7 @@ use std::time::Instant;
 
 use super::{connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch};
 use crate::error::{Error, Result};
+use crate::rooted::auth::{Nonce, Nonces, Tag, Transcript, AUTH_FAILED};
 use crate::rooted::proto::{DataPlan, Frame};
 use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks};
 use crate::socket::Direction;
@@ -42,6 +52,8 @@ pub(crate) struct RootCore {
     leaves: BTreeMap<LeafId, ConnId>,
     /// The connection of the one invitation waiting for its answer.
     inviting: Option<ConnId>,
+    /// Where the challenges' nonces come from.
+    nonces: Nonces,
 }
 
 /// Where a connection stands.
@@ -53,8 +65,38 @@ pub(crate) enum State {
     AwaitJoin,
     /// The root invited the leaf; waiting for its Join (accept) or Refuse (decline).
     Invited { direction: Direction },
+    /// The root has a key and challenged the leaf's Join; waiting for its Proof.
+    AwaitProof(Box<Challenged>),
+    /// The leaf proved the key and its Join is being decided (only within the
+    /// `handle_frame` that brought the proof).
+    Proved {
+        transcript: Box<Transcript>,
+        invited: Option<Direction>,
+    },
     /// An admitted leaf.
     Joined(LeafId),
+}
+
+/// A Join the root challenged, kept until the leaf's proof.
+#[derive(Debug)]
+pub(crate) struct Challenged {
+    /// The root's nonce in the Challenge.
+    nonce: Nonce,
+    transport: Transport,
+    request: JoinRequest,
+    /// The direction the leaf was invited in, if the root invited it.
+    invited: Option<Direction>,
+}
+
+/// The direction the leaf on a connection in `state` was invited in, if the root invited
+/// it and waits for the answer.
+fn invitation(state: &State) -> Option<Direction> {
+    match state {
+        State::Invited { direction } => Some(*direction),
+        State::AwaitProof(challenged) => challenged.invited,
+        State::Proved { invited, .. } => *invited,
+        State::Connecting { .. } | State::AwaitJoin | State::Joined(_) => None,
+    }
 }
 
 /// What a root's embedder is told, besides connection work.
@@ -105,7 +147,15 @@ impl RootCore {
             next_leaf: 0,
             leaves: BTreeMap::new(),
             inviting: None,
+            nonces: Nonces::os(),
         }
+    }
+
+    /// The same root, drawing its nonces from `nonces` (tests: a counter).
+    #[cfg(test)]
+    pub(crate) fn with_nonces(mut self, nonces: Nonces) -> RootCore {
+        self.nonces = nonces;
+        self
     }
 
     /// Invites the leaf listening at `peer` to join in `direction`. A
@@ -199,6 +249,66 @@ impl RootCore {
         }
     }
 
+    /// A Join on `conn` to a root with a key: challenges the leaf, keeping the Join until
+    /// its proof.
+    fn challenge(
+        &mut self,
+        conn: ConnId,
+        transport: Transport,
+        request: JoinRequest,
+        invited: Option<Direction>,
+        now: Instant,
+    ) {
+        let Some(nonce) = self.nonces.draw() else {
+            let reason = "the root could not draw a random nonce to challenge the leaf with";
+            return self.refuse(conn, request.peer, reason.into());
+        };
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let challenged = Challenged {
+            nonce,
+            transport,
+            request,
+            invited,
+        };
+        entry.change(State::AwaitProof(Box::new(challenged)), now);
+        self.conns.send(conn, Frame::Challenge { nonce }, now);
+    }
+
+    /// The leaf's Proof on `conn`, challenged: admission goes on if it proves the key,
+    /// otherwise the leaf is refused with [`AUTH_FAILED`].
+    fn proof(&mut self, conn: ConnId, leaf_nonce: Nonce, mac: Tag, now: Instant) {
+        let Some(State::AwaitProof(challenged)) = self.conns.get(conn).map(|c| &c.state) else {
+            return;
+        };
+        let join = Frame::Join {
+            transport: challenged.transport,
+            direction: challenged.request.direction,
+            data: challenged.request.data,
+            name: challenged.request.name.clone(),
+        };
+        let (peer, invited) = (challenged.request.peer, challenged.invited);
+        let transcript = Transcript::new(challenged.nonce, leaf_nonce, &join);
+        let proved = match (&self.config.key, transcript) {
+            (Some(key), Some(t)) if t.leaf_proves(key, &mac) => t,
+            _ => return self.refuse(conn, peer, AUTH_FAILED.into()),
+        };
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let proved = State::Proved {
+            transcript: Box::new(proved),
+            invited,
+        };
+        if let State::AwaitProof(challenged) = entry.change(proved, now) {
+            let Challenged {
+                transport, request, ..
+            } = *challenged;
+            self.join(conn, transport, request, invited, now);
+        }
+    }
+
     /// Checks what a root can check before asking the hooks.
     fn check_request(
         &self,
@@ -230,7 +340,7 @@ impl RootCore {
             reason: reason.clone(),
         };
         if let Some(closed) = self.conns.close(conn, Some(last)) {
-            if let State::Invited { .. } = closed.state {
+            if invitation(&closed.state).is_some() {
                 self.answer_invite(Err(Error::Refused {
                     peer,
                     reason: reason.clone(),
@@ -281,8 +391,15 @@ impl RootCore {
         // the inviter) finds it in the embedder's list.
         self.conns
             .note(RootNote::Listed(AdmittedLeaf { id, request, plan }));
+        if let (State::Proved { transcript, .. }, Some(key)) = (&previous, &self.config.key) {
+            // Proof that this root holds the key too, over this very Admit. (It cannot
+            // fail to encode: the Admit encodes below.)
+            if let Some(mac) = transcript.root_proof(key, &admit) {
+                self.conns.send(conn, Frame::RootProof { mac }, now);
+            }
+        }
         self.conns.send(conn, admit, now);
-        if let State::Invited { .. } = previous {
+        if invitation(&previous).is_some() {
             self.answer_invite(Ok(id));
         }
         self.conns.note(RootNote::Event(Event::Joined(id)));
@@ -306,10 +423,14 @@ impl RootCore {
                 self.call_on_gone(id);
                 self.conns.note(RootNote::Event(event(id)));
             }
-            State::Connecting { .. } | State::Invited { .. } => {
+            State::Connecting { .. } => self.answer_invite(Err(Error::SessionClosed)),
+            other if invitation(&other).is_some() => {
                 self.answer_invite(Err(Error::SessionClosed));
             }
-            State::AwaitJoin => {}
+            State::Invited { .. }
+            | State::AwaitJoin
+            | State::AwaitProof(_)
+            | State::Proved { .. } => {}
         }
     }
 
@@ -344,7 +465,10 @@ impl Rules for RootCore {
         move |state| match state {
             State::Joined(_) => Watch::Session(timeout),
             State::Connecting { .. } => Watch::Pending(connect),
-            State::AwaitJoin | State::Invited { .. } => Watch::Pending(timeout),
+            State::AwaitJoin
+            | State::Invited { .. }
+            | State::AwaitProof(_)
+            | State::Proved { .. } => Watch::Pending(timeout),
         }
     }
 
@@ -384,8 +508,18 @@ impl Rules for RootCore {
                     name,
                     invited: invited.is_some(),
                 };
-                self.join(conn, transport, request, invited, now);
+                if self.config.key.is_some() {
+                    self.challenge(conn, transport, request, invited, now);
+                } else {
+                    self.join(conn, transport, request, invited, now);
+                }
             }
+            (State::AwaitProof(_), Frame::Proof { nonce, mac }) => {
+                self.proof(conn, nonce, mac, now);
+            }
+            // Anything but a proof (a leaf without the key declines with a Refuse) is
+            // no proof.
+            (State::AwaitProof(_), _) => self.refuse(conn, peer, AUTH_FAILED.into()),
             (State::Invited { .. }, Frame::Refuse { reason }) => {
                 self.conns.close(conn, None);
                 self.answer_invite(Err(Error::Refused { peer, reason }));
@@ -401,11 +535,18 @@ impl Rules for RootCore {
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
         let answer = match self.conns.get(conn).map(|c| &c.state) {
             Some(State::Connecting { .. }) => connect_error("connecting to the leaf", peer, why),
-            Some(State::Invited { .. }) => Error::SessionGone {
+            Some(state) if invitation(state).is_some() => Error::SessionGone {
                 peer,
                 reason: why.to_string(),
             },
-            Some(State::AwaitJoin | State::Joined(_)) | None => {
+            Some(
+                State::AwaitJoin
+                | State::Joined(_)
+                | State::Invited { .. }
+                | State::AwaitProof(_)
+                | State::Proved { .. },
+            )
+            | None => {
                 let reason = why.to_string();
                 return self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
             }
@@ -422,7 +563,9 @@ impl Rules for RootCore {
                 };
                 return self.close_leaf(conn, Some(leave), |leaf| Event::TimedOut { leaf });
             }
-            Some(State::AwaitJoin) | None => {
+            // The leaf gave no proof in time.
+            Some(State::AwaitProof(_)) => return self.refuse(conn, peer, AUTH_FAILED.into()),
+            Some(State::AwaitJoin | State::Proved { .. }) | None => {
                 self.conns.close(conn, None);
                 return;
             }
@@ -460,7 +603,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::super::sim::{
-        bring_up, closes, drain, frames_on, invite, leaf_data, ms, notes, root_config, Script,
+        bring_up, closes, drain, frames_on, invite, key, leaf_data, ms, notes, root_config,
+        root_nonces, Script,
     };
     use std::sync::Arc;
 
@@ -788,6 +932,48 @@ mod tests {
             RootNote::Event(Event::Left { reason, .. }) if reason == "the root closed the session"
         )));
         assert_eq!(root.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_challenged_leaf_that_never_proves_is_refused_at_the_timeout() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.key = Some(key(7));
+        let mut root = root(config).with_nonces(root_nonces());
+        let (conn, out) = asks(&mut root, "silent", t0);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Challenge { .. }]
+        ));
+        assert_eq!(root.poll_timeout(), Some(t0 + ms(3000)));
+        root.handle_timeout(t0 + ms(2999));
+        assert!(drain(&mut root).is_empty());
+        root.handle_timeout(t0 + ms(3000));
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Refuse { reason }] if reason == AUTH_FAILED
+        ));
+        assert!(closes(&out, conn));
+        assert!(matches!(
+            notes(out).as_slice(),
+            [RootNote::Event(Event::Refused { reason, .. })] if reason == AUTH_FAILED
+        ));
+    }
+
+    #[test]
+    fn a_proof_to_a_root_without_a_key_is_a_protocol_error() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let conn = root.handle_accepted(PEER, t0);
+        let proof = Frame::Proof {
+            nonce: [1; 32],
+            mac: [2; 32],
+        };
+        root.handle_frame(conn, proof, t0);
+        let out = drain(&mut root);
+        assert!(closes(&out, conn));
+        assert_eq!(root.leaf_count(), 0);
     }
 
     #[test]
