@@ -352,7 +352,13 @@ fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
 
 fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
     let config = admitted_config(args, session);
-    let mut root = AdmittedRoot::start(config, args.listen, args.timeout, admission(&args.admit))?;
+    let mut root = AdmittedRoot::start(
+        config,
+        args.listen,
+        args.timeout,
+        admission(&args.admit),
+        None,
+    )?;
     check_size(
         root.publisher(),
         args.load.size,
