@@ -21,7 +21,8 @@
 //!   `--baseline`, `baseline_deliveries_per_sec` and `ratio` follow. The receive-side
 //!   fields of the summary and `latency_ns` are `null` (the leaves only count datagrams).
 //! - `root`: what the root offered (messages, bytes, packets each counted once), per second
-//!   of publishing; `leaves` (every leaf that joined), `refused`, `left`, `timed_out`,
+//!   of publishing; `leaves` (every leaf that joined), `refused`, `auth_failed` (of
+//!   those, leaves that did not prove `--key-file`'s key), `left`, `timed_out`,
 //!   `removed`, `leaves_at_end`, `deliveries` (packets the kernel took for a leaf;
 //!   `null` on admitted-multicast, where the network copies packets) and, with
 //!   `--uplink`, `uplink`. The receive-side fields and `latency_ns` are `null`.
@@ -814,6 +815,9 @@ pub struct LeafCounts {
     pub joined: u64,
     /// Joins refused.
     pub refused: u64,
+    /// Of those, leaves that did not prove the root's key (`--key-file`): refused with
+    /// `authentication failed`.
+    pub auth_failed: u64,
     /// Leaves that left (they said so, or their connection closed).
     pub left: u64,
     /// Leaves removed for silence.
@@ -915,10 +919,11 @@ impl fmt::Display for RootReport {
         let l = &self.leaves;
         writeln!(
             f,
-            "leaves    joined {}   refused {}   left {}   timed out {}   removed {}   in the \
-             session at the end {}",
+            "leaves    joined {}   refused {} (authentication failed {})   left {}   timed out \
+             {}   removed {}   in the session at the end {}",
             Grouped(l.joined),
             Grouped(l.refused),
+            Grouped(l.auth_failed),
             Grouped(l.left),
             Grouped(l.timed_out),
             Grouped(l.removed),
@@ -962,6 +967,7 @@ impl Report for RootReport {
             .u64("rate", self.rate)
             .u64("leaves", l.joined)
             .u64("refused", l.refused)
+            .u64("auth_failed", l.auth_failed)
             .u64("left", l.left)
             .u64("timed_out", l.timed_out)
             .u64("removed", l.removed)

@@ -119,7 +119,7 @@ impl Key {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(bad(format!(
-                "its mode {mode:04o} lets {} it; a pre-shared key must be private to its \
+                "its mode {mode:04o} makes it {}; a pre-shared key must be private to its \
                  owner: run `chmod 600 {}`",
                 exposure(mode),
                 path.display()
@@ -161,13 +161,16 @@ impl Key {
     }
 }
 
-/// Who may do what to a file of `mode`, beyond its owner, in words.
+/// What a file of `mode` is to others than its owner, in words: the worst first.
 fn exposure(mode: u32) -> &'static str {
-    match (mode & 0o044 != 0, mode & 0o022 != 0) {
-        (true, true) => "group or others read and write",
-        (true, false) if mode & 0o004 != 0 => "everyone read (world-readable)",
-        (true, false) => "its group read",
-        _ => "group or others write or run",
+    if mode & 0o004 != 0 {
+        "world-readable"
+    } else if mode & 0o040 != 0 {
+        "group-readable"
+    } else if mode & 0o022 != 0 {
+        "writable by group or others"
+    } else {
+        "executable by group or others"
     }
 }
 
@@ -425,8 +428,9 @@ mod tests {
     fn a_key_file_others_may_read_is_refused_saying_to_chmod_600() {
         for (mode, says) in [
             (0o644, "world-readable"),
-            (0o640, "group read"),
-            (0o620, "write"),
+            (0o640, "group-readable"),
+            (0o620, "writable by group or others"),
+            (0o601, "executable"),
         ] {
             let path = key_file(&format!("mode{mode:o}"), &[b'k'; 32], mode);
             let err = Key::from_file(&path).unwrap_err();
