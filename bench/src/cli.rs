@@ -114,6 +114,9 @@ More:
   multipoint root --transport admitted-multicast --group 239.255.9.9:40000 --ttl 0
       admit leaves, then publish by IP multicast (leaves join source-specifically)
   multipoint root --wait-leaves 1 --json | tail -n 1
+  openssl rand -hex 32 > key && chmod 600 key && multipoint root --key-file key
+      only leaves that prove they hold the same key (multipoint leaf --key-file key)
+      are admitted; the others are refused with `authentication failed`
 
 Leaf events (joined, refused, left, timed out, removed) are printed as they happen, one
 line each. The report counts messages and packets offered; deliveries are packets the
@@ -129,6 +132,8 @@ Examples (start `multipoint root` first; it prints the address to give --root):
   multipoint leaf --root 127.0.0.1:7000 --direction both --rate 10000
       also send timestamped messages to the root (the root needs --uplink)
   multipoint leaf --root 127.0.0.1:7000 --transport admitted-multicast
+  multipoint leaf --root 127.0.0.1:7000 --key-file key
+      prove the root's pre-shared key, and take data only from a root that proves it
 
 The report is `multipoint sub`'s: messages, gaps, missing, duplicates, malformed, kernel
 drops and, for `multipoint root` payloads, one-way latency. A refused leaf exits with
@@ -565,6 +570,12 @@ pub struct RootArgs {
           value_parser = parse_leaf_name)]
     pub admit: Vec<String>,
 
+    /// A file holding the pre-shared key leaves must prove they hold (hex digits, or raw
+    /// bytes; 16 bytes at least; readable by its owner only: chmod 600). Leaves without
+    /// it are refused with `authentication failed`. Default: no key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
     /// Start publishing once this many leaves are in the session (0: at once). Waits as
     /// long as it takes.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -682,6 +693,11 @@ pub struct LeafArgs {
     /// root needs --uplink), or both.
     #[arg(long, value_enum, default_value_t = LeafDirection::Receive)]
     pub direction: LeafDirection,
+
+    /// A file holding the root's pre-shared key (as `multipoint root --key-file`): proved
+    /// to the root, and asked of it in turn. Default: no key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 
     /// Count from the first message that arrives, rather than from sequence number 1 (the
     /// root was publishing before this leaf joined).

@@ -84,6 +84,11 @@ pub enum Error {
         source: multipoint_dataplane::Error,
     },
 
+    /// The pre-shared key file (`--key-file`) cannot be used: not private to its owner,
+    /// unreadable, or no key of the allowed length in it.
+    #[error("cannot use --key-file")]
+    Key(#[source] multipoint_control::Error),
+
     /// `leaf --direction send|both` on admitted-multicast, where leaves only receive.
     #[error(
         "--direction {direction} needs --transport rooted-unicast: on admitted-multicast \

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
 use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport};
-use crate::root::{direction_name, transport_name};
+use crate::root::{direction_name, load_key, transport_name};
 use crate::subscribe::{receive_progress, start_at, until, Receiving, Watch};
 
 /// How often the counters are looked at when nothing is being sent.
@@ -157,7 +157,8 @@ fn joined_line(args: &LeafArgs, name: &str, joined: &Joined<Watch>) -> String {
 ///
 /// # Errors
 ///
-/// [`Error::LeafCannotSend`] for a sending leaf on admitted-multicast; [`Error::Join`]
+/// [`Error::Key`] when `--key-file` cannot be used; [`Error::LeafCannotSend`] for a
+/// sending leaf on admitted-multicast; [`Error::Join`]
 /// when the root refuses (with its reason) or cannot be reached; [`Error::SizeTooLarge`]
 /// for a message too large to send; the data plane's errors setting up the shard or the
 /// data socket; [`Error::Offer`]; the output files' errors.
@@ -169,8 +170,12 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         });
     }
     let name = leaf_name(args);
+    // Before anything else: a key file that cannot be used stops the leaf at once.
+    let key = load_key(args.key_file.as_deref())?;
     let mut shards = Shards::start(shard_config(args))?;
-    let leaf = DataLeaf::new(leaf_config(args, &name))?;
+    let mut config = leaf_config(args, &name);
+    config.key = key;
+    let leaf = DataLeaf::new(config)?;
     let mut joined = leaf
         .join(&mut shards, args.root, direction, Watch::default())
         .map_err(|source| Error::Join {

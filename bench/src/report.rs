@@ -21,12 +21,14 @@
 //!   `--baseline`, `baseline_deliveries_per_sec` and `ratio` follow. The receive-side
 //!   fields of the summary and `latency_ns` are `null` (the leaves only count datagrams).
 //! - `root`: what the root offered (messages, bytes, packets each counted once), per second
-//!   of publishing; `leaves` (every leaf that joined), `refused`, `left`, `timed_out`,
+//!   of publishing; `leaves` (every leaf that joined), `refused`, `auth_failed` (of
+//!   those, leaves that did not prove `--key-file`'s key), `left`, `timed_out`,
 //!   `removed`, `leaves_at_end`, `deliveries` (packets the kernel took for a leaf;
 //!   `null` on admitted-multicast, where the network copies packets), `control` (what the
 //!   control plane accepted, refused by reason, shed and timed out: `accepted`,
 //!   `refused_max_connections`, `refused_per_peer`, `refused_join_rate`,
-//!   `refused_data_taken`, `refused_full`, `refused_other`, `shed`, `handshake_timeouts`,
+//!   `refused_data_taken`, `refused_auth`, `refused_full`, `refused_other`, `shed`,
+//!   `handshake_timeouts`,
 //!   `accept_stalls`) and, with `--uplink`, `uplink`. The receive-side fields and
 //!   `latency_ns` are `null`.
 //! - `leaf`: as `sub`, for what the leaf received; `ended`, `ended_by` (`count`, `secs`,
@@ -839,6 +841,9 @@ pub struct LeafCounts {
     pub joined: u64,
     /// Joins refused.
     pub refused: u64,
+    /// Of those, leaves that did not prove the root's key (`--key-file`): refused with
+    /// `authentication failed`.
+    pub auth_failed: u64,
     /// Leaves that left (they said so, or their connection closed).
     pub left: u64,
     /// Leaves removed for silence.
@@ -942,10 +947,11 @@ impl fmt::Display for RootReport {
         let l = &self.leaves;
         writeln!(
             f,
-            "leaves    joined {}   refused {}   left {}   timed out {}   removed {}   in the \
-             session at the end {}",
+            "leaves    joined {}   refused {} (authentication failed {})   left {}   timed out \
+             {}   removed {}   in the session at the end {}",
             Grouped(l.joined),
             Grouped(l.refused),
+            Grouped(l.auth_failed),
             Grouped(l.left),
             Grouped(l.timed_out),
             Grouped(l.removed),
@@ -955,13 +961,14 @@ impl fmt::Display for RootReport {
         writeln!(
             f,
             "control   connections {}   refused: over the total {}, over the per-address {}, \
-             join rate {}, data address taken {}, session full {}, other {}   shed {}   \
-             handshake timeouts {}   accept stalls {}",
+             join rate {}, data address taken {}, authentication {}, session full {}, other {}   \
+             shed {}   handshake timeouts {}   accept stalls {}",
             Grouped(c.accepted),
             Grouped(c.refused_max_connections),
             Grouped(c.refused_per_peer),
             Grouped(c.refused_join_rate),
             Grouped(c.refused_data_taken),
+            Grouped(c.refused_auth),
             Grouped(c.refused_full),
             Grouped(c.refused_other),
             Grouped(c.shed),
@@ -1006,6 +1013,7 @@ impl Report for RootReport {
             .u64("rate", self.rate)
             .u64("leaves", l.joined)
             .u64("refused", l.refused)
+            .u64("auth_failed", l.auth_failed)
             .u64("left", l.left)
             .u64("timed_out", l.timed_out)
             .u64("removed", l.removed)
@@ -1039,6 +1047,7 @@ impl Report for RootReport {
             .u64("refused_per_peer", c.refused_per_peer)
             .u64("refused_join_rate", c.refused_join_rate)
             .u64("refused_data_taken", c.refused_data_taken)
+            .u64("refused_auth", c.refused_auth)
             .u64("refused_full", c.refused_full)
             .u64("refused_other", c.refused_other)
             .u64("shed", c.shed)

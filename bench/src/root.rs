@@ -14,7 +14,9 @@
 //! then close the root, which ends the session at every leaf. Leaf events are printed by
 //! a thread of their own, on stdout, one line each ([`event_line`]); the report counts
 //! them. `--admit` admits only the leaves named, refusing the others with a reason they
-//! are told.
+//! are told; `--key-file` admits only leaves that prove the pre-shared key in it (see
+//! [`multipoint_control::rooted::auth`]), refusing the others with `authentication
+//! failed`, which the report counts apart.
 //!
 //! The fan-out's and uplink's shards are not pinned: a root usually shares its host with
 //! other processes (leaves, on loopback).
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use multipoint_control::rooted::{Decision, LeafId, Root, RootEvent};
+use multipoint_control::rooted::{Decision, Key, LeafId, Root, RootEvent, AUTH_FAILED};
 use multipoint_control::Direction;
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::rooted_transport::{
@@ -112,7 +114,12 @@ impl Seen {
     fn add(&mut self, event: &RootEvent) {
         match event {
             RootEvent::Joined(_) => self.counts.joined += 1,
-            RootEvent::Refused { .. } => self.counts.refused += 1,
+            RootEvent::Refused { reason, .. } => {
+                self.counts.refused += 1;
+                if reason == AUTH_FAILED {
+                    self.counts.auth_failed += 1;
+                }
+            }
             RootEvent::Left { leaf, .. } => self.left.push(*leaf),
             RootEvent::TimedOut { .. } => self.counts.timed_out += 1,
             RootEvent::Removed { .. } => self.counts.removed += 1,
@@ -307,7 +314,7 @@ pub fn host_needs(args: &RootArgs) -> Result<HostNeeds> {
     })
 }
 
-fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
+fn start_unicast(args: &RootArgs, session: Session, key: Option<Key>) -> Result<Started> {
     let max_datagram = args.engine.io.max_datagram;
     let limit = max_datagram.saturating_sub(HEADER_LEN + BLOCK_HEADER_LEN);
     if args.load.size > limit {
@@ -333,7 +340,8 @@ fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
         }
         None => (None, None),
     };
-    let config = unicast_config(args, session);
+    let mut config = unicast_config(args, session);
+    config.key = key;
     let root = UnicastRoot::start_with(config, admission(&args.admit), uplink)?;
     // What the fan-out chose (and why), for the report.
     let backend = root
@@ -351,7 +359,7 @@ fn start_unicast(args: &RootArgs, session: Session) -> Result<Started> {
     })
 }
 
-fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
+fn start_admitted(args: &RootArgs, session: Session, key: Option<Key>) -> Result<Started> {
     let config = admitted_config(args, session);
     let mut root = AdmittedRoot::start_limited(
         config,
@@ -359,6 +367,7 @@ fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
         args.timeout,
         admission(&args.admit),
         args.limits.limits(),
+        key,
     )?;
     check_size(
         root.publisher(),
@@ -375,6 +384,16 @@ fn start_admitted(args: &RootArgs, session: Session) -> Result<Started> {
         data,
         uplink: None,
     })
+}
+
+/// The key in `--key-file`, if one is given.
+///
+/// # Errors
+///
+/// [`Error::Key`] when the file is not private to its owner, cannot be read, or holds no
+/// key of the allowed length.
+pub fn load_key(path: Option<&std::path::Path>) -> Result<Option<Key>> {
+    path.map(Key::from_file).transpose().map_err(Error::Key)
 }
 
 /// The first line `root` prints, once it listens: where leaves ask to join.
@@ -400,6 +419,9 @@ fn listening_line(args: &RootArgs, started: &Started, session: Session) -> Strin
     if args.transport == RootedTransport::AdmittedMulticast {
         line.push_str(" --transport admitted-multicast");
     }
+    if let Some(key) = &args.key_file {
+        line.push_str(&format!(" --key-file {}", key.display()));
+    }
     line
 }
 
@@ -416,14 +438,16 @@ pub fn transport_name(t: RootedTransport) -> &'static str {
 ///
 /// # Errors
 ///
-/// [`Error::SizeTooLarge`] when `--size` exceeds what a packet carries; the data plane's
+/// [`Error::Key`] when `--key-file` cannot be used; [`Error::SizeTooLarge`] when `--size`
+/// exceeds what a packet carries; the data plane's
 /// and control plane's errors when the root cannot start (the listening address taken,
 /// say); [`Error::Setup`] for the event thread; [`Error::Offer`].
 pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
     let session = session_or_default(args.publish.session)?;
+    let key = load_key(args.key_file.as_deref())?;
     let mut started = match args.transport {
-        RootedTransport::RootedUnicast => start_unicast(args, session)?,
-        RootedTransport::AdmittedMulticast => start_admitted(args, session)?,
+        RootedTransport::RootedUnicast => start_unicast(args, session, key)?,
+        RootedTransport::AdmittedMulticast => start_admitted(args, session, key)?,
     };
     println!("{}", listening_line(args, &started, session));
     let printer = print_events(started.root.control(), progress)?;
@@ -540,6 +564,7 @@ mod tests {
             LeafCounts {
                 joined: 0,
                 refused: 1,
+                auth_failed: 0,
                 left: 1,
                 timed_out: 1,
                 removed: 0,

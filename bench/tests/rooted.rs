@@ -9,9 +9,11 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{turn, u64_of, words, Proc};
+use common::{run, turn, u64_of, words, Proc};
 use multipoint_control::rooted::proto::{decode, Frame};
 use multipoint_control::socket2::{Domain, Socket, Type};
 use multipoint_control::{Direction, Transport};
@@ -254,6 +256,31 @@ fn wait_for_line(root: &mut Proc, what: &str) -> String {
     }
 }
 
+/// A key file named `name` holding `content`, with `mode`, in a directory of this test
+/// process; removed when the value drops.
+struct KeyFile(PathBuf);
+
+impl KeyFile {
+    fn new(name: &str, content: &str, mode: u32) -> KeyFile {
+        let dir = std::env::temp_dir().join(format!("mp-tool-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        KeyFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn three_hundred_idle_connections_under_a_file_limit_of_100_do_not_keep_a_real_leaf_out() {
     let _turn = turn();
@@ -397,4 +424,64 @@ fn fake_leaves_beyond_the_caps_are_refused_and_the_real_leaf_keeps_its_one_strea
         u64_of(&root_report, "deliveries") <= 5 * packets,
         "{root_report}"
     );
+}
+
+#[test]
+fn a_world_readable_key_file_is_refused_saying_why_and_what_to_do() {
+    let open = KeyFile::new("open", "00112233445566778899aabbccddeeff\n", 0o644);
+    for command in ["root", "leaf --root 127.0.0.1:9"] {
+        let output = run(&words(&format!("{command} --key-file {}", open.path())));
+        assert!(!output.status.success(), "{command} took the key");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("world-readable"), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("chmod 600 {}", open.path())),
+            "{command}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("00112233"),
+            "the key is not shown: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_leaf_with_a_wrong_key_or_none_is_refused_with_authentication_failed() {
+    let _turn = turn();
+    let key = KeyFile::new(
+        "good",
+        "4d756c7469706f696e74206b6579203332206279746573212121212121212121\n",
+        0o600,
+    );
+    let wrong = KeyFile::new("wrong", "an entirely different key, in raw bytes", 0o400);
+    let (root, addr) = root(&format!(
+        "--key-file {} --wait-leaves 1 --count 1000 --rate 50000 --json",
+        key.path()
+    ));
+    for args in [
+        format!("--name eve --key-file {}", wrong.path()),
+        "--name anon".into(),
+    ] {
+        let stderr = refused(&addr, &args);
+        assert!(
+            stderr.contains("cannot join the root") && stderr.contains("authentication failed"),
+            "{args}: {stderr}"
+        );
+    }
+
+    let (_, member) = leaf(
+        &addr,
+        &format!("--name member --key-file {} --json", key.path()),
+    )
+    .json();
+    let (root_out, root_report) = root.json();
+    assert_got_everything(&member, 1_000);
+    assert_eq!(u64_of(&root_report, "leaves"), 1, "{root_report}");
+    assert_eq!(u64_of(&root_report, "refused"), 2, "{root_report}");
+    assert_eq!(u64_of(&root_report, "auth_failed"), 2, "{root_report}");
+    assert!(
+        root_out.contains("refused: authentication failed"),
+        "{root_out}"
+    );
+    assert!(root_out.contains("(authentication failed 2)"), "{root_out}");
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use crate::transport::Transport;
 
@@ -250,6 +251,29 @@ pub enum Error {
         wanted: String,
         /// The value read back.
         actual: String,
+    },
+
+    /// A pre-shared key for authenticated admission cannot be used: its file is not
+    /// private to its owner, cannot be read, or holds no key of the allowed length.
+    #[error(
+        "{}{why}",
+        path.as_ref().map_or_else(String::new, |p| format!("key file {}: ", p.display()))
+    )]
+    BadKey {
+        /// The key file, if the key came from one.
+        path: Option<PathBuf>,
+        /// What is wrong, and what to do.
+        why: String,
+    },
+
+    /// A leaf with a pre-shared key did not take an admission: the root did not prove it
+    /// holds the same key. The leaf left at once.
+    #[error("authentication failed: the root at {peer} {why}")]
+    AuthenticationFailed {
+        /// The root.
+        peer: SocketAddr,
+        /// What the root did wrong.
+        why: &'static str,
     },
 
     /// Any other failure of a system call.

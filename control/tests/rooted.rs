@@ -1,6 +1,6 @@
 //! The rooted control protocol, by behaviour, on loopback TCP: admission and refusal,
 //! invitations, one join at a time, leaving, liveness timeouts both ways, closing the
-//! root, and no growth over many joins.
+//! root, no growth over many joins, and authenticated admission with a pre-shared key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use multipoint_control::rooted::proto::{decode, Frame};
 use multipoint_control::rooted::{
-    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafHandle, LeafId, Root, RootConfig,
-    RootEvent, RootHooks, SessionEvent,
+    DataPlan, Decision, JoinRequest, Key, Leaf, LeafConfig, LeafHandle, LeafId, Root, RootConfig,
+    RootEvent, RootHooks, SessionEvent, AUTH_FAILED,
 };
 use multipoint_control::{ControlRole, DataRole, Direction, Error, Roles, Transport};
 
@@ -507,6 +507,202 @@ fn joining_or_inviting_where_nobody_listens_fails_with_the_os_error() {
     inviter
         .join_leaf(invitee.listen(ANY).unwrap(), Direction::Both)
         .unwrap();
+}
+
+// ---- authenticated admission ---------------------------------------------------------
+
+const KEY: [u8; 32] = *b"a pre-shared key of 32 bytes ok!";
+
+/// A rooted-unicast root with [`KEY`] (3 s timeout), listening on loopback.
+fn keyed_root() -> (Root, SocketAddr) {
+    let mut config = root_config(Duration::from_secs(3));
+    config.key = Some(Key::new(KEY).unwrap());
+    let root = Root::new(Transport::RootedUnicast, Roles::ROOT, config).unwrap();
+    let at = root.listen(ANY).unwrap();
+    (root, at)
+}
+
+/// A leaf named `name` (data on `port`) holding `key`.
+fn keyed_leaf(name: &str, port: u16, key: Option<&[u8]>) -> Leaf {
+    let mut config = leaf_config(name, port);
+    config.key = key.map(|k| Key::new(k).unwrap());
+    Leaf::new(Transport::RootedUnicast, Roles::LEAF, config).unwrap()
+}
+
+/// The next root event, which must be a refusal for authentication.
+fn refused_for_authentication(root: &Root) {
+    match next_event(root, Duration::from_secs(2)) {
+        RootEvent::Refused { reason, .. } => assert_eq!(reason, AUTH_FAILED),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_root_with_a_key_admits_who_holds_it_and_refuses_a_keyless_and_a_wrong_key_leaf() {
+    let (root, at) = keyed_root();
+    let good = keyed_leaf("good", 40230, Some(&KEY));
+    let session = good.join_leaf(at, Direction::ReceiverOnly).unwrap();
+    assert_eq!(session.plan(), &unicast_plan());
+    assert_eq!(joined(&root).name(), "good");
+
+    for (name, key) in [("keyless", None), ("wrong", Some(&[9u8; 32][..]))] {
+        let leaf = keyed_leaf(name, 40231, key);
+        let (peer, reason) = refusal(leaf.join_leaf(at, Direction::ReceiverOnly));
+        assert_eq!((peer, reason.as_str()), (at, AUTH_FAILED), "{name}");
+        assert!(!leaf.in_session());
+        refused_for_authentication(&root);
+    }
+    assert_eq!(root.leaves().len(), 1, "only the leaf with the key is in");
+    assert!(session.is_active());
+}
+
+#[test]
+fn a_leaf_with_a_key_refuses_a_root_without_one() {
+    let (root, at) = self::root(Duration::from_secs(3));
+    let leaf = keyed_leaf("careful", 40232, Some(&KEY));
+    match leaf.join_leaf(at, Direction::ReceiverOnly) {
+        Err(err @ Error::AuthenticationFailed { .. }) => {
+            assert!(
+                err.to_string().starts_with("authentication failed"),
+                "{err}"
+            );
+        }
+        other => panic!("expected the root refused, got {other:?}"),
+    }
+    assert!(!leaf.in_session());
+    let handle = joined(&root);
+    match next_event(&root, Duration::from_secs(2)) {
+        RootEvent::Left { leaf, reason } => {
+            assert_eq!((leaf, reason.as_str()), (handle.id(), AUTH_FAILED));
+        }
+        other => panic!("expected Left, got {other:?}"),
+    }
+    assert!(root.leaves().is_empty());
+}
+
+#[test]
+fn a_keyed_root_invites_a_leaf_with_the_key_and_is_declined_by_one_without() {
+    let (root, _) = keyed_root();
+    let good = keyed_leaf("invitee", 40233, Some(&KEY));
+    let handle = root
+        .join_leaf(good.listen(ANY).unwrap(), Direction::Both)
+        .unwrap();
+    assert!(handle.invited());
+    let _session = good
+        .accept(Duration::from_secs(2))
+        .unwrap()
+        .expect("a session");
+    joined(&root);
+
+    let wrong = keyed_leaf("wrong", 40234, Some(&[1; 16]));
+    let (_, reason) = refusal(root.join_leaf(wrong.listen(ANY).unwrap(), Direction::Both));
+    assert_eq!(reason, AUTH_FAILED);
+    assert!(!wrong.in_session());
+    refused_for_authentication(&root);
+}
+
+/// Reads the next frame from `stream` (3 s at most), keeping what follows in `pending`.
+fn read_frame(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Frame> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    loop {
+        if let Some((frame, used)) = decode(pending).unwrap() {
+            pending.drain(..used);
+            return Some(frame);
+        }
+        let mut chunk = [0u8; 1024];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn send(stream: &mut TcpStream, frame: &Frame) {
+    let mut out = Vec::new();
+    frame.encode(&mut out).unwrap();
+    stream.write_all(&out).unwrap();
+}
+
+/// HMAC-SHA256 with [`KEY`] over the parts, one after the other.
+fn hmac(parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&KEY).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+#[test]
+fn a_proof_made_by_the_documented_recipe_is_admitted_and_its_replay_is_refused() {
+    let (root, at) = keyed_root();
+    let join = Frame::Join {
+        transport: Transport::RootedUnicast,
+        direction: Direction::ReceiverOnly,
+        data: Some("127.0.0.1:40235".parse().unwrap()),
+        name: "by-hand".into(),
+    };
+    let mut join_bytes = Vec::new();
+    join.encode(&mut join_bytes).unwrap();
+    let leaf_nonce = [0x5a; 32];
+
+    // The exchange, spoken by hand as rooted::auth documents it.
+    let mut first = TcpStream::connect(at).unwrap();
+    let mut pending = Vec::new();
+    send(&mut first, &join);
+    let Some(Frame::Challenge { nonce: root_nonce }) = read_frame(&mut first, &mut pending) else {
+        panic!("expected a Challenge");
+    };
+    let mac = hmac(&[b"multipoint-join-v1", &root_nonce, &leaf_nonce, &join_bytes]);
+    let proof = Frame::Proof {
+        nonce: leaf_nonce,
+        mac,
+    };
+    send(&mut first, &proof);
+    let Some(Frame::RootProof { mac: root_mac }) = read_frame(&mut first, &mut pending) else {
+        panic!("expected the root's proof");
+    };
+    let admit = read_frame(&mut first, &mut pending).unwrap();
+    assert!(matches!(admit, Frame::Admit { .. }), "{admit:?}");
+    let mut admit_bytes = Vec::new();
+    admit.encode(&mut admit_bytes).unwrap();
+    assert_eq!(
+        root_mac,
+        hmac(&[
+            b"multipoint-root-v1",
+            &leaf_nonce,
+            &root_nonce,
+            &join_bytes,
+            &admit_bytes
+        ]),
+        "the root proves the key over both nonces, the Join and the Admit"
+    );
+    assert_eq!(joined(&root).name(), "by-hand");
+
+    // The same bytes played again on a new connection: the root's nonce is another.
+    let mut replay = TcpStream::connect(at).unwrap();
+    let mut pending = Vec::new();
+    send(&mut replay, &join);
+    let Some(Frame::Challenge { nonce: fresh }) = read_frame(&mut replay, &mut pending) else {
+        panic!("expected a Challenge");
+    };
+    assert_ne!(fresh, root_nonce);
+    send(&mut replay, &proof);
+    assert_eq!(
+        read_frame(&mut replay, &mut pending),
+        Some(Frame::Refuse {
+            reason: AUTH_FAILED.into()
+        })
+    );
+    assert_eq!(
+        read_frame(&mut replay, &mut pending),
+        None,
+        "then it closes"
+    );
+    refused_for_authentication(&root);
+    assert_eq!(root.leaves().len(), 1);
 }
 
 #[test]

@@ -86,6 +86,9 @@ fn frame() -> impl Strategy<Value = Frame> {
         text().prop_map(|reason| Frame::Leave { reason }),
         Just(Frame::Heartbeat),
         text().prop_map(|reason| Frame::End { reason }),
+        any::<[u8; 32]>().prop_map(|nonce| Frame::Challenge { nonce }),
+        (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(nonce, mac)| Frame::Proof { nonce, mac }),
+        any::<[u8; 32]>().prop_map(|mac| Frame::RootProof { mac }),
     ]
 }
 
@@ -120,7 +123,7 @@ fn walk(mut bytes: &[u8]) -> Result<(Vec<Frame>, Option<ProtoError>), TestCaseEr
 /// Frames with their fields laid out right but random, and nearly right: a correct
 /// prefix, version and type, then arbitrary body bytes.
 fn plausible_frame() -> impl Strategy<Value = Vec<u8>> {
-    (0u8..=8, prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(ty, body)| {
+    (0u8..=11, prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(ty, body)| {
         let mut out = u32::try_from(body.len() + 2)
             .unwrap()
             .to_be_bytes()

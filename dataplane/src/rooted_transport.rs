@@ -13,6 +13,13 @@
 //!   IP multicast from a [`Publisher`], and the leaf joins source-specifically. A refused
 //!   leaf is told only the reason.
 //!
+//! Either root can require a pre-shared key ([`UnicastRootConfig::key`], the `key` of
+//! [`AdmittedRoot::start`]) and a leaf can hold one ([`DataLeafConfig::key`]); see
+//! [`multipoint_control::rooted::auth`]. A leaf that does not prove the root's key is
+//! refused (`authentication failed`) before the root's hooks run, so no fan-out entry,
+//! uplink or plan is made for it, and a [`DataLeaf`] attaches its data plane only once
+//! admitted: a refused leaf never receives data.
+//!
 //! A [`DataLeaf`] is the leaf side of both: it joins (or accepts an invitation), then
 //! receives through a [`Subscription`] on the caller's [`Shards`] and, when it sends,
 //! publishes through its own [`Publisher`].
@@ -24,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use multipoint_control::rooted::{
-    DataPlan, Decision, JoinRequest, Leaf, LeafConfig, LeafId, LeafSession, Root, RootConfig,
+    DataPlan, Decision, JoinRequest, Key, Leaf, LeafConfig, LeafId, LeafSession, Root, RootConfig,
     RootHooks, RootLimits,
 };
 use multipoint_control::{ControlRole, DataRole, Direction, Interface, Roles, Transport};
@@ -101,6 +108,8 @@ pub struct UnicastRootConfig {
     /// Whether a leaf may name a data address on another host than the one it joins
     /// from. Off by default: otherwise anyone could aim the stream at a third host.
     pub allow_foreign_data: bool,
+    /// The pre-shared key leaves must prove they hold; `None` (the default): none.
+    pub key: Option<Key>,
 }
 
 impl UnicastRootConfig {
@@ -120,6 +129,7 @@ impl UnicastRootConfig {
             fanout: FanoutConfig::new(session),
             uplink,
             allow_foreign_data: false,
+            key: None,
         }
     }
 }
@@ -303,6 +313,7 @@ impl UnicastRoot {
         let mut control_config = RootConfig::new(*session.as_bytes());
         control_config.timeout = config.timeout;
         control_config.limits = config.limits;
+        control_config.key = config.key.clone();
         // Receivers beyond the fan-out's room would be refused with a fan-out error;
         // refuse them as "session full" instead.
         control_config.max_leaves = config.max_leaves.min(
@@ -456,7 +467,8 @@ impl RootHooks for AdmittedHooks {
 impl AdmittedRoot {
     /// Starts publishing per `publisher` (its `bind` address names the source leaves
     /// join for; unset, the source is the address the socket got) and admitting leaves at
-    /// `listen` through `admission` (`None`: admit all), with liveness `timeout`.
+    /// `listen` through `admission` (`None`: admit all), with liveness `timeout`; with a
+    /// `key`, only leaves that prove it (and are then asked `admission`).
     ///
     /// # Errors
     ///
@@ -466,12 +478,20 @@ impl AdmittedRoot {
         listen: SocketAddr,
         timeout: Duration,
         admission: Option<Admission>,
+        key: Option<Key>,
     ) -> Result<AdmittedRoot> {
-        AdmittedRoot::start_limited(publisher, listen, timeout, admission, RootLimits::default())
+        AdmittedRoot::start_limited(
+            publisher,
+            listen,
+            timeout,
+            admission,
+            RootLimits::default(),
+            key,
+        )
     }
 
     /// As [`start`](Self::start), with the control plane's `limits` (connections, join
-    /// rate, handshake timeout) instead of the defaults.
+    /// rate, handshake timeout) instead of the defaults, and the key leaves must prove.
     ///
     /// # Errors
     ///
@@ -482,6 +502,7 @@ impl AdmittedRoot {
         timeout: Duration,
         admission: Option<Admission>,
         limits: RootLimits,
+        key: Option<Key>,
     ) -> Result<AdmittedRoot> {
         let group = publisher.group;
         let session = publisher.session;
@@ -500,6 +521,7 @@ impl AdmittedRoot {
         config.timeout = timeout;
         config.plan = Some(DataPlan::Multicast { group, source });
         config.limits = limits;
+        config.key = key;
         let control = Root::with_hooks(
             Transport::AdmittedMulticast,
             Roles::new(ControlRole::Root, DataRole::Leaf),
@@ -548,6 +570,9 @@ pub struct DataLeafConfig {
     pub publisher: PublisherConfig,
     /// How long to wait for the root's answer.
     pub join_timeout: Duration,
+    /// The pre-shared key to prove to the root (and to take admissions only from a root
+    /// that proves it); `None` (the default): none.
+    pub key: Option<Key>,
 }
 
 impl DataLeafConfig {
@@ -565,6 +590,7 @@ impl DataLeafConfig {
             subscription,
             publisher: PublisherConfig::new(Session::from_bytes(*b"LEAF      "), loopback),
             join_timeout: Duration::from_secs(3),
+            key: None,
         }
     }
 }
@@ -621,6 +647,7 @@ impl DataLeaf {
         let mut control_config = LeafConfig::new(config.name.clone());
         control_config.data = data;
         control_config.join_timeout = config.join_timeout;
+        control_config.key = config.key.clone();
         let control = Leaf::new(config.transport, Roles::LEAF, control_config)?;
         Ok(DataLeaf {
             control,

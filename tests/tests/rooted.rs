@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use multipoint_control::rooted::{proto::Frame, Decision, RootEvent, SessionEvent};
-use multipoint_control::{Direction, Transport};
+use multipoint_control::rooted::{
+    proto::Frame, Decision, Key, Leaf, LeafConfig, RootEvent, SessionEvent, AUTH_FAILED,
+};
+use multipoint_control::{Direction, Roles, Transport};
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::rooted_transport::{
     AdmittedRoot, DataLeaf, DataLeafConfig, Joined, UnicastRoot, UnicastRootConfig,
@@ -477,6 +479,7 @@ fn admitted_multicast_admits_then_data_flows_by_multicast() {
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_secs(3),
         Some(admission),
+        None,
     )
     .unwrap();
     let at = root.control().local_addr().unwrap();
@@ -802,6 +805,75 @@ fn leaves_joining_while_data_flows_get_everything_from_their_promise() {
         );
         assert_eq!(j.subscription().unwrap().stats().gaps, 0);
     }
+    drop(joined);
+    stop(root, shards);
+}
+
+#[test]
+fn a_leaf_without_the_roots_key_is_refused_and_never_receives_data() {
+    let key = Key::new(*b"the root's key, 32 bytes of it..").unwrap();
+    let wrong = Key::new([7; 32]).unwrap();
+    let mut shards = shards(4);
+    let mut config = root_config("KEYED", Duration::from_secs(3));
+    config.key = Some(key.clone());
+    let mut root = UnicastRoot::start(config).unwrap();
+    let at = root.control_addr().unwrap();
+
+    // A data leaf with the wrong key, and one with none: refused, with the reason.
+    for (name, key) in [("wrong", Some(wrong.clone())), ("keyless", None)] {
+        let mut config = DataLeafConfig::new(Transport::RootedUnicast, name);
+        config.key = key;
+        let leaf = DataLeaf::new(config).unwrap();
+        let err = join(&leaf, &mut shards, at, Direction::ReceiverOnly).unwrap_err();
+        assert!(err.to_string().contains(AUTH_FAILED), "{name}: {err}");
+        assert!(!leaf.control().in_session());
+    }
+    // A wrong-key leaf whose data socket the test holds, to watch what reaches it.
+    let spy_data = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut spy_config = LeafConfig::new("spy");
+    spy_config.data = Some(spy_data.local_addr().unwrap());
+    spy_config.key = Some(wrong);
+    let spy = Leaf::new(Transport::RootedUnicast, Roles::LEAF, spy_config).unwrap();
+    match spy.join_leaf(at, Direction::ReceiverOnly) {
+        Err(multipoint_control::Error::Refused { reason, .. }) => assert_eq!(reason, AUTH_FAILED),
+        other => panic!("expected the spy refused, got {other:?}"),
+    }
+
+    // The leaf with the key gets in, and everything published.
+    let mut config = DataLeafConfig::new(Transport::RootedUnicast, "member");
+    config.key = Some(key);
+    let member = DataLeaf::new(config).unwrap();
+    let (joined, tally) = join(&member, &mut shards, at, Direction::ReceiverOnly).unwrap();
+    let events: Vec<RootEvent> = (0..4)
+        .map(|_| {
+            root.control()
+                .events()
+                .recv_timeout(Duration::from_secs(2))
+                .unwrap()
+        })
+        .collect();
+    let refused = events
+        .iter()
+        .filter(|e| matches!(e, RootEvent::Refused { reason, .. } if reason == AUTH_FAILED))
+        .count();
+    assert_eq!(refused, 3, "{events:?}");
+    assert!(matches!(events[3], RootEvent::Joined(ref h) if h.name() == "member"));
+    assert_eq!(root.control().leaves().len(), 1);
+    assert_eq!(root.stats().leaves, 1, "the fan-out has the member alone");
+
+    publish(&mut root, 1, 1_000, &[Arc::clone(&tally)], 500);
+    wait_until("the member has everything", Duration::from_secs(10), || {
+        tally.messages() >= 1_000
+    });
+    assert_eq!(tally.errors(), 0);
+    // Sent to the member, which has it all: nothing was sent to the refused leaf.
+    spy_data.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(
+        spy_data.recv(&mut buf).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "a refused leaf received data"
+    );
     drop(joined);
     stop(root, shards);
 }

@@ -12,7 +12,7 @@ use super::core::leaf::{Admission, LeafCore, LeafNote};
 use super::core::ConnId;
 use super::driver::{self, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
 use super::proto::DataPlan;
-use super::Decision;
+use super::{Decision, Key};
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
@@ -47,6 +47,10 @@ pub struct LeafConfig {
     /// Decides invitations; `None` accepts every invitation (while the leaf is in no
     /// session).
     pub on_invite: Option<InvitePolicy>,
+    /// The pre-shared key: with one, the leaf answers the root's challenge and takes an
+    /// admission only from a root that proves the same key; without, it declines a root
+    /// that asks for one. See [`auth`](super::auth).
+    pub key: Option<Key>,
 }
 
 impl std::fmt::Debug for LeafConfig {
@@ -57,13 +61,14 @@ impl std::fmt::Debug for LeafConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("join_timeout", &self.join_timeout)
             .field("on_invite", &self.on_invite.as_ref().map(|_| "<policy>"))
+            .field("key", &self.key)
             .finish()
     }
 }
 
 impl LeafConfig {
     /// Defaults for a leaf named `name`: no data address, 3 s to connect, 3 s for the
-    /// root's answer, every invitation accepted.
+    /// root's answer, every invitation accepted, no key.
     pub fn new(name: impl Into<String>) -> LeafConfig {
         LeafConfig {
             name: name.into(),
@@ -71,6 +76,7 @@ impl LeafConfig {
             connect_timeout: Duration::from_secs(3),
             join_timeout: Duration::from_secs(3),
             on_invite: None,
+            key: None,
         }
     }
 }

@@ -21,6 +21,13 @@
 //! data is the data plane's job (`multipoint-dataplane`'s `rooted` module); this module
 //! only decides who is in the session.
 //!
+//! A root can require its leaves to prove a pre-shared [`Key`] ([`RootConfig::key`]),
+//! and a leaf with one ([`LeafConfig::key`]) takes an admission only from a root that
+//! proves the same key: a challenge and response with fresh nonces from both sides, for
+//! leaf-initiated joins and invitations alike (see [`auth`]). A leaf that cannot prove
+//! the key is refused with the reason [`AUTH_FAILED`] before the admission hooks are
+//! asked, so nothing of the data plane is set up for it.
+//!
 //! Both sides send heartbeats every third of the session's timeout (3 s by default). A
 //! root removes a leaf it has not heard from within the timeout ([`RootEvent::TimedOut`]);
 //! a leaf that has not heard from its root within the timeout is told
@@ -39,6 +46,7 @@
 //! machine and keeps its timer; `root.rs` and `leaf.rs` are the public handles that send
 //! it commands. Nothing here runs on a data path.
 
+pub mod auth;
 mod core;
 mod driver;
 mod leaf;
@@ -47,6 +55,7 @@ mod root;
 
 use std::net::SocketAddr;
 
+pub use auth::{Key, AUTH_FAILED};
 pub use leaf::{Invitation, InvitePolicy, Leaf, LeafConfig, LeafSession, SessionEvent};
 pub use proto::DataPlan;
 pub use root::{LeafHandle, Root, RootConfig, RootEvent, RootHooks, RootLimits, RootStats};

@@ -12,6 +12,14 @@
 //! - **Root-initiated**: a leaf listens; the root connects and sends [`Frame::Invite`]; the
 //!   leaf accepts with [`Frame::Join`] (the same frame a leaf-initiated join sends) or
 //!   declines with [`Frame::Refuse`]; the root then answers the `Join` as above.
+//! - **Authenticated** (only when the root has a pre-shared key): the root answers a
+//!   `Join` with [`Frame::Challenge`] (its fresh nonce); the leaf answers with
+//!   [`Frame::Proof`] (its own fresh nonce and an HMAC over both nonces and its `Join`);
+//!   the root then refuses (`authentication failed`) or, admitting, sends
+//!   [`Frame::RootProof`] (its HMAC over both nonces, the `Join` and the `Admit`) right
+//!   before the [`Frame::Admit`]. What is computed is in
+//!   [`rooted::auth`](super::auth). A root without a key never sends these frames, so
+//!   it speaks to a leaf of a release without them as before.
 //! - **Admitted**: both sides send [`Frame::Heartbeat`] every `timeout_ms / 3` (the
 //!   timeout comes in the [`Frame::Admit`]) and count the peer gone after `timeout_ms`
 //!   without a frame. Either side may send [`Frame::Leave`]; the root ends the session
@@ -40,6 +48,9 @@
 //! | 5    | [`Leave`](Frame::Leave)         | either        | `reason`: text                                      |
 //! | 6    | [`Heartbeat`](Frame::Heartbeat) | either        | (none)                                              |
 //! | 7    | [`End`](Frame::End)             | root → leaf   | `reason`: text                                      |
+//! | 8    | [`Challenge`](Frame::Challenge) | root → leaf   | `nonce`: 32 bytes                                   |
+//! | 9    | [`Proof`](Frame::Proof)         | leaf → root   | `nonce`: 32 bytes, `mac`: 32 bytes                  |
+//! | 10   | [`RootProof`](Frame::RootProof) | root → leaf   | `mac`: 32 bytes                                     |
 //!
 //! The field types:
 //!
@@ -121,6 +132,11 @@ pub const MAX_FRAME: usize = 4096;
 /// Longest string (reason, name) in bytes.
 pub const MAX_TEXT: usize = 1024;
 
+/// Bytes of a nonce in [`Frame::Challenge`] and [`Frame::Proof`].
+pub const NONCE_LEN: usize = 32;
+/// Bytes of an HMAC-SHA256 in [`Frame::Proof`] and [`Frame::RootProof`].
+pub const MAC_LEN: usize = 32;
+
 /// Bytes of the length prefix.
 const PREFIX_LEN: usize = 4;
 
@@ -180,6 +196,24 @@ pub enum Frame {
         /// Why, for people (at most [`MAX_TEXT`] bytes).
         reason: String,
     },
+    /// root -> leaf, answering a Join when the root requires a pre-shared key: prove
+    /// that you hold it.
+    Challenge {
+        /// The root's nonce, fresh for this connection.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// leaf -> root, answering a Challenge.
+    Proof {
+        /// The leaf's nonce, fresh for this connection.
+        nonce: [u8; NONCE_LEN],
+        /// The leaf's HMAC-SHA256 over both nonces and its Join.
+        mac: [u8; MAC_LEN],
+    },
+    /// root -> leaf, right before the Admit of a leaf that proved the key.
+    RootProof {
+        /// The root's HMAC-SHA256 over both nonces, the Join and the Admit that follows.
+        mac: [u8; MAC_LEN],
+    },
 }
 
 /// How data flows once a leaf is admitted, sent in [`Frame::Admit`].
@@ -226,7 +260,7 @@ pub enum ProtoError {
     },
     /// The frame's type byte names no frame of this version.
     #[error(
-        "unknown rooted control frame type {0} (version {VERSION} knows 1 to 7): the peer \
+        "unknown rooted control frame type {0} (version {VERSION} knows 1 to 10): the peer \
          is broken or speaks another protocol; close the connection"
     )]
     UnknownType(u8),
@@ -264,6 +298,9 @@ const INVITE: u8 = 4;
 const LEAVE: u8 = 5;
 const HEARTBEAT: u8 = 6;
 const END: u8 = 7;
+const CHALLENGE: u8 = 8;
+const PROOF: u8 = 9;
+const ROOT_PROOF: u8 = 10;
 
 impl Frame {
     /// Appends the encoded frame (length prefix included) to `out`.
@@ -315,6 +352,12 @@ impl Frame {
                 put_text(out, reason)?;
             }
             Frame::Heartbeat => {}
+            Frame::Challenge { nonce } => out.extend_from_slice(nonce),
+            Frame::Proof { nonce, mac } => {
+                out.extend_from_slice(nonce);
+                out.extend_from_slice(mac);
+            }
+            Frame::RootProof { mac } => out.extend_from_slice(mac),
         }
         // The largest frame (a Join with a full name and an IPv6 address) is far below
         // MAX_FRAME; checked anyway so nothing encoded here is refused by `decode`.
@@ -346,6 +389,9 @@ impl Frame {
             Frame::Leave { .. } => LEAVE,
             Frame::Heartbeat => HEARTBEAT,
             Frame::End { .. } => END,
+            Frame::Challenge { .. } => CHALLENGE,
+            Frame::Proof { .. } => PROOF,
+            Frame::RootProof { .. } => ROOT_PROOF,
         }
     }
 }
@@ -524,6 +570,16 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
         HEARTBEAT => Frame::Heartbeat,
         END => Frame::End {
             reason: r.text("End reason")?,
+        },
+        CHALLENGE => Frame::Challenge {
+            nonce: r.array("Challenge nonce")?,
+        },
+        PROOF => Frame::Proof {
+            nonce: r.array("Proof nonce")?,
+            mac: r.array("Proof mac")?,
+        },
+        ROOT_PROOF => Frame::RootProof {
+            mac: r.array("RootProof mac")?,
         },
         other => return Err(ProtoError::UnknownType(other)),
     };
@@ -822,6 +878,45 @@ mod tests {
     }
 
     #[test]
+    fn the_authentication_frames_round_trip() {
+        let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| i as u8);
+        let mac: [u8; MAC_LEN] = std::array::from_fn(|i| 0xff - i as u8);
+        check(Frame::Challenge { nonce }, &frame_bytes(CHALLENGE, &nonce));
+        check(
+            Frame::Proof { nonce, mac },
+            &frame_bytes(PROOF, &[&nonce[..], &mac[..]].concat()),
+        );
+        check(Frame::RootProof { mac }, &frame_bytes(ROOT_PROOF, &mac));
+    }
+
+    #[test]
+    fn authentication_frames_cut_short_or_too_long_are_malformed() {
+        let cases: [(u8, usize, &str); 6] = [
+            (CHALLENGE, NONCE_LEN - 1, "Challenge nonce"),
+            (
+                CHALLENGE,
+                NONCE_LEN + 1,
+                "frame length: bytes left after the last field",
+            ),
+            (PROOF, NONCE_LEN, "Proof mac"),
+            (PROOF, 3, "Proof nonce"),
+            (ROOT_PROOF, 0, "RootProof mac"),
+            (
+                ROOT_PROOF,
+                MAC_LEN + 5,
+                "frame length: bytes left after the last field",
+            ),
+        ];
+        for (ty, len, field) in cases {
+            assert_eq!(
+                decode(&frame_bytes(ty, &vec![7; len])).unwrap_err(),
+                ProtoError::Malformed(field),
+                "type {ty}, {len} bytes"
+            );
+        }
+    }
+
+    #[test]
     fn heartbeat_is_six_bytes() {
         check(Frame::Heartbeat, &[0, 0, 0, 2, 1, 6]);
     }
@@ -939,7 +1034,7 @@ mod tests {
 
     #[test]
     fn unknown_types_are_refused() {
-        for ty in [0, 8, 255] {
+        for ty in [0, 11, 255] {
             let err = decode(&frame_bytes(ty, &[])).unwrap_err();
             assert_eq!(err, ProtoError::UnknownType(ty));
             assert!(err.to_string().contains(&format!("type {ty}")), "{err}");

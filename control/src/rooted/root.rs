@@ -13,7 +13,7 @@ use super::core::root::{AdmittedLeaf, Event, RootCore, RootNote};
 use super::core::{MAX_TIMEOUT, MIN_TIMEOUT};
 use super::driver::{self, lock, names, Ask, Cmd, Names, Reply, Running, Side, Waiting};
 use super::proto::DataPlan;
-use super::{Decision, JoinRequest, LeafId};
+use super::{Decision, JoinRequest, Key, LeafId};
 use crate::error::{Error, Result};
 use crate::role::{ControlRole, DataRole, Roles};
 use crate::socket::Direction;
@@ -45,11 +45,15 @@ pub struct RootConfig {
     pub event_capacity: usize,
     /// What the root lets peers hold of it before they are leaves.
     pub limits: RootLimits,
+    /// The pre-shared key every leaf must prove it holds before it is admitted (and the
+    /// root proves to it in turn); `None`, the default, admits without. See
+    /// [`auth`](super::auth).
+    pub key: Option<Key>,
 }
 
 impl RootConfig {
     /// Defaults for `session`: 3 s timeout, no data plan, 384 leaves, 3 s connect
-    /// timeout, 4,096 events, the [default limits](RootLimits::default).
+    /// timeout, 4,096 events, the [default limits](RootLimits::default), no key.
     pub fn new(session: [u8; 10]) -> RootConfig {
         RootConfig {
             session,
@@ -59,6 +63,7 @@ impl RootConfig {
             connect_timeout: Duration::from_secs(3),
             event_capacity: 4096,
             limits: RootLimits::default(),
+            key: None,
         }
     }
 }
@@ -172,6 +177,9 @@ pub struct RootStats {
     /// Joins refused: another leaf in the session already receives at the data address
     /// they gave.
     pub refused_data_taken: u64,
+    /// Joins refused because the leaf did not prove the root's key (no proof, a wrong
+    /// one, or none in time: [`AUTH_FAILED`](super::AUTH_FAILED)).
+    pub refused_auth: u64,
     /// Joins refused: the session had [`RootConfig::max_leaves`].
     pub refused_full: u64,
     /// Joins refused for anything else: the admission hook, the data plan, a request
@@ -238,8 +246,9 @@ impl RootHooks for DefaultHooks {}
 pub enum RootEvent {
     /// A leaf was admitted (it asked, or accepted an invitation).
     Joined(LeafHandle),
-    /// A join was refused (by the admission hook, a limit or a bad request); each reason
-    /// is also counted in [`Root::stats`].
+    /// A join was refused (by the admission hook, a limit, a bad request, or, with the
+    /// reason [`AUTH_FAILED`](super::AUTH_FAILED), a leaf that did not prove the root's
+    /// key); each reason is also counted in [`Root::stats`].
     Refused {
         /// The control address of the refused leaf.
         peer: SocketAddr,

@@ -17,6 +17,16 @@
 //! Invite, like the root's hooks (see [`root`](super::root) for the reasons): the policy
 //! answers at once, and a "waiting for the policy" state would only add a deadline and
 //! races of its own. A panicking policy declines the invitation.
+//!
+//! # Authentication
+//!
+//! A leaf with a [key](crate::rooted::LeafConfig::key) answers the root's Challenge with
+//! its Proof ([`State::Proving`]) and takes an Admit only after a RootProof that matches
+//! it; an Admit without one fails the join with [`Error::AuthenticationFailed`] and the
+//! leaf leaves. A leaf without a key declines a Challenge with a Refuse and waits for the
+//! root's refusal (`authentication failed`), so that the join fails with the root's
+//! word. Its nonce comes from the core's [`Nonces`], as the root's does. The exchange is
+//! in [`auth`](crate::rooted::auth).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,6 +36,7 @@ use super::{
     MIN_TIMEOUT,
 };
 use crate::error::{Error, Result};
+use crate::rooted::auth::{Nonce, Nonces, Tag, Transcript};
 use crate::rooted::proto::{DataPlan, Frame};
 use crate::rooted::{Decision, Invitation, LeafConfig, SessionEvent};
 use crate::socket::Direction;
@@ -40,6 +51,8 @@ pub(crate) struct LeafCore {
     /// The connection that holds the leaf's one place: its join on the way, or its
     /// session.
     member: Option<ConnId>,
+    /// Where the proofs' nonces come from.
+    nonces: Nonces,
 }
 
 /// Where a connection stands.
@@ -53,8 +66,29 @@ pub(crate) enum State {
     AwaitInvite,
     /// Accepted an invitation; waiting for Admit.
     Accepting { direction: Direction },
+    /// Answered the root's Challenge (asked, or an invitation accepted: `invited`);
+    /// waiting for its RootProof (`root_proof`, once it came) and Admit, or a Refuse.
+    Proving {
+        direction: Direction,
+        invited: bool,
+        transcript: Box<Transcript>,
+        root_proof: Option<Tag>,
+    },
     /// In a session whose liveness timeout the root gave.
     InSession { timeout: Duration },
+}
+
+impl State {
+    /// Whether a join this leaf asked for waits in this state (a failure is the
+    /// caller's answer; an invitation's failure is nobody's).
+    fn asked(&self) -> bool {
+        matches!(
+            self,
+            State::Connecting { .. }
+                | State::Joining { .. }
+                | State::Proving { invited: false, .. }
+        )
+    }
 }
 
 /// What a leaf's embedder is told, besides connection work.
@@ -94,7 +128,15 @@ impl LeafCore {
             config,
             conns: Conns::new(),
             member: None,
+            nonces: Nonces::os(),
         }
+    }
+
+    /// The same leaf, drawing its nonces from `nonces` (tests: a counter).
+    #[cfg(test)]
+    pub(crate) fn with_nonces(mut self, nonces: Nonces) -> LeafCore {
+        self.nonces = nonces;
+        self
     }
 
     /// Whether the leaf is in a session.
@@ -208,6 +250,105 @@ impl LeafCore {
         }
     }
 
+    /// The root's Challenge on `conn`, joining (or accepting) in `direction`: with a key,
+    /// proves it; without, declines and waits for the root's refusal.
+    fn challenged(
+        &mut self,
+        conn: ConnId,
+        direction: Direction,
+        invited: bool,
+        root_nonce: Nonce,
+        now: Instant,
+    ) {
+        let Some(key) = &self.config.key else {
+            let decline = Frame::Refuse {
+                reason: "this leaf has no pre-shared key to prove".into(),
+            };
+            return self.conns.send(conn, decline, now);
+        };
+        let join = join_frame(
+            self.transport,
+            direction,
+            self.config.data,
+            &self.config.name,
+        );
+        let proof = self.nonces.draw().and_then(|leaf_nonce| {
+            let transcript = Transcript::new(root_nonce, leaf_nonce, &join)?;
+            let mac = transcript.leaf_proof(key)?;
+            Some((transcript, leaf_nonce, mac))
+        });
+        let Some((transcript, nonce, mac)) = proof else {
+            let why = ConnError::Unexpected("Challenge: this leaf could not draw a random nonce");
+            if let Some(peer) = self.conns.peer(conn) {
+                self.lost(conn, peer, why);
+            }
+            return;
+        };
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let proving = State::Proving {
+            direction,
+            invited,
+            transcript: Box::new(transcript),
+            root_proof: None,
+        };
+        entry.change(proving, now);
+        self.conns.send(conn, Frame::Proof { nonce, mac }, now);
+    }
+
+    /// An Admit on `conn` (a connection waiting for one): checks the root's proof if this
+    /// leaf has a key, then takes the admission.
+    fn admit_frame(&mut self, conn: ConnId, peer: SocketAddr, admit: Frame, now: Instant) {
+        let Frame::Admit {
+            session,
+            timeout_ms,
+            next_sequence,
+            plan,
+        } = &admit
+        else {
+            return;
+        };
+        if !plan_fits(plan, self.transport) {
+            let why = ConnError::Unexpected("a data plan for another transport");
+            return self.lost(conn, peer, why);
+        }
+        if let Some(key) = &self.config.key {
+            let why = match self.conns.get(conn).map(|c| &c.state) {
+                Some(State::Proving {
+                    transcript,
+                    root_proof: Some(mac),
+                    ..
+                }) if transcript.root_proves(key, &admit, mac) => None,
+                Some(State::Proving {
+                    root_proof: Some(_),
+                    ..
+                }) => Some(
+                    "gave a proof that does not match this leaf's key and nonce: the keys differ, \
+                     or the exchange was replayed or altered on the way",
+                ),
+                Some(State::Proving { .. }) => Some("admitted this leaf without proving the key"),
+                _ => Some(
+                    "asked no proof of the pre-shared key: it runs without one (--key-file), \
+                     or is not the root meant",
+                ),
+            };
+            if let Some(why) = why {
+                tracing::warn!("leaf: authentication failed: the root at {peer} {why}");
+                let leave = Frame::Leave {
+                    reason: crate::rooted::AUTH_FAILED.into(),
+                };
+                let answer = Error::AuthenticationFailed { peer, why };
+                return self.end(conn, Some(leave), Some(answer), None);
+            }
+        }
+        let (session, timeout_ms, next_sequence) = (*session, *timeout_ms, *next_sequence);
+        let Frame::Admit { plan, .. } = admit else {
+            return;
+        };
+        self.admitted(conn, session, timeout_ms, next_sequence, plan, now);
+    }
+
     fn admitted(
         &mut self,
         conn: ConnId,
@@ -225,6 +366,9 @@ impl LeafCore {
         let (direction, invited) = match entry.state {
             State::Joining { direction } => (direction, false),
             State::Accepting { direction } => (direction, true),
+            State::Proving {
+                direction, invited, ..
+            } => (direction, invited),
             _ => return,
         };
         entry.change(State::InSession { timeout }, now);
@@ -257,7 +401,7 @@ impl LeafCore {
             self.member = None;
         }
         match closed.state {
-            State::Connecting { .. } | State::Joining { .. } => {
+            ref state if state.asked() => {
                 let answer = answer.unwrap_or_else(|| Error::SessionGone {
                     peer: closed.peer,
                     reason: "the connection ended before an answer".into(),
@@ -265,7 +409,11 @@ impl LeafCore {
                 self.conns.note(LeafNote::JoinFailed(answer));
             }
             State::InSession { .. } => self.conns.note(LeafNote::Ended { conn, event }),
-            State::AwaitInvite | State::Accepting { .. } => {}
+            State::Connecting { .. }
+            | State::Joining { .. }
+            | State::Proving { .. }
+            | State::AwaitInvite
+            | State::Accepting { .. } => {}
         }
     }
 }
@@ -303,9 +451,10 @@ impl Rules for LeafCore {
         move |state| match state {
             State::InSession { timeout } => Watch::Session(*timeout),
             State::Connecting { .. } => Watch::Pending(connect),
-            State::Joining { .. } | State::AwaitInvite | State::Accepting { .. } => {
-                Watch::Pending(join)
-            }
+            State::Joining { .. }
+            | State::AwaitInvite
+            | State::Accepting { .. }
+            | State::Proving { .. } => Watch::Pending(join),
         }
     }
 
@@ -328,25 +477,39 @@ impl Rules for LeafCore {
         };
         match (&entry.state, frame) {
             (
-                State::Joining { .. } | State::Accepting { .. },
-                Frame::Admit {
-                    session,
-                    timeout_ms,
-                    next_sequence,
-                    plan,
+                State::Joining { .. } | State::Accepting { .. } | State::Proving { .. },
+                admit @ Frame::Admit { .. },
+            ) => self.admit_frame(conn, peer, admit, now),
+            (State::Joining { direction }, Frame::Challenge { nonce }) => {
+                let direction = *direction;
+                self.challenged(conn, direction, false, nonce, now);
+            }
+            (State::Accepting { direction }, Frame::Challenge { nonce }) => {
+                let direction = *direction;
+                self.challenged(conn, direction, true, nonce, now);
+            }
+            (
+                State::Proving {
+                    root_proof: None, ..
                 },
+                Frame::RootProof { mac },
             ) => {
-                if plan_fits(&plan, self.transport) {
-                    self.admitted(conn, session, timeout_ms, next_sequence, plan, now);
-                } else {
-                    let why = ConnError::Unexpected("a data plan for another transport");
-                    self.lost(conn, peer, why);
+                if let Some(State::Proving { root_proof, .. }) =
+                    self.conns.get_mut(conn).map(|c| &mut c.state)
+                {
+                    *root_proof = Some(mac);
                 }
             }
-            (State::Joining { .. }, Frame::Refuse { reason }) => {
+            (
+                State::Joining { .. } | State::Proving { invited: false, .. },
+                Frame::Refuse { reason },
+            ) => {
                 self.end(conn, None, Some(Error::Refused { peer, reason }), None);
             }
-            (State::Accepting { .. }, Frame::Refuse { reason }) => {
+            (
+                State::Accepting { .. } | State::Proving { invited: true, .. },
+                Frame::Refuse { reason },
+            ) => {
                 tracing::info!(
                     "leaf: the root at {peer} refused the accepted invitation: {reason}"
                 );
@@ -383,7 +546,7 @@ impl Rules for LeafCore {
                 let reason = why.to_string();
                 (None, Some(SessionEvent::RootGone { reason }))
             }
-            Some(State::Joining { .. }) => {
+            Some(State::Joining { .. } | State::Proving { .. }) => {
                 let reason = why.to_string();
                 (Some(Error::SessionGone { peer, reason }), None)
             }

@@ -257,6 +257,9 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Leave { .. } => "Leave",
         Frame::Heartbeat => "Heartbeat",
         Frame::End { .. } => "End",
+        Frame::Challenge { .. } => "Challenge",
+        Frame::Proof { .. } => "Proof",
+        Frame::RootProof { .. } => "RootProof",
     }
 }
 

@@ -31,6 +31,15 @@
 //! behaviour anyone could ask for. The core stays deterministic for deterministic hooks,
 //! and a test passes hooks as plain values. A panicking hook is caught: in `admit` or
 //! `on_join` it refuses the leaf, in `next_sequence` it gives 0, in `on_gone` it is logged.
+//!
+//! # Authentication comes first
+//!
+//! A root with a [key](crate::rooted::RootConfig::key) challenges every Join before
+//! anything else is checked or asked ([`State::AwaitProof`]): a leaf that does not prove
+//! the key learns only [`AUTH_FAILED`], and the hooks never hear of it. The nonce comes
+//! from the core's [`Nonces`] (the OS's generator; a counter in tests), the one input
+//! besides frames, commands and the time. The exchange is in
+//! [`auth`](crate::rooted::auth).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use super::{connect_error, guarded, plan_fits, ConnError, ConnId, Conns, Rules, Watch};
 use crate::error::{Error, Result};
+use crate::rooted::auth::{Nonce, Nonces, Tag, Transcript, AUTH_FAILED};
 use crate::rooted::proto::{DataPlan, Frame};
 use crate::rooted::{Decision, JoinRequest, LeafId, RootConfig, RootHooks, RootLimits, RootStats};
 use crate::socket::Direction;
@@ -59,6 +69,8 @@ pub(crate) struct RootCore {
     /// Each address's join bucket: the instant its joins so far would have been paid for.
     rates: BTreeMap<IpAddr, Instant>,
     stats: RootStats,
+    /// Where the challenges' nonces come from.
+    nonces: Nonces,
 }
 
 /// Most addresses whose join buckets are kept at once; beyond it, full buckets are
@@ -68,6 +80,7 @@ const MAX_RATES: usize = 4096;
 /// Why a join was refused, for [`RootStats`].
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
+    Auth,
     Rate,
     DataTaken,
     Full,
@@ -83,8 +96,38 @@ pub(crate) enum State {
     AwaitJoin,
     /// The root invited the leaf; waiting for its Join (accept) or Refuse (decline).
     Invited { direction: Direction },
+    /// The root has a key and challenged the leaf's Join; waiting for its Proof.
+    AwaitProof(Box<Challenged>),
+    /// The leaf proved the key and its Join is being decided (only within the
+    /// `handle_frame` that brought the proof).
+    Proved {
+        transcript: Box<Transcript>,
+        invited: Option<Direction>,
+    },
     /// An admitted leaf.
     Joined(LeafId),
+}
+
+/// A Join the root challenged, kept until the leaf's proof.
+#[derive(Debug)]
+pub(crate) struct Challenged {
+    /// The root's nonce in the Challenge.
+    nonce: Nonce,
+    transport: Transport,
+    request: JoinRequest,
+    /// The direction the leaf was invited in, if the root invited it.
+    invited: Option<Direction>,
+}
+
+/// The direction the leaf on a connection in `state` was invited in, if the root invited
+/// it and waits for the answer.
+fn invitation(state: &State) -> Option<Direction> {
+    match state {
+        State::Invited { direction } => Some(*direction),
+        State::AwaitProof(challenged) => challenged.invited,
+        State::Proved { invited, .. } => *invited,
+        State::Connecting { .. } | State::AwaitJoin | State::Joined(_) => None,
+    }
 }
 
 /// What a root's embedder is told, besides connection work.
@@ -138,7 +181,15 @@ impl RootCore {
             data: BTreeMap::new(),
             rates: BTreeMap::new(),
             stats: RootStats::default(),
+            nonces: Nonces::os(),
         }
+    }
+
+    /// The same root, drawing its nonces from `nonces` (tests: a counter).
+    #[cfg(test)]
+    pub(crate) fn with_nonces(mut self, nonces: Nonces) -> RootCore {
+        self.nonces = nonces;
+        self
     }
 
     /// What the core refused, shed and closed so far.
@@ -302,6 +353,66 @@ impl RootCore {
         }
     }
 
+    /// A Join on `conn` to a root with a key: challenges the leaf, keeping the Join until
+    /// its proof.
+    fn challenge(
+        &mut self,
+        conn: ConnId,
+        transport: Transport,
+        request: JoinRequest,
+        invited: Option<Direction>,
+        now: Instant,
+    ) {
+        let Some(nonce) = self.nonces.draw() else {
+            let reason = "the root could not draw a random nonce to challenge the leaf with";
+            return self.refuse(conn, request.peer, Refusal::Other, reason.into());
+        };
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let challenged = Challenged {
+            nonce,
+            transport,
+            request,
+            invited,
+        };
+        entry.change(State::AwaitProof(Box::new(challenged)), now);
+        self.conns.send(conn, Frame::Challenge { nonce }, now);
+    }
+
+    /// The leaf's Proof on `conn`, challenged: admission goes on if it proves the key,
+    /// otherwise the leaf is refused with [`AUTH_FAILED`].
+    fn proof(&mut self, conn: ConnId, leaf_nonce: Nonce, mac: Tag, now: Instant) {
+        let Some(State::AwaitProof(challenged)) = self.conns.get(conn).map(|c| &c.state) else {
+            return;
+        };
+        let join = Frame::Join {
+            transport: challenged.transport,
+            direction: challenged.request.direction,
+            data: challenged.request.data,
+            name: challenged.request.name.clone(),
+        };
+        let (peer, invited) = (challenged.request.peer, challenged.invited);
+        let transcript = Transcript::new(challenged.nonce, leaf_nonce, &join);
+        let proved = match (&self.config.key, transcript) {
+            (Some(key), Some(t)) if t.leaf_proves(key, &mac) => t,
+            _ => return self.refuse(conn, peer, Refusal::Auth, AUTH_FAILED.into()),
+        };
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let proved = State::Proved {
+            transcript: Box::new(proved),
+            invited,
+        };
+        if let State::AwaitProof(challenged) = entry.change(proved, now) {
+            let Challenged {
+                transport, request, ..
+            } = *challenged;
+            self.join(conn, transport, request, invited, now);
+        }
+    }
+
     /// Checks what a root can check before asking the hooks.
     fn check_request(
         &self,
@@ -344,6 +455,7 @@ impl RootCore {
 
     fn refuse(&mut self, conn: ConnId, peer: SocketAddr, why: Refusal, reason: String) {
         let count = match why {
+            Refusal::Auth => &mut self.stats.refused_auth,
             Refusal::Rate => &mut self.stats.refused_join_rate,
             Refusal::DataTaken => &mut self.stats.refused_data_taken,
             Refusal::Full => &mut self.stats.refused_full,
@@ -354,7 +466,7 @@ impl RootCore {
             reason: reason.clone(),
         };
         if let Some(closed) = self.conns.close(conn, Some(last)) {
-            if let State::Invited { .. } = closed.state {
+            if invitation(&closed.state).is_some() {
                 self.answer_invite(Err(Error::Refused {
                     peer,
                     reason: reason.clone(),
@@ -408,8 +520,15 @@ impl RootCore {
         // the inviter) finds it in the embedder's list.
         self.conns
             .note(RootNote::Listed(AdmittedLeaf { id, request, plan }));
+        if let (State::Proved { transcript, .. }, Some(key)) = (&previous, &self.config.key) {
+            // Proof that this root holds the key too, over this very Admit. (It cannot
+            // fail to encode: the Admit encodes below.)
+            if let Some(mac) = transcript.root_proof(key, &admit) {
+                self.conns.send(conn, Frame::RootProof { mac }, now);
+            }
+        }
         self.conns.send(conn, admit, now);
-        if let State::Invited { .. } = previous {
+        if invitation(&previous).is_some() {
             self.answer_invite(Ok(id));
         }
         self.conns.note(RootNote::Event(Event::Joined(id)));
@@ -434,10 +553,14 @@ impl RootCore {
                 self.call_on_gone(id);
                 self.conns.note(RootNote::Event(event(id)));
             }
-            State::Connecting { .. } | State::Invited { .. } => {
+            State::Connecting { .. } => self.answer_invite(Err(Error::SessionClosed)),
+            other if invitation(&other).is_some() => {
                 self.answer_invite(Err(Error::SessionClosed));
             }
-            State::AwaitJoin => {}
+            State::Invited { .. }
+            | State::AwaitJoin
+            | State::AwaitProof(_)
+            | State::Proved { .. } => {}
         }
     }
 
@@ -473,7 +596,9 @@ impl Rules for RootCore {
         move |state| match state {
             State::Joined(_) => Watch::Session(timeout),
             State::Connecting { .. } => Watch::Pending(connect),
-            State::AwaitJoin => Watch::Pending(handshake),
+            State::AwaitJoin | State::AwaitProof(_) | State::Proved { .. } => {
+                Watch::Pending(handshake)
+            }
             State::Invited { .. } => Watch::Pending(timeout),
         }
     }
@@ -514,8 +639,18 @@ impl Rules for RootCore {
                     name,
                     invited: invited.is_some(),
                 };
-                self.join(conn, transport, request, invited, now);
+                if self.config.key.is_some() {
+                    self.challenge(conn, transport, request, invited, now);
+                } else {
+                    self.join(conn, transport, request, invited, now);
+                }
             }
+            (State::AwaitProof(_), Frame::Proof { nonce, mac }) => {
+                self.proof(conn, nonce, mac, now);
+            }
+            // Anything but a proof (a leaf without the key declines with a Refuse) is
+            // no proof.
+            (State::AwaitProof(_), _) => self.refuse(conn, peer, Refusal::Auth, AUTH_FAILED.into()),
             (State::Invited { .. }, Frame::Refuse { reason }) => {
                 self.conns.close(conn, None);
                 self.answer_invite(Err(Error::Refused { peer, reason }));
@@ -531,11 +666,18 @@ impl Rules for RootCore {
     fn lost(&mut self, conn: ConnId, peer: SocketAddr, why: ConnError) {
         let answer = match self.conns.get(conn).map(|c| &c.state) {
             Some(State::Connecting { .. }) => connect_error("connecting to the leaf", peer, why),
-            Some(State::Invited { .. }) => Error::SessionGone {
+            Some(state) if invitation(state).is_some() => Error::SessionGone {
                 peer,
                 reason: why.to_string(),
             },
-            Some(State::AwaitJoin | State::Joined(_)) | None => {
+            Some(
+                State::AwaitJoin
+                | State::Joined(_)
+                | State::Invited { .. }
+                | State::AwaitProof(_)
+                | State::Proved { .. },
+            )
+            | None => {
                 let reason = why.to_string();
                 return self.close_leaf(conn, None, |leaf| Event::Left { leaf, reason });
             }
@@ -552,7 +694,12 @@ impl Rules for RootCore {
                 };
                 return self.close_leaf(conn, Some(leave), |leaf| Event::TimedOut { leaf });
             }
-            Some(State::AwaitJoin) => {
+            // The leaf gave no proof in time.
+            Some(State::AwaitProof(_)) => {
+                self.stats.handshake_timeouts += 1;
+                return self.refuse(conn, peer, Refusal::Auth, AUTH_FAILED.into());
+            }
+            Some(State::AwaitJoin | State::Proved { .. }) => {
                 self.stats.handshake_timeouts += 1;
                 self.conns.close(conn, None);
                 return;
@@ -627,7 +774,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::super::sim::{
-        bring_up, closes, drain, frames_on, invite, leaf_data, ms, notes, root_config, Script,
+        bring_up, closes, drain, frames_on, invite, key, leaf_data, ms, notes, root_config,
+        root_nonces, Script,
     };
     use std::sync::Arc;
 
@@ -1187,6 +1335,52 @@ mod tests {
         assert!(root.conns.get(leaf).is_some());
         let stats = root.stats();
         assert_eq!((stats.shed, stats.accept_stalls), (2, 1));
+    }
+
+    #[test]
+    fn a_challenged_leaf_that_never_proves_is_refused_at_the_handshake_timeout() {
+        let t0 = Instant::now();
+        let mut config = root_config(ms(3000));
+        config.key = Some(key(7));
+        // The challenge is part of the handshake: it has the handshake's time, not the
+        // session's.
+        let handshake = config.limits.handshake_timeout;
+        assert!(handshake < ms(3000));
+        let mut root = root(config).with_nonces(root_nonces());
+        let (conn, out) = asks(&mut root, "silent", t0);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Challenge { .. }]
+        ));
+        assert_eq!(root.poll_timeout(), Some(t0 + handshake));
+        root.handle_timeout(t0 + handshake - ms(1));
+        assert!(drain(&mut root).is_empty());
+        root.handle_timeout(t0 + handshake);
+        let out = drain(&mut root);
+        assert!(matches!(
+            frames_on(&out, conn).as_slice(),
+            [Frame::Refuse { reason }] if reason == AUTH_FAILED
+        ));
+        assert!(closes(&out, conn));
+        assert!(matches!(
+            notes(out).as_slice(),
+            [RootNote::Event(Event::Refused { reason, .. })] if reason == AUTH_FAILED
+        ));
+    }
+
+    #[test]
+    fn a_proof_to_a_root_without_a_key_is_a_protocol_error() {
+        let t0 = Instant::now();
+        let mut root = root(root_config(ms(3000)));
+        let conn = root.handle_accepted(PEER, t0);
+        let proof = Frame::Proof {
+            nonce: [1; 32],
+            mac: [2; 32],
+        };
+        root.handle_frame(conn, proof, t0);
+        let out = drain(&mut root);
+        assert!(closes(&out, conn));
+        assert_eq!(root.leaf_count(), 0);
     }
 
     #[test]

@@ -22,9 +22,10 @@ use super::leaf::{LeafCore, LeafNote};
 use super::root::{Event, RootCore, RootNote};
 use super::{ConnError, ConnId, Machine, Output, Transmit};
 use crate::error::Error;
+use crate::rooted::auth::{Nonces, AUTH_FAILED};
 use crate::rooted::proto::{decode, DataPlan, Frame};
 use crate::rooted::{
-    Decision, JoinRequest, LeafConfig, LeafId, RootConfig, RootHooks, SessionEvent,
+    Decision, JoinRequest, Key, LeafConfig, LeafId, RootConfig, RootHooks, SessionEvent,
 };
 use crate::socket::Direction;
 use crate::transport::Transport;
@@ -81,6 +82,21 @@ pub(super) fn leaf_config(i: usize) -> LeafConfig {
     config.connect_timeout = ms(1000);
     config.join_timeout = ms(1000);
     config
+}
+
+/// A pre-shared key of 32 bytes `byte`.
+pub(super) fn key(byte: u8) -> Key {
+    Key::new([byte; 32]).unwrap()
+}
+
+/// The nonces of the tests' root: a counter, seeded apart from every leaf's.
+pub(super) fn root_nonces() -> Nonces {
+    Nonces::counter(0xee)
+}
+
+/// The nonces of leaf `i`: a counter, seeded apart from the root's and the other leaves'.
+pub(super) fn leaf_nonces(i: usize) -> Nonces {
+    Nonces::counter(u8::try_from(i).unwrap())
 }
 
 /// Hooks that refuse leaves whose name starts with "bad", tell every leaf
@@ -253,12 +269,17 @@ impl Sim {
         let epoch = Instant::now();
         let leaves: Vec<LeafCore> = leaves
             .into_iter()
-            .map(|config| LeafCore::new(Transport::RootedUnicast, config))
+            .enumerate()
+            .map(|(i, config)| {
+                LeafCore::new(Transport::RootedUnicast, config).with_nonces(leaf_nonces(i))
+            })
             .collect();
+        let root = RootCore::new(Transport::RootedUnicast, config, Box::new(hooks))
+            .with_nonces(root_nonces());
         Sim {
             epoch,
             now: epoch,
-            root: RootCore::new(Transport::RootedUnicast, config, Box::new(hooks)),
+            root,
             leaf_notes: leaves.iter().map(|_| Vec::new()).collect(),
             leaves,
             frozen: HashSet::new(),
@@ -855,6 +876,258 @@ fn sim_an_invitation_nobody_claims_is_taken_back() {
         sim.leaf_notes(0).as_slice(),
         [LeafNote::Ended { event: Some(SessionEvent::Removed { reason }), .. }] if reason.contains("gave up")
     ));
+}
+
+// ---- authenticated admission ---------------------------------------------------------
+
+/// A root with `root_key` and the default [`Script`], and leaves with the keys given.
+fn keyed(root_key: Option<Key>, leaf_keys: impl IntoIterator<Item = Option<Key>>) -> Sim {
+    let mut config = root_config(ms(3000));
+    config.key = root_key;
+    let leaves = leaf_keys.into_iter().enumerate().map(|(i, key)| {
+        let mut leaf = leaf_config(i);
+        key.clone_into(&mut leaf.key);
+        leaf
+    });
+    Sim::with_leaves(config, Script::default(), leaves)
+}
+
+/// The names of the frames that went between the root and leaf `i`, in order, both
+/// ways, heartbeats left out.
+fn conversation(sim: &Sim, i: usize) -> Vec<String> {
+    sim.wire
+        .iter()
+        .filter(|d| !is_heartbeat(&d.frame))
+        .filter(|d| [d.from, d.to].contains(&Node::Leaf(i)))
+        .map(|d| {
+            let arrow = if d.from == Node::Root { "<-" } else { "->" };
+            format!("{arrow} {}", super::frame_name(&d.frame))
+        })
+        .collect()
+}
+
+/// Asserts that leaf `i`'s join failed with the root's refusal `authentication failed`,
+/// that the root counted the refusal, and that nothing of a session reached the leaf.
+fn refused_for_authentication(sim: &mut Sim, i: usize) {
+    match sim.leaf_notes(i).as_slice() {
+        [LeafNote::JoinFailed(Error::Refused { peer, reason })] => {
+            assert_eq!(*peer, ROOT_AT);
+            assert_eq!(reason, AUTH_FAILED);
+        }
+        other => panic!("expected the join refused: {other:?}"),
+    }
+    assert!(!sim.leaves[i].in_session());
+    assert!(matches!(
+        sim.root_events().as_slice(),
+        [Event::Refused { reason, .. }] if reason == AUTH_FAILED
+    ));
+    assert_eq!(sim.root.leaf_count(), 0);
+    let admitted = sim.sent(Node::Root, Node::Leaf(i), |f| {
+        matches!(f, Frame::Admit { .. } | Frame::RootProof { .. })
+    });
+    assert!(admitted.is_empty(), "no plan and no proof reach the leaf");
+}
+
+#[test]
+fn sim_a_leaf_with_the_roots_key_is_admitted_after_both_prove_it() {
+    let mut sim = keyed(Some(key(7)), [Some(key(7))]);
+    sim.join(0, Direction::ReceiverOnly).unwrap();
+
+    assert!(matches!(
+        sim.leaf_notes(0).as_slice(),
+        [LeafNote::Admitted { session, .. }] if session.plan == unicast_plan()
+    ));
+    assert!(sim.leaves[0].in_session());
+    assert!(matches!(
+        sim.root_notes().as_slice(),
+        [RootNote::Listed(leaf), RootNote::Event(Event::Joined(_))] if leaf.request.name == "leaf-0"
+    ));
+    assert_eq!(
+        conversation(&sim, 0),
+        [
+            "-> Join",
+            "<- Challenge",
+            "-> Proof",
+            "<- RootProof",
+            "<- Admit"
+        ]
+    );
+    // The session runs as any other.
+    sim.advance(ms(10_000));
+    assert!(sim.leaves[0].in_session());
+    assert!(sim.root_events().is_empty());
+}
+
+#[test]
+fn sim_a_leaf_without_a_key_is_refused_before_the_hooks_are_asked() {
+    // Named so that the hooks would refuse it for another reason: they are not asked.
+    let mut no_key = leaf_config(0);
+    no_key.name = "bad-and-keyless".into();
+    let mut config = root_config(ms(3000));
+    config.key = Some(key(7));
+    let mut sim = Sim::with_leaves(config, Script::default(), [no_key]);
+    sim.join(0, Direction::ReceiverOnly).unwrap();
+
+    refused_for_authentication(&mut sim, 0);
+    assert_eq!(
+        conversation(&sim, 0),
+        ["-> Join", "<- Challenge", "-> Refuse", "<- Refuse"]
+    );
+}
+
+#[test]
+fn sim_a_leaf_with_a_wrong_key_is_refused_with_authentication_failed() {
+    let mut sim = keyed(Some(key(7)), [Some(key(8))]);
+    sim.join(0, Direction::Both).unwrap();
+
+    refused_for_authentication(&mut sim, 0);
+    assert_eq!(
+        conversation(&sim, 0),
+        ["-> Join", "<- Challenge", "-> Proof", "<- Refuse"]
+    );
+    // The place is free, and a second try fails the same way.
+    sim.join(0, Direction::Both).unwrap();
+    refused_for_authentication(&mut sim, 0);
+}
+
+#[test]
+fn sim_a_replayed_exchange_is_refused() {
+    let mut sim = keyed(Some(key(7)), [Some(key(7))]);
+    joined(&mut sim, 0);
+    // What someone on the path recorded of the leaf's side of that exchange.
+    let recorded: Vec<Frame> = sim
+        .wire
+        .iter()
+        .filter(|d| d.from == Node::Leaf(0))
+        .filter(|d| matches!(d.frame, Frame::Join { .. } | Frame::Proof { .. }))
+        .map(|d| d.frame.clone())
+        .collect();
+    assert_eq!(recorded.len(), 2);
+
+    // Played back to the root on a connection of its own.
+    let (replay, challenge) = sim.at_root(|root| {
+        let now = Instant::now();
+        let conn = root.handle_accepted(addr([10, 0, 9, 9], 40_999), now);
+        root.handle_frame(conn, recorded[0].clone(), now);
+        let challenge = frames_on(&drain(root), conn)
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        root.handle_frame(conn, recorded[1].clone(), now);
+        (drain(root), challenge)
+    });
+    assert!(
+        matches!(challenge.as_slice(), [Frame::Challenge { nonce }]
+            if !sim.wire.iter().any(|d| d.frame == Frame::Challenge { nonce: *nonce })),
+        "a fresh nonce: {challenge:?}"
+    );
+    assert!(
+        matches!(frames_on(&replay, ConnId(1)).as_slice(), [Frame::Refuse { reason }] if reason == AUTH_FAILED),
+        "{replay:?}"
+    );
+    assert!(matches!(
+        notes(replay).as_slice(),
+        [RootNote::Event(Event::Refused { reason, .. })] if reason == AUTH_FAILED
+    ));
+    assert_eq!(sim.root.leaf_count(), 1, "only the real leaf is in");
+}
+
+#[test]
+fn sim_a_replayed_root_is_refused_by_the_leaf() {
+    let mut sim = keyed(Some(key(7)), [Some(key(7)), Some(key(7))]);
+    joined(&mut sim, 0);
+    // The root's side of leaf 0's exchange, played to leaf 1 as if it were a root.
+    let recorded: Vec<Frame> = sim
+        .wire
+        .iter()
+        .filter(|d| d.from == Node::Root && d.to == Node::Leaf(0))
+        .filter(|d| !is_heartbeat(&d.frame))
+        .map(|d| d.frame.clone())
+        .collect();
+    assert_eq!(
+        recorded.len(),
+        3,
+        "Challenge, RootProof, Admit: {recorded:?}"
+    );
+    let leaf = &mut sim.leaves[1];
+    let now = Instant::now();
+    leaf.handle_join(ROOT_AT, Direction::ReceiverOnly, now)
+        .unwrap();
+    let (conn, _) = bring_up(leaf, ROOT_AT, now);
+    for frame in recorded {
+        leaf.handle_frame(conn, frame, now);
+    }
+    let out = drain(leaf);
+    assert!(matches!(
+        frames_on(&out, conn).as_slice(),
+        [Frame::Proof { .. }, Frame::Leave { reason }] if reason == AUTH_FAILED
+    ));
+    assert!(matches!(
+        notes(out).as_slice(),
+        [LeafNote::JoinFailed(Error::AuthenticationFailed { peer: ROOT_AT, why })] if why.contains("does not match")
+    ));
+    assert!(!sim.leaves[1].in_session());
+}
+
+#[test]
+fn sim_a_leaf_with_a_key_refuses_a_root_without_one() {
+    let mut sim = keyed(None, [Some(key(7))]);
+    sim.join(0, Direction::ReceiverOnly).unwrap();
+
+    match sim.leaf_notes(0).as_slice() {
+        [LeafNote::JoinFailed(err @ Error::AuthenticationFailed { peer, why })] => {
+            assert_eq!(*peer, ROOT_AT);
+            assert!(why.contains("asked no proof"), "{why}");
+            assert!(
+                err.to_string().starts_with("authentication failed"),
+                "{err}"
+            );
+        }
+        other => panic!("expected the root refused: {other:?}"),
+    }
+    assert!(!sim.leaves[0].in_session());
+    // The root admitted it, and hears at once that it left, and why.
+    let events = sim.root_events();
+    assert!(
+        matches!(events.as_slice(), [Event::Joined(_), Event::Left { reason, .. }] if reason == AUTH_FAILED),
+        "{events:?}"
+    );
+    assert_eq!(sim.root.leaf_count(), 0);
+}
+
+#[test]
+fn sim_an_invited_leaf_proves_the_key_and_a_wrong_one_refuses_the_invitation() {
+    let mut sim = keyed(Some(key(7)), [Some(key(7)), Some(key(9))]);
+    sim.invite(0, Direction::ReceiverOnly).unwrap();
+    assert!(matches!(
+        sim.root_notes().as_slice(),
+        [RootNote::Listed(leaf), RootNote::Invited(Ok(_)), RootNote::Event(Event::Joined(_))] if leaf.request.invited
+    ));
+    assert!(matches!(
+        sim.leaf_notes(0).as_slice(),
+        [LeafNote::Admitted { session, .. }] if session.invited
+    ));
+    assert_eq!(
+        conversation(&sim, 0),
+        [
+            "<- Invite",
+            "-> Join",
+            "<- Challenge",
+            "-> Proof",
+            "<- RootProof",
+            "<- Admit"
+        ]
+    );
+
+    sim.invite(1, Direction::ReceiverOnly).unwrap();
+    assert!(matches!(
+        sim.root_notes().as_slice(),
+        [RootNote::Invited(Err(Error::Refused { reason, .. })), RootNote::Event(Event::Refused { .. })]
+            if reason == AUTH_FAILED
+    ));
+    assert!(sim.leaf_notes(1).is_empty(), "nobody waited at the leaf");
+    assert!(!sim.leaves[1].in_session());
+    assert_eq!(sim.root.leaf_count(), 1);
 }
 
 #[test]
