@@ -451,6 +451,10 @@ fn subscription(
         session,
         start: StartAt::FirstSeen,
         timestamps,
+        // One message in flight at a time: a stream that waited for three packets to lock
+        // onto its sender would wait for heartbeats before the first round trip. The
+        // stream locks onto the first sender of its group instead.
+        lock_after: 1,
         ..SubscriptionConfig::new(group)
     }
 }
