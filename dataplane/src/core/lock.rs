@@ -41,6 +41,9 @@ pub(crate) struct Candidate {
     next: u64,
     /// Its packets that followed on from the one before (the first one counts).
     pub(crate) consistent: u8,
+    /// Which run of packets following on from each other it is in: a packet that does
+    /// not follow on from a lone first one starts a new run from itself.
+    pub(crate) run: u32,
     /// Its packets held (and their bytes), and those that did not fit.
     packets: usize,
     bytes: usize,
@@ -53,6 +56,7 @@ pub(crate) struct Candidate {
 #[derive(Debug, Clone, Copy)]
 struct Held {
     candidate: u8,
+    run: u32,
     offset: usize,
     len: usize,
     at: u64,
@@ -115,6 +119,7 @@ impl Lock {
                     source,
                     next: 0,
                     consistent: 0,
+                    run: 0,
                     packets: 0,
                     bytes: 0,
                     unheld: 0,
@@ -135,7 +140,15 @@ impl Lock {
                 END_OF_SESSION_COUNT => sequence == c.next,
                 _ => sequence >= c.next && sequence - c.next <= window,
             };
-        if follows {
+        // A lone first packet that the next one does not follow on from proves nothing
+        // (a forgery that came first, say): the count starts again from the newer one.
+        // Once two follow on from each other, a packet that does not (a duplicate, a
+        // straggler) changes nothing.
+        if follows || c.consistent <= 1 {
+            if !follows {
+                c.run += 1;
+                c.consistent = 0;
+            }
             c.next = match count {
                 HEARTBEAT_COUNT | END_OF_SESSION_COUNT => sequence,
                 // The packet was checked: its messages do not run past u64::MAX.
@@ -151,6 +164,7 @@ impl Lock {
             c.bytes += bytes.len();
             self.held.push(Held {
                 candidate: index as u8,
+                run: c.run,
                 offset,
                 len: bytes.len(),
                 at,
@@ -185,13 +199,21 @@ impl Lock {
         self.candidates.iter().flatten()
     }
 
-    /// Every held packet in arrival order: its sender's place, its bytes, when it came.
-    pub(crate) fn held(&self) -> impl Iterator<Item = (usize, &[u8], u64)> {
+    /// Every held packet in arrival order: its sender's place, its bytes, when it came,
+    /// and whether it is of its sender's last run (see [`Candidate::run`]).
+    pub(crate) fn held(&self) -> impl Iterator<Item = (usize, &[u8], u64, bool)> {
         self.held.iter().map(|h| {
+            let place = usize::from(h.candidate);
+            let last_run = self
+                .candidates
+                .get(place)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.run == h.run);
             (
-                usize::from(h.candidate),
+                place,
                 &self.arena[h.offset..h.offset + h.len],
                 h.at,
+                last_run,
             )
         })
     }
@@ -249,7 +271,10 @@ mod tests {
         );
         let third = lock.offer(b"c", (REAL, 4, 2), from(5), 1 << 30, 3);
         assert_eq!(third.lock, Some(1));
-        let held: Vec<_> = lock.held().map(|(c, b, at)| (c, b.to_vec(), at)).collect();
+        let held: Vec<_> = lock
+            .held()
+            .map(|(c, b, at, _)| (c, b.to_vec(), at))
+            .collect();
         assert_eq!(
             held,
             [
@@ -263,19 +288,40 @@ mod tests {
 
     #[test]
     fn packets_that_do_not_follow_on_are_held_but_do_not_count() {
-        let mut lock = Lock::new(2);
+        let mut lock = Lock::new(3);
         assert_eq!(lock.offer(b"a", (REAL, 10, 1), from(5), 100, 0).lock, None);
-        // Old, then too far ahead, then an end of session elsewhere than where 10 ended.
-        assert_eq!(lock.offer(b"b", (REAL, 3, 1), from(5), 100, 0).lock, None);
-        assert_eq!(lock.offer(b"c", (REAL, 500, 1), from(5), 100, 0).lock, None);
+        assert_eq!(lock.offer(b"b", (REAL, 11, 1), from(5), 100, 0).lock, None);
+        // Old, then too far ahead, then an end of session elsewhere than where 11 ended.
+        assert_eq!(lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0).lock, None);
+        assert_eq!(lock.offer(b"d", (REAL, 500, 1), from(5), 100, 0).lock, None);
         assert_eq!(
-            lock.offer(b"d", (REAL, 12, 0xFFFF), from(5), 100, 0).lock,
+            lock.offer(b"e", (REAL, 13, 0xFFFF), from(5), 100, 0).lock,
             None
         );
-        assert_eq!(lock.held().count(), 4);
+        assert_eq!(lock.held().count(), 5);
         assert_eq!(
-            lock.offer(b"e", (REAL, 11, 0), from(5), 100, 0).lock,
+            lock.offer(b"f", (REAL, 12, 0), from(5), 100, 0).lock,
             Some(0)
+        );
+        assert!(lock.held().all(|(_, _, _, last_run)| last_run));
+    }
+
+    #[test]
+    fn a_lone_first_packet_the_next_does_not_follow_starts_the_count_again() {
+        let mut lock = Lock::new(3);
+        // Forged as the sender, far ahead, before the real stream.
+        lock.offer(b"x", (REAL, 1 << 62, 1), from(5), 100, 0);
+        lock.offer(b"a", (REAL, 1, 1), from(5), 100, 0);
+        lock.offer(b"b", (REAL, 2, 1), from(5), 100, 0);
+        assert_eq!(
+            lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0).lock,
+            Some(0)
+        );
+        let runs: Vec<bool> = lock.held().map(|(_, _, _, last_run)| last_run).collect();
+        assert_eq!(
+            runs,
+            [false, true, true, true],
+            "the forgery is not of the run"
         );
     }
 
@@ -295,7 +341,7 @@ mod tests {
             .filter_map(|c| c.source.map(|s| s.port()))
             .collect();
         assert_eq!(ports, [1, 5, 3, 4]);
-        assert_eq!(lock.held().filter(|&(c, _, _)| c == 1).count(), 1);
+        assert_eq!(lock.held().filter(|&(c, _, _, _)| c == 1).count(), 1);
         assert_eq!(lock.best(), Some(0), "port 1 has two consistent packets");
     }
 

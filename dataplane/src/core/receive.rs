@@ -593,11 +593,23 @@ impl ReceiveState {
                 c.foreign_source.add(other.unheld);
             }
         }
-        // The winner's packets that did not fit are gone: the gaps they leave are
-        // declared as the stream goes on.
-        for (place, bytes, at) in lock.held() {
+        // The winner's packets go on in arrival order; for a late joiner (which starts
+        // wherever its first packet says), those of the run that locked go first, so that
+        // a stray before them cannot set the start. Its packets that did not fit are
+        // gone: the gaps they leave are declared as the stream goes on.
+        let run_first = self.start == StartAt::FirstSeen;
+        if run_first {
+            for (place, bytes, at, last_run) in lock.held() {
+                if place == winner && last_run {
+                    self.take_in(bytes, &Packet::new_unchecked(bytes), at, handler);
+                }
+            }
+        }
+        for (place, bytes, at, last_run) in lock.held() {
             if place == winner {
-                self.take_in(bytes, &Packet::new_unchecked(bytes), at, handler);
+                if !(run_first && last_run) {
+                    self.take_in(bytes, &Packet::new_unchecked(bytes), at, handler);
+                }
             } else if lock
                 .candidate(place)
                 .is_some_and(|o| o.session != chosen.session)
@@ -1159,5 +1171,31 @@ mod tests {
         state.finish(0, &mut seen);
         assert_eq!(seen.messages, [1, 2]);
         assert!(state.locked());
+    }
+
+    #[test]
+    fn a_forgery_as_the_sender_before_the_lock_neither_blocks_it_nor_sets_a_late_start() {
+        let p = five();
+        let session = Session::from_bytes(*b"REORDER   ");
+        let far = pack_all(&session, 1 << 62, 27, [&b"far"[..]]).unwrap_or_else(|e| panic!("{e}"));
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            start: StartAt::FirstSeen,
+            ..ReceiveConfig::default()
+        });
+        let mut seen = Seen::default();
+        state.handle_datagram(&far[0], from(9), 0, &mut seen);
+        for packet in &p[2..] {
+            state.handle_datagram(packet, from(9), 0, &mut seen);
+        }
+        assert!(state.locked());
+        assert_eq!(
+            seen.messages,
+            [3, 4, 5],
+            "the late joiner starts where the run did"
+        );
+        assert!(seen.gaps.is_empty());
+        state.finish(0, &mut seen);
+        assert_eq!(state.stats().suspect, 1, "the forgery, never confirmed");
+        assert_eq!(seen.messages, [3, 4, 5]);
     }
 }
