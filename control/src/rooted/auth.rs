@@ -219,8 +219,7 @@ impl Nonces {
     }
 
     /// Nonces that are all `seed`, but for a count in the last 8 bytes: deterministic,
-    /// and never the same twice.
-    #[cfg(test)]
+    /// and never the same twice (tests and the fuzz entry points).
     pub(crate) fn counter(seed: u8) -> Nonces {
         let mut count = 0u64;
         Nonces(Box::new(move || {

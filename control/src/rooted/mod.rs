@@ -49,6 +49,8 @@
 pub mod auth;
 mod core;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod leaf;
 pub mod proto;
 mod root;

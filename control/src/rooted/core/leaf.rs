@@ -133,7 +133,6 @@ impl LeafCore {
     }
 
     /// The same leaf, drawing its nonces from `nonces` (tests: a counter).
-    #[cfg(test)]
     pub(crate) fn with_nonces(mut self, nonces: Nonces) -> LeafCore {
         self.nonces = nonces;
         self

@@ -185,8 +185,7 @@ impl RootCore {
         }
     }
 
-    /// The same root, drawing its nonces from `nonces` (tests: a counter).
-    #[cfg(test)]
+    /// The same root, drawing its nonces from `nonces` (tests and fuzzing: a counter).
     pub(crate) fn with_nonces(mut self, nonces: Nonces) -> RootCore {
         self.nonces = nonces;
         self
