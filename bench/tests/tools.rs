@@ -146,6 +146,16 @@ fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
     assert_eq!(u64_of(&received, "implausible_stamps"), 0, "{received}");
 }
 
+/// A UDP socket that sends to multicast groups through the loopback interface.
+fn loopback_sender() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    SockRef::from(&socket)
+        .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+        .unwrap();
+    socket.set_multicast_loop_v4(true).unwrap();
+    socket
+}
+
 #[test]
 fn sub_takes_any_moldudp64_stream_and_gives_no_latency_for_foreign_payloads() {
     let _turn = turn();
@@ -166,11 +176,7 @@ fn sub_takes_any_moldudp64_stream_and_gives_no_latency_for_foreign_payloads() {
     write_end_of_session(&mut end, &session, 301).unwrap();
     packets.push(end);
 
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    SockRef::from(&socket)
-        .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
-        .unwrap();
-    socket.set_multicast_loop_v4(true).unwrap();
+    let socket = loopback_sender();
     for packet in &packets {
         socket.send_to(packet, &group).unwrap();
         // Gently: this is about the payloads, not about the receive buffer.
@@ -194,11 +200,7 @@ fn sub_without_a_session_locks_onto_the_real_sender_not_a_stranger_first() {
     // A stranger sends first: two packets of the feed's session that follow on from each
     // other (numbered 1 and 2), from its own socket.
     let session = Session::new("FEED7").unwrap();
-    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
-    SockRef::from(&stranger)
-        .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
-        .unwrap();
-    stranger.set_multicast_loop_v4(true).unwrap();
+    let stranger = loopback_sender();
     for packet in pack_all(&session, 1, 40, [&b"stranger one"[..], b"stranger two"]).unwrap() {
         stranger.send_to(&packet, &group).unwrap();
     }

@@ -13,13 +13,13 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use common::{
-    assert_received_stream, await_end_of_session, flush_and_wait, group, loopback_subscription,
-    start_or_skip, wait_until, Checker, Expected, Net, Paced, Stream, STALL,
+    assert_received_stream, await_end_of_session, checked_subscription, flush_and_wait, group,
+    wait_until, Expected, Net, Paced, STALL,
 };
 use multipoint_dataplane::wire::{
     pack_all, write_end_of_session, write_heartbeat, Session, DEFAULT_MAX_DATAGRAM,
 };
-use multipoint_dataplane::{BackendChoice, Publisher, ShardConfig};
+use multipoint_dataplane::{BackendChoice, Publisher};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const MESSAGES: u64 = 200_000;
@@ -79,14 +79,10 @@ fn spoof(socket: &Socket, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
 
 fn forgeries_beside_a_real_stream(test: &str, backend: BackendChoice, group: SocketAddr) {
     let net = Net::Host(backend);
-    let Some(mut shards) = start_or_skip(test, net.shards(ShardConfig::default())) else {
+    // Neither session nor sender named: the stream locks onto whoever proves itself.
+    let Some((shards, sub, stream)) = checked_subscription(test, &net, group) else {
         return;
     };
-    let stream = Stream::new();
-    // Neither session nor sender named: the stream locks onto whoever proves itself.
-    let sub = shards
-        .subscribe(loopback_subscription(group), Checker::new(&stream))
-        .unwrap();
     let session = Session::new("REAL").unwrap();
     let stranger = net.raw_sender(group);
 

@@ -9,8 +9,9 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{
-    assert_received_stream, await_end_of_session, flush_and_wait, group, loopback_subscription,
-    start_or_skip, wait_until, Checker, Expected, Net, Paced, Stream, BACKENDS, MAX_LEN, STALL,
+    assert_received_stream, await_end_of_session, checked_subscription, flush_and_wait, group,
+    loopback_subscription, start_or_skip, wait_until, Expected, Net, Paced, Stream, BACKENDS,
+    MAX_LEN, STALL,
 };
 use multipoint_dataplane::io::sim::SimNet;
 use multipoint_dataplane::wire::{
@@ -126,13 +127,9 @@ fn foreign() -> Vec<Vec<u8>> {
 }
 
 fn junk_beside_a_real_stream(test: &str, net: Net, group: SocketAddr) {
-    let Some(mut shards) = start_or_skip(test, net.shards(ShardConfig::default())) else {
+    let Some((shards, sub, stream)) = checked_subscription(test, &net, group) else {
         return;
     };
-    let stream = Stream::new();
-    let sub = shards
-        .subscribe(loopback_subscription(group), Checker::new(&stream))
-        .unwrap();
     let session = Session::new("REAL").unwrap();
     let mut publisher = Publisher::new(net.publisher(session, group)).unwrap();
     let junk_sender = net.raw_sender(group);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::auth::{Key, Nonces};
 use super::core::leaf::{LeafCore, LeafNote};
 use super::core::root::{RootCore, RootNote};
-use super::core::{Machine, Output, Transmit};
+use super::core::{ConnId, Machine, Output, Transmit};
 use super::leaf::LeafConfig;
 use super::proto::{decode, DataPlan, Frame};
 use super::root::{RootConfig, RootHooks};
@@ -67,26 +67,20 @@ pub fn root_exchange(input: &[u8]) -> Outcome {
     config.key = key();
     let mut root = RootCore::new(Transport::RootedUnicast, config, Box::new(AdmitAll))
         .with_nonces(Nonces::counter(3));
-    let mut now = Instant::now();
+    let now = Instant::now();
     let conn = root.handle_accepted(SocketAddr::from(([10, 0, 0, 2], 40000)), now);
-    let mut outcome = Outcome::default();
-    for frame in frames(input) {
-        outcome.frames += 1;
-        root.handle_frame(conn, frame, now);
-        now += Duration::from_millis(10);
-        root.handle_timeout(now);
-        while let Some(output) = root.poll_output() {
-            match output {
-                Output::Note(RootNote::Listed(_))
-                | Output::Conn(_, Transmit::Send(Frame::Admit { .. })) => outcome.admitted = true,
-                Output::Conn(_, Transmit::Send(Frame::Challenge { .. })) => {
-                    outcome.challenged = true
-                }
-                _ => {}
-            }
-        }
-    }
-    outcome
+    feed(
+        &mut root,
+        conn,
+        input,
+        now,
+        |output, outcome| match output {
+            Output::Note(RootNote::Listed(_))
+            | Output::Conn(_, Transmit::Send(Frame::Admit { .. })) => outcome.admitted = true,
+            Output::Conn(_, Transmit::Send(Frame::Challenge { .. })) => outcome.challenged = true,
+            _ => {}
+        },
+    )
 }
 
 /// A keyed leaf joins a root and is fed the frames of `input` as the root's answers.
@@ -95,14 +89,13 @@ pub fn leaf_exchange(input: &[u8]) -> Outcome {
     config.data = Some(SocketAddr::from(([10, 0, 0, 2], 9000)));
     config.key = key();
     let mut leaf = LeafCore::new(Transport::RootedUnicast, config).with_nonces(Nonces::counter(4));
-    let mut now = Instant::now();
+    let now = Instant::now();
     let root = SocketAddr::from(([10, 0, 0, 1], 7000));
-    let mut outcome = Outcome::default();
     if leaf
         .handle_join(root, Direction::ReceiverOnly, now)
         .is_err()
     {
-        return outcome;
+        return Outcome::default();
     }
     let mut conn = None;
     while let Some(output) = leaf.poll_output() {
@@ -111,22 +104,42 @@ pub fn leaf_exchange(input: &[u8]) -> Outcome {
         }
     }
     let Some(conn) = conn else {
-        return outcome;
+        return Outcome::default();
     };
     leaf.handle_connected(conn, now);
+    let mut outcome = feed(
+        &mut leaf,
+        conn,
+        input,
+        now,
+        |output, outcome| match output {
+            Output::Note(LeafNote::Admitted { .. }) => outcome.admitted = true,
+            Output::Conn(_, Transmit::Send(Frame::Proof { .. })) => outcome.challenged = true,
+            _ => {}
+        },
+    );
+    outcome.admitted |= leaf.in_session();
+    outcome
+}
+
+/// Feeds the frames of `input` to `machine` on `conn`, 10 ms apart, and every output to
+/// `seen`.
+fn feed<M: Machine>(
+    machine: &mut M,
+    conn: ConnId,
+    input: &[u8],
+    mut now: Instant,
+    mut seen: impl FnMut(Output<M::Note>, &mut Outcome),
+) -> Outcome {
+    let mut outcome = Outcome::default();
     for frame in frames(input) {
         outcome.frames += 1;
-        leaf.handle_frame(conn, frame, now);
+        machine.handle_frame(conn, frame, now);
         now += Duration::from_millis(10);
-        leaf.handle_timeout(now);
-        while let Some(output) = leaf.poll_output() {
-            match output {
-                Output::Note(LeafNote::Admitted { .. }) => outcome.admitted = true,
-                Output::Conn(_, Transmit::Send(Frame::Proof { .. })) => outcome.challenged = true,
-                _ => {}
-            }
+        machine.handle_timeout(now);
+        while let Some(output) = machine.poll_output() {
+            seen(output, &mut outcome);
         }
-        outcome.admitted |= leaf.in_session();
     }
     outcome
 }

@@ -695,6 +695,14 @@ mod tests {
         assert_eq!(parse_cmsgs(&[0xff; 40]), RecvMeta::default());
     }
 
+    /// The bytes of a plain C struct, as the kernel writes it.
+    fn bytes_of<T>(value: &T) -> &[u8] {
+        // SAFETY: reads the struct's own bytes (sockaddr structs: no padding).
+        unsafe {
+            std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+    }
+
     #[test]
     fn source_addresses_read_as_the_kernel_writes_them_and_garbage_is_none() {
         // SAFETY: plain C structs; all-zero is valid.
@@ -702,31 +710,17 @@ mod tests {
         v4.sin_family = libc::AF_INET as libc::sa_family_t;
         v4.sin_port = 4242u16.to_be();
         v4.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 9]);
-        // SAFETY: reads the struct's own bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const v4).cast::<u8>(), std::mem::size_of_val(&v4))
-        };
-        assert_eq!(parse_sockaddr(bytes), "127.0.0.9:4242".parse().ok());
+        assert_eq!(parse_sockaddr(bytes_of(&v4)), "127.0.0.9:4242".parse().ok());
         // SAFETY: as above.
         let mut v6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
         v6.sin6_port = 9u16.to_be();
         v6.sin6_flowinfo = 77;
         v6.sin6_addr.s6_addr = "::ffff:10.1.2.3".parse::<Ipv6Addr>().unwrap().octets();
-        // SAFETY: as above.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const v6).cast::<u8>(), std::mem::size_of_val(&v6))
-        };
-        assert_eq!(
-            parse_sockaddr(bytes),
-            "10.1.2.3:9".parse().ok(),
-            "mapped reads as v4"
-        );
+        let mapped = parse_sockaddr(bytes_of(&v6));
+        assert_eq!(mapped, "10.1.2.3:9".parse().ok(), "mapped reads as v4");
         v6.sin6_addr.s6_addr = Ipv6Addr::LOCALHOST.octets();
-        // SAFETY: as above.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const v6).cast::<u8>(), std::mem::size_of_val(&v6))
-        };
+        let bytes = bytes_of(&v6);
         assert_eq!(
             parse_sockaddr(bytes),
             "[::1]:9".parse().ok(),

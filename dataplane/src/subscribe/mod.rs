@@ -596,14 +596,13 @@ impl<H: Handler> Subscription<H> {
         self.counters.snapshot()
     }
 
-    /// The session the subscription follows: the one configured, or else the one of the
-    /// sender it locked onto. `None` until then.
+    /// The session and the sender the subscription follows, as its receive state says
+    /// ([`ReceiveState::session`], [`ReceiveState::sender`]): `None` until it locked.
     pub fn session(&self) -> Option<Session> {
         self.published.session.get().copied()
     }
 
-    /// The sender the stream is bound to: the one configured with its port, or the one it
-    /// locked onto. `None` until then.
+    /// See [`session`](Self::session).
     pub fn sender(&self) -> Option<SocketAddr> {
         self.published.sender.get().copied()
     }

@@ -93,6 +93,22 @@ pub(crate) fn loopback_subscription(group: SocketAddr) -> SubscriptionConfig {
     }
 }
 
+/// Shards on `net` and a subscription to `group` that names neither session nor sender,
+/// checking every message against a fresh [`Stream`]; `None` when the backend cannot run
+/// here.
+pub(crate) fn checked_subscription(
+    test: &str,
+    net: &Net,
+    group: SocketAddr,
+) -> Option<(Shards, Subscription<Checker>, Stream)> {
+    let mut shards = start_or_skip(test, net.shards(ShardConfig::default()))?;
+    let stream = Stream::new();
+    let sub = shards
+        .subscribe(loopback_subscription(group), Checker::new(&stream))
+        .unwrap();
+    Some((shards, sub, stream))
+}
+
 /// [`loopback_subscription`] to session `name` only: the stream locks at the first
 /// packet of it (one that names no session waits for three).
 pub(crate) fn named(name: &str, group: SocketAddr) -> SubscriptionConfig {
