@@ -251,9 +251,11 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         let elapsed = start.elapsed();
         receiving.look(&st);
         if !told_lock {
-            if let Some(session) = sub.session().filter(|_| st.packets > 0) {
+            // The sender is published when the stream locks (the session may be known
+            // before, from --session).
+            if let (Some(session), Some(sender)) = (sub.session(), sub.sender()) {
                 told_lock = true;
-                println!("{}", locked_line(session, sub.sender(), &st));
+                println!("{}", locked_line(session, sender, &st));
             }
         }
         if sub.failure().is_some() {
@@ -296,11 +298,10 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
 /// What `sub` prints once the stream is bound to its session and sender.
 fn locked_line(
     session: multipoint_dataplane::wire::Session,
-    sender: Option<SocketAddr>,
+    sender: SocketAddr,
     st: &SubscriptionStats,
 ) -> String {
-    let from = sender.map_or_else(|| "an unknown sender".to_owned(), |s| s.to_string());
-    let mut line = format!("multipoint sub: following session {session} from {from}");
+    let mut line = format!("multipoint sub: following session {session} from {sender}");
     if st.foreign_source > 0 {
         line.push_str(&format!(
             " ({} packets of other senders ignored)",
