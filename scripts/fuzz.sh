@@ -47,6 +47,7 @@ max_len() {
     case "$1" in
         moldudp64_request) echo 64 ;;
         moldudp64_parse) echo 1500 ;;
+        auth_exchange) echo 1024 ;;
         *) echo 4096 ;;
     esac
 }
@@ -95,6 +96,11 @@ seeds() {
             "40 01 0102047f0000011388 0006 6c6561662d31" \
             "40 02 41424320202020202020 00000bb8 0000000000000001 01 047f0000011388 00" \
             "80 00 00 01 01 01" ;;
+        # Side byte, then frames: a Join and a made-up Proof to a keyed root; a Challenge
+        # and a made-up RootProof to a keyed leaf.
+        auth_exchange) write_seeds "$dir" \
+            "00 0000001101010102040a0000022328000466757a7a 0000004201 09$(printf '01%.0s' {1..32})$(printf '02%.0s' {1..32})" \
+            "01 0000002201 08$(printf '09%.0s' {1..32}) 0000002201 0a$(printf '03%.0s' {1..32})" ;;
         *) write_seeds "$dir" "00" ;;
     esac
 }

@@ -7,7 +7,9 @@
 //! config: u8   bits 0-1 start (0 One, 1 FirstSeen, 2 At(u64 follows), 3 One),
 //!              bit 2 a session is configured (u8 index into SESSIONS follows),
 //!              bit 3 timestamps, bit 4 a reorder window (u16 ns follows),
-//!              bit 5 only synthesized packets (raw datagrams become synthesized ones)
+//!              bit 5 only synthesized packets (raw datagrams become synthesized ones),
+//!              bit 6 several senders (each datagram is preceded by a u8 choosing one of
+//!              three source ports), bit 7 the first sender is named (with its port)
 //! op:     u8   bits 0-2 what: 0-1 a raw datagram, 2 a synthesized packet, 3 a GRO batch
 //!              of synthesized packets, 4 timeout, 5 unreadable, 6 re-arm, 7 receive error;
 //!              bit 3 truncated, bit 4 a GRO segment size (u16) follows, bit 5 a kernel
@@ -27,16 +29,19 @@
 //!   starts where the previous one ended, and together they end at `next_expected()`;
 //!   every gap has a count of at least 1; nothing comes after the end of session, which
 //!   the handler sees at most once (and exactly when the counter says one came);
-//! - the session followed is the configured one, or else the first one seen, and never
-//!   changes; with only synthesized packets, every message delivered is of that session
-//!   and carries its own sequence number;
+//! - the session followed is the configured one, or else the one locked onto, and never
+//!   changes once known, nor does the sender; with only synthesized packets, every
+//!   message delivered is of one session and carries its own sequence number;
 //! - the counters agree with what was fed and what the handler saw: datagrams, truncated,
 //!   re-arms, receive errors, kernel drops, GRO batches; packets and malformed add up to
-//!   the segments of the datagrams (checked here with the wire parser); messages, bytes,
+//!   the segments of the datagrams (checked here with the wire parser; sequence 0 is
+//!   malformed); messages, bytes,
 //!   gaps, missing; the latency histogram has one sample (or skew) per stamped message;
-//! - without a reorder window nothing is held; after `finish` nothing is; and then every
-//!   message of every well-formed data packet of the followed session was either delivered
-//!   or counted as a duplicate.
+//! - without a reorder window nothing is held; after `finish` nothing is; no more messages
+//!   are delivered or counted as duplicates than the well-formed data packets of the
+//!   followed session and sender carried, and, when nothing was suspect, foreign or of
+//!   another session (and few enough packets came for all to be held before the lock),
+//!   every one of them was one or the other.
 
 #![no_main]
 
@@ -47,6 +52,8 @@ use multipoint_dataplane::stats::SubscriptionStats;
 use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, Packet, PacketBuilder, PacketKind, Session,
 };
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The sessions synthesized packets belong to (a configured session is one of them too).
@@ -71,11 +78,15 @@ fuzz_target!(|data: &[u8]| {
         0
     };
     let synthesized_only = config & 32 != 0;
+    let senders = config & 64 != 0;
+    let sender = (config & 128 != 0).then(|| source(0));
     let mut state = ReceiveState::new(&ReceiveConfig {
         session,
+        sender,
         start,
         timestamps,
         reorder_window: Duration::from_nanos(window),
+        ..ReceiveConfig::default()
     });
     let mut check = Checker::new(&state, synthesized_only, timestamps);
     assert_eq!(state.session(), session);
@@ -93,6 +104,7 @@ fuzz_target!(|data: &[u8]| {
         match op & 7 {
             what @ 0..=3 => {
                 datagram.clear();
+                let from = source(if senders { input.u8() } else { 0 });
                 let mut gro = None;
                 if what >= 2 || synthesized_only {
                     let batch = if what == 3 { 1 + input.u8() % 4 } else { 1 };
@@ -104,19 +116,15 @@ fuzz_target!(|data: &[u8]| {
                 let info = DatagramInfo {
                     truncated: op & 8 != 0,
                     // Synthesized packets are cut at their own boundaries only, so that
-                    // every message delivered is one of theirs.
-                    //
-                    // A segment size of 0 is left out for now: `handle_datagram` panics
-                    // on it (`chunks(0)` in `io::segments`; found by this target and
-                    // reported, not fixed here while `receive.rs` is being rewritten).
-                    // The receive backends never report 0 (`RecvMeta` filters it). Drop
-                    // the filter once it is fixed.
+                    // every message delivered is one of theirs. (A segment size of 0, which
+                    // once panicked, is no coalescing.)
                     gro_segment: if op & 16 != 0 && !synthesized_only {
-                        Some(input.u16()).filter(|&s| s != 0)
+                        Some(input.u16())
                     } else {
                         gro
                     },
                     kernel_drops: (op & 32 != 0).then(|| input.u32()),
+                    source: Some(from),
                 };
                 check.fed(&datagram, info);
                 state.handle_datagram(&datagram, info, now, &mut check);
@@ -153,6 +161,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(state.poll_timeout(), None, "finish lets everything go");
     check.at_the_end(&state);
 });
+
+/// Sender `i` of three: 127.0.0.1, ports 5000 to 5002.
+fn source(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000 + u16::from(i % 3)))
+}
 
 /// Reads the input front to back; what is missing reads as zero.
 struct Input<'a> {
@@ -273,11 +286,12 @@ struct Checker {
     stamped: u64,
     gaps: u64,
     missing: u64,
-    /// The messages of the well-formed data packets of the followed session.
-    offered: u64,
-    /// The session to be followed: the configured one, or else that of the first
-    /// well-formed packet.
-    first_session: Option<Session>,
+    /// The messages of the well-formed data packets, per session and sender.
+    offered: HashMap<([u8; 10], Option<SocketAddr>), u64>,
+    /// The sender followed, once known.
+    sender: Option<SocketAddr>,
+    /// The session index of the first message delivered (synthesized packets only).
+    delivered_session: Option<u8>,
     /// The counters after the previous operation.
     previous: SubscriptionStats,
 }
@@ -297,8 +311,9 @@ impl Checker {
             stamped: 0,
             gaps: 0,
             missing: 0,
-            offered: 0,
-            first_session: state.session(),
+            offered: HashMap::new(),
+            sender: state.sender(),
+            delivered_session: None,
             previous: state.stats(),
         }
     }
@@ -332,10 +347,15 @@ impl Checker {
                 e.malformed += 1;
                 continue;
             };
+            if packet.sequence() == 0 {
+                // MoldUDP64 numbers from 1.
+                e.malformed += 1;
+                continue;
+            }
             e.packets += 1;
-            let first = *self.first_session.get_or_insert(packet.session());
-            if packet.session() == first && packet.kind() == PacketKind::Data {
-                self.offered += u64::from(packet.message_count());
+            if packet.kind() == PacketKind::Data {
+                let key = (*packet.session().as_bytes(), info.source);
+                *self.offered.entry(key).or_default() += u64::from(packet.message_count());
             }
         }
     }
@@ -352,17 +372,14 @@ impl Checker {
 
     /// The state after an operation agrees with everything seen and fed.
     fn after(&mut self, state: &ReceiveState) {
-        // The session: configured, or the first one seen, and then fixed.
+        // The session (configured, or locked onto) and the sender: once known, fixed.
         match (self.session, state.session()) {
             (Some(old), now) => assert_eq!(now, Some(old), "the session changed"),
             (None, now) => self.session = now,
         }
-        if self.first_session.is_some() {
-            assert_eq!(
-                state.session(),
-                self.first_session,
-                "not the first session seen"
-            );
+        match (self.sender, state.sender()) {
+            (Some(old), now) => assert_eq!(now, Some(old), "the sender changed"),
+            (None, now) => self.sender = now,
         }
         // The stream stands where the handler's events ended.
         match (self.next, state.next_expected()) {
@@ -395,10 +412,12 @@ impl Checker {
         if !state.reorders() {
             assert_eq!(s.reordered, 0);
         }
+        let offered: u64 = self.offered.values().sum();
         assert!(
-            s.messages + s.duplicates <= self.offered,
+            s.messages + s.duplicates <= offered,
             "more delivered than offered"
         );
+        assert!(s.foreign_source + s.suspect + s.other_session <= s.packets);
         // Counters only grow.
         let p = self.previous;
         for (now, before, what) in [
@@ -407,6 +426,8 @@ impl Checker {
             (s.heartbeats, p.heartbeats, "heartbeats"),
             (s.end_of_session, p.end_of_session, "end of session"),
             (s.reordered, p.reordered, "reordered"),
+            (s.foreign_source, p.foreign_source, "foreign source"),
+            (s.suspect, p.suspect, "suspect"),
         ] {
             assert!(now >= before, "{what} went down from {before} to {now}");
         }
@@ -420,14 +441,31 @@ impl Checker {
         );
     }
 
-    /// After `finish`: every offered message of the followed session is accounted for.
+    /// After `finish`: the offered messages of the followed session and sender are
+    /// accounted for.
     fn at_the_end(&self, state: &ReceiveState) {
         let s = state.stats();
-        assert_eq!(
-            s.messages + s.duplicates,
-            self.offered,
-            "messages offered but neither delivered nor counted as duplicates: {s:?}"
+        let offered = match state.session() {
+            Some(session) => self
+                .offered
+                .get(&(*session.as_bytes(), state.sender()))
+                .copied()
+                .unwrap_or(0),
+            None => 0,
+        };
+        assert!(
+            s.messages + s.duplicates <= offered,
+            "more delivered than the followed sender offered: {s:?}"
         );
+        // Nothing else came, and few enough packets for all to be held before the lock.
+        if s.suspect + s.foreign_source + s.other_session == 0 && s.packets <= 16 && state.locked()
+        {
+            assert_eq!(
+                s.messages + s.duplicates,
+                offered,
+                "messages offered but neither delivered nor counted as duplicates: {s:?}"
+            );
+        }
     }
 }
 
@@ -447,12 +485,8 @@ impl Handler for Checker {
                 message.len() >= 9,
                 "not a synthesized message: {message:02x?}"
             );
-            let session = self.first_session.expect("a message before any packet");
-            assert_eq!(
-                SESSIONS[usize::from(message[0])],
-                *session.as_bytes(),
-                "session"
-            );
+            let index = *self.delivered_session.get_or_insert(message[0]);
+            assert_eq!(message[0], index, "messages of two sessions delivered");
             assert_eq!(
                 message[1..9],
                 sequence.to_be_bytes(),

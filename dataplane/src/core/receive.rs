@@ -214,7 +214,8 @@ const REORDER_BYTES: usize = 2 << 20;
 pub struct DatagramInfo {
     /// It was longer than the receive buffer (or its control messages did not fit).
     pub truncated: bool,
-    /// The segment size when the kernel coalesced several datagrams (UDP GRO).
+    /// The segment size when the kernel coalesced several datagrams (UDP GRO); 0 or one
+    /// at least the payload's length: not coalesced.
     pub gro_segment: Option<u16>,
     /// The socket's cumulative count of datagrams the kernel dropped (`SO_RXQ_OVFL`).
     pub kernel_drops: Option<u32>,
@@ -468,7 +469,7 @@ impl ReceiveState {
         }
         if info
             .gro_segment
-            .is_some_and(|s| usize::from(s) < payload.len())
+            .is_some_and(|s| s > 0 && usize::from(s) < payload.len())
         {
             c.gro_batches.add(1);
         }
@@ -1197,5 +1198,19 @@ mod tests {
         state.finish(0, &mut seen);
         assert_eq!(state.stats().suspect, 1, "the forgery, never confirmed");
         assert_eq!(seen.messages, [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_gro_segment_size_of_zero_is_no_coalescing_not_a_panic() {
+        let p = five();
+        let mut state = windowed(0);
+        let mut seen = Seen::default();
+        let info = DatagramInfo {
+            gro_segment: Some(0),
+            ..from(9)
+        };
+        state.handle_datagram(&p[0], info, 0, &mut seen);
+        assert_eq!(seen.messages, [1]);
+        assert_eq!(state.stats().gro_batches, 0);
     }
 }

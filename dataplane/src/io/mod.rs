@@ -515,8 +515,9 @@ pub(crate) const RECV_CONTROL_LEN: usize = 64;
 /// Splits a received payload into the datagrams it holds: one, or several of
 /// `gro_segment` bytes each (the last may be shorter) when the kernel coalesced them.
 pub(crate) fn segments(payload: &[u8], gro_segment: Option<u16>) -> std::slice::Chunks<'_, u8> {
+    // A segment size of 0 means no coalescing (and a chunk size of 0 would panic).
     let size = match gro_segment {
-        Some(s) if usize::from(s) < payload.len() => usize::from(s),
+        Some(s) if s > 0 && usize::from(s) < payload.len() => usize::from(s),
         _ => payload.len().max(1),
     };
     payload.chunks(size)
