@@ -92,14 +92,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::lock::Lock;
 use super::reorder::Reorder;
 use super::sequence::{Gap, SequenceTracker, StartAt, Verdict};
-use crate::io::segments;
+use crate::io::{canonical, segments};
 use crate::latency::{read_stamp, LatencyHistogram};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
 use crate::wire::{Packet, Session, END_OF_SESSION_COUNT, HEARTBEAT_COUNT};
@@ -283,7 +283,7 @@ pub struct ReceiveState {
     start: StartAt,
     /// The sequence window (see [`ReceiveConfig::sequence_window`]).
     window: u64,
-    suspect: Option<Box<Suspect>>,
+    suspect: Suspect,
     latency: Box<LatencyHistogram>,
     timestamps: bool,
     /// The reorder window in nanoseconds (0: none).
@@ -334,11 +334,11 @@ impl ReceiveState {
             lock,
             start: config.start,
             window: config.sequence_window.max(1),
-            suspect: Some(Box::new(Suspect {
+            suspect: Suspect {
                 buf: vec![0; SUSPECT_BYTES].into_boxed_slice(),
                 len: 0,
                 at: 0,
-            })),
+            },
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
             reorder_ns: u64::try_from(config.reorder_window.as_nanos()).unwrap_or(u64::MAX),
@@ -418,10 +418,7 @@ impl ReceiveState {
             }
         }
         self.release_held(now, Upto::All, handler);
-        if let Some(s) = self.suspect.as_mut().filter(|s| s.len > 0) {
-            s.len = 0;
-            self.counters.suspect.add(1);
-        }
+        self.drop_suspect();
     }
 
     /// The latency recorded so far.
@@ -675,7 +672,10 @@ impl ReceiveState {
 
     /// The held suspect's first number and message count, if one is held.
     fn suspect_header(&self) -> Option<(u64, u16)> {
-        let s = self.suspect.as_ref().filter(|s| s.len > 0)?;
+        let s = &self.suspect;
+        if s.len == 0 {
+            return None;
+        }
         let packet = Packet::new_unchecked(&s.buf[..s.len]);
         Some((packet.sequence(), packet.count()))
     }
@@ -700,20 +700,22 @@ impl ReceiveState {
 
     /// Applies the held suspect (now confirmed or plausible) and empties its place.
     fn follow_suspect<H: Handler + ?Sized>(&mut self, handler: &mut H) {
-        let Some(mut s) = self.suspect.take() else {
-            return;
-        };
-        if s.len > 0 {
-            let len = std::mem::take(&mut s.len);
-            self.apply(&Packet::new_unchecked(&s.buf[..len]), s.at, handler);
+        let len = std::mem::take(&mut self.suspect.len);
+        if len > 0 {
+            // Out of `self` while it is applied (which needs all of `self`).
+            let buf = std::mem::take(&mut self.suspect.buf);
+            self.apply(
+                &Packet::new_unchecked(&buf[..len]),
+                self.suspect.at,
+                handler,
+            );
+            self.suspect.buf = buf;
         }
-        self.suspect = Some(s);
     }
 
     /// Drops the held suspect, counting it.
     fn drop_suspect(&mut self) {
-        if let Some(s) = self.suspect.as_mut().filter(|s| s.len > 0) {
-            s.len = 0;
+        if std::mem::take(&mut self.suspect.len) > 0 {
             self.counters.suspect.add(1);
         }
     }
@@ -742,14 +744,13 @@ impl ReceiveState {
                     return;
                 }
                 self.drop_suspect();
-                if let Some(s) = self.suspect.as_mut() {
-                    if bytes.len() <= s.buf.len() {
-                        s.buf[..bytes.len()].copy_from_slice(bytes);
-                        s.len = bytes.len();
-                        s.at = now;
-                    } else {
-                        self.counters.suspect.add(1);
-                    }
+                let s = &mut self.suspect;
+                if bytes.len() <= s.buf.len() {
+                    s.buf[..bytes.len()].copy_from_slice(bytes);
+                    s.len = bytes.len();
+                    s.at = now;
+                } else {
+                    self.counters.suspect.add(1);
                 }
                 return;
             }
@@ -872,17 +873,6 @@ impl ReceiveState {
             Verdict::OtherSession => c.other_session.add(1),
             Verdict::OutOfRange => c.malformed.add(1),
         }
-    }
-}
-
-/// `addr` with an IPv4-mapped IPv6 address read as IPv4 (as the backends report sources).
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, v6.scope_id())),
-        },
-        SocketAddr::V4(_) => addr,
     }
 }
 

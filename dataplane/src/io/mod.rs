@@ -456,16 +456,23 @@ pub(crate) fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
-            let ip = Ipv6Addr::from(ip);
-            Some(match ip.to_ipv4_mapped() {
-                Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-                None => {
-                    let scope: [u8; 4] = name.get(24..28)?.try_into().ok()?;
-                    SocketAddr::V6(SocketAddrV6::new(ip, port, 0, u32::from_ne_bytes(scope)))
-                }
-            })
+            let scope: [u8; 4] = name.get(24..28)?.try_into().ok()?;
+            let v6 = SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, u32::from_ne_bytes(scope));
+            Some(canonical(SocketAddr::V6(v6)))
         }
         _ => None,
+    }
+}
+
+/// `addr` as one sender always reads: an IPv4-mapped IPv6 address as IPv4, and no flow
+/// label (which the kernel leaves out of received addresses anyway).
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, v6.scope_id())),
+        },
+        SocketAddr::V4(_) => addr,
     }
 }
 

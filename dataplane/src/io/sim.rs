@@ -55,10 +55,10 @@ use std::time::{Duration, Instant};
 
 use super::op::OpTable;
 use super::pollset::PollSet;
+use super::{canonical, RecvMeta, MAX_GSO_SEGMENTS};
 use super::{
     drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Endpoint, Event, Sending,
 };
-use super::{RecvMeta, MAX_GSO_SEGMENTS};
 use crate::runtime::wake::Wake;
 use crate::wire::{Packet, PacketKind};
 
@@ -268,18 +268,6 @@ impl std::fmt::Debug for SimNet {
             .field("sockets", &net.ports.len())
             .field("stats", &net.stats)
             .finish()
-    }
-}
-
-/// An address with IPv4-mapped IPv6 addresses turned into IPv4 ones, so that a socket of
-/// either family reaches the same socket.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
     }
 }
 

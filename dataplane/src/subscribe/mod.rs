@@ -449,13 +449,17 @@ impl Shards {
         config: &SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
-        let sender = config.sender.or_else(|| match &socket {
+        // Unnamed: a connected socket's peer, else the source of a source-specific join
+        // (any port).
+        let peer = match &socket {
             OwnedSocket::Given(s) => s.peer_addr().ok().and_then(|a| a.as_socket()),
-            OwnedSocket::Sim(s) => s
-                .peer()
-                .or_else(|| config.source.map(|ip| SocketAddr::new(ip, 0))),
-            OwnedSocket::Joined { .. } => config.source.map(|ip| SocketAddr::new(ip, 0)),
-        });
+            OwnedSocket::Sim(s) => s.peer(),
+            OwnedSocket::Joined { .. } => None,
+        };
+        let sender = config
+            .sender
+            .or(peer)
+            .or_else(|| config.source.map(|ip| SocketAddr::new(ip, 0)));
         let state = ReceiveState::new(&ReceiveConfig {
             session: config.session,
             sender,
