@@ -54,6 +54,13 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) foreign_source: Counter,
     pub(crate) suspect: Counter,
     pub(crate) shard_failures: Counter,
+    pub(crate) requests: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) replies: Counter,
+    pub(crate) recovered: Counter,
+    pub(crate) gaps_given_up: Counter,
+    pub(crate) reply_foreign_source: Counter,
+    pub(crate) reply_unasked: Counter,
 }
 
 /// A snapshot of one subscription's counters.
@@ -105,6 +112,20 @@ pub struct SubscriptionStats {
     /// 1 when the shard serving the subscription failed and stopped receiving for it (see
     /// [`Subscription::failure`](crate::Subscription::failure)); summed over several.
     pub shard_failures: u64,
+    /// Re-requests sent to the server (first asks, not retries).
+    pub requests: u64,
+    /// Re-requests sent again because the one before was not answered in time.
+    pub retries: u64,
+    /// Replies of the server that answered a request still out.
+    pub replies: u64,
+    /// Missing messages that came late and were delivered (by reply, or straggling in on the stream); counted in `messages` too.
+    pub recovered: u64,
+    /// Missing ranges given up with recovery: not recovered by their deadline (or no room to track them); their messages are in `missing`.
+    pub gaps_given_up: u64,
+    /// Datagrams on the request socket from anyone but the server, dropped.
+    pub reply_foreign_source: u64,
+    /// Packets from the server that answer nothing asked for (or no longer out: a late or repeated reply), dropped.
+    pub reply_unasked: u64,
 }
 
 impl SubscriptionStats {
@@ -131,6 +152,13 @@ impl SubscriptionStats {
             foreign_source,
             suspect,
             shard_failures,
+            requests,
+            retries,
+            replies,
+            recovered,
+            gaps_given_up,
+            reply_foreign_source,
+            reply_unasked,
         } = *other;
         self.packets += packets;
         self.datagrams += datagrams;
@@ -152,6 +180,13 @@ impl SubscriptionStats {
         self.foreign_source += foreign_source;
         self.suspect += suspect;
         self.shard_failures += shard_failures;
+        self.requests += requests;
+        self.retries += retries;
+        self.replies += replies;
+        self.recovered += recovered;
+        self.gaps_given_up += gaps_given_up;
+        self.reply_foreign_source += reply_foreign_source;
+        self.reply_unasked += reply_unasked;
     }
 }
 
@@ -178,6 +213,13 @@ impl SubscriptionCounters {
             foreign_source: self.foreign_source.get(),
             suspect: self.suspect.get(),
             shard_failures: self.shard_failures.get(),
+            requests: self.requests.get(),
+            retries: self.retries.get(),
+            replies: self.replies.get(),
+            recovered: self.recovered.get(),
+            gaps_given_up: self.gaps_given_up.get(),
+            reply_foreign_source: self.reply_foreign_source.get(),
+            reply_unasked: self.reply_unasked.get(),
         }
     }
 }

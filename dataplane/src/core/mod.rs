@@ -23,6 +23,7 @@ pub(crate) mod fanout;
 pub(crate) mod lock;
 pub mod packetizer;
 pub mod receive;
+pub mod recovery;
 pub(crate) mod reorder;
 pub mod sequence;
 

@@ -97,6 +97,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::lock::Lock;
+use super::recovery::{Recovery, RecoveryConfig};
 use super::reorder::Reorder;
 use super::sequence::{Gap, SequenceTracker, StartAt, Verdict};
 use crate::io::{canonical, segments};
@@ -109,7 +110,17 @@ use crate::wire::{Packet, Session, END_OF_SESSION_COUNT, HEARTBEAT_COUNT};
 pub trait Handler: Send + 'static {
     /// A message with its sequence number. `message` borrows the receive buffer.
     fn on_message(&mut self, sequence: u64, message: &[u8]);
-    /// Messages `gap.first_missing..gap.end()` were lost (they will not be delivered).
+    /// A message that was missing and came late, recovered by re-request or straggling
+    /// in after later ones (only when recovery delivers as messages come, see
+    /// [`RecoveryConfig::in_order`]: in order, recovered messages come through
+    /// [`on_message`](Self::on_message) in their place). By default the same as
+    /// `on_message`.
+    fn on_recovered(&mut self, sequence: u64, message: &[u8]) {
+        self.on_message(sequence, message)
+    }
+    /// Messages `gap.first_missing..gap.end()` were lost for good (they will not be
+    /// delivered). With recovery, that is once they could not be recovered by their
+    /// deadline.
     fn on_gap(&mut self, gap: Gap) {
         let _ = gap;
     }
@@ -133,6 +144,9 @@ impl<F: FnMut(u64, &[u8]) + Send + 'static> Handler for F {
 impl Handler for Box<dyn Handler> {
     fn on_message(&mut self, sequence: u64, message: &[u8]) {
         (**self).on_message(sequence, message)
+    }
+    fn on_recovered(&mut self, sequence: u64, message: &[u8]) {
+        (**self).on_recovered(sequence, message)
     }
     fn on_gap(&mut self, gap: Gap) {
         (**self).on_gap(gap)
@@ -174,6 +188,9 @@ pub struct ReceiveConfig {
     /// lock are held and delivered at the lock, so a stream that locks after 3 packets
     /// delivers its first message only when its third packet arrives.
     pub lock_after: u8,
+    /// Recover lost messages by re-request from the publisher's server (see
+    /// [`crate::core::recovery`]); `None`, the default: a gap is lost at once.
+    pub recovery: Option<RecoveryConfig>,
 }
 
 /// The default [`ReceiveConfig::sequence_window`]: 2^30 (1,073,741,824) numbers. That is
@@ -200,6 +217,7 @@ impl Default for ReceiveConfig {
             reorder_window: Duration::ZERO,
             sequence_window: DEFAULT_SEQUENCE_WINDOW,
             lock_after: 0,
+            recovery: None,
         }
     }
 }
@@ -288,9 +306,24 @@ pub struct ReceiveState {
     timestamps: bool,
     /// The reorder window in nanoseconds (0: none).
     reorder_ns: u64,
-    /// The packets held in the reorder window (present when there is one).
+    /// The packets held in the reorder window (present when there is one, and when
+    /// recovery delivers in order: then packets behind a gap wait in it).
     reorder: Option<Box<Reorder>>,
+    /// The book of missing ranges (present with recovery).
+    recovery: Option<Box<Recovery>>,
+    /// Recovery delivers in order.
+    in_order: bool,
+    /// In order: one past the highest number any packet of the stream reached.
+    highest: Option<u64>,
+    /// As they come: an end of session waits in the suspect place for recovery to finish
+    /// with the gap it revealed.
+    end_waits: bool,
+    /// The end of session came, and the handler hears it once recovery is done.
+    end_deferred: bool,
 }
+
+/// Packets the hold of an in-order recovery has room for, per byte of it.
+const HOLD_BYTES_PER_PACKET: usize = 512;
 
 impl ReceiveState {
     /// A receive state for `config`, with its counters and an empty latency histogram.
@@ -324,6 +357,26 @@ impl ReceiveState {
             Some(b) => SequenceTracker::with_session(b.session, config.start),
             None => SequenceTracker::new(config.start),
         };
+        let window_ns = u64::try_from(config.reorder_window.as_nanos()).unwrap_or(u64::MAX);
+        let in_order = config.recovery.is_some_and(|r| r.in_order);
+        // In order, packets behind a gap wait in the reorder window for as long as the
+        // gap may be recovered.
+        let (reorder_ns, reorder) = match config.recovery.filter(|r| r.in_order) {
+            Some(r) => {
+                let deadline = u64::try_from(r.deadline.as_nanos()).unwrap_or(u64::MAX);
+                let bytes = r.hold_bytes.max(1 << 16);
+                let packets = (bytes / HOLD_BYTES_PER_PACKET).max(REORDER_PACKETS);
+                (
+                    window_ns.max(deadline),
+                    Some(Box::new(Reorder::new(packets, bytes))),
+                )
+            }
+            None if window_ns > 0 => (
+                window_ns,
+                Some(Box::new(Reorder::new(REORDER_PACKETS, REORDER_BYTES))),
+            ),
+            None => (0, None),
+        };
         ReceiveState {
             tracker,
             counters: Arc::new(SubscriptionCounters::default()),
@@ -341,9 +394,13 @@ impl ReceiveState {
             },
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
-            reorder_ns: u64::try_from(config.reorder_window.as_nanos()).unwrap_or(u64::MAX),
-            reorder: (!config.reorder_window.is_zero())
-                .then(|| Box::new(Reorder::new(REORDER_PACKETS, REORDER_BYTES))),
+            reorder_ns,
+            reorder,
+            recovery: config.recovery.map(|r| Box::new(Recovery::new(&r))),
+            in_order,
+            highest: None,
+            end_waits: false,
+            end_deferred: false,
         }
     }
 
@@ -384,26 +441,204 @@ impl ReceiveState {
     /// Whether [`handle_datagram`](Self::handle_datagram) needs the time (latency is
     /// recorded, or there is a reorder window); otherwise pass 0.
     pub fn wants_clock(&self) -> bool {
-        self.timestamps || self.reorder.is_some()
+        self.timestamps || self.reorder.is_some() || self.recovery.is_some()
     }
 
-    /// Whether the state has a reorder window (and so timers: see
+    /// Whether the state has timers (a reorder window, or recovery: see
     /// [`poll_timeout`](Self::poll_timeout)).
-    pub fn reorders(&self) -> bool {
-        self.reorder.is_some()
+    pub fn has_timers(&self) -> bool {
+        self.reorder.is_some() || self.recovery.is_some()
+    }
+
+    /// Whether the state recovers lost messages by re-request (and so has requests to
+    /// send: see [`poll_transmit`](Self::poll_transmit)).
+    pub fn recovers(&self) -> bool {
+        self.recovery.is_some()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is to be called next (latency clock,
-    /// nanoseconds): the earliest time a held packet stops waiting; `None` when nothing
-    /// is held.
+    /// nanoseconds): the earliest time a held packet stops waiting, a request is due or
+    /// a missing range is given up; `None` when nothing waits.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.reorder.as_ref()?.deadline()
+        let held = self.reorder.as_ref().and_then(|r| r.deadline());
+        let asked = self.recovery.as_ref().and_then(|r| r.poll_timeout());
+        match (held, asked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The time is `now`: held packets whose time ran out go on (the gaps before them are
-    /// declared), with every held packet their turn lets go after them.
+    /// declared), with every held packet their turn lets go after them; missing ranges
+    /// whose deadline passed are given up. Requests that fell due are for
+    /// [`poll_transmit`](Self::poll_transmit).
     pub fn handle_timeout<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
         self.release_held(now, Upto::Expired, handler);
+        if let Some(rec) = self.recovery.as_mut() {
+            let c = &self.counters;
+            if self.in_order {
+                // In order, a gap is given up when the packets held behind it stop
+                // waiting (just done, at the same deadline): the tracker then declares
+                // it. What is left has nothing behind it: stop asking.
+                rec.expire(now, &mut |_, _| {});
+            } else {
+                rec.expire(now, &mut |first, end| lost(c, handler, first, end));
+            }
+        }
+        self.recovery_moved(handler);
+    }
+
+    /// The next request to send, if one is due at `now`: written into `buf` (at least
+    /// 20 bytes), its length and where it goes (the server; send it from the socket the
+    /// replies are read from, and hand them to [`handle_reply`](Self::handle_reply)).
+    /// Call it after every `handle_*` until it says `None`.
+    pub fn poll_transmit(&mut self, now: u64, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let rec = self.recovery.as_mut()?;
+        let session = Session::from_bytes(self.bound?.session);
+        let sent = rec.poll_request(session, now, buf);
+        if sent.is_some() {
+            let counts = rec.counts();
+            self.counters.requests.set(counts.requests);
+            self.counters.retries.set(counts.retries);
+        }
+        sent
+    }
+
+    /// Recovery times so far (gap seen → gap filled, per missing range as it was asked
+    /// for), with recovery.
+    pub fn recovery_times(&self) -> Option<&LatencyHistogram> {
+        self.recovery.as_ref().map(|r| r.times())
+    }
+
+    /// The retransmission timeout recovery uses now (adapted to the reply times
+    /// measured), with recovery.
+    pub fn recovery_timeout(&self) -> Option<Duration> {
+        self.recovery.as_ref().map(|r| r.timeout())
+    }
+
+    /// A datagram arrived on the socket requests are sent from: a reply of the server,
+    /// or anything else. It counts only when it comes from the server
+    /// ([`RecoveryConfig::server`]), is a data packet of the stream's session and
+    /// answers a request still out; anything else is counted (`reply_foreign_source`,
+    /// `reply_unasked`, `malformed`) and dropped. Its missing messages are delivered as
+    /// recovered (as they come), or take their place in the stream (in order).
+    pub fn handle_reply<H: Handler + ?Sized>(
+        &mut self,
+        payload: &[u8],
+        info: DatagramInfo,
+        now: u64,
+        handler: &mut H,
+    ) {
+        let c = &self.counters;
+        let Some(rec) = self.recovery.as_ref() else {
+            c.reply_unasked.add(1);
+            return;
+        };
+        if info.source.map(canonical) != Some(canonical(rec.config().server)) {
+            c.reply_foreign_source.add(1);
+            return;
+        }
+        if info.truncated {
+            c.truncated.add(1);
+            return;
+        }
+        for bytes in segments(payload, info.gro_segment) {
+            self.take_reply(bytes, now, handler);
+        }
+        self.recovery_moved(handler);
+    }
+
+    /// One packet of a reply from the server (see [`handle_reply`](Self::handle_reply)).
+    fn take_reply<H: Handler + ?Sized>(&mut self, bytes: &[u8], now: u64, handler: &mut H) {
+        let c = &self.counters;
+        let Ok(packet) = Packet::new_checked(bytes) else {
+            c.malformed.add(1);
+            return;
+        };
+        let count = packet.count();
+        let session = self.bound.map(|b| b.session);
+        let asked = packet.sequence() != 0
+            && count != HEARTBEAT_COUNT
+            && count != END_OF_SESSION_COUNT
+            && session == Some(*packet.session().as_bytes())
+            && self
+                .recovery
+                .as_mut()
+                .is_some_and(|r| r.handle_reply(packet.sequence(), count, now));
+        if !asked {
+            c.reply_unasked.add(1);
+            return;
+        }
+        c.replies.add(1);
+        let (first, end) = (packet.sequence(), packet.sequence() + u64::from(count));
+        if self.in_order {
+            if let Some(rec) = self.recovery.as_ref() {
+                c.recovered.add(rec.count_missing(first, end));
+            }
+            self.take_in(bytes, &packet, now, handler);
+        } else {
+            let delivered = self.deliver_missing(&packet, end, now, handler);
+            self.counters
+                .duplicates
+                .add(u64::from(count).saturating_sub(delivered));
+        }
+    }
+
+    /// As they come: delivers the messages of `packet` before `upto` that recovery still
+    /// misses, as recovered, and fills them in. Returns how many.
+    fn deliver_missing<H: Handler + ?Sized>(
+        &mut self,
+        packet: &Packet<&[u8]>,
+        upto: u64,
+        now: u64,
+        handler: &mut H,
+    ) -> u64 {
+        let Some(rec) = self.recovery.as_mut() else {
+            return 0;
+        };
+        let first = packet.sequence();
+        // Checked packet: first + count does not overflow.
+        let end = (first + u64::from(packet.message_count())).min(upto);
+        if first >= end || !rec.overlaps(first, end) {
+            return 0;
+        }
+        let c = &self.counters;
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for (i, msg) in packet.messages().enumerate() {
+            let sequence = first + i as u64;
+            if sequence >= end {
+                break;
+            }
+            if rec.contains(sequence) {
+                if self.timestamps {
+                    if let Some(stamp) = read_stamp(msg) {
+                        self.latency.record_since(stamp, now);
+                    }
+                }
+                handler.on_recovered(sequence, msg);
+                messages += 1;
+                bytes += msg.len() as u64;
+            }
+        }
+        rec.fill(first, end, now, &mut |a, b| lost(c, handler, a, b));
+        c.messages.add(messages);
+        c.bytes.add(bytes);
+        c.recovered.add(messages);
+        messages
+    }
+
+    /// After recovery moved on: an end of session that waited for it goes on once
+    /// nothing is missing any more, and the handler hears of an end that came meanwhile.
+    fn recovery_moved<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        if !self.recovery.as_ref().is_some_and(|r| r.is_empty()) {
+            return;
+        }
+        if std::mem::take(&mut self.end_waits) {
+            self.follow_suspect(handler);
+        }
+        if std::mem::take(&mut self.end_deferred) {
+            handler.on_end_of_session();
+        }
     }
 
     /// The end of a subscription: a stream not yet locked locks onto the sender with the
@@ -418,6 +653,11 @@ impl ReceiveState {
             }
         }
         self.release_held(now, Upto::All, handler);
+        if let Some(rec) = self.recovery.as_mut() {
+            let c = &self.counters;
+            rec.give_up_all(&mut |first, end| lost(c, handler, first, end));
+        }
+        self.recovery_moved(handler);
         self.drop_suspect();
     }
 
@@ -619,6 +859,70 @@ impl ReceiveState {
         }
     }
 
+    /// The tracker declared `gap`. Without recovery it is lost at once. As they come, it
+    /// is asked for (and lost at once only if there is no room to track it). In order,
+    /// it was tracked when the packet behind it arrived, and the tracker declares it only
+    /// when what was held behind it stopped waiting: it is lost now.
+    fn gap_seen<H: Handler + ?Sized>(&mut self, gap: Gap, now: u64, handler: &mut H) {
+        let c = &self.counters;
+        let (first, end) = (gap.first_missing, gap.end());
+        match self.recovery.as_mut() {
+            None => {
+                c.gaps.add(1);
+                c.missing.add(gap.count);
+                handler.on_gap(gap);
+            }
+            Some(rec) if self.in_order => {
+                if !rec.overlaps(first, end) && self.highest.is_none_or(|h| h <= first) {
+                    // Never seen missing before (it was not behind a held packet).
+                    c.gaps.add(1);
+                }
+                rec.forget(first, end);
+                lost(c, handler, first, end);
+            }
+            Some(rec) => {
+                c.gaps.add(1);
+                if !rec.add(first, end, now) {
+                    lost(c, handler, first, end);
+                }
+            }
+        }
+    }
+
+    /// In order, with recovery: a packet of the bound stream arrived (before it is held
+    /// or applied). One that starts beyond every number seen so far reveals a gap, which
+    /// is asked for; one that brings missing messages fills them in.
+    fn note_span(&mut self, packet: &Packet<&[u8]>, now: u64) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let Some(next) = self.tracker.next_expected() else {
+            return;
+        };
+        let first = packet.sequence();
+        if self.tracker.ended() || (first > next && first - next > self.window) {
+            // After the end, or too far ahead: what it says is for the suspect rules.
+            return;
+        }
+        let end = match packet.count() {
+            HEARTBEAT_COUNT | END_OF_SESSION_COUNT => first,
+            // Checked packet: no overflow.
+            n => first + u64::from(n),
+        };
+        let highest = self.highest.map_or(next, |h| h.max(next));
+        if first > highest {
+            self.counters.gaps.add(1);
+            // No room: it is given up when the tracker reaches it.
+            let _ = rec.add(highest, first, now);
+        }
+        if end > first {
+            // A range that cannot be split for want of room is no longer asked for; the
+            // tracker declares it when its wait ends.
+            rec.fill(first, end, now, &mut |_, _| {});
+        }
+        self.highest = Some(highest.max(end));
+    }
+
     /// Binds the stream to `session` from `source`.
     fn bind(&mut self, session: [u8; 10], source: Option<SocketAddr>) {
         self.bound = Some(Bound { session, source });
@@ -639,6 +943,9 @@ impl ReceiveState {
         now: u64,
         handler: &mut H,
     ) {
+        if self.in_order {
+            self.note_span(packet, now);
+        }
         if self.reorder.is_some() && self.waits(packet) {
             if self.hold(bytes, packet, now) {
                 return;
@@ -700,6 +1007,7 @@ impl ReceiveState {
 
     /// Applies the held suspect (now confirmed or plausible) and empties its place.
     fn follow_suspect<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        self.end_waits = false;
         let len = std::mem::take(&mut self.suspect.len);
         if len > 0 {
             // Out of `self` while it is applied (which needs all of `self`).
@@ -715,6 +1023,7 @@ impl ReceiveState {
 
     /// Drops the held suspect, counting it.
     fn drop_suspect(&mut self) {
+        self.end_waits = false;
         if std::mem::take(&mut self.suspect.len) > 0 {
             self.counters.suspect.add(1);
         }
@@ -743,15 +1052,28 @@ impl ReceiveState {
                     self.counters.suspect.add(1);
                     return;
                 }
-                self.drop_suspect();
-                let s = &mut self.suspect;
-                if bytes.len() <= s.buf.len() {
-                    s.buf[..bytes.len()].copy_from_slice(bytes);
-                    s.len = bytes.len();
-                    s.at = now;
-                } else {
-                    self.counters.suspect.add(1);
+                let recovering = self.recovery.is_some() && !self.in_order;
+                if recovering
+                    && packet.count() == END_OF_SESSION_COUNT
+                    && packet.sequence() - next <= self.window
+                {
+                    // As they come, with recovery: the gap the end reveals is asked for
+                    // (as a heartbeat there would reveal it), and the end waits for
+                    // recovery to be done with it, or for its repeat.
+                    let verdict = self.tracker.handle_packet(
+                        *packet.session().as_bytes(),
+                        packet.sequence(),
+                        HEARTBEAT_COUNT,
+                    );
+                    if let Some(gap) = verdict.gap() {
+                        self.gap_seen(gap, now, handler);
+                    }
+                    self.hold_suspect(bytes, now);
+                    self.end_waits = self.suspect.len > 0;
+                    self.recovery_moved(handler);
+                    return;
                 }
+                self.hold_suspect(bytes, now);
                 return;
             }
         }
@@ -761,6 +1083,8 @@ impl ReceiveState {
         };
         // The stream went on: the suspect may be plausible now, or contradicted.
         match self.tracker.next_expected() {
+            // An end that waits for recovery stays while the stream has not passed it.
+            Some(next) if self.end_waits && !self.tracker.ended() && next == first => {}
             Some(next) if !self.tracker.ended() && !self.far(first, count, next) => {
                 self.follow_suspect(handler)
             }
@@ -768,6 +1092,19 @@ impl ReceiveState {
             Some(next)
                 if !self.tracker.ended() && count == END_OF_SESSION_COUNT && first > next => {}
             _ => self.drop_suspect(),
+        }
+    }
+
+    /// Holds `bytes` as the suspect (dropping, and counting, the one held before).
+    fn hold_suspect(&mut self, bytes: &[u8], now: u64) {
+        self.drop_suspect();
+        let s = &mut self.suspect;
+        if bytes.len() <= s.buf.len() {
+            s.buf[..bytes.len()].copy_from_slice(bytes);
+            s.len = bytes.len();
+            s.at = now;
+        } else {
+            self.counters.suspect.add(1);
         }
     }
 
@@ -813,7 +1150,7 @@ impl ReceiveState {
             let due = match upto {
                 Upto::All => reorder.first(),
                 // A wait cannot run out at a time before every hold began.
-                Upto::Turn => reorder.next_due(next, 0),
+                Upto::Turn => reorder.next_turn(next),
                 Upto::Expired => reorder.next_due(next, now),
             };
             let Some(held) = due else {
@@ -828,16 +1165,26 @@ impl ReceiveState {
 
     /// Sequences one checked packet and tells `handler` what it brings.
     fn apply<H: Handler + ?Sized>(&mut self, packet: &Packet<&[u8]>, now: u64, handler: &mut H) {
-        let c = &self.counters;
         let count = packet.count();
+        let next_before = self.tracker.next_expected();
         let verdict =
             self.tracker
                 .handle_packet(*packet.session().as_bytes(), packet.sequence(), count);
         if let Some(gap) = verdict.gap() {
-            c.gaps.add(1);
-            c.missing.add(gap.count);
-            handler.on_gap(gap);
+            self.gap_seen(gap, now, handler);
         }
+        // As they come: messages before the next expected number that recovery still
+        // misses came late; they are delivered as recovered.
+        let mut late = 0;
+        if let Some(rec) = self.recovery.as_mut() {
+            if count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT {
+                rec.note_packet(count);
+                if let Some(before) = next_before.filter(|_| !self.in_order) {
+                    late = self.deliver_missing(packet, before, now, handler);
+                }
+            }
+        }
+        let c = &self.counters;
         match verdict {
             Verdict::Deliver { skip, .. } => {
                 // new_checked guarantees sequence + count does not overflow, so neither
@@ -858,22 +1205,43 @@ impl ReceiveState {
                 }
                 c.messages.add(messages);
                 c.bytes.add(bytes);
-                c.duplicates.add(u64::from(skip));
+                c.duplicates.add(u64::from(skip).saturating_sub(late));
             }
-            Verdict::Duplicate | Verdict::AfterEnd => {
-                c.duplicates.add(u64::from(packet.message_count()))
-            }
+            Verdict::Duplicate | Verdict::AfterEnd => c
+                .duplicates
+                .add(u64::from(packet.message_count()).saturating_sub(late)),
             Verdict::Heartbeat { .. } => c.heartbeats.add(1),
             Verdict::EndOfSession { .. } => {
                 c.end_of_session.add(1);
                 if c.end_of_session.get() == 1 {
-                    handler.on_end_of_session();
+                    if self.recovery.as_ref().is_some_and(|r| !r.is_empty()) {
+                        // As they come, recovered messages may still arrive: the end is
+                        // heard once recovery is done with them.
+                        self.end_deferred = true;
+                    } else {
+                        handler.on_end_of_session();
+                    }
                 }
             }
             Verdict::OtherSession => c.other_session.add(1),
             Verdict::OutOfRange => c.malformed.add(1),
         }
     }
+}
+
+/// Messages `first..end` are lost for good (recovery gave them up): counted, and the
+/// handler hears it.
+fn lost<H: Handler + ?Sized>(c: &SubscriptionCounters, handler: &mut H, first: u64, end: u64) {
+    let count = end.saturating_sub(first);
+    if count == 0 {
+        return;
+    }
+    c.missing.add(count);
+    c.gaps_given_up.add(1);
+    handler.on_gap(Gap {
+        first_missing: first,
+        count,
+    });
 }
 
 /// A [`ReceiveState`] with the default [`ReceiveConfig`]: from sequence 1, the session
@@ -1039,7 +1407,7 @@ mod tests {
             ..ReceiveConfig::default()
         });
         let mut seen = Seen::default();
-        assert!(!plain.wants_clock() && !plain.reorders());
+        assert!(!plain.wants_clock() && !plain.has_timers());
         feed(&mut plain, &p[0], 0, &mut seen);
         feed(&mut plain, &p[2], 0, &mut seen);
         feed(&mut plain, &p[1], 0, &mut seen);

@@ -4,8 +4,8 @@
 //! The receive state decides what to hold ([`Reorder::hold`]) and when to let go
 //! ([`Reorder::next_due`]); this module only keeps the packets: copies in one arena
 //! allocated up front, listed by sequence number, each with the time it is held until.
-//! The arena is reused from the start once every held packet is let go; a packet that
-//! does not fit is not held (the receive state then declares the gap at once).
+//! The arena is a ring, reused as held packets are let go; a packet that does not fit
+//! is not held (the receive state then declares the gap at once).
 
 /// A held packet: where its bytes are, the sequence numbers it carries, and until when it
 /// waits (on the latency clock, nanoseconds).
@@ -15,16 +15,38 @@ pub(crate) struct Held {
     pub(crate) first: u64,
     /// When it stops waiting for what is missing before it.
     pub(crate) until: u64,
+    /// Its allocation's number (see [`Reorder`]).
+    alloc: u64,
     offset: usize,
     len: usize,
 }
 
+/// One allocation in the arena, in the order they were made: where it ends (absolute,
+/// counting any bytes skipped at the arena's end to keep it contiguous) and whether it
+/// was let go.
+#[derive(Debug, Clone, Copy)]
+struct Alloc {
+    end: u64,
+    freed: bool,
+}
+
 /// The held packets. See the module docs.
+///
+/// The arena is a ring: packets are copied in at its tail and its head moves on over
+/// every allocation let go, in the order they were made. Packets are mostly let go in
+/// the order they came, so little room stays taken by one let go early behind one still
+/// held.
 #[derive(Debug)]
 pub(crate) struct Reorder {
     arena: Box<[u8]>,
-    /// Bytes of the arena in use (from the start).
-    used: usize,
+    /// Absolute positions in the ring: where the oldest allocation still taken starts,
+    /// and where the next one goes.
+    head: u64,
+    tail: u64,
+    /// Allocations from the oldest still taken on (capacity reserved up front); the
+    /// first is number `base`.
+    allocs: std::collections::VecDeque<Alloc>,
+    base: u64,
     /// Held packets, by increasing first sequence number (capacity reserved up front).
     held: Vec<Held>,
 }
@@ -34,7 +56,10 @@ impl Reorder {
     pub(crate) fn new(packets: usize, bytes: usize) -> Reorder {
         Reorder {
             arena: vec![0; bytes].into_boxed_slice(),
-            used: 0,
+            head: 0,
+            tail: 0,
+            allocs: std::collections::VecDeque::with_capacity(packets),
+            base: 0,
             held: Vec::with_capacity(packets),
         }
     }
@@ -52,22 +77,42 @@ impl Reorder {
     /// Holds a copy of `packet`, whose first message is `first`, until `until`; returns
     /// whether there was room.
     pub(crate) fn hold(&mut self, packet: &[u8], first: u64, until: u64) -> bool {
-        let end = self.used + packet.len();
-        if self.held.len() == self.held.capacity() || end > self.arena.len() {
+        let size = self.arena.len() as u64;
+        let len = packet.len() as u64;
+        if self.held.len() == self.held.capacity()
+            || self.allocs.len() == self.allocs.capacity()
+            || len > size
+        {
             return false;
         }
-        self.arena[self.used..end].copy_from_slice(packet);
+        // Contiguous: a packet that would run past the arena's end starts at its
+        // beginning, the bytes skipped counted as its own.
+        let at = self.tail % size.max(1);
+        let start = if at + len > size {
+            self.tail + (size - at)
+        } else {
+            self.tail
+        };
+        let end = start + len;
+        if end - self.head > size {
+            return false;
+        }
+        let offset = (start % size.max(1)) as usize;
+        self.arena[offset..offset + packet.len()].copy_from_slice(packet);
+        let alloc = self.base + self.allocs.len() as u64;
+        self.allocs.push_back(Alloc { end, freed: false });
+        self.tail = end;
         let at = self.held.partition_point(|h| h.first <= first);
         self.held.insert(
             at,
             Held {
                 first,
                 until,
-                offset: self.used,
+                alloc,
+                offset,
                 len: packet.len(),
             },
         );
-        self.used = end;
         true
     }
 
@@ -76,13 +121,21 @@ impl Reorder {
     /// `now`, every one up to and including the highest-numbered expired one, in order.
     pub(crate) fn next_due(&self, next: u64, now: u64) -> Option<Held> {
         let first = *self.held.first()?;
+        if first.first <= next {
+            return Some(first);
+        }
         let expired = self
             .held
             .iter()
             .filter(|h| h.until <= now)
             .map(|h| h.first)
             .max();
-        (first.first <= next || expired.is_some_and(|upto| first.first <= upto)).then_some(first)
+        expired.is_some_and(|upto| first.first <= upto).then_some(first)
+    }
+
+    /// The lowest-numbered held packet if `next` reaches it (its turn has come).
+    pub(crate) fn next_turn(&self, next: u64) -> Option<Held> {
+        self.held.first().filter(|h| h.first <= next).copied()
     }
 
     /// The lowest-numbered held packet, whatever its time (to let everything go).
@@ -97,13 +150,28 @@ impl Reorder {
             .unwrap_or(&[])
     }
 
-    /// Lets `held` go (it must be the first); the arena is reused once nothing is held.
+    /// Lets `held` go; its room is reused once every allocation before it went too.
     pub(crate) fn release(&mut self, held: &Held) {
         if let Some(i) = self.held.iter().position(|h| h == held) {
             self.held.remove(i);
         }
-        if self.held.is_empty() {
-            self.used = 0;
+        let index = held.alloc.wrapping_sub(self.base);
+        if let Some(a) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.allocs.get_mut(i))
+        {
+            a.freed = true;
+        }
+        while let Some(a) = self.allocs.front().copied().filter(|a| a.freed) {
+            self.allocs.pop_front();
+            self.base += 1;
+            self.head = a.end;
+        }
+        if self.allocs.is_empty() {
+            // Nothing taken: start again at the arena's beginning.
+            let size = (self.arena.len() as u64).max(1);
+            self.tail = self.tail.div_ceil(size) * size;
+            self.head = self.tail;
         }
     }
 }
@@ -147,5 +215,29 @@ mod tests {
         }
         assert!(r.is_empty());
         assert!(r.hold(b"abcdefgh", 9, 10), "the whole arena again");
+    }
+
+    #[test]
+    fn the_arena_is_a_ring_reused_as_the_oldest_packets_go_even_while_others_stay() {
+        let mut r = Reorder::new(8, 10);
+        assert!(r.hold(b"aaaa", 10, 0));
+        assert!(r.hold(b"bbbb", 20, 0));
+        // 10 goes, 20 stays: its room comes back, and "cccccc" does not fit at the end
+        // (2 bytes left), so it starts at the beginning.
+        let h = r.next_turn(10).unwrap_or_else(|| unreachable!());
+        r.release(&h);
+        assert!(!r.hold(b"cccccc", 30, 0), "4 free at the start + 2 at the end: not contiguous");
+        assert!(r.hold(b"cc", 30, 0));
+        assert!(r.hold(b"dddd", 40, 0), "wraps to the start");
+        let bytes: Vec<&[u8]> = r.held.iter().map(|h| r.bytes(h)).collect();
+        assert_eq!(bytes, [&b"bbbb"[..], b"cc", b"dddd"]);
+        // A packet let go out of order keeps its room until the older ones go.
+        let d = r.held[2];
+        r.release(&d);
+        assert!(!r.hold(b"eeee", 50, 0));
+        while let Some(h) = r.first() {
+            r.release(&h);
+        }
+        assert!(r.hold(b"0123456789", 60, 0), "the whole ring again");
     }
 }

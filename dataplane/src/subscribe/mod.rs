@@ -38,6 +38,7 @@ use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Netwo
 use crate::core::receive::{
     Handler, Published, ReceiveConfig, ReceiveState, DEFAULT_SEQUENCE_WINDOW,
 };
+use crate::core::recovery::RecoveryConfig;
 use crate::core::sequence::StartAt;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
@@ -166,6 +167,12 @@ pub struct SubscriptionConfig {
     /// Packets that follow on from each other before an unnamed sender is locked onto
     /// (see [`ReceiveConfig::lock_after`]).
     pub lock_after: u8,
+    /// Recover lost messages by re-request from the publisher's re-request server (see
+    /// [`crate::core::recovery`]): the subscription gets a second, unicast socket that
+    /// requests leave from and replies arrive on (on the same shard; it takes a second
+    /// of the shard's `max_subscriptions` places). `None`, the default: a lost message
+    /// is lost.
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl SubscriptionConfig {
@@ -194,6 +201,7 @@ impl SubscriptionConfig {
             sender: None,
             sequence_window: DEFAULT_SEQUENCE_WINDOW,
             lock_after: 0,
+            recovery: None,
         }
     }
 }
@@ -468,7 +476,12 @@ impl Shards {
             reorder_window: config.reorder_window,
             sequence_window: config.sequence_window,
             lock_after: config.lock_after,
+            recovery: config.recovery,
         });
+        let requests = match &config.recovery {
+            Some(recovery) => Some(self.request_socket(recovery.server)?),
+            None => None,
+        };
         let (counters, published) = state.shared();
         let id = self.next_id;
         self.next_id += 1;
@@ -478,6 +491,8 @@ impl Shards {
             socket,
             state,
             handler: Box::new(handler),
+            requests,
+            request_slot: 0,
         });
         let shard = &self.shards[index];
         let (reply_tx, reply_rx) = bounded(1);
@@ -494,6 +509,36 @@ impl Shards {
             tx: Some(shard.link.clone()),
             _handler: PhantomData,
         })
+    }
+
+    /// The socket a subscription with recovery sends its requests to `server` from and
+    /// reads the replies on: unicast, any port, of the server's address family.
+    fn request_socket(&self, server: SocketAddr) -> Result<OwnedSocket> {
+        let any = match server {
+            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        if let Network::Sim(net) = &self.config.network {
+            let socket = net
+                .bind(sim::default_source(server))
+                .map_err(Error::io("binding a simulated request socket"))?;
+            return Ok(OwnedSocket::Sim(socket));
+        }
+        let socket = Socket::new(
+            socket2::Domain::for_address(server),
+            Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(Error::io("making the re-request socket"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(Error::io("making the re-request socket non-blocking"))?;
+        socket
+            .bind(&any.into())
+            .map_err(Error::io("binding the re-request socket"))?;
+        // Replies come in bursts after a loss: room for a few hundred of them.
+        let _ = socket.set_recv_buffer_size(1 << 20);
+        Ok(OwnedSocket::Given(socket))
     }
 
     /// Stops every shard and joins its thread; buffers and rings are freed.
@@ -587,6 +632,9 @@ pub struct Closed<H> {
     /// One-way latency since the last [`Subscription::take_latency`] (empty unless
     /// timestamps were on).
     pub latency: LatencyHistogram,
+    /// With recovery: recovery times, gap seen → gap filled, per missing range as it was
+    /// asked for (empty without recovery).
+    pub recovery: LatencyHistogram,
 }
 
 impl<H: Handler> Subscription<H> {
@@ -659,10 +707,15 @@ impl<H: Handler> Subscription<H> {
             .into_any()
             .downcast::<H>()
             .map_err(|_| Error::Config("subscription handler type mismatch".into()))?;
+        let recovery = state
+            .recovery_times()
+            .cloned()
+            .unwrap_or_else(LatencyHistogram::new);
         Ok(Closed {
             handler: *handler,
             stats: self.counters.snapshot(),
             latency: state.into_latency(),
+            recovery,
         })
     }
 }

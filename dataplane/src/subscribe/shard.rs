@@ -37,7 +37,14 @@ pub(crate) struct SubState {
     pub(crate) socket: OwnedSocket,
     pub(crate) state: ReceiveState,
     pub(crate) handler: Box<dyn ErasedHandler>,
+    /// With recovery: the socket requests leave from and replies arrive on, and its
+    /// slot in the receive backend.
+    pub(crate) requests: Option<OwnedSocket>,
+    pub(crate) request_slot: u32,
 }
+
+/// No subscription: a slot that is not a request socket's.
+const NO_OWNER: u32 = u32::MAX;
 
 /// What the owner asks of a receive shard.
 pub(crate) enum Command {
@@ -62,8 +69,13 @@ pub(crate) struct Shard<R> {
     panicked: Vec<u32>,
     /// Ids of subscriptions closed because their handler panicked.
     dead: Vec<u64>,
-    /// Subscriptions with a reorder window, whose timers each turn runs.
+    /// Subscriptions with timers (a reorder window, or recovery), which each turn runs.
     windowed: usize,
+    /// Subscriptions that recover by re-request, whose requests each turn sends.
+    recovering: usize,
+    /// For the slot of each request socket, the slot of its subscription (else
+    /// [`NO_OWNER`]).
+    owner: Vec<u32>,
     /// Backend polls that failed in a row.
     errors: u32,
     /// Why the shard stopped receiving, once it did (see [`Shard::fail`]).
@@ -84,6 +96,8 @@ impl<R: BatchRecv> Shard<R> {
             panicked: Vec::with_capacity(max_subscriptions as usize),
             dead: Vec::new(),
             windowed: 0,
+            recovering: 0,
+            owner: vec![NO_OWNER; max_subscriptions as usize],
             errors: 0,
             failure: None,
             stop: false,
@@ -110,11 +124,41 @@ impl<R: BatchRecv> Shard<R> {
 
     /// The subscription in `slot` is no longer on the shard.
     fn forget(&mut self, state: &SubState) {
-        if state.state.reorders() {
+        if state.state.has_timers() {
             self.windowed = self.windowed.saturating_sub(1);
         }
         if let Err(e) = self.receiver.remove(state.slot) {
             tracing::warn!(error = %e, "removing a socket from the shard");
+        }
+        if state.requests.is_some() {
+            self.recovering = self.recovering.saturating_sub(1);
+            if let Some(o) = self.owner.get_mut(state.request_slot as usize) {
+                *o = NO_OWNER;
+            }
+            if let Err(e) = self.receiver.remove(state.request_slot) {
+                tracing::warn!(error = %e, "removing a request socket from the shard");
+            }
+        }
+    }
+
+    /// Sends every request that recovery has due, from each subscription's request
+    /// socket. A send that fails is as good as a lost request: it is asked again when
+    /// its time runs out.
+    fn send_requests(&mut self) {
+        let now = now_ns();
+        let mut buf = [0u8; crate::wire::REREQUEST_LEN];
+        for sub in self.subs.iter_mut().flatten() {
+            let SubState {
+                state, requests, ..
+            } = &mut **sub;
+            let Some(socket) = requests.as_ref() else {
+                continue;
+            };
+            while let Some((len, to)) = state.poll_transmit(now, &mut buf) {
+                if let Err(e) = send_request(socket, &buf[..len], to) {
+                    tracing::debug!(error = %e, %to, "sending a re-request");
+                }
+            }
         }
     }
 
@@ -138,10 +182,14 @@ impl<R: BatchRecv> Shard<R> {
     fn poll(&mut self, wait: Option<Duration>) -> std::io::Result<usize> {
         let subs = &mut self.subs;
         let panicked = &mut self.panicked;
+        let owner = &self.owner;
         // Commands write the eventfd the receiver watches: a waiting poll ends for them.
         self.receiver.poll(wait, &mut |event| {
-            let slot = event.slot();
-            let run = AssertUnwindSafe(|| on_event(subs, event));
+            let slot = match owner.get(event.slot() as usize) {
+                Some(&o) if o != NO_OWNER => o,
+                _ => event.slot(),
+            };
+            let run = AssertUnwindSafe(|| on_event(subs, slot, event));
             if std::panic::catch_unwind(run).is_err() && !panicked.contains(&slot) {
                 panicked.push(slot);
             }
@@ -200,12 +248,56 @@ impl<R: BatchRecv> Shard<R> {
     }
 }
 
+impl<R: BatchRecv> Shard<R> {
+    /// Puts a subscription (its socket, and its request socket if it has one) on the
+    /// shard.
+    fn add(&mut self, mut state: Box<SubState>) -> Result<()> {
+        let slot = self
+            .receiver
+            .add(state.socket.endpoint())
+            .map_err(Error::io("adding a socket to the shard"))?;
+        if slot as usize >= self.subs.len() {
+            let _ = self.receiver.remove(slot);
+            return Err(Error::Config("shard slot out of range".into()));
+        }
+        state.slot = slot;
+        if let Some(requests) = &state.requests {
+            let added = self
+                .receiver
+                .add(requests.endpoint())
+                .map_err(Error::io("adding a request socket to the shard"));
+            let request_slot = match added {
+                Ok(r) if (r as usize) < self.owner.len() => r,
+                Ok(r) => {
+                    let _ = self.receiver.remove(r);
+                    let _ = self.receiver.remove(slot);
+                    return Err(Error::Config(
+                        "no room on the shard for the subscription's request socket (each \
+                         subscription with recovery takes two of max_subscriptions)"
+                            .into(),
+                    ));
+                }
+                Err(e) => {
+                    let _ = self.receiver.remove(slot);
+                    return Err(e);
+                }
+            };
+            state.request_slot = request_slot;
+            self.owner[request_slot as usize] = slot;
+            self.recovering += 1;
+        }
+        self.windowed += usize::from(state.state.has_timers());
+        self.subs[slot as usize] = Some(state);
+        Ok(())
+    }
+}
+
 impl<R: BatchRecv> Worker for Shard<R> {
     type Command = Command;
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Subscribe(mut state, reply) => {
+            Command::Subscribe(state, reply) => {
                 if let Some(reason) = &self.failure {
                     let _ = reply.send(Err(Error::ShardFailed {
                         shard: self.index,
@@ -213,21 +305,7 @@ impl<R: BatchRecv> Worker for Shard<R> {
                     }));
                     return;
                 }
-                let result = self
-                    .receiver
-                    .add(state.socket.endpoint())
-                    .map_err(Error::io("adding a socket to the shard"))
-                    .and_then(|slot| {
-                        state.slot = slot;
-                        match self.subs.get_mut(slot as usize) {
-                            Some(place) => {
-                                self.windowed += usize::from(state.state.reorders());
-                                *place = Some(state);
-                                Ok(())
-                            }
-                            None => Err(Error::Config("shard slot out of range".into())),
-                        }
-                    });
+                let result = self.add(state);
                 let _ = reply.send(result);
             }
             Command::Close(id, reply) => {
@@ -294,6 +372,9 @@ impl<R: BatchRecv> Worker for Shard<R> {
         };
         let polled = self.poll(wait);
         let timers = self.windowed > 0 && self.run_timers();
+        if self.recovering > 0 {
+            self.send_requests();
+        }
         self.drop_panicked();
         match polled {
             Ok(n) => {
@@ -317,9 +398,22 @@ impl<R: BatchRecv> Worker for Shard<R> {
     }
 }
 
-/// Hands one backend event to the receive state of its socket's subscription.
-fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
-    let Some(Some(sub)) = subs.get_mut(event.slot() as usize) else {
+/// Sends one re-request from a subscription's request socket.
+fn send_request(socket: &OwnedSocket, bytes: &[u8], to: std::net::SocketAddr) -> std::io::Result<()> {
+    match socket {
+        OwnedSocket::Sim(s) => s.send_to(bytes, to, std::time::Instant::now()).map(drop),
+        _ => match socket.host() {
+            Some(s) => s.send_to(bytes, &socket2::SockAddr::from(to)).map(drop),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Hands one backend event to the receive state of the subscription in `slot` (the
+/// event's own slot, or, for a request socket, its subscription's).
+fn on_event(subs: &mut [Option<Box<SubState>>], slot: u32, event: Event<'_>) {
+    let reply = slot != event.slot();
+    let Some(Some(sub)) = subs.get_mut(slot as usize) else {
         return;
     };
     let SubState { state, handler, .. } = &mut **sub;
@@ -337,7 +431,11 @@ fn on_event(subs: &mut [Option<Box<SubState>>], event: Event<'_>) {
                 kernel_drops: meta.drops,
                 source: meta.source,
             };
-            state.handle_datagram(payload, info, now, &mut **handler);
+            if reply {
+                state.handle_reply(payload, info, now, &mut **handler);
+            } else {
+                state.handle_datagram(payload, info, now, &mut **handler);
+            }
         }
         Event::Malformed { .. } => state.handle_unreadable(),
         Event::Rearm { .. } => state.handle_rearm(),
