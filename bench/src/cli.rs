@@ -433,6 +433,10 @@ pub struct SubArgs {
     #[command(flatten)]
     pub stop: StopArgs,
 
+    /// Recovery of lost messages by re-request.
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+
     /// Idle strategy, backend, GRO and datagram size.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -440,6 +444,38 @@ pub struct SubArgs {
     /// Interval log, plot and JSON.
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// How a receiving tool recovers lost messages (`sub`, `leaf`).
+#[derive(Debug, Clone, Args)]
+pub struct RecoveryArgs {
+    /// Recover lost messages by MoldUDP64 re-request from the publisher's re-request
+    /// server at ADDR:PORT (`multipoint pub --rerequest-server`); replies count only from
+    /// there.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub rerequest: Option<SocketAddr>,
+
+    /// With --rerequest: give a missing range up (and report it lost) after MS
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub recovery_deadline: u64,
+
+    /// With --rerequest: deliver in order (messages after a gap wait until it is filled
+    /// or given up); default: as they come, recovered ones when they arrive.
+    #[arg(long, requires = "rerequest")]
+    pub in_order: bool,
+}
+
+impl RecoveryArgs {
+    /// The recovery these options ask for, if any.
+    pub fn config(&self) -> Option<multipoint_dataplane::RecoveryConfig> {
+        self.rerequest.map(|server| multipoint_dataplane::RecoveryConfig {
+            deadline: Duration::from_millis(self.recovery_deadline),
+            in_order: self.in_order,
+            ..multipoint_dataplane::RecoveryConfig::new(server)
+        })
+    }
 }
 
 /// Options of `multipoint fanout`.

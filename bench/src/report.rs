@@ -12,8 +12,11 @@
 //!   subscriber follow under `publisher` and `subscribers`.
 //! - `pub`: what the publisher sent; the receive-side fields and `latency_ns` are `null`.
 //! - `sub`: what the subscription was handed, per second from its first message to its
-//!   last; `latency_ns` is one-way, or `null` when the payloads carry no plausible send
-//!   timestamp.
+//!   last (`messages` counts recovered ones too, `missing` those never delivered);
+//!   `latency_ns` is one-way, or `null` when the payloads carry no plausible send
+//!   timestamp. Recovery (`--rerequest`): `recovered`, `requests`, `retries`,
+//!   `replies`, `gaps_given_up`, `reply_foreign_source`, `reply_unasked` (0 without it)
+//!   and `recovery_ns` (gap seen → filled; `null` when nothing was recovered).
 //! - `pingpong`: round trips (ping) or echoes (pong alone); `latency_ns` is the round trip
 //!   (`null` for pong alone); receive-side counters are summed over both sides' subscriptions.
 //! - `fanout`: what the root offered (messages, bytes, packets each counted once);
@@ -323,6 +326,25 @@ fn write_counters(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Re
             Grouped(st.truncated),
             Grouped(st.receive_errors),
         )?;
+    }
+    if st.requests + st.reply_foreign_source + st.reply_unasked > 0 {
+        writeln!(
+            f,
+            "  recovered {}   requests {}   retries {}   replies {}   gaps given up {}",
+            Grouped(st.recovered),
+            Grouped(st.requests),
+            Grouped(st.retries),
+            Grouped(st.replies),
+            Grouped(st.gaps_given_up),
+        )?;
+        if st.reply_foreign_source + st.reply_unasked > 0 {
+            writeln!(
+                f,
+                "  replies dropped: from others {}   not asked for {}",
+                Grouped(st.reply_foreign_source),
+                Grouped(st.reply_unasked),
+            )?;
+        }
     }
     if st.foreign_source + st.suspect + st.shard_failures > 0 {
         writeln!(
@@ -1140,6 +1162,9 @@ pub struct Received {
     pub latency: Option<Percentiles>,
     /// The timestamps seen.
     pub stamps: Stamps,
+    /// Recovery times (gap seen → filled), with recovery and once anything was
+    /// recovered.
+    pub recovery: Option<Percentiles>,
 }
 
 impl Received {
@@ -1148,6 +1173,9 @@ impl Received {
     fn write(&self, f: &mut fmt::Formatter<'_>, elapsed: Duration, payloads: &str) -> fmt::Result {
         writeln!(f, "subscriber         backend {}", self.backend)?;
         write_receive(f, &self.stats, elapsed)?;
+        if let Some(r) = &self.recovery {
+            write_latency(f, "recovery", r)?;
+        }
         match &self.latency {
             Some(l) => write_latency(f, "latency", l),
             None if self.stamps.stamped == 0 => {
@@ -1180,6 +1208,14 @@ impl Received {
     /// The counters and stamps a receiving tool's JSON ends with.
     fn fields(&self, json: &mut Json) {
         let st = &self.stats;
+        json.u64("recovered", st.recovered)
+            .u64("requests", st.requests)
+            .u64("retries", st.retries)
+            .u64("replies", st.replies)
+            .u64("gaps_given_up", st.gaps_given_up)
+            .u64("reply_foreign_source", st.reply_foreign_source)
+            .u64("reply_unasked", st.reply_unasked);
+        json.raw("recovery_ns", &latency_json(self.recovery.as_ref()));
         json.u64("other_session", st.other_session)
             .u64("foreign_source", st.foreign_source)
             .u64("suspect", st.suspect)
@@ -1707,6 +1743,7 @@ mod tests {
                     ..SubscriptionStats::default()
                 },
                 latency: None,
+                recovery: None,
                 stamps: Stamps {
                     stamped: 10,
                     implausible: 10,
@@ -1880,6 +1917,7 @@ mod tests {
                 ..SubscriptionStats::default()
             },
             latency: Some(latency()),
+            recovery: None,
             stamps: Stamps {
                 stamped: 1_000,
                 implausible: 0,

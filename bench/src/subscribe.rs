@@ -180,11 +180,13 @@ impl Receiving {
             (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
             _ => end,
         };
+        let recovery = (closed.recovery.len() > 0).then(|| closed.recovery.percentiles());
         let received = Received {
             backend,
             stats: closed.stats,
             latency,
             stamps,
+            recovery,
         };
         Ok((received, active))
     }
@@ -215,6 +217,7 @@ fn subscription_config(args: &SubArgs) -> SubscriptionConfig {
         session: args.session,
         start: start_at(args.late_join),
         timestamps: true,
+        recovery: args.recovery.config(),
         ..SubscriptionConfig::new(args.group.group)
     }
 }
@@ -319,6 +322,13 @@ fn listening_line(args: &SubArgs) -> String {
     );
     if let Some(source) = args.source {
         line.push_str(&format!(" from {source}"));
+    }
+    if let Some(server) = args.recovery.rerequest {
+        line.push_str(&format!(
+            ", recovering from {server} ({}, {} ms deadline)",
+            if args.recovery.in_order { "in order" } else { "as they come" },
+            args.recovery.recovery_deadline
+        ));
     }
     match args.session {
         Some(s) => line.push_str(&format!(", session {s}")),

@@ -41,6 +41,7 @@ pub mod wire;
 pub use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
 pub use crate::core::packetizer::OfferError;
 pub use crate::core::receive::Handler;
+pub use crate::core::recovery::RecoveryConfig;
 pub use crate::core::sequence::{Gap, StartAt};
 pub use crate::error::{Error, Result};
 pub use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats, LeafStats};
