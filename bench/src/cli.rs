@@ -384,6 +384,22 @@ pub struct DemoArgs {
     /// Interval log, plot and JSON.
     #[command(flatten)]
     pub report: ReportArgs,
+
+    /// The publisher serves re-requests (on 127.0.0.1, a free port) and the subscribers
+    /// recover what they lost (as they come, 100 ms deadline).
+    #[arg(long)]
+    pub recover: bool,
+
+    /// throughput: search the highest rate at which every message arrives (0 missing),
+    /// by bisection between 0 and the rate delivered as fast as possible; each trial runs
+    /// for --secs or --count.
+    #[arg(long)]
+    pub lossless: bool,
+
+    /// With --lossless: most trials after the first (as fast as possible).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub trials: u32,
 }
 
 /// Options of `multipoint pub`.

@@ -105,6 +105,10 @@ pub enum Error {
         /// The pings' group.
         group: SocketAddr,
     },
+
+    /// An option that the command does not take.
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 /// The tool's result type.

@@ -41,7 +41,16 @@ fn run(cli: &Cli) -> Result<(), Error> {
     host::check(host::needs_of(command)?, cli.verbose);
     let progress = progress::wanted(command.stop().secs);
     match command {
+        Command::Demo(a) if a.lossless => {
+            return Err(Error::Usage(
+                "--lossless searches one subscriber's lossless rate: use it with \
+                 `multipoint throughput`",
+            ))
+        }
         Command::Demo(a) => print_report(&demo::run(a, progress)?, a.report.json),
+        Command::Throughput(a) if a.lossless => {
+            print_report(&throughput::lossless(a, progress)?, a.report.json)
+        }
         Command::Throughput(a) => print_report(&throughput::run(a, progress)?, a.report.json),
         Command::Pub(a) => print_report(&publish::run(a, progress)?, a.json),
         Command::Sub(a) => print_report(&subscribe::run(a, progress)?, a.report.json),

@@ -135,6 +135,117 @@ pub struct DemoReport {
     pub latency: Percentiles,
 }
 
+/// One trial of `multipoint throughput --lossless`: a run at one rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trial {
+    /// The rate asked for (messages per second; 0: as fast as possible).
+    pub rate: u64,
+    /// Messages published.
+    pub sent: u64,
+    /// Messages the subscriber was handed (recovered ones included).
+    pub delivered: u64,
+    /// Messages it was told are lost for good.
+    pub missing: u64,
+    /// Messages it recovered.
+    pub recovered: u64,
+    /// Messages delivered per second of publishing.
+    pub msgs_per_sec: f64,
+    /// Every message sent was delivered.
+    pub lossless: bool,
+}
+
+/// What `multipoint throughput --lossless` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LosslessReport {
+    /// Message size.
+    pub size: usize,
+    /// Whether the subscriber recovered by re-request.
+    pub recovery: bool,
+    /// The trials in the order they ran.
+    pub trials: Vec<Trial>,
+}
+
+impl LosslessReport {
+    /// The fastest lossless trial, if any.
+    pub fn best(&self) -> Option<&Trial> {
+        self.trials
+            .iter()
+            .filter(|t| t.lossless)
+            .max_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec))
+    }
+}
+
+impl fmt::Display for LosslessReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "multipoint throughput --lossless: {}-byte messages, {}",
+            self.size,
+            if self.recovery {
+                "with recovery by re-request"
+            } else {
+                "without recovery"
+            }
+        )?;
+        for t in &self.trials {
+            let rate = if t.rate == 0 {
+                "as fast as possible".to_owned()
+            } else {
+                format!("{} msgs/s", Grouped(t.rate))
+            };
+            writeln!(
+                f,
+                "  {rate:>22}: delivered {:>12} of {:>12} ({:>11} msgs/s)  missing {}  recovered {}  {}",
+                Grouped(t.delivered),
+                Grouped(t.sent),
+                Grouped(t.msgs_per_sec.round() as u64),
+                Grouped(t.missing),
+                Grouped(t.recovered),
+                if t.lossless { "lossless" } else { "lost some" }
+            )?;
+        }
+        match self.best() {
+            Some(b) => writeln!(
+                f,
+                "highest lossless rate: {} msgs/s",
+                Grouped(b.msgs_per_sec.round() as u64)
+            ),
+            None => writeln!(f, "no trial was lossless"),
+        }
+    }
+}
+
+impl Report for LosslessReport {
+    fn to_json(&self) -> String {
+        let mut json = Json::object();
+        json.str("command", "throughput")
+            .bool("lossless", true)
+            .bool("recovery", self.recovery)
+            .u64("size", self.size as u64);
+        match self.best() {
+            Some(b) => json.f64("lossless_msgs_per_sec", b.msgs_per_sec, 0),
+            None => json.null("lossless_msgs_per_sec"),
+        };
+        let trials: Vec<String> = self
+            .trials
+            .iter()
+            .map(|t| {
+                let mut o = Json::object();
+                o.u64("rate", t.rate)
+                    .u64("sent", t.sent)
+                    .u64("delivered", t.delivered)
+                    .u64("missing", t.missing)
+                    .u64("recovered", t.recovered)
+                    .f64("msgs_per_sec", t.msgs_per_sec, 0)
+                    .bool("lossless", t.lossless);
+                o.finish()
+            })
+            .collect();
+        json.raw("trials", &format!("[{}]", trials.join(",")));
+        json.finish()
+    }
+}
+
 /// Everything `multipoint pub` measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubReport {
@@ -1403,7 +1514,10 @@ fn receive_json(json: &mut Json, st: &SubscriptionStats, elapsed: Duration) {
         .u64("missing", st.missing)
         .u64("duplicates", st.duplicates)
         .u64("malformed", st.malformed)
-        .u64("kernel_drops", st.kernel_drops);
+        .u64("kernel_drops", st.kernel_drops)
+        .u64("recovered", st.recovered)
+        .u64("requests", st.requests)
+        .u64("gaps_given_up", st.gaps_given_up);
 }
 
 /// The publisher's counters other than messages, bytes and packets.
