@@ -15,6 +15,8 @@
 //!   state's reorder window keeps its held packets in a crate-internal arena.
 //! - the fan-out's per-leaf cursors and slot accounting (crate-internal, driven by the
 //!   fan-out shards).
+//! - [`store`]: the retransmission store, the last messages sent, which a packetizer
+//!   given one fills with every data packet it closes.
 //!
 //! Time comes in as an [`Instant`] or through a [`Clock`]: [`SystemClock`] in
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
@@ -25,6 +27,7 @@ pub mod packetizer;
 pub mod receive;
 pub(crate) mod reorder;
 pub mod sequence;
+pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
