@@ -17,6 +17,9 @@
 //!   fan-out shards).
 //! - [`store`]: the retransmission store, the last messages sent, which a packetizer
 //!   given one fills with every data packet it closes.
+//! - [`server`]: the re-request server's decisions — which MoldUDP64 Requests are
+//!   answered from the store, and the per-address buckets that keep replies from
+//!   amplifying a flood.
 //!
 //! Time comes in as an [`Instant`] or through a [`Clock`]: [`SystemClock`] in
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
@@ -27,6 +30,7 @@ pub mod packetizer;
 pub mod receive;
 pub(crate) mod reorder;
 pub mod sequence;
+pub mod server;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
