@@ -7,7 +7,10 @@
 //! [`handle_request`](RerequestServer::handle_request) with its source address and the
 //! time; when it returns a length, send that many bytes of the reply buffer back to the
 //! source (and tell [`handle_reply_failed`](RerequestServer::handle_reply_failed) if the
-//! send failed). Nothing else: there are no timers, and the buckets refill lazily from
+//! send failed). A datagram without a readable source goes to
+//! [`handle_unaddressed`](RerequestServer::handle_unaddressed), a failed receive to
+//! [`handle_receive_failed`](RerequestServer::handle_receive_failed), so that they are
+//! counted too. Nothing else: there are no timers, and the buckets refill lazily from
 //! the `now` of each request.
 //!
 //! # What is answered
@@ -131,7 +134,8 @@ pub struct ServerStats {
     pub messages_served: u64,
     /// Bytes of the replies (whole datagrams).
     pub bytes_served: u64,
-    /// Not a MoldUDP64 Request: not 20 bytes, or a range past the last sequence number.
+    /// Not a MoldUDP64 Request: not 20 bytes, or a range past the last sequence number
+    /// (or a datagram whose source address the driver could not read).
     pub malformed: u64,
     /// A Request for another session.
     pub foreign_session: u64,
@@ -151,6 +155,8 @@ pub struct ServerStats {
     pub too_large: u64,
     /// Replies the driver could not send (a subset of `replies`).
     pub reply_errors: u64,
+    /// Receives that failed at the driver's socket (no request is counted for them).
+    pub receive_errors: u64,
 }
 
 impl ServerStats {
@@ -184,6 +190,7 @@ impl ServerStats {
             requesters_full,
             too_large,
             reply_errors,
+            receive_errors,
         } = *other;
         self.requests += requests;
         self.replies += replies;
@@ -199,6 +206,7 @@ impl ServerStats {
         self.requesters_full += requesters_full;
         self.too_large += too_large;
         self.reply_errors += reply_errors;
+        self.receive_errors += receive_errors;
     }
 }
 
@@ -400,6 +408,18 @@ impl RerequestServer {
     /// gave (it stays counted as a reply, and its budget stays spent).
     pub fn handle_reply_failed(&mut self) {
         self.stats.reply_errors += 1;
+    }
+
+    /// A datagram arrived whose source address the driver could not read: it cannot be
+    /// answered, and counts as a malformed request.
+    pub fn handle_unaddressed(&mut self) {
+        self.stats.requests += 1;
+        self.stats.malformed += 1;
+    }
+
+    /// Receiving at the driver's socket failed.
+    pub fn handle_receive_failed(&mut self) {
+        self.stats.receive_errors += 1;
     }
 
     /// The entry of `ip`, its buckets refilled to `now` and moved to the front of the
