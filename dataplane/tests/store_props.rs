@@ -28,7 +28,12 @@ fn stream() -> impl Strategy<Value = (usize, usize, Vec<Vec<u16>>, Vec<Ask>)> {
 
 /// Message `s` of `len` bytes: its sequence number's bytes, repeated.
 fn message(s: u64, len: u16) -> Vec<u8> {
-    s.to_le_bytes().iter().copied().cycle().take(usize::from(len)).collect()
+    s.to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(usize::from(len))
+        .collect()
 }
 
 proptest! {

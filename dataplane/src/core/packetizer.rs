@@ -728,12 +728,24 @@ mod tests {
         assert!(f.p.set_store(store).is_none());
         f.take(&[1; 30]);
         f.take(&[2; 30]);
-        assert_eq!(f.p.store().map(RetransmitStore::next), Some(1), "still open");
+        assert_eq!(
+            f.p.store().map(RetransmitStore::next),
+            Some(1),
+            "still open"
+        );
         f.take(&[3; 30]);
-        assert_eq!(f.p.store().map(RetransmitStore::next), Some(3), "closed: stored");
+        assert_eq!(
+            f.p.store().map(RetransmitStore::next),
+            Some(3),
+            "closed: stored"
+        );
         let sent = f.transmit();
         f.tick(Duration::from_millis(1));
-        assert_eq!(sent.len() + f.transmit().len(), 2, "the packet and the third message");
+        assert_eq!(
+            sent.len() + f.transmit().len(),
+            2,
+            "the packet and the third message"
+        );
         f.tick(Duration::from_secs(1));
         assert_eq!(f.transmit().len(), 1, "a heartbeat");
         let store = f.p.take_store().unwrap_or_else(|| panic!("a store"));

@@ -241,7 +241,9 @@ impl Rate {
 
     /// `level` after `ns` nanoseconds of refilling.
     fn refill(&self, level: u64, ns: u64) -> u64 {
-        level.saturating_add(ns.saturating_mul(self.per_ns)).min(self.full)
+        level
+            .saturating_add(ns.saturating_mul(self.per_ns))
+            .min(self.full)
     }
 }
 
@@ -525,8 +527,8 @@ mod tests {
 
     use super::*;
     use crate::core::store::StoreConfig;
-    use crate::core::FakeClock;
     use crate::core::Clock;
+    use crate::core::FakeClock;
     use crate::wire::{pack_all, Packet, PacketRepr};
 
     const DATAGRAM: usize = 1472;
@@ -604,15 +606,25 @@ mod tests {
     #[test]
     fn a_request_is_answered_with_the_stored_messages_from_its_sequence() {
         let mut f = Fixture::new(ServerConfig::default());
-        let reply = f.ask("10.0.0.9:4000", 15, 10).unwrap_or_else(|| panic!("no reply"));
+        let reply = f
+            .ask("10.0.0.9:4000", 15, 10)
+            .unwrap_or_else(|| panic!("no reply"));
         assert_eq!((reply.session, reply.sequence), (session(), 15));
         assert_eq!(
             reply.messages,
             (15..25u64).map(|s| vec![s as u8; 10]).collect::<Vec<_>>()
         );
-        let zero = f.ask("10.0.0.9:4000", 99, 0).unwrap_or_else(|| panic!("no reply"));
-        assert_eq!(zero.messages, [vec![99u8; 10]], "a count of 0 is taken as 1");
-        let most = f.ask("10.0.0.9:4000", 1, u16::MAX).unwrap_or_else(|| panic!("no reply"));
+        let zero = f
+            .ask("10.0.0.9:4000", 99, 0)
+            .unwrap_or_else(|| panic!("no reply"));
+        assert_eq!(
+            zero.messages,
+            [vec![99u8; 10]],
+            "a count of 0 is taken as 1"
+        );
+        let most = f
+            .ask("10.0.0.9:4000", 1, u16::MAX)
+            .unwrap_or_else(|| panic!("no reply"));
         assert_eq!(most.messages.len(), (DATAGRAM - 20) / 12, "as many as fit");
         assert_eq!(
             f.server.stats(),
@@ -673,13 +685,22 @@ mod tests {
             assert!(f.ask(&format!("10.0.0.9:{}", 1000 + port), 1, 1).is_some());
         }
         assert!(f.ask("10.0.0.9:9999", 1, 1).is_none(), "the burst is spent");
-        assert!(f.ask("[::ffff:10.0.0.9]:9999", 1, 1).is_none(), "the same address");
+        assert!(
+            f.ask("[::ffff:10.0.0.9]:9999", 1, 1).is_none(),
+            "the same address"
+        );
         f.clock.advance(Duration::from_micros(999));
-        assert!(f.ask("10.0.0.9:1000", 1, 1).is_none(), "not a whole token yet");
+        assert!(
+            f.ask("10.0.0.9:1000", 1, 1).is_none(),
+            "not a whole token yet"
+        );
         f.clock.advance(Duration::from_micros(1));
         assert!(f.ask("10.0.0.9:1000", 1, 1).is_some(), "1 ms refills one");
         assert!(f.ask("10.0.0.9:1000", 1, 1).is_none());
-        assert!(f.ask("10.0.0.10:1000", 1, 1).is_some(), "another address is not held up");
+        assert!(
+            f.ask("10.0.0.10:1000", 1, 1).is_some(),
+            "another address is not held up"
+        );
         let stats = f.server.stats();
         assert_eq!((stats.replies, stats.rate_limited), (102, 4));
         assert_eq!(stats.requests, stats.replies + stats.refused());
@@ -695,12 +716,16 @@ mod tests {
         };
         let mut f = Fixture::new(config);
         // 100 bytes: a header and six 12-byte blocks (92); then 8 bytes are left.
-        let reply = f.ask("10.0.0.9:1", 1, 50).unwrap_or_else(|| panic!("no reply"));
+        let reply = f
+            .ask("10.0.0.9:1", 1, 50)
+            .unwrap_or_else(|| panic!("no reply"));
         assert_eq!(reply.messages.len(), 6);
         assert!(f.ask("10.0.0.9:1", 7, 50).is_none());
         // 24 more bytes (24 ms at 1,000 a second) make 32: one message.
         f.clock.advance(Duration::from_millis(24));
-        let reply = f.ask("10.0.0.9:1", 7, 50).unwrap_or_else(|| panic!("no reply"));
+        let reply = f
+            .ask("10.0.0.9:1", 7, 50)
+            .unwrap_or_else(|| panic!("no reply"));
         assert_eq!((reply.sequence, reply.messages.len()), (7, 1));
         let stats = f.server.stats();
         assert_eq!((stats.replies, stats.bytes_limited), (2, 1));
@@ -724,15 +749,27 @@ mod tests {
         let mut f = Fixture::new(config);
         assert!(f.ask("10.0.0.1:1", 1, 1).is_some());
         assert!(f.ask("10.0.0.2:1", 1, 1).is_some());
-        assert!(f.ask("10.0.0.3:1", 1, 1).is_none(), "both just spent a token");
+        assert!(
+            f.ask("10.0.0.3:1", 1, 1).is_none(),
+            "both just spent a token"
+        );
         // A token refills in 1 ms, and the bytes (32 of 200,000 at 2,000,000 a second) in
         // 16 µs: after 1 ms both are idle again; .1 is the least recently served.
         f.clock.advance(Duration::from_millis(1));
         assert!(f.ask("10.0.0.2:1", 1, 1).is_some(), ".2 is busy again");
-        assert!(f.ask("10.0.0.3:1", 1, 1).is_some(), ".3 takes the entry of .1");
-        assert!(f.ask("10.0.0.1:1", 1, 1).is_none(), ".1 is forgotten; .2 and .3 busy");
+        assert!(
+            f.ask("10.0.0.3:1", 1, 1).is_some(),
+            ".3 takes the entry of .1"
+        );
+        assert!(
+            f.ask("10.0.0.1:1", 1, 1).is_none(),
+            ".1 is forgotten; .2 and .3 busy"
+        );
         f.clock.advance(Duration::from_millis(1));
-        assert!(f.ask("10.0.0.1:1", 1, 100).is_some(), ".2 was idle: .1 is back, full");
+        assert!(
+            f.ask("10.0.0.1:1", 1, 100).is_some(),
+            ".2 was idle: .1 is back, full"
+        );
         let stats = f.server.stats();
         assert_eq!((stats.replies, stats.requesters_full), (5, 2));
         assert_eq!(f.server.requesters(), 2);
@@ -748,9 +785,9 @@ mod tests {
         assert!(f.ask("10.0.0.1:1", 1, 1).is_some());
         let earlier = f.clock.now() - Duration::from_millis(500);
         let req = request(session(), 1, 1);
-        let got = f
-            .server
-            .handle_request(&req, addr("10.0.0.1:1"), earlier, &f.store, &mut f.reply);
+        let got =
+            f.server
+                .handle_request(&req, addr("10.0.0.1:1"), earlier, &f.store, &mut f.reply);
         assert_eq!(got, None);
         assert_eq!(f.server.stats().rate_limited, 1);
     }
@@ -783,7 +820,10 @@ mod tests {
                 ..ServerConfig::default()
             },
         ] {
-            assert!(RerequestServer::new(session(), config).is_err(), "{config:?}");
+            assert!(
+                RerequestServer::new(session(), config).is_err(),
+                "{config:?}"
+            );
         }
     }
 }

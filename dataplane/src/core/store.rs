@@ -548,7 +548,10 @@ mod tests {
         assert_eq!(s.answer(&session(), 6, 1, &mut buf), Answer::NoLongerStored);
         assert_eq!(s.answer(&session(), 0, 1, &mut buf), Answer::NoLongerStored);
         assert_eq!(s.answer(&session(), 11, 1, &mut buf), Answer::NotYetSent);
-        assert_eq!(s.answer(&session(), u64::MAX, 9, &mut buf), Answer::NotYetSent);
+        assert_eq!(
+            s.answer(&session(), u64::MAX, 9, &mut buf),
+            Answer::NotYetSent
+        );
         assert_eq!(answered(&s, 7, 9, 1472).messages.len(), 4);
     }
 
@@ -600,7 +603,11 @@ mod tests {
                 "round {round}"
             );
         }
-        assert_eq!((s.first(), s.next()), (61 - 7, 61), "seven 7-byte blocks fit 50");
+        assert_eq!(
+            (s.first(), s.next()),
+            (61 - 7, 61),
+            "seven 7-byte blocks fit 50"
+        );
         assert_eq!(s.stats().evicted, 60 - 7);
     }
 
@@ -630,7 +637,10 @@ mod tests {
         let mut s = store(2, 1000);
         append(&mut s, 1, 6, 1, 5);
         assert_eq!((s.first(), s.next(), s.stats().evicted), (4, 6, 3));
-        assert_eq!(answered(&s, 4, 9, 1472).messages, [message(4, 1), message(5, 1)]);
+        assert_eq!(
+            answered(&s, 4, 9, 1472).messages,
+            [message(4, 1), message(5, 1)]
+        );
     }
 
     #[test]
@@ -650,7 +660,11 @@ mod tests {
     fn packets_that_do_not_continue_the_numbering_or_are_not_packets_are_counted_and_ignored() {
         let mut s = store(100, 1000);
         append(&mut s, 5, 8, 4, 3);
-        assert_eq!((s.first(), s.next()), (5, 8), "the first packet sets the start");
+        assert_eq!(
+            (s.first(), s.next()),
+            (5, 8),
+            "the first packet sets the start"
+        );
         append(&mut s, 9, 10, 4, 1);
         append(&mut s, 7, 8, 4, 1);
         s.append_packet(b"not a packet");

@@ -210,8 +210,9 @@ fn recv_mmsg(
     for ((msg, name), got) in msgs.iter().zip(names.iter()).zip(got.iter_mut()).take(n) {
         let name_len = (msg.msg_hdr.msg_namelen as usize).min(NAME_LEN);
         // SAFETY: `name` is a live sockaddr_in6 of NAME_LEN bytes, read as bytes only.
-        let name_bytes =
-            unsafe { std::slice::from_raw_parts((name as *const libc::sockaddr_in6).cast::<u8>(), name_len) };
+        let name_bytes = unsafe {
+            std::slice::from_raw_parts((name as *const libc::sockaddr_in6).cast::<u8>(), name_len)
+        };
         *got = ((msg.msg_len as usize).min(ROOM), parse_sockaddr(name_bytes));
     }
     Ok(n)
@@ -235,20 +236,34 @@ mod tests {
         let now = Instant::now();
         assert_eq!(server.recv_batch(now).ok(), Some(0), "nothing yet");
         let to = server.local_addr();
-        client.send_to(&[1; 20], to).unwrap_or_else(|e| panic!("{e}"));
-        client.send_to(&[2; 200], to).unwrap_or_else(|e| panic!("{e}"));
+        client
+            .send_to(&[1; 20], to)
+            .unwrap_or_else(|e| panic!("{e}"));
+        client
+            .send_to(&[2; 200], to)
+            .unwrap_or_else(|e| panic!("{e}"));
         // Loopback delivers at once; the loop only guards against a hang.
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while got.len() < 2 && Instant::now() < deadline {
             let n = server.recv_batch(now).unwrap_or_else(|e| panic!("{e}"));
-            got.extend((0..n).filter_map(|i| server.datagram(i)).map(|(b, f)| (b.to_vec(), f)));
+            got.extend(
+                (0..n)
+                    .filter_map(|i| server.datagram(i))
+                    .map(|(b, f)| (b.to_vec(), f)),
+            );
             std::thread::yield_now();
         }
         let from = client.local_addr().ok();
-        assert_eq!(got, [(vec![1; 20], from), (vec![2; ROOM], from)], "the second is cut");
+        assert_eq!(
+            got,
+            [(vec![1; 20], from), (vec![2; ROOM], from)],
+            "the second is cut"
+        );
         let from = from.unwrap_or_else(|| panic!("the client's address"));
-        server.send_to(b"reply", from, now).unwrap_or_else(|e| panic!("{e}"));
+        server
+            .send_to(b"reply", from, now)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut buf = [0u8; 16];
         client
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -261,26 +276,44 @@ mod tests {
     fn an_address_in_use_is_refused() {
         let first = DatagramSocket::bind_host(loopback()).unwrap_or_else(|e| panic!("{e}"));
         let again = DatagramSocket::bind_host(first.local_addr());
-        assert_eq!(again.err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
+        assert_eq!(
+            again.err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
     }
 
     #[test]
     fn a_simulated_socket_reads_the_same_way() {
         let net = SimNet::new(1);
-        let mut server = DatagramSocket::bind_sim(&net, "10.0.0.1:7000".parse().unwrap_or_else(|e| panic!("{e}")))
+        let mut server = DatagramSocket::bind_sim(
+            &net,
+            "10.0.0.1:7000".parse().unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let client = net
+            .bind("10.0.0.2:0".parse().unwrap_or_else(|e| panic!("{e}")))
             .unwrap_or_else(|e| panic!("{e}"));
-        let client = net.bind("10.0.0.2:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
         let now = Instant::now();
         for len in [20, 100] {
-            client.send_to(&vec![7; len], server.local_addr(), now).unwrap_or_else(|e| panic!("{e}"));
+            client
+                .send_to(&vec![7; len], server.local_addr(), now)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(server.recv_batch(now).ok(), Some(2));
         let from = Some(client.local_addr());
         assert_eq!(server.datagram(0), Some((&[7u8; 20][..], from)));
-        assert_eq!(server.datagram(1).map(|(b, f)| (b.len(), f)), Some((ROOM, from)));
+        assert_eq!(
+            server.datagram(1).map(|(b, f)| (b.len(), f)),
+            Some((ROOM, from))
+        );
         assert_eq!(server.datagram(2), None);
-        server.send_to(b"reply", client.local_addr(), now).unwrap_or_else(|e| panic!("{e}"));
+        server
+            .send_to(b"reply", client.local_addr(), now)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut buf = [0u8; 16];
-        assert_eq!(client.recv(now, &mut buf).map(|d| (d.len, d.from)), Some((5, server.local_addr())));
+        assert_eq!(
+            client.recv(now, &mut buf).map(|d| (d.len, d.from)),
+            Some((5, server.local_addr()))
+        );
     }
 }
