@@ -168,7 +168,7 @@ fn on_the_sim_network_a_reply_is_the_packet_that_was_sent_byte_for_byte() {
         let replies = drain(&client);
         assert_eq!(
             replies,
-            [packet.clone()],
+            std::slice::from_ref(packet),
             "the reply to {}",
             view.sequence()
         );

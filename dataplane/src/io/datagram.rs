@@ -18,7 +18,7 @@
 
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -148,14 +148,24 @@ impl DatagramSocket {
         Some((bytes, from))
     }
 
-    /// Sends `bytes` to `to` without blocking (at `now` on a simulated network).
+    /// Sends `bytes` to `to` without blocking (at `now` on a simulated network). An IPv4
+    /// destination from an IPv6 socket (a dual-stack one, whose IPv4 sources are read as
+    /// IPv4) goes to its IPv4-mapped address, as the kernel wants.
     ///
     /// # Errors
     ///
     /// What `sendto(2)` said (`WouldBlock` when the send buffer is full).
     pub(crate) fn send_to(&self, bytes: &[u8], to: SocketAddr, now: Instant) -> io::Result<()> {
         match &self.endpoint {
-            Endpoint::Host(socket) => socket.send_to(bytes, &SockAddr::from(to)).map(|_| ()),
+            Endpoint::Host(socket) => {
+                let to = match to {
+                    SocketAddr::V4(v4) if self.local.is_ipv6() => {
+                        SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+                    }
+                    _ => to,
+                };
+                socket.send_to(bytes, &SockAddr::from(to)).map(|_| ())
+            }
             Endpoint::Sim(socket) => socket.send_to(bytes, to, now).map(|_| ()),
         }
     }
@@ -270,6 +280,41 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let (len, source) = client.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((&buf[..len], source), (&b"reply"[..], to));
+    }
+
+    #[test]
+    fn a_dual_stack_socket_answers_an_ipv4_source() {
+        let Ok(mut server) = DatagramSocket::bind_host(SocketAddr::from(([0u16; 8], 0))) else {
+            eprintln!("skipped: this host cannot bind an IPv6 wildcard socket");
+            return;
+        };
+        let client = UdpSocket::bind(loopback()).unwrap_or_else(|e| panic!("{e}"));
+        let port = server.local_addr().port();
+        client
+            .send_to(&[1; 20], SocketAddr::from(([127, 0, 0, 1], port)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut from = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while from.is_none() && Instant::now() < deadline {
+            let n = server
+                .recv_batch(Instant::now())
+                .unwrap_or_else(|e| panic!("{e}"));
+            from = (n > 0)
+                .then(|| server.datagram(0).and_then(|(_, f)| f))
+                .flatten();
+            std::thread::yield_now();
+        }
+        let from = from.unwrap_or_else(|| panic!("no request"));
+        assert_eq!(Some(from), client.local_addr().ok(), "read as IPv4");
+        server
+            .send_to(b"reply", from, Instant::now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 16];
+        let (len, _) = client.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&buf[..len], b"reply");
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub(crate) const SEND_PATH_INTERVAL: Duration = Duration::from_micros(100);
 pub struct RerequestConfig {
     /// The unicast address the server's UDP socket is bound at (port 0: any free port,
     /// see [`Publisher::rerequest_address`](super::Publisher::rerequest_address)).
-    /// Subscribers send their Requests here and the replies come from here.
+    /// Subscribers send their Requests here and the replies come from here. Give a
+    /// specific address of the host: bound at a wildcard, replies leave from whichever
+    /// address the route to each requester picks, which need not be the one it asked.
     pub address: SocketAddr,
     /// How many messages, and bytes of them, are kept to be sent again.
     pub store: StoreConfig,
