@@ -101,6 +101,11 @@ seeds() {
         auth_exchange) write_seeds "$dir" \
             "00 0000001101010102040a0000022328000466757a7a 0000004201 09$(printf '01%.0s' {1..32})$(printf '02%.0s' {1..32})" \
             "01 0000002201 08$(printf '09%.0s' {1..32}) 0000002201 0a$(printf '03%.0s' {1..32})" ;;
+        # A store of 33 messages in 4 KiB, 248-byte datagrams, small buckets, 8 addresses;
+        # then ten messages offered, a flush, requests from two sources (the second a few
+        # ms later), one as raw bytes, and a run of quick ones that empties a bucket.
+        rerequest_server) write_seeds "$dir" \
+            "20 1000 00e2 04 0010 0400 0100 07  00 0a 05 00 10 20 03 07 00 30 01 02  03  01 00 00 0002 0005  6d 05 00 01 0001 0003  02 14 46555a5a534552564552 0000000000000001 0001 $(printf '01 00 00 0000 0001 %.0s' {1..8})" ;;
         *) write_seeds "$dir" "00" ;;
     esac
 }

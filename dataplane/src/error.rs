@@ -93,6 +93,19 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The re-request server's socket could not be made or bound at its address.
+    #[error(
+        "cannot serve re-requests at {addr}: {source}; give an address of this host that \
+         no other socket is bound to (another publisher serving there?)"
+    )]
+    RerequestBind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {

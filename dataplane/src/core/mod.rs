@@ -15,6 +15,11 @@
 //!   state's reorder window keeps its held packets in a crate-internal arena.
 //! - the fan-out's per-leaf cursors and slot accounting (crate-internal, driven by the
 //!   fan-out shards).
+//! - [`store`]: the retransmission store, the last messages sent, which a packetizer
+//!   given one fills with every data packet it closes.
+//! - [`server`]: the re-request server's decisions — which MoldUDP64 Requests are
+//!   answered from the store, and the per-address buckets that keep replies from
+//!   amplifying a flood.
 //!
 //! Time comes in as an [`Instant`] or through a [`Clock`]: [`SystemClock`] in
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
@@ -26,6 +31,8 @@ pub mod receive;
 pub mod recovery;
 pub(crate) mod reorder;
 pub mod sequence;
+pub mod server;
+pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -24,9 +24,16 @@
 //!   [`poll_timeout`](Packetizer::poll_timeout) (or from an idle loop): it closes an open
 //!   packet whose delay expired and writes a heartbeat when nothing was sent for the
 //!   heartbeat interval. [`end_session`](Packetizer::end_session) writes the
-//!   end-of-session packet.
+//!   end-of-session packet; from then on every offer is refused
+//!   ([`OfferError::SessionEnded`]) and the idle timer writes the end-of-session packet
+//!   again where it would have written a heartbeat, so that a lost end is not final.
+//! - Given a [`RetransmitStore`] ([`set_store`](Packetizer::set_store)), the packetizer
+//!   appends every data packet to it as it closes the packet, before anyone sees it in
+//!   [`poll_transmit`](Packetizer::poll_transmit): a message can be asked for again as
+//!   soon as it may have been sent. Without one this costs one branch per packet.
 //!
-//! Nothing here allocates after [`Packetizer::new`] and nothing panics.
+//! Nothing here allocates after [`Packetizer::new`] (and the store's own
+//! [`RetransmitStore::new`]) and nothing panics.
 //!
 //! ```
 //! use std::time::Duration;
@@ -55,6 +62,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::store::RetransmitStore;
 use super::Clock;
 use crate::wire::{
     write_end_of_session, write_heartbeat, PacketBuilder, PushError, Session, BLOCK_HEADER_LEN,
@@ -145,6 +153,9 @@ pub enum OfferError {
     /// The sequence numbers are used up (2^64 - 1 messages).
     #[error("the session's sequence numbers are exhausted")]
     SequenceExhausted,
+    /// The session was ended: nothing more can be sent in it.
+    #[error("the session has ended: start a new one to send more")]
+    SessionEnded,
 }
 
 /// How a [`Packetizer`] packs.
@@ -218,6 +229,10 @@ pub struct Packetizer {
     next_sequence: u64,
     last_send: Instant,
     stats: PacketizerStats,
+    /// Whether the end of session was written.
+    ended: bool,
+    /// Where closed data packets are kept for retransmission, if anywhere.
+    store: Option<RetransmitStore>,
 }
 
 impl Packetizer {
@@ -259,6 +274,8 @@ impl Packetizer {
             next_sequence: 1,
             last_send: now,
             stats: PacketizerStats::default(),
+            ended: false,
+            store: None,
         })
     }
 
@@ -296,6 +313,33 @@ impl Packetizer {
     /// Whether a packet is open.
     pub fn is_open(&self) -> bool {
         self.open.is_some()
+    }
+
+    /// Whether [`end_session`](Self::end_session) was called.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Keeps every data packet closed from now on in `store` (which starts at the first
+    /// one it is given: give it before the first message to keep them all). Returns the
+    /// store it replaces, if any.
+    pub fn set_store(&mut self, store: RetransmitStore) -> Option<RetransmitStore> {
+        self.store.replace(store)
+    }
+
+    /// The retransmission store, if one was given.
+    pub fn store(&self) -> Option<&RetransmitStore> {
+        self.store.as_ref()
+    }
+
+    /// The retransmission store, if one was given, to change.
+    pub fn store_mut(&mut self) -> Option<&mut RetransmitStore> {
+        self.store.as_mut()
+    }
+
+    /// Takes the retransmission store out; packets are no longer kept.
+    pub fn take_store(&mut self) -> Option<RetransmitStore> {
+        self.store.take()
     }
 
     /// Packs `msg` into the open packet (opening one in a free slot if needed) and returns
@@ -389,14 +433,15 @@ impl Packetizer {
 
     /// Timers: closes the open packet once it has waited `max_delay`, and writes a
     /// heartbeat (when a slot is free) if nothing was handed out for the heartbeat
-    /// interval and nothing waits.
+    /// interval and nothing waits — after the end of session, the end-of-session packet
+    /// again instead.
     pub fn handle_timeout(&mut self, now: Instant, slots: &mut impl Slots) {
         self.flush_if_due(now, slots);
         if self.open.is_none()
             && self.ready.is_empty()
             && now.saturating_duration_since(self.last_send) >= self.heartbeat
         {
-            self.write_control(slots, false);
+            self.write_control(slots, self.ended);
         }
     }
 
@@ -411,10 +456,12 @@ impl Packetizer {
     }
 
     /// Closes the open packet and writes an end-of-session packet carrying the next
-    /// sequence number; both are due now. Returns `false` (and writes no end) when no
-    /// slot is free.
+    /// sequence number; both are due now. From now on offers are refused. Returns
+    /// `false` (and writes no end) when no slot is free; called again, it writes the end
+    /// again.
     pub fn end_session(&mut self, slots: &mut impl Slots) -> bool {
         self.flush(slots);
+        self.ended = true;
         self.write_control(slots, true)
     }
 
@@ -447,6 +494,11 @@ impl Packetizer {
     /// in a free slot.
     #[inline(never)]
     fn open_next(&mut self, slots: &mut impl Slots, clock: &impl Clock) -> Result<(), OfferError> {
+        // After the end no packet is open, so every offer comes here: the check costs
+        // nothing on the common path.
+        if self.ended {
+            return Err(OfferError::SessionEnded);
+        }
         if self.open.is_some() {
             self.close_open(slots);
             if !self.batching || self.ready.len() >= self.max_batch {
@@ -480,6 +532,9 @@ impl Packetizer {
             // SAFETY: the open packet's slot is ours until it is handed out.
             let buf = unsafe { slots.buffer(open.slot) };
             let len = open.builder.finish(buf);
+            if let Some(store) = self.store.as_mut() {
+                store.append_packet(buf.get(..len).unwrap_or_default());
+            }
             self.ready.push((open.slot, len as u16));
         }
     }
@@ -663,6 +718,69 @@ mod tests {
             f.transmit(),
             [(1, 1), (2, crate::wire::END_OF_SESSION_COUNT)]
         );
+    }
+
+    #[test]
+    fn a_store_keeps_every_data_packet_as_it_is_closed_and_no_heartbeat() {
+        use crate::core::store::{Answer, StoreConfig};
+        let mut f = Fixture::new(4);
+        let store = RetransmitStore::new(&StoreConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.p.set_store(store).is_none());
+        f.take(&[1; 30]);
+        f.take(&[2; 30]);
+        assert_eq!(
+            f.p.store().map(RetransmitStore::next),
+            Some(1),
+            "still open"
+        );
+        f.take(&[3; 30]);
+        assert_eq!(
+            f.p.store().map(RetransmitStore::next),
+            Some(3),
+            "closed: stored"
+        );
+        let sent = f.transmit();
+        f.tick(Duration::from_millis(1));
+        assert_eq!(
+            sent.len() + f.transmit().len(),
+            2,
+            "the packet and the third message"
+        );
+        f.tick(Duration::from_secs(1));
+        assert_eq!(f.transmit().len(), 1, "a heartbeat");
+        let store = f.p.take_store().unwrap_or_else(|| panic!("a store"));
+        assert_eq!((store.first(), store.next()), (1, 4));
+        assert_eq!(store.stats().packets, 2);
+        let mut buf = [0u8; SIZE];
+        let Answer::Written { len, messages: 2 } = store.answer(&f.p.session(), 1, 9, &mut buf)
+        else {
+            panic!("no answer")
+        };
+        let sent = Packet::new_checked(&buf[..len]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            sent.messages().collect::<Vec<_>>(),
+            [&[1u8; 30][..], &[2; 30]]
+        );
+    }
+
+    #[test]
+    fn after_the_end_offers_are_refused_and_the_idle_timer_sends_the_end_again() {
+        let mut f = Fixture::new(4);
+        f.take(b"last");
+        assert!(f.p.end_session(&mut f.b));
+        assert!(f.p.is_ended());
+        assert_eq!(f.offer(b"more"), Err(OfferError::SessionEnded));
+        assert_eq!(f.transmit().len(), 2);
+        f.tick(Duration::from_millis(999));
+        assert!(f.p.poll_transmit().is_none());
+        f.tick(Duration::from_millis(1));
+        assert_eq!(
+            f.transmit(),
+            [(2, crate::wire::END_OF_SESSION_COUNT)],
+            "the end again, not a heartbeat"
+        );
+        assert_eq!(f.p.stats().heartbeats, 0);
+        assert_eq!(f.p.next_sequence(), 2);
     }
 
     #[test]

@@ -22,8 +22,11 @@
 //! decided once, by `choose` (or by the socket: a [`DataSocket::Sim`] runs on `sim`).
 //! What the backends share sits beside them: the send operations' memory (`op`),
 //! page-aligned buffer regions (`region`), GSO run grouping, control-message parsing
-//! and the socket options the data plane needs (`sockopt`).
+//! and the socket options the data plane needs (`sockopt`). Beside the data path,
+//! `datagram` is the plain unicast socket of request/reply traffic (the re-request
+//! server's): batched non-blocking receives with each source, one `sendto` per reply.
 
+pub(crate) mod datagram;
 pub(crate) mod mmsg;
 pub(crate) mod op;
 pub(crate) mod pollset;

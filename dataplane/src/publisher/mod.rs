@@ -16,8 +16,18 @@
 //!   `OfferError::Backpressure`: it was not taken, nothing is lost; `poll` and retry.
 //! - Call `poll` from the idle loop: it sends packets whose delay expired, heartbeats
 //!   when idle (default every second) and collects finished sends.
-//! - `close` sends what is pending and an end-of-session packet;
-//!   dropping an open publisher does the same, ignoring errors.
+//! - `end_session` sends what is pending and an end-of-session packet (once; later
+//!   calls do nothing); offers are refused from then on. `close` ends the session and
+//!   waits for the sends in flight; dropping an open publisher does the same, ignoring
+//!   errors.
+//! - With [`PublisherConfig::rerequest`] the publisher also runs a MoldUDP64 re-request
+//!   server at a unicast address: the packetizer keeps every data packet in a
+//!   retransmission store as it closes it, and requests are answered on the publisher's
+//!   thread whenever it is driven — each `poll`, and from the send path at most every
+//!   100 µs — one batch of at most 64 requests at a time (see `rerequest`). After
+//!   `end_session`, keep calling `poll` for as long as re-requests should be served
+//!   (the linger): it answers them and sends the end of session again every heartbeat
+//!   interval, so that a lost end is not final.
 //! - After warm-up nothing here allocates.
 //!
 //! The decisions (what goes in which packet, when a packet leaves, heartbeats, the end of
@@ -25,6 +35,7 @@
 //! it says is ready, through the chosen backend (`sender`).
 
 pub(crate) mod packing;
+mod rerequest;
 mod sender;
 
 use std::net::{IpAddr, SocketAddr};
@@ -35,9 +46,13 @@ use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transpor
 use socket2::{SockAddr, Socket, Type};
 
 use self::packing::Packing;
+pub use self::rerequest::RerequestConfig;
+use self::rerequest::Rerequests;
 use self::sender::{AnySender, PacketSender};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, Network};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
+use crate::core::server::ServerStats;
+use crate::core::store::RetransmitStore;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
 use crate::io::mmsg::MmsgSend;
@@ -91,13 +106,16 @@ pub struct PublisherConfig {
     /// (which ignores `interface`, `scope` and `loopback`, and runs the sim backend
     /// whatever `backend` says).
     pub network: Network,
+    /// A re-request server to run beside the stream (`None`: lost messages are lost for
+    /// good). Its socket is made on the same network as the publisher's.
+    pub rerequest: Option<RerequestConfig>,
 }
 
 impl PublisherConfig {
     /// Defaults for `session` and `group`: the interface chosen by route (name one for
     /// real use), scope 1, loopback on, 1472-byte datagrams, 100 µs maximum delay,
     /// heartbeats every second, backend auto, GSO on, 256 buffers, batches of 32, the
-    /// host's network.
+    /// host's network, no re-request server.
     pub fn new(session: Session, group: SocketAddr) -> PublisherConfig {
         PublisherConfig {
             session,
@@ -115,6 +133,7 @@ impl PublisherConfig {
             max_batch: 32,
             zero_copy: false,
             network: Network::Host,
+            rerequest: None,
         }
     }
 }
@@ -181,6 +200,10 @@ pub struct Publisher {
     buffers: Buffers,
     core: Packetizer,
     stats: PublisherStats,
+    /// The re-request server, if one was configured.
+    rerequest: Option<Rerequests>,
+    /// Whether the session was ended.
+    ended: bool,
     closed: bool,
 }
 
@@ -197,13 +220,16 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Creates the socket (through the control crate), joins the group sender-only and
     /// sets up the chosen backend. On a simulated network ([`PublisherConfig::network`])
-    /// the socket is bound at `bind` (else on loopback, any port).
+    /// the socket is bound at `bind` (else on loopback, any port). With
+    /// [`PublisherConfig::rerequest`], also binds the re-request server's socket and
+    /// allocates the retransmission store.
     ///
     /// # Errors
     ///
     /// [`Error::Control`] if the socket cannot be configured; [`Error::Config`] for
     /// settings out of range; [`Error::UringUnavailable`] when io_uring was required and
-    /// is not there; [`Error::Io`] if setting up the ring or buffers fails.
+    /// is not there; [`Error::Io`] if setting up the ring or buffers fails;
+    /// [`Error::RerequestBind`] if the re-request server's address cannot be bound.
     pub fn new(config: PublisherConfig) -> Result<Publisher> {
         let core = packetizer(&config)?;
         let dest = config.group;
@@ -251,7 +277,9 @@ impl Publisher {
     /// socket, or a destination of the other address family (for an IPv4 peer on an IPv6
     /// socket, give its IPv4-mapped address `::ffff:a.b.c.d`); [`Error::Io`] if the socket
     /// cannot be inspected, or setting up the ring or buffers fails;
-    /// [`Error::UringUnavailable`] when io_uring was required and is not there.
+    /// [`Error::UringUnavailable`] when io_uring was required and is not there;
+    /// [`Error::RerequestBind`] if the re-request server's address cannot be bound (on a
+    /// simulated socket's network, for a simulated socket).
     pub fn with_socket(
         socket: impl Into<DataSocket>,
         dest: SocketAddr,
@@ -341,6 +369,21 @@ impl Publisher {
                 (backend, sender)
             }
         };
+        let rerequest = match &config.rerequest {
+            Some(rerequest) => {
+                let sim = match &socket {
+                    OwnedSocket::Sim(socket) => Some(socket.net()),
+                    OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => None,
+                };
+                Some(Rerequests::bind(
+                    rerequest,
+                    config.session,
+                    config.max_datagram,
+                    sim,
+                )?)
+            }
+            None => None,
+        };
         let free = (0..config.buffers as u16).rev().collect();
         Ok(Publisher {
             config,
@@ -351,6 +394,8 @@ impl Publisher {
             buffers: Buffers { region, free },
             core,
             stats: PublisherStats::default(),
+            rerequest,
+            ended: false,
             closed: false,
         })
     }
@@ -380,6 +425,28 @@ impl Publisher {
     /// The sequence number the next message will get.
     pub fn next_sequence(&self) -> u64 {
         self.core.next_sequence()
+    }
+
+    /// Where the re-request server listens (the bound address: with port 0 asked for,
+    /// the port the kernel chose); `None` without one.
+    pub fn rerequest_address(&self) -> Option<SocketAddr> {
+        self.rerequest.as_ref().map(Rerequests::local_addr)
+    }
+
+    /// The re-request server's counters; `None` without one.
+    pub fn rerequest_stats(&self) -> Option<ServerStats> {
+        self.rerequest.as_ref().map(Rerequests::stats)
+    }
+
+    /// The retransmission store the re-request server answers from (its stored range and
+    /// counters: [`RetransmitStore::stats`]); `None` without a server.
+    pub fn store(&self) -> Option<&RetransmitStore> {
+        self.core.store()
+    }
+
+    /// Whether [`end_session`](Self::end_session) was called.
+    pub fn is_ended(&self) -> bool {
+        self.ended
     }
 
     /// The longest message a packet can carry.
@@ -424,26 +491,27 @@ impl Publisher {
         self.flush_now();
     }
 
-    /// Timers and completions: sends the open packet once `max_delay` passed, a
-    /// heartbeat when nothing was sent for the heartbeat interval, and collects finished
-    /// sends. Call it from the idle loop.
+    /// Timers, completions and re-requests: sends the open packet once `max_delay`
+    /// passed, a heartbeat when nothing was sent for the heartbeat interval (after the
+    /// end of session, the end again), collects finished sends, and answers one batch of
+    /// re-requests. Call it from the idle loop, and after
+    /// [`end_session`](Self::end_session) for as long as re-requests should be served.
     pub fn poll(&mut self) {
         let _ = self.reap(false);
         self.run_timers();
+        if let (Some(rerequest), Some(store)) = (self.rerequest.as_mut(), self.core.store()) {
+            rerequest.serve(store, Instant::now());
+        }
     }
 
-    /// Sends what is pending and an end-of-session packet, waits for every send to
-    /// finish, and returns the final counters.
-    pub fn close(mut self) -> PublisherStats {
-        self.finish();
-        self.stats()
-    }
-
-    fn finish(&mut self) {
-        if self.closed {
+    /// Sends what is pending and an end-of-session packet, now; offers are refused from
+    /// then on. Only the first call does anything. The re-request server goes on
+    /// answering (from [`poll`](Self::poll)) until the publisher is closed or dropped.
+    pub fn end_session(&mut self) {
+        if self.ended {
             return;
         }
-        self.closed = true;
+        self.ended = true;
         self.flush();
         // End of session needs a buffer: wait for one if all are in flight.
         let deadline = Instant::now() + CLOSE_TIMEOUT;
@@ -459,6 +527,22 @@ impl Publisher {
             self.stats.backpressure += 1;
         }
         self.transmit();
+    }
+
+    /// Ends the session (if not done yet), waits for every send to finish, and returns
+    /// the final counters.
+    pub fn close(mut self) -> PublisherStats {
+        self.finish();
+        self.stats()
+    }
+
+    fn finish(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.end_session();
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
         while self.sender.in_flight() > 0 && Instant::now() < deadline {
             if self.reap(true).is_err() {
                 break;
@@ -484,6 +568,7 @@ impl Publisher {
             buffers: Buffers { region, free },
             core,
             stats,
+            rerequest,
             ..
         } = self;
         let mut errors = 0u64;
@@ -512,6 +597,9 @@ impl Publisher {
             }
         }
         stats.send_errors += errors;
+        if let (Some(rerequest), Some(store)) = (rerequest.as_mut(), core.store()) {
+            rerequest.serve_if_due(store, now);
+        }
     }
 
     /// Collects finished sends (with `wait`, at least one if any is in flight); returns
@@ -561,7 +649,8 @@ impl Packing for Publisher {
     }
 }
 
-/// The packetizer for `config`, or why the settings cannot work.
+/// The packetizer for `config` (with a retransmission store if it serves re-requests), or
+/// why the settings cannot work.
 fn packetizer(config: &PublisherConfig) -> Result<Packetizer> {
     let packetizer = PacketizerConfig {
         session: config.session,
@@ -570,7 +659,12 @@ fn packetizer(config: &PublisherConfig) -> Result<Packetizer> {
         heartbeat: config.heartbeat,
         max_batch: config.max_batch.clamp(1, MAX_GSO_SEGMENTS),
     };
-    Packetizer::new(packetizer, config.buffers, Instant::now()).map_err(|e| Error::Config(e.0))
+    let mut core = Packetizer::new(packetizer, config.buffers, Instant::now())
+        .map_err(|e| Error::Config(e.0))?;
+    if let Some(rerequest) = &config.rerequest {
+        core.set_store(rerequest::store(rerequest)?);
+    }
+    Ok(core)
 }
 
 impl Drop for Publisher {

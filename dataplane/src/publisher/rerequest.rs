@@ -1,0 +1,166 @@
+//! A publisher's re-request server: the socket at its unicast address, the sans-IO
+//! [`RerequestServer`] deciding what to answer, and the reply buffer. The store it
+//! answers from is the packetizer's ([`Packetizer::store`](crate::core::packetizer::Packetizer::store)),
+//! filled as packets close.
+//!
+//! # When it runs
+//!
+//! On the publisher's thread, whenever the publisher is driven: every
+//! [`Publisher::poll`](super::Publisher::poll), and after sends on the send path, but
+//! there at most once every [`SEND_PATH_INTERVAL`] (a receive that finds nothing costs a
+//! system call, which after every packet would cost more than the packet). Each time it
+//! takes one batch of at most 64 requests ([`BATCH`](crate::io::datagram::BATCH)) (one `recvmmsg`), so that a flood delays
+//! the live stream by at most one batch of parsing per call; the per-address buckets of
+//! the server keep the replies of one requester from crowding out another's.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::core::server::{RerequestServer, ServerConfig, ServerStats};
+use crate::core::store::{RetransmitStore, StoreConfig};
+use crate::error::{Error, Result};
+use crate::io::datagram::DatagramSocket;
+use crate::io::sim::SimNet;
+use crate::wire::Session;
+
+/// Shortest time between two looks at the re-request socket from the send path.
+pub(crate) const SEND_PATH_INTERVAL: Duration = Duration::from_micros(100);
+
+/// A publisher's re-request server: where it listens, how much it keeps and how much it
+/// sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RerequestConfig {
+    /// The unicast address the server's UDP socket is bound at (port 0: any free port,
+    /// see [`Publisher::rerequest_address`](super::Publisher::rerequest_address)).
+    /// Subscribers send their Requests here and the replies come from here. Give a
+    /// specific address of the host: bound at a wildcard, replies leave from whichever
+    /// address the route to each requester picks, which need not be the one it asked.
+    pub address: SocketAddr,
+    /// How many messages, and bytes of them, are kept to be sent again.
+    pub store: StoreConfig,
+    /// How much each requesting address may be sent.
+    pub server: ServerConfig,
+}
+
+impl RerequestConfig {
+    /// A server at `address` with the default store (1,000,000 messages, 128 MiB) and
+    /// limits (per address 1,000 replies a second, burst 100; 2,000,000 bytes a second,
+    /// burst 200,000; 4,096 addresses).
+    pub fn new(address: SocketAddr) -> RerequestConfig {
+        RerequestConfig {
+            address,
+            store: StoreConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// The store a publisher's packetizer keeps for `config`.
+pub(crate) fn store(config: &RerequestConfig) -> Result<RetransmitStore> {
+    RetransmitStore::new(&config.store).map_err(|e| Error::Config(e.0))
+}
+
+/// The running server. See the module docs.
+pub(crate) struct Rerequests {
+    socket: DatagramSocket,
+    server: RerequestServer,
+    reply: Box<[u8]>,
+    /// When the send path last looked at the socket.
+    looked: Option<Instant>,
+}
+
+impl std::fmt::Debug for Rerequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rerequests")
+            .field("address", &self.socket.local_addr())
+            .field("stats", &self.server.stats())
+            .finish()
+    }
+}
+
+impl Rerequests {
+    /// Binds the server's socket at `config.address` — on `sim` if given, else on the
+    /// host — for `session`, replying in datagrams of up to `max_datagram` bytes.
+    pub(crate) fn bind(
+        config: &RerequestConfig,
+        session: Session,
+        max_datagram: usize,
+        sim: Option<&SimNet>,
+    ) -> Result<Rerequests> {
+        let server = RerequestServer::new(session, config.server)
+            .map_err(|e| Error::Config(format!("re-request server: {}", e.0)))?;
+        let addr = config.address;
+        let socket = match sim {
+            Some(net) => DatagramSocket::bind_sim(net, addr),
+            None => DatagramSocket::bind_host(addr),
+        }
+        .map_err(|source| Error::RerequestBind { addr, source })?;
+        Ok(Rerequests {
+            socket,
+            server,
+            reply: vec![0; max_datagram].into_boxed_slice(),
+            looked: None,
+        })
+    }
+
+    /// The address it is bound at.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    /// Its counters.
+    pub(crate) fn stats(&self) -> ServerStats {
+        self.server.stats()
+    }
+
+    /// From the send path: [`serve`](Self::serve), unless it was done less than
+    /// [`SEND_PATH_INTERVAL`] ago.
+    pub(crate) fn serve_if_due(&mut self, store: &RetransmitStore, now: Instant) {
+        if self
+            .looked
+            .is_some_and(|at| now.saturating_duration_since(at) < SEND_PATH_INTERVAL)
+        {
+            return;
+        }
+        self.serve(store, now);
+    }
+
+    /// Answers one batch (at most [`BATCH`](crate::io::datagram::BATCH)) of what has arrived from `store`; returns how
+    /// many datagrams it took.
+    pub(crate) fn serve(&mut self, store: &RetransmitStore, now: Instant) -> usize {
+        self.looked = Some(now);
+        let n = match self.socket.recv_batch(now) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "receiving re-requests failed");
+                self.server.handle_receive_failed();
+                return 0;
+            }
+        };
+        let Rerequests {
+            socket,
+            server,
+            reply,
+            ..
+        } = self;
+        for i in 0..n {
+            let Some((request, from)) = socket.datagram(i) else {
+                break;
+            };
+            let Some(from) = from else {
+                server.handle_unaddressed();
+                continue;
+            };
+            let Some(len) = server.handle_request(request, from, now, store, reply) else {
+                continue;
+            };
+            let sent = reply
+                .get(..len)
+                .map(|bytes| socket.send_to(bytes, from, now));
+            if !matches!(sent, Some(Ok(()))) {
+                server.handle_reply_failed();
+            }
+        }
+        n
+    }
+}
