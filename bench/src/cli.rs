@@ -418,10 +418,68 @@ pub struct PubArgs {
     #[command(flatten)]
     pub io: IoArgs,
 
+    /// The re-request server.
+    #[command(flatten)]
+    pub rerequest: RerequestArgs,
+
     /// Also print the results as one JSON object, on the last line (receive-side fields
     /// and latency_ns are null).
     #[arg(long)]
     pub json: bool,
+}
+
+/// A publisher's re-request server (`pub`).
+#[derive(Debug, Clone, Args)]
+pub struct RerequestArgs {
+    /// Serve MoldUDP64 re-requests on this unicast address (a specific address of this
+    /// host; subscribers give it to --rerequest): lost messages are sent again, unicast,
+    /// from the last --store messages.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub rerequest_server: Option<SocketAddr>,
+
+    /// With --rerequest-server: how many of the last messages are kept to be sent again.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000).map(|n| n as usize))]
+    pub store: usize,
+
+    /// With --rerequest-server: keep serving re-requests (and repeating the end of
+    /// session) for S seconds after the end of session.
+    #[arg(long, value_name = "S", value_parser = parse_secs, default_value = "1")]
+    pub linger: Duration,
+
+    /// With --rerequest-server: replies a second each requesting address may get (the
+    /// burst is a tenth of it, and bytes a second 1,500 times it); the default 1,000 is
+    /// sized against amplification; one subscriber losing 20 % of a fast stream needs
+    /// more.
+    #[arg(long, value_name = "N", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub rerequest_rate: u64,
+}
+
+impl RerequestArgs {
+    /// The server these options ask for, if any.
+    pub fn config(&self) -> Option<multipoint_dataplane::RerequestConfig> {
+        use multipoint_dataplane::core::server::ServerConfig;
+        use multipoint_dataplane::core::store::StoreConfig;
+        let address = self.rerequest_server?;
+        let defaults = multipoint_dataplane::RerequestConfig::new(address);
+        // Room for the messages kept at the default 132 bytes each, at least.
+        let bytes = StoreConfig::DEFAULT_BYTES.max(self.store.saturating_mul(132));
+        Some(multipoint_dataplane::RerequestConfig {
+            store: StoreConfig {
+                messages: self.store,
+                bytes,
+            },
+            server: ServerConfig {
+                replies_per_second: self.rerequest_rate,
+                reply_burst: (self.rerequest_rate / 10).max(1),
+                bytes_per_second: self.rerequest_rate.saturating_mul(1_500),
+                byte_burst: (self.rerequest_rate / 10).max(1).saturating_mul(1_500),
+                ..defaults.server
+            },
+            ..defaults
+        })
+    }
 }
 
 /// Options of `multipoint sub`.
@@ -486,11 +544,12 @@ pub struct RecoveryArgs {
 impl RecoveryArgs {
     /// The recovery these options ask for, if any.
     pub fn config(&self) -> Option<multipoint_dataplane::RecoveryConfig> {
-        self.rerequest.map(|server| multipoint_dataplane::RecoveryConfig {
-            deadline: Duration::from_millis(self.recovery_deadline),
-            in_order: self.in_order,
-            ..multipoint_dataplane::RecoveryConfig::new(server)
-        })
+        self.rerequest
+            .map(|server| multipoint_dataplane::RecoveryConfig {
+                deadline: Duration::from_millis(self.recovery_deadline),
+                in_order: self.in_order,
+                ..multipoint_dataplane::RecoveryConfig::new(server)
+            })
     }
 }
 

@@ -18,8 +18,8 @@ use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::latency::LatencyHistogram;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    Handler, HostNeeds, Publisher, PublisherConfig, ShardConfig, Shards, Subscription,
-    SubscriptionConfig,
+    Handler, HostNeeds, Publisher, PublisherConfig, RecoveryConfig, RerequestConfig, ShardConfig,
+    Shards, Subscription, SubscriptionConfig,
 };
 
 use crate::cli::{DemoArgs, Idle};
@@ -103,8 +103,19 @@ impl Setup {
     /// The settings of `args` for the session `session`.
     fn new(args: &DemoArgs, session: Session) -> Setup {
         let group = &args.publish.group;
+        // --recover: a server on loopback, any free port (the subscribers learn it once
+        // the publisher is made).
+        let loopback = match group.group {
+            std::net::SocketAddr::V4(_) => std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        };
         Setup {
-            publisher: args.publish.publisher_config(session, &args.engine.io),
+            publisher: PublisherConfig {
+                rerequest: args
+                    .recover
+                    .then(|| RerequestConfig::new(std::net::SocketAddr::new(loopback, 0))),
+                ..args.publish.publisher_config(session, &args.engine.io)
+            },
             shards: args.engine.shard_config(usize::from(args.shards)),
             subscription: SubscriptionConfig {
                 timestamps: true,
@@ -135,9 +146,10 @@ pub(crate) fn run_local(
     progress: bool,
 ) -> Result<DemoReport> {
     let session = session_or_default(args.publish.session)?;
-    let setup = Setup::new(args, session);
+    let mut setup = Setup::new(args, session);
     let mut publisher = Publisher::new(setup.publisher)?;
     check_size(&publisher, args.load.size, args.engine.io.max_datagram)?;
+    setup.subscription.recovery = publisher.rerequest_address().map(RecoveryConfig::new);
 
     let shard_count = setup.shards.shards;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -172,8 +184,14 @@ pub(crate) fn run_local(
     let start = published.start;
 
     let publisher_backend = publisher.backend().clone();
+    if publisher.rerequest_address().is_some() {
+        // The subscribers hear the end once they recovered what they lost: serve their
+        // re-requests meanwhile.
+        publisher.end_session();
+        wait_for_end(&subs, || publisher.poll());
+    }
     let publisher_stats = publisher.close();
-    wait_for_end(&subs);
+    wait_for_end(&subs, || {});
 
     let backend = shards.backend().clone();
     // The last interval of the log ends here, for every subscriber alike.
@@ -251,13 +269,14 @@ fn tag(index: usize) -> String {
 
 /// Waits up to [`END_WAIT`] until every subscriber saw the end of session, logging those
 /// that did not.
-fn wait_for_end(subs: &[Subscription<Tally>]) {
+fn wait_for_end(subs: &[Subscription<Tally>], mut meanwhile: impl FnMut()) {
     let begun = Instant::now();
-    while subs.iter().any(|s| s.stats().end_of_session == 0) && begun.elapsed() < END_WAIT {
+    while !subs.iter().all(ended) && begun.elapsed() < END_WAIT {
+        meanwhile();
         std::thread::sleep(END_POLL);
     }
     for (i, sub) in subs.iter().enumerate() {
-        if sub.stats().end_of_session == 0 {
+        if !ended(sub) {
             tracing::warn!(
                 subscriber = i + 1,
                 "no end of session within {END_WAIT:?}: it was lost, or the subscriber is \
@@ -265,6 +284,12 @@ fn wait_for_end(subs: &[Subscription<Tally>]) {
             );
         }
     }
+}
+
+/// Whether `sub`'s handler heard the end of session (with recovery, that is once it was
+/// done recovering).
+fn ended(sub: &Subscription<Tally>) -> bool {
+    sub.stats().ended > 0
 }
 
 fn progress_line(elapsed: Duration, sent: u64, subs: &[Subscription<Tally>]) -> String {

@@ -332,7 +332,27 @@ pub(crate) fn check_size(publisher: &Publisher, size: usize, max_datagram: usize
 
 /// The publisher `pub` starts.
 fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
-    args.publish.publisher_config(session, &args.io)
+    PublisherConfig {
+        rerequest: args.rerequest.config(),
+        ..args.publish.publisher_config(session, &args.io)
+    }
+}
+
+/// How often a lingering publisher looks for re-requests.
+const LINGER_POLL: Duration = Duration::from_micros(200);
+
+/// After the end of session, keeps `publisher` serving re-requests (and repeating the
+/// end of session every heartbeat interval) for `linger`.
+pub(crate) fn linger(publisher: &mut Publisher, linger: Duration) {
+    if publisher.rerequest_address().is_none() {
+        return;
+    }
+    publisher.end_session();
+    let until = Instant::now() + linger;
+    while Instant::now() < until {
+        publisher.poll();
+        std::thread::sleep(LINGER_POLL);
+    }
 }
 
 /// What `multipoint pub` will ask of the host: one publisher.
@@ -356,10 +376,16 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
     let session = session_or_default(args.publish.session)?;
     let mut publisher = Publisher::new(publisher_config(args, session))?;
     check_size(&publisher, args.load.size, args.io.max_datagram)?;
+    if let Some(server) = publisher.rerequest_address() {
+        println!("multipoint pub: serving re-requests on {server}");
+    }
     let load = Load::new(&args.load);
     let mut line = Progress::new(progress);
     let published = publish(&mut publisher, &load, &mut line, show_sent)?;
+    linger(&mut publisher, args.rerequest.linger);
     let backend = publisher.backend().clone();
+    let rerequest = publisher.rerequest_stats();
+    let stored = publisher.store().map(|s| s.stats());
     let stats = publisher.close();
     Ok(PubReport {
         group: args.publish.group.group.to_string(),
@@ -369,6 +395,8 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
         rate: args.load.rate,
         elapsed: published.elapsed,
         publisher: PublisherReport { backend, stats },
+        rerequest,
+        stored,
     })
 }
 

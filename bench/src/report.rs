@@ -47,6 +47,8 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use multipoint_control::rooted::RootStats;
+use multipoint_dataplane::core::server::ServerStats;
+use multipoint_dataplane::core::store::StoreStats;
 use multipoint_dataplane::latency::{format_ns, Percentiles};
 use multipoint_dataplane::{BackendInfo, FanoutStats, PublisherStats, SubscriptionStats};
 
@@ -263,6 +265,10 @@ pub struct PubReport {
     pub elapsed: Duration,
     /// The publisher.
     pub publisher: PublisherReport,
+    /// What its re-request server did, if it ran one.
+    pub rerequest: Option<ServerStats>,
+    /// What its retransmission store held at the end, if it had one.
+    pub stored: Option<StoreStats>,
 }
 
 /// What a subscriber made of the send timestamps in its payloads.
@@ -606,7 +612,43 @@ impl fmt::Display for PubReport {
             "  {:.1} MB/s   heartbeats {}",
             per_second(self.publisher.stats.bytes, self.elapsed) / 1e6,
             Grouped(self.publisher.stats.heartbeats),
-        )
+        )?;
+        if let Some(r) = &self.rerequest {
+            writeln!(
+                f,
+                "re-request server  requests {}   replies {}   messages served {}   refused {}",
+                Grouped(r.requests),
+                Grouped(r.replies),
+                Grouped(r.messages_served),
+                Grouped(r.refused()),
+            )?;
+            if r.refused() > 0 {
+                writeln!(
+                    f,
+                    "  refused: malformed {}   other session {}   sequence 0 {}   not yet sent {}   \
+                     no longer stored {}   rate limited {}   bytes limited {}   requesters full {}",
+                    Grouped(r.malformed),
+                    Grouped(r.foreign_session),
+                    Grouped(r.sequence_zero),
+                    Grouped(r.not_yet_sent),
+                    Grouped(r.no_longer_stored),
+                    Grouped(r.rate_limited),
+                    Grouped(r.bytes_limited),
+                    Grouped(r.requesters_full),
+                )?;
+            }
+        }
+        if let Some(st) = &self.stored {
+            writeln!(
+                f,
+                "  store holds {}..{} ({} bytes), evicted {}",
+                st.first,
+                st.next,
+                Grouped(st.stored_bytes),
+                Grouped(st.evicted),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -621,6 +663,31 @@ impl Report for PubReport {
             .u64("size", self.size as u64)
             .u64("rate", self.rate);
         publisher_fields(&mut json, &self.publisher.stats);
+        match &self.rerequest {
+            Some(r) => {
+                let mut o = Json::object();
+                o.u64("requests", r.requests)
+                    .u64("replies", r.replies)
+                    .u64("messages_served", r.messages_served)
+                    .u64("bytes_served", r.bytes_served)
+                    .u64("refused", r.refused())
+                    .u64("malformed", r.malformed)
+                    .u64("foreign_session", r.foreign_session)
+                    .u64("sequence_zero", r.sequence_zero)
+                    .u64("not_yet_sent", r.not_yet_sent)
+                    .u64("no_longer_stored", r.no_longer_stored)
+                    .u64("rate_limited", r.rate_limited)
+                    .u64("bytes_limited", r.bytes_limited)
+                    .u64("requesters_full", r.requesters_full);
+                if let Some(st) = &self.stored {
+                    o.u64("stored_first", st.first)
+                        .u64("stored_next", st.next)
+                        .u64("evicted", st.evicted);
+                }
+                json.raw("rerequest", &o.finish())
+            }
+            None => json.null("rerequest"),
+        };
         json.finish()
     }
 }
@@ -1830,6 +1897,8 @@ mod tests {
                     ..PublisherStats::default()
                 },
             },
+            rerequest: None,
+            stored: None,
         };
         let json = report.to_json();
         assert_summary(&json);

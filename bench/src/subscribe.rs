@@ -264,10 +264,7 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         if sub.failure().is_some() {
             break;
         }
-        if st.end_of_session > 0
-            || st.messages >= limit
-            || args.stop.secs.is_some_and(|s| elapsed >= s)
-        {
+        if st.ended > 0 || st.messages >= limit || args.stop.secs.is_some_and(|s| elapsed >= s) {
             break;
         }
         if receiving.tick(elapsed, Some(&sub))? {
@@ -326,7 +323,11 @@ fn listening_line(args: &SubArgs) -> String {
     if let Some(server) = args.recovery.rerequest {
         line.push_str(&format!(
             ", recovering from {server} ({}, {} ms deadline)",
-            if args.recovery.in_order { "in order" } else { "as they come" },
+            if args.recovery.in_order {
+                "in order"
+            } else {
+                "as they come"
+            },
             args.recovery.recovery_deadline
         ));
     }

@@ -65,7 +65,11 @@ pub fn lossless(args: &DemoArgs, progress: bool) -> Result<LosslessReport> {
             missing += sub.stats.missing;
             recovered += sub.stats.recovered;
         }
-        let delivered = if run.subscribers.is_empty() { 0 } else { delivered };
+        let delivered = if run.subscribers.is_empty() {
+            0
+        } else {
+            delivered
+        };
         let trial = Trial {
             rate,
             sent,
@@ -78,11 +82,19 @@ pub fn lossless(args: &DemoArgs, progress: bool) -> Result<LosslessReport> {
         if progress {
             println!(
                 "trial at {}: delivered {} of {} ({:.0} msgs/s), {}",
-                if rate == 0 { "full speed".to_owned() } else { format!("{rate} msgs/s") },
+                if rate == 0 {
+                    "full speed".to_owned()
+                } else {
+                    format!("{rate} msgs/s")
+                },
                 delivered,
                 sent,
                 trial.msgs_per_sec,
-                if trial.lossless { "lossless" } else { "lost some" }
+                if trial.lossless {
+                    "lossless"
+                } else {
+                    "lost some"
+                }
             );
         }
         report.trials.push(trial);

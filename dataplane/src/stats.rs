@@ -61,6 +61,7 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) gaps_given_up: Counter,
     pub(crate) reply_foreign_source: Counter,
     pub(crate) reply_unasked: Counter,
+    pub(crate) ended: Counter,
 }
 
 /// A snapshot of one subscription's counters.
@@ -126,6 +127,8 @@ pub struct SubscriptionStats {
     pub reply_foreign_source: u64,
     /// Packets from the server that answer nothing asked for (or no longer out: a late or repeated reply), dropped.
     pub reply_unasked: u64,
+    /// 1 once the handler heard the end of session (with recovery, once it was done recovering what the end found missing); summed over several.
+    pub ended: u64,
 }
 
 impl SubscriptionStats {
@@ -159,6 +162,7 @@ impl SubscriptionStats {
             gaps_given_up,
             reply_foreign_source,
             reply_unasked,
+            ended,
         } = *other;
         self.packets += packets;
         self.datagrams += datagrams;
@@ -187,6 +191,7 @@ impl SubscriptionStats {
         self.gaps_given_up += gaps_given_up;
         self.reply_foreign_source += reply_foreign_source;
         self.reply_unasked += reply_unasked;
+        self.ended += ended;
     }
 }
 
@@ -220,6 +225,7 @@ impl SubscriptionCounters {
             gaps_given_up: self.gaps_given_up.get(),
             reply_foreign_source: self.reply_foreign_source.get(),
             reply_unasked: self.reply_unasked.get(),
+            ended: self.ended.get(),
         }
     }
 }

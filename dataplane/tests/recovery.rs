@@ -21,9 +21,8 @@ use multipoint_dataplane::wire::{
 
 const SESSION: Session = Session::from_bytes(*b"RECOVERY  ");
 const DATAGRAM: usize = 1472;
-/// 64-byte messages: 22 to a 1472-byte packet.
+/// 64-byte messages (22 to a 1472-byte packet).
 const MESSAGE: usize = 64;
-const PER_PACKET: u64 = 22;
 /// A packet every 10 µs.
 const SPACING: u64 = 10_000;
 /// One way between subscriber and server.
@@ -59,7 +58,11 @@ struct Seen {
 
 impl Seen {
     fn take(&mut self, sequence: u64, message: &[u8], recovered: bool) {
-        assert_eq!(message, &self::message(sequence)[..], "content of {sequence}");
+        assert_eq!(
+            message,
+            &self::message(sequence)[..],
+            "content of {sequence}"
+        );
         self.after_end |= self.ends > 0;
         self.messages.push((sequence, recovered));
     }
@@ -281,9 +284,15 @@ fn a_burst_loss_is_recovered_in_packet_sized_requests_with_exact_counters() {
     assert_eq!(run.seen.recovered(), 220);
     assert!(run.seen.gaps.is_empty());
     assert_eq!(run.seen.ends, 1);
-    assert!(!run.seen.after_end, "the end is heard after the last recovered message");
+    assert!(
+        !run.seen.after_end,
+        "the end is heard after the last recovered message"
+    );
     assert_eq!((s.gaps, s.missing, s.gaps_given_up), (1, 0, 0));
-    assert_eq!((s.requests, s.retries, s.replies, s.recovered), (10, 0, 10, 220));
+    assert_eq!(
+        (s.requests, s.retries, s.replies, s.recovered),
+        (10, 0, 10, 220)
+    );
     assert_eq!((s.messages, s.duplicates), (2200, 0));
     let times = run.state.recovery_times().unwrap();
     assert_eq!(times.len(), 10, "one recovery time per range asked");
@@ -297,7 +306,11 @@ fn every_seventh_packet_lost_is_recovered_in_order_and_content_checked() {
     run.run(SECOND);
     let s = run.stats();
     assert_eq!(run.seen.numbers(), (1..=22 * 700).collect::<Vec<_>>());
-    assert_eq!(run.seen.recovered(), 0, "in order: recovered ones come in their place");
+    assert_eq!(
+        run.seen.recovered(),
+        0,
+        "in order: recovered ones come in their place"
+    );
     assert_eq!((s.gaps, s.missing, s.gaps_given_up), (100, 0, 0));
     assert_eq!((s.requests, s.replies, s.recovered), (100, 100, 2200));
     assert_eq!(s.retries, 0);
@@ -318,7 +331,11 @@ fn lost_replies_and_lost_requests_are_asked_again_after_the_timeout() {
         }
         run.run(SECOND);
         let s = run.stats();
-        assert_eq!(run.seen.messages.len(), 22 * 50, "lose replies: {lose_replies}");
+        assert_eq!(
+            run.seen.messages.len(),
+            22 * 50,
+            "lose replies: {lose_replies}"
+        );
         assert_eq!(run.seen.recovered(), 44);
         assert_eq!((s.requests, s.retries, s.replies), (2, 2, 2));
         assert_eq!((s.missing, s.gaps_given_up, s.reply_unasked), (0, 0, 0));
@@ -333,8 +350,14 @@ fn replies_that_overtake_each_other_still_make_an_in_order_stream() {
     run.run(SECOND);
     let s = run.stats();
     assert_eq!(run.seen.numbers(), (1..=2200).collect::<Vec<_>>());
-    assert_eq!((s.requests, s.replies, s.recovered, s.missing), (10, 10, 220, 0));
-    assert!(s.reordered > 0, "replies and the stream waited for the first reply");
+    assert_eq!(
+        (s.requests, s.replies, s.recovered, s.missing),
+        (10, 10, 220, 0)
+    );
+    assert!(
+        s.reordered > 0,
+        "replies and the stream waited for the first reply"
+    );
 }
 
 #[test]
@@ -363,10 +386,14 @@ fn a_range_the_server_no_longer_has_is_retried_until_its_deadline_then_given_up(
 #[test]
 fn the_deadline_gives_up_on_time_and_the_stream_goes_on() {
     let deadline = Duration::from_millis(3);
-    let mut run = Run::new(22 * 10, |i| i == 2, RecoveryConfig {
-        deadline,
-        ..in_order()
-    });
+    let mut run = Run::new(
+        22 * 10,
+        |i| i == 2,
+        RecoveryConfig {
+            deadline,
+            ..in_order()
+        },
+    );
     run.lose_request = Box::new(|_| true);
     run.run(SECOND);
     let s = run.stats();
@@ -414,11 +441,15 @@ fn a_heartbeat_reveals_a_loss_at_the_tail_of_an_idle_stream() {
 fn replies_from_anyone_but_the_server_or_for_nothing_asked_are_dropped_and_counted() {
     let mut run = Run::new(22 * 10, |i| i == 4, recovery());
     // A stranger's answer first, then the server's answer to something never asked.
-    let forged = pack_all(&SESSION, 89, DATAGRAM, [&message(89)[..]]).unwrap().swap_remove(0);
+    let forged = pack_all(&SESSION, 89, DATAGRAM, [&message(89)[..]])
+        .unwrap()
+        .swap_remove(0);
     let stranger: SocketAddr = "10.6.6.6:7000".parse().unwrap();
     let at = run.now + 4 * SPACING + 1;
     run.push(at, Arrival::Reply(forged.clone(), stranger));
-    let unasked = pack_all(&SESSION, 150, DATAGRAM, [&message(150)[..]]).unwrap().swap_remove(0);
+    let unasked = pack_all(&SESSION, 150, DATAGRAM, [&message(150)[..]])
+        .unwrap()
+        .swap_remove(0);
     run.push(at, Arrival::Reply(unasked, server()));
     run.push(at, Arrival::Reply(b"not a packet".to_vec(), server()));
     run.run(SECOND);
@@ -448,5 +479,8 @@ fn without_recovery_nothing_is_asked_and_gaps_are_lost_at_once() {
     assert_eq!(state.poll_transmit(0, &mut buf), None);
     assert_eq!(seen.gaps, [(23, 22)]);
     let s = state.stats();
-    assert_eq!((s.gaps, s.missing, s.gaps_given_up, s.requests), (1, 22, 0, 0));
+    assert_eq!(
+        (s.gaps, s.missing, s.gaps_given_up, s.requests),
+        (1, 22, 0, 0)
+    );
 }

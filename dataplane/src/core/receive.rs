@@ -637,6 +637,7 @@ impl ReceiveState {
             self.follow_suspect(handler);
         }
         if std::mem::take(&mut self.end_deferred) {
+            self.counters.ended.set(1);
             handler.on_end_of_session();
         }
     }
@@ -1219,6 +1220,7 @@ impl ReceiveState {
                         // heard once recovery is done with them.
                         self.end_deferred = true;
                     } else {
+                        c.ended.set(1);
                         handler.on_end_of_session();
                     }
                 }

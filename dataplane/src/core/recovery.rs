@@ -588,7 +588,11 @@ mod tests {
         let rto = r.timeout().as_nanos() as u64;
         assert_eq!(request(&mut r, rto - 1), None);
         assert_eq!(request(&mut r, rto), Some((5, 1)));
-        assert_eq!(request(&mut r, rto + rto), None, "the second wait is doubled");
+        assert_eq!(
+            request(&mut r, rto + rto),
+            None,
+            "the second wait is doubled"
+        );
         assert_eq!(request(&mut r, rto + 2 * rto), Some((5, 1)));
         assert_eq!(r.counts().retries, 2);
         let mut lost = Vec::new();

@@ -130,7 +130,9 @@ impl Reorder {
             .filter(|h| h.until <= now)
             .map(|h| h.first)
             .max();
-        expired.is_some_and(|upto| first.first <= upto).then_some(first)
+        expired
+            .is_some_and(|upto| first.first <= upto)
+            .then_some(first)
     }
 
     /// The lowest-numbered held packet if `next` reaches it (its turn has come).
@@ -226,7 +228,10 @@ mod tests {
         // (2 bytes left), so it starts at the beginning.
         let h = r.next_turn(10).unwrap_or_else(|| unreachable!());
         r.release(&h);
-        assert!(!r.hold(b"cccccc", 30, 0), "4 free at the start + 2 at the end: not contiguous");
+        assert!(
+            !r.hold(b"cccccc", 30, 0),
+            "4 free at the start + 2 at the end: not contiguous"
+        );
         assert!(r.hold(b"cc", 30, 0));
         assert!(r.hold(b"dddd", 40, 0), "wraps to the start");
         let bytes: Vec<&[u8]> = r.held.iter().map(|h| r.bytes(h)).collect();

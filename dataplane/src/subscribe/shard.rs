@@ -399,7 +399,11 @@ impl<R: BatchRecv> Worker for Shard<R> {
 }
 
 /// Sends one re-request from a subscription's request socket.
-fn send_request(socket: &OwnedSocket, bytes: &[u8], to: std::net::SocketAddr) -> std::io::Result<()> {
+fn send_request(
+    socket: &OwnedSocket,
+    bytes: &[u8],
+    to: std::net::SocketAddr,
+) -> std::io::Result<()> {
     match socket {
         OwnedSocket::Sim(s) => s.send_to(bytes, to, std::time::Instant::now()).map(drop),
         _ => match socket.host() {
