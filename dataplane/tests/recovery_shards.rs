@@ -149,7 +149,7 @@ fn recovers_through_the_shards(in_order: bool) {
         st.retries > 0,
         "lost requests and replies were asked again: {st:?}"
     );
-    assert!(closed.recovery.len() > 0);
+    assert!(!closed.recovery.is_empty());
 }
 
 #[test]

@@ -198,6 +198,10 @@ pub struct PacketizerStats {
     pub heartbeats: u64,
 }
 
+/// How soon after the end of session it is first sent again (see
+/// [`Packetizer::end_session`]).
+const FIRST_END_REPEAT: Duration = Duration::from_millis(1);
+
 /// The largest datagram a MoldUDP64 packet may be: a UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 
@@ -231,6 +235,9 @@ pub struct Packetizer {
     stats: PacketizerStats,
     /// Whether the end of session was written.
     ended: bool,
+    /// After the end: how long until the end of session is sent again (1 ms, doubling
+    /// up to the heartbeat interval), so that an end lost on the way is soon replaced.
+    end_repeat: Duration,
     /// Where closed data packets are kept for retransmission, if anywhere.
     store: Option<RetransmitStore>,
 }
@@ -275,6 +282,7 @@ impl Packetizer {
             last_send: now,
             stats: PacketizerStats::default(),
             ended: false,
+            end_repeat: FIRST_END_REPEAT,
             store: None,
         })
     }
@@ -439,9 +447,21 @@ impl Packetizer {
         self.flush_if_due(now, slots);
         if self.open.is_none()
             && self.ready.is_empty()
-            && now.saturating_duration_since(self.last_send) >= self.heartbeat
+            && now.saturating_duration_since(self.last_send) >= self.idle_interval()
+            && self.write_control(slots, self.ended)
+            && self.ended
         {
-            self.write_control(slots, self.ended);
+            self.end_repeat = (self.end_repeat * 2).min(self.heartbeat);
+        }
+    }
+
+    /// How long nothing may be sent before a heartbeat goes (or, after the end, the end
+    /// again).
+    fn idle_interval(&self) -> Duration {
+        if self.ended {
+            self.end_repeat.min(self.heartbeat)
+        } else {
+            self.heartbeat
         }
     }
 
@@ -450,13 +470,15 @@ impl Packetizer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.open {
             Some(open) => Some(open.since + self.max_delay),
-            None if self.ready.is_empty() => Some(self.last_send + self.heartbeat),
+            None if self.ready.is_empty() => Some(self.last_send + self.idle_interval()),
             None => None,
         }
     }
 
     /// Closes the open packet and writes an end-of-session packet carrying the next
-    /// sequence number; both are due now. From now on offers are refused. Returns
+    /// sequence number; both are due now. From now on offers are refused, and the timers
+    /// send the end again after 1 ms, 2 ms, 4 ms, ... up to every heartbeat interval (a
+    /// subscriber that lost it learns of the end, and of any loss before it). Returns
     /// `false` (and writes no end) when no slot is free; called again, it writes the end
     /// again.
     pub fn end_session(&mut self, slots: &mut impl Slots) -> bool {
@@ -771,14 +793,26 @@ mod tests {
         assert!(f.p.is_ended());
         assert_eq!(f.offer(b"more"), Err(OfferError::SessionEnded));
         assert_eq!(f.transmit().len(), 2);
-        f.tick(Duration::from_millis(999));
-        assert!(f.p.poll_transmit().is_none());
-        f.tick(Duration::from_millis(1));
-        assert_eq!(
-            f.transmit(),
-            [(2, crate::wire::END_OF_SESSION_COUNT)],
-            "the end again, not a heartbeat"
-        );
+        // Again after 1 ms, 2 ms, 4 ms ... and then every heartbeat interval (1 s here).
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            let mut waited = 0;
+            loop {
+                f.tick(Duration::from_millis(1));
+                waited += 1;
+                let sent = f.transmit();
+                if !sent.is_empty() {
+                    assert_eq!(
+                        sent,
+                        [(2, crate::wire::END_OF_SESSION_COUNT)],
+                        "the end again, not a heartbeat"
+                    );
+                    break;
+                }
+            }
+            waits.push(waited);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1000]);
         assert_eq!(f.p.stats().heartbeats, 0);
         assert_eq!(f.p.next_sequence(), 2);
     }
