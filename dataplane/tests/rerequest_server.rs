@@ -110,10 +110,20 @@ struct Sim {
 
 impl Sim {
     fn new(store: StoreConfig, server: ServerConfig) -> Sim {
+        Sim::with(|config| config, store, server)
+    }
+
+    /// A simulated network, with the publisher's settings changed by `change`.
+    fn with(
+        change: impl FnOnce(PublisherConfig) -> PublisherConfig,
+        store: StoreConfig,
+        server: ServerConfig,
+    ) -> Sim {
         let net = SimNet::new(12);
         let member = net.bind(addr("0.0.0.0:9000")).unwrap();
         member.join(addr(GROUP).ip(), None).unwrap();
-        let publisher = Publisher::new(config(Network::Sim(net.clone()), store, server)).unwrap();
+        let publisher =
+            Publisher::new(change(config(Network::Sim(net.clone()), store, server))).unwrap();
         assert_eq!(publisher.rerequest_address(), Some(addr(SERVER)));
         Sim {
             net,
@@ -364,7 +374,15 @@ fn on_the_sim_network_a_flood_is_refused_by_its_bucket_while_another_requester_a
 
 #[test]
 fn on_the_sim_network_a_publisher_that_ended_its_session_still_serves_and_repeats_the_end() {
-    let mut sim = Sim::new(StoreConfig::default(), ServerConfig::default());
+    // Heartbeats every 20 ms, so that the linger below is short.
+    let mut sim = Sim::with(
+        |config| PublisherConfig {
+            heartbeat: Duration::from_millis(20),
+            ..config
+        },
+        StoreConfig::default(),
+        ServerConfig::default(),
+    );
     publish(&mut sim.publisher, 1, 31);
     sim.publisher.end_session();
     sim.publisher.end_session();
@@ -388,13 +406,13 @@ fn on_the_sim_network_a_publisher_that_ended_its_session_still_serves_and_repeat
     assert_eq!(replies.len(), 1);
     assert_eq!(check_stream_packet(&replies[0]), (5, 3));
 
-    // Lingering: the end again once a heartbeat interval (1 s) has passed. Wait for it
-    // without a deadline on the outcome, only against a hang.
+    // Lingering: the end again each heartbeat interval. Wait for two, without a
+    // deadline on the outcome, only against a hang.
     let mut again = 0;
     wait_until("the end of session to be sent again", STALL, || {
         sim.publisher.poll();
         again += ends(&sim.stream());
-        again >= 1
+        again >= 2
     });
     assert_eq!(
         sim.publisher.stats().heartbeats,

@@ -25,9 +25,11 @@
 //!
 //! # Costs
 //!
-//! [`append_packet`](RetransmitStore::append_packet) checks the packet, writes one index
-//! entry per message and copies all its blocks in one or two `memcpy`s; evictions are one
-//! index read each, so appending is amortised O(1) per message.
+//! [`append_packet`](RetransmitStore::append_packet) checks the packet in one walk over
+//! its blocks (noting their offsets), writes one index entry per message from those, and
+//! copies all its blocks in one or two `memcpy`s; evicting by count is one step per
+//! packet, by bytes one index read per message, so appending is amortised O(1) per
+//! message.
 //! [`answer`](RetransmitStore::answer) reads one index entry per message it answers with
 //! and copies their blocks, consecutive in the arena, in one or two `memcpy`s.
 //!
@@ -64,10 +66,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use super::packetizer::ConfigError;
+use super::packetizer::{ConfigError, MAX_DATAGRAM};
 use crate::wire::{
     Packet, PacketKind, Session, BLOCK_HEADER_LEN, HEADER_LEN, MAX_MESSAGE_COUNT, SESSION_LEN,
 };
+
+/// The most message blocks a packet of at most [`MAX_DATAGRAM`] bytes holds.
+const MAX_BLOCKS: usize = (MAX_DATAGRAM - HEADER_LEN) / BLOCK_HEADER_LEN;
 
 /// How much a [`RetransmitStore`] keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +163,13 @@ pub struct RetransmitStore {
     head: u64,
     /// Absolute offset one past the block of `next - 1`.
     tail: u64,
+    /// The index slots of `first` and `next`, kept as they move (a 64-bit division per
+    /// message would cost more than the rest of storing it).
+    first_slot: usize,
+    next_slot: usize,
+    /// The offset of each block of the packet being appended, from the walk that checks
+    /// it (room for the most blocks a datagram holds).
+    offsets: Box<[u16]>,
     stats: StoreStats,
 }
 
@@ -202,6 +214,9 @@ impl RetransmitStore {
             next: 1,
             head: 0,
             tail: 0,
+            first_slot: 1 % config.messages,
+            next_slot: 1 % config.messages,
+            offsets: vec![0; MAX_BLOCKS].into_boxed_slice(),
             stats: StoreStats::default(),
         })
     }
@@ -253,73 +268,119 @@ impl RetransmitStore {
     /// Stores the messages of `packet`, one closed MoldUDP64 packet, evicting the oldest
     /// messages as far as needed to stay within both bounds. Heartbeats and end-of-session
     /// packets carry nothing to store and are passed over; a packet that is not
-    /// well-formed, or (after the first) does not begin at [`next`](Self::next), is
-    /// ignored and counted.
+    /// well-formed (as [`Packet::new_checked`] says, or longer than a UDP datagram can
+    /// be), or (after the first) does not begin at [`next`](Self::next), is ignored and
+    /// counted.
     pub fn append_packet(&mut self, packet: &[u8]) {
-        let Ok(view) = Packet::new_checked(packet) else {
-            self.stats.malformed += 1;
+        let Some((sequence, count, blocks)) = self.check(packet) else {
             return;
         };
-        if view.kind() != PacketKind::Data {
-            return;
-        }
-        let sequence = view.sequence();
-        if sequence == 0 {
-            self.stats.malformed += 1;
-            return;
-        }
         if !self.started {
             self.started = true;
             self.first = sequence;
             self.next = sequence;
-        } else if sequence != self.next {
-            self.stats.discontinuous += 1;
-            return;
+            self.first_slot = self.slot(sequence);
+            self.next_slot = self.first_slot;
         }
-        let count = u64::from(view.count());
-        let blocks = packet.get(HEADER_LEN..).unwrap_or(&[]);
         self.stats.packets += 1;
-        self.stats.messages += count;
+        self.stats.messages += count as u64;
 
         // The leading blocks that could never be kept (more messages, or more bytes, than
         // the store holds) push everything out and are counted as evicted at once.
-        let (skip, skip_bytes) = self.unstorable_prefix(blocks, count);
+        let skip = self.unstorable_prefix(blocks.len(), count);
+        let skip_bytes = self.block_offset(skip, count, blocks.len());
         if skip > 0 {
-            self.stats.evicted += self.len() + skip;
-            self.first = sequence + skip;
+            self.stats.evicted += self.len() + skip as u64;
+            self.first = sequence + skip as u64;
             self.next = self.first;
+            self.first_slot = self.slot(self.first);
+            self.next_slot = self.first_slot;
             self.head = self.tail;
         }
-        let blocks = blocks.get(skip_bytes..).unwrap_or(&[]);
+        let kept = blocks.get(skip_bytes..).unwrap_or(&[]);
+        let len = kept.len() as u64;
         let count = count - skip;
-        let len = blocks.len() as u64;
 
-        while self.len() + count > self.index.len() as u64 {
-            self.evict_one();
+        // By count, in one step: exactly as many as the packet brings beyond the bound.
+        let over = (self.len() + count as u64).saturating_sub(self.index.len() as u64);
+        if over > 0 {
+            self.first += over;
+            self.first_slot = self.advance(self.first_slot, over as usize);
+            self.head = self.offset_at(self.first, self.first_slot);
+            self.stats.evicted += over;
         }
-        while self.stored_bytes() + len > self.arena.len() as u64 {
-            self.evict_one();
+        // By bytes, one message at a time (each is one index read).
+        while self.stored_bytes() + len > self.arena.len() as u64 && self.first < self.next {
+            self.first += 1;
+            self.first_slot = self.advance(self.first_slot, 1);
+            self.head = self.offset_at(self.first, self.first_slot);
+            self.stats.evicted += 1;
         }
 
-        let slots = self.index.len();
-        let mut slot = self.slot(self.next);
-        let mut at = 0usize;
-        for _ in 0..count {
-            let Some(&[hi, lo]) = blocks.get(at..at + BLOCK_HEADER_LEN) else {
-                break; // Unreachable for a checked packet.
-            };
-            if let Some(entry) = self.index.get_mut(slot) {
-                *entry = self.tail.wrapping_add(at as u64);
-            }
-            at += BLOCK_HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo]));
-            slot += 1;
-            if slot == slots {
-                slot = 0;
+        // The index entries, in at most two runs of consecutive slots (no dependency from
+        // one to the next: the walk that found the offsets was done in `check`).
+        let base = self.tail.wrapping_sub(skip_bytes as u64);
+        let offsets = self.offsets.get(skip..skip + count).unwrap_or(&[]);
+        let to_end = offsets.len().min(self.index.len() - self.next_slot);
+        let (before_end, after_wrap) = offsets.split_at(to_end);
+        let runs = [(self.next_slot, before_end), (0, after_wrap)];
+        for (at, offsets) in runs {
+            if let Some(entries) = self.index.get_mut(at..at + offsets.len()) {
+                for (entry, &offset) in entries.iter_mut().zip(offsets) {
+                    *entry = base.wrapping_add(u64::from(offset));
+                }
             }
         }
-        self.write_arena(self.tail, blocks);
+        self.write_arena(self.tail, kept);
         self.tail = self.tail.wrapping_add(len);
-        self.next += count;
+        self.next += count as u64;
+        self.next_slot = self.advance(self.next_slot, count);
+    }
+
+    /// Checks `packet` in one walk over its blocks, leaving the offset of each block in
+    /// `offsets`: its first sequence number, message count and blocks if it is a data
+    /// packet to store; else counts what is wrong with it (nothing, for a heartbeat or an
+    /// end of session) and returns `None`.
+    fn check<'p>(&mut self, packet: &'p [u8]) -> Option<(u64, usize, &'p [u8])> {
+        let view = Packet::new_unchecked(packet);
+        if packet.len() < HEADER_LEN || packet.len() > MAX_DATAGRAM {
+            self.stats.malformed += 1;
+            return None;
+        }
+        if view.kind() != PacketKind::Data {
+            self.stats.malformed += u64::from(packet.len() != HEADER_LEN);
+            return None;
+        }
+        let sequence = view.sequence();
+        let count = view.count();
+        if sequence == 0 || sequence.checked_add(u64::from(count)).is_none() {
+            self.stats.malformed += 1;
+            return None;
+        }
+        if self.started && sequence != self.next {
+            self.stats.discontinuous += 1;
+            return None;
+        }
+        let blocks = packet.get(HEADER_LEN..).unwrap_or(&[]);
+        let count = usize::from(count);
+        let mut at = 0usize;
+        for i in 0..count {
+            let (Some(&[hi, lo]), Some(offset)) = (
+                blocks.get(at..at + BLOCK_HEADER_LEN),
+                self.offsets.get_mut(i),
+            ) else {
+                self.stats.malformed += 1;
+                return None;
+            };
+            // Below MAX_DATAGRAM, checked above.
+            *offset = at as u16;
+            at += BLOCK_HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo]));
+        }
+        if at != blocks.len() {
+            self.stats.malformed += 1;
+            return None;
+        }
+        Some((sequence, count, blocks))
     }
 
     /// Writes a data packet of whole stored messages into `buf`: from `sequence` on, at
@@ -335,11 +396,13 @@ impl RetransmitStore {
         let want = u64::from(count.clamp(1, MAX_MESSAGE_COUNT));
         let last = self.next.min(sequence.saturating_add(want));
         let room = buf.len().saturating_sub(HEADER_LEN) as u64;
-        let start = self.offset(sequence);
+        let mut slot = self.slot(sequence);
+        let start = self.offset_at(sequence, slot);
         let mut end = start;
         let mut upto = sequence;
         while upto < last {
-            let block_end = self.offset(upto + 1);
+            slot = self.advance(slot, 1);
+            let block_end = self.offset_at(upto + 1, slot);
             if block_end.wrapping_sub(start) > room {
                 break;
             }
@@ -348,7 +411,7 @@ impl RetransmitStore {
         }
         let messages = upto - sequence;
         if messages == 0 {
-            let block = self.offset(sequence + 1).wrapping_sub(start);
+            let block = self.offset_at(sequence + 1, slot).wrapping_sub(start);
             return Answer::TooLarge {
                 needed: HEADER_LEN.saturating_add(usize::try_from(block).unwrap_or(usize::MAX)),
             };
@@ -373,32 +436,26 @@ impl RetransmitStore {
         }
     }
 
-    /// How many leading blocks of a packet of `count` blocks can never be kept, and how
-    /// many bytes they take: the fewest that leave at most `messages` blocks of at most
-    /// `bytes` bytes.
-    fn unstorable_prefix(&self, blocks: &[u8], count: u64) -> (u64, usize) {
-        let min_skip = count.saturating_sub(self.index.len() as u64);
-        let min_bytes = blocks.len().saturating_sub(self.arena.len());
-        let mut skip = 0;
-        let mut at = 0;
-        while skip < count && (skip < min_skip || at < min_bytes) {
-            let Some(&[hi, lo]) = blocks.get(at..at + BLOCK_HEADER_LEN) else {
-                break; // Unreachable for a checked packet.
-            };
-            at += BLOCK_HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo]));
+    /// How many leading blocks of the packet just checked (`count` blocks, `len` bytes of
+    /// them) can never be kept: the fewest that leave at most `messages` blocks of at
+    /// most `bytes` bytes.
+    fn unstorable_prefix(&self, len: usize, count: usize) -> usize {
+        let min_skip = count.saturating_sub(self.index.len());
+        let min_bytes = len.saturating_sub(self.arena.len());
+        let mut skip = min_skip;
+        while skip < count && self.block_offset(skip, count, len) < min_bytes {
             skip += 1;
         }
-        (skip, at.min(blocks.len()))
+        skip
     }
 
-    /// Evicts the oldest stored message.
-    fn evict_one(&mut self) {
-        if self.first == self.next {
-            return;
+    /// The offset of block `i` of the packet just checked (`count` blocks of `len`
+    /// bytes); `len` from `i = count` on.
+    fn block_offset(&self, i: usize, count: usize, len: usize) -> usize {
+        match self.offsets.get(i) {
+            Some(&at) if i < count => usize::from(at).min(len),
+            _ => len,
         }
-        self.first += 1;
-        self.head = self.offset(self.first);
-        self.stats.evicted += 1;
     }
 
     /// The index slot of sequence number `s`.
@@ -406,13 +463,23 @@ impl RetransmitStore {
         (s % self.index.len() as u64) as usize
     }
 
-    /// The absolute offset of the block of `s`, for `first <= s <= next` (at `next`, the
-    /// end of the stored blocks).
-    fn offset(&self, s: u64) -> u64 {
+    /// The slot `by` (at most the number of slots) after `slot`.
+    fn advance(&self, slot: usize, by: usize) -> usize {
+        let next = slot + by;
+        if next >= self.index.len() {
+            next - self.index.len()
+        } else {
+            next
+        }
+    }
+
+    /// The absolute offset of the block of `s`, whose index slot is `slot`, for
+    /// `first <= s <= next` (at `next`, the end of the stored blocks).
+    fn offset_at(&self, s: u64, slot: usize) -> u64 {
         if s >= self.next {
             return self.tail;
         }
-        self.index.get(self.slot(s)).copied().unwrap_or(self.tail)
+        self.index.get(slot).copied().unwrap_or(self.tail)
     }
 
     /// The arena position of absolute offset `at`.
@@ -678,6 +745,50 @@ mod tests {
         assert_eq!((stats.discontinuous, stats.malformed), (2, 2));
         assert_eq!((stats.packets, stats.messages), (1, 3));
         assert_eq!((s.first(), s.next()), (5, 8));
+    }
+
+    #[test]
+    fn a_malformed_packet_is_counted_and_changes_nothing() {
+        // Two slots: a well-formed packet of three would push out both stored messages.
+        let mut s = store(2, 1000);
+        append(&mut s, 1, 3, 4, 2);
+        let before = (s.first(), s.next(), s.stored_bytes());
+        let good = pack_all(&session(), 3, 100, [&b"abc"[..], b"", b"xyz"])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .remove(0);
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut more = good.clone();
+        more[19] = 4;
+        let mut heartbeat = [0u8; HEADER_LEN + 1];
+        crate::wire::write_heartbeat(&mut heartbeat, &session(), 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut huge = vec![0u8; MAX_DATAGRAM + 1];
+        huge[..HEADER_LEN].copy_from_slice(&good[..HEADER_LEN]);
+        let bad: [&[u8]; 6] = [
+            &good[..good.len() - 1],
+            &trailing,
+            &more,
+            &heartbeat,
+            &huge,
+            &good[..HEADER_LEN - 1],
+        ];
+        for packet in bad {
+            s.append_packet(packet);
+            assert_eq!((s.first(), s.next(), s.stored_bytes()), before);
+        }
+        let stats = s.stats();
+        assert_eq!((stats.malformed, stats.evicted, stats.packets), (6, 0, 1));
+        assert_eq!(
+            answered(&s, 1, 2, 1472).messages,
+            [message(1, 4), message(2, 4)]
+        );
+        s.append_packet(&good);
+        assert_eq!((s.first(), s.next()), (4, 6));
+        assert_eq!(
+            answered(&s, 4, 2, 1472).messages,
+            [Vec::new(), b"xyz".to_vec()]
+        );
     }
 
     #[test]
