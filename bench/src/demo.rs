@@ -111,9 +111,7 @@ impl Setup {
         };
         Setup {
             publisher: PublisherConfig {
-                rerequest: args
-                    .recover
-                    .then(|| RerequestConfig::new(std::net::SocketAddr::new(loopback, 0))),
+                rerequest: args.recover.then(|| local_server(loopback)),
                 ..args.publish.publisher_config(session, &args.engine.io)
             },
             shards: args.engine.shard_config(usize::from(args.shards)),
@@ -125,6 +123,19 @@ impl Setup {
             },
         }
     }
+}
+
+/// The re-request server of an in-process run (`--recover`): on loopback, any free port,
+/// the default store, and allowances far above the defaults. Those are sized against
+/// amplification towards strangers; here the one requester is this process, which may
+/// lose a sixth of a stream of millions of messages a second to the kernel.
+fn local_server(loopback: std::net::IpAddr) -> RerequestConfig {
+    let mut config = RerequestConfig::new(std::net::SocketAddr::new(loopback, 0));
+    config.server.replies_per_second = 1_000_000;
+    config.server.reply_burst = 100_000;
+    config.server.bytes_per_second = 2_000_000_000;
+    config.server.byte_burst = 200_000_000;
+    config
 }
 
 /// What a publisher and `subscribers` subscribers in this process ask of the host.
