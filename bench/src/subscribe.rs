@@ -180,7 +180,7 @@ impl Receiving {
             (Some(first), Some(last)) if last > first => Duration::from_nanos(last - first),
             _ => end,
         };
-        let recovery = (closed.recovery.len() > 0).then(|| closed.recovery.percentiles());
+        let recovery = (!closed.recovery.is_empty()).then(|| closed.recovery.percentiles());
         let received = Received {
             backend,
             stats: closed.stats,
