@@ -28,6 +28,31 @@
 //! Without a window (the default), nothing waits: a gap is declared when a later packet
 //! shows it, and a straggler is a duplicate.
 //!
+//! # Recovery
+//!
+//! With [`ReceiveConfig::recovery`] a gap is not lost at once: the missing range is
+//! asked for by MoldUDP64 re-request (see [`crate::core::recovery`] for how and when),
+//! and the server's replies, handed to [`handle_reply`](ReceiveState::handle_reply),
+//! fill it. The driver sends what [`poll_transmit`](ReceiveState::poll_transmit) gives
+//! (from the socket it reads the replies on) and calls
+//! [`handle_timeout`](ReceiveState::handle_timeout) at
+//! [`poll_timeout`](ReceiveState::poll_timeout). Two ways to deliver:
+//!
+//! - **as they come** (the default): live messages at once; a recovered one (or one that
+//!   straggled in late on the stream) when it arrives, through
+//!   [`Handler::on_recovered`]; the end of session is heard once nothing is missing any
+//!   more. A heartbeat or end of session that reveals a loss at the tail of the stream
+//!   has it asked for too (the end waits for that, or for its repeat).
+//! - **in order** ([`RecoveryConfig::in_order`]): packets behind a gap wait in the
+//!   reorder window (up to [`RecoveryConfig::hold_bytes`]) until it is filled, and
+//!   recovered messages come through [`Handler::on_message`] in their place.
+//!
+//! A range still missing at its deadline is given up: [`Handler::on_gap`], counted in
+//! `missing` and `gaps_given_up`. Counters: `requests`, `retries`, `replies`,
+//! `recovered`, and the replies dropped (`reply_foreign_source`: from anyone but the
+//! server; `reply_unasked`: answering nothing still asked); recovery times in
+//! [`recovery_times`](ReceiveState::recovery_times).
+//!
 //! # What it trusts
 //!
 //! MoldUDP64 carries no authentication, and anyone who can reach the port can send a

@@ -1,14 +1,16 @@
 //! Recovering lost messages by MoldUDP64 re-request (sans-IO): the subscriber's side.
 //!
-//! A [`Recovery`] keeps the book of what a subscription is missing — ranges of sequence
-//! numbers, each with the time it was seen missing, its deadline and what was asked of
-//! the server about it — and decides what to ask and when. It owns no socket and reads
-//! no clock: the receive state ([`crate::core::receive`]) tells it of gaps
-//! ([`add`](Recovery::add)), of messages that came ([`fill`](Recovery::fill)) and of
-//! replies ([`handle_reply`](Recovery::handle_reply)); it answers with requests to send
-//! ([`poll_request`](Recovery::poll_request)) and the time it next needs waking
-//! ([`poll_timeout`](Recovery::poll_timeout)); ranges whose deadline passed are given up
-//! ([`expire`](Recovery::expire)).
+//! A receive state with [`ReceiveConfig::recovery`](crate::core::receive::ReceiveConfig)
+//! keeps a book of what its stream is missing — ranges of sequence numbers, each with the
+//! time it was seen missing, its deadline and what was asked of the server about it — and
+//! decides what to ask and when. It owns no socket and reads no clock: the receive state
+//! tells the book of gaps, of messages that came and of the server's replies
+//! ([`ReceiveState::handle_reply`](crate::core::receive::ReceiveState::handle_reply)); the
+//! driver takes the requests to send from
+//! [`ReceiveState::poll_transmit`](crate::core::receive::ReceiveState::poll_transmit) and
+//! wakes it at [`ReceiveState::poll_timeout`](crate::core::receive::ReceiveState::poll_timeout);
+//! ranges whose deadline passed are given up and reported to the handler as lost for
+//! good ([`Handler::on_gap`](crate::core::receive::Handler::on_gap)).
 //!
 //! # How it asks
 //!
