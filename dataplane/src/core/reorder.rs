@@ -7,6 +7,8 @@
 //! The arena is a ring, reused as held packets are let go; a packet that does not fit
 //! is not held (the receive state then declares the gap at once).
 
+use std::collections::VecDeque;
+
 /// A held packet: where its bytes are, the sequence numbers it carries, and until when it
 /// waits (on the latency clock, nanoseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +24,13 @@ pub(crate) struct Held {
 }
 
 /// One allocation in the arena, in the order they were made: where it ends (absolute,
-/// counting any bytes skipped at the arena's end to keep it contiguous) and whether it
-/// was let go.
+/// counting any bytes skipped at the arena's end to keep it contiguous), the packet's
+/// first number and wait, and whether it was let go.
 #[derive(Debug, Clone, Copy)]
 struct Alloc {
     end: u64,
+    first: u64,
+    until: u64,
     freed: bool,
 }
 
@@ -35,7 +39,9 @@ struct Alloc {
 /// The arena is a ring: packets are copied in at its tail and its head moves on over
 /// every allocation let go, in the order they were made. Packets are mostly let go in
 /// the order they came, so little room stays taken by one let go early behind one still
-/// held.
+/// held. Waits end in the order packets were held (a packet waits at least as long as
+/// the one held before it), so the earliest deadline is the oldest allocation's: no
+/// search.
 #[derive(Debug)]
 pub(crate) struct Reorder {
     arena: Box<[u8]>,
@@ -44,11 +50,11 @@ pub(crate) struct Reorder {
     head: u64,
     tail: u64,
     /// Allocations from the oldest still taken on (capacity reserved up front); the
-    /// first is number `base`.
-    allocs: std::collections::VecDeque<Alloc>,
+    /// first is number `base`, and is never one let go.
+    allocs: VecDeque<Alloc>,
     base: u64,
     /// Held packets, by increasing first sequence number (capacity reserved up front).
-    held: Vec<Held>,
+    held: VecDeque<Held>,
 }
 
 impl Reorder {
@@ -58,9 +64,9 @@ impl Reorder {
             arena: vec![0; bytes].into_boxed_slice(),
             head: 0,
             tail: 0,
-            allocs: std::collections::VecDeque::with_capacity(packets),
+            allocs: VecDeque::with_capacity(packets),
             base: 0,
-            held: Vec::with_capacity(packets),
+            held: VecDeque::with_capacity(packets),
         }
     }
 
@@ -71,11 +77,12 @@ impl Reorder {
 
     /// The earliest time a held packet stops waiting.
     pub(crate) fn deadline(&self) -> Option<u64> {
-        self.held.iter().map(|h| h.until).min()
+        self.allocs.front().map(|a| a.until)
     }
 
-    /// Holds a copy of `packet`, whose first message is `first`, until `until`; returns
-    /// whether there was room.
+    /// Holds a copy of `packet`, whose first message is `first`, until `until` (or, if
+    /// the packet held before waits longer, as long as that one); returns whether there
+    /// was room.
     pub(crate) fn hold(&mut self, packet: &[u8], first: u64, until: u64) -> bool {
         let size = self.arena.len() as u64;
         let len = packet.len() as u64;
@@ -99,20 +106,29 @@ impl Reorder {
         }
         let offset = (start % size.max(1)) as usize;
         self.arena[offset..offset + packet.len()].copy_from_slice(packet);
+        let until = self.allocs.back().map_or(until, |a| a.until.max(until));
         let alloc = self.base + self.allocs.len() as u64;
-        self.allocs.push_back(Alloc { end, freed: false });
+        self.allocs.push_back(Alloc {
+            end,
+            first,
+            until,
+            freed: false,
+        });
         self.tail = end;
-        let at = self.held.partition_point(|h| h.first <= first);
-        self.held.insert(
-            at,
-            Held {
-                first,
-                until,
-                alloc,
-                offset,
-                len: packet.len(),
-            },
-        );
+        let held = Held {
+            first,
+            until,
+            alloc,
+            offset,
+            len: packet.len(),
+        };
+        // Most packets come in order: the end is the common place.
+        if self.held.back().is_none_or(|h| h.first <= first) {
+            self.held.push_back(held);
+        } else {
+            let at = self.held.partition_point(|h| h.first <= first);
+            self.held.insert(at, held);
+        }
         true
     }
 
@@ -120,29 +136,29 @@ impl Reorder {
     /// `next` reaches (its turn has come), or, once any held packet's time ran out at
     /// `now`, every one up to and including the highest-numbered expired one, in order.
     pub(crate) fn next_due(&self, next: u64, now: u64) -> Option<Held> {
-        let first = *self.held.first()?;
+        let first = *self.held.front()?;
         if first.first <= next {
             return Some(first);
         }
+        // Those whose wait ran out are the oldest allocations.
         let expired = self
-            .held
+            .allocs
             .iter()
-            .filter(|h| h.until <= now)
-            .map(|h| h.first)
+            .take_while(|a| a.until <= now)
+            .filter(|a| !a.freed)
+            .map(|a| a.first)
             .max();
-        expired
-            .is_some_and(|upto| first.first <= upto)
-            .then_some(first)
+        expired.is_some_and(|upto| first.first <= upto).then_some(first)
     }
 
     /// The lowest-numbered held packet if `next` reaches it (its turn has come).
     pub(crate) fn next_turn(&self, next: u64) -> Option<Held> {
-        self.held.first().filter(|h| h.first <= next).copied()
+        self.held.front().filter(|h| h.first <= next).copied()
     }
 
     /// The lowest-numbered held packet, whatever its time (to let everything go).
     pub(crate) fn first(&self) -> Option<Held> {
-        self.held.first().copied()
+        self.held.front().copied()
     }
 
     /// The bytes of `held`, which is still held.
@@ -154,7 +170,9 @@ impl Reorder {
 
     /// Lets `held` go; its room is reused once every allocation before it went too.
     pub(crate) fn release(&mut self, held: &Held) {
-        if let Some(i) = self.held.iter().position(|h| h == held) {
+        if self.held.front() == Some(held) {
+            self.held.pop_front();
+        } else if let Some(i) = self.held.iter().position(|h| h == held) {
             self.held.remove(i);
         }
         let index = held.alloc.wrapping_sub(self.base);
