@@ -117,6 +117,9 @@ More:
   openssl rand -hex 32 > key && chmod 600 key && multipoint root --key-file key
       only leaves that prove they hold the same key (multipoint leaf --key-file key)
       are admitted; the others are refused with `authentication failed`
+  multipoint root --rerequest-server 127.0.0.1:7100 --linger 2
+      serve re-requests (leaves: multipoint leaf --rerequest 127.0.0.1:7100), and keep
+      serving them for 2 s after the end of session
 
 Leaf events (joined, refused, left, timed out, removed) are printed as they happen, one
 line each. The report counts messages and packets offered; deliveries are packets the
@@ -134,6 +137,9 @@ Examples (start `multipoint root` first; it prints the address to give --root):
   multipoint leaf --root 127.0.0.1:7000 --transport admitted-multicast
   multipoint leaf --root 127.0.0.1:7000 --key-file key
       prove the root's pre-shared key, and take data only from a root that proves it
+  multipoint leaf --root 127.0.0.1:7000 --rerequest 127.0.0.1:7100 --in-order
+      recover lost messages from the root's re-request server (multipoint root
+      --rerequest-server 127.0.0.1:7100), delivering in order
 
 The report is `multipoint sub`'s: messages, gaps, missing, duplicates, malformed, kernel
 drops and, for `multipoint root` payloads, one-way latency. A refused leaf exits with
@@ -428,12 +434,13 @@ pub struct PubArgs {
     pub json: bool,
 }
 
-/// A publisher's re-request server (`pub`).
+/// A re-request server: the publisher's (`pub`, the admitted-multicast `root`) or the
+/// fan-out's (the rooted-unicast `root`).
 #[derive(Debug, Clone, Args)]
 pub struct RerequestArgs {
     /// Serve MoldUDP64 re-requests on this unicast address (a specific address of this
-    /// host; subscribers give it to --rerequest): lost messages are sent again, unicast,
-    /// from the last --store messages.
+    /// host; subscribers and leaves give it to --rerequest): lost messages are sent
+    /// again, unicast, from the last --store messages.
     #[arg(long, value_name = "ADDR:PORT")]
     pub rerequest_server: Option<SocketAddr>,
 
@@ -523,8 +530,9 @@ pub struct SubArgs {
 /// How a receiving tool recovers lost messages (`sub`, `leaf`).
 #[derive(Debug, Clone, Args)]
 pub struct RecoveryArgs {
-    /// Recover lost messages by MoldUDP64 re-request from the publisher's re-request
-    /// server at ADDR:PORT (`multipoint pub --rerequest-server`); replies count only from
+    /// Recover lost messages by MoldUDP64 re-request from the re-request server at
+    /// ADDR:PORT (`multipoint pub --rerequest-server`, `multipoint root
+    /// --rerequest-server`: the root does not tell its leaves); replies count only from
     /// there.
     #[arg(long, value_name = "ADDR:PORT")]
     pub rerequest: Option<SocketAddr>,
@@ -706,6 +714,10 @@ pub struct RootArgs {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
 
+    /// The re-request server (the fan-out's, or the admitted-multicast publisher's).
+    #[command(flatten)]
+    pub rerequest: RerequestArgs,
+
     /// Idle strategy, backend, GSO and datagram size.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -819,6 +831,10 @@ pub struct LeafArgs {
     /// session stops it too).
     #[command(flatten)]
     pub load: LoadArgs,
+
+    /// Recovery of lost messages by re-request from the root's server.
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
 
     /// Idle strategy, backend, GRO and datagram size.
     #[command(flatten)]

@@ -14,7 +14,14 @@
 //! - the session ended: the root closed it (end of session on the data plane, and the
 //!   control plane's word with the root's reason; whichever comes first, the leaf waits up
 //!   to [`END_GRACE`] for the other, so that data still in flight is counted and the
-//!   reason is known), the root removed this leaf, or the root went silent.
+//!   reason is known), the root removed this leaf, or the root went silent. The data
+//!   plane's end counts once the handler heard it ([`SubscriptionStats::ended`]): with
+//!   recovery, once what the end found missing was recovered or given up.
+//!
+//! With `--rerequest ADDR:PORT` the leaf recovers lost messages from the root's
+//! re-request server there (`multipoint root --rerequest-server`, whose first line names
+//! it: the control protocol does not), as `sub` does from a publisher's; the report has
+//! the recovery counters.
 //!
 //! Why it stopped is part of the report ([`LeafEnd`]). One-way latency comes from the
 //! send timestamp `multipoint root` (like `multipoint pub`) puts first in each message,
@@ -36,7 +43,7 @@ use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
 use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport};
 use crate::root::{direction_name, load_key, transport_name};
-use crate::subscribe::{receive_progress, start_at, until, Receiving, Watch};
+use crate::subscribe::{receive_progress, recovering, start_at, until, Receiving, Watch};
 
 /// How often the counters are looked at when nothing is being sent.
 const POLL: Duration = Duration::from_millis(5);
@@ -84,6 +91,7 @@ fn leaf_config(args: &LeafArgs, name: &str) -> DataLeafConfig {
     config.subscription.interface = args.iface.clone();
     config.subscription.timestamps = true;
     config.subscription.start = start_at(args.late_join);
+    config.subscription.recovery = args.recovery.config();
     let io = &args.engine.io;
     config.publisher.backend = io.backend.into();
     config.publisher.gso = io.gso.is_on();
@@ -148,6 +156,7 @@ fn joined_line(args: &LeafArgs, name: &str, joined: &Joined<Watch>) -> String {
         direction_name(session.direction()),
         data_words(session.plan()),
     );
+    line.push_str(&recovering(&args.recovery));
     line.push_str(&until(&args.load.stop));
     line
 }
@@ -206,7 +215,9 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
                 control_end = Some((event, Instant::now()));
             }
         }
-        if data_end.is_none() && st.end_of_session > 0 {
+        // The handler heard the end (with recovery: after recovering what it found
+        // missing), not merely the end's packet.
+        if data_end.is_none() && st.ended > 0 {
             data_end = Some(Instant::now());
         }
         let ending = Ending {

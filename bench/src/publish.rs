@@ -11,6 +11,7 @@
 //! whichever comes first, and flushes. `pub` then closes the publisher, which sends the
 //! end of session.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::latency;
@@ -75,6 +76,7 @@ pub(crate) struct Published {
 /// What the paced send loop sends through: a [`Publisher`] (pub, demo, throughput, the
 /// admitted-multicast root, a sending leaf) or a [`UnicastRoot`] (the rooted-unicast
 /// root). Batching is optional: a sink without it sends full packets as they fill.
+/// Either may run a re-request server, which [`linger`] keeps serving after the end.
 pub(crate) trait Sink {
     /// Holds full packets until [`end_batch`](Sink::end_batch).
     fn begin_batch(&mut self) {}
@@ -86,6 +88,11 @@ pub(crate) trait Sink {
     fn poll(&mut self);
     /// Sends what is packed now.
     fn flush(&mut self);
+    /// Sends the end of session now; a re-request server goes on answering from
+    /// [`poll`](Sink::poll).
+    fn end_session(&mut self);
+    /// Where its re-request server listens; `None` without one.
+    fn rerequest_address(&self) -> Option<SocketAddr>;
 }
 
 /// Implements [`Sink`] for types whose inherent methods of the same names do the work.
@@ -106,6 +113,12 @@ macro_rules! sink_by_inherent_methods {
             }
             fn flush(&mut self) {
                 <$sink>::flush(self)
+            }
+            fn end_session(&mut self) {
+                <$sink>::end_session(self)
+            }
+            fn rerequest_address(&self) -> Option<SocketAddr> {
+                <$sink>::rerequest_address(self)
             }
         }
     )*};
@@ -338,19 +351,20 @@ fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
     }
 }
 
-/// How often a lingering publisher looks for re-requests.
+/// How often a lingering publisher or root looks for re-requests.
 const LINGER_POLL: Duration = Duration::from_micros(200);
 
-/// After the end of session, keeps `publisher` serving re-requests (and repeating the
-/// end of session every heartbeat interval) for `linger`.
-pub(crate) fn linger(publisher: &mut Publisher, linger: Duration) {
-    if publisher.rerequest_address().is_none() {
+/// After the end of session, keeps `sink` (a publisher, or a root) serving re-requests
+/// (and repeating the end of session every heartbeat interval) for `linger`. Without a
+/// re-request server it does nothing: closing the sink ends the session.
+pub(crate) fn linger<S: Sink + ?Sized>(sink: &mut S, linger: Duration) {
+    if sink.rerequest_address().is_none() {
         return;
     }
-    publisher.end_session();
+    sink.end_session();
     let until = Instant::now() + linger;
     while Instant::now() < until {
-        publisher.poll();
+        sink.poll();
         std::thread::sleep(LINGER_POLL);
     }
 }

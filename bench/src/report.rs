@@ -11,6 +11,9 @@
 //!   of publishing; latency is one-way, all subscribers together. The publisher and each
 //!   subscriber follow under `publisher` and `subscribers`.
 //! - `pub`: what the publisher sent; the receive-side fields and `latency_ns` are `null`.
+//!   `rerequest`: with `--rerequest-server`, the server's `requests`, `replies`,
+//!   `messages_served`, `bytes_served`, `refused` and the refusals by reason, and the
+//!   store's `stored_first`, `stored_next` and `evicted`; `null` without a server.
 //! - `sub`: what the subscription was handed, per second from its first message to its
 //!   last (`messages` counts recovered ones too, `missing` those never delivered);
 //!   `latency_ns` is one-way, or `null` when the payloads carry no plausible send
@@ -32,9 +35,11 @@
 //!   `refused_max_connections`, `refused_per_peer`, `refused_join_rate`,
 //!   `refused_data_taken`, `refused_auth`, `refused_full`, `refused_other`, `shed`,
 //!   `handshake_timeouts`,
-//!   `accept_stalls`) and, with `--uplink`, `uplink`. The receive-side fields and
-//!   `latency_ns` are `null`.
-//! - `leaf`: as `sub`, for what the leaf received; `ended`, `ended_by` (`count`, `secs`,
+//!   `accept_stalls`), with `--uplink`, `uplink`, and `rerequest` as `pub`'s (the
+//!   fan-out's server on rooted-unicast, the publisher's on admitted-multicast). The
+//!   receive-side fields and `latency_ns` are `null`.
+//! - `leaf`: as `sub`, for what the leaf received (recovery from the root's server with
+//!   `--rerequest`); `ended`, `ended_by` (`count`, `secs`,
 //!   `root_closed`, `removed`, `root_gone`), `end_reason`, and `sent` for a leaf that
 //!   sends. A leaf that only sends has `pub`'s summary instead (receive-side fields
 //!   `null`).
@@ -613,43 +618,83 @@ impl fmt::Display for PubReport {
             per_second(self.publisher.stats.bytes, self.elapsed) / 1e6,
             Grouped(self.publisher.stats.heartbeats),
         )?;
-        if let Some(r) = &self.rerequest {
-            writeln!(
-                f,
-                "re-request server  requests {}   replies {}   messages served {}   refused {}",
-                Grouped(r.requests),
-                Grouped(r.replies),
-                Grouped(r.messages_served),
-                Grouped(r.refused()),
-            )?;
-            if r.refused() > 0 {
-                writeln!(
-                    f,
-                    "  refused: malformed {}   other session {}   sequence 0 {}   not yet sent {}   \
-                     no longer stored {}   rate limited {}   bytes limited {}   requesters full {}",
-                    Grouped(r.malformed),
-                    Grouped(r.foreign_session),
-                    Grouped(r.sequence_zero),
-                    Grouped(r.not_yet_sent),
-                    Grouped(r.no_longer_stored),
-                    Grouped(r.rate_limited),
-                    Grouped(r.bytes_limited),
-                    Grouped(r.requesters_full),
-                )?;
-            }
-        }
-        if let Some(st) = &self.stored {
-            writeln!(
-                f,
-                "  store holds {}..{} ({} bytes), evicted {}",
-                st.first,
-                st.next,
-                Grouped(st.stored_bytes),
-                Grouped(st.evicted),
-            )?;
-        }
-        Ok(())
+        write_rerequest(f, self.rerequest.as_ref(), self.stored.as_ref())
     }
+}
+
+/// The text of a re-request server's counters (`pub`, `root`), and of what its store held
+/// at the end; nothing without a server.
+fn write_rerequest(
+    f: &mut fmt::Formatter<'_>,
+    rerequest: Option<&ServerStats>,
+    stored: Option<&StoreStats>,
+) -> fmt::Result {
+    if let Some(r) = rerequest {
+        writeln!(
+            f,
+            "re-request server  requests {}   replies {}   messages served {}   refused {}",
+            Grouped(r.requests),
+            Grouped(r.replies),
+            Grouped(r.messages_served),
+            Grouped(r.refused()),
+        )?;
+        if r.refused() > 0 {
+            writeln!(
+                f,
+                "  refused: malformed {}   other session {}   sequence 0 {}   not yet sent {}   \
+                 no longer stored {}   rate limited {}   bytes limited {}   requesters full {}",
+                Grouped(r.malformed),
+                Grouped(r.foreign_session),
+                Grouped(r.sequence_zero),
+                Grouped(r.not_yet_sent),
+                Grouped(r.no_longer_stored),
+                Grouped(r.rate_limited),
+                Grouped(r.bytes_limited),
+                Grouped(r.requesters_full),
+            )?;
+        }
+    }
+    if let Some(st) = stored {
+        writeln!(
+            f,
+            "  store holds {}..{} ({} bytes), evicted {}",
+            st.first,
+            st.next,
+            Grouped(st.stored_bytes),
+            Grouped(st.evicted),
+        )?;
+    }
+    Ok(())
+}
+
+/// The `rerequest` object of a tool's JSON (`pub`, `root`): the server's counters and
+/// its store's range, or `null` without a server.
+fn rerequest_json(json: &mut Json, rerequest: Option<&ServerStats>, stored: Option<&StoreStats>) {
+    match rerequest {
+        Some(r) => {
+            let mut o = Json::object();
+            o.u64("requests", r.requests)
+                .u64("replies", r.replies)
+                .u64("messages_served", r.messages_served)
+                .u64("bytes_served", r.bytes_served)
+                .u64("refused", r.refused())
+                .u64("malformed", r.malformed)
+                .u64("foreign_session", r.foreign_session)
+                .u64("sequence_zero", r.sequence_zero)
+                .u64("not_yet_sent", r.not_yet_sent)
+                .u64("no_longer_stored", r.no_longer_stored)
+                .u64("rate_limited", r.rate_limited)
+                .u64("bytes_limited", r.bytes_limited)
+                .u64("requesters_full", r.requesters_full);
+            if let Some(st) = stored {
+                o.u64("stored_first", st.first)
+                    .u64("stored_next", st.next)
+                    .u64("evicted", st.evicted);
+            }
+            json.raw("rerequest", &o.finish())
+        }
+        None => json.null("rerequest"),
+    };
 }
 
 impl Report for PubReport {
@@ -663,31 +708,7 @@ impl Report for PubReport {
             .u64("size", self.size as u64)
             .u64("rate", self.rate);
         publisher_fields(&mut json, &self.publisher.stats);
-        match &self.rerequest {
-            Some(r) => {
-                let mut o = Json::object();
-                o.u64("requests", r.requests)
-                    .u64("replies", r.replies)
-                    .u64("messages_served", r.messages_served)
-                    .u64("bytes_served", r.bytes_served)
-                    .u64("refused", r.refused())
-                    .u64("malformed", r.malformed)
-                    .u64("foreign_session", r.foreign_session)
-                    .u64("sequence_zero", r.sequence_zero)
-                    .u64("not_yet_sent", r.not_yet_sent)
-                    .u64("no_longer_stored", r.no_longer_stored)
-                    .u64("rate_limited", r.rate_limited)
-                    .u64("bytes_limited", r.bytes_limited)
-                    .u64("requesters_full", r.requesters_full);
-                if let Some(st) = &self.stored {
-                    o.u64("stored_first", st.first)
-                        .u64("stored_next", st.next)
-                        .u64("evicted", st.evicted);
-                }
-                json.raw("rerequest", &o.finish())
-            }
-            None => json.null("rerequest"),
-        };
+        rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         json.finish()
     }
 }
@@ -1098,6 +1119,10 @@ pub struct RootReport {
     pub control: RootStats,
     /// Data from sending leaves, with `--uplink`.
     pub uplink: Option<UplinkReport>,
+    /// What its re-request server did, with `--rerequest-server`.
+    pub rerequest: Option<ServerStats>,
+    /// What its retransmission store held at the end, with `--rerequest-server`.
+    pub stored: Option<StoreStats>,
 }
 
 impl fmt::Display for RootReport {
@@ -1186,7 +1211,7 @@ impl fmt::Display for RootReport {
                 Grouped(u.missing),
             )?;
         }
-        Ok(())
+        write_rerequest(f, self.rerequest.as_ref(), self.stored.as_ref())
     }
 }
 
@@ -1268,6 +1293,7 @@ impl Report for RootReport {
                 json.null("uplink");
             }
         }
+        rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         json.finish()
     }
 }
@@ -2041,6 +2067,8 @@ mod tests {
                 ..RootStats::default()
             },
             uplink: None,
+            rerequest: None,
+            stored: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2058,6 +2086,7 @@ mod tests {
             "\"control\":{\"accepted\":9,\"refused_max_connections\":0,\"refused_per_peer\":4,\
              \"refused_join_rate\":0,\"refused_data_taken\":3,",
             "\"uplink\":null",
+            "\"rerequest\":null",
         ] {
             assert!(json.contains(part), "no {part}: {json}");
         }
@@ -2088,6 +2117,28 @@ mod tests {
             "{json}"
         );
         assert!(report.to_string().contains("deliveries n/a"));
+
+        // With --rerequest-server: the server's counters, as pub has them.
+        report.rerequest = Some(ServerStats {
+            requests: 7,
+            replies: 5,
+            messages_served: 40,
+            rate_limited: 2,
+            ..ServerStats::default()
+        });
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(
+            json.contains("\"rerequest\":{\"requests\":7,\"replies\":5,\"messages_served\":40,"),
+            "{json}"
+        );
+        assert!(json.contains("\"rate_limited\":2,"), "{json}");
+        let text = report.to_string();
+        assert!(
+            text.contains("re-request server  requests 7   replies 5   messages served 40"),
+            "{text}"
+        );
+        assert!(text.contains("rate limited 2"), "{text}");
     }
 
     #[test]

@@ -18,6 +18,15 @@
 //! [`multipoint_control::rooted::auth`]), refusing the others with `authentication
 //! failed`, which the report counts apart.
 //!
+//! With `--rerequest-server ADDR:PORT` the root serves MoldUDP64 re-requests there (the
+//! fan-out's server on rooted-unicast, the publisher's on admitted-multicast), keeping the
+//! last `--store` messages: leaves started with `--rerequest ADDR:PORT` get what they
+//! lost, unicast. The first line names the address (the control protocol does not tell
+//! leaves). After publishing the root ends the session on the data plane and keeps
+//! serving for `--linger` seconds (repeating the end of session), so that leaves that
+//! lost packets near the end get them too, and only then closes the session; the report
+//! has the server's counters.
+//!
 //! The fan-out's and uplink's shards are not pinned: a root usually shares its host with
 //! other processes (leaves, on loopback).
 
@@ -31,6 +40,8 @@ use std::time::{Duration, Instant};
 use multipoint_control::rooted::{Decision, Key, LeafId, Root, RootEvent, AUTH_FAILED};
 use multipoint_control::Direction;
 use multipoint_dataplane::core::sequence::Gap;
+use multipoint_dataplane::core::server::ServerStats;
+use multipoint_dataplane::core::store::StoreStats;
 use multipoint_dataplane::rooted_transport::{
     Admission, AdmittedRoot, UnicastRoot, UnicastRootConfig, UplinkHandlers,
 };
@@ -40,7 +51,7 @@ use multipoint_dataplane::{BackendInfo, Handler, HostNeeds, PublisherConfig, Sha
 use crate::cli::{RootArgs, RootedTransport};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::publish::{check_size, publish, session_or_default, show_sent, Load, Sink};
+use crate::publish::{check_size, linger, publish, session_or_default, show_sent, Load, Sink};
 use crate::report::{LeafCounts, RootReport, RootSent, UplinkReport};
 
 /// How often the root looks whether enough leaves joined.
@@ -249,6 +260,20 @@ impl Running {
             Running::Admitted(r) => r.publisher(),
         }
     }
+
+    /// The re-request server's counters and what its store holds; `None` without one.
+    fn rerequest(&mut self) -> (Option<ServerStats>, Option<StoreStats>) {
+        match self {
+            Running::Unicast(r) => (r.rerequest_stats(), r.store_stats()),
+            Running::Admitted(r) => {
+                let publisher = r.publisher();
+                (
+                    publisher.rerequest_stats(),
+                    publisher.store().map(|s| s.stats()),
+                )
+            }
+        }
+    }
 }
 
 /// A started root and what the report needs to know about it.
@@ -258,6 +283,8 @@ struct Started {
     listen: SocketAddr,
     data: SocketAddr,
     uplink: Option<Arc<UplinkCounters>>,
+    /// Where the re-request server listens, with `--rerequest-server`.
+    rerequest: Option<SocketAddr>,
 }
 
 /// The rooted-unicast root's settings for `session`.
@@ -274,6 +301,7 @@ fn unicast_config(args: &RootArgs, session: Session) -> UnicastRootConfig {
     config.fanout.max_datagram = io.max_datagram;
     config.fanout.pin = false;
     config.fanout.backend = io.backend.into();
+    config.fanout.rerequest = args.rerequest.config();
     config
 }
 
@@ -290,6 +318,7 @@ fn uplink_shard(args: &RootArgs) -> Option<ShardConfig> {
 fn admitted_config(args: &RootArgs, session: Session) -> PublisherConfig {
     PublisherConfig {
         bind: Some(args.data),
+        rerequest: args.rerequest.config(),
         ..args.publish.publisher_config(session, &args.engine.io)
     }
 }
@@ -350,12 +379,14 @@ fn start_unicast(args: &RootArgs, session: Session, key: Option<Key>) -> Result<
         .ok_or(Error::Dataplane(multipoint_dataplane::Error::FanoutClosed))?;
     let listen = root.control_addr().unwrap_or(args.listen);
     let data = root.data_addr();
+    let rerequest = root.rerequest_address();
     Ok(Started {
         root: Running::Unicast(root),
         backend,
         listen,
         data,
         uplink: counters,
+        rerequest,
     })
 }
 
@@ -377,12 +408,14 @@ fn start_admitted(args: &RootArgs, session: Session, key: Option<Key>) -> Result
     let backend = root.publisher().backend().clone();
     let listen = root.control().local_addr().unwrap_or(args.listen);
     let data = root.publisher().local_addr().unwrap_or(args.data);
+    let rerequest = root.publisher().rerequest_address();
     Ok(Started {
         root: Running::Admitted(root),
         backend,
         listen,
         data,
         uplink: None,
+        rerequest,
     })
 }
 
@@ -410,11 +443,14 @@ fn listening_line(args: &RootArgs, started: &Started, session: Session) -> Strin
             args.publish.group.group, args.publish.group.iface, started.data
         )),
     }
+    if let Some(server) = started.rerequest {
+        line.push_str(&format!(", re-requests served on {server}"));
+    }
     line.push_str("); leaves join with: multipoint leaf --root ");
-    if started.listen.ip().is_unspecified() {
-        line.push_str(&format!("THIS_HOST:{}", started.listen.port()));
-    } else {
-        line.push_str(&started.listen.to_string());
+    line.push_str(&reachable(started.listen));
+    if let Some(server) = started.rerequest {
+        line.push_str(" --rerequest ");
+        line.push_str(&reachable(server));
     }
     if args.transport == RootedTransport::AdmittedMulticast {
         line.push_str(" --transport admitted-multicast");
@@ -423,6 +459,15 @@ fn listening_line(args: &RootArgs, started: &Started, session: Session) -> Strin
         line.push_str(&format!(" --key-file {}", key.display()));
     }
     line
+}
+
+/// `addr` as a leaf should give it: `THIS_HOST:PORT` when bound at a wildcard.
+fn reachable(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("THIS_HOST:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 /// The transport's command-line name.
@@ -480,13 +525,18 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         .map(|l| l.id())
         .collect();
 
+    // Leaves that lost packets near the end ask for them after it: keep serving (with a
+    // re-request server; without one this does nothing and closing ends the session).
+    linger(started.root.sink(), args.rerequest.linger);
     let control = started.root.control().stats();
+    let (rerequest, stored) = started.root.rerequest();
     let Started {
         root,
         backend,
         listen,
         data,
         uplink,
+        ..
     } = started;
     let sent = root.close();
     // The root is closed: its event channel disconnects and the printer ends.
@@ -511,6 +561,8 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
         leaves,
         control,
         uplink: uplink.map(|u| u.report()),
+        rerequest,
+        stored,
     })
 }
 

@@ -26,7 +26,7 @@ use multipoint_dataplane::{
     SubscriptionStats,
 };
 
-use crate::cli::{ReportArgs, StopArgs, SubArgs};
+use crate::cli::{RecoveryArgs, ReportArgs, StopArgs, SubArgs};
 use crate::error::Result;
 use crate::hlog::Hlog;
 use crate::plot::{self, Series};
@@ -320,23 +320,30 @@ fn listening_line(args: &SubArgs) -> String {
     if let Some(source) = args.source {
         line.push_str(&format!(" from {source}"));
     }
-    if let Some(server) = args.recovery.rerequest {
-        line.push_str(&format!(
-            ", recovering from {server} ({}, {} ms deadline)",
-            if args.recovery.in_order {
-                "in order"
-            } else {
-                "as they come"
-            },
-            args.recovery.recovery_deadline
-        ));
-    }
+    line.push_str(&recovering(&args.recovery));
     match args.session {
         Some(s) => line.push_str(&format!(", session {s}")),
         None => line.push_str(", the first sender whose packets follow on"),
     }
     line.push_str(&until(&args.stop));
     line
+}
+
+/// What a receiving tool's first line says of recovery: `, recovering from ADDR (in
+/// order, 100 ms deadline)`, or nothing without `--rerequest`.
+pub(crate) fn recovering(recovery: &RecoveryArgs) -> String {
+    match recovery.rerequest {
+        Some(server) => format!(
+            ", recovering from {server} ({}, {} ms deadline)",
+            if recovery.in_order {
+                "in order"
+            } else {
+                "as they come"
+            },
+            recovery.recovery_deadline
+        ),
+        None => String::new(),
+    }
 }
 
 /// How a receiving tool's first line ends: `; until the end of session`, and the

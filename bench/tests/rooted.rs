@@ -110,6 +110,89 @@ fn two_leaves_get_every_message_of_a_root_that_waits_for_them() {
     );
 }
 
+/// The word after `flag` in `line`.
+fn after<'a>(line: &'a str, flag: &str) -> &'a str {
+    line.split_whitespace()
+        .skip_while(|w| *w != flag)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {flag} in {line:?}"))
+}
+
+#[test]
+fn a_root_serves_re_requests_and_its_leaves_report_recovery() {
+    let _turn = turn();
+    // Port 0: the root's first line says which port its server got, and the leaf
+    // command to go with it.
+    let mut root = Proc::spawn(&words(
+        "root --rerequest-server 127.0.0.1:0 --store 50000 --linger 0.5 --wait-leaves 2 \
+         --count 20000 --rate 100000 --json",
+    ));
+    let first = root.line();
+    let join = first
+        .split("leaves join with: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no leaf command in {first:?}"));
+    let (addr, server) = (after(join, "--root"), after(join, "--rerequest"));
+    assert!(
+        server.starts_with("127.0.0.1:") && !server.ends_with(":0"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("re-requests served on {server}")),
+        "{first}"
+    );
+    let as_they_come = leaf(addr, &format!("--name dave --rerequest {server} --json"));
+    let in_order = leaf(
+        addr,
+        &format!("--name erin --rerequest {server} --in-order --recovery-deadline 500 --json"),
+    );
+    let (root_out, root_report) = root.json();
+    let (dave_out, dave) = as_they_come.json();
+    let (_, erin) = in_order.json();
+
+    assert_eq!(u64_of(&root_report, "messages"), 20_000, "{root_report}");
+    let served = &root_report["rerequest"];
+    for key in ["requests", "replies", "messages_served", "bytes_served"] {
+        u64_of(served, key);
+    }
+    assert_eq!(u64_of(served, "refused"), 0, "{root_report}");
+    // The store kept the whole stream.
+    assert_eq!(u64_of(served, "stored_first"), 1, "{root_report}");
+    assert_eq!(u64_of(served, "stored_next"), 20_001, "{root_report}");
+    assert!(
+        root_out.contains("re-request server  requests"),
+        "{root_out}"
+    );
+
+    // Nothing is lost on loopback, or if the kernel dropped some, it was recovered: every
+    // message arrived and nothing was given up. What recovery did is in the report.
+    let mut replies = 0;
+    for report in [&dave, &erin] {
+        assert_eq!(u64_of(report, "messages"), 20_000, "{report}");
+        assert_eq!(u64_of(report, "missing"), 0, "{report}");
+        assert_eq!(u64_of(report, "gaps_given_up"), 0, "{report}");
+        for key in ["recovered", "requests", "retries", "replies"] {
+            u64_of(report, key);
+        }
+        for key in ["reply_foreign_source", "reply_unasked"] {
+            assert_eq!(u64_of(report, key), 0, "{key}: {report}");
+        }
+        assert!(
+            report["recovery_ns"].is_null() || report["recovery_ns"]["p99"].is_u64(),
+            "{report}"
+        );
+        assert_eq!(report["ended_by"], "root_closed", "{report}");
+        replies += u64_of(report, "replies");
+    }
+    assert!(u64_of(served, "replies") >= replies, "{root_report}");
+    assert!(
+        dave_out.contains(&format!(
+            "recovering from {server} (as they come, 100 ms deadline)"
+        )),
+        "{dave_out}"
+    );
+}
+
 #[test]
 fn a_leaf_not_on_the_admit_list_is_refused_with_the_reason() {
     let _turn = turn();

@@ -23,6 +23,18 @@
 //! A [`DataLeaf`] is the leaf side of both: it joins (or accepts an invitation), then
 //! receives through a [`Subscription`] on the caller's [`Shards`] and, when it sends,
 //! publishes through its own [`Publisher`].
+//!
+//! # Recovery
+//!
+//! Either root can serve MoldUDP64 re-requests: a [`UnicastRoot`] with
+//! [`FanoutConfig::rerequest`] (in [`UnicastRootConfig::fanout`]), an [`AdmittedRoot`]
+//! with [`PublisherConfig::rerequest`]. The server listens at its own unicast address and
+//! unicasts each reply to the requester's address. A leaf recovers what it lost with
+//! [`SubscriptionConfig::recovery`] in [`DataLeafConfig::subscription`]: its
+//! subscription asks the server from a second socket of its own and takes replies from
+//! that address only. The leaf is told the server's address by whoever configures it
+//! ([`RecoveryConfig::server`](crate::RecoveryConfig::server), e.g. `multipoint leaf
+//! --rerequest`): the control protocol does not carry it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +53,8 @@ use crate::config::BackendInfo;
 use crate::core::packetizer::OfferError;
 use crate::core::receive::Handler;
 use crate::core::sequence::StartAt;
+use crate::core::server::ServerStats;
+use crate::core::store::{RetransmitStore, StoreStats};
 use crate::error::{Error, Result};
 use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats};
 use crate::publisher::{Publisher, PublisherConfig};
@@ -101,7 +115,9 @@ pub struct UnicastRootConfig {
     /// What peers may hold of the control plane: connections in all and per address,
     /// joins per second per address, the handshake timeout (see [`RootLimits`]).
     pub limits: RootLimits,
-    /// The fan-out engine; its session is the session leaves are told.
+    /// The fan-out engine; its session is the session leaves are told. With
+    /// [`FanoutConfig::rerequest`] the root serves re-requests
+    /// ([`UnicastRoot::rerequest_address`]).
     pub fanout: FanoutConfig,
     /// How uplink streams from sending leaves are received.
     pub uplink: SubscriptionConfig,
@@ -356,6 +372,36 @@ impl UnicastRoot {
         self.data
     }
 
+    /// Where the fan-out's re-request server listens ([`Fanout::rerequest_address`]);
+    /// `None` without one.
+    pub fn rerequest_address(&self) -> Option<SocketAddr> {
+        self.fanout.as_ref().and_then(Fanout::rerequest_address)
+    }
+
+    /// The re-request server's counters ([`Fanout::rerequest_stats`]); `None` without
+    /// one.
+    pub fn rerequest_stats(&self) -> Option<ServerStats> {
+        self.fanout.as_ref().and_then(Fanout::rerequest_stats)
+    }
+
+    /// The retransmission store's counters and stored range ([`Fanout::store`]); `None`
+    /// without a re-request server.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.fanout
+            .as_ref()
+            .and_then(Fanout::store)
+            .map(RetransmitStore::stats)
+    }
+
+    /// Sends the end of session to every leaf on the data plane, now (see
+    /// [`Fanout::end_session`]); offers are refused from then on, and the control
+    /// session goes on until [`close`](Self::close). Keep calling [`poll`](Self::poll)
+    /// for as long as re-requests should be served (the linger): leaves that lost
+    /// packets near the end ask for them after it.
+    pub fn end_session(&mut self) {
+        self.fanout().end_session()
+    }
+
     fn fanout(&mut self) -> &mut Fanout {
         self.fanout
             .as_mut()
@@ -392,7 +438,7 @@ impl UnicastRoot {
         self.fanout.as_ref().map(Fanout::backend)
     }
 
-    /// Heartbeats, maximum delay and reclaiming buffers (see [`Fanout::poll`]).
+    /// Heartbeats, maximum delay and re-requests (see [`Fanout::poll`]).
     pub fn poll(&mut self) {
         self.fanout().poll()
     }
@@ -561,9 +607,12 @@ pub struct DataLeafConfig {
     pub data: SocketAddr,
     /// `admitted-multicast`: the interface to join the group on.
     pub interface: Interface,
-    /// How to receive: `session`, `start`, `timestamps`, `recv_buffer` and `shard` apply
-    /// (the session is set from the root's answer, and a leaf joining late starts where
-    /// it joined).
+    /// How to receive: `session`, `start`, `timestamps`, `recv_buffer`, `shard` and
+    /// `recovery` apply (the session is set from the root's answer, and a leaf joining
+    /// late starts where it joined). With `recovery`, the leaf asks the re-request server
+    /// at [`RecoveryConfig::server`](crate::RecoveryConfig::server) for what it lost:
+    /// give the root's server address there (the root's configuration, e.g. `multipoint
+    /// root --rerequest-server`, says it; the control protocol does not).
     pub subscription: SubscriptionConfig,
     /// How to send, for leaves that send (`rooted-unicast`): the destination is the
     /// root's uplink.

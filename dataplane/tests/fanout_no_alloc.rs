@@ -1,6 +1,8 @@
 //! After warm-up, the fan-out allocates nothing on the heap: a counting global allocator
 //! sees no allocation while a root offers 50,000 messages to 8 leaves over 2 shards and
-//! they arrive, on both backends, with GSO on and off.
+//! they arrive, on both backends, with GSO on and off. The root runs a re-request server,
+//! so that keeping every packet in its store and looking for requests from the send path
+//! are measured too.
 //!
 //! This file is its own test binary with a single test, so that nothing else allocates
 //! while the counter is watched. The leaves' reader threads allocate nothing either.
@@ -17,8 +19,9 @@ use common::{
     assert_nothing_allocated, fanout_config, flush_and_wait, leaf_socket, loopback_udp,
     publish_with, started_or_skip, Stream, BACKENDS,
 };
+use multipoint_dataplane::core::store::StoreConfig;
 use multipoint_dataplane::wire::{Packet, PacketKind};
-use multipoint_dataplane::Fanout;
+use multipoint_dataplane::{Fanout, RerequestConfig};
 use multipoint_test_support::alloc;
 
 #[global_allocator]
@@ -76,7 +79,16 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
         for gso in [true, false] {
             let test = format!("{backend:?}, gso {gso}");
             let (socket, root) = loopback_udp();
-            let config = fanout_config(backend, gso, 2, "NOALLOC");
+            let config = multipoint_dataplane::FanoutConfig {
+                rerequest: Some(RerequestConfig {
+                    store: StoreConfig {
+                        messages: 100_000,
+                        bytes: 16 << 20,
+                    },
+                    ..RerequestConfig::new("127.0.0.1:0".parse().unwrap())
+                }),
+                ..fanout_config(backend, gso, 2, "NOALLOC")
+            };
             let started = Fanout::start(socket, config);
             let Some(mut fanout) = started_or_skip(&test, "the fan-out", started) else {
                 continue;
@@ -116,6 +128,12 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
             );
             let after = alloc::allocations();
 
+            let stored = fanout.store().map(|s| s.stats().next);
+            assert_eq!(
+                stored,
+                Some(WARM_UP + MEASURED + 1),
+                "{test}: every packet stored"
+            );
             let stats = fanout.close();
             stop.store(true, Ordering::Release);
             for t in threads {

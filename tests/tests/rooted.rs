@@ -13,12 +13,14 @@ use multipoint_control::rooted::{
 };
 use multipoint_control::{Direction, Roles, Transport};
 use multipoint_dataplane::core::sequence::Gap;
+use multipoint_dataplane::core::server::ServerConfig;
 use multipoint_dataplane::rooted_transport::{
     AdmittedRoot, DataLeaf, DataLeafConfig, Joined, UnicastRoot, UnicastRootConfig,
 };
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    BackendChoice, Handler, IdleStrategy, PublisherConfig, ShardConfig, Shards,
+    BackendChoice, Handler, IdleStrategy, PublisherConfig, RecoveryConfig, RerequestConfig,
+    ShardConfig, Shards,
 };
 
 /// The message with sequence number `seq`: its length and every byte follow from `seq`,
@@ -875,5 +877,79 @@ fn a_leaf_without_the_roots_key_is_refused_and_never_receives_data() {
         "a refused leaf received data"
     );
     drop(joined);
+    stop(root, shards);
+}
+
+#[test]
+fn a_leaf_whose_socket_overflows_recovers_everything_from_the_roots_server() {
+    const COUNT: u64 = 20_000;
+    let mut shards = shards(4);
+    let mut config = root_config("RECOVER", Duration::from_secs(3));
+    config.fanout.heartbeat = Duration::from_millis(20);
+    // Limits for one requester that loses much of a fast stream, not for a crowd.
+    config.fanout.rerequest = Some(RerequestConfig {
+        server: ServerConfig {
+            replies_per_second: 100_000,
+            reply_burst: 10_000,
+            bytes_per_second: 1 << 30,
+            byte_burst: 64 << 20,
+            ..ServerConfig::default()
+        },
+        ..RerequestConfig::new("127.0.0.1:0".parse().unwrap())
+    });
+    let mut root = UnicastRoot::start(config).unwrap();
+    let server = root.rerequest_address().unwrap();
+    assert_ne!(server.port(), 0);
+    let at = root.control_addr().unwrap();
+    let mut leaf_config = DataLeafConfig::new(Transport::RootedUnicast, "overflowing");
+    // A receive buffer of a few packets: a burst overflows it, and the kernel drops
+    // what does not fit. (How much depends on the machine; every message must arrive
+    // whatever it was.)
+    leaf_config.subscription.recv_buffer = 4096;
+    leaf_config.subscription.recovery = Some(RecoveryConfig {
+        in_order: true,
+        deadline: Duration::from_secs(20),
+        ..RecoveryConfig::new(server)
+    });
+    let leaf = DataLeaf::new(leaf_config).unwrap();
+    let (joined, tally) = join(&leaf, &mut shards, at, Direction::ReceiverOnly).unwrap();
+
+    // As fast as the root goes: no window.
+    let mut buf = Vec::with_capacity(256);
+    let mut seq = 1;
+    while seq <= COUNT {
+        payload(seq, &mut buf);
+        match root.offer(&buf) {
+            Ok(_) => seq += 1,
+            Err(_) => root.poll(),
+        }
+    }
+    root.end_session();
+    // Serve re-requests (the linger) until the leaf heard the end after recovering.
+    let sub = joined.subscription().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sub.stats().ended == 0 {
+        assert!(Instant::now() < deadline, "stuck: {:?}", sub.stats());
+        root.poll();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let st = sub.stats();
+    let served = root.rerequest_stats().unwrap();
+    assert_eq!(tally.errors(), 0, "in order, byte for byte, no gap: {st:?}");
+    assert_eq!(tally.messages(), COUNT);
+    assert_eq!(
+        (st.messages, st.missing, st.gaps_given_up),
+        (COUNT, 0, 0),
+        "{st:?}"
+    );
+    assert!(served.replies >= st.replies, "{served:?} {st:?}");
+    if st.kernel_drops > 0 {
+        assert!(st.recovered > 0 && st.replies > 0, "{st:?}");
+    }
+    eprintln!(
+        "kernel drops {}, recovered {} in {} replies",
+        st.kernel_drops, st.recovered, st.replies
+    );
+    joined.leave().unwrap();
     stop(root, shards);
 }

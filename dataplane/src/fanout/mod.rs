@@ -35,9 +35,23 @@
 //!   A send the kernel refuses is counted (per leaf and in total); the leaf sees a gap.
 //! - Call `poll` from the idle loop: it sends packets whose delay expired and heartbeats
 //!   when nothing was sent for `heartbeat`.
-//! - [`close`](Fanout::close) (or dropping the fan-out) sends what is pending and an
-//!   end-of-session packet to every leaf, waits for the shards to finish their sends
-//!   (at most 2 s), joins every thread and frees every buffer.
+//! - With [`FanoutConfig::rerequest`] the root also runs a MoldUDP64 re-request server at
+//!   a unicast address, as a [`Publisher`](crate::Publisher) does (the same code): the
+//!   packetizer keeps every data packet in a retransmission store as it closes it, and
+//!   requests are answered on the fan-out's own thread (the shards never see them)
+//!   whenever it is driven — each `poll`, and from the send path at most every 100 µs —
+//!   one batch of at most 64 requests at a time. A reply is one packet unicast from the
+//!   server's socket to the requester's address, so a leaf that lost packets gets them
+//!   from the root ([`DataLeaf`](crate::rooted_transport::DataLeaf) with
+//!   [`SubscriptionConfig::recovery`](crate::SubscriptionConfig::recovery)).
+//! - [`end_session`](Fanout::end_session) sends what is pending and an end-of-session
+//!   packet to every leaf (once; later calls do nothing); offers are refused from then
+//!   on. After it, keep calling `poll` for as long as re-requests should be served (the
+//!   linger): it answers them and sends the end of session again every heartbeat
+//!   interval, so that a lost end is not final.
+//! - [`close`](Fanout::close) (or dropping the fan-out) ends the session if that was not
+//!   done yet, waits for the shards to finish their sends (at most 2 s), joins every
+//!   thread and frees every buffer.
 //! - After warm-up, offering, sending and completing allocate nothing and take no lock
 //!   (adding and removing leaves do: they are the control path).
 //!
@@ -74,6 +88,8 @@ use self::pool::Pool;
 use self::shard::{Command, Link, Setup};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig};
+use crate::core::server::ServerStats;
+use crate::core::store::RetransmitStore;
 use crate::error::{Error, Result};
 use crate::host::HostNeeds;
 use crate::io::mmsg::MmsgSend;
@@ -81,6 +97,7 @@ use crate::io::sim::{SimSend, SimSocket};
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::publisher::packing::Packing;
+use crate::publisher::rerequest::{self, RerequestConfig, Rerequests};
 use crate::runtime::{self, Spawn};
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -121,13 +138,17 @@ pub struct FanoutConfig {
     pub max_leaves_per_shard: usize,
     /// Whether to pin shard `i` to core `i mod cores`.
     pub pin: bool,
+    /// A re-request server to run beside the stream, on the root's thread (`None`: a
+    /// packet a leaf lost is lost for good). Its socket is made on the same network as
+    /// the root's data socket (the host's, or the simulated one of a simulated socket).
+    pub rerequest: Option<RerequestConfig>,
 }
 
 impl FanoutConfig {
     /// Defaults for `session`: one shard, backend auto, blocking idle, GSO on,
     /// 1472-byte datagrams, 100 µs maximum delay, heartbeats every second, 1024 buffers,
     /// batches of one full GSO send (64, cut to 44 for 1472-byte datagrams), 1024 leaves
-    /// per shard, pinned.
+    /// per shard, pinned, no re-request server.
     pub fn new(session: Session) -> FanoutConfig {
         FanoutConfig {
             session,
@@ -142,6 +163,7 @@ impl FanoutConfig {
             max_batch: MAX_GSO_SEGMENTS,
             max_leaves_per_shard: 1024,
             pin: true,
+            rerequest: None,
         }
     }
 }
@@ -185,7 +207,8 @@ pub struct FanoutStats {
     pub leaves: u64,
     /// Heartbeats sent.
     pub heartbeats: u64,
-    /// Offers refused because every packet buffer was in use.
+    /// Offers refused because every packet buffer was in use (and an end of session
+    /// that found none within 2 s, not sent).
     pub backpressure: u64,
     /// Packet buffers in use now (being filled, held, or not yet sent to every leaf);
     /// 0 after `close` once every send finished.
@@ -211,8 +234,12 @@ pub struct Fanout {
     /// Which shards the packets being handed over go to (one flag per shard, reused).
     targets: Vec<bool>,
     counters: RootCounters,
+    /// The re-request server, if one was configured.
+    rerequest: Option<Rerequests>,
     /// A simulated root socket, kept bound while the shards send from its address.
     _sim_socket: Option<SimSocket>,
+    /// Whether the session was ended.
+    ended: bool,
     closed: bool,
 }
 
@@ -232,13 +259,16 @@ impl Fanout {
     /// layer). Each shard sends on a dup of it (`try_clone`), so every packet leaves from
     /// the socket's address (leaves `connect()` their receive sockets to that address).
     /// The fan-out never reads from it; it raises its send buffer to 4 MiB (capped by
-    /// `net.core.wmem_max`) if it was smaller.
+    /// `net.core.wmem_max`) if it was smaller. With [`FanoutConfig::rerequest`], also
+    /// binds the re-request server's socket (on the socket's network) and allocates the
+    /// retransmission store.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for settings out of range or an unbound socket;
     /// [`Error::UringUnavailable`] when io_uring was required and is not there;
-    /// [`Error::Io`] if duplicating the socket or setting up a shard fails.
+    /// [`Error::Io`] if duplicating the socket or setting up a shard fails;
+    /// [`Error::RerequestBind`] if the re-request server's address cannot be bound.
     pub fn start(socket: impl Into<DataSocket>, mut config: FanoutConfig) -> Result<Fanout> {
         check(&config)?;
         let core = packetizer(&config)?;
@@ -274,6 +304,22 @@ impl Fanout {
         let backend = match &socket {
             DataSocket::Sim(_) => sim_backend(),
             DataSocket::Host(_) => choose(config.backend)?,
+        };
+        // Before any shard starts: a server that cannot bind leaves nothing to stop.
+        let rerequest = match &config.rerequest {
+            Some(rerequest) => {
+                let sim = match &socket {
+                    DataSocket::Sim(socket) => Some(socket.net()),
+                    DataSocket::Host(_) => None,
+                };
+                Some(Rerequests::bind(
+                    rerequest,
+                    config.session,
+                    config.max_datagram,
+                    sim,
+                )?)
+            }
+            None => None,
         };
         let pool = Arc::new(
             Pool::new(config.buffers, config.max_datagram)
@@ -323,7 +369,9 @@ impl Fanout {
             pool,
             core,
             counters: RootCounters::default(),
+            rerequest,
             _sim_socket: sim_socket,
+            ended: false,
             closed: false,
         })
     }
@@ -351,6 +399,28 @@ impl Fanout {
     /// The longest message a packet can carry.
     pub fn max_message(&self) -> usize {
         self.core.max_message()
+    }
+
+    /// Where the re-request server listens (the bound address: with port 0 asked for,
+    /// the port the kernel chose); `None` without one.
+    pub fn rerequest_address(&self) -> Option<std::net::SocketAddr> {
+        self.rerequest.as_ref().map(Rerequests::local_addr)
+    }
+
+    /// The re-request server's counters; `None` without one.
+    pub fn rerequest_stats(&self) -> Option<ServerStats> {
+        self.rerequest.as_ref().map(Rerequests::stats)
+    }
+
+    /// The retransmission store the re-request server answers from (its stored range and
+    /// counters: [`RetransmitStore::stats`]); `None` without a server.
+    pub fn store(&self) -> Option<&RetransmitStore> {
+        self.core.store()
+    }
+
+    /// Whether [`end_session`](Self::end_session) was called.
+    pub fn is_ended(&self) -> bool {
+        self.ended
     }
 
     /// Counters so far (the shards' are a moment old).
@@ -402,15 +472,43 @@ impl Fanout {
         self.flush_now();
     }
 
-    /// Timers: sends the open packet once `max_delay` passed, and a heartbeat when nothing
-    /// was sent for the heartbeat interval. Call it from the idle loop.
+    /// Timers and re-requests: sends the open packet once `max_delay` passed, a heartbeat
+    /// when nothing was sent for the heartbeat interval (after the end of session, the
+    /// end again), and answers one batch of re-requests. Call it from the idle loop, and
+    /// after [`end_session`](Self::end_session) for as long as re-requests should be
+    /// served.
     pub fn poll(&mut self) {
         self.run_timers();
+        if let (Some(rerequest), Some(store)) = (self.rerequest.as_mut(), self.core.store()) {
+            rerequest.serve(store, Instant::now());
+        }
     }
 
-    /// Sends what is pending and an end-of-session packet to every leaf, waits for the
-    /// shards to finish (at most 2 s), joins their threads, and returns the final
-    /// counters.
+    /// Sends what is pending and an end-of-session packet to every leaf, now; offers are
+    /// refused from then on. Only the first call does anything. The shards go on sending
+    /// (the end again, from [`poll`](Self::poll)) and the re-request server goes on
+    /// answering until the fan-out is closed or dropped.
+    pub fn end_session(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.flush();
+        // End of session needs a buffer: wait for the shards to free one if all are out.
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        while self.pool.free_len() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if self.core.end_session(&mut self.pool) {
+            self.hand_over();
+        } else {
+            self.counters.backpressure += 1;
+            tracing::warn!("no packet buffer came free: no end of session sent");
+        }
+    }
+
+    /// Ends the session (if not done yet), waits for the shards to finish (at most 2 s),
+    /// joins their threads, and returns the final counters.
     pub fn close(mut self) -> FanoutStats {
         self.finish();
         self.stats()
@@ -421,17 +519,7 @@ impl Fanout {
             return;
         }
         self.closed = true;
-        self.flush();
-        // End of session needs a buffer: wait for the shards to free one if all are out.
-        let deadline = Instant::now() + CLOSE_TIMEOUT;
-        while self.pool.free_len() == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        if self.core.end_session(&mut self.pool) {
-            self.hand_over();
-        } else {
-            tracing::warn!("no packet buffer came free: closing without an end of session");
-        }
+        self.end_session();
         self.control.close();
         stop(&self.control.links, std::mem::take(&mut self.threads));
     }
@@ -479,7 +567,11 @@ impl Fanout {
             }
         }
         self.counters.packets += n as u64;
-        self.core.handle_transmitted(n, Instant::now());
+        let now = Instant::now();
+        self.core.handle_transmitted(n, now);
+        if let (Some(rerequest), Some(store)) = (self.rerequest.as_mut(), self.core.store()) {
+            rerequest.serve_if_due(store, now);
+        }
     }
 }
 
@@ -543,7 +635,8 @@ fn start_shard(
     }
 }
 
-/// The packetizer for `config`, or why the settings cannot work.
+/// The packetizer for `config` (with a retransmission store if it serves re-requests), or
+/// why the settings cannot work.
 fn packetizer(config: &FanoutConfig) -> Result<Packetizer> {
     let full_gso = MAX_GSO_SEGMENTS
         .min(MAX_GSO_BYTES / config.max_datagram.max(1))
@@ -555,7 +648,12 @@ fn packetizer(config: &FanoutConfig) -> Result<Packetizer> {
         heartbeat: config.heartbeat,
         max_batch: config.max_batch.clamp(1, full_gso),
     };
-    Packetizer::new(packetizer, config.buffers, Instant::now()).map_err(|e| Error::Config(e.0))
+    let mut core = Packetizer::new(packetizer, config.buffers, Instant::now())
+        .map_err(|e| Error::Config(e.0))?;
+    if let Some(rerequest) = &config.rerequest {
+        core.set_store(rerequest::store(rerequest)?);
+    }
+    Ok(core)
 }
 
 impl Drop for Fanout {

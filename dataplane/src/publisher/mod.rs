@@ -35,7 +35,7 @@
 //! it says is ready, through the chosen backend (`sender`).
 
 pub(crate) mod packing;
-mod rerequest;
+pub(crate) mod rerequest;
 mod sender;
 
 use std::net::{IpAddr, SocketAddr};

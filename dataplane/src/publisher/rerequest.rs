@@ -1,17 +1,22 @@
-//! A publisher's re-request server: the socket at its unicast address, the sans-IO
-//! [`RerequestServer`] deciding what to answer, and the reply buffer. The store it
-//! answers from is the packetizer's ([`Packetizer::store`](crate::core::packetizer::Packetizer::store)),
-//! filled as packets close.
+//! A re-request server driven by a packetizer's owner: the socket at its unicast
+//! address, the sans-IO [`RerequestServer`] deciding what to answer, and the reply
+//! buffer. The store it answers from is the packetizer's
+//! ([`Packetizer::store`](crate::core::packetizer::Packetizer::store)), filled as packets
+//! close. Both drivers of a packetizer run one when configured: the
+//! [`Publisher`](super::Publisher) ([`PublisherConfig::rerequest`](super::PublisherConfig::rerequest))
+//! and the [`Fanout`](crate::Fanout) root ([`FanoutConfig::rerequest`](crate::FanoutConfig::rerequest)).
 //!
 //! # When it runs
 //!
-//! On the publisher's thread, whenever the publisher is driven: every
-//! [`Publisher::poll`](super::Publisher::poll), and after sends on the send path, but
-//! there at most once every [`SEND_PATH_INTERVAL`] (a receive that finds nothing costs a
-//! system call, which after every packet would cost more than the packet). Each time it
-//! takes one batch of at most 64 requests ([`BATCH`](crate::io::datagram::BATCH)) (one `recvmmsg`), so that a flood delays
-//! the live stream by at most one batch of parsing per call; the per-address buckets of
-//! the server keep the replies of one requester from crowding out another's.
+//! On the driver's thread, whenever the driver is driven: every `poll` (of the publisher
+//! or the fan-out), and after sends on the send path, but there at most once every
+//! [`SEND_PATH_INTERVAL`] (a receive that finds nothing costs a system call, which after
+//! every packet would cost more than the packet). Each time it takes one batch of at most
+//! 64 requests ([`BATCH`](crate::io::datagram::BATCH)) (one `recvmmsg`), so that a flood
+//! delays the live stream by at most one batch of parsing per call; the per-address
+//! buckets of the server keep the replies of one requester from crowding out another's.
+//! Replies are unicast to each requester's address from the server's socket, never
+//! through the stream's socket or the fan-out's shards.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,13 +31,14 @@ use crate::wire::Session;
 /// Shortest time between two looks at the re-request socket from the send path.
 pub(crate) const SEND_PATH_INTERVAL: Duration = Duration::from_micros(100);
 
-/// A publisher's re-request server: where it listens, how much it keeps and how much it
-/// sends.
+/// A re-request server (of a publisher or a fan-out root): where it listens, how much it
+/// keeps and how much it sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RerequestConfig {
     /// The unicast address the server's UDP socket is bound at (port 0: any free port,
-    /// see [`Publisher::rerequest_address`](super::Publisher::rerequest_address)).
-    /// Subscribers send their Requests here and the replies come from here. Give a
+    /// see [`Publisher::rerequest_address`](super::Publisher::rerequest_address) and
+    /// [`Fanout::rerequest_address`](crate::Fanout::rerequest_address)). Subscribers
+    /// (and leaves) send their Requests here and the replies come from here. Give a
     /// specific address of the host: bound at a wildcard, replies leave from whichever
     /// address the route to each requester picks, which need not be the one it asked.
     pub address: SocketAddr,
@@ -55,7 +61,7 @@ impl RerequestConfig {
     }
 }
 
-/// The store a publisher's packetizer keeps for `config`.
+/// The store a packetizer (a publisher's or a fan-out's) keeps for `config`.
 pub(crate) fn store(config: &RerequestConfig) -> Result<RetransmitStore> {
     RetransmitStore::new(&config.store).map_err(|e| Error::Config(e.0))
 }
