@@ -148,7 +148,9 @@ impl Reorder {
             .filter(|a| !a.freed)
             .map(|a| a.first)
             .max();
-        expired.is_some_and(|upto| first.first <= upto).then_some(first)
+        expired
+            .is_some_and(|upto| first.first <= upto)
+            .then_some(first)
     }
 
     /// The lowest-numbered held packet if `next` reaches it (its turn has come).
