@@ -484,3 +484,66 @@ fn without_recovery_nothing_is_asked_and_gaps_are_lost_at_once() {
         (1, 22, 0, 0)
     );
 }
+
+#[test]
+fn a_loss_before_the_end_that_the_server_cannot_fill_is_given_up_and_the_end_heard() {
+    for order in [false, true] {
+        let config = RecoveryConfig {
+            deadline: Duration::from_millis(5),
+            ..if order { in_order() } else { recovery() }
+        };
+        // 10 packets; the last two data packets are lost and the server has nothing.
+        let mut run = Run::new(220, |i| i == 8 || i == 9, config);
+        run.stored = Some(0..0);
+        run.run(SECOND);
+        let s = run.stats();
+        assert_eq!(run.seen.messages.len(), 176, "in order: {order}");
+        // Lost for good: 177..=220, told once each (as asked: in one or more pieces).
+        let mut told: Vec<u64> = run
+            .seen
+            .gaps
+            .iter()
+            .flat_map(|&(first, count)| first..first + count)
+            .collect();
+        told.sort_unstable();
+        assert_eq!(told, (177..=220).collect::<Vec<_>>(), "in order: {order}");
+        assert_eq!(s.gaps_given_up, run.seen.gaps.len() as u64);
+        assert_eq!((s.missing, s.ended), (44, 1));
+        assert_eq!(run.seen.ends, 1);
+    }
+}
+
+#[test]
+fn a_full_hold_gives_up_only_the_oldest_gap_and_the_next_is_still_recovered() {
+    let config = RecoveryConfig {
+        hold_bytes: 1 << 16, // 44 packets of 1,472 bytes
+        deadline: Duration::from_secs(5),
+        ..in_order()
+    };
+    // Packet 1 (messages 23..=44) is gone from the server too; packet 30 is not.
+    let mut run = Run::new(22 * 80, |i| i == 1 || i == 30, config);
+    run.stored = Some(45..u64::MAX);
+    run.run(10 * SECOND);
+    let s = run.stats();
+    let expected: Vec<u64> = (1..=22 * 80).filter(|n| !(23..=44).contains(n)).collect();
+    assert_eq!(run.seen.numbers(), expected);
+    assert_eq!(run.seen.gaps, [(23, 22)]);
+    assert_eq!((s.gaps_given_up, s.missing, s.recovered), (1, 22, 22));
+}
+
+#[test]
+fn a_range_whose_head_the_server_lost_is_still_recovered_past_the_head() {
+    let config = RecoveryConfig {
+        max_gaps: 1,
+        deadline: Duration::from_millis(20),
+        ..recovery()
+    };
+    // Packets 2..=7 (messages 45..=176) lost; the server no longer has 45..=66.
+    let mut run = Run::new(22 * 20, |i| (2..8).contains(&i), config);
+    run.stored = Some(67..u64::MAX);
+    run.run(SECOND);
+    let s = run.stats();
+    assert_eq!(run.seen.gaps, [(45, 22)]);
+    assert_eq!((s.recovered, s.missing, s.gaps_given_up), (110, 22, 1));
+    assert_eq!(run.seen.messages.len(), 22 * 20 - 22);
+}

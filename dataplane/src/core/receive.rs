@@ -272,6 +272,9 @@ pub struct DatagramInfo {
 enum Upto {
     /// Those whose turn came: the next expected number reached them.
     Turn,
+    /// The lowest-numbered one whatever its time (the gap before it is declared), then
+    /// those whose turn that lets come: the oldest wait ends.
+    Oldest,
     /// Those too, and those whose wait ran out by `now` (the gaps before them declared).
     Expired,
     /// Every one.
@@ -345,6 +348,8 @@ pub struct ReceiveState {
     end_waits: bool,
     /// The end of session came, and the handler hears it once recovery is done.
     end_deferred: bool,
+    /// In order: the packet being taken in (or let go from the hold) came in a reply.
+    from_reply: bool,
 }
 
 /// Packets the hold of an in-order recovery has room for, per byte of it.
@@ -426,6 +431,7 @@ impl ReceiveState {
             highest: None,
             end_waits: false,
             end_deferred: false,
+            from_reply: false,
         }
     }
 
@@ -597,10 +603,10 @@ impl ReceiveState {
         c.replies.add(1);
         let (first, end) = (packet.sequence(), packet.sequence() + u64::from(count));
         if self.in_order {
-            if let Some(rec) = self.recovery.as_ref() {
-                c.recovered.add(rec.count_missing(first, end));
-            }
+            // Counted as recovered when delivered (it may wait in the hold first).
+            self.from_reply = true;
             self.take_in(bytes, &packet, now, handler);
+            self.from_reply = false;
         } else {
             let delivered = self.deliver_missing(&packet, end, now, handler);
             self.counters
@@ -976,11 +982,17 @@ impl ReceiveState {
             if self.hold(bytes, packet, now) {
                 return;
             }
-            // The window is full: the oldest wait ends now (everything held goes on, the
-            // gap before it is declared), and this packet may wait in turn.
-            self.release_held(now, Upto::All, handler);
-            if self.waits(packet) && self.hold(bytes, packet, now) {
-                return;
+            // The window is full: the oldest wait ends now (the gap before the lowest
+            // held packet is declared, and it and what it lets come go on), and this
+            // packet may wait in turn; again while there is no room.
+            while self.reorder.as_ref().is_some_and(|r| !r.is_empty()) {
+                self.release_held(now, Upto::Oldest, handler);
+                if !self.waits(packet) {
+                    break;
+                }
+                if self.hold(bytes, packet, now) {
+                    return;
+                }
             }
         }
         self.admit(bytes, packet, now, handler);
@@ -1078,11 +1090,25 @@ impl ReceiveState {
                     self.counters.suspect.add(1);
                     return;
                 }
-                let recovering = self.recovery.is_some() && !self.in_order;
-                if recovering
-                    && packet.count() == END_OF_SESSION_COUNT
-                    && packet.sequence() - next <= self.window
-                {
+                let ahead = packet.count() == END_OF_SESSION_COUNT
+                    && self.recovery.is_some()
+                    && packet.sequence() - next <= self.window;
+                if ahead && self.in_order {
+                    // In order, an end ahead waited in the hold while the loss before it
+                    // was asked for, and its wait ran out (or there was no room): that
+                    // loss is given up, and the end honoured.
+                    let verdict = self.tracker.handle_packet(
+                        *packet.session().as_bytes(),
+                        packet.sequence(),
+                        HEARTBEAT_COUNT,
+                    );
+                    if let Some(gap) = verdict.gap() {
+                        self.gap_seen(gap, now, handler);
+                    }
+                    self.apply(packet, now, handler);
+                    return;
+                }
+                if ahead {
                     // As they come, with recovery: the gap the end reveals is asked for
                     // (as a heartbeat there would reveal it), and the end waits for
                     // recovery to be done with it, or for its repeat.
@@ -1139,10 +1165,11 @@ impl ReceiveState {
     fn hold(&mut self, bytes: &[u8], packet: &Packet<&[u8]>, now: u64) -> bool {
         let until = now.saturating_add(self.reorder_ns);
         let first = packet.sequence();
+        let reply = self.from_reply;
         let held = self
             .reorder
             .as_mut()
-            .is_some_and(|r| r.hold(bytes, first, until));
+            .is_some_and(|r| r.hold(bytes, first, until, reply));
         if held {
             self.counters.reordered.add(1);
         }
@@ -1171,10 +1198,15 @@ impl ReceiveState {
         let Some(mut reorder) = self.reorder.take() else {
             return;
         };
+        let mut upto = upto;
         loop {
             let next = self.tracker.next_expected().unwrap_or(0);
             let due = match upto {
                 Upto::All => reorder.first(),
+                Upto::Oldest => {
+                    upto = Upto::Turn;
+                    reorder.first()
+                }
                 // A wait cannot run out at a time before every hold began.
                 Upto::Turn => reorder.next_turn(next),
                 Upto::Expired => reorder.next_due(next, now),
@@ -1183,7 +1215,9 @@ impl ReceiveState {
                 break;
             };
             let bytes = reorder.bytes(&held);
+            self.from_reply = held.reply;
             self.admit(bytes, &Packet::new_unchecked(bytes), now, handler);
+            self.from_reply = false;
             reorder.release(&held);
         }
         self.reorder = Some(reorder);
@@ -1232,6 +1266,9 @@ impl ReceiveState {
                 c.messages.add(messages);
                 c.bytes.add(bytes);
                 c.duplicates.add(u64::from(skip).saturating_sub(late));
+                if self.from_reply {
+                    c.recovered.add(messages);
+                }
             }
             Verdict::Duplicate | Verdict::AfterEnd => c
                 .duplicates

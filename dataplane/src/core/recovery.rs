@@ -166,14 +166,15 @@ impl Recovery {
             0 => fastrand::Rng::new(),
             seed => fastrand::Rng::with_seed(seed),
         };
-        let slots = config.max_gaps.max(1);
+        // Room beyond max_gaps for the splits of ranges into requests (at most one per
+        // request out) and of fills in the middle of ranges.
+        let slots = 2 * config.max_gaps.max(1) + config.max_in_flight.max(1);
         Recovery {
             config: *config,
             deadline_ns,
             delay_ns: ns(config.delay),
             min_timeout_ns,
             max_timeout_ns,
-            // One more than max_gaps: a fill may split a range once it has room to.
             missing: Vec::with_capacity(slots + 1),
             srtt: 0,
             rttvar: 0,
@@ -413,7 +414,7 @@ impl Recovery {
         }
         self.rto = self
             .srtt
-            .saturating_add(4 * self.rttvar)
+            .saturating_add(self.rttvar.saturating_mul(4))
             .clamp(self.min_timeout_ns, self.max_timeout_ns);
     }
 
@@ -425,7 +426,7 @@ impl Recovery {
             .iter()
             .map(|m| {
                 let ask = match m.ask {
-                    Ask::Waiting { at } if out < self.config.max_in_flight => at,
+                    Ask::Waiting { at } if out < self.config.max_in_flight.max(1) => at,
                     Ask::Waiting { .. } => u64::MAX,
                     Ask::Out { timeout, .. } => timeout,
                 };
@@ -637,18 +638,25 @@ mod tests {
 
     #[test]
     fn a_full_book_refuses_new_gaps_and_gives_up_what_a_split_cannot_keep() {
+        // One gap, one request out: room for 2 + 1 + 1 ranges.
         let mut r = Recovery::new(&RecoveryConfig {
-            max_gaps: 2,
+            max_gaps: 1,
+            max_in_flight: 1,
             delay: Duration::ZERO,
             ..RecoveryConfig::new(SERVER)
         });
         assert!(r.add(10, 20, 0));
-        assert!(r.add(30, 40, 0));
-        assert!(!r.add(50, 60, 0));
-        assert_eq!(r.fill(12, 13, 0, &mut no_give_up), 1, "one split has room");
+        assert!(!r.add(50, 60, 0), "max_gaps");
+        for at in [12, 14, 16] {
+            assert_eq!(
+                r.fill(at, at + 1, 0, &mut no_give_up),
+                1,
+                "a split has room"
+            );
+        }
         let mut lost = Vec::new();
-        r.fill(32, 33, 0, &mut |a, b| lost.push((a, b)));
-        assert_eq!(lost, [(33, 40)]);
-        assert_eq!(r.count_missing(0, 100), 9 + 2);
+        r.fill(18, 19, 0, &mut |a, b| lost.push((a, b)));
+        assert_eq!(lost, [(19, 20)], "no room for the right part");
+        assert_eq!(r.count_missing(0, 100), 10 - 4 - 1);
     }
 }
