@@ -601,7 +601,7 @@ impl ReceiveState {
             return;
         }
         c.replies.add(1);
-        let (first, end) = (packet.sequence(), packet.sequence() + u64::from(count));
+        let end = packet.sequence() + u64::from(count);
         if self.in_order {
             // Counted as recovered when delivered (it may wait in the hold first).
             self.from_reply = true;

@@ -237,6 +237,7 @@ impl Recovery {
     }
 
     /// How many of `first..end` are missing.
+    #[cfg(test)]
     pub(crate) fn count_missing(&self, first: u64, end: u64) -> u64 {
         let i = self.missing.partition_point(|m| m.end <= first);
         self.missing[i..]
