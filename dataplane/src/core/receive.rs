@@ -1093,25 +1093,9 @@ impl ReceiveState {
                 let ahead = packet.count() == END_OF_SESSION_COUNT
                     && self.recovery.is_some()
                     && packet.sequence() - next <= self.window;
-                if ahead && self.in_order {
-                    // In order, an end ahead waited in the hold while the loss before it
-                    // was asked for, and its wait ran out (or there was no room): that
-                    // loss is given up, and the end honoured.
-                    let verdict = self.tracker.handle_packet(
-                        *packet.session().as_bytes(),
-                        packet.sequence(),
-                        HEARTBEAT_COUNT,
-                    );
-                    if let Some(gap) = verdict.gap() {
-                        self.gap_seen(gap, now, handler);
-                    }
-                    self.apply(packet, now, handler);
-                    return;
-                }
                 if ahead {
-                    // As they come, with recovery: the gap the end reveals is asked for
-                    // (as a heartbeat there would reveal it), and the end waits for
-                    // recovery to be done with it, or for its repeat.
+                    // With recovery, the loss the end reveals is the stream's as a
+                    // heartbeat there would reveal it: the tracker moves to the end.
                     let verdict = self.tracker.handle_packet(
                         *packet.session().as_bytes(),
                         packet.sequence(),
@@ -1120,9 +1104,18 @@ impl ReceiveState {
                     if let Some(gap) = verdict.gap() {
                         self.gap_seen(gap, now, handler);
                     }
-                    self.hold_suspect(bytes, now);
-                    self.end_waits = self.suspect.len > 0;
-                    self.recovery_moved(handler);
+                    if self.in_order {
+                        // In order, the end waited in the hold while that loss was
+                        // asked for, and its wait ran out (or there was no room): the
+                        // loss was just given up, and the end is honoured.
+                        self.apply(packet, now, handler);
+                    } else {
+                        // As they come, the loss is asked for now, and the end waits for
+                        // recovery to be done with it, or for its repeat.
+                        self.hold_suspect(bytes, now);
+                        self.end_waits = self.suspect.len > 0;
+                        self.recovery_moved(handler);
+                    }
                     return;
                 }
                 self.hold_suspect(bytes, now);

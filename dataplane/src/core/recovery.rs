@@ -289,17 +289,38 @@ impl Recovery {
         now: u64,
         give_up: &mut impl FnMut(u64, u64),
     ) -> u64 {
-        let mut filled = 0;
+        self.cut(first, end, Some(now), give_up)
+    }
+
+    /// Stops tracking `first..end` without recording a recovery (the receive state gave
+    /// it up itself).
+    pub(crate) fn forget(&mut self, first: u64, end: u64) {
+        self.cut(first, end, None, &mut |_, _| {});
+    }
+
+    /// Takes `first..end` out of the book; returns how many of it were missing. A range
+    /// emptied records its recovery time at `recovered` (if given); `give_up` hears the
+    /// right part of a range cut in the middle when there is no room to keep it.
+    fn cut(
+        &mut self,
+        first: u64,
+        end: u64,
+        recovered: Option<u64>,
+        give_up: &mut impl FnMut(u64, u64),
+    ) -> u64 {
+        let mut cut = 0;
         let mut i = self.missing.partition_point(|m| m.end <= first);
         while let Some(m) = self.missing.get(i).copied() {
             if m.first >= end {
                 break;
             }
             let (lo, hi) = (m.first.max(first), m.end.min(end));
-            filled += hi - lo;
+            cut += hi - lo;
             match (m.first < lo, hi < m.end) {
                 (false, false) => {
-                    self.times.record(now.saturating_sub(m.seen));
+                    if let Some(now) = recovered {
+                        self.times.record(now.saturating_sub(m.seen));
+                    }
                     self.missing.remove(i);
                     continue;
                 }
@@ -307,9 +328,8 @@ impl Recovery {
                 (false, true) => self.missing[i].first = hi,
                 (true, true) => {
                     self.missing[i].end = lo;
-                    let right = Missing { first: hi, ..m };
                     if self.missing.len() < self.missing.capacity() {
-                        self.missing.insert(i + 1, right);
+                        self.missing.insert(i + 1, Missing { first: hi, ..m });
                     } else {
                         give_up(hi, m.end);
                     }
@@ -317,40 +337,7 @@ impl Recovery {
             }
             i += 1;
         }
-        filled
-    }
-
-    /// Stops tracking `first..end` without recording a recovery (the receive state gave
-    /// it up itself).
-    pub(crate) fn forget(&mut self, first: u64, end: u64) {
-        self.remove(first, end);
-    }
-
-    /// Removes `first..end` from the book, recording nothing.
-    fn remove(&mut self, first: u64, end: u64) {
-        let mut i = self.missing.partition_point(|m| m.end <= first);
-        while let Some(m) = self.missing.get(i).copied() {
-            if m.first >= end {
-                break;
-            }
-            let (lo, hi) = (m.first.max(first), m.end.min(end));
-            match (m.first < lo, hi < m.end) {
-                (false, false) => {
-                    self.missing.remove(i);
-                    continue;
-                }
-                (true, false) => self.missing[i].end = lo,
-                (false, true) => self.missing[i].first = hi,
-                (true, true) => {
-                    // Keep the right part if there is room; else it goes with the rest.
-                    self.missing[i].end = lo;
-                    if self.missing.len() < self.missing.capacity() {
-                        self.missing.insert(i + 1, Missing { first: hi, ..m });
-                    }
-                }
-            }
-            i += 1;
-        }
+        cut
     }
 
     /// Gives up every range whose deadline passed by `now`, telling `give_up`.

@@ -238,8 +238,6 @@ pub struct Fanout {
     rerequest: Option<Rerequests>,
     /// A simulated root socket, kept bound while the shards send from its address.
     _sim_socket: Option<SimSocket>,
-    /// Whether the session was ended.
-    ended: bool,
     closed: bool,
 }
 
@@ -371,7 +369,6 @@ impl Fanout {
             counters: RootCounters::default(),
             rerequest,
             _sim_socket: sim_socket,
-            ended: false,
             closed: false,
         })
     }
@@ -420,7 +417,7 @@ impl Fanout {
 
     /// Whether [`end_session`](Self::end_session) was called.
     pub fn is_ended(&self) -> bool {
-        self.ended
+        self.core.is_ended()
     }
 
     /// Counters so far (the shards' are a moment old).
@@ -489,10 +486,9 @@ impl Fanout {
     /// (the end again, from [`poll`](Self::poll)) and the re-request server goes on
     /// answering until the fan-out is closed or dropped.
     pub fn end_session(&mut self) {
-        if self.ended {
+        if self.core.is_ended() {
             return;
         }
-        self.ended = true;
         self.flush();
         // End of session needs a buffer: wait for the shards to free one if all are out.
         let deadline = Instant::now() + CLOSE_TIMEOUT;

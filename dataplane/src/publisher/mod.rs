@@ -202,8 +202,6 @@ pub struct Publisher {
     stats: PublisherStats,
     /// The re-request server, if one was configured.
     rerequest: Option<Rerequests>,
-    /// Whether the session was ended.
-    ended: bool,
     closed: bool,
 }
 
@@ -395,7 +393,6 @@ impl Publisher {
             core,
             stats: PublisherStats::default(),
             rerequest,
-            ended: false,
             closed: false,
         })
     }
@@ -446,7 +443,7 @@ impl Publisher {
 
     /// Whether [`end_session`](Self::end_session) was called.
     pub fn is_ended(&self) -> bool {
-        self.ended
+        self.core.is_ended()
     }
 
     /// The longest message a packet can carry.
@@ -508,10 +505,9 @@ impl Publisher {
     /// then on. Only the first call does anything. The re-request server goes on
     /// answering (from [`poll`](Self::poll)) until the publisher is closed or dropped.
     pub fn end_session(&mut self) {
-        if self.ended {
+        if self.core.is_ended() {
             return;
         }
-        self.ended = true;
         self.flush();
         // End of session needs a buffer: wait for one if all are in flight.
         let deadline = Instant::now() + CLOSE_TIMEOUT;
