@@ -462,6 +462,13 @@ where
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(e) if out_of_room(&e) => {
+                    // The kernel takes the descriptor before it looks at the queue: with
+                    // none free, accept fails also when nobody waits. Shedding then would
+                    // close a connection (one just taken, its Join still on the way) for
+                    // nobody; the next connection to come raises a new edge.
+                    if !has_waiting(listener) {
+                        return;
+                    }
                     let lingering = self.closing.len();
                     if self.machine.handle_pressure(Instant::now()) {
                         self.settle();
@@ -719,6 +726,21 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether a connection waits in `listener`'s queue (the listener is readable); asked
+/// without taking a descriptor. An error of `poll` counts as waiting, the safe side for
+/// the caller (it sheds or pauses, as before the question).
+fn has_waiting(listener: &TcpListener) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the call only; a zero timeout does not block.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n != 0 && (n < 0 || fd.revents & libc::POLLIN != 0)
+}
+
 /// Whether a failed `accept` failed for want of descriptors or kernel memory: the
 /// connection is still queued, and taking it needs room first.
 fn out_of_room(e: &io::Error) -> bool {
@@ -726,4 +748,25 @@ fn out_of_room(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_has_a_connection_waiting_only_while_one_is_queued() {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(!has_waiting(&listener), "nobody has connected yet");
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        // The handshake completes in the kernel; the connection is queued shortly after.
+        let queued = Instant::now() + Duration::from_secs(5);
+        while !has_waiting(&listener) {
+            assert!(Instant::now() < queued, "the connection never showed as waiting");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (_taken, _) = listener.accept().unwrap();
+        assert!(!has_waiting(&listener), "the only connection was taken");
+    }
 }
