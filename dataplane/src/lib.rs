@@ -40,6 +40,7 @@ pub mod wire;
 
 pub use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
 pub use crate::core::packetizer::OfferError;
+pub use crate::core::lines::{Line, LineStats, LinesConfig};
 pub use crate::core::receive::Handler;
 pub use crate::core::recovery::RecoveryConfig;
 pub use crate::core::sequence::{Gap, StartAt};
@@ -50,7 +51,9 @@ pub use crate::io::DataSocket;
 pub use crate::publisher::RerequestConfig;
 pub use crate::publisher::{Publisher, PublisherConfig};
 pub use crate::stats::{PublisherStats, SubscriptionStats};
-pub use crate::subscribe::{Closed, ShardConfig, Shards, Subscription, SubscriptionConfig};
+pub use crate::subscribe::{
+    Closed, LineBConfig, ShardConfig, Shards, Subscription, SubscriptionConfig,
+};
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

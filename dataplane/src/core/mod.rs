@@ -11,6 +11,9 @@
 //! - [`receive`]: one subscription's receive state — the checked parse of every
 //!   datagram, the session filter, sequencing, gap and duplicate accounting, and the
 //!   events its [`Handler`](receive::Handler) sees. Shards drive one per subscription.
+//! - [`lines`]: the per-line book of a receive state that arbitrates between two
+//!   redundant lines of one stream (A/B): wins, duplicates, each line's gaps and those
+//!   it had alone, how far behind the other it runs, and a line gone silent.
 //! - [`sequence`]: the sequence tracker the receive state is built on; the receive
 //!   state's reorder window keeps its held packets in a crate-internal arena.
 //! - the fan-out's per-leaf cursors and slot accounting (crate-internal, driven by the
@@ -25,6 +28,7 @@
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
 
 pub(crate) mod fanout;
+pub mod lines;
 pub(crate) mod lock;
 pub mod packetizer;
 pub mod receive;

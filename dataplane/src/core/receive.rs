@@ -121,6 +121,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::lines::{Line, LineStats, Lines, LinesConfig, SharedLines};
 use super::lock::Lock;
 use super::recovery::{Recovery, RecoveryConfig};
 use super::reorder::Reorder;
@@ -151,6 +152,12 @@ pub trait Handler: Send + 'static {
     }
     /// The publisher ended the session.
     fn on_end_of_session(&mut self) {}
+    /// With two lines ([`ReceiveConfig::lines`]): `line` went down (`up` false: silent
+    /// for [`LinesConfig::silence`] while the other line brought packets) or came up
+    /// again (`up` true: it brought a packet).
+    fn on_line(&mut self, line: Line, up: bool) {
+        let _ = (line, up);
+    }
     /// The shard serving the subscription failed (`reason` says how: its receive backend
     /// kept failing, or its thread panicked) and receives nothing more for it. The
     /// subscription's [`failure`](crate::Subscription::failure) and its stats
@@ -178,6 +185,9 @@ impl Handler for Box<dyn Handler> {
     }
     fn on_end_of_session(&mut self) {
         (**self).on_end_of_session()
+    }
+    fn on_line(&mut self, line: Line, up: bool) {
+        (**self).on_line(line, up)
     }
     fn on_failure(&mut self, reason: &str) {
         (**self).on_failure(reason)
@@ -216,6 +226,11 @@ pub struct ReceiveConfig {
     /// Recover lost messages by re-request from the publisher's server (see
     /// [`crate::core::recovery`]); `None`, the default: a gap is lost at once.
     pub recovery: Option<RecoveryConfig>,
+    /// Arbitrate between two lines of the stream, A and B (see the module docs and
+    /// [`crate::core::lines`]); feed line B's datagrams with
+    /// [`handle_line_datagram`](ReceiveState::handle_line_datagram). `None`, the default:
+    /// one line.
+    pub lines: Option<LinesConfig>,
 }
 
 /// The default [`ReceiveConfig::sequence_window`]: 2^30 (1,073,741,824) numbers. That is
@@ -243,6 +258,7 @@ impl Default for ReceiveConfig {
             sequence_window: DEFAULT_SEQUENCE_WINDOW,
             lock_after: 0,
             recovery: None,
+            lines: None,
         }
     }
 }
@@ -348,8 +364,33 @@ pub struct ReceiveState {
     end_waits: bool,
     /// The end of session came, and the handler hears it once recovery is done.
     end_deferred: bool,
-    /// In order: the packet being taken in (or let go from the hold) came in a reply.
-    from_reply: bool,
+    /// Where the packet being taken in (or let go from a hold) came from: a line
+    /// ([`ORIGIN_A`], [`ORIGIN_B`]) or a reply ([`ORIGIN_REPLY`]).
+    origin: u8,
+    /// With two lines: their books.
+    lines: Option<Box<Lines>>,
+    /// With two lines: packets one line brought ahead of a missing one, waiting for the
+    /// other line (see [`LinesConfig::wait`]).
+    line_wait: Option<Box<Reorder>>,
+    /// With two lines: one past the highest number any packet that passed the line wait
+    /// reached.
+    frontier: u64,
+}
+
+/// [`ReceiveState::origin`]: line A (the only line without [`ReceiveConfig::lines`]).
+const ORIGIN_A: u8 = 0;
+/// [`ReceiveState::origin`]: line B.
+const ORIGIN_B: u8 = 1;
+/// [`ReceiveState::origin`]: a reply of the re-request server.
+const ORIGIN_REPLY: u8 = 2;
+
+/// Which hold [`ReceiveState::release_held`] lets packets go from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The line wait: packets go on into the stream ([`ReceiveState::take_in`]).
+    Lines,
+    /// The reorder window (or in-order recovery's hold): packets are applied.
+    Hold,
 }
 
 /// Packets the hold of an in-order recovery has room for, per byte of it.
@@ -431,7 +472,14 @@ impl ReceiveState {
             highest: None,
             end_waits: false,
             end_deferred: false,
-            from_reply: false,
+            origin: ORIGIN_A,
+            lines: config
+                .lines
+                .map(|l| Box::new(Lines::new(&l, config.sender.map(canonical)))),
+            line_wait: config
+                .lines
+                .map(|_| Box::new(Reorder::new(REORDER_PACKETS, REORDER_BYTES))),
+            frontier: 0,
         }
     }
 
@@ -439,6 +487,23 @@ impl ReceiveState {
     /// state runs.
     pub(crate) fn shared(&self) -> (Arc<SubscriptionCounters>, Arc<Published>) {
         (Arc::clone(&self.counters), Arc::clone(&self.published))
+    }
+
+    /// With two lines, their counters as other threads read them.
+    pub(crate) fn shared_lines(&self) -> Option<SharedLines> {
+        self.lines.as_ref().map(|l| l.shared())
+    }
+
+    /// With two lines, each line's counters now (A, then B).
+    pub fn line_stats(&self) -> Option<[LineStats; 2]> {
+        self.lines.as_ref().map(|l| l.stats())
+    }
+
+    /// With two lines, how far behind the other line `line` ran: for each data packet
+    /// both brought, the time from the other line's copy to this line's (0 when this
+    /// line's came first), in nanoseconds.
+    pub fn line_behind(&self, line: Line) -> Option<&LatencyHistogram> {
+        self.lines.as_ref().map(|l| l.behind(line))
     }
 
     /// The counters now.
@@ -472,13 +537,13 @@ impl ReceiveState {
     /// Whether [`handle_datagram`](Self::handle_datagram) needs the time (latency is
     /// recorded, or there is a reorder window); otherwise pass 0.
     pub fn wants_clock(&self) -> bool {
-        self.timestamps || self.reorder.is_some() || self.recovery.is_some()
+        self.timestamps || self.has_timers()
     }
 
     /// Whether the state has timers (a reorder window, or recovery: see
     /// [`poll_timeout`](Self::poll_timeout)).
     pub fn has_timers(&self) -> bool {
-        self.reorder.is_some() || self.recovery.is_some()
+        self.reorder.is_some() || self.recovery.is_some() || self.lines.is_some()
     }
 
     /// Whether the state recovers lost messages by re-request (and so has requests to
@@ -493,10 +558,8 @@ impl ReceiveState {
     pub fn poll_timeout(&self) -> Option<u64> {
         let held = self.reorder.as_ref().and_then(|r| r.deadline());
         let asked = self.recovery.as_ref().and_then(|r| r.poll_timeout());
-        match (held, asked) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let waiting = self.line_wait.as_ref().and_then(|r| r.deadline());
+        [held, asked, waiting].into_iter().flatten().min()
     }
 
     /// The time is `now`: held packets whose time ran out go on (the gaps before them are
@@ -504,7 +567,8 @@ impl ReceiveState {
     /// whose deadline passed are given up. Requests that fell due are for
     /// [`poll_transmit`](Self::poll_transmit).
     pub fn handle_timeout<H: Handler + ?Sized>(&mut self, now: u64, handler: &mut H) {
-        self.release_held(now, Upto::Expired, handler);
+        self.release_held(Stage::Lines, now, Upto::Expired, handler);
+        self.release_held(Stage::Hold, now, Upto::Expired, handler);
         if let Some(rec) = self.recovery.as_mut() {
             let c = &self.counters;
             if self.in_order {
@@ -604,9 +668,9 @@ impl ReceiveState {
         let end = packet.sequence() + u64::from(count);
         if self.in_order {
             // Counted as recovered when delivered (it may wait in the hold first).
-            self.from_reply = true;
+            self.origin = ORIGIN_REPLY;
             self.take_in(bytes, &packet, now, handler);
-            self.from_reply = false;
+            self.origin = ORIGIN_A;
         } else {
             let delivered = self.deliver_missing(&packet, end, now, handler);
             self.counters
@@ -684,7 +748,8 @@ impl ReceiveState {
                 self.lock_onto(best, handler);
             }
         }
-        self.release_held(now, Upto::All, handler);
+        self.release_held(Stage::Lines, now, Upto::All, handler);
+        self.release_held(Stage::Hold, now, Upto::All, handler);
         if let Some(rec) = self.recovery.as_mut() {
             let c = &self.counters;
             rec.give_up_all(&mut |first, end| lost(c, handler, first, end));
@@ -722,6 +787,20 @@ impl ReceiveState {
         now_ns: u64,
         handler: &mut H,
     ) {
+        self.handle_line_datagram(Line::A, payload, info, now_ns, handler);
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) for a datagram that came on `line`.
+    /// Without [`ReceiveConfig::lines`], line B's datagrams are counted as
+    /// `foreign_source` and dropped.
+    pub fn handle_line_datagram<H: Handler + ?Sized>(
+        &mut self,
+        line: Line,
+        payload: &[u8],
+        info: DatagramInfo,
+        now_ns: u64,
+        handler: &mut H,
+    ) {
         let c = &self.counters;
         c.datagrams.add(1);
         if let Some(drops) = info.kernel_drops {
@@ -743,7 +822,7 @@ impl ReceiveState {
             c.gro_batches.add(1);
         }
         for packet in segments(payload, info.gro_segment) {
-            self.handle_packet(packet, info.source, now_ns, handler);
+            self.handle_packet(packet, info.source, line, now_ns, handler);
         }
     }
 
@@ -776,6 +855,7 @@ impl ReceiveState {
         &mut self,
         bytes: &[u8],
         source: Option<SocketAddr>,
+        line: Line,
         now: u64,
         handler: &mut H,
     ) {
@@ -789,18 +869,130 @@ impl ReceiveState {
             return;
         }
         self.counters.packets.add(1);
+        if line == Line::B && self.lines.is_none() {
+            self.counters.foreign_source.add(1);
+            return;
+        }
+        self.origin = origin_of(line);
         match self.bound {
             Some(bound) => {
+                let sender = match self.lines.as_mut() {
+                    Some(lines) => lines.accepts(line, source),
+                    None => source == bound.source,
+                };
                 if *packet.session().as_bytes() != bound.session {
                     self.counters.other_session.add(1);
-                } else if source != bound.source {
+                } else if !sender {
                     self.counters.foreign_source.add(1);
+                } else if self.lines.is_some() {
+                    self.arrive(line, bytes, &packet, now, handler);
                 } else {
                     self.take_in(bytes, &packet, now, handler);
                 }
             }
             None => self.before_lock(bytes, &packet, source, now, handler),
         }
+        self.origin = ORIGIN_A;
+    }
+
+    /// With two lines: a packet of the stream from `line`'s sender. Its line's book
+    /// hears of it; one ahead of a missing one waits for the other line (see
+    /// [`LinesConfig::wait`]); the rest goes on into the stream, with what its turn lets
+    /// go from the wait.
+    fn arrive<H: Handler + ?Sized>(
+        &mut self,
+        line: Line,
+        bytes: &[u8],
+        packet: &Packet<&[u8]>,
+        now: u64,
+        handler: &mut H,
+    ) {
+        let Some(lines) = self.lines.as_mut() else {
+            return;
+        };
+        let (first, count) = (packet.sequence(), packet.count());
+        let data = count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT;
+        // Checked packet: no overflow.
+        let end = if data { first + u64::from(count) } else { first };
+        let wait_ns = lines.wait_ns();
+        for change in lines
+            .arrival(line, first, end, data, now, self.window)
+            .into_iter()
+            .flatten()
+        {
+            if change.up {
+                tracing::info!(line = ?change.line, "line up again");
+            } else {
+                tracing::warn!(line = ?change.line, "line down: silent while the other line brings packets");
+            }
+            handler.on_line(change.line, change.up);
+        }
+        if self.line_waits(packet) {
+            let until = now.saturating_add(wait_ns);
+            let held = self
+                .line_wait
+                .as_mut()
+                .is_some_and(|r| r.hold(bytes, first, until, self.origin));
+            if held {
+                return;
+            }
+            // No room: the oldest wait ends now, and this packet goes on behind it.
+            self.release_held(Stage::Lines, now, Upto::Oldest, handler);
+            self.origin = origin_of(line);
+        }
+        self.pass(bytes, packet, now, handler);
+        if self.line_wait.as_ref().is_some_and(|r| !r.is_empty()) {
+            self.release_held(Stage::Lines, now, Upto::Turn, handler);
+        }
+    }
+
+    /// With two lines: `packet` passed the line wait; it goes on into the stream (and
+    /// moves the frontier). In order with recovery, a copy of what the stream has
+    /// already taken in (held or delivered) and does not miss is the other line's
+    /// duplicate, dropped here rather than held twice.
+    fn pass<H: Handler + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        packet: &Packet<&[u8]>,
+        now: u64,
+        handler: &mut H,
+    ) {
+        let (first, count) = (packet.sequence(), packet.count());
+        let data = count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT;
+        // Checked packet: no overflow.
+        let end = if data { first + u64::from(count) } else { first };
+        let taken = self.in_order
+            && data
+            && self.highest.is_some_and(|h| end <= h)
+            && self
+                .recovery
+                .as_ref()
+                .is_some_and(|r| !r.overlaps(first, end));
+        if taken && self.origin != ORIGIN_REPLY {
+            if let Some(lines) = self.lines.as_ref() {
+                lines.second(line_of(self.origin));
+            }
+        } else {
+            self.take_in(bytes, packet, now, handler);
+        }
+        let next = self.tracker.next_expected().unwrap_or(0);
+        let plausible = first <= self.frontier || first - self.frontier <= self.window;
+        if plausible {
+            self.frontier = self.frontier.max(end);
+        }
+        self.frontier = self.frontier.max(next);
+    }
+
+    /// With two lines: whether `packet` (of the session followed) is ahead of a number
+    /// no line has brought yet, and so waits for the other line.
+    fn line_waits(&self, packet: &Packet<&[u8]>) -> bool {
+        let frontier = self
+            .frontier
+            .max(self.tracker.next_expected().unwrap_or(0));
+        self.tracker.next_expected().is_some()
+            && !self.tracker.ended()
+            && packet.sequence() > frontier
+            && packet.sequence() - frontier <= self.window
     }
 
     /// A packet before the stream is bound: of the session and sender named (if any), it
@@ -818,7 +1010,11 @@ impl ReceiveState {
             self.counters.other_session.add(1);
             return;
         }
-        let named = self.want_sender.is_none_or(|w| {
+        let want = match self.lines.as_ref() {
+            Some(lines) => lines.want(line_of(self.origin)),
+            None => self.want_sender,
+        };
+        let named = want.is_none_or(|w| {
             source.is_some_and(|s| s.ip() == w.ip() && (w.port() == 0 || s.port() == w.port()))
         });
         if !named {
@@ -829,7 +1025,7 @@ impl ReceiveState {
             // Locked onto at the first packet: the sender was named with its port (or the
             // lock takes a single packet).
             self.bind(session, source);
-            self.take_in(bytes, packet, now, handler);
+            self.take_in_line(bytes, packet, now, handler);
             return;
         };
         let header = (session, packet.sequence(), packet.count());
@@ -871,14 +1067,14 @@ impl ReceiveState {
         if run_first {
             for (place, bytes, at, last_run) in lock.held() {
                 if place == winner && last_run {
-                    self.take_in(bytes, &Packet::new_unchecked(bytes), at, handler);
+                    self.take_in_line(bytes, &Packet::new_unchecked(bytes), at, handler);
                 }
             }
         }
         for (place, bytes, at, last_run) in lock.held() {
             if place == winner {
                 if !(run_first && last_run) {
-                    self.take_in(bytes, &Packet::new_unchecked(bytes), at, handler);
+                    self.take_in_line(bytes, &Packet::new_unchecked(bytes), at, handler);
                 }
             } else if lock
                 .candidate(place)
@@ -955,15 +1151,36 @@ impl ReceiveState {
         self.highest = Some(highest.max(end));
     }
 
-    /// Binds the stream to `session` from `source`.
+    /// Binds the stream to `session` from `source` (on the line the packet being taken
+    /// in came on).
     fn bind(&mut self, session: [u8; 10], source: Option<SocketAddr>) {
         self.bound = Some(Bound { session, source });
+        if let Some(lines) = self.lines.as_mut() {
+            lines.bind(line_of(self.origin), source);
+        }
         self.tracker = SequenceTracker::with_session(session, self.start);
         let _ = self.published.session.set(Session::from_bytes(session));
         if let Some(source) = source {
             let _ = self.published.sender.set(source);
         }
         self.lock = None;
+    }
+
+    /// A packet of the bound stream from the line it came on ([`Self::origin`]): with
+    /// two lines through the line wait ([`Self::arrive`]), else straight in.
+    fn take_in_line<H: Handler + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        packet: &Packet<&[u8]>,
+        now: u64,
+        handler: &mut H,
+    ) {
+        if self.lines.is_some() {
+            let line = line_of(self.origin);
+            self.arrive(line, bytes, packet, now, handler);
+        } else {
+            self.take_in(bytes, packet, now, handler);
+        }
     }
 
     /// A packet of the bound stream: it may wait in the reorder window; then its
@@ -986,7 +1203,7 @@ impl ReceiveState {
             // held packet is declared, and it and what it lets come go on), and this
             // packet may wait in turn; again while there is no room.
             while self.reorder.as_ref().is_some_and(|r| !r.is_empty()) {
-                self.release_held(now, Upto::Oldest, handler);
+                self.release_held(Stage::Hold, now, Upto::Oldest, handler);
                 if !self.waits(packet) {
                     break;
                 }
@@ -1001,7 +1218,7 @@ impl ReceiveState {
             // straggler a held packet waits for may be later in that same batch. Waits
             // run out in handle_timeout, which the driver calls once it has handed over
             // everything that had arrived.
-            self.release_held(now, Upto::Turn, handler);
+            self.release_held(Stage::Hold, now, Upto::Turn, handler);
         }
     }
 
@@ -1158,11 +1375,11 @@ impl ReceiveState {
     fn hold(&mut self, bytes: &[u8], packet: &Packet<&[u8]>, now: u64) -> bool {
         let until = now.saturating_add(self.reorder_ns);
         let first = packet.sequence();
-        let reply = self.from_reply;
+        let origin = self.origin;
         let held = self
             .reorder
             .as_mut()
-            .is_some_and(|r| r.hold(bytes, first, until, reply));
+            .is_some_and(|r| r.hold(bytes, first, until, origin));
         if held {
             self.counters.reordered.add(1);
         }
@@ -1185,15 +1402,30 @@ impl ReceiveState {
             })
     }
 
-    /// Lets held packets go, in order, as far as `upto` says.
-    fn release_held<H: Handler + ?Sized>(&mut self, now: u64, upto: Upto, handler: &mut H) {
-        // Out of `self` while its packets are applied (which needs all of `self`).
-        let Some(mut reorder) = self.reorder.take() else {
+    /// Lets packets held in `stage` go, in order, as far as `upto` says.
+    fn release_held<H: Handler + ?Sized>(
+        &mut self,
+        stage: Stage,
+        now: u64,
+        upto: Upto,
+        handler: &mut H,
+    ) {
+        // Out of `self` while its packets go on (which needs all of `self`).
+        let taken = match stage {
+            Stage::Lines => self.line_wait.take(),
+            Stage::Hold => self.reorder.take(),
+        };
+        let Some(mut reorder) = taken else {
             return;
         };
         let mut upto = upto;
         loop {
-            let next = self.tracker.next_expected().unwrap_or(0);
+            let next = match stage {
+                Stage::Lines => self
+                    .frontier
+                    .max(self.tracker.next_expected().unwrap_or(0)),
+                Stage::Hold => self.tracker.next_expected().unwrap_or(0),
+            };
             let due = match upto {
                 Upto::All => reorder.first(),
                 Upto::Oldest => {
@@ -1208,12 +1440,19 @@ impl ReceiveState {
                 break;
             };
             let bytes = reorder.bytes(&held);
-            self.from_reply = held.reply;
-            self.admit(bytes, &Packet::new_unchecked(bytes), now, handler);
-            self.from_reply = false;
+            let before = std::mem::replace(&mut self.origin, held.tag);
+            let packet = Packet::new_unchecked(bytes);
+            match stage {
+                Stage::Lines => self.pass(bytes, &packet, now, handler),
+                Stage::Hold => self.admit(bytes, &packet, now, handler),
+            }
+            self.origin = before;
             reorder.release(&held);
         }
-        self.reorder = Some(reorder);
+        match stage {
+            Stage::Lines => self.line_wait = Some(reorder),
+            Stage::Hold => self.reorder = Some(reorder),
+        }
     }
 
     /// Sequences one checked packet and tells `handler` what it brings.
@@ -1259,13 +1498,23 @@ impl ReceiveState {
                 c.messages.add(messages);
                 c.bytes.add(bytes);
                 c.duplicates.add(u64::from(skip).saturating_sub(late));
-                if self.from_reply {
+                if self.origin == ORIGIN_REPLY {
                     c.recovered.add(messages);
+                } else if let Some(lines) = self.lines.as_ref().filter(|_| messages > 0) {
+                    lines.won(line_of(self.origin));
                 }
             }
-            Verdict::Duplicate | Verdict::AfterEnd => c
-                .duplicates
-                .add(u64::from(packet.message_count()).saturating_sub(late)),
+            Verdict::Duplicate | Verdict::AfterEnd => match self.lines.as_ref() {
+                Some(lines) if self.origin != ORIGIN_REPLY && late > 0 => {
+                    lines.won(line_of(self.origin));
+                    c.duplicates
+                        .add(u64::from(packet.message_count()).saturating_sub(late));
+                }
+                Some(lines) if self.origin != ORIGIN_REPLY => lines.second(line_of(self.origin)),
+                _ => c
+                    .duplicates
+                    .add(u64::from(packet.message_count()).saturating_sub(late)),
+            },
             Verdict::Heartbeat { .. } => c.heartbeats.add(1),
             Verdict::EndOfSession { .. } => {
                 c.end_of_session.add(1);
@@ -1283,6 +1532,23 @@ impl ReceiveState {
             Verdict::OtherSession => c.other_session.add(1),
             Verdict::OutOfRange => c.malformed.add(1),
         }
+    }
+}
+
+/// The origin tag of a packet that came on `line`.
+fn origin_of(line: Line) -> u8 {
+    match line {
+        Line::A => ORIGIN_A,
+        Line::B => ORIGIN_B,
+    }
+}
+
+/// The line of an origin tag (a reply's: A, for what needs a line).
+fn line_of(origin: u8) -> Line {
+    if origin == ORIGIN_B {
+        Line::B
+    } else {
+        Line::A
     }
 }
 

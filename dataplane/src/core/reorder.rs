@@ -17,8 +17,8 @@ pub(crate) struct Held {
     pub(crate) first: u64,
     /// When it stops waiting for what is missing before it.
     pub(crate) until: u64,
-    /// Whether it came in a reply to a re-request.
-    pub(crate) reply: bool,
+    /// Where it came from, as the receive state tags it (a line, or a reply).
+    pub(crate) tag: u8,
     /// Its allocation's number (see [`Reorder`]).
     alloc: u64,
     offset: usize,
@@ -82,10 +82,10 @@ impl Reorder {
         self.allocs.front().map(|a| a.until)
     }
 
-    /// Holds a copy of `packet`, whose first message is `first` (`reply`: it came in a
-    /// reply to a re-request), until `until` (or, if the packet held before waits
+    /// Holds a copy of `packet`, whose first message is `first` (`tag`: where it came
+    /// from, as the caller tags it), until `until` (or, if the packet held before waits
     /// longer, as long as that one); returns whether there was room.
-    pub(crate) fn hold(&mut self, packet: &[u8], first: u64, until: u64, reply: bool) -> bool {
+    pub(crate) fn hold(&mut self, packet: &[u8], first: u64, until: u64, tag: u8) -> bool {
         let size = self.arena.len() as u64;
         let len = packet.len() as u64;
         if self.held.len() == self.held.capacity()
@@ -120,7 +120,7 @@ impl Reorder {
         let held = Held {
             first,
             until,
-            reply,
+            tag,
             alloc,
             offset,
             len: packet.len(),
@@ -208,8 +208,8 @@ mod tests {
     #[test]
     fn held_packets_come_out_in_sequence_order_when_their_turn_comes() {
         let mut r = Reorder::new(4, 64);
-        assert!(r.hold(b"seven", 7, 100, false));
-        assert!(r.hold(b"five", 5, 110, false));
+        assert!(r.hold(b"seven", 7, 100, 0));
+        assert!(r.hold(b"five", 5, 110, 0));
         assert_eq!(r.next_due(4, 50), None, "4 still missing, nothing expired");
         let h = r.next_due(5, 50).unwrap_or_else(|| unreachable!());
         assert_eq!((h.first, r.bytes(&h)), (5, &b"five"[..]));
@@ -221,8 +221,8 @@ mod tests {
     #[test]
     fn an_expired_packet_lets_every_lower_one_go_first() {
         let mut r = Reorder::new(4, 64);
-        r.hold(b"nine", 9, 200, false);
-        r.hold(b"six", 6, 300, false);
+        r.hold(b"nine", 9, 200, 0);
+        r.hold(b"six", 6, 300, 0);
         // 9 expired at 200: 6 (held later, until 300) goes first, then 9.
         assert_eq!(r.next_due(4, 200).map(|h| h.first), Some(6));
         assert_eq!(r.next_due(4, 199), None);
@@ -231,41 +231,41 @@ mod tests {
     #[test]
     fn a_full_window_holds_nothing_more_and_is_reused_once_empty() {
         let mut r = Reorder::new(2, 8);
-        assert!(r.hold(b"abcd", 2, 10, false));
-        assert!(!r.hold(b"efghi", 3, 10, false), "no room for 5 more bytes");
-        assert!(r.hold(b"efgh", 3, 10, false));
-        assert!(!r.hold(b"i", 4, 10, false), "two packets at most");
+        assert!(r.hold(b"abcd", 2, 10, 0));
+        assert!(!r.hold(b"efghi", 3, 10, 0), "no room for 5 more bytes");
+        assert!(r.hold(b"efgh", 3, 10, 0));
+        assert!(!r.hold(b"i", 4, 10, 0), "two packets at most");
         while let Some(h) = r.first() {
             r.release(&h);
         }
         assert!(r.is_empty());
-        assert!(r.hold(b"abcdefgh", 9, 10, false), "the whole arena again");
+        assert!(r.hold(b"abcdefgh", 9, 10, 0), "the whole arena again");
     }
 
     #[test]
     fn the_arena_is_a_ring_reused_as_the_oldest_packets_go_even_while_others_stay() {
         let mut r = Reorder::new(8, 10);
-        assert!(r.hold(b"aaaa", 10, 0, false));
-        assert!(r.hold(b"bbbb", 20, 0, false));
+        assert!(r.hold(b"aaaa", 10, 0, 0));
+        assert!(r.hold(b"bbbb", 20, 0, 0));
         // 10 goes, 20 stays: its room comes back, and "cccccc" does not fit at the end
         // (2 bytes left), so it starts at the beginning.
         let h = r.next_turn(10).unwrap_or_else(|| unreachable!());
         r.release(&h);
         assert!(
-            !r.hold(b"cccccc", 30, 0, false),
+            !r.hold(b"cccccc", 30, 0, 0),
             "4 free at the start + 2 at the end: not contiguous"
         );
-        assert!(r.hold(b"cc", 30, 0, false));
-        assert!(r.hold(b"dddd", 40, 0, false), "wraps to the start");
+        assert!(r.hold(b"cc", 30, 0, 0));
+        assert!(r.hold(b"dddd", 40, 0, 0), "wraps to the start");
         let bytes: Vec<&[u8]> = r.held.iter().map(|h| r.bytes(h)).collect();
         assert_eq!(bytes, [&b"bbbb"[..], b"cc", b"dddd"]);
         // A packet let go out of order keeps its room until the older ones go.
         let d = r.held[2];
         r.release(&d);
-        assert!(!r.hold(b"eeee", 50, 0, false));
+        assert!(!r.hold(b"eeee", 50, 0, 0));
         while let Some(h) = r.first() {
             r.release(&h);
         }
-        assert!(r.hold(b"0123456789", 60, 0, false), "the whole ring again");
+        assert!(r.hold(b"0123456789", 60, 0, 0), "the whole ring again");
     }
 }

@@ -35,6 +35,7 @@ use socket2::{Socket, Type};
 
 use self::shard::{Command, Shard, SubState};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
+use crate::core::lines::{Line, LineStats, LinesConfig, SharedLines};
 use crate::core::receive::{
     Handler, Published, ReceiveConfig, ReceiveState, DEFAULT_SEQUENCE_WINDOW,
 };
@@ -173,6 +174,39 @@ pub struct SubscriptionConfig {
     /// of the shard's `max_subscriptions` places). `None`, the default: a lost message
     /// is lost.
     pub recovery: Option<RecoveryConfig>,
+    /// A second line of the same stream (A/B): joined on its own socket (and interface)
+    /// on the same shard, and arbitrated with this one in the receive state (see
+    /// [`crate::core::lines`]); it takes another of the shard's `max_subscriptions`
+    /// places. Only for [`Shards::subscribe`]. `None`, the default: one line.
+    pub line_b: Option<LineBConfig>,
+}
+
+/// The second line of a subscription (see [`SubscriptionConfig::line_b`]).
+#[derive(Debug, Clone)]
+pub struct LineBConfig {
+    /// Its group and port.
+    pub group: SocketAddr,
+    /// Source for a source-specific join; `None`: any source. Also line B's sender
+    /// (any port) unless [`LinesConfig::sender_b`] names one.
+    pub source: Option<IpAddr>,
+    /// Interface to join it on (often another NIC than line A's).
+    pub interface: Interface,
+    /// How the two lines are arbitrated: the wait for the slower line, the silence after
+    /// which a line is down, line B's sender.
+    pub arbitration: LinesConfig,
+}
+
+impl LineBConfig {
+    /// Line B on `group`: any source, interface by route, the default arbitration (1 ms
+    /// wait, 50 ms silence).
+    pub fn new(group: SocketAddr) -> LineBConfig {
+        LineBConfig {
+            group,
+            source: None,
+            interface: Interface::Default,
+            arbitration: LinesConfig::default(),
+        }
+    }
 }
 
 impl SubscriptionConfig {
@@ -202,6 +236,7 @@ impl SubscriptionConfig {
             sequence_window: DEFAULT_SEQUENCE_WINDOW,
             lock_after: 0,
             recovery: None,
+            line_b: None,
         }
     }
 }
@@ -325,28 +360,44 @@ impl Shards {
         handler: H,
     ) -> Result<Subscription<H>> {
         let index = self.pick_shard(config.shard)?;
+        let socket = self.joined(config.group, config.source, &config.interface, &config)?;
+        let line_b = match &config.line_b {
+            Some(b) => Some(self.joined(b.group, b.source, &b.interface, &config)?),
+            None => None,
+        };
+        self.hand_over(index, socket, line_b, &config, handler)
+    }
+
+    /// A socket joined to `group` (from `source`, if given) on `interface`, with the
+    /// receive options of `config`.
+    fn joined(
+        &self,
+        group: SocketAddr,
+        source: Option<IpAddr>,
+        interface: &Interface,
+        config: &SubscriptionConfig,
+    ) -> Result<OwnedSocket> {
         if let Network::Sim(net) = &self.config.network {
             let socket = net
-                .bind(sim::wildcard(config.group))
+                .bind(sim::wildcard(group))
                 .map_err(Error::io("binding a simulated socket"))?;
             socket
-                .join(config.group.ip(), config.source)
+                .join(group.ip(), source)
                 .map_err(Error::io("joining a group on the simulated network"))?;
-            return self.hand_over(index, OwnedSocket::Sim(socket), &config, handler);
+            return Ok(OwnedSocket::Sim(socket));
         }
-        let transport = match config.group.ip() {
+        let transport = match group.ip() {
             IpAddr::V4(_) => Transport::Udp4Multicast,
             IpAddr::V6(_) => Transport::Udp6Multicast,
         };
         let socket = MultipointSocket::new(transport, Roles::LEAF)?;
-        socket.set_interface(config.interface.clone())?;
-        self.receive_options(socket.socket(), &config)?;
-        let membership = socket.join_leaf(config.group, Direction::ReceiverOnly, config.source)?;
-        let socket = OwnedSocket::Joined {
+        socket.set_interface(interface.clone())?;
+        self.receive_options(socket.socket(), config)?;
+        let membership = socket.join_leaf(group, Direction::ReceiverOnly, source)?;
+        Ok(OwnedSocket::Joined {
             _membership: membership,
             socket,
-        };
-        self.hand_over(index, socket, &config, handler)
+        })
     }
 
     /// Starts delivering the messages that arrive on `socket`, a UDP socket the caller
@@ -373,11 +424,18 @@ impl Shards {
         config: SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
+        if config.line_b.is_some() {
+            return Err(Error::Config(
+                "a second line (line_b) needs Shards::subscribe, which joins both groups; \
+                 subscribe_socket takes one socket"
+                    .into(),
+            ));
+        }
         let index = self.pick_shard(config.shard)?;
         let socket = match (socket.into(), &self.config.network) {
             (DataSocket::Host(socket), Network::Host) => socket,
             (DataSocket::Sim(socket), Network::Sim(_)) => {
-                return self.hand_over(index, OwnedSocket::Sim(socket), &config, handler)
+                return self.hand_over(index, OwnedSocket::Sim(socket), None, &config, handler)
             }
             (DataSocket::Host(_), Network::Sim(_)) => {
                 return Err(Error::Config(
@@ -419,7 +477,7 @@ impl Shards {
             }
         }
         self.receive_options(&socket, &config)?;
-        self.hand_over(index, OwnedSocket::Given(socket), &config, handler)
+        self.hand_over(index, OwnedSocket::Given(socket), None, &config, handler)
     }
 
     /// The shard a new subscription goes to: the one named, or the next in turn.
@@ -449,11 +507,13 @@ impl Shards {
         Ok(())
     }
 
-    /// Hands a configured socket and its handler to shard `index`.
+    /// Hands a configured socket (and line B's, if there is one) and its handler to
+    /// shard `index`.
     fn hand_over<H: Handler>(
         &mut self,
         index: usize,
         socket: OwnedSocket,
+        line_b: Option<OwnedSocket>,
         config: &SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
@@ -477,12 +537,20 @@ impl Shards {
             sequence_window: config.sequence_window,
             lock_after: config.lock_after,
             recovery: config.recovery,
+            lines: config.line_b.as_ref().map(|b| LinesConfig {
+                sender_b: b
+                    .arbitration
+                    .sender_b
+                    .or_else(|| b.source.map(|ip| SocketAddr::new(ip, 0))),
+                ..b.arbitration
+            }),
         });
         let requests = match &config.recovery {
             Some(recovery) => Some(self.request_socket(recovery.server)?),
             None => None,
         };
         let (counters, published) = state.shared();
+        let lines = state.shared_lines();
         let id = self.next_id;
         self.next_id += 1;
         let state = Box::new(SubState {
@@ -493,6 +561,8 @@ impl Shards {
             handler: Box::new(handler),
             requests,
             request_slot: 0,
+            line_b,
+            line_b_slot: 0,
         });
         let shard = &self.shards[index];
         let (reply_tx, reply_rx) = bounded(1);
@@ -506,6 +576,7 @@ impl Shards {
             id,
             counters,
             published,
+            lines,
             tx: Some(shard.link.clone()),
             _handler: PhantomData,
         })
@@ -598,6 +669,8 @@ pub struct Subscription<H> {
     id: u64,
     counters: Arc<SubscriptionCounters>,
     published: Arc<Published>,
+    /// With two lines, their counters.
+    lines: Option<SharedLines>,
     /// `None` once closed.
     tx: Option<Link<Command>>,
     _handler: PhantomData<fn() -> H>,
@@ -635,6 +708,11 @@ pub struct Closed<H> {
     /// With recovery: recovery times, gap seen → gap filled, per missing range as it was
     /// asked for (empty without recovery).
     pub recovery: LatencyHistogram,
+    /// With two lines ([`SubscriptionConfig::line_b`]): each line's final counters and
+    /// how far behind the other it ran (see
+    /// [`ReceiveState::line_behind`](crate::core::receive::ReceiveState::line_behind)),
+    /// line A first; empty with one line.
+    pub lines: Vec<(LineStats, LatencyHistogram)>,
 }
 
 impl<H: Handler> Subscription<H> {
@@ -646,6 +724,11 @@ impl<H: Handler> Subscription<H> {
     /// The counters now.
     pub fn stats(&self) -> SubscriptionStats {
         self.counters.snapshot()
+    }
+
+    /// With two lines, each line's counters now (line A, then B).
+    pub fn line_stats(&self) -> Option<[LineStats; 2]> {
+        self.lines.as_ref().map(|l| [l[0].snapshot(), l[1].snapshot()])
     }
 
     /// The session and the sender the subscription follows, as its receive state says
@@ -711,11 +794,20 @@ impl<H: Handler> Subscription<H> {
             .recovery_times()
             .cloned()
             .unwrap_or_else(LatencyHistogram::new);
+        let lines = match state.line_stats() {
+            Some(stats) => [Line::A, Line::B]
+                .into_iter()
+                .zip(stats)
+                .map(|(line, s)| (s, state.line_behind(line).cloned().unwrap_or_default()))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Closed {
             handler: *handler,
             stats: self.counters.snapshot(),
             latency: state.into_latency(),
             recovery,
+            lines,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender as Tx;
 
+use crate::core::lines::Line;
 use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
 use crate::error::{Error, Result};
 use crate::io::OwnedSocket;
@@ -41,10 +42,19 @@ pub(crate) struct SubState {
     /// slot in the receive backend.
     pub(crate) requests: Option<OwnedSocket>,
     pub(crate) request_slot: u32,
+    /// With two lines: line B's socket, and its slot in the receive backend.
+    pub(crate) line_b: Option<OwnedSocket>,
+    pub(crate) line_b_slot: u32,
 }
 
-/// No subscription: a slot that is not a request socket's.
-const NO_OWNER: u32 = u32::MAX;
+/// What a socket other than a subscription's own (line A) is to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Its request socket: replies arrive there.
+    Replies,
+    /// Its line B.
+    LineB,
+}
 
 /// What the owner asks of a receive shard.
 pub(crate) enum Command {
@@ -73,9 +83,9 @@ pub(crate) struct Shard<R> {
     windowed: usize,
     /// Subscriptions that recover by re-request, whose requests each turn sends.
     recovering: usize,
-    /// For the slot of each request socket, the slot of its subscription (else
-    /// [`NO_OWNER`]).
-    owner: Vec<u32>,
+    /// For the slot of each request or line B socket, the slot of its subscription and
+    /// what the socket is to it (`None`: a subscription's own socket, or nothing).
+    owner: Vec<Option<(u32, Via)>>,
     /// Backend polls that failed in a row.
     errors: u32,
     /// Why the shard stopped receiving, once it did (see [`Shard::fail`]).
@@ -97,7 +107,7 @@ impl<R: BatchRecv> Shard<R> {
             dead: Vec::new(),
             windowed: 0,
             recovering: 0,
-            owner: vec![NO_OWNER; max_subscriptions as usize],
+            owner: vec![None; max_subscriptions as usize],
             errors: 0,
             failure: None,
             stop: false,
@@ -132,12 +142,20 @@ impl<R: BatchRecv> Shard<R> {
         }
         if state.requests.is_some() {
             self.recovering = self.recovering.saturating_sub(1);
-            if let Some(o) = self.owner.get_mut(state.request_slot as usize) {
-                *o = NO_OWNER;
-            }
-            if let Err(e) = self.receiver.remove(state.request_slot) {
-                tracing::warn!(error = %e, "removing a request socket from the shard");
-            }
+            self.remove_owned(state.request_slot, "a request socket");
+        }
+        if state.line_b.is_some() {
+            self.remove_owned(state.line_b_slot, "a line B socket");
+        }
+    }
+
+    /// Removes the socket in `slot`, which belongs to a subscription (`what` it is).
+    fn remove_owned(&mut self, slot: u32, what: &str) {
+        if let Some(o) = self.owner.get_mut(slot as usize) {
+            *o = None;
+        }
+        if let Err(e) = self.receiver.remove(slot) {
+            tracing::warn!(error = %e, "removing {what} from the shard");
         }
     }
 
@@ -185,11 +203,11 @@ impl<R: BatchRecv> Shard<R> {
         let owner = &self.owner;
         // Commands write the eventfd the receiver watches: a waiting poll ends for them.
         self.receiver.poll(wait, &mut |event| {
-            let slot = match owner.get(event.slot() as usize) {
-                Some(&o) if o != NO_OWNER => o,
-                _ => event.slot(),
+            let (slot, via) = match owner.get(event.slot() as usize) {
+                Some(&Some((o, via))) => (o, Some(via)),
+                _ => (event.slot(), None),
             };
-            let run = AssertUnwindSafe(|| on_event(subs, slot, event));
+            let run = AssertUnwindSafe(|| on_event(subs, slot, via, event));
             if std::panic::catch_unwind(run).is_err() && !panicked.contains(&slot) {
                 panicked.push(slot);
             }
@@ -249,8 +267,8 @@ impl<R: BatchRecv> Shard<R> {
 }
 
 impl<R: BatchRecv> Shard<R> {
-    /// Puts a subscription (its socket, and its request socket if it has one) on the
-    /// shard.
+    /// Puts a subscription (its socket, and its request and line B sockets if it has
+    /// them) on the shard.
     fn add(&mut self, mut state: Box<SubState>) -> Result<()> {
         let slot = self
             .receiver
@@ -262,33 +280,52 @@ impl<R: BatchRecv> Shard<R> {
         }
         state.slot = slot;
         if let Some(requests) = &state.requests {
-            let added = self
-                .receiver
-                .add(requests.endpoint())
-                .map_err(Error::io("adding a request socket to the shard"));
-            let request_slot = match added {
-                Ok(r) if (r as usize) < self.owner.len() => r,
-                Ok(r) => {
-                    let _ = self.receiver.remove(r);
-                    let _ = self.receiver.remove(slot);
-                    return Err(Error::Config(
-                        "no room on the shard for the subscription's request socket (each \
-                         subscription with recovery takes two of max_subscriptions)"
-                            .into(),
-                    ));
-                }
+            match self.add_owned(requests, slot, Via::Replies) {
+                Ok(r) => state.request_slot = r,
                 Err(e) => {
                     let _ = self.receiver.remove(slot);
                     return Err(e);
                 }
-            };
-            state.request_slot = request_slot;
-            self.owner[request_slot as usize] = slot;
-            self.recovering += 1;
+            }
         }
+        if let Some(line_b) = &state.line_b {
+            match self.add_owned(line_b, slot, Via::LineB) {
+                Ok(b) => state.line_b_slot = b,
+                Err(e) => {
+                    if state.requests.is_some() {
+                        self.remove_owned(state.request_slot, "a request socket");
+                    }
+                    let _ = self.receiver.remove(slot);
+                    return Err(e);
+                }
+            }
+        }
+        self.recovering += usize::from(state.requests.is_some());
         self.windowed += usize::from(state.state.has_timers());
         self.subs[slot as usize] = Some(state);
         Ok(())
+    }
+
+    /// Adds `socket`, which is `via` to the subscription in `slot`; returns its slot.
+    fn add_owned(&mut self, socket: &OwnedSocket, slot: u32, via: Via) -> Result<u32> {
+        let what = match via {
+            Via::Replies => "request",
+            Via::LineB => "line B",
+        };
+        let added = self
+            .receiver
+            .add(socket.endpoint())
+            .map_err(Error::io("adding a subscription's second socket to the shard"))?;
+        if added as usize >= self.owner.len() {
+            let _ = self.receiver.remove(added);
+            return Err(Error::Config(format!(
+                "no room on the shard for the subscription's {what} socket (each socket of a \
+                 subscription, its own, its request socket with recovery and its line B, \
+                 takes one of max_subscriptions)"
+            )));
+        }
+        self.owner[added as usize] = Some((slot, via));
+        Ok(added)
     }
 }
 
@@ -414,9 +451,8 @@ fn send_request(
 }
 
 /// Hands one backend event to the receive state of the subscription in `slot` (the
-/// event's own slot, or, for a request socket, its subscription's).
-fn on_event(subs: &mut [Option<Box<SubState>>], slot: u32, event: Event<'_>) {
-    let reply = slot != event.slot();
+/// event's own slot, or, for a request or line B socket, its subscription's: `via`).
+fn on_event(subs: &mut [Option<Box<SubState>>], slot: u32, via: Option<Via>, event: Event<'_>) {
     let Some(Some(sub)) = subs.get_mut(slot as usize) else {
         return;
     };
@@ -435,10 +471,12 @@ fn on_event(subs: &mut [Option<Box<SubState>>], slot: u32, event: Event<'_>) {
                 kernel_drops: meta.drops,
                 source: meta.source,
             };
-            if reply {
-                state.handle_reply(payload, info, now, &mut **handler);
-            } else {
-                state.handle_datagram(payload, info, now, &mut **handler);
+            match via {
+                Some(Via::Replies) => state.handle_reply(payload, info, now, &mut **handler),
+                Some(Via::LineB) => {
+                    state.handle_line_datagram(Line::B, payload, info, now, &mut **handler)
+                }
+                None => state.handle_datagram(payload, info, now, &mut **handler),
             }
         }
         Event::Malformed { .. } => state.handle_unreadable(),
