@@ -501,6 +501,32 @@ pub struct SubArgs {
     #[arg(long, value_name = "ADDR")]
     pub source: Option<IpAddr>,
 
+    /// A second line of the same stream (A/B): its group and port (`multipoint pub
+    /// --line-b`). Each packet is taken from whichever line brings it first; a gap is
+    /// one only when both lines lost it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub line_b: Option<SocketAddr>,
+
+    /// With --line-b: the interface to join line B on; default: --iface.
+    #[arg(long, value_name = "ADDR", value_parser = parse_interface, requires = "line_b")]
+    pub iface_b: Option<Interface>,
+
+    /// With --line-b: join line B source-specific, from this source address.
+    #[arg(long, value_name = "ADDR", requires = "line_b")]
+    pub source_b: Option<IpAddr>,
+
+    /// With --line-b: how long a packet one line brings ahead of a missing one waits for
+    /// the other line before the gap is declared (or asked for), in microseconds.
+    #[arg(long, value_name = "US", default_value_t = 1_000, requires = "line_b",
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub line_wait_us: u64,
+
+    /// With --line-b: a line silent this long (milliseconds) while the other brings
+    /// packets is reported down.
+    #[arg(long, value_name = "MS", default_value_t = 50, requires = "line_b",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub line_silence_ms: u64,
+
     /// Follow only this MoldUDP64 session; default: the first session seen.
     #[arg(long, value_name = "NAME")]
     pub session: Option<Session>,

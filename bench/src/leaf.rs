@@ -279,7 +279,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         Some(closed) => {
             let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
             let plot = args.report.plot.as_deref();
-            Some(receiving.finish(closed, backend, finished, plot, &title)?)
+            Some(receiving.finish(closed, backend, finished, plot, &title, Default::default())?)
         }
         None => None,
     };

@@ -55,7 +55,9 @@ use multipoint_control::rooted::RootStats;
 use multipoint_dataplane::core::server::ServerStats;
 use multipoint_dataplane::core::store::StoreStats;
 use multipoint_dataplane::latency::{format_ns, Percentiles};
-use multipoint_dataplane::{BackendInfo, FanoutStats, PublisherStats, SubscriptionStats};
+use multipoint_dataplane::{
+    BackendInfo, FanoutStats, LineStats, PublisherStats, SubscriptionStats,
+};
 
 use crate::fanout::Phase;
 
@@ -1369,6 +1371,20 @@ pub struct Received {
     /// Recovery times (gap seen → filled), with recovery and once anything was
     /// recovered.
     pub recovery: Option<Percentiles>,
+    /// With two lines (`--line-b`): each line, A first; empty with one.
+    pub lines: Vec<LineReport>,
+}
+
+/// One line of a subscription on two lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineReport {
+    /// Its group and port.
+    pub group: String,
+    /// Its counters.
+    pub stats: LineStats,
+    /// How far behind the other line it ran, per packet both brought (0 when first);
+    /// `None` when no packet came on both.
+    pub behind: Option<Percentiles>,
 }
 
 impl Received {
@@ -1379,6 +1395,26 @@ impl Received {
         write_receive(f, &self.stats, elapsed)?;
         if let Some(r) = &self.recovery {
             write_latency(f, "recovery", r)?;
+        }
+        for (name, line) in ["A", "B"].iter().zip(&self.lines) {
+            let l = &line.stats;
+            writeln!(
+                f,
+                "  line {name} {}  packets {}  wins {}  duplicates {}  gaps {} ({} alone, {} \
+                 messages)  down {}{}",
+                line.group,
+                Grouped(l.packets),
+                Grouped(l.wins),
+                Grouped(l.duplicates),
+                Grouped(l.gaps),
+                Grouped(l.gaps_alone),
+                Grouped(l.losses),
+                Grouped(l.down_events),
+                if l.down > 0 { " (down at the end)" } else { "" },
+            )?;
+            if let Some(b) = &line.behind {
+                write_latency(f, "  behind", b)?;
+            }
         }
         match &self.latency {
             Some(l) => write_latency(f, "latency", l),
@@ -1420,6 +1456,7 @@ impl Received {
             .u64("reply_foreign_source", st.reply_foreign_source)
             .u64("reply_unasked", st.reply_unasked);
         json.raw("recovery_ns", &latency_json(self.recovery.as_ref()));
+        json.raw("lines", &lines_json(&self.lines));
         json.u64("other_session", st.other_session)
             .u64("foreign_source", st.foreign_source)
             .u64("suspect", st.suspect)
@@ -1645,6 +1682,48 @@ fn publisher_json(p: &PublisherReport, elapsed: Duration) -> String {
 }
 
 /// `latency_ns`: the percentiles, or `null`.
+/// The `lines` of a receiving tool's JSON: `null` with one line, else a list of two
+/// objects (A, B) with `group`, the counters and `behind_us` (percentiles in µs, `null`
+/// when no packet came on both lines).
+fn lines_json(lines: &[LineReport]) -> String {
+    if lines.is_empty() {
+        return "null".to_owned();
+    }
+    let objects: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let l = &line.stats;
+            let mut json = Json::object();
+            json.str("group", &line.group)
+                .u64("packets", l.packets)
+                .u64("wins", l.wins)
+                .u64("duplicates", l.duplicates)
+                .u64("gaps", l.gaps)
+                .u64("losses", l.losses)
+                .u64("gaps_alone", l.gaps_alone)
+                .u64("down_events", l.down_events)
+                .bool("down", l.down > 0);
+            let behind = match &line.behind {
+                Some(b) => {
+                    let us = |ns: u64| ns as f64 / 1_000.0;
+                    let mut p = Json::object();
+                    p.u64("count", b.count)
+                        .f64("p50", us(b.p50), 1)
+                        .f64("p90", us(b.p90), 1)
+                        .f64("p99", us(b.p99), 1)
+                        .f64("p999", us(b.p999), 1)
+                        .f64("max", us(b.max), 1);
+                    p.finish()
+                }
+                None => "null".to_owned(),
+            };
+            json.raw("behind_us", &behind);
+            json.finish()
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
 fn latency_json(latency: Option<&Percentiles>) -> String {
     let Some(l) = latency else {
         return "null".to_owned();
@@ -1953,6 +2032,7 @@ mod tests {
                 },
                 latency: None,
                 recovery: None,
+                lines: Vec::new(),
                 stamps: Stamps {
                     stamped: 10,
                     implausible: 10,
@@ -1976,6 +2056,74 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains("10 of 10 timestamps implausible"), "{text}");
         assert!(text.contains("ended by the publisher"), "{text}");
+        assert!(json.contains("\"lines\":null,"), "one line: {json}");
+    }
+
+    #[test]
+    fn a_subscriber_on_two_lines_reports_each_line() {
+        let line = |group: &str, wins, behind| LineReport {
+            group: group.into(),
+            stats: LineStats {
+                packets: 100,
+                wins,
+                duplicates: 100 - wins,
+                gaps: 2,
+                losses: 3,
+                gaps_alone: 1,
+                down_events: 1,
+                down: 0,
+            },
+            behind,
+        };
+        let received = Received {
+            backend: backend(),
+            stats: SubscriptionStats {
+                messages: 10,
+                ..SubscriptionStats::default()
+            },
+            latency: None,
+            recovery: None,
+            lines: vec![
+                line("239.1.1.1:1000", 70, None),
+                line("239.1.1.2:1000", 30, Some(latency())),
+            ],
+            stamps: Stamps::default(),
+        };
+        let mut json = Json::object();
+        received.fields(&mut json);
+        let json = json.finish();
+        assert!(
+            json.contains(
+                "\"lines\":[{\"group\":\"239.1.1.1:1000\",\"packets\":100,\"wins\":70,\
+                 \"duplicates\":30,\"gaps\":2,\"losses\":3,\"gaps_alone\":1,\
+                 \"down_events\":1,\"down\":false,\"behind_us\":null},{\"group\":\
+                 \"239.1.1.2:1000\""
+            ),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"behind_us\":{\"count\":2000000,\"p50\":10.2,"),
+            "{json}"
+        );
+        let report = SubReport {
+            group: "239.1.1.1:1000".into(),
+            interface: "lo".into(),
+            source: None,
+            session: None,
+            sender: None,
+            failure: None,
+            elapsed: Duration::from_secs(1),
+            received,
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("line B 239.1.1.2:1000  packets 100  wins 30  duplicates 70"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gaps 2 (1 alone, 3 messages)  down 1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -2152,6 +2300,7 @@ mod tests {
             },
             latency: Some(latency()),
             recovery: None,
+            lines: Vec::new(),
             stamps: Stamps {
                 stamped: 1_000,
                 implausible: 0,

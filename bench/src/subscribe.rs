@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::{
-    BackendInfo, Closed, Handler, HostNeeds, ShardConfig, Shards, Subscription, SubscriptionConfig,
-    SubscriptionStats,
+    BackendInfo, Closed, Handler, HostNeeds, LineBConfig, LinesConfig, ShardConfig, Shards,
+    Subscription, SubscriptionConfig, SubscriptionStats,
 };
 
 use crate::cli::{RecoveryArgs, ReportArgs, StopArgs, SubArgs};
@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::hlog::Hlog;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, Received, Stamps, SubReport};
+use crate::report::{per_second, Grouped, LineReport, Received, Stamps, SubReport};
 
 /// How often the counters are looked at.
 const POLL: Duration = Duration::from_millis(5);
@@ -141,9 +141,9 @@ impl Receiving {
 
     /// The end of the run, `end` after its start, once the subscription on `backend` is
     /// `closed`: the log's last interval, the latency judged, the plot (`plot`, titled
-    /// `title`) written. Returns what was received, and for how long: from the first
-    /// message to the end of session or the last message (`end` when there were not two
-    /// such moments).
+    /// `title`) written. Returns what was received (with two lines, on `line_groups`),
+    /// and for how long: from the first message to the end of session or the last
+    /// message (`end` when there were not two such moments).
     ///
     /// # Errors
     ///
@@ -155,6 +155,7 @@ impl Receiving {
         end: Duration,
         plot: Option<&Path>,
         title: &str,
+        line_groups: [String; 2],
     ) -> Result<(Received, Duration)> {
         if closed.stats.messages != self.seen {
             self.last_active_ns = Some(now_ns());
@@ -181,12 +182,22 @@ impl Receiving {
             _ => end,
         };
         let recovery = (!closed.recovery.is_empty()).then(|| closed.recovery.percentiles());
+        let lines = line_groups
+            .into_iter()
+            .zip(&closed.lines)
+            .map(|(group, (stats, behind))| LineReport {
+                group,
+                stats: *stats,
+                behind: (!behind.is_empty()).then(|| behind.percentiles()),
+            })
+            .collect();
         let received = Received {
             backend,
             stats: closed.stats,
             latency,
             stamps,
             recovery,
+            lines,
         };
         Ok((received, active))
     }
@@ -218,6 +229,19 @@ fn subscription_config(args: &SubArgs) -> SubscriptionConfig {
         start: start_at(args.late_join),
         timestamps: true,
         recovery: args.recovery.config(),
+        line_b: args.line_b.map(|group| LineBConfig {
+            group,
+            source: args.source_b,
+            interface: args
+                .iface_b
+                .clone()
+                .unwrap_or_else(|| args.group.iface.clone()),
+            arbitration: LinesConfig {
+                wait: Duration::from_micros(args.line_wait_us),
+                silence: Duration::from_millis(args.line_silence_ms),
+                sender_b: None,
+            },
+        }),
         ..SubscriptionConfig::new(args.group.group)
     }
 }
@@ -282,7 +306,11 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     shards.shutdown();
     let title = format!("multipoint sub: one-way latency, {group}");
     let plot = args.report.plot.as_deref();
-    let (received, active) = receiving.finish(closed, backend, end, plot, &title)?;
+    let line_groups = [
+        group.to_string(),
+        args.line_b.map(|b| b.to_string()).unwrap_or_default(),
+    ];
+    let (received, active) = receiving.finish(closed, backend, end, plot, &title, line_groups)?;
     Ok(SubReport {
         group: group.to_string(),
         interface: args.group.iface.to_string(),
@@ -319,6 +347,13 @@ fn listening_line(args: &SubArgs) -> String {
     );
     if let Some(source) = args.source {
         line.push_str(&format!(" from {source}"));
+    }
+    if let Some(b) = args.line_b {
+        let iface = args.iface_b.as_ref().unwrap_or(&args.group.iface);
+        line.push_str(&format!(" and line B {b} via {iface}"));
+        if let Some(source) = args.source_b {
+            line.push_str(&format!(" from {source}"));
+        }
     }
     line.push_str(&recovering(&args.recovery));
     match args.session {

@@ -39,8 +39,8 @@ pub mod subscribe;
 pub mod wire;
 
 pub use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
-pub use crate::core::packetizer::OfferError;
 pub use crate::core::lines::{Line, LineStats, LinesConfig};
+pub use crate::core::packetizer::OfferError;
 pub use crate::core::receive::Handler;
 pub use crate::core::recovery::RecoveryConfig;
 pub use crate::core::sequence::{Gap, StartAt};

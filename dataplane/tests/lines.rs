@@ -147,7 +147,11 @@ fn run(n: u64, a: Carry, b: Carry, recovery: Option<RecoveryConfig>) -> Run {
         let due_arrival = next.peek().map(|a| a.0);
         let due_reply = replies.iter().map(|r| r.0).min();
         let due_timer = state.poll_timeout();
-        let Some(at) = [due_arrival, due_reply, due_timer].into_iter().flatten().min() else {
+        let Some(at) = [due_arrival, due_reply, due_timer]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             break;
         };
         now = at.max(now);
@@ -189,7 +193,10 @@ fn every(n: u64) -> Vec<u64> {
 #[test]
 fn a_burst_line_a_loses_comes_from_line_b_in_order_with_no_gap() {
     // B runs 20 µs behind A; A loses packets 100..110 (numbers 101..=110).
-    let b = Carry { lag: 20_000, ..CLEAN };
+    let b = Carry {
+        lag: 20_000,
+        ..CLEAN
+    };
     let a = Carry {
         lost: |i| (100..110).contains(&i),
         ..CLEAN
@@ -273,7 +280,10 @@ fn a_packet_both_lines_lose_is_recovered_from_the_server_as_they_come_and_in_ord
         let stats = r.state.stats();
         assert_eq!(stats.missing, 0, "in order {in_order}: {stats:?}");
         assert_eq!(stats.recovered, 6, "in order {in_order}");
-        assert_eq!(stats.gaps, 2, "in order {in_order}: both lines lost two runs");
+        assert_eq!(
+            stats.gaps, 2,
+            "in order {in_order}: both lines lost two runs"
+        );
         assert!(r.seen.gaps.is_empty());
         if in_order {
             assert_eq!(r.seen.messages, every(1000));
@@ -284,7 +294,11 @@ fn a_packet_both_lines_lose_is_recovered_from_the_server_as_they_come_and_in_ord
             assert_eq!(r.seen.recovered.len(), 6);
         }
         let (la, lb) = (r.line(Line::A), r.line(Line::B));
-        assert_eq!((la.gaps_alone, lb.gaps_alone), (0, 0), "in order {in_order}");
+        assert_eq!(
+            (la.gaps_alone, lb.gaps_alone),
+            (0, 0),
+            "in order {in_order}"
+        );
         // Only what both lost is asked for, a packet's worth (one message) a request.
         assert_eq!(
             (stats.requests, stats.retries),
@@ -296,7 +310,10 @@ fn a_packet_both_lines_lose_is_recovered_from_the_server_as_they_come_and_in_ord
 
 #[test]
 fn a_line_b_5_ms_behind_wins_nothing_and_its_lag_is_measured() {
-    let b = Carry { lag: 5 * MS, ..CLEAN };
+    let b = Carry {
+        lag: 5 * MS,
+        ..CLEAN
+    };
     let r = run(2000, CLEAN, b, None);
     assert_eq!(r.seen.messages, every(2000));
     let stats = r.state.stats();
@@ -307,7 +324,11 @@ fn a_line_b_5_ms_behind_wins_nothing_and_its_lag_is_measured() {
     assert_eq!(behind.len(), 2000);
     let p50 = behind.percentiles().p50;
     assert!((4_990_000..=5_010_000).contains(&p50), "p50 {p50} ns");
-    assert_eq!((la.down_events, lb.down_events), (0, 0), "5 ms is not silence");
+    assert_eq!(
+        (la.down_events, lb.down_events),
+        (0, 0),
+        "5 ms is not silence"
+    );
 }
 
 #[test]
@@ -333,7 +354,10 @@ fn line_a_silent_leaves_line_b_carrying_the_stream_without_a_gap() {
         silent: |i| (3000..13000).contains(&i),
         ..CLEAN
     };
-    let b = Carry { lag: 20_000, ..CLEAN };
+    let b = Carry {
+        lag: 20_000,
+        ..CLEAN
+    };
     let r = run(20_000, a, b, None);
     assert_eq!(r.seen.messages, every(20_000));
     assert_eq!(r.state.stats().gaps, 0);
@@ -404,7 +428,13 @@ fn the_wait_for_the_slower_line_is_a_setting_and_a_line_slower_than_it_loses_the
     assert_eq!(seen.messages, [1, 2, 3, 4], "5 waits for line B");
     assert_eq!(state.poll_timeout(), Some(5 * SPACING + 5 * MS));
     for (i, p) in packets.iter().enumerate() {
-        state.handle_line_datagram(Line::B, p, from(Line::B), i as u64 * SPACING + 3 * MS, &mut seen);
+        state.handle_line_datagram(
+            Line::B,
+            p,
+            from(Line::B),
+            i as u64 * SPACING + 3 * MS,
+            &mut seen,
+        );
     }
     assert_eq!(seen.messages, every(10));
     assert_eq!(state.stats().gaps, 0);

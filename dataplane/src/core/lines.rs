@@ -326,11 +326,17 @@ impl Lines {
                     book.history.pop_front();
                     book.pending = book.pending.min(book.history.len());
                 }
-                book.history.push_back(GapRec { first: n, end: first });
+                book.history.push_back(GapRec {
+                    first: n,
+                    end: first,
+                });
                 book.pending += 1;
             }
         }
-        if book.next.is_none_or(|n| end > n && (end - n <= window || first <= n)) {
+        if book
+            .next
+            .is_none_or(|n| end > n && (end - n <= window || first <= n))
+        {
             book.next = Some(end);
         }
         if data {

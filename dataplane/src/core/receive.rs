@@ -913,7 +913,11 @@ impl ReceiveState {
         let (first, count) = (packet.sequence(), packet.count());
         let data = count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT;
         // Checked packet: no overflow.
-        let end = if data { first + u64::from(count) } else { first };
+        let end = if data {
+            first + u64::from(count)
+        } else {
+            first
+        };
         let wait_ns = lines.wait_ns();
         for change in lines
             .arrival(line, first, end, data, now, self.window)
@@ -960,7 +964,11 @@ impl ReceiveState {
         let (first, count) = (packet.sequence(), packet.count());
         let data = count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT;
         // Checked packet: no overflow.
-        let end = if data { first + u64::from(count) } else { first };
+        let end = if data {
+            first + u64::from(count)
+        } else {
+            first
+        };
         let taken = self.in_order
             && data
             && self.highest.is_some_and(|h| end <= h)
@@ -986,9 +994,7 @@ impl ReceiveState {
     /// With two lines: whether `packet` (of the session followed) is ahead of a number
     /// no line has brought yet, and so waits for the other line.
     fn line_waits(&self, packet: &Packet<&[u8]>) -> bool {
-        let frontier = self
-            .frontier
-            .max(self.tracker.next_expected().unwrap_or(0));
+        let frontier = self.frontier.max(self.tracker.next_expected().unwrap_or(0));
         self.tracker.next_expected().is_some()
             && !self.tracker.ended()
             && packet.sequence() > frontier
@@ -1421,9 +1427,7 @@ impl ReceiveState {
         let mut upto = upto;
         loop {
             let next = match stage {
-                Stage::Lines => self
-                    .frontier
-                    .max(self.tracker.next_expected().unwrap_or(0)),
+                Stage::Lines => self.frontier.max(self.tracker.next_expected().unwrap_or(0)),
                 Stage::Hold => self.tracker.next_expected().unwrap_or(0),
             };
             let due = match upto {

@@ -728,7 +728,9 @@ impl<H: Handler> Subscription<H> {
 
     /// With two lines, each line's counters now (line A, then B).
     pub fn line_stats(&self) -> Option<[LineStats; 2]> {
-        self.lines.as_ref().map(|l| [l[0].snapshot(), l[1].snapshot()])
+        self.lines
+            .as_ref()
+            .map(|l| [l[0].snapshot(), l[1].snapshot()])
     }
 
     /// The session and the sender the subscription follows, as its receive state says

@@ -312,10 +312,9 @@ impl<R: BatchRecv> Shard<R> {
             Via::Replies => "request",
             Via::LineB => "line B",
         };
-        let added = self
-            .receiver
-            .add(socket.endpoint())
-            .map_err(Error::io("adding a subscription's second socket to the shard"))?;
+        let added = self.receiver.add(socket.endpoint()).map_err(Error::io(
+            "adding a subscription's second socket to the shard",
+        ))?;
         if added as usize >= self.owner.len() {
             let _ = self.receiver.remove(added);
             return Err(Error::Config(format!(

@@ -763,7 +763,10 @@ mod tests {
         // The handshake completes in the kernel; the connection is queued shortly after.
         let queued = Instant::now() + Duration::from_secs(5);
         while !has_waiting(&listener) {
-            assert!(Instant::now() < queued, "the connection never showed as waiting");
+            assert!(
+                Instant::now() < queued,
+                "the connection never showed as waiting"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let (_taken, _) = listener.accept().unwrap();
