@@ -9,8 +9,11 @@
 // Test support: failing loudly (panicking with the command's output) is what a test
 // harness should do when the lab cannot be built as asked.
 #![allow(clippy::panic)]
+// The same for an assertion or an expectation that fails.
+#![allow(clippy::expect_used)]
 
 pub mod netns;
+pub mod stream;
 
 pub use netns::{Host, Lab, Skip};
 

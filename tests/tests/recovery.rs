@@ -10,92 +10,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multipoint_control::Interface;
 use multipoint_dataplane::core::server::ServerConfig;
 use multipoint_dataplane::publisher::RerequestConfig;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    Gap, Handler, IdleStrategy, Publisher, PublisherConfig, RecoveryConfig, ShardConfig, Shards,
+    IdleStrategy, Publisher, PublisherConfig, RecoveryConfig, ShardConfig, Shards,
     SubscriptionConfig,
 };
-use multipoint_tests::{lab_or_skip, print_skip, Host, Lab};
+use multipoint_tests::stream::{drop_on_input, end_and_linger, nft_or_skip, publish_paced, Check};
+use multipoint_tests::{lab_or_skip, Lab};
 
 const MESSAGES: u64 = 1_000_000;
 const RATE: u64 = 200_000;
-const SIZE: usize = 64;
 const GROUP: &str = "239.255.77.1:31077";
 const SERVER: &str = "10.77.0.1:31078";
-
-/// Message `seq`: its number, then a pattern of it.
-fn fill(seq: u64, msg: &mut [u8; SIZE]) {
-    msg[..8].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in msg[8..].iter_mut().enumerate() {
-        *b = (seq as u8) ^ (i as u8).wrapping_mul(7);
-    }
-}
-
-/// Checks the stream as it comes: in order, from 1, each message's bytes right.
-#[derive(Debug, Default)]
-struct Check {
-    next: u64,
-    out_of_order: u64,
-    wrong_bytes: u64,
-    recovered_out_of_place: u64,
-    gaps: Vec<Gap>,
-    ended: bool,
-}
-
-impl Handler for Check {
-    fn on_message(&mut self, sequence: u64, message: &[u8]) {
-        if self.next == 0 {
-            self.next = 1;
-        }
-        if sequence != self.next {
-            self.out_of_order += 1;
-        }
-        self.next = sequence + 1;
-        let mut want = [0u8; SIZE];
-        fill(sequence, &mut want);
-        if message != want {
-            self.wrong_bytes += 1;
-        }
-    }
-    fn on_recovered(&mut self, _sequence: u64, _message: &[u8]) {
-        // In order, recovered messages come through on_message in their place.
-        self.recovered_out_of_place += 1;
-    }
-    fn on_gap(&mut self, gap: Gap) {
-        self.gaps.push(gap);
-    }
-    fn on_end_of_session(&mut self) {
-        self.ended = true;
-    }
-}
-
-/// Runs `nft` inside `host`.
-fn nft(host: &Host, args: &[&str]) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", host.namespace(), "nft"])
-        .args(args)
-        .output()
-        .expect("running nft");
-    assert!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Whether `nft` is there to run.
-fn have_nft() -> bool {
-    Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// The two runs take turns: each keeps a publisher, a shard and the kernel's veth busy,
 /// and on a two-core machine two at once starve each other's shard.
@@ -104,11 +35,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn recovers_everything_through(loss_percent: u32, test: &str) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab: Lab = lab_or_skip!(test);
-    if !have_nft() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: needs nft (nftables); CI installs it");
-        }
-        print_skip(test, &"needs nft (nftables)");
+    if !nft_or_skip(test) {
         return;
     }
     let (a, b) = (lab.host("pub"), lab.host("sub"));
@@ -119,19 +46,7 @@ fn recovers_everything_through(loss_percent: u32, test: &str) {
         "udp dport {} numgen random mod 100 < {loss_percent} counter drop",
         group.port()
     );
-    nft(&b, &["add", "table", "inet", "loss"]);
-    nft(
-        &b,
-        &[
-            "add",
-            "chain",
-            "inet",
-            "loss",
-            "input",
-            "{ type filter hook input priority 0 ; policy accept ; }",
-        ],
-    );
-    nft(&b, &["add", "rule", "inet", "loss", "input", &rule]);
+    drop_on_input(&b, &[rule]);
 
     let session = Session::new("LOSS").unwrap();
     let (shards, sub) = b.run(|| {
@@ -182,43 +97,15 @@ fn recovers_everything_through(loss_percent: u32, test: &str) {
         .unwrap()
     });
 
-    // Give the membership report a moment, then publish at RATE, a millisecond's worth
-    // at a time.
+    // Give the membership report a moment, then publish at RATE.
     std::thread::sleep(Duration::from_millis(200));
-    let start = Instant::now();
-    let mut msg = [0u8; SIZE];
-    let mut seq = 1;
-    while seq <= MESSAGES {
-        let due = (start.elapsed().as_micros() as u64 * RATE / 1_000_000).min(MESSAGES);
-        publisher.begin_batch();
-        while seq <= due {
-            fill(seq, &mut msg);
-            match publisher.offer(&msg) {
-                Ok(got) => {
-                    assert_eq!(got, seq);
-                    seq += 1;
-                }
-                Err(multipoint_dataplane::OfferError::Backpressure) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        publisher.end_batch();
-        publisher.flush();
-        publisher.poll();
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    publisher.end_session();
+    publish_paced(&mut publisher, MESSAGES, RATE, |_| {});
     // Linger: serve the last re-requests (and repeat the end) until the subscriber has
-    // everything, or 10 s.
-    let linger = Instant::now();
-    while linger.elapsed() < Duration::from_secs(10) {
-        publisher.poll();
+    // everything.
+    end_and_linger(&mut publisher, || {
         let st = sub.stats();
-        if st.end_of_session > 0 && st.messages + st.missing >= MESSAGES {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+        st.end_of_session > 0 && st.messages + st.missing >= MESSAGES
+    });
     let served = publisher.rerequest_stats().unwrap();
     let closed = sub.close().unwrap();
     shards.shutdown();
