@@ -18,10 +18,14 @@ pub mod stream;
 pub use netns::{Host, Lab, Skip};
 
 /// Builds a [`Lab`] named after the test, or prints why it cannot and returns from the
-/// calling test. Under CI (`CI` set) it panics instead of skipping.
+/// calling test (with `$ret`, if given). Under CI (`CI` set) it panics instead of
+/// skipping.
 #[macro_export]
 macro_rules! lab_or_skip {
     ($name:expr) => {
+        $crate::lab_or_skip!($name; ())
+    };
+    ($name:expr; $ret:expr) => {
         match $crate::Lab::new($name) {
             Ok(lab) => lab,
             Err(skip) => {
@@ -29,7 +33,7 @@ macro_rules! lab_or_skip {
                     panic!("{}: {skip} (CI runs as root and must run this test)", $name);
                 }
                 $crate::print_skip($name, &skip);
-                return;
+                return $ret;
             }
         }
     };
