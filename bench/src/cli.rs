@@ -416,6 +416,17 @@ pub struct PubArgs {
     #[command(flatten)]
     pub publish: PublishArgs,
 
+    /// Also send every packet to this second multicast group and port (line B): the same
+    /// packets, session and sequence numbers as --group's, from a second socket, so that
+    /// subscribers can take whichever copy comes first.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub line_b: Option<SocketAddr>,
+
+    /// With --line-b: the interface line B leaves on (an address, a name or an index);
+    /// default: --iface's.
+    #[arg(long, value_name = "ADDR", value_parser = parse_interface, requires = "line_b")]
+    pub iface_b: Option<Interface>,
+
     /// Message size, rate, batch and when to stop publishing.
     #[command(flatten)]
     pub load: LoadArgs,

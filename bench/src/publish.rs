@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::latency;
 use multipoint_dataplane::rooted_transport::UnicastRoot;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{HostNeeds, OfferError, Publisher, PublisherConfig};
+use multipoint_dataplane::{HostNeeds, LineB, OfferError, Publisher, PublisherConfig};
 
 use crate::cli::{LoadArgs, PubArgs};
 use crate::error::{Error, Result};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, PubReport, PublisherReport};
+use crate::report::{per_second, Grouped, LineBReport, PubReport, PublisherReport};
 
 /// The shortest and longest sleep when the publisher is ahead of schedule. The kernel adds
 /// its timer slack (about 50 µs) to either.
@@ -347,8 +347,19 @@ pub(crate) fn check_size(publisher: &Publisher, size: usize, max_datagram: usize
 fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
     PublisherConfig {
         rerequest: args.rerequest.config(),
+        line_b: line_b(args),
         ..args.publish.publisher_config(session, &args.io)
     }
+}
+
+/// Line B, with `--line-b`: on `--iface-b`, else on `--iface`.
+fn line_b(args: &PubArgs) -> Option<LineB> {
+    let group = args.line_b?;
+    let interface = args
+        .iface_b
+        .clone()
+        .unwrap_or_else(|| args.publish.group.iface.clone());
+    Some(LineB::new(group, interface))
 }
 
 /// How often a lingering publisher or root looks for re-requests.
@@ -369,7 +380,7 @@ pub(crate) fn linger<S: Sink + ?Sized>(sink: &mut S, linger: Duration) {
     }
 }
 
-/// What `multipoint pub` will ask of the host: one publisher.
+/// What `multipoint pub` will ask of the host: one publisher (with a sender per line).
 ///
 /// # Errors
 ///
@@ -388,7 +399,9 @@ pub fn host_needs(args: &PubArgs) -> Result<HostNeeds> {
 /// errors when the socket or ring cannot be set up; [`Error::Offer`].
 pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
     let session = session_or_default(args.publish.session)?;
-    let mut publisher = Publisher::new(publisher_config(args, session))?;
+    let config = publisher_config(args, session);
+    let line_b = config.line_b.clone();
+    let mut publisher = Publisher::new(config)?;
     check_size(&publisher, args.load.size, args.io.max_datagram)?;
     if let Some(server) = publisher.rerequest_address() {
         println!("multipoint pub: serving re-requests on {server}");
@@ -400,7 +413,12 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
     let backend = publisher.backend().clone();
     let rerequest = publisher.rerequest_stats();
     let stored = publisher.store().map(|s| s.stats());
-    let stats = publisher.close();
+    let (stats, line_b_stats) = publisher.close_lines();
+    let line_b = line_b.zip(line_b_stats).map(|(line, stats)| LineBReport {
+        group: line.group.to_string(),
+        interface: line.interface.to_string(),
+        stats,
+    });
     Ok(PubReport {
         group: args.publish.group.group.to_string(),
         interface: args.publish.group.iface.to_string(),
@@ -411,12 +429,60 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
         publisher: PublisherReport { backend, stats },
         rerequest,
         stored,
+        line_b,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn pub_args(line: &str) -> Result<PubArgs, clap::Error> {
+        let cli = Cli::try_parse_from(
+            ["multipoint", "pub"]
+                .into_iter()
+                .chain(line.split_whitespace()),
+        )?;
+        match cli.command {
+            Command::Pub(args) => Ok(args),
+            other => panic!("not pub: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn line_b_leaves_on_the_iface_of_line_a_unless_iface_b_names_another() {
+        let args = pub_args("--iface lo --line-b 239.255.0.2:31002").unwrap();
+        let config = publisher_config(&args, Session::new("FEED1").unwrap());
+        assert_eq!(
+            config.line_b,
+            Some(LineB::new(
+                "239.255.0.2:31002".parse().unwrap(),
+                "lo".parse().unwrap()
+            ))
+        );
+        let args = pub_args("--iface lo --line-b 239.255.0.2:31002 --iface-b 7").unwrap();
+        let line = line_b(&args).unwrap();
+        assert_eq!(line.interface, multipoint_control::Interface::Index(7));
+        assert_eq!(line_b(&pub_args("").unwrap()), None, "one line by default");
+        assert_eq!(
+            host_needs(&pub_args("--line-b 239.255.0.2:1").unwrap())
+                .unwrap()
+                .senders,
+            2
+        );
+    }
+
+    #[test]
+    fn iface_b_without_line_b_is_a_usage_error() {
+        assert!(pub_args("--iface-b lo").is_err());
+        assert!(
+            pub_args("--line-b 239.255.0.2").is_err(),
+            "a port is needed"
+        );
+    }
 
     #[test]
     fn the_default_session_name_is_ten_ascii_bytes_from_the_process_id() {

@@ -14,6 +14,9 @@
 //!   `rerequest`: with `--rerequest-server`, the server's `requests`, `replies`,
 //!   `messages_served`, `bytes_served`, `refused` and the refusals by reason, and the
 //!   store's `stored_first`, `stored_next` and `evicted`; `null` without a server.
+//!   `packets`, `sends`, `gso_sends` and `send_errors` are line A's (`--group`'s); with
+//!   `--line-b`, `line_b` has line B's `group`, `interface`, `packets`, `sends`,
+//!   `gso_sends` and `send_errors` (absent without it).
 //! - `sub`: what the subscription was handed, per second from its first message to its
 //!   last (`messages` counts recovered ones too, `missing` those never delivered);
 //!   `latency_ns` is one-way, or `null` when the payloads carry no plausible send
@@ -276,6 +279,20 @@ pub struct PubReport {
     pub rerequest: Option<ServerStats>,
     /// What its retransmission store held at the end, if it had one.
     pub stored: Option<StoreStats>,
+    /// Line B, with `--line-b`.
+    pub line_b: Option<LineBReport>,
+}
+
+/// Line B of `multipoint pub --line-b`: where every packet went a second time, and what
+/// that line sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineBReport {
+    /// Group and port.
+    pub group: String,
+    /// Interface sent on.
+    pub interface: String,
+    /// Line B's counters.
+    pub stats: LineStats,
 }
 
 /// What a subscriber made of the send timestamps in its payloads.
@@ -620,6 +637,17 @@ impl fmt::Display for PubReport {
             per_second(self.publisher.stats.bytes, self.elapsed) / 1e6,
             Grouped(self.publisher.stats.heartbeats),
         )?;
+        if let Some(line) = &self.line_b {
+            writeln!(f, "line B             {} on {}", line.group, line.interface)?;
+            writeln!(
+                f,
+                "  packets {}   sends {}   GSO sends {}   send errors {}",
+                Grouped(line.stats.packets),
+                Grouped(line.stats.sends),
+                Grouped(line.stats.gso_sends),
+                Grouped(line.stats.send_errors),
+            )?;
+        }
         write_rerequest(f, self.rerequest.as_ref(), self.stored.as_ref())
     }
 }
@@ -711,6 +739,16 @@ impl Report for PubReport {
             .u64("rate", self.rate);
         publisher_fields(&mut json, &self.publisher.stats);
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
+        if let Some(line) = &self.line_b {
+            let mut o = Json::object();
+            o.str("group", &line.group)
+                .str("interface", &line.interface)
+                .u64("packets", line.stats.packets)
+                .u64("sends", line.stats.sends)
+                .u64("gso_sends", line.stats.gso_sends)
+                .u64("send_errors", line.stats.send_errors);
+            json.raw("line_b", &o.finish());
+        }
         json.finish()
     }
 }
@@ -2004,13 +2042,64 @@ mod tests {
             },
             rerequest: None,
             stored: None,
+            line_b: None,
         };
         let json = report.to_json();
         assert_summary(&json);
         assert!(json.contains("\"gaps\":null,"), "{json}");
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
         assert!(json.contains("\"msgs_per_sec\":2000,"), "{json}");
+        assert!(!json.contains("line_b"), "no line B asked for: {json}");
         assert!(report.to_string().contains("as fast as possible"));
+    }
+
+    #[test]
+    fn a_publisher_on_two_lines_reports_line_b_apart() {
+        let report = PubReport {
+            group: "239.255.0.1:31001".into(),
+            interface: "127.0.0.1".into(),
+            session: "MP1".into(),
+            size: 64,
+            rate: 0,
+            elapsed: Duration::from_millis(500),
+            publisher: PublisherReport {
+                backend: backend(),
+                stats: PublisherStats {
+                    messages: 1_000,
+                    packets: 50,
+                    sends: 10,
+                    ..PublisherStats::default()
+                },
+            },
+            rerequest: None,
+            stored: None,
+            line_b: Some(LineBReport {
+                group: "239.255.0.2:31002".into(),
+                interface: "lo".into(),
+                stats: LineStats {
+                    packets: 50,
+                    sends: 12,
+                    gso_sends: 9,
+                    send_errors: 3,
+                },
+            }),
+        };
+        let json = report.to_json();
+        assert_summary(&json);
+        assert!(
+            json.ends_with(
+                ",\"line_b\":{\"group\":\"239.255.0.2:31002\",\"interface\":\"lo\",\
+                 \"packets\":50,\"sends\":12,\"gso_sends\":9,\"send_errors\":3}}"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"sends\":10,"), "line A's own: {json}");
+        let text = report.to_string();
+        assert!(
+            text.contains("line B             239.255.0.2:31002 on lo"),
+            "{text}"
+        );
+        assert!(text.contains("GSO sends 9   send errors 3"), "{text}");
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! held back behind later ones and duplicated. The same seed, the same sends in the same
 //! order and the same clock give the same outcome.
 //!
+//! The send backend of a simulated network completes every send within the flush that
+//! hands it over, as sendmmsg does, unless sends to an address are deferred
+//! ([`SimNet::defer_sends_to`]): those are read, delivered and completed only by a reap
+//! at least the given time later, as io_uring completes a send that met a full socket
+//! buffer, so that tests can check who keeps a send's buffer until its completion.
+//!
 //! Time is passed in, never read: [`SimSocket::send_to`] and [`SimSocket::recv`] take a
 //! `now` (a fake clock in sans-IO tests, [`Instant::now`] when shards run on the network).
 //! Shards, publishers and fan-outs run on a simulated network like on the host's: give
@@ -45,7 +51,7 @@
 //! ```
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -55,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use super::op::OpTable;
 use super::pollset::PollSet;
-use super::{canonical, RecvMeta, MAX_GSO_SEGMENTS};
+use super::{canonical, sleep_on, RecvMeta, MAX_GSO_SEGMENTS};
 use super::{
     drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Endpoint, Event, Sending,
 };
@@ -240,6 +246,9 @@ struct Net {
     /// What every receive backend watching a socket of this network does instead of
     /// receiving, once set ([`SimNet::break_receives`]).
     fault: Option<ReceiveFault>,
+    /// How long sends to each address wait for their completion
+    /// ([`SimNet::defer_sends_to`]).
+    deferred: HashMap<SocketAddr, Duration>,
 }
 
 /// A way for the receive backends of a simulated network to fail, for testing what a
@@ -286,6 +295,7 @@ impl SimNet {
                 stats: SimStats::default(),
                 spare: Vec::new(),
                 fault: None,
+                deferred: HashMap::new(),
             })),
         }
     }
@@ -366,6 +376,22 @@ impl SimNet {
     /// `fault` says, instead of receiving.
     pub fn break_receives(&self, fault: ReceiveFault) {
         self.lock().fault = Some(fault);
+    }
+
+    /// From now on a send backend's sends to `to` (a group or a socket's address) complete
+    /// `delay` after they were handed over, not within the flush: their bytes are read and
+    /// delivered only then, by the first reap at or after that time, in the order they
+    /// were handed over (a zero `delay` ends the deferral). This is what io_uring does with
+    /// a send that meets a full socket buffer; a sender that lets go of a buffer before
+    /// its send completed sends whatever the buffer holds by then.
+    pub fn defer_sends_to(&self, to: SocketAddr, delay: Duration) {
+        let to = canonical(to);
+        let mut net = self.lock();
+        if delay.is_zero() {
+            net.deferred.remove(&to);
+        } else {
+            net.deferred.insert(to, delay);
+        }
     }
 }
 
@@ -824,12 +850,15 @@ impl BatchRecv for SimRecv {
 
 /// The send backend of a simulated network: every flush delivers its operations' packets
 /// (a GSO operation as separate datagrams, as the kernel segments it) at
-/// [`Instant::now`], and completes them.
+/// [`Instant::now`], and completes them; operations to an address whose sends are
+/// deferred ([`SimNet::defer_sends_to`]) wait for a reap instead.
 pub(crate) struct SimSend {
     net: SimNet,
     from: SocketAddr,
-    /// Completions of one flush, reported after the network's lock is released.
+    /// Completions of one flush or reap, reported after the network's lock is released.
     finished: Vec<Completion>,
+    /// Deferred operations and when each is due, in the order they were handed over.
+    deferred: VecDeque<(Instant, u16)>,
 }
 
 impl SimSend {
@@ -840,9 +869,52 @@ impl SimSend {
             net,
             from,
             finished: Vec::with_capacity(ops.len()),
+            deferred: VecDeque::with_capacity(ops.len()),
         };
         Sending::new(ops, backend)
     }
+
+    /// Hands the completions noted so far to `done`; returns how many.
+    fn complete(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> usize {
+        let n = self.finished.len();
+        for completion in self.finished.drain(..) {
+            ops.give_back(completion.op);
+            done(completion);
+        }
+        n
+    }
+}
+
+/// Delivers operation `index`'s packets from `from` at `now`; how it completed (`None`
+/// for an operation that does not exist).
+fn deliver(
+    net: &mut Net,
+    from: SocketAddr,
+    ops: &OpTable,
+    index: u16,
+    now: Instant,
+) -> Option<Completion> {
+    let op = ops.get(index)?;
+    let packets = op.segments.min(MAX_GSO_SEGMENTS);
+    let result = match op.dest().as_socket() {
+        Some(to) => {
+            let mut bytes = 0usize;
+            for i in 0..packets {
+                // SAFETY: the op was filled for `packets` segments and has not
+                // completed: its iovecs point at memory the filler keeps valid.
+                let segment = unsafe { op.segment(i) };
+                net.send(from, segment, to, now);
+                bytes += segment.len();
+            }
+            i32::try_from(bytes).unwrap_or(i32::MAX)
+        }
+        None => -libc::EAFNOSUPPORT,
+    };
+    Some(Completion {
+        op: index,
+        packets,
+        result,
+    })
 }
 
 impl BatchSend for SimSend {
@@ -852,37 +924,63 @@ impl BatchSend for SimSend {
         {
             let mut net = self.net.lock();
             for &index in &pending {
-                let Some(op) = ops.get(index) else {
-                    continue;
-                };
-                let packets = op.segments.min(MAX_GSO_SEGMENTS);
-                let result = match op.dest().as_socket() {
-                    Some(to) => {
-                        let mut bytes = 0usize;
-                        for i in 0..packets {
-                            // SAFETY: the op was filled for `packets` segments and has not
-                            // completed: its iovecs point at memory the filler keeps valid.
-                            let segment = unsafe { op.segment(i) };
-                            net.send(self.from, segment, to, now);
-                            bytes += segment.len();
-                        }
-                        i32::try_from(bytes).unwrap_or(i32::MAX)
-                    }
-                    None => -libc::EAFNOSUPPORT,
-                };
-                self.finished.push(Completion {
-                    op: index,
-                    packets,
-                    result,
-                });
+                let delay = ops
+                    .get(index)
+                    .and_then(|op| op.dest().as_socket())
+                    .and_then(|to| net.deferred.get(&canonical(to)).copied());
+                match delay {
+                    // Behind what waits already, so that sends stay in order.
+                    Some(delay) => self.deferred.push_back((now + delay, index)),
+                    None if !self.deferred.is_empty() => self.deferred.push_back((now, index)),
+                    None => self
+                        .finished
+                        .extend(deliver(&mut net, self.from, ops, index, now)),
+                }
             }
         }
         ops.restore_queue(pending);
-        for completion in self.finished.drain(..) {
-            ops.give_back(completion.op);
-            done(completion);
-        }
+        self.complete(ops, done);
         Ok(())
+    }
+
+    fn reap(
+        &mut self,
+        ops: &mut OpTable,
+        wait: bool,
+        done: &mut impl FnMut(Completion),
+    ) -> io::Result<usize> {
+        if wait {
+            if let Some(&(due, _)) = self.deferred.front() {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        }
+        let now = Instant::now();
+        {
+            let mut net = self.net.lock();
+            while let Some(&(due, index)) = self.deferred.front() {
+                if due > now {
+                    break;
+                }
+                self.deferred.pop_front();
+                self.finished
+                    .extend(deliver(&mut net, self.from, ops, index, now));
+            }
+        }
+        Ok(self.complete(ops, done))
+    }
+
+    fn wait(
+        &mut self,
+        ops: &mut OpTable,
+        timeout: Duration,
+        done: &mut impl FnMut(Completion),
+    ) -> usize {
+        let timeout = match self.deferred.front() {
+            Some(&(due, _)) => timeout.min(due.saturating_duration_since(Instant::now())),
+            None => timeout,
+        };
+        sleep_on(ops.wake(), timeout);
+        self.reap(ops, false, done).unwrap_or(0)
     }
 }
 

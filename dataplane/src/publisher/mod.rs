@@ -20,6 +20,12 @@
 //!   calls do nothing); offers are refused from then on. `close` ends the session and
 //!   waits for the sends in flight; dropping an open publisher does the same, ignoring
 //!   errors.
+//! - With [`PublisherConfig::line_b`] every packet also goes to a second group (line B),
+//!   from a socket of its own (on line B's interface), after line A's send of it and as a
+//!   batch of its own: one packetizer, so the same session and sequence numbers, byte for
+//!   byte. A packet's buffer is reused only once both sends of it completed; line B's
+//!   counters are [`Publisher::line_b_stats`], and a failure on line B is counted there
+//!   and never stops line A (see `lines`).
 //! - With [`PublisherConfig::rerequest`] the publisher also runs a MoldUDP64 re-request
 //!   server at a unicast address: the packetizer keeps every data packet in a
 //!   retransmission store as it closes it, and requests are answered on the publisher's
@@ -34,6 +40,7 @@
 //! session) are the sans-IO [`Packetizer`]'s; this module gives it buffers and sends what
 //! it says is ready, through the chosen backend (`sender`).
 
+mod lines;
 pub(crate) mod packing;
 pub(crate) mod rerequest;
 mod sender;
@@ -45,6 +52,8 @@ use std::time::{Duration, Instant};
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
 use socket2::{SockAddr, Socket, Type};
 
+use self::lines::SlotBook;
+pub use self::lines::{LineB, LineStats};
 use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
@@ -72,7 +81,7 @@ use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 pub struct PublisherConfig {
     /// The MoldUDP64 session name carried in every packet.
     pub session: Session,
-    /// The group and port to send to.
+    /// The group and port to send to (line A).
     pub group: SocketAddr,
     /// The interface to send on (see [`multipoint_control::Interface`]).
     pub interface: Interface,
@@ -109,13 +118,21 @@ pub struct PublisherConfig {
     /// A re-request server to run beside the stream (`None`: lost messages are lost for
     /// good). Its socket is made on the same network as the publisher's.
     pub rerequest: Option<RerequestConfig>,
+    /// A second line (`None`: one line only): every packet also goes to
+    /// [`LineB::group`], after line A's send of it, from a second socket made like the
+    /// first (`scope`, `loopback`, `backend` and `network` apply to it too) but with
+    /// [`LineB::interface`] as its multicast interface and never bound to `bind` (the
+    /// kernel chooses its source address on that interface; on a simulated network it
+    /// sends from the loopback address, any port). Only [`Publisher::new`] takes one.
+    /// With `zero_copy`, each line's ring registers the packet buffers.
+    pub line_b: Option<LineB>,
 }
 
 impl PublisherConfig {
     /// Defaults for `session` and `group`: the interface chosen by route (name one for
     /// real use), scope 1, loopback on, 1472-byte datagrams, 100 µs maximum delay,
     /// heartbeats every second, backend auto, GSO on, 256 buffers, batches of 32, the
-    /// host's network, no re-request server.
+    /// host's network, no re-request server, one line.
     pub fn new(session: Session, group: SocketAddr) -> PublisherConfig {
         PublisherConfig {
             session,
@@ -134,15 +151,17 @@ impl PublisherConfig {
             zero_copy: false,
             network: Network::Host,
             rerequest: None,
+            line_b: None,
         }
     }
 }
 
 impl PublisherConfig {
-    /// What this publisher will ask of the host (see [`crate::host`]).
+    /// What this publisher will ask of the host (see [`crate::host`]): a sender (ring)
+    /// per line.
     pub fn host_needs(&self) -> HostNeeds {
         HostNeeds {
-            senders: 1,
+            senders: 1 + u32::from(self.line_b.is_some()),
             sender_ring: PUBLISHER_RING,
             sender_registered_bytes: if self.zero_copy {
                 (self.buffers * self.max_datagram) as u64
@@ -166,15 +185,16 @@ const SEND_BUFFER: usize = 4 << 20;
 /// Longest `close` waits for sends in flight.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The packet buffers: one region of `max_datagram`-byte slots and the free list.
+/// The packet buffers: one region of `max_datagram`-byte slots, the free list and the
+/// sends each buffer in flight waits for.
 pub(crate) struct Buffers {
     region: Region,
-    free: Vec<u16>,
+    book: SlotBook,
 }
 
 impl Slots for Buffers {
     fn take(&mut self) -> Option<u16> {
-        self.free.pop()
+        self.book.free.pop()
     }
 
     unsafe fn buffer(&mut self, slot: u16) -> &mut [u8] {
@@ -182,7 +202,71 @@ impl Slots for Buffers {
     }
 
     fn give_back(&mut self, slot: u16) {
-        self.free.push(slot);
+        self.book.give_back(slot);
+    }
+}
+
+/// Line B's sending: its own socket and sender, and what it sent.
+struct LineSender {
+    /// Where line B's packets go.
+    group: SocketAddr,
+    // `sender` before `_socket`: the ring goes before the descriptor it sends on.
+    sender: AnySender,
+    _socket: OwnedSocket,
+    stats: LineStats,
+}
+
+impl LineSender {
+    /// Sends the packets `(slot, len)` that line A took, in order, as batches of line B's
+    /// own (GSO runs of its own). When every operation is in flight it waits for one to
+    /// finish; what its backend cannot take at all (submitting failed, or nothing it had in
+    /// flight finished) is counted as failed on line B and let go, so that line B never
+    /// holds a buffer, and so line A, back.
+    fn send(&mut self, region: &Region, mut packets: &[(u16, u16)], book: &mut SlotBook) {
+        let LineSender { sender, stats, .. } = self;
+        let mut errors = 0u64;
+        let mut done = |slot: u16, ok: bool| {
+            book.sent(slot);
+            errors += u64::from(!ok);
+        };
+        while !packets.is_empty() {
+            let (count, error) = sender.send(region, packets, &mut done);
+            stats.packets += count.packets as u64;
+            stats.sends += count.ops as u64;
+            stats.gso_sends += count.gso_ops as u64;
+            packets = packets.get(count.packets..).unwrap_or(&[]);
+            let stuck = match error {
+                Some(e) => {
+                    tracing::warn!(error = %e, "line B: submitting sends failed");
+                    true
+                }
+                // Every operation is in flight: wait for one to finish.
+                None if count.packets == 0 => !matches!(sender.reap(true, &mut done), Ok(1..)),
+                None => false,
+            };
+            if stuck && !packets.is_empty() {
+                tracing::warn!(
+                    packets = packets.len(),
+                    "line B cannot take these packets; line A goes on without them"
+                );
+                for &(slot, _) in packets {
+                    done(slot, false);
+                }
+                break;
+            }
+        }
+        stats.send_errors += errors;
+    }
+
+    /// Collects line B's finished sends (see [`Publisher::reap`]).
+    fn reap(&mut self, wait: bool, book: &mut SlotBook) -> std::io::Result<usize> {
+        let mut errors = 0u64;
+        let reaped = self.sender.reap(wait, &mut |slot: u16, ok: bool| {
+            book.sent(slot);
+            errors += u64::from(!ok);
+        });
+        self.stats.send_errors += errors;
+        reaped
     }
 }
 
@@ -194,9 +278,11 @@ pub struct Publisher {
     dest: SocketAddr,
     socket: OwnedSocket,
     backend: BackendInfo,
-    // `sender` must stay declared before `buffers`: its ring may hold the region
-    // registered, and fields drop in declaration order.
+    // `sender` and `line_b` must stay declared before `buffers`: their rings may hold the
+    // region registered, and fields drop in declaration order.
     sender: AnySender,
+    /// Line B, if configured.
+    line_b: Option<LineSender>,
     buffers: Buffers,
     core: Packetizer,
     stats: PublisherStats,
@@ -220,40 +306,19 @@ impl Publisher {
     /// sets up the chosen backend. On a simulated network ([`PublisherConfig::network`])
     /// the socket is bound at `bind` (else on loopback, any port). With
     /// [`PublisherConfig::rerequest`], also binds the re-request server's socket and
-    /// allocates the retransmission store.
+    /// allocates the retransmission store. With [`PublisherConfig::line_b`], makes line
+    /// B's socket the same way, on line B's interface.
     ///
     /// # Errors
     ///
-    /// [`Error::Control`] if the socket cannot be configured; [`Error::Config`] for
+    /// [`Error::Control`] if a socket cannot be configured; [`Error::Config`] for
     /// settings out of range; [`Error::UringUnavailable`] when io_uring was required and
     /// is not there; [`Error::Io`] if setting up the ring or buffers fails;
     /// [`Error::RerequestBind`] if the re-request server's address cannot be bound.
     pub fn new(config: PublisherConfig) -> Result<Publisher> {
         let core = packetizer(&config)?;
         let dest = config.group;
-        if let Network::Sim(net) = &config.network {
-            let bind = config.bind.unwrap_or_else(|| sim::default_source(dest));
-            let socket = net
-                .bind(bind)
-                .map_err(Error::io("binding the publisher's simulated socket"))?;
-            return Publisher::build(config, core, OwnedSocket::Sim(socket), dest);
-        }
-        let transport = match config.group.ip() {
-            IpAddr::V4(_) => Transport::Udp4Multicast,
-            IpAddr::V6(_) => Transport::Udp6Multicast,
-        };
-        let socket = MultipointSocket::new(transport, Roles::LEAF)?;
-        socket.set_interface(config.interface.clone())?;
-        socket.set_scope(config.scope)?;
-        socket.set_loopback(config.loopback)?;
-        if let Some(bind) = config.bind {
-            socket.bind(bind)?;
-        }
-        let membership = socket.join_leaf(config.group, Direction::SenderOnly, None)?;
-        let socket = OwnedSocket::Joined {
-            _membership: membership,
-            socket,
-        };
+        let socket = line_socket(&config, dest, &config.interface, config.bind)?;
         Publisher::build(config, core, socket, dest)
     }
 
@@ -266,15 +331,15 @@ impl Publisher {
     /// `config.group` is ignored in favour of `dest`, and so are `interface`, `bind`,
     /// `scope`, `loopback` and `network`: the socket is used as it is (only its send
     /// buffer is enlarged, as for [`new`](Self::new)). Everything else applies as for
-    /// `new`. The publisher owns the socket from now on; dropping or closing it closes
-    /// the socket.
+    /// `new`, but for `line_b`: a publisher on a given socket sends on that one line. The
+    /// publisher owns the socket from now on; dropping or closing it closes the socket.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for settings out of range, a socket that is not an IP datagram
-    /// socket, or a destination of the other address family (for an IPv4 peer on an IPv6
-    /// socket, give its IPv4-mapped address `::ffff:a.b.c.d`); [`Error::Io`] if the socket
-    /// cannot be inspected, or setting up the ring or buffers fails;
+    /// [`Error::Config`] for settings out of range, a `line_b`, a socket that is not an IP
+    /// datagram socket, or a destination of the other address family (for an IPv4 peer
+    /// on an IPv6 socket, give its IPv4-mapped address `::ffff:a.b.c.d`); [`Error::Io`]
+    /// if the socket cannot be inspected, or setting up the ring or buffers fails;
     /// [`Error::UringUnavailable`] when io_uring was required and is not there;
     /// [`Error::RerequestBind`] if the re-request server's address cannot be bound (on a
     /// simulated socket's network, for a simulated socket).
@@ -283,6 +348,13 @@ impl Publisher {
         dest: SocketAddr,
         config: PublisherConfig,
     ) -> Result<Publisher> {
+        if let Some(line_b) = &config.line_b {
+            return Err(Error::Config(format!(
+                "Publisher::with_socket sends on the one socket it is given: line B (to {}) \
+                 needs Publisher::new, which makes a socket per line",
+                line_b.group
+            )));
+        }
         let core = packetizer(&config)?;
         let socket = match socket.into() {
             DataSocket::Sim(socket) => {
@@ -321,7 +393,8 @@ impl Publisher {
         Publisher::build(config, core, OwnedSocket::Given(socket), dest)
     }
 
-    /// Everything after the socket: buffers, backend and sender to `dest`.
+    /// Everything after the socket: buffers, backend, the sender to `dest` and, with
+    /// [`PublisherConfig::line_b`], line B's socket and sender.
     fn build(
         config: PublisherConfig,
         core: Packetizer,
@@ -330,42 +403,22 @@ impl Publisher {
     ) -> Result<Publisher> {
         let region = Region::new(config.buffers, config.max_datagram)
             .map_err(Error::io("allocating packet buffers"))?;
-        let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
-        let to = SockAddr::from(dest);
-        let ops = OpTable::new(config.buffers, config.gso, None);
-        let (backend, sender) = match &socket {
-            OwnedSocket::Sim(socket) => {
-                let send = SimSend::new(socket.net().clone(), socket.local_addr(), ops);
-                let sender = PacketSender::new(send, to, config.buffers, max_batch);
-                (sim_backend(), AnySender::Sim(sender))
+        let backend = match &socket {
+            OwnedSocket::Sim(_) => sim_backend(),
+            OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => choose(config.backend)?,
+        };
+        let sender = line_sender(&socket, backend.kind, &config, &region, dest)?;
+        let line_b = match &config.line_b {
+            Some(line) => {
+                let socket = line_socket(&config, line.group, &line.interface, None)?;
+                Some(LineSender {
+                    group: line.group,
+                    sender: line_sender(&socket, backend.kind, &config, &region, line.group)?,
+                    _socket: socket,
+                    stats: LineStats::default(),
+                })
             }
-            OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => {
-                let Some(host) = socket.host() else {
-                    return Err(Error::Config("the publisher has no socket".into()));
-                };
-                // A deep send buffer absorbs bursts; the kernel caps it at
-                // net.core.wmem_max.
-                let _ = host.set_send_buffer_size(SEND_BUFFER);
-                let fd = host.as_raw_fd();
-                let backend = choose(config.backend)?;
-                let sender = match backend.kind {
-                    BackendKind::Uring => {
-                        let ring = build_ring(PUBLISHER_RING.sq, PUBLISHER_RING.cq, false)
-                            .map_err(Error::io("setting up the publisher's io_uring"))?;
-                        let zero_copy = config.zero_copy.then_some(&region);
-                        // SAFETY: the region moves into the publisher next to the sender,
-                        // declared after it, so it is dropped after the sender's ring.
-                        let send = unsafe { UringSend::new(fd, ring, ops, zero_copy) }
-                            .map_err(Error::io("setting up the sender"))?;
-                        AnySender::Uring(PacketSender::new(send, to, config.buffers, max_batch))
-                    }
-                    BackendKind::Mmsg | BackendKind::Sim => {
-                        let send = MmsgSend::new(fd, ops);
-                        AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
-                    }
-                };
-                (backend, sender)
-            }
+            None => None,
         };
         let rerequest = match &config.rerequest {
             Some(rerequest) => {
@@ -382,14 +435,15 @@ impl Publisher {
             }
             None => None,
         };
-        let free = (0..config.buffers as u16).rev().collect();
+        let book = SlotBook::new(config.buffers, 1 + u8::from(line_b.is_some()));
         Ok(Publisher {
             config,
             dest,
             socket,
             backend,
             sender,
-            buffers: Buffers { region, free },
+            line_b,
+            buffers: Buffers { region, book },
             core,
             stats: PublisherStats::default(),
             rerequest,
@@ -451,7 +505,18 @@ impl Publisher {
         self.core.max_message()
     }
 
-    /// Counters so far.
+    /// Where line B's packets go; `None` with one line.
+    pub fn line_b_destination(&self) -> Option<SocketAddr> {
+        self.line_b.as_ref().map(|line| line.group)
+    }
+
+    /// Line B's counters so far; `None` with one line.
+    pub fn line_b_stats(&self) -> Option<LineStats> {
+        self.line_b.as_ref().map(|line| line.stats)
+    }
+
+    /// Counters so far. `packets`, `sends`, `gso_sends` and `send_errors` are line A's
+    /// (line B's are [`line_b_stats`](Self::line_b_stats)); the rest are the publisher's.
     pub fn stats(&self) -> PublisherStats {
         let core = self.core.stats();
         PublisherStats {
@@ -511,9 +576,7 @@ impl Publisher {
         self.flush();
         // End of session needs a buffer: wait for one if all are in flight.
         let deadline = Instant::now() + CLOSE_TIMEOUT;
-        while self.buffers.free.is_empty()
-            && self.sender.in_flight() > 0
-            && Instant::now() < deadline
+        while self.buffers.book.free.is_empty() && self.in_flight() > 0 && Instant::now() < deadline
         {
             if self.reap(true).is_err() {
                 break;
@@ -527,9 +590,24 @@ impl Publisher {
 
     /// Ends the session (if not done yet), waits for every send to finish, and returns
     /// the final counters.
-    pub fn close(mut self) -> PublisherStats {
+    pub fn close(self) -> PublisherStats {
+        self.close_lines().0
+    }
+
+    /// [`close`](Self::close), returning line B's final counters too (`None` with one
+    /// line).
+    pub fn close_lines(mut self) -> (PublisherStats, Option<LineStats>) {
         self.finish();
-        self.stats()
+        (self.stats(), self.line_b_stats())
+    }
+
+    /// Send operations in flight, on both lines.
+    fn in_flight(&self) -> usize {
+        self.sender.in_flight()
+            + self
+                .line_b
+                .as_ref()
+                .map_or(0, |line| line.sender.in_flight())
     }
 
     fn finish(&mut self) {
@@ -539,21 +617,21 @@ impl Publisher {
         self.closed = true;
         self.end_session();
         let deadline = Instant::now() + CLOSE_TIMEOUT;
-        while self.sender.in_flight() > 0 && Instant::now() < deadline {
+        while self.in_flight() > 0 && Instant::now() < deadline {
             if self.reap(true).is_err() {
                 break;
             }
         }
-        if self.sender.in_flight() > 0 {
+        if self.in_flight() > 0 {
             tracing::warn!(
-                in_flight = self.sender.in_flight(),
+                in_flight = self.in_flight(),
                 "closing with sends still in flight"
             );
         }
     }
 
     /// Sends what the packetizer says is due, waiting for sends in flight when every
-    /// operation is taken.
+    /// operation is taken: each batch to line A, then what line A took to line B.
     fn transmit(&mut self) {
         if self.core.poll_transmit().is_none() {
             return;
@@ -561,22 +639,27 @@ impl Publisher {
         let now = Instant::now();
         let Publisher {
             sender,
-            buffers: Buffers { region, free },
+            line_b,
+            buffers: Buffers { region, book },
             core,
             stats,
             rerequest,
             ..
         } = self;
         let mut errors = 0u64;
-        let mut done = |slot: u16, ok: bool| {
-            free.push(slot);
-            errors += u64::from(!ok);
-        };
         while let Some(ready) = core.poll_transmit() {
-            let (count, error) = sender.send(region, ready, &mut done);
+            // Before any send: a synchronous backend completes within it.
+            book.hand_out(ready);
+            let (count, error) = sender.send(region, ready, &mut |slot: u16, ok: bool| {
+                book.sent(slot);
+                errors += u64::from(!ok);
+            });
             stats.packets += count.packets as u64;
             stats.sends += count.ops as u64;
             stats.gso_sends += count.gso_ops as u64;
+            if let Some(line) = line_b.as_mut() {
+                line.send(region, ready.get(..count.packets).unwrap_or(&[]), book);
+            }
             core.handle_transmitted(count.packets, now);
             if let Some(e) = error {
                 // What was submitted stays in flight; the rest waits for the next flush or
@@ -587,7 +670,11 @@ impl Publisher {
             if count.packets == 0 {
                 // Every operation is in flight: wait for one to finish. Each blocking
                 // reap consumes at least one completion, so this ends.
-                if sender.reap(true, &mut done).is_err() {
+                let reaped = sender.reap(true, &mut |slot: u16, ok: bool| {
+                    book.sent(slot);
+                    errors += u64::from(!ok);
+                });
+                if reaped.is_err() {
                     break;
                 }
             }
@@ -598,9 +685,32 @@ impl Publisher {
         }
     }
 
-    /// Collects finished sends (with `wait`, at least one if any is in flight); returns
-    /// how many operations finished.
+    /// Collects finished sends of both lines (with `wait`, at least one if any is in
+    /// flight, on whichever line has some); returns how many operations finished.
     fn reap(&mut self, wait: bool) -> std::io::Result<usize> {
+        let a_in_flight = self.sender.in_flight() > 0;
+        let mut reaped = self.reap_line_a(false);
+        if let Some(line) = self.line_b.as_mut() {
+            let b = line.reap(false, &mut self.buffers.book);
+            reaped = match (reaped, b) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        if wait && matches!(reaped, Ok(0)) {
+            if a_in_flight {
+                reaped = self.reap_line_a(true);
+            } else if let Some(line) = self.line_b.as_mut() {
+                if line.sender.in_flight() > 0 {
+                    reaped = line.reap(true, &mut self.buffers.book);
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Collects line A's finished sends (see [`reap`](Self::reap)).
+    fn reap_line_a(&mut self, wait: bool) -> std::io::Result<usize> {
         let Publisher {
             sender,
             buffers,
@@ -609,7 +719,7 @@ impl Publisher {
         } = self;
         let mut errors = 0u64;
         let reaped = sender.reap(wait, &mut |slot: u16, ok: bool| {
-            buffers.free.push(slot);
+            buffers.book.sent(slot);
             errors += u64::from(!ok);
         });
         stats.send_errors += errors;
@@ -633,7 +743,7 @@ impl Packing for Publisher {
     fn make_room(&mut self) {
         self.transmit();
         let _ = self.reap(false);
-        if self.buffers.free.is_empty() && self.core.held() + 1 >= self.config.buffers {
+        if self.buffers.book.free.is_empty() && self.core.held() + 1 >= self.config.buffers {
             self.core.release_held();
             self.transmit();
             let _ = self.reap(false);
@@ -643,6 +753,86 @@ impl Packing for Publisher {
     fn refused(&mut self) {
         self.stats.backpressure += 1;
     }
+}
+
+/// A line's socket, on the network `config` names: to `group` through `interface`, bound
+/// at `bind` if given. On the host's network it is made through the control crate with
+/// `config`'s scope and loopback and joined to `group` sender-only; on a simulated one it
+/// is bound at `bind` (else the loopback address of `group`'s family, any port).
+fn line_socket(
+    config: &PublisherConfig,
+    group: SocketAddr,
+    interface: &Interface,
+    bind: Option<SocketAddr>,
+) -> Result<OwnedSocket> {
+    if let Network::Sim(net) = &config.network {
+        let bind = bind.unwrap_or_else(|| sim::default_source(group));
+        let socket = net
+            .bind(bind)
+            .map_err(Error::io("binding the publisher's simulated socket"))?;
+        return Ok(OwnedSocket::Sim(socket));
+    }
+    let transport = match group.ip() {
+        IpAddr::V4(_) => Transport::Udp4Multicast,
+        IpAddr::V6(_) => Transport::Udp6Multicast,
+    };
+    let socket = MultipointSocket::new(transport, Roles::LEAF)?;
+    socket.set_interface(interface.clone())?;
+    socket.set_scope(config.scope)?;
+    socket.set_loopback(config.loopback)?;
+    if let Some(bind) = bind {
+        socket.bind(bind)?;
+    }
+    let membership = socket.join_leaf(group, Direction::SenderOnly, None)?;
+    Ok(OwnedSocket::Joined {
+        _membership: membership,
+        socket,
+    })
+}
+
+/// A line's sender: from `socket` to `dest` with the packet buffers of `region`, over
+/// `kind` (a simulated socket always sends on the sim backend).
+fn line_sender(
+    socket: &OwnedSocket,
+    kind: BackendKind,
+    config: &PublisherConfig,
+    region: &Region,
+    dest: SocketAddr,
+) -> Result<AnySender> {
+    let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
+    let to = SockAddr::from(dest);
+    let ops = OpTable::new(config.buffers, config.gso, None);
+    if let OwnedSocket::Sim(socket) = socket {
+        let send = SimSend::new(socket.net().clone(), socket.local_addr(), ops);
+        return Ok(AnySender::Sim(PacketSender::new(
+            send,
+            to,
+            config.buffers,
+            max_batch,
+        )));
+    }
+    let Some(host) = socket.host() else {
+        return Err(Error::Config("the publisher has no socket".into()));
+    };
+    // A deep send buffer absorbs bursts; the kernel caps it at net.core.wmem_max.
+    let _ = host.set_send_buffer_size(SEND_BUFFER);
+    let fd = host.as_raw_fd();
+    Ok(match kind {
+        BackendKind::Uring => {
+            let ring = build_ring(PUBLISHER_RING.sq, PUBLISHER_RING.cq, false)
+                .map_err(Error::io("setting up the publisher's io_uring"))?;
+            let zero_copy = config.zero_copy.then_some(region);
+            // SAFETY: the region moves into the publisher beside the sender (line A's or
+            // line B's), declared after both, so it is dropped after their rings.
+            let send = unsafe { UringSend::new(fd, ring, ops, zero_copy) }
+                .map_err(Error::io("setting up the sender"))?;
+            AnySender::Uring(PacketSender::new(send, to, config.buffers, max_batch))
+        }
+        BackendKind::Mmsg | BackendKind::Sim => {
+            let send = MmsgSend::new(fd, ops);
+            AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
+        }
+    })
 }
 
 /// The packetizer for `config` (with a retransmission store if it serves re-requests), or
