@@ -59,7 +59,7 @@ use multipoint_dataplane::core::server::ServerStats;
 use multipoint_dataplane::core::store::StoreStats;
 use multipoint_dataplane::latency::{format_ns, Percentiles};
 use multipoint_dataplane::{
-    BackendInfo, FanoutStats, LineStats, PublisherStats, SubscriptionStats,
+    BackendInfo, FanoutStats, LineSendStats, LineStats, PublisherStats, SubscriptionStats,
 };
 
 use crate::fanout::Phase;
@@ -292,7 +292,7 @@ pub struct LineBReport {
     /// Interface sent on.
     pub interface: String,
     /// Line B's counters.
-    pub stats: LineStats,
+    pub stats: LineSendStats,
 }
 
 /// What a subscriber made of the send timestamps in its payloads.
@@ -2076,7 +2076,7 @@ mod tests {
             line_b: Some(LineBReport {
                 group: "239.255.0.2:31002".into(),
                 interface: "lo".into(),
-                stats: LineStats {
+                stats: LineSendStats {
                     packets: 50,
                     sends: 12,
                     gso_sends: 9,

@@ -49,7 +49,7 @@ pub use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, Fanout
 pub use crate::host::{HostNeeds, RingSize};
 pub use crate::io::DataSocket;
 pub use crate::publisher::RerequestConfig;
-pub use crate::publisher::{LineB, LineStats, Publisher, PublisherConfig};
+pub use crate::publisher::{LineB, LineSendStats, Publisher, PublisherConfig};
 pub use crate::stats::{PublisherStats, SubscriptionStats};
 pub use crate::subscribe::{
     Closed, LineBConfig, ShardConfig, Shards, Subscription, SubscriptionConfig,

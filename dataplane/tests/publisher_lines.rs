@@ -19,7 +19,7 @@ use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transpor
 use multipoint_dataplane::io::sim::{Impairments, SimNet, SimSocket};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
 use multipoint_dataplane::{
-    BackendChoice, Error, LineB, LineStats, Network, Publisher, PublisherConfig, PublisherStats,
+    BackendChoice, Error, LineB, LineSendStats, Network, Publisher, PublisherConfig, PublisherStats,
 };
 
 /// Every message is this long, so that packets come out equally long and leave in GSO
@@ -151,7 +151,7 @@ fn poll_for(publisher: &mut Publisher, time: Duration) {
 fn idle_end_and_close(
     mut publisher: Publisher,
     heartbeats: u64,
-) -> (PublisherStats, Option<LineStats>) {
+) -> (PublisherStats, Option<LineSendStats>) {
     wait_until("heartbeats", STALL, || {
         publisher.poll();
         publisher.stats().heartbeats >= heartbeats
@@ -403,7 +403,7 @@ fn two_lines_on_loopback(
     last: u8,
     count: u64,
     tune: impl FnOnce(&mut PublisherConfig),
-) -> Option<(PublisherStats, LineStats)> {
+) -> Option<(PublisherStats, LineSendStats)> {
     let (a, b) = (group(120, last), group(121, last));
     let (tap_a, tap_b) = (Tap::join(a), Tap::join(b));
     let mut config = PublisherConfig {

@@ -167,7 +167,10 @@ fn run(test: &str, trouble: Trouble, recover: bool) -> Option<Closed<Check>> {
 
 fn set_link(host: &Host, ifname: &str, state: &str) {
     let out = host.ip(&["link", "set", ifname, state]);
-    assert!(out.status.success(), "ip link set {ifname} {state}: {out:?}");
+    assert!(
+        out.status.success(),
+        "ip link set {ifname} {state}: {out:?}"
+    );
 }
 
 /// What every run must show: in order, byte for byte, the end heard, no stream
@@ -175,7 +178,11 @@ fn set_link(host: &Host, ifname: &str, state: &str) {
 fn assert_clean(closed: &Closed<Check>) {
     let check = &closed.handler;
     assert_eq!(
-        (check.out_of_order, check.wrong_bytes, check.recovered_out_of_place),
+        (
+            check.out_of_order,
+            check.wrong_bytes,
+            check.recovered_out_of_place
+        ),
         (0, 0, 0)
     );
     assert!(check.ended, "the end of session arrived");
@@ -208,7 +215,11 @@ fn two_lines_losing_5_percent_each_with_recovery_miss_nothing() {
     };
     assert_clean(&closed);
     let st = &closed.stats;
-    assert_eq!((st.messages, st.missing, st.gaps_given_up), (MESSAGES, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.messages, st.missing, st.gaps_given_up),
+        (MESSAGES, 0, 0),
+        "{st:?}"
+    );
     assert_eq!(closed.handler.next, MESSAGES + 1);
     assert!(closed.handler.gaps.is_empty());
     let (a, b) = (closed.lines[0].0, closed.lines[1].0);

@@ -1,5 +1,5 @@
 //! Publishing on two lines: the second line's settings ([`LineB`]) and counters
-//! ([`LineStats`]), and the book of sends each packet buffer still waits for
+//! ([`LineSendStats`]), and the book of sends each packet buffer still waits for
 //! ([`SlotBook`]).
 //!
 //! # Contract
@@ -12,7 +12,7 @@
 //!   completed ([`SlotBook`]). With mmsg and sim both complete before the sends return;
 //!   with io_uring either may complete later, in either order.
 //! - Line B never holds line A back: what line B's backend cannot take (submitting failed,
-//!   or its operations stay busy) is counted in [`LineStats::send_errors`] and let go on
+//!   or its operations stay busy) is counted in [`LineSendStats::send_errors`] and let go on
 //!   line B only; line A sends it as it would without line B.
 
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ impl LineB {
 /// ([`Publisher::line_b_stats`](super::Publisher::line_b_stats)); line A's are the
 /// same-named fields of [`PublisherStats`](crate::PublisherStats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LineStats {
+pub struct LineSendStats {
     /// Packets handed to the kernel on this line (data, heartbeats and end of session).
     pub packets: u64,
     /// Send operations (system calls or SQEs) on this line: one per packet, or one per

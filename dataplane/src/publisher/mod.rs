@@ -53,7 +53,7 @@ use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transpor
 use socket2::{SockAddr, Socket, Type};
 
 use self::lines::SlotBook;
-pub use self::lines::{LineB, LineStats};
+pub use self::lines::{LineB, LineSendStats};
 use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
@@ -213,7 +213,7 @@ struct LineSender {
     // `sender` before `_socket`: the ring goes before the descriptor it sends on.
     sender: AnySender,
     _socket: OwnedSocket,
-    stats: LineStats,
+    stats: LineSendStats,
 }
 
 impl LineSender {
@@ -415,7 +415,7 @@ impl Publisher {
                     group: line.group,
                     sender: line_sender(&socket, backend.kind, &config, &region, line.group)?,
                     _socket: socket,
-                    stats: LineStats::default(),
+                    stats: LineSendStats::default(),
                 })
             }
             None => None,
@@ -511,7 +511,7 @@ impl Publisher {
     }
 
     /// Line B's counters so far; `None` with one line.
-    pub fn line_b_stats(&self) -> Option<LineStats> {
+    pub fn line_b_stats(&self) -> Option<LineSendStats> {
         self.line_b.as_ref().map(|line| line.stats)
     }
 
@@ -596,7 +596,7 @@ impl Publisher {
 
     /// [`close`](Self::close), returning line B's final counters too (`None` with one
     /// line).
-    pub fn close_lines(mut self) -> (PublisherStats, Option<LineStats>) {
+    pub fn close_lines(mut self) -> (PublisherStats, Option<LineSendStats>) {
         self.finish();
         (self.stats(), self.line_b_stats())
     }
