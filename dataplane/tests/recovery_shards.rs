@@ -3,7 +3,8 @@
 //! some: a publisher with a re-request server and shards whose subscription recovers; and
 //! a [`Fanout`] root with a server sending its stream by unicast to three leaves, each a
 //! subscription that recovers from the root. Every message arrives: in order, or as it
-//! comes with the recovered ones marked.
+//! comes with the recovered ones marked. And the same publisher on two lines, each
+//! losing its own tenth, to a subscription that arbitrates between them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,9 +15,11 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::io::sim::{Impairments, SimNet};
 use multipoint_dataplane::wire::Session;
+use multipoint_control::Interface;
 use multipoint_dataplane::{
-    Closed, Fanout, FanoutConfig, Handler, Network, OfferError, Publisher, PublisherConfig,
-    RecoveryConfig, RerequestConfig, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    Closed, Fanout, FanoutConfig, Handler, LineB, LineBConfig, Network, OfferError, Publisher,
+    PublisherConfig, RecoveryConfig, RerequestConfig, ShardConfig, Shards, Subscription,
+    SubscriptionConfig,
 };
 
 const MESSAGES: u64 = 30_000;
@@ -63,8 +66,10 @@ impl Handler for Seen {
     }
 }
 
-fn recovers_through_the_shards(in_order: bool) {
-    let net = SimNet::new(if in_order { 11 } else { 12 });
+/// With `two_lines`, the publisher sends on a second group too and the subscription
+/// arbitrates between both (each line loses its own tenth).
+fn recovers_through_the_shards(in_order: bool, two_lines: bool) {
+    let net = SimNet::new(if in_order { 11 } else { 12 } + if two_lines { 10 } else { 0 });
     net.impair(Impairments {
         loss: 0.10,
         reorder: 0.02,
@@ -72,6 +77,7 @@ fn recovers_through_the_shards(in_order: bool) {
         ..Impairments::none()
     });
     let group: SocketAddr = "239.9.9.9:9000".parse().unwrap();
+    let group_b: SocketAddr = "239.9.9.10:9000".parse().unwrap();
     let server: SocketAddr = "10.0.0.1:7000".parse().unwrap();
     let session = Session::new("SIMREC").unwrap();
     let mut shards = Shards::start(ShardConfig {
@@ -89,6 +95,7 @@ fn recovers_through_the_shards(in_order: bool) {
                     deadline: Duration::from_secs(5),
                     ..RecoveryConfig::new(server)
                 }),
+                line_b: two_lines.then(|| LineBConfig::new(group_b)),
                 ..SubscriptionConfig::new(group)
             },
             Seen::default(),
@@ -98,6 +105,7 @@ fn recovers_through_the_shards(in_order: bool) {
         network: Network::Sim(net.clone()),
         bind: Some("10.0.0.1:5000".parse().unwrap()),
         rerequest: Some(RerequestConfig::new(server)),
+        line_b: two_lines.then(|| LineB::new(group_b, Interface::Default)),
         heartbeat: Duration::from_millis(20),
         ..PublisherConfig::new(session, group)
     })
@@ -148,23 +156,45 @@ fn recovers_through_the_shards(in_order: bool) {
         assert_eq!(numbers, (1..=MESSAGES).collect::<Vec<_>>(), "each once");
         assert_eq!(seen.recovered.len() as u64, st.recovered);
     }
-    // A tenth of everything was lost: the stream, the requests and the replies.
-    assert!(st.recovered > MESSAGES / 20, "{st:?}");
-    assert!(
-        st.retries > 0,
-        "lost requests and replies were asked again: {st:?}"
-    );
     assert!(!closed.recovery.is_empty());
+    if !two_lines {
+        // A tenth of everything was lost: the stream, the requests and the replies.
+        assert!(st.recovered > MESSAGES / 20, "{st:?}");
+        assert!(
+            st.retries > 0,
+            "lost requests and replies were asked again: {st:?}"
+        );
+        return;
+    }
+    // Each line lost a tenth of its packets; the stream only what both lost (about a
+    // hundredth), and only that was asked for. No copy reached the handler twice (the
+    // order checks above), and neither did a stream duplicate.
+    let [a, b] = [&closed.lines[0].0, &closed.lines[1].0];
+    assert!(a.wins > 0 && b.wins > 0, "{a:?} {b:?}");
+    assert!(a.gaps_alone > 0 && b.gaps_alone > 0, "{a:?} {b:?}");
+    assert!(st.gaps * 4 < a.gaps.min(b.gaps), "{st:?} {a:?} {b:?}");
+    assert!(st.recovered > 0 && st.recovered < MESSAGES / 20, "{st:?}");
+    assert_eq!(st.duplicates, 0, "{st:?}");
 }
 
 #[test]
 fn ten_percent_loss_everywhere_is_recovered_in_order_through_the_shards() {
-    recovers_through_the_shards(true);
+    recovers_through_the_shards(true, false);
 }
 
 #[test]
 fn ten_percent_loss_everywhere_is_recovered_as_it_comes_through_the_shards() {
-    recovers_through_the_shards(false);
+    recovers_through_the_shards(false, false);
+}
+
+#[test]
+fn two_lines_losing_a_tenth_each_recover_only_what_both_lost_in_order() {
+    recovers_through_the_shards(true, true);
+}
+
+#[test]
+fn two_lines_losing_a_tenth_each_recover_only_what_both_lost_as_it_comes() {
+    recovers_through_the_shards(false, true);
 }
 
 /// Checks that a leaf got every message once, byte for byte, and nothing was given up.
