@@ -1,5 +1,7 @@
 //! `multipoint pub --line-b` on loopback: two `multipoint sub`s, one on each line's group,
-//! each get every message and the end of session, and pub's JSON reports line B apart.
+//! each get every message and the end of session, and pub's JSON reports line B apart;
+//! and one `multipoint sub --line-b` on both lines gets every message once, with each
+//! line in its JSON.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,12 +24,20 @@ fn two_groups() -> (String, String) {
     )
 }
 
-/// Starts `multipoint sub` on `group` and waits until it has joined.
-fn spawn_sub(group: &str) -> Proc {
-    let mut sub = Proc::spawn(&words(&format!("sub --secs 8 --json --group {group}")));
+/// Starts `multipoint sub` on `group` (with `more` options) and waits until it has
+/// joined; returns it and the line it said so with.
+fn spawn_sub_with(group: &str, more: &str) -> (Proc, String) {
+    let mut sub = Proc::spawn(&words(&format!(
+        "sub --secs 8 --json --group {group} {more}"
+    )));
     let first = sub.line();
     assert!(first.contains("listening on"), "sub said: {first:?}");
-    sub
+    (sub, first)
+}
+
+/// Starts `multipoint sub` on `group` and waits until it has joined.
+fn spawn_sub(group: &str) -> Proc {
+    spawn_sub_with(group, "").0
 }
 
 /// Asserts that a sub's report has every one of `count` messages, no gap and the end.
@@ -77,4 +87,44 @@ fn pub_without_line_b_has_no_line_b_in_its_json() {
     ))));
     assert_eq!(u64_of(&published, "messages"), 100, "{published}");
     assert!(published.get("line_b").is_none(), "{published}");
+}
+
+#[test]
+fn sub_on_both_lines_gets_every_message_once_and_reports_each_line() {
+    let _turn = turn();
+    let (a, b) = two_groups();
+    let (sub, first) = spawn_sub_with(&a, &format!("--line-b {b} --line-wait-us 2000"));
+    assert!(
+        first.contains(&format!("and line B {b}")),
+        "the first line names line B: {first}"
+    );
+    let published = last_json(&run(&words(&format!(
+        "pub --count 50000 --rate 100000 --json --group {a} --line-b {b}"
+    ))));
+    let received = last_json(&sub.finish());
+    assert_eq!(u64_of(&published, "messages"), 50_000, "{published}");
+    assert_got_everything("both lines", &received, 50_000);
+    assert_eq!(u64_of(&received, "duplicates"), 0, "{received}");
+    let lines = received["lines"].as_array().expect("a list of lines");
+    assert_eq!(lines.len(), 2, "{received}");
+    assert_eq!(lines[0]["group"], a.as_str());
+    assert_eq!(lines[1]["group"], b.as_str());
+    let packets = u64_of(&published, "packets");
+    let wins = u64_of(&lines[0], "wins") + u64_of(&lines[1], "wins");
+    for line in lines {
+        // Loopback loses nothing: each line brought every packet (but perhaps the last
+        // few, the end of session's repeats once the sub had heard it), and each data
+        // packet was won by one line and a duplicate on the other.
+        let got = u64_of(line, "packets");
+        assert!(
+            got <= packets && got + 10 >= packets,
+            "{line}: of {packets}"
+        );
+        assert_eq!(u64_of(line, "gaps"), 0, "{line}");
+        assert_eq!(u64_of(line, "down_events"), 0, "{line}");
+        let seen = u64_of(line, "wins") + u64_of(line, "duplicates");
+        assert!(seen <= wins && seen + 10 >= wins, "{line}: of {wins}");
+        assert!(line["behind_us"]["p50"].is_number(), "{line}");
+    }
+    assert!(wins > 0 && wins <= packets, "{received}");
 }

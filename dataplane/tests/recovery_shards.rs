@@ -12,10 +12,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use multipoint_control::Interface;
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::io::sim::{Impairments, SimNet};
 use multipoint_dataplane::wire::Session;
-use multipoint_control::Interface;
 use multipoint_dataplane::{
     Closed, Fanout, FanoutConfig, Handler, LineB, LineBConfig, Network, OfferError, Publisher,
     PublisherConfig, RecoveryConfig, RerequestConfig, ShardConfig, Shards, Subscription,
