@@ -12,6 +12,11 @@
 #   SEARCH=1 LOSSES="0 5" sudo bench/loss.sh    per loss rate, the highest offered rate at
 #                                               which every message arrives (bisection from
 #                                               HIGH=4000000 down, TRIALS=7 runs of COUNT)
+#   LINES=2 sudo bench/loss.sh                  A/B: a second veth pair and group (line B,
+#                                               pub/sub --line-b), each line dropping the
+#                                               share on its own; adds each line's wins and
+#                                               how far behind the other it ran (µs)
+#   RECOVER=0 sudo bench/loss.sh                without --rerequest (what is lost stays lost)
 #
 # Needs root, ip (iproute2), nft (nftables) and a release build (cargo build --release
 # -p multipoint-bench). Everything it makes (namespaces, their veths and rules) is removed
@@ -26,7 +31,10 @@ SIZE=${SIZE:-64}
 ORDER=${ORDER:-in-order}
 REREQUEST_RATE=${REREQUEST_RATE:-200000}
 BIN=${BIN:-target/release/multipoint}
+LINES=${LINES:-1}
+RECOVER=${RECOVER:-1}
 GROUP=239.255.77.1:31077
+GROUP_B=239.255.77.2:31077
 SERVER=10.77.0.1:31078
 TAG="mploss$$"
 
@@ -41,12 +49,24 @@ cleanup() {
 trap cleanup EXIT
 
 order_flag=()
-[ "$ORDER" = in-order ] && order_flag=(--in-order)
+[ "$ORDER" = in-order ] && [ "$RECOVER" = 1 ] && order_flag=(--in-order)
+sub_flags=("${order_flag[@]}")
+pub_flags=()
+if [ "$RECOVER" = 1 ]; then
+    sub_flags+=(--rerequest "$SERVER")
+    pub_flags+=(--rerequest-server "$SERVER" --rerequest-rate "$REREQUEST_RATE" --linger 3)
+fi
+if [ "$LINES" = 2 ]; then
+    sub_flags+=(--line-b "$GROUP_B" --iface-b eth1)
+    pub_flags+=(--line-b "$GROUP_B" --iface-b eth1)
+fi
 
-# A JSON field of the sub's last line (a number, or a field of latency-like objects).
+# A JSON field of the sub's last line (a number, or a field of latency-like objects;
+# a number in the path indexes a list: lines.0.wins).
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=d
 for k in sys.argv[2].split('.'):
-    v = v.get(k) if isinstance(v, dict) else None
+    if isinstance(v, list) and k.isdigit() and int(k) < len(v): v = v[int(k)]
+    else: v = v.get(k) if isinstance(v, dict) else None
 print('-' if v is None else v)" "$1" "$2"; }
 
 
@@ -65,20 +85,32 @@ lab() {
     ip -n "$TAG-b" link set eth0 up
     ip netns exec "$TAG-b" nft add table inet loss
     ip netns exec "$TAG-b" nft add chain inet loss input '{ type filter hook input priority 0 ; policy accept ; }'
-    ip netns exec "$TAG-b" nft add rule inet loss input udp dport "${GROUP##*:}" numgen random mod 100 '<' "$loss" counter drop
+    local ifs=(eth0)
+    if [ "$LINES" = 2 ]; then
+        ip -n "$TAG-a" link add eth1 type veth peer name eth1 netns "$TAG-b"
+        ip -n "$TAG-a" addr add 10.77.1.1/24 dev eth1
+        ip -n "$TAG-b" addr add 10.77.1.2/24 dev eth1
+        ip -n "$TAG-a" link set eth1 up
+        ip -n "$TAG-b" link set eth1 up
+        ifs+=(eth1)
+    fi
+    # One rule per line: each drops its share on its own.
+    for ifname in "${ifs[@]}"; do
+        ip netns exec "$TAG-b" nft add rule inet loss input iifname "$ifname" udp dport "${GROUP##*:}" \
+            numgen random mod 100 '<' "$loss" counter drop
+    done
 }
 
 # One run at `rate` msgs/s: prints the sub's JSON line.
 run() {
     local rate=$1 out sub
     out=$(mktemp)
-    ip netns exec "$TAG-b" "$BIN" sub --group "$GROUP" --iface eth0 --rerequest "$SERVER" \
-        "${order_flag[@]}" --secs 120 --json >"$out" 2>/dev/null &
+    ip netns exec "$TAG-b" "$BIN" sub --group "$GROUP" --iface eth0 "${sub_flags[@]}" \
+        --secs 120 --json >"$out" 2>/dev/null &
     sub=$!
     sleep 0.5
-    ip netns exec "$TAG-a" "$BIN" pub --group "$GROUP" --iface eth0 --rerequest-server "$SERVER" \
-        --rerequest-rate "$REREQUEST_RATE" --count "$COUNT" --rate "$rate" --size "$SIZE" \
-        --linger 3 >/dev/null 2>&1
+    ip netns exec "$TAG-a" "$BIN" pub --group "$GROUP" --iface eth0 "${pub_flags[@]}" \
+        --count "$COUNT" --rate "$rate" --size "$SIZE" >/dev/null 2>&1
     wait "$sub" || true
     tail -n 1 "$out"
     rm -f "$out"
@@ -88,16 +120,27 @@ us() { awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 / 1000 }'; }
 
 row() {
     local label=$1 json=$2
-    printf '%-9s %12s %10s %10s %14s %12s %12s %12s\n' "$label" \
+    printf '%-9s %12s %10s %10s %14s %12s %12s %12s' "$label" \
         "$(field "$json" messages)" "$(field "$json" missing)" "$(field "$json" recovered)" \
         "$(field "$json" msgs_per_sec)" \
         "$(field "$json" recovery_ns.p50 | us)" "$(field "$json" recovery_ns.p99 | us)" \
         "$(field "$json" recovery_ns.max | us)"
+    if [ "$LINES" = 2 ]; then
+        local l
+        for l in 0 1; do
+            printf ' %10s %10s %8s/%s/%s' "$(field "$json" "lines.$l.wins")" \
+                "$(field "$json" "lines.$l.gaps_alone")" "$(field "$json" "lines.$l.behind_us.p50")" \
+                "$(field "$json" "lines.$l.behind_us.p99")" "$(field "$json" "lines.$l.behind_us.max")"
+        done
+    fi
+    printf '\n'
     [ "${JSON:-0}" = 1 ] && echo "$json"
     return 0
 }
 
-printf '%-9s %12s %10s %10s %14s %12s %12s %12s\n' loss delivered missing recovered goodput/s rec_p50_us rec_p99_us rec_max_us
+printf '%-9s %12s %10s %10s %14s %12s %12s %12s' loss delivered missing recovered goodput/s rec_p50_us rec_p99_us rec_max_us
+[ "$LINES" = 2 ] && printf ' %10s %10s %s %10s %10s %s' A_wins A_alone A_behind_us_p50/p99/max B_wins B_alone B_behind_us_p50/p99/max
+printf '\n'
 for loss in $LOSSES; do
     lab "$loss"
     if [ "${SEARCH:-0}" != 1 ]; then
