@@ -67,7 +67,8 @@ pub(crate) struct SubscriptionCounters {
 /// A snapshot of one subscription's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriptionStats {
-    /// MoldUDP64 packets taken in (after splitting coalesced GRO datagrams).
+    /// MoldUDP64 packets taken in (after splitting coalesced GRO datagrams), on both
+    /// lines when there are two.
     pub packets: u64,
     /// Receive completions (one per datagram, or per GRO batch of datagrams).
     pub datagrams: u64,
@@ -79,7 +80,9 @@ pub struct SubscriptionStats {
     pub gaps: u64,
     /// Messages missing in those gaps.
     pub missing: u64,
-    /// Messages that arrived again and were not handed over again.
+    /// Messages that arrived again and were not handed over again. With two lines, the
+    /// other line's copies are not counted here but per line
+    /// ([`LineStats::duplicates`](crate::core::lines::LineStats::duplicates)).
     pub duplicates: u64,
     /// Packets of another MoldUDP64 session, ignored.
     pub other_session: u64,
