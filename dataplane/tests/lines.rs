@@ -440,3 +440,78 @@ fn the_wait_for_the_slower_line_is_a_setting_and_a_line_slower_than_it_loses_the
     assert_eq!(state.stats().gaps, 0);
     assert_eq!(state.poll_timeout(), None);
 }
+
+fn from(source: SocketAddr) -> DatagramInfo {
+    DatagramInfo {
+        source: Some(source),
+        ..DatagramInfo::default()
+    }
+}
+
+/// Packet `n`: message `n` alone.
+fn packet(n: u64) -> Vec<u8> {
+    pack_all(&SESSION, n, DATAGRAM, [&message(n)[..]])
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn a_suspect_packet_confirmed_by_the_other_line_is_the_win_of_the_line_it_came_on() {
+    let mut state = ReceiveState::new(&ReceiveConfig {
+        sequence_window: 10,
+        ..config(None)
+    });
+    let mut seen = Seen::default();
+    state.handle_line_datagram(Line::A, &packet(1), from(sender(Line::A)), 0, &mut seen);
+    // 100 is too far ahead: suspect until the sender goes on from it, which line B does.
+    state.handle_line_datagram(
+        Line::A,
+        &packet(100),
+        from(sender(Line::A)),
+        10_000,
+        &mut seen,
+    );
+    state.handle_line_datagram(
+        Line::B,
+        &packet(101),
+        from(sender(Line::B)),
+        20_000,
+        &mut seen,
+    );
+    assert_eq!(seen.messages, [1, 100, 101]);
+    let [a, b] = state.line_stats().unwrap();
+    assert_eq!((a.packets, a.wins, b.packets, b.wins), (2, 2, 1, 1));
+}
+
+#[test]
+fn a_stream_that_locks_at_the_finish_on_line_b_counts_its_packets_as_line_bs() {
+    let mut state = ReceiveState::new(&ReceiveConfig {
+        lines: Some(LinesConfig::default()),
+        ..ReceiveConfig::default()
+    });
+    let mut seen = Seen::default();
+    state.handle_line_datagram(Line::B, &stream(1)[0], from(sender(Line::B)), 0, &mut seen);
+    state.finish(10_000, &mut seen);
+    assert_eq!(seen.messages, [1]);
+    let [a, b] = state.line_stats().unwrap();
+    assert_eq!((a.packets, b.packets, b.wins), (0, 1, 1));
+}
+
+#[test]
+fn one_sender_on_both_lines_locks_once_and_each_line_keeps_its_own_packets() {
+    let mut state = ReceiveState::new(&ReceiveConfig {
+        lines: Some(LinesConfig::default()),
+        ..ReceiveConfig::default()
+    });
+    let mut seen = Seen::default();
+    let s = stream(4);
+    state.handle_line_datagram(Line::A, &s[0], from(sender(Line::A)), 0, &mut seen);
+    state.handle_line_datagram(Line::B, &s[1], from(sender(Line::A)), 10_000, &mut seen);
+    // The third packet that follows on locks the stream onto the sender.
+    state.handle_line_datagram(Line::B, &s[2], from(sender(Line::A)), 20_000, &mut seen);
+    state.handle_line_datagram(Line::A, &s[3], from(sender(Line::A)), 30_000, &mut seen);
+    assert_eq!(seen.messages, [1, 2, 3, 4]);
+    let [a, b] = state.line_stats().unwrap();
+    assert_eq!((a.packets, b.packets), (2, 2));
+    assert_eq!((a.wins, b.wins), (2, 2));
+}

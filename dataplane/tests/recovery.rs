@@ -547,3 +547,36 @@ fn a_range_whose_head_the_server_lost_is_still_recovered_past_the_head() {
     assert_eq!((s.recovered, s.missing, s.gaps_given_up), (110, 22, 1));
     assert_eq!(run.seen.messages.len(), 22 * 20 - 22);
 }
+
+#[test]
+fn in_order_what_packets_past_the_end_seemed_to_reveal_is_not_lost_at_the_finish() {
+    let mut state = ReceiveState::new(&ReceiveConfig {
+        session: Some(SESSION),
+        sender: Some(publisher()),
+        recovery: Some(in_order()),
+        ..ReceiveConfig::default()
+    });
+    let mut seen = Seen::default();
+    let info = DatagramInfo {
+        source: Some(publisher()),
+        ..DatagramInfo::default()
+    };
+    let packet = |n: u64| {
+        pack_all(&SESSION, n, DATAGRAM, [&message(n)[..]])
+            .unwrap()
+            .remove(0)
+    };
+    let mut end = [0u8; 20];
+    let len = write_end_of_session(&mut end, &SESSION, 5).unwrap();
+    // 1, then 10 (2..10 seem missing), then the end at 5: 2..5 were lost, and nothing
+    // from 5 on was ever sent (10 was a stray past the end).
+    state.handle_datagram(&packet(1), info, 0, &mut seen);
+    state.handle_datagram(&packet(10), info, 10_000, &mut seen);
+    state.handle_datagram(&end[..len], info, 20_000, &mut seen);
+    state.finish(30_000, &mut seen);
+    assert_eq!(state.next_expected(), Some(5));
+    assert_eq!(seen.gaps, [(2, 3)], "only what came before the end");
+    let st = state.stats();
+    assert_eq!((st.missing, st.gaps_given_up), (3, 1), "{st:?}");
+    assert_eq!(seen.ends, 1);
+}

@@ -94,8 +94,8 @@ pub struct LineStats {
     pub packets: u64,
     /// Data packets whose copy from this line was the first and was delivered.
     pub wins: u64,
-    /// Data packets whose copy from this line came after the other line's (dropped; the
-    /// handler never sees them).
+    /// Data packets whose copy from this line came after the other line's, or again on
+    /// this line (dropped; the handler never sees them).
     pub duplicates: u64,
     /// Gaps in what this line brought.
     pub gaps: u64,
@@ -272,11 +272,6 @@ impl Lines {
                 named
             }
         }
-    }
-
-    /// `line`'s sender is `source` (the stream locked onto it there).
-    pub(crate) fn bind(&mut self, line: Line, source: Option<SocketAddr>) {
-        self.books[line.index()].source = source;
     }
 
     /// A packet of the stream from `line`'s sender arrived at `now`: numbers

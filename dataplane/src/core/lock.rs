@@ -60,6 +60,8 @@ struct Held {
     offset: usize,
     len: usize,
     at: u64,
+    /// Where it came from, as the caller tags it (the receive state: its line).
+    tag: u8,
 }
 
 /// What [`Lock::offer`] did with a packet.
@@ -95,7 +97,8 @@ impl Lock {
     }
 
     /// Takes one checked packet (`bytes`, whose header says `session`, `sequence` and
-    /// `count`) from `source`, which arrived at `at`: holds a copy and says whether its
+    /// `count`) from `source`, which arrived at `at` (`tag`: where it came from, given
+    /// back with it by [`held`](Self::held)): holds a copy and says whether its
     /// sender is now to be locked onto. A packet follows on from its sender's previous one
     /// when it starts at or after where that one ended, by at most `window` numbers (for
     /// an end of session: exactly there).
@@ -106,6 +109,7 @@ impl Lock {
         source: Option<SocketAddr>,
         window: u64,
         at: u64,
+        tag: u8,
     ) -> Offered {
         self.offers += 1;
         let mut evicted = 0;
@@ -168,6 +172,7 @@ impl Lock {
                 offset,
                 len: bytes.len(),
                 at,
+                tag,
             });
         } else {
             c.unheld += 1;
@@ -200,8 +205,8 @@ impl Lock {
     }
 
     /// Every held packet in arrival order: its sender's place, its bytes, when it came,
-    /// and whether it is of its sender's last run (see [`Candidate::run`]).
-    pub(crate) fn held(&self) -> impl Iterator<Item = (usize, &[u8], u64, bool)> {
+    /// whether it is of its sender's last run (see [`Candidate::run`]), and its tag.
+    pub(crate) fn held(&self) -> impl Iterator<Item = (usize, &[u8], u64, bool, u8)> {
         self.held.iter().map(|h| {
             let place = usize::from(h.candidate);
             let last_run = self
@@ -214,6 +219,7 @@ impl Lock {
                 &self.arena[h.offset..h.offset + h.len],
                 h.at,
                 last_run,
+                h.tag,
             )
         })
     }
@@ -259,21 +265,21 @@ mod tests {
     fn a_sender_locks_after_enough_packets_that_follow_on_and_a_forgery_does_not() {
         let mut lock = Lock::new(3);
         // A stranger's far-future packet first, then the real stream (one lost packet).
-        let stranger = lock.offer(b"x", (REAL, 1 << 63, 1), from(9), 1 << 30, 0);
+        let stranger = lock.offer(b"x", (REAL, 1 << 63, 1), from(9), 1 << 30, 0, 0);
         assert_eq!(stranger.lock, None);
         assert_eq!(
-            lock.offer(b"a", (REAL, 1, 1), from(5), 1 << 30, 1).lock,
+            lock.offer(b"a", (REAL, 1, 1), from(5), 1 << 30, 1, 0).lock,
             None
         );
         assert_eq!(
-            lock.offer(b"b", (REAL, 3, 1), from(5), 1 << 30, 2).lock,
+            lock.offer(b"b", (REAL, 3, 1), from(5), 1 << 30, 2, 0).lock,
             None
         );
-        let third = lock.offer(b"c", (REAL, 4, 2), from(5), 1 << 30, 3);
+        let third = lock.offer(b"c", (REAL, 4, 2), from(5), 1 << 30, 3, 0);
         assert_eq!(third.lock, Some(1));
         let held: Vec<_> = lock
             .held()
-            .map(|(c, b, at, _)| (c, b.to_vec(), at))
+            .map(|(c, b, at, _, _)| (c, b.to_vec(), at))
             .collect();
         assert_eq!(
             held,
@@ -289,35 +295,48 @@ mod tests {
     #[test]
     fn packets_that_do_not_follow_on_are_held_but_do_not_count() {
         let mut lock = Lock::new(3);
-        assert_eq!(lock.offer(b"a", (REAL, 10, 1), from(5), 100, 0).lock, None);
-        assert_eq!(lock.offer(b"b", (REAL, 11, 1), from(5), 100, 0).lock, None);
-        // Old, then too far ahead, then an end of session elsewhere than where 11 ended.
-        assert_eq!(lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0).lock, None);
-        assert_eq!(lock.offer(b"d", (REAL, 500, 1), from(5), 100, 0).lock, None);
         assert_eq!(
-            lock.offer(b"e", (REAL, 13, 0xFFFF), from(5), 100, 0).lock,
+            lock.offer(b"a", (REAL, 10, 1), from(5), 100, 0, 0).lock,
+            None
+        );
+        assert_eq!(
+            lock.offer(b"b", (REAL, 11, 1), from(5), 100, 0, 0).lock,
+            None
+        );
+        // Old, then too far ahead, then an end of session elsewhere than where 11 ended.
+        assert_eq!(
+            lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0, 0).lock,
+            None
+        );
+        assert_eq!(
+            lock.offer(b"d", (REAL, 500, 1), from(5), 100, 0, 0).lock,
+            None
+        );
+        assert_eq!(
+            lock.offer(b"e", (REAL, 13, 0xFFFF), from(5), 100, 0, 0)
+                .lock,
             None
         );
         assert_eq!(lock.held().count(), 5);
         assert_eq!(
-            lock.offer(b"f", (REAL, 12, 0), from(5), 100, 0).lock,
+            lock.offer(b"f", (REAL, 12, 0), from(5), 100, 0, 0).lock,
             Some(0)
         );
-        assert!(lock.held().all(|(_, _, _, last_run)| last_run));
+        assert!(lock.held().all(|(_, _, _, last_run, _)| last_run));
     }
 
     #[test]
     fn a_lone_first_packet_the_next_does_not_follow_starts_the_count_again() {
         let mut lock = Lock::new(3);
         // Forged as the sender, far ahead, before the real stream.
-        lock.offer(b"x", (REAL, 1 << 62, 1), from(5), 100, 0);
-        lock.offer(b"a", (REAL, 1, 1), from(5), 100, 0);
-        lock.offer(b"b", (REAL, 2, 1), from(5), 100, 0);
+        lock.offer(b"x", (REAL, 1 << 62, 1), from(5), 100, 0, 0);
+        lock.offer(b"a", (REAL, 1, 1), from(5), 100, 0, 0);
+        lock.offer(b"b", (REAL, 2, 1), from(5), 100, 0, 0);
         assert_eq!(
-            lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0).lock,
+            lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0, 0).lock,
             Some(0)
         );
-        let runs: Vec<bool> = lock.held().map(|(_, _, _, last_run)| last_run).collect();
+        let runs: Vec<bool> = lock.held().map(|(_, _, _, last_run, _)| last_run).collect();
         assert_eq!(
             runs,
             [false, true, true, true],
@@ -328,20 +347,20 @@ mod tests {
     #[test]
     fn a_new_sender_when_every_place_is_taken_replaces_the_weakest() {
         let mut lock = Lock::new(3);
-        lock.offer(b"a", (REAL, 1, 1), from(1), 100, 0);
-        lock.offer(b"a", (REAL, 2, 1), from(1), 100, 0);
+        lock.offer(b"a", (REAL, 1, 1), from(1), 100, 0, 0);
+        lock.offer(b"a", (REAL, 2, 1), from(1), 100, 0, 0);
         for port in 2..=4 {
-            lock.offer(b"b", (REAL, 1, 1), from(port), 100, 0);
+            lock.offer(b"b", (REAL, 1, 1), from(port), 100, 0, 0);
         }
         // Port 2 is the oldest of the weakest: it goes, with its one packet.
-        let offered = lock.offer(b"c", (REAL, 1, 1), from(5), 100, 0);
+        let offered = lock.offer(b"c", (REAL, 1, 1), from(5), 100, 0, 0);
         assert_eq!(offered.evicted, 1);
         let ports: Vec<u16> = lock
             .candidates()
             .filter_map(|c| c.source.map(|s| s.port()))
             .collect();
         assert_eq!(ports, [1, 5, 3, 4]);
-        assert_eq!(lock.held().filter(|&(c, _, _, _)| c == 1).count(), 1);
+        assert_eq!(lock.held().filter(|&(c, _, _, _, _)| c == 1).count(), 1);
         assert_eq!(lock.best(), Some(0), "port 1 has two consistent packets");
     }
 
@@ -349,8 +368,8 @@ mod tests {
     fn what_does_not_fit_is_counted_not_held() {
         let mut lock = Lock::new(HOLD_PACKETS as u8);
         let big = vec![7u8; HOLD_BYTES / 2 + 1];
-        lock.offer(&big, (REAL, 1, 1), from(1), 100, 0);
-        lock.offer(&big, (REAL, 2, 1), from(1), 100, 0);
+        lock.offer(&big, (REAL, 1, 1), from(1), 100, 0, 0);
+        lock.offer(&big, (REAL, 2, 1), from(1), 100, 0, 0);
         assert_eq!(lock.held().count(), 1);
         assert_eq!(lock.candidate(0).map(|c| c.unheld), Some(1));
     }

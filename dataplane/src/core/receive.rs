@@ -323,6 +323,8 @@ struct Suspect {
     len: usize,
     /// When it arrived.
     at: u64,
+    /// Where it came from ([`ReceiveState::origin`]).
+    origin: u8,
 }
 
 /// Room for the largest UDP payload.
@@ -462,6 +464,7 @@ impl ReceiveState {
                 buf: vec![0; SUSPECT_BYTES].into_boxed_slice(),
                 len: 0,
                 at: 0,
+                origin: ORIGIN_A,
             },
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
@@ -968,7 +971,10 @@ impl ReceiveState {
             first
         };
         let wait_ns = lines.wait_ns();
-        tell(lines.arrival(line, first, end, data, now, self.window), handler);
+        tell(
+            lines.arrival(line, first, end, data, now, self.window),
+            handler,
+        );
         if self.line_waits(packet) {
             let until = now.saturating_add(wait_ns);
             let held = self
@@ -1073,7 +1079,7 @@ impl ReceiveState {
             return;
         };
         let header = (session, packet.sequence(), packet.count());
-        let offered = lock.offer(bytes, header, source, self.window, now);
+        let offered = lock.offer(bytes, header, source, self.window, now, self.origin);
         self.counters.foreign_source.add(offered.evicted);
         if let Some(winner) = offered.lock {
             self.lock_onto(winner, handler);
@@ -1108,16 +1114,19 @@ impl ReceiveState {
         // a stray before them cannot set the start. Its packets that did not fit are
         // gone: the gaps they leave are declared as the stream goes on.
         let run_first = self.start == StartAt::FirstSeen;
+        let before = self.origin;
         if run_first {
-            for (place, bytes, at, last_run) in lock.held() {
+            for (place, bytes, at, last_run, tag) in lock.held() {
                 if place == winner && last_run {
+                    self.origin = tag;
                     self.take_in_line(bytes, &Packet::new_unchecked(bytes), at, handler);
                 }
             }
         }
-        for (place, bytes, at, last_run) in lock.held() {
+        for (place, bytes, at, last_run, tag) in lock.held() {
             if place == winner {
                 if !(run_first && last_run) {
+                    self.origin = tag;
                     self.take_in_line(bytes, &Packet::new_unchecked(bytes), at, handler);
                 }
             } else if lock
@@ -1129,6 +1138,7 @@ impl ReceiveState {
                 self.counters.foreign_source.add(1);
             }
         }
+        self.origin = before;
     }
 
     /// The tracker declared `gap`. Without recovery it is lost at once. As they come, it
@@ -1195,13 +1205,10 @@ impl ReceiveState {
         self.highest = Some(highest.max(end));
     }
 
-    /// Binds the stream to `session` from `source` (on the line the packet being taken
-    /// in came on).
+    /// Binds the stream to `session` from `source` (each line learns its own sender as
+    /// the stream's packets are taken in on it: [`Self::take_in_line`]).
     fn bind(&mut self, session: [u8; 10], source: Option<SocketAddr>) {
         self.bound = Some(Bound { session, source });
-        if let Some(lines) = self.lines.as_mut() {
-            lines.bind(line_of(self.origin), source);
-        }
         self.tracker = SequenceTracker::with_session(session, self.start);
         let _ = self.published.session.set(Session::from_bytes(session));
         if let Some(source) = source {
@@ -1210,8 +1217,8 @@ impl ReceiveState {
         self.lock = None;
     }
 
-    /// A packet of the bound stream from the line it came on ([`Self::origin`]): with
-    /// two lines through the line wait ([`Self::arrive`]), else straight in.
+    /// A packet of the bound stream from the line it came on ([`Self::origin`]), at the
+    /// lock: with two lines through the line wait ([`Self::arrive`]), else straight in.
     fn take_in_line<H: Handler + ?Sized>(
         &mut self,
         bytes: &[u8],
@@ -1219,9 +1226,16 @@ impl ReceiveState {
         now: u64,
         handler: &mut H,
     ) {
-        if self.lines.is_some() {
+        if let Some(lines) = self.lines.as_mut() {
+            // The packets the lock takes in are its sender's: the line they came on has
+            // that sender (unless it was bound to another, which the lock never offers).
             let line = line_of(self.origin);
-            self.arrive(line, bytes, packet, now, handler);
+            let source = self.bound.and_then(|b| b.source);
+            if lines.accepts(line, source) || source.is_none() {
+                self.arrive(line, bytes, packet, now, handler);
+            } else {
+                self.counters.foreign_source.add(1);
+            }
         } else {
             self.take_in(bytes, packet, now, handler);
         }
@@ -1309,13 +1323,16 @@ impl ReceiveState {
         self.end_waits = false;
         let len = std::mem::take(&mut self.suspect.len);
         if len > 0 {
-            // Out of `self` while it is applied (which needs all of `self`).
+            // Out of `self` while it is applied (which needs all of `self`), as from
+            // where it came.
             let buf = std::mem::take(&mut self.suspect.buf);
+            let before = std::mem::replace(&mut self.origin, self.suspect.origin);
             self.apply(
                 &Packet::new_unchecked(&buf[..len]),
                 self.suspect.at,
                 handler,
             );
+            self.origin = before;
             self.suspect.buf = buf;
         }
     }
@@ -1409,6 +1426,7 @@ impl ReceiveState {
             s.buf[..bytes.len()].copy_from_slice(bytes);
             s.len = bytes.len();
             s.at = now;
+            s.origin = self.origin;
         } else {
             self.counters.suspect.add(1);
         }
@@ -1560,6 +1578,11 @@ impl ReceiveState {
             Verdict::Heartbeat { .. } => c.heartbeats.add(1),
             Verdict::EndOfSession { .. } => {
                 c.end_of_session.add(1);
+                if let Some(rec) = self.recovery.as_mut() {
+                    // Nothing past the end was ever sent: what packets beyond it seemed to
+                    // reveal (in order, before the end was known) is not missing.
+                    rec.forget(packet.sequence(), u64::MAX);
+                }
                 if c.end_of_session.get() == 1 {
                     if self.recovery.as_ref().is_some_and(|r| !r.is_empty()) {
                         // As they come, recovered messages may still arrive: the end is
