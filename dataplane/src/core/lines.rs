@@ -151,7 +151,7 @@ pub(crate) struct Change {
 /// Gaps of a line remembered, for the other line's judging.
 const HISTORY: usize = 1024;
 /// Arrival times remembered per line, for the behind histogram (a power of two).
-const ARRIVALS: usize = 8192;
+const ARRIVALS: usize = 4096;
 
 /// One gap of a line: `first..end`.
 #[derive(Debug, Clone, Copy)]
@@ -175,9 +175,17 @@ struct LineBook {
     /// Its recent gaps, by increasing number; the last `pending` are not judged yet.
     history: VecDeque<GapRec>,
     pending: usize,
-    /// Arrival times of its recent data packets by first number (direct-mapped):
-    /// (first, at); first 0: empty.
+    /// The recent data packets it brought first, in arrival order: (first number, when),
+    /// a ring of [`ARRIVALS`]; `arrived` counts every one ever put in.
     arrivals: Box<[(u64, u64)]>,
+    arrived: u64,
+    /// Packets both lines brought whose copy from this line came first (0 behind, added
+    /// to `behind` when it is read rather than recorded one by one).
+    first: u64,
+    /// How far into the other line's ring its copies have been looked for (an index
+    /// counted as `arrived` is): both lines carry the same packets in the same order,
+    /// so the copy of the next packet is at or after it.
+    cursor: u64,
     behind: Box<LatencyHistogram>,
 }
 
@@ -192,6 +200,9 @@ impl LineBook {
             history: VecDeque::with_capacity(HISTORY),
             pending: 0,
             arrivals: vec![(0, 0); ARRIVALS].into_boxed_slice(),
+            arrived: 0,
+            first: 0,
+            cursor: 0,
             behind: Box::new(LatencyHistogram::new()),
         }
     }
@@ -201,11 +212,6 @@ impl LineBook {
         let i = self.history.partition_point(|g| g.end <= first);
         self.history.get(i).is_some_and(|g| g.first < end)
     }
-}
-
-/// The slot of `first` in a line's arrival table.
-fn slot(first: u64) -> usize {
-    (first.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (ARRIVALS - 1)
 }
 
 /// Both lines' books. See the module docs.
@@ -248,9 +254,12 @@ impl Lines {
         self.wait_ns
     }
 
-    /// The behind histogram of `line` (see the module docs).
-    pub(crate) fn behind(&self, line: Line) -> &LatencyHistogram {
-        &self.books[line.index()].behind
+    /// The behind histogram of `line` (see the module docs), its zeros included.
+    pub(crate) fn behind(&self, line: Line) -> LatencyHistogram {
+        let book = &self.books[line.index()];
+        let mut behind = (*book.behind).clone();
+        behind.record_n(0, book.first);
+        behind
     }
 
     /// Whether `source` is `line`'s sender; the first one that matches what was named
@@ -347,22 +356,42 @@ impl Lines {
     }
 
     /// Records the arrival of `first` on line `me` at `now`, or, if line `other` brought
-    /// it already, how far behind `me` was.
+    /// it already, how far behind `me` was. The copy is looked for from where the last
+    /// look ended, so each entry of the other line's ring is passed once: constant time
+    /// a packet, whatever the lines lose. (Packets reordered on a line may miss their
+    /// sample; nothing else depends on it.)
     fn time(&mut self, me: usize, other: usize, first: u64, now: u64) {
-        let s = slot(first);
-        let theirs = self.books[other].arrivals[s];
-        if first != 0 && theirs.0 == first {
-            self.books[other].arrivals[s] = (0, 0);
-            self.books[me].behind.record(now.saturating_sub(theirs.1));
-            self.books[other].behind.record(0);
+        let (theirs, mine) = if me == 0 {
+            let (a, b) = self.books.split_at_mut(1);
+            (&b[0], &mut a[0])
         } else {
-            self.books[me].arrivals[s] = (first, now);
+            let (a, b) = self.books.split_at_mut(1);
+            (&a[0], &mut b[0])
+        };
+        let ring = ARRIVALS as u64;
+        let mut at = mine.cursor.max(theirs.arrived.saturating_sub(ring));
+        let entry = |i: u64| theirs.arrivals[(i % ring) as usize];
+        while at < theirs.arrived && entry(at).0 < first {
+            at += 1;
         }
+        if at < theirs.arrived && entry(at).0 == first {
+            let then = entry(at).1;
+            mine.cursor = at + 1;
+            mine.behind.record(now.saturating_sub(then));
+            // The other line's copy was first: 0 behind for it.
+            self.books[other].first += 1;
+            return;
+        }
+        mine.cursor = at;
+        let slot = (mine.arrived % ring) as usize;
+        mine.arrivals[slot] = (first, now);
+        mine.arrived += 1;
     }
 
     /// Judges line `me`'s pending gaps that end at or before `upto` (the other line has
     /// gone past them): alone if the other line lost none of it, unless `lost` (the
     /// other line is down: it lost them too).
+    #[inline]
     fn judge_pending(&mut self, me: usize, upto: u64, lost: bool) {
         let other = 1 - me;
         while self.books[me].pending > 0 {

@@ -505,7 +505,7 @@ impl ReceiveState {
     /// With two lines, how far behind the other line `line` ran: for each data packet
     /// both brought, the time from the other line's copy to this line's (0 when this
     /// line's came first), in nanoseconds.
-    pub fn line_behind(&self, line: Line) -> Option<&LatencyHistogram> {
+    pub fn line_behind(&self, line: Line) -> Option<LatencyHistogram> {
         self.lines.as_ref().map(|l| l.behind(line))
     }
 

@@ -61,6 +61,19 @@ impl LatencyHistogram {
         }
     }
 
+    /// Records `n` latencies of `ns` nanoseconds each (as [`record`](Self::record)).
+    pub fn record_n(&mut self, ns: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if ns > HIGHEST_NS {
+            self.clamped = self.clamped.saturating_add(n);
+            self.inner.saturating_record_n(HIGHEST_NS, n);
+        } else {
+            self.inner.saturating_record_n(ns, n);
+        }
+    }
+
     /// Records the latency from `stamp_ns` to `now_ns`, both [`now_ns`](super::now_ns)
     /// readings.
     ///

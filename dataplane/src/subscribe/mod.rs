@@ -800,7 +800,7 @@ impl<H: Handler> Subscription<H> {
             Some(stats) => [Line::A, Line::B]
                 .into_iter()
                 .zip(stats)
-                .map(|(line, s)| (s, state.line_behind(line).cloned().unwrap_or_default()))
+                .map(|(line, s)| (s, state.line_behind(line).unwrap_or_default()))
                 .collect(),
             None => Vec::new(),
         };
