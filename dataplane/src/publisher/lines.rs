@@ -11,9 +11,15 @@
 //! - A packet buffer goes back to the free list only once every line's send of it
 //!   completed ([`SlotBook`]). With mmsg and sim both complete before the sends return;
 //!   with io_uring either may complete later, in either order.
-//! - Line B never holds line A back: what line B's backend cannot take (submitting failed,
-//!   or its operations stay busy) is counted in [`LineSendStats::send_errors`] and let go on
-//!   line B only; line A sends it as it would without line B.
+//! - Line B's failures never stop line A: what line B's backend cannot take (submitting
+//!   failed, or its operations stay busy with nothing finishing) is counted in
+//!   [`LineSendStats::send_errors`] and let go on line B only; line A sends it as it would
+//!   without line B. A line B that is merely slower does set the pace: its sends hold
+//!   buffers of the one pool until they finish (and on the mmsg backend its blocking
+//!   `sendmmsg` holds the thread). The other way round, line B sends what line A took:
+//!   while line A's submitting fails, line B waits with it.
+//! - Collecting finished sends goes on for one line while the other's fails, so closing
+//!   waits for every send the kernel may still read.
 
 use std::net::SocketAddr;
 
@@ -86,6 +92,12 @@ impl SlotBook {
     pub(crate) fn hand_out(&mut self, packets: &[(u16, u16)]) {
         for &(slot, _) in packets {
             if let Some(count) = self.outstanding.get_mut(usize::from(slot)) {
+                // A packet is handed out once, or again whole (line A's submitting
+                // failed before any line sent it): never while one line has sent it.
+                debug_assert!(
+                    *count == 0 || *count == self.lines,
+                    "buffer {slot} handed out again after a line sent it"
+                );
                 *count = self.lines;
             }
         }

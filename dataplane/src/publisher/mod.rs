@@ -220,8 +220,10 @@ impl LineSender {
     /// Sends the packets `(slot, len)` that line A took, in order, as batches of line B's
     /// own (GSO runs of its own). When every operation is in flight it waits for one to
     /// finish; what its backend cannot take at all (submitting failed, or nothing it had in
-    /// flight finished) is counted as failed on line B and let go, so that line B never
-    /// holds a buffer, and so line A, back.
+    /// flight finished) is counted as failed on line B and let go on line B only. A line
+    /// B that is merely slower does hold line A back: its sends keep buffers of the one
+    /// pool (and, on the mmsg backend, its blocking `sendmmsg` the thread) until they
+    /// finish, so the publisher goes at the slower line's pace.
     fn send(&mut self, region: &Region, mut packets: &[(u16, u16)], book: &mut SlotBook) {
         let LineSender { sender, stats, .. } = self;
         let mut errors = 0u64;
@@ -267,6 +269,19 @@ impl LineSender {
         });
         self.stats.send_errors += errors;
         reaped
+    }
+}
+
+/// What collecting both lines' sends came to: the sum of what each collected, or an
+/// error only when both failed (one failing is logged).
+fn either_line(a: std::io::Result<usize>, b: std::io::Result<usize>) -> std::io::Result<usize> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(a + b),
+        (Ok(n), Err(e)) | (Err(e), Ok(n)) => {
+            tracing::warn!(error = %e, "collecting one line's sends failed; the other's go on");
+            Ok(n)
+        }
+        (Err(e), Err(_)) => Err(e),
     }
 }
 
@@ -686,23 +701,29 @@ impl Publisher {
     }
 
     /// Collects finished sends of both lines (with `wait`, at least one if any is in
-    /// flight, on whichever line has some); returns how many operations finished.
+    /// flight, on whichever line has some); returns how many operations finished. One
+    /// line failing to collect does not stop the other's being collected: it is an error
+    /// only when both fail (so that closing never stops waiting for a healthy line's
+    /// sends, whose buffers the kernel may still read).
     fn reap(&mut self, wait: bool) -> std::io::Result<usize> {
         let a_in_flight = self.sender.in_flight() > 0;
         let mut reaped = self.reap_line_a(false);
         if let Some(line) = self.line_b.as_mut() {
             let b = line.reap(false, &mut self.buffers.book);
-            reaped = match (reaped, b) {
-                (Ok(a), Ok(b)) => Ok(a + b),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
+            reaped = either_line(reaped, b);
         }
         if wait && matches!(reaped, Ok(0)) {
+            let b_in_flight = self
+                .line_b
+                .as_ref()
+                .is_some_and(|line| line.sender.in_flight() > 0);
             if a_in_flight {
                 reaped = self.reap_line_a(true);
-            } else if let Some(line) = self.line_b.as_mut() {
-                if line.sender.in_flight() > 0 {
-                    reaped = line.reap(true, &mut self.buffers.book);
+            }
+            if b_in_flight && !matches!(reaped, Ok(1..)) {
+                if let Some(line) = self.line_b.as_mut() {
+                    let b = line.reap(!a_in_flight || reaped.is_err(), &mut self.buffers.book);
+                    reaped = either_line(reaped, b);
                 }
             }
         }
