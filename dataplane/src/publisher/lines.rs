@@ -11,13 +11,14 @@
 //! - A packet buffer goes back to the free list only once every line's send of it
 //!   completed ([`SlotBook`]). With mmsg and sim both complete before the sends return;
 //!   with io_uring either may complete later, in either order.
-//! - Line B's failures never stop line A: what line B's backend cannot take (submitting
-//!   failed, or its operations stay busy with nothing finishing) is counted in
-//!   [`LineSendStats::send_errors`] and let go on line B only; line A sends it as it would
-//!   without line B. A line B that is merely slower does set the pace: its sends hold
-//!   buffers of the one pool until they finish (and on the mmsg backend its blocking
-//!   `sendmmsg` holds the thread). The other way round, line B sends what line A took:
-//!   while line A's submitting fails, line B waits with it.
+//! - Line B never sets line A's pace: its sends hold at most half the buffers until they
+//!   finish, and what would go over that share, or what its backend cannot take
+//!   (submitting failed, or its operations stay busy with nothing finishing), is counted
+//!   in [`LineSendStats::send_errors`] and let go on line B only; line A sends it as it
+//!   would without line B. (On the mmsg backend a send completes within the call, but a
+//!   full socket buffer blocks the call, and the thread with it.) The other way round,
+//!   line B sends what line A took: while line A's submitting fails, line B waits with
+//!   it.
 //! - Collecting finished sends goes on for one line while the other's fails, so closing
 //!   waits for every send the kernel may still read.
 

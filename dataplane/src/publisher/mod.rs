@@ -57,7 +57,7 @@ pub use self::lines::{LineB, LineSendStats};
 use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
-use self::sender::{AnySender, PacketSender};
+use self::sender::{AnySender, PacketSender, SendCount};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, Network};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
 use crate::core::server::ServerStats;
@@ -214,25 +214,54 @@ struct LineSender {
     sender: AnySender,
     _socket: OwnedSocket,
     stats: LineSendStats,
+    /// Buffers line B's sends hold now (taken and not finished).
+    held: usize,
+    /// The most it may hold: half the buffers, so that line A always has the other half.
+    share: usize,
 }
 
 impl LineSender {
     /// Sends the packets `(slot, len)` that line A took, in order, as batches of line B's
-    /// own (GSO runs of its own). When every operation is in flight it waits for one to
-    /// finish; what its backend cannot take at all (submitting failed, or nothing it had in
-    /// flight finished) is counted as failed on line B and let go on line B only. A line
-    /// B that is merely slower does hold line A back: its sends keep buffers of the one
-    /// pool (and, on the mmsg backend, its blocking `sendmmsg` the thread) until they
-    /// finish, so the publisher goes at the slower line's pace.
+    /// own (GSO runs of its own). Line B may hold at most its share of the buffers
+    /// ([`LineSender::share`]) in sends not finished: what would go over it, and what its
+    /// backend cannot take at all (submitting failed, or nothing it had in flight
+    /// finished), is counted as failed on line B and let go on line B only. So a line B
+    /// that is slow (shaped, congested) loses packets of its own rather than holding the
+    /// buffers line A needs. (On the mmsg backend a send completes within the call, but
+    /// a full socket buffer blocks it, and the thread with it.)
     fn send(&mut self, region: &Region, mut packets: &[(u16, u16)], book: &mut SlotBook) {
-        let LineSender { sender, stats, .. } = self;
+        let LineSender {
+            sender,
+            stats,
+            held,
+            share,
+            ..
+        } = self;
         let mut errors = 0u64;
-        let mut done = |slot: u16, ok: bool| {
-            book.sent(slot);
-            errors += u64::from(!ok);
-        };
         while !packets.is_empty() {
-            let (count, error) = sender.send(region, packets, &mut done);
+            // What finishes in this round gives its buffers back (each slot once).
+            let mut finished = 0usize;
+            if *held >= *share {
+                // Its share is taken: collect what finished, without waiting.
+                let _ = sender.reap(false, &mut |slot: u16, ok: bool| {
+                    book.sent(slot);
+                    errors += u64::from(!ok);
+                    finished += 1;
+                });
+            }
+            // Up to its share (a batch larger than the share goes as several sends).
+            let room = share.saturating_sub(held.saturating_sub(finished));
+            let take = packets.get(..packets.len().min(room)).unwrap_or(&[]);
+            let mut done = |slot: u16, ok: bool| {
+                book.sent(slot);
+                errors += u64::from(!ok);
+                finished += 1;
+            };
+            let (count, error) = if take.is_empty() {
+                (SendCount::default(), None)
+            } else {
+                sender.send(region, take, &mut done)
+            };
             stats.packets += count.packets as u64;
             stats.sends += count.ops as u64;
             stats.gso_sends += count.gso_ops as u64;
@@ -242,18 +271,23 @@ impl LineSender {
                     tracing::warn!(error = %e, "line B: submitting sends failed");
                     true
                 }
+                // Over its share: what is left is line B's loss.
+                None if take.is_empty() => true,
                 // Every operation is in flight: wait for one to finish.
                 None if count.packets == 0 => !matches!(sender.reap(true, &mut done), Ok(1..)),
                 None => false,
             };
+            *held = (*held + count.packets).saturating_sub(finished);
             if stuck && !packets.is_empty() {
-                tracing::warn!(
+                tracing::debug!(
                     packets = packets.len(),
+                    held = *held,
                     "line B cannot take these packets; line A goes on without them"
                 );
                 for &(slot, _) in packets {
-                    done(slot, false);
+                    book.sent(slot);
                 }
+                errors += packets.len() as u64;
                 break;
             }
         }
@@ -263,10 +297,13 @@ impl LineSender {
     /// Collects line B's finished sends (see [`Publisher::reap`]).
     fn reap(&mut self, wait: bool, book: &mut SlotBook) -> std::io::Result<usize> {
         let mut errors = 0u64;
+        let mut finished = 0usize;
         let reaped = self.sender.reap(wait, &mut |slot: u16, ok: bool| {
             book.sent(slot);
             errors += u64::from(!ok);
+            finished += 1;
         });
+        self.held = self.held.saturating_sub(finished);
         self.stats.send_errors += errors;
         reaped
     }
@@ -431,6 +468,8 @@ impl Publisher {
                     sender: line_sender(&socket, backend.kind, &config, &region, line.group)?,
                     _socket: socket,
                     stats: LineSendStats::default(),
+                    held: 0,
+                    share: (config.buffers / 2).max(1),
                 })
             }
             None => None,
