@@ -361,13 +361,8 @@ impl Lines {
     /// a packet, whatever the lines lose. (Packets reordered on a line may miss their
     /// sample; nothing else depends on it.)
     fn time(&mut self, me: usize, other: usize, first: u64, now: u64) {
-        let (theirs, mine) = if me == 0 {
-            let (a, b) = self.books.split_at_mut(1);
-            (&b[0], &mut a[0])
-        } else {
-            let (a, b) = self.books.split_at_mut(1);
-            (&a[0], &mut b[0])
-        };
+        let [a, b] = &mut self.books;
+        let (mine, theirs) = if me == 0 { (a, &*b) } else { (b, &*a) };
         let ring = ARRIVALS as u64;
         let mut at = mine.cursor.max(theirs.arrived.saturating_sub(ring));
         let entry = |i: u64| theirs.arrivals[(i % ring) as usize];

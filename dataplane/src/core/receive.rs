@@ -962,14 +962,7 @@ impl ReceiveState {
         let Some(lines) = self.lines.as_mut() else {
             return;
         };
-        let (first, count) = (packet.sequence(), packet.count());
-        let data = count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT;
-        // Checked packet: no overflow.
-        let end = if data {
-            first + u64::from(count)
-        } else {
-            first
-        };
+        let (first, end, data) = span(packet);
         let wait_ns = lines.wait_ns();
         tell(
             lines.arrival(line, first, end, data, now, self.window),
@@ -1005,14 +998,7 @@ impl ReceiveState {
         now: u64,
         handler: &mut H,
     ) {
-        let (first, count) = (packet.sequence(), packet.count());
-        let data = count != HEARTBEAT_COUNT && count != END_OF_SESSION_COUNT;
-        // Checked packet: no overflow.
-        let end = if data {
-            first + u64::from(count)
-        } else {
-            first
-        };
+        let (first, end, data) = span(packet);
         let taken = self.in_order
             && data
             && self.highest.is_some_and(|h| end <= h)
@@ -1035,10 +1021,16 @@ impl ReceiveState {
         self.frontier = self.frontier.max(next);
     }
 
+    /// With two lines: the first number no line has brought yet (as far as what passed
+    /// the line wait, and the stream, say).
+    fn line_frontier(&self) -> u64 {
+        self.frontier.max(self.tracker.next_expected().unwrap_or(0))
+    }
+
     /// With two lines: whether `packet` (of the session followed) is ahead of a number
     /// no line has brought yet, and so waits for the other line.
     fn line_waits(&self, packet: &Packet<&[u8]>) -> bool {
-        let frontier = self.frontier.max(self.tracker.next_expected().unwrap_or(0));
+        let frontier = self.line_frontier();
         self.tracker.next_expected().is_some()
             && !self.tracker.ended()
             && packet.sequence() > frontier
@@ -1181,16 +1173,11 @@ impl ReceiveState {
         let Some(next) = self.tracker.next_expected() else {
             return;
         };
-        let first = packet.sequence();
+        let (first, end, _) = span(packet);
         if self.tracker.ended() || (first > next && first - next > self.window) {
             // After the end, or too far ahead: what it says is for the suspect rules.
             return;
         }
-        let end = match packet.count() {
-            HEARTBEAT_COUNT | END_OF_SESSION_COUNT => first,
-            // Checked packet: no overflow.
-            n => first + u64::from(n),
-        };
         let highest = self.highest.map_or(next, |h| h.max(next));
         if first > highest {
             self.counters.gaps.add(1);
@@ -1483,7 +1470,7 @@ impl ReceiveState {
         let mut upto = upto;
         loop {
             let next = match stage {
-                Stage::Lines => self.frontier.max(self.tracker.next_expected().unwrap_or(0)),
+                Stage::Lines => self.line_frontier(),
                 Stage::Hold => self.tracker.next_expected().unwrap_or(0),
             };
             let due = match upto {
@@ -1597,6 +1584,17 @@ impl ReceiveState {
             Verdict::OtherSession => c.other_session.add(1),
             Verdict::OutOfRange => c.malformed.add(1),
         }
+    }
+}
+
+/// The numbers a checked packet covers, `first..end` (`end == first` for a heartbeat or
+/// an end of session), and whether it is a data packet.
+fn span(packet: &Packet<&[u8]>) -> (u64, u64, bool) {
+    let (first, count) = (packet.sequence(), packet.count());
+    match count {
+        HEARTBEAT_COUNT | END_OF_SESSION_COUNT => (first, first, false),
+        // Checked packet: no overflow.
+        n => (first, first + u64::from(n), true),
     }
 }
 
