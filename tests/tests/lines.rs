@@ -19,14 +19,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use multipoint_control::Interface;
-use multipoint_dataplane::core::server::ServerConfig;
-use multipoint_dataplane::publisher::RerequestConfig;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     Closed, IdleStrategy, LineB, LineBConfig, LinesConfig, Publisher, PublisherConfig,
     RecoveryConfig, ShardConfig, Shards, SubscriptionConfig,
 };
-use multipoint_tests::stream::{drop_on_input, end_and_linger, nft_or_skip, publish_paced, Check};
+use multipoint_tests::stream::{
+    drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, publish_paced, Check,
+};
 use multipoint_tests::{lab_or_skip, Host, Lab};
 
 const MESSAGES: u64 = 1_000_000;
@@ -110,16 +110,7 @@ fn run(test: &str, trouble: Trouble, recover: bool) -> Option<Closed<Check>> {
         Publisher::new(PublisherConfig {
             interface: Interface::Name("eth0".into()),
             line_b: Some(LineB::new(group_b, Interface::Name("eth1".into()))),
-            rerequest: recover.then(|| RerequestConfig {
-                server: ServerConfig {
-                    replies_per_second: 20_000,
-                    reply_burst: 2_000,
-                    bytes_per_second: 40_000_000,
-                    byte_burst: 4_000_000,
-                    ..ServerConfig::default()
-                },
-                ..RerequestConfig::new(server)
-            }),
+            rerequest: recover.then(|| lossy_subscriber_server(server)),
             ..PublisherConfig::new(session, group_a)
         })
         .unwrap()

@@ -13,14 +13,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use multipoint_control::Interface;
-use multipoint_dataplane::core::server::ServerConfig;
-use multipoint_dataplane::publisher::RerequestConfig;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
     IdleStrategy, Publisher, PublisherConfig, RecoveryConfig, ShardConfig, Shards,
     SubscriptionConfig,
 };
-use multipoint_tests::stream::{drop_on_input, end_and_linger, nft_or_skip, publish_paced, Check};
+use multipoint_tests::stream::{
+    drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, publish_paced, Check,
+};
 use multipoint_tests::{lab_or_skip, Lab};
 
 const MESSAGES: u64 = 1_000_000;
@@ -76,22 +76,10 @@ fn recovers_everything_through(loss_percent: u32, test: &str) {
             .unwrap();
         (shards, sub)
     });
-    // At 20 % loss the one subscriber asks for about 2,000 packets a second: more than
-    // a requester's default allowance (1,000 replies a second), which is sized against
-    // amplification, not for one lossy receiver.
     let mut publisher = a.run(|| {
         Publisher::new(PublisherConfig {
             interface: Interface::Name("eth0".into()),
-            rerequest: Some(RerequestConfig {
-                server: ServerConfig {
-                    replies_per_second: 20_000,
-                    reply_burst: 2_000,
-                    bytes_per_second: 40_000_000,
-                    byte_burst: 4_000_000,
-                    ..ServerConfig::default()
-                },
-                ..RerequestConfig::new(server)
-            }),
+            rerequest: Some(lossy_subscriber_server(server)),
             ..PublisherConfig::new(session, group)
         })
         .unwrap()

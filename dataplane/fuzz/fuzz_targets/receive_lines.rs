@@ -89,6 +89,10 @@ use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, Packet, PacketBuilder, ReRequest, Session,
 };
 
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
+
 /// The stream's session, and another one.
 const SESSIONS: [Session; 2] = [
     Session::from_bytes(*b"LINES     "),
@@ -158,34 +162,6 @@ fn trusted(want: Option<SocketAddr>, source: Option<SocketAddr>) -> bool {
     want.is_none_or(|w| {
         source.is_some_and(|s| s.ip() == w.ip() && (w.port() == 0 || s.port() == w.port()))
     })
-}
-
-/// Reads the input front to back; what is missing reads as zero.
-struct Input<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (head, tail) = self.rest.split_at(n.min(self.rest.len()));
-        self.rest = tail;
-        head
-    }
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let head = self.bytes(N);
-        out[..head.len()].copy_from_slice(head);
-        out
-    }
-    fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.array())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.array())
-    }
 }
 
 /// Where a synthesized packet starts, and what it is.

@@ -56,6 +56,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
+
 /// The sessions synthesized packets belong to (a configured session is one of them too).
 const SESSIONS: [[u8; 10]; 3] = [*b"FEED-A    ", *b"FEED-B    ", *b"\x00\xffbinary\x01\x7f"];
 
@@ -165,37 +169,6 @@ fuzz_target!(|data: &[u8]| {
 /// Sender `i` of three: 127.0.0.1, ports 5000 to 5002.
 fn source(i: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5000 + u16::from(i % 3)))
-}
-
-/// Reads the input front to back; what is missing reads as zero.
-struct Input<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (head, tail) = self.rest.split_at(n.min(self.rest.len()));
-        self.rest = tail;
-        head
-    }
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let head = self.bytes(N);
-        out[..head.len()].copy_from_slice(head);
-        out
-    }
-    fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.array())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.array())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.array())
-    }
 }
 
 /// Appends `batch` well-formed packets of equal length to `out` (see the module docs) and

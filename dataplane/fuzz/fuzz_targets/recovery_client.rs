@@ -37,6 +37,10 @@ use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, PacketBuilder, ReRequest, Session,
 };
 
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
+
 const SESSION: Session = Session::from_bytes(*b"FUZZREC   ");
 const MAX_OPS: usize = 512;
 
@@ -48,21 +52,6 @@ fn publisher() -> SocketAddr {
 }
 fn stranger() -> SocketAddr {
     SocketAddr::from(([10, 6, 6, 6], 7000))
-}
-
-struct Input<'a> {
-    rest: &'a [u8],
-}
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (first, rest) = self.rest.split_first().map_or((0, &[][..]), |(f, r)| (*f, r));
-        self.rest = rest;
-        first
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.u8(), self.u8()])
-    }
 }
 
 #[derive(Default)]

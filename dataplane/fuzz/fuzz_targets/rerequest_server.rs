@@ -51,6 +51,10 @@ use multipoint_dataplane::wire::{
     Packet, PacketKind, PacketRepr, ReRequest, ReRequestRepr, Session,
 };
 
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
+
 const SESSION: Session = Session::from_bytes(*b"FUZZSERVER");
 const OTHER: Session = Session::from_bytes(*b"FUZZOTHER ");
 const BUFFERS: u16 = 8;
@@ -284,29 +288,5 @@ fn transmit(packetizer: &mut Packetizer, slots: &mut HeapSlots, now: Instant) {
     packetizer.handle_transmitted(ready.len(), now);
     for (slot, _) in ready {
         slots.give_back(slot);
-    }
-}
-
-struct Input<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (head, tail) = self.rest.split_at(n.min(self.rest.len()));
-        self.rest = tail;
-        head
-    }
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let head = self.bytes(N);
-        out[..head.len()].copy_from_slice(head);
-        out
-    }
-    fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.array())
     }
 }
