@@ -16,6 +16,25 @@
 //!   handed to the network. Closed packets are due at once, except between
 //!   [`begin_batch`](Packetizer::begin_batch) and [`end_batch`](Packetizer::end_batch),
 //!   where they are held (up to `max_batch`) so that they leave together.
+//! - **Adaptive batching.** A driver that reports its sends
+//!   ([`handle_send`](Packetizer::handle_send) after each hand-over,
+//!   [`handle_completions`](Packetizer::handle_completions) after collecting finished
+//!   sends) gets closed packets held while its sender is busy, so that a tight `offer` loop
+//!   sends runs of packets (GSO sends) rather than one send per packet, without
+//!   `begin_batch`. The sender is busy while a send it reported is in flight (its
+//!   completion not yet collected), and, after it completed, for as long again as the
+//!   hand-over took (a packet closed that soon was filled faster than it could be sent on
+//!   its own: it waits for company). A packet closed while the sender is idle is due at
+//!   once: an idle publisher adds no latency. Held packets become due together when the
+//!   sender is idle again (seen at the next packet closed, every 16th `offer`, or
+//!   `handle_completions`), when `max_batch` of them wait, once the first has waited
+//!   `max_delay`, and always on [`flush`](Packetizer::flush),
+//!   [`handle_timeout`](Packetizer::handle_timeout) and
+//!   [`end_session`](Packetizer::end_session). When the sender was busy with sends in
+//!   flight at the last report and its busy time is over,
+//!   [`wants_completions`](Packetizer::wants_completions) asks the driver to collect
+//!   completions (and report them) before deciding. A driver that never reports a send
+//!   (the fan-out) gets every closed packet due at once, as before.
 //! - When [`offer`](Packetizer::offer) finds no free slot it refuses the message with
 //!   [`OfferError::Backpressure`] (nothing was taken or numbered). The driver may make
 //!   room — transmit what is due, collect finished sends, or
@@ -240,6 +259,25 @@ pub struct Packetizer {
     end_repeat: Duration,
     /// Where closed data packets are kept for retransmission, if anywhere.
     store: Option<RetransmitStore>,
+    /// The driver's sender as it reported it (adaptive batching).
+    sender: SenderState,
+}
+
+/// What a [`Packetizer`] knows of its driver's sender (see the module docs, "Adaptive
+/// batching").
+#[derive(Debug, Clone, Copy)]
+struct SenderState {
+    /// Whether the driver reports its sends at all; until it does, nothing is held.
+    reported: bool,
+    /// Whether a send was in flight at the last report.
+    in_flight: bool,
+    /// Until when the last hand-over keeps the sender busy once its sends completed.
+    busy_until: Instant,
+    /// When the first packet held for a busy sender was closed.
+    held_since: Option<Instant>,
+    /// The sender's busy time is over with sends in flight at the last report: the driver
+    /// is to collect completions.
+    wants_completions: bool,
 }
 
 impl Packetizer {
@@ -284,6 +322,13 @@ impl Packetizer {
             ended: false,
             end_repeat: FIRST_END_REPEAT,
             store: None,
+            sender: SenderState {
+                reported: false,
+                in_flight: false,
+                busy_until: now,
+                held_since: None,
+                wants_completions: false,
+            },
         })
     }
 
@@ -408,8 +453,13 @@ impl Packetizer {
                 self.flush(slots);
             } else if seq % 16 == 0 {
                 // A clock read every 16th message keeps a steady trickle from waiting for
-                // a full packet without paying for one per message.
-                self.flush_if_due(clock.now(), slots);
+                // a full packet without paying for one per message, and lets packets held
+                // for a busy sender go once it is idle.
+                let now = clock.now();
+                self.flush_if_due(now, slots);
+                if !self.due && !self.ready.is_empty() {
+                    self.release_if_idle(now);
+                }
             }
         }
         Ok(seq)
@@ -428,9 +478,77 @@ impl Packetizer {
         self.due = true;
     }
 
-    /// The packets held in a batch are due now (to make room), the batch goes on.
+    /// The packets held in a batch (or for a busy sender) are due now (to make room), the
+    /// batch goes on.
     pub fn release_held(&mut self) {
         self.due = true;
+    }
+
+    /// Whether a batch is open ([`begin_batch`](Self::begin_batch) without
+    /// [`end_batch`](Self::end_batch) yet).
+    pub fn is_batching(&self) -> bool {
+        self.batching
+    }
+
+    /// Adaptive batching: the driver handed packets to its sender in one go, from
+    /// `started` to `returned`, and `in_flight` says whether sends are still in flight
+    /// after it (their completions not collected). Until they complete, and for as long
+    /// again as the hand-over took, closed packets are held (at most `max_delay`). Call it
+    /// after [`handle_transmitted`](Self::handle_transmitted).
+    pub fn handle_send(&mut self, started: Instant, returned: Instant, in_flight: bool) {
+        let took = returned.saturating_duration_since(started).min(self.max_delay);
+        self.sender.reported = true;
+        self.sender.in_flight = in_flight;
+        self.sender.busy_until = returned + took;
+        self.sender.wants_completions = false;
+        if self.ready.is_empty() {
+            self.sender.held_since = None;
+        }
+    }
+
+    /// Adaptive batching: the driver collected finished sends at `now`; `in_flight` says
+    /// whether any is still in flight. Once none is and the busy time is over, the held
+    /// packets are due.
+    pub fn handle_completions(&mut self, in_flight: bool, now: Instant) {
+        if !self.sender.reported {
+            return;
+        }
+        self.sender.in_flight = in_flight;
+        self.sender.wants_completions = false;
+        if !self.due && !self.ready.is_empty() {
+            self.release_if_idle(now);
+        }
+    }
+
+    /// Whether the driver is to collect finished sends and report them
+    /// ([`handle_completions`](Self::handle_completions)) before packets held for its
+    /// busy sender can go: they wait for a send that was in flight at the last report,
+    /// and its busy time is over. Cheap: check it after every offer.
+    pub fn wants_completions(&self) -> bool {
+        self.sender.wants_completions
+    }
+
+    /// Whether the sender counts as busy at `now` (see the module docs).
+    fn sender_busy(&self, now: Instant) -> bool {
+        self.sender.reported && (self.sender.in_flight || now < self.sender.busy_until)
+    }
+
+    /// Makes the packets held for a busy sender due if it is idle at `now` or the first
+    /// has waited `max_delay`; with sends in flight at the last report and the busy time
+    /// over, asks for completions instead.
+    fn release_if_idle(&mut self, now: Instant) {
+        if self.batching {
+            return;
+        }
+        let waited = self
+            .sender
+            .held_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.max_delay);
+        if waited || !self.sender_busy(now) {
+            self.due = true;
+        } else if self.sender.in_flight && now >= self.sender.busy_until {
+            self.sender.wants_completions = true;
+        }
     }
 
     /// Closes the open packet; it and everything held are due now.
@@ -439,12 +557,17 @@ impl Packetizer {
         self.due = true;
     }
 
-    /// Timers: closes the open packet once it has waited `max_delay`, and writes a
+    /// Timers: closes the open packet once it has waited `max_delay`, makes the packets
+    /// held for a busy sender due (outside a batch), and writes a
     /// heartbeat (when a slot is free) if nothing was handed out for the heartbeat
     /// interval and nothing waits — after the end of session, the end-of-session packet
     /// again instead.
     pub fn handle_timeout(&mut self, now: Instant, slots: &mut impl Slots) {
         self.flush_if_due(now, slots);
+        if !self.batching && !self.ready.is_empty() {
+            // Held for a busy sender: the driver is idle now, so they go.
+            self.due = true;
+        }
         if self.open.is_none()
             && self.ready.is_empty()
             && now.saturating_duration_since(self.last_send) >= self.idle_interval()
@@ -468,10 +591,20 @@ impl Packetizer {
     /// When [`handle_timeout`](Self::handle_timeout) has something to do next: the open
     /// packet's deadline, or else the next heartbeat.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.open {
+        let held = match self.sender.held_since {
+            Some(since) if !self.due && !self.batching && !self.ready.is_empty() => {
+                Some(since + self.max_delay)
+            }
+            _ => None,
+        };
+        let timer = match &self.open {
             Some(open) => Some(open.since + self.max_delay),
             None if self.ready.is_empty() => Some(self.last_send + self.idle_interval()),
             None => None,
+        };
+        match (held, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -500,6 +633,7 @@ impl Packetizer {
         self.ready.drain(..n.min(self.ready.len()));
         if self.ready.is_empty() {
             self.due = false;
+            self.sender.held_since = None;
         }
         self.last_send = now;
     }
@@ -523,8 +657,10 @@ impl Packetizer {
         }
         if self.open.is_some() {
             self.close_open(slots);
-            if !self.batching || self.ready.len() >= self.max_batch {
+            if self.ready.len() >= self.max_batch {
                 self.due = true;
+            } else if !self.batching && !self.due {
+                self.hold_or_release(clock);
             }
         }
         let slot = slots.take().ok_or(OfferError::Backpressure)?;
@@ -547,6 +683,20 @@ impl Packetizer {
             since: clock.now(),
         });
         Ok(())
+    }
+
+    /// A packet just closed outside a batch: due at once unless the sender is busy (see
+    /// the module docs), else held, the clock read only for a driver that reports sends.
+    fn hold_or_release(&mut self, clock: &impl Clock) {
+        if !self.sender.reported {
+            self.due = true;
+            return;
+        }
+        let now = clock.now();
+        self.release_if_idle(now);
+        if !self.due && self.sender.held_since.is_none() {
+            self.sender.held_since = Some(now);
+        }
     }
 
     fn close_open(&mut self, slots: &mut impl Slots) {
@@ -815,6 +965,204 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1000]);
         assert_eq!(f.p.stats().heartbeats, 0);
         assert_eq!(f.p.next_sequence(), 2);
+    }
+
+    /// A message that fills a 100-byte packet on its own.
+    const FULL: [u8; 78] = [9; 78];
+
+    impl Fixture {
+        /// Hands out what is due as one send that took `took` and leaves `in_flight`, and
+        /// reports it; returns the packets' (first sequence, count) pairs.
+        fn send(&mut self, took: Duration, in_flight: bool) -> Vec<(u64, u16)> {
+            let started = self.clock.now();
+            self.clock.advance(took);
+            let sent = self.transmit();
+            if !sent.is_empty() {
+                self.p.handle_send(started, self.clock.now(), in_flight);
+            }
+            sent
+        }
+
+        /// Offers `n` full-packet messages, handing out (and reporting as a send that took
+        /// `took`) whatever becomes due; returns the sends.
+        fn offer_full(&mut self, n: usize, took: Duration) -> Vec<Vec<(u64, u16)>> {
+            let mut sends = Vec::new();
+            for _ in 0..n {
+                self.take(&FULL);
+                let sent = self.send(took, false);
+                if !sent.is_empty() {
+                    sends.push(sent);
+                }
+            }
+            sends
+        }
+    }
+
+    #[test]
+    fn an_idle_senders_first_full_packet_is_due_at_once() {
+        let mut f = Fixture::new(8);
+        // A send long ago: the sender is idle.
+        f.take(&FULL);
+        f.p.flush(&mut f.b);
+        assert_eq!(f.send(Duration::from_micros(5), false), [(1, 1)]);
+        f.clock.advance(Duration::from_millis(1));
+        f.take(&FULL);
+        f.take(&FULL);
+        assert_eq!(
+            f.p.poll_transmit().map(<[_]>::len),
+            Some(1),
+            "the packet closed by the second message goes now"
+        );
+    }
+
+    #[test]
+    fn packets_closed_while_a_send_is_in_flight_leave_together_when_it_completes() {
+        let mut f = Fixture::new(8);
+        f.take(&FULL);
+        f.take(&FULL);
+        assert_eq!(f.send(Duration::ZERO, true), [(1, 1)], "idle: at once");
+        f.clock.advance(Duration::from_micros(10));
+        f.take(&FULL);
+        assert!(f.p.poll_transmit().is_none(), "the send is in flight");
+        assert!(f.p.wants_completions(), "its busy time is over: collect");
+        f.p.handle_completions(true, f.clock.now());
+        assert!(f.p.poll_transmit().is_none(), "still in flight");
+        f.take(&FULL);
+        assert!(f.p.poll_transmit().is_none(), "two wait");
+        f.clock.advance(Duration::from_micros(10));
+        f.p.handle_completions(false, f.clock.now());
+        assert_eq!(f.transmit(), [(2, 1), (3, 1)], "together, in order");
+    }
+
+    #[test]
+    fn packets_filled_faster_than_a_send_takes_wait_for_company() {
+        let mut f = Fixture::new(8);
+        f.take(&FULL);
+        f.take(&FULL);
+        // The send took 10 µs and completed within the hand-over.
+        assert_eq!(f.send(Duration::from_micros(10), false), [(1, 1)]);
+        f.clock.advance(Duration::from_micros(4));
+        f.take(&FULL);
+        assert!(f.p.poll_transmit().is_none(), "4 µs after a 10 µs send: busy");
+        assert!(!f.p.wants_completions(), "nothing in flight to collect");
+        f.clock.advance(Duration::from_micros(6));
+        f.take(&FULL);
+        assert_eq!(f.transmit(), [(2, 1), (3, 1)], "busy no more: together");
+    }
+
+    #[test]
+    fn max_batch_bounds_the_packets_held_for_a_busy_sender() {
+        let mut f = Fixture::new(8);
+        f.take(&FULL);
+        f.take(&FULL);
+        assert_eq!(f.send(Duration::ZERO, true), [(1, 1)]);
+        for _ in 0..2 {
+            f.take(&FULL);
+        }
+        assert!(f.p.poll_transmit().is_none(), "two held");
+        f.take(&FULL);
+        assert_eq!(f.transmit().len(), 3, "the third makes a full batch");
+    }
+
+    #[test]
+    fn max_delay_bounds_the_wait_for_a_send_that_never_completes() {
+        let mut f = Fixture::new(8);
+        f.take(&FULL);
+        f.take(&FULL);
+        assert_eq!(f.send(Duration::ZERO, true), [(1, 1)]);
+        f.take(&FULL);
+        assert_eq!(
+            f.p.poll_timeout(),
+            Some(f.clock.now() + Duration::from_micros(100)),
+            "the held packet's deadline"
+        );
+        f.clock.advance(Duration::from_micros(99));
+        // Small messages: the 16th offer reads the clock.
+        for _ in 0..12 {
+            f.take(b"x");
+        }
+        assert!(f.p.poll_transmit().is_none(), "not yet waited max_delay");
+        f.clock.advance(Duration::from_micros(1));
+        f.take(b"x");
+        assert_eq!(f.p.next_sequence(), 17, "the 16th offer reads the clock");
+        assert_eq!(f.transmit(), [(2, 1), (3, 1)], "waited max_delay: due");
+    }
+
+    #[test]
+    fn flush_poll_and_end_session_release_held_packets() {
+        for release in 0..3 {
+            let mut f = Fixture::new(8);
+            f.take(&FULL);
+            f.take(&FULL);
+            assert_eq!(f.send(Duration::ZERO, true), [(1, 1)]);
+            f.take(&FULL);
+            assert!(f.p.poll_transmit().is_none());
+            match release {
+                0 => f.p.flush(&mut f.b),
+                1 => f.p.handle_timeout(f.clock.now(), &mut f.b),
+                _ => assert!(f.p.end_session(&mut f.b)),
+            }
+            let sent: Vec<u64> = f.transmit().iter().map(|&(seq, _)| seq).collect();
+            match release {
+                0 => assert_eq!(sent, [2, 3], "flush: the held and the open packet"),
+                1 => assert_eq!(sent, [2], "poll: the held packet"),
+                _ => assert_eq!(sent, [2, 3, 4], "the end follows everything"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_driver_that_never_reports_sends_gets_every_packet_at_once() {
+        let mut f = Fixture::new(8);
+        f.take(&FULL);
+        for seq in 2..6 {
+            f.take(&FULL);
+            assert_eq!(f.transmit(), [(seq - 1, 1)]);
+        }
+    }
+
+    #[test]
+    fn nothing_is_lost_or_reordered_while_packets_wait_for_a_busy_sender() {
+        let mut f = Fixture::new(6);
+        let mut rng = fastrand::Rng::with_seed(14);
+        let mut in_flight = false;
+        let mut next = 1u64;
+        let mut check = |sent: &[(u64, u16)]| {
+            for &(seq, count) in sent {
+                assert_eq!(seq, next, "in order, none missing");
+                next += u64::from(count);
+            }
+        };
+        let mut seq = 1;
+        while seq <= 5_000 {
+            let len = rng.usize(1..=78);
+            match f.offer(&vec![1; len]) {
+                Ok(got) => {
+                    assert_eq!(got, seq);
+                    seq += 1;
+                }
+                Err(OfferError::Backpressure) => {
+                    in_flight = false;
+                    f.p.handle_completions(false, f.clock.now());
+                    f.p.release_held();
+                }
+                Err(e) => panic!("{e}"),
+            }
+            f.clock.advance(Duration::from_micros(rng.u64(0..4)));
+            if f.p.wants_completions() || rng.u8(..) < 20 {
+                in_flight = rng.bool();
+                f.p.handle_completions(in_flight, f.clock.now());
+            }
+            if rng.u8(..) < 3 {
+                f.p.handle_timeout(f.clock.now(), &mut f.b);
+            }
+            let took = Duration::from_micros(rng.u64(0..8));
+            let sent = f.send(took, in_flight || rng.bool());
+            check(&sent);
+        }
+        f.p.flush(&mut f.b);
+        check(&f.transmit());
+        assert_eq!(next, 5_001, "every message was handed out");
     }
 
     #[test]

@@ -10,8 +10,21 @@
 //!   on `flush`, or once it has been open for `max_delay` (checked by
 //!   `poll`, and by every 16th `offer` outside a batch). Between `begin_batch`
 //!   and `end_batch`, full packets are held and leave together, so
-//!   that runs of equal-length packets go as one GSO send; nothing else ever waits to make
-//!   a batch bigger.
+//!   that runs of equal-length packets go as one GSO send.
+//! - Outside a batch, batching is adaptive: a full packet leaves at once when the sender
+//!   is idle (an idle publisher adds no latency), and waits while it is busy — while a
+//!   send is in flight, and after it completed for as long again as handing it over took
+//!   (a packet filled that fast was produced faster than packets can be sent one by one).
+//!   What waited leaves together, as GSO runs, at the first `offer` (every 16th, or one
+//!   that fills a packet) that finds the sender idle, once `max_batch` packets wait, once
+//!   the first waited `max_delay`, and always on `poll`, `flush` and `end_session`. So a
+//!   plain `offer` loop sends about as few, large sends as a `begin_batch` loop. "In
+//!   flight" per backend: on io_uring a send is in flight from its submission until its
+//!   completion is collected (the publisher collects right after submitting, so a UDP send
+//!   that completed inside the submit is not in flight, one that waits for room in the
+//!   socket buffer is); on mmsg a send completes within the call, so only the busy time
+//!   after it holds packets; on a simulated network, as on mmsg, unless sends are deferred
+//!   (`SimNet::defer_sends_to`), which are in flight until reaped.
 //! - When every packet buffer is in flight, `offer` refuses the message with
 //!   `OfferError::Backpressure`: it was not taken, nothing is lost; `poll` and retry.
 //! - Call `poll` from the idle loop: it sends packets whose delay expired, heartbeats
@@ -687,6 +700,11 @@ impl Publisher {
     /// Sends what the packetizer says is due, waiting for sends in flight when every
     /// operation is taken: each batch to line A, then what line A took to line B.
     fn transmit(&mut self) {
+        if self.core.wants_completions() {
+            // Packets wait for a send in flight: collecting its completion (reported to
+            // the packetizer by `reap`) may make them due.
+            let _ = self.reap(false);
+        }
         if self.core.poll_transmit().is_none() {
             return;
         }
@@ -733,6 +751,18 @@ impl Publisher {
                 }
             }
         }
+        // What completed within the hand-over (io_uring completes most UDP sends inside
+        // the submit; mmsg and sim all of them) is collected now, so that the packetizer
+        // learns whether a send is still in flight, and how long the hand-over took.
+        if sender.in_flight() > 0 {
+            let _ = sender.reap(false, &mut |slot: u16, ok: bool| {
+                book.sent(slot);
+                errors += u64::from(!ok);
+            });
+        }
+        let in_flight =
+            sender.in_flight() + line_b.as_ref().map_or(0, |line| line.sender.in_flight());
+        core.handle_send(now, Instant::now(), in_flight > 0);
         stats.send_errors += errors;
         if let (Some(rerequest), Some(store)) = (rerequest.as_mut(), core.store()) {
             rerequest.serve_if_due(store, now);
@@ -745,6 +775,14 @@ impl Publisher {
     /// only when both fail (so that closing never stops waiting for a healthy line's
     /// sends, whose buffers the kernel may still read).
     fn reap(&mut self, wait: bool) -> std::io::Result<usize> {
+        let reaped = self.reap_lines(wait);
+        let in_flight = self.in_flight() > 0;
+        self.core.handle_completions(in_flight, Instant::now());
+        reaped
+    }
+
+    /// [`reap`](Self::reap) but for telling the packetizer.
+    fn reap_lines(&mut self, wait: bool) -> std::io::Result<usize> {
         let a_in_flight = self.sender.in_flight() > 0;
         let mut reaped = self.reap_line_a(false);
         if let Some(line) = self.line_b.as_mut() {
@@ -799,11 +837,15 @@ impl Packing for Publisher {
     }
 
     /// Sends what is due, collects finished sends, and if every other buffer is held in a
-    /// batch, sends the batch.
+    /// batch, or any is held for a busy sender, sends them.
     fn make_room(&mut self) {
         self.transmit();
         let _ = self.reap(false);
-        if self.buffers.book.free.is_empty() && self.core.held() + 1 >= self.config.buffers {
+        let held = self.core.held();
+        if self.buffers.book.free.is_empty()
+            && held > 0
+            && (held + 1 >= self.config.buffers || !self.core.is_batching())
+        {
             self.core.release_held();
             self.transmit();
             let _ = self.reap(false);

@@ -16,7 +16,8 @@ pub(crate) trait Packing {
     /// The packetizer and its buffers.
     fn packing(&mut self) -> (&mut Packetizer, &mut Self::Slots);
 
-    /// Sends what the packetizer says is due.
+    /// Sends what the packetizer says is due (first collecting finished sends, when it
+    /// asks for them: `Packetizer::wants_completions`).
     fn send_ready(&mut self);
 
     /// No buffer was free: make some (send what is due or held, collect finished sends).
@@ -38,7 +39,8 @@ pub(crate) trait Packing {
                 self.refused();
             }
         }
-        if self.packing().0.poll_transmit().is_some() {
+        let core = self.packing().0;
+        if core.poll_transmit().is_some() || core.wants_completions() {
             self.send_ready();
         }
         taken
