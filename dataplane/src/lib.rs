@@ -15,6 +15,7 @@
 //! | backends | `io/uring/` (`send`, `recv`, `buf_ring`), `io/mmsg/` (`send`, `recv`), [`io::sim`] | io_uring, the recvmmsg/sendmmsg fallback, a simulated network that loses, reorders and corrupts on purpose |
 //! | runtime | [`runtime`] | one shard runtime: thread, pinning, idle strategy, command link, wake-up |
 //! | drivers | [`publisher`], [`subscribe`], [`fanout`], [`rooted_transport`] | the public objects: they give the core buffers and time, and carry out what it says through a backend |
+//! | pacing | [`pacing`] | a sans-IO rate schedule with bounded bursts ([`Pacer`]) |
 //! | measurement | [`latency`], [`stats`], [`host`] | histograms and interval logs, counters, what the data plane asks of the host |
 //!
 //! The decisions live in the core once; the publisher and the fan-out share one
@@ -31,6 +32,7 @@ pub mod fanout;
 pub mod host;
 pub mod io;
 pub mod latency;
+pub mod pacing;
 pub mod publisher;
 pub mod rooted_transport;
 pub mod runtime;
@@ -48,6 +50,7 @@ pub use crate::error::{Error, Result};
 pub use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats, LeafStats};
 pub use crate::host::{HostNeeds, RingSize};
 pub use crate::io::DataSocket;
+pub use crate::pacing::Pacer;
 pub use crate::publisher::RerequestConfig;
 pub use crate::publisher::{LineB, LineSendStats, Publisher, PublisherConfig};
 pub use crate::stats::{PublisherStats, SubscriptionStats};

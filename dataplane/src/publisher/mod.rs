@@ -71,8 +71,11 @@ use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
 use self::sender::{AnySender, PacketSender, SendCount};
-use crate::config::{BackendChoice, BackendInfo, BackendKind, Network};
+use crate::config::{
+    BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, BACKOFF_SPIN,
+};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
+use crate::core::SystemClock;
 use crate::core::server::ServerStats;
 use crate::core::store::RetransmitStore;
 use crate::error::{Error, Result};
@@ -83,6 +86,7 @@ use crate::io::region::Region;
 use crate::io::sim::{self, SimSend};
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, OwnedSocket, MAX_GSO_SEGMENTS};
+use crate::runtime::BLOCK_WAIT;
 use crate::stats::PublisherStats;
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -139,13 +143,21 @@ pub struct PublisherConfig {
     /// sends from the loopback address, any port). Only [`Publisher::new`] takes one.
     /// With `zero_copy`, each line's ring registers the packet buffers.
     pub line_b: Option<LineB>,
+    /// How [`Publisher::offer_wait`] waits for room when every buffer is in flight. The
+    /// default, [`IdleStrategy::Block`], sleeps in the kernel until a send completes (on
+    /// io_uring, in the ring's wait): back-pressure means the kernel is behind, and
+    /// spinning would take the core it needs to catch up (on loopback the sender's
+    /// core also runs the receive side), while a wake-up costs little against the wait
+    /// for room in a socket buffer. `Backoff` spins first ([`crate::config::BACKOFF_SPIN`])
+    /// for short waits; `Spin` and `Yield` never sleep.
+    pub idle: IdleStrategy,
 }
 
 impl PublisherConfig {
     /// Defaults for `session` and `group`: the interface chosen by route (name one for
     /// real use), scope 1, loopback on, 1472-byte datagrams, 100 µs maximum delay,
     /// heartbeats every second, backend auto, GSO on, 256 buffers, batches of 32, the
-    /// host's network, no re-request server, one line.
+    /// host's network, no re-request server, one line, and blocking waits for room.
     pub fn new(session: Session, group: SocketAddr) -> PublisherConfig {
         PublisherConfig {
             session,
@@ -165,6 +177,7 @@ impl PublisherConfig {
             network: Network::Host,
             rerequest: None,
             line_b: None,
+            idle: IdleStrategy::Block,
         }
     }
 }
@@ -305,6 +318,19 @@ impl LineSender {
             }
         }
         stats.send_errors += errors;
+    }
+
+    /// Sleeps until one of line B's sends completes (collecting it) or `timeout` passes.
+    fn wait(&mut self, timeout: Duration, book: &mut SlotBook) {
+        let mut errors = 0u64;
+        let mut finished = 0usize;
+        self.sender.wait(timeout, &mut |slot: u16, ok: bool| {
+            book.sent(slot);
+            errors += u64::from(!ok);
+            finished += 1;
+        });
+        self.held = self.held.saturating_sub(finished);
+        self.stats.send_errors += errors;
     }
 
     /// Collects line B's finished sends (see [`Publisher::reap`]).
@@ -601,6 +627,101 @@ impl Publisher {
     /// [`OfferError`]; the message was not taken.
     pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
         self.offer_message(msg)
+    }
+
+    /// Like [`offer`](Self::offer), but when every buffer is in flight it waits for room
+    /// — collecting finished sends, idling between looks as [`PublisherConfig::idle`]
+    /// says (`Block`: asleep in the kernel until a send completes) — instead of refusing
+    /// at once, for at most `timeout` (`Duration::MAX`: for as long as it takes). A wait
+    /// counts once in [`PublisherStats::backpressure`], however long it lasts.
+    ///
+    /// # Errors
+    ///
+    /// [`OfferError`]: `Backpressure` once `timeout` passed without room (the message
+    /// was not taken); the other refusals at once, as `offer` gives them.
+    pub fn offer_wait(
+        &mut self,
+        msg: &[u8],
+        timeout: Duration,
+    ) -> std::result::Result<u64, OfferError> {
+        match self.offer_message(msg) {
+            Err(OfferError::Backpressure) => {}
+            taken => return taken,
+        }
+        let start = Instant::now();
+        let deadline = start.checked_add(timeout);
+        loop {
+            let now = Instant::now();
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                return Err(OfferError::Backpressure);
+            }
+            self.wait_for_room(now.saturating_duration_since(start), left);
+            match self.offer_again(msg) {
+                Err(OfferError::Backpressure) => {}
+                taken => return taken,
+            }
+        }
+    }
+
+    /// Offers `msg` once more after a refusal (not counted again), sending what is due.
+    fn offer_again(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
+        let taken = self.core.offer(msg, &mut self.buffers, &SystemClock);
+        if self.core.poll_transmit().is_some() || self.core.wants_completions() {
+            self.transmit();
+        }
+        taken
+    }
+
+    /// Whether a buffer is free for the next packet.
+    fn has_room(&self) -> bool {
+        !self.buffers.book.free.is_empty()
+    }
+
+    /// One wait for room inside [`offer_wait`](Self::offer_wait), `waited` into it and at
+    /// most `left` long: sends what is held, collects finished sends, and, if no buffer
+    /// came free, idles once as [`PublisherConfig::idle`] says.
+    fn wait_for_room(&mut self, waited: Duration, left: Duration) {
+        self.make_room();
+        if self.has_room() {
+            return;
+        }
+        match self.config.idle {
+            IdleStrategy::Spin => std::hint::spin_loop(),
+            IdleStrategy::Yield => std::thread::yield_now(),
+            IdleStrategy::Backoff if waited < BACKOFF_SPIN => std::hint::spin_loop(),
+            IdleStrategy::Block | IdleStrategy::Backoff => {
+                self.block_for_completion(left.min(BLOCK_WAIT));
+            }
+        }
+    }
+
+    /// Sleeps until a send of either line completes (collecting it) or `timeout` passes:
+    /// on io_uring in the ring's wait, on a simulated network until its deferred sends
+    /// are due. With nothing in flight there is nothing to wait for (mmsg completes every
+    /// send within the call): it only yields.
+    fn block_for_completion(&mut self, timeout: Duration) {
+        let Publisher {
+            sender,
+            line_b,
+            buffers,
+            stats,
+            ..
+        } = self;
+        let mut errors = 0u64;
+        if sender.in_flight() > 0 {
+            sender.wait(timeout, &mut |slot: u16, ok: bool| {
+                buffers.book.sent(slot);
+                errors += u64::from(!ok);
+            });
+        } else if let Some(line) = line_b.as_mut().filter(|l| l.sender.in_flight() > 0) {
+            line.wait(timeout, &mut buffers.book);
+        } else {
+            std::thread::yield_now();
+        }
+        stats.send_errors += errors;
+        let in_flight = self.in_flight() > 0;
+        self.core.handle_completions(in_flight, Instant::now());
     }
 
     /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`

@@ -8,6 +8,7 @@
 //! arrive before `send` returns.
 
 use std::io;
+use std::time::Duration;
 
 use socket2::SockAddr;
 
@@ -138,6 +139,16 @@ impl<S: BatchSend> PacketSender<S> {
     }
 }
 
+impl<S: BatchSend> PacketSender<S> {
+    /// Sleeps until a send completes or `timeout` passes, handing the slots of what
+    /// finished to `done`; returns how many operations finished.
+    pub(crate) fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(u16, bool)) -> usize {
+        let slots = &self.slots;
+        self.backend
+            .wait(timeout, &mut |c: Completion| finish(slots, c, done))
+    }
+}
+
 /// Hands the slots of a finished operation back.
 fn finish(slots: &[[u16; MAX_GSO_SEGMENTS]], c: Completion, done: &mut impl FnMut(u16, bool)) {
     let Some(place) = slots.get(usize::from(c.op)) else {
@@ -186,6 +197,15 @@ impl AnySender {
             AnySender::Uring(s) => s.send(region, packets, done),
             AnySender::Mmsg(s) => s.send(region, packets, done),
             AnySender::Sim(s) => s.send(region, packets, done),
+        }
+    }
+
+    /// See [`PacketSender::wait`].
+    pub(crate) fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(u16, bool)) -> usize {
+        match self {
+            AnySender::Uring(s) => s.wait(timeout, done),
+            AnySender::Mmsg(s) => s.wait(timeout, done),
+            AnySender::Sim(s) => s.wait(timeout, done),
         }
     }
 
