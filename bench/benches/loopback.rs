@@ -17,6 +17,9 @@
 //! drop, a stalled count) the bench panics rather than report a figure for messages that
 //! never arrived.
 //!
+//! Group `adaptive_32B` puts a plain `offer` loop (adaptive batching) beside the same loop
+//! between `begin_batch` and `end_batch`, 32-byte messages, on io_uring and mmsg.
+//!
 //! Everything stays on this host: groups 239.255.77.x, sent and joined on 127.0.0.1, each
 //! on a port the kernel just handed out.
 
@@ -119,6 +122,9 @@ struct Ours {
     msg: Vec<u8>,
     batch: u64,
     window: u64,
+    /// Whether each iteration's messages go between `begin_batch` and `end_batch`, or in
+    /// a plain `offer` loop (adaptive batching).
+    batched: bool,
 }
 
 impl Ours {
@@ -163,6 +169,7 @@ impl Ours {
             msg: (0..size).map(|i| i as u8).collect(),
             batch: batch(size),
             window: WINDOW_DATAGRAMS * per_packet(size),
+            batched: true,
         })
     }
 
@@ -192,7 +199,9 @@ impl Ours {
                 self.publisher.poll();
                 self.wait_step(&mut progress, received);
             }
-            self.publisher.begin_batch();
+            if self.batched {
+                self.publisher.begin_batch();
+            }
             let mut offered = 0;
             while offered < want {
                 match self.publisher.offer(&self.msg) {
@@ -204,7 +213,9 @@ impl Ours {
                     Err(e) => panic!("offer: {e}"),
                 }
             }
-            self.publisher.end_batch();
+            if self.batched {
+                self.publisher.end_batch();
+            }
             self.published += offered;
         }
         self.publisher.flush();
@@ -250,6 +261,28 @@ impl Ours {
                 self.describe()
             );
         }
+    }
+}
+
+impl Ours {
+    /// Prints what the publisher and the subscription counted, under `name`.
+    fn report(&self, name: &str) {
+        let p = self.publisher.stats();
+        let s = self.sub.stats();
+        eprintln!(
+            "  {name}: backend {}/{}; {} messages, {} packets in {} sends ({} GSO), {} \
+             backpressure; {} datagrams received ({} GRO batches), {} re-arms",
+            self.publisher.backend(),
+            self.shards.backend().kind,
+            p.messages,
+            p.packets,
+            p.sends,
+            p.gso_sends,
+            p.backpressure,
+            s.datagrams,
+            s.gro_batches,
+            s.rearms
+        );
     }
 }
 
@@ -414,21 +447,7 @@ fn loopback(c: &mut Criterion) {
                 }
             };
             g.bench_function(name, |b| b.iter_custom(|iters| ours.run(iters * k)));
-            let p = ours.publisher.stats();
-            let s = ours.sub.stats();
-            eprintln!(
-                "  {name}: backend {}/{}; {} packets in {} sends ({} GSO), {} backpressure; \
-                 {} datagrams received ({} GRO batches), {} re-arms",
-                ours.publisher.backend(),
-                ours.shards.backend().kind,
-                p.packets,
-                p.sends,
-                p.gso_sends,
-                p.backpressure,
-                s.datagrams,
-                s.gro_batches,
-                s.rearms
-            );
+            ours.report(name);
         }
         let addr = group(next_group);
         next_group += 1;
@@ -441,5 +460,39 @@ fn loopback(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, loopback);
+/// Adaptive batching (issue 14), side by side: a plain `offer` loop against the same
+/// messages between `begin_batch` and `end_batch`, 32-byte messages, on io_uring and mmsg
+/// (GSO and GRO on), each iteration [`batch`] messages as in `loopback_32B`.
+fn adaptive(c: &mut Criterion) {
+    const SIZE: usize = 32;
+    let k = batch(SIZE);
+    let mut g = c.benchmark_group("adaptive_32B");
+    g.throughput(Throughput::Elements(k))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6));
+    let runs = [
+        ("io_uring_plain_offer", BackendChoice::Uring, false),
+        ("io_uring_begin_end_batch", BackendChoice::Uring, true),
+        ("mmsg_plain_offer", BackendChoice::Mmsg, false),
+        ("mmsg_begin_end_batch", BackendChoice::Mmsg, true),
+    ];
+    for (n, (name, backend, batched)) in runs.into_iter().enumerate() {
+        let addr = group(200 + n as u8);
+        let mut ours = match Ours::new(SIZE, addr.into(), backend, true) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("skipping adaptive_32B/{name}: {e}");
+                continue;
+            }
+        };
+        ours.batched = batched;
+        g.bench_function(name, |b| b.iter_custom(|iters| ours.run(iters * k)));
+        ours.report(name);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, loopback, adaptive);
 criterion_main!(benches);

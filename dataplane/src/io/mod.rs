@@ -253,6 +253,12 @@ impl<B: BatchSend> Sending<B> {
         &mut self.ops
     }
 
+    /// The backend itself.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
     /// See [`BatchSend::queue`].
     pub(crate) fn queue(&mut self, op: u16, linked: bool) -> io::Result<()> {
         self.backend.queue(&mut self.ops, op, linked)

@@ -53,6 +53,8 @@
 //! session) are the sans-IO [`Packetizer`]'s; this module gives it buffers and sends what
 //! it says is ready, through the chosen backend (`sender`).
 
+#[cfg(feature = "tokio")]
+mod async_wait;
 mod lines;
 pub(crate) mod packing;
 pub(crate) mod rerequest;
@@ -380,6 +382,9 @@ pub struct Publisher {
     /// The re-request server, if one was configured.
     rerequest: Option<Rerequests>,
     closed: bool,
+    /// How async tasks learn that a send completed (see `async_wait`).
+    #[cfg(feature = "tokio")]
+    notifier: async_wait::Notifier,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -541,6 +546,8 @@ impl Publisher {
             stats: PublisherStats::default(),
             rerequest,
             closed: false,
+            #[cfg(feature = "tokio")]
+            notifier: async_wait::Notifier::default(),
         })
     }
 

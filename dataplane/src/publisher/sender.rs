@@ -209,6 +209,17 @@ impl AnySender {
         }
     }
 
+    /// Makes the kernel write eventfd `fd` when a send completes after its submission;
+    /// `false` for the backends that complete every send within the call or cannot
+    /// signal (mmsg, sim).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn notify_completions(&mut self, fd: std::os::fd::RawFd) -> io::Result<bool> {
+        match self {
+            AnySender::Uring(s) => s.backend.backend_mut().notify_completions(fd).map(|()| true),
+            AnySender::Mmsg(_) | AnySender::Sim(_) => Ok(false),
+        }
+    }
+
     /// See [`PacketSender::reap`].
     pub(crate) fn reap(
         &mut self,

@@ -83,6 +83,14 @@ impl UringSend {
         Ok(Sending::new(ops, backend))
     }
 
+    /// Makes the kernel write eventfd `fd` whenever a send completes later than its
+    /// submission (not for one that completed inside it), so that an async task can
+    /// sleep until then. The kernel holds its own reference to the eventfd.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn notify_completions(&self, fd: RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd_async(fd)
+    }
+
     fn submit(&mut self) -> io::Result<()> {
         self.ring.submit()?;
         self.unsubmitted = 0;
