@@ -133,7 +133,11 @@ mod tests {
         assert_eq!(p.allow(0, Duration::ZERO), 1);
         // Asleep for a second: 1,000 are owed, one burst may go.
         assert_eq!(p.allow(1, Duration::from_secs(1)), 10);
-        assert_eq!(p.allow(11, Duration::from_secs(1)), 0, "the rest was forgiven");
+        assert_eq!(
+            p.allow(11, Duration::from_secs(1)),
+            0,
+            "the rest was forgiven"
+        );
         // From then on the rate again: one per millisecond.
         assert_eq!(
             p.until_next(11, Duration::from_secs(1)),

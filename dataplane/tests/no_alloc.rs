@@ -1,6 +1,7 @@
 //! After warm-up, publishing and receiving allocate nothing on the heap: a counting global
-//! allocator sees no allocation while a publisher sends 100,000 messages and a shard
-//! receives them, on both backends, with segmentation offload on and off.
+//! allocator sees no allocation while a publisher sends 100,000 messages in batches and
+//! 100,000 more in a plain `offer_wait` loop (adaptive batching), and a shard receives
+//! them, on both backends, with segmentation offload on and off.
 //!
 //! This file is its own test binary with a single test, so that nothing else allocates
 //! while the counter is watched.
@@ -72,6 +73,10 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
             let before = snapshot();
             let measured = WARM_UP + 1..=WARM_UP + MEASURED;
             paced.publish_all(&mut publisher, measured, "the measured messages");
+            // A plain offer loop too (adaptive batching, no begin_batch), waiting for room
+            // with offer_wait.
+            let plain = WARM_UP + MEASURED + 1..=WARM_UP + 2 * MEASURED;
+            offer_plainly(&mut publisher, &mut paced, &stream, plain);
             let after = snapshot();
             let sent = paced.sent;
 
@@ -80,7 +85,7 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
             shards.shutdown();
             closed
                 .handler
-                .assert_complete(&test, WARM_UP + MEASURED, sent.value());
+                .assert_complete(&test, WARM_UP + 2 * MEASURED, sent.value());
             if offload {
                 assert!(published.gso_sends > 0, "{test}: {published:?}");
                 assert!(closed.stats.gro_batches > 0, "{test}: {:?}", closed.stats);
@@ -102,4 +107,28 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
         &findings,
         &format!("{MEASURED} messages were published and received"),
     );
+}
+
+/// Offers messages `seqs` of `stream` one by one with `offer_wait` (no batch), never more
+/// than [`WINDOW`] ahead of the subscriber, then flushes and waits for the last.
+fn offer_plainly<R: Fn() -> u64>(
+    publisher: &mut Publisher,
+    paced: &mut Paced<'_, R>,
+    stream: &Stream,
+    seqs: std::ops::RangeInclusive<u64>,
+) {
+    let mut buf = [0u8; common::MAX_LEN];
+    let last = *seqs.end();
+    for seq in seqs {
+        let len = stream.write(seq, &mut buf);
+        paced.sent.add(seq, &buf[..len]);
+        let got = publisher.offer_wait(&buf[..len], common::STALL);
+        assert_eq!(got, Ok(seq));
+        if paced.received() + WINDOW < seq {
+            common::flush_and_wait(publisher, "the subscriber to catch up", || {
+                paced.received() + WINDOW >= seq
+            });
+        }
+    }
+    common::flush_and_wait(publisher, "the plain offers", || paced.received() == last);
 }

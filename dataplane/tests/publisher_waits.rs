@@ -202,12 +202,19 @@ fn offer_wait_gives_up_after_its_timeout_when_no_room_comes() {
         Err(OfferError::Backpressure)
     );
     let waited = start.elapsed();
-    assert!(waited >= timeout, "gave up after {waited:?}, before the timeout");
+    assert!(
+        waited >= timeout,
+        "gave up after {waited:?}, before the timeout"
+    );
     assert!(
         waited < Duration::from_secs(2),
         "gave up only after {waited:?}, when room had come"
     );
-    assert_eq!(publisher.next_sequence(), seq, "the refused message took no number");
+    assert_eq!(
+        publisher.next_sequence(),
+        seq,
+        "the refused message took no number"
+    );
     // Closing waits for the sends in flight (2 s at most).
     drop(publisher);
 }

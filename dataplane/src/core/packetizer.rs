@@ -496,7 +496,9 @@ impl Packetizer {
     /// again as the hand-over took, closed packets are held (at most `max_delay`). Call it
     /// after [`handle_transmitted`](Self::handle_transmitted).
     pub fn handle_send(&mut self, started: Instant, returned: Instant, in_flight: bool) {
-        let took = returned.saturating_duration_since(started).min(self.max_delay);
+        let took = returned
+            .saturating_duration_since(started)
+            .min(self.max_delay);
         self.sender.reported = true;
         self.sender.in_flight = in_flight;
         self.sender.busy_until = returned + took;
@@ -1043,7 +1045,10 @@ mod tests {
         assert_eq!(f.send(Duration::from_micros(10), false), [(1, 1)]);
         f.clock.advance(Duration::from_micros(4));
         f.take(&FULL);
-        assert!(f.p.poll_transmit().is_none(), "4 µs after a 10 µs send: busy");
+        assert!(
+            f.p.poll_transmit().is_none(),
+            "4 µs after a 10 µs send: busy"
+        );
         assert!(!f.p.wants_completions(), "nothing in flight to collect");
         f.clock.advance(Duration::from_micros(6));
         f.take(&FULL);

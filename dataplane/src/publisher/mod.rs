@@ -73,13 +73,11 @@ use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
 use self::sender::{AnySender, PacketSender, SendCount};
-use crate::config::{
-    BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, BACKOFF_SPIN,
-};
+use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, BACKOFF_SPIN};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
-use crate::core::SystemClock;
 use crate::core::server::ServerStats;
 use crate::core::store::RetransmitStore;
+use crate::core::SystemClock;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
 use crate::io::mmsg::MmsgSend;

@@ -215,7 +215,11 @@ impl AnySender {
     #[cfg(feature = "tokio")]
     pub(crate) fn notify_completions(&mut self, fd: std::os::fd::RawFd) -> io::Result<bool> {
         match self {
-            AnySender::Uring(s) => s.backend.backend_mut().notify_completions(fd).map(|()| true),
+            AnySender::Uring(s) => s
+                .backend
+                .backend_mut()
+                .notify_completions(fd)
+                .map(|()| true),
             AnySender::Mmsg(_) | AnySender::Sim(_) => Ok(false),
         }
     }
