@@ -984,20 +984,6 @@ mod tests {
             }
             sent
         }
-
-        /// Offers `n` full-packet messages, handing out (and reporting as a send that took
-        /// `took`) whatever becomes due; returns the sends.
-        fn offer_full(&mut self, n: usize, took: Duration) -> Vec<Vec<(u64, u16)>> {
-            let mut sends = Vec::new();
-            for _ in 0..n {
-                self.take(&FULL);
-                let sent = self.send(took, false);
-                if !sent.is_empty() {
-                    sends.push(sent);
-                }
-            }
-            sends
-        }
     }
 
     #[test]
