@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{group, offer, started_or_skip, wait_until, BACKENDS, STALL};
+use common::{group, offer, sim_member, started_or_skip, wait_until, BACKENDS, STALL};
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
 use multipoint_dataplane::io::sim::{Impairments, SimNet, SimSocket};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
@@ -175,15 +175,6 @@ fn two_lines(a: SocketAddr, b: SocketAddr, buffers: usize) -> PublisherConfig {
 }
 
 // ---- On the simulated network ----------------------------------------------------
-
-/// A member of `group` on `net`.
-fn sim_member(net: &SimNet, group: SocketAddr) -> SimSocket {
-    let member = net
-        .bind(SocketAddr::from(([0, 0, 0, 0], group.port())))
-        .unwrap();
-    member.join(group.ip(), None).unwrap();
-    member
-}
 
 /// Every datagram queued for `member`, in order.
 fn sim_received(member: &SimSocket) -> Vec<Vec<u8>> {

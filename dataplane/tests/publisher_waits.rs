@@ -1,7 +1,8 @@
 //! A publisher that waits rather than sends one packet at a time or refuses at once:
 //! adaptive batching (a plain `offer` loop sends runs of packets while sends are in
-//! flight) and `offer_wait` (waiting for room with the configured idle strategy, within a
-//! timeout), on the simulated network and on loopback.
+//! flight), `offer_wait` (waiting for room with the configured idle strategy, within a
+//! timeout) and, with the `tokio` feature, `offer_async` and `close_async` on a tokio
+//! runtime; on the simulated network and on loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,11 +11,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{loopback_publisher, loopback_subscription, shards_on, start_or_skip, BACKENDS};
+use common::{
+    loopback_publisher, loopback_subscription, shards_on, sim_member, start_or_skip, BACKENDS,
+};
 use multipoint_dataplane::io::sim::{SimNet, SimSocket};
 use multipoint_dataplane::wire::{Packet, PacketKind, Session};
 use multipoint_dataplane::{
-    IdleStrategy, Network, OfferError, Publisher, PublisherConfig, PublisherStats,
+    BackendChoice, Handler, IdleStrategy, Network, OfferError, Publisher, PublisherConfig,
+    PublisherStats, Shards, Subscription,
 };
 
 /// Every message is this long (the size of the measurements).
@@ -32,27 +36,50 @@ fn message(seq: u64) -> [u8; MSG] {
     msg
 }
 
-/// A publisher of the session to `group` on `net`, tuned by `tune`.
-fn sim_publisher(
-    net: &SimNet,
+/// A simulated network (seeded `seed`), a member of `group` on it, and a publisher of
+/// the session to `group` (tuned by `tune`) whose sends stay in flight for `defer` (as on
+/// io_uring, a send that met a full socket buffer; zero: none does).
+fn on_the_sim(
+    seed: u64,
     group: SocketAddr,
+    defer: Duration,
     tune: impl FnOnce(&mut PublisherConfig),
-) -> Publisher {
+) -> (SimNet, SimSocket, Publisher) {
+    let net = SimNet::new(seed);
+    let member = sim_member(&net, group);
+    net.defer_sends_to(group, defer);
     let mut config = PublisherConfig {
         network: Network::Sim(net.clone()),
         ..PublisherConfig::new(Session::new(SESSION).unwrap(), group)
     };
     tune(&mut config);
-    Publisher::new(config).unwrap()
+    (net, member, Publisher::new(config).unwrap())
 }
 
-/// A member of `group` on `net`.
-fn sim_member(net: &SimNet, group: SocketAddr) -> SimSocket {
-    let member = net
-        .bind(SocketAddr::from(([0, 0, 0, 0], group.port())))
+/// Shards on `backend`, a subscription to group `239.255.130.last` that only counts, and
+/// a publisher to it with four buffers; `None` when the backend cannot run here.
+fn on_loopback(
+    test: &str,
+    backend: BackendChoice,
+    last: u8,
+) -> Option<(Shards, Subscription<impl Handler>, Publisher)> {
+    let mut shards = start_or_skip(test, shards_on(backend))?;
+    let group = common::group(130, last);
+    let sub = shards
+        .subscribe(loopback_subscription(group), |_: u64, _: &[u8]| {})
         .unwrap();
-    member.join(group.ip(), None).unwrap();
-    member
+    let publisher = Publisher::new(PublisherConfig {
+        buffers: 4,
+        ..loopback_publisher(backend, SESSION, group)
+    })
+    .unwrap();
+    Some((shards, sub, publisher))
+}
+
+/// Whether the publisher, at message `seq`, is to wait for the subscriber (which counted
+/// `received`): never more than this far ahead, so that its socket never overflows.
+fn too_far_ahead(seq: u64, received: u64) -> bool {
+    seq % 4_096 == 0 && received + 8_192 < seq
 }
 
 /// Checks that what `member` received holds messages 1..=`count`, each once, in order and
@@ -100,14 +127,13 @@ fn offer_polling(publisher: &mut Publisher, seq: u64) {
 
 #[test]
 fn a_plain_offer_loop_sends_runs_of_packets_while_sends_are_in_flight_on_the_sim() {
-    let net = SimNet::new(31);
-    let group: SocketAddr = "239.255.3.1:7301".parse().unwrap();
-    let member = sim_member(&net, group);
-    // Each send stays in flight for 5 ms (as on io_uring, a send that met a full socket
-    // buffer): the packets filled meanwhile wait for it, up to a batch (32) of them (the
-    // maximum delay is long enough not to cut the wait short, even in a debug build).
-    net.defer_sends_to(group, Duration::from_millis(5));
-    let mut publisher = sim_publisher(&net, group, |c| c.max_delay = Duration::from_millis(20));
+    // Each send stays in flight for 5 ms: the packets filled meanwhile wait for it, up to
+    // a batch (32) of them (the maximum delay is long enough not to cut the wait short,
+    // even in a debug build).
+    let group = "239.255.3.1:7301".parse().unwrap();
+    let (_net, member, mut publisher) = on_the_sim(31, group, Duration::from_millis(5), |c| {
+        c.max_delay = Duration::from_millis(20);
+    });
     for seq in 1..=MESSAGES {
         offer_polling(&mut publisher, seq);
     }
@@ -122,10 +148,10 @@ fn a_plain_offer_loop_sends_runs_of_packets_while_sends_are_in_flight_on_the_sim
 
 #[test]
 fn an_idle_publishers_full_packet_leaves_at_once_on_the_sim() {
-    let net = SimNet::new(32);
-    let group: SocketAddr = "239.255.3.2:7302".parse().unwrap();
-    let member = sim_member(&net, group);
-    let mut publisher = sim_publisher(&net, group, |c| c.max_delay = Duration::from_secs(5));
+    let group = "239.255.3.2:7302".parse().unwrap();
+    let (_net, member, mut publisher) = on_the_sim(32, group, Duration::ZERO, |c| {
+        c.max_delay = Duration::from_secs(5);
+    });
     let big = vec![5u8; publisher.max_message()];
     let mut buf = vec![0u8; 65_536];
     for seq in 1..=3u64 {
@@ -145,11 +171,8 @@ fn an_idle_publishers_full_packet_leaves_at_once_on_the_sim() {
 /// Publishes the whole stream with `offer_wait` through four buffers whose sends stay in
 /// flight for a while, idling as `idle` says; returns the counters.
 fn through_four_buffers(seed: u64, port: u16, idle: IdleStrategy) -> PublisherStats {
-    let net = SimNet::new(seed);
     let group = SocketAddr::from(([239, 255, 3, 3], port));
-    let member = sim_member(&net, group);
-    net.defer_sends_to(group, Duration::from_millis(1));
-    let mut publisher = sim_publisher(&net, group, |c| {
+    let (_net, member, mut publisher) = on_the_sim(seed, group, Duration::from_millis(1), |c| {
         c.buffers = 4;
         c.idle = idle;
     });
@@ -182,13 +205,11 @@ fn offer_wait_through_four_buffers_never_gives_up_and_every_message_arrives_on_t
 
 #[test]
 fn offer_wait_gives_up_after_its_timeout_when_no_room_comes() {
-    let net = SimNet::new(35);
-    let group: SocketAddr = "239.255.3.5:7305".parse().unwrap();
-    let _member = sim_member(&net, group);
     // Sends complete only after 2 s: once the four buffers are out, no room comes within
     // the timeout.
-    net.defer_sends_to(group, Duration::from_secs(2));
-    let mut publisher = sim_publisher(&net, group, |c| c.buffers = 4);
+    let group = "239.255.3.5:7305".parse().unwrap();
+    let (_net, _member, mut publisher) =
+        on_the_sim(35, group, Duration::from_secs(2), |c| c.buffers = 4);
     let mut seq = 1;
     while publisher.offer(&message(seq)).is_ok() {
         publisher.flush();
@@ -223,41 +244,89 @@ fn offer_wait_gives_up_after_its_timeout_when_no_room_comes() {
 fn offer_wait_with_four_buffers_delivers_every_message_on_loopback() {
     for (i, backend) in BACKENDS.into_iter().enumerate() {
         let test = format!("offer_wait on loopback, {backend:?}");
-        let Some(mut shards) = start_or_skip(&test, shards_on(backend)) else {
+        let Some((_shards, sub, mut publisher)) = on_loopback(&test, backend, 1 + i as u8) else {
             continue;
         };
-        let group = common::group(130, 1 + i as u8);
-        let sub = shards
-            .subscribe(loopback_subscription(group), |_: u64, _: &[u8]| {})
-            .unwrap();
-        let mut publisher = Publisher::new(PublisherConfig {
-            buffers: 4,
-            ..loopback_publisher(backend, SESSION, group)
-        })
-        .unwrap();
         for seq in 1..=MESSAGES {
             assert_eq!(
                 publisher.offer_wait(&message(seq), Duration::from_secs(30)),
                 Ok(seq),
                 "{test}: message {seq}"
             );
-            // Never far ahead of the subscriber, so that its socket never overflows.
-            if seq % 4_096 == 0 {
+            if too_far_ahead(seq, sub.stats().messages) {
                 publisher.flush();
                 common::wait_until("the subscriber to catch up", common::STALL, || {
                     publisher.poll();
-                    sub.stats().messages + 8_192 >= seq
+                    !too_far_ahead(seq, sub.stats().messages)
                 });
             }
         }
-        publisher.flush();
+        let stats = publisher.close();
         common::wait_until("every message", common::STALL, || {
-            publisher.poll();
             sub.stats().messages == MESSAGES
         });
-        let stats = publisher.close();
-        let received = sub.stats();
-        assert_eq!(received.gaps, 0, "{test}: {received:?}");
+        assert_eq!(sub.stats().gaps, 0, "{test}");
         assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
+    }
+}
+
+/// `offer_async` and `close_async` on a current-thread tokio runtime.
+#[cfg(feature = "tokio")]
+mod on_tokio {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn offer_async_through_four_buffers_delivers_every_message_and_close_async_returns_the_stats() {
+        // Sends stay in flight for a millisecond: four buffers run out, and the task waits.
+        let group = "239.255.4.1:7401".parse().unwrap();
+        let (_net, member, publisher) =
+            on_the_sim(41, group, Duration::from_millis(1), |c| c.buffers = 4);
+        let stats = runtime().block_on(async move {
+            let mut publisher = publisher;
+            for seq in 1..=MESSAGES {
+                assert_eq!(publisher.offer_async(&message(seq)).await, Ok(seq));
+            }
+            publisher.close_async().await
+        });
+        assert_eq!(stats.messages, MESSAGES, "{stats:?}");
+        assert!(stats.backpressure > 0, "the task had to wait: {stats:?}");
+        assert_whole_stream(&member, MESSAGES);
+    }
+
+    #[test]
+    fn offer_async_on_loopback_delivers_every_message() {
+        for (i, backend) in BACKENDS.into_iter().enumerate() {
+            let test = format!("offer_async on loopback, {backend:?}");
+            let Some((_shards, sub, publisher)) = on_loopback(&test, backend, 11 + i as u8) else {
+                continue;
+            };
+            let stats = runtime().block_on(async {
+                let mut publisher = publisher;
+                for seq in 1..=MESSAGES {
+                    assert_eq!(publisher.offer_async(&message(seq)).await, Ok(seq));
+                    let deadline = Instant::now() + common::STALL;
+                    while too_far_ahead(seq, sub.stats().messages) {
+                        assert!(Instant::now() < deadline, "{test}: the subscriber stalled");
+                        publisher.flush();
+                        publisher.poll();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                publisher.close_async().await
+            });
+            common::wait_until("every message", common::STALL, || {
+                sub.stats().messages == MESSAGES
+            });
+            assert_eq!(stats.messages, MESSAGES, "{test}: {stats:?}");
+            assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
+            assert_eq!(sub.stats().gaps, 0, "{test}");
+        }
     }
 }

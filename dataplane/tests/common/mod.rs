@@ -701,3 +701,16 @@ pub(crate) fn assert_nothing_allocated(runs: usize, findings: &[String], during:
         findings.join("\n")
     );
 }
+
+/// A member of `group` on the simulated network `net`: a socket bound at the group's port
+/// that joined it.
+pub(crate) fn sim_member(
+    net: &multipoint_dataplane::io::sim::SimNet,
+    group: SocketAddr,
+) -> multipoint_dataplane::io::sim::SimSocket {
+    let member = net
+        .bind(SocketAddr::from(([0, 0, 0, 0], group.port())))
+        .expect("a port for the member");
+    member.join(group.ip(), None).expect("joining the group");
+    member
+}
