@@ -250,6 +250,7 @@ pub struct PublisherStats {
     pub send_errors: u64,
     /// Heartbeats sent.
     pub heartbeats: u64,
-    /// Offers refused because every packet buffer was in flight.
+    /// Offers refused because every packet buffer was in flight (an `offer_wait` or
+    /// `offer_async` that had to wait for room counts once, however long it waited).
     pub backpressure: u64,
 }

@@ -13,8 +13,9 @@
 //!   that runs of equal-length packets go as one GSO send.
 //! - Outside a batch, batching is adaptive: a full packet leaves at once when the sender
 //!   is idle (an idle publisher adds no latency), and waits while it is busy — while a
-//!   send is in flight, and after it completed for as long again as handing it over took
-//!   (a packet filled that fast was produced faster than packets can be sent one by one).
+//!   send is in flight, and after it completed for twice as long as handing it over took
+//!   (a packet filled that fast was produced faster than packets can be sent one by one;
+//!   `core::packetizer::BUSY_FACTOR`).
 //!   What waited leaves together, as GSO runs, at the first `offer` (every 16th, or one
 //!   that fills a packet) that finds the sender idle, once `max_batch` packets wait, once
 //!   the first waited `max_delay`, and always on `poll`, `flush` and `end_session`. So a
