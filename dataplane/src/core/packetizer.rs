@@ -223,10 +223,11 @@ const FIRST_END_REPEAT: Duration = Duration::from_millis(1);
 
 /// How many times as long as its last hand-over took a sender counts as busy after it
 /// (adaptive batching, see the module docs). With 1 (busy for as long again), a plain
-/// offer loop of 32-byte messages on loopback sent about 14 packets per send, at 0.85×
-/// (io_uring) and 0.68× (mmsg) the rate of the same loop between `begin_batch` and
-/// `end_batch`; 2 lets the batches grow to `max_batch` there, while a packet that does
-/// wait waits at most twice a send's time (and never `max_delay`).
+/// offer loop of 32-byte messages on loopback sent about 14 packets per send, at
+/// 0.72–0.85× (io_uring) and 0.68–0.81× (mmsg) the rate of the same loop between
+/// `begin_batch` and `end_batch`; with 2 about 30 packets per send, at 0.88–1.16× and
+/// 0.73–1.13× (`bench/README.md`, "Adaptive batching"). A packet that does wait waits at
+/// most twice a send's time (and never more than `max_delay`).
 pub const BUSY_FACTOR: u32 = 2;
 
 /// The largest datagram a MoldUDP64 packet may be: a UDP payload over IPv4.
