@@ -994,6 +994,16 @@ mod tests {
             }
             sent
         }
+
+        /// Eight buffers, and the first full packet sent at once by an idle sender whose
+        /// send stays in flight; message 2 is in the open packet.
+        fn with_a_send_in_flight() -> Fixture {
+            let mut f = Fixture::new(8);
+            f.take(&FULL);
+            f.take(&FULL);
+            assert_eq!(f.send(Duration::ZERO, true), [(1, 1)], "idle: at once");
+            f
+        }
     }
 
     #[test]
@@ -1015,10 +1025,7 @@ mod tests {
 
     #[test]
     fn packets_closed_while_a_send_is_in_flight_leave_together_when_it_completes() {
-        let mut f = Fixture::new(8);
-        f.take(&FULL);
-        f.take(&FULL);
-        assert_eq!(f.send(Duration::ZERO, true), [(1, 1)], "idle: at once");
+        let mut f = Fixture::with_a_send_in_flight();
         f.clock.advance(Duration::from_micros(10));
         f.take(&FULL);
         assert!(f.p.poll_transmit().is_none(), "the send is in flight");
@@ -1063,10 +1070,7 @@ mod tests {
 
     #[test]
     fn max_batch_bounds_the_packets_held_for_a_busy_sender() {
-        let mut f = Fixture::new(8);
-        f.take(&FULL);
-        f.take(&FULL);
-        assert_eq!(f.send(Duration::ZERO, true), [(1, 1)]);
+        let mut f = Fixture::with_a_send_in_flight();
         for _ in 0..2 {
             f.take(&FULL);
         }
@@ -1077,10 +1081,7 @@ mod tests {
 
     #[test]
     fn max_delay_bounds_the_wait_for_a_send_that_never_completes() {
-        let mut f = Fixture::new(8);
-        f.take(&FULL);
-        f.take(&FULL);
-        assert_eq!(f.send(Duration::ZERO, true), [(1, 1)]);
+        let mut f = Fixture::with_a_send_in_flight();
         f.take(&FULL);
         assert_eq!(
             f.p.poll_timeout(),
@@ -1102,10 +1103,7 @@ mod tests {
     #[test]
     fn flush_poll_and_end_session_release_held_packets() {
         for release in 0..3 {
-            let mut f = Fixture::new(8);
-            f.take(&FULL);
-            f.take(&FULL);
-            assert_eq!(f.send(Duration::ZERO, true), [(1, 1)]);
+            let mut f = Fixture::with_a_send_in_flight();
             f.take(&FULL);
             assert!(f.p.poll_transmit().is_none());
             match release {
