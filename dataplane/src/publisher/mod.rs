@@ -28,6 +28,11 @@
 //!   (`SimNet::defer_sends_to`), which are in flight until reaped.
 //! - When every packet buffer is in flight, `offer` refuses the message with
 //!   `OfferError::Backpressure`: it was not taken, nothing is lost; `poll` and retry.
+//!   `offer_wait` waits for room instead, idling as [`PublisherConfig::idle`] says (by
+//!   default asleep in the kernel until a send completes), within a timeout; with the
+//!   `tokio` feature `offer_async` awaits room without blocking the executor, and
+//!   `close_async` awaits the sends in flight (see `async_wait`). Pacing to a rate is
+//!   the caller's, with a [`crate::Pacer`].
 //! - Call `poll` from the idle loop: it sends packets whose delay expired, heartbeats
 //!   when idle (default every second) and collects finished sends.
 //! - `end_session` sends what is pending and an end-of-session packet (once; later
