@@ -1059,10 +1059,12 @@ impl From<Idle> for IdleStrategy {
 
 impl IoArgs {
     /// Shard settings: `shards` threads idling as `idle`, with this backend, GRO and
-    /// datagram size; pinned to cores as the data plane does by default.
+    /// datagram size; pinned to cores (the tool owns the host's cores for its run; the
+    /// library pins only when asked).
     pub fn shard_config(&self, shards: usize, idle: Idle) -> ShardConfig {
         ShardConfig {
             shards,
+            pin: true,
             backend: self.backend.into(),
             idle: idle.into(),
             gro: self.gso.is_on(),

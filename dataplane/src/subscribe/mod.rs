@@ -86,7 +86,8 @@ pub struct ShardConfig {
 
 impl Default for ShardConfig {
     /// One shard, backend auto, blocking idle, GRO on, 64 buffers, 1472-byte datagrams,
-    /// 64 subscriptions per shard, pinned from core 0, the host's network.
+    /// 64 subscriptions per shard, not pinned (inside someone else's process the cores
+    /// are theirs to give: set `pin` to pin from `first_core`), the host's network.
     fn default() -> Self {
         ShardConfig {
             shards: 1,
@@ -96,7 +97,7 @@ impl Default for ShardConfig {
             buffers: 64,
             max_datagram: DEFAULT_MAX_DATAGRAM,
             max_subscriptions: 64,
-            pin: true,
+            pin: false,
             first_core: 0,
             network: Network::Host,
         }
