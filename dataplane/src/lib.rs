@@ -56,8 +56,3 @@ pub use crate::subscribe::{
     poll_ring, Closed, LineBConfig, PollConfig, PollSubscription, RingReader, RingStats,
     RingWriter, ShardConfig, Shards, Subscription, SubscriptionConfig,
 };
-
-/// The README's examples, compiled as doctests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -276,3 +276,8 @@ pub use multipoint_dataplane::rooted_transport::UnicastRoot;
 /// ```
 #[doc(inline)]
 pub use multipoint_dataplane::rooted_transport::DataLeaf;
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
