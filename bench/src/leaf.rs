@@ -39,6 +39,7 @@ use multipoint_dataplane::{HostNeeds, ShardConfig, Shards, SubscriptionStats};
 
 use crate::cli::{LeafArgs, RootedTransport};
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
 use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport};
@@ -239,6 +240,9 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         }
         if args.load.stop.secs.is_some_and(|s| elapsed >= s) {
             break LeafEnd::Time;
+        }
+        if let Some(signal) = interrupt::signal() {
+            break LeafEnd::Interrupted(signal);
         }
         if receiving.tick(elapsed, joined.subscription())? {
             let sent = paced.as_ref().map_or(0, Paced::sent);

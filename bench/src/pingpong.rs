@@ -38,6 +38,7 @@ use crate::cli::{Idle, PingPongArgs, Role};
 use crate::error::{Error, Result};
 use crate::hlog::Hlog;
 use crate::host;
+use crate::interrupt;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
 use crate::publish::{check_size, session_or_default};
@@ -527,7 +528,7 @@ impl PingSide {
             std::thread::sleep(POLL);
             let done = self.shared.round_trips.load(Ordering::Relaxed);
             let elapsed = start.elapsed();
-            if done >= plan.limit || elapsed >= plan.secs {
+            if done >= plan.limit || elapsed >= plan.secs || interrupt::requested() {
                 break;
             }
             if done != seen {
@@ -633,7 +634,11 @@ impl PongSide {
             std::thread::sleep(POLL);
             let st = self.sub.stats();
             let elapsed = start.elapsed();
-            if st.end_of_session > 0 || st.messages >= plan.limit || elapsed >= plan.secs {
+            if st.end_of_session > 0
+                || st.messages >= plan.limit
+                || elapsed >= plan.secs
+                || interrupt::requested()
+            {
                 return;
             }
             if ticker.tick(elapsed).is_some() {

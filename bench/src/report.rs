@@ -63,6 +63,7 @@ use multipoint_dataplane::{
 };
 
 use crate::fanout::Phase;
+use crate::interrupt::Signal;
 
 /// The keys every tool's JSON object starts with, in this order (see the module docs).
 pub const SUMMARY: [&str; 15] = [
@@ -87,6 +88,43 @@ pub const SUMMARY: [&str; 15] = [
 pub trait Report: fmt::Display {
     /// The results as one JSON object on one line (no trailing newline).
     fn to_json(&self) -> String;
+}
+
+/// A tool's report and the signal that ended its run early, if one did: the text says so
+/// first, and the JSON object gets `interrupted` (`"SIGINT"`, `"SIGTERM"` or `null`) as
+/// its last key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<'a, R> {
+    /// What the run measured (until the signal, if one came).
+    pub report: &'a R,
+    /// The signal that ended it early.
+    pub interrupted: Option<Signal>,
+}
+
+impl<R: Report> fmt::Display for Outcome<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(signal) = self.interrupted {
+            writeln!(
+                f,
+                "interrupted by {signal}: the run ended early; this is what it measured until \
+                 then"
+            )?;
+        }
+        write!(f, "{}", self.report)
+    }
+}
+
+impl<R: Report> Report for Outcome<'_, R> {
+    fn to_json(&self) -> String {
+        let mut object = self.report.to_json();
+        // Every report is one JSON object: the key goes in before its closing brace.
+        if object.ends_with('}') {
+            object.pop();
+        }
+        let mut json = Json { out: object };
+        json.opt_str("interrupted", self.interrupted.map(Signal::name));
+        json.finish()
+    }
 }
 
 /// How the run was set up, as shown in the report's first line.
@@ -1356,6 +1394,8 @@ pub enum LeafEnd {
     Removed(String),
     /// The root went silent or its connection broke.
     RootGone(String),
+    /// A signal ended the run early (SIGINT, SIGTERM).
+    Interrupted(Signal),
 }
 
 impl LeafEnd {
@@ -1367,6 +1407,7 @@ impl LeafEnd {
             LeafEnd::RootClosed(_) => "root_closed",
             LeafEnd::Removed(_) => "removed",
             LeafEnd::RootGone(_) => "root_gone",
+            LeafEnd::Interrupted(_) => "interrupted",
         }
     }
 
@@ -1375,7 +1416,7 @@ impl LeafEnd {
         match self {
             LeafEnd::RootClosed(r) => r.as_deref(),
             LeafEnd::Removed(r) | LeafEnd::RootGone(r) => Some(r),
-            LeafEnd::Count | LeafEnd::Time => None,
+            LeafEnd::Count | LeafEnd::Time | LeafEnd::Interrupted(_) => None,
         }
     }
 }
@@ -1391,6 +1432,7 @@ impl fmt::Display for LeafEnd {
             LeafEnd::RootClosed(_) => f.write_str(ROOT_CLOSED),
             LeafEnd::Removed(r) => write!(f, "the root removed this leaf: {r}"),
             LeafEnd::RootGone(r) => write!(f, "the root is gone: {r}"),
+            LeafEnd::Interrupted(signal) => write!(f, "interrupted by {signal}"),
         }
     }
 }
@@ -1620,7 +1662,13 @@ impl Report for LeafReport {
             .str("direction", self.direction)
             .str("data", &self.data)
             .opt_str("source", self.source.as_deref())
-            .bool("ended", !matches!(self.end, LeafEnd::Count | LeafEnd::Time))
+            .bool(
+                "ended",
+                !matches!(
+                    self.end,
+                    LeafEnd::Count | LeafEnd::Time | LeafEnd::Interrupted(_)
+                ),
+            )
             .str("ended_by", self.end.key())
             .opt_str("end_reason", self.end.reason());
         if let Some(r) = self.flow.received() {

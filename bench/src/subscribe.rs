@@ -29,6 +29,7 @@ use multipoint_dataplane::{
 use crate::cli::{RecoveryArgs, ReportArgs, StopArgs, SubArgs};
 use crate::error::Result;
 use crate::hlog::Hlog;
+use crate::interrupt;
 use crate::plot::{self, Series};
 use crate::progress::{Progress, Ticker};
 use crate::report::{per_second, Grouped, LineReport, Received, Stamps, SubReport};
@@ -288,7 +289,11 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         if sub.failure().is_some() {
             break;
         }
-        if st.ended > 0 || st.messages >= limit || args.stop.secs.is_some_and(|s| elapsed >= s) {
+        if st.ended > 0
+            || st.messages >= limit
+            || args.stop.secs.is_some_and(|s| elapsed >= s)
+            || interrupt::requested()
+        {
             break;
         }
         if receiving.tick(elapsed, Some(&sub))? {
