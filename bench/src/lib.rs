@@ -24,6 +24,7 @@
 //! - [`pacing`]: the send schedule for a target message rate (sans-IO, no clock);
 //! - [`progress`]: the once-a-second progress line on a terminal;
 //! - [`report`]: the human-readable reports and their one-line JSON form;
+//! - [`outputs`]: the output files, created before the run starts;
 //! - [`plot`]: the latency percentile distribution as an SVG;
 //! - [`hlog`]: the HdrHistogram interval log (`--hlog`);
 //! - [`error`]: the tool's errors.
@@ -41,6 +42,7 @@ pub mod hlog;
 pub mod host;
 pub mod interrupt;
 pub mod leaf;
+pub mod outputs;
 pub mod pacing;
 pub mod pingpong;
 pub mod plot;

@@ -8,11 +8,13 @@
 //! polyline with one point per percentile step of HdrHistogram's percentile iteration
 //! (five steps per halving of the distance to 100 %, as its percentile output prints).
 //!
-//! [`svg`] is plain string building: no I/O, no clock; only [`write()`] touches a file.
+//! [`svg`] is plain string building: no I/O, no clock; only [`PlotFile`] touches a file.
 //! Nothing here panics.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use multipoint_dataplane::latency::LatencyHistogram;
 
@@ -221,16 +223,60 @@ pub fn svg(title: &str, series: &[Series]) -> String {
     out
 }
 
-/// Writes [`svg`] to `path`.
-///
-/// # Errors
-///
-/// [`Error::WritePlot`] when the file cannot be written.
-pub fn write(path: &Path, title: &str, series: &[Series]) -> Result<()> {
-    std::fs::write(path, svg(title, series)).map_err(|source| Error::WritePlot {
-        path: path.to_owned(),
-        source,
-    })
+/// The file of a plot: created (empty) before the run, so that a path that cannot be
+/// written is found before anything runs; the plot is written into it at the end.
+#[derive(Debug)]
+pub struct PlotFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl PlotFile {
+    /// Creates (or truncates) `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CreatePlot`], naming the path.
+    pub fn create(path: &Path) -> Result<PlotFile> {
+        let file = File::create(path).map_err(|source| Error::CreatePlot {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(PlotFile {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// Creates the file asked for, if any.
+    ///
+    /// # Errors
+    ///
+    /// As [`PlotFile::create`].
+    pub fn create_if(path: Option<&Path>) -> Result<Option<PlotFile>> {
+        path.map(PlotFile::create).transpose()
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes [`svg`] of `series` under `title` into the file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WritePlot`] when the file cannot be written.
+    pub fn write(mut self, title: &str, series: &[Series]) -> Result<()> {
+        let svg = svg(title, series);
+        self.file
+            .write_all(svg.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|source| Error::WritePlot {
+                path: self.path,
+                source,
+            })
+    }
 }
 
 /// `log10(1 / (1 - q))`: 0 at 0 %, 1 at 90 %, 2 at 99 %, ...; a quantile of 1 or more
