@@ -213,6 +213,7 @@ pub(crate) fn run_local(
     let mut series = Vec::with_capacity(subscribers);
     for (i, (sub, mut total)) in subs.into_iter().zip(totals).enumerate() {
         let shard = sub.shard();
+        let (session, sender) = (sub.session(), sub.sender());
         let closed = sub.close()?;
         if let Some(log) = &mut log {
             let from = published.last_tick;
@@ -233,6 +234,8 @@ pub(crate) fn run_local(
             backend: backend.clone(),
             stats: closed.stats,
             latency: total.percentiles(),
+            session: session.map(|s| s.to_string()),
+            sender: sender.map(|s| s.to_string()),
         });
         series.push(Series::new(format!("subscriber {}", i + 1), &total));
     }

@@ -7,9 +7,14 @@
 //! `kernel_drops` and `latency_ns` (`count`, `p50`, `p90`, `p99`, `p999`, `p9999`, `max`,
 //! `min`, `mean`; `null` when there is no sample). What they mean per tool:
 //!
-//! - `demo`, `throughput`: what the subscribers were handed, summed over them, per second
-//!   of publishing; latency is one-way, all subscribers together. The publisher and each
-//!   subscriber follow under `publisher` and `subscribers`.
+//! - `demo`: `messages`, `bytes`, `packets`, `msgs_per_sec` and `bytes_per_sec` are what
+//!   the publisher sent, per second of publishing; `gaps`, `missing`, `duplicates`,
+//!   `malformed` and `kernel_drops` are totals over the subscribers (0: none lost
+//!   anything); latency is one-way, all subscribers together. The publisher and each
+//!   subscriber (its own `msgs_per_sec`, `session`, `sender`, counters and latency)
+//!   follow under `publisher` and `subscribers`.
+//! - `throughput`: as `demo`, but the summary is its one subscriber's: what it was
+//!   handed, per second of publishing.
 //! - `pub`: what the publisher sent; the receive-side fields and `latency_ns` are `null`.
 //!   `rerequest`: with `--rerequest-server`, the server's `requests`, `replies`,
 //!   `messages_served`, `bytes_served`, `refused` and the refusals by reason, and the
@@ -166,6 +171,10 @@ pub struct SubscriberReport {
     pub stats: SubscriptionStats,
     /// One-way latency over the whole run.
     pub latency: Percentiles,
+    /// The session it followed.
+    pub session: Option<String>,
+    /// The sender its stream was bound to, once locked.
+    pub sender: Option<String>,
 }
 
 /// Everything `multipoint demo` or `multipoint throughput` measured.
@@ -534,7 +543,23 @@ fn write_counters(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Re
             Grouped(st.shard_failures),
         )?;
     }
-    Ok(())
+    write_shared_group(f, st)
+}
+
+/// The warning of a subscription whose group and port brought packets of another session
+/// or sender: someone else publishes there too.
+fn write_shared_group(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Result {
+    if st.other_session + st.foreign_source == 0 {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "  note: another publisher shares this group and port: {} packets of other sessions \
+         and {} of other senders were ignored (follow one with --session, or give each \
+         stream its own --group)",
+        Grouped(st.other_session),
+        Grouped(st.foreign_source),
+    )
 }
 
 /// The latency line, indented by two: `name  p50 ...` or `name  no samples`.
@@ -598,10 +623,12 @@ impl fmt::Display for DemoReport {
             writeln!(f)?;
             writeln!(
                 f,
-                "subscriber {} (shard {})  backend {}",
+                "subscriber {} (shard {})  backend {}  session {} from {}",
                 i + 1,
                 sub.shard,
-                sub.backend
+                sub.backend,
+                sub.session.as_deref().unwrap_or("(none locked)"),
+                sub.sender.as_deref().unwrap_or("(no sender locked)"),
             )?;
             write_receive(f, &sub.stats, self.elapsed)?;
             write_latency(f, "latency", &sub.latency)?;
@@ -619,12 +646,19 @@ impl Report for DemoReport {
             add_stats(&mut total, &sub.stats);
         }
         let backend = self.subscribers.first().map_or(&p.backend, |s| &s.backend);
+        // One subscriber (throughput): its figures are the run's. More (demo): what was
+        // published, and each subscriber's own under `subscribers`; a sum of them would
+        // pose as one subscriber's rate.
+        let sent = match self.subscribers.as_slice() {
+            [one] => (one.stats.messages, one.stats.bytes, one.stats.packets),
+            _ => (p.stats.messages, p.stats.bytes, p.stats.packets),
+        };
         let mut json = Json::object();
         json.str("command", self.command);
         summary(
             &mut json,
             backend,
-            (total.messages, total.bytes, total.packets),
+            sent,
             self.elapsed,
             Some(&total),
             Some(&self.latency),
@@ -644,8 +678,12 @@ impl Report for DemoReport {
                 let mut o = Json::object();
                 o.u64("shard", sub.shard as u64)
                     .str("backend", &sub.backend.kind.to_string())
-                    .str("backend_reason", &sub.backend.reason);
+                    .str("backend_reason", &sub.backend.reason)
+                    .opt_str("session", sub.session.as_deref())
+                    .opt_str("sender", sub.sender.as_deref());
                 receive_json(&mut o, &sub.stats, self.elapsed);
+                o.u64("other_session", sub.stats.other_session)
+                    .u64("foreign_source", sub.stats.foreign_source);
                 o.raw("latency_ns", &latency_json(Some(&sub.latency)));
                 o.finish()
             })
@@ -1952,6 +1990,8 @@ mod tests {
                 ..SubscriptionStats::default()
             },
             latency: latency(),
+            session: Some("MP42".into()),
+            sender: Some("127.0.0.1:40000".into()),
         };
         DemoReport {
             command: "demo",
@@ -2052,10 +2092,18 @@ mod tests {
             json.contains("\"backend_reason\":\"forced by \\\"configuration\\\"\""),
             "{json}"
         );
-        // The summary adds up the subscribers.
-        assert!(json.contains("\"messages\":4000000,"), "{json}");
-        assert!(json.contains("\"msgs_per_sec\":2000000,"), "{json}");
+        // The summary's rate is the publisher's (not the subscribers' added up); each
+        // subscriber has its own; the losses are totals.
+        assert!(json.contains("\"messages\":2000000,"), "{json}");
+        assert!(json.contains("\"msgs_per_sec\":1000000,"), "{json}");
+        assert!(!json.contains("\"messages\":4000000"), "{json}");
         assert!(json.contains("\"gaps\":2,"), "{json}");
+        assert_eq!(
+            json.matches("\"msgs_per_sec\":1000000,").count(),
+            4,
+            "{json}"
+        );
+        assert_eq!(json.matches("\"session\":\"MP42\"").count(), 2, "{json}");
         assert!(
             json.contains(
                 "\"latency_ns\":{\"count\":2000000,\"p50\":10240,\"p90\":0,\"p99\":0,\
