@@ -5,7 +5,10 @@
 //! alike: `command`, `backend`, `backend_reason`, `messages`, `bytes`, `packets`, `secs`,
 //! `msgs_per_sec`, `bytes_per_sec`, `gaps`, `missing`, `duplicates`, `malformed`,
 //! `kernel_drops` and `latency_ns` (`count`, `p50`, `p90`, `p99`, `p999`, `p9999`, `max`,
-//! `min`, `mean`; `null` when there is no sample). What they mean per tool:
+//! `min`, `mean`; `null` when there is no sample), and, as printed by the tool
+//! ([`Outcome`]), end with `interrupted`: `"SIGINT"` or `"SIGTERM"` when a signal ended
+//! the run early (the figures are those until then), `null` otherwise. What they mean per
+//! tool:
 //!
 //! - `demo`: `messages`, `bytes`, `packets`, `msgs_per_sec` and `bytes_per_sec` are what
 //!   the publisher sent, per second of publishing; `gaps`, `missing`, `duplicates`,
@@ -48,7 +51,7 @@
 //!   receive-side fields and `latency_ns` are `null`.
 //! - `leaf`: as `sub`, for what the leaf received (recovery from the root's server with
 //!   `--rerequest`); `ended`, `ended_by` (`count`, `secs`,
-//!   `root_closed`, `removed`, `root_gone`), `end_reason`, and `sent` for a leaf that
+//!   `root_closed`, `removed`, `root_gone`, `interrupted`), `end_reason`, and `sent` for a leaf that
 //!   sends. A leaf that only sends has `pub`'s summary instead (receive-side fields
 //!   `null`).
 //!
