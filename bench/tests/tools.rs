@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{groups, last_json, run, turn, u64_of, words, Proc};
+use common::{groups, last_json, run, spawn_sub, turn, u64_of, words};
 use multipoint_bench::report::SUMMARY;
 use multipoint_control::socket2::SockRef;
 use multipoint_dataplane::wire::{pack_all, write_end_of_session, Session, HEADER_LEN};
@@ -102,15 +102,6 @@ fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
     assert!(report["msgs_per_sec"].as_f64().unwrap() > 0.0, "{report}");
     let echoed = report["pong"]["echoed"].as_u64().unwrap();
     assert!(echoed >= 2000, "{report}");
-}
-
-/// Starts `multipoint sub ARGS` in the background and reads its first line (it has
-/// joined).
-fn spawn_sub(args: &str) -> Proc {
-    let mut sub = Proc::spawn(&words(&format!("sub {args}")));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
-    sub
 }
 
 #[test]

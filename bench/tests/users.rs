@@ -11,28 +11,9 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{groups, last_json, last_json_with, run, turn, u64_of, words, Proc};
+use common::{groups, last_json, last_json_with, run, spawn_sub, turn, u64_of, words, Proc};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// Starts `multipoint sub ARGS` and reads its first line (it has joined).
-fn spawn_sub(args: &str) -> Proc {
-    let mut sub = Proc::spawn(&words(&format!("sub {args}")));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
-    sub
-}
-
-/// Reads `proc`'s lines until one contains `what`, and returns it.
-fn wait_for_line(proc: &mut Proc, what: &str) -> String {
-    loop {
-        let line = proc.line();
-        assert!(!line.is_empty(), "the output ended before {what:?}");
-        if line.contains(what) {
-            return line;
-        }
-    }
-}
 
 /// The stdout and stderr of `output`, for messages.
 fn text(output: &Output) -> (String, String) {
@@ -51,7 +32,7 @@ fn sigint_during_sub_ends_it_with_the_full_report_saying_interrupted() {
     let _publisher = Proc::spawn(&words(&format!(
         "pub --secs 30 --rate 20000 --size 64 --session SIGFEED --group {group}"
     )));
-    wait_for_line(&mut sub, "following session SIGFEED");
+    sub.line_with("following session SIGFEED");
     std::thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
     sub.signal(Signal::SIGINT);
@@ -95,7 +76,7 @@ fn sigint_during_sub_ends_it_with_the_full_report_saying_interrupted() {
 fn sigterm_during_pub_reports_what_was_sent_until_then() {
     let _turn = turn();
     let [group] = groups();
-    let mut publisher = Proc::spawn(&words(&format!(
+    let publisher = Proc::spawn(&words(&format!(
         "pub --secs 30 --rate 20000 --json --group {group}"
     )));
     std::thread::sleep(Duration::from_millis(500));

@@ -39,6 +39,15 @@ pub(crate) fn groups<const N: usize>() -> [String; N] {
     std::array::from_fn(|i| format!("239.255.0.1:{}", sockets[i].local_addr().unwrap().port()))
 }
 
+/// Starts `multipoint sub ARGS` in the background and reads its first line (it has
+/// joined).
+pub(crate) fn spawn_sub(args: &str) -> Proc {
+    let mut sub = Proc::spawn(&words(&format!("sub {args}")));
+    let first = sub.line();
+    assert!(first.contains("listening on"), "sub said: {first:?}");
+    sub
+}
+
 /// The built binary, to be given arguments.
 pub(crate) fn multipoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multipoint"))
@@ -134,6 +143,21 @@ impl Proc {
         let child = self.child.as_ref().expect("still running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
         nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Reads lines of stdout until one contains `what`, and returns it.
+    pub(crate) fn line_with(&mut self, what: &str) -> String {
+        loop {
+            let line = self.line();
+            assert!(
+                !line.is_empty(),
+                "{} ended before saying {what:?}",
+                self.what
+            );
+            if line.contains(what) {
+                return line;
+            }
+        }
     }
 
     /// The next line of stdout (blocking).
