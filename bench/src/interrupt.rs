@@ -1,24 +1,30 @@
 //! SIGINT and SIGTERM: the first ends a run early, as if its `--secs` or `--count` came,
 //! so that the tool still prints its full report (and JSON, with `"interrupted"` set); a
-//! second one exits at once.
+//! second one, a moment later, exits at once.
 //!
-//! [`install`] registers the handlers (once, in `main`); every loop that runs until a
-//! count or a time also stops when [`requested`] says so. The handlers only store to
-//! atomics (signal-hook's `flag` actions, which are async-signal-safe); the exit on a
-//! second signal is signal-hook's conditional shutdown (`_exit` with 128 + the signal
-//! number, as a shell reports a process killed by it).
+//! [`install`] starts a thread that waits for the signals (signal-hook's iterator: the
+//! handler only writes to a pipe, which is async-signal-safe); every loop that runs until
+//! a count or a time also stops when [`requested`] says so. A repeat within
+//! [`REPEAT_GRACE`] of the first counts as the same request: `timeout -s INT` sends the
+//! signal to the process and then to its process group, so one expiry arrives twice. A
+//! later one exits with 128 + the signal number, as a shell reports a process killed by
+//! it.
 
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::flag;
+use signal_hook::iterator::Signals;
 
 /// Set by the first SIGINT or SIGTERM.
 static REQUESTED: AtomicBool = AtomicBool::new(false);
-/// The number of the signal that set [`REQUESTED`] (the last one, if both came).
+/// The number of the signal that set [`REQUESTED`].
 static SIGNAL: AtomicUsize = AtomicUsize::new(0);
+
+/// A signal this soon after the first is the same request, not a second one.
+pub const REPEAT_GRACE: Duration = Duration::from_millis(250);
 
 /// A signal that ended a run early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +51,14 @@ impl Signal {
             Signal::Term => 128 + SIGTERM as u8,
         }
     }
+
+    fn of(number: i32) -> Signal {
+        if number == SIGTERM {
+            Signal::Term
+        } else {
+            Signal::Int
+        }
+    }
 }
 
 impl fmt::Display for Signal {
@@ -53,25 +67,57 @@ impl fmt::Display for Signal {
     }
 }
 
-/// Installs the handlers of SIGINT and SIGTERM: the first of them sets the flag that
-/// [`requested`] reads; one after it exits the process at once (status 128 + its number).
+/// What a signal arriving `since_first` after the first one (`None`: it is the first)
+/// should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// End the run early, with its report.
+    Request,
+    /// Nothing: the same request delivered again.
+    Repeat,
+    /// Exit now.
+    Exit,
+}
+
+fn action(since_first: Option<Duration>) -> Action {
+    match since_first {
+        None => Action::Request,
+        Some(d) if d < REPEAT_GRACE => Action::Repeat,
+        Some(_) => Action::Exit,
+    }
+}
+
+/// Installs the handling of SIGINT and SIGTERM: the first of them sets the flag that
+/// [`requested`] reads; one at least [`REPEAT_GRACE`] after it exits the process at once
+/// (status 128 + its number).
 ///
 /// # Errors
 ///
-/// The OS error if a handler cannot be installed.
+/// The OS error if the handlers or their thread cannot be set up.
 pub fn install() -> io::Result<()> {
-    for signal in [SIGINT, SIGTERM] {
-        // The order matters: the exit is armed only by an earlier signal's flag.
-        flag::register_conditional_shutdown(signal, 128 + signal, &REQUESTED)?;
-        flag::register_usize(signal, &SIGNAL, signal as usize)?;
-        flag::register(signal, &REQUESTED)?;
-    }
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut first: Option<Instant> = None;
+            for number in signals.forever() {
+                match action(first.map(|at| at.elapsed())) {
+                    Action::Request => {
+                        first = Some(Instant::now());
+                        SIGNAL.store(number as usize, Ordering::Relaxed);
+                        REQUESTED.store(true, Ordering::Release);
+                    }
+                    Action::Repeat => {}
+                    Action::Exit => std::process::exit(i32::from(Signal::of(number).exit_status())),
+                }
+            }
+        })?;
     Ok(())
 }
 
 /// Whether a SIGINT or SIGTERM asked the run to end.
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::Relaxed)
+    REQUESTED.load(Ordering::Acquire)
 }
 
 /// The signal that asked the run to end, if one did.
@@ -79,10 +125,8 @@ pub fn signal() -> Option<Signal> {
     if !requested() {
         return None;
     }
-    match SIGNAL.load(Ordering::Relaxed) {
-        s if s == SIGTERM as usize => Some(Signal::Term),
-        _ => Some(Signal::Int),
-    }
+    let number = SIGNAL.load(Ordering::Relaxed);
+    Some(Signal::of(i32::try_from(number).unwrap_or(SIGINT)))
 }
 
 #[cfg(test)]
@@ -94,5 +138,15 @@ mod tests {
         assert_eq!(Signal::Int.exit_status(), 130);
         assert_eq!(Signal::Term.exit_status(), 143);
         assert_eq!(Signal::Term.to_string(), "SIGTERM");
+        assert_eq!(Signal::of(SIGTERM), Signal::Term);
+        assert_eq!(Signal::of(SIGINT), Signal::Int);
+    }
+
+    #[test]
+    fn a_repeat_right_after_the_first_signal_is_the_same_request_and_a_later_one_exits() {
+        assert_eq!(action(None), Action::Request);
+        assert_eq!(action(Some(Duration::from_micros(50))), Action::Repeat);
+        assert_eq!(action(Some(REPEAT_GRACE)), Action::Exit);
+        assert_eq!(action(Some(Duration::from_secs(3))), Action::Exit);
     }
 }

@@ -90,6 +90,20 @@ fn sigterm_during_pub_reports_what_was_sent_until_then() {
 }
 
 #[test]
+fn a_signal_delivered_twice_at_once_still_gives_the_report() {
+    // `timeout -s INT` sends the signal to the process, then to its process group: one
+    // request, twice.
+    let _turn = turn();
+    let [group] = groups();
+    let sub = spawn_sub(&format!("--secs 30 --json --group {group}"));
+    sub.signal(Signal::SIGINT);
+    sub.signal(Signal::SIGINT);
+    let report = last_json_with(&sub.finish(), 130);
+    assert_eq!(report["interrupted"], "SIGINT", "{report}");
+    assert_eq!(u64_of(&report, "messages"), 0, "{report}");
+}
+
+#[test]
 fn a_run_that_ends_by_itself_is_not_interrupted() {
     let _turn = turn();
     let [group] = groups();
