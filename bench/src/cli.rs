@@ -40,7 +40,10 @@ no host configuration. The default groups are your own: 239.255.U.V, where U.V a
 low bytes of your user id (ports 31001, 31011 for pingpong, 31021 for root), so that two
 users of one host do not share a stream; each run publishes its own session (MP and the
 process id), and a subscriber says when packets of another session or sender reach its
-group. See `multipoint <COMMAND> --help` for each tool's options.";
+group. Ctrl-C (SIGINT) or SIGTERM ends a run early with its full report (`interrupted` in
+the JSON) and exit status 130 or 143; a second one exits at once. `--plot` and `--hlog`
+files are created before the run starts. See `multipoint <COMMAND> --help` for each tool's
+options.";
 
 const DEMO_EXAMPLES: &str = "\
 Examples:
