@@ -87,7 +87,7 @@ fn udp_socket(bind: SocketAddr) -> Result<Socket> {
     }
     socket
         .bind(&bind.into())
-        .map_err(Error::io("binding a UDP data socket"))?;
+        .map_err(Error::io_at("binding a UDP data socket to", bind))?;
     Ok(socket)
 }
 

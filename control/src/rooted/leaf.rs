@@ -318,7 +318,7 @@ impl Leaf {
     /// leaf listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
         self.driver
-            .listen(&self.local, addr, "listening for invitations")
+            .listen(&self.local, addr, "listening for invitations on")
     }
 
     /// Waits up to `timeout` for the session of an accepted invitation.

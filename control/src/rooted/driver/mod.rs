@@ -725,7 +725,7 @@ impl<C> Ctl<C> {
         if let Some(at) = *local {
             return Err(Error::AlreadyListening { addr: at });
         }
-        let listener = conn::listen(addr).map_err(Error::os(op))?;
+        let listener = conn::listen(addr).map_err(Error::os_at(op, addr))?;
         let at = listener
             .local_addr()
             .map_err(Error::os("reading the listening address"))?;
