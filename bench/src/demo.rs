@@ -24,9 +24,9 @@ use multipoint_dataplane::{
 
 use crate::cli::{DemoArgs, Idle};
 use crate::error::Result;
-use crate::hlog::Hlog;
 use crate::host;
-use crate::plot::{self, Series};
+use crate::outputs::Outputs;
+use crate::plot::Series;
 use crate::progress::Progress;
 use crate::publish::{check_size, publish, session_or_default, Load};
 use crate::report::{DemoReport, Grouped, PublisherReport, Settings, SubscriberReport};
@@ -156,6 +156,8 @@ pub(crate) fn run_local(
     subscribers: usize,
     progress: bool,
 ) -> Result<DemoReport> {
+    // Before any socket: an output file that cannot be written stops the run at once.
+    let Outputs { mut log, plot } = Outputs::create(&args.report)?;
     let session = session_or_default(args.publish.session)?;
     let mut setup = Setup::new(args, session);
     let mut publisher = Publisher::new(setup.publisher)?;
@@ -178,7 +180,6 @@ pub(crate) fn run_local(
         subs.push(shards.subscribe(setup.subscription.clone(), Tally::default())?);
     }
 
-    let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
     let mut totals: Vec<LatencyHistogram> =
         (0..subscribers).map(|_| LatencyHistogram::new()).collect();
     let load = Load::new(&args.load);
@@ -212,6 +213,7 @@ pub(crate) fn run_local(
     let mut series = Vec::with_capacity(subscribers);
     for (i, (sub, mut total)) in subs.into_iter().zip(totals).enumerate() {
         let shard = sub.shard();
+        let (session, sender) = (sub.session(), sub.sender());
         let closed = sub.close()?;
         if let Some(log) = &mut log {
             let from = published.last_tick;
@@ -232,6 +234,8 @@ pub(crate) fn run_local(
             backend: backend.clone(),
             stats: closed.stats,
             latency: total.percentiles(),
+            session: session.map(|s| s.to_string()),
+            sender: sender.map(|s| s.to_string()),
         });
         series.push(Series::new(format!("subscriber {}", i + 1), &total));
     }
@@ -239,7 +243,7 @@ pub(crate) fn run_local(
     if let Some(log) = log {
         log.finish()?;
     }
-    if let Some(path) = &args.report.plot {
+    if let Some(plot) = plot {
         let title = format!(
             "multipoint {command}: one-way latency, {}-byte messages, {}",
             args.load.size,
@@ -249,7 +253,7 @@ pub(crate) fn run_local(
                 format!("{} msgs/s", Grouped(args.load.rate))
             }
         );
-        plot::write(path, &title, &series)?;
+        plot.write(&title, &series)?;
     }
 
     Ok(DemoReport {

@@ -53,6 +53,16 @@ pub enum Error {
         source: IntervalLogError,
     },
 
+    /// The latency plot's file could not be created (before the run).
+    #[error("cannot create the latency plot {}", path.display())]
+    CreatePlot {
+        /// The file asked for with `--plot`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
     /// The latency plot could not be written.
     #[error("cannot write the latency plot {}", path.display())]
     WritePlot {

@@ -35,6 +35,7 @@ use nix::sys::socket::{recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders};
 
 use crate::cli::FanoutArgs;
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::progress::{Progress, TICK};
 use crate::report::FanoutReport;
 
@@ -362,6 +363,7 @@ impl Until {
     fn done(&self, started: Instant, messages: u64) -> bool {
         self.count.is_some_and(|c| messages >= c)
             || self.secs.is_some_and(|s| started.elapsed() >= s)
+            || interrupt::requested()
     }
 }
 
@@ -642,7 +644,8 @@ pub fn run(args: &FanoutArgs, progress: bool) -> Result<FanoutReport> {
     let closed = fanout.close();
     let _ = rig.settle(received + closed.deliveries - stats.deliveries);
 
-    let baseline = if args.baseline {
+    // A run cut short by a signal reports the fan-out without starting the baseline.
+    let baseline = if args.baseline && !interrupt::requested() {
         let start = rig.received();
         let mut plain = Baseline::new(&rig, args.size, args.engine.io.max_datagram)?;
         let started = Instant::now();

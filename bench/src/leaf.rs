@@ -39,6 +39,8 @@ use multipoint_dataplane::{HostNeeds, ShardConfig, Shards, SubscriptionStats};
 
 use crate::cli::{LeafArgs, RootedTransport};
 use crate::error::{Error, Result};
+use crate::interrupt;
+use crate::outputs::Outputs;
 use crate::progress::Progress;
 use crate::publish::{check_size, Load, Paced};
 use crate::report::{Grouped, LeafEnd, LeafFlow, LeafReport, PublisherReport};
@@ -181,6 +183,8 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     let name = leaf_name(args);
     // Before anything else: a key file that cannot be used stops the leaf at once.
     let key = load_key(args.key_file.as_deref())?;
+    // So does an output file that cannot be written.
+    let mut receiving = Receiving::new(TAG, Outputs::create(&args.report)?);
     let mut shards = Shards::start(shard_config(args))?;
     let mut config = leaf_config(args, &name);
     config.key = key;
@@ -198,7 +202,6 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         check_size(publisher, args.load.size, args.engine.io.max_datagram)?;
     }
 
-    let mut receiving = Receiving::new(TAG, &args.report)?;
     let limit = args.load.stop.count.unwrap_or(u64::MAX);
     let mut paced = sends.then(|| Paced::new(&Load::new(&args.load)));
     let mut line = Progress::new(progress);
@@ -240,6 +243,9 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
         if args.load.stop.secs.is_some_and(|s| elapsed >= s) {
             break LeafEnd::Time;
         }
+        if let Some(signal) = interrupt::signal() {
+            break LeafEnd::Interrupted(signal);
+        }
         if receiving.tick(elapsed, joined.subscription())? {
             let sent = paced.as_ref().map_or(0, Paced::sent);
             line.show(|| progress_line(elapsed, &st, receives, sent));
@@ -278,8 +284,7 @@ pub fn run(args: &LeafArgs, progress: bool) -> Result<LeafReport> {
     let received = match closed {
         Some(closed) => {
             let title = format!("multipoint leaf {name}: one-way latency, {}", args.root);
-            let plot = args.report.plot.as_deref();
-            Some(receiving.finish(closed, backend, finished, plot, &title, Default::default())?)
+            Some(receiving.finish(closed, backend, finished, &title, Default::default())?)
         }
         None => None,
     };

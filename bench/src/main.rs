@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
-use multipoint_bench::report::Report;
+use multipoint_bench::report::{Outcome, Report};
 use multipoint_bench::{
-    demo, fanout, host, leaf, pingpong, progress, publish, root, subscribe, throughput, Error,
+    demo, fanout, host, interrupt, leaf, pingpong, progress, publish, root, subscribe, throughput,
+    Error,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -21,8 +22,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Err(error) = interrupt::install() {
+        // The run still works; only Ctrl-C would then end it without a report.
+        tracing::warn!(%error, "cannot handle SIGINT and SIGTERM");
+    }
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        // A run that a signal ended early exits as the signal would have (130, 143), after
+        // its report.
+        Ok(()) => match interrupt::signal() {
+            Some(signal) => ExitCode::from(signal.exit_status()),
+            None => ExitCode::SUCCESS,
+        },
         Err(error) => {
             eprintln!("error: {error}");
             let mut source = error.source();
@@ -62,10 +72,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
     Ok(())
 }
 
-/// The text report, then (with `--json`) the JSON object as the last line.
+/// The text report, then (with `--json`) the JSON object as the last line; both say
+/// whether a signal ended the run early.
 fn print_report(report: &impl Report, json: bool) {
-    print!("{report}");
+    let outcome = Outcome {
+        report,
+        interrupted: interrupt::signal(),
+    };
+    print!("{outcome}");
     if json {
-        println!("{}", report.to_json());
+        println!("{}", outcome.to_json());
     }
 }

@@ -38,7 +38,9 @@ use crate::cli::{Idle, PingPongArgs, Role};
 use crate::error::{Error, Result};
 use crate::hlog::Hlog;
 use crate::host;
-use crate::plot::{self, Series};
+use crate::interrupt;
+use crate::outputs::Outputs;
+use crate::plot::Series;
 use crate::progress::{Progress, Ticker};
 use crate::publish::{check_size, session_or_default};
 use crate::report::{per_second, Grouped, PingPongReport, PingReport, PongReport};
@@ -296,14 +298,16 @@ pub fn run(args: &PingPongArgs, progress: bool) -> Result<PingPongReport> {
              starve each other"
         );
     }
+    // Before any socket: an output file that cannot be written stops the run at once.
+    let outputs = Outputs::create(&args.report)?;
     let progress = Progress::new(progress);
     match args.role {
-        Role::Ping => run_ping(args, &plan, None, progress),
-        Role::Pong => run_pong(args, &plan, progress),
+        Role::Ping => run_ping(args, &plan, None, outputs, progress),
+        Role::Pong => run_pong(args, &plan, outputs, progress),
         Role::Both => {
             // The pong first, so that it listens before the first ping leaves.
             let pong = PongSide::start(args, &plan, Some(plan.session))?;
-            run_ping(args, &plan, Some(pong), progress)
+            run_ping(args, &plan, Some(pong), outputs, progress)
         }
     }
 }
@@ -356,13 +360,13 @@ fn run_ping(
     args: &PingPongArgs,
     plan: &Plan,
     pong: Option<PongSide>,
+    Outputs { mut log, plot }: Outputs,
     mut line: Progress,
 ) -> Result<PingPongReport> {
     // With the pong here, its session is known; from another process, the first seen.
     let follow = pong.is_some().then_some(plan.session);
     let ping = PingSide::start(args, plan, follow)?;
     let backend = ping.shards.backend().clone();
-    let mut log = Hlog::create_if(args.report.hlog.as_deref())?;
     let start = Instant::now();
     let ticks = ping.drive(plan, start, &mut line, log.as_mut())?;
     line.clear();
@@ -381,13 +385,13 @@ fn run_ping(
         )?;
         log.finish()?;
     }
-    if let Some(path) = &args.report.plot {
+    if let Some(plot) = plot {
         let title = format!(
             "multipoint pingpong: round trip, {}-byte messages, idle {}",
             args.size,
             args.engine.idle.name()
         );
-        plot::write(path, &title, &[Series::new("round trip", &rtt)])?;
+        plot.write(&title, &[Series::new("round trip", &rtt)])?;
     }
     Ok(report(
         args,
@@ -400,7 +404,12 @@ fn run_ping(
 }
 
 /// The pong side alone: until the ping's end of session, `--count` echoes or `--secs`.
-fn run_pong(args: &PingPongArgs, plan: &Plan, mut line: Progress) -> Result<PingPongReport> {
+fn run_pong(
+    args: &PingPongArgs,
+    plan: &Plan,
+    outputs: Outputs,
+    mut line: Progress,
+) -> Result<PingPongReport> {
     let pong = PongSide::start(args, plan, args.publish.session)?;
     let backend = pong.shards.backend().clone();
     println!(
@@ -417,16 +426,15 @@ fn run_pong(args: &PingPongArgs, plan: &Plan, mut line: Progress) -> Result<Ping
     let wall = start.elapsed();
     let (pong_report, active) = pong.finish()?;
     let elapsed = active.unwrap_or(wall);
-    if let Some(path) = &args.report.plot {
-        plot::write(
-            path,
+    if let Some(plot) = outputs.plot {
+        plot.write(
             "multipoint pingpong: pong (round trips are measured by the ping)",
             &[],
         )?;
     }
-    if let Some(path) = &args.report.hlog {
+    if let Some(log) = outputs.log {
         // An empty log, as asked: the round trips are the ping's.
-        Hlog::create(path, std::time::SystemTime::now())?.finish()?;
+        log.finish()?;
     }
     Ok(report(
         args,
@@ -527,7 +535,7 @@ impl PingSide {
             std::thread::sleep(POLL);
             let done = self.shared.round_trips.load(Ordering::Relaxed);
             let elapsed = start.elapsed();
-            if done >= plan.limit || elapsed >= plan.secs {
+            if done >= plan.limit || elapsed >= plan.secs || interrupt::requested() {
                 break;
             }
             if done != seen {
@@ -633,7 +641,11 @@ impl PongSide {
             std::thread::sleep(POLL);
             let st = self.sub.stats();
             let elapsed = start.elapsed();
-            if st.end_of_session > 0 || st.messages >= plan.limit || elapsed >= plan.secs {
+            if st.end_of_session > 0
+                || st.messages >= plan.limit
+                || elapsed >= plan.secs
+                || interrupt::requested()
+            {
                 return;
             }
             if ticker.tick(elapsed).is_some() {

@@ -21,6 +21,7 @@ use multipoint_dataplane::{HostNeeds, LineB, OfferError, Publisher, PublisherCon
 
 use crate::cli::{LoadArgs, PubArgs};
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Ticker};
 use crate::report::{per_second, Grouped, LineBReport, PubReport, PublisherReport};
@@ -161,9 +162,10 @@ impl Paced {
         self.sent
     }
 
-    /// Whether the count is reached or the time is up, `elapsed` after the start.
+    /// Whether the count is reached or the time is up, `elapsed` after the start, or a
+    /// signal asked the run to end ([`interrupt::requested`]).
     pub(crate) fn done(&self, elapsed: Duration) -> bool {
-        self.sent >= self.limit || self.secs.is_some_and(|s| elapsed >= s)
+        self.sent >= self.limit || self.secs.is_some_and(|s| elapsed >= s) || interrupt::requested()
     }
 
     /// One slice: offers the messages due `start.elapsed()` after `start` (at most a
@@ -374,7 +376,7 @@ pub(crate) fn linger<S: Sink + ?Sized>(sink: &mut S, linger: Duration) {
     }
     sink.end_session();
     let until = Instant::now() + linger;
-    while Instant::now() < until {
+    while Instant::now() < until && !interrupt::requested() {
         sink.poll();
         std::thread::sleep(LINGER_POLL);
     }

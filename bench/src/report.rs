@@ -5,11 +5,19 @@
 //! alike: `command`, `backend`, `backend_reason`, `messages`, `bytes`, `packets`, `secs`,
 //! `msgs_per_sec`, `bytes_per_sec`, `gaps`, `missing`, `duplicates`, `malformed`,
 //! `kernel_drops` and `latency_ns` (`count`, `p50`, `p90`, `p99`, `p999`, `p9999`, `max`,
-//! `min`, `mean`; `null` when there is no sample). What they mean per tool:
+//! `min`, `mean`; `null` when there is no sample), and, as printed by the tool
+//! ([`Outcome`]), end with `interrupted`: `"SIGINT"` or `"SIGTERM"` when a signal ended
+//! the run early (the figures are those until then), `null` otherwise. What they mean per
+//! tool:
 //!
-//! - `demo`, `throughput`: what the subscribers were handed, summed over them, per second
-//!   of publishing; latency is one-way, all subscribers together. The publisher and each
-//!   subscriber follow under `publisher` and `subscribers`.
+//! - `demo`: `messages`, `bytes`, `packets`, `msgs_per_sec` and `bytes_per_sec` are what
+//!   the publisher sent, per second of publishing; `gaps`, `missing`, `duplicates`,
+//!   `malformed` and `kernel_drops` are totals over the subscribers (0: none lost
+//!   anything); latency is one-way, all subscribers together. The publisher and each
+//!   subscriber (its own `msgs_per_sec`, `session`, `sender`, counters and latency)
+//!   follow under `publisher` and `subscribers`.
+//! - `throughput`: as `demo`, but the summary is its one subscriber's: what it was
+//!   handed, per second of publishing.
 //! - `pub`: what the publisher sent; the receive-side fields and `latency_ns` are `null`.
 //!   `rerequest`: with `--rerequest-server`, the server's `requests`, `replies`,
 //!   `messages_served`, `bytes_served`, `refused` and the refusals by reason, and the
@@ -43,7 +51,7 @@
 //!   receive-side fields and `latency_ns` are `null`.
 //! - `leaf`: as `sub`, for what the leaf received (recovery from the root's server with
 //!   `--rerequest`); `ended`, `ended_by` (`count`, `secs`,
-//!   `root_closed`, `removed`, `root_gone`), `end_reason`, and `sent` for a leaf that
+//!   `root_closed`, `removed`, `root_gone`, `interrupted`), `end_reason`, and `sent` for a leaf that
 //!   sends. A leaf that only sends has `pub`'s summary instead (receive-side fields
 //!   `null`).
 //!
@@ -63,6 +71,7 @@ use multipoint_dataplane::{
 };
 
 use crate::fanout::Phase;
+use crate::interrupt::Signal;
 
 /// The keys every tool's JSON object starts with, in this order (see the module docs).
 pub const SUMMARY: [&str; 15] = [
@@ -87,6 +96,43 @@ pub const SUMMARY: [&str; 15] = [
 pub trait Report: fmt::Display {
     /// The results as one JSON object on one line (no trailing newline).
     fn to_json(&self) -> String;
+}
+
+/// A tool's report and the signal that ended its run early, if one did: the text says so
+/// first, and the JSON object gets `interrupted` (`"SIGINT"`, `"SIGTERM"` or `null`) as
+/// its last key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<'a, R> {
+    /// What the run measured (until the signal, if one came).
+    pub report: &'a R,
+    /// The signal that ended it early.
+    pub interrupted: Option<Signal>,
+}
+
+impl<R: Report> fmt::Display for Outcome<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(signal) = self.interrupted {
+            writeln!(
+                f,
+                "interrupted by {signal}: the run ended early; this is what it measured until \
+                 then"
+            )?;
+        }
+        write!(f, "{}", self.report)
+    }
+}
+
+impl<R: Report> Report for Outcome<'_, R> {
+    fn to_json(&self) -> String {
+        let mut object = self.report.to_json();
+        // Every report is one JSON object: the key goes in before its closing brace.
+        if object.ends_with('}') {
+            object.pop();
+        }
+        let mut json = Json { out: object };
+        json.opt_str("interrupted", self.interrupted.map(Signal::name));
+        json.finish()
+    }
 }
 
 /// How the run was set up, as shown in the report's first line.
@@ -128,6 +174,10 @@ pub struct SubscriberReport {
     pub stats: SubscriptionStats,
     /// One-way latency over the whole run.
     pub latency: Percentiles,
+    /// The session it followed.
+    pub session: Option<String>,
+    /// The sender its stream was bound to, once locked.
+    pub sender: Option<String>,
 }
 
 /// Everything `multipoint demo` or `multipoint throughput` measured.
@@ -496,7 +546,23 @@ fn write_counters(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Re
             Grouped(st.shard_failures),
         )?;
     }
-    Ok(())
+    write_shared_group(f, st)
+}
+
+/// The warning of a subscription whose group and port brought packets of another session
+/// or sender: someone else publishes there too.
+fn write_shared_group(f: &mut fmt::Formatter<'_>, st: &SubscriptionStats) -> fmt::Result {
+    if st.other_session + st.foreign_source == 0 {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "  note: another publisher shares this group and port: {} packets of other sessions \
+         and {} of other senders were ignored (follow one with --session, or give each \
+         stream its own --group)",
+        Grouped(st.other_session),
+        Grouped(st.foreign_source),
+    )
 }
 
 /// The latency line, indented by two: `name  p50 ...` or `name  no samples`.
@@ -560,10 +626,12 @@ impl fmt::Display for DemoReport {
             writeln!(f)?;
             writeln!(
                 f,
-                "subscriber {} (shard {})  backend {}",
+                "subscriber {} (shard {})  backend {}  session {} from {}",
                 i + 1,
                 sub.shard,
-                sub.backend
+                sub.backend,
+                sub.session.as_deref().unwrap_or("(none locked)"),
+                sub.sender.as_deref().unwrap_or("(no sender locked)"),
             )?;
             write_receive(f, &sub.stats, self.elapsed)?;
             write_latency(f, "latency", &sub.latency)?;
@@ -581,12 +649,19 @@ impl Report for DemoReport {
             add_stats(&mut total, &sub.stats);
         }
         let backend = self.subscribers.first().map_or(&p.backend, |s| &s.backend);
+        // One subscriber (throughput): its figures are the run's. More (demo): what was
+        // published, and each subscriber's own under `subscribers`; a sum of them would
+        // pose as one subscriber's rate.
+        let sent = match self.subscribers.as_slice() {
+            [one] => (one.stats.messages, one.stats.bytes, one.stats.packets),
+            _ => (p.stats.messages, p.stats.bytes, p.stats.packets),
+        };
         let mut json = Json::object();
         json.str("command", self.command);
         summary(
             &mut json,
             backend,
-            (total.messages, total.bytes, total.packets),
+            sent,
             self.elapsed,
             Some(&total),
             Some(&self.latency),
@@ -606,8 +681,12 @@ impl Report for DemoReport {
                 let mut o = Json::object();
                 o.u64("shard", sub.shard as u64)
                     .str("backend", &sub.backend.kind.to_string())
-                    .str("backend_reason", &sub.backend.reason);
+                    .str("backend_reason", &sub.backend.reason)
+                    .opt_str("session", sub.session.as_deref())
+                    .opt_str("sender", sub.sender.as_deref());
                 receive_json(&mut o, &sub.stats, self.elapsed);
+                o.u64("other_session", sub.stats.other_session)
+                    .u64("foreign_source", sub.stats.foreign_source);
                 o.raw("latency_ns", &latency_json(Some(&sub.latency)));
                 o.finish()
             })
@@ -1356,6 +1435,8 @@ pub enum LeafEnd {
     Removed(String),
     /// The root went silent or its connection broke.
     RootGone(String),
+    /// A signal ended the run early (SIGINT, SIGTERM).
+    Interrupted(Signal),
 }
 
 impl LeafEnd {
@@ -1367,6 +1448,7 @@ impl LeafEnd {
             LeafEnd::RootClosed(_) => "root_closed",
             LeafEnd::Removed(_) => "removed",
             LeafEnd::RootGone(_) => "root_gone",
+            LeafEnd::Interrupted(_) => "interrupted",
         }
     }
 
@@ -1375,7 +1457,7 @@ impl LeafEnd {
         match self {
             LeafEnd::RootClosed(r) => r.as_deref(),
             LeafEnd::Removed(r) | LeafEnd::RootGone(r) => Some(r),
-            LeafEnd::Count | LeafEnd::Time => None,
+            LeafEnd::Count | LeafEnd::Time | LeafEnd::Interrupted(_) => None,
         }
     }
 }
@@ -1391,6 +1473,7 @@ impl fmt::Display for LeafEnd {
             LeafEnd::RootClosed(_) => f.write_str(ROOT_CLOSED),
             LeafEnd::Removed(r) => write!(f, "the root removed this leaf: {r}"),
             LeafEnd::RootGone(r) => write!(f, "the root is gone: {r}"),
+            LeafEnd::Interrupted(signal) => write!(f, "interrupted by {signal}"),
         }
     }
 }
@@ -1620,7 +1703,13 @@ impl Report for LeafReport {
             .str("direction", self.direction)
             .str("data", &self.data)
             .opt_str("source", self.source.as_deref())
-            .bool("ended", !matches!(self.end, LeafEnd::Count | LeafEnd::Time))
+            .bool(
+                "ended",
+                !matches!(
+                    self.end,
+                    LeafEnd::Count | LeafEnd::Time | LeafEnd::Interrupted(_)
+                ),
+            )
             .str("ended_by", self.end.key())
             .opt_str("end_reason", self.end.reason());
         if let Some(r) = self.flow.received() {
@@ -1904,6 +1993,8 @@ mod tests {
                 ..SubscriptionStats::default()
             },
             latency: latency(),
+            session: Some("MP42".into()),
+            sender: Some("127.0.0.1:40000".into()),
         };
         DemoReport {
             command: "demo",
@@ -2004,10 +2095,18 @@ mod tests {
             json.contains("\"backend_reason\":\"forced by \\\"configuration\\\"\""),
             "{json}"
         );
-        // The summary adds up the subscribers.
-        assert!(json.contains("\"messages\":4000000,"), "{json}");
-        assert!(json.contains("\"msgs_per_sec\":2000000,"), "{json}");
+        // The summary's rate is the publisher's (not the subscribers' added up); each
+        // subscriber has its own; the losses are totals.
+        assert!(json.contains("\"messages\":2000000,"), "{json}");
+        assert!(json.contains("\"msgs_per_sec\":1000000,"), "{json}");
+        assert!(!json.contains("\"messages\":4000000"), "{json}");
         assert!(json.contains("\"gaps\":2,"), "{json}");
+        assert_eq!(
+            json.matches("\"msgs_per_sec\":1000000,").count(),
+            4,
+            "{json}"
+        );
+        assert_eq!(json.matches("\"session\":\"MP42\"").count(), 2, "{json}");
         assert!(
             json.contains(
                 "\"latency_ns\":{\"count\":2000000,\"p50\":10240,\"p90\":0,\"p99\":0,\

@@ -50,6 +50,7 @@ use multipoint_dataplane::{BackendInfo, Handler, HostNeeds, PublisherConfig, Sha
 
 use crate::cli::{RootArgs, RootedTransport};
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::progress::Progress;
 use crate::publish::{check_size, linger, publish, session_or_default, show_sent, Load, Sink};
 use crate::report::{LeafCounts, RootReport, RootSent, UplinkReport};
@@ -503,12 +504,12 @@ pub fn run(args: &RootArgs, progress: bool) -> Result<RootReport> {
             args.wait_leaves,
             if args.wait_leaves == 1 { "f" } else { "ves" }
         );
-        while started.root.control().leaves().len() < args.wait_leaves {
+        while started.root.control().leaves().len() < args.wait_leaves && !interrupt::requested() {
             started.root.sink().poll();
             std::thread::sleep(POLL);
         }
         let until = Instant::now() + ATTACH_GRACE;
-        while Instant::now() < until {
+        while Instant::now() < until && !interrupt::requested() {
             started.root.sink().poll();
             std::thread::sleep(POLL);
         }

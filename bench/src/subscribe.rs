@@ -16,7 +16,6 @@
 //! and the first line's and the progress line's wording.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use multipoint_dataplane::core::sequence::StartAt;
@@ -26,10 +25,12 @@ use multipoint_dataplane::{
     Subscription, SubscriptionConfig, SubscriptionStats,
 };
 
-use crate::cli::{RecoveryArgs, ReportArgs, StopArgs, SubArgs};
+use crate::cli::{RecoveryArgs, StopArgs, SubArgs};
 use crate::error::Result;
 use crate::hlog::Hlog;
-use crate::plot::{self, Series};
+use crate::interrupt;
+use crate::outputs::Outputs;
+use crate::plot::{PlotFile, Series};
 use crate::progress::{Progress, Ticker};
 use crate::report::{per_second, Grouped, LineReport, Received, Stamps, SubReport};
 
@@ -88,6 +89,7 @@ pub(crate) fn start_at(late_join: bool) -> StartAt {
 pub(crate) struct Receiving {
     tag: &'static str,
     log: Option<Hlog>,
+    plot: Option<PlotFile>,
     total: LatencyHistogram,
     ticker: Ticker,
     seen: u64,
@@ -95,20 +97,17 @@ pub(crate) struct Receiving {
 }
 
 impl Receiving {
-    /// Opens the log `report` asks for, with the series `tag`.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::Error::CreateLog`], [`crate::Error::WriteLog`].
-    pub(crate) fn new(tag: &'static str, report: &ReportArgs) -> Result<Receiving> {
-        Ok(Receiving {
+    /// Keeps the series `tag` in the output files `outputs` (created before the run).
+    pub(crate) fn new(tag: &'static str, outputs: Outputs) -> Receiving {
+        Receiving {
             tag,
-            log: Hlog::create_if(report.hlog.as_deref())?,
+            log: outputs.log,
+            plot: outputs.plot,
             total: LatencyHistogram::new(),
             ticker: Ticker::default(),
             seen: 0,
             last_active_ns: None,
-        })
+        }
     }
 
     /// Notes the subscription's counters as they are now.
@@ -140,8 +139,8 @@ impl Receiving {
     }
 
     /// The end of the run, `end` after its start, once the subscription on `backend` is
-    /// `closed`: the log's last interval, the latency judged, the plot (`plot`, titled
-    /// `title`) written. Returns what was received (with two lines, on `line_groups`),
+    /// `closed`: the log's last interval, the latency judged, the plot (titled `title`)
+    /// written. Returns what was received (with two lines, on `line_groups`),
     /// and for how long: from the first message to the end of session or the last
     /// message (`end` when there were not two such moments).
     ///
@@ -153,7 +152,6 @@ impl Receiving {
         closed: Closed<Watch>,
         backend: BackendInfo,
         end: Duration,
-        plot: Option<&Path>,
         title: &str,
         line_groups: [String; 2],
     ) -> Result<(Received, Duration)> {
@@ -167,12 +165,12 @@ impl Receiving {
         }
         self.total.merge(&closed.latency);
         let (latency, stamps) = judge_stamps(&self.total);
-        if let Some(path) = plot {
+        if let Some(plot) = self.plot {
             let series = match latency {
                 Some(_) => vec![Series::new("one-way", &self.total)],
                 None => Vec::new(),
             };
-            plot::write(path, title, &series)?;
+            plot.write(title, &series)?;
         }
         let active = match (
             closed.handler.first_ns,
@@ -263,11 +261,12 @@ pub fn host_needs(args: &SubArgs) -> HostNeeds {
 /// [`crate::Error::WriteLog`] and [`crate::Error::WritePlot`] for the output files.
 pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let group = args.group.group;
+    // Before any socket: an output file that cannot be written stops the run at once.
+    let mut receiving = Receiving::new(TAG, Outputs::create(&args.report)?);
     let mut shards = Shards::start(shard_config(args))?;
     let sub = shards.subscribe(subscription_config(args), Watch::default())?;
     println!("{}", listening_line(args));
 
-    let mut receiving = Receiving::new(TAG, &args.report)?;
     let limit = args.stop.count.unwrap_or(u64::MAX);
     let mut line = Progress::new(progress);
     let start = Instant::now();
@@ -288,7 +287,11 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         if sub.failure().is_some() {
             break;
         }
-        if st.ended > 0 || st.messages >= limit || args.stop.secs.is_some_and(|s| elapsed >= s) {
+        if st.ended > 0
+            || st.messages >= limit
+            || args.stop.secs.is_some_and(|s| elapsed >= s)
+            || interrupt::requested()
+        {
             break;
         }
         if receiving.tick(elapsed, Some(&sub))? {
@@ -305,12 +308,11 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let closed = sub.close()?;
     shards.shutdown();
     let title = format!("multipoint sub: one-way latency, {group}");
-    let plot = args.report.plot.as_deref();
     let line_groups = [
         group.to_string(),
         args.line_b.map(|b| b.to_string()).unwrap_or_default(),
     ];
-    let (received, active) = receiving.finish(closed, backend, end, plot, &title, line_groups)?;
+    let (received, active) = receiving.finish(closed, backend, end, &title, line_groups)?;
     Ok(SubReport {
         group: group.to_string(),
         interface: args.group.iface.to_string(),

@@ -11,6 +11,7 @@ use multipoint_dataplane::HostNeeds;
 use crate::cli::DemoArgs;
 use crate::demo::{local_needs, run_local};
 use crate::error::Result;
+use crate::interrupt;
 use crate::report::{DemoReport, LosslessReport, Trial};
 
 /// The one subscriber.
@@ -106,6 +107,9 @@ pub fn lossless(args: &DemoArgs, progress: bool) -> Result<LosslessReport> {
     }
     let (mut lo, mut hi) = (0u64, first.msgs_per_sec.round() as u64);
     for _ in 0..args.trials {
+        if interrupt::requested() {
+            break;
+        }
         let mid = lo + (hi - lo) / 2;
         if mid == 0 || hi - lo <= hi / 50 {
             break;

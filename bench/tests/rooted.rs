@@ -328,17 +328,6 @@ fn refusal(frame: Option<Frame>) -> String {
     }
 }
 
-/// Reads the root's lines until one contains `what`.
-fn wait_for_line(root: &mut Proc, what: &str) -> String {
-    loop {
-        let line = root.line();
-        assert!(!line.is_empty(), "the root ended before saying {what:?}");
-        if line.contains(what) {
-            return line;
-        }
-    }
-}
-
 /// A key file named `name` holding `content`, with `mode`, in a directory of this test
 /// process; removed when the value drops.
 struct KeyFile(PathBuf);
@@ -448,7 +437,7 @@ fn fake_leaves_beyond_the_caps_are_refused_and_the_real_leaf_keeps_its_one_strea
     );
     let data = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let real = leaf(&addr, &format!("--name real --data {data} --json"));
-    wait_for_line(&mut root, "leaf \"real\" joined");
+    root.line_with("leaf \"real\" joined");
 
     // 200 idle connections from one address: 6 are kept, 194 refused as they come.
     let greedy = Ipv4Addr::new(127, 0, 0, 2);

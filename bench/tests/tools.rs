@@ -12,21 +12,11 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{last_json, run, turn, u64_of, words, Proc};
+use common::{groups, last_json, run, spawn_sub, turn, u64_of, words};
 use multipoint_bench::report::SUMMARY;
 use multipoint_control::socket2::SockRef;
 use multipoint_dataplane::wire::{pack_all, write_end_of_session, Session, HEADER_LEN};
 use serde_json::Value;
-
-/// `n` groups on ports no one else on this host is using right now (those of throwaway
-/// UDP sockets, all open at once so that they differ), so that tests running elsewhere do
-/// not share them.
-fn groups<const N: usize>() -> [String; N] {
-    let sockets: Vec<UdpSocket> = (0..N)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| format!("239.255.0.1:{}", sockets[i].local_addr().unwrap().port()))
-}
 
 /// Checks that the run succeeded and that its last line is a JSON object with the
 /// summary every tool's has, and returns it.
@@ -112,15 +102,6 @@ fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
     assert!(report["msgs_per_sec"].as_f64().unwrap() > 0.0, "{report}");
     let echoed = report["pong"]["echoed"].as_u64().unwrap();
     assert!(echoed >= 2000, "{report}");
-}
-
-/// Starts `multipoint sub ARGS` in the background and reads its first line (it has
-/// joined).
-fn spawn_sub(args: &str) -> Proc {
-    let mut sub = Proc::spawn(&words(&format!("sub {args}")));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
-    sub
 }
 
 #[test]
@@ -260,4 +241,18 @@ fn plot_writes_the_percentile_distribution_as_svg() {
     }
     assert_eq!(svg.matches("<polyline").count(), 1, "{svg}");
     assert!(svg.contains("round trip"), "{svg}");
+    // The latency axis is logarithmic: a tick per decade, at least two of them.
+    assert!(svg.contains("latency (log scale)"), "{svg}");
+    let decades = ["1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms"]
+        .iter()
+        .filter(|tick| svg.contains(&format!(">{tick}</text>")))
+        .count();
+    assert!(decades >= 2, "{svg}");
+    // p50, p99, p99.9 and max are marked with their values, and the samples counted.
+    assert_eq!(svg.matches("class=\"mark\"").count(), 4, "{svg}");
+    for mark in ["p50 ", "p99 ", "p99.9 ", "max "] {
+        assert!(svg.contains(&format!(">{mark}")), "no {mark}: {svg}");
+    }
+    let samples = u64_of(&report["latency_ns"], "count");
+    assert!(svg.contains(&format!("(n={samples})")), "{svg}");
 }

@@ -276,6 +276,38 @@ pub enum Error {
         why: &'static str,
     },
 
+    /// A system call on an address failed: binding a socket to it or listening on it
+    /// (`EADDRINUSE`: another socket holds it; `EADDRNOTAVAIL`: not an address of this
+    /// host), connecting to a root or leaf there (`ECONNREFUSED`: nobody listens).
+    #[error("{op} {addr}: {source}")]
+    OsAt {
+        /// What was being done: `binding`, `listening for leaves on`, `connecting to the
+        /// root`.
+        op: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Receiving a group needs its port, and another socket of this host holds that port
+    /// without `SO_REUSEADDR` (a unicast socket, or a program that does not share it).
+    #[error(
+        "binding {addr} to receive {group}: {source}; another socket of this host holds port \
+         {} without sharing it (`ss -uanp 'sport = :{}'` shows which): stop it or choose \
+         another port", addr.port(), addr.port()
+    )]
+    GroupPortTaken {
+        /// The group and port joined.
+        group: SocketAddr,
+        /// The address bound to receive it (the wildcard address and the group's port).
+        addr: SocketAddr,
+        /// The kernel's `EADDRINUSE`.
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other failure of a system call.
     #[error("{op} failed: {source}")]
     Os {
@@ -293,10 +325,17 @@ impl Error {
         move |source| Error::Os { op, source }
     }
 
+    /// Wraps an OS error with the operation that failed and the address it was on.
+    pub(crate) fn os_at(op: &'static str, addr: SocketAddr) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::OsAt { op, addr, source }
+    }
+
     /// The OS error behind this error, if it came from the kernel as such.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Os { source, .. } => source.raw_os_error(),
+            Error::Os { source, .. }
+            | Error::OsAt { source, .. }
+            | Error::GroupPortTaken { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -241,14 +241,15 @@ impl MultipointSocket {
     ///
     /// # Errors
     ///
-    /// [`Error::WrongFamily`] for an address of the other family; [`Error::Os`] if the
-    /// kernel refuses (e.g. `EADDRNOTAVAIL` for an address not on this host).
+    /// [`Error::WrongFamily`] for an address of the other family; [`Error::OsAt`], naming
+    /// the address, if the kernel refuses (e.g. `EADDRNOTAVAIL` for an address not on
+    /// this host, `EADDRINUSE` for a port another socket holds).
     pub fn bind(&self, addr: SocketAddr) -> Result<()> {
         self.check_family(addr.ip())?;
         self.inner
             .socket
             .bind(&SockAddr::from(addr))
-            .map_err(Error::os("binding the socket"))
+            .map_err(Error::os_at("binding", addr))
     }
 
     /// The local address and port the socket is bound to (port 0 when unbound).
@@ -508,7 +509,17 @@ impl MultipointSocket {
                 } else {
                     Ipv4Addr::UNSPECIFIED.into()
                 };
-                self.bind(SocketAddr::new(any, group.port()))?;
+                let at = SocketAddr::new(any, group.port());
+                self.bind(at).map_err(|e| match e {
+                    Error::OsAt { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                        Error::GroupPortTaken {
+                            group,
+                            addr: at,
+                            source,
+                        }
+                    }
+                    other => other,
+                })?;
             }
             sys::group_membership(inner.socket.as_fd(), true, g, source, index)
                 .map_err(|e| self.join_error(e, &state, g, source))?;

@@ -538,8 +538,8 @@ fn other_kernel_refusals_come_back_as_os_errors() {
     let s = socket();
     let err = s.bind("192.0.2.1:0".parse().unwrap()).unwrap_err();
     assert!(
-        matches!(&err, Error::Os { source, .. } if source.kind() == std::io::ErrorKind::AddrNotAvailable),
+        matches!(&err, Error::OsAt { source, .. } if source.kind() == std::io::ErrorKind::AddrNotAvailable),
         "{err}"
     );
-    assert_mentions(&err, &["binding the socket failed"]);
+    assert_mentions(&err, &["binding 192.0.2.1:0"]);
 }

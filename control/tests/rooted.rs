@@ -489,8 +489,8 @@ fn joining_or_inviting_where_nobody_listens_fails_with_the_os_error() {
         .unwrap();
     let leaf = leaf("lonely", 40221);
     match leaf.join_leaf(nobody, Direction::ReceiverOnly) {
-        Err(Error::Os { op, source }) => {
-            assert_eq!(op, "connecting to the root");
+        Err(Error::OsAt { op, addr, source }) => {
+            assert_eq!((op, addr), ("connecting to the root", nobody));
             assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
         }
         other => panic!("expected the connection refused, got {other:?}"),
@@ -498,7 +498,9 @@ fn joining_or_inviting_where_nobody_listens_fails_with_the_os_error() {
     assert!(!leaf.in_session());
     let (inviter, at) = root(Duration::from_secs(3));
     match inviter.join_leaf(nobody, Direction::Both) {
-        Err(Error::Os { op, .. }) => assert_eq!(op, "connecting to the leaf"),
+        Err(Error::OsAt { op, addr, .. }) => {
+            assert_eq!((op, addr), ("connecting to the leaf", nobody))
+        }
         other => panic!("expected the connection refused, got {other:?}"),
     }
     // Neither socket is left with a join pending.

@@ -106,6 +106,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A system call on a local address failed: binding a socket to it (`EADDRINUSE`:
+    /// another socket holds it; `EADDRNOTAVAIL`: not an address of this host).
+    #[error("{op} {addr}: {source}")]
+    IoAt {
+        /// What was being done: `binding a UDP data socket to`.
+        op: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {
@@ -120,6 +133,13 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { op, source }
+    }
+
+    pub(crate) fn io_at(
+        op: &'static str,
+        addr: std::net::SocketAddr,
+    ) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::IoAt { op, addr, source }
     }
 }
 

@@ -41,6 +41,7 @@ pub mod subscribe;
 pub mod wire;
 
 pub use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
+pub use crate::core::event::{on_event, Event, OnEvent, OwnedEvent};
 pub use crate::core::lines::{Line, LineStats, LinesConfig};
 pub use crate::core::packetizer::OfferError;
 pub use crate::core::receive::Handler;
@@ -55,10 +56,6 @@ pub use crate::publisher::RerequestConfig;
 pub use crate::publisher::{LineB, LineSendStats, Publisher, PublisherConfig};
 pub use crate::stats::{PublisherStats, SubscriptionStats};
 pub use crate::subscribe::{
-    Closed, LineBConfig, ShardConfig, Shards, Subscription, SubscriptionConfig,
+    poll_ring, Closed, LineBConfig, PollConfig, PollSubscription, RingReader, RingStats,
+    RingWriter, ShardConfig, Shards, Subscription, SubscriptionConfig,
 };
-
-/// The README's examples, compiled as doctests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -59,7 +59,7 @@ use crate::error::{Error, Result};
 use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::stats::{PublisherStats, SubscriptionStats};
-use crate::subscribe::{Closed, Shards, Subscription, SubscriptionConfig};
+use crate::subscribe::{Closed, Pending, Shards, Subscription, SubscriptionConfig};
 use crate::wire::Session;
 
 /// Decides leaf-initiated joins (see [`RootHooks::admit`]); runs on the root's control
@@ -87,7 +87,7 @@ fn udp_socket(bind: SocketAddr) -> Result<Socket> {
     }
     socket
         .bind(&bind.into())
-        .map_err(Error::io("binding a UDP data socket"))?;
+        .map_err(Error::io_at("binding a UDP data socket to", bind))?;
     Ok(socket)
 }
 
@@ -737,7 +737,25 @@ impl DataLeaf {
         // are dropped and counted (foreign_source), however late they came before the
         // connect, and the root's own older ones are below the promised start.
         let session = self.control.join_leaf(root, direction)?;
-        self.attach(shards, session, handler)
+        self.attach(shards, session, handler)?.wait()
+    }
+
+    /// [`join`](Self::join) without blocking the caller's thread, for async code: the
+    /// root's answer (up to the join timeout) and the shard's are awaited.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Self::join).
+    pub async fn join_async<H: Handler>(
+        &self,
+        shards: &mut Shards,
+        root: SocketAddr,
+        direction: Direction,
+        handler: H,
+    ) -> Result<Joined<H>> {
+        self.check_detached()?;
+        let session = self.control.join_leaf_async(root, direction).await?;
+        self.attach(shards, session, handler)?.wait_async().await
     }
 
     /// Waits up to `timeout` for an invitation this leaf accepts (see
@@ -754,7 +772,7 @@ impl DataLeaf {
     ) -> Result<Option<Joined<H>>> {
         self.check_detached()?;
         match self.control.accept(timeout)? {
-            Some(session) => self.attach(shards, session, handler).map(Some),
+            Some(session) => self.attach(shards, session, handler)?.wait().map(Some),
             None => Ok(None),
         }
     }
@@ -768,12 +786,14 @@ impl DataLeaf {
         Ok(())
     }
 
+    /// Sets up the data plane of an admitted `session`: the subscription is handed to its
+    /// shard, whose answer the [`Attaching`] waits for.
     fn attach<H: Handler>(
         &self,
         shards: &mut Shards,
         session: LeafSession,
         handler: H,
-    ) -> Result<Joined<H>> {
+    ) -> Result<Attaching<H>> {
         if self.attached.swap(true, Ordering::AcqRel) {
             return Err(Error::Control(multipoint_control::Error::AlreadyJoined));
         }
@@ -802,7 +822,7 @@ impl DataLeaf {
                     let dup = socket
                         .try_clone()
                         .map_err(Error::io("duplicating the data socket"))?;
-                    Some(shards.subscribe_socket(dup, sub, handler)?)
+                    Some(shards.subscribing_socket(dup.into(), sub, handler)?)
                 } else {
                     None
                 };
@@ -824,18 +844,51 @@ impl DataLeaf {
                     sub.group = group;
                     sub.source = Some(source);
                     sub.interface = self.config.interface.clone();
-                    Some(shards.subscribe(sub, handler)?)
+                    Some(shards.subscribing(sub, handler)?)
                 } else {
                     None
                 };
                 (subscription, None)
             }
         };
-        Ok(Joined {
+        Ok(Attaching {
             session,
             subscription,
             publisher,
-            _attached: attached,
+            attached,
+        })
+    }
+}
+
+/// A [`Joined`] whose subscription's shard is still to answer.
+struct Attaching<H> {
+    session: LeafSession,
+    subscription: Option<Pending<H>>,
+    publisher: Option<Publisher>,
+    attached: Attached,
+}
+
+impl<H> Attaching<H> {
+    fn wait(self) -> Result<Joined<H>> {
+        let subscription = self.subscription.map(Pending::wait).transpose()?;
+        Ok(Joined {
+            session: self.session,
+            subscription,
+            publisher: self.publisher,
+            _attached: self.attached,
+        })
+    }
+
+    async fn wait_async(self) -> Result<Joined<H>> {
+        let subscription = match self.subscription {
+            Some(pending) => Some(pending.wait_async().await?),
+            None => None,
+        };
+        Ok(Joined {
+            session: self.session,
+            subscription,
+            publisher: self.publisher,
+            _attached: self.attached,
         })
     }
 }

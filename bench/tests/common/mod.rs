@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::UdpSocket;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,6 +29,25 @@ pub(crate) fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
 }
 
+/// `n` groups on ports no one else on this host is using right now (those of throwaway
+/// UDP sockets, all open at once so that they differ), so that tests running elsewhere do
+/// not share them.
+pub(crate) fn groups<const N: usize>() -> [String; N] {
+    let sockets: Vec<UdpSocket> = (0..N)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| format!("239.255.0.1:{}", sockets[i].local_addr().unwrap().port()))
+}
+
+/// Starts `multipoint sub ARGS` in the background and reads its first line (it has
+/// joined).
+pub(crate) fn spawn_sub(args: &str) -> Proc {
+    let mut sub = Proc::spawn(&words(&format!("sub {args}")));
+    let first = sub.line();
+    assert!(first.contains("listening on"), "sub said: {first:?}");
+    sub
+}
+
 /// The built binary, to be given arguments.
 pub(crate) fn multipoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multipoint"))
@@ -44,11 +64,18 @@ pub(crate) fn run(args: &[&str]) -> Output {
 /// Checks that the run succeeded and that the last line of its stdout is a JSON object,
 /// and returns it.
 pub(crate) fn last_json(output: &Output) -> Value {
+    last_json_with(output, 0)
+}
+
+/// Checks that the run exited with `status` and that the last line of its stdout is a
+/// JSON object, and returns it.
+pub(crate) fn last_json_with(output: &Output, status: i32) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "multipoint failed ({}):\n{stdout}\n{stderr}",
+    assert_eq!(
+        output.status.code(),
+        Some(status),
+        "multipoint exited {} (not {status}):\n{stdout}\n{stderr}",
         output.status
     );
     let last = stdout.lines().last().expect("some output");
@@ -108,6 +135,28 @@ impl Proc {
             child: Some(child),
             stdout,
             seen: String::new(),
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("still running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Reads lines of stdout until one contains `what`, and returns it.
+    pub(crate) fn line_with(&mut self, what: &str) -> String {
+        loop {
+            let line = self.line();
+            assert!(
+                !line.is_empty(),
+                "{} ended before saying {what:?}",
+                self.what
+            );
+            if line.contains(what) {
+                return line;
+            }
         }
     }
 

@@ -294,6 +294,21 @@ impl Leaf {
         )
     }
 
+    /// [`join_leaf`](Self::join_leaf) without blocking the caller's thread, for async
+    /// code: the root's answer is awaited. It comes within the leaf's connect and join
+    /// timeouts, as for `join_leaf` (the driver answers a join it timed out).
+    ///
+    /// # Errors
+    ///
+    /// As [`join_leaf`](Self::join_leaf).
+    pub async fn join_leaf_async(
+        &self,
+        root: SocketAddr,
+        direction: Direction,
+    ) -> Result<LeafSession> {
+        self.driver.ask_async(root, direction, LeafCmd::Join).await
+    }
+
     /// Starts accepting invitations on `addr` (port 0: any free port) and returns the
     /// address roots should invite.
     ///
@@ -303,7 +318,7 @@ impl Leaf {
     /// leaf listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
         self.driver
-            .listen(&self.local, addr, "listening for invitations")
+            .listen(&self.local, addr, "listening for invitations on")
     }
 
     /// Waits up to `timeout` for the session of an accepted invitation.

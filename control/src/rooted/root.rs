@@ -478,7 +478,7 @@ impl Root {
     /// root listens already.
     pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
         self.driver
-            .listen(&self.local, addr, "listening for leaves")
+            .listen(&self.local, addr, "listening for leaves on")
     }
 
     /// The address the root listens at, if it does.

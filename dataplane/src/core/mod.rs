@@ -27,6 +27,7 @@
 //! Time comes in as an [`Instant`] or through a [`Clock`]: [`SystemClock`] in
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
 
+pub mod event;
 pub(crate) mod fanout;
 pub mod lines;
 pub(crate) mod lock;

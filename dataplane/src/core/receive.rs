@@ -165,6 +165,10 @@ pub trait Handler: Send + 'static {
     fn on_failure(&mut self, reason: &str) {
         let _ = reason;
     }
+    /// Called on the shard after each of its turns that delivered something (and before
+    /// the subscription is closed): a handler that hands events on in batches (such as a
+    /// [poll ring](crate::subscribe::ring)) publishes them here. By default nothing.
+    fn flush(&mut self) {}
 }
 
 impl<F: FnMut(u64, &[u8]) + Send + 'static> Handler for F {
@@ -191,6 +195,9 @@ impl Handler for Box<dyn Handler> {
     }
     fn on_failure(&mut self, reason: &str) {
         (**self).on_failure(reason)
+    }
+    fn flush(&mut self) {
+        (**self).flush()
     }
 }
 

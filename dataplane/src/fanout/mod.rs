@@ -148,7 +148,7 @@ impl FanoutConfig {
     /// Defaults for `session`: one shard, backend auto, blocking idle, GSO on,
     /// 1472-byte datagrams, 100 µs maximum delay, heartbeats every second, 1024 buffers,
     /// batches of one full GSO send (64, cut to 44 for 1472-byte datagrams), 1024 leaves
-    /// per shard, pinned, no re-request server.
+    /// per shard, not pinned (set `pin` to pin), no re-request server.
     pub fn new(session: Session) -> FanoutConfig {
         FanoutConfig {
             session,
@@ -162,7 +162,7 @@ impl FanoutConfig {
             buffers: 1024,
             max_batch: MAX_GSO_SEGMENTS,
             max_leaves_per_shard: 1024,
-            pin: true,
+            pin: false,
             rerequest: None,
         }
     }

@@ -146,10 +146,78 @@ where
     W: Worker,
     F: FnOnce(&Arc<Wake>) -> Result<W> + Send + 'static,
 {
+    start::<W, F>(spec, setup)?.wait()
+}
+
+/// A shard thread setting itself up (see [`start`]).
+pub(crate) struct Starting<C> {
+    link: Link<C>,
+    thread: JoinHandle<()>,
+    index: usize,
+    /// The setup's result, once it is known.
+    ready: oneshot::Receiver<Result<()>>,
+}
+
+impl<C> Starting<C> {
+    /// Waits for the setup: the link and thread once it succeeded.
+    pub(crate) fn wait(self) -> Result<(Link<C>, JoinHandle<()>)> {
+        let Starting {
+            link,
+            thread,
+            index,
+            ready,
+        } = self;
+        finish(link, thread, index, ready.recv().map_err(|_| ()))
+    }
+
+    /// [`wait`](Self::wait) without blocking the caller's thread.
+    pub(crate) async fn wait_async(self) -> Result<(Link<C>, JoinHandle<()>)> {
+        let Starting {
+            link,
+            thread,
+            index,
+            ready,
+        } = self;
+        finish(link, thread, index, ready.await.map_err(|_| ()))
+    }
+}
+
+/// The link and thread once the setup said `ready` (`Err`: it said nothing, it panicked).
+fn finish<C>(
+    link: Link<C>,
+    thread: JoinHandle<()>,
+    index: usize,
+    ready: std::result::Result<Result<()>, ()>,
+) -> Result<(Link<C>, JoinHandle<()>)> {
+    match ready {
+        Ok(Ok(())) => Ok((link, thread)),
+        Ok(Err(e)) => {
+            // The thread ends right after its setup failed.
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(()) => {
+            let _ = thread.join();
+            Err(Error::ShardGone(index))
+        }
+    }
+}
+
+/// [`spawn`] without waiting: the thread is started and sets up its worker; the
+/// [`Starting`] says when it is done.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the eventfd or the thread cannot be made.
+pub(crate) fn start<W, F>(spec: Spawn, setup: F) -> Result<Starting<W::Command>>
+where
+    W: Worker,
+    F: FnOnce(&Arc<Wake>) -> Result<W> + Send + 'static,
+{
     let (tx, rx) = bounded::<W::Command>(COMMAND_QUEUE);
     let wake = Arc::new(Wake::new().map_err(Error::io("creating a shard's eventfd"))?);
     let shard_wake = Arc::clone(&wake);
-    let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
+    let (ready_tx, ready) = oneshot::channel::<Result<()>>();
     let Spawn {
         name,
         index,
@@ -178,17 +246,12 @@ where
             drop(shard_wake);
         })
         .map_err(Error::io("spawning a shard thread"))?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok((Link { tx, wake }, thread)),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            Err(Error::ShardGone(index))
-        }
-    }
+    Ok(Starting {
+        link: Link { tx, wake },
+        thread,
+        index,
+        ready,
+    })
 }
 
 /// The shard loop. See the module docs.

@@ -20,6 +20,7 @@
 //!   every buffer.
 //! - After warm-up the receive path allocates nothing (unless the handler does).
 
+pub mod ring;
 mod shard;
 
 use std::marker::PhantomData;
@@ -33,8 +34,10 @@ use crossbeam_channel::bounded;
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
 use socket2::{Socket, Type};
 
+pub use self::ring::{poll_ring, PollConfig, RingReader, RingStats, RingWriter};
 use self::shard::{Command, Shard, SubState};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
+use crate::core::event::Event;
 use crate::core::lines::{Line, LineStats, LinesConfig, SharedLines};
 use crate::core::receive::{
     Handler, Published, ReceiveConfig, ReceiveState, DEFAULT_SEQUENCE_WINDOW,
@@ -49,7 +52,7 @@ use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
 use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
 use crate::io::{choose, sim_backend, BatchRecv, DataSocket, OwnedSocket, RECV_CONTROL_LEN};
 use crate::latency::LatencyHistogram;
-use crate::runtime::{self, Link, Spawn};
+use crate::runtime::{self, Link, Spawn, Starting};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -83,7 +86,8 @@ pub struct ShardConfig {
 
 impl Default for ShardConfig {
     /// One shard, backend auto, blocking idle, GRO on, 64 buffers, 1472-byte datagrams,
-    /// 64 subscriptions per shard, pinned from core 0, the host's network.
+    /// 64 subscriptions per shard, not pinned (inside someone else's process the cores
+    /// are theirs to give: set `pin` to pin from `first_core`), the host's network.
     fn default() -> Self {
         ShardConfig {
             shards: 1,
@@ -93,7 +97,7 @@ impl Default for ShardConfig {
             buffers: 64,
             max_datagram: DEFAULT_MAX_DATAGRAM,
             max_subscriptions: 64,
-            pin: true,
+            pin: false,
             first_core: 0,
             network: Network::Host,
         }
@@ -273,54 +277,47 @@ impl Shards {
     /// [`Error::UringUnavailable`] when io_uring was required and is missing;
     /// [`Error::Io`] when a shard cannot set up its engine.
     pub fn start(config: ShardConfig) -> Result<Shards> {
-        if config.shards == 0 {
-            return Err(Error::Config("shards must be at least 1".into()));
-        }
-        if !config.buffers.is_power_of_two() {
-            return Err(Error::Config(format!(
-                "buffers {} is not a power of two",
-                config.buffers
-            )));
-        }
-        let backend = match &config.network {
-            Network::Host => choose(config.backend)?,
-            Network::Sim(_) => sim_backend(),
-        };
-        let cores = runtime::cores();
-        let payload = config.receive_payload();
-        let (max, buffers) = (config.max_subscriptions, config.buffers);
-        let mut shards: Vec<ShardHandle> = Vec::with_capacity(config.shards);
-        for index in 0..config.shards {
-            let spec = Spawn {
-                name: format!("mp-shard-{index}"),
-                index,
-                // Reduced first so that the sum cannot overflow.
-                pin: config
-                    .pin
-                    .then_some((config.first_core % cores + index % cores) % cores),
-                idle: config.idle,
-            };
-            let started = match backend.kind {
-                BackendKind::Uring => {
-                    start_shard(spec, max, move || UringRecv::new(max, buffers, payload))
-                }
-                BackendKind::Mmsg => {
-                    start_shard(spec, max, move || MmsgRecv::new(max, buffers, payload))
-                }
-                BackendKind::Sim => {
-                    start_shard(spec, max, move || Ok(SimRecv::new(max, buffers, payload)))
-                }
-            };
-            match started {
-                Ok((link, thread)) => shards.push(ShardHandle {
-                    link,
-                    thread: Some(thread),
-                }),
-                Err(e) => {
-                    stop(&mut shards);
-                    return Err(e);
-                }
+        let (starting, backend) = launch(&config)?;
+        let mut shards = Vec::with_capacity(starting.len());
+        let mut failed = None;
+        for shard in starting {
+            match shard.wait() {
+                Ok(started) => shards.push(started.into()),
+                Err(e) => failed = failed.or(Some(e)),
             }
+        }
+        Shards::started(shards, failed, backend, config)
+    }
+
+    /// [`start`](Self::start) without blocking the caller's thread: the shard threads
+    /// are spawned at once and their set-up is awaited (for async code).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_async(config: ShardConfig) -> Result<Shards> {
+        let (starting, backend) = launch(&config)?;
+        let mut shards = Vec::with_capacity(starting.len());
+        let mut failed = None;
+        for shard in starting {
+            match shard.wait_async().await {
+                Ok(started) => shards.push(started.into()),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        Shards::started(shards, failed, backend, config)
+    }
+
+    /// The shards once every thread said how its set-up went: stopped again if one failed.
+    fn started(
+        mut shards: Vec<ShardHandle>,
+        failed: Option<Error>,
+        backend: BackendInfo,
+        config: ShardConfig,
+    ) -> Result<Shards> {
+        if let Some(e) = failed {
+            stop(&mut shards);
+            return Err(e);
         }
         Ok(Shards {
             shards,
@@ -359,6 +356,65 @@ impl Shards {
         config: SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
+        self.subscribing(config, handler)?.wait()
+    }
+
+    /// [`subscribe`](Self::subscribe) without blocking the caller's thread on the
+    /// shard's answer (for async code; the join itself is a few socket calls).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn subscribe_async<H: Handler>(
+        &mut self,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        self.subscribing(config, handler)?.wait_async().await
+    }
+
+    /// Subscribes with a [poll ring](crate::subscribe::ring) as the handler: the shard
+    /// writes every event into the ring, and the application reads them on its own
+    /// thread with [`PollSubscription::poll`].
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe), and [`poll_ring`]'s.
+    pub fn subscribe_poll(
+        &mut self,
+        config: SubscriptionConfig,
+        ring: PollConfig,
+    ) -> Result<PollSubscription> {
+        let (writer, reader) = poll_ring(ring)?;
+        Ok(PollSubscription {
+            subscription: self.subscribe(config, writer)?,
+            reader,
+        })
+    }
+
+    /// [`subscribe_poll`](Self::subscribe_poll) without blocking the caller's thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_poll`](Self::subscribe_poll).
+    pub async fn subscribe_poll_async(
+        &mut self,
+        config: SubscriptionConfig,
+        ring: PollConfig,
+    ) -> Result<PollSubscription> {
+        let (writer, reader) = poll_ring(ring)?;
+        Ok(PollSubscription {
+            subscription: self.subscribe_async(config, writer).await?,
+            reader,
+        })
+    }
+
+    /// Joins the groups and hands the subscription to its shard.
+    pub(crate) fn subscribing<H: Handler>(
+        &mut self,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Pending<H>> {
         let index = self.pick_shard(config.shard)?;
         let socket = self.joined(config.group, config.source, &config.interface, &config)?;
         let line_b = match &config.line_b {
@@ -424,6 +480,33 @@ impl Shards {
         config: SubscriptionConfig,
         handler: H,
     ) -> Result<Subscription<H>> {
+        self.subscribing_socket(socket.into(), config, handler)?
+            .wait()
+    }
+
+    /// [`subscribe_socket`](Self::subscribe_socket) without blocking the caller's thread
+    /// on the shard's answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_socket`](Self::subscribe_socket).
+    pub async fn subscribe_socket_async<H: Handler>(
+        &mut self,
+        socket: impl Into<DataSocket>,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Subscription<H>> {
+        self.subscribing_socket(socket.into(), config, handler)?
+            .wait_async()
+            .await
+    }
+
+    pub(crate) fn subscribing_socket<H: Handler>(
+        &mut self,
+        socket: DataSocket,
+        config: SubscriptionConfig,
+        handler: H,
+    ) -> Result<Pending<H>> {
         if config.line_b.is_some() {
             return Err(Error::Config(
                 "a second line (line_b) needs Shards::subscribe, which joins both groups; \
@@ -432,7 +515,7 @@ impl Shards {
             ));
         }
         let index = self.pick_shard(config.shard)?;
-        let socket = match (socket.into(), &self.config.network) {
+        let socket = match (socket, &self.config.network) {
             (DataSocket::Host(socket), Network::Host) => socket,
             (DataSocket::Sim(socket), Network::Sim(_)) => {
                 return self.hand_over(index, OwnedSocket::Sim(socket), None, &config, handler)
@@ -516,7 +599,7 @@ impl Shards {
         line_b: Option<OwnedSocket>,
         config: &SubscriptionConfig,
         handler: H,
-    ) -> Result<Subscription<H>> {
+    ) -> Result<Pending<H>> {
         // Unnamed: a connected socket's peer, else the source of a source-specific join
         // (any port).
         let peer = match &socket {
@@ -565,20 +648,22 @@ impl Shards {
             line_b_slot: 0,
         });
         let shard = &self.shards[index];
-        let (reply_tx, reply_rx) = bounded(1);
+        let (reply_tx, reply) = oneshot::channel();
         shard
             .link
             .send(Command::Subscribe(state, reply_tx))
             .map_err(|_| Error::ShardGone(index))?;
-        reply_rx.recv().map_err(|_| Error::ShardGone(index))??;
-        Ok(Subscription {
-            shard: index,
-            id,
-            counters,
-            published,
-            lines,
-            tx: Some(shard.link.clone()),
-            _handler: PhantomData,
+        Ok(Pending {
+            subscription: Subscription {
+                shard: index,
+                id,
+                counters,
+                published,
+                lines,
+                tx: Some(shard.link.clone()),
+                _handler: PhantomData,
+            },
+            reply,
         })
     }
 
@@ -622,14 +707,80 @@ impl Shards {
     }
 }
 
+impl From<(Link<Command>, JoinHandle<()>)> for ShardHandle {
+    fn from((link, thread): (Link<Command>, JoinHandle<()>)) -> ShardHandle {
+        ShardHandle {
+            link,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Checks `config` and spawns its shard threads, which set themselves up; stops those
+/// already spawned if one cannot be.
+fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)> {
+    if config.shards == 0 {
+        return Err(Error::Config("shards must be at least 1".into()));
+    }
+    if !config.buffers.is_power_of_two() {
+        return Err(Error::Config(format!(
+            "buffers {} is not a power of two",
+            config.buffers
+        )));
+    }
+    let backend = match &config.network {
+        Network::Host => choose(config.backend)?,
+        Network::Sim(_) => sim_backend(),
+    };
+    let cores = runtime::cores();
+    let payload = config.receive_payload();
+    let (max, buffers) = (config.max_subscriptions, config.buffers);
+    let mut starting: Vec<Starting<Command>> = Vec::with_capacity(config.shards);
+    for index in 0..config.shards {
+        let spec = Spawn {
+            name: format!("mp-shard-{index}"),
+            index,
+            // Reduced first so that the sum cannot overflow.
+            pin: config
+                .pin
+                .then_some((config.first_core % cores + index % cores) % cores),
+            idle: config.idle,
+        };
+        let started = match backend.kind {
+            BackendKind::Uring => {
+                start_shard(spec, max, move || UringRecv::new(max, buffers, payload))
+            }
+            BackendKind::Mmsg => {
+                start_shard(spec, max, move || MmsgRecv::new(max, buffers, payload))
+            }
+            BackendKind::Sim => {
+                start_shard(spec, max, move || Ok(SimRecv::new(max, buffers, payload)))
+            }
+        };
+        match started {
+            Ok(shard) => starting.push(shard),
+            Err(e) => {
+                // Those already spawned end once they hear that every link is gone.
+                for shard in starting {
+                    if let Ok((link, thread)) = shard.wait() {
+                        stop(&mut [ShardHandle::from((link, thread))]);
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok((starting, backend))
+}
+
 /// Starts one receive shard on the backend `make` builds (on the shard's thread).
 fn start_shard<R: BatchRecv + 'static>(
     spec: Spawn,
     max_subscriptions: u32,
     make: impl FnOnce() -> std::io::Result<R> + Send + 'static,
-) -> Result<(Link<Command>, JoinHandle<()>)> {
+) -> Result<Starting<Command>> {
     let index = spec.index;
-    runtime::spawn(spec, move |wake| {
+    runtime::start(spec, move |wake| {
         let setup = |e| Error::Io {
             op: "setting up a shard's receive backend",
             source: e,
@@ -660,6 +811,26 @@ impl Drop for Shards {
     }
 }
 
+/// A subscription handed to its shard, whose answer is still to come.
+pub(crate) struct Pending<H> {
+    subscription: Subscription<H>,
+    reply: oneshot::Receiver<Result<()>>,
+}
+
+impl<H> Pending<H> {
+    pub(crate) fn wait(self) -> Result<Subscription<H>> {
+        let shard = self.subscription.shard;
+        self.reply.recv().map_err(|_| Error::ShardGone(shard))??;
+        Ok(self.subscription)
+    }
+
+    pub(crate) async fn wait_async(self) -> Result<Subscription<H>> {
+        let shard = self.subscription.shard;
+        self.reply.await.map_err(|_| Error::ShardGone(shard))??;
+        Ok(self.subscription)
+    }
+}
+
 /// A live subscription; its handler runs on a shard.
 ///
 /// Dropping it closes it on its shard (without waiting); [`close`](Self::close) does the
@@ -680,7 +851,7 @@ impl<H> Drop for Subscription<H> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
             // The reply goes nowhere: the shard drops the state, closing its socket.
-            let (reply, _) = bounded(1);
+            let (reply, _) = oneshot::channel();
             let _ = tx.send(Command::Close(self.id, reply));
         }
     }
@@ -779,14 +950,39 @@ impl<H: Handler> Subscription<H> {
     /// # Errors
     ///
     /// [`Error::ShardGone`] if the shard stopped before the subscription was closed.
-    pub fn close(mut self) -> Result<Closed<H>> {
-        let (tx, rx) = bounded(1);
+    pub fn close(self) -> Result<Closed<H>> {
+        let shard = self.shard;
+        let (this, reply) = self.closing()?;
+        let state = reply.recv().map_err(|_| Error::ShardGone(shard))??;
+        this.closed(state)
+    }
+
+    /// [`close`](Self::close) without blocking the caller's thread on the shard's answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`close`](Self::close).
+    pub async fn close_async(self) -> Result<Closed<H>> {
+        let shard = self.shard;
+        let (this, reply) = self.closing()?;
+        let state = reply.await.map_err(|_| Error::ShardGone(shard))??;
+        this.closed(state)
+    }
+
+    /// Asks the shard to close the subscription; its state comes on the receiver.
+    #[allow(clippy::type_complexity)]
+    fn closing(mut self) -> Result<(Self, oneshot::Receiver<Result<Box<SubState>>>)> {
+        let (tx, rx) = oneshot::channel();
         self.tx
             .take()
             .ok_or(Error::ShardGone(self.shard))?
             .send(Command::Close(self.id, tx))
             .map_err(|_| Error::ShardGone(self.shard))?;
-        let state = rx.recv().map_err(|_| Error::ShardGone(self.shard))??;
+        Ok((self, rx))
+    }
+
+    /// The final figures from the state the shard gave back.
+    fn closed(self, state: Box<SubState>) -> Result<Closed<H>> {
         let SubState { handler, state, .. } = *state;
         let handler = handler
             .into_any()
@@ -811,5 +1007,148 @@ impl<H: Handler> Subscription<H> {
             recovery,
             lines,
         })
+    }
+}
+
+/// A subscription whose events the application reads on its own thread, from a
+/// [poll ring](crate::subscribe::ring) the shard writes them into
+/// ([`Shards::subscribe_poll`]).
+///
+/// ```no_run
+/// use multipoint_dataplane::{Event, PollConfig, ShardConfig, Shards, SubscriptionConfig};
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut shards = Shards::start(ShardConfig::default())?;
+/// let config = SubscriptionConfig::new("239.255.0.1:31001".parse()?);
+/// let mut sub = shards.subscribe_poll(config, PollConfig::default())?;
+/// let mut ended = false;
+/// while !ended {
+///     sub.poll_wait(
+///         |event| match event {
+///             Event::Message { sequence, message } => println!("{sequence}: {message:?}"),
+///             Event::Gap(gap) => println!("lost {gap:?}"),
+///             Event::Lost { count } => println!("fell behind: {count} dropped"),
+///             Event::EndOfSession => ended = true,
+///             _ => {}
+///         },
+///         1024,
+///         Duration::from_millis(100),
+///     );
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct PollSubscription {
+    subscription: Subscription<RingWriter>,
+    reader: RingReader,
+}
+
+impl std::fmt::Debug for PollSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollSubscription")
+            .field("subscription", &self.subscription)
+            .field("reader", &self.reader)
+            .finish()
+    }
+}
+
+impl PollSubscription {
+    /// Hands up to `limit` events to `f`, in order, and returns how many; never waits
+    /// (see [`RingReader::poll`]).
+    pub fn poll<F: FnMut(Event<'_>)>(&mut self, f: F, limit: usize) -> usize {
+        self.reader.poll(f, limit)
+    }
+
+    /// Polls, first waiting up to `timeout` when there is nothing (see
+    /// [`RingReader::poll_wait`]).
+    pub fn poll_wait<F: FnMut(Event<'_>)>(
+        &mut self,
+        f: F,
+        limit: usize,
+        timeout: Duration,
+    ) -> usize {
+        self.reader.poll_wait(f, limit, timeout)
+    }
+
+    /// Awaits events, then polls up to `limit` of them (see [`RingReader::recv`]).
+    pub async fn recv<F: FnMut(Event<'_>)>(&mut self, f: F, limit: usize) -> usize {
+        self.reader.recv(f, limit).await
+    }
+
+    /// The ring's reader (for [`RingReader::wait`], its counters, or as a stream).
+    pub fn reader(&mut self) -> &mut RingReader {
+        &mut self.reader
+    }
+
+    /// The subscription (its counters, session, sender, failure).
+    pub fn subscription(&self) -> &Subscription<RingWriter> {
+        &self.subscription
+    }
+
+    /// The subscription's counters now (see [`Subscription::stats`]).
+    pub fn stats(&self) -> SubscriptionStats {
+        self.subscription.stats()
+    }
+
+    /// The ring's counters now.
+    pub fn ring_stats(&self) -> RingStats {
+        self.reader.stats()
+    }
+
+    /// Closes the subscription (see [`Subscription::close`]) and gives back its final
+    /// figures, the ring's, and the reader, which can still read what the ring holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscription::close`].
+    pub fn close(self) -> Result<(Closed<RingStats>, RingReader)> {
+        let closed = self.subscription.close()?;
+        Ok((ring_closed(closed), self.reader))
+    }
+
+    /// [`close`](Self::close) without blocking the caller's thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscription::close`].
+    pub async fn close_async(self) -> Result<(Closed<RingStats>, RingReader)> {
+        let closed = self.subscription.close_async().await?;
+        Ok((ring_closed(closed), self.reader))
+    }
+}
+
+/// With the `tokio` feature: the subscription's events as a stream (see the
+/// [`RingReader`]'s).
+#[cfg(feature = "tokio")]
+impl futures_core::Stream for PollSubscription {
+    type Item = crate::core::event::OwnedEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.reader).poll_next(cx)
+    }
+}
+
+/// A poll subscription's final figures: the ring's counters in place of its writer
+/// (dropped here, so that the reader sees the ring closed).
+fn ring_closed(closed: Closed<RingWriter>) -> Closed<RingStats> {
+    let Closed {
+        handler,
+        stats,
+        latency,
+        recovery,
+        lines,
+    } = closed;
+    let ring = handler.stats();
+    drop(handler);
+    Closed {
+        handler: ring,
+        stats,
+        latency,
+        recovery,
+        lines,
     }
 }

@@ -58,8 +58,8 @@ enum Via {
 
 /// What the owner asks of a receive shard.
 pub(crate) enum Command {
-    Subscribe(Box<SubState>, Tx<Result<()>>),
-    Close(u64, Tx<Result<Box<SubState>>>),
+    Subscribe(Box<SubState>, oneshot::Sender<Result<()>>),
+    Close(u64, oneshot::Sender<Result<Box<SubState>>>),
     /// Swap the subscription's histogram for the one given (so the shard allocates
     /// nothing) and send the old one back.
     TakeLatency(
@@ -250,6 +250,20 @@ impl<R: BatchRecv> Shard<R> {
 
     /// Removes the subscriptions whose handler panicked, remembering their ids so that
     /// closing them reports why.
+    /// Lets every handler publish what it gathered this turn ([`Handler::flush`]).
+    fn flush_handlers(&mut self) {
+        for (slot, sub) in self.subs.iter_mut().enumerate() {
+            let Some(sub) = sub else { continue };
+            let run = AssertUnwindSafe(|| sub.handler.flush());
+            if std::panic::catch_unwind(run).is_err() {
+                let slot = slot as u32;
+                if !self.panicked.contains(&slot) {
+                    self.panicked.push(slot);
+                }
+            }
+        }
+    }
+
     fn drop_panicked(&mut self) {
         while let Some(slot) = self.panicked.pop() {
             let Some(state) = self.subs.get_mut(slot as usize).and_then(Option::take) else {
@@ -356,7 +370,10 @@ impl<R: BatchRecv> Worker for Shard<R> {
                         let SubState {
                             state: s, handler, ..
                         } = &mut *state;
-                        let finish = AssertUnwindSafe(|| s.finish(now_ns(), &mut **handler));
+                        let finish = AssertUnwindSafe(|| {
+                            s.finish(now_ns(), &mut **handler);
+                            handler.flush();
+                        });
                         match std::panic::catch_unwind(finish) {
                             Ok(()) => Ok(state),
                             Err(_) => Err(Error::HandlerPanicked { shard: self.index }),
@@ -410,6 +427,9 @@ impl<R: BatchRecv> Worker for Shard<R> {
         let timers = self.windowed > 0 && self.run_timers();
         if self.recovering > 0 {
             self.send_requests();
+        }
+        if timers || matches!(polled, Ok(1..)) {
+            self.flush_handlers();
         }
         self.drop_panicked();
         match polled {

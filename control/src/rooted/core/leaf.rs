@@ -747,8 +747,9 @@ mod tests {
         leaf.handle_lost(ConnId(0), ConnError::Io(refused));
         assert!(matches!(
             note(&mut leaf),
-            LeafNote::JoinFailed(Error::Os {
+            LeafNote::JoinFailed(Error::OsAt {
                 op: "connecting to the root",
+                addr: ROOT_AT,
                 ..
             })
         ));

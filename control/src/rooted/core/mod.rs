@@ -474,7 +474,11 @@ pub(crate) fn plan_fits(plan: &DataPlan, transport: Transport) -> bool {
 pub(crate) fn connect_error(what: &'static str, peer: SocketAddr, why: ConnError) -> Error {
     match why {
         ConnError::Io(e) if e.kind() == io::ErrorKind::TimedOut => Error::TimedOut { what, peer },
-        ConnError::Io(source) => Error::Os { op: what, source },
+        ConnError::Io(source) => Error::OsAt {
+            op: what,
+            addr: peer,
+            source,
+        },
         other => Error::SessionGone {
             peer,
             reason: other.to_string(),

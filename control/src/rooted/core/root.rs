@@ -926,8 +926,9 @@ mod tests {
         root.handle_lost(conn, ConnError::Io(refused));
         assert!(matches!(
             notes(drain(&mut root)).as_slice(),
-            [RootNote::Invited(Err(Error::Os {
+            [RootNote::Invited(Err(Error::OsAt {
                 op: "connecting to the leaf",
+                addr: PEER,
                 ..
             }))]
         ));

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -132,12 +132,12 @@ pub(crate) use names;
 pub(crate) struct Ask<T> {
     peer: SocketAddr,
     direction: Direction,
-    reply: Sender<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
 }
 
 /// The caller of a join (or an invitation) waiting for the core's answer; the core takes
 /// one at a time.
-pub(crate) struct Waiting<T>(Option<Sender<Result<T>>>);
+pub(crate) struct Waiting<T>(Option<oneshot::Sender<Result<T>>>);
 
 impl<T> Waiting<T> {
     pub(crate) fn new() -> Waiting<T> {
@@ -675,18 +675,42 @@ impl<C> Ctl<C> {
         answered: Duration,
         what: &'static str,
     ) -> Result<T> {
-        let (reply, rx) = crossbeam_channel::bounded(1);
+        let rx = self.ask_start(peer, direction, cmd)?;
+        match rx.recv_timeout(answered.saturating_add(ANSWER_MARGIN)) {
+            Ok(answer) => answer,
+            Err(oneshot::RecvTimeoutError::Timeout) => Err(Error::TimedOut { what, peer }),
+            Err(oneshot::RecvTimeoutError::Disconnected) => Err(Error::SessionClosed),
+        }
+    }
+
+    /// [`ask`](Self::ask) without blocking the caller's thread: the answer is awaited.
+    /// The core answers by its own deadlines (a join that is not answered in time is
+    /// answered with a time-out), so this needs no timer of its own.
+    pub(crate) async fn ask_async<T>(
+        &self,
+        peer: SocketAddr,
+        direction: Direction,
+        cmd: impl FnOnce(Ask<T>) -> C,
+    ) -> Result<T> {
+        let rx = self.ask_start(peer, direction, cmd)?;
+        rx.await.unwrap_or(Err(Error::SessionClosed))
+    }
+
+    /// Hands the ask to the driver; the answer comes on the receiver.
+    fn ask_start<T>(
+        &self,
+        peer: SocketAddr,
+        direction: Direction,
+        cmd: impl FnOnce(Ask<T>) -> C,
+    ) -> Result<oneshot::Receiver<Result<T>>> {
+        let (reply, rx) = oneshot::channel();
         let ask = Ask {
             peer,
             direction,
             reply,
         };
         self.command(Cmd::Side(cmd(ask)))?;
-        match rx.recv_timeout(answered.saturating_add(ANSWER_MARGIN)) {
-            Ok(answer) => answer,
-            Err(RecvTimeoutError::Timeout) => Err(Error::TimedOut { what, peer }),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::SessionClosed),
-        }
+        Ok(rx)
     }
 
     /// Binds a listener at `addr` and hands it to the driver, once per socket: `local`
@@ -701,7 +725,7 @@ impl<C> Ctl<C> {
         if let Some(at) = *local {
             return Err(Error::AlreadyListening { addr: at });
         }
-        let listener = conn::listen(addr).map_err(Error::os(op))?;
+        let listener = conn::listen(addr).map_err(Error::os_at(op, addr))?;
         let at = listener
             .local_addr()
             .map_err(Error::os("reading the listening address"))?;
