@@ -22,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rate: u64 = args.next().map_or(Ok(10_000_000), |a| a.parse())?;
     let seconds: u64 = args.next().map_or(Ok(5), |a| a.parse())?;
     let size: usize = args.next().map_or(Ok(32), |a| a.parse())?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let group = std::net::SocketAddr::from(([239, 255, 123, 1], port));
 
     let mut shards = Shards::start(ShardConfig {
