@@ -21,7 +21,6 @@
 //! - [`cli`]: the command line (clap): one subcommand per tool, shared option groups;
 //! - [`host`]: the host audit before a run, against what the run will start;
 //! - [`interrupt`]: SIGINT and SIGTERM end a run early, with its report;
-//! - [`pacing`]: the send schedule for a target message rate (sans-IO, no clock);
 //! - [`progress`]: the once-a-second progress line on a terminal;
 //! - [`report`]: the human-readable reports and their one-line JSON form;
 //! - [`outputs`]: the output files, created before the run starts;
@@ -43,7 +42,6 @@ pub mod host;
 pub mod interrupt;
 pub mod leaf;
 pub mod outputs;
-pub mod pacing;
 pub mod pingpong;
 pub mod plot;
 pub mod progress;

@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::latency;
 use multipoint_dataplane::rooted_transport::UnicastRoot;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{HostNeeds, LineB, OfferError, Publisher, PublisherConfig};
+use multipoint_dataplane::{HostNeeds, LineB, OfferError, Pacer, Publisher, PublisherConfig};
 
 use crate::cli::{LoadArgs, PubArgs};
 use crate::error::{Error, Result};
 use crate::interrupt;
-use crate::pacing::Pacer;
 use crate::progress::{Progress, Ticker};
 use crate::report::{per_second, Grouped, LineBReport, PubReport, PublisherReport};
 
@@ -148,7 +147,8 @@ impl Paced {
             *b = i as u8;
         }
         Paced {
-            pacer: Pacer::new(load.rate),
+            // No bound on catching up: a run's rate is its average over the run.
+            pacer: Pacer::new(load.rate, u64::MAX),
             limit: load.count.unwrap_or(u64::MAX),
             secs: load.secs,
             batch: load.batch,

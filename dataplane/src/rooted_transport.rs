@@ -927,4 +927,27 @@ impl<H: Handler> Joined<H> {
         self.session.leave()?;
         Ok(closed)
     }
+
+    /// [`leave`](Self::leave) without blocking the caller's thread: the shard's and the
+    /// control driver's answers are awaited, and so (with the `tokio` feature) are the
+    /// publisher's last sends. Without that feature a sending leaf's publisher is closed
+    /// as [`Publisher::close`] does, which can wait up to 2 s for sends in flight.
+    ///
+    /// # Errors
+    ///
+    /// As [`leave`](Self::leave).
+    pub async fn leave_async(mut self) -> Result<Option<Closed<H>>> {
+        if let Some(publisher) = self.publisher.take() {
+            #[cfg(feature = "tokio")]
+            publisher.close_async().await;
+            #[cfg(not(feature = "tokio"))]
+            publisher.close();
+        }
+        let closed = match self.subscription.take() {
+            Some(subscription) => Some(subscription.close_async().await?),
+            None => None,
+        };
+        self.session.leave_async().await?;
+        Ok(closed)
+    }
 }

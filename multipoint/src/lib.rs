@@ -78,13 +78,18 @@
 //! Shards are threads of their own; they do not pin to cores unless
 //! [`ShardConfig::pin`] says so. A [`Publisher`] is driven by the thread that calls it.
 //! What waits has an async twin that does not block the caller's thread:
-//! [`Shards::start_async`], [`Shards::subscribe_async`], [`Subscription::close_async`],
-//! [`DataLeaf::join_async`].
+//! [`Shards::start_async`], [`Shards::subscribe_async`] (and `subscribe_poll_async`,
+//! `subscribe_socket_async`), [`Subscription::close_async`], [`DataLeaf::join_async`],
+//! [`Joined::leave_async`], and with the `tokio` feature `Publisher::offer_async` (waits
+//! for room) and `Publisher::close_async`. A [`Publisher`] on its own thread can wait
+//! for room with [`Publisher::offer_wait`] (its [`PublisherConfig::idle`] strategy) and
+//! keep a rate with a [`Pacer`].
 //!
 //! # Features
 //!
 //! - `tokio`: subscriptions (their poll rings) as `futures_core::Stream`s of
-//!   [`OwnedEvent`]s, and the publisher's async offer.
+//!   [`OwnedEvent`]s, and the publisher's `offer_async` and `close_async` (which wait on
+//!   tokio's reactor: run them on a runtime with I/O and timers enabled).
 
 #![deny(missing_docs)]
 
@@ -115,9 +120,9 @@ pub use multipoint_dataplane::{
     on_event, poll_ring, BackendChoice, BackendInfo, BackendKind, Closed, DataSocket, Error, Event,
     Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats, Gap, Handler, IdleStrategy,
     LeafStats, Line, LineB, LineBConfig, LineSendStats, LineStats, LinesConfig, Network,
-    OfferError, OnEvent, OwnedEvent, PollConfig, PollSubscription, PublisherConfig, PublisherStats,
-    RecoveryConfig, RerequestConfig, Result, RingReader, RingStats, RingWriter, ShardConfig,
-    StartAt, SubscriptionConfig, SubscriptionStats,
+    OfferError, OnEvent, OwnedEvent, Pacer, PollConfig, PollSubscription, PublisherConfig,
+    PublisherStats, RecoveryConfig, RerequestConfig, Result, RingReader, RingStats, RingWriter,
+    ShardConfig, StartAt, SubscriptionConfig, SubscriptionStats,
 };
 
 /// Receive shards: threads that each own a receive backend and the subscriptions given

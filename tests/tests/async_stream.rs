@@ -186,7 +186,7 @@ fn recv_reads_events_in_place_and_a_rooted_leaf_joins_asynchronously() {
         done.store(true, Ordering::Release);
         let stats = feeder.join().unwrap();
         assert_eq!(stats.messages, 10_000);
-        let closed = joined.leave().unwrap().unwrap();
+        let closed = joined.leave_async().await.unwrap().unwrap();
         assert_eq!(closed.stats.messages, 10_000);
         shards.shutdown();
     });

@@ -107,7 +107,7 @@ type Ctl = driver::Ctl<LeafCmd>;
 /// The leaf's own commands to its driver.
 enum LeafCmd {
     Join(Ask<LeafSession>),
-    Leave(ConnId, Option<Sender<()>>),
+    Leave(ConnId, Option<oneshot::Sender<()>>),
 }
 
 /// A leaf's membership in a rooted session: what it was told, its events, and
@@ -174,12 +174,27 @@ impl LeafSession {
     /// # Errors
     ///
     /// [`Error::SessionClosed`] if the leaf socket itself was closed.
-    pub fn leave(mut self) -> Result<()> {
+    pub fn leave(self) -> Result<()> {
+        self.leaving()?.recv().map_err(|_| Error::SessionClosed)
+    }
+
+    /// [`leave`](Self::leave) without blocking the caller's thread: the driver's
+    /// confirmation that the connection is closed is awaited.
+    ///
+    /// # Errors
+    ///
+    /// As [`leave`](Self::leave).
+    pub async fn leave_async(self) -> Result<()> {
+        self.leaving()?.await.map_err(|_| Error::SessionClosed)
+    }
+
+    /// Asks the driver to leave; it confirms on the receiver.
+    fn leaving(mut self) -> Result<oneshot::Receiver<()>> {
         self.left = true;
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.ctl
             .command(Cmd::Side(LeafCmd::Leave(self.conn, Some(tx))))?;
-        rx.recv().map_err(|_| Error::SessionClosed)
+        Ok(rx)
     }
 }
 
