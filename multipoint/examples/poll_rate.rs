@@ -5,8 +5,11 @@
 //! dropped for the reader, and what the reader read.
 //!
 //! ```sh
-//! cargo run --release -p multipoint --example poll_rate -- [RATE] [SECONDS] [SIZE]
+//! cargo run --release -p multipoint --example poll_rate -- [RATE] [SECONDS] [SIZE] [poll|shard]
 //! ```
+//!
+//! `shard` counts the messages in a handler on the shard's thread instead (no ring, no
+//! reader thread): the baseline for what the ring and the reader cost.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rate: u64 = args.next().map_or(Ok(10_000_000), |a| a.parse())?;
     let seconds: u64 = args.next().map_or(Ok(5), |a| a.parse())?;
     let size: usize = args.next().map_or(Ok(32), |a| a.parse())?;
+    let on_shard = args.next().is_some_and(|mode| mode == "shard");
     let port = std::net::UdpSocket::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -31,20 +35,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         idle: IdleStrategy::Block,
         ..ShardConfig::default()
     })?;
-    let mut sub = shards.subscribe_poll(
-        SubscriptionConfig {
-            interface: Interface::LOOPBACK_V4,
-            session: Some(Session::new("RATE")?),
-            recv_buffer: 32 << 20,
-            ..SubscriptionConfig::new(group)
-        },
-        PollConfig::new(64 << 20),
-    )?;
+    let config = SubscriptionConfig {
+        interface: Interface::LOOPBACK_V4,
+        session: Some(Session::new("RATE")?),
+        recv_buffer: 32 << 20,
+        ..SubscriptionConfig::new(group)
+    };
     let stop = Arc::new(AtomicBool::new(false));
-    let read = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (stop, read) = (Arc::clone(&stop), Arc::clone(&read));
-        std::thread::spawn(move || {
+    let counted = Arc::new(AtomicU64::new(0));
+    let (reader, baseline) = if on_shard {
+        let count = Arc::clone(&counted);
+        let handler = move |_: u64, _: &[u8]| {
+            count.fetch_add(1, Ordering::Relaxed);
+        };
+        (None, Some(shards.subscribe(config, handler)?))
+    } else {
+        let mut sub = shards.subscribe_poll(config, PollConfig::new(64 << 20))?;
+        let stop = Arc::clone(&stop);
+        let reader = std::thread::spawn(move || {
             let (mut messages, mut lost, mut bytes) = (0u64, 0u64, 0u64);
             let mut ended = false;
             while !ended && !stop.load(Ordering::Relaxed) {
@@ -61,10 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     4096,
                     Duration::from_millis(50),
                 );
-                read.store(messages, Ordering::Relaxed);
             }
             (sub, messages, lost, bytes)
-        })
+        });
+        (Some(reader), None)
     };
 
     let mut publisher = Publisher::new(PublisherConfig {
@@ -100,7 +108,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = begun.elapsed();
     let published = publisher.close();
-    // Give the reader the rest (it ends at the end of session, or after a second).
+    println!(
+        "rate {rate}/s x {seconds} s of {size} B: published {} in {:.2} s ({:.2} M msgs/s, {refused} offers refused)",
+        published.messages,
+        elapsed.as_secs_f64(),
+        published.messages as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    if let Some(sub) = baseline {
+        // Counting on the shard: wait for the end of session (or a second).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while sub.stats().end_of_session == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stats = sub.close()?.stats;
+        println!(
+            "on the shard: received {} (kernel drops {}, missing {}); counted {}",
+            stats.messages,
+            stats.kernel_drops,
+            stats.missing,
+            counted.load(Ordering::Relaxed)
+        );
+        shards.shutdown();
+        return Ok(());
+    }
+    let reader = reader.ok_or("no reader")?;
+    // Give the reader the rest (it ends at the end of session, or after two seconds).
     let deadline = Instant::now() + Duration::from_secs(2);
     while !reader.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -110,20 +142,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = sub.stats();
     let ring = sub.ring_stats();
     println!(
-        "rate {rate}/s x {seconds} s of {size} B: published {} in {:.2} s ({:.2} M msgs/s, {refused} offers refused)",
-        published.messages,
-        elapsed.as_secs_f64(),
-        published.messages as f64 / elapsed.as_secs_f64() / 1e6
-    );
-    println!(
-        "shard received {} (kernel drops {}, missing {}); ring dropped {} (reader told {lost}); reader read {messages} ({bytes} bytes)",
+        "poll reader: shard received {} (kernel drops {}, missing {}); ring dropped {} (reader told {lost}); reader read {messages} ({bytes} bytes)",
         stats.messages, stats.kernel_drops, stats.missing, ring.dropped
     );
     println!(
         "reader lost of what the shard received: {}",
         stats.messages.saturating_sub(messages)
     );
-    let _ = read;
     let (_closed, _rest) = sub.close()?;
     shards.shutdown();
     Ok(())
