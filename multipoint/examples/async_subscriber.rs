@@ -36,6 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 OwnedEvent::Gap(gap) => missing += gap.count,
                 OwnedEvent::Lost { count } => eprintln!("fell behind: {count} dropped"),
                 OwnedEvent::EndOfSession => break,
+                OwnedEvent::Failure(why) => {
+                    eprintln!("the shard failed: {why}");
+                    break;
+                }
                 _ => {}
             }
         }

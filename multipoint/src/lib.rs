@@ -10,7 +10,9 @@
 //! This crate is what an application depends on: it re-exports the control plane
 //! ([`control`], membership, scope, loopback, rooted sessions) and the data plane
 //! ([`dataplane`]) with everything a user of each transport needs at its root. It pulls
-//! in neither the command-line tool nor the host audit.
+//! in neither the command-line tool nor the host audit. [`Error`] is the data plane's;
+//! the control plane's own ([`control::Error`], from calls made on [`MultipointSocket`]
+//! or [`Root`] directly) converts into it with `?`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -101,19 +103,22 @@ pub use multipoint_dataplane as dataplane;
 
 // The control plane's vocabulary.
 pub use multipoint_control::rooted::{
-    DataPlan, Decision, Invitation, InvitePolicy, JoinRequest, Key, Leaf, LeafHandle, LeafSession,
-    Root, RootEvent, RootLimits, RootStats, SessionEvent,
+    DataPlan, Decision, Invitation, InvitePolicy, JoinRequest, Key, Leaf, LeafConfig, LeafHandle,
+    LeafId, LeafSession, Root, RootConfig, RootEvent, RootHooks, RootLimits, RootStats,
+    SessionEvent,
 };
 pub use multipoint_control::{
-    interfaces, transports, ControlRole, DataRole, Direction, Interface, InterfaceInfo,
-    MultipointSocket, Plane, Roles, Transport, TransportInfo,
+    interfaces, transports, ControlRole, DataRole, Datagram, Direction, Interface, InterfaceInfo,
+    Membership, MultipointSocket, Plane, Roles, Transport, TransportInfo,
 };
 
 // The data plane's.
+pub use multipoint_dataplane::core::server::ServerStats;
+pub use multipoint_dataplane::core::store::StoreStats;
 pub use multipoint_dataplane::io::sim::{Impairments, SimNet};
 pub use multipoint_dataplane::latency::LatencyHistogram;
 pub use multipoint_dataplane::rooted_transport::{
-    Admission, AdmittedRoot, DataLeafConfig, Joined, UnicastRootConfig,
+    Admission, AdmittedRoot, DataLeafConfig, Joined, UnicastRootConfig, UplinkHandlers,
 };
 pub use multipoint_dataplane::wire::Session;
 pub use multipoint_dataplane::{

@@ -165,9 +165,10 @@ pub trait Handler: Send + 'static {
     fn on_failure(&mut self, reason: &str) {
         let _ = reason;
     }
-    /// Called on the shard after each of its turns that delivered something (and before
-    /// the subscription is closed): a handler that hands events on in batches (such as a
-    /// [poll ring](crate::subscribe::ring)) publishes them here. By default nothing.
+    /// Called on the shard after each of its turns (and before the subscription is
+    /// closed): a handler that hands events on in batches (such as a
+    /// [poll ring](crate::subscribe::ring)) publishes them here; one with nothing new
+    /// should return at once. By default nothing.
     fn flush(&mut self) {}
 }
 

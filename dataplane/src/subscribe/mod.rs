@@ -760,7 +760,7 @@ fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)>
         match started {
             Ok(shard) => starting.push(shard),
             Err(e) => {
-                // Those already spawned end once they hear that every link is gone.
+                // Stop and join those already spawned.
                 for shard in starting {
                     if let Ok((link, thread)) = shard.wait() {
                         stop(&mut [ShardHandle::from((link, thread))]);
@@ -1022,14 +1022,15 @@ impl<H: Handler> Subscription<H> {
 /// let mut shards = Shards::start(ShardConfig::default())?;
 /// let config = SubscriptionConfig::new("239.255.0.1:31001".parse()?);
 /// let mut sub = shards.subscribe_poll(config, PollConfig::default())?;
-/// let mut ended = false;
-/// while !ended {
+/// let mut done = false;
+/// while !done && !sub.is_closed() {
 ///     sub.poll_wait(
 ///         |event| match event {
 ///             Event::Message { sequence, message } => println!("{sequence}: {message:?}"),
 ///             Event::Gap(gap) => println!("lost {gap:?}"),
 ///             Event::Lost { count } => println!("fell behind: {count} dropped"),
-///             Event::EndOfSession => ended = true,
+///             Event::Failure(why) => { eprintln!("the shard failed: {why}"); done = true }
+///             Event::EndOfSession => done = true,
 ///             _ => {}
 ///         },
 ///         1024,
@@ -1074,6 +1075,12 @@ impl PollSubscription {
     /// Awaits events, then polls up to `limit` of them (see [`RingReader::recv`]).
     pub async fn recv<F: FnMut(Event<'_>)>(&mut self, f: F, limit: usize) -> usize {
         self.reader.recv(f, limit).await
+    }
+
+    /// Whether nothing more will come: the subscription's writer is gone (the shard
+    /// dropped it) and everything was read.
+    pub fn is_closed(&self) -> bool {
+        self.reader.is_closed()
     }
 
     /// The ring's reader (for [`RingReader::wait`], its counters, or as a stream).

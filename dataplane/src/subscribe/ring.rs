@@ -18,10 +18,16 @@
 //! - The writer never waits for the reader. When an event does not fit (the reader is
 //!   behind by the whole ring), it is dropped and counted, and the reader is told at that
 //!   place in the stream: [`Event::Lost`] with the number dropped, never a silent drop.
-//!   An end of session that does not fit is still reported, once the reader has read
-//!   everything before it; so is a failure of the shard.
+//!   Nothing later is written before that notice; an end of session or a failure that
+//!   does not fit is never dropped but waits likewise, in its place, and goes as soon as
+//!   the reader made room (the shard retries every turn). So the reader sees events and
+//!   notices in the order they happened.
 //! - When the writer is dropped (the subscription closed), the reader reads what is left
-//!   and then [`RingReader::is_closed`] says so (and the stream of events ends).
+//!   (and is then told what the writer could not write any more: drops, the end, a
+//!   failure), and then [`RingReader::is_closed`] says so (and the stream of events ends).
+//! - While the writer is alive, a poll of a ring with anything in it gives at least one
+//!   event; [`RingReader::poll_wait`] and [`RingReader::recv`] return 0 only on a time-out
+//!   or once the ring is closed and read.
 //! - Ordering: the writer publishes each record with a release store of its tail; the
 //!   reader frees space with a release store of its head. A reader that sleeps sets a
 //!   flag that the writer checks, after a full fence, once per shard turn
@@ -102,13 +108,14 @@ struct Shared {
     dropped: AtomicU64,
     /// Events written so far (updated by the writer once per turn).
     written: AtomicU64,
-    /// An end of session that did not fit.
-    end_dropped: AtomicBool,
-    /// A failure that did not fit, and its reason.
-    failure_dropped: AtomicBool,
-    failure: Mutex<Option<String>>,
     /// The writer is gone.
     closed: AtomicBool,
+    /// Set by a writer that went with an end of session (or a failure) it could not write
+    /// in the stream: told once the reader has read everything.
+    end_untold: AtomicBool,
+    failure_untold: AtomicBool,
+    /// The reason of the shard's failure, once it failed.
+    failure: Mutex<Option<String>>,
     /// The reader sleeps (or awaits) and wants a wake-up.
     parked: CachePadded<AtomicBool>,
     waker: Mutex<Option<Waker>>,
@@ -129,13 +136,16 @@ impl Shared {
         self.capacity as u64 - 1
     }
 
-    /// Wakes a reader that sleeps or awaits.
+    /// Wakes a reader that sleeps or awaits (outside the locks: the waker may run
+    /// anything).
     fn wake(&self) {
         if self.parked.swap(false, Ordering::AcqRel) {
-            if let Some(waker) = lock(&self.waker).take() {
+            let waker = lock(&self.waker).take();
+            if let Some(waker) = waker {
                 waker.wake();
             }
-            if let Some(thread) = lock(&self.thread).take() {
+            let thread = lock(&self.thread).take();
+            if let Some(thread) = thread {
                 thread.unpark();
             }
         }
@@ -154,6 +164,9 @@ fn record_len(len: usize) -> usize {
 /// Makes a poll ring: the writer to give a subscription as its handler, the reader to
 /// poll on the application's thread. See the module docs.
 ///
+/// The memory is mapped and touched here, on the caller's thread, so that the shard
+/// takes no page fault on its first lap.
+///
 /// # Errors
 ///
 /// [`Error::Config`] for a capacity that is not a power of two or is below
@@ -166,7 +179,11 @@ pub fn poll_ring(config: PollConfig) -> Result<(RingWriter, RingReader)> {
             PollConfig::MIN_CAPACITY
         )));
     }
-    let mut memory = MmapMut::map_anon(capacity).map_err(Error::io("mapping a poll ring"))?;
+    let mut memory = memmap2::MmapOptions::new()
+        .len(capacity)
+        .populate()
+        .map_anon()
+        .map_err(Error::io("mapping a poll ring"))?;
     let base = memory.as_mut_ptr();
     let shared = Arc::new(Shared {
         _memory: memory,
@@ -176,10 +193,10 @@ pub fn poll_ring(config: PollConfig) -> Result<(RingWriter, RingReader)> {
         head: CachePadded::new(AtomicU64::new(0)),
         dropped: AtomicU64::new(0),
         written: AtomicU64::new(0),
-        end_dropped: AtomicBool::new(false),
-        failure_dropped: AtomicBool::new(false),
-        failure: Mutex::new(None),
         closed: AtomicBool::new(false),
+        end_untold: AtomicBool::new(false),
+        failure_untold: AtomicBool::new(false),
+        failure: Mutex::new(None),
         parked: CachePadded::new(AtomicBool::new(false)),
         waker: Mutex::new(None),
         thread: Mutex::new(None),
@@ -187,9 +204,10 @@ pub fn poll_ring(config: PollConfig) -> Result<(RingWriter, RingReader)> {
     let writer = RingWriter {
         shared: Arc::clone(&shared),
         tail: 0,
+        published: 0,
         head: 0,
         dropped: 0,
-        lost_pending: false,
+        notices: [Notice::None; NOTICES],
         written: 0,
         notified: 0,
         flags: false,
@@ -200,6 +218,7 @@ pub fn poll_ring(config: PollConfig) -> Result<(RingWriter, RingReader)> {
         reported: 0,
         end_reported: false,
         failure_reported: false,
+        broken: false,
     };
     Ok((writer, reader))
 }
@@ -228,17 +247,38 @@ fn stats_of(shared: &Shared) -> RingStats {
     }
 }
 
+/// What the writer still has to tell the reader in the stream, in order: drops (as the
+/// cumulative count after them), and an end of session or a failure that did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    None,
+    Lost(u64),
+    End,
+    Failure,
+}
+
+/// Notices waiting at most: drops are merged with a Lost just before them, and an end
+/// and a failure come once each, so at most Lost, End, Lost, Failure, Lost.
+const NOTICES: usize = 5;
+
 /// The shard's end of a poll ring: a [`Handler`] that writes every event into the ring.
+///
+/// What does not fit is told in its place: once an event was dropped, nothing later is
+/// written before the reader is told of it (a Lost record, or the end of session or
+/// failure that did not fit), so the reader sees every event and every notice in the
+/// order they happened.
 pub struct RingWriter {
     shared: Arc<Shared>,
-    /// Where the next record goes (published to the reader as `shared.tail`).
+    /// Where the next record goes.
     tail: u64,
+    /// The tail as last published to the reader.
+    published: u64,
     /// The reader's head as last read.
     head: u64,
     /// Events dropped so far.
     dropped: u64,
-    /// Dropped events not yet told in the stream (a Lost record is due).
-    lost_pending: bool,
+    /// Notices still to write, oldest first (`Notice::None` past the last).
+    notices: [Notice; NOTICES],
     written: u64,
     /// The tail when the reader was last told (or found to need no telling).
     notified: u64,
@@ -271,7 +311,7 @@ impl RingWriter {
         capacity - (self.tail - self.head) >= total
     }
 
-    /// Writes one record, or returns false when it does not fit.
+    /// Writes one record (not yet published), or returns false when it does not fit.
     fn put(&mut self, kind: u32, value: u64, payload: &[u8]) -> bool {
         let capacity = self.shared.capacity;
         let need = record_len(payload.len());
@@ -308,8 +348,6 @@ impl RingWriter {
             );
         }
         self.tail += need as u64;
-        self.shared.tail.store(self.tail, Ordering::Release);
-        self.written += 1;
         true
     }
 
@@ -325,29 +363,79 @@ impl RingWriter {
         }
     }
 
-    /// Writes one event, telling first what was dropped before it; false when either
-    /// does not fit.
-    fn emit(&mut self, kind: u32, value: u64, payload: &[u8]) -> bool {
-        if self.lost_pending {
-            if !self.put(LOST, self.dropped, &[]) {
+    /// Publishes what was written since the last time, in one store.
+    fn publish(&mut self) {
+        if self.tail != self.published {
+            self.published = self.tail;
+            self.shared.tail.store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// Writes the notices that wait, oldest first; false when one does not fit (it and
+    /// those after it wait on).
+    fn tell(&mut self) -> bool {
+        while self.notices[0] != Notice::None {
+            let written = match self.notices[0] {
+                Notice::Lost(count) => self.put(LOST, count, &[]),
+                Notice::End => self.put(END, 0, &[]),
+                Notice::Failure => {
+                    let reason = lock(&self.shared.failure).clone().unwrap_or_default();
+                    self.put(FAILURE, 0, reason.as_bytes())
+                }
+                Notice::None => true,
+            };
+            if !written {
                 return false;
             }
-            self.lost_pending = false;
+            if self.notices[0] != Notice::None && !matches!(self.notices[0], Notice::Lost(_)) {
+                self.written += 1;
+            }
+            self.notices.rotate_left(1);
+            self.notices[NOTICES - 1] = Notice::None;
         }
-        self.put(kind, value, payload)
+        true
     }
 
-    /// [`emit`](Self::emit), counting the event dropped when it does not fit.
+    /// Queues `notice` after those that wait (a drop merges into a Lost just before it).
+    fn queue(&mut self, notice: Notice) {
+        let last = self.notices.iter().rposition(|n| *n != Notice::None);
+        match (last.map(|i| self.notices[i]), notice) {
+            (Some(Notice::Lost(_)), Notice::Lost(_)) => {
+                if let Some(i) = last {
+                    self.notices[i] = notice;
+                }
+            }
+            _ => {
+                let at = last.map_or(0, |i| i + 1);
+                match self.notices.get_mut(at) {
+                    Some(slot) => *slot = notice,
+                    // Cannot happen (see NOTICES); merge into the last rather than lose it.
+                    None => self.notices[NOTICES - 1] = notice,
+                }
+            }
+        }
+    }
+
+    /// Writes one event after the notices that wait; counts it dropped when either does
+    /// not fit. Publishes both at once.
     fn event(&mut self, kind: u32, value: u64, payload: &[u8]) {
-        if !self.emit(kind, value, payload) {
-            self.drop_one();
+        if self.tell() && self.put(kind, value, payload) {
+            self.written += 1;
+        } else {
+            self.dropped += 1;
+            self.shared.dropped.store(self.dropped, Ordering::Release);
+            self.queue(Notice::Lost(self.dropped));
+            self.flags = true;
         }
+        self.publish();
     }
 
-    fn drop_one(&mut self) {
-        self.dropped += 1;
-        self.lost_pending = true;
-        self.shared.dropped.store(self.dropped, Ordering::Release);
+    /// Writes an end of session or a failure in its place, or queues it to be written
+    /// there as soon as there is room (it is never dropped).
+    fn notice(&mut self, notice: Notice) {
+        self.queue(notice);
+        self.tell();
+        self.publish();
         self.flags = true;
     }
 }
@@ -363,11 +451,7 @@ impl Handler for RingWriter {
         self.event(GAP, gap.first_missing, &gap.count.to_ne_bytes());
     }
     fn on_end_of_session(&mut self) {
-        if !self.emit(END, 0, &[]) {
-            // Told anyway, once the reader has read everything before it.
-            self.shared.end_dropped.store(true, Ordering::Release);
-            self.flags = true;
-        }
+        self.notice(Notice::End);
     }
     fn on_line(&mut self, line: Line, up: bool) {
         let value = (u64::from(line == Line::B) << 1) | u64::from(up);
@@ -375,13 +459,15 @@ impl Handler for RingWriter {
     }
     fn on_failure(&mut self, reason: &str) {
         *lock(&self.shared.failure) = Some(reason.to_owned());
-        if !self.emit(FAILURE, 0, reason.as_bytes()) {
-            self.shared.failure_dropped.store(true, Ordering::Release);
-            self.flags = true;
-        }
+        self.notice(Notice::Failure);
         self.flush();
     }
     fn flush(&mut self) {
+        // Notices that waited for room go now if there is some.
+        if self.notices[0] != Notice::None {
+            self.tell();
+            self.publish();
+        }
         if self.tail == self.notified && !self.flags {
             return;
         }
@@ -398,7 +484,19 @@ impl Handler for RingWriter {
 
 impl Drop for RingWriter {
     fn drop(&mut self) {
+        self.tell();
+        self.publish();
+        // What still could not be written is told once the reader has read the rest:
+        // the drops by the `dropped` counter, the end and the failure by their flags.
+        for notice in self.notices {
+            match notice {
+                Notice::End => self.shared.end_untold.store(true, Ordering::Relaxed),
+                Notice::Failure => self.shared.failure_untold.store(true, Ordering::Relaxed),
+                Notice::Lost(_) | Notice::None => {}
+            }
+        }
         self.shared.written.store(self.written, Ordering::Relaxed);
+        // Release: a reader that sees `closed` sees the flags and the last tail.
         self.shared.closed.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
         self.shared.wake();
@@ -413,6 +511,8 @@ pub struct RingReader {
     reported: u64,
     end_reported: bool,
     failure_reported: bool,
+    /// A record made no sense (a bug of the writer's): nothing more is read.
+    broken: bool,
 }
 
 impl std::fmt::Debug for RingReader {
@@ -438,60 +538,38 @@ impl RingReader {
     /// Whether the writer is gone and everything it wrote was read: nothing more will
     /// come.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire) && !self.ready()
+        self.broken || (self.shared.closed.load(Ordering::Acquire) && !self.ready())
     }
 
-    /// Whether a poll would hand over something now (an event, a loss to tell, an end
-    /// or a failure that did not fit).
+    /// Whether a poll would hand over something now: a record, or, once the writer is
+    /// gone, what it could not write.
     fn ready(&self) -> bool {
-        self.shared.tail.load(Ordering::Acquire) != self.head || self.notice_due()
+        if self.broken {
+            return false;
+        }
+        // `closed` first: seeing it, the last tail and the flags are seen too.
+        let closed = self.shared.closed.load(Ordering::Acquire);
+        self.shared.tail.load(Ordering::Acquire) != self.head || (closed && self.untold())
     }
 
-    /// Whether something that was not written in the stream is still to be told: checked
-    /// only when the ring is read to its end.
-    fn notice_due(&self) -> bool {
-        self.shared.dropped.load(Ordering::Acquire) != self.reported
-            || (!self.end_reported && self.shared.end_dropped.load(Ordering::Acquire))
-            || (!self.failure_reported && self.shared.failure_dropped.load(Ordering::Acquire))
+    /// What a writer that is gone could not write in the stream and was not told yet.
+    fn untold(&self) -> bool {
+        self.shared.dropped.load(Ordering::Acquire) > self.reported
+            || (!self.end_reported && self.shared.end_untold.load(Ordering::Relaxed))
+            || (!self.failure_reported && self.shared.failure_untold.load(Ordering::Relaxed))
     }
 
     /// Hands up to `limit` events to `f`, in order, and returns how many. Never waits.
+    /// While the writer is alive, a ring with anything in it gives at least one event.
     pub fn poll<F: FnMut(Event<'_>)>(&mut self, mut f: F, limit: usize) -> usize {
+        if self.broken {
+            return 0;
+        }
         let mut done = 0;
-        let mut tail = self.shared.tail.load(Ordering::Acquire);
+        let closed = self.shared.closed.load(Ordering::Acquire);
+        let tail = self.shared.tail.load(Ordering::Acquire);
         let mask = self.shared.mask();
-        while done < limit {
-            if self.head == tail {
-                // Read to the end: what was not written in the stream is told here, but
-                // only if nothing was published meanwhile (a drop counted after a record
-                // was published belongs after that record).
-                let dropped = self.shared.dropped.load(Ordering::Acquire);
-                let end = self.shared.end_dropped.load(Ordering::Acquire);
-                let failure = self.shared.failure_dropped.load(Ordering::Acquire);
-                tail = self.shared.tail.load(Ordering::Acquire);
-                if self.head != tail {
-                    continue;
-                }
-                if dropped > self.reported {
-                    f(Event::Lost {
-                        count: dropped - self.reported,
-                    });
-                    self.reported = dropped;
-                    done += 1;
-                } else if failure && !self.failure_reported {
-                    self.failure_reported = true;
-                    let reason = lock(&self.shared.failure).clone().unwrap_or_default();
-                    f(Event::Failure(&reason));
-                    done += 1;
-                } else if end && !self.end_reported {
-                    self.end_reported = true;
-                    f(Event::EndOfSession);
-                    done += 1;
-                } else {
-                    break;
-                }
-                continue;
-            }
+        while done < limit && self.head != tail {
             let at = (self.head & mask) as usize;
             let mut header = [0u8; HEADER];
             // SAFETY: `at` is ALIGN-aligned and below the capacity; [head, tail) is the
@@ -505,93 +583,114 @@ impl RingReader {
             }
             let (len, kind, value) = parse_header(&header);
             let room = self.shared.capacity - at - HEADER;
-            if len > room {
-                // Cannot happen with this writer; stop rather than read out of the ring.
-                tracing::error!(
-                    len,
-                    room,
-                    "poll ring record runs past the ring: reader stopped"
-                );
-                break;
+            if len > room || record_len(len) as u64 > tail - self.head {
+                // Cannot happen with this writer; stop for good rather than read out of
+                // the ring or spin on the record.
+                tracing::error!(len, room, "poll ring record makes no sense: reader stopped");
+                self.broken = true;
+                f(Event::Failure(
+                    "the poll ring is corrupt; its reader stopped",
+                ));
+                return done + 1;
             }
             if kind == PAD {
                 self.head += (HEADER + len) as u64;
                 continue;
             }
             // SAFETY: [at + HEADER, at + HEADER + len) is inside the ring (checked above)
-            // and in the reader's range; the writer does not touch it until `head` passes it.
+            // and in the reader's range; the writer does not touch it until `head` passes
+            // it.
             let payload =
                 unsafe { std::slice::from_raw_parts(self.shared.base.add(at + HEADER), len) };
-            let told = match kind {
-                MESSAGE => {
-                    f(Event::Message {
-                        sequence: value,
-                        message: payload,
-                    });
-                    true
-                }
-                RECOVERED => {
-                    f(Event::Recovered {
-                        sequence: value,
-                        message: payload,
-                    });
-                    true
-                }
+            let event = match kind {
+                MESSAGE => Some(Event::Message {
+                    sequence: value,
+                    message: payload,
+                }),
+                RECOVERED => Some(Event::Recovered {
+                    sequence: value,
+                    message: payload,
+                }),
                 GAP => {
                     let mut count = [0u8; 8];
                     count.copy_from_slice(payload.get(..8).unwrap_or(&[0; 8]));
-                    f(Event::Gap(Gap {
+                    Some(Event::Gap(Gap {
                         first_missing: value,
                         count: u64::from_ne_bytes(count),
-                    }));
-                    true
+                    }))
                 }
                 END => {
                     self.end_reported = true;
-                    f(Event::EndOfSession);
-                    true
+                    Some(Event::EndOfSession)
                 }
-                LINE => {
-                    let line = if value & 2 != 0 { Line::B } else { Line::A };
-                    f(Event::Line {
-                        line,
-                        up: value & 1 != 0,
-                    });
-                    true
-                }
+                LINE => Some(Event::Line {
+                    line: if value & 2 != 0 { Line::B } else { Line::A },
+                    up: value & 1 != 0,
+                }),
                 FAILURE => {
                     self.failure_reported = true;
-                    f(Event::Failure(
+                    Some(Event::Failure(
                         std::str::from_utf8(payload).unwrap_or("the shard failed"),
-                    ));
-                    true
+                    ))
                 }
                 LOST if value > self.reported => {
-                    f(Event::Lost {
-                        count: value - self.reported,
-                    });
+                    let count = value - self.reported;
                     self.reported = value;
-                    true
+                    Some(Event::Lost { count })
                 }
-                _ => false,
+                _ => None,
             };
             self.head += record_len(len) as u64;
-            done += usize::from(told);
+            if let Some(event) = event {
+                f(event);
+                done += 1;
+            }
         }
         self.shared.head.store(self.head, Ordering::Release);
+        if closed && self.head == tail && done < limit {
+            done += self.tell_untold(&mut f, limit - done);
+        }
+        done
+    }
+
+    /// Once the writer is gone and the ring is read: what it could not write (drops,
+    /// then the end, then a failure).
+    fn tell_untold<F: FnMut(Event<'_>)>(&mut self, f: &mut F, limit: usize) -> usize {
+        let mut done = 0;
+        let dropped = self.shared.dropped.load(Ordering::Acquire);
+        if done < limit && dropped > self.reported {
+            let count = dropped - self.reported;
+            self.reported = dropped;
+            f(Event::Lost { count });
+            done += 1;
+        }
+        if done < limit && !self.end_reported && self.shared.end_untold.load(Ordering::Relaxed) {
+            self.end_reported = true;
+            f(Event::EndOfSession);
+            done += 1;
+        }
+        if done < limit
+            && !self.failure_reported
+            && self.shared.failure_untold.load(Ordering::Relaxed)
+        {
+            self.failure_reported = true;
+            let reason = lock(&self.shared.failure).clone().unwrap_or_default();
+            f(Event::Failure(&reason));
+            done += 1;
+        }
         done
     }
 
     /// Blocks until there is something to poll, the writer is gone, or `timeout` passed;
-    /// returns whether there is something to poll.
+    /// returns whether there is something to poll. `Duration::MAX` waits for ever.
     pub fn wait(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if self.ready() {
                 return true;
             }
-            if self.shared.closed.load(Ordering::Acquire) {
-                return self.ready();
+            if self.is_closed() {
+                return false;
             }
             *lock(&self.shared.thread) = Some(std::thread::current());
             self.shared.parked.store(true, Ordering::SeqCst);
@@ -601,33 +700,47 @@ impl RingReader {
                 self.shared.parked.store(false, Ordering::Relaxed);
                 continue;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                self.shared.parked.store(false, Ordering::Relaxed);
-                return false;
+            match deadline {
+                None => std::thread::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        self.shared.parked.store(false, Ordering::Relaxed);
+                        return false;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
             }
-            std::thread::park_timeout(deadline - now);
         }
     }
 
-    /// Polls up to `limit` events, first waiting up to `timeout` if there are none.
+    /// Polls up to `limit` events, first waiting up to `timeout` if there are none;
+    /// returns 0 only once `timeout` passed or the ring is closed and read.
     pub fn poll_wait<F: FnMut(Event<'_>)>(
         &mut self,
-        f: F,
+        mut f: F,
         limit: usize,
         timeout: Duration,
     ) -> usize {
-        if self.wait(timeout) {
-            self.poll(f, limit)
-        } else {
-            0
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if !self.wait(left) {
+                return 0;
+            }
+            let n = self.poll(&mut f, limit);
+            if n > 0 || self.is_closed() {
+                return n;
+            }
         }
     }
 
     /// Whether there is something to poll; otherwise registers `cx`'s waker to be woken
     /// when there is (or when the writer goes).
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ready() || self.shared.closed.load(Ordering::Acquire) {
+        if self.ready() || self.is_closed() {
             return Poll::Ready(());
         }
         *lock(&self.shared.waker) = Some(cx.waker().clone());
@@ -640,12 +753,16 @@ impl RingReader {
         Poll::Pending
     }
 
-    /// Waits, without blocking the thread, until there is something to poll (or the
-    /// writer is gone), then polls up to `limit` events into `f`; 0 once the ring is
-    /// closed and read.
-    pub async fn recv<F: FnMut(Event<'_>)>(&mut self, f: F, limit: usize) -> usize {
-        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
-        self.poll(f, limit)
+    /// Waits, without blocking the thread, until there is something to poll, then polls
+    /// up to `limit` events into `f`; returns 0 only once the ring is closed and read.
+    pub async fn recv<F: FnMut(Event<'_>)>(&mut self, mut f: F, limit: usize) -> usize {
+        loop {
+            std::future::poll_fn(|cx| self.poll_ready(cx)).await;
+            let n = self.poll(&mut f, limit);
+            if n > 0 || self.is_closed() {
+                return n;
+            }
+        }
     }
 }
 
@@ -850,6 +967,10 @@ mod tests {
         writer.flush();
         let mut seen = Seen::default();
         drain(&mut reader, &mut seen);
+        assert_eq!(seen.ends, 0, "it waits for room, in its place");
+        // The shard's next turn finds the room the reader made.
+        writer.flush();
+        drain(&mut reader, &mut seen);
         assert_eq!(seen.ends, 1, "{seen:?}");
         assert_eq!(seen.lost, 1, "the message that did not fit");
         assert_eq!(seen.sequences.len() as u64, sequence - 1);
@@ -865,16 +986,24 @@ mod tests {
         }
         writer.on_failure(&"x".repeat(70_000));
         let mut reasons = Vec::new();
-        while reader.poll(
-            |e| {
-                if let Event::Failure(why) = e {
-                    reasons.push(why.len());
-                }
-            },
-            16,
-        ) > 0
-        {}
+        let mut lost = 0;
+        for _ in 0..2 {
+            while reader.poll(
+                |e| match e {
+                    Event::Failure(why) => reasons.push(why.len()),
+                    Event::Lost { count } => lost += count,
+                    _ => {}
+                },
+                16,
+            ) > 0
+            {}
+            writer.flush();
+        }
         assert_eq!(reasons, [70_000]);
+        assert_eq!(
+            lost, 1,
+            "the message that did not fit, told before the failure"
+        );
     }
 
     #[test]
@@ -927,6 +1056,58 @@ mod tests {
             last = s;
         }
         assert_eq!(seen.lost, reader.stats().dropped);
+    }
+
+    #[test]
+    fn an_end_that_never_found_room_is_told_once_the_writer_is_gone_and_the_rest_read() {
+        let (mut writer, mut reader) = ring(PollConfig::MIN_CAPACITY);
+        let mut sequence = 0;
+        while reader.stats().dropped < 3 {
+            sequence += 1;
+            writer.on_message(sequence, &message(sequence));
+        }
+        writer.on_end_of_session();
+        drop(writer);
+        let mut seen = Seen::default();
+        drain(&mut reader, &mut seen);
+        assert_eq!((seen.lost, seen.ends), (3, 1), "{seen:?}");
+        assert_eq!(seen.sequences.len() as u64, sequence - 3);
+        assert!(reader.is_closed());
+    }
+
+    #[test]
+    fn a_waiting_reader_gets_something_or_nothing_only_at_its_time_out_or_the_close() {
+        let (mut writer, mut reader) = ring(PollConfig::MIN_CAPACITY);
+        let producer = std::thread::spawn(move || {
+            // Far more than the ring holds: drops all the time.
+            for sequence in 1..=2_000_000u64 {
+                writer.on_message(sequence, &message(sequence));
+                if sequence % 32 == 0 {
+                    writer.flush();
+                }
+            }
+            writer.on_end_of_session();
+            writer.flush();
+        });
+        let mut seen = Seen::default();
+        loop {
+            let n = reader.poll_wait(|e| seen.take(e), 7, Duration::from_secs(30));
+            if n == 0 {
+                assert!(
+                    reader.is_closed(),
+                    "0 only at the close: {:?}",
+                    reader.stats()
+                );
+                break;
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(seen.sequences.len() as u64 + seen.lost, 2_000_000);
+        assert_eq!(seen.ends, 1);
+        assert!(
+            !reader.wait(Duration::MAX),
+            "a closed ring does not wait, even for ever"
+        );
     }
 
     #[test]

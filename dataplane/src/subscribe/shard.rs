@@ -248,8 +248,6 @@ impl<R: BatchRecv> Shard<R> {
         ran
     }
 
-    /// Removes the subscriptions whose handler panicked, remembering their ids so that
-    /// closing them reports why.
     /// Lets every handler publish what it gathered this turn ([`Handler::flush`]).
     fn flush_handlers(&mut self) {
         for (slot, sub) in self.subs.iter_mut().enumerate() {
@@ -264,6 +262,8 @@ impl<R: BatchRecv> Shard<R> {
         }
     }
 
+    /// Removes the subscriptions whose handler panicked, remembering their ids so that
+    /// closing them reports why.
     fn drop_panicked(&mut self) {
         while let Some(slot) = self.panicked.pop() {
             let Some(state) = self.subs.get_mut(slot as usize).and_then(Option::take) else {
@@ -428,9 +428,9 @@ impl<R: BatchRecv> Worker for Shard<R> {
         if self.recovering > 0 {
             self.send_requests();
         }
-        if timers || matches!(polled, Ok(1..)) {
-            self.flush_handlers();
-        }
+        // Every turn: what a handler gathered may have come from a poll inside the
+        // timers, or before a backend error; a handler with nothing new returns at once.
+        self.flush_handlers();
         self.drop_panicked();
         match polled {
             Ok(n) => {
