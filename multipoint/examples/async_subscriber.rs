@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let (closed, _) = sub.close_async().await?;
         println!("{:?}", closed.stats);
-        shards.shutdown();
+        shards.shutdown_async().await;
         Ok(())
     })
 }

@@ -80,7 +80,7 @@
 //! Shards are threads of their own; they do not pin to cores unless
 //! [`ShardConfig::pin`] says so. A [`Publisher`] is driven by the thread that calls it.
 //! What waits has an async twin that does not block the caller's thread:
-//! [`Shards::start_async`], [`Shards::subscribe_async`] (and `subscribe_poll_async`,
+//! [`Shards::start_async`] and [`Shards::shutdown_async`], [`Shards::subscribe_async`] (and `subscribe_poll_async`,
 //! `subscribe_socket_async`), [`Subscription::close_async`], [`DataLeaf::join_async`],
 //! [`Joined::leave_async`], and with the `tokio` feature `Publisher::offer_async` (waits
 //! for room) and `Publisher::close_async`. A [`Publisher`] on its own thread can wait

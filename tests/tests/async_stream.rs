@@ -128,7 +128,7 @@ fn a_subscription_as_a_tokio_stream_delivers_the_whole_stream_in_order() {
         assert!(poll_fn(|cx| Pin::new(&mut rest).poll_next(cx))
             .await
             .is_none());
-        shards.shutdown();
+        shards.shutdown_async().await;
     });
 }
 
@@ -188,6 +188,6 @@ fn recv_reads_events_in_place_and_a_rooted_leaf_joins_asynchronously() {
         assert_eq!(stats.messages, 10_000);
         let closed = joined.leave_async().await.unwrap().unwrap();
         assert_eq!(closed.stats.messages, 10_000);
-        shards.shutdown();
+        shards.shutdown_async().await;
     });
 }

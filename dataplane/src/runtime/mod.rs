@@ -146,7 +146,17 @@ where
     W: Worker,
     F: FnOnce(&Arc<Wake>) -> Result<W> + Send + 'static,
 {
-    start::<W, F>(spec, setup)?.wait()
+    let started = start::<W, F>(spec, setup)?.wait()?;
+    Ok((started.link, started.thread))
+}
+
+/// A shard thread that set itself up.
+pub(crate) struct Started<C> {
+    pub(crate) link: Link<C>,
+    pub(crate) thread: JoinHandle<()>,
+    /// Ends (with a value, or disconnected if the thread panicked) when the thread is
+    /// about to exit: what an async owner awaits before joining it.
+    pub(crate) exited: oneshot::Receiver<()>,
 }
 
 /// A shard thread setting itself up (see [`start`]).
@@ -156,48 +166,68 @@ pub(crate) struct Starting<C> {
     index: usize,
     /// The setup's result, once it is known.
     ready: oneshot::Receiver<Result<()>>,
+    exited: oneshot::Receiver<()>,
 }
 
 impl<C> Starting<C> {
-    /// Waits for the setup: the link and thread once it succeeded.
-    pub(crate) fn wait(self) -> Result<(Link<C>, JoinHandle<()>)> {
+    /// Waits for the setup: the thread once it succeeded.
+    pub(crate) fn wait(self) -> Result<Started<C>> {
         let Starting {
             link,
             thread,
             index,
             ready,
+            exited,
         } = self;
-        finish(link, thread, index, ready.recv().map_err(|_| ()))
+        let ready = ready.recv().map_err(|_| ());
+        finish(
+            Started {
+                link,
+                thread,
+                exited,
+            },
+            index,
+            ready,
+        )
     }
 
     /// [`wait`](Self::wait) without blocking the caller's thread.
-    pub(crate) async fn wait_async(self) -> Result<(Link<C>, JoinHandle<()>)> {
+    pub(crate) async fn wait_async(self) -> Result<Started<C>> {
         let Starting {
             link,
             thread,
             index,
             ready,
+            exited,
         } = self;
-        finish(link, thread, index, ready.await.map_err(|_| ()))
+        let ready = ready.await.map_err(|_| ());
+        finish(
+            Started {
+                link,
+                thread,
+                exited,
+            },
+            index,
+            ready,
+        )
     }
 }
 
-/// The link and thread once the setup said `ready` (`Err`: it said nothing, it panicked).
+/// The thread once the setup said `ready` (`Err`: it said nothing, it panicked).
 fn finish<C>(
-    link: Link<C>,
-    thread: JoinHandle<()>,
+    started: Started<C>,
     index: usize,
     ready: std::result::Result<Result<()>, ()>,
-) -> Result<(Link<C>, JoinHandle<()>)> {
+) -> Result<Started<C>> {
     match ready {
-        Ok(Ok(())) => Ok((link, thread)),
+        Ok(Ok(())) => Ok(started),
         Ok(Err(e)) => {
             // The thread ends right after its setup failed.
-            let _ = thread.join();
+            let _ = started.thread.join();
             Err(e)
         }
         Err(()) => {
-            let _ = thread.join();
+            let _ = started.thread.join();
             Err(Error::ShardGone(index))
         }
     }
@@ -218,6 +248,7 @@ where
     let wake = Arc::new(Wake::new().map_err(Error::io("creating a shard's eventfd"))?);
     let shard_wake = Arc::clone(&wake);
     let (ready_tx, ready) = oneshot::channel::<Result<()>>();
+    let (exit_tx, exited) = oneshot::channel::<()>();
     let Spawn {
         name,
         index,
@@ -244,6 +275,7 @@ where
             // The worker (and the backend that watched the eventfd) is gone by now; the
             // eventfd goes last.
             drop(shard_wake);
+            let _ = exit_tx.send(());
         })
         .map_err(Error::io("spawning a shard thread"))?;
     Ok(Starting {
@@ -251,6 +283,7 @@ where
         thread,
         index,
         ready,
+        exited,
     })
 }
 

@@ -52,7 +52,7 @@ use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
 use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
 use crate::io::{choose, sim_backend, BatchRecv, DataSocket, OwnedSocket, RECV_CONTROL_LEN};
 use crate::latency::LatencyHistogram;
-use crate::runtime::{self, Link, Spawn, Starting};
+use crate::runtime::{self, Link, Spawn, Started, Starting};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -248,6 +248,8 @@ impl SubscriptionConfig {
 struct ShardHandle {
     link: Link<Command>,
     thread: Option<JoinHandle<()>>,
+    /// Ends when the thread is about to exit (see [`Shards::shutdown_async`]).
+    exited: Option<oneshot::Receiver<()>>,
 }
 
 /// The running shards. See the module docs.
@@ -702,16 +704,33 @@ impl Shards {
         self.stop();
     }
 
+    /// [`shutdown`](Self::shutdown) without blocking the caller's thread: every shard
+    /// is told to stop, and its thread's exit is awaited before it is joined.
+    pub async fn shutdown_async(mut self) {
+        for shard in &self.shards {
+            let _ = shard.link.send(Command::Shutdown);
+        }
+        for shard in &mut self.shards {
+            if let Some(exited) = shard.exited.take() {
+                // Disconnected: the thread panicked on its way out; it is gone either way.
+                let _ = exited.await;
+            }
+        }
+        // Every thread is past its last statement: joining returns at once.
+        self.stop();
+    }
+
     fn stop(&mut self) {
         stop(&mut self.shards);
     }
 }
 
-impl From<(Link<Command>, JoinHandle<()>)> for ShardHandle {
-    fn from((link, thread): (Link<Command>, JoinHandle<()>)) -> ShardHandle {
+impl From<Started<Command>> for ShardHandle {
+    fn from(started: Started<Command>) -> ShardHandle {
         ShardHandle {
-            link,
-            thread: Some(thread),
+            link: started.link,
+            thread: Some(started.thread),
+            exited: Some(started.exited),
         }
     }
 }
@@ -762,8 +781,8 @@ fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)>
             Err(e) => {
                 // Stop and join those already spawned.
                 for shard in starting {
-                    if let Ok((link, thread)) = shard.wait() {
-                        stop(&mut [ShardHandle::from((link, thread))]);
+                    if let Ok(started) = shard.wait() {
+                        stop(&mut [ShardHandle::from(started)]);
                     }
                 }
                 return Err(e);
