@@ -111,6 +111,18 @@ impl OpTable {
         mem::take(&mut self.queued)
     }
 
+    /// Gives back the list [`take_queue`](Self::take_queue) gave, with its operations
+    /// from `from` on still queued (they go at the next flush); allocates nothing.
+    pub(crate) fn requeue_from(&mut self, mut queue: Vec<u16>, from: usize) {
+        queue.drain(..from.min(queue.len()));
+        self.queued = queue;
+    }
+
+    /// Whether operations wait for the next flush.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
     /// Hands the (emptied) list [`take_queue`](Self::take_queue) gave back.
     pub(crate) fn restore_queue(&mut self, mut queue: Vec<u16>) {
         queue.clear();
@@ -212,5 +224,26 @@ impl OpTable {
                  sending one datagram per send from now on"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_full_socket_left_stays_queued_in_order_and_in_flight() {
+        let mut ops = OpTable::new(8, true, None);
+        let taken: Vec<u16> = (0..5).filter_map(|_| ops.take()).collect();
+        for &op in &taken {
+            ops.queue(op);
+        }
+        let queue = ops.take_queue();
+        assert!(!ops.has_queued());
+        // The kernel took the first two; the other three go at the next flush.
+        ops.requeue_from(queue, 2);
+        assert!(ops.has_queued());
+        assert_eq!(ops.take_queue(), taken[2..]);
+        assert_eq!(ops.in_flight(), 5, "none was given back");
     }
 }

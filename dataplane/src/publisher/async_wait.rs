@@ -9,10 +9,10 @@
 //!   socket buffer), watched by tokio's reactor ([`AsyncFd`]). The task sleeps until the
 //!   kernel completes a send; nothing polls. Registered the first time a task has to wait,
 //!   so that a publisher never awaited costs nothing.
-//! - mmsg: every send completes within the call, so nothing is ever in flight to wait
-//!   for: back-pressure clears by sending what is held. (A full socket buffer makes the
-//!   `sendmmsg` call itself wait for room, up to a second, as it does for `offer`: the one
-//!   wait on this path that blocks the thread.)
+//! - mmsg: from the first async call on, sends go with `MSG_DONTWAIT`; what a full socket
+//!   buffer refuses stays queued, in flight, and the task looks again every millisecond
+//!   (`tokio::time::sleep`), sending it once there is room. Nothing on this path waits
+//!   in the kernel.
 //! - a simulated network: no descriptor signals its deferred completions; the task looks
 //!   again every millisecond (`tokio::time::sleep`).
 //!
@@ -74,6 +74,7 @@ impl Publisher {
     /// [`OfferError`] but `Backpressure`, at once, as `offer` gives them; the message was
     /// not taken.
     pub async fn offer_async(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
+        self.never_wait_in_a_send();
         match self.offer_message(msg) {
             Err(OfferError::Backpressure) => {}
             taken => return taken,
@@ -97,6 +98,7 @@ impl Publisher {
 
     /// The async twin of [`close_lines`](Self::close_lines).
     pub async fn close_lines_async(mut self) -> (PublisherStats, Option<LineSendStats>) {
+        self.never_wait_in_a_send();
         if !self.closed {
             self.end_session_async().await;
             let deadline = Instant::now() + CLOSE_TIMEOUT;
@@ -167,6 +169,16 @@ impl Publisher {
             Notifier::Polling | Notifier::Untried => tokio::time::sleep(RETRY.min(wait)).await,
         }
         let _ = self.reap(false);
+    }
+
+    /// From the first async call on, no send waits for room in the kernel: on mmsg what
+    /// a full socket refuses stays queued, in flight, and goes when completions are next
+    /// collected (see `io::mmsg::send`).
+    fn never_wait_in_a_send(&mut self) {
+        self.sender.defer_when_full();
+        if let Some(line) = self.line_b.as_mut() {
+            line.sender.defer_when_full();
+        }
     }
 
     /// An eventfd both lines' rings signal, watched by the reactor; [`Notifier::Polling`]

@@ -224,6 +224,16 @@ impl AnySender {
         }
     }
 
+    /// For the async path, which must not block its thread: the mmsg backend leaves
+    /// what a full socket refuses queued (in flight) rather than waiting for room (its
+    /// socket is non-blocking); the others never wait in a send.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn defer_when_full(&mut self) {
+        if let AnySender::Mmsg(s) = self {
+            s.backend.backend_mut().set_defer_when_full(true);
+        }
+    }
+
     /// See [`PacketSender::reap`].
     pub(crate) fn reap(
         &mut self,

@@ -4,6 +4,11 @@
 //! (`EAGAIN`/`ENOBUFS` on a non-blocking socket) is retried once the socket is writable,
 //! for up to a second, rather than lost; any other failure completes that operation with
 //! the error and the rest go on.
+//!
+//! With [`MmsgSend::set_defer_when_full`] (the publisher's async path, which must not
+//! block its thread) sends go with `MSG_DONTWAIT` and a refused one is not waited for:
+//! it and those after it stay queued, in flight, and go at the next flush or reap, once
+//! the socket has room.
 
 use std::io;
 use std::mem;
@@ -22,6 +27,8 @@ pub(crate) struct MmsgSend {
     fd: RawFd,
     /// One `mmsghdr` per operation, filled from the queued operations at flush.
     mmsgs: Box<[libc::mmsghdr]>,
+    /// Leave what the full socket refuses queued rather than wait for room.
+    defer_when_full: bool,
 }
 
 // SAFETY: the mmsghdrs' pointers point into the op table the backend is flushed with,
@@ -37,8 +44,17 @@ impl MmsgSend {
             fd,
             // SAFETY: mmsghdr is a plain C struct; all-zero is valid.
             mmsgs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
+            defer_when_full: false,
         };
         Sending::new(ops, backend)
+    }
+
+    /// Whether a send the full socket refuses stays queued (and in flight) for the next
+    /// flush or reap instead of being waited for (see the module docs); the sends then go
+    /// with `MSG_DONTWAIT`, so that a blocking socket does not wait in the kernel either.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn set_defer_when_full(&mut self, defer: bool) {
+        self.defer_when_full = defer;
     }
 }
 
@@ -63,7 +79,13 @@ impl BatchSend for MmsgSend {
                     self.fd,
                     self.mmsgs[sent..k].as_mut_ptr(),
                     (k - sent) as libc::c_uint,
-                    0,
+                    // Deferring: never wait in the kernel for room, even on a blocking
+                    // socket.
+                    if self.defer_when_full {
+                        libc::MSG_DONTWAIT
+                    } else {
+                        0
+                    },
                 )
             };
             if rc >= 0 {
@@ -87,6 +109,14 @@ impl BatchSend for MmsgSend {
                 .unwrap_or(libc::EIO);
             if errno == libc::EINTR {
                 continue;
+            }
+            if (errno == libc::EAGAIN || errno == libc::ENOBUFS) && self.defer_when_full {
+                // Full: what is left goes at the next flush or reap.
+                ops.requeue_from(pending, sent);
+                if refused {
+                    ops.stop_gso();
+                }
+                return Ok(());
             }
             if errno == libc::EAGAIN || errno == libc::ENOBUFS {
                 // The socket's send buffer is full (a non-blocking socket): wait for room
@@ -115,5 +145,27 @@ impl BatchSend for MmsgSend {
             ops.stop_gso();
         }
         Ok(())
+    }
+
+    /// Sends what a full socket left queued (see the module docs); with `wait`, waits
+    /// for room as a flush without deferring does. Returns how many completed.
+    fn reap(
+        &mut self,
+        ops: &mut OpTable,
+        wait: bool,
+        done: &mut impl FnMut(Completion),
+    ) -> io::Result<usize> {
+        if !ops.has_queued() {
+            return Ok(0);
+        }
+        let defer = self.defer_when_full;
+        self.defer_when_full = defer && !wait;
+        let mut n = 0;
+        let flushed = self.flush(ops, &mut |c| {
+            n += 1;
+            done(c)
+        });
+        self.defer_when_full = defer;
+        flushed.map(|()| n)
     }
 }
