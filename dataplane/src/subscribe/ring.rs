@@ -5,8 +5,9 @@
 //!
 //! # Contract
 //!
-//! - [`poll_ring`] makes a ring of [`PollConfig::capacity`] bytes (allocated once,
-//!   anonymous memory) and its two ends. The [`RingWriter`] is a [`Handler`]: give it to
+//! - [`poll_ring`] makes a ring of [`PollConfig::capacity`] bytes (anonymous memory,
+//!   allocated once and touched on the caller's thread, so the shard takes no page fault
+//!   on its first lap) and its two ends. The [`RingWriter`] is a [`Handler`]: give it to
 //!   [`Shards::subscribe`](crate::Shards::subscribe) (or any call that takes a handler) and
 //!   the shard writes each event into the ring — a message's bytes once, straight from
 //!   the receive buffer, with a 16-byte header — and allocates nothing per message.
