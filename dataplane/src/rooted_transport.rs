@@ -852,44 +852,34 @@ impl DataLeaf {
             }
         };
         Ok(Attaching {
-            session,
-            subscription,
-            publisher,
-            attached,
+            joined: Joined {
+                session,
+                subscription: None,
+                publisher,
+                _attached: attached,
+            },
+            pending: subscription,
         })
     }
 }
 
 /// A [`Joined`] whose subscription's shard is still to answer.
 struct Attaching<H> {
-    session: LeafSession,
-    subscription: Option<Pending<H>>,
-    publisher: Option<Publisher>,
-    attached: Attached,
+    joined: Joined<H>,
+    pending: Option<Pending<H>>,
 }
 
 impl<H> Attaching<H> {
-    fn wait(self) -> Result<Joined<H>> {
-        let subscription = self.subscription.map(Pending::wait).transpose()?;
-        Ok(Joined {
-            session: self.session,
-            subscription,
-            publisher: self.publisher,
-            _attached: self.attached,
-        })
+    fn wait(mut self) -> Result<Joined<H>> {
+        self.joined.subscription = self.pending.map(Pending::wait).transpose()?;
+        Ok(self.joined)
     }
 
-    async fn wait_async(self) -> Result<Joined<H>> {
-        let subscription = match self.subscription {
-            Some(pending) => Some(pending.wait_async().await?),
-            None => None,
-        };
-        Ok(Joined {
-            session: self.session,
-            subscription,
-            publisher: self.publisher,
-            _attached: self.attached,
-        })
+    async fn wait_async(mut self) -> Result<Joined<H>> {
+        if let Some(pending) = self.pending {
+            self.joined.subscription = Some(pending.wait_async().await?);
+        }
+        Ok(self.joined)
     }
 }
 

@@ -172,27 +172,18 @@ pub(crate) struct Starting<C> {
 impl<C> Starting<C> {
     /// Waits for the setup: the thread once it succeeded.
     pub(crate) fn wait(self) -> Result<Started<C>> {
-        let Starting {
-            link,
-            thread,
-            index,
-            ready,
-            exited,
-        } = self;
-        let ready = ready.recv().map_err(|_| ());
-        finish(
-            Started {
-                link,
-                thread,
-                exited,
-            },
-            index,
-            ready,
-        )
+        let (started, index, ready) = self.split();
+        finish(started, index, ready.recv().map_err(|_| ()))
     }
 
     /// [`wait`](Self::wait) without blocking the caller's thread.
     pub(crate) async fn wait_async(self) -> Result<Started<C>> {
+        let (started, index, ready) = self.split();
+        finish(started, index, ready.await.map_err(|_| ()))
+    }
+
+    /// The thread, its number, and the receiver its setup answers on.
+    fn split(self) -> (Started<C>, usize, oneshot::Receiver<Result<()>>) {
         let Starting {
             link,
             thread,
@@ -200,16 +191,12 @@ impl<C> Starting<C> {
             ready,
             exited,
         } = self;
-        let ready = ready.await.map_err(|_| ());
-        finish(
-            Started {
-                link,
-                thread,
-                exited,
-            },
-            index,
-            ready,
-        )
+        let started = Started {
+            link,
+            thread,
+            exited,
+        };
+        (started, index, ready)
     }
 }
 
