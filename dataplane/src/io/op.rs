@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 
 use socket2::SockAddr;
 
-use super::{GsoCmsg, MAX_GSO_SEGMENTS};
+use super::{GsoCmsg, StampRequest, MAX_GSO_SEGMENTS};
 
 /// One send operation and the memory the kernel reads while it is in flight.
 pub(crate) struct SendOp {
@@ -164,7 +164,8 @@ impl OpTable {
     }
 
     /// Points operation `op` at `dest` and the packets `segment(0..n)`, as one GSO send of
-    /// `segment(0)`'s length when `n > 1`. `n` is clamped to 1..=64.
+    /// `segment(0)`'s length when `n > 1`. `n` is clamped to 1..=64. With `stamp`, the
+    /// send asks for a software transmit stamp under its key.
     ///
     /// # Safety
     ///
@@ -175,6 +176,7 @@ impl OpTable {
         op: u16,
         dest: &SockAddr,
         n: usize,
+        stamp: Option<StampRequest>,
         segment: impl Fn(usize) -> (*const u8, usize),
     ) {
         let n = n.clamp(1, MAX_GSO_SEGMENTS);
@@ -202,6 +204,7 @@ impl OpTable {
         op.cmsg.attach(
             &mut op.msg,
             (n > 1).then(|| u16::try_from(first_len).unwrap_or(u16::MAX)),
+            stamp,
         );
     }
 }

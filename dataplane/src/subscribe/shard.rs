@@ -11,7 +11,9 @@ use crossbeam_channel::Sender as Tx;
 
 use crate::core::lines::Line;
 use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
+use crate::core::stamps::{KernelLatency, RxStamp};
 use crate::error::{Error, Result};
+use crate::io::stamps::realtime_ns;
 use crate::io::OwnedSocket;
 use crate::io::{BatchRecv, Event};
 use crate::latency::{now_ns, LatencyHistogram};
@@ -66,6 +68,13 @@ pub(crate) enum Command {
         u64,
         Box<LatencyHistogram>,
         Tx<Option<Box<LatencyHistogram>>>,
+    ),
+    /// The same for the wire→application figures (the inner `None`: no kernel stamps).
+    #[allow(clippy::type_complexity)]
+    TakeKernelLatency(
+        u64,
+        Box<KernelLatency>,
+        Tx<Option<Option<Box<KernelLatency>>>>,
     ),
     Shutdown,
 }
@@ -396,6 +405,15 @@ impl<R: BatchRecv> Worker for Shard<R> {
                     .map(|s| s.state.swap_latency(fresh));
                 let _ = reply.send(taken);
             }
+            Command::TakeKernelLatency(id, fresh, reply) => {
+                let taken = self
+                    .subs
+                    .iter_mut()
+                    .flatten()
+                    .find(|s| s.id == id)
+                    .map(|s| s.state.swap_kernel_latency(fresh));
+                let _ = reply.send(taken);
+            }
             Command::Shutdown => self.stop = true,
         }
     }
@@ -483,12 +501,25 @@ fn on_event(subs: &mut [Option<Box<SubState>>], slot: u32, via: Option<Via>, eve
             meta,
             ..
         } => {
+            // CLOCK_REALTIME first, then the latency clock: wire→application never
+            // exceeds the end-to-end latency of the same message.
+            let kernel_stamp = if state.wants_realtime() {
+                RxStamp {
+                    wire_ns: meta.rx_hw_stamp.or(meta.rx_stamp),
+                    app_ns: realtime_ns(),
+                    malformed: meta.stamp_malformed,
+                    control_truncated: meta.control_truncated,
+                }
+            } else {
+                RxStamp::default()
+            };
             let now = if state.wants_clock() { now_ns() } else { 0 };
             let info = DatagramInfo {
                 truncated,
                 gro_segment: meta.gro_segment,
                 kernel_drops: meta.drops,
                 source: meta.source,
+                kernel_stamp,
             };
             match via {
                 Some(Via::Replies) => state.handle_reply(payload, info, now, &mut **handler),
