@@ -2,13 +2,63 @@
 //! JSON of each carries the kernel's share of latency (`wire_to_app_ns` with its
 //! counters and what loopback said about hardware stamps; `send_to_wire_ns` with the
 //! sampler's counters), and the same fields are `null` without the options.
+//!
+//! The kernel turns its receive stamping on from a work queue a moment after the first
+//! socket of the host asked for it: until then datagrams come unstamped. The test holds a
+//! stamping socket of its own, and waits until a datagram to it comes stamped, before
+//! `pub` starts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::{Duration, Instant};
+
 use common::{groups, last_json, run, turn, u64_of, words, Proc};
+use multipoint_control::socket2::Socket;
+use multipoint_dataplane::{
+    BackendChoice, KernelStamps, ShardConfig, Shards, Subscription, SubscriptionConfig,
+};
 use serde_json::Value;
+
+/// Counts nothing: the keep-alive subscription's handler.
+struct Ignore;
+
+impl multipoint_dataplane::Handler for Ignore {
+    fn on_message(&mut self, _sequence: u64, _message: &[u8]) {}
+}
+
+/// A unicast subscription with kernel stamps on, once a datagram to it came stamped.
+fn receive_stamping_on() -> (Shards, Subscription<Ignore>) {
+    let mut shards = Shards::start(ShardConfig {
+        backend: BackendChoice::Mmsg,
+        ..ShardConfig::default()
+    })
+    .unwrap();
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let to = socket.local_addr().unwrap();
+    let sub = shards
+        .subscribe_socket(
+            Socket::from(socket),
+            SubscriptionConfig {
+                kernel_stamps: KernelStamps::Software,
+                ..SubscriptionConfig::new(to)
+            },
+            Ignore,
+        )
+        .unwrap();
+    let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        sender.send_to(&[0u8; 20], to).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        if sub.take_kernel_latency().unwrap().stats.stamped > 0 {
+            return (shards, sub);
+        }
+        assert!(Instant::now() < deadline, "no datagram was ever stamped");
+    }
+}
 
 /// Percentiles present and in order; returns the count.
 fn percentiles(report: &Value, key: &str) -> u64 {
@@ -27,6 +77,7 @@ fn percentiles(report: &Value, key: &str) -> u64 {
 #[test]
 fn pub_and_sub_report_the_kernels_share_of_latency_in_json() {
     let _turn = turn();
+    let _stamping = receive_stamping_on();
     let [group] = groups();
     let mut sub = Proc::spawn(&words(&format!(
         "sub --secs 10 --json --kernel-stamps --session KSTAMP --group {group}"

@@ -4,11 +4,17 @@
 //! publisher sampling one send in N gets its send→wire samples from the error queue, no
 //! more than the rule allows; without the settings nothing is recorded; and loopback
 //! reports no hardware stamps.
+//!
+//! The kernel stamps received packets only while some socket asks for it, and turns
+//! that on from a work queue a moment after the first socket asked (a static key): until
+//! then datagrams come unstamped (counted as such). Each test therefore first holds a
+//! stamping socket of its own and waits until a datagram to it comes stamped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use common::{
@@ -16,7 +22,8 @@ use common::{
 };
 use multipoint_dataplane::latency::{now_ns, write_stamp};
 use multipoint_dataplane::{
-    BackendChoice, KernelStamps, Publisher, PublisherConfig, ShardConfig, SubscriptionConfig,
+    BackendChoice, KernelStamps, Publisher, PublisherConfig, ShardConfig, Shards, Subscription,
+    SubscriptionConfig,
 };
 
 const MESSAGES: u64 = 3_000;
@@ -30,6 +37,36 @@ impl multipoint_dataplane::Handler for Count {
     fn on_message(&mut self, _sequence: u64, _message: &[u8]) {
         self.0 += 1;
     }
+}
+
+/// A unicast subscription with kernel stamps on, once a datagram to it came stamped: the
+/// kernel's receive stamping is on for as long as it is held.
+fn receive_stamping_on(test: &str) -> Option<(Shards, Subscription<Count>)> {
+    let mut shards = start_or_skip(
+        test,
+        Net::Host(BackendChoice::Mmsg).shards(ShardConfig::default()),
+    )?;
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let to = socket.local_addr().unwrap();
+    let sub = shards
+        .subscribe_socket(
+            socket2::Socket::from(socket),
+            SubscriptionConfig {
+                kernel_stamps: KernelStamps::Software,
+                ..SubscriptionConfig::new(to)
+            },
+            Count::default(),
+        )
+        .unwrap();
+    let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut stamped = 0;
+    let on = wait_for(WAIT, || {
+        sender.send_to(&[0u8; 20], to).unwrap();
+        stamped += sub.take_kernel_latency().unwrap().stats.stamped;
+        stamped > 0
+    });
+    assert!(on, "{test}: no received datagram was ever stamped");
+    Some((shards, sub))
 }
 
 /// Publishes `MESSAGES` stamped 32-byte messages, flushing every 10 so that many
@@ -51,6 +88,9 @@ fn wire_to_app_is_recorded_per_message_and_never_above_end_to_end(
     backend: BackendChoice,
     gro: bool,
 ) {
+    let Some(_stamping) = receive_stamping_on(test) else {
+        return;
+    };
     let Some(mut shards) = start_or_skip(
         test,
         Net::Host(backend).shards(ShardConfig {

@@ -2,7 +2,7 @@
 //! (`SO_TIMESTAMPING`) is worth once the backend has read it.
 //!
 //! - **wire→application** ([`KernelLatency`]): a subscription with
-//!   [`KernelStamps`](crate::KernelStamps) on gets the kernel's receive stamp of each
+//!   [`KernelStamps`] on gets the kernel's receive stamp of each
 //!   datagram (`CLOCK_REALTIME`, taken when the kernel took the packet in) and the
 //!   `CLOCK_REALTIME` reading of its shard just before the datagram's messages go to the
 //!   handler. The difference is recorded once per delivered message (every message of a

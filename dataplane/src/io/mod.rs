@@ -715,6 +715,28 @@ pub(crate) fn drain_eventfd(fd: RawFd) {
     let _ = unsafe { libc::read(fd, (&raw mut value).cast(), 8) };
 }
 
+/// Control messages as the kernel lays them out, for the parsers' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// One control message: header (length, level, type), `data`, padding.
+    pub(crate) fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(super::CMSG_HDR + data.len()).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(data);
+        v.resize(v.len().div_ceil(8) * 8, 0);
+        v
+    }
+
+    /// The data of an `SCM_TIMESTAMPING`: three (seconds, nanoseconds).
+    pub(crate) fn timespecs(ts: [(i64, i64); 3]) -> Vec<u8> {
+        ts.iter()
+            .flat_map(|&(s, n)| s.to_ne_bytes().into_iter().chain(n.to_ne_bytes()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,13 +784,7 @@ mod tests {
     }
 
     fn cmsg(level: i32, kind: i32, value: u32) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&(CMSG_HDR + 4).to_ne_bytes());
-        v.extend_from_slice(&level.to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(&value.to_ne_bytes());
-        v.resize(v.len().div_ceil(8) * 8, 0);
-        v
+        test_support::cmsg(level, kind, &value.to_ne_bytes())
     }
 
     #[test]
@@ -784,30 +800,14 @@ mod tests {
         assert_eq!(parse_cmsgs(&[0xff; 40]), RecvMeta::default());
     }
 
-    fn cmsg_of(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&(CMSG_HDR + data.len()).to_ne_bytes());
-        v.extend_from_slice(&level.to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(data);
-        v.resize(v.len().div_ceil(8) * 8, 0);
-        v
-    }
-
-    fn timespecs(ts: [(i64, i64); 3]) -> Vec<u8> {
-        ts.iter()
-            .flat_map(|&(s, n)| s.to_ne_bytes().into_iter().chain(n.to_ne_bytes()))
-            .collect()
-    }
-
     #[test]
     fn a_receive_stamp_is_read_beside_gro_and_drops_and_fits_the_control_room() {
         let mut buf = cmsg(libc::SOL_UDP, libc::UDP_GRO, 1448);
         buf.extend(cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 7));
-        buf.extend(cmsg_of(
+        buf.extend(test_support::cmsg(
             libc::SOL_SOCKET,
             stamps::SO_TIMESTAMPING,
-            &timespecs([(1_700_000_000, 123), (0, 0), (0, 0)]),
+            &test_support::timespecs([(1_700_000_000, 123), (0, 0), (0, 0)]),
         ));
         assert!(
             buf.len() <= RECV_CONTROL_LEN,
@@ -825,24 +825,28 @@ mod tests {
     #[test]
     fn a_forged_short_or_cut_receive_stamp_is_flagged_or_skipped_never_a_panic() {
         // Short: the header claims 20 bytes of data where three timespecs take 48.
-        let short = cmsg_of(libc::SOL_SOCKET, stamps::SO_TIMESTAMPING, &[1; 20]);
+        let short = test_support::cmsg(libc::SOL_SOCKET, stamps::SO_TIMESTAMPING, &[1; 20]);
         let meta = parse_cmsgs(&short);
         assert!(meta.stamp_malformed && meta.rx_stamp.is_none());
         // Forged: nanoseconds out of range, and a negative time.
         for forged in [
-            timespecs([(5, 1_000_000_000), (0, 0), (0, 0)]),
-            timespecs([(-5, 0), (0, 0), (0, 0)]),
-            timespecs([(1, 0), (0, 0), (i64::MIN, -1)]),
+            test_support::timespecs([(5, 1_000_000_000), (0, 0), (0, 0)]),
+            test_support::timespecs([(-5, 0), (0, 0), (0, 0)]),
+            test_support::timespecs([(1, 0), (0, 0), (i64::MIN, -1)]),
         ] {
-            let meta = parse_cmsgs(&cmsg_of(libc::SOL_SOCKET, stamps::SO_TIMESTAMPING, &forged));
+            let meta = parse_cmsgs(&test_support::cmsg(
+                libc::SOL_SOCKET,
+                stamps::SO_TIMESTAMPING,
+                &forged,
+            ));
             assert!(meta.stamp_malformed, "{forged:?}");
             assert_eq!(meta.rx_stamp, None);
         }
         // Cut anywhere (a truncated control area): never a panic, never a wrong stamp.
-        let whole = cmsg_of(
+        let whole = test_support::cmsg(
             libc::SOL_SOCKET,
             stamps::SO_TIMESTAMPING,
-            &timespecs([(9, 9), (0, 0), (0, 0)]),
+            &test_support::timespecs([(9, 9), (0, 0), (0, 0)]),
         );
         for cut in 0..whole.len() {
             let meta = parse_cmsgs(&whole[..cut]);

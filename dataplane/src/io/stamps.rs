@@ -322,35 +322,9 @@ fn ts_info(name: &str) -> io::Result<EthtoolTsInfo> {
         cmd: ETHTOOL_GET_TS_INFO,
         ..EthtoolTsInfo::default()
     };
-    // SAFETY: ifreq is plain C data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    for (d, &s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = (&raw mut info).cast();
-    // SAFETY: a plain UDP socket for the ioctl, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `req` names the interface and points at `info`, both alive for the call;
-    // the kernel writes at most an ethtool_ts_info there.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &raw mut req) };
-    let result = if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(info)
-    };
-    // SAFETY: closes the socket opened above, once.
-    unsafe { libc::close(fd) };
-    result
+    // SAFETY: `info` is an ethtool_ts_info, what ETHTOOL_GET_TS_INFO writes.
+    unsafe { interface_ioctl(name, SIOCETHTOOL, (&raw mut info).cast())? };
+    Ok(info)
 }
 
 /// Turns on hardware receive stamping of every packet on interface `iface`
@@ -362,26 +336,42 @@ pub(crate) fn enable_hardware_rx(iface: &str) -> io::Result<()> {
         tx_type: libc::HWTSTAMP_TX_OFF as libc::c_int,
         rx_filter: libc::HWTSTAMP_FILTER_ALL as libc::c_int,
     };
+    // SAFETY: `config` is a hwtstamp_config, what SIOCSHWTSTAMP reads and writes back.
+    unsafe { interface_ioctl(iface, libc::SIOCSHWTSTAMP, (&raw mut config).cast()) }
+}
+
+/// Runs interface ioctl `request` on interface `name` with `ifr_data` pointing at `data`,
+/// through a throwaway UDP socket.
+///
+/// # Safety
+///
+/// `data` must point at the struct `request` reads and writes, alive for the call.
+unsafe fn interface_ioctl(
+    name: &str,
+    request: libc::c_ulong,
+    data: *mut libc::c_void,
+) -> io::Result<()> {
     // SAFETY: ifreq is plain C data; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = iface.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "interface name too long",
+            "interface name too long or not a name",
         ));
     }
     for (d, &s) in req.ifr_name.iter_mut().zip(bytes) {
         *d = s as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&raw mut config).cast();
+    req.ifr_ifru.ifru_data = data.cast();
     // SAFETY: a plain UDP socket for the ioctl, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `req` names the interface and points at `config`, alive for the call.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCSHWTSTAMP as _, &raw mut req) };
+    // SAFETY: `req` names the interface (NUL-terminated: the name is shorter than the
+    // field, which was zeroed) and points at `data`, which the caller vouches for.
+    let rc = unsafe { libc::ioctl(fd, request as _, &raw mut req) };
     let result = if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -392,41 +382,10 @@ pub(crate) fn enable_hardware_rx(iface: &str) -> io::Result<()> {
     result
 }
 
-/// Reads `CLOCK_REALTIME`, in nanoseconds (0 if it cannot be read, or is before 1970).
-pub(crate) fn realtime_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec that outlives the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    if rc != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&(16 + data.len()).to_ne_bytes());
-        v.extend_from_slice(&level.to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(data);
-        v.resize(v.len().div_ceil(8) * 8, 0);
-        v
-    }
-
-    fn timespecs(ts: [(i64, i64); 3]) -> Vec<u8> {
-        ts.iter()
-            .flat_map(|&(s, n)| s.to_ne_bytes().into_iter().chain(n.to_ne_bytes()))
-            .collect()
-    }
+    use crate::io::test_support::{cmsg, timespecs};
 
     fn ee(errno: u32, origin: u8, info: u32, data: u32) -> Vec<u8> {
         let mut v = Vec::new();
@@ -502,10 +461,5 @@ mod tests {
             .starts_with("hardware stamps: unavailable on lo ("));
         let by_route = hardware_stamps(&Interface::Default);
         assert!(matches!(by_route, HardwareStamps::Unavailable { .. }));
-    }
-
-    #[test]
-    fn the_realtime_clock_reads_after_2020() {
-        assert!(realtime_ns() > 1_577_836_800 * 1_000_000_000);
     }
 }

@@ -16,9 +16,10 @@ use crate::core::stamps::{SendLatency, TxSampler, TxStampConfig};
 use crate::io::mmsg::MmsgSend;
 use crate::io::region::Region;
 use crate::io::sim::SimSend;
-use crate::io::stamps::{realtime_ns, ErrQueue};
+use crate::io::stamps::ErrQueue;
 use crate::io::uring::UringSend;
 use crate::io::{gso_run, BatchSend, Completion, Sending, StampRequest, MAX_GSO_SEGMENTS};
+use crate::latency::realtime_ns;
 
 /// What one [`PacketSender::send`] call did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

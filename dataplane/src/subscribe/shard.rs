@@ -13,10 +13,9 @@ use crate::core::lines::Line;
 use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
 use crate::core::stamps::{KernelLatency, RxStamp};
 use crate::error::{Error, Result};
-use crate::io::stamps::realtime_ns;
 use crate::io::OwnedSocket;
 use crate::io::{BatchRecv, Event};
-use crate::latency::{now_ns, LatencyHistogram};
+use crate::latency::{now_ns, realtime_ns, LatencyHistogram};
 use crate::runtime::Worker;
 
 /// A handler whose concrete type is forgotten on the shard and recovered on close.
@@ -139,6 +138,15 @@ impl<R: BatchRecv> Shard<R> {
             }
         }
         self.failure = Some(reason.to_owned());
+    }
+
+    /// The subscription with `id`, if it is on the shard.
+    fn find(&mut self, id: u64) -> Option<&mut SubState> {
+        self.subs
+            .iter_mut()
+            .flatten()
+            .find(|s| s.id == id)
+            .map(|s| &mut **s)
     }
 
     /// The subscription in `slot` is no longer on the shard.
@@ -397,21 +405,11 @@ impl<R: BatchRecv> Worker for Shard<R> {
                 let _ = reply.send(result);
             }
             Command::TakeLatency(id, fresh, reply) => {
-                let taken = self
-                    .subs
-                    .iter_mut()
-                    .flatten()
-                    .find(|s| s.id == id)
-                    .map(|s| s.state.swap_latency(fresh));
+                let taken = self.find(id).map(|s| s.state.swap_latency(fresh));
                 let _ = reply.send(taken);
             }
             Command::TakeKernelLatency(id, fresh, reply) => {
-                let taken = self
-                    .subs
-                    .iter_mut()
-                    .flatten()
-                    .find(|s| s.id == id)
-                    .map(|s| s.state.swap_kernel_latency(fresh));
+                let taken = self.find(id).map(|s| s.state.swap_kernel_latency(fresh));
                 let _ = reply.send(taken);
             }
             Command::Shutdown => self.stop = true,
