@@ -281,3 +281,160 @@ fn without_the_settings_nothing_is_stamped_or_recorded() {
     let _ = publisher.close();
     shards.shutdown();
 }
+
+mod receive_state {
+    //! The rule, on the sans-IO receive state with made-up stamps and clocks: one sample
+    //! per message delivered as its datagram is handled, none for what a hold delivers
+    //! later, nothing without kernel stamps; stamps that cannot be read are counted.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use multipoint_dataplane::core::receive::{DatagramInfo, ReceiveConfig, ReceiveState};
+    use multipoint_dataplane::core::stamps::RxStamp;
+    use multipoint_dataplane::wire::{pack_all, Session};
+
+    use super::Count;
+
+    fn session() -> Session {
+        Session::new("RULE").unwrap()
+    }
+
+    /// Packets 1..=`n`, three 8-byte messages each.
+    fn packets(n: u8) -> Vec<Vec<u8>> {
+        let msgs: Vec<[u8; 8]> = (0..n * 3).map(|i| [i; 8]).collect();
+        // 20-byte header + 3 × (2 + 8) bytes.
+        pack_all(&session(), 1, 50, msgs.iter().map(|m| &m[..])).unwrap()
+    }
+
+    fn stamped(wire_ns: u64, app_ns: u64) -> DatagramInfo {
+        DatagramInfo {
+            source: Some(SocketAddr::from(([127, 0, 0, 1], 4000))),
+            kernel_stamp: RxStamp {
+                wire_ns: Some(wire_ns),
+                app_ns,
+                ..RxStamp::default()
+            },
+            ..DatagramInfo::default()
+        }
+    }
+
+    #[test]
+    fn each_message_delivered_on_arrival_gets_its_datagrams_latency() {
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            session: Some(session()),
+            kernel_stamps: true,
+            ..ReceiveConfig::default()
+        });
+        assert!(state.wants_realtime());
+        let mut seen = Count::default();
+        for (i, p) in packets(4).iter().enumerate() {
+            let i = i as u64;
+            state.handle_datagram(p, stamped(1_000 * i, 1_000 * i + 700 + i), 0, &mut seen);
+        }
+        let k = state.kernel_latency().unwrap();
+        assert_eq!(seen.0, 12);
+        assert_eq!(k.wire_to_app.len(), 12, "one per message");
+        assert_eq!(k.wire_to_app.percentiles().min, 700);
+        assert_eq!(k.wire_to_app.percentiles().max, 703);
+        assert_eq!(k.stats.stamped, 4);
+    }
+
+    #[test]
+    fn what_a_reorder_window_held_is_delivered_without_a_sample() {
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            session: Some(session()),
+            kernel_stamps: true,
+            reorder_window: Duration::from_millis(1),
+            ..ReceiveConfig::default()
+        });
+        let p = packets(3);
+        let mut seen = Count::default();
+        // 1, then 3 (held: 2 is missing), then 2, which lets 3 go.
+        state.handle_datagram(&p[0], stamped(0, 10), 0, &mut seen);
+        state.handle_datagram(&p[2], stamped(0, 30), 0, &mut seen);
+        state.handle_datagram(&p[1], stamped(0, 20), 0, &mut seen);
+        assert_eq!(seen.0, 9, "all delivered");
+        let k = state.kernel_latency().unwrap();
+        assert_eq!(
+            k.wire_to_app.len(),
+            6,
+            "packet 3's three messages came from the hold"
+        );
+        assert_eq!(
+            k.wire_to_app.percentiles().max,
+            20,
+            "none got packet 2's stamp twice"
+        );
+    }
+
+    #[test]
+    fn the_packets_held_until_the_lock_get_no_sample_and_the_rest_do() {
+        // No session named: the stream locks at the third packet, replaying the first two
+        // from the lock's hold (and the third, which came in with the lock).
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            kernel_stamps: true,
+            ..ReceiveConfig::default()
+        });
+        let mut seen = Count::default();
+        for p in &packets(5) {
+            state.handle_datagram(p, stamped(5, 9), 0, &mut seen);
+        }
+        assert_eq!(seen.0, 15);
+        let k = state.kernel_latency().unwrap();
+        assert_eq!(k.wire_to_app.len(), 6, "packets 4 and 5 only");
+        assert_eq!(k.stats.stamped, 5);
+    }
+
+    #[test]
+    fn unreadable_and_cut_stamps_are_counted_and_give_no_sample() {
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            session: Some(session()),
+            kernel_stamps: true,
+            ..ReceiveConfig::default()
+        });
+        let p = packets(3);
+        let mut seen = Count::default();
+        let mut forged = stamped(0, 0);
+        forged.kernel_stamp = RxStamp {
+            malformed: true,
+            app_ns: 50,
+            ..RxStamp::default()
+        };
+        state.handle_datagram(&p[0], forged, 0, &mut seen);
+        let mut cut = stamped(0, 0);
+        cut.truncated = true;
+        cut.kernel_stamp = RxStamp {
+            control_truncated: true,
+            app_ns: 60,
+            ..RxStamp::default()
+        };
+        state.handle_datagram(&p[1], cut, 0, &mut seen);
+        // A stamp after the handler's clock: recorded as 0, and counted.
+        state.handle_datagram(&p[2], stamped(100, 40), 0, &mut seen);
+        let k = state.kernel_latency().unwrap();
+        let s = k.stats;
+        assert_eq!((s.malformed, s.control_truncated, s.negative), (1, 1, 1));
+        assert_eq!((s.stamped, s.unstamped), (1, 2));
+        assert_eq!(
+            state.stats().truncated,
+            1,
+            "a cut receive is dropped as before"
+        );
+        assert_eq!(k.wire_to_app.len(), 3);
+        assert_eq!(k.wire_to_app.percentiles().max, 0);
+    }
+
+    #[test]
+    fn without_kernel_stamps_nothing_is_read_or_recorded() {
+        let mut state = ReceiveState::new(&ReceiveConfig {
+            session: Some(session()),
+            ..ReceiveConfig::default()
+        });
+        assert!(!state.wants_realtime());
+        let mut seen = Count::default();
+        state.handle_datagram(&packets(1)[0], stamped(1, 2), 0, &mut seen);
+        assert_eq!(seen.0, 3);
+        assert!(state.kernel_latency().is_none());
+    }
+}
