@@ -322,6 +322,8 @@ pub(crate) struct Published {
     pub(crate) sender: OnceLock<SocketAddr>,
     /// Why the shard serving the subscription stopped receiving for it, if it did.
     pub(crate) failure: OnceLock<String>,
+    /// With kernel stamps: what the interface said about hardware stamps.
+    pub(crate) hardware: OnceLock<String>,
 }
 
 /// The one session and sender a stream is bound to.
@@ -583,7 +585,8 @@ impl ReceiveState {
 
     /// Swaps the wire→application figures for `fresh` (emptied first, so that nothing
     /// is allocated here) and returns them; `None` (and `fresh` dropped) without kernel
-    /// stamps.
+    /// stamps. Their `hardware` is left empty (see
+    /// [`hardware_report`](Self::hardware_report)).
     pub fn swap_kernel_latency(
         &mut self,
         mut fresh: Box<KernelLatency>,
@@ -591,16 +594,21 @@ impl ReceiveState {
         let k = self.kernel.as_mut()?;
         fresh.wire_to_app.reset();
         fresh.stats = Default::default();
-        fresh.hardware.clone_from(&k.latency.hardware);
+        fresh.hardware.clear();
         std::mem::swap(&mut k.latency, &mut fresh);
         Some(fresh)
     }
 
+    /// What the query of the interface's hardware timestamping said, once the
+    /// subscription set it up (the state's own [`KernelLatency::hardware`] stays empty, so
+    /// that the shard never copies the text).
+    pub fn hardware_report(&self) -> Option<&str> {
+        self.published.hardware.get().map(String::as_str)
+    }
+
     /// Sets what the hardware query said, for the report.
     pub(crate) fn set_hardware_report(&mut self, report: String) {
-        if let Some(k) = self.kernel.as_mut() {
-            k.latency.hardware = report;
-        }
+        let _ = self.published.hardware.set(report);
     }
 
     /// Whether the state has timers (a reorder window, or recovery: see

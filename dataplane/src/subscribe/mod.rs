@@ -1025,7 +1025,13 @@ impl<H: Handler> Subscription<H> {
             .send(Command::TakeKernelLatency(self.id, fresh, tx))
             .map_err(|_| Error::ShardGone(self.shard))?;
         match rx.recv() {
-            Ok(Some(taken)) => Ok(taken.map(|k| *k).unwrap_or_default()),
+            Ok(Some(taken)) => {
+                let mut kernel = taken.map(|k| *k).unwrap_or_default();
+                if let Some(report) = self.published.hardware.get() {
+                    kernel.hardware.clone_from(report);
+                }
+                Ok(kernel)
+            }
             _ => Err(Error::ShardGone(self.shard)),
         }
     }
@@ -1086,7 +1092,10 @@ impl<H: Handler> Subscription<H> {
                 .collect(),
             None => Vec::new(),
         };
-        let kernel = state.kernel_latency().cloned().unwrap_or_default();
+        let mut kernel = state.kernel_latency().cloned().unwrap_or_default();
+        if let Some(report) = state.hardware_report() {
+            kernel.hardware = report.to_owned();
+        }
         Ok(Closed {
             handler: *handler,
             stats: self.counters.snapshot(),
