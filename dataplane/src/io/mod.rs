@@ -357,14 +357,14 @@ const SEND_CMSG_SPACE: usize = 24;
 /// Lives next to the `msghdr` that points at it, for as long as the send is in flight.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
-pub(crate) struct GsoCmsg {
+pub(crate) struct SendCmsgs {
     bytes: [u8; 3 * SEND_CMSG_SPACE],
 }
 
-impl GsoCmsg {
+impl SendCmsgs {
     /// An empty one.
-    pub(crate) fn zeroed() -> GsoCmsg {
-        GsoCmsg {
+    pub(crate) fn zeroed() -> SendCmsgs {
+        SendCmsgs {
             bytes: [0; 3 * SEND_CMSG_SPACE],
         }
     }

@@ -1,5 +1,5 @@
 //! What every send backend keeps the same way: the memory of its operations (each owns a
-//! `msghdr`, up to 64 iovecs, a `UDP_SEGMENT` control message and a copy of its
+//! `msghdr`, up to 64 iovecs, its control messages (`UDP_SEGMENT`, a transmit stamp request) and a copy of its
 //! destination, all of which the kernel may read until the operation completes), the free
 //! list, the operations queued for the next flush, whether GSO may still be used, and the
 //! eventfd that ends a wait. The table is allocated once; nothing here allocates after.
@@ -9,13 +9,13 @@ use std::os::fd::RawFd;
 
 use socket2::SockAddr;
 
-use super::{GsoCmsg, StampRequest, MAX_GSO_SEGMENTS};
+use super::{SendCmsgs, StampRequest, MAX_GSO_SEGMENTS};
 
 /// One send operation and the memory the kernel reads while it is in flight.
 pub(crate) struct SendOp {
     pub(crate) msg: libc::msghdr,
     pub(crate) iov: [libc::iovec; MAX_GSO_SEGMENTS],
-    cmsg: GsoCmsg,
+    cmsg: SendCmsgs,
     /// The destination, copied in so that it lives as long as the operation.
     dest: SockAddr,
     /// Packets in this operation.
@@ -75,7 +75,7 @@ impl OpTable {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
                 }; MAX_GSO_SEGMENTS],
-                cmsg: GsoCmsg::zeroed(),
+                cmsg: SendCmsgs::zeroed(),
                 dest: unspecified.clone(),
                 segments: 0,
                 zc_result: None,
