@@ -1,6 +1,7 @@
 //! What every send backend keeps the same way: the memory of its operations (each owns a
-//! `msghdr`, up to 64 iovecs, its control messages (`UDP_SEGMENT`, a transmit stamp request) and a copy of its
-//! destination, all of which the kernel may read until the operation completes), the free
+//! `msghdr`, up to 64 iovecs, its control messages (`UDP_SEGMENT`, a transmit stamp
+//! request) and a copy of its destination, all of which the kernel may read until the
+//! operation completes), the free
 //! list, the operations queued for the next flush, whether GSO may still be used, and the
 //! eventfd that ends a wait. The table is allocated once; nothing here allocates after.
 
