@@ -947,6 +947,7 @@ impl Report for PubReport {
             .u64("rate", self.rate);
         publisher_fields(&mut json, &self.publisher.stats);
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
+        tx_stamps_json(&mut json, self.tx_stamps.as_ref());
         if let Some(line) = &self.line_b {
             let mut o = Json::object();
             o.str("group", &line.group)
@@ -957,7 +958,6 @@ impl Report for PubReport {
                 .u64("send_errors", line.stats.send_errors);
             json.raw("line_b", &o.finish());
         }
-        tx_stamps_json(&mut json, self.tx_stamps.as_ref());
         json.finish()
     }
 }
