@@ -50,6 +50,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub(crate) mod kinds;
 pub mod layout;
 pub mod reader;
 pub mod registry;
