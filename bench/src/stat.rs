@@ -9,7 +9,8 @@
 //! - Otherwise, or with `--json`: one JSON object per refresh, one line each.
 //! - `--watch NAME` shows only the entries whose name (the session) is NAME or whose
 //!   detail (group and port, address) contains it, and ends (status 0) once such an
-//!   entry was seen and none is live any more (its process closed it or exited).
+//!   entry was seen (live or closed) and none is live any more (its process closed it or
+//!   exited).
 //!   `--until-gone` ends the same way when no live process is left (with `--watch`: no
 //!   live matching entry). `--count N` ends after N refreshes (`--once`: one).
 //! - A file whose process died (its pid gone, or taken by another process: the start
@@ -100,7 +101,7 @@ pub fn run(args: &StatArgs) -> Result<()> {
     let count = if args.once { Some(1) } else { args.count };
     let interval = Duration::from_millis(args.interval_ms);
     let mut refresh = 0u64;
-    let mut seen_alive = false;
+    let mut seen_any = false;
     let mut out = std::io::stdout().lock();
     loop {
         let started = Instant::now();
@@ -115,14 +116,18 @@ pub fn run(args: &StatArgs) -> Result<()> {
             // The reader went away (a closed pipe): nothing more to show.
             return Ok(());
         }
-        let alive = match &args.watch {
-            Some(_) => seen
-                .iter()
-                .any(|s| matches!(&s.read, Ok((f, Liveness::Live)) if f.entries.iter().any(|e| !e.closed))),
-            None => seen.iter().any(Seen::live),
+        // With --watch: its entries were seen (live or closed), and none is live now.
+        let (present, alive) = match &args.watch {
+            Some(_) => (
+                seen.iter().any(|s| s.read.is_ok()),
+                seen.iter().any(|s| {
+                    matches!(&s.read, Ok((f, Liveness::Live)) if f.entries.iter().any(|e| !e.closed))
+                }),
+            ),
+            None => (seen.iter().any(Seen::live), seen.iter().any(Seen::live)),
         };
-        seen_alive |= alive;
-        let gone = seen_alive && !alive && (args.until_gone || args.watch.is_some());
+        seen_any |= present;
+        let gone = seen_any && !alive && (args.until_gone || args.watch.is_some());
         if gone || count.is_some_and(|n| refresh >= n) || interrupt::requested() {
             return Ok(());
         }

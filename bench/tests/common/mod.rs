@@ -123,6 +123,22 @@ impl Proc {
         )
     }
 
+    /// Starts `command` (a [`multipoint`] with its arguments, environment and stdin set
+    /// up) with stdout and stderr piped.
+    pub(crate) fn spawn_command(command: Command, what: &str) -> Proc {
+        Proc::start(command, what.to_owned())
+    }
+
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.as_ref().expect("still running").id()
+    }
+
+    /// Closes the process's stdin (if it was piped).
+    pub(crate) fn close_stdin(&mut self) {
+        drop(self.child.as_mut().and_then(|c| c.stdin.take()));
+    }
+
     fn start(mut command: Command, what: String) -> Proc {
         let mut child = command
             .stdout(Stdio::piped())
