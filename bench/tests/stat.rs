@@ -85,21 +85,13 @@ fn report_line(proc: &mut Proc) -> Value {
     serde_json::from_str(&line).unwrap()
 }
 
-/// Checks that every counter of `entry` that the report has too is equal, and that at
-/// least `keys` are among them.
+/// Checks that the counters `keys` of `entry` are those of `report`.
 fn assert_same_counters(entry: &Value, report: &Value, keys: &[&str]) {
-    let counters = entry["counters"].as_object().unwrap();
     for key in keys {
-        assert!(counters.contains_key(*key), "{key} missing in {entry}");
+        let (value, reported) = (&entry["counters"][*key], &report[*key]);
+        assert!(value.is_u64(), "{key} missing in {entry}");
+        assert_eq!(value, reported, "{key}: stat {value}, report {reported}");
     }
-    let mut compared = 0;
-    for (key, value) in counters {
-        if let Some(reported) = report.get(key).filter(|v| v.is_u64()) {
-            assert_eq!(value, reported, "{key}: stat {value}, report {reported}");
-            compared += 1;
-        }
-    }
-    assert!(compared >= keys.len(), "compared {compared} counters");
 }
 
 #[test]
@@ -259,4 +251,64 @@ fn watching_a_stream_ends_once_it_is_gone() {
     );
     publisher.close_stdin();
     assert_eq!(publisher.finish().status.code(), Some(0));
+}
+
+#[test]
+fn a_roots_fanout_leaves_and_server_are_seen_with_the_counters_it_reports() {
+    let _turn = common::turn();
+    let dir = StatDir::new("root");
+    let mut root = dir.spawn(
+        "root --listen 127.0.0.1:0 --wait-leaves 1 --count 5000 --rate 50000 --json \
+         --hold-stat --rerequest-server 127.0.0.1:0",
+    );
+    let listening = root.line_with("listening on");
+    let addr = listening
+        .split_whitespace()
+        .nth(4)
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+    let leaf = dir.spawn(&format!("leaf --root {addr} --json"));
+    let report = report_line(&mut root);
+    let (_, leaf_report) = leaf.json();
+
+    let stat = dir.stat("");
+    let p = process(&stat, root.id());
+    let fanout = entry(p, "fanout");
+    assert_eq!(fanout["closed"], true);
+    assert_eq!(fanout["name"], report["session"]);
+    assert_same_counters(
+        fanout,
+        &report,
+        &[
+            "messages",
+            "bytes",
+            "packets",
+            "unrouted",
+            "deliveries",
+            "send_ops",
+            "gso_ops",
+            "send_errors",
+            "heartbeats",
+            "backpressure",
+        ],
+    );
+    let leaf_entry = entry(p, "leaf");
+    assert_eq!(leaf_entry["counters"]["deliveries"], report["deliveries"]);
+    assert_eq!(leaf_entry["counters"]["send_errors"], 0);
+    assert!(leaf_report["packets"].as_u64().unwrap() > 0);
+    let server = entry(p, "rerequest_server");
+    assert_same_counters(
+        server,
+        &report["rerequest"],
+        &[
+            "requests",
+            "replies",
+            "messages_served",
+            "bytes_served",
+            "refused",
+        ],
+    );
+
+    root.close_stdin();
+    assert_eq!(root.finish().status.code(), Some(0));
+    assert_eq!(dir.stat("")["processes"], Value::Array(Vec::new()));
 }

@@ -2,7 +2,7 @@
 //! (those of its stats struct, as the tool's JSON names them) and values, and the entries
 //! of a subscription (its own, and one per line with two lines).
 
-use super::{register, Cadence, Entry};
+use super::{register, Cadence, Entry, Histogram};
 use crate::core::lines::LineStats;
 use crate::core::receive::ReceiveState;
 use crate::core::server::ServerStats;
@@ -215,6 +215,16 @@ impl SubscriptionEntries {
         }
     }
 
+    /// Adds a histogram to the subscription's entry (e.g. a kernel stamp histogram; attach
+    /// it with [`LatencyHistogram::mirror_to`](crate::latency::LatencyHistogram::mirror_to)).
+    #[allow(
+        dead_code,
+        reason = "where the kernel's wire_to_app histogram is to attach"
+    )]
+    pub(crate) fn add_histogram(&self, name: &str) -> Option<Histogram> {
+        self.entry.as_ref()?.add_histogram(name)
+    }
+
     /// Writes `state`'s counters (and its lines') into the entries, and its session's
     /// name once it locked.
     pub(crate) fn publish(&mut self, state: &ReceiveState) {
@@ -268,6 +278,16 @@ impl SenderEntries {
             line_b,
             cadence: Cadence::default(),
         }
+    }
+
+    /// Adds a histogram to the sender's own entry (see
+    /// [`SubscriptionEntries::add_histogram`]).
+    #[allow(
+        dead_code,
+        reason = "where the kernel's send_to_wire histogram is to attach"
+    )]
+    pub(crate) fn add_histogram(&self, name: &str) -> Option<Histogram> {
+        self.own.as_ref()?.add_histogram(name)
     }
 
     /// Whether the counters are due to be written (the clock ticked since last time).
