@@ -6,6 +6,8 @@
 //! `/dev/shm`, removed with everything in it when the test ends, so that other
 //! processes of the host are not seen and nothing is left behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -76,8 +76,10 @@ static GLOBAL: Mutex<Weak<registry::Inner>> = Mutex::new(Weak::new());
 static WARNED: AtomicBool = AtomicBool::new(false);
 /// Whether a full table was logged.
 static WARNED_FULL: AtomicBool = AtomicBool::new(false);
+/// A slot kept as closed while a hold lives: its file and its index.
+type Retired = (Arc<registry::Inner>, usize);
 /// Holds alive, and the entries closed meanwhile.
-static HOLDS: Mutex<(usize, Vec<(Arc<registry::Inner>, usize)>)> = Mutex::new((0, Vec::new()));
+static HOLDS: Mutex<(usize, Vec<Retired>)> = Mutex::new((0, Vec::new()));
 
 /// The directory counters files are made in (and `multipoint stat` reads): `/dev/shm`,
 /// or `MULTIPOINT_STAT_DIR`.
