@@ -241,19 +241,7 @@ fn retire(inner: &Arc<registry::Inner>, index: usize) -> bool {
 /// call and cheaper than the precise clock; 0 if it cannot be read.
 #[inline]
 pub fn coarse_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable `timespec` that outlives the call;
-    // CLOCK_MONOTONIC_COARSE exists on every Linux since 2.6.32.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    if rc != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    crate::latency::clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 /// When an owner writes its counters into its entry: at most once per tick of

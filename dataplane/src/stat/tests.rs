@@ -39,6 +39,15 @@ fn words_of(path: &std::path::Path) -> Vec<AtomicU64> {
         .collect()
 }
 
+/// A publisher entry named after each of `names`.
+fn publishers<const N: usize>(registry: &Registry, names: [&str; N]) -> [Entry; N] {
+    names.map(|name| {
+        registry
+            .register("publisher", name, "", &["messages"])
+            .unwrap()
+    })
+}
+
 #[test]
 fn an_entry_is_read_back_with_its_names_counters_and_histograms() {
     let dir = TempDir::new("entry");
@@ -98,12 +107,7 @@ fn a_slot_is_freed_when_its_entry_goes_and_the_file_when_the_last_one_does() {
     let dir = TempDir::new("free");
     let path = dir.file(1);
     let registry = Registry::create_at(&path, 2).unwrap();
-    let a = registry
-        .register("publisher", "A", "", &["messages"])
-        .unwrap();
-    let b = registry
-        .register("publisher", "B", "", &["messages"])
-        .unwrap();
+    let [a, b] = publishers(&registry, ["A", "B"]);
     // The table is full: refused and counted, nothing breaks.
     assert!(registry
         .register("publisher", "C", "", &["messages"])
@@ -202,7 +206,7 @@ fn a_bad_magic_version_or_geometry_is_an_error_not_a_panic() {
     assert!(matches!(with(g + 5, 0), Err(ReadError::Geometry(_))));
     assert!(matches!(with(g + 6, 0), Err(ReadError::Geometry(_))));
     assert!(matches!(with(g + 6, 64), Err(ReadError::Geometry(_))));
-    // A slot larger than needed is fine, as long as the file holds it.
+    // A slot too large for the file to hold.
     assert!(matches!(
         with(g + 2, u64::MAX),
         Err(ReadError::Geometry(_) | ReadError::Truncated { .. })
@@ -215,12 +219,7 @@ fn an_entry_whose_lengths_do_not_fit_is_counted_and_skipped() {
     let dir = TempDir::new("lengths");
     let path = dir.file(6);
     let registry = Registry::create_at(&path, 4).unwrap();
-    let a = registry
-        .register("publisher", "A", "", &["messages"])
-        .unwrap();
-    let b = registry
-        .register("publisher", "B", "", &["messages"])
-        .unwrap();
+    let [a, b] = publishers(&registry, ["A", "B"]);
     let words = words_of(&path);
     let g = Geometry::new(4);
     let first = g.slot_start(0);
