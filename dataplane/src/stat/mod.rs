@@ -265,14 +265,20 @@ impl Cadence {
 }
 
 /// The start time of process `pid` (`/proc/<pid>/stat` field 22: clock ticks after
-/// boot); `None` if there is no such process (or it cannot be read).
+/// boot); `None` if there is no such process (or it cannot be read), or it has died and
+/// waits to be reaped (a zombie).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold anything, spaces and
     // parentheses too: the fields after the last `)` are plain.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
-    // Field 3 is the first after it; field 22 the 20th.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    // Field 3, the state: Z (zombie) and X (dead) are gone.
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    // Field 22 is the 19th after it.
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -297,6 +297,24 @@ fn a_file_whose_process_is_gone_or_replaced_is_stale() {
 }
 
 #[test]
+fn a_process_that_died_but_is_not_reaped_yet_is_gone() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    // Wait for it to exit without reaping it: it stays a zombie until `wait` below.
+    // SAFETY: `info` is a valid, writable siginfo_t for the call; P_PID with the child's
+    // pid and WEXITED | WNOWAIT only waits, leaving the child to be reaped by `wait`.
+    let rc = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+    };
+    assert_eq!(rc, 0);
+    assert!(std::path::Path::new(&format!("/proc/{pid}/stat")).exists());
+    assert_eq!(start_time(pid), None);
+    assert_eq!(Liveness::of(pid, 0), Liveness::Gone);
+    child.wait().unwrap();
+}
+
+#[test]
 fn a_scan_finds_the_counters_files_and_says_why_one_is_unreadable() {
     let dir = TempDir::new("scan");
     let good = Registry::create_at(&dir.file(20), 2).unwrap();
