@@ -197,6 +197,7 @@ impl Proc {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                remove_stat_file(child.id());
                 panic!("{} did not end within {DEADLINE:?}", self.what);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -230,6 +231,14 @@ impl Drop for Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            remove_stat_file(child.id());
         }
     }
+}
+
+/// Removes the counters file a process killed with SIGKILL left behind (in the default
+/// directory; tests that set `MULTIPOINT_STAT_DIR` remove theirs with it).
+fn remove_stat_file(pid: u32) {
+    let dir = multipoint_dataplane::stat::dir();
+    let _ = std::fs::remove_file(multipoint_dataplane::stat::file_path(&dir, pid));
 }
