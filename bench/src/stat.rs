@@ -286,3 +286,76 @@ fn entry_json(e: &EntrySnapshot, hist: bool) -> String {
     }
     o.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multipoint_dataplane::stat::{file_path, Registry};
+
+    /// A directory of its own, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(test: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("mp-stat-tool-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    #[test]
+    fn watch_keeps_the_entries_named_and_clean_removes_only_stale_files() {
+        let d = dir("watch");
+        let path = file_path(&d.0, std::process::id());
+        let registry = Registry::create_at(&path, 4).unwrap();
+        let a = registry
+            .register("subscription", "FEED1", "239.255.0.1:31001", &["messages"])
+            .unwrap();
+        let b = registry
+            .register("publisher", "FEED2", "239.255.0.2:31002", &["messages"])
+            .unwrap();
+        a.publish(&[5]);
+        let h = a.add_histogram("end_to_end").unwrap();
+        h.record(2_000);
+        // A copy of the file whose process is gone: pid word (9) past any pid.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[72..80].copy_from_slice(&4_000_000_000u64.to_le_bytes());
+        let stale = file_path(&d.0, 4_000_000);
+        std::fs::write(&stale, &bytes).unwrap();
+
+        let seen = look(&d.0, Some("FEED1"), false).unwrap();
+        assert_eq!(seen.len(), 2);
+        for s in &seen {
+            let (file, _) = s.read.as_ref().unwrap();
+            assert_eq!(file.entries.len(), 1);
+            assert_eq!(file.entries[0].name, "FEED1");
+        }
+        assert_eq!(look(&d.0, Some("31002"), false).unwrap().len(), 2);
+        assert!(look(&d.0, Some("NOSUCH"), false).unwrap().is_empty());
+
+        let text = table(&seen, &d.0, 1, true);
+        assert!(text.contains("STALE: the process is gone"), "{text}");
+        assert!(text.contains("messages 5"), "{text}");
+        assert!(
+            text.contains("end_to_end") && text.contains("(n=1)"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&to_json(&seen, 1, true)).unwrap();
+        let processes = json["processes"].as_array().unwrap();
+        assert_eq!(processes.len(), 2);
+        let e = &processes[0]["entries"][0];
+        assert_eq!(e["counters"]["messages"], 5);
+        assert_eq!(e["histograms_ns"]["end_to_end"]["count"], 1);
+
+        let cleaned = look(&d.0, None, true).unwrap();
+        let removed: Vec<bool> = cleaned.iter().map(|s| s.removed).collect();
+        assert_eq!(removed.iter().filter(|&&r| r).count(), 1);
+        assert!(!stale.exists() && path.exists());
+        drop((h, a, b, registry));
+    }
+}
