@@ -50,13 +50,21 @@ pub const STAMP_LEN: usize = 8;
 /// cannot be read, rather than panicking.
 #[must_use]
 pub fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Reads `clock` (a monotonic clock id every Linux kernel has), in nanoseconds; 0 if it
+/// cannot be read.
+#[inline]
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid, writable `timespec` that outlives the call, which is all
-    // clock_gettime writes to; CLOCK_MONOTONIC is a valid clock id on every Linux kernel.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    // clock_gettime writes to; the callers pass CLOCK_MONOTONIC or
+    // CLOCK_MONOTONIC_COARSE, valid clock ids on every Linux kernel this crate supports.
+    let rc = unsafe { libc::clock_gettime(clock, &mut now) };
     if rc != 0 {
         return 0;
     }
