@@ -164,6 +164,12 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// After the report, keep this process's counters file, with each stream's final
+    /// counters (closed), until stdin closes or SIGINT/SIGTERM comes: so that `multipoint
+    /// stat` can read what the run ended with.
+    #[arg(long, global = true)]
+    pub hold_stat: bool,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -239,6 +245,14 @@ pub enum Command {
     /// --secs. Exits non-zero with the root's reason if refused.
     #[command(after_help = LEAF_EXAMPLES)]
     Leaf(LeafArgs),
+
+    /// Every live stream of this host with its counters, refreshed each second (like
+    /// AeronStat), from the counters files of the processes running the data plane.
+    ///
+    /// A table on a terminal, one JSON line per refresh otherwise (or with --json).
+    /// Files of processes that died are shown as stale (--clean removes them).
+    #[command(after_help = STAT_EXAMPLES)]
+    Stat(StatArgs),
 }
 
 impl Command {
@@ -252,8 +266,71 @@ impl Command {
             Command::Fanout(args) => &args.stop,
             Command::Root(args) => &args.load.stop,
             Command::Leaf(args) => &args.load.stop,
+            Command::Stat(_) => &NO_STOP,
         }
     }
+}
+
+/// The stop of a tool that has none of its own (`stat`).
+static NO_STOP: StopArgs = StopArgs {
+    secs: None,
+    count: None,
+};
+
+const STAT_EXAMPLES: &str = "\
+Examples:
+  multipoint stat                          every stream of this host, each second
+  multipoint stat --watch MP1234 --hist    one session, with its latency percentiles
+  multipoint stat --once --json            one JSON line and exit
+  multipoint stat --until-gone             until every process has gone (exit 0)
+  multipoint stat --clean --once           remove the files of processes that died
+
+Each process running the data plane keeps its counters in /dev/shm/multipoint-stat-PID
+(MULTIPOINT_STAT_DIR elsewhere; MULTIPOINT_STAT=0 turns it off). --watch NAME matches an
+entry's name (the session) or any part of its detail (group:port, address); it ends, with
+status 0, once the entries it showed are all gone.";
+
+/// `multipoint stat`: what to show and for how long.
+#[derive(Debug, Clone, Args)]
+pub struct StatArgs {
+    /// Only the entries whose name (session) is NAME or whose detail (group:port,
+    /// address) contains it; ends once they are all gone.
+    #[arg(long, value_name = "NAME")]
+    pub watch: Option<String>,
+
+    /// Also each entry's latency histograms: p50, p90, p99, p99.9 and max.
+    #[arg(long)]
+    pub hist: bool,
+
+    /// One JSON line per refresh, even on a terminal.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after N refreshes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// One refresh, then exit (--count 1).
+    #[arg(long, conflicts_with = "count")]
+    pub once: bool,
+
+    /// Milliseconds between refreshes.
+    #[arg(long, value_name = "MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub interval_ms: u64,
+
+    /// Exit (status 0) once no live process is left (with --watch: no live matching
+    /// entry), after one was seen.
+    #[arg(long)]
+    pub until_gone: bool,
+
+    /// Remove the counters files of processes that died (stale).
+    #[arg(long)]
+    pub clean: bool,
+
+    /// The directory of the counters files; default: MULTIPOINT_STAT_DIR, else /dev/shm.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// The port of the default group of `demo`, `throughput`, `pub` and `sub`.

@@ -33,6 +33,20 @@ pub enum Error {
     #[error("the publisher refused a message")]
     Offer(#[source] OfferError),
 
+    /// `multipoint stat` cannot list the directory of counters files.
+    #[error(
+        "cannot list the counters files in {} (give the directory with --dir, or \
+         MULTIPOINT_STAT_DIR)",
+        path.display()
+    )]
+    StatDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
     /// The latency interval log could not be created.
     #[error("cannot create the latency interval log {}", path.display())]
     CreateLog {

@@ -62,6 +62,7 @@ pub fn needs_of(command: &Command) -> Result<HostNeeds> {
         Command::Fanout(args) => fanout::host_needs(args),
         Command::Root(args) => root::host_needs(args),
         Command::Leaf(args) => Ok(leaf::host_needs(args)),
+        Command::Stat(_) => Ok(HostNeeds::default()),
     }
 }
 

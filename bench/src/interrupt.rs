@@ -108,7 +108,11 @@ pub fn install() -> io::Result<()> {
                         REQUESTED.store(true, Ordering::Release);
                     }
                     Action::Repeat => {}
-                    Action::Exit => std::process::exit(i32::from(Signal::of(number).exit_status())),
+                    Action::Exit => {
+                        // Exiting skips every destructor: the counters file goes now.
+                        multipoint_dataplane::stat::remove_file();
+                        std::process::exit(i32::from(Signal::of(number).exit_status()))
+                    }
                 }
             }
         })?;

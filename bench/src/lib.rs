@@ -15,6 +15,7 @@
 //! - [`root`]: `multipoint root`, the root of a rooted session (rooted-unicast or
 //!   admitted-multicast) that admits leaves and publishes to them;
 //! - [`leaf`]: `multipoint leaf`, a leaf that joins such a root and reports like `sub`;
+//! - [`stat`]: `multipoint stat`, every live stream of the host from the counters files;
 //!
 //! and what they share:
 //!
@@ -48,6 +49,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod root;
+pub mod stat;
 pub mod subscribe;
 pub mod throughput;
 

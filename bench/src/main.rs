@@ -9,8 +9,8 @@ use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
 use multipoint_bench::report::{Outcome, Report};
 use multipoint_bench::{
-    demo, fanout, host, interrupt, leaf, pingpong, progress, publish, root, subscribe, throughput,
-    Error,
+    demo, fanout, host, interrupt, leaf, pingpong, progress, publish, root, stat, subscribe,
+    throughput, Error,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         // The run still works; only Ctrl-C would then end it without a report.
         tracing::warn!(%error, "cannot handle SIGINT and SIGTERM");
     }
-    match run(&cli) {
+    let result = run(&cli);
+    // Whatever a run left registered (and what --hold-stat kept) goes with the process.
+    multipoint_dataplane::stat::remove_file();
+    match result {
         // A run that a signal ended early exits as the signal would have (130, 143), after
         // its report.
         Ok(()) => match interrupt::signal() {
@@ -48,6 +51,10 @@ fn main() -> ExitCode {
 /// Audits the host for what the tool will start, runs it and prints its report.
 fn run(cli: &Cli) -> Result<(), Error> {
     let command = &cli.command;
+    if let Command::Stat(a) = command {
+        return stat::run(a);
+    }
+    let held = cli.hold_stat.then(multipoint_dataplane::stat::hold);
     host::check(host::needs_of(command)?, cli.verbose);
     let progress = progress::wanted(command.stop().secs);
     match command {
@@ -68,8 +75,33 @@ fn run(cli: &Cli) -> Result<(), Error> {
         Command::Root(a) => print_report(&root::run(a, progress)?, a.json),
         Command::Leaf(a) => print_report(&leaf::run(a, progress)?, a.report.json),
         Command::PingPong(a) => print_report(&pingpong::run(a, progress)?, a.report.json),
+        Command::Stat(_) => {}
+    }
+    if let Some(held) = held {
+        wait_for_stdin_or_signal();
+        drop(held);
     }
     Ok(())
+}
+
+/// With `--hold-stat`: waits until stdin closes (or says something) or a signal asks the
+/// run to end, while `multipoint stat` reads the final counters.
+fn wait_for_stdin_or_signal() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // The thread may stay blocked in read until the process exits: it holds nothing.
+    let _ = std::thread::Builder::new()
+        .name("hold-stat".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let _ = tx.send(());
+        });
+    while !interrupt::requested() {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
 }
 
 /// The text report, then (with `--json`) the JSON object as the last line; both say

@@ -2005,18 +2005,18 @@ fn latency_json(latency: Option<&Percentiles>) -> String {
 
 /// A JSON object under construction, written straight into a string.
 #[derive(Debug)]
-struct Json {
+pub(crate) struct Json {
     out: String,
 }
 
 impl Json {
-    fn object() -> Json {
+    pub(crate) fn object() -> Json {
         Json {
             out: String::from("{"),
         }
     }
 
-    fn key(&mut self, key: &str) -> &mut String {
+    pub(crate) fn key(&mut self, key: &str) -> &mut String {
         if self.out.len() > 1 {
             self.out.push(',');
         }
@@ -2025,31 +2025,31 @@ impl Json {
         &mut self.out
     }
 
-    fn raw(&mut self, key: &str, json: &str) -> &mut Json {
+    pub(crate) fn raw(&mut self, key: &str, json: &str) -> &mut Json {
         self.key(key).push_str(json);
         self
     }
 
-    fn str(&mut self, key: &str, value: &str) -> &mut Json {
+    pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Json {
         push_str_literal(self.key(key), value);
         self
     }
 
-    fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Json {
+    pub(crate) fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Json {
         match value {
             Some(v) => self.str(key, v),
             None => self.null(key),
         }
     }
 
-    fn u64(&mut self, key: &str, value: u64) -> &mut Json {
+    pub(crate) fn u64(&mut self, key: &str, value: u64) -> &mut Json {
         // Writing to a String cannot fail.
         let _ = write!(self.key(key), "{value}");
         self
     }
 
     /// A number with `decimals` decimals; `null` if it is not finite.
-    fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
+    pub(crate) fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
         let out = self.key(key);
         if value.is_finite() {
             let _ = write!(out, "{value:.decimals$}");
@@ -2059,17 +2059,17 @@ impl Json {
         self
     }
 
-    fn bool(&mut self, key: &str, value: bool) -> &mut Json {
+    pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Json {
         self.key(key).push_str(if value { "true" } else { "false" });
         self
     }
 
-    fn null(&mut self, key: &str) -> &mut Json {
+    pub(crate) fn null(&mut self, key: &str) -> &mut Json {
         self.key(key).push_str("null");
         self
     }
 
-    fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         self.out.push('}');
         std::mem::take(&mut self.out)
     }

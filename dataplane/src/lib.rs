@@ -16,7 +16,7 @@
 //! | runtime | [`runtime`] | one shard runtime: thread, pinning, idle strategy, command link, wake-up |
 //! | drivers | [`publisher`], [`subscribe`], [`fanout`], [`rooted_transport`] | the public objects: they give the core buffers and time, and carry out what it says through a backend |
 //! | pacing | [`pacing`] | a sans-IO rate schedule with bounded bursts ([`Pacer`]) |
-//! | measurement | [`latency`], [`stats`], [`host`] | histograms and interval logs, counters, what the data plane asks of the host |
+//! | measurement | [`latency`], [`stats`], [`stat`], [`host`] | histograms and interval logs, counters, the counters file other processes read (`multipoint stat`), what the data plane asks of the host |
 //!
 //! The decisions live in the core once; the publisher and the fan-out share one
 //! packetizer, the receive shards one receive state, and every backend (including the
@@ -36,6 +36,7 @@ pub mod pacing;
 pub mod publisher;
 pub mod rooted_transport;
 pub mod runtime;
+pub mod stat;
 pub mod stats;
 pub mod subscribe;
 pub mod wire;

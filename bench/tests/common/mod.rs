@@ -123,6 +123,22 @@ impl Proc {
         )
     }
 
+    /// Starts `command` (a [`multipoint`] with its arguments, environment and stdin set
+    /// up) with stdout and stderr piped.
+    pub(crate) fn spawn_command(command: Command, what: &str) -> Proc {
+        Proc::start(command, what.to_owned())
+    }
+
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.as_ref().expect("still running").id()
+    }
+
+    /// Closes the process's stdin (if it was piped).
+    pub(crate) fn close_stdin(&mut self) {
+        drop(self.child.as_mut().and_then(|c| c.stdin.take()));
+    }
+
     fn start(mut command: Command, what: String) -> Proc {
         let mut child = command
             .stdout(Stdio::piped())
@@ -181,6 +197,7 @@ impl Proc {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                remove_stat_file(child.id());
                 panic!("{} did not end within {DEADLINE:?}", self.what);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -214,6 +231,14 @@ impl Drop for Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            remove_stat_file(child.id());
         }
     }
+}
+
+/// Removes the counters file a process killed with SIGKILL left behind (in the default
+/// directory; tests that set `MULTIPOINT_STAT_DIR` remove theirs with it).
+fn remove_stat_file(pid: u32) {
+    let dir = multipoint_dataplane::stat::dir();
+    let _ = std::fs::remove_file(multipoint_dataplane::stat::file_path(&dir, pid));
 }

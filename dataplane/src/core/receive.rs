@@ -838,13 +838,25 @@ impl ReceiveState {
     /// here) and returns the old one.
     pub fn swap_latency(&mut self, mut fresh: Box<LatencyHistogram>) -> Box<LatencyHistogram> {
         fresh.reset();
+        if let Some(mirror) = self.latency.take_mirror() {
+            fresh.mirror_to(mirror);
+        }
         std::mem::swap(&mut self.latency, &mut fresh);
         fresh
     }
 
-    /// The latency histogram, for the final report.
+    /// The latency histogram, for the final report (without its mirror in the counters
+    /// file, which ends with the subscription).
     pub fn into_latency(self) -> LatencyHistogram {
-        *self.latency
+        let mut latency = *self.latency;
+        latency.take_mirror();
+        latency
+    }
+
+    /// Counts every latency recorded from now on in `mirror` too, a histogram of the
+    /// counters file ([`crate::stat`]); it moves along when the histogram is swapped.
+    pub fn mirror_latency(&mut self, mirror: crate::stat::Histogram) {
+        self.latency.mirror_to(mirror);
     }
 
     /// Takes one received datagram (or GRO batch of datagrams): every MoldUDP64 packet in

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use super::shard::{leaf_address, Command, LeafCounters, Link};
 use crate::error::{Error, Result};
+use crate::stat;
+use crate::stat::kinds::{LEAF_KIND, LEAF_NAMES};
 
 /// How long a change waits for its shard to answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,11 +80,19 @@ pub(crate) struct Control {
     pub(crate) handed_next: AtomicU64,
     max_per_shard: usize,
     socket_is_v6: bool,
+    /// The session, the name of the leaves' entries in the counters file.
+    name: String,
 }
 
 impl Control {
-    pub(crate) fn new(links: Vec<Link>, max_per_shard: usize, socket_is_v6: bool) -> Control {
+    pub(crate) fn new(
+        links: Vec<Link>,
+        max_per_shard: usize,
+        socket_is_v6: bool,
+        name: String,
+    ) -> Control {
         Control {
+            name,
             registry: Mutex::new(Registry {
                 leaves: HashMap::new(),
                 per_shard: vec![0; links.len()],
@@ -176,7 +186,10 @@ impl FanoutLeaves {
         };
         let id = FanoutLeafId(registry.next_id);
         registry.next_id += 1;
-        let counters = Arc::new(LeafCounters::default());
+        let counters = Arc::new(LeafCounters {
+            stat: stat::register(LEAF_KIND, &c.name, &addr.to_string(), LEAF_NAMES),
+            ..LeafCounters::default()
+        });
         let link = &c.links[shard];
         let (reply, answer) = crossbeam_channel::bounded(1);
         link.commands

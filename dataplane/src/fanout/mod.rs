@@ -99,6 +99,7 @@ use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_BYTES, MAX_GSO_SEGMENTS
 use crate::publisher::packing::Packing;
 use crate::publisher::rerequest::{self, RerequestConfig, Rerequests};
 use crate::runtime::{self, Spawn};
+use crate::stat::kinds::SenderEntries;
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
 /// Longest `close` waits for a free buffer for the end of session.
@@ -239,6 +240,8 @@ pub struct Fanout {
     /// A simulated root socket, kept bound while the shards send from its address.
     _sim_socket: Option<SimSocket>,
     closed: bool,
+    /// Its entry in the counters file (`multipoint stat`).
+    stat: SenderEntries,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -354,10 +357,13 @@ impl Fanout {
             DataSocket::Sim(socket) => Some(socket),
             DataSocket::Host(_) => None,
         };
+        let name = config.session.to_string();
+        let stat = SenderEntries::register::<FanoutStats>(&name, &local.to_string(), None);
         let control = Arc::new(Control::new(
             links,
             config.max_leaves_per_shard,
             local.is_ipv6(),
+            name,
         ));
         Ok(Fanout {
             targets: vec![false; config.shards],
@@ -370,6 +376,7 @@ impl Fanout {
             rerequest,
             _sim_socket: sim_socket,
             closed: false,
+            stat,
         })
     }
 
@@ -479,6 +486,9 @@ impl Fanout {
         if let (Some(rerequest), Some(store)) = (self.rerequest.as_mut(), self.core.store()) {
             rerequest.serve(store, Instant::now());
         }
+        if self.stat.due() {
+            self.stat.publish(&self.stats(), None);
+        }
     }
 
     /// Sends what is pending and an end-of-session packet to every leaf, now; offers are
@@ -507,7 +517,10 @@ impl Fanout {
     /// joins their threads, and returns the final counters.
     pub fn close(mut self) -> FanoutStats {
         self.finish();
-        self.stats()
+        let stats = self.stats();
+        // The final counters, readable until the fan-out is gone.
+        self.stat.publish(&stats, None);
+        stats
     }
 
     fn finish(&mut self) {
@@ -567,6 +580,9 @@ impl Fanout {
         self.core.handle_transmitted(n, now);
         if let (Some(rerequest), Some(store)) = (self.rerequest.as_mut(), self.core.store()) {
             rerequest.serve_if_due(store, now);
+        }
+        if self.stat.due() {
+            self.stat.publish(&self.stats(), None);
         }
     }
 }

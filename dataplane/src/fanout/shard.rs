@@ -31,6 +31,7 @@ use crate::io::op::OpTable;
 use crate::io::{BatchSend, Completion, Sending};
 use crate::runtime::wake::Wake;
 use crate::runtime::{self, Worker};
+use crate::stat::Entry;
 use crate::stats::Counter;
 
 /// How long a shard that was told to stop keeps sending what it still has.
@@ -50,6 +51,18 @@ pub(crate) struct ShardCounters {
 pub(crate) struct LeafCounters {
     pub(crate) deliveries: Counter,
     pub(crate) send_errors: Counter,
+    /// Its entry in the counters file (`multipoint stat`), written at each completion.
+    pub(crate) stat: Option<Entry>,
+}
+
+impl LeafCounters {
+    /// Writes the counters into the counters file.
+    #[inline]
+    fn publish(&self) {
+        if let Some(entry) = &self.stat {
+            entry.publish(&[self.deliveries.get(), self.send_errors.get()]);
+        }
+    }
 }
 
 /// What the owner asks of a shard.
@@ -388,6 +401,7 @@ fn complete(cursors: &mut Cursors<LeafLink>, pool: &Pool, counters: &ShardCounte
         } else {
             leaf.counters.send_errors.add(packets);
         }
+        leaf.counters.publish();
     }
 }
 

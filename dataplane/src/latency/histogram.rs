@@ -23,11 +23,27 @@ const _: () = assert!(LOWEST_NS >= 1 && HIGHEST_NS >= 2 * LOWEST_NS && SIGNIFICA
 /// [`record_since`](Self::record_since) never allocate and never panic. Latencies above
 /// [`HIGHEST_NS`] are recorded as `HIGHEST_NS` and counted by [`clamped`](Self::clamped);
 /// stamps from the future are not recorded but counted by [`skewed`](Self::skewed).
-#[derive(Debug, Clone)]
+///
+/// With a [mirror](Self::mirror_to), every latency recorded is also counted in a
+/// histogram of the counters file (`multipoint stat --hist`).
+#[derive(Debug)]
 pub struct LatencyHistogram {
     inner: Histogram<u64>,
     clamped: u64,
     skewed: u64,
+    mirror: Option<crate::stat::Histogram>,
+}
+
+/// A clone has no mirror: a histogram of the counters file has one writer.
+impl Clone for LatencyHistogram {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            clamped: self.clamped,
+            skewed: self.skewed,
+            mirror: None,
+        }
+    }
 }
 
 impl LatencyHistogram {
@@ -47,12 +63,29 @@ impl LatencyHistogram {
             inner,
             clamped: 0,
             skewed: 0,
+            mirror: None,
         }
+    }
+
+    /// From now on, also counts every latency recorded in `mirror`, a histogram of this
+    /// process's counters file ([`crate::stat`]), which other processes read live.
+    /// [`merge`](Self::merge) and [`reset`](Self::reset) do not touch it: it holds every
+    /// latency recorded since it was attached.
+    pub fn mirror_to(&mut self, mirror: crate::stat::Histogram) {
+        self.mirror = Some(mirror);
+    }
+
+    /// Takes the mirror off (to attach it to another histogram).
+    pub fn take_mirror(&mut self) -> Option<crate::stat::Histogram> {
+        self.mirror.take()
     }
 
     /// Records one latency of `ns` nanoseconds. Never allocates, never panics; a value
     /// above [`HIGHEST_NS`] is recorded as `HIGHEST_NS` and counted as clamped.
     pub fn record(&mut self, ns: u64) {
+        if let Some(mirror) = &self.mirror {
+            mirror.record(ns);
+        }
         if ns > HIGHEST_NS {
             self.clamped = self.clamped.saturating_add(1);
             self.inner.saturating_record(HIGHEST_NS);
@@ -65,6 +98,9 @@ impl LatencyHistogram {
     pub fn record_n(&mut self, ns: u64, n: u64) {
         if n == 0 {
             return;
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.record_n(ns, n);
         }
         if ns > HIGHEST_NS {
             self.clamped = self.clamped.saturating_add(n);

@@ -62,14 +62,17 @@ pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
-/// Reads `clock`, in nanoseconds (0 if it cannot be read).
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+/// Reads `clock` (a clock id every Linux kernel has), in nanoseconds; 0 if it cannot be
+/// read.
+#[inline]
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid, writable `timespec` that outlives the call, which is all
-    // clock_gettime writes to; the callers pass clock ids valid on every Linux kernel.
+    // clock_gettime writes to; the callers pass CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE
+    // or CLOCK_REALTIME, valid clock ids on every Linux kernel this crate supports.
     let rc = unsafe { libc::clock_gettime(clock, &mut now) };
     if rc != 0 {
         return 0;

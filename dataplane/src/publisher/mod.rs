@@ -95,6 +95,7 @@ use crate::io::stamps::{explicit_keys, set_tx_stamping};
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, OwnedSocket, MAX_GSO_SEGMENTS};
 use crate::runtime::BLOCK_WAIT;
+use crate::stat::kinds::SenderEntries;
 use crate::stats::PublisherStats;
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -398,6 +399,8 @@ pub struct Publisher {
     /// The re-request server, if one was configured.
     rerequest: Option<Rerequests>,
     closed: bool,
+    /// Its entries in the counters file (`multipoint stat`).
+    stat: SenderEntries,
     /// How async tasks learn that a send completed (see `async_wait`).
     #[cfg(feature = "tokio")]
     notifier: async_wait::Notifier,
@@ -561,6 +564,11 @@ impl Publisher {
             None => None,
         };
         let book = SlotBook::new(config.buffers, 1 + u8::from(line_b.is_some()));
+        let stat = SenderEntries::register::<PublisherStats>(
+            &config.session.to_string(),
+            &dest.to_string(),
+            line_b.as_ref().map(|l| l.group.to_string()).as_deref(),
+        );
         Ok(Publisher {
             config,
             dest,
@@ -573,6 +581,7 @@ impl Publisher {
             stats: PublisherStats::default(),
             rerequest,
             closed: false,
+            stat,
             #[cfg(feature = "tokio")]
             notifier: async_wait::Notifier::default(),
         })
@@ -803,6 +812,14 @@ impl Publisher {
         if let (Some(rerequest), Some(store)) = (self.rerequest.as_mut(), self.core.store()) {
             rerequest.serve(store, Instant::now());
         }
+        if self.stat.due() {
+            self.publish_stat();
+        }
+    }
+
+    /// Writes the counters into the counters file.
+    fn publish_stat(&self) {
+        self.stat.publish(&self.stats(), self.line_b_stats());
     }
 
     /// Sends what is pending and an end-of-session packet, now; offers are refused from
@@ -867,6 +884,8 @@ impl Publisher {
                 "closing with sends still in flight"
             );
         }
+        // The final counters, readable until the publisher is gone.
+        self.publish_stat();
     }
 
     /// Sends what the packetizer says is due, waiting for sends in flight when every
@@ -941,6 +960,9 @@ impl Publisher {
         }
         if let (Some(rerequest), Some(store)) = (rerequest.as_mut(), core.store()) {
             rerequest.serve_if_due(store, now);
+        }
+        if self.stat.due() {
+            self.publish_stat();
         }
     }
 

@@ -26,6 +26,8 @@ use crate::core::store::{RetransmitStore, StoreConfig};
 use crate::error::{Error, Result};
 use crate::io::datagram::DatagramSocket;
 use crate::io::sim::SimNet;
+use crate::stat::kinds::Counters as _;
+use crate::stat::Entry;
 use crate::wire::Session;
 
 /// Shortest time between two looks at the re-request socket from the send path.
@@ -73,6 +75,8 @@ pub(crate) struct Rerequests {
     reply: Box<[u8]>,
     /// When the send path last looked at the socket.
     looked: Option<Instant>,
+    /// Its entry in the counters file (`multipoint stat`), written after each batch.
+    stat: Option<Entry>,
 }
 
 impl std::fmt::Debug for Rerequests {
@@ -101,11 +105,13 @@ impl Rerequests {
             None => DatagramSocket::bind_host(addr),
         }
         .map_err(|source| Error::RerequestBind { addr, source })?;
+        let stat = ServerStats::register(&session.to_string(), &socket.local_addr().to_string());
         Ok(Rerequests {
             socket,
             server,
             reply: vec![0; max_datagram].into_boxed_slice(),
             looked: None,
+            stat,
         })
     }
 
@@ -140,6 +146,7 @@ impl Rerequests {
             Err(e) => {
                 tracing::debug!(error = %e, "receiving re-requests failed");
                 self.server.handle_receive_failed();
+                self.publish_stat();
                 return 0;
             }
         };
@@ -167,6 +174,16 @@ impl Rerequests {
                 server.handle_reply_failed();
             }
         }
+        if n > 0 {
+            self.publish_stat();
+        }
         n
+    }
+
+    /// Writes the counters into the counters file.
+    fn publish_stat(&self) {
+        if let Some(entry) = &self.stat {
+            self.server.stats().publish(entry);
+        }
     }
 }

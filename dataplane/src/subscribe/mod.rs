@@ -55,6 +55,7 @@ use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
 use crate::io::{choose, sim_backend, BatchRecv, DataSocket, OwnedSocket, RECV_CONTROL_LEN};
 use crate::latency::LatencyHistogram;
 use crate::runtime::{self, Link, Spawn, Started, Starting};
+use crate::stat::kinds::SubscriptionEntries;
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
 use crate::wire::{Session, DEFAULT_MAX_DATAGRAM};
 
@@ -646,7 +647,7 @@ impl Shards {
             .sender
             .or(peer)
             .or_else(|| config.source.map(|ip| SocketAddr::new(ip, 0)));
-        let state = ReceiveState::new(&ReceiveConfig {
+        let mut state = ReceiveState::new(&ReceiveConfig {
             session: config.session,
             sender,
             start: config.start,
@@ -664,7 +665,6 @@ impl Shards {
                 ..b.arbitration
             }),
         });
-        let mut state = state;
         if config.kernel_stamps != KernelStamps::Off {
             state.set_hardware_report(match &socket {
                 OwnedSocket::Sim(_) => "hardware stamps: unavailable (simulated network)".into(),
@@ -675,6 +675,20 @@ impl Shards {
             Some(recovery) => Some(self.request_socket(recovery.server)?),
             None => None,
         };
+        let group = match &socket {
+            OwnedSocket::Joined { .. } => config.group.to_string(),
+            _ => socket
+                .local_addr()
+                .map_or_else(|| config.group.to_string(), |a| a.to_string()),
+        };
+        let line_b_group = config.line_b.as_ref().map(|b| b.group.to_string());
+        let session = config.session.map(|s| s.to_string());
+        let stat = SubscriptionEntries::register(
+            &mut state,
+            session.as_deref(),
+            &group,
+            line_b_group.as_deref(),
+        );
         let (counters, published) = state.shared();
         let lines = state.shared_lines();
         let id = self.next_id;
@@ -689,6 +703,7 @@ impl Shards {
             request_slot: 0,
             line_b,
             line_b_slot: 0,
+            stat,
         });
         let shard = &self.shards[index];
         let (reply_tx, reply) = oneshot::channel();

@@ -17,6 +17,8 @@ use crate::io::OwnedSocket;
 use crate::io::{BatchRecv, Event};
 use crate::latency::{now_ns, realtime_ns, LatencyHistogram};
 use crate::runtime::Worker;
+use crate::stat::kinds::SubscriptionEntries;
+use crate::stat::Cadence;
 
 /// A handler whose concrete type is forgotten on the shard and recovered on close.
 pub(crate) trait ErasedHandler: Handler {
@@ -46,6 +48,8 @@ pub(crate) struct SubState {
     /// With two lines: line B's socket, and its slot in the receive backend.
     pub(crate) line_b: Option<OwnedSocket>,
     pub(crate) line_b_slot: u32,
+    /// Its entries in the counters file (`multipoint stat`).
+    pub(crate) stat: SubscriptionEntries,
 }
 
 /// What a socket other than a subscription's own (line A) is to it.
@@ -99,6 +103,8 @@ pub(crate) struct Shard<R> {
     /// Why the shard stopped receiving, once it did (see [`Shard::fail`]).
     failure: Option<String>,
     stop: bool,
+    /// When the subscriptions' counters next go into the counters file.
+    stat: Cadence,
 }
 
 /// Backend polls that may fail in a row (10 ms apart) before the shard gives up.
@@ -119,6 +125,7 @@ impl<R: BatchRecv> Shard<R> {
             errors: 0,
             failure: None,
             stop: false,
+            stat: Cadence::default(),
         }
     }
 
@@ -392,7 +399,11 @@ impl<R: BatchRecv> Worker for Shard<R> {
                             handler.flush();
                         });
                         match std::panic::catch_unwind(finish) {
-                            Ok(()) => Ok(state),
+                            Ok(()) => {
+                                // The final counters, readable until the entry goes.
+                                state.stat.publish(&state.state);
+                                Ok(state)
+                            }
                             Err(_) => Err(Error::HandlerPanicked { shard: self.index }),
                         }
                     }
@@ -448,6 +459,11 @@ impl<R: BatchRecv> Worker for Shard<R> {
         // timers, or before a backend error; a handler with nothing new returns at once.
         self.flush_handlers();
         self.drop_panicked();
+        if self.stat.due() {
+            for sub in self.subs.iter_mut().flatten() {
+                sub.stat.publish(&sub.state);
+            }
+        }
         match polled {
             Ok(n) => {
                 self.errors = 0;
