@@ -555,6 +555,17 @@ pub struct PubArgs {
     #[command(flatten)]
     pub rerequest: RerequestArgs,
 
+    /// Measure send→wire latency: sampled sends ask the kernel for a software transmit
+    /// stamp (SO_TIMESTAMPING, read back from the socket's error queue), reported as
+    /// `send_to_wire_ns`. One GSO send is one send with one stamp.
+    #[arg(long)]
+    pub tx_stamps: bool,
+
+    /// With --tx-stamps: sample one send in N (1: every send).
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "tx_stamps",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tx_stamp_every: u32,
+
     /// Also print the results as one JSON object, on the last line (receive-side fields
     /// and latency_ns are null).
     #[arg(long)]
@@ -665,6 +676,19 @@ pub struct SubArgs {
     /// before the first one seen (from sequence number 1) as missing.
     #[arg(long)]
     pub late_join: bool,
+
+    /// Measure wire→application latency: the kernel stamps each datagram as it takes it
+    /// in (SO_TIMESTAMPING, software), and the time from that stamp to the handler is
+    /// reported beside the one-way latency (`wire_to_app_ns`), with what the interface
+    /// said about hardware stamps.
+    #[arg(long)]
+    pub kernel_stamps: bool,
+
+    /// With --kernel-stamps: use the NIC's hardware receive stamps where it has them
+    /// (turns hardware stamping on for the whole interface; needs CAP_NET_ADMIN, and a
+    /// NIC clock synchronised to CLOCK_REALTIME for meaningful figures).
+    #[arg(long, requires = "kernel_stamps")]
+    pub hw_stamps: bool,
 
     /// When to stop (the end of session stops it too).
     #[command(flatten)]

@@ -23,7 +23,9 @@ use crate::cli::{LoadArgs, PubArgs};
 use crate::error::{Error, Result};
 use crate::interrupt;
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, LineBReport, PubReport, PublisherReport};
+use crate::report::{
+    per_second, Grouped, LineBReport, PubReport, PublisherReport, SendToWireReport,
+};
 
 /// The shortest and longest sleep when the publisher is ahead of schedule. The kernel adds
 /// its timer slack (about 50 µs) to either.
@@ -350,6 +352,11 @@ fn publisher_config(args: &PubArgs, session: Session) -> PublisherConfig {
     PublisherConfig {
         rerequest: args.rerequest.config(),
         line_b: line_b(args),
+        tx_stamp_every: if args.tx_stamps {
+            args.tx_stamp_every
+        } else {
+            0
+        },
         ..args.publish.publisher_config(session, &args.io)
     }
 }
@@ -415,6 +422,16 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
     let backend = publisher.backend().clone();
     let rerequest = publisher.rerequest_stats();
     let stored = publisher.store().map(|s| s.stats());
+    // The end of session first (closing would send it after the stamps are read), then
+    // the stamps of the last sends, which come a few microseconds after them.
+    publisher.end_session();
+    let tx_stamps = publisher
+        .send_latency(Duration::from_millis(100))
+        .map(|l| SendToWireReport {
+            every: args.tx_stamp_every,
+            latency: l.send_to_wire.percentiles(),
+            stats: l.stats,
+        });
     let (stats, line_b_stats) = publisher.close_lines();
     let line_b = line_b.zip(line_b_stats).map(|(line, stats)| LineBReport {
         group: line.group.to_string(),
@@ -432,6 +449,7 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
         rerequest,
         stored,
         line_b,
+        tx_stamps,
     })
 }
 

@@ -31,6 +31,13 @@
 //!   timestamp. Recovery (`--rerequest`): `recovered`, `requests`, `retries`,
 //!   `replies`, `gaps_given_up`, `reply_foreign_source`, `reply_unasked` (0 without it)
 //!   and `recovery_ns` (gap seen → filled; `null` when nothing was recovered).
+//!   `wire_to_app_ns` (kernel receive stamp → handler, one sample per message delivered
+//!   as its datagram arrived) and `kernel_stamps` (`stamped`, `unstamped`, `negative`,
+//!   `malformed`, `control_truncated` and `hardware`, what the interface said about
+//!   hardware stamps) with `--kernel-stamps`; both `null` without it. For `pub`,
+//!   `send_to_wire_ns` (submission → the kernel's transmit stamp, sampled sends) and
+//!   `tx_stamps` (`every`, `sends`, `sampled`, `recorded`, `expired`, `skipped`,
+//!   `unmatched`, `negative`) with `--tx-stamps`; both `null` without it.
 //! - `pingpong`: round trips (ping) or echoes (pong alone); `latency_ns` is the round trip
 //!   (`null` for pong alone); receive-side counters are summed over both sides' subscriptions.
 //! - `fanout`: what the root offered (messages, bytes, packets each counted once);
@@ -64,6 +71,7 @@ use std::time::Duration;
 
 use multipoint_control::rooted::RootStats;
 use multipoint_dataplane::core::server::ServerStats;
+use multipoint_dataplane::core::stamps::{RxStampStats, TxStampStats};
 use multipoint_dataplane::core::store::StoreStats;
 use multipoint_dataplane::latency::{format_ns, Percentiles};
 use multipoint_dataplane::{
@@ -331,6 +339,121 @@ pub struct PubReport {
     pub stored: Option<StoreStats>,
     /// Line B, with `--line-b`.
     pub line_b: Option<LineBReport>,
+    /// Send→wire latency, with `--tx-stamps`.
+    pub tx_stamps: Option<SendToWireReport>,
+}
+
+/// Send→wire latency of `multipoint pub --tx-stamps`: submission to the kernel's software
+/// transmit stamp, for one send in `every`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendToWireReport {
+    /// One send in this many was sampled.
+    pub every: u32,
+    /// The samples' percentiles.
+    pub latency: Percentiles,
+    /// What happened to the samples.
+    pub stats: TxStampStats,
+}
+
+/// Wire→application latency of `multipoint sub --kernel-stamps`: the kernel's receive
+/// stamp to the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireToAppReport {
+    /// The samples' percentiles.
+    pub latency: Percentiles,
+    /// What happened to the stamps.
+    pub stats: RxStampStats,
+    /// What the interface said about hardware stamps.
+    pub hardware: String,
+}
+
+impl fmt::Display for SendToWireReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write_latency(f, "send→wire", &self.latency)?;
+        writeln!(
+            f,
+            "  kernel TX stamps  1 send in {}: sends {}   sampled {}   recorded {}   expired {}   \
+             skipped {}   unmatched {}   negative {}",
+            self.every,
+            Grouped(s.sends),
+            Grouped(s.sampled),
+            Grouped(s.recorded),
+            Grouped(s.expired),
+            Grouped(s.skipped),
+            Grouped(s.unmatched),
+            Grouped(s.negative),
+        )
+    }
+}
+
+impl fmt::Display for WireToAppReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write_latency(f, "wire→app", &self.latency)?;
+        writeln!(
+            f,
+            "  kernel RX stamps  stamped {}   unstamped {}   negative {}   malformed {}   \
+             control truncated {}",
+            Grouped(s.stamped),
+            Grouped(s.unstamped),
+            Grouped(s.negative),
+            Grouped(s.malformed),
+            Grouped(s.control_truncated),
+        )?;
+        writeln!(f, "  {}", self.hardware)
+    }
+}
+
+/// `send_to_wire_ns` and `tx_stamps` of `pub`'s JSON (`null` without `--tx-stamps`).
+fn tx_stamps_json(json: &mut Json, report: Option<&SendToWireReport>) {
+    match report {
+        Some(r) => {
+            let s = &r.stats;
+            let mut o = Json::object();
+            o.u64("every", u64::from(r.every))
+                .u64("sends", s.sends)
+                .u64("sampled", s.sampled)
+                .u64("recorded", s.recorded)
+                .u64("expired", s.expired)
+                .u64("skipped", s.skipped)
+                .u64("unmatched", s.unmatched)
+                .u64("negative", s.negative);
+            json.raw(
+                "send_to_wire_ns",
+                &latency_json(Some(&r.latency).filter(|l| l.count > 0)),
+            )
+            .raw("tx_stamps", &o.finish());
+        }
+        None => {
+            json.null("send_to_wire_ns").null("tx_stamps");
+        }
+    }
+}
+
+/// `wire_to_app_ns` and `kernel_stamps` of `sub`'s JSON (`null` without
+/// `--kernel-stamps`).
+fn kernel_stamps_json(json: &mut Json, report: Option<&WireToAppReport>) {
+    match report {
+        Some(r) => {
+            let s = &r.stats;
+            let mut o = Json::object();
+            o.u64("stamped", s.stamped)
+                .u64("unstamped", s.unstamped)
+                .u64("negative", s.negative)
+                .u64("malformed", s.malformed)
+                .u64("control_truncated", s.control_truncated)
+                .str("hardware", &r.hardware);
+            json.raw(
+                "wire_to_app_ns",
+                &latency_json(Some(&r.latency).filter(|l| l.count > 0)),
+            )
+            .raw("kernel_stamps", &o.finish());
+        }
+        None => {
+            json.null("wire_to_app_ns").null("kernel_stamps");
+        }
+    }
 }
 
 /// Line B of `multipoint pub --line-b`: where every packet went a second time, and what
@@ -376,6 +499,8 @@ pub struct SubReport {
     pub elapsed: Duration,
     /// What arrived.
     pub received: Received,
+    /// Wire→application latency, with `--kernel-stamps`.
+    pub kernel: Option<WireToAppReport>,
 }
 
 /// The ping side of `multipoint pingpong`.
@@ -727,7 +852,11 @@ impl fmt::Display for PubReport {
                 Grouped(line.stats.send_errors),
             )?;
         }
-        write_rerequest(f, self.rerequest.as_ref(), self.stored.as_ref())
+        write_rerequest(f, self.rerequest.as_ref(), self.stored.as_ref())?;
+        match &self.tx_stamps {
+            Some(tx) => write!(f, "{tx}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -818,6 +947,7 @@ impl Report for PubReport {
             .u64("rate", self.rate);
         publisher_fields(&mut json, &self.publisher.stats);
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
+        tx_stamps_json(&mut json, self.tx_stamps.as_ref());
         if let Some(line) = &self.line_b {
             let mut o = Json::object();
             o.str("group", &line.group)
@@ -854,7 +984,11 @@ impl fmt::Display for SubReport {
             writeln!(f, "  the receive shard failed: {failure}")?;
         }
         writeln!(f)?;
-        self.received.write(f, self.elapsed, "multipoint pub")
+        self.received.write(f, self.elapsed, "multipoint pub")?;
+        match &self.kernel {
+            Some(kernel) => write!(f, "{kernel}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -871,6 +1005,7 @@ impl Report for SubReport {
             .opt_str("failure", self.failure.as_deref())
             .bool("ended", self.received.stats.end_of_session > 0);
         self.received.fields(&mut json);
+        kernel_stamps_json(&mut json, self.kernel.as_ref());
         json.finish()
     }
 }
@@ -2142,6 +2277,7 @@ mod tests {
             rerequest: None,
             stored: None,
             line_b: None,
+            tx_stamps: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2182,6 +2318,7 @@ mod tests {
                     send_errors: 3,
                 },
             }),
+            tx_stamps: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2226,6 +2363,7 @@ mod tests {
                     implausible: 10,
                 },
             },
+            kernel: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2302,6 +2440,7 @@ mod tests {
             failure: None,
             elapsed: Duration::from_secs(1),
             received,
+            kernel: None,
         };
         let text = report.to_string();
         assert!(

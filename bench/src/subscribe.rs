@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use multipoint_dataplane::core::sequence::StartAt;
 use multipoint_dataplane::latency::{now_ns, LatencyHistogram, Percentiles};
 use multipoint_dataplane::{
-    BackendInfo, Closed, Handler, HostNeeds, LineBConfig, LinesConfig, ShardConfig, Shards,
-    Subscription, SubscriptionConfig, SubscriptionStats,
+    BackendInfo, Closed, Handler, HostNeeds, KernelStamps, LineBConfig, LinesConfig, ShardConfig,
+    Shards, Subscription, SubscriptionConfig, SubscriptionStats,
 };
 
 use crate::cli::{RecoveryArgs, StopArgs, SubArgs};
@@ -32,7 +32,9 @@ use crate::interrupt;
 use crate::outputs::Outputs;
 use crate::plot::{PlotFile, Series};
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, LineReport, Received, Stamps, SubReport};
+use crate::report::{
+    per_second, Grouped, LineReport, Received, Stamps, SubReport, WireToAppReport,
+};
 
 /// How often the counters are looked at.
 const POLL: Duration = Duration::from_millis(5);
@@ -226,6 +228,11 @@ fn subscription_config(args: &SubArgs) -> SubscriptionConfig {
         session: args.session,
         start: start_at(args.late_join),
         timestamps: true,
+        kernel_stamps: match (args.kernel_stamps, args.hw_stamps) {
+            (false, _) => KernelStamps::Off,
+            (true, false) => KernelStamps::Software,
+            (true, true) => KernelStamps::Hardware,
+        },
         recovery: args.recovery.config(),
         line_b: args.line_b.map(|group| LineBConfig {
             group,
@@ -307,6 +314,11 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let (followed, sender, failure) = (sub.session(), sub.sender(), sub.failure());
     let closed = sub.close()?;
     shards.shutdown();
+    let kernel = args.kernel_stamps.then(|| WireToAppReport {
+        latency: closed.kernel.wire_to_app.percentiles(),
+        stats: closed.kernel.stats,
+        hardware: closed.kernel.hardware.clone(),
+    });
     let title = format!("multipoint sub: one-way latency, {group}");
     let line_groups = [
         group.to_string(),
@@ -322,6 +334,7 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         failure,
         elapsed: active,
         received,
+        kernel,
     })
 }
 

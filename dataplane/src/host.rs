@@ -111,8 +111,9 @@ mod tests {
         let shards = crate::ShardConfig::default().host_needs();
         assert_eq!(shards.shard_ring, RingSize { sq: 64, cq: 1024 });
         assert_eq!(shards.shard_buffers, 64);
-        // A GRO batch, the recvmsg_out header, a sockaddr_in6 and the control messages.
-        assert_eq!(shards.shard_buffer_bytes, 65_535 + 16 + 28 + 64);
+        // A GRO batch, the recvmsg_out header, a sockaddr_in6 and the control messages
+        // (GRO, drops and a receive stamp).
+        assert_eq!(shards.shard_buffer_bytes, 65_535 + 16 + 28 + 128);
         let session = crate::wire::Session::new("NEEDS").unwrap_or_else(|_| unreachable!());
         let group = std::net::SocketAddr::from(([239, 255, 0, 1], 31001));
         let mut config = crate::PublisherConfig::new(session, group);

@@ -122,6 +122,9 @@ pub use multipoint_dataplane::rooted_transport::{
 };
 pub use multipoint_dataplane::wire::Session;
 pub use multipoint_dataplane::{
+    hardware_stamps, HardwareStamps, KernelLatency, KernelStamps, SendLatency,
+};
+pub use multipoint_dataplane::{
     on_event, poll_ring, BackendChoice, BackendInfo, BackendKind, Closed, DataSocket, Error, Event,
     Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats, Gap, Handler, IdleStrategy,
     LeafStats, Line, LineB, LineBConfig, LineSendStats, LineStats, LinesConfig, Network,

@@ -72,7 +72,7 @@ impl Default for Needs {
             shards: 1,
             shard_ring: RingSize { sq: 64, cq: 1024 },
             shard_buffers: 64,
-            shard_buffer_bytes: 65_535 + 16 + 28 + 64,
+            shard_buffer_bytes: 65_535 + 16 + 28 + 128,
             publishers: 1,
             publisher_ring: RingSize { sq: 256, cq: 1024 },
             publisher_registered_bytes: 0,

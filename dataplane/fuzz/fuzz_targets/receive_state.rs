@@ -129,6 +129,7 @@ fuzz_target!(|data: &[u8]| {
                     },
                     kernel_drops: (op & 32 != 0).then(|| input.u32()),
                     source: Some(from),
+                    ..DatagramInfo::default()
                 };
                 check.fed(&datagram, info);
                 state.handle_datagram(&datagram, info, now, &mut check);

@@ -23,6 +23,9 @@
 //! - [`server`]: the re-request server's decisions — which MoldUDP64 Requests are
 //!   answered from the store, and the per-address buckets that keep replies from
 //!   amplifying a flood.
+//! - [`stamps`]: the kernel's share of latency — kernel receive stamps turned into a
+//!   wire→application histogram, and the sampler that matches transmit stamps to their
+//!   sends (send→wire).
 //!
 //! Time comes in as an [`Instant`] or through a [`Clock`]: [`SystemClock`] in
 //! production, [`FakeClock`] in tests, so that deadlines are checked exactly.
@@ -37,6 +40,7 @@ pub mod recovery;
 pub(crate) mod reorder;
 pub mod sequence;
 pub mod server;
+pub mod stamps;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -126,6 +126,7 @@ use super::lock::Lock;
 use super::recovery::{Recovery, RecoveryConfig};
 use super::reorder::Reorder;
 use super::sequence::{Gap, SequenceTracker, StartAt, Verdict};
+use crate::core::stamps::{KernelLatency, RxStamp, RxStamps};
 use crate::io::{canonical, segments};
 use crate::latency::{read_stamp, LatencyHistogram};
 use crate::stats::{SubscriptionCounters, SubscriptionStats};
@@ -234,6 +235,9 @@ pub struct ReceiveConfig {
     /// Recover lost messages by re-request from the publisher's server (see
     /// [`crate::core::recovery`]); `None`, the default: a gap is lost at once.
     pub recovery: Option<RecoveryConfig>,
+    /// Record wire→application latency from the kernel's receive stamp of each datagram
+    /// ([`DatagramInfo::kernel_stamp`], see [`crate::core::stamps`]).
+    pub kernel_stamps: bool,
     /// Arbitrate between two lines of the stream, A and B (see the module docs and
     /// [`crate::core::lines`]); feed line B's datagrams with
     /// [`handle_line_datagram`](ReceiveState::handle_line_datagram). `None`, the default:
@@ -266,6 +270,7 @@ impl Default for ReceiveConfig {
             sequence_window: DEFAULT_SEQUENCE_WINDOW,
             lock_after: 0,
             recovery: None,
+            kernel_stamps: false,
             lines: None,
         }
     }
@@ -289,6 +294,9 @@ pub struct DatagramInfo {
     /// Where it came from (the receive's source address); `None`: not known, which never
     /// matches a named [`ReceiveConfig::sender`].
     pub source: Option<SocketAddr>,
+    /// The kernel's receive stamp and the handler's clock (read only with
+    /// [`ReceiveConfig::kernel_stamps`]).
+    pub kernel_stamp: RxStamp,
 }
 
 /// How far `ReceiveState::release_held` lets held packets go.
@@ -314,6 +322,8 @@ pub(crate) struct Published {
     pub(crate) sender: OnceLock<SocketAddr>,
     /// Why the shard serving the subscription stopped receiving for it, if it did.
     pub(crate) failure: OnceLock<String>,
+    /// With kernel stamps: what the interface said about hardware stamps.
+    pub(crate) hardware: OnceLock<String>,
 }
 
 /// The one session and sender a stream is bound to.
@@ -358,6 +368,12 @@ pub struct ReceiveState {
     suspect: Suspect,
     latency: Box<LatencyHistogram>,
     timestamps: bool,
+    /// Wire→application, with kernel stamps.
+    kernel: Option<Box<RxStamps>>,
+    /// The wire→application latency of the datagram being handled, which every message
+    /// it delivers gets (`None` outside `handle_line_datagram`, and while held packets
+    /// go: they came with another datagram).
+    wire: Option<u64>,
     /// The reorder window in nanoseconds (0: none).
     reorder_ns: u64,
     /// The packets held in the reorder window (present when there is one, and when
@@ -476,6 +492,8 @@ impl ReceiveState {
             },
             latency: Box::new(LatencyHistogram::new()),
             timestamps: config.timestamps,
+            kernel: config.kernel_stamps.then(Box::<RxStamps>::default),
+            wire: None,
             reorder_ns,
             reorder,
             recovery: config.recovery.map(|r| Box::new(Recovery::new(&r))),
@@ -549,6 +567,48 @@ impl ReceiveState {
     /// recorded, or there is a reorder window); otherwise pass 0.
     pub fn wants_clock(&self) -> bool {
         self.timestamps || self.has_timers()
+    }
+
+    /// Whether [`handle_datagram`](Self::handle_datagram) needs
+    /// [`DatagramInfo::kernel_stamp`] filled in: the kernel's stamp, and `CLOCK_REALTIME`
+    /// read just before (and before the latency clock, so that wire→application never
+    /// exceeds the end-to-end latency of the same message).
+    pub fn wants_realtime(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// The wire→application latency recorded so far (`None` without
+    /// [`ReceiveConfig::kernel_stamps`]).
+    pub fn kernel_latency(&self) -> Option<&KernelLatency> {
+        self.kernel.as_ref().map(|k| &*k.latency)
+    }
+
+    /// Swaps the wire→application figures for `fresh` (emptied first, so that nothing
+    /// is allocated here) and returns them; `None` (and `fresh` dropped) without kernel
+    /// stamps. Their `hardware` is left empty (see
+    /// [`hardware_report`](Self::hardware_report)).
+    pub fn swap_kernel_latency(
+        &mut self,
+        mut fresh: Box<KernelLatency>,
+    ) -> Option<Box<KernelLatency>> {
+        let k = self.kernel.as_mut()?;
+        fresh.wire_to_app.reset();
+        fresh.stats = Default::default();
+        fresh.hardware.clear();
+        std::mem::swap(&mut k.latency, &mut fresh);
+        Some(fresh)
+    }
+
+    /// What the query of the interface's hardware timestamping said, once the
+    /// subscription set it up (the state's own [`KernelLatency::hardware`] stays empty, so
+    /// that the shard never copies the text).
+    pub fn hardware_report(&self) -> Option<&str> {
+        self.published.hardware.get().map(String::as_str)
+    }
+
+    /// Sets what the hardware query said, for the report.
+    pub(crate) fn set_hardware_report(&mut self, report: String) {
+        let _ = self.published.hardware.set(report);
     }
 
     /// Whether the state has timers (a reorder window, or recovery: see
@@ -829,13 +889,18 @@ impl ReceiveState {
         if let Some(drops) = info.kernel_drops {
             c.kernel_drops.set(u64::from(drops));
         }
+        if let Some(k) = self.kernel.as_mut() {
+            self.wire = k.handle_datagram(&info.kernel_stamp);
+        }
         if info.truncated {
             c.truncated.add(1);
+            self.wire = None;
             return;
         }
         if payload.is_empty() {
             // No header at all; the splitter below would yield no packet to count.
             c.malformed.add(1);
+            self.wire = None;
             return;
         }
         if info
@@ -844,9 +909,12 @@ impl ReceiveState {
         {
             c.gro_batches.add(1);
         }
+        // With GRO, the one stamp of the coalesced datagram goes to every segment's
+        // messages.
         for packet in segments(payload, info.gro_segment) {
             self.handle_packet(packet, info.source, line, now_ns, handler);
         }
+        self.wire = None;
     }
 
     /// A receive completion whose buffer could not be read.
@@ -1127,6 +1195,8 @@ impl ReceiveState {
         // gone: the gaps they leave are declared as the stream goes on.
         let run_first = self.start == StartAt::FirstSeen;
         let before = self.origin;
+        // Held packets came with other datagrams: no wire→application sample.
+        let wire = self.wire.take();
         if run_first {
             for (place, bytes, at, last_run, tag) in lock.held() {
                 if place == winner && last_run {
@@ -1151,6 +1221,7 @@ impl ReceiveState {
             }
         }
         self.origin = before;
+        self.wire = wire;
     }
 
     /// The tracker declared `gap`. Without recovery it is lost at once. As they come, it
@@ -1330,6 +1401,8 @@ impl ReceiveState {
         self.end_waits = false;
         let len = std::mem::take(&mut self.suspect.len);
         if len > 0 {
+            // It came with another datagram: no wire→application sample.
+            let wire = self.wire.take();
             // Out of `self` while it is applied (which needs all of `self`), as from
             // where it came.
             let buf = std::mem::take(&mut self.suspect.buf);
@@ -1341,6 +1414,7 @@ impl ReceiveState {
             );
             self.origin = before;
             self.suspect.buf = buf;
+            self.wire = wire;
         }
     }
 
@@ -1487,6 +1561,8 @@ impl ReceiveState {
         let Some(mut reorder) = taken else {
             return;
         };
+        // Held packets came with other datagrams: no wire→application sample.
+        let wire = self.wire.take();
         let mut upto = upto;
         loop {
             let next = match stage {
@@ -1520,6 +1596,7 @@ impl ReceiveState {
             Stage::Lines => self.line_wait = Some(reorder),
             Stage::Hold => self.reorder = Some(reorder),
         }
+        self.wire = wire;
     }
 
     /// Sequences one checked packet and tells `handler` what it brings.
@@ -1564,6 +1641,10 @@ impl ReceiveState {
                 }
                 c.messages.add(messages);
                 c.bytes.add(bytes);
+                if let (Some(ns), Some(k)) = (self.wire, self.kernel.as_mut()) {
+                    // One record per packet, for all its delivered messages.
+                    k.record(ns, messages);
+                }
                 c.duplicates.add(u64::from(skip).saturating_sub(late));
                 if self.origin == ORIGIN_REPLY {
                     c.recovered.add(messages);

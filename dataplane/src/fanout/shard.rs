@@ -279,10 +279,12 @@ impl<S: BatchSend> Shard<S> {
             // finishes them, so nobody writes or unmaps them before the kernel is done
             // reading.
             unsafe {
-                self.sender.ops_mut().fill(op, &leaf.addr, run.count, |k| {
-                    let (slot, len) = cursors.packet(run.first + k as u64);
-                    (pool.slot_ptr(slot), usize::from(len))
-                });
+                self.sender
+                    .ops_mut()
+                    .fill(op, &leaf.addr, run.count, None, |k| {
+                        let (slot, len) = cursors.packet(run.first + k as u64);
+                        (pool.slot_ptr(slot), usize::from(len))
+                    });
             }
             self.cursors.start_send(run, op);
             self.counters.send_ops.add(1);

@@ -33,6 +33,7 @@ pub(crate) mod pollset;
 pub(crate) mod region;
 pub mod sim;
 pub(crate) mod sockopt;
+pub mod stamps;
 pub(crate) mod uring;
 
 use std::io;
@@ -336,42 +337,87 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// IP and UDP headers.
 pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
-/// A `UDP_SEGMENT` control message: header plus the 2-byte segment size, padded to the
-/// control-message alignment (`CMSG_SPACE(2)`). Lives next to the `msghdr` that points at
-/// it, for as long as the send is in flight.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct GsoCmsg {
-    hdr: libc::cmsghdr,
-    segment: u16,
-    _pad: [u8; 6],
+/// A transmit stamp request for one send: the key it is to be reported under, and
+/// whether the send names that key itself (`SCM_TS_OPT_ID`) or the kernel's counter of
+/// stamped sends gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StampRequest {
+    /// The key.
+    pub(crate) key: u32,
+    /// Name it in an `SCM_TS_OPT_ID` control message (Linux 6.13+).
+    pub(crate) explicit: bool,
 }
 
-impl GsoCmsg {
-    /// An empty one (all zero, as plain C data may be).
-    pub(crate) fn zeroed() -> GsoCmsg {
-        // SAFETY: GsoCmsg is plain C data (cmsghdr and integers); all-zero is valid.
-        unsafe { std::mem::zeroed() }
+/// `CMSG_SPACE` of a 4-byte (or 2-byte) value: header plus value, padded.
+const SEND_CMSG_SPACE: usize = 24;
+
+/// The control messages of one send: a `UDP_SEGMENT` (one GSO send) and, for a sampled
+/// send, an `SO_TIMESTAMPING` asking for a software transmit stamp and an `SCM_TS_OPT_ID`
+/// naming its key; each a header plus its value, padded to the control-message alignment.
+/// Lives next to the `msghdr` that points at it, for as long as the send is in flight.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub(crate) struct SendCmsgs {
+    bytes: [u8; 3 * SEND_CMSG_SPACE],
+}
+
+impl SendCmsgs {
+    /// An empty one.
+    pub(crate) fn zeroed() -> SendCmsgs {
+        SendCmsgs {
+            bytes: [0; 3 * SEND_CMSG_SPACE],
+        }
     }
 
-    /// Points `msg`'s control data at this message asking for segments of `segment` bytes
-    /// (one GSO send), or, with `None`, gives `msg` no control data (one datagram).
-    pub(crate) fn attach(&mut self, msg: &mut libc::msghdr, segment: Option<u16>) {
-        match segment {
-            Some(segment) => {
-                self.hdr.cmsg_len =
-                    std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<u16>();
-                self.hdr.cmsg_level = libc::SOL_UDP;
-                self.hdr.cmsg_type = libc::UDP_SEGMENT;
-                self.segment = segment;
-                msg.msg_control = (&raw mut *self).cast();
-                msg.msg_controllen = std::mem::size_of::<GsoCmsg>();
-            }
-            None => {
-                msg.msg_control = std::ptr::null_mut();
-                msg.msg_controllen = 0;
+    /// Writes one control message at `at`: header (length, level, type) and `value`.
+    fn put(&mut self, at: usize, level: i32, kind: i32, value: &[u8]) -> usize {
+        let len = CMSG_HDR + value.len();
+        let b = &mut self.bytes[at..at + SEND_CMSG_SPACE];
+        b.fill(0);
+        b[..8].copy_from_slice(&len.to_ne_bytes());
+        b[8..12].copy_from_slice(&level.to_ne_bytes());
+        b[12..16].copy_from_slice(&kind.to_ne_bytes());
+        b[16..16 + value.len()].copy_from_slice(value);
+        at + SEND_CMSG_SPACE
+    }
+
+    /// Points `msg`'s control data at these messages asking for segments of `segment`
+    /// bytes (one GSO send) and, with `stamp`, a transmit stamp; with neither, gives
+    /// `msg` no control data (the path of every unsampled single datagram).
+    pub(crate) fn attach(
+        &mut self,
+        msg: &mut libc::msghdr,
+        segment: Option<u16>,
+        stamp: Option<StampRequest>,
+    ) {
+        if segment.is_none() && stamp.is_none() {
+            msg.msg_control = std::ptr::null_mut();
+            msg.msg_controllen = 0;
+            return;
+        }
+        let mut at = 0;
+        if let Some(segment) = segment {
+            at = self.put(at, libc::SOL_UDP, libc::UDP_SEGMENT, &segment.to_ne_bytes());
+        }
+        if let Some(stamp) = stamp {
+            let record = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+            at = self.put(
+                at,
+                libc::SOL_SOCKET,
+                stamps::SO_TIMESTAMPING,
+                &record.to_ne_bytes(),
+            );
+            if stamp.explicit {
+                at = self.put(
+                    at,
+                    libc::SOL_SOCKET,
+                    stamps::SCM_TS_OPT_ID,
+                    &stamp.key.to_ne_bytes(),
+                );
             }
         }
+        msg.msg_control = self.bytes.as_mut_ptr().cast();
+        msg.msg_controllen = at;
     }
 }
 
@@ -449,6 +495,14 @@ pub(crate) struct RecvMeta {
     pub(crate) drops: Option<u32>,
     /// Where the datagram came from (the receive's source address), when known.
     pub(crate) source: Option<SocketAddr>,
+    /// The kernel's software receive stamp (`SCM_TIMESTAMPING`), ns of `CLOCK_REALTIME`.
+    pub(crate) rx_stamp: Option<u64>,
+    /// The raw hardware receive stamp, when hardware stamping is on.
+    pub(crate) rx_hw_stamp: Option<u64>,
+    /// An `SCM_TIMESTAMPING` message was there but unreadable (short, impossible time).
+    pub(crate) stamp_malformed: bool,
+    /// The control messages did not fit the control buffer (`MSG_CTRUNC`).
+    pub(crate) control_truncated: bool,
 }
 
 /// Reads a source address the kernel wrote (a `sockaddr_in` or `sockaddr_in6`, as raw
@@ -488,10 +542,10 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
 const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
 const CMSG_ALIGN: usize = std::mem::size_of::<usize>();
 
-/// Parses the control messages the data plane asks for, from raw control-buffer bytes.
-/// Unknown or malformed control messages are skipped; this never panics.
-pub(crate) fn parse_cmsgs(mut control: &[u8]) -> RecvMeta {
-    let mut meta = RecvMeta::default();
+/// Calls `f(level, type, data)` for each well-formed control message in raw
+/// control-buffer bytes, in order; stops at the first whose length does not fit. Never
+/// panics.
+pub(crate) fn for_each_cmsg(mut control: &[u8], mut f: impl FnMut(i32, i32, &[u8])) {
     while control.len() >= CMSG_HDR {
         let word = |at: usize, n: usize| -> u64 {
             let mut b = [0u8; 8];
@@ -504,29 +558,47 @@ pub(crate) fn parse_cmsgs(mut control: &[u8]) -> RecvMeta {
         if len < CMSG_HDR || len > control.len() {
             break;
         }
-        let data = &control[CMSG_HDR..len];
-        match (level, kind) {
-            (libc::SOL_UDP, libc::UDP_GRO) if data.len() >= 4 => {
-                let seg = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
-                meta.gro_segment = u16::try_from(seg).ok().filter(|&s| s > 0);
-            }
-            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
-                meta.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
-            }
-            _ => {}
-        }
+        f(level, kind, &control[CMSG_HDR..len]);
         let step = len.div_ceil(CMSG_ALIGN) * CMSG_ALIGN;
         if step >= control.len() {
             break;
         }
         control = &control[step..];
     }
+}
+
+/// Parses the control messages the data plane asks for, from raw control-buffer bytes.
+/// Unknown or malformed control messages are skipped (a malformed `SCM_TIMESTAMPING` is
+/// flagged); this never panics.
+pub(crate) fn parse_cmsgs(control: &[u8]) -> RecvMeta {
+    let mut meta = RecvMeta::default();
+    for_each_cmsg(control, |level, kind, data| match (level, kind) {
+        (libc::SOL_UDP, libc::UDP_GRO) if data.len() >= 4 => {
+            let seg = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+            meta.gro_segment = u16::try_from(seg).ok().filter(|&s| s > 0);
+        }
+        (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
+            meta.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+        }
+        _ if stamps::is_scm_timestamping(level, kind) => {
+            match stamps::parse_scm_timestamping(data) {
+                Ok((software, hardware)) => {
+                    meta.rx_stamp = software;
+                    meta.rx_hw_stamp = hardware;
+                }
+                Err(()) => meta.stamp_malformed = true,
+            }
+        }
+        _ => {}
+    });
     meta
 }
 
-/// Room for the control messages [`parse_cmsgs`] reads (UDP_GRO and SO_RXQ_OVFL, each an
-/// aligned header plus a 4-byte value), with slack.
-pub(crate) const RECV_CONTROL_LEN: usize = 64;
+/// Room for the control messages [`parse_cmsgs`] reads: UDP_GRO and SO_RXQ_OVFL (each an
+/// aligned header plus a 4-byte value: 24 bytes) and SCM_TIMESTAMPING (a header plus
+/// three timespecs: 64 bytes), with slack. A receive whose control messages do not fit
+/// anyway is flagged `MSG_CTRUNC` and counted.
+pub(crate) const RECV_CONTROL_LEN: usize = 128;
 
 /// Splits a received payload into the datagrams it holds: one, or several of
 /// `gro_segment` bytes each (the last may be shorter) when the kernel coalesced them.
@@ -643,6 +715,28 @@ pub(crate) fn drain_eventfd(fd: RawFd) {
     let _ = unsafe { libc::read(fd, (&raw mut value).cast(), 8) };
 }
 
+/// Control messages as the kernel lays them out, for the parsers' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// One control message: header (length, level, type), `data`, padding.
+    pub(crate) fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(super::CMSG_HDR + data.len()).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(data);
+        v.resize(v.len().div_ceil(8) * 8, 0);
+        v
+    }
+
+    /// The data of an `SCM_TIMESTAMPING`: three (seconds, nanoseconds).
+    pub(crate) fn timespecs(ts: [(i64, i64); 3]) -> Vec<u8> {
+        ts.iter()
+            .flat_map(|&(s, n)| s.to_ne_bytes().into_iter().chain(n.to_ne_bytes()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,13 +784,7 @@ mod tests {
     }
 
     fn cmsg(level: i32, kind: i32, value: u32) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&(CMSG_HDR + 4).to_ne_bytes());
-        v.extend_from_slice(&level.to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(&value.to_ne_bytes());
-        v.resize(v.len().div_ceil(8) * 8, 0);
-        v
+        test_support::cmsg(level, kind, &value.to_ne_bytes())
     }
 
     #[test]
@@ -710,6 +798,64 @@ mod tests {
             let _ = parse_cmsgs(&buf[..cut]);
         }
         assert_eq!(parse_cmsgs(&[0xff; 40]), RecvMeta::default());
+    }
+
+    #[test]
+    fn a_receive_stamp_is_read_beside_gro_and_drops_and_fits_the_control_room() {
+        let mut buf = cmsg(libc::SOL_UDP, libc::UDP_GRO, 1448);
+        buf.extend(cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 7));
+        buf.extend(test_support::cmsg(
+            libc::SOL_SOCKET,
+            stamps::SO_TIMESTAMPING,
+            &test_support::timespecs([(1_700_000_000, 123), (0, 0), (0, 0)]),
+        ));
+        assert!(
+            buf.len() <= RECV_CONTROL_LEN,
+            "all three fit: {}",
+            buf.len()
+        );
+        let meta = parse_cmsgs(&buf);
+        assert_eq!(meta.gro_segment, Some(1448));
+        assert_eq!(meta.drops, Some(7));
+        assert_eq!(meta.rx_stamp, Some(1_700_000_000_000_000_123));
+        assert_eq!(meta.rx_hw_stamp, None);
+        assert!(!meta.stamp_malformed);
+    }
+
+    #[test]
+    fn a_forged_short_or_cut_receive_stamp_is_flagged_or_skipped_never_a_panic() {
+        // Short: the header claims 20 bytes of data where three timespecs take 48.
+        let short = test_support::cmsg(libc::SOL_SOCKET, stamps::SO_TIMESTAMPING, &[1; 20]);
+        let meta = parse_cmsgs(&short);
+        assert!(meta.stamp_malformed && meta.rx_stamp.is_none());
+        // Forged: nanoseconds out of range, and a negative time.
+        for forged in [
+            test_support::timespecs([(5, 1_000_000_000), (0, 0), (0, 0)]),
+            test_support::timespecs([(-5, 0), (0, 0), (0, 0)]),
+            test_support::timespecs([(1, 0), (0, 0), (i64::MIN, -1)]),
+        ] {
+            let meta = parse_cmsgs(&test_support::cmsg(
+                libc::SOL_SOCKET,
+                stamps::SO_TIMESTAMPING,
+                &forged,
+            ));
+            assert!(meta.stamp_malformed, "{forged:?}");
+            assert_eq!(meta.rx_stamp, None);
+        }
+        // Cut anywhere (a truncated control area): never a panic, never a wrong stamp.
+        let whole = test_support::cmsg(
+            libc::SOL_SOCKET,
+            stamps::SO_TIMESTAMPING,
+            &test_support::timespecs([(9, 9), (0, 0), (0, 0)]),
+        );
+        for cut in 0..whole.len() {
+            let meta = parse_cmsgs(&whole[..cut]);
+            assert!(meta.rx_stamp.is_none() || meta.rx_stamp == Some(9_000_000_009));
+        }
+        // A length beyond the buffer stops the walk.
+        let mut lying = whole.clone();
+        lying[..8].copy_from_slice(&4096usize.to_ne_bytes());
+        assert_eq!(parse_cmsgs(&lying), RecvMeta::default());
     }
 
     /// The bytes of a plain C struct, as the kernel writes it.

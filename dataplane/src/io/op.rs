@@ -1,6 +1,7 @@
 //! What every send backend keeps the same way: the memory of its operations (each owns a
-//! `msghdr`, up to 64 iovecs, a `UDP_SEGMENT` control message and a copy of its
-//! destination, all of which the kernel may read until the operation completes), the free
+//! `msghdr`, up to 64 iovecs, its control messages (`UDP_SEGMENT`, a transmit stamp
+//! request) and a copy of its destination, all of which the kernel may read until the
+//! operation completes), the free
 //! list, the operations queued for the next flush, whether GSO may still be used, and the
 //! eventfd that ends a wait. The table is allocated once; nothing here allocates after.
 
@@ -9,13 +10,13 @@ use std::os::fd::RawFd;
 
 use socket2::SockAddr;
 
-use super::{GsoCmsg, MAX_GSO_SEGMENTS};
+use super::{SendCmsgs, StampRequest, MAX_GSO_SEGMENTS};
 
 /// One send operation and the memory the kernel reads while it is in flight.
 pub(crate) struct SendOp {
     pub(crate) msg: libc::msghdr,
     pub(crate) iov: [libc::iovec; MAX_GSO_SEGMENTS],
-    cmsg: GsoCmsg,
+    cmsg: SendCmsgs,
     /// The destination, copied in so that it lives as long as the operation.
     dest: SockAddr,
     /// Packets in this operation.
@@ -75,7 +76,7 @@ impl OpTable {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
                 }; MAX_GSO_SEGMENTS],
-                cmsg: GsoCmsg::zeroed(),
+                cmsg: SendCmsgs::zeroed(),
                 dest: unspecified.clone(),
                 segments: 0,
                 zc_result: None,
@@ -164,7 +165,8 @@ impl OpTable {
     }
 
     /// Points operation `op` at `dest` and the packets `segment(0..n)`, as one GSO send of
-    /// `segment(0)`'s length when `n > 1`. `n` is clamped to 1..=64.
+    /// `segment(0)`'s length when `n > 1`. `n` is clamped to 1..=64. With `stamp`, the
+    /// send asks for a software transmit stamp under its key.
     ///
     /// # Safety
     ///
@@ -175,6 +177,7 @@ impl OpTable {
         op: u16,
         dest: &SockAddr,
         n: usize,
+        stamp: Option<StampRequest>,
         segment: impl Fn(usize) -> (*const u8, usize),
     ) {
         let n = n.clamp(1, MAX_GSO_SEGMENTS);
@@ -202,6 +205,7 @@ impl OpTable {
         op.cmsg.attach(
             &mut op.msg,
             (n > 1).then(|| u16::try_from(first_len).unwrap_or(u16::MAX)),
+            stamp,
         );
     }
 }

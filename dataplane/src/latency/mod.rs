@@ -53,8 +53,17 @@ pub fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// Reads `clock` (a monotonic clock id every Linux kernel has), in nanoseconds; 0 if it
-/// cannot be read.
+/// Reads `CLOCK_REALTIME`, in nanoseconds since 1970: the clock of the kernel's software
+/// packet timestamps (`SO_TIMESTAMPING`, see [`crate::core::stamps`]), and so the one
+/// they are compared with. Served by the vDSO. Returns 0 if it cannot be read (or reads
+/// before 1970).
+#[must_use]
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Reads `clock` (a clock id every Linux kernel has), in nanoseconds; 0 if it cannot be
+/// read.
 #[inline]
 pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut now = libc::timespec {
@@ -62,8 +71,8 @@ pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid, writable `timespec` that outlives the call, which is all
-    // clock_gettime writes to; the callers pass CLOCK_MONOTONIC or
-    // CLOCK_MONOTONIC_COARSE, valid clock ids on every Linux kernel this crate supports.
+    // clock_gettime writes to; the callers pass CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE
+    // or CLOCK_REALTIME, valid clock ids on every Linux kernel this crate supports.
     let rc = unsafe { libc::clock_gettime(clock, &mut now) };
     if rc != 0 {
         return 0;
@@ -121,6 +130,11 @@ mod tests {
         assert_eq!(msg, [9u8; STAMP_LEN - 1]);
         assert_eq!(read_stamp(&msg), None);
         assert_eq!(read_stamp(&[]), None);
+    }
+
+    #[test]
+    fn the_realtime_clock_reads_after_2020() {
+        assert!(realtime_ns() > 1_577_836_800 * 1_000_000_000);
     }
 
     #[test]

@@ -78,10 +78,11 @@ pub use self::lines::{LineB, LineSendStats};
 use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
-use self::sender::{AnySender, PacketSender, SendCount};
+use self::sender::{AnySender, PacketSender, SendCount, TxStamps};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, BACKOFF_SPIN};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
 use crate::core::server::ServerStats;
+use crate::core::stamps::{SendLatency, TxStampConfig};
 use crate::core::store::RetransmitStore;
 use crate::core::SystemClock;
 use crate::error::{Error, Result};
@@ -90,6 +91,7 @@ use crate::io::mmsg::MmsgSend;
 use crate::io::op::OpTable;
 use crate::io::region::Region;
 use crate::io::sim::{self, SimSend};
+use crate::io::stamps::{explicit_keys, set_tx_stamping};
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, OwnedSocket, MAX_GSO_SEGMENTS};
 use crate::runtime::BLOCK_WAIT;
@@ -158,6 +160,15 @@ pub struct PublisherConfig {
     /// for room in a socket buffer. `Backoff` spins first ([`crate::config::BACKOFF_SPIN`])
     /// for short waits; `Spin` and `Yield` never sleep.
     pub idle: IdleStrategy,
+    /// Sample one send in this many for a send→wire latency (see
+    /// [`crate::core::stamps`]): the sampled sends (line A's) ask the kernel for a
+    /// software transmit stamp, read back from the socket's error queue and matched to
+    /// the `CLOCK_REALTIME` reading at submission ([`Publisher::send_latency`]). A GSO
+    /// send is one send and gets one stamp, its first segment's. 0, the default: off, and
+    /// the send path is what it was (one flag check per send). Costs, when on: a control
+    /// message and a clock read per sampled send, and one non-blocking `recvmsg` of the
+    /// error queue per flush while a sample waits. No stamps on a simulated network.
+    pub tx_stamp_every: u32,
 }
 
 impl PublisherConfig {
@@ -185,6 +196,7 @@ impl PublisherConfig {
             rerequest: None,
             line_b: None,
             idle: IdleStrategy::Block,
+            tx_stamp_every: 0,
         }
     }
 }
@@ -510,7 +522,18 @@ impl Publisher {
             OwnedSocket::Sim(_) => sim_backend(),
             OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => choose(config.backend)?,
         };
-        let sender = line_sender(&socket, backend.kind, &config, &region, dest)?;
+        let mut sender = line_sender(&socket, backend.kind, &config, &region, dest)?;
+        if let (Some(host), true) = (socket.host(), config.tx_stamp_every > 0) {
+            let fd = host.as_raw_fd();
+            set_tx_stamping(fd).map_err(Error::io(
+                "turning on transmit stamps (SO_TIMESTAMPING) on the publisher's socket",
+            ))?;
+            sender.set_stamps(TxStamps::new(
+                TxStampConfig::every(config.tx_stamp_every),
+                fd,
+                explicit_keys(),
+            ));
+        }
         let line_b = match &config.line_b {
             Some(line) => {
                 let socket = line_socket(&config, line.group, &line.interface, None)?;
@@ -638,6 +661,23 @@ impl Publisher {
             heartbeats: core.heartbeats,
             ..self.stats
         }
+    }
+
+    /// The send→wire latency so far (with [`PublisherConfig::tx_stamp_every`]; `None`
+    /// without). Stamps that came are read first; with `wait`, for at most that long
+    /// while samples still wait for theirs (the stamp of a send comes a few microseconds
+    /// after it). Samples still waiting are not counted as expired yet.
+    pub fn send_latency(&mut self, wait: Duration) -> Option<SendLatency> {
+        let deadline = Instant::now() + wait;
+        let stamps = self.sender.stamps_mut()?;
+        loop {
+            stamps.drain();
+            if stamps.outstanding() == 0 || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Some(stamps.latency().clone())
     }
 
     /// Packs `msg` into the open packet and returns its sequence number.
@@ -915,6 +955,9 @@ impl Publisher {
             sender.in_flight() + line_b.as_ref().map_or(0, |line| line.sender.in_flight());
         core.handle_send(now, Instant::now(), in_flight > 0);
         stats.send_errors += errors;
+        if let Some(stamps) = sender.stamps_mut() {
+            stamps.drain();
+        }
         if let (Some(rerequest), Some(store)) = (rerequest.as_mut(), core.store()) {
             rerequest.serve_if_due(store, now);
         }

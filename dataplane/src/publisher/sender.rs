@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use socket2::SockAddr;
 
+use crate::core::stamps::{SendLatency, TxSampler, TxStampConfig};
 use crate::io::mmsg::MmsgSend;
 use crate::io::region::Region;
 use crate::io::sim::SimSend;
+use crate::io::stamps::ErrQueue;
 use crate::io::uring::UringSend;
-use crate::io::{gso_run, BatchSend, Completion, Sending, MAX_GSO_SEGMENTS};
+use crate::io::{gso_run, BatchSend, Completion, Sending, StampRequest, MAX_GSO_SEGMENTS};
+use crate::latency::realtime_ns;
 
 /// What one [`PacketSender::send`] call did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,55 @@ pub(crate) struct PacketSender<S> {
     max_segments: usize,
     /// The packet slots of each operation in flight, by operation number.
     slots: Box<[[u16; MAX_GSO_SEGMENTS]]>,
+    /// With transmit stamps: the sampler and the socket's error queue.
+    stamps: Option<Box<TxStamps>>,
+}
+
+/// A sender's transmit stamps: which sends ask for one, and where they come back.
+pub(crate) struct TxStamps {
+    sampler: TxSampler,
+    /// Sends name their key (`SCM_TS_OPT_ID`) rather than rely on the kernel's counter.
+    explicit: bool,
+    errors: ErrQueue,
+}
+
+/// Error-queue messages read per drain at most (a drain runs once per transmit while
+/// samples wait, so the queue never holds more than the samples outstanding).
+const DRAIN_MAX: usize = 64;
+
+impl TxStamps {
+    /// Sampling as `config` says, reading stamps from `fd`'s error queue (the socket must
+    /// have had [`set_tx_stamping`](crate::io::stamps::set_tx_stamping)).
+    pub(crate) fn new(config: TxStampConfig, fd: std::os::fd::RawFd, explicit: bool) -> TxStamps {
+        TxStamps {
+            sampler: TxSampler::new(config),
+            explicit,
+            errors: ErrQueue::new(fd),
+        }
+    }
+
+    /// Reads the stamps that came (only while samples wait: no system call otherwise)
+    /// and gives up those too old.
+    pub(crate) fn drain(&mut self) {
+        if self.sampler.outstanding() == 0 {
+            return;
+        }
+        let sampler = &mut self.sampler;
+        self.errors.drain(DRAIN_MAX, &mut |key, stamp| {
+            let _ = sampler.handle_stamp(key, stamp);
+        });
+        sampler.poll_expired(realtime_ns());
+    }
+
+    /// Samples still waiting for their stamp.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.sampler.outstanding()
+    }
+
+    /// The histogram and counters so far.
+    pub(crate) fn latency(&self) -> &SendLatency {
+        self.sampler.latency()
+    }
 }
 
 impl<S: BatchSend> PacketSender<S> {
@@ -52,7 +104,18 @@ impl<S: BatchSend> PacketSender<S> {
             dest,
             max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
             slots: vec![[0; MAX_GSO_SEGMENTS]; max_ops.max(1)].into_boxed_slice(),
+            stamps: None,
         }
+    }
+
+    /// Samples sends for transmit stamps from now on.
+    pub(crate) fn set_stamps(&mut self, stamps: TxStamps) {
+        self.stamps = Some(Box::new(stamps));
+    }
+
+    /// The transmit stamps, if sampled.
+    pub(crate) fn stamps_mut(&mut self) -> Option<&mut TxStamps> {
+        self.stamps.as_deref_mut()
     }
 
     /// Send operations in flight.
@@ -89,11 +152,19 @@ impl<S: BatchSend> PacketSender<S> {
                 1
             };
             let run = &rest[..n];
+            // One predictable branch per send when stamps are off.
+            let stamp = match self.stamps.as_deref_mut() {
+                Some(t) => t.sampler.poll_sample().map(|key| StampRequest {
+                    key,
+                    explicit: t.explicit,
+                }),
+                None => None,
+            };
             // SAFETY: the region's slots stay allocated for the publisher's life (the
             // region is dropped after the sender), and a slot handed to `send` is not
             // written again before `done` returned it.
             unsafe {
-                self.backend.ops_mut().fill(op, &self.dest, n, |i| {
+                self.backend.ops_mut().fill(op, &self.dest, n, stamp, |i| {
                     let (slot, len) = run[i];
                     let bytes = &region.slot(usize::from(slot))[..usize::from(len)];
                     (bytes.as_ptr(), bytes.len())
@@ -105,6 +176,10 @@ impl<S: BatchSend> PacketSender<S> {
                 }
             }
             let linked = taken + n < packets.len() && self.backend.has_free_op();
+            if let (Some(req), Some(t)) = (stamp, self.stamps.as_deref_mut()) {
+                // The submission time: the send is handed over at this call's flush.
+                t.sampler.handle_submitted(req.key, realtime_ns());
+            }
             if let Err(e) = self.backend.queue(op, linked) {
                 error = Some(e);
                 break;
@@ -177,6 +252,24 @@ pub(crate) enum AnySender {
 }
 
 impl AnySender {
+    /// See [`PacketSender::stamps_mut`].
+    pub(crate) fn stamps_mut(&mut self) -> Option<&mut TxStamps> {
+        match self {
+            AnySender::Uring(s) => s.stamps_mut(),
+            AnySender::Mmsg(s) => s.stamps_mut(),
+            AnySender::Sim(s) => s.stamps_mut(),
+        }
+    }
+
+    /// See [`PacketSender::set_stamps`].
+    pub(crate) fn set_stamps(&mut self, stamps: TxStamps) {
+        match self {
+            AnySender::Uring(s) => s.set_stamps(stamps),
+            AnySender::Mmsg(s) => s.set_stamps(stamps),
+            AnySender::Sim(s) => s.set_stamps(stamps),
+        }
+    }
+
     /// See [`PacketSender::in_flight`].
     pub(crate) fn in_flight(&self) -> usize {
         match self {

@@ -25,7 +25,7 @@ mod shard;
 
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,11 +44,13 @@ use crate::core::receive::{
 };
 use crate::core::recovery::RecoveryConfig;
 use crate::core::sequence::StartAt;
+use crate::core::stamps::{KernelLatency, KernelStamps};
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
 use crate::io::mmsg::MmsgRecv;
 use crate::io::sim::{self, SimRecv};
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
+use crate::io::stamps::{enable_hardware_rx, hardware_stamps, set_rx_stamping, HardwareStamps};
 use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
 use crate::io::{choose, sim_backend, BatchRecv, DataSocket, OwnedSocket, RECV_CONTROL_LEN};
 use crate::latency::LatencyHistogram;
@@ -159,6 +161,16 @@ pub struct SubscriptionConfig {
     /// Record one-way latency from a timestamp in each message's first 8 bytes
     /// ([`crate::latency::write_stamp`]).
     pub timestamps: bool,
+    /// Record a wire→application latency histogram from the kernel's receive stamp of
+    /// each datagram to the moment its messages go to the handler, beside the end-to-end
+    /// one ([`Subscription::take_kernel_latency`], [`crate::core::stamps`]). Each message
+    /// delivered as its datagram arrives gets one sample (every message of a GRO-coalesced
+    /// datagram that datagram's one stamp); messages delivered later from a hold (the
+    /// packets before the lock onto a sender, a reorder window, in-order recovery,
+    /// replies) get none. Costs, when on: the kernel stamps every datagram of the socket
+    /// and adds a 64-byte control message to each receive, and the shard reads
+    /// `CLOCK_REALTIME` once per datagram. [`KernelStamps::Off`], the default: none of it.
+    pub kernel_stamps: KernelStamps,
     /// Socket receive buffer to ask for (capped by `net.core.rmem_max`).
     pub recv_buffer: usize,
     /// Put the subscription on this shard; `None`: round robin.
@@ -234,6 +246,7 @@ impl SubscriptionConfig {
             session: None,
             start: StartAt::One,
             timestamps: false,
+            kernel_stamps: KernelStamps::Off,
             recv_buffer: 8 << 20,
             shard: None,
             reorder_window: Duration::ZERO,
@@ -590,6 +603,26 @@ impl Shards {
         if self.config.gro {
             set_udp_gro(socket.as_fd(), true).map_err(Error::io("setting UDP_GRO"))?;
         }
+        if config.kernel_stamps != KernelStamps::Off {
+            let hardware = config.kernel_stamps == KernelStamps::Hardware
+                && match hardware_stamps(&config.interface) {
+                    HardwareStamps::Available { interface, .. } => {
+                        match enable_hardware_rx(&interface) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(%interface, error = %e,
+                                    "hardware receive stamps could not be enabled \
+                                     (SIOCSHWTSTAMP); software stamps instead");
+                                false
+                            }
+                        }
+                    }
+                    HardwareStamps::Unavailable { .. } => false,
+                };
+            set_rx_stamping(socket.as_raw_fd(), hardware).map_err(Error::io(
+                "turning on receive stamps (SO_TIMESTAMPING) on the subscription's socket",
+            ))?;
+        }
         Ok(())
     }
 
@@ -619,6 +652,7 @@ impl Shards {
             sender,
             start: config.start,
             timestamps: config.timestamps,
+            kernel_stamps: config.kernel_stamps != KernelStamps::Off,
             reorder_window: config.reorder_window,
             sequence_window: config.sequence_window,
             lock_after: config.lock_after,
@@ -631,6 +665,12 @@ impl Shards {
                 ..b.arbitration
             }),
         });
+        if config.kernel_stamps != KernelStamps::Off {
+            state.set_hardware_report(match &socket {
+                OwnedSocket::Sim(_) => "hardware stamps: unavailable (simulated network)".into(),
+                _ => hardware_stamps(&config.interface).to_string(),
+            });
+        }
         let requests = match &config.recovery {
             Some(recovery) => Some(self.request_socket(recovery.server)?),
             None => None,
@@ -911,6 +951,10 @@ pub struct Closed<H> {
     /// One-way latency since the last [`Subscription::take_latency`] (empty unless
     /// timestamps were on).
     pub latency: LatencyHistogram,
+    /// Wire→application latency and its counters since the last
+    /// [`Subscription::take_kernel_latency`] (empty unless
+    /// [`SubscriptionConfig::kernel_stamps`] was on).
+    pub kernel: KernelLatency,
     /// With recovery: recovery times, gap seen → gap filled, per missing range as it was
     /// asked for (empty without recovery).
     pub recovery: LatencyHistogram,
@@ -979,6 +1023,34 @@ impl<H: Handler> Subscription<H> {
             .ok_or(Error::ShardGone(self.shard))
     }
 
+    /// The wire→application latency (kernel receive stamp → handler) and its counters
+    /// recorded since the last call, leaving empty ones in their place; empty unless
+    /// [`SubscriptionConfig::kernel_stamps`] is on. See [`crate::core::stamps`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShardGone`] if the shard stopped.
+    pub fn take_kernel_latency(&self) -> Result<KernelLatency> {
+        let (tx, rx) = bounded(1);
+        // The fresh histogram is allocated here, not on the shard.
+        let fresh = Box::<KernelLatency>::default();
+        self.tx
+            .as_ref()
+            .ok_or(Error::ShardGone(self.shard))?
+            .send(Command::TakeKernelLatency(self.id, fresh, tx))
+            .map_err(|_| Error::ShardGone(self.shard))?;
+        match rx.recv() {
+            Ok(Some(taken)) => {
+                let mut kernel = taken.map(|k| *k).unwrap_or_default();
+                if let Some(report) = self.published.hardware.get() {
+                    kernel.hardware.clone_from(report);
+                }
+                Ok(kernel)
+            }
+            _ => Err(Error::ShardGone(self.shard)),
+        }
+    }
+
     /// Leaves the group (if the subscription joined one), closes the socket and returns
     /// the handler with the final counters.
     ///
@@ -1035,9 +1107,14 @@ impl<H: Handler> Subscription<H> {
                 .collect(),
             None => Vec::new(),
         };
+        let mut kernel = state.kernel_latency().cloned().unwrap_or_default();
+        if let Some(report) = state.hardware_report() {
+            kernel.hardware = report.to_owned();
+        }
         Ok(Closed {
             handler: *handler,
             stats: self.counters.snapshot(),
+            kernel,
             latency: state.into_latency(),
             recovery,
             lines,
@@ -1180,6 +1257,7 @@ fn ring_closed(closed: Closed<RingWriter>) -> Closed<RingStats> {
     let Closed {
         handler,
         stats,
+        kernel,
         latency,
         recovery,
         lines,
@@ -1189,6 +1267,7 @@ fn ring_closed(closed: Closed<RingWriter>) -> Closed<RingStats> {
     Closed {
         handler: ring,
         stats,
+        kernel,
         latency,
         recovery,
         lines,

@@ -11,10 +11,11 @@ use crossbeam_channel::Sender as Tx;
 
 use crate::core::lines::Line;
 use crate::core::receive::{DatagramInfo, Handler, ReceiveState};
+use crate::core::stamps::{KernelLatency, RxStamp};
 use crate::error::{Error, Result};
 use crate::io::OwnedSocket;
 use crate::io::{BatchRecv, Event};
-use crate::latency::{now_ns, LatencyHistogram};
+use crate::latency::{now_ns, realtime_ns, LatencyHistogram};
 use crate::runtime::Worker;
 use crate::stat::kinds::SubscriptionEntries;
 use crate::stat::Cadence;
@@ -70,6 +71,13 @@ pub(crate) enum Command {
         u64,
         Box<LatencyHistogram>,
         Tx<Option<Box<LatencyHistogram>>>,
+    ),
+    /// The same for the wire→application figures (the inner `None`: no kernel stamps).
+    #[allow(clippy::type_complexity)]
+    TakeKernelLatency(
+        u64,
+        Box<KernelLatency>,
+        Tx<Option<Option<Box<KernelLatency>>>>,
     ),
     Shutdown,
 }
@@ -137,6 +145,15 @@ impl<R: BatchRecv> Shard<R> {
             }
         }
         self.failure = Some(reason.to_owned());
+    }
+
+    /// The subscription with `id`, if it is on the shard.
+    fn find(&mut self, id: u64) -> Option<&mut SubState> {
+        self.subs
+            .iter_mut()
+            .flatten()
+            .find(|s| s.id == id)
+            .map(|s| &mut **s)
     }
 
     /// The subscription in `slot` is no longer on the shard.
@@ -399,12 +416,11 @@ impl<R: BatchRecv> Worker for Shard<R> {
                 let _ = reply.send(result);
             }
             Command::TakeLatency(id, fresh, reply) => {
-                let taken = self
-                    .subs
-                    .iter_mut()
-                    .flatten()
-                    .find(|s| s.id == id)
-                    .map(|s| s.state.swap_latency(fresh));
+                let taken = self.find(id).map(|s| s.state.swap_latency(fresh));
+                let _ = reply.send(taken);
+            }
+            Command::TakeKernelLatency(id, fresh, reply) => {
+                let taken = self.find(id).map(|s| s.state.swap_kernel_latency(fresh));
                 let _ = reply.send(taken);
             }
             Command::Shutdown => self.stop = true,
@@ -499,12 +515,25 @@ fn on_event(subs: &mut [Option<Box<SubState>>], slot: u32, via: Option<Via>, eve
             meta,
             ..
         } => {
+            // CLOCK_REALTIME first, then the latency clock: wire→application never
+            // exceeds the end-to-end latency of the same message.
+            let kernel_stamp = if state.wants_realtime() {
+                RxStamp {
+                    wire_ns: meta.rx_hw_stamp.or(meta.rx_stamp),
+                    app_ns: realtime_ns(),
+                    malformed: meta.stamp_malformed,
+                    control_truncated: meta.control_truncated,
+                }
+            } else {
+                RxStamp::default()
+            };
             let now = if state.wants_clock() { now_ns() } else { 0 };
             let info = DatagramInfo {
                 truncated,
                 gro_segment: meta.gro_segment,
                 kernel_drops: meta.drops,
                 source: meta.source,
+                kernel_stamp,
             };
             match via {
                 Some(Via::Replies) => state.handle_reply(payload, info, now, &mut **handler),

@@ -178,6 +178,7 @@ impl BatchRecv for MmsgRecv {
                     };
                     let mut meta = parse_cmsgs(&self.controls[i].0[..controllen]);
                     meta.source = parse_sockaddr(name);
+                    meta.control_truncated = hdr.msg_flags & libc::MSG_CTRUNC != 0;
                     sink(Event::Datagram {
                         slot: slot as u32,
                         payload: &self.bufs.slot(i)[..len],

@@ -167,8 +167,11 @@ impl State {
                         .and_then(|b| b.get(..usize::try_from(res).ok()?));
                     match filled.map(|data| RecvMsgOut::parse(data, &self.msg)) {
                         Some(Ok(out)) => {
+                            // The control area's length was checked by the parse
+                            // against the buffer; MSG_CTRUNC is counted.
                             let mut meta = parse_cmsgs(out.control_data());
                             meta.source = parse_sockaddr(out.name_data());
+                            meta.control_truncated = out.is_control_data_truncated();
                             sink(Event::Datagram {
                                 slot,
                                 payload: out.payload_data(),
