@@ -52,6 +52,7 @@ pub use crate::error::{Error, Result};
 pub use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats, LeafStats};
 pub use crate::host::{HostNeeds, RingSize};
 pub use crate::io::DataSocket;
+#[cfg(not(loom))]
 pub use crate::ipc::{
     IpcAttachConfig, IpcConfig, IpcReaderStats, IpcStart, IpcSubscription, IpcWriter,
     IpcWriterStats, WriterState,

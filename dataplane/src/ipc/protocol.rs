@@ -291,6 +291,7 @@ mod tests {
         intent: AtomicU64,
         blocks: Vec<AtomicU64>,
         closed: loom::sync::atomic::AtomicBool,
+        records: AtomicU64,
     }
 
     impl Words for Ring {
@@ -310,6 +311,7 @@ mod tests {
                 intent: AtomicU64::new(0),
                 blocks: (0..blocks).map(|_| AtomicU64::new(0)).collect(),
                 closed: loom::sync::atomic::AtomicBool::new(false),
+                records: AtomicU64::new(0),
             }
         }
         fn ix(&self) -> Indices<'_> {
@@ -330,7 +332,7 @@ mod tests {
     /// after each), a reader reads concurrently; every record the reader accepts must be
     /// whole and in order, and what it accepted plus what it was told it lost must be
     /// every record.
-    fn check(capacity: usize, blocks: usize, records: u64, words: usize) {
+    fn check(capacity: usize, blocks: usize, records: u64, words: usize, steps: usize) {
         loom::model(move || {
             let ring = Arc::new(Ring::new(capacity, blocks));
             let writer_ring = Arc::clone(&ring);
@@ -343,66 +345,90 @@ mod tests {
                     }
                     w.publish(writer_ring.ix());
                 }
+                writer_ring.records.store(records, Ordering::Relaxed);
                 writer_ring.closed.store(true, Ordering::Release);
             });
             let mut r = ReaderIndex::new(capacity as u64, 0);
-            let mut expected = 0u64;
-            let (mut accepted, mut lost) = (0u64, 0u64);
-            let mut resynced = false;
-            loop {
-                let closed = ring.closed.load(Ordering::Acquire);
-                match r.next(&*ring, ring.ix()) {
-                    Next::Empty if closed => break,
-                    Next::Empty => loom::thread::yield_now(),
-                    Next::Lapped => {
-                        r.resync(ring.ix());
-                        resynced = true;
-                    }
-                    Next::Corrupt(why) => panic!("corrupt: {why}"),
-                    Next::Record(found) => {
-                        let got: Vec<u64> = (0..words)
-                            .map(|k| ring.load(found.payload + 8 * k))
-                            .collect();
-                        if !r.intact(ring.ix(), found.position) {
-                            r.resync(ring.ix());
-                            resynced = true;
-                            continue;
-                        }
-                        assert_eq!(found.len, words * 8);
-                        assert_eq!(found.value, found.index, "header torn");
-                        if resynced {
-                            assert!(found.index >= expected, "went back");
-                            lost += found.index - expected;
-                            resynced = false;
-                        } else {
-                            assert_eq!(found.index, expected, "skipped without a lap");
-                        }
-                        for (k, word) in got.iter().enumerate() {
-                            assert_eq!(*word, payload(found.index, k), "torn payload");
-                        }
-                        expected = found.index + 1;
-                        accepted += 1;
-                        r.advance(&found);
-                    }
-                }
+            let mut seen = Seen::default();
+            // A few steps while the writer runs, the rest once it is done.
+            for _ in 0..steps {
+                seen.step(&mut r, &ring, words);
             }
             writer.join().unwrap();
-            // The tail the reader ended at is the writer's last: every record is either
-            // accepted or counted lost (a lap at the very end loses the rest).
-            lost += records - expected;
-            assert_eq!(accepted + lost, records);
+            while !seen.step(&mut r, &ring, words) {}
+            // Every record is either accepted whole or counted lost.
+            assert_eq!(seen.accepted + seen.lost, records);
         });
+    }
+
+    /// What the reader saw.
+    #[derive(Default)]
+    struct Seen {
+        expected: u64,
+        accepted: u64,
+        lost: u64,
+        resynced: bool,
+    }
+
+    impl Seen {
+        /// One step of the reader; true once there is nothing more to read.
+        fn step(&mut self, r: &mut ReaderIndex, ring: &Ring, words: usize) -> bool {
+            // Closed first: seeing it, the next load of the tail sees the last one.
+            let closed = ring.closed.load(Ordering::Acquire);
+            match r.next(ring, ring.ix()) {
+                Next::Empty => {
+                    if closed {
+                        // A lap at the very end loses the rest: the writer's count.
+                        let total = ring.records.load(Ordering::Relaxed);
+                        self.lost += total - self.expected;
+                        self.expected = total;
+                        return true;
+                    }
+                }
+                Next::Lapped => {
+                    r.resync(ring.ix());
+                    self.resynced = true;
+                }
+                Next::Corrupt(why) => panic!("corrupt: {why}"),
+                Next::Record(found) => {
+                    let got: Vec<u64> = (0..words)
+                        .map(|k| ring.load(found.payload + 8 * k))
+                        .collect();
+                    if !r.intact(ring.ix(), found.position) {
+                        r.resync(ring.ix());
+                        self.resynced = true;
+                        return false;
+                    }
+                    assert_eq!(found.len, words * 8);
+                    assert_eq!(found.value, found.index, "header torn");
+                    if self.resynced {
+                        assert!(found.index >= self.expected, "went back");
+                        self.lost += found.index - self.expected;
+                        self.resynced = false;
+                    } else {
+                        assert_eq!(found.index, self.expected, "skipped without a lap");
+                    }
+                    for (k, word) in got.iter().enumerate() {
+                        assert_eq!(*word, payload(found.index, k), "torn payload");
+                    }
+                    self.expected = found.index + 1;
+                    self.accepted += 1;
+                    r.advance(&found);
+                }
+            }
+            false
+        }
     }
 
     #[test]
     fn loom_no_accepted_record_is_torn_and_every_loss_is_counted() {
         // 64 bytes: two 32-byte records; three records lap the first.
-        check(64, 2, 3, 1);
+        check(64, 2, 3, 1, 3);
     }
 
     #[test]
     fn loom_padding_at_the_end_of_the_ring_is_skipped_or_lapped_exactly() {
         // 40-byte records in 64 bytes: the second pads to the end and wraps.
-        check(64, 2, 3, 2);
+        check(64, 2, 2, 2, 3);
     }
 }
