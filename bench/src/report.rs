@@ -376,6 +376,42 @@ pub struct SubReport {
     pub elapsed: Duration,
     /// What arrived.
     pub received: Received,
+    /// With `--ipc`: what reading the shared-memory ring lost and saw of its writer.
+    pub ipc: Option<IpcReceived>,
+    /// With `--publish-ipc`: what the subscription wrote into its ring.
+    pub published_ipc: Option<IpcPublished>,
+}
+
+/// What `sub --ipc` saw of the ring beside the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcReceived {
+    /// The ring's file.
+    pub path: String,
+    /// The writer's process id.
+    pub writer_pid: u32,
+    /// What became of the writer: `live`, `closed`, `dead`, `replaced`.
+    pub writer: String,
+    /// Records lost to the writer lapping the reader.
+    pub lost: u64,
+    /// Times it was lapped.
+    pub lapped: u64,
+    /// Messages overwritten while being read (in `lost` too).
+    pub torn_during_read: u64,
+    /// Records that made no sense and were skipped.
+    pub discarded: u64,
+}
+
+/// What `sub --publish-ipc` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcPublished {
+    /// The ring's file.
+    pub path: String,
+    /// Records written.
+    pub records: u64,
+    /// Messages written.
+    pub messages: u64,
+    /// Times round the ring.
+    pub laps: u64,
 }
 
 /// The ping side of `multipoint pingpong`.
@@ -854,7 +890,32 @@ impl fmt::Display for SubReport {
             writeln!(f, "  the receive shard failed: {failure}")?;
         }
         writeln!(f)?;
-        self.received.write(f, self.elapsed, "multipoint pub")
+        self.received.write(f, self.elapsed, "multipoint pub")?;
+        if let Some(ipc) = &self.ipc {
+            writeln!(
+                f,
+                "ipc ring           {}  writer pid {} {}\n                   lost to lapping {}  \
+                 lapped {}  torn during read {}  discarded {}",
+                ipc.path,
+                ipc.writer_pid,
+                ipc.writer,
+                Grouped(ipc.lost),
+                Grouped(ipc.lapped),
+                Grouped(ipc.torn_during_read),
+                Grouped(ipc.discarded),
+            )?;
+        }
+        if let Some(out) = &self.published_ipc {
+            writeln!(
+                f,
+                "published to ipc   {}  records {}  messages {}  laps {}",
+                out.path,
+                Grouped(out.records),
+                Grouped(out.messages),
+                Grouped(out.laps),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -871,6 +932,21 @@ impl Report for SubReport {
             .opt_str("failure", self.failure.as_deref())
             .bool("ended", self.received.stats.end_of_session > 0);
         self.received.fields(&mut json);
+        if let Some(ipc) = &self.ipc {
+            json.str("ipc_ring", &ipc.path)
+                .u64("ipc_writer_pid", ipc.writer_pid.into())
+                .str("ipc_writer", &ipc.writer)
+                .u64("lost_to_lapping", ipc.lost)
+                .u64("lapped", ipc.lapped)
+                .u64("torn_during_read", ipc.torn_during_read)
+                .u64("ipc_discarded", ipc.discarded);
+        }
+        if let Some(out) = &self.published_ipc {
+            json.str("published_ipc", &out.path)
+                .u64("published_ipc_records", out.records)
+                .u64("published_ipc_messages", out.messages)
+                .u64("published_ipc_laps", out.laps);
+        }
         json.finish()
     }
 }
@@ -1870,12 +1946,12 @@ fn latency_json(latency: Option<&Percentiles>) -> String {
 
 /// A JSON object under construction, written straight into a string.
 #[derive(Debug)]
-struct Json {
+pub(crate) struct Json {
     out: String,
 }
 
 impl Json {
-    fn object() -> Json {
+    pub(crate) fn object() -> Json {
         Json {
             out: String::from("{"),
         }
@@ -1895,7 +1971,7 @@ impl Json {
         self
     }
 
-    fn str(&mut self, key: &str, value: &str) -> &mut Json {
+    pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Json {
         push_str_literal(self.key(key), value);
         self
     }
@@ -1907,14 +1983,14 @@ impl Json {
         }
     }
 
-    fn u64(&mut self, key: &str, value: u64) -> &mut Json {
+    pub(crate) fn u64(&mut self, key: &str, value: u64) -> &mut Json {
         // Writing to a String cannot fail.
         let _ = write!(self.key(key), "{value}");
         self
     }
 
     /// A number with `decimals` decimals; `null` if it is not finite.
-    fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
+    pub(crate) fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
         let out = self.key(key);
         if value.is_finite() {
             let _ = write!(out, "{value:.decimals$}");
@@ -1934,7 +2010,7 @@ impl Json {
         self
     }
 
-    fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         self.out.push('}');
         std::mem::take(&mut self.out)
     }
@@ -2226,6 +2302,8 @@ mod tests {
                     implausible: 10,
                 },
             },
+            ipc: None,
+            published_ipc: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2302,6 +2380,8 @@ mod tests {
             failure: None,
             elapsed: Duration::from_secs(1),
             received,
+            ipc: None,
+            published_ipc: None,
         };
         let text = report.to_string();
         assert!(

@@ -29,10 +29,11 @@ use crate::cli::{RecoveryArgs, StopArgs, SubArgs};
 use crate::error::Result;
 use crate::hlog::Hlog;
 use crate::interrupt;
+use crate::ipc::Feed;
 use crate::outputs::Outputs;
 use crate::plot::{PlotFile, Series};
 use crate::progress::{Progress, Ticker};
-use crate::report::{per_second, Grouped, LineReport, Received, Stamps, SubReport};
+use crate::report::{per_second, Grouped, IpcPublished, LineReport, Received, Stamps, SubReport};
 
 /// How often the counters are looked at.
 const POLL: Duration = Duration::from_millis(5);
@@ -263,8 +264,28 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let group = args.group.group;
     // Before any socket: an output file that cannot be written stops the run at once.
     let mut receiving = Receiving::new(TAG, Outputs::create(&args.report)?);
+    let ring = match &args.publish_ipc {
+        Some(name) => {
+            let config = multipoint_dataplane::IpcConfig {
+                session: args.session,
+                rerequest: args.recovery.rerequest,
+                ..multipoint_dataplane::IpcConfig::new(args.ipc_capacity)
+            };
+            let ring = multipoint_dataplane::IpcWriter::create(name, config)?;
+            println!(
+                "multipoint sub: publishing to the ipc ring {}",
+                ring.path().display()
+            );
+            Some(ring)
+        }
+        None => None,
+    };
+    let feed = Feed {
+        watch: Watch::default(),
+        ring,
+    };
     let mut shards = Shards::start(shard_config(args))?;
-    let sub = shards.subscribe(subscription_config(args), Watch::default())?;
+    let sub = shards.subscribe(subscription_config(args), feed)?;
     println!("{}", listening_line(args));
 
     let limit = args.stop.count.unwrap_or(u64::MAX);
@@ -307,6 +328,31 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let (followed, sender, failure) = (sub.session(), sub.sender(), sub.failure());
     let closed = sub.close()?;
     shards.shutdown();
+    let Closed {
+        handler: feed,
+        stats,
+        latency,
+        recovery,
+        lines,
+    } = closed;
+    let published_ipc = feed.ring.map(|ring| {
+        let st = ring.stats();
+        let path = ring.path().display().to_string();
+        ring.close();
+        IpcPublished {
+            path,
+            records: st.records,
+            messages: st.messages,
+            laps: st.laps,
+        }
+    });
+    let closed = Closed {
+        handler: feed.watch,
+        stats,
+        latency,
+        recovery,
+        lines,
+    };
     let title = format!("multipoint sub: one-way latency, {group}");
     let line_groups = [
         group.to_string(),
@@ -322,6 +368,8 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         failure,
         elapsed: active,
         received,
+        ipc: None,
+        published_ipc,
     })
 }
 
