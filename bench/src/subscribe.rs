@@ -271,12 +271,7 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
                 rerequest: args.recovery.rerequest,
                 ..multipoint_dataplane::IpcConfig::new(args.ipc_capacity)
             };
-            let ring = multipoint_dataplane::IpcWriter::create(name, config)?;
-            println!(
-                "multipoint sub: publishing to the ipc ring {}",
-                ring.path().display()
-            );
-            Some(ring)
+            Some(multipoint_dataplane::IpcWriter::create(name, config)?)
         }
         None => None,
     };
@@ -284,9 +279,13 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         watch: Watch::default(),
         ring,
     };
+    let ring_path = feed.ring.as_ref().map(|r| r.path().display().to_string());
     let mut shards = Shards::start(shard_config(args))?;
     let sub = shards.subscribe(subscription_config(args), feed)?;
     println!("{}", listening_line(args));
+    if let Some(path) = ring_path {
+        println!("multipoint sub: publishing to the ipc ring {path}");
+    }
 
     let limit = args.stop.count.unwrap_or(u64::MAX);
     let mut line = Progress::new(progress);
