@@ -5,6 +5,8 @@
 //! removes every ring file it could leave (a killed writer cannot remove its own), and
 //! every child is killed when its guard drops, also when the test fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -5,6 +5,8 @@
 //! first build takes a few minutes. Skipped, with the reason printed, only when cargo
 //! cannot be run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::Command;
 
