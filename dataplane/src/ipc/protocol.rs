@@ -51,7 +51,9 @@ pub(crate) struct Indices<'a> {
 #[derive(Debug)]
 pub(crate) struct WriterIndex {
     capacity: u64,
-    block_len: u64,
+    /// log2 of a block's length (capacity and block count are powers of two: no
+    /// division on the hot path).
+    block_shift: u32,
     /// Where the next record goes.
     pub(crate) tail: u64,
     /// The tail as last published.
@@ -64,11 +66,11 @@ pub(crate) struct WriterIndex {
 
 impl WriterIndex {
     /// A writer at the start of a ring of `capacity` bytes (a power of two) with
-    /// `blocks` entries in its table (a power of two that divides it).
+    /// `blocks` entries in its table (a power of two below it).
     pub(crate) fn new(capacity: u64, blocks: usize) -> WriterIndex {
         WriterIndex {
             capacity,
-            block_len: capacity / blocks as u64,
+            block_shift: (capacity / blocks.max(1) as u64).max(1).trailing_zeros(),
             tail: 0,
             published: 0,
             index: 0,
@@ -90,7 +92,7 @@ impl WriterIndex {
         value: u64,
     ) -> usize {
         let need = layout::record_len(len) as u64;
-        let mut at = self.tail % self.capacity;
+        let mut at = self.tail & (self.capacity - 1);
         let to_end = self.capacity - at;
         if need > to_end {
             ix.intent.store(self.tail + to_end, Ordering::Relaxed);
@@ -101,10 +103,10 @@ impl WriterIndex {
         }
         ix.intent.store(self.tail + need, Ordering::Relaxed);
         fence(Ordering::Release);
-        let block = self.tail / self.block_len;
+        let block = self.tail >> self.block_shift;
         if block != self.block {
             self.block = block;
-            let slot = (block % ix.blocks.len() as u64) as usize;
+            let slot = (block as usize) & (ix.blocks.len().wrapping_sub(1));
             if let Some(entry) = ix.blocks.get(slot) {
                 entry.store(self.tail, Ordering::Relaxed);
             }
@@ -211,7 +213,7 @@ impl ReaderIndex {
                 }
                 return Next::Corrupt("the published tail is behind the reader");
             }
-            let at = (self.cursor % self.capacity) as usize;
+            let at = (self.cursor & (self.capacity - 1)) as usize;
             let first = words.load(at);
             let to_end = self.capacity as usize - at;
             if layout::is_pad(first) {

@@ -31,7 +31,7 @@ pub struct IpcWriterStats {
     pub messages: u64,
     /// Payload bytes written.
     pub bytes: u64,
-    /// Times the writer went round the ring.
+    /// Times the writer went round the ring (whole laps of its bytes).
     pub laps: u64,
     /// Messages a handler-fed ring could not take (larger than a quarter of the ring).
     pub too_large: u64,
@@ -184,7 +184,10 @@ impl IpcWriter {
 
     /// The writer's counters.
     pub fn stats(&self) -> IpcWriterStats {
-        self.stats
+        IpcWriterStats {
+            laps: self.index.tail / self.capacity as u64,
+            ..self.stats
+        }
     }
 
     /// Writes message `sequence` (not yet published: see [`flush`](Self::flush); a batch
@@ -215,7 +218,6 @@ impl IpcWriter {
 
     /// Writes one record of at most `max_payload` bytes.
     fn record(&mut self, kind: u32, value: u64, payload: &[u8]) {
-        let before = self.index.tail / self.capacity as u64;
         let at = self
             .index
             .write(&self.view, self.view.indices(), kind, payload.len(), value);
@@ -230,7 +232,6 @@ impl IpcWriter {
             );
         }
         self.stats.records += 1;
-        self.stats.laps += self.index.tail / self.capacity as u64 - before;
         if self.index.unpublished() >= (self.capacity / 8) as u64 {
             self.publish();
         }
