@@ -4,7 +4,8 @@
 #   1. IPC throughput, 32-byte messages, `multipoint pub --ipc` as fast as it goes, to 1
 #      and to 4 reader processes (`multipoint sub --ipc`): msgs/s at the writer and at
 #      each reader, and what each reader lost to lapping;
-#   2. IPC one-way latency at a moderate rate (stamps in the payload), one spinning reader;
+#   2. IPC one-way latency at a moderate rate (stamps in the payload, --batch 1: each
+#      message published at once), one spinning reader;
 #   3. the network path on loopback: `multipoint throughput` (pub and sub in one process,
 #      127.0.0.1 multicast) for msgs/s, `multipoint pub`/`sub` at the same moderate rate
 #      for latency;
@@ -95,7 +96,7 @@ run t4 4 0 --rate 0 --count "$COUNT"
 echo "ipc throughput, 4 readers:  writer $(field "$TMP/t4.w" msgs_per_sec) msgs/s; readers$(readers_line t4 4)"
 
 SUB_ARGS=(--idle spin)
-run lat 1 0 --rate "$RATE" --count "$LAT_COUNT"
+run lat 1 0 --rate "$RATE" --count "$LAT_COUNT" --batch 1
 echo "ipc latency at $RATE msgs/s (1 spinning reader): p50 $(field "$TMP/lat.r1" latency_ns.p50) ns  p99 $(field "$TMP/lat.r1" latency_ns.p99) ns  p99.9 $(field "$TMP/lat.r1" latency_ns.p999) ns  lost $(field "$TMP/lat.r1" lost_to_lapping)"
 
 "$BIN" throughput --size "$SIZE" --secs 3 --json >"$TMP/net.t" 2>/dev/null || true
@@ -104,7 +105,7 @@ GROUP="239.255.77.$((RANDOM % 200 + 1)):$((31500 + RANDOM % 400))"
 "$BIN" sub --group "$GROUP" --iface 127.0.0.1 --idle spin --secs 30 --json >"$TMP/net.s" 2>/dev/null &
 PIDS=($!)
 until grep -q "listening on" "$TMP/net.s" 2>/dev/null; do sleep 0.01; done
-"$BIN" pub --group "$GROUP" --iface 127.0.0.1 --size "$SIZE" --rate "$RATE" --count "$LAT_COUNT" >/dev/null 2>&1
+"$BIN" pub --group "$GROUP" --iface 127.0.0.1 --size "$SIZE" --rate "$RATE" --count "$LAT_COUNT" --batch 1 >/dev/null 2>&1
 wait "${PIDS[0]}" || true
 PIDS=()
 echo "network loopback latency at $RATE msgs/s (spinning sub): p50 $(field "$TMP/net.s" latency_ns.p50) ns  p99 $(field "$TMP/net.s" latency_ns.p99) ns  p99.9 $(field "$TMP/net.s" latency_ns.p999) ns  missing $(field "$TMP/net.s" missing)"
