@@ -570,6 +570,16 @@ pub struct PubArgs {
     /// and latency_ns are null).
     #[arg(long)]
     pub json: bool,
+
+    /// Write the messages into the shared-memory ring NAME (`/dev/shm/multipoint-ipc-NAME`)
+    /// instead of the network: no socket; --size, --rate, --batch, --count and --secs
+    /// apply, each batch is published at once, and each message carries the send stamp.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["line_b", "rerequest_server"])]
+    pub ipc: Option<String>,
+
+    /// With --ipc: the ring's size in bytes (a power of two).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub ipc_capacity: usize,
 }
 
 /// A re-request server: the publisher's (`pub`, the admitted-multicast `root`) or the
@@ -705,6 +715,23 @@ pub struct SubArgs {
     /// Interval log, plot and JSON.
     #[command(flatten)]
     pub report: ReportArgs,
+
+    /// Read the shared-memory ring NAME (`/dev/shm/multipoint-ipc-NAME`, written by
+    /// `multipoint pub --ipc NAME` or `sub --publish-ipc NAME`) instead of the network:
+    /// waits for it to appear (up to --secs, else 10 s), reads from its oldest message,
+    /// and reports as a network sub does, plus what was lost to lapping.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["publish_ipc", "line_b", "rerequest"])]
+    pub ipc: Option<String>,
+
+    /// Also write every event of the subscription into the shared-memory ring NAME, for
+    /// `multipoint sub --ipc NAME` (or an `IpcSubscription`) in other processes.
+    #[arg(long, value_name = "NAME")]
+    pub publish_ipc: Option<String>,
+
+    /// With --publish-ipc: the ring's size in bytes (a power of two; 24 bytes per record
+    /// plus the message rounded up to 8).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub ipc_capacity: usize,
 }
 
 /// How a receiving tool recovers lost messages (`sub`, `leaf`).

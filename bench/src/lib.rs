@@ -41,6 +41,7 @@ pub mod fanout;
 pub mod hlog;
 pub mod host;
 pub mod interrupt;
+pub mod ipc;
 pub mod leaf;
 pub mod outputs;
 pub mod pingpong;

@@ -9,7 +9,7 @@ use clap::Parser as _;
 use multipoint_bench::cli::{Cli, Command};
 use multipoint_bench::report::{Outcome, Report};
 use multipoint_bench::{
-    demo, fanout, host, interrupt, leaf, pingpong, progress, publish, root, stat, subscribe,
+    demo, fanout, host, interrupt, ipc, leaf, pingpong, progress, publish, root, stat, subscribe,
     throughput, Error,
 };
 use tracing_subscriber::EnvFilter;
@@ -69,8 +69,14 @@ fn run(cli: &Cli) -> Result<(), Error> {
             print_report(&throughput::lossless(a, progress)?, a.report.json)
         }
         Command::Throughput(a) => print_report(&throughput::run(a, progress)?, a.report.json),
-        Command::Pub(a) => print_report(&publish::run(a, progress)?, a.json),
-        Command::Sub(a) => print_report(&subscribe::run(a, progress)?, a.report.json),
+        Command::Pub(a) => match &a.ipc {
+            Some(name) => print_report(&ipc::run_pub(a, name, progress)?, a.json),
+            None => print_report(&publish::run(a, progress)?, a.json),
+        },
+        Command::Sub(a) => match &a.ipc {
+            Some(name) => print_report(&ipc::run_sub(a, name, progress)?, a.report.json),
+            None => print_report(&subscribe::run(a, progress)?, a.report.json),
+        },
         Command::Fanout(a) => print_report(&fanout::run(a, progress)?, a.json),
         Command::Root(a) => print_report(&root::run(a, progress)?, a.json),
         Command::Leaf(a) => print_report(&leaf::run(a, progress)?, a.report.json),

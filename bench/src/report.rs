@@ -501,6 +501,42 @@ pub struct SubReport {
     pub received: Received,
     /// Wire→application latency, with `--kernel-stamps`.
     pub kernel: Option<WireToAppReport>,
+    /// With `--ipc`: what reading the shared-memory ring lost and saw of its writer.
+    pub ipc: Option<IpcReceived>,
+    /// With `--publish-ipc`: what the subscription wrote into its ring.
+    pub published_ipc: Option<IpcPublished>,
+}
+
+/// What `sub --ipc` saw of the ring beside the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcReceived {
+    /// The ring's file.
+    pub path: String,
+    /// The writer's process id.
+    pub writer_pid: u32,
+    /// What became of the writer: `live`, `closed`, `dead`, `replaced`.
+    pub writer: String,
+    /// Records lost to the writer lapping the reader.
+    pub lost: u64,
+    /// Times it was lapped.
+    pub lapped: u64,
+    /// Messages overwritten while being read (in `lost` too).
+    pub torn_during_read: u64,
+    /// Records that made no sense and were skipped.
+    pub discarded: u64,
+}
+
+/// What `sub --publish-ipc` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcPublished {
+    /// The ring's file.
+    pub path: String,
+    /// Records written.
+    pub records: u64,
+    /// Messages written.
+    pub messages: u64,
+    /// Times round the ring.
+    pub laps: u64,
 }
 
 /// The ping side of `multipoint pingpong`.
@@ -985,10 +1021,34 @@ impl fmt::Display for SubReport {
         }
         writeln!(f)?;
         self.received.write(f, self.elapsed, "multipoint pub")?;
-        match &self.kernel {
-            Some(kernel) => write!(f, "{kernel}"),
-            None => Ok(()),
+        if let Some(kernel) = &self.kernel {
+            write!(f, "{kernel}")?;
         }
+        if let Some(ipc) = &self.ipc {
+            writeln!(
+                f,
+                "ipc ring           {}  writer pid {} {}\n                   lost to lapping {}  \
+                 lapped {}  torn during read {}  discarded {}",
+                ipc.path,
+                ipc.writer_pid,
+                ipc.writer,
+                Grouped(ipc.lost),
+                Grouped(ipc.lapped),
+                Grouped(ipc.torn_during_read),
+                Grouped(ipc.discarded),
+            )?;
+        }
+        if let Some(out) = &self.published_ipc {
+            writeln!(
+                f,
+                "published to ipc   {}  records {}  messages {}  laps {}",
+                out.path,
+                Grouped(out.records),
+                Grouped(out.messages),
+                Grouped(out.laps),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1006,6 +1066,21 @@ impl Report for SubReport {
             .bool("ended", self.received.stats.end_of_session > 0);
         self.received.fields(&mut json);
         kernel_stamps_json(&mut json, self.kernel.as_ref());
+        if let Some(ipc) = &self.ipc {
+            json.str("ipc_ring", &ipc.path)
+                .u64("ipc_writer_pid", ipc.writer_pid.into())
+                .str("ipc_writer", &ipc.writer)
+                .u64("lost_to_lapping", ipc.lost)
+                .u64("lapped", ipc.lapped)
+                .u64("torn_during_read", ipc.torn_during_read)
+                .u64("ipc_discarded", ipc.discarded);
+        }
+        if let Some(out) = &self.published_ipc {
+            json.str("published_ipc", &out.path)
+                .u64("published_ipc_records", out.records)
+                .u64("published_ipc_messages", out.messages)
+                .u64("published_ipc_laps", out.laps);
+        }
         json.finish()
     }
 }
@@ -2364,6 +2439,8 @@ mod tests {
                 },
             },
             kernel: None,
+            ipc: None,
+            published_ipc: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2441,6 +2518,8 @@ mod tests {
             elapsed: Duration::from_secs(1),
             received,
             kernel: None,
+            ipc: None,
+            published_ipc: None,
         };
         let text = report.to_string();
         assert!(

@@ -29,11 +29,12 @@ use crate::cli::{RecoveryArgs, StopArgs, SubArgs};
 use crate::error::Result;
 use crate::hlog::Hlog;
 use crate::interrupt;
+use crate::ipc::Feed;
 use crate::outputs::Outputs;
 use crate::plot::{PlotFile, Series};
 use crate::progress::{Progress, Ticker};
 use crate::report::{
-    per_second, Grouped, LineReport, Received, Stamps, SubReport, WireToAppReport,
+    per_second, Grouped, IpcPublished, LineReport, Received, Stamps, SubReport, WireToAppReport,
 };
 
 /// How often the counters are looked at.
@@ -270,9 +271,28 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let group = args.group.group;
     // Before any socket: an output file that cannot be written stops the run at once.
     let mut receiving = Receiving::new(TAG, Outputs::create(&args.report)?);
+    let ring = match &args.publish_ipc {
+        Some(name) => {
+            let config = multipoint_dataplane::IpcConfig {
+                session: args.session,
+                rerequest: args.recovery.rerequest,
+                ..multipoint_dataplane::IpcConfig::new(args.ipc_capacity)
+            };
+            Some(multipoint_dataplane::IpcWriter::create(name, config)?)
+        }
+        None => None,
+    };
+    let feed = Feed {
+        watch: Watch::default(),
+        ring,
+    };
+    let ring_path = feed.ring.as_ref().map(|r| r.path().display().to_string());
     let mut shards = Shards::start(shard_config(args))?;
-    let sub = shards.subscribe(subscription_config(args), Watch::default())?;
+    let sub = shards.subscribe(subscription_config(args), feed)?;
     println!("{}", listening_line(args));
+    if let Some(path) = ring_path {
+        println!("multipoint sub: publishing to the ipc ring {path}");
+    }
 
     let limit = args.stop.count.unwrap_or(u64::MAX);
     let mut line = Progress::new(progress);
@@ -319,6 +339,33 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         stats: closed.kernel.stats,
         hardware: closed.kernel.hardware.clone(),
     });
+    let Closed {
+        handler: feed,
+        stats,
+        latency,
+        recovery,
+        lines,
+        kernel: kernel_latency,
+    } = closed;
+    let published_ipc = feed.ring.map(|ring| {
+        let st = ring.stats();
+        let path = ring.path().display().to_string();
+        ring.close();
+        IpcPublished {
+            path,
+            records: st.records,
+            messages: st.messages,
+            laps: st.laps,
+        }
+    });
+    let closed = Closed {
+        handler: feed.watch,
+        stats,
+        latency,
+        recovery,
+        lines,
+        kernel: kernel_latency,
+    };
     let title = format!("multipoint sub: one-way latency, {group}");
     let line_groups = [
         group.to_string(),
@@ -335,6 +382,8 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         elapsed: active,
         received,
         kernel,
+        ipc: None,
+        published_ipc,
     })
 }
 

@@ -38,6 +38,9 @@ pub enum BackendKind {
     Mmsg,
     /// A simulated network ([`crate::io::sim`]), for tests.
     Sim,
+    /// No network: a shared-memory ring ([`crate::ipc`]). Only reports say it; no shard
+    /// or publisher runs on it (asked to, they take the mmsg path).
+    Ipc,
 }
 
 impl fmt::Display for BackendKind {
@@ -46,6 +49,7 @@ impl fmt::Display for BackendKind {
             BackendKind::Uring => "io_uring",
             BackendKind::Mmsg => "mmsg",
             BackendKind::Sim => "sim",
+            BackendKind::Ipc => "ipc",
         })
     }
 }

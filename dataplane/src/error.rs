@@ -119,6 +119,103 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// An IPC ring name that cannot name a file in `/dev/shm`.
+    #[error("invalid IPC ring name {name:?}: {reason}")]
+    IpcName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// No IPC ring of that name.
+    #[error(
+        "no IPC ring at {path}: is its writer running (`multipoint sub --publish-ipc NAME`, \
+         `multipoint pub --ipc NAME`, or an `IpcWriter`), and under this name?"
+    )]
+    IpcNotFound {
+        /// The file looked for.
+        path: std::path::PathBuf,
+    },
+
+    /// The file is not readable by this user.
+    #[error(
+        "no permission to read the IPC ring {path}: run as its writer's user, or have the \
+         writer create it readable by others (`IpcConfig::mode`)"
+    )]
+    IpcPermission {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+
+    /// The file is not a multipoint IPC ring (its first bytes are not the ring's magic).
+    #[error("{path} is not a multipoint IPC ring (bad magic): another program's file?")]
+    IpcNotARing {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+
+    /// The ring was written by another version of multipoint.
+    #[error(
+        "the IPC ring {path} has layout version {found}, this build reads version \
+         {expected}: run reader and writer from the same multipoint version"
+    )]
+    IpcVersion {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+
+    /// The ring's header describes a layout this version never writes.
+    #[error("the IPC ring {path} has a layout this build does not read: {reason}")]
+    IpcLayout {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What differs.
+        reason: String,
+    },
+
+    /// Another live process writes the ring of that name.
+    #[error(
+        "the IPC ring {path} is written by process {pid}, which is alive: one writer per \
+         name; choose another name or stop that process"
+    )]
+    IpcInUse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The writer's process id.
+        pid: u32,
+    },
+
+    /// A message larger than the ring takes.
+    #[error(
+        "a {len}-byte message does not fit an IPC ring of {capacity} bytes (at most \
+         {limit}): raise IpcConfig::capacity"
+    )]
+    IpcMessageTooLarge {
+        /// The message's length.
+        len: usize,
+        /// The ring's capacity.
+        capacity: usize,
+        /// The largest message it takes.
+        limit: usize,
+    },
+
+    /// A system call on an IPC ring's file failed.
+    #[error("{op} {path}: {source}")]
+    IpcIo {
+        /// What was being done: `creating`, `mapping`...
+        op: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {

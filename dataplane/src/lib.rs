@@ -31,6 +31,7 @@ pub mod error;
 pub mod fanout;
 pub mod host;
 pub mod io;
+pub mod ipc;
 pub mod latency;
 pub mod pacing;
 pub mod publisher;
@@ -54,6 +55,11 @@ pub use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, Fanout
 pub use crate::host::{HostNeeds, RingSize};
 pub use crate::io::stamps::{hardware_stamps, HardwareStamps};
 pub use crate::io::DataSocket;
+#[cfg(not(loom))]
+pub use crate::ipc::{
+    IpcAttachConfig, IpcConfig, IpcReaderStats, IpcStart, IpcSubscription, IpcWriter,
+    IpcWriterStats, WriterState,
+};
 pub use crate::pacing::Pacer;
 pub use crate::publisher::RerequestConfig;
 pub use crate::publisher::{LineB, LineSendStats, Publisher, PublisherConfig};

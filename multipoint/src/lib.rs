@@ -116,6 +116,10 @@ pub use multipoint_control::{
 pub use multipoint_dataplane::core::server::ServerStats;
 pub use multipoint_dataplane::core::store::StoreStats;
 pub use multipoint_dataplane::io::sim::{Impairments, SimNet};
+pub use multipoint_dataplane::ipc::{
+    IpcAttachConfig, IpcConfig, IpcReaderStats, IpcStart, IpcSubscription, IpcWriter,
+    IpcWriterStats, WriterState,
+};
 pub use multipoint_dataplane::latency::LatencyHistogram;
 pub use multipoint_dataplane::rooted_transport::{
     Admission, AdmittedRoot, DataLeafConfig, Joined, UnicastRootConfig, UplinkHandlers,

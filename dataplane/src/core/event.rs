@@ -64,6 +64,20 @@ pub enum Event<'a> {
         /// How many events were dropped.
         count: u64,
     },
+    /// Only from a shared-memory ring ([`crate::ipc::IpcSubscription`]): the writer
+    /// overwrote `count` records (messages and other events) before this reader read
+    /// them, between the event before this one and the one after. The messages among
+    /// them have sequence numbers in `first_sequence..resume_sequence`: what to
+    /// re-request.
+    Lapped {
+        /// How many records were lost, exactly.
+        count: u64,
+        /// The first sequence number that may be among them (the one after the last
+        /// message read; 0 when the reader had read nothing yet).
+        first_sequence: u64,
+        /// The sequence number the stream resumes at.
+        resume_sequence: u64,
+    },
 }
 
 impl Event<'_> {
@@ -123,6 +137,15 @@ pub enum OwnedEvent {
         /// How many events were dropped.
         count: u64,
     },
+    /// See [`Event::Lapped`].
+    Lapped {
+        /// How many records were lost.
+        count: u64,
+        /// The first sequence number that may be among them.
+        first_sequence: u64,
+        /// The sequence number the stream resumes at.
+        resume_sequence: u64,
+    },
 }
 
 impl From<Event<'_>> for OwnedEvent {
@@ -141,6 +164,15 @@ impl From<Event<'_>> for OwnedEvent {
             Event::Line { line, up } => OwnedEvent::Line { line, up },
             Event::Failure(reason) => OwnedEvent::Failure(reason.to_owned()),
             Event::Lost { count } => OwnedEvent::Lost { count },
+            Event::Lapped {
+                count,
+                first_sequence,
+                resume_sequence,
+            } => OwnedEvent::Lapped {
+                count,
+                first_sequence,
+                resume_sequence,
+            },
         }
     }
 }
@@ -196,6 +228,7 @@ mod tests {
                 Event::Line { line, up } => format!("{line:?}{up}"),
                 Event::Failure(why) => format!("fail:{why}"),
                 Event::Lost { count } => format!("lost{count}"),
+                Event::Lapped { count, .. } => format!("lapped{count}"),
             };
             log.lock().map(|mut l| l.push(text)).ok();
         });

@@ -639,7 +639,7 @@ fn start_shard(
                     // next to the sender, dropped after it.
                     unsafe { UringSend::new(fd, ring, ops, None) }
                 }),
-                BackendKind::Mmsg | BackendKind::Sim => {
+                BackendKind::Mmsg | BackendKind::Sim | BackendKind::Ipc => {
                     shard::start(setup, Some(dup), gso, move |ops| Ok(MmsgSend::new(fd, ops)))
                 }
             }

@@ -1127,7 +1127,7 @@ fn line_sender(
                 .map_err(Error::io("setting up the sender"))?;
             AnySender::Uring(PacketSender::new(send, to, config.buffers, max_batch))
         }
-        BackendKind::Mmsg | BackendKind::Sim => {
+        BackendKind::Mmsg | BackendKind::Sim | BackendKind::Ipc => {
             let send = MmsgSend::new(fd, ops);
             AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
         }

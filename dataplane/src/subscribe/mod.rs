@@ -825,7 +825,7 @@ fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)>
             BackendKind::Uring => {
                 start_shard(spec, max, move || UringRecv::new(max, buffers, payload))
             }
-            BackendKind::Mmsg => {
+            BackendKind::Mmsg | BackendKind::Ipc => {
                 start_shard(spec, max, move || MmsgRecv::new(max, buffers, payload))
             }
             BackendKind::Sim => {
