@@ -102,11 +102,12 @@ fn the_counters_stat_reads_are_those_the_processes_report_at_their_end() {
     let dir = StatDir::new("final");
     let [group] = groups::<1>();
     let mut sub = dir.spawn(&format!(
-        "sub --group {group} --session STATF --count 20000 --json --hold-stat"
+        "sub --group {group} --session STATF --count 20000 --json --hold-stat --kernel-stamps"
     ));
     sub.line_with("listening on");
     let mut publisher = dir.spawn(&format!(
-        "pub --group {group} --session STATF --count 20000 --rate 200000 --json --hold-stat"
+        "pub --group {group} --session STATF --count 20000 --rate 200000 --json --hold-stat \
+         --tx-stamps --tx-stamp-every 10"
     ));
     // Each prints its report once its stream closed, then holds its file.
     let pub_report = report_line(&mut publisher);
@@ -166,6 +167,20 @@ fn the_counters_stat_reads_are_those_the_processes_report_at_their_end() {
         reported >= exact && reported - exact <= exact / 1_000 + 1,
         "{e2e}"
     );
+
+    // The kernel's share: the file's wire->app and send->wire histograms hold every
+    // sample the reports' do.
+    let wire = &received["histograms_ns"]["wire_to_app"];
+    assert_eq!(
+        wire["count"], sub_report["wire_to_app_ns"]["count"],
+        "{wire}"
+    );
+    let sent = &published["histograms_ns"]["send_to_wire"];
+    assert_eq!(
+        sent["count"], pub_report["send_to_wire_ns"]["count"],
+        "{sent}"
+    );
+    assert!(sent["count"].as_u64().unwrap() > 0, "{sent}");
 
     // Closing stdin ends the hold: both exit, and take their files with them.
     for mut proc in [publisher, sub] {
@@ -313,4 +328,57 @@ fn a_roots_fanout_leaves_and_server_are_seen_with_the_counters_it_reports() {
     root.close_stdin();
     assert_eq!(root.finish().status.code(), Some(0));
     assert_eq!(dir.stat("")["processes"], Value::Array(Vec::new()));
+}
+
+#[test]
+fn an_ipc_writer_and_its_reader_show_in_stat_and_a_writer_killed_with_sigkill_is_stale() {
+    let _turn = common::turn();
+    let dir = StatDir::new("ipc");
+    let name = format!("stat-test-{}", std::process::id());
+    let ring = RingFile(PathBuf::from(format!("/dev/shm/multipoint-ipc-{name}")));
+    let mut writer = dir.spawn(&format!(
+        "pub --ipc {name} --size 32 --secs 60 --rate 20000 --json"
+    ));
+    writer.line_with("writing the ipc ring");
+    let mut reader = dir.spawn(&format!("sub --ipc {name} --secs 60 --json"));
+    reader.line_with("reading the ipc ring");
+    let (writer_pid, reader_pid) = (writer.id(), reader.id());
+
+    let live = dir.stat("");
+    let w = process(&live, writer_pid);
+    assert_eq!(w["state"], "live", "{w}");
+    let written = entry(w, "ipc_writer");
+    assert_eq!(written["name"], name.as_str(), "{written}");
+    assert!(written["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains(&ring.0.display().to_string())));
+    let r = process(&live, reader_pid);
+    let read = entry(r, "ipc_reader");
+    assert!(
+        read["detail"].as_str().is_some_and(|d| d.contains(&name)),
+        "{read}"
+    );
+    assert_eq!(read["counters"]["lost"], 0, "{read}");
+
+    writer.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = writer.finish();
+    // The reader sees its writer dead, reports and exits (its file goes with it).
+    let (text, got) = reader.json();
+    assert_eq!(got["ipc_writer"], "dead", "{text}");
+    let stale = dir.stat("");
+    let w = process(&stale, writer_pid);
+    assert_eq!(w["stale"], true, "{w}");
+    assert!(entry(w, "ipc_writer")["counters"]["messages"].is_u64());
+    let cleaned = dir.stat("--clean");
+    assert_eq!(process(&cleaned, writer_pid)["removed"], true);
+    assert_eq!(dir.stat("")["processes"], Value::Array(Vec::new()));
+}
+
+/// A ring file a killed writer leaves, removed when dropped.
+struct RingFile(PathBuf);
+
+impl Drop for RingFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -238,7 +238,7 @@ impl Drop for Proc {
 
 /// Removes the counters file a process killed with SIGKILL left behind (in the default
 /// directory; tests that set `MULTIPOINT_STAT_DIR` remove theirs with it).
-fn remove_stat_file(pid: u32) {
+pub(crate) fn remove_stat_file(pid: u32) {
     let dir = multipoint_dataplane::stat::dir();
     let _ = std::fs::remove_file(multipoint_dataplane::stat::file_path(&dir, pid));
 }

@@ -595,8 +595,20 @@ impl ReceiveState {
         fresh.wire_to_app.reset();
         fresh.stats = Default::default();
         fresh.hardware.clear();
+        if let Some(mirror) = k.latency.wire_to_app.take_mirror() {
+            fresh.wire_to_app.mirror_to(mirror);
+        }
         std::mem::swap(&mut k.latency, &mut fresh);
         Some(fresh)
+    }
+
+    /// Counts every wire→application latency recorded from now on in `mirror` too, a
+    /// histogram of the counters file ([`crate::stat`]); nothing without kernel stamps.
+    /// It moves along when the figures are swapped.
+    pub fn mirror_kernel_latency(&mut self, mirror: crate::stat::Histogram) {
+        if let Some(k) = self.kernel.as_mut() {
+            k.latency.wire_to_app.mirror_to(mirror);
+        }
     }
 
     /// What the query of the interface's hardware timestamping said, once the

@@ -315,6 +315,12 @@ impl TxSampler {
     pub fn latency(&self) -> &SendLatency {
         &self.latency
     }
+
+    /// Counts every send→wire latency recorded from now on in `mirror` too, a histogram
+    /// of the counters file ([`crate::stat`]).
+    pub(crate) fn mirror_to(&mut self, mirror: crate::stat::Histogram) {
+        self.latency.send_to_wire.mirror_to(mirror);
+    }
 }
 
 #[cfg(test)]

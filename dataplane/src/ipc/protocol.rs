@@ -9,9 +9,14 @@
 //! it is published), `intent` (the writer may be writing anything below it), and a small
 //! table of block starts (positions where a record begins, one per block of the ring).
 //!
-//! - Writer, for each record: `intent = end of the record` (relaxed), a release fence,
-//!   then the record's words (relaxed); once per batch a release store of `tail`. The
-//!   writer reads nothing the readers write: it never waits.
+//! - Writer, for each record: if the record ends past the intent last stored,
+//!   `intent = end of the record + a sixteenth of the ring` (relaxed) and a release
+//!   fence; then the record's words (relaxed); once per batch a release store of `tail`.
+//!   The intent is claimed ahead so that it changes once per sixteenth of a lap, not
+//!   once per record: every reader loads it for every record, and a word the writer
+//!   stored on every record would bounce between the writer's core and each reader's
+//!   (a reader within a sixteenth of a lap of being overwritten counts as lapped: the
+//!   price). The writer reads nothing the readers write: it never waits.
 //! - Reader: an acquire load of `tail`; the record's words (relaxed); an acquire fence;
 //!   a relaxed load of `intent`. If `intent <= position + capacity`, no byte at or after
 //!   `position` had been overwritten when the words were read: had one read seen a word
@@ -62,6 +67,10 @@ pub(crate) struct WriterIndex {
     pub(crate) index: u64,
     /// The block of the last record written.
     block: u64,
+    /// The intent as last stored: the writer may write anything below it.
+    claimed: u64,
+    /// How far past a record's end the intent is claimed.
+    ahead: u64,
 }
 
 impl WriterIndex {
@@ -75,6 +84,18 @@ impl WriterIndex {
             published: 0,
             index: 0,
             block: u64::MAX,
+            claimed: 0,
+            ahead: capacity / 16,
+        }
+    }
+
+    /// Makes `end` (and a sixteenth of a ring past it) the intent, unless it is already
+    /// below it; a release fence orders the store before the record stores that follow.
+    fn claim(&mut self, ix: Indices<'_>, end: u64) {
+        if end > self.claimed {
+            self.claimed = end + self.ahead;
+            ix.intent.store(self.claimed, Ordering::Relaxed);
+            fence(Ordering::Release);
         }
     }
 
@@ -95,14 +116,12 @@ impl WriterIndex {
         let mut at = self.tail & (self.capacity - 1);
         let to_end = self.capacity - at;
         if need > to_end {
-            ix.intent.store(self.tail + to_end, Ordering::Relaxed);
-            fence(Ordering::Release);
+            self.claim(ix, self.tail + to_end + need);
             words.store(at as usize, layout::pad_word());
             self.tail += to_end;
             at = 0;
         }
-        ix.intent.store(self.tail + need, Ordering::Relaxed);
-        fence(Ordering::Release);
+        self.claim(ix, self.tail + need);
         let block = self.tail >> self.block_shift;
         if block != self.block {
             self.block = block;

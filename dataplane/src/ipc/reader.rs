@@ -20,6 +20,7 @@ use crate::core::lines::Line;
 use crate::core::sequence::Gap;
 use crate::error::{Error, Result};
 use crate::latency::now_ns;
+use crate::stat::kinds::Counters as _;
 use crate::wire::Session;
 
 /// How often a reader with nothing to read looks at its writer's liveness.
@@ -125,6 +126,10 @@ pub struct IpcSubscription {
     stats: IpcReaderStats,
     /// A failure's reason, copied out of the ring.
     text: String,
+    /// Its entry in the counters file (`multipoint stat`), written at most once per
+    /// coarse clock tick from `poll` and when it is dropped.
+    stat: Option<crate::stat::Entry>,
+    cadence: crate::stat::Cadence,
 }
 
 // SAFETY: the pointers in `view` point into `_map`, owned by the subscription and mapped
@@ -237,6 +242,17 @@ impl IpcSubscription {
                 index.resync(ix);
             }
         }
+        let stat = IpcReaderStats::register(
+            &layout.session.map_or_else(
+                || {
+                    let file = path.file_name().map(|n| n.to_string_lossy());
+                    let file = file.unwrap_or_default();
+                    file.trim_start_matches("multipoint-ipc-").to_owned()
+                },
+                |s| Session::from_bytes(s).to_string().trim_end().to_owned(),
+            ),
+            &path.display().to_string(),
+        );
         let sub = IpcSubscription {
             _map: map,
             view,
@@ -253,6 +269,8 @@ impl IpcSubscription {
             idle: config.idle,
             stats: IpcReaderStats::default(),
             text: String::new(),
+            stat,
+            cadence: crate::stat::Cadence::default(),
         };
         Ok(sub)
     }
@@ -401,7 +419,16 @@ impl IpcSubscription {
                 }
             }
         }
+        if self.stat.is_some() && self.cadence.due() {
+            self.publish_stat();
+        }
         done
+    }
+
+    fn publish_stat(&self) {
+        if let Some(entry) = &self.stat {
+            self.stats.publish(entry);
+        }
     }
 
     fn on_lapped(&mut self) {
@@ -584,5 +611,11 @@ impl IpcSubscription {
             .tail
             .load(Ordering::Acquire)
             .saturating_sub(self.index.cursor)
+    }
+}
+
+impl Drop for IpcSubscription {
+    fn drop(&mut self) {
+        self.publish_stat();
     }
 }

@@ -19,6 +19,7 @@ use crate::core::receive::Handler;
 use crate::core::sequence::Gap;
 use crate::error::{Error, Result};
 use crate::latency::now_ns;
+use crate::stat::kinds::Counters as _;
 
 /// A writer's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +63,10 @@ pub struct IpcWriter {
     next_sequence: u64,
     stats: IpcWriterStats,
     closed: bool,
+    /// Its entry in the counters file (`multipoint stat`), written at most once per
+    /// coarse clock tick from [`flush`](Self::flush) and at close.
+    stat: Option<crate::stat::Entry>,
+    cadence: crate::stat::Cadence,
 }
 
 // SAFETY: the raw pointers in `view` point into `map`, which the writer owns and which
@@ -160,6 +165,8 @@ impl IpcWriter {
                 source,
             });
         }
+        let stat =
+            IpcWriterStats::register(name, &format!("{} ({capacity} bytes)", path.display()));
         Ok(IpcWriter {
             map,
             view,
@@ -174,6 +181,8 @@ impl IpcWriter {
                 ..IpcWriterStats::default()
             },
             closed: false,
+            stat,
+            cadence: crate::stat::Cadence::default(),
         })
     }
 
@@ -254,6 +263,15 @@ impl IpcWriter {
     pub fn flush(&mut self) {
         self.publish();
         self.heartbeat();
+        if self.stat.is_some() && self.cadence.due() {
+            self.publish_stat();
+        }
+    }
+
+    fn publish_stat(&self) {
+        if let Some(entry) = &self.stat {
+            self.stats().publish(entry);
+        }
     }
 
     /// Stamps the heartbeat (`CLOCK_MONOTONIC` now), so that readers see the writer
@@ -284,6 +302,7 @@ impl IpcWriter {
         }
         self.closed = true;
         self.flush();
+        self.publish_stat();
         self.view.atomic(OFF_CLOSED).store(1, Ordering::Release);
         if self.file_id.is_some() && shm::file_id(&self.path) == self.file_id {
             let _ = std::fs::remove_file(&self.path);

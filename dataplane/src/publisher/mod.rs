@@ -569,6 +569,11 @@ impl Publisher {
             &dest.to_string(),
             line_b.as_ref().map(|l| l.group.to_string()).as_deref(),
         );
+        if let Some(stamps) = sender.stamps_mut() {
+            if let Some(h) = stat.add_histogram("send_to_wire") {
+                stamps.mirror_to(h);
+            }
+        }
         Ok(Publisher {
             config,
             dest,

@@ -88,6 +88,11 @@ impl TxStamps {
     pub(crate) fn latency(&self) -> &SendLatency {
         self.sampler.latency()
     }
+
+    /// See [`TxSampler::mirror_to`].
+    pub(crate) fn mirror_to(&mut self, mirror: crate::stat::Histogram) {
+        self.sampler.mirror_to(mirror);
+    }
 }
 
 impl<S: BatchSend> PacketSender<S> {

@@ -7,6 +7,8 @@ use crate::core::lines::LineStats;
 use crate::core::receive::ReceiveState;
 use crate::core::server::ServerStats;
 use crate::fanout::FanoutStats;
+#[cfg(not(loom))]
+use crate::ipc::{IpcReaderStats, IpcWriterStats};
 use crate::publisher::LineSendStats;
 use crate::stats::{PublisherStats, SubscriptionStats};
 
@@ -132,6 +134,33 @@ counters!(
     ]
 );
 
+#[cfg(not(loom))]
+counters!(
+    IpcReaderStats,
+    "ipc_reader",
+    [messages, events, lost, lapped, torn_during_read, discarded]
+);
+
+#[cfg(not(loom))]
+impl Counters for IpcWriterStats {
+    const KIND: &'static str = "ipc_writer";
+    const NAMES: &'static [&'static str] = &["records", "messages", "bytes", "laps", "too_large"];
+
+    #[inline]
+    fn publish(&self, entry: &Entry) {
+        // The capacity is the entry's detail, not a counter.
+        let IpcWriterStats {
+            capacity: _,
+            records,
+            messages,
+            bytes,
+            laps,
+            too_large,
+        } = *self;
+        entry.publish(&[records, messages, bytes, laps, too_large]);
+    }
+}
+
 impl Counters for ServerStats {
     const KIND: &'static str = "rerequest_server";
     const NAMES: &'static [&'static str] = &[
@@ -204,6 +233,11 @@ impl SubscriptionEntries {
         if let Some(h) = entry.as_ref().and_then(|e| e.add_histogram("end_to_end")) {
             state.mirror_latency(h);
         }
+        if state.kernel_latency().is_some() {
+            if let Some(h) = entry.as_ref().and_then(|e| e.add_histogram("wire_to_app")) {
+                state.mirror_kernel_latency(h);
+            }
+        }
         let lines = match line_b {
             Some(b) => [
                 LineStats::register(name, &format!("A {group}")),
@@ -216,16 +250,6 @@ impl SubscriptionEntries {
             lines,
             named: session.is_some(),
         }
-    }
-
-    /// Adds a histogram to the subscription's entry (e.g. a kernel stamp histogram; attach
-    /// it with [`LatencyHistogram::mirror_to`](crate::latency::LatencyHistogram::mirror_to)).
-    #[allow(
-        dead_code,
-        reason = "where the kernel's wire_to_app histogram is to attach"
-    )]
-    pub(crate) fn add_histogram(&self, name: &str) -> Option<Histogram> {
-        self.entry.as_ref()?.add_histogram(name)
     }
 
     /// Writes `state`'s counters (and its lines') into the entries, and its session's
@@ -283,12 +307,8 @@ impl SenderEntries {
         }
     }
 
-    /// Adds a histogram to the sender's own entry (see
-    /// [`SubscriptionEntries::add_histogram`]).
-    #[allow(
-        dead_code,
-        reason = "where the kernel's send_to_wire histogram is to attach"
-    )]
+    /// Adds a histogram to the sender's own entry (attach it with
+    /// [`LatencyHistogram::mirror_to`](crate::latency::LatencyHistogram::mirror_to)).
     pub(crate) fn add_histogram(&self, name: &str) -> Option<Histogram> {
         self.own.as_ref()?.add_histogram(name)
     }
