@@ -91,6 +91,7 @@ impl WriterIndex {
 
     /// Makes `end` (and a sixteenth of a ring past it) the intent, unless it is already
     /// below it; a release fence orders the store before the record stores that follow.
+    #[inline]
     fn claim(&mut self, ix: Indices<'_>, end: u64) {
         if end > self.claimed {
             self.claimed = end + self.ahead;
@@ -104,6 +105,7 @@ impl WriterIndex {
     /// payload; the caller writes the payload there, then calls nothing else (the record
     /// is published with the next [`publish`](Self::publish)). `len` must be at most
     /// [`layout::max_payload`] of the capacity.
+    #[inline]
     pub(crate) fn write<W: Words>(
         &mut self,
         words: &W,
@@ -140,6 +142,7 @@ impl WriterIndex {
     }
 
     /// Publishes everything written so far (one release store), if anything.
+    #[inline]
     pub(crate) fn publish(&mut self, ix: Indices<'_>) -> bool {
         if self.tail == self.published {
             return false;
@@ -150,6 +153,7 @@ impl WriterIndex {
     }
 
     /// Bytes written and not yet published.
+    #[inline]
     pub(crate) fn unpublished(&self) -> u64 {
         self.tail - self.published
     }
@@ -209,6 +213,7 @@ impl ReaderIndex {
 
     /// Whether nothing at or after `position` had been overwritten when the words read
     /// before this call were read.
+    #[inline]
     pub(crate) fn intact(&self, ix: Indices<'_>, position: u64) -> bool {
         fence(Ordering::Acquire);
         ix.intent.load(Ordering::Relaxed) <= position.saturating_add(self.capacity)
@@ -216,6 +221,7 @@ impl ReaderIndex {
 
     /// Reads the next record (skipping padding) without moving past it; call
     /// [`advance`](Self::advance) once done with it.
+    #[inline]
     pub(crate) fn next<W: Words>(&mut self, words: &W, ix: Indices<'_>) -> Next {
         loop {
             if self.cursor == self.tail {
@@ -273,6 +279,7 @@ impl ReaderIndex {
     }
 
     /// Moves past `found`.
+    #[inline]
     pub(crate) fn advance(&mut self, found: &Found) {
         self.cursor = found.position + layout::record_len(found.len) as u64;
     }

@@ -28,6 +28,7 @@ impl View {
     }
 
     /// The 8-byte atomic at header offset `at` (a multiple of 8 below `HEADER_LEN`).
+    #[inline]
     pub(crate) fn atomic(&self, at: usize) -> &AtomicU64 {
         debug_assert!(at % 8 == 0 && at + 8 <= HEADER_LEN);
         // SAFETY: `at` is a multiple of 8 inside the header, so the address is inside the
@@ -40,6 +41,7 @@ impl View {
     }
 
     /// The shared indices.
+    #[inline]
     pub(crate) fn indices(&self) -> Indices<'_> {
         // SAFETY: the table is BLOCKS u64s at OFF_TABLE (8-aligned), inside the header
         // (OFF_TABLE + 8 * BLOCKS < HEADER_LEN), so inside the mapping; AtomicU64 has the
@@ -55,6 +57,7 @@ impl View {
     }
 
     /// The start of the ring (after the header).
+    #[inline]
     pub(crate) fn ring(&self) -> *mut u8 {
         // SAFETY: HEADER_LEN is inside the mapping (View::new).
         unsafe { self.base.add(HEADER_LEN) }
@@ -75,6 +78,7 @@ impl View {
 }
 
 impl Words for View {
+    #[inline]
     fn load(&self, at: usize) -> u64 {
         if at + 8 > self.capacity {
             return 0;
@@ -85,6 +89,7 @@ impl Words for View {
         word.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    #[inline]
     fn store(&self, at: usize, value: u64) {
         if at + 8 > self.capacity {
             return;
