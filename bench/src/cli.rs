@@ -720,7 +720,9 @@ pub struct SubArgs {
     /// `multipoint pub --ipc NAME` or `sub --publish-ipc NAME`) instead of the network:
     /// waits for it to appear (up to --secs, else 10 s), reads from its oldest message,
     /// and reports as a network sub does, plus what was lost to lapping.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["publish_ipc", "line_b", "rerequest"])]
+    /// With --rerequest, what a lap loses is asked again of that server (the ring's
+    /// writer must know the session: `sub --session S --publish-ipc`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["publish_ipc", "line_b", "in_order"])]
     pub ipc: Option<String>,
 
     /// Also write every event of the subscription into the shared-memory ring NAME, for

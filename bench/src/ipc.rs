@@ -226,7 +226,13 @@ struct Tally {
 impl Tally {
     fn take(&mut self, event: Event<'_>) {
         match event {
-            Event::Message { sequence, message } | Event::Recovered { sequence, message } => {
+            Event::Recovered { message, .. } => {
+                // Lost to a lap and re-requested: counted apart, not against the order.
+                self.stats.messages += 1;
+                self.stats.recovered += 1;
+                self.stats.bytes += message.len() as u64;
+            }
+            Event::Message { sequence, message } => {
                 let st = &mut self.stats;
                 st.messages += 1;
                 st.bytes += message.len() as u64;
@@ -301,6 +307,9 @@ pub fn run_sub(args: &SubArgs, name: &str, progress: bool) -> Result<SubReport> 
         idle: args.engine.idle.into(),
     };
     let mut sub = attach(name, config, args.stop.secs.unwrap_or(APPEAR))?;
+    if let Some(recovery) = args.recovery.config() {
+        sub.recover(recovery)?;
+    }
     let path = sub.path().display().to_string();
     let pid = sub.layout().pid;
     let session = sub.session().map(|s| s.to_string());
@@ -324,7 +333,7 @@ pub fn run_sub(args: &SubArgs, name: &str, progress: bool) -> Result<SubReport> 
         sub.poll_wait(|e| tally.take(e), 4096, Duration::from_millis(5));
         let elapsed = start.elapsed();
         if sub.is_closed()
-            || tally.stats.ended > 0
+            || (tally.stats.ended > 0 && !sub.recovering())
             || tally.stats.messages >= limit
             || args.stop.secs.is_some_and(|s| elapsed >= s)
             || interrupt::requested()
@@ -365,6 +374,12 @@ pub fn run_sub(args: &SubArgs, name: &str, progress: bool) -> Result<SubReport> 
         _ => end,
     };
     let st = sub.stats();
+    tally.stats.requests = st.requests;
+    tally.stats.retries = st.retries;
+    tally.stats.replies = st.replies;
+    tally.stats.gaps_given_up = st.gaps_given_up;
+    tally.stats.reply_foreign_source = st.reply_foreign;
+    tally.stats.reply_unasked = st.reply_unasked;
     let writer = match sub.writer_state() {
         WriterState::Live => "live",
         WriterState::Closed => "closed",

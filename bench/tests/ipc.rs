@@ -187,3 +187,47 @@ fn a_network_subscription_feeds_a_ring_that_a_reader_in_another_process_reads_wh
     // The ring's header names the session the feeder was told to follow.
     assert_eq!(got["session"], "FEEDX", "{text}");
 }
+
+#[test]
+fn a_lapped_reader_fills_its_loss_by_rerequest_from_the_streams_server() {
+    let _turn = common::turn();
+    let ring = Ring::new("recover");
+    let [group] = common::groups();
+    // The publisher's re-request server, on a port free a moment ago.
+    let server = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A small ring (about 2,300 records), fed from the network.
+    let feeder = common::spawn_sub(&format!(
+        "--secs 30 --json --group {group} --session RECOV --rerequest {server} \
+         --publish-ipc {} --ipc-capacity 131072",
+        ring.name
+    ));
+    let mut sub = reader(
+        &ring,
+        &format!("--rerequest {server} --recovery-deadline 10000"),
+    );
+    sub.line_with("reading the ipc ring");
+    let publisher = Proc::spawn(&common::words(&format!(
+        "pub --count 200000 --rate 50000 --json --session RECOV --group {group} \
+         --rerequest-server {server} --rerequest-rate 1000000 --linger 20"
+    )));
+    // Let it read a little, then stop it for long enough to be lapped many times over.
+    std::thread::sleep(Duration::from_millis(500));
+    sub.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    sub.signal(Signal::SIGCONT);
+    let (text, got) = sub.json();
+    let (fed_text, fed) = feeder.json();
+    drop(publisher);
+    assert_eq!(u64_of(&fed, "messages"), 200_000, "{fed_text}");
+    // It was lapped, told so, and asked the server for what it lost: every message
+    // came, the lost ones as recovered, and nothing is missing.
+    assert!(u64_of(&got, "lost_to_lapping") > 10_000, "{text}");
+    assert!(u64_of(&got, "requests") > 0, "{text}");
+    assert!(u64_of(&got, "recovered") > 10_000, "{text}");
+    assert_eq!(u64_of(&got, "missing"), 0, "{text}");
+    assert_eq!(u64_of(&got, "gaps_given_up"), 0, "{text}");
+    assert_eq!(u64_of(&got, "messages"), 200_000, "{text}");
+}

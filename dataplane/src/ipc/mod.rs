@@ -33,7 +33,11 @@
 //!   messages among them (`first_sequence..resume_sequence`: what to re-request, the
 //!   ring's [re-request server](IpcSubscription::rerequest) if its writer knows one). It
 //!   resumes at the oldest block start that is half a ring behind the writer (the writer
-//!   publishes a block's first record position), else at the writer's tail.
+//!   publishes a block's first record position), else at the writer's tail. With
+//!   [`IpcSubscription::recover`] the reader asks the server for that range itself
+//!   (the subscriber's sans-IO recovery book, over one non-blocking UDP socket): the
+//!   messages come later as [`Event::Recovered`](crate::Event::Recovered), and what is
+//!   not back by the deadline as [`Event::Gap`](crate::Event::Gap).
 //! - **Lapped during a handler.** Each record is checked before it is handed over (its
 //!   header was not overwritten while read) and again after the closure returns. A
 //!   message whose bytes the writer began to overwrite while the closure ran has been
@@ -65,6 +69,8 @@ mod sync;
 
 #[cfg(not(loom))]
 mod reader;
+#[cfg(not(loom))]
+mod recover;
 #[cfg(not(loom))]
 mod shm;
 #[cfg(not(loom))]

@@ -12,6 +12,7 @@ use super::layout::{
     OFF_INTENT, OFF_RECORDS, RECOVERED,
 };
 use super::protocol::{Found, Next, ReaderIndex};
+use super::recover::IpcRecovery;
 use super::ring_path;
 use super::shm::{self, View};
 use crate::config::{IdleStrategy, BACKOFF_SPIN};
@@ -79,6 +80,23 @@ pub struct IpcReaderStats {
     /// Records that made no sense (not overwritten: garbage in the shared memory) and
     /// were skipped.
     pub discarded: u64,
+    /// With [`IpcSubscription::recover`]: re-requests sent (first attempts and retries).
+    pub requests: u64,
+    /// Of those, retries after a time-out.
+    pub retries: u64,
+    /// Replies from the server that answered a request.
+    pub replies: u64,
+    /// Messages lost to a lap and recovered by re-request (handed over as
+    /// [`Event::Recovered`]).
+    pub recovered: u64,
+    /// Ranges lost to a lap and not recovered by their deadline (each handed over as an
+    /// [`Event::Gap`]).
+    pub gaps_given_up: u64,
+    /// Datagrams on the re-request socket from anyone but the server: dropped.
+    pub reply_foreign: u64,
+    /// Datagrams from the server that answer nothing asked (malformed, another session,
+    /// a range not or no longer asked for): dropped.
+    pub reply_unasked: u64,
 }
 
 /// A reader of a broadcast ring in `/dev/shm`, in any process (see the
@@ -130,6 +148,8 @@ pub struct IpcSubscription {
     /// coarse clock tick from `poll` and when it is dropped.
     stat: Option<crate::stat::Entry>,
     cadence: crate::stat::Cadence,
+    /// With [`recover`](Self::recover): laps filled by re-request.
+    recovery: Option<Box<IpcRecovery>>,
 }
 
 // SAFETY: the pointers in `view` point into `_map`, owned by the subscription and mapped
@@ -271,6 +291,7 @@ impl IpcSubscription {
             text: String::new(),
             stat,
             cadence: crate::stat::Cadence::default(),
+            recovery: None,
         };
         Ok(sub)
     }
@@ -319,7 +340,43 @@ impl IpcSubscription {
     /// Whether nothing more will come: the writer closed the ring, died or was replaced,
     /// and everything left was read and the end told.
     pub fn is_closed(&self) -> bool {
-        self.ended
+        self.ended && self.recovery.as_ref().is_none_or(|r| r.is_idle())
+    }
+
+    /// Whether lost messages are being re-requested (ranges still out).
+    pub fn recovering(&self) -> bool {
+        self.recovery.as_ref().is_some_and(|r| !r.is_idle())
+    }
+
+    /// From now on, fills what a lap loses by MoldUDP64 re-request from `config.server`
+    /// (the ring's own [`rerequest`](Self::rerequest) server, or another): the
+    /// [`Event::Lapped`] notice is followed, as replies come, by the lost messages as
+    /// [`Event::Recovered`], and what is not recovered by `config.deadline` by an
+    /// [`Event::Gap`]. Recovered messages come after the live ones that followed the lap
+    /// (as a network subscription's do when recovery delivers them as they come;
+    /// `config.in_order` is not supported here). Requests and replies go through one
+    /// non-blocking UDP socket driven by [`poll`](Self::poll); a reply counts only from
+    /// the server, for the ring's session, answering a range asked for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the ring names no session (its writer did not know it) or
+    /// `config.in_order` is set; [`Error::Io`] if the socket cannot be made.
+    pub fn recover(&mut self, config: crate::core::recovery::RecoveryConfig) -> Result<()> {
+        let Some(session) = self.session() else {
+            return Err(Error::Config(format!(
+                "the IPC ring {} names no session, so its losses cannot be re-requested \
+                 (give its writer the session: multipoint sub --session ... --publish-ipc)",
+                self.path.display()
+            )));
+        };
+        if config.in_order {
+            return Err(Error::Config(
+                "an IPC reader recovers as messages come, not in order".to_owned(),
+            ));
+        }
+        self.recovery = Some(Box::new(IpcRecovery::new(&config, session)?));
+        Ok(())
     }
 
     /// Looks at the writer: closed flag, process, the name's file.
@@ -419,10 +476,30 @@ impl IpcSubscription {
                 }
             }
         }
+        if let Some(recovery) = self.recovery.as_mut() {
+            let told = recovery.drive(&mut f);
+            self.stats.events += told as u64;
+            done += told;
+            self.take_recovery_counts();
+        }
         if self.stat.is_some() && self.cadence.due() {
             self.publish_stat();
         }
         done
+    }
+
+    fn take_recovery_counts(&mut self) {
+        if let Some(recovery) = &self.recovery {
+            let c = recovery.counts();
+            let s = &mut self.stats;
+            s.requests = c.requests;
+            s.retries = c.retries;
+            s.replies = c.replies;
+            s.recovered = c.recovered;
+            s.gaps_given_up = c.gaps_given_up;
+            s.reply_foreign = c.reply_foreign;
+            s.reply_unasked = c.reply_unasked;
+        }
     }
 
     fn publish_stat(&self) {
@@ -453,6 +530,10 @@ impl IpcSubscription {
             first_sequence: self.next_sequence,
             resume_sequence,
         });
+        if let Some(recovery) = self.recovery.as_mut() {
+            let told = recovery.handle_lost(self.next_sequence, resume_sequence, f);
+            self.stats.events += told as u64;
+        }
     }
 
     /// Once the writer is no longer live and everything was read: what was lost at the
@@ -585,7 +666,7 @@ impl IpcSubscription {
         let mut sleep = Duration::from_micros(50);
         loop {
             let n = self.poll(&mut f, limit);
-            if n > 0 || self.ended {
+            if n > 0 || self.is_closed() {
                 return n;
             }
             let waited = begun.elapsed();

@@ -138,7 +138,21 @@ counters!(
 counters!(
     IpcReaderStats,
     "ipc_reader",
-    [messages, events, lost, lapped, torn_during_read, discarded]
+    [
+        messages,
+        events,
+        lost,
+        lapped,
+        torn_during_read,
+        discarded,
+        requests,
+        retries,
+        replies,
+        recovered,
+        gaps_given_up,
+        reply_foreign,
+        reply_unasked,
+    ]
 );
 
 #[cfg(not(loom))]
