@@ -31,6 +31,14 @@ use crate::interrupt;
 use crate::report::{Grouped, Json};
 use crate::{Error, Result};
 
+/// `s` with its control characters shown as `?`: names come from files anyone may
+/// write, and an escape sequence must not reach the operator's terminal.
+fn shown(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// One counters file as one refresh saw it.
 #[derive(Debug)]
 pub struct Seen {
@@ -177,7 +185,7 @@ pub fn table(seen: &[Seen], dir: &Path, refresh: u64, hist: bool) -> String {
             let _ = write!(t, "  (removed)");
         }
         let _ = writeln!(t);
-        if file.refused + file.bad_entries > 0 {
+        if file.refused > 0 || file.bad_entries > 0 {
             let _ = writeln!(
                 t,
                 "  {} registrations refused (table full), {} entries unreadable",
@@ -185,13 +193,17 @@ pub fn table(seen: &[Seen], dir: &Path, refresh: u64, hist: bool) -> String {
             );
         }
         for e in &file.entries {
-            let _ = write!(t, "  {:<16} {:<10} {:<24}", e.kind, e.name, e.detail);
+            let (kind, name, detail) = (shown(&e.kind), shown(&e.name), shown(&e.detail));
+            let _ = write!(t, "  {kind:<16} {name:<10} {detail:<24}");
+            if !e.consistent {
+                let _ = write!(t, " (torn: changing while read)");
+            }
             if e.closed {
                 let _ = write!(t, " (closed)");
             }
             for (i, (name, value)) in e.counters.iter().enumerate() {
                 if i == 0 || *value != 0 {
-                    let _ = write!(t, "  {name} {}", Grouped(*value));
+                    let _ = write!(t, "  {} {}", shown(name), Grouped(*value));
                 }
             }
             let _ = writeln!(t);
@@ -199,13 +211,13 @@ pub fn table(seen: &[Seen], dir: &Path, refresh: u64, hist: bool) -> String {
                 for h in &e.histograms {
                     let p = h.percentiles();
                     if p.count == 0 {
-                        let _ = writeln!(t, "    {:<14} no samples", h.name);
+                        let _ = writeln!(t, "    {:<14} no samples", shown(&h.name));
                         continue;
                     }
                     let _ = writeln!(
                         t,
                         "    {:<14} p50 {}   p90 {}   p99 {}   p99.9 {}   max {}   (n={})",
-                        h.name,
+                        shown(&h.name),
                         format_ns(p.p50),
                         format_ns(p.p90),
                         format_ns(p.p99),

@@ -31,6 +31,9 @@
 use super::layout::{self, RECORD_HEADER};
 use super::sync::{fence, AtomicU64, Ordering};
 
+/// No position a writer reaches (4 EiB written); anything beyond is garbage.
+pub(crate) const MAX_POSITION: u64 = 1 << 62;
+
 /// The memory holding the records: 8-byte words at byte offsets (multiples of 8) below
 /// the ring's capacity, loaded and stored relaxed.
 pub(crate) trait Words {
@@ -230,6 +233,11 @@ impl ReaderIndex {
                     return Next::Empty;
                 }
             }
+            if self.tail > MAX_POSITION || (self.tail | self.cursor) % 8 != 0 {
+                // No writer gets there (4 EiB) or writes off a word: garbage, and arithmetic
+                // on it could overflow, or load a word off its alignment.
+                return Next::Corrupt("a published tail no writer writes");
+            }
             if self.tail < self.cursor || self.tail - self.cursor > self.capacity {
                 // The tail went back, or ran a whole ring ahead: lapped if the intent
                 // says so, else nonsense.
@@ -288,13 +296,32 @@ impl ReaderIndex {
     /// behind the writer's intent, else to the published tail. The record there is
     /// validated like any other when read.
     pub(crate) fn resync(&mut self, ix: Indices<'_>) {
+        self.resync_behind(ix, self.capacity / 2);
+    }
+
+    /// For a reader that attaches to a ring the writer may have gone round: the oldest
+    /// published block start at least an eighth of a ring clear of being overwritten
+    /// (the writer claims a sixteenth ahead), else the tail.
+    pub(crate) fn resync_oldest(&mut self, ix: Indices<'_>) {
+        self.resync_behind(ix, self.capacity - self.capacity / 8);
+    }
+
+    /// Moves to the oldest published block start at most `behind` bytes behind the
+    /// writer's intent, else to the published tail. Positions that no writer writes
+    /// (off a word, beyond [`MAX_POSITION`]) are passed over.
+    fn resync_behind(&mut self, ix: Indices<'_>, behind: u64) {
         let intent = ix.intent.load(Ordering::Acquire);
         let tail = ix.tail.load(Ordering::Acquire);
-        let threshold = intent.saturating_sub(self.capacity / 2);
+        let threshold = intent.saturating_sub(behind);
         let mut best = tail;
         for entry in ix.blocks {
             let position = entry.load(Ordering::Relaxed);
-            if position >= threshold && position < best && position > self.cursor {
+            if position >= threshold
+                && position < best
+                && position > self.cursor
+                && position % 8 == 0
+                && position <= MAX_POSITION
+            {
                 best = position;
             }
         }

@@ -30,8 +30,10 @@ const LOOK_EVERY_NS: u64 = 10_000_000;
 /// Where a new reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IpcStart {
-    /// At the oldest record still in the ring (the whole stream, if the writer has not
-    /// gone round it yet).
+    /// At the oldest record still safe to read: the whole stream while the writer is
+    /// below fifteen sixteenths of its first lap (it claims a sixteenth ahead of what it
+    /// writes); after that, the oldest block start an eighth of a ring clear of what
+    /// the writer may overwrite next.
     #[default]
     Oldest,
     /// At the writer's tail: only what comes after the attach.
@@ -259,7 +261,7 @@ impl IpcSubscription {
                 // Not yet round the ring: everything from the first record.
                 expected = 0;
             } else {
-                index.resync(ix);
+                index.resync_oldest(ix);
             }
         }
         let stat = IpcReaderStats::register(
@@ -456,8 +458,10 @@ impl IpcSubscription {
                             continue;
                         }
                         let count = found.index - self.expected;
-                        self.tell_lapped(&mut f, count, found.value);
-                        done += 1;
+                        // This record is where it resumes, whether it is handed over in
+                        // this poll or the next.
+                        self.expected = found.index;
+                        done += 1 + self.tell_lapped(&mut f, count, found.value);
                         if done >= limit {
                             break;
                         }
@@ -521,7 +525,14 @@ impl IpcSubscription {
         self.stats.lapped -= 1;
     }
 
-    fn tell_lapped<F: FnMut(Event<'_>)>(&mut self, f: &mut F, count: u64, resume_sequence: u64) {
+    /// Tells a lap; returns the further events it handed over (a range recovery had
+    /// no room for, given up at once).
+    fn tell_lapped<F: FnMut(Event<'_>)>(
+        &mut self,
+        f: &mut F,
+        count: u64,
+        resume_sequence: u64,
+    ) -> usize {
         self.stats.lost += count;
         self.stats.events += 1;
         self.lapped = false;
@@ -530,9 +541,13 @@ impl IpcSubscription {
             first_sequence: self.next_sequence,
             resume_sequence,
         });
-        if let Some(recovery) = self.recovery.as_mut() {
-            let told = recovery.handle_lost(self.next_sequence, resume_sequence, f);
-            self.stats.events += told as u64;
+        match self.recovery.as_mut() {
+            Some(recovery) => {
+                let told = recovery.handle_lost(self.next_sequence, resume_sequence, f);
+                self.stats.events += told as u64;
+                told
+            }
+            None => 0,
         }
     }
 
@@ -545,8 +560,7 @@ impl IpcSubscription {
             let records = self.view.atomic(OFF_RECORDS).load(Ordering::Relaxed);
             let count = records.saturating_sub(self.expected);
             let next = self.next_sequence;
-            self.tell_lapped(f, count, next);
-            told += 1;
+            told += 1 + self.tell_lapped(f, count, next);
         }
         let reason = match self.state {
             WriterState::Dead => format!(
@@ -590,12 +604,16 @@ impl IpcSubscription {
                     // Overwritten while the handler read it: it counts as lost, told
                     // next from its own sequence number on.
                     self.stats.torn_during_read += 1;
-                    self.next_sequence = sequence;
+                    if found.kind == MESSAGE {
+                        self.next_sequence = sequence;
+                    }
                     self.on_lapped();
                     return true;
                 }
                 self.stats.messages += 1;
-                self.next_sequence = sequence.saturating_add(1);
+                // A recovered message is an old one: the stream's next number is the
+                // live messages' (as the writer keeps it).
+                self.next_sequence = self.next_sequence.max(sequence.saturating_add(1));
                 self.done_with(found);
                 true
             }

@@ -462,3 +462,80 @@ fn a_waiting_reader_returns_nothing_only_at_its_timeout_or_the_end() {
     assert_eq!(sub.poll_wait(|_| {}, 10, Duration::from_secs(30)), 0);
     assert!(sub.is_closed());
 }
+
+#[test]
+fn a_reader_polling_one_event_at_a_time_is_told_each_loss_once() {
+    let name = Name::new("one-at-a-time");
+    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
+    let mut sub = IpcSubscription::attach(&name.0).unwrap();
+    let mut seen = Seen::default();
+    let total = 30_000u64;
+    for sequence in 1..=total {
+        writer.offer(sequence, &message(sequence)).unwrap();
+        if sequence % 64 == 0 {
+            writer.flush();
+        }
+        // A few events now and then, one poll each, each of limit 1: a Lapped notice
+        // fills a poll on its own, and the record it resumes at comes in the next.
+        if sequence % 3_000 == 0 {
+            for _ in 0..3 {
+                sub.poll(|e| seen.take(e), 1);
+            }
+        }
+    }
+    writer.close();
+    while sub.poll(|e| seen.take(e), 1) > 0 {}
+    let stats = sub.stats();
+    assert!(stats.lapped > 3, "{stats:?}");
+    assert_eq!(stats.discarded, 0, "{stats:?}");
+    assert_eq!(
+        seen.sequences.len() as u64 + seen.lost(),
+        total,
+        "{stats:?}"
+    );
+    assert_eq!(stats.lost, seen.lost());
+    assert!(seen.sequences.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// A ring of MIN_CAPACITY bytes filled with messages 1.. up to `fill` bytes of records
+/// (not round it), then read by a reader that attaches at the oldest: what it read.
+fn attach_after_filling(what: &str, fill: usize) -> (u64, Seen) {
+    let name = Name::new(what);
+    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
+    let mut used = 0;
+    let mut sequence = 0;
+    while used + super::layout::record_len(message(sequence + 1).len()) < fill {
+        sequence += 1;
+        used += super::layout::record_len(message(sequence).len());
+        writer.offer(sequence, &message(sequence)).unwrap();
+    }
+    writer.flush();
+    let mut sub = IpcSubscription::attach(&name.0).unwrap();
+    writer.close();
+    let mut seen = Seen::default();
+    drain(&mut sub, &mut seen);
+    assert!(seen.lapped.is_empty(), "{:?}", seen.lapped);
+    (sequence, seen)
+}
+
+#[test]
+fn a_reader_attaching_before_the_first_lap_ends_gets_the_stream_from_its_start() {
+    // The writer claims a sixteenth of a ring ahead of what it writes: below fifteen
+    // sixteenths of the first lap, nothing can have been overwritten.
+    let capacity = IpcConfig::MIN_CAPACITY;
+    let (last, seen) = attach_after_filling("early", capacity / 16 * 15 - 64);
+    assert_eq!(seen.sequences, (1..=last).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_reader_attaching_as_the_first_lap_ends_loses_at_most_an_eighth_and_a_block() {
+    // Past fifteen sixteenths, the start may be claimed for overwriting: the reader
+    // starts at the oldest block an eighth of a ring clear of that, not half a ring
+    // back as a lapped reader does.
+    let capacity = IpcConfig::MIN_CAPACITY;
+    let (last, seen) = attach_after_filling("nearly-round", capacity - 64);
+    let first = seen.sequences[0];
+    assert!(first > 1);
+    assert!(first < last / 4, "started at {first} of {last}");
+    assert_eq!(seen.sequences, (first..=last).collect::<Vec<_>>());
+}

@@ -303,10 +303,12 @@ impl IpcWriter {
         self.closed = true;
         self.flush();
         self.publish_stat();
-        self.view.atomic(OFF_CLOSED).store(1, Ordering::Release);
+        // The name goes before the ring is marked closed: a new writer takes a name only
+        // once its writer closed or died, so it cannot have put its ring there yet.
         if self.file_id.is_some() && shm::file_id(&self.path) == self.file_id {
             let _ = std::fs::remove_file(&self.path);
         }
+        self.view.atomic(OFF_CLOSED).store(1, Ordering::Release);
         let _ = self.map.flush_async();
     }
 }

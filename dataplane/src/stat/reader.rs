@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use super::layout::{
-    bucket_range, header, slot, unpack_str, Geometry, CLOSED, HEADER_WORDS, KIND_WORDS,
-    LABEL_WORDS, LIVE, MAGIC, NAME_WORDS, VERSION,
+    bucket_range, header, slot, unpack_str, Geometry, BUCKETS, CLOSED, HEADER_WORDS, KIND_WORDS,
+    LABEL_WORDS, LIVE, MAGIC, MAX_COUNTERS, MAX_HISTOGRAMS, NAME_WORDS, SUB_BUCKET_BITS, VERSION,
 };
 use super::FILE_PREFIX;
 
@@ -346,19 +346,20 @@ fn geometry(word: &impl Fn(usize) -> u64) -> Result<Geometry, ReadError> {
     if g.header_words != HEADER_WORDS {
         return Err(ReadError::Geometry("header length"));
     }
-    if g.slots > 1 << 20 {
-        return Err(ReadError::Geometry("more than 2^20 slots"));
+    // What a reader allocates per entry follows from these, so a file (anyone may write
+    // one in /dev/shm) gets no say beyond what this version's writers make: at most
+    // 65,536 slots (the registry's own cap), and exactly this version's counters,
+    // histograms and buckets per slot.
+    if g.slots > 65_536 {
+        return Err(ReadError::Geometry("more than 65,536 slots"));
     }
-    if g.max_counters > 1024 || g.max_histograms > 64 {
+    if g.max_counters != MAX_COUNTERS || g.max_histograms != MAX_HISTOGRAMS {
         return Err(ReadError::Geometry(
-            "too many counters or histograms per slot",
+            "counters or histograms per slot not this version's",
         ));
     }
-    if !(1..=8).contains(&g.sub_bucket_bits)
-        || g.buckets == 0
-        || g.buckets > (65 - g.sub_bucket_bits as usize) << g.sub_bucket_bits
-    {
-        return Err(ReadError::Geometry("histogram buckets"));
+    if g.sub_bucket_bits != SUB_BUCKET_BITS || g.buckets != BUCKETS {
+        return Err(ReadError::Geometry("histogram buckets not this version's"));
     }
     match g.min_slot_words() {
         Some(min) if g.slot_words >= min => Ok(g),

@@ -206,6 +206,12 @@ fn a_bad_magic_version_or_geometry_is_an_error_not_a_panic() {
     assert!(matches!(with(g + 5, 0), Err(ReadError::Geometry(_))));
     assert!(matches!(with(g + 6, 0), Err(ReadError::Geometry(_))));
     assert!(matches!(with(g + 6, 64), Err(ReadError::Geometry(_))));
+    // A file may not make a reader allocate more than this version's writers would:
+    // more slots, counters, histograms or buckets than theirs are refused.
+    assert!(matches!(with(g + 1, 1 << 20), Err(ReadError::Geometry(_))));
+    assert!(matches!(with(g + 3, 1_024), Err(ReadError::Geometry(_))));
+    assert!(matches!(with(g + 4, 64), Err(ReadError::Geometry(_))));
+    assert!(matches!(with(g + 5, 14_592), Err(ReadError::Geometry(_))));
     // A slot too large for the file to hold.
     assert!(matches!(
         with(g + 2, u64::MAX),
