@@ -12,7 +12,9 @@
 
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -109,8 +111,13 @@ pub fn install() -> io::Result<()> {
                     }
                     Action::Repeat => {}
                     Action::Exit => {
-                        // Exiting skips every destructor: the counters file goes now.
+                        // Exiting skips every destructor: the counters file and the
+                        // rings this process writes go now.
                         multipoint_dataplane::stat::remove_file();
+                        let rings = RINGS.lock().unwrap_or_else(PoisonError::into_inner);
+                        for ring in rings.iter() {
+                            let _ = std::fs::remove_file(ring);
+                        }
                         std::process::exit(i32::from(Signal::of(number).exit_status()))
                     }
                 }
@@ -131,6 +138,18 @@ pub fn signal() -> Option<Signal> {
     }
     let number = SIGNAL.load(Ordering::Relaxed);
     Some(Signal::of(i32::try_from(number).unwrap_or(SIGINT)))
+}
+
+/// Shared-memory rings this process writes, removed if a second signal makes it exit at
+/// once (their writers' destructors would have removed them).
+static RINGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the ring file `path` if the process is made to exit at once (see [`install`]).
+pub fn remove_on_exit(path: &Path) {
+    RINGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(path.to_path_buf());
 }
 
 #[cfg(test)]

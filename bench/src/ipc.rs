@@ -141,6 +141,7 @@ pub fn run_pub(args: &PubArgs, name: &str, progress: bool) -> Result<IpcPubRepor
         ..IpcConfig::new(args.ipc_capacity)
     };
     let writer = IpcWriter::create(name, config)?;
+    interrupt::remove_on_exit(writer.path());
     let path = writer.path().display().to_string();
     println!("multipoint pub: writing the ipc ring {path}");
     let mut sink = RingSink { writer, next: 1 };

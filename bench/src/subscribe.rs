@@ -278,7 +278,9 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
                 rerequest: args.recovery.rerequest,
                 ..multipoint_dataplane::IpcConfig::new(args.ipc_capacity)
             };
-            Some(multipoint_dataplane::IpcWriter::create(name, config)?)
+            let writer = multipoint_dataplane::IpcWriter::create(name, config)?;
+            interrupt::remove_on_exit(writer.path());
+            Some(writer)
         }
         None => None,
     };

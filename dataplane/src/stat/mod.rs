@@ -227,12 +227,13 @@ impl Drop for Hold {
 }
 
 /// Whether slot `index` of `inner`, whose entry is going, is kept as closed (a hold
-/// lives: it is kept until the last hold goes).
+/// lives: it is marked closed here, under the lock, and kept until the last hold goes).
 fn retire(inner: &Arc<registry::Inner>, index: usize) -> bool {
     let mut holds = HOLDS.lock().unwrap_or_else(PoisonError::into_inner);
     if holds.0 == 0 {
         return false;
     }
+    inner.release(index, true);
     holds.1.push((Arc::clone(inner), index));
     true
 }

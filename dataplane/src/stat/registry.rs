@@ -73,7 +73,7 @@ impl Inner {
     }
 
     /// Frees slot `index` (a new generation), or marks it closed.
-    fn release(&self, index: usize, closed: bool) {
+    pub(crate) fn release(&self, index: usize, closed: bool) {
         let words = self.slot(index);
         if let Some(state) = words.get(slot::STATE) {
             let generation = state.load(Ordering::Relaxed) >> 8;
@@ -393,9 +393,9 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if super::retire(&self.inner, self.index) {
-            self.inner.release(self.index, true);
-        } else {
+        // A retired slot is marked closed by `retire`, under the lock the last hold
+        // frees it under, so that it is never marked after it was freed.
+        if !super::retire(&self.inner, self.index) {
             self.inner.release(self.index, false);
         }
     }
