@@ -209,10 +209,13 @@ fn a_lapped_reader_fills_its_loss_by_rerequest_from_the_streams_server() {
         &format!("--rerequest {server} --recovery-deadline 10000"),
     );
     sub.line_with("reading the ipc ring");
-    let publisher = Proc::spawn(&common::words(&format!(
+    let mut publisher = Proc::spawn(&common::words(&format!(
         "pub --count 200000 --rate 50000 --json --session RECOV --group {group} \
          --rerequest-server {server} --rerequest-rate 1000000 --linger 20"
     )));
+    // It publishes once it said where it serves; a lap can be filled only once the
+    // reader has read something (before that, where the stream began is not known).
+    publisher.line_with("serving re-requests on");
     // Let it read a little, then stop it for long enough to be lapped many times over.
     std::thread::sleep(Duration::from_millis(500));
     sub.signal(Signal::SIGSTOP);

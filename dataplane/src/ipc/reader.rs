@@ -480,7 +480,9 @@ impl IpcSubscription {
                 }
             }
         }
-        if let Some(recovery) = self.recovery.as_mut() {
+        // Only while something is asked for: no system call per poll otherwise (a late
+        // reply waits in the socket until then, and is counted as unasked).
+        if let Some(recovery) = self.recovery.as_mut().filter(|r| !r.is_idle()) {
             let told = recovery.drive(&mut f);
             self.stats.events += told as u64;
             done += told;
