@@ -141,18 +141,11 @@ impl IpcRecovery {
             told += self.handle_reply(len, from, f);
         }
         let now = now_ns();
-        let mut lost = [(0u64, 0u64); 8];
-        let mut n = 0;
-        let mut overflow = Vec::new();
-        self.book.expire(now, &mut |first, end| {
-            if n < lost.len() {
-                lost[n] = (first, end);
-                n += 1;
-            } else {
-                overflow.push((first, end));
-            }
-        });
-        for &(first, end) in lost[..n].iter().chain(overflow.iter()) {
+        // Allocates only when something expires.
+        let mut lost = Vec::new();
+        self.book
+            .expire(now, &mut |first, end| lost.push((first, end)));
+        for (first, end) in lost {
             self.give_up(first, end, f);
             told += 1;
         }

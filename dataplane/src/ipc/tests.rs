@@ -115,24 +115,39 @@ fn a_reader_that_keeps_up_gets_every_message_in_order_across_many_laps() {
     assert!(!name.path().exists(), "the writer removed its file");
 }
 
-#[test]
-fn a_lapped_reader_is_told_exactly_what_it_lost_and_where_it_resumes() {
-    let name = Name::new("lapped");
+/// Writes messages 1..=`total` into a small ring (published every 64), calling `read`
+/// every `every` messages, then closes the writer; the reader and what it saw.
+fn write_reading_now_and_then(
+    what: &str,
+    total: u64,
+    every: u64,
+    mut read: impl FnMut(&mut IpcSubscription, &mut Seen),
+) -> (Name, IpcSubscription, Seen) {
+    let name = Name::new(what);
     let mut writer = IpcWriter::create(&name.0, small()).unwrap();
     let mut sub = IpcSubscription::attach(&name.0).unwrap();
     let mut seen = Seen::default();
-    let total = 60_000u64;
     for sequence in 1..=total {
         writer.offer(sequence, &message(sequence)).unwrap();
         if sequence % 64 == 0 {
             writer.flush();
         }
-        // The reader reads a little now and then: far slower than the writer.
-        if sequence % 5_000 == 0 {
-            sub.poll(|e| seen.take(e), 300);
+        if sequence % every == 0 {
+            read(&mut sub, &mut seen);
         }
     }
     writer.close();
+    (name, sub, seen)
+}
+
+#[test]
+fn a_lapped_reader_is_told_exactly_what_it_lost_and_where_it_resumes() {
+    let total = 60_000u64;
+    // The reader reads a little now and then: far slower than the writer.
+    let (_name, mut sub, mut seen) =
+        write_reading_now_and_then("lapped", total, 5_000, |sub, seen| {
+            sub.poll(|e| seen.take(e), 300);
+        });
     drain(&mut sub, &mut seen);
     assert!(sub.is_closed());
     let stats = sub.stats();
@@ -465,25 +480,15 @@ fn a_waiting_reader_returns_nothing_only_at_its_timeout_or_the_end() {
 
 #[test]
 fn a_reader_polling_one_event_at_a_time_is_told_each_loss_once() {
-    let name = Name::new("one-at-a-time");
-    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
-    let mut sub = IpcSubscription::attach(&name.0).unwrap();
-    let mut seen = Seen::default();
     let total = 30_000u64;
-    for sequence in 1..=total {
-        writer.offer(sequence, &message(sequence)).unwrap();
-        if sequence % 64 == 0 {
-            writer.flush();
-        }
-        // A few events now and then, one poll each, each of limit 1: a Lapped notice
-        // fills a poll on its own, and the record it resumes at comes in the next.
-        if sequence % 3_000 == 0 {
+    // A few events now and then, one poll each, each of limit 1: a Lapped notice fills a
+    // poll on its own, and the record it resumes at comes in the next.
+    let (_name, mut sub, mut seen) =
+        write_reading_now_and_then("one-at-a-time", total, 3_000, |sub, seen| {
             for _ in 0..3 {
                 sub.poll(|e| seen.take(e), 1);
             }
-        }
-    }
-    writer.close();
+        });
     while sub.poll(|e| seen.take(e), 1) > 0 {}
     let stats = sub.stats();
     assert!(stats.lapped > 3, "{stats:?}");
