@@ -35,6 +35,7 @@ pub mod sim;
 pub(crate) mod sockopt;
 pub mod stamps;
 pub(crate) mod uring;
+pub(crate) mod xdp;
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
