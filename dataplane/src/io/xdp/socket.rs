@@ -228,10 +228,11 @@ pub(crate) enum XskError {
     #[error("this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS): use another backend")]
     NoAfXdp,
 
-    /// Not allowed (`EPERM`/`EACCES`) to create or bind the socket.
+    /// Not allowed (`EPERM`/`EACCES`) to create or bind the socket (creating one takes
+    /// CAP_NET_RAW).
     #[error(
-        "{op}: {source}: AF_XDP needs CAP_NET_ADMIN (and CAP_BPF/CAP_SYS_ADMIN for the \
-         program): run as root"
+        "{op}: {source}: AF_XDP needs CAP_NET_RAW and CAP_NET_ADMIN (and CAP_BPF or \
+         CAP_SYS_ADMIN for the XDP program): run as root or grant them"
     )]
     Permission {
         /// What was being done.
@@ -241,7 +242,9 @@ pub(crate) enum XskError {
         source: io::Error,
     },
 
-    /// Registering the UMEM hit the locked memory limit (`ENOMEM`/`EPERM`/`ENOBUFS`).
+    /// Registering the UMEM hit the locked memory limit: the kernel charges the UMEM's
+    /// pages to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK, and says `ENOBUFS`
+    /// when they do not fit (`ENOMEM`, `EPERM` from older kernels).
     #[error(
         "registering the {bytes}-byte UMEM: {source}: locked memory limit \
          (RLIMIT_MEMLOCK is {memlock}): raise `ulimit -l` or LimitMEMLOCK= of the service"
@@ -850,7 +853,7 @@ impl XdpSocket {
     /// # Errors
     ///
     /// The `poll` error (`EINTR` is reported as not readable).
-    pub(crate) fn wait_readable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
@@ -1668,6 +1671,10 @@ mod tests {
                 xsk.umem().huge_pages(),
             );
             assert_eq!(xsk.bound_to(), (ia, 0));
+            assert!(
+                xsk.zero_copy() || xsk.zero_copy_refused().is_some(),
+                "copy mode under Auto always says why"
+            );
             assert_eq!(xsk.tx_free(), 512);
 
             let mut got = BTreeSet::new();
@@ -1721,7 +1728,173 @@ mod tests {
             assert_eq!(counters.invalid_completions, 0);
             assert_eq!(xsk.tx_free(), 512, "every send frame is back");
             assert_eq!(stats.tx_invalid_descs, 0);
+            // With no XDP program on the interface, nothing reaches the RX ring.
+            let readable = xsk
+                .wait_readable(Some(Duration::from_millis(20)))
+                .unwrap_or_else(|e| panic!("poll: {e}"));
+            assert!(!readable);
+            assert_eq!(xsk.rx_batch(64, |_| {}), 0);
         });
+    }
+
+    #[test]
+    fn a_flush_on_a_downed_or_deleted_interface_is_an_error_not_a_retry() {
+        const TEST: &str = "a_flush_on_a_downed_or_deleted_interface_is_an_error_not_a_retry";
+        let Some((ns, a, _b)) = veth_lab(TEST, 'd') else {
+            return;
+        };
+        ns.run(|| {
+            let mut xsk =
+                XdpSocket::new(index_of(&a), 0, &small_config()).unwrap_or_else(|e| panic!("{e}"));
+            let push = |xsk: &mut XdpSocket| {
+                let (addr, buf) = xsk.tx_frame().unwrap_or_else(|| panic!("a free frame"));
+                let len = udp_frame(0, buf);
+                assert_eq!(xsk.tx_push(addr, len), Ok(()));
+            };
+            push(&mut xsk);
+            ns.ip(&["link", "set", &a, "down"])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let down = xsk.tx_flush();
+            eprintln!("{TEST}: flush with the link down: {down:?}");
+            assert_eq!(
+                down.map_err(|e| e.raw_os_error()),
+                Err(Some(libc::ENETDOWN))
+            );
+            ns.ip(&["link", "del", &a])
+                .unwrap_or_else(|e| panic!("{e}"));
+            push(&mut xsk);
+            let gone = xsk.tx_flush();
+            eprintln!("{TEST}: flush with the link deleted: {gone:?}");
+            assert_eq!(gone.map_err(|e| e.raw_os_error()), Err(Some(libc::ENXIO)));
+        });
+    }
+
+    /// A UMEM of 64 frames, rings to match.
+    fn small_config() -> XskConfig {
+        XskConfig {
+            frames: 64,
+            tx_frames: 32,
+            rx_size: 64,
+            tx_size: 64,
+            fill_size: 64,
+            comp_size: 64,
+            ..XskConfig::default()
+        }
+    }
+
+    /// Clears capability `cap` from the calling thread's effective set (capabilities are
+    /// per thread: the rest of the process keeps it).
+    fn drop_effective_capability(cap: u32) -> io::Result<()> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget writes one header and two data structs, both provided.
+        if unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+        // SAFETY: capset reads the header and two data structs, both provided.
+        if unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a fresh thread without capability `cap`.
+    fn without_capability<T: Send>(cap: u32, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            let handle = s.spawn(|| {
+                drop_effective_capability(cap).unwrap_or_else(|e| panic!("capset: {e}"));
+                f()
+            });
+            match handle.join() {
+                Ok(v) => v,
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        })
+    }
+
+    const CAP_NET_RAW: u32 = 13;
+    const CAP_IPC_LOCK: u32 = 14;
+
+    #[test]
+    fn without_cap_net_raw_the_error_names_the_capabilities() {
+        const TEST: &str = "without_cap_net_raw_the_error_names_the_capabilities";
+        // SAFETY: plain getter.
+        if unsafe { libc::geteuid() } != 0 {
+            print_skip(TEST, &"needs root (to drop a capability it has)");
+            return;
+        }
+        let result = without_capability(CAP_NET_RAW, || XdpSocket::new(1, 0, &small_config()));
+        match result {
+            Err(e @ XskError::Permission { .. }) => {
+                let msg = e.to_string();
+                eprintln!("{TEST}: {msg}");
+                assert!(msg.contains("CAP_NET_RAW") && msg.contains("root"), "{msg}");
+            }
+            other => panic!("expected a permission error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_umem_past_the_memlock_limit_names_the_limit_and_the_fix() {
+        const TEST: &str = "a_umem_past_the_memlock_limit_names_the_limit_and_the_fix";
+        // SAFETY: plain getter.
+        if unsafe { libc::geteuid() } != 0 {
+            print_skip(TEST, &"needs root (to drop CAP_IPC_LOCK it has)");
+            return;
+        }
+        // SAFETY: a plain all-zero rlimit is valid; getrlimit fills it.
+        let mut lim: libc::rlimit = unsafe { mem::zeroed() };
+        // SAFETY: `lim` is writable for the call.
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+        assert_eq!(r, 0);
+        if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur > 256 << 20 {
+            print_skip(
+                TEST,
+                &format!(
+                    "RLIMIT_MEMLOCK is {} bytes: no UMEM of a test's size passes it",
+                    lim.rlim_cur
+                ),
+            );
+            return;
+        }
+        // Twice the limit, in 4096-byte frames.
+        let frames = ((lim.rlim_cur * 2 / 4096) as u32)
+            .next_power_of_two()
+            .max(64);
+        let config = XskConfig {
+            frames,
+            frame_size: 4096,
+            tx_frames: frames / 2,
+            fill_size: frames / 2,
+            comp_size: frames / 2,
+            ..XskConfig::default()
+        };
+        let result = without_capability(CAP_IPC_LOCK, || XdpSocket::new(1, 0, &config));
+        match result {
+            Err(e @ XskError::Memlock { .. }) => {
+                let msg = e.to_string();
+                eprintln!("{TEST}: {msg}");
+                let limit = format!("{} KiB", lim.rlim_cur / 1024);
+                assert!(msg.contains("ulimit -l") && msg.contains(&limit), "{msg}");
+            }
+            other => panic!("a {frames}-frame UMEM: expected a memlock error, got {other:?}"),
+        }
     }
 
     #[test]
@@ -1732,15 +1905,7 @@ mod tests {
         };
         ns.run(|| {
             let ia = index_of(&a);
-            let config = XskConfig {
-                frames: 64,
-                tx_frames: 32,
-                rx_size: 64,
-                tx_size: 64,
-                fill_size: 64,
-                comp_size: 64,
-                ..XskConfig::default()
-            };
+            let config = small_config();
             match XdpSocket::new(ia, 7, &config) {
                 Err(e @ XskError::NoSuchQueue { .. }) => {
                     let msg = e.to_string();
