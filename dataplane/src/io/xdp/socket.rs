@@ -1607,7 +1607,6 @@ mod tests {
     /// `got` when byte for byte what was sent, else count in `bad`.
     fn drain(fd: &OwnedFd, got: &mut BTreeSet<u32>, bad: &mut usize) {
         let mut buf = [0u8; 2048];
-        let mut want = [0u8; 2048];
         loop {
             // SAFETY: `buf` is writable for its length.
             let n = unsafe {
@@ -1621,21 +1620,63 @@ mod tests {
             let Ok(n) = usize::try_from(n) else {
                 return;
             };
-            let f = &buf[..n];
-            let ours = n >= 54
-                && f[12..14] == [0x08, 0x00]
-                && f[23] == 17
-                && f[36..38] == DST_PORT.to_be_bytes()
-                && &f[42..50] == MAGIC;
-            if !ours {
-                continue;
-            }
-            let seq = u32::from_be_bytes([f[50], f[51], f[52], f[53]]);
-            let len = udp_frame(seq, &mut want);
-            if f == &want[..len] && got.insert(seq) {
-                continue;
-            }
+            classify(&buf[..n], got, bad);
+        }
+    }
+
+    /// Puts frame `f` into `got` if it is one of ours (by destination port and magic) and
+    /// byte for byte what was sent; counts it in `bad` if it is ours but damaged or a
+    /// duplicate; ignores anything else (neighbour discovery and the like).
+    fn classify(f: &[u8], got: &mut BTreeSet<u32>, bad: &mut usize) {
+        let ours = f.len() >= 54
+            && f[12..14] == [0x08, 0x00]
+            && f[23] == 17
+            && f[36..38] == DST_PORT.to_be_bytes()
+            && &f[42..50] == MAGIC;
+        if !ours {
+            return;
+        }
+        let seq = u32::from_be_bytes([f[50], f[51], f[52], f[53]]);
+        let mut want = [0u8; 2048];
+        let len = udp_frame(seq, &mut want);
+        if f != &want[..len] || !got.insert(seq) {
             *bad += 1;
+        }
+    }
+
+    /// Sends frames `0..count` (see [`udp_frame`]) from `xsk`, a batch of at most 64 a
+    /// round (small enough for a veth peer's backlog), calling `round` after each round
+    /// to receive; ends once `round` says all arrived and every send frame is back, or
+    /// after 20 s.
+    fn send_frames(xsk: &mut XdpSocket, count: u32, mut round: impl FnMut() -> bool) {
+        let frames = xsk.tx_free();
+        let mut next = 0;
+        let mut all_in = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(all_in && xsk.tx_free() == frames) && Instant::now() < deadline {
+            let mut pushed = 0;
+            while next < count && pushed < 64 {
+                let Some((addr, buf)) = xsk.tx_frame() else {
+                    break;
+                };
+                let len = udp_frame(next, buf);
+                match xsk.tx_push(addr, len) {
+                    Ok(()) => {}
+                    Err(TxRefused::Full) => {
+                        assert!(xsk.tx_discard(addr));
+                        break;
+                    }
+                    Err(e) => panic!("pushing frame {next}: {e:?}"),
+                }
+                next += 1;
+                pushed += 1;
+            }
+            xsk.tx_flush().unwrap_or_else(|e| panic!("kicking TX: {e}"));
+            xsk.reclaim();
+            all_in = round();
+            if pushed == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 
@@ -1679,34 +1720,10 @@ mod tests {
 
             let mut got = BTreeSet::new();
             let mut bad = 0;
-            let mut next = 0;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while (got.len() < COUNT as usize || xsk.tx_free() < 512) && Instant::now() < deadline {
-                let mut pushed = 0;
-                // A batch per round, small enough for the peer's backlog.
-                while next < COUNT && pushed < 64 {
-                    let Some((addr, buf)) = xsk.tx_frame() else {
-                        break;
-                    };
-                    let len = udp_frame(next, buf);
-                    match xsk.tx_push(addr, len) {
-                        Ok(()) => {}
-                        Err(TxRefused::Full) => {
-                            assert!(xsk.tx_discard(addr));
-                            break;
-                        }
-                        Err(e) => panic!("pushing frame {next}: {e:?}"),
-                    }
-                    next += 1;
-                    pushed += 1;
-                }
-                xsk.tx_flush().unwrap_or_else(|e| panic!("kicking TX: {e}"));
-                xsk.reclaim();
+            send_frames(&mut xsk, COUNT, || {
                 drain(&peer, &mut got, &mut bad);
-                if pushed == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
+                got.len() == COUNT as usize
+            });
             let counters = xsk.counters();
             let stats = xsk
                 .statistics()
@@ -1734,6 +1751,183 @@ mod tests {
                 .unwrap_or_else(|e| panic!("poll: {e}"));
             assert!(!readable);
             assert_eq!(xsk.rx_batch(64, |_| {}), 0);
+        });
+    }
+
+    /// `ip link show dev NAME` in `ns`.
+    fn link_show(ns: &Netns, name: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &ns.name, "link", "show", "dev", name])
+            .output()
+            .unwrap_or_else(|e| panic!("ip link show: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A hand-assembled XDP program for this module's receive test only (the project's
+    /// program and its loader live elsewhere): every packet goes to the XSKMAP entry of
+    /// its RX queue, or on to the kernel if there is none. Attached through a BPF link in
+    /// generic (SKB) mode; closing the link detaches it.
+    struct RedirectAll {
+        /// Declared first: detaches before the program and map close.
+        _link: OwnedFd,
+        _prog: OwnedFd,
+        _map: OwnedFd,
+    }
+
+    /// `bpf(cmd, attr)` with a 128-byte attribute block.
+    fn bpf(cmd: i32, attr: &mut [u32; 32]) -> io::Result<OwnedFd> {
+        // SAFETY: `attr` is 128 readable and writable bytes, the size passed; the
+        // commands used here read it and return a new descriptor.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128u32) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor the kernel just gave us.
+        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    }
+
+    /// Writes a `u64` attribute at byte offset `off` (8-aligned) of `attr`.
+    fn put64(attr: &mut [u32; 32], off: usize, v: u64) {
+        attr[off / 4] = v as u32;
+        attr[off / 4 + 1] = (v >> 32) as u32;
+    }
+
+    /// One eBPF instruction: opcode, registers, offset, immediate.
+    fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+        u64::from(code)
+            | u64::from(dst | (src << 4)) << 8
+            | u64::from(off as u16) << 16
+            | u64::from(imm as u32) << 32
+    }
+
+    impl RedirectAll {
+        fn attach(ifindex: u32, xsk: RawFd) -> io::Result<RedirectAll> {
+            const MAP_CREATE: i32 = 0;
+            const MAP_UPDATE_ELEM: i32 = 2;
+            const PROG_LOAD: i32 = 5;
+            const LINK_CREATE: i32 = 28;
+            const MAP_TYPE_XSKMAP: u32 = 17;
+            const PROG_TYPE_XDP: u32 = 6;
+            const ATTACH_XDP: u32 = 37;
+            const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+            const HELPER_REDIRECT_MAP: i32 = 51;
+            const XDP_PASS: i32 = 2;
+
+            let mut attr = [0u32; 32];
+            attr[..4].copy_from_slice(&[MAP_TYPE_XSKMAP, 4, 4, 1]);
+            let map = bpf(MAP_CREATE, &mut attr)?;
+            let (key, value) = (0u32, xsk as u32);
+            let mut attr = [0u32; 32];
+            attr[0] = map.as_raw_fd() as u32;
+            put64(&mut attr, 8, (&raw const key) as u64);
+            put64(&mut attr, 16, (&raw const value) as u64);
+            bpf(MAP_UPDATE_ELEM, &mut attr)?;
+
+            let code = [
+                // r2 = ctx->rx_queue_index (struct xdp_md, offset 16)
+                insn(0x61, 2, 1, 16, 0),
+                // r1 = the map (a 64-bit immediate naming a map descriptor)
+                insn(0x18, 1, 1, 0, map.as_raw_fd()),
+                insn(0, 0, 0, 0, 0),
+                // r3 = XDP_PASS, the action when the queue has no socket
+                insn(0xb7, 3, 0, 0, XDP_PASS),
+                // r0 = bpf_redirect_map(r1, r2, r3); return r0
+                insn(0x85, 0, 0, 0, HELPER_REDIRECT_MAP),
+                insn(0x95, 0, 0, 0, 0),
+            ];
+            let license = b"Dual MIT/GPL\0";
+            let mut log = vec![0u8; 1 << 16];
+            let mut attr = [0u32; 32];
+            attr[0] = PROG_TYPE_XDP;
+            attr[1] = code.len() as u32;
+            put64(&mut attr, 8, code.as_ptr() as u64);
+            put64(&mut attr, 16, license.as_ptr() as u64);
+            attr[6] = 1; // log level
+            attr[7] = log.len() as u32;
+            put64(&mut attr, 32, log.as_mut_ptr() as u64);
+            attr[17] = ATTACH_XDP; // expected_attach_type, byte offset 68
+            let prog = bpf(PROG_LOAD, &mut attr).map_err(|e| {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                io::Error::other(format!(
+                    "loading the test XDP program: {e}: {}",
+                    String::from_utf8_lossy(&log[..end])
+                ))
+            })?;
+
+            let mut attr = [0u32; 32];
+            attr[..4].copy_from_slice(&[
+                prog.as_raw_fd() as u32,
+                ifindex,
+                ATTACH_XDP,
+                XDP_FLAGS_SKB_MODE,
+            ]);
+            let link = bpf(LINK_CREATE, &mut attr)?;
+            Ok(RedirectAll {
+                _link: link,
+                _prog: prog,
+                _map: map,
+            })
+        }
+    }
+
+    #[test]
+    fn frames_an_xdp_program_redirects_reach_the_handler_and_their_frames_are_reused() {
+        const TEST: &str =
+            "frames_an_xdp_program_redirects_reach_the_handler_and_their_frames_are_reused";
+        const COUNT: u32 = 1000;
+        let Some((ns, a, b)) = veth_lab(TEST, 'r') else {
+            return;
+        };
+        ns.run(|| {
+            let (ia, ib) = (index_of(&a), index_of(&b));
+            // 128 receive frames for 1,000 packets: each frame is used several times.
+            let rx_config = XskConfig {
+                frames: 256,
+                tx_frames: 128,
+                rx_size: 256,
+                tx_size: 128,
+                fill_size: 128,
+                comp_size: 128,
+                ..XskConfig::default()
+            };
+            let mut rx = XdpSocket::new(ib, 0, &rx_config).unwrap_or_else(|e| panic!("{e}"));
+            let program = RedirectAll::attach(ib, rx.fd()).unwrap_or_else(|e| panic!("{e}"));
+            let shown = link_show(&ns, &b);
+            assert!(
+                shown.contains("xdpgeneric"),
+                "attached in generic mode: {shown}"
+            );
+            let mut tx = XdpSocket::new(ia, 0, &small_config()).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!(
+                "{TEST}: receiving socket: zero-copy {}, fill ring needs a wake-up {}",
+                rx.zero_copy(),
+                rx.rx.fill.needs_wakeup()
+            );
+
+            let mut got = BTreeSet::new();
+            let mut bad = 0;
+            send_frames(&mut tx, COUNT, || {
+                while rx.rx_batch(64, |frame| classify(frame, &mut got, &mut bad)) > 0 {}
+                got.len() == COUNT as usize
+            });
+            let counters = rx.counters();
+            let stats = rx
+                .statistics()
+                .unwrap_or_else(|e| panic!("XDP_STATISTICS: {e}"));
+            eprintln!("{TEST}: receiver counters {counters:?}, kernel {stats:?}");
+            assert_eq!(bad, 0, "frames that arrived damaged or twice");
+            let missing: Vec<u32> = (0..COUNT).filter(|s| !got.contains(s)).take(10).collect();
+            assert!(
+                missing.is_empty(),
+                "{} of {COUNT} missing, first {missing:?}",
+                COUNT as usize - got.len()
+            );
+            assert!(counters.received >= u64::from(COUNT));
+            assert_eq!((counters.invalid_descriptors, counters.lost_frames), (0, 0));
+            assert_eq!((stats.rx_dropped, stats.rx_ring_full), (0, 0));
+            drop(program);
+            let shown = link_show(&ns, &b);
+            assert!(!shown.contains("xdp"), "closing the link detaches: {shown}");
         });
     }
 
