@@ -292,7 +292,9 @@ pub(crate) enum XskError {
         source: io::Error,
     },
 
-    /// Another AF_XDP socket (or a zero-copy user) holds the queue (`EBUSY`).
+    /// Another AF_XDP socket (or a zero-copy user) holds the queue (`EBUSY`, still after
+    /// a second of retrying: a socket closed just before frees its queue within tens of
+    /// milliseconds).
     #[error(
         "queue {queue} of {ifname} (index {ifindex}) already has an AF_XDP socket: {source}: \
          close the other user (another multipoint process?) or pick another queue"
@@ -990,7 +992,13 @@ impl XdpSocket {
     }
 }
 
-/// Binds `fd` to `queue` of `ifindex` with `flags`, mapping the errors to their causes.
+/// How long a bind retries a busy queue. A socket closed just before keeps its queue for a
+/// few tens of milliseconds (measured: 25-40 ms on Linux 6.18), because the kernel frees
+/// the queue's buffer pool from a work queue; a restart or re-setup would otherwise fail.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
+/// Binds `fd` to `queue` of `ifindex` with `flags`, mapping the errors to their causes;
+/// `EBUSY` is retried for [`BUSY_WAIT`] (a refused bind leaves the socket as it was).
 fn bind(fd: &OwnedFd, ifindex: u32, queue: u32, flags: u16) -> Result<(), XskError> {
     let sa = libc::sockaddr_xdp {
         sxdp_family: libc::AF_XDP as u16,
@@ -999,18 +1007,26 @@ fn bind(fd: &OwnedFd, ifindex: u32, queue: u32, flags: u16) -> Result<(), XskErr
         sxdp_queue_id: queue,
         sxdp_shared_umem_fd: 0,
     };
-    // SAFETY: `sa` is a valid sockaddr_xdp of the length passed, read during the call only.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const sa).cast::<libc::sockaddr>(),
-            mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-        )
+    let start = std::time::Instant::now();
+    let source = loop {
+        // SAFETY: `sa` is a valid sockaddr_xdp of the length passed, read during the call
+        // only.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sa).cast::<libc::sockaddr>(),
+                mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) || start.elapsed() >= BUSY_WAIT {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     };
-    if r == 0 {
-        return Ok(());
-    }
-    let source = io::Error::last_os_error();
     Err(match source.raw_os_error() {
         Some(libc::ENODEV) => XskError::NoSuchInterface { ifindex, source },
         Some(libc::EINVAL) => XskError::NoSuchQueue {
@@ -2136,6 +2152,14 @@ mod tests {
                 other => panic!("a second socket on queue 0: expected QueueBusy, got {other:?}"),
             }
             drop(first);
+            // The kernel frees a closed socket's queue a little later: the bind waits.
+            let t0 = Instant::now();
+            let again = XdpSocket::new(ia, 0, &config);
+            eprintln!(
+                "{TEST}: binding again right after close took {:?}",
+                t0.elapsed()
+            );
+            assert!(again.is_ok(), "a queue closed just before: {again:?}");
         });
     }
 }
