@@ -1501,7 +1501,38 @@ mod tests {
         }
     }
 
-    /// A namespace holding a veth pair `mpk<pid><tag>a` / `...b`, both up; `None` (with the
+    /// Prefix of this module's namespaces and links: `mpx<pid><tag>`.
+    const PREFIX: &str = "mpx";
+
+    /// Deletes namespaces this module's tests left behind in a process that died before
+    /// its guards ran (an abort): `mpx<pid><tag>` whose pid is gone.
+    fn sweep_stale() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let tail = &rest[digits.len()..];
+            let Ok(pid) = digits.parse::<u32>() else {
+                continue;
+            };
+            let ours = tail.len() == 1 && tail.chars().all(|c| c.is_ascii_lowercase());
+            if ours
+                && pid != std::process::id()
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+    }
+
+    /// A namespace holding a veth pair `mpx<pid><tag>a` / `...b`, both up; `None` (with the
     /// reason printed) when not root.
     fn veth_lab(test: &str, tag: char) -> Option<(Netns, String, String)> {
         // SAFETY: plain getter.
@@ -1513,8 +1544,12 @@ mod tests {
             return None;
         }
         let pid = std::process::id();
-        let ns = Netns::new(format!("mpk{pid}{tag}")).unwrap_or_else(|e| panic!("{e}"));
-        let (a, b) = (format!("mpk{pid}{tag}a"), format!("mpk{pid}{tag}b"));
+        sweep_stale();
+        let ns = Netns::new(format!("{PREFIX}{pid}{tag}")).unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (
+            format!("{PREFIX}{pid}{tag}a"),
+            format!("{PREFIX}{pid}{tag}b"),
+        );
         for args in [
             &["link", "add", &a, "type", "veth", "peer", "name", &b][..],
             &["link", "set", &a, "up"],
@@ -1779,10 +1814,15 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `XDP_FLAGS_SKB_MODE` (linux/if_link.h): generic XDP.
+    const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+    /// `XDP_FLAGS_DRV_MODE` (linux/if_link.h): the driver's native XDP.
+    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
     /// A hand-assembled XDP program for this module's receive test only (the project's
     /// program and its loader live elsewhere): every packet goes to the XSKMAP entry of
-    /// its RX queue, or on to the kernel if there is none. Attached through a BPF link in
-    /// generic (SKB) mode; closing the link detaches it.
+    /// its RX queue, or on to the kernel if there is none. Attached through a BPF link;
+    /// closing the link detaches it.
     struct RedirectAll {
         /// Declared first: detaches before the program and map close.
         _link: OwnedFd,
@@ -1790,16 +1830,22 @@ mod tests {
         _map: OwnedFd,
     }
 
-    /// `bpf(cmd, attr)` with a 128-byte attribute block.
-    fn bpf(cmd: i32, attr: &mut [u32; 32]) -> io::Result<OwnedFd> {
+    /// `bpf(cmd, attr)` with a 128-byte attribute block; the call's result.
+    fn bpf(cmd: i32, attr: &mut [u32; 32]) -> io::Result<i64> {
         // SAFETY: `attr` is 128 readable and writable bytes, the size passed; the
-        // commands used here read it and return a new descriptor.
+        // commands used here read it (and the buffers it points to, alive for the call).
         let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128u32) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: a descriptor the kernel just gave us.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+        Ok(r)
+    }
+
+    /// `bpf(cmd, attr)` for a command that returns a new descriptor.
+    fn bpf_fd(cmd: i32, attr: &mut [u32; 32]) -> io::Result<OwnedFd> {
+        let fd = bpf(cmd, attr)?;
+        // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 
     /// Writes a `u64` attribute at byte offset `off` (8-aligned) of `attr`.
@@ -1817,7 +1863,9 @@ mod tests {
     }
 
     impl RedirectAll {
-        fn attach(ifindex: u32, xsk: RawFd) -> io::Result<RedirectAll> {
+        /// Attaches to `ifindex` in the mode `flags` names (`XDP_FLAGS_*_MODE`), steering
+        /// queue 0 to `xsk`.
+        fn attach(ifindex: u32, xsk: RawFd, flags: u32) -> io::Result<RedirectAll> {
             const MAP_CREATE: i32 = 0;
             const MAP_UPDATE_ELEM: i32 = 2;
             const PROG_LOAD: i32 = 5;
@@ -1825,13 +1873,12 @@ mod tests {
             const MAP_TYPE_XSKMAP: u32 = 17;
             const PROG_TYPE_XDP: u32 = 6;
             const ATTACH_XDP: u32 = 37;
-            const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
             const HELPER_REDIRECT_MAP: i32 = 51;
             const XDP_PASS: i32 = 2;
 
             let mut attr = [0u32; 32];
             attr[..4].copy_from_slice(&[MAP_TYPE_XSKMAP, 4, 4, 1]);
-            let map = bpf(MAP_CREATE, &mut attr)?;
+            let map = bpf_fd(MAP_CREATE, &mut attr)?;
             let (key, value) = (0u32, xsk as u32);
             let mut attr = [0u32; 32];
             attr[0] = map.as_raw_fd() as u32;
@@ -1862,7 +1909,7 @@ mod tests {
             attr[7] = log.len() as u32;
             put64(&mut attr, 32, log.as_mut_ptr() as u64);
             attr[17] = ATTACH_XDP; // expected_attach_type, byte offset 68
-            let prog = bpf(PROG_LOAD, &mut attr).map_err(|e| {
+            let prog = bpf_fd(PROG_LOAD, &mut attr).map_err(|e| {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 io::Error::other(format!(
                     "loading the test XDP program: {e}: {}",
@@ -1871,13 +1918,8 @@ mod tests {
             })?;
 
             let mut attr = [0u32; 32];
-            attr[..4].copy_from_slice(&[
-                prog.as_raw_fd() as u32,
-                ifindex,
-                ATTACH_XDP,
-                XDP_FLAGS_SKB_MODE,
-            ]);
-            let link = bpf(LINK_CREATE, &mut attr)?;
+            attr[..4].copy_from_slice(&[prog.as_raw_fd() as u32, ifindex, ATTACH_XDP, flags]);
+            let link = bpf_fd(LINK_CREATE, &mut attr)?;
             Ok(RedirectAll {
                 _link: link,
                 _prog: prog,
@@ -1894,57 +1936,67 @@ mod tests {
         let Some((ns, a, b)) = veth_lab(TEST, 'r') else {
             return;
         };
-        ns.run(|| {
-            let (ia, ib) = (index_of(&a), index_of(&b));
-            // 128 receive frames for 1,000 packets: each frame is used several times.
-            let rx_config = XskConfig {
-                frames: 256,
-                tx_frames: 128,
-                rx_size: 256,
-                tx_size: 128,
-                fill_size: 128,
-                comp_size: 128,
-                ..XskConfig::default()
-            };
-            let mut rx = XdpSocket::new(ib, 0, &rx_config).unwrap_or_else(|e| panic!("{e}"));
-            let program = RedirectAll::attach(ib, rx.fd()).unwrap_or_else(|e| panic!("{e}"));
-            let shown = link_show(&ns, &b);
-            assert!(
-                shown.contains("xdpgeneric"),
-                "attached in generic mode: {shown}"
-            );
-            let mut tx = XdpSocket::new(ia, 0, &small_config()).unwrap_or_else(|e| panic!("{e}"));
-            eprintln!(
-                "{TEST}: receiving socket: zero-copy {}, fill ring needs a wake-up {}",
-                rx.zero_copy(),
-                rx.rx.fill.needs_wakeup()
-            );
+        // Generic (SKB) mode, then the veth driver's native mode: both steer into a
+        // copy-mode socket, with no XDP program on the sending end.
+        for (mode, flags, shows) in [
+            ("generic", XDP_FLAGS_SKB_MODE, "xdpgeneric"),
+            ("native", XDP_FLAGS_DRV_MODE, " xdp "),
+        ] {
+            ns.run(|| {
+                let (ia, ib) = (index_of(&a), index_of(&b));
+                // 128 receive frames for 1,000 packets: each frame is used several times.
+                let rx_config = XskConfig {
+                    frames: 256,
+                    tx_frames: 128,
+                    rx_size: 256,
+                    tx_size: 128,
+                    fill_size: 128,
+                    comp_size: 128,
+                    ..XskConfig::default()
+                };
+                let mut rx =
+                    XdpSocket::new(ib, 0, &rx_config).unwrap_or_else(|e| panic!("{mode}: {e}"));
+                let program = RedirectAll::attach(ib, rx.fd(), flags)
+                    .unwrap_or_else(|e| panic!("{mode}: {e}"));
+                let shown = link_show(&ns, &b);
+                assert!(shown.contains(shows), "attached in {mode} mode: {shown}");
+                let mut tx = XdpSocket::new(ia, 0, &small_config())
+                    .unwrap_or_else(|e| panic!("{mode}: {e}"));
+                eprintln!(
+                    "{TEST}: {mode}: receiving socket: zero-copy {}, fill ring needs a wake-up {}",
+                    rx.zero_copy(),
+                    rx.rx.fill.needs_wakeup()
+                );
 
-            let mut got = BTreeSet::new();
-            let mut bad = 0;
-            send_frames(&mut tx, COUNT, || {
-                while rx.rx_batch(64, |frame| classify(frame, &mut got, &mut bad)) > 0 {}
-                got.len() == COUNT as usize
+                let mut got = BTreeSet::new();
+                let mut bad = 0;
+                send_frames(&mut tx, COUNT, || {
+                    while rx.rx_batch(64, |frame| classify(frame, &mut got, &mut bad)) > 0 {}
+                    got.len() == COUNT as usize
+                });
+                let counters = rx.counters();
+                let stats = rx
+                    .statistics()
+                    .unwrap_or_else(|e| panic!("XDP_STATISTICS: {e}"));
+                eprintln!("{TEST}: {mode}: receiver counters {counters:?}, kernel {stats:?}");
+                assert_eq!(bad, 0, "{mode}: frames that arrived damaged or twice");
+                let missing: Vec<u32> = (0..COUNT).filter(|s| !got.contains(s)).take(10).collect();
+                assert!(
+                    missing.is_empty(),
+                    "{mode}: {} of {COUNT} missing, first {missing:?}",
+                    COUNT as usize - got.len()
+                );
+                assert!(counters.received >= u64::from(COUNT));
+                assert_eq!((counters.invalid_descriptors, counters.lost_frames), (0, 0));
+                assert_eq!((stats.rx_dropped, stats.rx_ring_full), (0, 0));
+                drop(program);
+                let shown = link_show(&ns, &b);
+                assert!(
+                    !shown.contains("xdp"),
+                    "{mode}: closing the link detaches: {shown}"
+                );
             });
-            let counters = rx.counters();
-            let stats = rx
-                .statistics()
-                .unwrap_or_else(|e| panic!("XDP_STATISTICS: {e}"));
-            eprintln!("{TEST}: receiver counters {counters:?}, kernel {stats:?}");
-            assert_eq!(bad, 0, "frames that arrived damaged or twice");
-            let missing: Vec<u32> = (0..COUNT).filter(|s| !got.contains(s)).take(10).collect();
-            assert!(
-                missing.is_empty(),
-                "{} of {COUNT} missing, first {missing:?}",
-                COUNT as usize - got.len()
-            );
-            assert!(counters.received >= u64::from(COUNT));
-            assert_eq!((counters.invalid_descriptors, counters.lost_frames), (0, 0));
-            assert_eq!((stats.rx_dropped, stats.rx_ring_full), (0, 0));
-            drop(program);
-            let shown = link_show(&ns, &b);
-            assert!(!shown.contains("xdp"), "closing the link detaches: {shown}");
-        });
+        }
     }
 
     #[test]
