@@ -30,6 +30,20 @@
 //! on every flush that has frames outstanding. `poll(2)` on the socket
 //! ([`XdpSocket::wait_readable`]) also wakes the driver for receive.
 //!
+//! # What the kernel does (seen on Linux 6.18 with veth, in this module's tests)
+//!
+//! - Binding needs no XDP program; one must be attached (native or generic mode, both
+//!   work on veth) for anything to reach the RX ring.
+//! - veth has no zero-copy: `XDP_ZEROCOPY` is refused with `EOPNOTSUPP`, and the same
+//!   socket then binds in copy mode (no second UMEM registration).
+//! - In copy mode the TX ring's need-wakeup flag is set from the bind on and stays set,
+//!   the fill ring's is never set, and each `sendto` sends at most 32 frames, answering
+//!   `EAGAIN` when more are left.
+//! - A closed socket's queue stays taken (`EBUSY`) for 25-40 ms; bind retries.
+//! - Flushing on a downed interface gives `ENETDOWN`, on a deleted one `ENXIO`.
+//! - Creating the socket needs CAP_NET_RAW (`EPERM`); the UMEM is charged to
+//!   RLIMIT_MEMLOCK unless CAP_IPC_LOCK, and `ENOBUFS` says it does not fit.
+//!
 //! # Contract
 //!
 //! One thread at a time (the socket is `Send`, not `Sync`). Everything the kernel writes
