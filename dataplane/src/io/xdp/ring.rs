@@ -279,15 +279,17 @@ impl<T: Copy> ProducerRing<T> {
     /// many (0 when the ring is full). A new `reserve` replaces the previous grant.
     pub(crate) fn reserve(&mut self, n: usize) -> usize {
         let want = u32::try_from(n).unwrap_or(u32::MAX);
+        let size = self.raw.size();
         let mut free = self.limit.wrapping_sub(self.prod);
-        if free < want {
+        if free < want || free > size {
             let cons = self.raw.consumer().load(Ordering::Acquire);
-            self.limit = cons.wrapping_add(self.raw.size());
+            self.limit = cons.wrapping_add(size);
             free = self.limit.wrapping_sub(self.prod);
-            // A kernel that moved its consumer past our producer is broken: grant nothing.
-            if free > self.raw.size() {
-                free = 0;
-            }
+        }
+        // A kernel that moved its consumer past our producer is broken: grant nothing
+        // (now and on every later call until it is back in range).
+        if free > size {
+            free = 0;
         }
         self.reserved = free.min(want);
         self.reserved as usize
@@ -426,14 +428,16 @@ impl<T: Copy> ConsumerRing<T> {
     /// how many (0 when the ring is empty). A new `peek` replaces the previous grant.
     pub(crate) fn peek(&mut self, max: usize) -> usize {
         let want = u32::try_from(max).unwrap_or(u32::MAX);
+        let size = self.raw.size();
         let mut ready = self.cached_prod.wrapping_sub(self.cons);
-        if ready < want {
+        if ready < want || ready > size {
             self.cached_prod = self.raw.producer().load(Ordering::Acquire);
             ready = self.cached_prod.wrapping_sub(self.cons);
-            // A kernel whose producer ran more than a ring ahead is broken: take nothing.
-            if ready > self.raw.size() {
-                ready = 0;
-            }
+        }
+        // A kernel whose producer ran more than a ring ahead is broken: take nothing (now
+        // and on every later call until it is back in range).
+        if ready > size {
+            ready = 0;
         }
         self.peeked = ready.min(want);
         self.peeked as usize
@@ -656,11 +660,25 @@ pub(crate) mod tests {
         // A producer index more than a ring ahead of our consumer.
         fake.words[0].store(100, Ordering::Release);
         assert_eq!(ring.peek(8), 0);
+        assert_eq!(
+            ring.peek(2),
+            0,
+            "also when the cached index would seem to allow it"
+        );
+        fake.words[0].store(3, Ordering::Release);
+        assert_eq!(ring.peek(8), 3, "back in range");
         let fake = FakeRing::<u64>::new(4, 0, 0);
         let mut ring = fake.producer();
         // A consumer index past our producer.
         fake.words[1].store(50, Ordering::Release);
         assert_eq!(ring.reserve(8), 0);
+        assert_eq!(
+            ring.reserve(2),
+            0,
+            "also when the cached index would seem to allow it"
+        );
+        fake.words[1].store(0, Ordering::Release);
+        assert_eq!(ring.reserve(8), 4, "back in range");
     }
 
     #[test]
