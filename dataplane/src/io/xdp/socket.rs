@@ -832,7 +832,8 @@ impl XdpSocket {
     /// batch, and a `recvfrom` kick if the kernel asked for one). Bad descriptors are
     /// counted ([`XskCounters::invalid_descriptors`]) and skipped. Returns the number of
     /// descriptors consumed (0: nothing was there; wait with
-    /// [`wait_readable`](Self::wait_readable)).
+    /// [`wait_readable`](Self::wait_readable)). If `f` panics, nothing of the batch is
+    /// released or given back: the next call sees the same descriptors again.
     pub(crate) fn rx_batch(&mut self, max: usize, f: impl FnMut(&[u8])) -> usize {
         let n = self.rx.batch(&self.umem, &mut self.counters, max, f);
         if n > 0 {
