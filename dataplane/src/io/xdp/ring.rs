@@ -54,7 +54,7 @@ struct Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: exactly the mapping `map_ring` made, unmapped once; the ring types
+        // SAFETY: exactly the mapping `Raw::map` made, unmapped once; the ring types
         // holding pointers into it drop it last (it is their last field) and hand out no
         // references that outlive them.
         unsafe {
