@@ -47,6 +47,7 @@ max_len() {
     case "$1" in
         moldudp64_request) echo 64 ;;
         moldudp64_parse) echo 1500 ;;
+        frame_parse) echo 1600 ;;
         auth_exchange) echo 1024 ;;
         *) echo 4096 ;;
     esac
@@ -75,11 +76,21 @@ HEARTBEAT="41424320202020202020 0000000000000007 0000"
 END_OF_SESSION="41424320202020202020 000000000000002a ffff"
 REREQUEST="41424320202020202020 0000000000000102 0304"
 
+# Ethernet frames: 10.0.0.1:1234 -> 239.1.2.3:5000 and [fd00::1]:1234 -> [ff15::1:2]:5000,
+# payload "abcd" (the hand-written frames of dataplane/src/wire/frame.rs's tests).
+FRAME_V4="01005e010203 020000000001 0800 45000020 00004000 40113fc8 0a000001 ef010203 04d21388 000c27b0 61626364"
+FRAME_V6="333300010002 020000000001 86dd 60000000 000c1140 fd000000000000000000000000000001 ff150000000000000000000000010002 04d21388 000c269b 61626364"
+
 seeds() {
     local dir=$1 target=$2
     case "$target" in
         moldudp64_parse) write_seeds "$dir" "$PACKET" "$HEARTBEAT" "$END_OF_SESSION" \
             "41424320202020202020 0000000000000001 0001 0000" ;;
+        # Two frames; the first behind a VLAN tag and padded to 60 bytes; and a recipe
+        # (see the target's docs) for an IPv6 frame with a tag and a MoldUDP64 payload.
+        frame_parse) write_seeds "$dir" "$FRAME_V4" "$FRAME_V6" \
+            "01005e010203 020000000001 8100 002a 0800 45000020 00004000 40113fc8 0a000001 ef010203 04d21388 000c27b0 61626364 $(printf '00%.0s' {1..10})" \
+            "03 333300010002 020000000001 fd000000000000000000000000000001 ff150000000000000000000000010002 04d2 1388 40 00 001f $PACKET 0030 01" ;;
         moldudp64_request) write_seeds "$dir" "$REREQUEST" "$PACKET" \
             "41424320202020202020 fffffffffffffff0 0010" ;;
         # The op layout is in the target's docs: synthesized packets with a gap, a raw

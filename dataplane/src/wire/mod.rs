@@ -1,5 +1,10 @@
 //! MoldUDP64 framing (sans-IO).
 //!
+//! [`frame`] holds the layer below, for the AF_XDP backend: raw Ethernet/IPv4/IPv6/UDP
+//! frames parsed down to their UDP payload (untrusted, every rejection a counted
+//! [`frame::Discard`]) and header templates for the frames it sends. The rest of this
+//! page is about MoldUDP64.
+//!
 //! MoldUDP64 (Nasdaq) carries numbered messages in UDP datagrams. A packet is a
 //! 20-byte header — session (10 bytes ASCII, space-padded), sequence number of the
 //! first message (u64 big-endian), message count (u16 big-endian) — followed by
@@ -46,6 +51,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod frame;
 mod moldudp64;
 
 pub use moldudp64::{
