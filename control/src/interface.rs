@@ -35,6 +35,30 @@ pub enum Interface {
 impl Interface {
     /// The loopback interface by its IPv4 address, 127.0.0.1.
     pub const LOOPBACK_V4: Interface = Interface::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    /// Looks the interface up (in the calling thread's network namespace) and returns
+    /// its description: name, index, flags and addresses. An address names the
+    /// interface that holds it, whatever its family.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownInterface`] for [`Interface::Default`] (which names no interface
+    /// until a route chooses one) and for an interface this host does not have;
+    /// [`Error::Os`] when the kernel cannot list interfaces.
+    pub fn lookup(&self) -> Result<InterfaceInfo> {
+        let found = match self {
+            Interface::Default => {
+                return Err(unknown(
+                    self,
+                    "name the interface: no route chooses one here",
+                ))
+            }
+            Interface::Index(i) => list()?.into_iter().find(|info| info.index == *i),
+            Interface::Name(n) => list()?.into_iter().find(|info| &info.name == n),
+            Interface::Addr(a) => list()?.into_iter().find(|info| info.addrs.contains(a)),
+        };
+        found.ok_or_else(|| unknown(self, "no interface of this host matches"))
+    }
 }
 
 impl fmt::Display for Interface {
@@ -170,6 +194,8 @@ pub struct InterfaceInfo {
     pub multicast: bool,
     /// Its IPv4 and IPv6 addresses.
     pub addrs: Vec<IpAddr>,
+    /// Its hardware (MAC) address, for an interface with a 6-byte one (Ethernet, veth).
+    pub hw_addr: Option<[u8; 6]>,
 }
 
 /// Lists the interfaces of the calling thread's network namespace, ordered by index.
@@ -201,6 +227,7 @@ pub fn list() -> Result<Vec<InterfaceInfo>> {
                         loopback: flags.contains(InterfaceFlags::IFF_LOOPBACK),
                         multicast: flags.contains(InterfaceFlags::IFF_MULTICAST),
                         addrs: Vec::new(),
+                        hw_addr: None,
                     })
             }
         };
@@ -209,6 +236,12 @@ pub fn list() -> Result<Vec<InterfaceInfo>> {
                 entry.addrs.push(IpAddr::V4(v4.ip()));
             } else if let Some(v6) = addr.as_sockaddr_in6() {
                 entry.addrs.push(IpAddr::V6(v6.ip()));
+            } else if let Some(link) = addr.as_link_addr() {
+                // The AF_PACKET entry: an Ethernet-like interface's MAC (loopback has
+                // an all-zero one, tunnels none).
+                if let Some(mac) = link.addr().filter(|_| link.halen() == 6) {
+                    entry.hw_addr = Some(mac);
+                }
             }
         }
     }
