@@ -13,9 +13,13 @@
 // Only the headers needed to find the key are read here, and nothing is validated beyond
 // what the key needs: a matching packet with a bad checksum, a bad UDP length or the
 // first fragment of a fragmented datagram is still redirected, and the user-space parser
-// counts and drops it. The exception is a non-first IPv4 fragment: it has no UDP header,
-// so its port cannot be read and it cannot be known to be ours; it passes to the kernel
-// (which drops it once reassembly of a datagram it never saw the start of times out).
+// counts and drops it. A packet whose port cannot be read (a non-first fragment, an IPv6
+// fragment header, an IPv4 header length below 20 bytes, headers cut short) is ours when
+// its destination address is a subscribed group's: user space keeps an address key (port
+// 0, which no subscription uses) beside each group's key. So every malformed packet to a
+// subscribed group is counted by reason in user space; the price is that fragments to
+// the group's address on another port (which a feed never sends: it sets DF and sizes
+// datagrams to the MTU) are dropped rather than reassembled.
 //
 // Built by dataplane/build.rs with `clang -target bpf -O2 -g` (BTF maps need the -g).
 // No libbpf headers: the two helpers and the BTF map macros are declared below, the
@@ -42,6 +46,7 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
 #define IP_OFFSET_MASK 0x1FFF
+#define IPPROTO_FRAGMENT_ 44
 
 // The key of `groups`; program.rs's GroupKey has the same layout (20 bytes).
 struct group_key {
@@ -53,7 +58,7 @@ struct group_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 2048);  // program.rs MAX_GROUPS: a group key and an address key each
 	__type(key, struct group_key);
 	__type(value, __u32);  // flags, unused (1)
 } groups SEC(".maps");
@@ -95,6 +100,18 @@ INLINE int count(__u32 index, int action)
 	return action;
 }
 
+// A packet whose port cannot be read, with `key` holding its destination address and
+// family (port 0): to the queue's socket when the address is a subscribed group's
+// (counted as redirected), else to the kernel (counted as `reason`).
+INLINE int unreadable(struct xdp_md *ctx, struct group_key *key, __u32 reason)
+{
+	key->port = 0;
+	if (!bpf_map_lookup_elem(&groups, key))
+		return count(reason, XDP_PASS);
+	long action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return count(action == XDP_REDIRECT ? C_REDIRECTED : C_NO_SOCKET, (int)action);
+}
+
 SEC("xdp")
 int multipoint_xdp(struct xdp_md *ctx)
 {
@@ -122,32 +139,40 @@ int multipoint_xdp(struct xdp_md *ctx)
 			return count(C_SHORT, XDP_PASS);
 		if (ip->protocol != PROTO_UDP)
 			return count(C_NOT_OURS, XDP_PASS);
+		__builtin_memcpy(key.addr, &ip->daddr, 4);
+		key.family = 4;
+		// A packet to a subscribed group address whose UDP port cannot be read (a
+		// non-first fragment, a header length below 20 bytes, headers cut short) goes
+		// to the socket too, where the parser counts why it is dropped: the group's
+		// address key (port 0) says the address is subscribed.
 		if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
-			return count(C_FRAGMENT, XDP_PASS);
-		// Any header length: a bad one (< 20) still reaches the parser, which drops it;
-		// the mask keeps the offset in 0..60 for the verifier.
+			return unreadable(ctx, &key, C_FRAGMENT);
 		__u32 ihl = ip->ihl & 0x0f;
+		if (ihl < 5)
+			return unreadable(ctx, &key, C_SHORT);
+		// The mask keeps the offset in 0..60 for the verifier.
 		struct udphdr *udp = l3 + ihl * 4;
 		if ((void *)(udp + 1) > data_end)
-			return count(C_SHORT, XDP_PASS);
+			return unreadable(ctx, &key, C_SHORT);
 		// Read the port right after its bounds check, through the checked pointer:
 		// the verifier loses the range if the compiler recomputes the address later.
 		key.port = udp->dest;
-		__builtin_memcpy(key.addr, &ip->daddr, 4);
-		key.family = 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > data_end)
 			return count(C_SHORT, XDP_PASS);
-		// UDP right after the fixed header only: extension headers pass.
+		__builtin_memcpy(key.addr, &ip6->daddr, 16);
+		key.family = 6;
+		// UDP right after the fixed header only: other extension headers pass, and a
+		// fragment header to a subscribed address goes to the parser to be counted.
+		if (ip6->nexthdr == IPPROTO_FRAGMENT_)
+			return unreadable(ctx, &key, C_FRAGMENT);
 		if (ip6->nexthdr != PROTO_UDP)
 			return count(C_NOT_OURS, XDP_PASS);
 		struct udphdr *udp = (void *)(ip6 + 1);
 		if ((void *)(udp + 1) > data_end)
-			return count(C_SHORT, XDP_PASS);
+			return unreadable(ctx, &key, C_SHORT);
 		key.port = udp->dest;
-		__builtin_memcpy(key.addr, &ip6->daddr, 16);
-		key.family = 6;
 	} else {
 		return count(C_NOT_OURS, XDP_PASS);
 	}

@@ -29,6 +29,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The AF_XDP backend was asked for (`BackendChoice::Xdp`) but cannot be set up on
+    /// this interface; `reason` names the cause and the fix (a missing capability, a
+    /// driver that refuses, the locked-memory limit, another XDP program in the way).
+    #[error("the XDP backend cannot run on {interface}: {reason}")]
+    XdpUnavailable {
+        /// The interface, as it was named.
+        interface: String,
+        /// What failed and how to fix it.
+        reason: String,
+    },
+
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

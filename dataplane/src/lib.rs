@@ -42,7 +42,9 @@ pub mod stats;
 pub mod subscribe;
 pub mod wire;
 
-pub use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
+pub use crate::config::{
+    BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, XdpConfig, XdpMode, XdpZeroCopy,
+};
 pub use crate::core::event::{on_event, Event, OnEvent, OwnedEvent};
 pub use crate::core::lines::{Line, LineStats, LinesConfig};
 pub use crate::core::packetizer::OfferError;
@@ -54,6 +56,7 @@ pub use crate::error::{Error, Result};
 pub use crate::fanout::{Fanout, FanoutConfig, FanoutLeafId, FanoutLeaves, FanoutStats, LeafStats};
 pub use crate::host::{HostNeeds, RingSize};
 pub use crate::io::stamps::{hardware_stamps, HardwareStamps};
+pub use crate::io::xdp::{XdpSendStats, XdpSetup, XdpStats};
 pub use crate::io::DataSocket;
 #[cfg(not(loom))]
 pub use crate::ipc::{

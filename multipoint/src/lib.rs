@@ -136,6 +136,7 @@ pub use multipoint_dataplane::{
     PublisherStats, RecoveryConfig, RerequestConfig, Result, RingReader, RingStats, RingWriter,
     ShardConfig, StartAt, SubscriptionConfig, SubscriptionStats,
 };
+pub use multipoint_dataplane::{XdpConfig, XdpMode, XdpSendStats, XdpSetup, XdpStats, XdpZeroCopy};
 
 /// Receive shards: threads that each own a receive backend and the subscriptions given
 /// to them.

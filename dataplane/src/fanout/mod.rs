@@ -304,6 +304,13 @@ impl Fanout {
         }
         let backend = match &socket {
             DataSocket::Sim(_) => sim_backend(),
+            DataSocket::Host(_) if config.backend == BackendChoice::Xdp => {
+                return Err(Error::Config(
+                    "the XDP backend sends to multicast groups only, and a fan-out sends \
+                     unicast to each leaf: use io_uring or mmsg"
+                        .into(),
+                ))
+            }
             DataSocket::Host(_) => choose(config.backend)?,
         };
         // Before any shard starts: a server that cannot bind leaves nothing to stop.
@@ -639,7 +646,7 @@ fn start_shard(
                     // next to the sender, dropped after it.
                     unsafe { UringSend::new(fd, ring, ops, None) }
                 }),
-                BackendKind::Mmsg | BackendKind::Sim | BackendKind::Ipc => {
+                BackendKind::Mmsg | BackendKind::Sim | BackendKind::Ipc | BackendKind::Xdp => {
                     shard::start(setup, Some(dup), gso, move |ops| Ok(MmsgSend::new(fd, ops)))
                 }
             }

@@ -35,7 +35,7 @@ pub mod sim;
 pub(crate) mod sockopt;
 pub mod stamps;
 pub(crate) mod uring;
-pub(crate) mod xdp;
+pub mod xdp;
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -99,7 +99,17 @@ impl OwnedSocket {
     pub(crate) fn endpoint(&self) -> Endpoint<'_> {
         match self {
             OwnedSocket::Sim(socket) => Endpoint::Sim(socket),
-            _ => Endpoint::Fd(self.host().map_or(-1, AsRawFd::as_raw_fd)),
+            OwnedSocket::Joined {
+                _membership: membership,
+                socket,
+            } => Endpoint::Fd {
+                fd: socket.socket().as_raw_fd(),
+                group: Some(membership.group()),
+            },
+            OwnedSocket::Given(socket) => Endpoint::Fd {
+                fd: socket.as_raw_fd(),
+                group: None,
+            },
         }
     }
 
@@ -117,7 +127,13 @@ impl OwnedSocket {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Endpoint<'a> {
     /// A kernel socket (which must stay open until it is removed).
-    Fd(RawFd),
+    Fd {
+        /// Its descriptor.
+        fd: RawFd,
+        /// The group (address and port) it joined, when it joined one through the
+        /// control crate: what the AF_XDP backend steers to its socket instead.
+        group: Option<SocketAddr>,
+    },
     /// A socket of a simulated network.
     Sim(&'a sim::SimSocket),
 }
@@ -429,6 +445,10 @@ impl SendCmsgs {
 /// [`Error::UringUnavailable`] when io_uring was required but cannot be set up.
 pub(crate) fn choose(choice: BackendChoice) -> Result<BackendInfo> {
     match choice {
+        BackendChoice::Xdp => Ok(BackendInfo {
+            kind: BackendKind::Xdp,
+            reason: "forced by configuration".into(),
+        }),
         BackendChoice::Mmsg => Ok(BackendInfo {
             kind: BackendKind::Mmsg,
             reason: "forced by configuration".into(),

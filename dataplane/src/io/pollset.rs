@@ -56,7 +56,8 @@ impl<T> PollSet<T> {
         self.slots.get(slot)?.as_ref().map(|(t, _)| t)
     }
 
-    /// Watches `socket`, polled through `fd`; returns its slot.
+    /// Watches `socket`, polled through `fd` (not polled when `fd` is negative); returns
+    /// its slot.
     ///
     /// # Errors
     ///
@@ -84,7 +85,14 @@ impl<T> PollSet<T> {
 
     fn rebuild(&mut self) {
         self.pollfds.clear();
-        let fds = self.slots.iter().flatten().map(|&(_, fd)| fd);
+        // A negative descriptor marks a slot that is not polled (`poll(2)` would skip
+        // it anyway; leaving it out keeps the array short).
+        let fds = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|&(_, fd)| fd)
+            .filter(|&fd| fd >= 0);
         for fd in fds.chain(self.wake.iter().copied()) {
             self.pollfds.push(libc::pollfd {
                 fd,

@@ -68,6 +68,7 @@ mod sender;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipoint_control::{Direction, Interface, MultipointSocket, Roles, Transport};
@@ -79,7 +80,9 @@ use self::packing::Packing;
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
 use self::sender::{AnySender, PacketSender, SendCount, TxStamps};
-use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, BACKOFF_SPIN};
+use crate::config::{
+    BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, XdpConfig, BACKOFF_SPIN,
+};
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
 use crate::core::server::ServerStats;
 use crate::core::stamps::{SendLatency, TxStampConfig};
@@ -93,6 +96,8 @@ use crate::io::region::Region;
 use crate::io::sim::{self, SimSend};
 use crate::io::stamps::{explicit_keys, set_tx_stamping};
 use crate::io::uring::{build_ring, UringSend};
+use crate::io::xdp::send::{XdpSend, XdpSendCounters};
+use crate::io::xdp::{XdpSendStats, XdpShared};
 use crate::io::{choose, sim_backend, DataSocket, OwnedSocket, MAX_GSO_SEGMENTS};
 use crate::runtime::BLOCK_WAIT;
 use crate::stat::kinds::SenderEntries;
@@ -169,6 +174,12 @@ pub struct PublisherConfig {
     /// message and a clock read per sampled send, and one non-blocking `recvmsg` of the
     /// error queue per flush while a sample waits. No stamps on a simulated network.
     pub tx_stamp_every: u32,
+    /// With [`BackendChoice::Xdp`]: the AF_XDP socket's queue and sizes, and its
+    /// interface (when [`XdpConfig::interface`] is left at `Default`, `interface`'s).
+    /// Frames leave through the TX ring with headers built here: to multicast groups
+    /// only, from the interface's first address of the group's family, and not looped
+    /// back to this host's receivers.
+    pub xdp: XdpConfig,
 }
 
 impl PublisherConfig {
@@ -197,6 +208,7 @@ impl PublisherConfig {
             line_b: None,
             idle: IdleStrategy::Block,
             tx_stamp_every: 0,
+            xdp: XdpConfig::default(),
         }
     }
 }
@@ -401,6 +413,8 @@ pub struct Publisher {
     closed: bool,
     /// Its entries in the counters file (`multipoint stat`).
     stat: SenderEntries,
+    /// With the AF_XDP backend: how its socket was set up, and its counters.
+    xdp: Option<(Arc<XdpShared>, Arc<XdpSendCounters>)>,
     /// How async tasks learn that a send completed (see `async_wait`).
     #[cfg(feature = "tokio")]
     notifier: async_wait::Notifier,
@@ -518,11 +532,40 @@ impl Publisher {
     ) -> Result<Publisher> {
         let region = Region::new(config.buffers, config.max_datagram)
             .map_err(Error::io("allocating packet buffers"))?;
-        let backend = match &socket {
+        let mut backend = match &socket {
             OwnedSocket::Sim(_) => sim_backend(),
             OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => choose(config.backend)?,
         };
-        let mut sender = line_sender(&socket, backend.kind, &config, &region, dest)?;
+        let mut xdp = None;
+        let mut sender =
+            if backend.kind == BackendKind::Xdp && !matches!(socket, OwnedSocket::Sim(_)) {
+                let (sender, shared, counters) = xdp_sender(&socket, &config, dest)?;
+                xdp = Some((shared, counters));
+                sender
+            } else {
+                line_sender(&socket, backend.kind, &config, &region, dest)?
+            };
+        if let Some((shared, _)) = &xdp {
+            if config.line_b.is_some() {
+                return Err(Error::Config(
+                    "line B is not available with the XDP backend: one AF_XDP socket per                      queue carries one line"
+                        .into(),
+                ));
+            }
+            if config.tx_stamp_every > 0 {
+                return Err(Error::Config(
+                    "transmit stamps come from the kernel's UDP stack, which the XDP                      backend bypasses: leave tx_stamp_every at 0"
+                        .into(),
+                ));
+            }
+            if config.rerequest.is_some() {
+                return Err(Error::Config(
+                    "the re-request server answers through the kernel: run it on the                      io_uring or mmsg backend (the XDP backend sends the live stream only)"
+                        .into(),
+                ));
+            }
+            backend.reason = format!("{}: {}", backend.reason, shared.setup());
+        }
         if let (Some(host), true) = (socket.host(), config.tx_stamp_every > 0) {
             let fd = host.as_raw_fd();
             set_tx_stamping(fd).map_err(Error::io(
@@ -587,6 +630,7 @@ impl Publisher {
             rerequest,
             closed: false,
             stat,
+            xdp,
             #[cfg(feature = "tokio")]
             notifier: async_wait::Notifier::default(),
         })
@@ -654,6 +698,19 @@ impl Publisher {
     /// Line B's counters so far; `None` with one line.
     pub fn line_b_stats(&self) -> Option<LineSendStats> {
         self.line_b.as_ref().map(|line| line.stats)
+    }
+
+    /// With the AF_XDP backend, what its send path did so far and how it was set up;
+    /// `None` on the other backends.
+    pub fn xdp_stats(&self) -> Option<XdpSendStats> {
+        self.xdp.as_ref().map(|(shared, c)| XdpSendStats {
+            setup: shared.setup(),
+            frames: c.frames.get(),
+            completed: c.completed.get(),
+            waits: c.waits.get(),
+            dropped: c.dropped.get(),
+            kernel_tx_invalid: c.kernel_tx_invalid.get(),
+        })
     }
 
     /// Counters so far. `packets`, `sends`, `gso_sends` and `send_errors` are line A's
@@ -1132,11 +1189,78 @@ fn line_sender(
                 .map_err(Error::io("setting up the sender"))?;
             AnySender::Uring(PacketSender::new(send, to, config.buffers, max_batch))
         }
-        BackendKind::Mmsg | BackendKind::Sim | BackendKind::Ipc => {
+        BackendKind::Mmsg | BackendKind::Sim | BackendKind::Ipc | BackendKind::Xdp => {
             let send = MmsgSend::new(fd, ops);
             AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
         }
     })
+}
+
+/// The AF_XDP sender of a publisher on `socket` (a kernel socket, joined sender-only:
+/// its port is the frames' source port) to the group `dest`.
+fn xdp_sender(
+    socket: &OwnedSocket,
+    config: &PublisherConfig,
+    dest: SocketAddr,
+) -> Result<(AnySender, Arc<XdpShared>, Arc<XdpSendCounters>)> {
+    if !dest.ip().is_multicast() {
+        return Err(Error::Config(format!(
+            "the XDP backend sends to multicast groups only ({dest} is not one: a unicast \
+             destination's MAC would need the neighbour table)"
+        )));
+    }
+    let mut xdp = config.xdp.clone();
+    if xdp.interface == Interface::Default {
+        xdp.interface = config.interface.clone();
+    }
+    let shared = Arc::new(XdpShared::open(&xdp, 0)?);
+    let port = match socket.local_addr().map(|a| a.port()) {
+        Some(port) if port != 0 => port,
+        _ => {
+            // The frames need a source port: take one from the kernel so that no other
+            // socket of this host uses it.
+            let host = socket
+                .host()
+                .ok_or_else(|| Error::Config("the publisher has no socket".into()))?;
+            let any: SocketAddr = if dest.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            host.bind(&any.into()).map_err(Error::io(
+                "binding the publisher's socket for a source port",
+            ))?;
+            host.local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map_or(0, |a| a.port())
+        }
+    };
+    let socket = shared
+        .socket(xdp.queue, config.idle == IdleStrategy::Spin)
+        .map_err(|e| Error::XdpUnavailable {
+            interface: shared.iface.name.clone(),
+            reason: e.to_string(),
+        })?;
+    let counters = Arc::new(XdpSendCounters::default());
+    let ops = OpTable::new(config.buffers, false, None);
+    let send = XdpSend::new(
+        socket,
+        &shared.iface,
+        port,
+        config.scope,
+        counters.clone(),
+        ops,
+    )
+    .map_err(Error::io("setting up the AF_XDP sender"))?;
+    let max_batch = config.max_batch.clamp(1, MAX_GSO_SEGMENTS);
+    let sender = AnySender::Xdp(PacketSender::new(
+        send,
+        SockAddr::from(dest),
+        config.buffers,
+        max_batch,
+    ));
+    Ok((sender, shared, counters))
 }
 
 /// The packetizer for `config` (with a retransmission store if it serves re-requests), or

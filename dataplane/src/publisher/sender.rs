@@ -18,6 +18,7 @@ use crate::io::region::Region;
 use crate::io::sim::SimSend;
 use crate::io::stamps::ErrQueue;
 use crate::io::uring::UringSend;
+use crate::io::xdp::send::XdpSend;
 use crate::io::{gso_run, BatchSend, Completion, Sending, StampRequest, MAX_GSO_SEGMENTS};
 use crate::latency::realtime_ns;
 
@@ -254,6 +255,8 @@ pub(crate) enum AnySender {
     Mmsg(PacketSender<MmsgSend>),
     /// A simulated network.
     Sim(PacketSender<SimSend>),
+    /// AF_XDP.
+    Xdp(PacketSender<XdpSend>),
 }
 
 impl AnySender {
@@ -263,6 +266,7 @@ impl AnySender {
             AnySender::Uring(s) => s.stamps_mut(),
             AnySender::Mmsg(s) => s.stamps_mut(),
             AnySender::Sim(s) => s.stamps_mut(),
+            AnySender::Xdp(s) => s.stamps_mut(),
         }
     }
 
@@ -272,6 +276,7 @@ impl AnySender {
             AnySender::Uring(s) => s.set_stamps(stamps),
             AnySender::Mmsg(s) => s.set_stamps(stamps),
             AnySender::Sim(s) => s.set_stamps(stamps),
+            AnySender::Xdp(s) => s.set_stamps(stamps),
         }
     }
 
@@ -281,6 +286,7 @@ impl AnySender {
             AnySender::Uring(s) => s.in_flight(),
             AnySender::Mmsg(s) => s.in_flight(),
             AnySender::Sim(s) => s.in_flight(),
+            AnySender::Xdp(s) => s.in_flight(),
         }
     }
 
@@ -295,6 +301,7 @@ impl AnySender {
             AnySender::Uring(s) => s.send(region, packets, done),
             AnySender::Mmsg(s) => s.send(region, packets, done),
             AnySender::Sim(s) => s.send(region, packets, done),
+            AnySender::Xdp(s) => s.send(region, packets, done),
         }
     }
 
@@ -304,6 +311,7 @@ impl AnySender {
             AnySender::Uring(s) => s.wait(timeout, done),
             AnySender::Mmsg(s) => s.wait(timeout, done),
             AnySender::Sim(s) => s.wait(timeout, done),
+            AnySender::Xdp(s) => s.wait(timeout, done),
         }
     }
 
@@ -318,7 +326,7 @@ impl AnySender {
                 .backend_mut()
                 .notify_completions(fd)
                 .map(|()| true),
-            AnySender::Mmsg(_) | AnySender::Sim(_) => Ok(false),
+            AnySender::Mmsg(_) | AnySender::Sim(_) | AnySender::Xdp(_) => Ok(false),
         }
     }
 
@@ -342,6 +350,7 @@ impl AnySender {
             AnySender::Uring(s) => s.reap(wait, done),
             AnySender::Mmsg(s) => s.reap(wait, done),
             AnySender::Sim(s) => s.reap(wait, done),
+            AnySender::Xdp(s) => s.reap(wait, done),
         }
     }
 }

@@ -36,7 +36,7 @@ use socket2::{Socket, Type};
 
 pub use self::ring::{poll_ring, PollConfig, RingReader, RingStats, RingWriter};
 use self::shard::{Command, Shard, SubState};
-use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network};
+use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, XdpConfig};
 use crate::core::event::Event;
 use crate::core::lines::{Line, LineStats, LinesConfig, SharedLines};
 use crate::core::receive::{
@@ -52,6 +52,7 @@ use crate::io::sim::{self, SimRecv};
 use crate::io::sockopt::{set_rxq_ovfl, set_udp_gro};
 use crate::io::stamps::{enable_hardware_rx, hardware_stamps, set_rx_stamping, HardwareStamps};
 use crate::io::uring::{UringRecv, RECV_HEADER_LEN, RECV_NAME_LEN, SHARD_RING};
+use crate::io::xdp::{recv::XdpRecv, XdpShared, XdpStats};
 use crate::io::{choose, sim_backend, BatchRecv, DataSocket, OwnedSocket, RECV_CONTROL_LEN};
 use crate::latency::LatencyHistogram;
 use crate::runtime::{self, Link, Spawn, Started, Starting};
@@ -85,6 +86,8 @@ pub struct ShardConfig {
     /// The network the shards receive on: the host's (with `backend`), or a simulated
     /// one (the sim backend, whatever `backend` says).
     pub network: Network,
+    /// Where the AF_XDP backend runs (with [`BackendChoice::Xdp`]; ignored otherwise).
+    pub xdp: XdpConfig,
 }
 
 impl Default for ShardConfig {
@@ -103,6 +106,7 @@ impl Default for ShardConfig {
             pin: false,
             first_core: 0,
             network: Network::Host,
+            xdp: XdpConfig::default(),
         }
     }
 }
@@ -270,6 +274,8 @@ struct ShardHandle {
 pub struct Shards {
     shards: Vec<ShardHandle>,
     backend: BackendInfo,
+    /// With the AF_XDP backend: the program, the sockets' set-up and counters.
+    xdp: Option<Arc<XdpShared>>,
     config: ShardConfig,
     next: usize,
     next_id: u64,
@@ -293,7 +299,7 @@ impl Shards {
     /// [`Error::UringUnavailable`] when io_uring was required and is missing;
     /// [`Error::Io`] when a shard cannot set up its engine.
     pub fn start(config: ShardConfig) -> Result<Shards> {
-        let (starting, backend) = launch(&config)?;
+        let (starting, backend, xdp) = launch(&config)?;
         let mut shards = Vec::with_capacity(starting.len());
         let mut failed = None;
         for shard in starting {
@@ -302,7 +308,7 @@ impl Shards {
                 Err(e) => failed = failed.or(Some(e)),
             }
         }
-        Shards::started(shards, failed, backend, config)
+        Shards::started(shards, failed, backend, xdp, config)
     }
 
     /// [`start`](Self::start) without blocking the caller's thread: the shard threads
@@ -312,7 +318,7 @@ impl Shards {
     ///
     /// As [`start`](Self::start).
     pub async fn start_async(config: ShardConfig) -> Result<Shards> {
-        let (starting, backend) = launch(&config)?;
+        let (starting, backend, xdp) = launch(&config)?;
         let mut shards = Vec::with_capacity(starting.len());
         let mut failed = None;
         for shard in starting {
@@ -321,23 +327,28 @@ impl Shards {
                 Err(e) => failed = failed.or(Some(e)),
             }
         }
-        Shards::started(shards, failed, backend, config)
+        Shards::started(shards, failed, backend, xdp, config)
     }
 
     /// The shards once every thread said how its set-up went: stopped again if one failed.
     fn started(
         mut shards: Vec<ShardHandle>,
         failed: Option<Error>,
-        backend: BackendInfo,
+        mut backend: BackendInfo,
+        xdp: Option<Arc<XdpShared>>,
         config: ShardConfig,
     ) -> Result<Shards> {
         if let Some(e) = failed {
             stop(&mut shards);
             return Err(e);
         }
+        if let Some(xdp) = &xdp {
+            backend.reason = format!("{}: {}", backend.reason, xdp.setup());
+        }
         Ok(Shards {
             shards,
             backend,
+            xdp,
             config,
             next: 0,
             next_id: 1,
@@ -347,6 +358,13 @@ impl Shards {
     /// The backend the shards run and why.
     pub fn backend(&self) -> &BackendInfo {
         &self.backend
+    }
+
+    /// With the AF_XDP backend, what its receive path did so far (summed over the
+    /// shards): frames, deliveries, discards by reason, the kernel's drops, and how it
+    /// was set up. `None` on the other backends.
+    pub fn xdp_stats(&self) -> Option<XdpStats> {
+        self.xdp.as_ref().map(|x| x.stats())
     }
 
     /// The number of shards.
@@ -793,7 +811,10 @@ impl From<Started<Command>> for ShardHandle {
 
 /// Checks `config` and spawns its shard threads, which set themselves up; stops those
 /// already spawned if one cannot be.
-fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)> {
+#[allow(clippy::type_complexity)]
+fn launch(
+    config: &ShardConfig,
+) -> Result<(Vec<Starting<Command>>, BackendInfo, Option<Arc<XdpShared>>)> {
     if config.shards == 0 {
         return Err(Error::Config("shards must be at least 1".into()));
     }
@@ -806,6 +827,10 @@ fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)>
     let backend = match &config.network {
         Network::Host => choose(config.backend)?,
         Network::Sim(_) => sim_backend(),
+    };
+    let xdp = match backend.kind {
+        BackendKind::Xdp => Some(Arc::new(XdpShared::open(&config.xdp, config.shards)?)),
+        _ => None,
     };
     let cores = runtime::cores();
     let payload = config.receive_payload();
@@ -831,6 +856,21 @@ fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)>
             BackendKind::Sim => {
                 start_shard(spec, max, move || Ok(SimRecv::new(max, buffers, payload)))
             }
+            BackendKind::Xdp => {
+                let spin = config.idle == IdleStrategy::Spin;
+                let Some(xdp) = xdp.clone() else {
+                    return Err(Error::Config("the XDP backend was not set up".into()));
+                };
+                start_shard(spec, max, move || {
+                    let queue = xdp.config.queue.saturating_add(index as u32);
+                    let Some(program) = xdp.program.clone() else {
+                        return Err(std::io::Error::other("no XDP program to steer frames"));
+                    };
+                    let counters = xdp.counters.get(index).cloned().unwrap_or_default();
+                    let socket = xdp.socket(queue, spin)?;
+                    XdpRecv::new(socket, queue, program, counters, max, buffers, payload)
+                })
+            }
         };
         match started {
             Ok(shard) => starting.push(shard),
@@ -845,7 +885,7 @@ fn launch(config: &ShardConfig) -> Result<(Vec<Starting<Command>>, BackendInfo)>
             }
         }
     }
-    Ok((starting, backend))
+    Ok((starting, backend, xdp))
 }
 
 /// Starts one receive shard on the backend `make` builds (on the shard's thread).

@@ -20,7 +20,11 @@ struct Control([u8; RECV_CONTROL_LEN]);
 
 /// recvmmsg-based receiver for a set of sockets.
 pub(crate) struct MmsgRecv {
-    sockets: PollSet<RawFd>,
+    /// The sockets read with `recvmmsg` (`Some`), and slots reserved for sockets whose
+    /// datagrams another path delivers (`None`, see [`reserve`](Self::reserve)).
+    sockets: PollSet<Option<RawFd>>,
+    /// How many slots hold a socket read here.
+    reading: usize,
     bufs: Region,
     msgs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
@@ -57,6 +61,7 @@ impl MmsgRecv {
         let controls = (0..batch).map(|_| Control([0; RECV_CONTROL_LEN])).collect();
         let mut recv = MmsgRecv {
             sockets: PollSet::new(max_sockets),
+            reading: 0,
             bufs,
             msgs,
             iovs,
@@ -99,17 +104,49 @@ impl MmsgRecv {
         }
         self.used = 0;
     }
+
+    /// Takes a slot for a socket whose datagrams reach the shard another way (the AF_XDP
+    /// backend's steered groups), so that slots stay unique across both ways; waits
+    /// watch `poll_fd` for it when given. [`poll`](BatchRecv::poll) never reads it.
+    ///
+    /// # Errors
+    ///
+    /// No free slot.
+    pub(crate) fn reserve(&mut self, poll_fd: Option<RawFd>) -> io::Result<u32> {
+        self.sockets.add(None, poll_fd.unwrap_or(-1))
+    }
+
+    /// Whether any slot holds a socket read here (else [`poll`](BatchRecv::poll) makes no
+    /// system call).
+    pub(crate) fn reads_any(&self) -> bool {
+        self.reading > 0
+    }
+
+    /// Waits at most `timeout` for a watched descriptor or the wake-up to become
+    /// readable; returns whether one did.
+    ///
+    /// # Errors
+    ///
+    /// `ppoll(2)` failed.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.sockets.wait(timeout, false)
+    }
 }
 
 impl BatchRecv for MmsgRecv {
     fn add(&mut self, endpoint: Endpoint<'_>) -> io::Result<u32> {
-        let Endpoint::Fd(fd) = endpoint else {
+        let Endpoint::Fd { fd, .. } = endpoint else {
             return Err(wrong_endpoint("mmsg"));
         };
-        self.sockets.add(fd, fd)
+        let slot = self.sockets.add(Some(fd), fd)?;
+        self.reading += 1;
+        Ok(slot)
     }
 
     fn remove(&mut self, slot: u32) -> io::Result<()> {
+        if let Some(Some(_)) = self.sockets.get(slot as usize) {
+            self.reading -= 1;
+        }
         self.sockets.remove(slot);
         Ok(())
     }
@@ -131,7 +168,7 @@ impl BatchRecv for MmsgRecv {
         }
         let mut total = 0;
         for slot in 0..self.sockets.len() {
-            let Some(&fd) = self.sockets.get(slot) else {
+            let Some(&Some(fd)) = self.sockets.get(slot) else {
                 continue;
             };
             loop {

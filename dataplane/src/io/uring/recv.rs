@@ -209,7 +209,7 @@ impl State {
 
 impl BatchRecv for UringRecv {
     fn add(&mut self, endpoint: Endpoint<'_>) -> io::Result<u32> {
-        let Endpoint::Fd(fd) = endpoint else {
+        let Endpoint::Fd { fd, .. } = endpoint else {
             return Err(wrong_endpoint("io_uring"));
         };
         let slot = first_free(&self.state.sockets)? as u32;

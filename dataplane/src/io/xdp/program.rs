@@ -34,7 +34,6 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::str::FromStr;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::links::{FdLink, LinkType};
@@ -56,52 +55,13 @@ static PROGRAM_OBJECT: Option<&[u8]> = None;
 /// many, and `ip link` and bpftool show it).
 const PROGRAM_NAME: &str = "multipoint_xdp";
 
-/// `max_entries` of the `groups` map in steer.c.
+/// Groups (of different addresses) the program can steer: the `groups` map in steer.c
+/// holds twice as many keys, a group's own and its address's.
 pub(crate) const MAX_GROUPS: usize = 1024;
 /// `max_entries` of the `xsks` map in steer.c: rx queues 0..64 can have a socket.
 pub(crate) const MAX_QUEUES: u32 = 64;
 
-/// The XDP attachment mode asked for.
-#[allow(
-    unreachable_pub,
-    reason = "re-exported with the xdp backend's configuration"
-)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum XdpMode {
-    /// Native (driver) mode where the driver has it, else generic; why native was
-    /// refused is kept ([`SteerProgram::native_refused`]).
-    #[default]
-    Auto,
-    /// Native (driver) mode only: fail if the driver refuses it.
-    Native,
-    /// Generic (SKB) mode: works on any interface, after the kernel has built an skb.
-    Generic,
-}
-
-impl FromStr for XdpMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<XdpMode, String> {
-        match s {
-            "auto" => Ok(XdpMode::Auto),
-            "native" => Ok(XdpMode::Native),
-            "generic" => Ok(XdpMode::Generic),
-            _ => Err(format!(
-                "unknown XDP mode `{s}`: expected auto, native or generic"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            XdpMode::Auto => "auto",
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        })
-    }
-}
+pub(crate) use crate::config::XdpMode;
 
 /// The mode the program was attached in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -577,20 +537,12 @@ impl SteerProgram {
     ///
     /// The kernel's, for example when the map is full ([`MAX_GROUPS`] groups).
     pub(crate) fn add_group(&mut self, dst: SocketAddr) -> io::Result<()> {
-        let key = group_key(dst);
-        if self.refs.add(key) {
-            if let Err(e) = self.groups.insert(key, 1, 0) {
-                self.refs.undo_add(&key);
-                let e = map_io_error(e);
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!(
-                        "adding {dst} to the XDP program's groups ({} already, at most \
-                         {MAX_GROUPS}): {e}",
-                        self.refs.len()
-                    ),
-                ));
-            }
+        self.add_key(group_key(dst), dst)?;
+        // The address key (port 0): what steers the group's packets whose port cannot be
+        // read (see steer.c).
+        if let Err(e) = self.add_key(group_key(SocketAddr::new(dst.ip(), 0)), dst) {
+            let _ = self.remove_key(group_key(dst), dst);
+            return Err(e);
         }
         Ok(())
     }
@@ -602,7 +554,31 @@ impl SteerProgram {
     ///
     /// `NotFound` when `dst` was not added; the kernel's.
     pub(crate) fn remove_group(&mut self, dst: SocketAddr) -> io::Result<()> {
-        let key = group_key(dst);
+        self.remove_key(group_key(dst), dst)?;
+        self.remove_key(group_key(SocketAddr::new(dst.ip(), 0)), dst)
+    }
+
+    /// Adds one reference to `key` (of `dst`), putting it in the map at the first.
+    fn add_key(&mut self, key: GroupKey, dst: SocketAddr) -> io::Result<()> {
+        if self.refs.add(key) {
+            if let Err(e) = self.groups.insert(key, 1, 0) {
+                self.refs.undo_add(&key);
+                let e = map_io_error(e);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "adding {dst} to the XDP program's groups ({} keys already; at most \
+                         {MAX_GROUPS} groups of different addresses): {e}",
+                        self.refs.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one reference from `key` (of `dst`), taking it out of the map at the last.
+    fn remove_key(&mut self, key: GroupKey, dst: SocketAddr) -> io::Result<()> {
         match self.refs.remove(&key) {
             None => Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -1898,7 +1874,11 @@ mod tests {
         }
         let e = prog.add_group(nth(MAX_GROUPS)).unwrap_err();
         assert!(e.to_string().contains("at most 1024"), "{e}");
-        assert_eq!(prog.refs.len(), MAX_GROUPS);
+        assert_eq!(
+            prog.refs.len(),
+            2 * MAX_GROUPS,
+            "a group key and an address key each"
+        );
         assert_eq!(
             prog.remove_group(nth(MAX_GROUPS)).unwrap_err().kind(),
             io::ErrorKind::NotFound

@@ -270,6 +270,7 @@ impl<T: Copy> ProducerRing<T> {
     }
 
     /// Entries in the ring.
+    #[allow(dead_code, reason = "the ring's geometry, for debugging and tests to come")]
     pub(crate) fn size(&self) -> u32 {
         self.raw.size()
     }
@@ -330,12 +331,14 @@ impl<T: Copy> ProducerRing<T> {
     }
 
     /// Commits the first `n` reserved entries and publishes them.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn submit(&mut self, n: usize) {
         self.commit(n);
         self.publish();
     }
 
     /// Committed entries not yet published.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn unpublished(&self) -> u32 {
         self.prod.wrapping_sub(self.published)
     }
@@ -350,6 +353,7 @@ impl<T: Copy> ProducerRing<T> {
     /// Whether the kernel asked to be woken up for this ring (`XDP_RING_NEED_WAKEUP`).
     /// Issues a full fence first, so that a producer index published just before is
     /// ordered before the flag's load (the kernel sets the flag, then rechecks the ring).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn needs_wakeup(&self) -> bool {
         fence(Ordering::SeqCst);
         self.raw.flags().load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
@@ -419,6 +423,7 @@ impl<T: Copy> ConsumerRing<T> {
     }
 
     /// Entries in the ring.
+    #[allow(dead_code, reason = "the ring's geometry, for debugging and tests to come")]
     pub(crate) fn size(&self) -> u32 {
         self.raw.size()
     }
@@ -465,6 +470,7 @@ impl<T: Copy> ConsumerRing<T> {
     }
 
     /// Whether the kernel set `XDP_RING_NEED_WAKEUP` on this ring.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn needs_wakeup(&self) -> bool {
         self.raw.flags().load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
     }

@@ -797,6 +797,7 @@ impl XdpSocket {
     }
 
     /// The interface index and queue it is bound to.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn bound_to(&self) -> (u32, u32) {
         (self.ifindex, self.queue)
     }
@@ -813,6 +814,7 @@ impl XdpSocket {
     }
 
     /// Whether the socket was bound with `XDP_USE_NEED_WAKEUP`.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn need_wakeup(&self) -> bool {
         self.need_wakeup
     }
@@ -870,6 +872,7 @@ impl XdpSocket {
     /// # Errors
     ///
     /// The `poll` error (`EINTR` is reported as not readable).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
         let mut pfd = libc::pollfd {

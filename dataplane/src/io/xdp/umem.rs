@@ -125,6 +125,7 @@ impl Umem {
     }
 
     /// Number of frames.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn frames(&self) -> u32 {
         self.frames
     }

@@ -1,0 +1,298 @@
+//! Receiving from an AF_XDP socket: a batch of RX descriptors at a time, each frame's
+//! headers checked before its UDP payload goes to the sink in place, the frames lent
+//! back to the kernel (fill ring) once the sink returned. See the [module
+//! docs](super).
+//!
+//! Which subscription a frame is for is told by its destination address and port (what
+//! the XDP program steered it by). A subscription's sockets that are not steered (a
+//! re-request socket, or a caller's own socket) are read with `recvmmsg` beside the
+//! AF_XDP socket, by an [`MmsgRecv`] that also hands out the slots: so slots are unique
+//! across both ways, and one `ppoll` waits for both.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::program::SteerProgram;
+use super::socket::{XdpSocket, XskStats};
+use super::{Shared, XdpStats};
+use crate::io::mmsg::MmsgRecv;
+use crate::io::{BatchRecv, Endpoint, Event, RecvMeta};
+use crate::wire::frame::{self, Discard, FrameDiscards};
+
+/// RX descriptors read per batch (and frames lent back per fill-ring submission).
+const BATCH: usize = 64;
+
+/// Batches between two readings of the kernel's `XDP_STATISTICS` while busy (they are
+/// also read before every wait).
+const STATS_EVERY: u32 = 1024;
+
+/// The counters one shard's receiver keeps for its [`Shards`](crate::Shards), read from
+/// other threads ([`XdpCounters::snapshot`]).
+#[derive(Debug, Default)]
+pub(crate) struct XdpCounters {
+    frames: Shared,
+    delivered: Shared,
+    not_subscribed: Shared,
+    invalid_descriptors: Shared,
+    discards: [Shared; Discard::ALL.len()],
+    kernel_rx_dropped: Shared,
+    kernel_rx_ring_full: Shared,
+    kernel_fill_ring_empty: Shared,
+    kernel_rx_invalid: Shared,
+}
+
+impl XdpCounters {
+    /// What the counters say now.
+    pub(crate) fn snapshot(&self) -> XdpStats {
+        XdpStats {
+            setup: super::XdpSetup::default(),
+            frames: self.frames.get(),
+            delivered: self.delivered.get(),
+            not_subscribed: self.not_subscribed.get(),
+            invalid_descriptors: self.invalid_descriptors.get(),
+            discards: Discard::ALL
+                .iter()
+                .zip(&self.discards)
+                .map(|(d, n)| (d.name(), n.get()))
+                .collect(),
+            kernel_rx_dropped: self.kernel_rx_dropped.get(),
+            kernel_rx_ring_full: self.kernel_rx_ring_full.get(),
+            kernel_fill_ring_empty: self.kernel_fill_ring_empty.get(),
+            kernel_rx_invalid: self.kernel_rx_invalid.get(),
+            ..XdpStats::default()
+        }
+    }
+}
+
+/// The running totals, kept by the shard thread and published to [`XdpCounters`] once
+/// per batch.
+#[derive(Debug, Default)]
+struct Totals {
+    frames: u64,
+    delivered: u64,
+    not_subscribed: u64,
+    invalid_descriptors: u64,
+    discards: FrameDiscards,
+}
+
+/// A steered group and the slot of its subscription.
+#[derive(Debug, Clone, Copy)]
+struct Steered {
+    group: SocketAddr,
+    slot: u32,
+}
+
+/// The AF_XDP receiver of one shard. See the module docs.
+pub(crate) struct XdpRecv {
+    socket: XdpSocket,
+    queue: u32,
+    program: Arc<Mutex<SteerProgram>>,
+    /// The slots, and the sockets that are not steered.
+    kernel: MmsgRecv,
+    /// The groups steered to this socket (few: a linear search beats a hash here).
+    steered: Vec<Steered>,
+    totals: Totals,
+    counters: Arc<XdpCounters>,
+    batches: u32,
+}
+
+impl XdpRecv {
+    /// The receiver of `socket` (bound to `queue`), registered in `program`'s socket map
+    /// so that the queue's steered frames come to it, with room for `max_sockets`
+    /// sockets of which the unsteered are read in batches of `batch` datagrams of up to
+    /// `payload` bytes.
+    ///
+    /// # Errors
+    ///
+    /// The socket map refused the socket, or the `recvmmsg` side could not be set up.
+    pub(crate) fn new(
+        socket: XdpSocket,
+        queue: u32,
+        program: Arc<Mutex<SteerProgram>>,
+        counters: Arc<XdpCounters>,
+        max_sockets: u32,
+        batch: u16,
+        payload: usize,
+    ) -> io::Result<XdpRecv> {
+        // One slot more: the first watches the AF_XDP socket for waits.
+        let mut kernel = MmsgRecv::new(max_sockets.saturating_add(1), batch, payload)?;
+        kernel.reserve(Some(socket.fd()))?;
+        lock(&program).set_socket(queue, socket.fd())?;
+        Ok(XdpRecv {
+            socket,
+            queue,
+            program,
+            kernel,
+            steered: Vec::with_capacity(max_sockets as usize),
+            totals: Totals::default(),
+            counters,
+            batches: 0,
+        })
+    }
+
+    /// Publishes the running totals.
+    fn publish(&self) {
+        let (t, c) = (&self.totals, &self.counters);
+        c.frames.set(t.frames);
+        c.delivered.set(t.delivered);
+        c.not_subscribed.set(t.not_subscribed);
+        c.invalid_descriptors.set(t.invalid_descriptors);
+        for (d, shared) in Discard::ALL.iter().zip(&c.discards) {
+            shared.set(t.discards.get(*d));
+        }
+    }
+
+    /// Reads the kernel's statistics of the socket into the counters.
+    fn publish_kernel(&self) {
+        if let Ok(XskStats {
+            rx_dropped,
+            rx_ring_full,
+            rx_fill_ring_empty_descs,
+            rx_invalid_descs,
+            ..
+        }) = self.socket.statistics()
+        {
+            let c = &self.counters;
+            c.kernel_rx_dropped.set(rx_dropped);
+            c.kernel_rx_ring_full.set(rx_ring_full);
+            c.kernel_fill_ring_empty.set(rx_fill_ring_empty_descs);
+            c.kernel_rx_invalid.set(rx_invalid_descs);
+        }
+    }
+
+    /// Hands one batch of RX descriptors to `sink`; returns how many were read.
+    fn drain_batch(&mut self, sink: &mut impl FnMut(Event<'_>)) -> usize {
+        let XdpRecv {
+            socket,
+            steered,
+            totals,
+            ..
+        } = self;
+        // The socket gives every frame back to the fill ring once this returns.
+        let n = socket.rx_batch(BATCH, |bytes| {
+            totals.frames += 1;
+            match frame::parse(bytes) {
+                Ok(f) => match steered.iter().find(|s| s.group == f.dst) {
+                    Some(s) => {
+                        totals.delivered += 1;
+                        sink(Event::Datagram {
+                            slot: s.slot,
+                            payload: f.payload,
+                            truncated: false,
+                            meta: RecvMeta {
+                                source: Some(f.src),
+                                ..RecvMeta::default()
+                            },
+                        });
+                    }
+                    None => totals.not_subscribed += 1,
+                },
+                Err(reason) => totals.discards.count(reason),
+            }
+        });
+        if n == 0 {
+            return 0;
+        }
+        self.totals.invalid_descriptors = self.socket.counters().invalid_descriptors;
+        self.batches = self.batches.wrapping_add(1);
+        if self.batches % STATS_EVERY == 0 {
+            self.publish_kernel();
+        }
+        self.publish();
+        n
+    }
+}
+
+/// The program, even if a thread panicked while holding it (its maps are the kernel's
+/// and stay consistent).
+fn lock(program: &Mutex<SteerProgram>) -> std::sync::MutexGuard<'_, SteerProgram> {
+    program
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl BatchRecv for XdpRecv {
+    fn add(&mut self, endpoint: Endpoint<'_>) -> io::Result<u32> {
+        match endpoint {
+            Endpoint::Fd {
+                group: Some(group), ..
+            } => {
+                if self.steered.iter().any(|s| s.group == group) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{group} is already subscribed on this shard: with the XDP \
+                             backend a group and port has one subscription per shard"
+                        ),
+                    ));
+                }
+                let slot = self.kernel.reserve(None)?;
+                if let Err(e) = lock(&self.program).add_group(group) {
+                    let _ = self.kernel.remove(slot);
+                    return Err(e);
+                }
+                self.steered.push(Steered { group, slot });
+                Ok(slot)
+            }
+            other => self.kernel.add(other),
+        }
+    }
+
+    fn remove(&mut self, slot: u32) -> io::Result<()> {
+        let mut result = Ok(());
+        if let Some(at) = self.steered.iter().position(|s| s.slot == slot) {
+            let gone = self.steered.swap_remove(at);
+            result = lock(&self.program).remove_group(gone.group);
+        }
+        self.kernel.remove(slot)?;
+        result
+    }
+
+    fn watch_wake(&mut self, fd: RawFd) -> io::Result<()> {
+        self.kernel.watch_wake(fd)
+    }
+
+    fn poll(
+        &mut self,
+        wait: Option<Duration>,
+        sink: &mut impl FnMut(Event<'_>),
+    ) -> io::Result<usize> {
+        let mut total = self.drain_batch(sink);
+        if total == 0 {
+            if let Some(d) = wait {
+                self.publish_kernel();
+                if !self.kernel.wait(d)? {
+                    return Ok(0);
+                }
+            }
+        }
+        // Up to a few batches per poll, so that the shard's other work (timers, commands)
+        // still comes round under a flood.
+        for _ in 0..4 {
+            let n = self.drain_batch(sink);
+            total += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        if self.kernel.reads_any() {
+            total += self.kernel.poll(None, sink)?;
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for XdpRecv {
+    fn drop(&mut self) {
+        // The last word of the kernel's counters, for the report after the close.
+        self.publish_kernel();
+        let mut program = lock(&self.program);
+        for s in self.steered.drain(..) {
+            let _ = program.remove_group(s.group);
+        }
+        let _ = program.clear_socket(self.queue);
+    }
+}
