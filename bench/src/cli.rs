@@ -20,7 +20,9 @@ use multipoint_control::rooted::RootLimits;
 use multipoint_control::{Direction, Interface, Transport};
 use multipoint_dataplane::latency::STAMP_LEN;
 use multipoint_dataplane::wire::{Session, BLOCK_HEADER_LEN, HEADER_LEN, MAX_MESSAGE_LEN};
-use multipoint_dataplane::{BackendChoice, IdleStrategy, PublisherConfig, ShardConfig};
+use multipoint_dataplane::{
+    BackendChoice, IdleStrategy, PublisherConfig, ShardConfig, XdpConfig, XdpMode, XdpZeroCopy,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -449,6 +451,54 @@ pub struct IoArgs {
     /// Largest datagram payload: packets are filled up to this size.
     #[arg(long, value_name = "BYTES", default_value_t = 1472, value_parser = parse_max_datagram)]
     pub max_datagram: usize,
+
+    /// With --backend xdp: the AF_XDP settings (the interface is --iface).
+    #[command(flatten)]
+    pub xdp: XdpArgs,
+}
+
+/// `--backend xdp`'s settings.
+#[derive(Debug, Clone, Args)]
+pub struct XdpArgs {
+    /// With --backend xdp: the receive queue of the (first) AF_XDP socket; shard i takes
+    /// queue Q + i.
+    #[arg(long, value_name = "Q", default_value_t = 0)]
+    pub xdp_queue: u32,
+
+    /// With --backend xdp: native (driver) or generic (skb) XDP; auto tries native
+    /// first.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_xdp_mode)]
+    pub xdp_mode: XdpMode,
+
+    /// With --backend xdp: zero-copy (auto: where the driver allows it; require; off).
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = parse_zero_copy)]
+    pub xdp_zero_copy: XdpZeroCopy,
+
+    /// With --backend xdp: UMEM frames of 2 KiB per socket (a power of two, at least 64).
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub xdp_frames: u32,
+}
+
+impl XdpArgs {
+    /// The data plane's settings, on `interface`.
+    pub fn config(&self, interface: &Interface) -> XdpConfig {
+        XdpConfig {
+            interface: interface.clone(),
+            queue: self.xdp_queue,
+            mode: self.xdp_mode,
+            zero_copy: self.xdp_zero_copy,
+            frames: self.xdp_frames,
+            ..XdpConfig::default()
+        }
+    }
+}
+
+fn parse_xdp_mode(s: &str) -> Result<XdpMode, String> {
+    s.parse()
+}
+
+fn parse_zero_copy(s: &str) -> Result<XdpZeroCopy, String> {
+    s.parse()
 }
 
 /// How the data plane runs: what its idle shards do, and its I/O (every tool with
@@ -1169,6 +1219,10 @@ pub enum Backend {
     Uring,
     /// recvmmsg/sendmmsg even where io_uring works.
     Mmsg,
+    /// AF_XDP on --iface (root: an XDP program steers the group's packets to the
+    /// shard; never chosen by auto).
+    #[value(alias = "af_xdp", alias = "af-xdp")]
+    Xdp,
 }
 
 impl From<Backend> for BackendChoice {
@@ -1177,6 +1231,7 @@ impl From<Backend> for BackendChoice {
             Backend::Auto => BackendChoice::Auto,
             Backend::Uring => BackendChoice::Uring,
             Backend::Mmsg => BackendChoice::Mmsg,
+            Backend::Xdp => BackendChoice::Xdp,
         }
     }
 }
@@ -1268,6 +1323,7 @@ impl PublishArgs {
         config.backend = io.backend.into();
         config.gso = io.gso.is_on();
         config.max_datagram = io.max_datagram;
+        config.xdp = io.xdp.config(&self.group.iface);
         config.scope = self.ttl;
         config.loopback = self.loopback.is_on();
         config

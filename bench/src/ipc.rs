@@ -405,6 +405,7 @@ pub fn run_sub(args: &SubArgs, name: &str, progress: bool) -> Result<SubReport> 
             stamps,
             recovery: None,
             lines: Vec::new(),
+            xdp: None,
         },
         ipc: Some(IpcReceived {
             path,

@@ -432,6 +432,7 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
             latency: l.send_to_wire.percentiles(),
             stats: l.stats,
         });
+    let xdp = publisher.xdp_stats();
     let (stats, line_b_stats) = publisher.close_lines();
     let line_b = line_b.zip(line_b_stats).map(|(line, stats)| LineBReport {
         group: line.group.to_string(),
@@ -450,6 +451,7 @@ pub fn run(args: &PubArgs, progress: bool) -> Result<PubReport> {
         stored,
         line_b,
         tx_stamps,
+        xdp,
     })
 }
 

@@ -31,6 +31,15 @@
 //!   timestamp. Recovery (`--rerequest`): `recovered`, `requests`, `retries`,
 //!   `replies`, `gaps_given_up`, `reply_foreign_source`, `reply_unasked` (0 without it)
 //!   and `recovery_ns` (gap seen → filled; `null` when nothing was recovered).
+//!   `xdp` with `--backend xdp` (`null` otherwise): `setup` (`interface`, `queue`,
+//!   `mode`, `native_refused`, `zero_copy`, `copy_reason`, `huge_pages`,
+//!   `huge_pages_reason`, `program_id`, `busy_poll`), `frames`, `delivered`, `not_subscribed`,
+//!   `invalid_descriptors`, `discarded` and `discards` by reason, and the kernel's
+//!   `kernel_rx_dropped`, `kernel_rx_ring_full`, `kernel_fill_ring_empty`,
+//!   `kernel_rx_invalid`, and what the XDP program did: `program_redirected`,
+//!   `program_no_socket`, `program_not_ours`, `program_short`, `program_fragment`;
+//!   `pub`'s `xdp` has `setup`, `frames`, `completed`, `waits`,
+//!   `dropped` and `kernel_tx_invalid`.
 //!   `wire_to_app_ns` (kernel receive stamp → handler, one sample per message delivered
 //!   as its datagram arrived) and `kernel_stamps` (`stamped`, `unstamped`, `negative`,
 //!   `malformed`, `control_truncated` and `hardware`, what the interface said about
@@ -76,6 +85,7 @@ use multipoint_dataplane::core::store::StoreStats;
 use multipoint_dataplane::latency::{format_ns, Percentiles};
 use multipoint_dataplane::{
     BackendInfo, FanoutStats, LineSendStats, LineStats, PublisherStats, SubscriptionStats,
+    XdpSendStats, XdpSetup, XdpStats,
 };
 
 use crate::fanout::Phase;
@@ -341,6 +351,8 @@ pub struct PubReport {
     pub line_b: Option<LineBReport>,
     /// Send→wire latency, with `--tx-stamps`.
     pub tx_stamps: Option<SendToWireReport>,
+    /// The AF_XDP send path, with `--backend xdp`.
+    pub xdp: Option<XdpSendStats>,
 }
 
 /// Send→wire latency of `multipoint pub --tx-stamps`: submission to the kernel's software
@@ -889,11 +901,108 @@ impl fmt::Display for PubReport {
             )?;
         }
         write_rerequest(f, self.rerequest.as_ref(), self.stored.as_ref())?;
+        if let Some(x) = &self.xdp {
+            writeln!(
+                f,
+                "  af_xdp   frames {}   completed {}   waits for a frame {}   dropped {}   \
+                 invalid (kernel) {}",
+                Grouped(x.frames),
+                Grouped(x.completed),
+                Grouped(x.waits),
+                Grouped(x.dropped),
+                Grouped(x.kernel_tx_invalid),
+            )?;
+        }
         match &self.tx_stamps {
             Some(tx) => write!(f, "{tx}"),
             None => Ok(()),
         }
     }
+}
+
+/// The setup of an AF_XDP path as a JSON object.
+fn xdp_setup_json(setup: &XdpSetup) -> String {
+    let mut o = Json::object();
+    o.str("interface", &setup.interface)
+        .u64("queue", u64::from(setup.queue))
+        .str("mode", &setup.mode)
+        .opt_str("native_refused", setup.native_refused.as_deref())
+        .bool("zero_copy", setup.zero_copy)
+        .opt_str("copy_reason", setup.copy_reason.as_deref())
+        .bool("huge_pages", setup.huge_pages)
+        .opt_str("huge_pages_reason", setup.huge_pages_reason.as_deref())
+        .u64("program_id", u64::from(setup.program_id))
+        .bool("busy_poll", setup.busy_poll);
+    o.finish()
+}
+
+/// The `xdp` object of `sub`'s JSON (`null` on the other backends).
+fn xdp_recv_json(json: &mut Json, xdp: Option<&XdpStats>) {
+    let Some(x) = xdp else {
+        json.null("xdp");
+        return;
+    };
+    let mut discards = Json::object();
+    for &(name, n) in &x.discards {
+        discards.u64(name, n);
+    }
+    let mut o = Json::object();
+    o.raw("setup", &xdp_setup_json(&x.setup))
+        .u64("frames", x.frames)
+        .u64("delivered", x.delivered)
+        .u64("not_subscribed", x.not_subscribed)
+        .u64("invalid_descriptors", x.invalid_descriptors)
+        .u64("discarded", x.discarded())
+        .raw("discards", &discards.finish())
+        .u64("kernel_rx_dropped", x.kernel_rx_dropped)
+        .u64("kernel_rx_ring_full", x.kernel_rx_ring_full)
+        .u64("kernel_fill_ring_empty", x.kernel_fill_ring_empty)
+        .u64("kernel_rx_invalid", x.kernel_rx_invalid)
+        .u64("program_redirected", x.program_redirected)
+        .u64("program_no_socket", x.program_no_socket)
+        .u64("program_not_ours", x.program_not_ours)
+        .u64("program_short", x.program_short)
+        .u64("program_fragment", x.program_fragment);
+    json.raw("xdp", &o.finish());
+}
+
+/// The text of an AF_XDP receive path's counters.
+fn write_xdp_recv(f: &mut fmt::Formatter<'_>, x: &XdpStats) -> fmt::Result {
+    writeln!(
+        f,
+        "  af_xdp   frames {}   delivered {}   not subscribed {}   discarded {}   invalid \
+         descriptors {}",
+        Grouped(x.frames),
+        Grouped(x.delivered),
+        Grouped(x.not_subscribed),
+        Grouped(x.discarded()),
+        Grouped(x.invalid_descriptors),
+    )?;
+    if x.discarded() > 0 {
+        f.write_str("    discarded:")?;
+        for &(name, n) in x.discards.iter().filter(|&&(_, n)| n > 0) {
+            write!(f, "  {name} {}", Grouped(n))?;
+        }
+        writeln!(f)?;
+    }
+    writeln!(
+        f,
+        "    kernel: rx dropped {}   rx ring full {}   fill ring empty {}   invalid {}",
+        Grouped(x.kernel_rx_dropped),
+        Grouped(x.kernel_rx_ring_full),
+        Grouped(x.kernel_fill_ring_empty),
+        Grouped(x.kernel_rx_invalid),
+    )?;
+    writeln!(
+        f,
+        "    program: redirected {}   no socket {}   passed: not ours {}   short {}   \
+         fragment {}",
+        Grouped(x.program_redirected),
+        Grouped(x.program_no_socket),
+        Grouped(x.program_not_ours),
+        Grouped(x.program_short),
+        Grouped(x.program_fragment),
+    )
 }
 
 /// The text of a re-request server's counters (`pub`, `root`), and of what its store held
@@ -984,6 +1093,21 @@ impl Report for PubReport {
         publisher_fields(&mut json, &self.publisher.stats);
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         tx_stamps_json(&mut json, self.tx_stamps.as_ref());
+        match &self.xdp {
+            Some(x) => {
+                let mut o = Json::object();
+                o.raw("setup", &xdp_setup_json(&x.setup))
+                    .u64("frames", x.frames)
+                    .u64("completed", x.completed)
+                    .u64("waits", x.waits)
+                    .u64("dropped", x.dropped)
+                    .u64("kernel_tx_invalid", x.kernel_tx_invalid);
+                json.raw("xdp", &o.finish());
+            }
+            None => {
+                json.null("xdp");
+            }
+        }
         if let Some(line) = &self.line_b {
             let mut o = Json::object();
             o.str("group", &line.group)
@@ -1704,6 +1828,8 @@ pub struct Received {
     pub recovery: Option<Percentiles>,
     /// With two lines (`--line-b`): each line, A first; empty with one.
     pub lines: Vec<LineReport>,
+    /// The AF_XDP receive path, with `--backend xdp`.
+    pub xdp: Option<XdpStats>,
 }
 
 /// One line of a subscription on two lines.
@@ -1724,6 +1850,9 @@ impl Received {
     fn write(&self, f: &mut fmt::Formatter<'_>, elapsed: Duration, payloads: &str) -> fmt::Result {
         writeln!(f, "subscriber         backend {}", self.backend)?;
         write_receive(f, &self.stats, elapsed)?;
+        if let Some(x) = &self.xdp {
+            write_xdp_recv(f, x)?;
+        }
         if let Some(r) = &self.recovery {
             write_latency(f, "recovery", r)?;
         }
@@ -1788,6 +1917,7 @@ impl Received {
             .u64("reply_unasked", st.reply_unasked);
         json.raw("recovery_ns", &latency_json(self.recovery.as_ref()));
         json.raw("lines", &lines_json(&self.lines));
+        xdp_recv_json(json, self.xdp.as_ref());
         json.u64("other_session", st.other_session)
             .u64("foreign_source", st.foreign_source)
             .u64("suspect", st.suspect)
@@ -2353,6 +2483,7 @@ mod tests {
             stored: None,
             line_b: None,
             tx_stamps: None,
+            xdp: None,
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2394,6 +2525,7 @@ mod tests {
                 },
             }),
             tx_stamps: None,
+            xdp: None,
         };
         let json = report.to_json();
         assert_summary(&json);

@@ -199,6 +199,7 @@ impl Receiving {
             stamps,
             recovery,
             lines,
+            xdp: None,
         };
         Ok((received, active))
     }
@@ -218,7 +219,10 @@ pub(crate) fn receive_progress(st: &SubscriptionStats, elapsed: Duration) -> Str
 
 /// The shard `sub` starts.
 fn shard_config(args: &SubArgs) -> ShardConfig {
-    args.engine.shard_config(1)
+    ShardConfig {
+        xdp: args.engine.io.xdp.config(&args.group.iface),
+        ..args.engine.shard_config(1)
+    }
 }
 
 /// The subscription `sub` makes.
@@ -335,6 +339,7 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
     let backend = shards.backend().clone();
     let (followed, sender, failure) = (sub.session(), sub.sender(), sub.failure());
     let closed = sub.close()?;
+    let xdp = shards.xdp_stats();
     shards.shutdown();
     let kernel = args.kernel_stamps.then(|| WireToAppReport {
         latency: closed.kernel.wire_to_app.percentiles(),
@@ -373,7 +378,8 @@ pub fn run(args: &SubArgs, progress: bool) -> Result<SubReport> {
         group.to_string(),
         args.line_b.map(|b| b.to_string()).unwrap_or_default(),
     ];
-    let (received, active) = receiving.finish(closed, backend, end, &title, line_groups)?;
+    let (mut received, active) = receiving.finish(closed, backend, end, &title, line_groups)?;
+    received.xdp = xdp;
     Ok(SubReport {
         group: group.to_string(),
         interface: args.group.iface.to_string(),

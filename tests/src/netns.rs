@@ -226,6 +226,15 @@ impl Lab {
         std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()
     }
 
+    /// The process id of the daemon started as `label` (`ip netns exec` execs it, so
+    /// this is the daemon's own).
+    pub fn pid(&self, label: &str) -> Option<u32> {
+        self.daemons
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.id())
+    }
+
     /// Whether the daemon started as `label` is still running.
     pub fn daemon_running(&mut self, label: &str) -> bool {
         self.daemons
