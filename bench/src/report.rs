@@ -2556,6 +2556,7 @@ mod tests {
             failure: None,
             elapsed: Duration::from_secs(1),
             received: Received {
+                xdp: None,
                 backend: backend(),
                 stats: SubscriptionStats {
                     messages: 10,
@@ -2611,6 +2612,7 @@ mod tests {
             behind,
         };
         let received = Received {
+            xdp: None,
             backend: backend(),
             stats: SubscriptionStats {
                 messages: 10,
@@ -2830,6 +2832,7 @@ mod tests {
     #[test]
     fn a_leaf_reports_like_sub_and_why_it_ended() {
         let received = Received {
+            xdp: None,
             backend: backend(),
             stats: SubscriptionStats {
                 messages: 1_000,

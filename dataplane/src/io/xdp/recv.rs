@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::program::SteerProgram;
 use super::socket::{XdpSocket, XskStats};
@@ -25,9 +25,12 @@ use crate::wire::frame::{self, Discard, FrameDiscards};
 /// RX descriptors read per batch (and frames lent back per fill-ring submission).
 const BATCH: usize = 64;
 
-/// Batches between two readings of the kernel's `XDP_STATISTICS` while busy (they are
-/// also read before every wait).
+/// Batches between two readings of the kernel's `XDP_STATISTICS` while busy.
 const STATS_EVERY: u32 = 1024;
+
+/// Least time between two readings of them before a wait (a system call each: before
+/// every wait, they would cost a quiet feed a microsecond per datagram).
+const STATS_IDLE: Duration = Duration::from_millis(100);
 
 /// The counters one shard's receiver keeps for its [`Shards`](crate::Shards), read from
 /// other threads ([`XdpCounters::snapshot`]).
@@ -97,6 +100,8 @@ pub(crate) struct XdpRecv {
     totals: Totals,
     counters: Arc<XdpCounters>,
     batches: u32,
+    /// When the kernel's statistics were last read.
+    stats_read: Instant,
 }
 
 impl XdpRecv {
@@ -130,6 +135,7 @@ impl XdpRecv {
             totals: Totals::default(),
             counters,
             batches: 0,
+            stats_read: Instant::now(),
         })
     }
 
@@ -146,7 +152,8 @@ impl XdpRecv {
     }
 
     /// Reads the kernel's statistics of the socket into the counters.
-    fn publish_kernel(&self) {
+    fn publish_kernel(&mut self) {
+        self.stats_read = Instant::now();
         if let Ok(XskStats {
             rx_dropped,
             rx_ring_full,
@@ -263,7 +270,9 @@ impl BatchRecv for XdpRecv {
         let mut total = self.drain_batch(sink);
         if total == 0 {
             if let Some(d) = wait {
-                self.publish_kernel();
+                if self.stats_read.elapsed() >= STATS_IDLE {
+                    self.publish_kernel();
+                }
                 if !self.kernel.wait(d)? {
                     return Ok(0);
                 }

@@ -270,7 +270,10 @@ impl<T: Copy> ProducerRing<T> {
     }
 
     /// Entries in the ring.
-    #[allow(dead_code, reason = "the ring's geometry, for debugging and tests to come")]
+    #[allow(
+        dead_code,
+        reason = "the ring's geometry, for debugging and tests to come"
+    )]
     pub(crate) fn size(&self) -> u32 {
         self.raw.size()
     }
@@ -423,7 +426,10 @@ impl<T: Copy> ConsumerRing<T> {
     }
 
     /// Entries in the ring.
-    #[allow(dead_code, reason = "the ring's geometry, for debugging and tests to come")]
+    #[allow(
+        dead_code,
+        reason = "the ring's geometry, for debugging and tests to come"
+    )]
     pub(crate) fn size(&self) -> u32 {
         self.raw.size()
     }
