@@ -39,7 +39,7 @@
 //!   `kernel_rx_invalid`, and what the XDP program did: `program_redirected`,
 //!   `program_no_socket`, `program_not_ours`, `program_short`, `program_fragment`;
 //!   `pub`'s `xdp` has `setup`, `frames`, `completed`, `waits`,
-//!   `dropped` and `kernel_tx_invalid`.
+//!   `dropped`, `kick_errors` and `kernel_tx_invalid`.
 //!   `wire_to_app_ns` (kernel receive stamp → handler, one sample per message delivered
 //!   as its datagram arrived) and `kernel_stamps` (`stamped`, `unstamped`, `negative`,
 //!   `malformed`, `control_truncated` and `hardware`, what the interface said about
@@ -1101,6 +1101,7 @@ impl Report for PubReport {
                     .u64("completed", x.completed)
                     .u64("waits", x.waits)
                     .u64("dropped", x.dropped)
+                    .u64("kick_errors", x.kick_errors)
                     .u64("kernel_tx_invalid", x.kernel_tx_invalid);
                 json.raw("xdp", &o.finish());
             }

@@ -75,8 +75,8 @@ enum {
 	C_REDIRECTED = 0,  // ours, handed to the queue's socket
 	C_NO_SOCKET = 1,   // ours, but no socket on the queue: passed
 	C_NOT_OURS = 2,    // a complete packet not in `groups` (or not UDP, not IP): passed
-	C_SHORT = 3,       // headers cut short before the UDP port: passed
-	C_FRAGMENT = 4,    // a non-first IPv4 fragment (no UDP header to read): passed
+	C_SHORT = 3,       // headers cut short before the UDP port, not to a subscribed address: passed
+	C_FRAGMENT = 4,    // a non-first IPv4 fragment or an IPv6 fragment header, not to a subscribed address: passed
 	C_COUNT = 5,
 };
 

@@ -105,10 +105,12 @@ impl OwnedSocket {
             } => Endpoint::Fd {
                 fd: socket.socket().as_raw_fd(),
                 group: Some(membership.group()),
+                source: membership.source(),
             },
             OwnedSocket::Given(socket) => Endpoint::Fd {
                 fd: socket.as_raw_fd(),
                 group: None,
+                source: None,
             },
         }
     }
@@ -133,6 +135,9 @@ pub(crate) enum Endpoint<'a> {
         /// The group (address and port) it joined, when it joined one through the
         /// control crate: what the AF_XDP backend steers to its socket instead.
         group: Option<SocketAddr>,
+        /// The source of a source-specific join (the AF_XDP backend filters by it, as
+        /// the kernel does for the socket).
+        source: Option<IpAddr>,
     },
     /// A socket of a simulated network.
     Sim(&'a sim::SimSocket),

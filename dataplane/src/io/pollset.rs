@@ -33,6 +33,9 @@ pub(crate) struct PollSet<T> {
     slots: Vec<Option<(T, RawFd)>>,
     /// The eventfd that ends a wait, if one is watched (last in `pollfds`).
     wake: Option<RawFd>,
+    /// A descriptor that ends a wait without being a slot's (the AF_XDP socket whose
+    /// ring another path reads), just before the wake-up in `pollfds`.
+    extra: Option<RawFd>,
     pollfds: Vec<libc::pollfd>,
 }
 
@@ -42,6 +45,7 @@ impl<T> PollSet<T> {
         PollSet {
             slots: (0..max).map(|_| None).collect(),
             wake: None,
+            extra: None,
             pollfds: Vec::with_capacity(max as usize + 1),
         }
     }
@@ -56,8 +60,7 @@ impl<T> PollSet<T> {
         self.slots.get(slot)?.as_ref().map(|(t, _)| t)
     }
 
-    /// Watches `socket`, polled through `fd` (not polled when `fd` is negative); returns
-    /// its slot.
+    /// Watches `socket`, polled through `fd`; returns its slot.
     ///
     /// # Errors
     ///
@@ -77,6 +80,13 @@ impl<T> PollSet<T> {
         self.rebuild();
     }
 
+    /// Makes `fd` becoming readable end a [`wait`](Self::wait), without a slot (it is
+    /// neither read nor drained here).
+    pub(crate) fn watch_extra(&mut self, fd: RawFd) {
+        self.extra = Some(fd);
+        self.rebuild();
+    }
+
     /// Makes writing eventfd `fd` end a [`wait`](Self::wait).
     pub(crate) fn watch_wake(&mut self, fd: RawFd) {
         self.wake = Some(fd);
@@ -85,15 +95,11 @@ impl<T> PollSet<T> {
 
     fn rebuild(&mut self) {
         self.pollfds.clear();
-        // A negative descriptor marks a slot that is not polled (`poll(2)` would skip
-        // it anyway; leaving it out keeps the array short).
-        let fds = self
-            .slots
-            .iter()
-            .flatten()
-            .map(|&(_, fd)| fd)
-            .filter(|&fd| fd >= 0);
-        for fd in fds.chain(self.wake.iter().copied()) {
+        let fds = self.slots.iter().flatten().map(|&(_, fd)| fd);
+        for fd in fds
+            .chain(self.extra.iter().copied())
+            .chain(self.wake.iter().copied())
+        {
             self.pollfds.push(libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -131,9 +137,12 @@ impl<T> PollSet<T> {
             }
             return Ok(false);
         }
-        let sockets = self.pollfds.len() - usize::from(self.wake.is_some());
+        let sockets = self.pollfds.len()
+            - usize::from(self.wake.is_some())
+            - usize::from(self.extra.is_some());
+        let wake_at = self.pollfds.len() - usize::from(self.wake.is_some());
         for (i, pfd) in self.pollfds.iter().enumerate() {
-            if pfd.revents & libc::POLLIN != 0 && (drain_sockets || i >= sockets) {
+            if pfd.revents & libc::POLLIN != 0 && ((drain_sockets && i < sockets) || i >= wake_at) {
                 drain_eventfd(pfd.fd);
             }
         }

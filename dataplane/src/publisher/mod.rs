@@ -537,35 +537,18 @@ impl Publisher {
             OwnedSocket::Joined { .. } | OwnedSocket::Given(_) => choose(config.backend)?,
         };
         let mut xdp = None;
-        let mut sender =
-            if backend.kind == BackendKind::Xdp && !matches!(socket, OwnedSocket::Sim(_)) {
-                let (sender, shared, counters) = xdp_sender(&socket, &config, dest)?;
-                xdp = Some((shared, counters));
-                sender
-            } else {
-                line_sender(&socket, backend.kind, &config, &region, dest)?
-            };
-        if let Some((shared, _)) = &xdp {
-            if config.line_b.is_some() {
-                return Err(Error::Config(
-                    "line B is not available with the XDP backend: one AF_XDP socket per                      queue carries one line"
-                        .into(),
-                ));
-            }
-            if config.tx_stamp_every > 0 {
-                return Err(Error::Config(
-                    "transmit stamps come from the kernel's UDP stack, which the XDP                      backend bypasses: leave tx_stamp_every at 0"
-                        .into(),
-                ));
-            }
-            if config.rerequest.is_some() {
-                return Err(Error::Config(
-                    "the re-request server answers through the kernel: run it on the                      io_uring or mmsg backend (the XDP backend sends the live stream only)"
-                        .into(),
-                ));
-            }
-            backend.reason = format!("{}: {}", backend.reason, shared.setup());
+        let on_xdp = backend.kind == BackendKind::Xdp && !matches!(socket, OwnedSocket::Sim(_));
+        if on_xdp {
+            check_xdp(&config)?;
         }
+        let mut sender = if on_xdp {
+            let (sender, shared, counters) = xdp_sender(&socket, &config, dest)?;
+            backend.reason = format!("{}: {}", backend.reason, shared.setup());
+            xdp = Some((shared, counters));
+            sender
+        } else {
+            line_sender(&socket, backend.kind, &config, &region, dest)?
+        };
         if let (Some(host), true) = (socket.host(), config.tx_stamp_every > 0) {
             let fd = host.as_raw_fd();
             set_tx_stamping(fd).map_err(Error::io(
@@ -709,6 +692,7 @@ impl Publisher {
             completed: c.completed.get(),
             waits: c.waits.get(),
             dropped: c.dropped.get(),
+            kick_errors: c.kick_errors.get(),
             kernel_tx_invalid: c.kernel_tx_invalid.get(),
         })
     }
@@ -1194,6 +1178,41 @@ fn line_sender(
             AnySender::Mmsg(PacketSender::new(send, to, config.buffers, max_batch))
         }
     })
+}
+
+/// What the XDP backend cannot do for a publisher, refused before anything is set up.
+fn check_xdp(config: &PublisherConfig) -> Result<()> {
+    if config.line_b.is_some() {
+        return Err(Error::Config(
+            "line B is not available with the XDP backend: one AF_XDP socket per queue \
+             carries one line"
+                .into(),
+        ));
+    }
+    if config.tx_stamp_every > 0 {
+        return Err(Error::Config(
+            "transmit stamps come from the kernel's UDP stack, which the XDP backend \
+             bypasses: leave tx_stamp_every at 0"
+                .into(),
+        ));
+    }
+    if config.rerequest.is_some() {
+        return Err(Error::Config(
+            "the re-request server answers through the kernel: run it on the io_uring or \
+             mmsg backend (the XDP backend sends the live stream only)"
+                .into(),
+        ));
+    }
+    // Ethernet (14), IPv6 (40) and UDP (8) headers in front of the datagram.
+    let largest = config.max_datagram + 62;
+    if largest > config.xdp.frame_size as usize {
+        return Err(Error::Config(format!(
+            "a {}-byte datagram does not fit a {}-byte AF_XDP frame with its headers: lower \
+             max_datagram or raise the frame size to 4096",
+            config.max_datagram, config.xdp.frame_size
+        )));
+    }
+    Ok(())
 }
 
 /// The AF_XDP sender of a publisher on `socket` (a kernel socket, joined sender-only:

@@ -868,7 +868,8 @@ fn launch(
                     };
                     let counters = xdp.counters.get(index).cloned().unwrap_or_default();
                     let socket = xdp.socket(queue, spin)?;
-                    XdpRecv::new(socket, queue, program, counters, max, buffers, payload)
+                    let kernel = MmsgRecv::new(max, buffers, payload)?;
+                    XdpRecv::new(socket, queue, program, counters, kernel, spin)
                 })
             }
         };

@@ -20,10 +20,8 @@ struct Control([u8; RECV_CONTROL_LEN]);
 
 /// recvmmsg-based receiver for a set of sockets.
 pub(crate) struct MmsgRecv {
-    /// The sockets read with `recvmmsg` (`Some`), and slots reserved for sockets whose
-    /// datagrams another path delivers (`None`, see [`reserve`](Self::reserve)).
-    sockets: PollSet<Option<RawFd>>,
-    /// How many slots hold a socket read here.
+    sockets: PollSet<RawFd>,
+    /// How many slots hold a socket.
     reading: usize,
     bufs: Region,
     msgs: Box<[libc::mmsghdr]>,
@@ -105,19 +103,14 @@ impl MmsgRecv {
         self.used = 0;
     }
 
-    /// Takes a slot for a socket whose datagrams reach the shard another way (the AF_XDP
-    /// backend's steered groups), so that slots stay unique across both ways; waits
-    /// watch `poll_fd` for it when given. [`poll`](BatchRecv::poll) never reads it.
-    ///
-    /// # Errors
-    ///
-    /// No free slot.
-    pub(crate) fn reserve(&mut self, poll_fd: Option<RawFd>) -> io::Result<u32> {
-        self.sockets.add(None, poll_fd.unwrap_or(-1))
+    /// Makes `fd` becoming readable end a [`wait`](Self::wait) (the AF_XDP socket); it
+    /// takes no slot and is never read here.
+    pub(crate) fn watch_extra(&mut self, fd: RawFd) {
+        self.sockets.watch_extra(fd);
     }
 
-    /// Whether any slot holds a socket read here (else [`poll`](BatchRecv::poll) makes no
-    /// system call).
+    /// Whether any slot holds a socket (else [`poll`](BatchRecv::poll) makes no system
+    /// call).
     pub(crate) fn reads_any(&self) -> bool {
         self.reading > 0
     }
@@ -138,13 +131,13 @@ impl BatchRecv for MmsgRecv {
         let Endpoint::Fd { fd, .. } = endpoint else {
             return Err(wrong_endpoint("mmsg"));
         };
-        let slot = self.sockets.add(Some(fd), fd)?;
+        let slot = self.sockets.add(fd, fd)?;
         self.reading += 1;
         Ok(slot)
     }
 
     fn remove(&mut self, slot: u32) -> io::Result<()> {
-        if let Some(Some(_)) = self.sockets.get(slot as usize) {
+        if self.sockets.get(slot as usize).is_some() {
             self.reading -= 1;
         }
         self.sockets.remove(slot);
@@ -168,7 +161,7 @@ impl BatchRecv for MmsgRecv {
         }
         let mut total = 0;
         for slot in 0..self.sockets.len() {
-            let Some(&Some(fd)) = self.sockets.get(slot) else {
+            let Some(&fd) = self.sockets.get(slot) else {
                 continue;
             };
             loop {

@@ -245,6 +245,9 @@ pub struct XdpSendStats {
     pub waits: u64,
     /// Packets given up after waiting a second for a free frame.
     pub dropped: u64,
+    /// Kicks (`sendto`) the kernel refused with an error (the interface down or gone);
+    /// the frames stay on the ring for the next kick.
+    pub kick_errors: u64,
     /// TX descriptors the kernel found invalid (`XDP_STATISTICS`).
     pub kernel_tx_invalid: u64,
 }
@@ -275,6 +278,8 @@ pub(crate) struct XdpShared {
     pub(crate) config: crate::config::XdpConfig,
     pub(crate) program: Option<std::sync::Arc<std::sync::Mutex<program::SteerProgram>>>,
     setup: std::sync::Mutex<XdpSetup>,
+    /// Sockets bound so far.
+    sockets: AtomicU64,
     pub(crate) counters: Vec<std::sync::Arc<recv::XdpCounters>>,
 }
 
@@ -331,6 +336,7 @@ impl XdpShared {
             config: config.clone(),
             program,
             setup: std::sync::Mutex::new(setup),
+            sockets: AtomicU64::new(0),
             counters: (0..shards).map(|_| std::sync::Arc::default()).collect(),
         })
     }
@@ -358,7 +364,9 @@ impl XdpShared {
             frames: c.frames,
             frame_size: c.frame_size,
             rx_size: if receiving { c.ring_size } else { UNUSED_RING },
-            tx_size: if receiving { UNUSED_RING } else { c.ring_size },
+            // A sender's TX ring holds every frame, so that a free frame always has a
+            // place on it.
+            tx_size: if receiving { UNUSED_RING } else { c.frames },
             fill_size: rx_frames.max(UNUSED_RING),
             comp_size: tx_frames.max(UNUSED_RING),
             zero_copy: match c.zero_copy {
@@ -381,16 +389,21 @@ impl XdpShared {
                 Err(e) => tracing::warn!(error = %e, "AF_XDP busy polling refused"),
             }
         }
-        setup.zero_copy = socket.zero_copy();
-        setup.copy_reason = socket.zero_copy_refused().map(str::to_owned);
+        // With several shards: zero-copy and huge pages only if every socket has them,
+        // and the first reason why not.
+        let first = self.sockets.fetch_add(1, Ordering::Relaxed) == 0;
+        setup.zero_copy = socket.zero_copy() && (first || setup.zero_copy);
+        if setup.copy_reason.is_none() {
+            setup.copy_reason = socket.zero_copy_refused().map(str::to_owned);
+        }
         match socket.umem().huge_pages() {
-            Ok(()) => setup.huge_pages = true,
+            Ok(()) => setup.huge_pages = first || setup.huge_pages,
             Err(why) => {
                 if setup.huge_pages_reason.is_none() {
                     tracing::info!(reason = %why, "AF_XDP UMEM on normal pages");
+                    setup.huge_pages_reason = Some(why.to_owned());
                 }
                 setup.huge_pages = false;
-                setup.huge_pages_reason = Some(why.to_owned());
             }
         }
         Ok(socket)

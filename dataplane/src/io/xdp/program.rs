@@ -99,9 +99,12 @@ pub(crate) struct ProgramCounters {
     pub(crate) no_socket: u64,
     /// Not a subscribed group's (or not UDP, or not IP): passed.
     pub(crate) not_ours: u64,
-    /// Headers cut short before the UDP port: passed.
+    /// Headers cut short before the UDP port (or an IPv4 header length below 20), not to
+    /// a subscribed address: passed. (To a subscribed address: redirected, for the
+    /// parser to count.)
     pub(crate) short: u64,
-    /// A non-first IPv4 fragment, which has no UDP header to match: passed.
+    /// A non-first IPv4 fragment or an IPv6 fragment header, not to a subscribed
+    /// address: passed. (To one: redirected, as above.)
     pub(crate) fragment: u64,
 }
 

@@ -4,13 +4,17 @@
 //! docs](super).
 //!
 //! Which subscription a frame is for is told by its destination address and port (what
-//! the XDP program steered it by). A subscription's sockets that are not steered (a
-//! re-request socket, or a caller's own socket) are read with `recvmmsg` beside the
-//! AF_XDP socket, by an [`MmsgRecv`] that also hands out the slots: so slots are unique
-//! across both ways, and one `ppoll` waits for both.
+//! the XDP program steered it by) and, for a source-specific join, its source. Every
+//! socket of a subscription is also read with `recvmmsg` beside the AF_XDP socket, by an
+//! [`MmsgRecv`] that hands out the slots, and one `ppoll` waits for both: its re-request
+//! socket (never steered), a caller's own socket, and the joined socket itself, which
+//! gets what the program passed to the kernel (a queue with no AF_XDP socket, on a NIC
+//! that spreads the group over several queues). A datagram takes one way or the other,
+//! never both. Those sockets are read after every wait, and every
+//! [`KERNEL_EVERY`]th poll of a shard that does not wait.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +23,7 @@ use super::program::SteerProgram;
 use super::socket::{XdpSocket, XskStats};
 use super::{Shared, XdpStats};
 use crate::io::mmsg::MmsgRecv;
-use crate::io::{BatchRecv, Endpoint, Event, RecvMeta};
+use crate::io::{canonical, BatchRecv, Endpoint, Event, RecvMeta};
 use crate::wire::frame::{self, Discard, FrameDiscards};
 
 /// RX descriptors read per batch (and frames lent back per fill-ring submission).
@@ -27,6 +31,10 @@ const BATCH: usize = 64;
 
 /// Batches between two readings of the kernel's `XDP_STATISTICS` while busy.
 const STATS_EVERY: u32 = 1024;
+
+/// Polls between two reads of the kernel sockets while the shard does not wait (a
+/// `recvmmsg` that finds nothing costs a system call: amortised over this many polls).
+const KERNEL_EVERY: u32 = 16;
 
 /// Least time between two readings of them before a wait (a system call each: before
 /// every wait, they would cost a quiet feed a microsecond per datagram).
@@ -84,8 +92,16 @@ struct Totals {
 /// A steered group and the slot of its subscription.
 #[derive(Debug, Clone, Copy)]
 struct Steered {
+    /// As frames name it: IPv4-mapped as IPv4, no scope or flow label.
     group: SocketAddr,
+    /// The one source of a source-specific join.
+    source: Option<IpAddr>,
     slot: u32,
+}
+
+/// `addr` as a parsed frame names it.
+fn as_on_the_wire(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(addr).ip(), addr.port())
 }
 
 /// The AF_XDP receiver of one shard. See the module docs.
@@ -102,13 +118,19 @@ pub(crate) struct XdpRecv {
     batches: u32,
     /// When the kernel's statistics were last read.
     stats_read: Instant,
+    /// Polls since the kernel sockets were last read.
+    since_kernel: u32,
+    /// Whether the socket asked for busy polling: an empty ring then makes a system call
+    /// that runs the driver's receive.
+    busy_poll: bool,
 }
 
 impl XdpRecv {
     /// The receiver of `socket` (bound to `queue`), registered in `program`'s socket map
-    /// so that the queue's steered frames come to it, with room for `max_sockets`
-    /// sockets of which the unsteered are read in batches of `batch` datagrams of up to
-    /// `payload` bytes.
+    /// so that the queue's steered frames come to it, with `kernel` reading the
+    /// subscriptions' sockets (and handing out the slots). With `busy_poll` (the socket
+    /// asked for it), an empty RX ring makes a non-blocking receive call, which runs the
+    /// driver's receive from this thread.
     ///
     /// # Errors
     ///
@@ -118,24 +140,23 @@ impl XdpRecv {
         queue: u32,
         program: Arc<Mutex<SteerProgram>>,
         counters: Arc<XdpCounters>,
-        max_sockets: u32,
-        batch: u16,
-        payload: usize,
+        mut kernel: MmsgRecv,
+        busy_poll: bool,
     ) -> io::Result<XdpRecv> {
-        // One slot more: the first watches the AF_XDP socket for waits.
-        let mut kernel = MmsgRecv::new(max_sockets.saturating_add(1), batch, payload)?;
-        kernel.reserve(Some(socket.fd()))?;
+        kernel.watch_extra(socket.fd());
         lock(&program).set_socket(queue, socket.fd())?;
         Ok(XdpRecv {
             socket,
             queue,
             program,
             kernel,
-            steered: Vec::with_capacity(max_sockets as usize),
+            steered: Vec::new(),
             totals: Totals::default(),
             counters,
             batches: 0,
             stats_read: Instant::now(),
+            since_kernel: 0,
+            busy_poll,
         })
     }
 
@@ -182,7 +203,10 @@ impl XdpRecv {
         let n = socket.rx_batch(BATCH, |bytes| {
             totals.frames += 1;
             match frame::parse(bytes) {
-                Ok(f) => match steered.iter().find(|s| s.group == f.dst) {
+                Ok(f) => match steered
+                    .iter()
+                    .find(|s| s.group == f.dst && s.source.is_none_or(|src| src == f.src.ip()))
+                {
                     Some(s) => {
                         totals.delivered += 1;
                         sink(Event::Datagram {
@@ -225,8 +249,11 @@ impl BatchRecv for XdpRecv {
     fn add(&mut self, endpoint: Endpoint<'_>) -> io::Result<u32> {
         match endpoint {
             Endpoint::Fd {
-                group: Some(group), ..
+                group: Some(joined),
+                source,
+                ..
             } => {
+                let group = as_on_the_wire(joined);
                 if self.steered.iter().any(|s| s.group == group) {
                     return Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
@@ -236,12 +263,17 @@ impl BatchRecv for XdpRecv {
                         ),
                     ));
                 }
-                let slot = self.kernel.reserve(None)?;
+                // The joined socket is read too: it gets what the program passes.
+                let slot = self.kernel.add(endpoint)?;
                 if let Err(e) = lock(&self.program).add_group(group) {
                     let _ = self.kernel.remove(slot);
                     return Err(e);
                 }
-                self.steered.push(Steered { group, slot });
+                self.steered.push(Steered {
+                    group,
+                    source: source.map(|s| canonical(SocketAddr::new(s, 0)).ip()),
+                    slot,
+                });
                 Ok(slot)
             }
             other => self.kernel.add(other),
@@ -268,14 +300,20 @@ impl BatchRecv for XdpRecv {
         sink: &mut impl FnMut(Event<'_>),
     ) -> io::Result<usize> {
         let mut total = self.drain_batch(sink);
+        let mut woke = false;
         if total == 0 {
-            if let Some(d) = wait {
-                if self.stats_read.elapsed() >= STATS_IDLE {
-                    self.publish_kernel();
+            if self.stats_read.elapsed() >= STATS_IDLE {
+                self.publish_kernel();
+            }
+            match wait {
+                Some(d) => {
+                    if !self.kernel.wait(d)? {
+                        return Ok(0);
+                    }
+                    woke = true;
                 }
-                if !self.kernel.wait(d)? {
-                    return Ok(0);
-                }
+                None if self.busy_poll => self.socket.busy_poll_once(),
+                None => {}
             }
         }
         // Up to a few batches per poll, so that the shard's other work (timers, commands)
@@ -287,7 +325,9 @@ impl BatchRecv for XdpRecv {
                 break;
             }
         }
-        if self.kernel.reads_any() {
+        self.since_kernel += 1;
+        if self.kernel.reads_any() && (woke || self.since_kernel >= KERNEL_EVERY) {
+            self.since_kernel = 0;
             total += self.kernel.poll(None, sink)?;
         }
         Ok(total)

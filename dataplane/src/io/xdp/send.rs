@@ -19,7 +19,8 @@ use crate::io::op::OpTable;
 use crate::io::{sleep_on, BatchSend, Completion, Sending};
 use crate::wire::frame::FrameTemplate;
 
-/// How long a flush waits for a free TX frame before it gives a packet up.
+/// How long a flush waits for a free TX frame before it gives a packet up, and how long
+/// the close waits for the kernel to send what is still on the ring.
 const FULL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The counters of one publisher's AF_XDP sender, read from other threads.
@@ -29,6 +30,7 @@ pub(crate) struct XdpSendCounters {
     pub(crate) completed: Shared,
     pub(crate) waits: Shared,
     pub(crate) dropped: Shared,
+    pub(crate) kick_errors: Shared,
     pub(crate) kernel_tx_invalid: Shared,
 }
 
@@ -36,9 +38,10 @@ pub(crate) struct XdpSendCounters {
 pub(crate) struct XdpSend {
     socket: XdpSocket,
     src_mac: [u8; 6],
-    /// The source address and port of the frames, per family.
-    src_v4: Option<SocketAddr>,
-    src_v6: Option<SocketAddr>,
+    /// The interface, for the frames' source address (chosen per group).
+    iface: Iface,
+    /// The frames' source port.
+    port: u16,
     hop_limit: u8,
     /// The headers of the last destination.
     template: Option<FrameTemplate>,
@@ -47,6 +50,7 @@ pub(crate) struct XdpSend {
     completed: u64,
     waits: u64,
     dropped: u64,
+    kick_errors: u64,
     flushes: u32,
 }
 
@@ -74,13 +78,11 @@ impl XdpSend {
                 ),
             ));
         };
-        let src =
-            |probe: std::net::IpAddr| iface.source_for(probe).map(|ip| SocketAddr::new(ip, port));
         let backend = XdpSend {
             socket,
             src_mac,
-            src_v4: src(std::net::Ipv4Addr::new(239, 0, 0, 1).into()),
-            src_v6: src(std::net::Ipv6Addr::new(0xff0e, 0, 0, 0, 0, 0, 0, 1).into()),
+            iface: iface.clone(),
+            port,
             hop_limit,
             template: None,
             counters,
@@ -88,6 +90,7 @@ impl XdpSend {
             completed: 0,
             waits: 0,
             dropped: 0,
+            kick_errors: 0,
             flushes: 0,
         };
         Ok(Sending::new(ops, backend))
@@ -98,11 +101,11 @@ impl XdpSend {
         if let Some(t) = self.template.filter(|t| t.dst() == dest) {
             return Ok(t);
         }
-        let src = match dest {
-            SocketAddr::V4(_) => self.src_v4,
-            SocketAddr::V6(_) => self.src_v6,
-        }
-        .ok_or(libc::EADDRNOTAVAIL)?;
+        let src = self
+            .iface
+            .source_for(dest.ip())
+            .map(|ip| SocketAddr::new(ip, self.port))
+            .ok_or(libc::EADDRNOTAVAIL)?;
         let t = FrameTemplate::new(self.src_mac, src, dest, self.hop_limit, 0)
             .map_err(|_| libc::EDESTADDRREQ)?;
         self.template = Some(t);
@@ -135,9 +138,7 @@ impl XdpSend {
             }
             // No free frame: hand the kernel what is queued and take back what it sent.
             self.waits += 1;
-            self.socket
-                .tx_flush()
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            self.kick();
             self.reclaim();
             if self.socket.tx_free() > 0 {
                 continue;
@@ -159,6 +160,28 @@ impl XdpSend {
         c.completed.set(self.completed);
         c.waits.set(self.waits);
         c.dropped.set(self.dropped);
+        c.kick_errors.set(self.kick_errors);
+    }
+
+    /// Kicks the kernel to send what is on the TX ring (every packet there was reported
+    /// sent already: a failed kick is counted and logged, and the next flush, reap or
+    /// wait kicks again). Returns the frames the kernel has not taken yet.
+    fn kick(&mut self) -> u32 {
+        match self.socket.tx_flush() {
+            Ok(left) => left,
+            Err(e) => {
+                if self.kick_errors == 0 {
+                    tracing::warn!(error = %e, "AF_XDP send kick failed; retrying at the next flush");
+                }
+                self.kick_errors += 1;
+                u32::MAX
+            }
+        }
+    }
+
+    /// Whether frames are still out (on the ring, or sent and not yet completed).
+    fn frames_out(&self) -> bool {
+        self.frames > self.completed
     }
 }
 
@@ -199,7 +222,7 @@ impl BatchSend for XdpSend {
             ops.give_back(op);
         }
         ops.restore_queue(pending);
-        let kicked = self.socket.tx_flush().map(|_| ());
+        self.kick();
         self.reclaim();
         self.flushes = self.flushes.wrapping_add(1);
         if self.flushes % 1024 == 0 {
@@ -208,7 +231,7 @@ impl BatchSend for XdpSend {
             }
         }
         self.publish();
-        kicked
+        Ok(())
     }
 
     fn reap(
@@ -217,7 +240,11 @@ impl BatchSend for XdpSend {
         _wait: bool,
         _done: &mut impl FnMut(Completion),
     ) -> io::Result<usize> {
-        // Operations complete at the flush; only frames are still out.
+        // Operations complete at the flush; only frames may still be out, on the ring
+        // (a kick the kernel answered "later") or sent and not yet completed.
+        if self.frames_out() {
+            self.kick();
+        }
         self.reclaim();
         self.publish();
         Ok(0)
@@ -230,7 +257,31 @@ impl BatchSend for XdpSend {
         _done: &mut impl FnMut(Completion),
     ) -> usize {
         sleep_on(ops.wake(), timeout);
+        if self.frames_out() {
+            self.kick();
+        }
         self.reclaim();
         0
+    }
+}
+
+impl Drop for XdpSend {
+    /// Gives the kernel up to [`FULL_TIMEOUT`] to send what is still on the ring (the end
+    /// of session among it), so that closing loses nothing that was reported sent.
+    fn drop(&mut self) {
+        let start = Instant::now();
+        self.reclaim();
+        while self.frames_out() && start.elapsed() < FULL_TIMEOUT {
+            self.kick();
+            std::thread::sleep(Duration::from_micros(50));
+            self.reclaim();
+        }
+        if self.frames_out() {
+            tracing::warn!(
+                left = self.frames - self.completed,
+                "closing an AF_XDP sender with frames the kernel did not send"
+            );
+        }
+        self.publish();
     }
 }

@@ -844,6 +844,25 @@ impl XdpSocket {
         n
     }
 
+    /// One non-blocking `recvfrom` on the socket: with busy polling on
+    /// ([`set_busy_poll`](Self::set_busy_poll)), the kernel runs the driver's receive
+    /// from this call (it copies nothing: the frames land in the RX ring). For a spinning
+    /// thread that found the ring empty.
+    pub(crate) fn busy_poll_once(&self) {
+        // SAFETY: a zero-length receive on our socket with no buffer and no address; the
+        // kernel writes nothing. EAGAIN (nothing to read) is the expected answer.
+        unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
     /// Publishes the fill ring and kicks the kernel with `recvfrom(MSG_DONTWAIT)` if it
     /// set `XDP_RING_NEED_WAKEUP` there.
     fn fill_flush(&mut self) {
