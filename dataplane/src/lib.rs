@@ -9,10 +9,10 @@
 //!
 //! | layer | folder | holds |
 //! |---|---|---|
-//! | framing | [`wire`] | MoldUDP64 packets as typed views over bytes (`Packet::new_checked`) and owned `Repr`s |
+//! | framing | [`wire`] | MoldUDP64 packets as typed views over bytes (`Packet::new_checked`) and owned `Repr`s; [`wire::frame`], raw Ethernet/IP/UDP frames for AF_XDP |
 //! | sans-IO core | [`core`] | the packetizer, each subscription's receive state (parse, session, sequencing, gaps), the fan-out's per-leaf cursors; no socket, thread or clock |
 //! | seam | [`io`] | `BatchSend` and `BatchRecv`, the two traits every backend implements |
-//! | backends | `io/uring/` (`send`, `recv`, `buf_ring`), `io/mmsg/` (`send`, `recv`), [`io::sim`] | io_uring, the recvmmsg/sendmmsg fallback, a simulated network that loses, reorders and corrupts on purpose |
+//! | backends | `io/uring/` (`send`, `recv`, `buf_ring`), `io/mmsg/` (`send`, `recv`), [`io::xdp`] (`program`, `umem`, `ring`, `socket`, `recv`, `send`), [`io::sim`] | io_uring, the recvmmsg/sendmmsg fallback, AF_XDP (kernel bypass, with its XDP program in `bpf/steer.c`), a simulated network that loses, reorders and corrupts on purpose |
 //! | runtime | [`runtime`] | one shard runtime: thread, pinning, idle strategy, command link, wake-up |
 //! | drivers | [`publisher`], [`subscribe`], [`fanout`], [`rooted_transport`] | the public objects: they give the core buffers and time, and carry out what it says through a backend |
 //! | pacing | [`pacing`] | a sans-IO rate schedule with bounded bursts ([`Pacer`]) |

@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | io_uring (`uring`) | `SENDMSG`/`SENDMSG_ZC` on a registered file | multishot `RECVMSG` from a provided buffer ring (`uring::buf_ring`) |
 //! | mmsg (`mmsg`), the fallback | `sendmmsg` | `recvmmsg` after `poll(2)` |
+//! | AF_XDP ([`xdp`]), by choice only | raw frames on the TX ring of an AF_XDP socket | raw frames from its RX ring, steered there by an XDP program; the subscriptions' own sockets with `recvmmsg` beside it |
 //! | sim ([`sim`]), for tests | into a simulated network that loses, duplicates, reorders, delays and corrupts on purpose | from it |
 //!
 //! Shards, publishers and fan-out shards are generic over the traits and are

@@ -1,6 +1,6 @@
 //! AF_XDP: kernel bypass behind the transport seam.
 //!
-//! An XDP program ([`program`], built from `dataplane/bpf/steer.c`) runs at the
+//! An XDP program (`program`, built from `dataplane/bpf/steer.c`) runs at the
 //! interface's driver (native mode) or right after the kernel made an skb (generic
 //! mode). It looks up each UDP packet's destination address and port in a map of the
 //! subscribed groups and redirects those to the AF_XDP socket of the packet's receive
@@ -8,19 +8,19 @@
 //! kernel untouched. One program serves an interface for one [`Shards`](crate::Shards):
 //! shard `i` owns the socket of queue `XdpConfig::queue + i`.
 //!
-//! Each socket ([`socket`]) owns a UMEM ([`umem`]): frames allocated up front (on huge
-//! pages when the host has them), half lent to the kernel through the fill ring for
-//! receiving, half kept for sending. The four rings ([`ring`]) are single-producer,
-//! single-consumer queues shared with the kernel.
+//! Each socket (`socket`) owns a UMEM (`umem`): frames allocated up front (on huge pages
+//! when the host has them), all lent to the kernel through the fill ring for receiving
+//! (a shard's) or all kept for sending (a publisher's). The four rings (`ring`) are
+//! single-producer, single-consumer queues shared with the kernel.
 //!
-//! - **Receive** ([`recv`]): a batch of RX descriptors is read at once; each frame's
+//! - **Receive** (`recv`): a batch of RX descriptors is read at once; each frame's
 //!   Ethernet, IP and UDP headers are checked ([`crate::wire::frame`]) before its
 //!   MoldUDP64 payload goes to the sink in place, and the frame goes back to the fill
 //!   ring once the sink returned (the buffer ring's zero-copy contract). A frame that
 //!   fails a check is counted by reason and dropped. A subscription's other sockets
 //!   (its re-request socket) are not steered: they are read with `recvmmsg` beside the
 //!   AF_XDP socket.
-//! - **Send** ([`send`]): the publisher's packets are copied into free TX frames behind
+//! - **Send** (`send`): the publisher's packets are copied into free TX frames behind
 //!   Ethernet, IP and UDP headers built once per destination; a flush hands the batch
 //!   to the kernel with one `sendto` kick, and completions give the frames back.
 //! - **Lifetime**: the program is attached through a BPF link, which the kernel owns
