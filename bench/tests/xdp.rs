@@ -516,3 +516,51 @@ fn xdp_without_an_interface_or_on_a_missing_one_is_a_clear_error() {
         assert!(stderr.contains(want), "{line}: {stderr}");
     }
 }
+
+#[test]
+fn a_source_specific_xdp_sub_takes_only_its_source() {
+    let test = "a_source_specific_xdp_sub_takes_only_its_source";
+    let _turn = common::turn();
+    let Some((mut lab, publisher, subscriber)) = lab(test) else {
+        return;
+    };
+    // Joined for a source that is not the publisher: the program steers the group's
+    // frames to the socket, and the shard drops them as not for this subscription.
+    let ssm = "232.231.0.1:41000";
+    let bin = env!("CARGO_BIN_EXE_multipoint");
+    let line = format!(
+        "{bin} sub --backend xdp --iface {SUB_IF} --group {ssm} --source 10.231.0.99 \
+         --session {SESSION} --idle yield --json --secs 120"
+    );
+    let argv: Vec<&str> = line.split_whitespace().collect();
+    lab.spawn(&subscriber, "sub", &argv).expect("sub starts");
+    assert!(wait_until(Duration::from_secs(20), || lab
+        .log("sub")
+        .contains("listening on")));
+    let line = format!(
+        "pub --iface {PUB_IF} --group {ssm} --session {SESSION} --ttl 4 --json --count 20000 \
+         --rate 100000"
+    );
+    let out = in_host(&publisher, &common::words(&line))
+        .stdin(Stdio::null())
+        .output()
+        .expect("pub runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = lab.pid("sub").expect("the sub's pid");
+    // SAFETY: a plain kill(2) of a child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let sub = finish(&mut lab, "sub", Duration::from_secs(10));
+    let xdp = &sub["xdp"];
+    assert_eq!(
+        u(&sub, "messages"),
+        0,
+        "another source's messages were delivered: {sub}"
+    );
+    assert!(u(xdp, "frames") > 0, "the program steered nothing: {xdp}");
+    assert_eq!(u(xdp, "not_subscribed"), u(xdp, "frames"), "{xdp}");
+}
