@@ -11,7 +11,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use multipoint_tests::{netns::wait_until, print_skip, Host, Lab};
@@ -99,29 +99,53 @@ fn last_json_line(text: &str) -> Option<Value> {
     serde_json::from_str(line).ok()
 }
 
-/// Starts `multipoint sub --backend xdp` on the subscriber's veth in the background
-/// (output in the lab's log `label`), and waits until it listens (its XDP program is
-/// then attached).
-fn start_xdp_sub(lab: &mut Lab, subscriber: &Host, label: &str, extra: &str) {
-    let bin = env!("CARGO_BIN_EXE_multipoint");
-    let line = format!(
-        "{bin} sub --backend xdp --iface {SUB_IF} --group {GROUP} --session {SESSION} \
-         --idle yield --json {extra}"
-    );
-    let argv: Vec<&str> = line.split_whitespace().collect();
-    lab.spawn(subscriber, label, &argv).expect("sub starts");
+/// Starts `multipoint sub ARGS` in `host` in the background (output in the lab's log
+/// `label`) and waits until it listens.
+fn start_sub(lab: &mut Lab, host: &Host, label: &str, args: &str) {
+    let line = format!("{} sub {args}", env!("CARGO_BIN_EXE_multipoint"));
+    lab.spawn(host, label, &common::words(&line))
+        .expect("sub starts");
     let listening = wait_until(Duration::from_secs(20), || {
         lab.log(label).contains("listening on") || !lab.daemon_running(label)
     });
     let log = lab.log(label);
     assert!(
         listening && log.contains("listening on"),
-        "the XDP subscriber did not start:\n{log}"
+        "the subscriber did not start:\n{log}"
+    );
+}
+
+/// Starts `multipoint sub --backend xdp` on the subscriber's veth for `group` (see
+/// [`start_sub`]); its XDP program is then attached.
+fn start_xdp_sub(lab: &mut Lab, subscriber: &Host, group: &str, extra: &str) {
+    start_sub(
+        lab,
+        subscriber,
+        "sub",
+        &format!(
+            "--backend xdp --iface {SUB_IF} --group {group} --session {SESSION} --idle yield \
+             --json {extra}"
+        ),
     );
     assert!(
         has_xdp(subscriber, SUB_IF),
         "no XDP program on {SUB_IF} while the subscriber runs"
     );
+}
+
+/// Sends `signal` to the daemon `label` (`ip netns exec` execs the tool, so the
+/// daemon's pid is the tool's).
+fn signal(lab: &Lab, label: &str, signal: i32) {
+    let pid = lab.pid(label).expect("the daemon's pid");
+    // SAFETY: a plain kill(2) of a child this test started.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+/// Stops the daemon `label` with SIGINT and returns its final JSON.
+fn stop(lab: &mut Lab, label: &str) -> Value {
+    signal(lab, label, libc::SIGINT);
+    finish(lab, label, Duration::from_secs(10))
 }
 
 /// Waits for the daemon `label` to exit and returns its final JSON.
@@ -132,23 +156,22 @@ fn finish(lab: &mut Lab, label: &str, within: Duration) -> Value {
     last_json_line(&log).unwrap_or_else(|| panic!("{label} printed no JSON:\n{log}"))
 }
 
-/// Runs the publisher to the end inside `host`.
-fn publish(host: &Host, args: &str) -> Output {
+/// Runs the publisher to `group` to the end inside `host` and returns its JSON.
+fn publish(host: &Host, group: &str, args: &str) -> Value {
     let line =
-        format!("pub --iface {PUB_IF} --group {GROUP} --session {SESSION} --ttl 4 --json {args}");
-    let argv: Vec<&str> = line.split_whitespace().collect();
-    let out = in_host(host, &argv)
+        format!("pub --iface {PUB_IF} --group {group} --session {SESSION} --ttl 4 --json {args}");
+    let out = in_host(host, &common::words(&line))
         .stdin(Stdio::null())
         .output()
         .expect("pub runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "pub failed ({}):\n{}\n{}",
+        "pub failed ({}):\n{stdout}\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
+    last_json_line(&stdout).unwrap_or_else(|| panic!("pub printed no JSON:\n{stdout}"))
 }
 
 fn u(v: &Value, key: &str) -> u64 {
@@ -171,17 +194,10 @@ fn xdp_sub_gets_a_million_messages_complete_and_in_order_and_leaves_no_program()
     let Some((mut lab, publisher, subscriber)) = lab(test) else {
         return;
     };
-    start_xdp_sub(&mut lab, &subscriber, "sub", "--count 1000000 --secs 120");
+    start_xdp_sub(&mut lab, &subscriber, GROUP, "--count 1000000 --secs 120");
     // Paced for the test profile's unoptimised build of the tool; the release build's
     // rates are in bench/README.md.
-    let out = publish(&publisher, "--count 1000000 --size 32 --rate 250000");
-    let sent: Value = serde_json::from_str(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default(),
-    )
-    .expect("pub's JSON");
+    let sent = publish(&publisher, GROUP, "--count 1000000 --size 32 --rate 250000");
     assert_eq!(u(&sent, "messages"), 1_000_000, "{sent}");
     let sub = finish(&mut lab, "sub", Duration::from_secs(60));
     assert_complete(&sub, 1_000_000);
@@ -202,12 +218,8 @@ fn a_killed_xdp_sub_leaves_no_program_behind() {
     let Some((mut lab, _publisher, subscriber)) = lab(test) else {
         return;
     };
-    start_xdp_sub(&mut lab, &subscriber, "sub", "--secs 120");
-    let pid = lab.pid("sub").expect("the sub's pid");
-    // `ip netns exec` runs the tool itself (it execs), so this is the tool's pid.
-    // SAFETY: a plain kill(2) of a child this test started.
-    let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    start_xdp_sub(&mut lab, &subscriber, GROUP, "--secs 120");
+    signal(&lab, "sub", libc::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(10), || !has_xdp(&subscriber, SUB_IF)),
         "an XDP program is left on {SUB_IF} after SIGKILL"
@@ -221,7 +233,7 @@ fn pings_tcp_and_other_groups_still_reach_the_kernel_beside_an_xdp_sub() {
     let Some((mut lab, publisher, subscriber)) = lab(test) else {
         return;
     };
-    start_xdp_sub(&mut lab, &subscriber, "sub", "--secs 120");
+    start_xdp_sub(&mut lab, &subscriber, GROUP, "--secs 120");
 
     // Ping.
     let ping = Command::new("ip")
@@ -296,10 +308,7 @@ fn pings_tcp_and_other_groups_still_reach_the_kernel_beside_an_xdp_sub() {
         assert_eq!(&buf[..n], b"kernel");
     }
 
-    let pid = lab.pid("sub").expect("the sub's pid");
-    // SAFETY: a plain kill(2) of a child this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let sub = finish(&mut lab, "sub", Duration::from_secs(10));
+    let sub = stop(&mut lab, "sub");
     assert_eq!(u(&sub["xdp"], "delivered"), 0, "{sub}");
 }
 
@@ -402,7 +411,7 @@ fn hostile_frames_are_counted_by_reason_and_never_delivered() {
     let Some((mut lab, publisher, subscriber)) = lab(test) else {
         return;
     };
-    start_xdp_sub(&mut lab, &subscriber, "sub", "--secs 120");
+    start_xdp_sub(&mut lab, &subscriber, GROUP, "--secs 120");
     // A MoldUDP64 heartbeat of the test's session, so that a frame delivered by mistake
     // would count as a packet.
     let mut mold = Vec::new();
@@ -436,10 +445,7 @@ fn hostile_frames_are_counted_by_reason_and_never_delivered() {
     });
     assert!(counted);
     std::thread::sleep(Duration::from_millis(500));
-    let pid = lab.pid("sub").expect("the sub's pid");
-    // SAFETY: a plain kill(2) of a child this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let sub = finish(&mut lab, "sub", Duration::from_secs(10));
+    let sub = stop(&mut lab, "sub");
     let xdp = &sub["xdp"];
     assert_eq!(
         u(&sub, "packets"),
@@ -471,27 +477,20 @@ fn an_xdp_publisher_reaches_a_kernel_subscriber_complete_and_in_order() {
     let Some((mut lab, publisher, subscriber)) = lab(test) else {
         return;
     };
-    let bin = env!("CARGO_BIN_EXE_multipoint");
-    let line = format!(
-        "{bin} sub --iface {SUB_IF} --group {GROUP} --session {SESSION} --idle yield --json \
-         --count 200000 --secs 60"
+    start_sub(
+        &mut lab,
+        &subscriber,
+        "sub",
+        &format!(
+            "--iface {SUB_IF} --group {GROUP} --session {SESSION} --idle yield --json --count \
+             200000 --secs 60"
+        ),
     );
-    let argv: Vec<&str> = line.split_whitespace().collect();
-    lab.spawn(&subscriber, "sub", &argv).expect("sub starts");
-    assert!(wait_until(Duration::from_secs(20), || lab
-        .log("sub")
-        .contains("listening on")));
-    let out = publish(
+    let sent = publish(
         &publisher,
+        GROUP,
         "--backend xdp --count 200000 --size 32 --rate 500000",
     );
-    let sent: Value = serde_json::from_str(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default(),
-    )
-    .expect("pub's JSON");
     assert_eq!(sent["backend"], "af_xdp", "{sent}");
     assert!(u(&sent["xdp"], "frames") > 0, "{sent}");
     let sub = finish(&mut lab, "sub", Duration::from_secs(30));
@@ -527,34 +526,15 @@ fn a_source_specific_xdp_sub_takes_only_its_source() {
     // Joined for a source that is not the publisher: the program steers the group's
     // frames to the socket, and the shard drops them as not for this subscription.
     let ssm = "232.231.0.1:41000";
-    let bin = env!("CARGO_BIN_EXE_multipoint");
-    let line = format!(
-        "{bin} sub --backend xdp --iface {SUB_IF} --group {ssm} --source 10.231.0.99 \
-         --session {SESSION} --idle yield --json --secs 120"
+    start_xdp_sub(
+        &mut lab,
+        &subscriber,
+        ssm,
+        "--source 10.231.0.99 --secs 120",
     );
-    let argv: Vec<&str> = line.split_whitespace().collect();
-    lab.spawn(&subscriber, "sub", &argv).expect("sub starts");
-    assert!(wait_until(Duration::from_secs(20), || lab
-        .log("sub")
-        .contains("listening on")));
-    let line = format!(
-        "pub --iface {PUB_IF} --group {ssm} --session {SESSION} --ttl 4 --json --count 20000 \
-         --rate 100000"
-    );
-    let out = in_host(&publisher, &common::words(&line))
-        .stdin(Stdio::null())
-        .output()
-        .expect("pub runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    publish(&publisher, ssm, "--count 20000 --rate 100000");
     std::thread::sleep(Duration::from_millis(300));
-    let pid = lab.pid("sub").expect("the sub's pid");
-    // SAFETY: a plain kill(2) of a child this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let sub = finish(&mut lab, "sub", Duration::from_secs(10));
+    let sub = stop(&mut lab, "sub");
     let xdp = &sub["xdp"];
     assert_eq!(
         u(&sub, "messages"),
