@@ -134,12 +134,13 @@ fn start_xdp_sub(lab: &mut Lab, subscriber: &Host, group: &str, extra: &str) {
 }
 
 /// Sends `signal` to the daemon `label` (`ip netns exec` execs the tool, so the
-/// daemon's pid is the tool's).
-fn signal(lab: &Lab, label: &str, signal: i32) {
+/// daemon's pid is the tool's); returns the pid.
+fn signal(lab: &Lab, label: &str, signal: i32) -> u32 {
     let pid = lab.pid(label).expect("the daemon's pid");
     // SAFETY: a plain kill(2) of a child this test started.
     let rc = unsafe { libc::kill(pid as i32, signal) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    pid
 }
 
 /// Stops the daemon `label` with SIGINT and returns its final JSON.
@@ -219,11 +220,14 @@ fn a_killed_xdp_sub_leaves_no_program_behind() {
         return;
     };
     start_xdp_sub(&mut lab, &subscriber, GROUP, "--secs 120");
-    signal(&lab, "sub", libc::SIGKILL);
+    let pid = signal(&lab, "sub", libc::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(10), || !has_xdp(&subscriber, SUB_IF)),
         "an XDP program is left on {SUB_IF} after SIGKILL"
     );
+    // A killed process cannot remove its counters file (`multipoint stat` reports it
+    // stale): the test does, so as to leave nothing behind.
+    let _ = std::fs::remove_file(format!("/dev/shm/multipoint-stat-{pid}"));
 }
 
 #[test]
