@@ -252,21 +252,32 @@ pub struct XdpSendStats {
     pub kernel_tx_invalid: u64,
 }
 
-/// A counter one thread writes and others read (a relaxed atomic: the readers want a
-/// recent value, not an ordering).
-#[derive(Debug, Default)]
-pub(crate) struct Shared(AtomicU64);
-
-impl Shared {
-    /// Sets it (the one writer keeps the running total itself).
-    #[inline]
-    pub(crate) fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    /// Reads it.
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+/// The settings of one AF_XDP socket: a shard's (`receiving`) or a publisher's. A shard
+/// only receives and a publisher only sends, so every frame of the UMEM goes to the one
+/// direction (the other direction's rings stay, small and unused).
+fn xsk_config(c: &crate::config::XdpConfig, receiving: bool) -> socket::XskConfig {
+    const UNUSED_RING: u32 = 64;
+    let (rx_frames, tx_frames) = if receiving {
+        (c.frames, 0)
+    } else {
+        (0, c.frames)
+    };
+    socket::XskConfig {
+        frames: c.frames,
+        frame_size: c.frame_size,
+        rx_size: if receiving { c.ring_size } else { UNUSED_RING },
+        // A sender's TX ring holds every frame, so that a free frame always has a place
+        // on it.
+        tx_size: if receiving { UNUSED_RING } else { c.frames },
+        fill_size: rx_frames.max(UNUSED_RING),
+        comp_size: tx_frames.max(UNUSED_RING),
+        zero_copy: match c.zero_copy {
+            crate::config::XdpZeroCopy::Auto => socket::ZeroCopy::Auto,
+            crate::config::XdpZeroCopy::Require => socket::ZeroCopy::Require,
+            crate::config::XdpZeroCopy::Off => socket::ZeroCopy::Copy,
+        },
+        need_wakeup: true,
+        tx_frames,
     }
 }
 
@@ -292,22 +303,14 @@ impl XdpShared {
     /// [`Error::Config`] for settings that cannot work, [`Error::XdpUnavailable`] when
     /// the program cannot be attached.
     pub(crate) fn open(config: &crate::config::XdpConfig, shards: usize) -> Result<XdpShared> {
-        if !config.frames.is_power_of_two() || config.frames < 64 {
+        // The sockets' settings, checked before anything is set up.
+        xsk_config(config, shards > 0)
+            .validate()
+            .map_err(|e| Error::Config(format!("XDP settings: {e}")))?;
+        if config.frames < 64 {
             return Err(Error::Config(format!(
-                "XDP frames {} is not a power of two of at least 64",
+                "XDP frames {} is fewer than 64",
                 config.frames
-            )));
-        }
-        if config.frame_size != 2048 && config.frame_size != 4096 {
-            return Err(Error::Config(format!(
-                "XDP frame size {} is neither 2048 nor 4096",
-                config.frame_size
-            )));
-        }
-        if !config.ring_size.is_power_of_two() {
-            return Err(Error::Config(format!(
-                "XDP ring size {} is not a power of two",
-                config.ring_size
             )));
         }
         let iface = Iface::lookup(&config.interface)?;
@@ -350,33 +353,7 @@ impl XdpShared {
     ///
     /// The socket could not be set up; the error names the cause and the fix.
     pub(crate) fn socket(&self, queue: u32, busy_poll: bool) -> std::io::Result<socket::XdpSocket> {
-        let c = &self.config;
-        // A shard only receives and a publisher only sends: every frame of the UMEM goes
-        // to the one direction (the other direction's rings stay, small and unused).
-        const UNUSED_RING: u32 = 64;
-        let receiving = self.program.is_some();
-        let (rx_frames, tx_frames) = if receiving {
-            (c.frames, 0)
-        } else {
-            (0, c.frames)
-        };
-        let xsk = socket::XskConfig {
-            frames: c.frames,
-            frame_size: c.frame_size,
-            rx_size: if receiving { c.ring_size } else { UNUSED_RING },
-            // A sender's TX ring holds every frame, so that a free frame always has a
-            // place on it.
-            tx_size: if receiving { UNUSED_RING } else { c.frames },
-            fill_size: rx_frames.max(UNUSED_RING),
-            comp_size: tx_frames.max(UNUSED_RING),
-            zero_copy: match c.zero_copy {
-                crate::config::XdpZeroCopy::Auto => socket::ZeroCopy::Auto,
-                crate::config::XdpZeroCopy::Require => socket::ZeroCopy::Require,
-                crate::config::XdpZeroCopy::Off => socket::ZeroCopy::Copy,
-            },
-            need_wakeup: true,
-            tx_frames,
-        };
+        let xsk = xsk_config(&self.config, self.program.is_some());
         let socket = socket::XdpSocket::new(self.iface.index, queue, &xsk)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", self.iface.name)))?;
         let mut setup = self

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use super::program::SteerProgram;
 use super::socket::{XdpSocket, XskStats};
-use super::{Shared, XdpStats};
+use super::XdpStats;
 use crate::io::mmsg::MmsgRecv;
 use crate::io::{canonical, BatchRecv, Endpoint, Event, RecvMeta};
+use crate::stats::Counter;
 use crate::wire::frame::{self, Discard, FrameDiscards};
 
 /// RX descriptors read per batch (and frames lent back per fill-ring submission).
@@ -44,15 +45,15 @@ const STATS_IDLE: Duration = Duration::from_millis(100);
 /// other threads ([`XdpCounters::snapshot`]).
 #[derive(Debug, Default)]
 pub(crate) struct XdpCounters {
-    frames: Shared,
-    delivered: Shared,
-    not_subscribed: Shared,
-    invalid_descriptors: Shared,
-    discards: [Shared; Discard::ALL.len()],
-    kernel_rx_dropped: Shared,
-    kernel_rx_ring_full: Shared,
-    kernel_fill_ring_empty: Shared,
-    kernel_rx_invalid: Shared,
+    frames: Counter,
+    delivered: Counter,
+    not_subscribed: Counter,
+    invalid_descriptors: Counter,
+    discards: [Counter; Discard::ALL.len()],
+    kernel_rx_dropped: Counter,
+    kernel_rx_ring_full: Counter,
+    kernel_fill_ring_empty: Counter,
+    kernel_rx_invalid: Counter,
 }
 
 impl XdpCounters {

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::socket::XdpSocket;
-use super::{Iface, Shared};
+use super::Iface;
 use crate::io::op::OpTable;
 use crate::io::{sleep_on, BatchSend, Completion, Sending};
+use crate::stats::Counter;
 use crate::wire::frame::FrameTemplate;
 
 /// How long a flush waits for a free TX frame before it gives a packet up, and how long
@@ -26,12 +27,12 @@ const FULL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The counters of one publisher's AF_XDP sender, read from other threads.
 #[derive(Debug, Default)]
 pub(crate) struct XdpSendCounters {
-    pub(crate) frames: Shared,
-    pub(crate) completed: Shared,
-    pub(crate) waits: Shared,
-    pub(crate) dropped: Shared,
-    pub(crate) kick_errors: Shared,
-    pub(crate) kernel_tx_invalid: Shared,
+    pub(crate) frames: Counter,
+    pub(crate) completed: Counter,
+    pub(crate) waits: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) kick_errors: Counter,
+    pub(crate) kernel_tx_invalid: Counter,
 }
 
 /// The AF_XDP sender of one socket. See the module docs.
