@@ -4,6 +4,8 @@
 #   1. IPC throughput, 32-byte messages, `multipoint pub --ipc` as fast as it goes, to 1
 #      and to 4 reader processes (`multipoint sub --ipc`): msgs/s at the writer and at
 #      each reader, and what each reader lost to lapping;
+#      and 4 readers again with the writer paced at RATE4 (default 20,000,000 msgs/s), the
+#      rate of issue 15's goal: does every reader keep up, losing nothing;
 #   2. IPC one-way latency at a moderate rate (stamps in the payload, --batch 1: each
 #      message published at once), one spinning reader;
 #   3. the network path on loopback: `multipoint throughput` (pub and sub in one process,
@@ -22,6 +24,7 @@ cd "$(dirname "$0")/.."
 
 COUNT=${COUNT:-20000000}
 RATE=${RATE:-100000}
+RATE4=${RATE4:-20000000}
 LAT_COUNT=${LAT_COUNT:-500000}
 SIZE=${SIZE:-32}
 BIN=${BIN:-target/release/multipoint}
@@ -94,6 +97,8 @@ run t1 1 0 --rate 0 --count "$COUNT"
 echo "ipc throughput, 1 reader:   writer $(field "$TMP/t1.w" msgs_per_sec) msgs/s; reader$(readers_line t1 1)"
 run t4 4 0 --rate 0 --count "$COUNT"
 echo "ipc throughput, 4 readers:  writer $(field "$TMP/t4.w" msgs_per_sec) msgs/s; readers$(readers_line t4 4)"
+run p4 4 0 --rate "$RATE4" --count "$COUNT"
+echo "ipc paced at $RATE4, 4 readers: writer $(field "$TMP/p4.w" msgs_per_sec) msgs/s; readers$(readers_line p4 4)"
 
 SUB_ARGS=(--idle spin)
 run lat 1 0 --rate "$RATE" --count "$LAT_COUNT" --batch 1
