@@ -17,6 +17,7 @@
 #                                               share on its own; adds each line's wins and
 #                                               how far behind the other it ran (µs)
 #   RECOVER=0 sudo bench/loss.sh                without --rerequest (what is lost stays lost)
+#   IN_FLIGHT=256 sudo bench/loss.sh            the sub's --recovery-in-flight
 #
 # Needs root, ip (iproute2), nft (nftables) and a release build (cargo build --release
 # -p multipoint-bench). Everything it makes (namespaces, their veths and rules) is removed
@@ -54,6 +55,7 @@ sub_flags=("${order_flag[@]}")
 pub_flags=()
 if [ "$RECOVER" = 1 ]; then
     sub_flags+=(--rerequest "$SERVER")
+    [ -n "${IN_FLIGHT:-}" ] && sub_flags+=(--recovery-in-flight "$IN_FLIGHT")
     pub_flags+=(--rerequest-server "$SERVER" --rerequest-rate "$REREQUEST_RATE" --linger 3)
 fi
 if [ "$LINES" = 2 ]; then

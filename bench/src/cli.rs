@@ -806,6 +806,13 @@ pub struct RecoveryArgs {
     /// or given up); default: as they come, recovered ones when they arrive.
     #[arg(long, requires = "rerequest")]
     pub in_order: bool,
+
+    /// With --rerequest: the most requests out at once, over all gaps. Match it to
+    /// what the server allows one address (its burst): requests beyond that are
+    /// refused, and a refused request waits its retransmission timeout.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "rerequest",
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub recovery_in_flight: u64,
 }
 
 impl RecoveryArgs {
@@ -815,6 +822,7 @@ impl RecoveryArgs {
             .map(|server| multipoint_dataplane::RecoveryConfig {
                 deadline: Duration::from_millis(self.recovery_deadline),
                 in_order: self.in_order,
+                max_in_flight: usize::try_from(self.recovery_in_flight).unwrap_or(usize::MAX),
                 ..multipoint_dataplane::RecoveryConfig::new(server)
             })
     }
