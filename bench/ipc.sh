@@ -130,4 +130,4 @@ for round in $(seq 1 "${STALL_ROUNDS:-5}"); do
     ratios+=("$ratio")
     echo "writer with 1 reader: $free msgs/s; with 1 reader and 1 stopped (SIGSTOP): $stall msgs/s ($ratio%); the stopped one lost $(field "$TMP/stall.r1" lost_to_lapping), the other $(field "$TMP/stall.r2" lost_to_lapping)"
 done
-echo "writer with a stopped reader, median of ${#ratios[@]} rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c "import sys; v=[int(l) for l in sys.stdin]; print(v[len(v)//2])")% of its rate without"
+echo "writer with a stopped reader, median of ${#ratios[@]} rounds: $(python3 -c "import statistics, sys; print(round(statistics.median(map(int, sys.argv[1:]))))" "${ratios[@]}")% of its rate without"

@@ -809,22 +809,27 @@ pub struct RecoveryArgs {
 
     /// With --rerequest: the most requests out at once, over all gaps. Match it to
     /// what the server allows one address (its burst): requests beyond that are
-    /// refused, and a refused request waits its retransmission timeout.
-    #[arg(long, value_name = "N", default_value_t = 64, requires = "rerequest",
+    /// refused, and a refused request waits its retransmission timeout. Default: the
+    /// library's (`RecoveryConfig::max_in_flight`, 64).
+    #[arg(long, value_name = "N", requires = "rerequest",
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
-    pub recovery_in_flight: u64,
+    pub recovery_in_flight: Option<u64>,
 }
 
 impl RecoveryArgs {
     /// The recovery these options ask for, if any.
     pub fn config(&self) -> Option<multipoint_dataplane::RecoveryConfig> {
-        self.rerequest
-            .map(|server| multipoint_dataplane::RecoveryConfig {
+        self.rerequest.map(|server| {
+            let defaults = multipoint_dataplane::RecoveryConfig::new(server);
+            multipoint_dataplane::RecoveryConfig {
                 deadline: Duration::from_millis(self.recovery_deadline),
                 in_order: self.in_order,
-                max_in_flight: usize::try_from(self.recovery_in_flight).unwrap_or(usize::MAX),
-                ..multipoint_dataplane::RecoveryConfig::new(server)
-            })
+                max_in_flight: self
+                    .recovery_in_flight
+                    .map_or(defaults.max_in_flight, |n| n as usize),
+                ..defaults
+            }
+        })
     }
 }
 
