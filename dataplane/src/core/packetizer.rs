@@ -256,7 +256,8 @@ pub struct Packetizer {
     /// Closed packets `(slot, length)` not yet handed out (capacity reserved up front).
     ready: Vec<(u16, u16)>,
     batching: bool,
-    /// Whether the closed packets are to go now.
+    /// Whether the closed packets are to go now. Never true with none closed (see
+    /// [`Packetizer::mark_due`]): a stale mark would send the next packet to close alone.
     due: bool,
     next_sequence: u64,
     last_send: Instant,
@@ -484,13 +485,21 @@ impl Packetizer {
     /// packet stays open.
     pub fn end_batch(&mut self) {
         self.batching = false;
-        self.due = true;
+        self.mark_due();
     }
 
     /// The packets held in a batch (or for a busy sender) are due now (to make room), the
     /// batch goes on.
     pub fn release_held(&mut self) {
-        self.due = true;
+        self.mark_due();
+    }
+
+    /// The closed packets are due, if there are any. With none, nothing is marked: a
+    /// batch that ended with nothing held (its packets went when it was full) must not
+    /// make the next batch's first packet go alone (one extra send per two batches of
+    /// one message per packet, `loopback_1024B`).
+    fn mark_due(&mut self) {
+        self.due = !self.ready.is_empty();
     }
 
     /// Whether a batch is open ([`begin_batch`](Self::begin_batch) without
@@ -566,7 +575,7 @@ impl Packetizer {
     /// Closes the open packet; it and everything held are due now.
     pub fn flush(&mut self, slots: &mut impl Slots) {
         self.close_open(slots);
-        self.due = true;
+        self.mark_due();
     }
 
     /// Timers: closes the open packet once it has waited `max_delay`, makes the packets
@@ -880,6 +889,28 @@ mod tests {
         assert!(f.p.poll_transmit().is_none());
         f.p.end_batch();
         assert_eq!(f.transmit(), [(4, 1)]);
+    }
+
+    #[test]
+    fn a_batch_that_ends_with_nothing_held_leaves_the_next_batch_whole() {
+        let mut f = Fixture::new(8);
+        // Packets of one 78-byte message: the fourth offer closes the third packet and
+        // fills the batch, so it ends with nothing held and the fourth packet open.
+        f.p.begin_batch();
+        for _ in 0..4 {
+            f.take(&[1; 78]);
+        }
+        assert_eq!(f.transmit().len(), 3, "the batch is full");
+        f.p.end_batch();
+        assert!(f.p.poll_transmit().is_none(), "nothing was held");
+        // The next batch's first offer closes the packet left open: it is held with the
+        // batch, not sent alone.
+        f.p.begin_batch();
+        f.take(&[2; 78]);
+        assert!(f.p.poll_transmit().is_none(), "held with the next batch");
+        f.take(&[2; 78]);
+        f.take(&[2; 78]);
+        assert_eq!(f.transmit(), [(4, 1), (5, 1), (6, 1)], "one batch of three");
     }
 
     #[test]
