@@ -202,6 +202,15 @@ fn scope_decides_whether_multicast_crosses_a_router() {
         multipoint_tests::print_skip(test, &"needs smcrouted (apt-get install smcroute)");
         return;
     }
+    // smcrouted asks the kernel to forward multicast (MRT_INIT); a kernel built without
+    // CONFIG_IP_MROUTE cannot, whoever runs the test, and has no multicast route table.
+    if !std::path::Path::new("/proc/net/ip_mr_vif").exists() {
+        multipoint_tests::print_skip(
+            test,
+            &"the kernel has no multicast routing (CONFIG_IP_MROUTE: no /proc/net/ip_mr_vif)",
+        );
+        return;
+    }
     // h1 (10.98.1.2) -- a0 [router] b0 -- h2 (10.98.2.2)
     let h1 = lab.host("h1");
     let router = lab.host("r");
