@@ -6,6 +6,7 @@
 #   SIZES="32" SECS=3 bench/compare.sh
 #   MP=/elsewhere/multipoint bench/compare.sh   another build of the tool (not rebuilt),
 #                                               e.g. to set two versions side by side
+#   PLACE=same bench/compare.sh      where the two ping-pong ends run (see below)
 #
 # What is compared:
 #   ping-pong   sockperf ping-pong --full-rtt   vs  multipoint pingpong      (round trip, p50 and p99)
@@ -13,12 +14,34 @@
 #               (messages the server received                                  to a subscriber)
 #                per second of sending)
 # Everything runs on 127.0.0.1; sockperf uses its own group and port, multipoint its own.
+#
+# Ping-pong placement (PLACE): both tools run their two ends as two processes, pinned alike
+# with taskset, because where they run decides the figure more than either tool does. On
+# a VM, waking a thread on another (halted) vCPU costs tens of microseconds, waking one on
+# the same CPU a few: sockperf measured p50 5.0 us with both ends on CPU 0 and 49.6 us with
+# them on CPUs 0 and 1, and left to the scheduler it mostly lands both on one CPU.
+#   cross  (default) the echoing end (sockperf server, multipoint --role pong) on CPU 1, the
+#          timing end (sockperf ping-pong, multipoint --role ping) on CPU 0: a feed's sender
+#          and receiver on cores of their own
+#   same   both ends on CPU 0
+#   free   not pinned: wherever the scheduler puts them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"32 1024"}
 SECS=${SECS:-5}
 IDLE=${IDLE:-block}
+PLACE=${PLACE:-cross}
+case "$PLACE" in
+    cross) ECHO_CPUS=1; TIMER_CPUS=0 ;;
+    same) ECHO_CPUS=0; TIMER_CPUS=0 ;;
+    free) ECHO_CPUS=""; TIMER_CPUS="" ;;
+    *) echo "PLACE is cross, same or free, not '$PLACE'" >&2; exit 2 ;;
+esac
+if [ "$PLACE" = cross ] && [ "$(nproc)" -lt 2 ]; then
+    echo "PLACE=cross needs two CPUs; this machine has $(nproc): PLACE=same or free" >&2
+    exit 2
+fi
 IF=127.0.0.1
 SP_GROUP=239.255.42.1
 SP_PORT=${SP_PORT:-17071}
@@ -50,8 +73,15 @@ trap cleanup EXIT
 
 sp_common=(--mc-rx-if "$IF" --mc-tx-if "$IF" --mc-loopback-enable)
 
+# The words that run a command on the CPUs in $1 (taskset, which becomes the command, so
+# that $! of a background run is the command's own pid), or nothing when $1 is empty.
+# Used unquoted: CPU lists have no spaces.
+pin() {
+    if [ -n "${1:-}" ]; then echo "taskset -c $1"; fi
+}
+
 start_server() {
-    sockperf server -i "$SP_GROUP" -p "$SP_PORT" "${sp_common[@]}" >"$TMP/server.log" 2>&1 &
+    $(pin "${1:-}") sockperf server -i "$SP_GROUP" -p "$SP_PORT" "${sp_common[@]}" >"$TMP/server.log" 2>&1 &
     server_pid=$!
     sleep 1
 }
@@ -70,14 +100,23 @@ sp_percentile() {
 rows=()
 for size in $SIZES; do
     # --- ping-pong -------------------------------------------------------------------
-    start_server
-    sockperf ping-pong -i "$SP_GROUP" -p "$SP_PORT" "${sp_common[@]}" -m "$size" -t "$SECS" \
-        --full-rtt >"$TMP/pp.log" 2>&1
+    start_server "$ECHO_CPUS"
+    $(pin "$TIMER_CPUS") sockperf ping-pong -i "$SP_GROUP" -p "$SP_PORT" "${sp_common[@]}" \
+        -m "$size" -t "$SECS" --full-rtt >"$TMP/pp.log" 2>&1
     stop_server
     sp_p50=$(sp_percentile "$TMP/pp.log" 50.000)
     sp_p99=$(sp_percentile "$TMP/pp.log" 99.000)
-    "$MP" pingpong --group "$MP_GROUP:$MP_PORT" --iface "$IF" --size "$size" --secs "$SECS" \
+    # The pong follows the ping's session and stops at its end of session.
+    $(pin "$ECHO_CPUS") "$MP" pingpong --role pong --session CMPPING \
+        --group "$MP_GROUP:$MP_PORT" --iface "$IF" --size "$size" --secs "$((SECS + 30))" \
+        --idle "$IDLE" --json >"$TMP/mp_pong.log" 2>&1 &
+    server_pid=$!
+    sleep 1
+    $(pin "$TIMER_CPUS") "$MP" pingpong --role ping --session CMPPING \
+        --group "$MP_GROUP:$MP_PORT" --iface "$IF" --size "$size" --secs "$SECS" \
         --idle "$IDLE" --json >"$TMP/mp_pp.log" 2>&1
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
     mp_pp=$(tail -n 1 "$TMP/mp_pp.log")
 
     # --- throughput ------------------------------------------------------------------
@@ -113,7 +152,8 @@ PY
 )")
 done
 
-printf '\nloopback multicast, %s s per run, multipoint idle=%s, %s\n' "$SECS" "$IDLE" "$(uname -r)"
+printf '\nloopback multicast, %s s per run, multipoint idle=%s, ping-pong ends %s, %s\n' "$SECS" "$IDLE" \
+    "$(case $PLACE in cross) echo "on CPUs 0 and 1" ;; same) echo "both on CPU 0" ;; *) echo "unpinned" ;; esac)" "$(uname -r)"
 printf '%-6s | %-28s | %-28s | %-40s | %s\n' "" "ping-pong RTT p50 (us)" "ping-pong RTT p99 (us)" "throughput (messages/s delivered)" "mp gaps/drops"
 printf '%-6s | %8s %9s %8s | %8s %9s %8s | %13s %14s %10s | %s\n' "size" "sockperf" "multipnt" "ratio" "sockperf" "multipnt" "ratio" "sockperf" "multipoint" "ratio" ""
 for row in "${rows[@]}"; do
