@@ -31,15 +31,18 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"32 1024"}
 SECS=${SECS:-5}
 IDLE=${IDLE:-block}
+command -v python3 >/dev/null || { echo "python3 is needed (CPU list, JSON results)" >&2; exit 1; }
 PLACE=${PLACE:-cross}
+# The first two CPUs this process may run on ("CPU 0" and "CPU 1" below).
+read -r CPU_A CPU_B _ <<<"$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
 case "$PLACE" in
-    cross) ECHO_CPUS=1; TIMER_CPUS=0 ;;
-    same) ECHO_CPUS=0; TIMER_CPUS=0 ;;
+    cross) ECHO_CPUS=${CPU_B:-}; TIMER_CPUS=$CPU_A ;;
+    same) ECHO_CPUS=$CPU_A; TIMER_CPUS=$CPU_A ;;
     free) ECHO_CPUS=""; TIMER_CPUS="" ;;
     *) echo "PLACE is cross, same or free, not '$PLACE'" >&2; exit 2 ;;
 esac
-if [ "$PLACE" = cross ] && [ "$(nproc)" -lt 2 ]; then
-    echo "PLACE=cross needs two CPUs; this machine has $(nproc): PLACE=same or free" >&2
+if [ "$PLACE" = cross ] && [ -z "$ECHO_CPUS" ]; then
+    echo "PLACE=cross needs two CPUs; this process may use only CPU $CPU_A: PLACE=same or free" >&2
     exit 2
 fi
 IF=127.0.0.1
@@ -57,7 +60,6 @@ if ! command -v sockperf >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sockperf >/dev/null
 fi
-command -v python3 >/dev/null || { echo "python3 is needed to read the JSON results" >&2; exit 1; }
 
 if [ -z "${MP:-}" ]; then
     cargo build --release -q -p multipoint-bench
@@ -153,7 +155,7 @@ PY
 done
 
 printf '\nloopback multicast, %s s per run, multipoint idle=%s, ping-pong ends %s, %s\n' "$SECS" "$IDLE" \
-    "$(case $PLACE in cross) echo "on CPUs 0 and 1" ;; same) echo "both on CPU 0" ;; *) echo "unpinned" ;; esac)" "$(uname -r)"
+    "$(case $PLACE in cross) echo "on CPUs $TIMER_CPUS and $ECHO_CPUS" ;; same) echo "both on CPU $CPU_A" ;; *) echo "unpinned" ;; esac)" "$(uname -r)"
 printf '%-6s | %-28s | %-28s | %-40s | %s\n' "" "ping-pong RTT p50 (us)" "ping-pong RTT p99 (us)" "throughput (messages/s delivered)" "mp gaps/drops"
 printf '%-6s | %8s %9s %8s | %8s %9s %8s | %13s %14s %10s | %s\n' "size" "sockperf" "multipnt" "ratio" "sockperf" "multipnt" "ratio" "sockperf" "multipoint" "ratio" ""
 for row in "${rows[@]}"; do
