@@ -9,9 +9,10 @@
 //!   [`SimSocket::recv`]s. Each datagram is cut at [`ROOM`] bytes: plenty for 20-byte
 //!   Requests, and a longer datagram is not a Request whatever its tail says (a cut one
 //!   still reads longer than 20 bytes).
-//! - **Replies go one `sendto(2)` each**, without blocking: each has its own destination,
-//!   and they are few by design (rate-limited per address). A full send buffer fails the
-//!   reply rather than stalling the publisher.
+//! - **Replies are batched too**, without blocking: the replies to one batch of requests
+//!   leave in one `sendmmsg(2)`, each to its own destination (on a simulated network, one
+//!   [`SimSocket::send_to`] each). A reply the kernel refuses (a full send buffer, an
+//!   unreachable destination) fails alone: the others still go, none stalls the publisher.
 //! - Nothing here allocates after [`DatagramSocket::bind_host`] or
 //!   [`DatagramSocket::bind_sim`], and nothing panics: lengths and addresses the kernel
 //!   reports are checked and clamped.
@@ -171,6 +172,104 @@ impl DatagramSocket {
     }
 }
 
+impl DatagramSocket {
+    /// Sends each of `replies` (`(bytes, destination)`; those past the first [`BATCH`]
+    /// are not sent and count as failed) without blocking, at `now` on a simulated
+    /// network, and returns how many were sent; [`send_to`](Self::send_to) for each, in
+    /// one `sendmmsg(2)` on the host (more only when the kernel refuses one: it is
+    /// skipped and the rest go on). Calls `failed(i)` for each reply `i` not sent.
+    pub(crate) fn send_batch(
+        &self,
+        replies: &[(&[u8], SocketAddr)],
+        now: Instant,
+        mut failed: impl FnMut(usize),
+    ) -> usize {
+        (BATCH..replies.len()).for_each(&mut failed);
+        let replies = replies.get(..BATCH).unwrap_or(replies);
+        match &self.endpoint {
+            Endpoint::Sim(_) => {
+                let mut sent = 0;
+                for (i, &(bytes, to)) in replies.iter().enumerate() {
+                    match self.send_to(bytes, to, now) {
+                        Ok(()) => sent += 1,
+                        Err(_) => failed(i),
+                    }
+                }
+                sent
+            }
+            Endpoint::Host(socket) => send_mmsg(socket, self.local.is_ipv6(), replies, failed),
+        }
+    }
+}
+
+/// [`DatagramSocket::send_batch`] on the host: `sendmmsg(2)` from the first reply not yet
+/// tried; the kernel stops at the first it refuses, which is counted failed and skipped.
+fn send_mmsg(
+    socket: &Socket,
+    ipv6: bool,
+    replies: &[(&[u8], SocketAddr)],
+    mut failed: impl FnMut(usize),
+) -> usize {
+    let n = replies.len().min(BATCH);
+    let names: [SockAddr; BATCH] = std::array::from_fn(|i| {
+        let to = replies
+            .get(i)
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.1);
+        SockAddr::from(match to {
+            // A dual-stack socket sends to IPv4 destinations at their IPv4-mapped address.
+            SocketAddr::V4(v4) if ipv6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
+        })
+    });
+    // SAFETY: plain C structs, for which all zeroes is a valid value.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+    for (((&(bytes, _), iov), name), msg) in replies
+        .iter()
+        .zip(iovs.iter_mut())
+        .zip(names.iter())
+        .zip(msgs.iter_mut())
+    {
+        iov.iov_base = bytes.as_ptr().cast_mut().cast();
+        iov.iov_len = bytes.len();
+        msg.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+        msg.msg_hdr.msg_namelen = name.len();
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    let (mut start, mut sent) = (0usize, 0usize);
+    while start < n {
+        let Some(rest) = msgs.get_mut(start..n) else {
+            break;
+        };
+        // SAFETY: each of the `rest.len()` headers points at its own iovec (over a reply
+        // borrowed for this call), and name (a live SockAddr of the length it says); the
+        // kernel only reads them, and writes each header's msg_len.
+        let r = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                rest.as_mut_ptr(),
+                rest.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r <= 0 {
+            // The first of the rest was refused (the kernel sends at least one when it
+            // does not fail): skip it, try the others.
+            failed(start);
+            start += 1;
+            continue;
+        }
+        let r = (r as usize).min(rest.len());
+        sent += r;
+        start += r;
+    }
+    sent
+}
+
 /// One non-blocking `recvmmsg(2)` of up to [`BATCH`] datagrams into `bufs`, their lengths
 /// and sources into `got`; returns how many (0 when nothing is there).
 fn recv_mmsg(
@@ -315,6 +414,34 @@ mod tests {
         let mut buf = [0u8; 16];
         let (len, _) = client.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&buf[..len], b"reply");
+    }
+
+    #[test]
+    fn a_batch_of_replies_reaches_each_destination_and_a_refused_one_fails_alone() {
+        let server = DatagramSocket::bind_host(loopback()).unwrap_or_else(|e| panic!("{e}"));
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind(loopback()).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let addr = |c: &UdpSocket| c.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // Port 0 is no destination: the kernel refuses that reply (EINVAL).
+        let refused = SocketAddr::from(([127, 0, 0, 1], 0));
+        let replies: [(&[u8], SocketAddr); 4] = [
+            (b"to one", addr(&clients[0])),
+            (b"nowhere", refused),
+            (b"to two", addr(&clients[1])),
+            (b"to three", addr(&clients[2])),
+        ];
+        let mut failed = Vec::new();
+        let sent = server.send_batch(&replies, Instant::now(), |i| failed.push(i));
+        assert_eq!((sent, failed), (3, vec![1]));
+        for (client, want) in clients.iter().zip([&b"to one"[..], b"to two", b"to three"]) {
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut buf = [0u8; 16];
+            let (len, source) = client.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((&buf[..len], source), (want, server.local_addr()));
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! delays the live stream by at most one batch of parsing per call; the per-address
 //! buckets of the server keep the replies of one requester from crowding out another's.
 //! Replies are unicast to each requester's address from the server's socket, never
-//! through the stream's socket or the fan-out's shards.
+//! through the stream's socket or the fan-out's shards; the replies to one batch leave
+//! together, in one `sendmmsg` (a system call per reply cost the publisher's thread, which
+//! is also the stream's, several percent at 5% loss of 12 M msgs/s).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,11 +26,15 @@ use std::time::{Duration, Instant};
 use crate::core::server::{RerequestServer, ServerConfig, ServerStats};
 use crate::core::store::{RetransmitStore, StoreConfig};
 use crate::error::{Error, Result};
-use crate::io::datagram::DatagramSocket;
+use crate::io::datagram::{DatagramSocket, BATCH};
 use crate::io::sim::SimNet;
 use crate::stat::kinds::Counters as _;
 use crate::stat::Entry;
 use crate::wire::Session;
+
+/// A placeholder destination for the unused entries of a batch of replies.
+const NO_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Shortest time between two looks at the re-request socket from the send path.
 pub(crate) const SEND_PATH_INTERVAL: Duration = Duration::from_micros(100);
@@ -72,7 +78,9 @@ pub(crate) fn store(config: &RerequestConfig) -> Result<RetransmitStore> {
 pub(crate) struct Rerequests {
     socket: DatagramSocket,
     server: RerequestServer,
-    reply: Box<[u8]>,
+    /// Room for one batch of replies: [`BATCH`] of `max_datagram` bytes each.
+    replies: Box<[u8]>,
+    max_datagram: usize,
     /// When the send path last looked at the socket.
     looked: Option<Instant>,
     /// Its entry in the counters file (`multipoint stat`), written after each batch.
@@ -109,7 +117,8 @@ impl Rerequests {
         Ok(Rerequests {
             socket,
             server,
-            reply: vec![0; max_datagram].into_boxed_slice(),
+            replies: vec![0; BATCH * max_datagram].into_boxed_slice(),
+            max_datagram,
             looked: None,
             stat,
         })
@@ -153,9 +162,15 @@ impl Rerequests {
         let Rerequests {
             socket,
             server,
-            reply,
+            replies,
+            max_datagram,
             ..
         } = self;
+        // Each request's reply goes into a room of its own (one per datagram of the
+        // batch); all leave in one send.
+        let mut out: [(&[u8], SocketAddr); BATCH] = [(&[], NO_ADDRESS); BATCH];
+        let mut count = 0;
+        let mut rooms = replies.chunks_exact_mut((*max_datagram).max(1));
         for i in 0..n {
             let Some((request, from)) = socket.datagram(i) else {
                 break;
@@ -164,16 +179,22 @@ impl Rerequests {
                 server.handle_unaddressed();
                 continue;
             };
-            let Some(len) = server.handle_request(request, from, now, store, reply) else {
+            let Some(room) = rooms.next() else {
+                break;
+            };
+            let Some(len) = server.handle_request(request, from, now, store, room) else {
                 continue;
             };
-            let sent = reply
-                .get(..len)
-                .map(|bytes| socket.send_to(bytes, from, now));
-            if !matches!(sent, Some(Ok(()))) {
-                server.handle_reply_failed();
-            }
+            // A request not answered leaves its room unused: there is one per datagram of
+            // the batch, so none runs short.
+            let Some(slot) = out.get_mut(count) else {
+                break;
+            };
+            *slot = (room.get(..len).unwrap_or_default(), from);
+            count += 1;
         }
+        let replies = out.get(..count).unwrap_or_default();
+        socket.send_batch(replies, now, |_| server.handle_reply_failed());
         if n > 0 {
             self.publish_stat();
         }
