@@ -158,15 +158,9 @@ impl DatagramSocket {
     /// What `sendto(2)` said (`WouldBlock` when the send buffer is full).
     pub(crate) fn send_to(&self, bytes: &[u8], to: SocketAddr, now: Instant) -> io::Result<()> {
         match &self.endpoint {
-            Endpoint::Host(socket) => {
-                let to = match to {
-                    SocketAddr::V4(v4) if self.local.is_ipv6() => {
-                        SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-                    }
-                    _ => to,
-                };
-                socket.send_to(bytes, &SockAddr::from(to)).map(|_| ())
-            }
+            Endpoint::Host(socket) => socket
+                .send_to(bytes, &SockAddr::from(self.destination(to)))
+                .map(|_| ()),
             Endpoint::Sim(socket) => socket.send_to(bytes, to, now).map(|_| ()),
         }
     }
@@ -186,6 +180,9 @@ impl DatagramSocket {
     ) -> usize {
         (BATCH..replies.len()).for_each(&mut failed);
         let replies = replies.get(..BATCH).unwrap_or(replies);
+        if replies.is_empty() {
+            return 0;
+        }
         match &self.endpoint {
             Endpoint::Sim(_) => {
                 let mut sent = 0;
@@ -197,7 +194,18 @@ impl DatagramSocket {
                 }
                 sent
             }
-            Endpoint::Host(socket) => send_mmsg(socket, self.local.is_ipv6(), replies, failed),
+            Endpoint::Host(socket) => send_mmsg(socket, replies, |to| self.destination(to), failed),
+        }
+    }
+
+    /// Where the kernel wants a datagram to `to` addressed from this socket: an IPv4
+    /// destination from an IPv6 (dual-stack) socket at its IPv4-mapped address.
+    fn destination(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.local.is_ipv6() => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
         }
     }
 }
@@ -206,22 +214,18 @@ impl DatagramSocket {
 /// tried; the kernel stops at the first it refuses, which is counted failed and skipped.
 fn send_mmsg(
     socket: &Socket,
-    ipv6: bool,
     replies: &[(&[u8], SocketAddr)],
+    destination: impl Fn(SocketAddr) -> SocketAddr,
     mut failed: impl FnMut(usize),
 ) -> usize {
     let n = replies.len().min(BATCH);
+    // Past `n` unused (never handed to the kernel); an array needs a value there.
     let names: [SockAddr; BATCH] = std::array::from_fn(|i| {
-        let to = replies
-            .get(i)
-            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.1);
-        SockAddr::from(match to {
-            // A dual-stack socket sends to IPv4 destinations at their IPv4-mapped address.
-            SocketAddr::V4(v4) if ipv6 => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            _ => to,
-        })
+        SockAddr::from(
+            replies
+                .get(i)
+                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| destination(r.1)),
+        )
     });
     // SAFETY: plain C structs, for which all zeroes is a valid value.
     let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
