@@ -382,13 +382,16 @@ impl Entry {
             w.store(0, Ordering::Relaxed);
         }
         count.store(i as u64 + 1, Ordering::Release);
-        // The maximum and the buckets, checked to be in the mapping just now.
+        // The maximum and the buckets, checked to be in the mapping just now. The writer
+        // counts in this version's geometry (constants, so that finding a bucket is a few
+        // shifts); a file is only ever made with it.
         let live = hist.get(NAME_WORDS..)?;
+        if g.sub_bucket_bits != layout::SUB_BUCKET_BITS || live.len() != 1 + layout::BUCKETS {
+            return None;
+        }
         Some(Histogram {
             _inner: Arc::clone(&self.inner),
             words: live.as_ptr(),
-            buckets: g.buckets,
-            bits: g.sub_bucket_bits,
         })
     }
 }
@@ -415,16 +418,15 @@ pub(crate) fn free_retired(inner: &Arc<Inner>, index: usize) {
 /// It holds a pointer to its own words rather than finding them in the file at each
 /// value: a subscription with timestamps records every message here and in its own
 /// [`LatencyHistogram`](crate::latency::LatencyHistogram), and finding the words (the
-/// file's slice, then the histogram's within it, each bounds-checked) was 8 of the 49
-/// instructions a mirrored message cost (callgrind of `multipoint throughput --size 32`:
-/// `record_since` 63 instructions a message before, 55 after, 14 without a mirror).
+/// file's slice, then the histogram's within it, each bounds-checked) and finding the
+/// bucket with the geometry read at run time were about half of what a mirrored message
+/// cost (callgrind of `multipoint throughput --size 32`: the mirror 49 instructions a
+/// message before, about 25 with the pointer and the constant geometry).
 pub struct Histogram {
     /// Keeps the mapping `words` points into alive.
     _inner: Arc<Inner>,
-    /// The word of the maximum; the `buckets` buckets follow.
+    /// The word of the maximum; the [`layout::BUCKETS`] buckets follow.
     words: *const AtomicU64,
-    buckets: usize,
-    bits: u32,
 }
 
 // SAFETY: `words` points into the mapping `_inner` keeps alive (a mapping never moves);
@@ -436,7 +438,7 @@ unsafe impl Sync for Histogram {}
 impl std::fmt::Debug for Histogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Histogram")
-            .field("buckets", &self.buckets)
+            .field("buckets", &layout::BUCKETS)
             .finish()
     }
 }
@@ -451,17 +453,18 @@ impl Histogram {
     /// Counts `n` values of `ns` nanoseconds.
     #[inline]
     pub fn record_n(&self, ns: u64, n: u64) {
-        // SAFETY: `words` is the first of `1 + buckets` words of the mapping, checked in
+        // SAFETY: `words` is the first of `1 + BUCKETS` words of the mapping, checked in
         // `add_histogram` (aligned: the mapping is page-aligned), and `_inner` keeps the
         // mapping alive; only atomics touch it.
-        let words = unsafe { std::slice::from_raw_parts(self.words, 1 + self.buckets) };
+        let words = unsafe { std::slice::from_raw_parts(self.words, 1 + layout::BUCKETS) };
         let Some((max, buckets)) = words.split_first() else {
             return;
         };
         if ns > max.load(Ordering::Relaxed) {
             max.store(ns, Ordering::Relaxed);
         }
-        if let Some(b) = buckets.get(layout::bucket_of(ns, self.bits, self.buckets)) {
+        let bucket = layout::bucket_of(ns, layout::SUB_BUCKET_BITS, layout::BUCKETS);
+        if let Some(b) = buckets.get(bucket) {
             // One writer: a load and a store lose nothing (no locked instruction).
             b.store(b.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         }
