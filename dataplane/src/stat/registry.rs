@@ -381,14 +381,14 @@ impl Entry {
         for w in hist.get(NAME_WORDS..)? {
             w.store(0, Ordering::Relaxed);
         }
-        count.store(i as u64 + 1, Ordering::Release);
         // The maximum and the buckets, checked to be in the mapping just now. The writer
         // counts in this version's geometry (constants, so that finding a bucket is a few
-        // shifts); a file is only ever made with it.
+        // shifts); a file is only ever made with it. Checked before readers see it.
         let live = hist.get(NAME_WORDS..)?;
         if g.sub_bucket_bits != layout::SUB_BUCKET_BITS || live.len() != 1 + layout::BUCKETS {
             return None;
         }
+        count.store(i as u64 + 1, Ordering::Release);
         Some(Histogram {
             _inner: Arc::clone(&self.inner),
             words: live.as_ptr(),
