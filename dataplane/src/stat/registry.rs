@@ -377,16 +377,16 @@ impl Entry {
         }
         let at = g.histogram(i);
         let hist = words.get(at..at + g.histogram_words()?)?;
-        pack_str(name, hist.get(..NAME_WORDS)?);
-        for w in hist.get(NAME_WORDS..)? {
-            w.store(0, Ordering::Relaxed);
-        }
-        // The maximum and the buckets, checked to be in the mapping just now. The writer
-        // counts in this version's geometry (constants, so that finding a bucket is a few
-        // shifts); a file is only ever made with it. Checked before readers see it.
-        let live = hist.get(NAME_WORDS..)?;
+        // The maximum and the buckets, in the mapping. The writer counts in this
+        // version's geometry (constants, so that finding a bucket is a few shifts); a file
+        // is only ever made with it.
+        let (label, live) = hist.split_at_checked(NAME_WORDS)?;
         if g.sub_bucket_bits != layout::SUB_BUCKET_BITS || live.len() != 1 + layout::BUCKETS {
             return None;
+        }
+        pack_str(name, label);
+        for w in live {
+            w.store(0, Ordering::Relaxed);
         }
         count.store(i as u64 + 1, Ordering::Release);
         Some(Histogram {
