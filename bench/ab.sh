@@ -33,67 +33,67 @@ if [ -n "$TABLE" ]; then
     ROUNDS=$(find "$OUT" -maxdepth 1 -name 'before.*.rows' | wc -l)
     [ "$ROUNDS" -gt 0 ] || { echo "TABLE=$TABLE holds no rounds (before.N.rows)" >&2; exit 2; }
 else
-BEFORE=${BEFORE:?"BEFORE=<the other checkout> (for example: git worktree add /tmp/before <commit>)"}
-ROUNDS=${ROUNDS:-4}
-BENCHES=${BENCHES:-"loopback fanout wire"}
-FILTER=${FILTER:-}
-CRITERION=${CRITERION:-"--warm-up-time 1 --measurement-time 2"}
-OUT=${OUT:-$(mktemp -d /tmp/multipoint-ab.XXXXXX)}
-[ -d "$BEFORE" ] || { echo "BEFORE=$BEFORE is not a directory" >&2; exit 2; }
-case "$ROUNDS" in '' | *[!0-9]* | 0) echo "ROUNDS is a count of rounds, not '$ROUNDS'" >&2; exit 2 ;; esac
-mkdir -p "$OUT"
+    BEFORE=${BEFORE:?"BEFORE=<the other checkout> (for example: git worktree add /tmp/before <commit>)"}
+    ROUNDS=${ROUNDS:-4}
+    BENCHES=${BENCHES:-"loopback fanout wire"}
+    FILTER=${FILTER:-}
+    CRITERION=${CRITERION:-"--warm-up-time 1 --measurement-time 2"}
+    OUT=${OUT:-$(mktemp -d /tmp/multipoint-ab.XXXXXX)}
+    [ -d "$BEFORE" ] || { echo "BEFORE=$BEFORE is not a directory" >&2; exit 2; }
+    case "$ROUNDS" in '' | *[!0-9]* | 0) echo "ROUNDS is a count of rounds, not '$ROUNDS'" >&2; exit 2 ;; esac
+    mkdir -p "$OUT"
 
-# The bench binary cargo builds for bench $2 in tree $1 (its path, on stdout).
-build() {
-    local tree=$1 bench=$2 exe
-    exe=$(cd "$tree" && cargo bench -p multipoint-bench --bench "$bench" --no-run 2>&1 |
-        sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
-    [ -n "$exe" ] || { echo "no bench binary '$bench' in $tree" >&2; return 1; }
-    case "$exe" in /*) echo "$exe" ;; *) echo "$tree/$exe" ;; esac
-}
+    # The bench binary cargo builds for bench $2 in tree $1 (its path, on stdout).
+    build() {
+        local tree=$1 bench=$2 exe
+        exe=$(cd "$tree" && cargo bench -p multipoint-bench --bench "$bench" --no-run 2>&1 |
+            sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
+        [ -n "$exe" ] || { echo "no bench binary '$bench' in $tree" >&2; return 1; }
+        case "$exe" in /*) echo "$exe" ;; *) echo "$tree/$exe" ;; esac
+    }
 
-declare -A BIN
-for side in before after; do
-    tree=$BEFORE
-    [ "$side" = after ] && tree=$PWD
-    for bench in $BENCHES; do
-        if [ -f "$tree/bench/benches/$bench.rs" ]; then
-            echo "building $side: $bench ($tree)" >&2
-            BIN[$side.$bench]=$(build "$tree" "$bench")
-        else
-            echo "$side has no bench '$bench': its rows are only in the other build" >&2
-        fi
+    declare -A BIN
+    for side in before after; do
+        tree=$BEFORE
+        [ "$side" = after ] && tree=$PWD
+        for bench in $BENCHES; do
+            if [ -f "$tree/bench/benches/$bench.rs" ]; then
+                echo "building $side: $bench ($tree)" >&2
+                BIN[$side.$bench]=$(build "$tree" "$bench")
+            else
+                echo "$side has no bench '$bench': its rows are only in the other build" >&2
+            fi
+        done
     done
-done
 
-# Runs every bench of build $1 once, round $2: raw output and "id elements/s" rows.
-run_side() {
-    local side=$1 round=$2 bench exe raw=$OUT/$1.$2.txt
-    : >"$raw"
-    for bench in $BENCHES; do
-        exe=${BIN[$side.$bench]:-}
-        [ -n "$exe" ] || continue
-        echo "round $round: $side $bench" >&2
-        # Each build keeps its own criterion baselines, out of both trees.
-        # shellcheck disable=SC2086
-        CRITERION_HOME="$OUT/criterion-$side" "$exe" --bench --noplot $CRITERION ${FILTER:+"$FILTER"} \
-            >>"$raw" 2>>"$OUT/$side.$round.err"
+    # Runs every bench of build $1 once, round $2: raw output and "id elements/s" rows.
+    run_side() {
+        local side=$1 round=$2 bench exe raw=$OUT/$1.$2.txt
+        : >"$raw"
+        for bench in $BENCHES; do
+            exe=${BIN[$side.$bench]:-}
+            [ -n "$exe" ] || continue
+            echo "round $round: $side $bench" >&2
+            # Each build keeps its own criterion baselines, out of both trees.
+            # shellcheck disable=SC2086
+            CRITERION_HOME="$OUT/criterion-$side" "$exe" --bench --noplot $CRITERION ${FILTER:+"$FILTER"} \
+                >>"$raw" 2>>"$OUT/$side.$round.err"
+        done
+        # An id line starts in column 0; its "thrpt:" line has [low estimate high]; the
+        # estimate, in elements per second. Long ids stand alone on their line.
+        awk '
+            /^[^ \t]/ && $1 ~ /\// { id = $1 }
+            /thrpt:/ && id != "" && $0 !~ /%/ {
+                sub(/.*\[/, ""); v = $3; u = $4
+                m = (u ~ /^G/) ? 1e9 : (u ~ /^M/) ? 1e6 : (u ~ /^K/) ? 1e3 : 1
+                printf "%s %.0f\n", id, v * m; id = ""
+            }' "$raw" >"$OUT/$side.$round.rows"
+    }
+
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then order="before after"; else order="after before"; fi
+        for side in $order; do run_side "$side" "$r"; done
     done
-    # An id line starts in column 0; its "thrpt:" line has [low estimate high]; the
-    # estimate, in elements per second. Long ids stand alone on their line.
-    awk '
-        /^[^ \t]/ && $1 ~ /\// { id = $1 }
-        /thrpt:/ && id != "" && $0 !~ /%/ {
-            sub(/.*\[/, ""); v = $3; u = $4
-            m = (u ~ /^G/) ? 1e9 : (u ~ /^M/) ? 1e6 : (u ~ /^K/) ? 1e3 : 1
-            printf "%s %.0f\n", id, v * m; id = ""
-        }' "$raw" >"$OUT/$side.$round.rows"
-}
-
-for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then order="before after"; else order="after before"; fi
-    for side in $order; do run_side "$side" "$r"; done
-done
 fi
 
 python3 - "$OUT" "$ROUNDS" <<'EOF'
