@@ -26,16 +26,30 @@ pub(crate) trait Packing {
     /// An offer was refused for want of a buffer, even after making room.
     fn refused(&mut self);
 
-    /// Packs `msg` and sends what is due; see `Publisher::offer`.
+    /// Packs `msg` and sends what is due; see `Publisher::offer`. A message that fits the
+    /// open packet and changes nothing else (`Packetizer::offer_quiet`) is taken inline
+    /// and nothing is looked at: packets a full sender left unsent wait for the next
+    /// packet to close, the next 16th message outside a batch or the timers.
     #[inline(always)]
     fn offer_message(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
         let (core, slots) = self.packing();
-        let mut taken = core.offer(msg, slots, &SystemClock);
-        if taken == Err(OfferError::Backpressure) {
+        match core.offer_quiet(msg, slots) {
+            Some(seq) => Ok(seq),
+            None => self.offer_slow(msg),
+        }
+    }
+
+    /// Every other offer: packs `msg` (making room once if no buffer is free) and sends
+    /// what is due. Out of line.
+    #[inline(never)]
+    fn offer_slow(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
+        let (core, slots) = self.packing();
+        let mut taken = core.offer_slow(msg, slots, &SystemClock);
+        if matches!(taken, Err(OfferError::Backpressure)) {
             self.make_room();
             let (core, slots) = self.packing();
-            taken = core.offer(msg, slots, &SystemClock);
-            if taken == Err(OfferError::Backpressure) {
+            taken = core.offer_slow(msg, slots, &SystemClock);
+            if matches!(taken, Err(OfferError::Backpressure)) {
                 self.refused();
             }
         }

@@ -675,6 +675,7 @@ impl PacketBuilder {
     /// one), [`PushError::TooLarge`] when it cannot fit even an empty packet of
     /// this capacity, and [`PushError::SequenceExhausted`] when its sequence number
     /// would not leave room for a next one.
+    #[inline(always)]
     pub fn push(&mut self, buf: &mut [u8], msg: &[u8]) -> Result<(), PushError> {
         debug_assert!(
             buf.len() >= self.capacity,
