@@ -457,6 +457,18 @@ impl Packetizer {
         slots: &mut impl Slots,
         clock: &impl Clock,
     ) -> Result<u64, OfferError> {
+        self.offer_slow_inline(msg, slots, clock)
+    }
+
+    /// [`offer_slow`](Self::offer_slow), inlined into a driver's own out-of-line path
+    /// (one frame less for every message that closes a packet).
+    #[inline(always)]
+    pub(crate) fn offer_slow_inline(
+        &mut self,
+        msg: &[u8],
+        slots: &mut impl Slots,
+        clock: &impl Clock,
+    ) -> Result<u64, OfferError> {
         if msg.len() > self.max_message {
             return Err(OfferError::TooLarge {
                 len: msg.len(),
@@ -498,7 +510,7 @@ impl Packetizer {
         // SAFETY: the open packet's slot is ours until it is handed out.
         let buf = unsafe { slots.buffer(open.slot) };
         let pushed = match buf.get_mut(..size) {
-            Some(buf) => open.builder.push(buf, msg),
+            Some(buf) => open.builder.push_inline(buf, msg),
             None => Err(PushError::Full),
         };
         match pushed {

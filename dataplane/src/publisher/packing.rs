@@ -43,16 +43,20 @@ pub(crate) trait Packing {
     /// what is due. Out of line.
     #[inline(never)]
     fn offer_slow(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
-        let (core, slots) = self.packing();
-        let mut taken = core.offer_slow(msg, slots, &SystemClock);
-        if matches!(taken, Err(OfferError::Backpressure)) {
-            self.make_room();
+        let mut made_room = false;
+        let taken = loop {
             let (core, slots) = self.packing();
-            taken = core.offer_slow(msg, slots, &SystemClock);
-            if matches!(taken, Err(OfferError::Backpressure)) {
-                self.refused();
+            let taken = core.offer_slow_inline(msg, slots, &SystemClock);
+            if !matches!(taken, Err(OfferError::Backpressure)) {
+                break taken;
             }
-        }
+            if made_room {
+                self.refused();
+                break taken;
+            }
+            self.make_room();
+            made_room = true;
+        };
         let core = self.packing().0;
         if core.poll_transmit().is_some() || core.wants_completions() {
             self.send_ready();
