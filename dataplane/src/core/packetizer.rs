@@ -436,8 +436,9 @@ impl Packetizer {
     #[inline(always)]
     pub(crate) fn offer_quiet(&mut self, msg: &[u8], slots: &mut impl Slots) -> Option<u64> {
         let quiet = self.batching || (self.next_sequence % 16 != 0 && !self.max_delay.is_zero());
+        // No check against `max_message`: the open packet's builder has `max_datagram`
+        // bytes, so a message it fits is never too large.
         if !quiet
-            || msg.len() > self.max_message
             || !self
                 .open
                 .as_ref()
