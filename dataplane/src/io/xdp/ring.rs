@@ -65,7 +65,7 @@ impl Drop for Mapping {
 
 /// The shared parts of one ring: where its words and entries are.
 #[derive(Debug)]
-struct Raw<T> {
+pub(crate) struct Raw<T> {
     producer: NonNull<AtomicU32>,
     consumer: NonNull<AtomicU32>,
     flags: NonNull<AtomicU32>,
@@ -197,6 +197,62 @@ impl<T: Copy> Raw<T> {
     }
 }
 
+/// What the two sides of a ring share: they are made over a mapping (or test memory) the
+/// same way, and have a size.
+pub(crate) trait Ring<T: Copy>: Sized {
+    /// Takes over the ring's memory, loading both indices.
+    fn from_raw(raw: Raw<T>) -> Self;
+
+    /// The ring's memory.
+    fn raw(&self) -> &Raw<T>;
+
+    /// Maps the ring of `fd` at page offset `pgoff` (`XDP_UMEM_PGOFF_FILL_RING` or
+    /// `XDP_PGOFF_TX_RING` for a producer ring, `XDP_PGOFF_RX_RING` or
+    /// `XDP_UMEM_PGOFF_COMPLETION_RING` for a consumer ring), laid out as `off` says,
+    /// holding `size` entries.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a size that is not a power of two; the `mmap` error.
+    fn map(
+        fd: BorrowedFd<'_>,
+        pgoff: u64,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+    ) -> io::Result<Self> {
+        Ok(Self::from_raw(Raw::map(fd, pgoff, off, size)?))
+    }
+
+    /// A ring over memory the caller owns (tests simulate the kernel side on it).
+    ///
+    /// # Safety
+    ///
+    /// As for the words and entries of a mapped ring: `producer`, `consumer` and `flags`
+    /// point to aligned `AtomicU32`s and `entries` to `size` (a power of two) aligned
+    /// `T`s, alive and not moved for as long as the ring, touched by others only through
+    /// the ring protocol.
+    #[cfg(test)]
+    unsafe fn over(
+        producer: NonNull<AtomicU32>,
+        consumer: NonNull<AtomicU32>,
+        flags: NonNull<AtomicU32>,
+        entries: NonNull<T>,
+        size: u32,
+    ) -> Self {
+        // SAFETY: the caller's contract is `Raw::new`'s.
+        Self::from_raw(unsafe { Raw::new(producer, consumer, flags, entries, size, None) })
+    }
+
+    /// Entries in the ring.
+    #[allow(
+        dead_code,
+        reason = "the ring's geometry, for debugging and tests to come"
+    )]
+    fn size(&self) -> u32 {
+        self.raw().size()
+    }
+}
+
 /// A ring we produce into and the kernel consumes from: fill (`u64` addresses) or TX
 /// (`libc::xdp_desc`). See the module docs.
 #[derive(Debug)]
@@ -219,43 +275,8 @@ pub(crate) struct ProducerRing<T> {
 // into it, so moving the ring to another thread is sound.
 unsafe impl<T: Send> Send for ProducerRing<T> {}
 
-impl<T: Copy> ProducerRing<T> {
-    /// Maps the producer ring of `fd` at page offset `pgoff` (`XDP_UMEM_PGOFF_FILL_RING`
-    /// or `XDP_PGOFF_TX_RING`), laid out as `off` says, holding `size` entries.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for a size that is not a power of two; the `mmap` error.
-    pub(crate) fn map(
-        fd: BorrowedFd<'_>,
-        pgoff: u64,
-        off: &libc::xdp_ring_offset,
-        size: u32,
-    ) -> io::Result<ProducerRing<T>> {
-        Ok(ProducerRing::from_raw(Raw::map(fd, pgoff, off, size)?))
-    }
-
-    /// A ring over memory the caller owns (tests simulate the kernel side on it).
-    ///
-    /// # Safety
-    ///
-    /// As for the words and entries of a mapped ring: `producer`, `consumer` and `flags`
-    /// point to aligned `AtomicU32`s and `entries` to `size` (a power of two) aligned
-    /// `T`s, alive and not moved for as long as the ring, touched by others only through
-    /// the ring protocol.
-    #[cfg(test)]
-    pub(crate) unsafe fn over(
-        producer: NonNull<AtomicU32>,
-        consumer: NonNull<AtomicU32>,
-        flags: NonNull<AtomicU32>,
-        entries: NonNull<T>,
-        size: u32,
-    ) -> ProducerRing<T> {
-        // SAFETY: the caller's contract is `Raw::new`'s.
-        ProducerRing::from_raw(unsafe { Raw::new(producer, consumer, flags, entries, size, None) })
-    }
-
-    fn from_raw(raw: Raw<T>) -> ProducerRing<T> {
+impl<T: Copy> Ring<T> for ProducerRing<T> {
+    fn from_raw(raw: Raw<T>) -> Self {
         let prod = raw.producer().load(Ordering::Relaxed);
         let cons = raw.consumer().load(Ordering::Acquire);
         let limit = cons.wrapping_add(raw.size());
@@ -269,15 +290,12 @@ impl<T: Copy> ProducerRing<T> {
         }
     }
 
-    /// Entries in the ring.
-    #[allow(
-        dead_code,
-        reason = "the ring's geometry, for debugging and tests to come"
-    )]
-    pub(crate) fn size(&self) -> u32 {
-        self.raw.size()
+    fn raw(&self) -> &Raw<T> {
+        &self.raw
     }
+}
 
+impl<T: Copy> ProducerRing<T> {
     /// Grants up to `n` free entries from the next unwritten one on, reloading the
     /// kernel's consumer index only if the cached one leaves fewer than `n`; returns how
     /// many (0 when the ring is full). A new `reserve` replaces the previous grant.
@@ -380,40 +398,8 @@ pub(crate) struct ConsumerRing<T> {
 // SAFETY: as for `ProducerRing`.
 unsafe impl<T: Send> Send for ConsumerRing<T> {}
 
-impl<T: Copy> ConsumerRing<T> {
-    /// Maps the consumer ring of `fd` at page offset `pgoff` (`XDP_PGOFF_RX_RING` or
-    /// `XDP_UMEM_PGOFF_COMPLETION_RING`), laid out as `off` says, holding `size` entries.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for a size that is not a power of two; the `mmap` error.
-    pub(crate) fn map(
-        fd: BorrowedFd<'_>,
-        pgoff: u64,
-        off: &libc::xdp_ring_offset,
-        size: u32,
-    ) -> io::Result<ConsumerRing<T>> {
-        Ok(ConsumerRing::from_raw(Raw::map(fd, pgoff, off, size)?))
-    }
-
-    /// A ring over memory the caller owns (tests simulate the kernel side on it).
-    ///
-    /// # Safety
-    ///
-    /// As for [`ProducerRing::over`].
-    #[cfg(test)]
-    pub(crate) unsafe fn over(
-        producer: NonNull<AtomicU32>,
-        consumer: NonNull<AtomicU32>,
-        flags: NonNull<AtomicU32>,
-        entries: NonNull<T>,
-        size: u32,
-    ) -> ConsumerRing<T> {
-        // SAFETY: the caller's contract is `Raw::new`'s.
-        ConsumerRing::from_raw(unsafe { Raw::new(producer, consumer, flags, entries, size, None) })
-    }
-
-    fn from_raw(raw: Raw<T>) -> ConsumerRing<T> {
+impl<T: Copy> Ring<T> for ConsumerRing<T> {
+    fn from_raw(raw: Raw<T>) -> Self {
         let cons = raw.consumer().load(Ordering::Relaxed);
         let cached_prod = raw.producer().load(Ordering::Acquire);
         ConsumerRing {
@@ -425,15 +411,12 @@ impl<T: Copy> ConsumerRing<T> {
         }
     }
 
-    /// Entries in the ring.
-    #[allow(
-        dead_code,
-        reason = "the ring's geometry, for debugging and tests to come"
-    )]
-    pub(crate) fn size(&self) -> u32 {
-        self.raw.size()
+    fn raw(&self) -> &Raw<T> {
+        &self.raw
     }
+}
 
+impl<T: Copy> ConsumerRing<T> {
     /// Grants up to `max` filled entries from the next unread one on, reloading the
     /// kernel's producer index only if the cached one shows fewer than `max`; returns
     /// how many (0 when the ring is empty). A new `peek` replaces the previous grant.

@@ -56,7 +56,7 @@ use std::mem;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::ring::{ConsumerRing, ProducerRing};
+use super::ring::{ConsumerRing, ProducerRing, Ring};
 use super::umem::{check_range, Umem};
 
 /// What to do about zero-copy (the driver DMAs straight into the UMEM) vs copy mode (the
