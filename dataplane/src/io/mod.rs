@@ -163,6 +163,11 @@ pub(crate) struct Completion {
     pub(crate) result: i32,
 }
 
+/// Where a send backend reports finished operations: any `FnMut(Completion)`.
+pub(crate) trait Done: FnMut(Completion) {}
+
+impl<F: FnMut(Completion)> Done for F {}
+
 /// What a send backend does with the kernel (or the simulated network): queue filled
 /// operations, hand them over, collect their completions, and sleep. Everything else
 /// about sending — the operations' memory, the free list, the GSO switch, the wake-up — is
@@ -201,7 +206,7 @@ pub(crate) trait BatchSend: Send {
     ///
     /// Submitting failed (io_uring); the operations stay queued and the next `flush`,
     /// `reap` or `wait` submits them again.
-    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()>;
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl Done) -> io::Result<()>;
 
     /// Collects finished operations, handing each to `done`; with `wait`, blocks until at
     /// least one finished if any is in flight. Returns how many finished. (Nothing is
@@ -210,24 +215,14 @@ pub(crate) trait BatchSend: Send {
     /// # Errors
     ///
     /// Entering the kernel failed.
-    fn reap(
-        &mut self,
-        ops: &mut OpTable,
-        wait: bool,
-        done: &mut impl FnMut(Completion),
-    ) -> io::Result<usize> {
+    fn reap(&mut self, ops: &mut OpTable, wait: bool, done: &mut impl Done) -> io::Result<usize> {
         let _ = (ops, wait, done);
         Ok(0)
     }
 
     /// Sleeps until an operation completes or the table's wake-up eventfd is written, at
     /// most `timeout`, then reaps like [`reap`](Self::reap). Returns how many finished.
-    fn wait(
-        &mut self,
-        ops: &mut OpTable,
-        timeout: Duration,
-        done: &mut impl FnMut(Completion),
-    ) -> usize {
+    fn wait(&mut self, ops: &mut OpTable, timeout: Duration, done: &mut impl Done) -> usize {
         let _ = done;
         sleep_on(ops.wake(), timeout);
         0
@@ -289,21 +284,17 @@ impl<B: BatchSend> Sending<B> {
     }
 
     /// See [`BatchSend::flush`].
-    pub(crate) fn flush(&mut self, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    pub(crate) fn flush(&mut self, done: &mut impl Done) -> io::Result<()> {
         self.backend.flush(&mut self.ops, done)
     }
 
     /// See [`BatchSend::reap`].
-    pub(crate) fn reap(
-        &mut self,
-        wait: bool,
-        done: &mut impl FnMut(Completion),
-    ) -> io::Result<usize> {
+    pub(crate) fn reap(&mut self, wait: bool, done: &mut impl Done) -> io::Result<usize> {
         self.backend.reap(&mut self.ops, wait, done)
     }
 
     /// See [`BatchSend::wait`].
-    pub(crate) fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(Completion)) -> usize {
+    pub(crate) fn wait(&mut self, timeout: Duration, done: &mut impl Done) -> usize {
         self.backend.wait(&mut self.ops, timeout, done)
     }
 }

@@ -63,7 +63,7 @@ use super::op::OpTable;
 use super::pollset::PollSet;
 use super::{canonical, sleep_on, RecvMeta, MAX_GSO_SEGMENTS};
 use super::{
-    drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Endpoint, Event, Sending,
+    drain_eventfd, wrong_endpoint, BatchRecv, BatchSend, Completion, Done, Endpoint, Event, Sending,
 };
 use crate::runtime::wake::Wake;
 use crate::wire::{Packet, PacketKind};
@@ -875,7 +875,7 @@ impl SimSend {
     }
 
     /// Hands the completions noted so far to `done`; returns how many.
-    fn complete(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> usize {
+    fn complete(&mut self, ops: &mut OpTable, done: &mut impl Done) -> usize {
         let n = self.finished.len();
         for completion in self.finished.drain(..) {
             ops.give_back(completion.op);
@@ -918,7 +918,7 @@ fn deliver(
 }
 
 impl BatchSend for SimSend {
-    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl Done) -> io::Result<()> {
         let now = Instant::now();
         let pending = ops.take_queue();
         {
@@ -943,12 +943,7 @@ impl BatchSend for SimSend {
         Ok(())
     }
 
-    fn reap(
-        &mut self,
-        ops: &mut OpTable,
-        wait: bool,
-        done: &mut impl FnMut(Completion),
-    ) -> io::Result<usize> {
+    fn reap(&mut self, ops: &mut OpTable, wait: bool, done: &mut impl Done) -> io::Result<usize> {
         if wait {
             if let Some(&(due, _)) = self.deferred.front() {
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -969,12 +964,7 @@ impl BatchSend for SimSend {
         Ok(self.complete(ops, done))
     }
 
-    fn wait(
-        &mut self,
-        ops: &mut OpTable,
-        timeout: Duration,
-        done: &mut impl FnMut(Completion),
-    ) -> usize {
+    fn wait(&mut self, ops: &mut OpTable, timeout: Duration, done: &mut impl Done) -> usize {
         let timeout = match self.deferred.front() {
             Some(&(due, _)) => timeout.min(due.saturating_duration_since(Instant::now())),
             None => timeout,

@@ -16,7 +16,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::io::op::{gso_refused, OpTable};
-use crate::io::{wait_fd, BatchSend, Completion, Sending};
+use crate::io::{wait_fd, BatchSend, Completion, Done, Sending};
 
 /// How long a send the socket refuses for lack of buffer space is retried before it
 /// counts as failed.
@@ -59,7 +59,7 @@ impl MmsgSend {
 }
 
 impl BatchSend for MmsgSend {
-    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl Done) -> io::Result<()> {
         let pending = ops.take_queue();
         let k = pending.len().min(self.mmsgs.len());
         for (entry, &op) in self.mmsgs.iter_mut().zip(&pending) {
@@ -149,12 +149,7 @@ impl BatchSend for MmsgSend {
 
     /// Sends what a full socket left queued (see the module docs); with `wait`, waits
     /// for room as a flush without deferring does. Returns how many completed.
-    fn reap(
-        &mut self,
-        ops: &mut OpTable,
-        wait: bool,
-        done: &mut impl FnMut(Completion),
-    ) -> io::Result<usize> {
+    fn reap(&mut self, ops: &mut OpTable, wait: bool, done: &mut impl Done) -> io::Result<usize> {
         if !ops.has_queued() {
             return Ok(0);
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::{benign, IGNORED, WAKE};
 use crate::io::op::{gso_refused, OpTable};
 use crate::io::region::Region;
-use crate::io::{BatchSend, Completion, Sending};
+use crate::io::{BatchSend, Completion, Done, Sending};
 use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
@@ -99,7 +99,7 @@ impl UringSend {
 
     /// Hands every completion in the queue to `done`; returns how many operations
     /// finished.
-    fn collect(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> usize {
+    fn collect(&mut self, ops: &mut OpTable, done: &mut impl Done) -> usize {
         let mut n = 0;
         let mut refused = false;
         for cqe in self.ring.completion() {
@@ -188,7 +188,7 @@ impl BatchSend for UringSend {
         Ok(())
     }
 
-    fn flush(&mut self, _ops: &mut OpTable, _done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    fn flush(&mut self, _ops: &mut OpTable, _done: &mut impl Done) -> io::Result<()> {
         if self.unsubmitted > 0 {
             // On failure the operations stay in the submission queue; the next submit
             // retries.
@@ -197,12 +197,7 @@ impl BatchSend for UringSend {
         Ok(())
     }
 
-    fn reap(
-        &mut self,
-        ops: &mut OpTable,
-        wait: bool,
-        done: &mut impl FnMut(Completion),
-    ) -> io::Result<usize> {
+    fn reap(&mut self, ops: &mut OpTable, wait: bool, done: &mut impl Done) -> io::Result<usize> {
         if wait && ops.in_flight() > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => self.unsubmitted = 0,
@@ -224,12 +219,7 @@ impl BatchSend for UringSend {
         Ok(self.collect(ops, done))
     }
 
-    fn wait(
-        &mut self,
-        ops: &mut OpTable,
-        timeout: Duration,
-        done: &mut impl FnMut(Completion),
-    ) -> usize {
+    fn wait(&mut self, ops: &mut OpTable, timeout: Duration, done: &mut impl Done) -> usize {
         if let (Some(fd), false) = (ops.wake(), self.wake_armed) {
             let read = opcode::Read::new(Fd(fd), (&raw mut *self.wake_buf).cast::<u8>(), 8)
                 .build()

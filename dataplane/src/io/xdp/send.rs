@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::socket::XdpSocket;
 use super::Iface;
 use crate::io::op::OpTable;
-use crate::io::{sleep_on, BatchSend, Completion, Sending};
+use crate::io::{sleep_on, BatchSend, Completion, Done, Sending};
 use crate::stats::Counter;
 use crate::wire::frame::FrameTemplate;
 
@@ -187,7 +187,7 @@ impl XdpSend {
 }
 
 impl BatchSend for XdpSend {
-    fn flush(&mut self, ops: &mut OpTable, done: &mut impl FnMut(Completion)) -> io::Result<()> {
+    fn flush(&mut self, ops: &mut OpTable, done: &mut impl Done) -> io::Result<()> {
         self.reclaim();
         let pending = ops.take_queue();
         for &op in &pending {
@@ -239,7 +239,7 @@ impl BatchSend for XdpSend {
         &mut self,
         _ops: &mut OpTable,
         _wait: bool,
-        _done: &mut impl FnMut(Completion),
+        _done: &mut impl Done,
     ) -> io::Result<usize> {
         // Operations complete at the flush; only frames may still be out, on the ring
         // (a kick the kernel answered "later") or sent and not yet completed.
@@ -251,12 +251,7 @@ impl BatchSend for XdpSend {
         Ok(0)
     }
 
-    fn wait(
-        &mut self,
-        ops: &mut OpTable,
-        timeout: Duration,
-        _done: &mut impl FnMut(Completion),
-    ) -> usize {
+    fn wait(&mut self, ops: &mut OpTable, timeout: Duration, _done: &mut impl Done) -> usize {
         sleep_on(ops.wake(), timeout);
         if self.frames_out() {
             self.kick();
