@@ -30,7 +30,21 @@ pub(crate) trait Counters {
 /// Implements [`Counters`] for a struct of `u64` fields, the names being the fields'.
 /// The list must name every field (the struct is destructured whole): a counter added to
 /// a stats struct is a build error here until `multipoint stat` shows it too.
+///
+/// With `merge`, it also writes the struct's public `merge`, which adds every field of
+/// another (to total several objects of the kind).
 macro_rules! counters {
+    ($ty:ident, $kind:literal, merge, [$($field:ident),* $(,)?]) => {
+        counters!($ty, $kind, [$($field),*]);
+
+        impl $ty {
+            /// Adds `other`'s counters to these (to total several).
+            pub fn merge(&mut self, other: &$ty) {
+                let $ty { $($field),* } = *other;
+                $(self.$field += $field;)*
+            }
+        }
+    };
     ($ty:ident, $kind:literal, [$($field:ident),* $(,)?]) => {
         impl Counters for $ty {
             const KIND: &'static str = $kind;
@@ -47,6 +61,7 @@ macro_rules! counters {
 counters!(
     SubscriptionStats,
     "subscription",
+    merge,
     [
         messages,
         bytes,
