@@ -31,7 +31,7 @@
 //!   operations in one submission. A leaf has at most one send in flight, so its packets
 //!   arrive in order.
 //! - When every slot is in use, `offer` refuses the message with
-//!   [`OfferError::Backpressure`]: it was not taken, nothing is lost; `poll` and retry.
+//!   [`OfferError::Backpressure`](crate::OfferError::Backpressure): it was not taken, nothing is lost; `poll` and retry.
 //!   A send the kernel refuses is counted (per leaf and in total); the leaf sees a gap.
 //! - Call `poll` from the idle loop: it sends packets whose delay expired and heartbeats
 //!   when nothing was sent for `heartbeat`.
@@ -87,16 +87,14 @@ use self::leaves::Control;
 use self::pool::Pool;
 use self::shard::{Command, Link, Setup};
 use crate::config::{BackendChoice, BackendInfo, BackendKind, IdleStrategy};
-use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig};
-use crate::core::server::ServerStats;
-use crate::core::store::RetransmitStore;
+use crate::core::packetizer::{Packetizer, PacketizerConfig};
 use crate::error::{Error, Result};
 use crate::host::HostNeeds;
 use crate::io::mmsg::MmsgSend;
 use crate::io::sim::{SimSend, SimSocket};
 use crate::io::uring::{build_ring, UringSend};
 use crate::io::{choose, sim_backend, DataSocket, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
-use crate::publisher::packing::Packing;
+use crate::publisher::packing::{packing_methods, Packing};
 use crate::publisher::rerequest::{self, RerequestConfig, Rerequests};
 use crate::runtime::{self, Spawn};
 use crate::stat::kinds::SenderEntries;
@@ -402,38 +400,6 @@ impl Fanout {
         self.control.links.len()
     }
 
-    /// The sequence number the next message will get.
-    pub fn next_sequence(&self) -> u64 {
-        self.core.next_sequence()
-    }
-
-    /// The longest message a packet can carry.
-    pub fn max_message(&self) -> usize {
-        self.core.max_message()
-    }
-
-    /// Where the re-request server listens (the bound address: with port 0 asked for,
-    /// the port the kernel chose); `None` without one.
-    pub fn rerequest_address(&self) -> Option<std::net::SocketAddr> {
-        self.rerequest.as_ref().map(Rerequests::local_addr)
-    }
-
-    /// The re-request server's counters; `None` without one.
-    pub fn rerequest_stats(&self) -> Option<ServerStats> {
-        self.rerequest.as_ref().map(Rerequests::stats)
-    }
-
-    /// The retransmission store the re-request server answers from (its stored range and
-    /// counters: [`RetransmitStore::stats`]); `None` without a server.
-    pub fn store(&self) -> Option<&RetransmitStore> {
-        self.core.store()
-    }
-
-    /// Whether [`end_session`](Self::end_session) was called.
-    pub fn is_ended(&self) -> bool {
-        self.core.is_ended()
-    }
-
     /// Counters so far (the shards' are a moment old).
     pub fn stats(&self) -> FanoutStats {
         let core = self.core.stats();
@@ -457,31 +423,7 @@ impl Fanout {
         stats
     }
 
-    /// Packs `msg` into the open packet and returns its sequence number.
-    ///
-    /// # Errors
-    ///
-    /// [`OfferError`]; the message was not taken.
-    pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        self.offer_message(msg)
-    }
-
-    /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch` of
-    /// them wait), so that they reach the shards together.
-    pub fn begin_batch(&mut self) {
-        self.core.begin_batch();
-    }
-
-    /// Hands the packets held since [`begin_batch`](Self::begin_batch) to the shards; the
-    /// open packet stays open (it leaves when full, on flush or after `max_delay`).
-    pub fn end_batch(&mut self) {
-        self.end_batch_now();
-    }
-
-    /// Sends the open packet and everything held, now.
-    pub fn flush(&mut self) {
-        self.flush_now();
-    }
+    packing_methods!();
 
     /// Timers and re-requests: sends the open packet once `max_delay` passed, a heartbeat
     /// when nothing was sent for the heartbeat interval (after the end of session, the
@@ -714,6 +656,7 @@ mod tests {
 
     use super::*;
     use crate::wire::{BLOCK_HEADER_LEN, HEADER_LEN};
+    use crate::OfferError;
 
     fn bound() -> Socket {
         let socket =

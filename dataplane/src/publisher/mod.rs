@@ -76,7 +76,7 @@ use socket2::{SockAddr, Socket, Type};
 
 use self::lines::SlotBook;
 pub use self::lines::{LineB, LineSendStats};
-use self::packing::Packing;
+use self::packing::{packing_methods, Packing};
 pub use self::rerequest::RerequestConfig;
 use self::rerequest::Rerequests;
 use self::sender::{AnySender, PacketSender, SendCount, TxStamps};
@@ -84,9 +84,7 @@ use crate::config::{
     BackendChoice, BackendInfo, BackendKind, IdleStrategy, Network, XdpConfig, BACKOFF_SPIN,
 };
 use crate::core::packetizer::{OfferError, Packetizer, PacketizerConfig, Slots};
-use crate::core::server::ServerStats;
 use crate::core::stamps::{SendLatency, TxStampConfig};
-use crate::core::store::RetransmitStore;
 use crate::core::SystemClock;
 use crate::error::{Error, Result};
 use crate::host::{HostNeeds, RingSize};
@@ -641,38 +639,6 @@ impl Publisher {
         self.dest
     }
 
-    /// The sequence number the next message will get.
-    pub fn next_sequence(&self) -> u64 {
-        self.core.next_sequence()
-    }
-
-    /// Where the re-request server listens (the bound address: with port 0 asked for,
-    /// the port the kernel chose); `None` without one.
-    pub fn rerequest_address(&self) -> Option<SocketAddr> {
-        self.rerequest.as_ref().map(Rerequests::local_addr)
-    }
-
-    /// The re-request server's counters; `None` without one.
-    pub fn rerequest_stats(&self) -> Option<ServerStats> {
-        self.rerequest.as_ref().map(Rerequests::stats)
-    }
-
-    /// The retransmission store the re-request server answers from (its stored range and
-    /// counters: [`RetransmitStore::stats`]); `None` without a server.
-    pub fn store(&self) -> Option<&RetransmitStore> {
-        self.core.store()
-    }
-
-    /// Whether [`end_session`](Self::end_session) was called.
-    pub fn is_ended(&self) -> bool {
-        self.core.is_ended()
-    }
-
-    /// The longest message a packet can carry.
-    pub fn max_message(&self) -> usize {
-        self.core.max_message()
-    }
-
     /// Where line B's packets go; `None` with one line.
     pub fn line_b_destination(&self) -> Option<SocketAddr> {
         self.line_b.as_ref().map(|line| line.group)
@@ -726,14 +692,7 @@ impl Publisher {
         Some(stamps.latency().clone())
     }
 
-    /// Packs `msg` into the open packet and returns its sequence number.
-    ///
-    /// # Errors
-    ///
-    /// [`OfferError`]; the message was not taken.
-    pub fn offer(&mut self, msg: &[u8]) -> std::result::Result<u64, OfferError> {
-        self.offer_message(msg)
-    }
+    packing_methods!();
 
     /// Like [`offer`](Self::offer), but when every buffer is in flight it waits for room
     /// — collecting finished sends, idling between looks as [`PublisherConfig::idle`]
@@ -828,23 +787,6 @@ impl Publisher {
         stats.send_errors += errors;
         let in_flight = self.in_flight() > 0;
         self.core.handle_completions(in_flight, Instant::now());
-    }
-
-    /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`
-    /// of them wait), so that they leave together.
-    pub fn begin_batch(&mut self) {
-        self.core.begin_batch();
-    }
-
-    /// Sends the packets held since [`begin_batch`](Self::begin_batch); the open packet
-    /// stays open (it leaves when full, on flush or after `max_delay`).
-    pub fn end_batch(&mut self) {
-        self.end_batch_now();
-    }
-
-    /// Sends the open packet and everything held, now.
-    pub fn flush(&mut self) {
-        self.flush_now();
     }
 
     /// Timers, completions and re-requests: sends the open packet once `max_delay`

@@ -8,6 +8,81 @@ use std::time::Instant;
 use crate::core::packetizer::{OfferError, Packetizer, Slots};
 use crate::core::SystemClock;
 
+/// The public methods both drivers have the same way (the packetizer is `self.core`, the
+/// re-request server `self.rerequest`), written into an `impl` block of each.
+macro_rules! packing_methods {
+    () => {
+        /// The sequence number the next message will get.
+        pub fn next_sequence(&self) -> u64 {
+            self.core.next_sequence()
+        }
+
+        /// The longest message a packet can carry.
+        pub fn max_message(&self) -> usize {
+            self.core.max_message()
+        }
+
+        /// Where the re-request server listens (the bound address: with port 0 asked
+        /// for, the port the kernel chose); `None` without one.
+        pub fn rerequest_address(&self) -> Option<::std::net::SocketAddr> {
+            self.rerequest
+                .as_ref()
+                .map($crate::publisher::rerequest::Rerequests::local_addr)
+        }
+
+        /// The re-request server's counters; `None` without one.
+        pub fn rerequest_stats(&self) -> Option<$crate::core::server::ServerStats> {
+            self.rerequest
+                .as_ref()
+                .map($crate::publisher::rerequest::Rerequests::stats)
+        }
+
+        /// The retransmission store the re-request server answers from (its stored range
+        /// and counters: [`RetransmitStore::stats`](crate::core::store::RetransmitStore::stats));
+        /// `None` without a server.
+        pub fn store(&self) -> Option<&$crate::core::store::RetransmitStore> {
+            self.core.store()
+        }
+
+        /// Whether [`end_session`](Self::end_session) was called.
+        pub fn is_ended(&self) -> bool {
+            self.core.is_ended()
+        }
+
+        /// Packs `msg` into the open packet and returns its sequence number.
+        ///
+        /// # Errors
+        ///
+        /// [`OfferError`](crate::OfferError); the message was not taken.
+        pub fn offer(
+            &mut self,
+            msg: &[u8],
+        ) -> ::std::result::Result<u64, $crate::core::packetizer::OfferError> {
+            $crate::publisher::packing::Packing::offer_message(self, msg)
+        }
+
+        /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`
+        /// of them wait), so that they leave together.
+        pub fn begin_batch(&mut self) {
+            self.core.begin_batch();
+        }
+
+        /// Lets go of the packets held since [`begin_batch`](Self::begin_batch) (sent, or
+        /// handed to the shards); the open packet stays open (it leaves when full, on
+        /// flush or after `max_delay`).
+        pub fn end_batch(&mut self) {
+            $crate::publisher::packing::Packing::end_batch_now(self);
+        }
+
+        /// Sends the open packet and everything held, now.
+        pub fn flush(&mut self) {
+            $crate::publisher::packing::Packing::flush_now(self);
+        }
+    };
+}
+
+pub(crate) use packing_methods;
+
 /// A packetizer's driver. See the module docs.
 pub(crate) trait Packing {
     /// The buffers the packetizer packs into.
