@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::{
-    assert_nothing_allocated, fanout_config, flush_and_wait, leaf_socket, loopback_udp,
-    publish_with, started_or_skip, Stream, BACKENDS,
+    fanout_config, flush_and_wait, leaf_socket, loopback_udp, publish_with, started_or_skip,
+    AllocWatch, Stream, BACKENDS,
 };
 use multipoint_dataplane::core::store::StoreConfig;
 use multipoint_dataplane::wire::{Packet, PacketKind};
@@ -73,8 +73,7 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
     drop(std::hint::black_box(vec![0u8; 64]));
     assert!(alloc::allocations() > before, "the counter counts");
 
-    let mut findings = Vec::new();
-    let mut runs = 0;
+    let mut watch = AllocWatch::new();
     for backend in BACKENDS {
         for gso in [true, false] {
             let test = format!("{backend:?}, gso {gso}");
@@ -118,7 +117,7 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
             let stream = Stream::new();
 
             publish(&mut fanout, &stream, 1, WARM_UP, &slowest);
-            let before = alloc::allocations();
+            watch.start();
             publish(
                 &mut fanout,
                 &stream,
@@ -126,7 +125,7 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
                 WARM_UP + MEASURED,
                 &slowest,
             );
-            let after = alloc::allocations();
+            watch.stop(&test);
 
             let stored = fanout.store().map(|s| s.stats().next);
             assert_eq!(
@@ -142,15 +141,9 @@ fn after_warm_up_the_fan_out_allocates_nothing() {
             let bad: u64 = bads.iter().map(|b| b.load(Ordering::Relaxed)).sum();
             assert_eq!(bad, 0, "{test}: packets out of order or unreadable");
             assert_eq!(stats.send_errors, 0, "{test}: {stats:?}");
-            if after > before {
-                findings.push(format!("{test}: {} allocations", after - before));
-            }
-            runs += 1;
         }
     }
-    assert_nothing_allocated(
-        runs,
-        &findings,
-        &format!("{MEASURED} messages fanned out to {LEAVES} leaves"),
-    );
+    watch.assert_nothing_allocated(&format!(
+        "{MEASURED} messages fanned out to {LEAVES} leaves"
+    ));
 }

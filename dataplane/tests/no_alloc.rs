@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    assert_nothing_allocated, group, loopback_publisher, loopback_subscription, shards_on,
-    start_or_skip, Checker, Paced, Stream, BACKENDS,
+    group, loopback_publisher, loopback_subscription, shards_on, start_or_skip, AllocWatch,
+    Checker, Paced, Stream, BACKENDS,
 };
 use multipoint_dataplane::{Publisher, PublisherConfig, ShardConfig};
 use multipoint_test_support::alloc;
@@ -20,31 +20,24 @@ use multipoint_test_support::alloc;
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
 
-/// (all threads, publishing thread)
-fn snapshot() -> (u64, u64) {
-    (alloc::allocations(), alloc::marked_allocations())
-}
-
 const WARM_UP: u64 = 20_000;
 const MEASURED: u64 = 100_000;
 const WINDOW: u64 = 3_000;
 
 #[test]
 fn after_warm_up_publishing_and_receiving_allocate_nothing() {
-    alloc::mark_thread();
+    let mut watch = AllocWatch::new();
     // The counter sees allocations on this thread and on others.
-    let before = snapshot();
+    let before = AllocWatch::snapshot();
     drop(std::hint::black_box(vec![0u8; 64]));
-    let mid = snapshot();
+    let mid = AllocWatch::snapshot();
     std::thread::spawn(|| drop(std::hint::black_box(vec![0u8; 64])))
         .join()
         .unwrap();
-    let after = snapshot();
+    let after = AllocWatch::snapshot();
     assert!(mid.0 > before.0 && mid.1 > before.1, "{before:?} {mid:?}");
     assert!(after.0 > mid.0, "{mid:?} {after:?}");
 
-    let mut findings = Vec::new();
-    let mut runs = 0;
     for (b, backend) in BACKENDS.into_iter().enumerate() {
         for (o, offload) in [true, false].into_iter().enumerate() {
             let test = format!("{backend:?}, offload {offload}");
@@ -70,14 +63,14 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
             let mut paced = Paced::new(&stream, WINDOW, || sub.stats().messages);
             paced.publish_all(&mut publisher, 1..=WARM_UP, "the warm-up messages");
 
-            let before = snapshot();
+            watch.start();
             let measured = WARM_UP + 1..=WARM_UP + MEASURED;
             paced.publish_all(&mut publisher, measured, "the measured messages");
             // A plain offer loop too (adaptive batching, no begin_batch), waiting for room
             // with offer_wait.
             let plain = WARM_UP + MEASURED + 1..=WARM_UP + 2 * MEASURED;
             offer_plainly(&mut publisher, &mut paced, &stream, plain);
-            let after = snapshot();
+            watch.stop(&test);
             let sent = paced.sent;
 
             let published = publisher.close();
@@ -90,23 +83,9 @@ fn after_warm_up_publishing_and_receiving_allocate_nothing() {
                 assert!(published.gso_sends > 0, "{test}: {published:?}");
                 assert!(closed.stats.gro_batches > 0, "{test}: {:?}", closed.stats);
             }
-            let total = after.0 - before.0;
-            let publishing = after.1 - before.1;
-            if total > 0 {
-                findings.push(format!(
-                    "{test}: {total} allocations, {publishing} on the publishing thread, \
-                     {} on other threads (the shard)",
-                    total - publishing
-                ));
-            }
-            runs += 1;
         }
     }
-    assert_nothing_allocated(
-        runs,
-        &findings,
-        &format!("{MEASURED} messages were published and received"),
-    );
+    watch.assert_nothing_allocated(&format!("{MEASURED} messages were published and received"));
 }
 
 /// Offers messages `seqs` of `stream` one by one with `offer_wait` (no batch), never more

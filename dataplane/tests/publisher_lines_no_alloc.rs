@@ -10,8 +10,8 @@
 mod common;
 
 use common::{
-    assert_nothing_allocated, group, loopback_publisher, loopback_subscription, shards_on,
-    start_or_skip, Checker, Paced, Stream, BACKENDS,
+    group, loopback_publisher, loopback_subscription, shards_on, start_or_skip, AllocWatch,
+    Checker, Paced, Stream, BACKENDS,
 };
 use multipoint_control::Interface;
 use multipoint_dataplane::{LineB, Publisher, PublisherConfig};
@@ -26,9 +26,7 @@ const WINDOW: u64 = 3_000;
 
 #[test]
 fn after_warm_up_publishing_on_two_lines_allocates_nothing() {
-    alloc::mark_thread();
-    let mut findings = Vec::new();
-    let mut runs = 0;
+    let mut watch = AllocWatch::new();
     for (i, backend) in BACKENDS.into_iter().enumerate() {
         let test = format!("{backend:?}");
         let Some(mut shards) = start_or_skip(&test, shards_on(backend)) else {
@@ -51,10 +49,10 @@ fn after_warm_up_publishing_on_two_lines_allocates_nothing() {
         let mut paced = Paced::new(&stream, WINDOW, slower);
         paced.publish_all(&mut publisher, 1..=WARM_UP, "the warm-up messages");
 
-        let before = alloc::allocations();
+        watch.start();
         let measured = WARM_UP + 1..=WARM_UP + MEASURED;
         paced.publish_all(&mut publisher, measured, "the measured messages");
-        let total = alloc::allocations() - before;
+        watch.stop(&test);
         let sent = paced.sent;
 
         let (published, line_b) = publisher.close_lines();
@@ -70,14 +68,8 @@ fn after_warm_up_publishing_on_two_lines_allocates_nothing() {
         shards.shutdown();
         assert_eq!(line_b.packets, published.packets, "{test}: {line_b:?}");
         assert!(line_b.gso_sends > 0, "{test}: {line_b:?}");
-        if total > 0 {
-            findings.push(format!("{test}: {total} allocations"));
-        }
-        runs += 1;
     }
-    assert_nothing_allocated(
-        runs,
-        &findings,
-        &format!("{MEASURED} messages were published on two lines and received"),
-    );
+    watch.assert_nothing_allocated(&format!(
+        "{MEASURED} messages were published on two lines and received"
+    ));
 }

@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    assert_nothing_allocated, group, loopback_publisher, loopback_subscription, shards_on,
-    start_or_skip, Checker, Paced, Stream, BACKENDS,
+    group, loopback_publisher, loopback_subscription, shards_on, start_or_skip, AllocWatch,
+    Checker, Paced, Stream, BACKENDS,
 };
 use multipoint_dataplane::{KernelStamps, Publisher, PublisherConfig, SubscriptionConfig};
 use multipoint_test_support::alloc;
@@ -20,20 +20,13 @@ use multipoint_test_support::alloc;
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
 
-/// (all threads, publishing thread)
-fn snapshot() -> (u64, u64) {
-    (alloc::allocations(), alloc::marked_allocations())
-}
-
 const WARM_UP: u64 = 20_000;
 const MEASURED: u64 = 100_000;
 const WINDOW: u64 = 3_000;
 
 #[test]
 fn with_kernel_stamps_on_publishing_and_receiving_allocate_nothing_after_warm_up() {
-    alloc::mark_thread();
-    let mut findings = Vec::new();
-    let mut runs = 0;
+    let mut watch = AllocWatch::new();
     for (b, backend) in BACKENDS.into_iter().enumerate() {
         let test = format!("{backend:?}, kernel stamps");
         let Some(mut shards) = start_or_skip(&test, shards_on(backend)) else {
@@ -58,10 +51,10 @@ fn with_kernel_stamps_on_publishing_and_receiving_allocate_nothing_after_warm_up
         let mut paced = Paced::new(&stream, WINDOW, || sub.stats().messages);
         paced.publish_all(&mut publisher, 1..=WARM_UP, "the warm-up messages");
 
-        let before = snapshot();
+        watch.start();
         let measured = WARM_UP + 1..=WARM_UP + MEASURED;
         paced.publish_all(&mut publisher, measured, "the measured messages");
-        let after = snapshot();
+        watch.stop(&test);
         let sent = paced.sent;
 
         let tx = publisher.send_latency(common::STALL).unwrap();
@@ -77,20 +70,8 @@ fn with_kernel_stamps_on_publishing_and_receiving_allocate_nothing_after_warm_up
             "{test}: {:?}",
             closed.kernel.stats
         );
-        let total = after.0 - before.0;
-        let publishing = after.1 - before.1;
-        if total > 0 {
-            findings.push(format!(
-                "{test}: {total} allocations, {publishing} on the publishing thread, \
-                 {} on other threads (the shard)",
-                total - publishing
-            ));
-        }
-        runs += 1;
     }
-    assert_nothing_allocated(
-        runs,
-        &findings,
-        &format!("{MEASURED} messages were published and received with kernel stamps"),
-    );
+    watch.assert_nothing_allocated(&format!(
+        "{MEASURED} messages were published and received with kernel stamps"
+    ));
 }

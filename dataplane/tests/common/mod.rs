@@ -691,15 +691,61 @@ pub(crate) fn await_end_of_session<H: Handler>(subs: &[Subscription<H>]) {
     });
 }
 
-/// Asserts that at least one of the allocation-counting runs could run here and that
-/// none of them allocated: `findings` says what each that did allocated `during` what.
-pub(crate) fn assert_nothing_allocated(runs: usize, findings: &[String], during: &str) {
-    assert!(runs > 0, "no backend could run here");
-    assert!(
-        findings.is_empty(),
-        "allocations after warm-up while {during}:\n{}",
-        findings.join("\n")
-    );
+/// Watches the heap around the measured part of each run of a no-allocation test (its
+/// binary installs `multipoint_test_support::alloc::Counting`), then asserts that at
+/// least one run could run here and that none allocated.
+#[derive(Debug, Default)]
+pub(crate) struct AllocWatch {
+    runs: usize,
+    findings: Vec<String>,
+    /// (all threads, this thread) when the measured part began.
+    before: (u64, u64),
+}
+
+impl AllocWatch {
+    /// A watch; the calling thread is the one that publishes (its allocations are told
+    /// apart from the other threads').
+    pub(crate) fn new() -> AllocWatch {
+        multipoint_test_support::alloc::mark_thread();
+        AllocWatch::default()
+    }
+
+    /// (all threads, threads that marked themselves) so far.
+    pub(crate) fn snapshot() -> (u64, u64) {
+        use multipoint_test_support::alloc;
+        (alloc::allocations(), alloc::marked_allocations())
+    }
+
+    /// The measured part of a run begins.
+    pub(crate) fn start(&mut self) {
+        self.before = AllocWatch::snapshot();
+    }
+
+    /// The measured part of run `test` ended: what was allocated since
+    /// [`start`](Self::start) is a finding.
+    pub(crate) fn stop(&mut self, test: &str) {
+        let after = AllocWatch::snapshot();
+        let total = after.0 - self.before.0;
+        let publishing = after.1 - self.before.1;
+        if total > 0 {
+            self.findings.push(format!(
+                "{test}: {total} allocations, {publishing} on the publishing thread, \
+                 {} on other threads",
+                total - publishing
+            ));
+        }
+        self.runs += 1;
+    }
+
+    /// Asserts that a run could run here and that none allocated `during` what.
+    pub(crate) fn assert_nothing_allocated(&self, during: &str) {
+        assert!(self.runs > 0, "no backend could run here");
+        assert!(
+            self.findings.is_empty(),
+            "allocations after warm-up while {during}:\n{}",
+            self.findings.join("\n")
+        );
+    }
 }
 
 /// A member of `group` on the simulated network `net`: a socket bound at the group's port
