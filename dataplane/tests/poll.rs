@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{group, loopback_subscription, start_or_skip, Net, Paced, Stream};
+use common::{group, loopback_subscription, publish_step, start_or_skip, Net, Paced, Stream};
 use multipoint_dataplane::io::sim::{Impairments, SimNet};
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    on_event, BackendChoice, Event, Network, OfferError, PollConfig, Publisher, PublisherConfig,
-    ShardConfig, Shards, SubscriptionConfig,
+    on_event, BackendChoice, Event, Network, PollConfig, Publisher, PublisherConfig, ShardConfig,
+    Shards, SubscriptionConfig,
 };
 
 const MESSAGES: u64 = 1_000_000;
@@ -147,25 +147,11 @@ fn publish(publisher: &mut Publisher, count: u64, ended: impl Fn() -> bool) {
     let begun = Instant::now();
     while !ended() {
         assert!(begun.elapsed() < Duration::from_secs(60), "stuck at {next}");
-        if next <= count {
-            publisher.begin_batch();
-            for _ in 0..500 {
-                if next > count {
-                    break;
-                }
-                let mut m = [0u8; 24];
-                m[..8].copy_from_slice(&next.to_be_bytes());
-                match publisher.offer(&m) {
-                    Ok(_) => next += 1,
-                    Err(OfferError::Backpressure) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            publisher.end_batch();
-            publisher.flush();
-        } else if !publisher.is_ended() {
-            publisher.end_session();
-        }
+        publish_step(publisher, &mut next, count, 500, |seq| {
+            let mut m = [0u8; 24];
+            m[..8].copy_from_slice(&seq.to_be_bytes());
+            m
+        });
         publisher.poll();
         std::thread::sleep(Duration::from_micros(200));
     }

@@ -8,10 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::publish_step;
 use multipoint_control::Interface;
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::io::sim::{Impairments, SimNet};
@@ -126,23 +129,7 @@ fn recovers_through_the_shards(in_order: bool, two_lines: bool) {
             "stuck: {:?}",
             sub.stats()
         );
-        if next <= MESSAGES {
-            publisher.begin_batch();
-            for _ in 0..200 {
-                if next > MESSAGES {
-                    break;
-                }
-                match publisher.offer(&message(next)) {
-                    Ok(_) => next += 1,
-                    Err(OfferError::Backpressure) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            publisher.end_batch();
-            publisher.flush();
-        } else if !publisher.is_ended() {
-            publisher.end_session();
-        }
+        publish_step(&mut publisher, &mut next, MESSAGES, 200, message);
         publisher.poll();
         std::thread::sleep(Duration::from_micros(500));
     }
@@ -292,22 +279,7 @@ fn leaves_recover_from_the_root(in_order: bool) {
             begun.elapsed() < Duration::from_secs(60),
             "stuck: {stats:?}"
         );
-        if next <= FANOUT_MESSAGES {
-            fanout.begin_batch();
-            for _ in 0..200 {
-                if next > FANOUT_MESSAGES {
-                    break;
-                }
-                match fanout.offer(&message(next)) {
-                    Ok(_) => next += 1,
-                    Err(OfferError::Backpressure) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            fanout.end_batch();
-            fanout.flush();
-        } else if !fanout.is_ended() {
-            fanout.end_session();
+        if publish_step(&mut fanout, &mut next, FANOUT_MESSAGES, 200, message) {
             assert_eq!(fanout.offer(b"late"), Err(OfferError::SessionEnded));
         }
         fanout.poll();

@@ -549,6 +549,10 @@ pub(crate) trait Source {
     fn end_batch(&mut self);
     /// Sends the open packet and everything held, now.
     fn flush(&mut self);
+    /// Whether the session was ended.
+    fn is_ended(&self) -> bool;
+    /// Sends what is pending and an end of session.
+    fn end_session(&mut self);
 }
 
 macro_rules! sources {
@@ -569,6 +573,12 @@ macro_rules! sources {
             fn flush(&mut self) {
                 <$source>::flush(self);
             }
+            fn is_ended(&self) -> bool {
+                <$source>::is_ended(self)
+            }
+            fn end_session(&mut self) {
+                <$source>::end_session(self);
+            }
         }
     )*};
 }
@@ -588,6 +598,40 @@ pub(crate) fn offer(source: &mut impl Source, msg: &[u8]) -> u64 {
             }
             Err(e) => panic!("offer failed: {e}"),
         }
+    }
+}
+
+/// One step of a loop that publishes messages `*next..=last` (`message` writes each)
+/// and then ends the session: offers up to `batch` more in a batch (stopping at
+/// backpressure) and flushes; once all are out, ends the session. Returns whether this
+/// step ended it.
+pub(crate) fn publish_step<M: AsRef<[u8]>>(
+    source: &mut impl Source,
+    next: &mut u64,
+    last: u64,
+    batch: usize,
+    message: impl Fn(u64) -> M,
+) -> bool {
+    if *next <= last {
+        source.begin_batch();
+        for _ in 0..batch {
+            if *next > last {
+                break;
+            }
+            match source.offer(message(*next).as_ref()) {
+                Ok(_) => *next += 1,
+                Err(OfferError::Backpressure) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        source.end_batch();
+        source.flush();
+        false
+    } else if !source.is_ended() {
+        source.end_session();
+        true
+    } else {
+        false
     }
 }
 
