@@ -37,6 +37,16 @@ fn small() -> IpcConfig {
 }
 
 /// A message whose bytes say its sequence number.
+/// A writer of a new small ring at `name` that wrote and flushed messages `1..=upto`.
+fn written(name: &Name, upto: u64) -> IpcWriter {
+    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
+    for sequence in 1..=upto {
+        writer.offer(sequence, &message(sequence)).unwrap();
+    }
+    writer.flush();
+    writer
+}
+
 fn message(sequence: u64) -> Vec<u8> {
     let len = 8 + (sequence % 41) as usize;
     let mut m = vec![(sequence % 251) as u8; len];
@@ -232,11 +242,7 @@ fn a_reader_lapped_while_its_handler_runs_counts_the_message_torn_and_lost() {
 #[test]
 fn a_reader_attached_at_the_tail_sees_only_what_comes_after() {
     let name = Name::new("tail");
-    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
-    for sequence in 1..=10 {
-        writer.offer(sequence, &message(sequence)).unwrap();
-    }
-    writer.flush();
+    let mut writer = written(&name, 10);
     let config = IpcAttachConfig {
         start: IpcStart::Tail,
         ..IpcAttachConfig::default()
@@ -256,11 +262,7 @@ fn a_reader_attached_at_the_tail_sees_only_what_comes_after() {
 #[test]
 fn a_reader_that_attaches_after_laps_starts_at_a_record_with_no_loss_told() {
     let name = Name::new("late");
-    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
-    for sequence in 1..=20_000 {
-        writer.offer(sequence, &message(sequence)).unwrap();
-    }
-    writer.flush();
+    let writer = written(&name, 20_000);
     let mut sub = IpcSubscription::attach(&name.0).unwrap();
     writer.close();
     let mut seen = Seen::default();
@@ -302,9 +304,7 @@ fn scribble(name: &Name, at: u64, bytes: &[u8]) {
 #[test]
 fn a_writer_whose_process_is_gone_is_told_once_the_rest_is_read() {
     let name = Name::new("dead");
-    let mut writer = IpcWriter::create(&name.0, small()).unwrap();
-    writer.offer(1, &message(1)).unwrap();
-    writer.flush();
+    let writer = written(&name, 1);
     // As if another process had made it and died: a pid above any pid_max.
     scribble(&name, OFF_PID as u64, &4_999_999u32.to_le_bytes());
     let mut sub = IpcSubscription::attach(&name.0).unwrap();
@@ -328,13 +328,9 @@ fn a_writer_whose_process_is_gone_is_told_once_the_rest_is_read() {
 #[test]
 fn a_ring_replaced_by_a_new_writer_ends_for_its_old_readers() {
     let name = Name::new("replaced");
-    let mut first = IpcWriter::create(&name.0, small()).unwrap();
-    first.offer(1, &message(1)).unwrap();
-    first.flush();
+    let first = written(&name, 1);
     let mut sub = IpcSubscription::attach(&name.0).unwrap();
-    let mut second = IpcWriter::create(&name.0, small()).unwrap();
-    second.offer(1, &message(1)).unwrap();
-    second.flush();
+    let _second = written(&name, 1);
     let mut seen = Seen::default();
     drain(&mut sub, &mut seen);
     assert_eq!(sub.writer_state(), WriterState::Replaced);
@@ -420,11 +416,7 @@ fn garbage_in_the_ring_never_panics_a_reader_and_each_discard_is_counted() {
     let mut rng = fastrand::Rng::with_seed(15);
     for round in 0..40 {
         let name = Name::new("garbage");
-        let mut writer = IpcWriter::create(&name.0, small()).unwrap();
-        for sequence in 1..=3_000 {
-            writer.offer(sequence, &message(sequence)).unwrap();
-        }
-        writer.flush();
+        let _writer = written(&name, 3_000);
         let mut sub = IpcSubscription::attach(&name.0).unwrap();
         // Random words over the records, and now and then a random tail.
         for _ in 0..rng.usize(1..50) {
