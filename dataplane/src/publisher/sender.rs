@@ -259,35 +259,33 @@ pub(crate) enum AnySender {
     Xdp(PacketSender<XdpSend>),
 }
 
+/// Runs `$body` with `$s` bound to the sender of whichever backend this is (static
+/// dispatch: one arm a backend).
+macro_rules! each {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            AnySender::Uring($s) => $body,
+            AnySender::Mmsg($s) => $body,
+            AnySender::Sim($s) => $body,
+            AnySender::Xdp($s) => $body,
+        }
+    };
+}
+
 impl AnySender {
     /// See [`PacketSender::stamps_mut`].
     pub(crate) fn stamps_mut(&mut self) -> Option<&mut TxStamps> {
-        match self {
-            AnySender::Uring(s) => s.stamps_mut(),
-            AnySender::Mmsg(s) => s.stamps_mut(),
-            AnySender::Sim(s) => s.stamps_mut(),
-            AnySender::Xdp(s) => s.stamps_mut(),
-        }
+        each!(self, s => s.stamps_mut())
     }
 
     /// See [`PacketSender::set_stamps`].
     pub(crate) fn set_stamps(&mut self, stamps: TxStamps) {
-        match self {
-            AnySender::Uring(s) => s.set_stamps(stamps),
-            AnySender::Mmsg(s) => s.set_stamps(stamps),
-            AnySender::Sim(s) => s.set_stamps(stamps),
-            AnySender::Xdp(s) => s.set_stamps(stamps),
-        }
+        each!(self, s => s.set_stamps(stamps))
     }
 
     /// See [`PacketSender::in_flight`].
     pub(crate) fn in_flight(&self) -> usize {
-        match self {
-            AnySender::Uring(s) => s.in_flight(),
-            AnySender::Mmsg(s) => s.in_flight(),
-            AnySender::Sim(s) => s.in_flight(),
-            AnySender::Xdp(s) => s.in_flight(),
-        }
+        each!(self, s => s.in_flight())
     }
 
     /// See [`PacketSender::send`].
@@ -297,22 +295,12 @@ impl AnySender {
         packets: &[(u16, u16)],
         done: &mut impl FnMut(u16, bool),
     ) -> (SendCount, Option<io::Error>) {
-        match self {
-            AnySender::Uring(s) => s.send(region, packets, done),
-            AnySender::Mmsg(s) => s.send(region, packets, done),
-            AnySender::Sim(s) => s.send(region, packets, done),
-            AnySender::Xdp(s) => s.send(region, packets, done),
-        }
+        each!(self, s => s.send(region, packets, done))
     }
 
     /// See [`PacketSender::wait`].
     pub(crate) fn wait(&mut self, timeout: Duration, done: &mut impl FnMut(u16, bool)) -> usize {
-        match self {
-            AnySender::Uring(s) => s.wait(timeout, done),
-            AnySender::Mmsg(s) => s.wait(timeout, done),
-            AnySender::Sim(s) => s.wait(timeout, done),
-            AnySender::Xdp(s) => s.wait(timeout, done),
-        }
+        each!(self, s => s.wait(timeout, done))
     }
 
     /// Makes the kernel write eventfd `fd` when a send completes after its submission;
@@ -346,11 +334,6 @@ impl AnySender {
         wait: bool,
         done: &mut impl FnMut(u16, bool),
     ) -> io::Result<usize> {
-        match self {
-            AnySender::Uring(s) => s.reap(wait, done),
-            AnySender::Mmsg(s) => s.reap(wait, done),
-            AnySender::Sim(s) => s.reap(wait, done),
-            AnySender::Xdp(s) => s.reap(wait, done),
-        }
+        each!(self, s => s.reap(wait, done))
     }
 }
