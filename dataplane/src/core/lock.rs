@@ -295,28 +295,18 @@ mod tests {
     #[test]
     fn packets_that_do_not_follow_on_are_held_but_do_not_count() {
         let mut lock = Lock::new(3);
-        assert_eq!(
-            lock.offer(b"a", (REAL, 10, 1), from(5), 100, 0, 0).lock,
-            None
-        );
-        assert_eq!(
-            lock.offer(b"b", (REAL, 11, 1), from(5), 100, 0, 0).lock,
-            None
-        );
-        // Old, then too far ahead, then an end of session elsewhere than where 11 ended.
-        assert_eq!(
-            lock.offer(b"c", (REAL, 3, 1), from(5), 100, 0, 0).lock,
-            None
-        );
-        assert_eq!(
-            lock.offer(b"d", (REAL, 500, 1), from(5), 100, 0, 0).lock,
-            None
-        );
-        assert_eq!(
-            lock.offer(b"e", (REAL, 13, 0xFFFF), from(5), 100, 0, 0)
-                .lock,
-            None
-        );
+        // Two that follow on, then an old one, one too far ahead, and an end of session
+        // elsewhere than where 11 ended.
+        for (msg, sequence, count) in [
+            (b"a", 10, 1),
+            (b"b", 11, 1),
+            (b"c", 3, 1),
+            (b"d", 500, 1),
+            (b"e", 13, 0xFFFF),
+        ] {
+            let offered = lock.offer(msg, (REAL, sequence, count), from(5), 100, 0, 0);
+            assert_eq!(offered.lock, None, "{sequence}");
+        }
         assert_eq!(lock.held().count(), 5);
         assert_eq!(
             lock.offer(b"f", (REAL, 12, 0), from(5), 100, 0, 0).lock,
