@@ -1,7 +1,7 @@
 //! What the tests of every multipoint crate share, so that each is written once: a
 //! counting global allocator ([`alloc`]), the number of open file descriptors
-//! ([`open_fds`]), a free UDP port ([`free_port`]) and printing why a test skipped
-//! ([`print_skip`]).
+//! ([`open_fds`]), a free UDP port ([`free_port`]), printing why a test skipped
+//! ([`print_skip`]) and network namespaces of a test's own ([`netns`]).
 //!
 //! This crate depends on none of the multipoint crates, so any of them can take it as a
 //! dev-dependency.
@@ -9,6 +9,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod alloc;
+pub mod netns;
 
 use std::net::{Ipv4Addr, UdpSocket};
 

@@ -1085,11 +1085,10 @@ mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
-    use std::path::Path;
     use std::process::{Command, Stdio};
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
+    use multipoint_test_support::netns::Netns;
     use nix::sched::{setns, CloneFlags};
     use socket2::{Domain, Protocol, Socket, Type};
 
@@ -1123,60 +1122,19 @@ mod tests {
     /// Prefix of the namespaces these tests make: `mpx<pid>-<n>`.
     const NS_PREFIX: &str = "mpx";
 
-    fn run(cmd: &mut Command) -> Result<String, String> {
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+    /// A namespace of the test's own (see [`Netns`]).
+    fn new_ns() -> Netns {
+        Netns::new(NS_PREFIX).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A network namespace, deleted on drop (with the veth ends inside it).
-    struct Netns {
-        name: String,
+    /// What these tests ask of a namespace beyond [`Netns`].
+    trait NetnsXdp {
+        fn index_of(&self, ifname: &str) -> u32;
+        fn xdp_on(&self, ifname: &str) -> Option<(u32, AttachedMode)>;
+        fn wait_no_xdp(&self, ifname: &str, timeout: Duration) -> bool;
     }
 
-    impl Netns {
-        fn new() -> Netns {
-            sweep_stale();
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let name = format!("{NS_PREFIX}{}-{n}", std::process::id());
-            run(Command::new("ip").args(["netns", "add", &name])).unwrap();
-            let ns = Netns { name };
-            ns.ip(&["link", "set", "lo", "up"]);
-            ns
-        }
-
-        /// `ip -n NS ARGS`; panics on failure.
-        fn ip(&self, args: &[&str]) -> String {
-            run(Command::new("ip").args(["-n", &self.name]).args(args))
-                .unwrap_or_else(|e| panic!("{e}"))
-        }
-
-        /// Runs `f` on a thread inside the namespace.
-        fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-            let path = format!("/run/netns/{}", self.name);
-            std::thread::scope(|s| {
-                let handle = s.spawn(|| {
-                    enter(&path);
-                    f()
-                });
-                match handle.join() {
-                    Ok(v) => v,
-                    Err(payload) => std::panic::resume_unwind(payload),
-                }
-            })
-        }
-
+    impl NetnsXdp for Netns {
         fn index_of(&self, ifname: &str) -> u32 {
             self.run(|| nix::net::if_::if_nametoindex(ifname)).unwrap()
         }
@@ -1218,40 +1176,14 @@ mod tests {
         }
     }
 
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
-                eprintln!("{e}");
-            }
-        }
-    }
-
     fn enter(path: &str) {
         let file = File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("entering {path}: {e}"));
     }
 
-    /// Deletes the namespaces of test processes that are gone.
-    fn sweep_stale() {
-        let Ok(list) = run(Command::new("ip").args(["netns", "list"])) else {
-            return;
-        };
-        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            let pid = name
-                .strip_prefix(NS_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = run(Command::new("ip").args(["netns", "del", name]));
-                }
-            }
-        }
-    }
-
     /// One namespace with a veth pair `xa`–`xb`, both up.
     fn one_veth() -> Netns {
-        let ns = Netns::new();
+        let ns = new_ns();
         ns.ip(&["link", "add", "xa", "type", "veth", "peer", "name", "xb"]);
         ns.ip(&["link", "set", "xa", "up"]);
         ns.ip(&["link", "set", "xb", "up"]);
@@ -1261,10 +1193,19 @@ mod tests {
     /// Sender `s` (`s0`: 10.96.1.1, fd96:1::1) and receiver `r` (`r0`: 10.96.1.2,
     /// fd96:1::2) joined by a veth pair.
     fn two_hosts() -> (Netns, Netns) {
-        let s = Netns::new();
-        let r = Netns::new();
+        let s = new_ns();
+        let r = new_ns();
         s.ip(&[
-            "link", "add", "s0", "type", "veth", "peer", "name", "r0", "netns", &r.name,
+            "link",
+            "add",
+            "s0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r0",
+            "netns",
+            r.name(),
         ]);
         for (ns, ifname, v4, v6) in [
             (&s, "s0", "10.96.1.1/24", "fd96:1::1/64"),
@@ -1697,7 +1638,7 @@ mod tests {
                 "--nocapture",
             ])
             .args(["--test-threads", "1"])
-            .env(CRASH_CHILD_ENV, format!("/run/netns/{} xb", ns.name))
+            .env(CRASH_CHILD_ENV, format!("/run/netns/{} xb", ns.name()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1817,7 +1758,7 @@ mod tests {
             let by_ip = Command::new("ip")
                 .args([
                     "-n",
-                    &ns.name,
+                    ns.name(),
                     "link",
                     "set",
                     "dev",

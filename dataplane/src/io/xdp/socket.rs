@@ -1255,12 +1255,10 @@ fn memlock_limit() -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::fs::File;
-    use std::process::Command;
     use std::time::Instant;
 
+    use multipoint_test_support::netns::Netns;
     use multipoint_test_support::print_skip;
-    use nix::sched::{setns, CloneFlags};
 
     use super::*;
     use crate::io::xdp::ring::tests::FakeRing;
@@ -1524,94 +1522,8 @@ mod tests {
 
     // ---- As root, on a veth pair inside a namespace of the test's own ----
 
-    /// A network namespace, deleted (with every link in it) on drop.
-    struct Netns {
-        name: String,
-    }
-
-    impl Netns {
-        fn new(name: String) -> Result<Netns, String> {
-            ip(&["netns", "add", &name])?;
-            Ok(Netns { name })
-        }
-
-        fn ip(&self, args: &[&str]) -> Result<(), String> {
-            let mut all = vec!["-n", &self.name];
-            all.extend_from_slice(args);
-            ip(&all)
-        }
-
-        /// Runs `f` on a thread inside the namespace.
-        fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-            let path = format!("/run/netns/{}", self.name);
-            std::thread::scope(|s| {
-                let handle = s.spawn(|| {
-                    let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                    setns(&file, CloneFlags::CLONE_NEWNET)
-                        .unwrap_or_else(|e| panic!("entering {path}: {e}"));
-                    f()
-                });
-                match handle.join() {
-                    Ok(v) => v,
-                    Err(payload) => std::panic::resume_unwind(payload),
-                }
-            })
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            if let Err(e) = ip(&["netns", "del", &self.name]) {
-                eprintln!("{e}");
-            }
-        }
-    }
-
-    fn ip(args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("ip {args:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
     /// Prefix of this module's namespaces and links: `mpx<pid><tag>`.
     const PREFIX: &str = "mpx";
-
-    /// Deletes namespaces this module's tests left behind in a process that died before
-    /// its guards ran (an abort): `mpx<pid><tag>` whose pid is gone.
-    fn sweep_stale() {
-        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(name) = line.split_whitespace().next() else {
-                continue;
-            };
-            let Some(rest) = name.strip_prefix(PREFIX) else {
-                continue;
-            };
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            let tail = &rest[digits.len()..];
-            let Ok(pid) = digits.parse::<u32>() else {
-                continue;
-            };
-            let ours = tail.len() == 1 && tail.chars().all(|c| c.is_ascii_lowercase());
-            if ours
-                && pid != std::process::id()
-                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = ip(&["netns", "del", name]);
-            }
-        }
-    }
 
     /// A namespace holding a veth pair `mpx<pid><tag>a` / `...b`, both up; `None` (with the
     /// reason printed) when not root.
@@ -1625,8 +1537,7 @@ mod tests {
             return None;
         }
         let pid = std::process::id();
-        sweep_stale();
-        let ns = Netns::new(format!("{PREFIX}{pid}{tag}")).unwrap_or_else(|e| panic!("{e}"));
+        let ns = Netns::new(PREFIX).unwrap_or_else(|e| panic!("{e}"));
         let (a, b) = (
             format!("{PREFIX}{pid}{tag}a"),
             format!("{PREFIX}{pid}{tag}b"),
@@ -1636,7 +1547,7 @@ mod tests {
             &["link", "set", &a, "up"],
             &["link", "set", &b, "up"],
         ] {
-            ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
+            ns.ip(args);
         }
         Some((ns, a, b))
     }
@@ -1888,11 +1799,8 @@ mod tests {
 
     /// `ip link show dev NAME` in `ns`.
     fn link_show(ns: &Netns, name: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &ns.name, "link", "show", "dev", name])
-            .output()
-            .unwrap_or_else(|e| panic!("ip link show: {e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ns.try_ip(&["link", "show", "dev", name])
+            .unwrap_or_default()
     }
 
     /// `XDP_FLAGS_SKB_MODE` (linux/if_link.h): generic XDP.
@@ -2095,16 +2003,14 @@ mod tests {
                 assert_eq!(xsk.tx_push(addr, len), Ok(()));
             };
             push(&mut xsk);
-            ns.ip(&["link", "set", &a, "down"])
-                .unwrap_or_else(|e| panic!("{e}"));
+            ns.ip(&["link", "set", &a, "down"]);
             let down = xsk.tx_flush();
             eprintln!("{TEST}: flush with the link down: {down:?}");
             assert_eq!(
                 down.map_err(|e| e.raw_os_error()),
                 Err(Some(libc::ENETDOWN))
             );
-            ns.ip(&["link", "del", &a])
-                .unwrap_or_else(|e| panic!("{e}"));
+            ns.ip(&["link", "del", &a]);
             push(&mut xsk);
             let gone = xsk.tx_flush();
             eprintln!("{TEST}: flush with the link deleted: {gone:?}");
