@@ -1687,6 +1687,32 @@ mod tests {
         }
     }
 
+    /// Asserts that frames `0..count` each arrived once and whole (`got`, with `bad`
+    /// damaged or repeated); returns `xsk`'s counters and the kernel's statistics, both
+    /// printed. `what` starts the messages.
+    fn every_frame_arrived(
+        test: &str,
+        what: &str,
+        xsk: &XdpSocket,
+        count: u32,
+        got: &BTreeSet<u32>,
+        bad: usize,
+    ) -> (XskCounters, XskStats) {
+        let counters = xsk.counters();
+        let stats = xsk
+            .statistics()
+            .unwrap_or_else(|e| panic!("XDP_STATISTICS: {e}"));
+        eprintln!("{test}: {what}counters {counters:?}, kernel {stats:?}");
+        assert_eq!(bad, 0, "{what}frames that arrived damaged or twice");
+        let missing: Vec<u32> = (0..count).filter(|s| !got.contains(s)).take(10).collect();
+        assert!(
+            missing.is_empty(),
+            "{what}{} of {count} missing, first {missing:?}",
+            count as usize - got.len()
+        );
+        (counters, stats)
+    }
+
     /// Sends frames `0..count` (see [`udp_frame`]) from `xsk`, a batch of at most 64 a
     /// round (small enough for a veth peer's backlog), calling `round` after each round
     /// to receive; ends once `round` says all arrived and every send frame is back, or
@@ -1767,18 +1793,7 @@ mod tests {
                 drain(&peer, &mut got, &mut bad);
                 got.len() == COUNT as usize
             });
-            let counters = xsk.counters();
-            let stats = xsk
-                .statistics()
-                .unwrap_or_else(|e| panic!("XDP_STATISTICS: {e}"));
-            eprintln!("{TEST}: counters {counters:?}, kernel {stats:?}");
-            assert_eq!(bad, 0, "frames that arrived damaged or twice");
-            let missing: Vec<u32> = (0..COUNT).filter(|s| !got.contains(s)).take(10).collect();
-            assert!(
-                missing.is_empty(),
-                "{} of {COUNT} missing, first {missing:?}",
-                COUNT as usize - got.len()
-            );
+            let (counters, stats) = every_frame_arrived(TEST, "", &xsk, COUNT, &got, bad);
             assert_eq!(counters.sent, u64::from(COUNT));
             assert_eq!(
                 counters.completions,
@@ -1963,18 +1978,8 @@ mod tests {
                     while rx.rx_batch(64, |frame| classify(frame, &mut got, &mut bad)) > 0 {}
                     got.len() == COUNT as usize
                 });
-                let counters = rx.counters();
-                let stats = rx
-                    .statistics()
-                    .unwrap_or_else(|e| panic!("XDP_STATISTICS: {e}"));
-                eprintln!("{TEST}: {mode}: receiver counters {counters:?}, kernel {stats:?}");
-                assert_eq!(bad, 0, "{mode}: frames that arrived damaged or twice");
-                let missing: Vec<u32> = (0..COUNT).filter(|s| !got.contains(s)).take(10).collect();
-                assert!(
-                    missing.is_empty(),
-                    "{mode}: {} of {COUNT} missing, first {missing:?}",
-                    COUNT as usize - got.len()
-                );
+                let what = format!("{mode}: ");
+                let (counters, stats) = every_frame_arrived(TEST, &what, &rx, COUNT, &got, bad);
                 assert!(counters.received >= u64::from(COUNT));
                 assert_eq!((counters.invalid_descriptors, counters.lost_frames), (0, 0));
                 assert_eq!((stats.rx_dropped, stats.rx_ring_full), (0, 0));
