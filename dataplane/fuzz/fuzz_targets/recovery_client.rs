@@ -70,7 +70,10 @@ struct Seen {
 impl Seen {
     fn take(&mut self, sequence: u64, message: &[u8], recovered: bool) {
         assert_eq!(message, sequence.to_be_bytes(), "message {sequence}");
-        assert!(self.delivered.insert(sequence), "{sequence} delivered twice");
+        assert!(
+            self.delivered.insert(sequence),
+            "{sequence} delivered twice"
+        );
         assert!(
             !self.lost.iter().any(|&(a, b)| (a..b).contains(&sequence)),
             "{sequence} delivered after it was lost"
@@ -128,7 +131,8 @@ fuzz_target!(|bytes: &[u8]| {
     let mut input = Input { rest: bytes };
     let config = input.u8();
     let in_order = config & 1 != 0;
-    let deadline = Duration::from_micros(u64::from((config >> 1) & 3) * 250).max(Duration::from_micros(1));
+    let deadline =
+        Duration::from_micros(u64::from((config >> 1) & 3) * 250).max(Duration::from_micros(1));
     let delay = Duration::from_micros(u64::from((config >> 3) & 3) * 100);
     let mut state = ReceiveState::new(&ReceiveConfig {
         session: Some(SESSION),
@@ -160,7 +164,11 @@ fuzz_target!(|bytes: &[u8]| {
         }
         let op = input.u8();
         let count = 1 + u16::from(op >> 3) % 8;
-        let mut first = || (highest + u64::from(input.u16())).saturating_sub(256).max(1);
+        let mut first = || {
+            (highest + u64::from(input.u16()))
+                .saturating_sub(256)
+                .max(1)
+        };
         match op & 7 {
             0 | 1 => {
                 let f = first();
@@ -218,5 +226,9 @@ fuzz_target!(|bytes: &[u8]| {
     let st = state.stats();
     assert_eq!((st.messages, st.missing), (seen.messages, seen.missing));
     let mut buf = [0u8; 20];
-    assert_eq!(state.poll_transmit(now, &mut buf), None, "nothing asked after the finish");
+    assert_eq!(
+        state.poll_transmit(now, &mut buf),
+        None,
+        "nothing asked after the finish"
+    );
 });
