@@ -30,9 +30,7 @@ use multipoint_dataplane::wire::frame::{
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 fuzz_target!(|data: &[u8]| {
     check_frame(data);

@@ -89,9 +89,7 @@ use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, Packet, PacketBuilder, ReRequest, Session,
 };
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 /// The stream's session, and another one.
 const SESSIONS: [Session; 2] = [

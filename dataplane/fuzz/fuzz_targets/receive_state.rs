@@ -56,9 +56,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 /// The sessions synthesized packets belong to (a configured session is one of them too).
 const SESSIONS: [[u8; 10]; 3] = [*b"FEED-A    ", *b"FEED-B    ", *b"\x00\xffbinary\x01\x7f"];

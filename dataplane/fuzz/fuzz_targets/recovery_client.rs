@@ -37,9 +37,7 @@ use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, PacketBuilder, ReRequest, Session,
 };
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 const SESSION: Session = Session::from_bytes(*b"FUZZREC   ");
 const MAX_OPS: usize = 512;

@@ -51,9 +51,7 @@ use multipoint_dataplane::wire::{
     Packet, PacketKind, PacketRepr, ReRequest, ReRequestRepr, Session,
 };
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 const SESSION: Session = Session::from_bytes(*b"FUZZSERVER");
 const OTHER: Session = Session::from_bytes(*b"FUZZOTHER ");

@@ -1,14 +1,15 @@
 //! What the tests of every multipoint crate share, so that each is written once: a
 //! counting global allocator ([`alloc`]), the number of open file descriptors
-//! ([`open_fds`]), a free UDP port ([`free_port`]) and printing why a test skipped
-//! ([`print_skip`]).
+//! ([`open_fds`]), a free UDP port ([`free_port`]), printing why a test skipped
+//! ([`print_skip`]) and the fuzz targets' input reader ([`input`]).
 //!
 //! This crate depends on none of the multipoint crates, so any of them can take it as a
-//! dev-dependency.
+//! dev-dependency, and the fuzz crates (outside the workspace) by path.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod alloc;
+pub mod input;
 
 use std::net::{Ipv4Addr, UdpSocket};
 
