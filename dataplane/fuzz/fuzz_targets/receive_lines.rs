@@ -656,10 +656,9 @@ fuzz_target!(|data: &[u8]| {
     let mut datagram = Vec::new();
 
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         now += u64::from(op >> 5) * 128;
         let mut timers_ran = false;
         match op & 7 {

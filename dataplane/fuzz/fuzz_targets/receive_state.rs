@@ -98,10 +98,9 @@ fuzz_target!(|data: &[u8]| {
     let mut now = 0u64;
     let mut datagram = Vec::new();
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         now += u64::from(op >> 6) * 64;
         match op & 7 {
             what @ 0..=3 => {

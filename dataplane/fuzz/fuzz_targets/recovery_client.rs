@@ -157,10 +157,9 @@ fuzz_target!(|bytes: &[u8]| {
         ..DatagramInfo::default()
     };
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         let count = 1 + u16::from(op >> 3) % 8;
         let mut first = || {
             (highest + u64::from(input.u16()))

@@ -138,10 +138,9 @@ fuzz_target!(|data: &[u8]| {
     let mut latest = start;
 
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         let from = source((op >> 2) & 7);
         let step = match op >> 5 {
             0 | 1 => Duration::ZERO,

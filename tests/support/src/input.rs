@@ -8,12 +8,14 @@
 //! ```
 //! use multipoint_test_support::input::Input;
 //!
-//! let mut input = Input::new(&[1, 0, 2, 9]);
+//! let mut input = Input::new(&[1, 0, 2, 9, 7]);
 //! assert_eq!(input.u8(), 1);
 //! assert_eq!(input.u16(), 2);
-//! assert_eq!(input.u32(), 0x0900_0000);
+//! assert_eq!(input.op(), Some(9));
+//! assert_eq!(input.u32(), 0x0700_0000);
 //! assert!(input.rest.is_empty());
 //! assert_eq!(input.u64(), 0);
+//! assert_eq!(input.op(), None);
 //! ```
 
 /// Reads the input front to back; what is missing at the end reads as zero.
@@ -47,6 +49,12 @@ impl<'a> Input<'a> {
     /// A byte.
     pub fn u8(&mut self) -> u8 {
         self.array::<1>()[0]
+    }
+
+    /// The byte of a script's next operation, or `None` once the input is used up (where
+    /// the script ends; `u8` would read zeros from there on).
+    pub fn op(&mut self) -> Option<u8> {
+        (!self.rest.is_empty()).then(|| self.u8())
     }
 
     /// A big-endian u16.
