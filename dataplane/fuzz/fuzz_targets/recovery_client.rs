@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use multipoint_dataplane::core::receive::{DatagramInfo, Handler, ReceiveConfig, ReceiveState};
+use multipoint_dataplane::core::receive::{DatagramInfo, ReceiveConfig, ReceiveState};
 use multipoint_dataplane::core::recovery::RecoveryConfig;
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::{
@@ -38,6 +38,10 @@ use multipoint_dataplane::wire::{
 };
 
 use multipoint_test_support::input::Input;
+
+#[path = "../common/record.rs"]
+mod record;
+use record::{Record, Recorder};
 
 const SESSION: Session = Session::from_bytes(*b"FUZZREC   ");
 const MAX_OPS: usize = 512;
@@ -65,7 +69,7 @@ struct Seen {
     ends: u32,
 }
 
-impl Seen {
+impl Record for Seen {
     fn take(&mut self, sequence: u64, message: &[u8], recovered: bool) {
         assert_eq!(message, sequence.to_be_bytes(), "message {sequence}");
         assert!(
@@ -84,16 +88,7 @@ impl Seen {
         self.messages += 1;
         self.recovered += u64::from(recovered);
     }
-}
-
-impl Handler for Seen {
-    fn on_message(&mut self, sequence: u64, message: &[u8]) {
-        self.take(sequence, message, false);
-    }
-    fn on_recovered(&mut self, sequence: u64, message: &[u8]) {
-        self.take(sequence, message, true);
-    }
-    fn on_gap(&mut self, gap: Gap) {
+    fn gap(&mut self, gap: Gap) {
         assert!(gap.count >= 1);
         let lost = gap.first_missing..gap.end();
         assert!(
@@ -103,7 +98,7 @@ impl Handler for Seen {
         self.lost.push((gap.first_missing, gap.end()));
         self.missing += gap.count;
     }
-    fn on_end_of_session(&mut self) {
+    fn end_of_session(&mut self) {
         self.ends += 1;
         assert_eq!(self.ends, 1, "the end is heard once");
     }
@@ -146,10 +141,10 @@ fuzz_target!(|bytes: &[u8]| {
         }),
         ..ReceiveConfig::default()
     });
-    let mut seen = Seen {
+    let mut seen = Recorder(Seen {
         in_order,
         ..Seen::default()
-    };
+    });
     let mut now = 1_000_000u64;
     let mut highest = 1u64;
     let from = |source| DatagramInfo {
