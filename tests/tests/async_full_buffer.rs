@@ -19,9 +19,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use multipoint::{
-    BackendChoice, IdleStrategy, Interface, Publisher, PublisherConfig, Session, ShardConfig,
-    Shards, SubscriptionConfig,
+    BackendChoice, Interface, Publisher, PublisherConfig, Session, SubscriptionConfig,
 };
+use multipoint_tests::stream::subscribe_on_eth0;
 use multipoint_tests::{lab_or_skip, Lab};
 
 const MESSAGES: u64 = 10_000;
@@ -58,25 +58,15 @@ fn offer_async_on_mmsg_yields_instead_of_waiting_in_the_kernel_for_a_full_socket
     assert!(shaped.status.success(), "tc tbf: {why}");
     let group: SocketAddr = "239.255.79.1:31079".parse().unwrap();
     let session = Session::new("FULLBUF").unwrap();
-    let (shards, sub) = b.run(|| {
-        let mut shards = Shards::start(ShardConfig {
-            idle: IdleStrategy::Block,
-            ..ShardConfig::default()
-        })
-        .unwrap();
-        let sub = shards
-            .subscribe(
-                SubscriptionConfig {
-                    interface: Interface::Name("eth0".into()),
-                    session: Some(session),
-                    recv_buffer: 8 << 20,
-                    ..SubscriptionConfig::new(group)
-                },
-                |_: u64, _: &[u8]| {},
-            )
-            .unwrap();
-        (shards, sub)
-    });
+    let (shards, sub) = subscribe_on_eth0(
+        &b,
+        SubscriptionConfig {
+            session: Some(session),
+            recv_buffer: 8 << 20,
+            ..SubscriptionConfig::new(group)
+        },
+        |_: u64, _: &[u8]| {},
+    );
     let mut publisher = a.run(|| {
         Publisher::new(PublisherConfig {
             interface: Interface::Name("eth0".into()),
