@@ -162,9 +162,14 @@ pub fn lossy_subscriber_server(server: SocketAddr) -> RerequestConfig {
 }
 
 /// Ends the session and keeps the publisher serving re-requests (and repeating the end)
-/// until `done` says the subscriber has everything, or 10 s.
-pub fn end_and_linger(publisher: &mut Publisher, mut done: impl FnMut() -> bool) {
+/// until `sub` has everything, or 10 s: it heard the end, and each of the `messages` was
+/// delivered or declared missing.
+pub fn end_and_linger<H: Handler>(publisher: &mut Publisher, sub: &Subscription<H>, messages: u64) {
     publisher.end_session();
+    let done = || {
+        let st = sub.stats();
+        st.end_of_session > 0 && st.messages + st.missing >= messages
+    };
     let linger = Instant::now();
     while linger.elapsed() < Duration::from_secs(10) && !done() {
         publisher.poll();

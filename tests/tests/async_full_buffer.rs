@@ -16,11 +16,12 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::Command;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multipoint::{
     BackendChoice, Interface, Publisher, PublisherConfig, Session, SubscriptionConfig,
 };
+use multipoint_tests::netns::wait_until;
 use multipoint_tests::stream::subscribe_on_eth0;
 use multipoint_tests::{lab_or_skip, Lab};
 
@@ -114,15 +115,11 @@ fn offer_async_on_mmsg_yields_instead_of_waiting_in_the_kernel_for_a_full_socket
         (MESSAGES, 0),
         "{stats:?}"
     );
-    let begun = Instant::now();
-    while sub.stats().end_of_session == 0 {
-        assert!(
-            begun.elapsed() < Duration::from_secs(30),
-            "{:?}",
-            sub.stats()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(30), || sub.stats().end_of_session > 0),
+        "{:?}",
+        sub.stats()
+    );
     let st = sub.close().unwrap().stats;
     shards.shutdown();
     eprintln!("{test}: {pending} pending polls; publisher {stats:?}");

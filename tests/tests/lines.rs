@@ -118,10 +118,7 @@ fn run(test: &str, trouble: Trouble, recover: bool) -> Option<Closed<Check>> {
             state = 2;
         }
     });
-    end_and_linger(&mut publisher, || {
-        let st = sub.stats();
-        st.end_of_session > 0 && st.messages + st.missing >= MESSAGES
-    });
+    end_and_linger(&mut publisher, &sub, MESSAGES);
     let closed = sub.close().unwrap();
     shards.shutdown();
     drop(publisher);

@@ -70,10 +70,7 @@ fn recovers_everything_through(loss_percent: u32, test: &str) {
     publish_paced(&mut publisher, MESSAGES, RATE, |_| {});
     // Linger: serve the last re-requests (and repeat the end) until the subscriber has
     // everything.
-    end_and_linger(&mut publisher, || {
-        let st = sub.stats();
-        st.end_of_session > 0 && st.messages + st.missing >= MESSAGES
-    });
+    end_and_linger(&mut publisher, &sub, MESSAGES);
     let served = publisher.rerequest_stats().unwrap();
     let closed = sub.close().unwrap();
     shards.shutdown();
