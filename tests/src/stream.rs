@@ -11,8 +11,8 @@ use multipoint_control::Interface;
 use multipoint_dataplane::core::server::ServerConfig;
 use multipoint_dataplane::publisher::RerequestConfig;
 use multipoint_dataplane::{
-    Gap, Handler, IdleStrategy, OfferError, Publisher, RecoveryConfig, ShardConfig, Shards,
-    Subscription, SubscriptionConfig,
+    Gap, Handler, IdleStrategy, OfferError, Publisher, PublisherConfig, RecoveryConfig,
+    ShardConfig, Shards, Subscription, SubscriptionConfig,
 };
 
 use crate::Host;
@@ -96,6 +96,18 @@ pub fn subscribe_on_eth0<H: Handler>(
         };
         let sub = shards.subscribe(config, handler).expect("subscribing");
         (shards, sub)
+    })
+}
+
+/// A publisher made inside `host` (so its sockets are the host's), sending on the host's
+/// `eth0`, as `config` says otherwise.
+pub fn publisher_on_eth0(host: &Host, config: PublisherConfig) -> Publisher {
+    host.run(|| {
+        Publisher::new(PublisherConfig {
+            interface: Interface::Name("eth0".into()),
+            ..config
+        })
+        .expect("making the publisher")
     })
 }
 

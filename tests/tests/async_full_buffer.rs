@@ -18,11 +18,9 @@ use std::process::Command;
 use std::task::Poll;
 use std::time::Duration;
 
-use multipoint::{
-    BackendChoice, Interface, Publisher, PublisherConfig, Session, SubscriptionConfig,
-};
+use multipoint::{BackendChoice, PublisherConfig, Session, SubscriptionConfig};
 use multipoint_tests::netns::wait_until;
-use multipoint_tests::stream::subscribe_on_eth0;
+use multipoint_tests::stream::{publisher_on_eth0, subscribe_on_eth0};
 use multipoint_tests::{lab_or_skip, Lab};
 
 const MESSAGES: u64 = 10_000;
@@ -68,14 +66,13 @@ fn offer_async_on_mmsg_yields_instead_of_waiting_in_the_kernel_for_a_full_socket
         },
         |_: u64, _: &[u8]| {},
     );
-    let mut publisher = a.run(|| {
-        Publisher::new(PublisherConfig {
-            interface: Interface::Name("eth0".into()),
+    let mut publisher = publisher_on_eth0(
+        &a,
+        PublisherConfig {
             backend: BackendChoice::Mmsg,
             ..PublisherConfig::new(session, group)
-        })
-        .unwrap()
-    });
+        },
+    );
     // A small send buffer, so that it fills behind the shaper (the publisher asks for a
     // deep one).
     publisher

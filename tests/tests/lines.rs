@@ -21,11 +21,11 @@ use std::time::Duration;
 use multipoint_control::Interface;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    Closed, LineB, LineBConfig, LinesConfig, Publisher, PublisherConfig, SubscriptionConfig,
+    Closed, LineB, LineBConfig, LinesConfig, PublisherConfig, SubscriptionConfig,
 };
 use multipoint_tests::stream::{
     drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, patient_recovery,
-    publish_paced, subscribe_on_eth0, Check,
+    publish_paced, publisher_on_eth0, subscribe_on_eth0, Check,
 };
 use multipoint_tests::{lab_or_skip, Host, Lab};
 
@@ -94,15 +94,14 @@ fn run(test: &str, trouble: Trouble, recover: bool) -> Option<Closed<Check>> {
         },
         Check::default(),
     );
-    let mut publisher = a.run(|| {
-        Publisher::new(PublisherConfig {
-            interface: Interface::Name("eth0".into()),
+    let mut publisher = publisher_on_eth0(
+        &a,
+        PublisherConfig {
             line_b: Some(LineB::new(group_b, Interface::Name("eth1".into()))),
             rerequest: recover.then(|| lossy_subscriber_server(server)),
             ..PublisherConfig::new(session, group_a)
-        })
-        .unwrap()
-    });
+        },
+    );
     std::thread::sleep(Duration::from_millis(200));
     let (down_at, up_at) = (MESSAGES * 3 / 10, MESSAGES * 7 / 10);
     let mut state = 0;

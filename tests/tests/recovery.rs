@@ -12,12 +12,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use multipoint_control::Interface;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{Publisher, PublisherConfig, SubscriptionConfig};
+use multipoint_dataplane::{PublisherConfig, SubscriptionConfig};
 use multipoint_tests::stream::{
     drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, patient_recovery,
-    publish_paced, subscribe_on_eth0, Check,
+    publish_paced, publisher_on_eth0, subscribe_on_eth0, Check,
 };
 use multipoint_tests::{lab_or_skip, Lab};
 
@@ -56,14 +55,13 @@ fn recovers_everything_through(loss_percent: u32, test: &str) {
         },
         Check::default(),
     );
-    let mut publisher = a.run(|| {
-        Publisher::new(PublisherConfig {
-            interface: Interface::Name("eth0".into()),
+    let mut publisher = publisher_on_eth0(
+        &a,
+        PublisherConfig {
             rerequest: Some(lossy_subscriber_server(server)),
             ..PublisherConfig::new(session, group)
-        })
-        .unwrap()
-    });
+        },
+    );
 
     // Give the membership report a moment, then publish at RATE.
     std::thread::sleep(Duration::from_millis(200));
