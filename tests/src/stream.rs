@@ -1,13 +1,19 @@
 //! A checked stream for the multi-host data-plane tests: messages whose bytes say their
-//! number, a handler that checks order and content as they come, publishing at a steady
-//! rate, and nftables rules that drop a share of a stream's packets.
+//! number, a handler that checks order and content as they come, a subscriber on a host
+//! of the lab, publishing at a steady rate, and nftables rules that drop a share of a
+//! stream's packets.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use multipoint_control::Interface;
 use multipoint_dataplane::core::server::ServerConfig;
 use multipoint_dataplane::publisher::RerequestConfig;
-use multipoint_dataplane::{Gap, Handler, OfferError, Publisher};
+use multipoint_dataplane::{
+    Gap, Handler, IdleStrategy, OfferError, Publisher, PublisherConfig, RecoveryConfig,
+    ShardConfig, Shards, Subscription, SubscriptionConfig,
+};
 
 use crate::Host;
 
@@ -69,6 +75,53 @@ impl Handler for Check {
     }
 }
 
+/// Starts shards inside `host` (blocking when idle, not pinned) and subscribes `handler`
+/// there on the host's `eth0`, as `config` says otherwise. Made inside the host, the
+/// subscription's sockets and the interfaces it names are the host's.
+pub fn subscribe_on_eth0<H: Handler>(
+    host: &Host,
+    config: SubscriptionConfig,
+    handler: H,
+) -> (Shards, Subscription<H>) {
+    host.run(|| {
+        let mut shards = Shards::start(ShardConfig {
+            idle: IdleStrategy::Block,
+            pin: false,
+            ..ShardConfig::default()
+        })
+        .expect("starting the shards");
+        let config = SubscriptionConfig {
+            interface: Interface::Name("eth0".into()),
+            ..config
+        };
+        let sub = shards.subscribe(config, handler).expect("subscribing");
+        (shards, sub)
+    })
+}
+
+/// A publisher made inside `host` (so its sockets are the host's), sending on the host's
+/// `eth0`, as `config` says otherwise.
+pub fn publisher_on_eth0(host: &Host, config: PublisherConfig) -> Publisher {
+    host.run(|| {
+        Publisher::new(PublisherConfig {
+            interface: Interface::Name("eth0".into()),
+            ..config
+        })
+        .expect("making the publisher")
+    })
+}
+
+/// Recovery in order from `server`, with a deadline (2 s) generous against the stalls of
+/// a shared machine (a debug build, the rest of the suite), so that a stall is not taken
+/// for a loss; the recovery times a test prints say how long it really took.
+pub fn patient_recovery(server: SocketAddr) -> RecoveryConfig {
+    RecoveryConfig {
+        in_order: true,
+        deadline: Duration::from_secs(2),
+        ..RecoveryConfig::new(server)
+    }
+}
+
 /// Publishes messages 1..=`messages` of a checked stream at `rate` a second, a
 /// millisecond's worth at a time; `meanwhile` runs between batches with the number of
 /// the next message (to change the network mid-stream).
@@ -107,7 +160,7 @@ pub fn publish_paced(
 /// (burst 2,000) and 40 MB/s. At 20% loss of 200,000 msgs/s one subscriber asks for
 /// about 2,000 packets a second, more than a requester's default allowance (1,000
 /// replies a second), which is sized against amplification, not for one lossy receiver.
-pub fn lossy_subscriber_server(server: std::net::SocketAddr) -> RerequestConfig {
+pub fn lossy_subscriber_server(server: SocketAddr) -> RerequestConfig {
     RerequestConfig {
         server: ServerConfig {
             replies_per_second: 20_000,
@@ -121,9 +174,14 @@ pub fn lossy_subscriber_server(server: std::net::SocketAddr) -> RerequestConfig 
 }
 
 /// Ends the session and keeps the publisher serving re-requests (and repeating the end)
-/// until `done` says the subscriber has everything, or 10 s.
-pub fn end_and_linger(publisher: &mut Publisher, mut done: impl FnMut() -> bool) {
+/// until `sub` has everything, or 10 s: it heard the end, and each of the `messages` was
+/// delivered or declared missing.
+pub fn end_and_linger<H: Handler>(publisher: &mut Publisher, sub: &Subscription<H>, messages: u64) {
     publisher.end_session();
+    let done = || {
+        let st = sub.stats();
+        st.end_of_session > 0 && st.messages + st.missing >= messages
+    };
     let linger = Instant::now();
     while linger.elapsed() < Duration::from_secs(10) && !done() {
         publisher.poll();

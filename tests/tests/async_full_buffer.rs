@@ -16,12 +16,11 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::Command;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use multipoint::{
-    BackendChoice, IdleStrategy, Interface, Publisher, PublisherConfig, Session, ShardConfig,
-    Shards, SubscriptionConfig,
-};
+use multipoint::{BackendChoice, PublisherConfig, Session, SubscriptionConfig};
+use multipoint_tests::netns::wait_until;
+use multipoint_tests::stream::{publisher_on_eth0, subscribe_on_eth0};
 use multipoint_tests::{lab_or_skip, Lab};
 
 const MESSAGES: u64 = 10_000;
@@ -58,33 +57,22 @@ fn offer_async_on_mmsg_yields_instead_of_waiting_in_the_kernel_for_a_full_socket
     assert!(shaped.status.success(), "tc tbf: {why}");
     let group: SocketAddr = "239.255.79.1:31079".parse().unwrap();
     let session = Session::new("FULLBUF").unwrap();
-    let (shards, sub) = b.run(|| {
-        let mut shards = Shards::start(ShardConfig {
-            idle: IdleStrategy::Block,
-            ..ShardConfig::default()
-        })
-        .unwrap();
-        let sub = shards
-            .subscribe(
-                SubscriptionConfig {
-                    interface: Interface::Name("eth0".into()),
-                    session: Some(session),
-                    recv_buffer: 8 << 20,
-                    ..SubscriptionConfig::new(group)
-                },
-                |_: u64, _: &[u8]| {},
-            )
-            .unwrap();
-        (shards, sub)
-    });
-    let mut publisher = a.run(|| {
-        Publisher::new(PublisherConfig {
-            interface: Interface::Name("eth0".into()),
+    let (shards, sub) = subscribe_on_eth0(
+        &b,
+        SubscriptionConfig {
+            session: Some(session),
+            recv_buffer: 8 << 20,
+            ..SubscriptionConfig::new(group)
+        },
+        |_: u64, _: &[u8]| {},
+    );
+    let mut publisher = publisher_on_eth0(
+        &a,
+        PublisherConfig {
             backend: BackendChoice::Mmsg,
             ..PublisherConfig::new(session, group)
-        })
-        .unwrap()
-    });
+        },
+    );
     // A small send buffer, so that it fills behind the shaper (the publisher asks for a
     // deep one).
     publisher
@@ -124,15 +112,11 @@ fn offer_async_on_mmsg_yields_instead_of_waiting_in_the_kernel_for_a_full_socket
         (MESSAGES, 0),
         "{stats:?}"
     );
-    let begun = Instant::now();
-    while sub.stats().end_of_session == 0 {
-        assert!(
-            begun.elapsed() < Duration::from_secs(30),
-            "{:?}",
-            sub.stats()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(30), || sub.stats().end_of_session > 0),
+        "{:?}",
+        sub.stats()
+    );
     let st = sub.close().unwrap().stats;
     shards.shutdown();
     eprintln!("{test}: {pending} pending polls; publisher {stats:?}");

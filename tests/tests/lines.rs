@@ -21,11 +21,11 @@ use std::time::Duration;
 use multipoint_control::Interface;
 use multipoint_dataplane::wire::Session;
 use multipoint_dataplane::{
-    Closed, IdleStrategy, LineB, LineBConfig, LinesConfig, Publisher, PublisherConfig,
-    RecoveryConfig, ShardConfig, Shards, SubscriptionConfig,
+    Closed, LineB, LineBConfig, LinesConfig, PublisherConfig, SubscriptionConfig,
 };
 use multipoint_tests::stream::{
-    drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, publish_paced, Check,
+    drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, patient_recovery,
+    publish_paced, publisher_on_eth0, subscribe_on_eth0, Check,
 };
 use multipoint_tests::{lab_or_skip, Host, Lab};
 
@@ -71,54 +71,37 @@ fn run(test: &str, trouble: Trouble, recover: bool) -> Option<Closed<Check>> {
         drop_on_input(&b, &[rule("eth0"), rule("eth1")]);
     }
     let session = Session::new("LINES").unwrap();
-    let (shards, sub) = b.run(|| {
-        let mut shards = Shards::start(ShardConfig {
-            idle: IdleStrategy::Block,
-            pin: false,
-            ..ShardConfig::default()
-        })
-        .unwrap();
-        let sub = shards
-            .subscribe(
-                SubscriptionConfig {
-                    interface: Interface::Name("eth0".into()),
-                    session: Some(session),
-                    recovery: recover.then(|| RecoveryConfig {
-                        in_order: true,
-                        // Generous against the stalls of a shared machine.
-                        deadline: Duration::from_secs(2),
-                        ..RecoveryConfig::new(server)
-                    }),
-                    line_b: Some(LineBConfig {
-                        interface: Interface::Name("eth1".into()),
-                        arbitration: LinesConfig {
-                            // Generous too: in a debug build on two busy cores line B's
-                            // copy was seen over 10 ms behind line A's at times.
-                            wait: Duration::from_millis(20),
-                            // Line A goes down for 2 s; a line silent for 300 ms is down.
-                            // The default 50 ms was once reached by line B under the full
-                            // suite on two cores (a stall, not an outage).
-                            silence: Duration::from_millis(300),
-                            ..LinesConfig::default()
-                        },
-                        ..LineBConfig::new(group_b)
-                    }),
-                    ..SubscriptionConfig::new(group_a)
+    let (shards, sub) = subscribe_on_eth0(
+        &b,
+        SubscriptionConfig {
+            session: Some(session),
+            recovery: recover.then(|| patient_recovery(server)),
+            line_b: Some(LineBConfig {
+                interface: Interface::Name("eth1".into()),
+                arbitration: LinesConfig {
+                    // Generous, like the recovery's deadline: in a debug build on two busy
+                    // cores line B's copy was seen over 10 ms behind line A's at times.
+                    wait: Duration::from_millis(20),
+                    // Line A goes down for 2 s; a line silent for 300 ms is down. The
+                    // default 50 ms was once reached by line B under the full suite on
+                    // two cores (a stall, not an outage).
+                    silence: Duration::from_millis(300),
+                    ..LinesConfig::default()
                 },
-                Check::default(),
-            )
-            .unwrap();
-        (shards, sub)
-    });
-    let mut publisher = a.run(|| {
-        Publisher::new(PublisherConfig {
-            interface: Interface::Name("eth0".into()),
+                ..LineBConfig::new(group_b)
+            }),
+            ..SubscriptionConfig::new(group_a)
+        },
+        Check::default(),
+    );
+    let mut publisher = publisher_on_eth0(
+        &a,
+        PublisherConfig {
             line_b: Some(LineB::new(group_b, Interface::Name("eth1".into()))),
             rerequest: recover.then(|| lossy_subscriber_server(server)),
             ..PublisherConfig::new(session, group_a)
-        })
-        .unwrap()
-    });
+        },
+    );
     std::thread::sleep(Duration::from_millis(200));
     let (down_at, up_at) = (MESSAGES * 3 / 10, MESSAGES * 7 / 10);
     let mut state = 0;
@@ -134,10 +117,7 @@ fn run(test: &str, trouble: Trouble, recover: bool) -> Option<Closed<Check>> {
             state = 2;
         }
     });
-    end_and_linger(&mut publisher, || {
-        let st = sub.stats();
-        st.end_of_session > 0 && st.messages + st.missing >= MESSAGES
-    });
+    end_and_linger(&mut publisher, &sub, MESSAGES);
     let closed = sub.close().unwrap();
     shards.shutdown();
     drop(publisher);

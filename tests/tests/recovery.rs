@@ -12,14 +12,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use multipoint_control::Interface;
 use multipoint_dataplane::wire::Session;
-use multipoint_dataplane::{
-    IdleStrategy, Publisher, PublisherConfig, RecoveryConfig, ShardConfig, Shards,
-    SubscriptionConfig,
-};
+use multipoint_dataplane::{PublisherConfig, SubscriptionConfig};
 use multipoint_tests::stream::{
-    drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, publish_paced, Check,
+    drop_on_input, end_and_linger, lossy_subscriber_server, nft_or_skip, patient_recovery,
+    publish_paced, publisher_on_eth0, subscribe_on_eth0, Check,
 };
 use multipoint_tests::{lab_or_skip, Lab};
 
@@ -49,51 +46,29 @@ fn recovers_everything_through(loss_percent: u32, test: &str) {
     drop_on_input(&b, &[rule]);
 
     let session = Session::new("LOSS").unwrap();
-    let (shards, sub) = b.run(|| {
-        let mut shards = Shards::start(ShardConfig {
-            idle: IdleStrategy::Block,
-            pin: false,
-            ..ShardConfig::default()
-        })
-        .unwrap();
-        let sub = shards
-            .subscribe(
-                SubscriptionConfig {
-                    interface: Interface::Name("eth0".into()),
-                    session: Some(session),
-                    recovery: Some(RecoveryConfig {
-                        in_order: true,
-                        // Generous, so that a stall of a shared machine (a debug build,
-                        // the rest of the suite) is not taken for a loss; the recovery
-                        // times printed say how long it really took.
-                        deadline: Duration::from_secs(2),
-                        ..RecoveryConfig::new(server)
-                    }),
-                    ..SubscriptionConfig::new(group)
-                },
-                Check::default(),
-            )
-            .unwrap();
-        (shards, sub)
-    });
-    let mut publisher = a.run(|| {
-        Publisher::new(PublisherConfig {
-            interface: Interface::Name("eth0".into()),
+    let (shards, sub) = subscribe_on_eth0(
+        &b,
+        SubscriptionConfig {
+            session: Some(session),
+            recovery: Some(patient_recovery(server)),
+            ..SubscriptionConfig::new(group)
+        },
+        Check::default(),
+    );
+    let mut publisher = publisher_on_eth0(
+        &a,
+        PublisherConfig {
             rerequest: Some(lossy_subscriber_server(server)),
             ..PublisherConfig::new(session, group)
-        })
-        .unwrap()
-    });
+        },
+    );
 
     // Give the membership report a moment, then publish at RATE.
     std::thread::sleep(Duration::from_millis(200));
     publish_paced(&mut publisher, MESSAGES, RATE, |_| {});
     // Linger: serve the last re-requests (and repeat the end) until the subscriber has
     // everything.
-    end_and_linger(&mut publisher, || {
-        let st = sub.stats();
-        st.end_of_session > 0 && st.messages + st.missing >= MESSAGES
-    });
+    end_and_linger(&mut publisher, &sub, MESSAGES);
     let served = publisher.rerequest_stats().unwrap();
     let closed = sub.close().unwrap();
     shards.shutdown();

@@ -17,7 +17,9 @@
 use libfuzzer_sys::fuzz_target;
 use multipoint_control::rooted::proto::{DataPlan, Frame};
 use multipoint_control::{Direction, Transport};
-use multipoint_control_fuzz::{check_body, check_encoded, check_stream, on_the_wire, Input};
+use multipoint_control_fuzz::{
+    check_body, check_encoded, check_stream, on_the_wire, ControlInput, Input,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

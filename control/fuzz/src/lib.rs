@@ -1,73 +1,38 @@
 //! What the control crate's fuzz targets share: a reader that cuts typed values out of
-//! the fuzz input, and the checks every framed codec of the rooted control protocol must
+//! the fuzz input (the test-support crate's, with what control frames carry on top:
+//! [`ControlInput`]), and the checks every framed codec of the rooted control protocol must
 //! pass. A target for a new set of frames builds them from [`Input`] and calls
 //! [`check_encoded`], [`check_body`] and [`check_stream`]; see `scripts/fuzz.sh`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use multipoint_control::rooted::proto::{decode, Frame, ProtoError, MAX_FRAME, MAX_TEXT, VERSION};
+pub use multipoint_test_support::input::Input;
 
 /// Bytes of the length prefix of a frame.
 pub const PREFIX_LEN: usize = 4;
 
-/// Reads the fuzz input front to back; what is missing at the end reads as zero, so every
-/// input builds something.
-#[derive(Debug)]
-pub struct Input<'a> {
-    /// What is left to read.
-    pub rest: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    /// Reads from the start of `data`.
-    pub fn new(data: &'a [u8]) -> Input<'a> {
-        Input { rest: data }
-    }
-
-    /// Up to `n` bytes (fewer at the end of the input).
-    pub fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (head, tail) = self.rest.split_at(n.min(self.rest.len()));
-        self.rest = tail;
-        head
-    }
-
-    /// `N` bytes, zero-padded.
-    pub fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let head = self.bytes(N);
-        out[..head.len()].copy_from_slice(head);
-        out
-    }
-
-    /// A byte.
-    pub fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-
-    /// A big-endian u16.
-    pub fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.array())
-    }
-
-    /// A big-endian u32.
-    pub fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.array())
-    }
-
-    /// A big-endian u64.
-    pub fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.array())
-    }
-
+/// What the control protocol's frames carry, read off an [`Input`] on top of its plain
+/// numbers and bytes.
+pub trait ControlInput {
     /// A string of a length read from the input (at most a little over [`MAX_TEXT`]
     /// bytes, so that the limit itself is tried), from input bytes made valid UTF-8.
-    pub fn text(&mut self) -> String {
+    fn text(&mut self) -> String;
+    /// An IPv4 or IPv6 socket address, flow label and scope included.
+    fn socket_addr(&mut self) -> SocketAddr;
+    /// An optional socket address.
+    fn opt_socket_addr(&mut self) -> Option<SocketAddr>;
+    /// An IPv4 or IPv6 address.
+    fn ip(&mut self) -> IpAddr;
+}
+
+impl ControlInput for Input<'_> {
+    fn text(&mut self) -> String {
         let len = usize::from(self.u16()) % (MAX_TEXT + 8);
         String::from_utf8_lossy(self.bytes(len)).into_owned()
     }
 
-    /// An IPv4 or IPv6 socket address, flow label and scope included.
-    pub fn socket_addr(&mut self) -> SocketAddr {
+    fn socket_addr(&mut self) -> SocketAddr {
         if self.u8() & 1 == 0 {
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(self.u32()), self.u16()))
         } else {
@@ -76,13 +41,11 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// An optional socket address.
-    pub fn opt_socket_addr(&mut self) -> Option<SocketAddr> {
+    fn opt_socket_addr(&mut self) -> Option<SocketAddr> {
         (self.u8() & 1 == 1).then(|| self.socket_addr())
     }
 
-    /// An IPv4 or IPv6 address.
-    pub fn ip(&mut self) -> IpAddr {
+    fn ip(&mut self) -> IpAddr {
         if self.u8() & 1 == 0 {
             IpAddr::V4(Ipv4Addr::from(self.u32()))
         } else {

@@ -30,9 +30,7 @@ use multipoint_dataplane::wire::frame::{
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 fuzz_target!(|data: &[u8]| {
     check_frame(data);
@@ -110,22 +108,22 @@ fn check_accepted(frame: &[u8], udp: &UdpFrame<'_>) {
     }
 
     // Rebuilt from what was parsed, it parses back to the same.
-    let template = FrameTemplate::with_dst_mac(
-        udp.src_mac,
-        udp.dst_mac,
-        udp.src,
-        udp.dst,
-        udp.hop_limit,
-        0,
-    )
-    .expect("a parsed frame's addresses make a template");
+    let template =
+        FrameTemplate::with_dst_mac(udp.src_mac, udp.dst_mac, udp.src, udp.dst, udp.hop_limit, 0)
+            .expect("a parsed frame's addresses make a template");
     let mut buf = vec![0u8; template.header_len() + udp.payload.len()];
     let len = template
         .write_with_payload(&mut buf, udp.payload)
         .expect("a parsed payload fits a frame");
     assert_eq!(len, buf.len());
     let again = parse(&buf).expect("a rebuilt frame parses");
-    assert_eq!(UdpFrame { vlan: udp.vlan, ..again }, *udp);
+    assert_eq!(
+        UdpFrame {
+            vlan: udp.vlan,
+            ..again
+        },
+        *udp
+    );
 }
 
 fn check_recipe(data: &[u8]) {

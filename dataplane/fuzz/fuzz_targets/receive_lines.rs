@@ -81,7 +81,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use multipoint_dataplane::core::lines::{Line, LineStats, LinesConfig};
-use multipoint_dataplane::core::receive::{DatagramInfo, Handler, ReceiveConfig, ReceiveState};
+use multipoint_dataplane::core::receive::{DatagramInfo, ReceiveConfig, ReceiveState};
 use multipoint_dataplane::core::recovery::RecoveryConfig;
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::stats::SubscriptionStats;
@@ -89,9 +89,11 @@ use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, Packet, PacketBuilder, ReRequest, Session,
 };
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
+
+#[path = "../common/record.rs"]
+mod record;
+use record::{Record, Recorder};
 
 /// The stream's session, and another one.
 const SESSIONS: [Session; 2] = [
@@ -279,6 +281,16 @@ struct Seen {
 }
 
 impl Seen {
+    fn covers(&mut self, first: u64, end: u64, what: &str) {
+        assert!(first < end, "{what} {first}..{end} is empty");
+        if let Some(next) = self.next {
+            assert_eq!(first, next, "{what} does not start where the stream stood");
+        }
+        self.next = Some(end);
+    }
+}
+
+impl Record for Seen {
     fn take(&mut self, sequence: u64, message: &[u8], recovered: bool) {
         assert!(
             !self.ended,
@@ -332,23 +344,7 @@ impl Seen {
         self.messages += 1;
     }
 
-    fn covers(&mut self, first: u64, end: u64, what: &str) {
-        assert!(first < end, "{what} {first}..{end} is empty");
-        if let Some(next) = self.next {
-            assert_eq!(first, next, "{what} does not start where the stream stood");
-        }
-        self.next = Some(end);
-    }
-}
-
-impl Handler for Seen {
-    fn on_message(&mut self, sequence: u64, message: &[u8]) {
-        self.take(sequence, message, false);
-    }
-    fn on_recovered(&mut self, sequence: u64, message: &[u8]) {
-        self.take(sequence, message, true);
-    }
-    fn on_gap(&mut self, gap: Gap) {
+    fn gap(&mut self, gap: Gap) {
         assert!(!self.ended, "a gap after the end of session");
         assert!(gap.count >= 1, "an empty gap");
         let end = gap
@@ -374,11 +370,11 @@ impl Handler for Seen {
         self.gaps += 1;
         self.missing += gap.count;
     }
-    fn on_end_of_session(&mut self) {
+    fn end_of_session(&mut self) {
         assert!(!self.ended, "end of session heard twice");
         self.ended = true;
     }
-    fn on_line(&mut self, line: Line, up: bool) {
+    fn line(&mut self, line: Line, up: bool) {
         let i = line.index();
         assert_eq!(
             self.down[i],
@@ -624,7 +620,7 @@ fuzz_target!(|data: &[u8]| {
     // How far ahead of now a deadline may be.
     let horizon = wait_ns.max(deadline_ns);
 
-    let mut seen = Seen {
+    let mut seen = Recorder(Seen {
         contiguous: !recovers || in_order,
         as_they_come: recovers && !in_order,
         synthesized_only,
@@ -641,7 +637,7 @@ fuzz_target!(|data: &[u8]| {
         ended: false,
         down: [false; 2],
         downs: [0; 2],
-    };
+    });
     let mut check = Check {
         recovery: recovers,
         in_order,
@@ -658,10 +654,9 @@ fuzz_target!(|data: &[u8]| {
     let mut datagram = Vec::new();
 
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         now += u64::from(op >> 5) * 128;
         let mut timers_ran = false;
         match op & 7 {

@@ -56,9 +56,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 /// The sessions synthesized packets belong to (a configured session is one of them too).
 const SESSIONS: [[u8; 10]; 3] = [*b"FEED-A    ", *b"FEED-B    ", *b"\x00\xffbinary\x01\x7f"];
@@ -100,10 +98,9 @@ fuzz_target!(|data: &[u8]| {
     let mut now = 0u64;
     let mut datagram = Vec::new();
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         now += u64::from(op >> 6) * 64;
         match op & 7 {
             what @ 0..=3 => {

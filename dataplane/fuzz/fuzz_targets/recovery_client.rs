@@ -30,16 +30,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use multipoint_dataplane::core::receive::{DatagramInfo, Handler, ReceiveConfig, ReceiveState};
+use multipoint_dataplane::core::receive::{DatagramInfo, ReceiveConfig, ReceiveState};
 use multipoint_dataplane::core::recovery::RecoveryConfig;
 use multipoint_dataplane::core::sequence::Gap;
 use multipoint_dataplane::wire::{
     write_end_of_session, write_heartbeat, PacketBuilder, ReRequest, Session,
 };
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
+
+#[path = "../common/record.rs"]
+mod record;
+use record::{Record, Recorder};
 
 const SESSION: Session = Session::from_bytes(*b"FUZZREC   ");
 const MAX_OPS: usize = 512;
@@ -67,10 +69,13 @@ struct Seen {
     ends: u32,
 }
 
-impl Seen {
+impl Record for Seen {
     fn take(&mut self, sequence: u64, message: &[u8], recovered: bool) {
         assert_eq!(message, sequence.to_be_bytes(), "message {sequence}");
-        assert!(self.delivered.insert(sequence), "{sequence} delivered twice");
+        assert!(
+            self.delivered.insert(sequence),
+            "{sequence} delivered twice"
+        );
         assert!(
             !self.lost.iter().any(|&(a, b)| (a..b).contains(&sequence)),
             "{sequence} delivered after it was lost"
@@ -83,16 +88,7 @@ impl Seen {
         self.messages += 1;
         self.recovered += u64::from(recovered);
     }
-}
-
-impl Handler for Seen {
-    fn on_message(&mut self, sequence: u64, message: &[u8]) {
-        self.take(sequence, message, false);
-    }
-    fn on_recovered(&mut self, sequence: u64, message: &[u8]) {
-        self.take(sequence, message, true);
-    }
-    fn on_gap(&mut self, gap: Gap) {
+    fn gap(&mut self, gap: Gap) {
         assert!(gap.count >= 1);
         let lost = gap.first_missing..gap.end();
         assert!(
@@ -102,7 +98,7 @@ impl Handler for Seen {
         self.lost.push((gap.first_missing, gap.end()));
         self.missing += gap.count;
     }
-    fn on_end_of_session(&mut self) {
+    fn end_of_session(&mut self) {
         self.ends += 1;
         assert_eq!(self.ends, 1, "the end is heard once");
     }
@@ -128,7 +124,8 @@ fuzz_target!(|bytes: &[u8]| {
     let mut input = Input { rest: bytes };
     let config = input.u8();
     let in_order = config & 1 != 0;
-    let deadline = Duration::from_micros(u64::from((config >> 1) & 3) * 250).max(Duration::from_micros(1));
+    let deadline =
+        Duration::from_micros(u64::from((config >> 1) & 3) * 250).max(Duration::from_micros(1));
     let delay = Duration::from_micros(u64::from((config >> 3) & 3) * 100);
     let mut state = ReceiveState::new(&ReceiveConfig {
         session: Some(SESSION),
@@ -144,10 +141,10 @@ fuzz_target!(|bytes: &[u8]| {
         }),
         ..ReceiveConfig::default()
     });
-    let mut seen = Seen {
+    let mut seen = Recorder(Seen {
         in_order,
         ..Seen::default()
-    };
+    });
     let mut now = 1_000_000u64;
     let mut highest = 1u64;
     let from = |source| DatagramInfo {
@@ -155,12 +152,15 @@ fuzz_target!(|bytes: &[u8]| {
         ..DatagramInfo::default()
     };
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         let count = 1 + u16::from(op >> 3) % 8;
-        let mut first = || (highest + u64::from(input.u16())).saturating_sub(256).max(1);
+        let mut first = || {
+            (highest + u64::from(input.u16()))
+                .saturating_sub(256)
+                .max(1)
+        };
         match op & 7 {
             0 | 1 => {
                 let f = first();
@@ -218,5 +218,9 @@ fuzz_target!(|bytes: &[u8]| {
     let st = state.stats();
     assert_eq!((st.messages, st.missing), (seen.messages, seen.missing));
     let mut buf = [0u8; 20];
-    assert_eq!(state.poll_transmit(now, &mut buf), None, "nothing asked after the finish");
+    assert_eq!(
+        state.poll_transmit(now, &mut buf),
+        None,
+        "nothing asked after the finish"
+    );
 });

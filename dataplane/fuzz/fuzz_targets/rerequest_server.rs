@@ -51,9 +51,7 @@ use multipoint_dataplane::wire::{
     Packet, PacketKind, PacketRepr, ReRequest, ReRequestRepr, Session,
 };
 
-#[path = "../common/input.rs"]
-mod input;
-use input::Input;
+use multipoint_test_support::input::Input;
 
 const SESSION: Session = Session::from_bytes(*b"FUZZSERVER");
 const OTHER: Session = Session::from_bytes(*b"FUZZOTHER ");
@@ -140,10 +138,9 @@ fuzz_target!(|data: &[u8]| {
     let mut latest = start;
 
     for _ in 0..MAX_OPS {
-        if input.rest.is_empty() {
+        let Some(op) = input.op() else {
             break;
-        }
-        let op = input.u8();
+        };
         let from = source((op >> 2) & 7);
         let step = match op >> 5 {
             0 | 1 => Duration::ZERO,
@@ -155,7 +152,11 @@ fuzz_target!(|data: &[u8]| {
         if op >> 5 == 7 {
             // Back in time, but not before the start.
             let back = Duration::from_micros(u64::from(input.u16()));
-            clock.0 = clock.0.checked_sub(back).filter(|t| *t >= start).unwrap_or(start);
+            clock.0 = clock
+                .0
+                .checked_sub(back)
+                .filter(|t| *t >= start)
+                .unwrap_or(start);
         } else {
             clock.0 += step;
         }
@@ -264,12 +265,20 @@ fuzz_target!(|data: &[u8]| {
                     + secs * server_config.replies_per_second as f64;
                 let bytes =
                     server_config.byte_burst as f64 + secs * server_config.bytes_per_second as f64;
-                assert!(to.replies as f64 <= replies + 1e-6, "{} replies", to.replies);
+                assert!(
+                    to.replies as f64 <= replies + 1e-6,
+                    "{} replies",
+                    to.replies
+                );
                 assert!(to.bytes as f64 <= bytes + 1e-6, "{} bytes", to.bytes);
             }
         }
         let store = packetizer.store().expect("a store");
-        assert_eq!(store.next(), packetizer.unclosed_sequence(), "every closed packet stored");
+        assert_eq!(
+            store.next(),
+            packetizer.unclosed_sequence(),
+            "every closed packet stored"
+        );
         assert!(store.first() <= store.next());
         assert!(store.len() <= store_config.messages as u64);
         assert!(store.stored_bytes() <= store_config.bytes as u64);

@@ -1,14 +1,16 @@
 //! What the tests of every multipoint crate share, so that each is written once: a
 //! counting global allocator ([`alloc`]), the number of open file descriptors
 //! ([`open_fds`]), a free UDP port ([`free_port`]), printing why a test skipped
-//! ([`print_skip`]) and network namespaces of a test's own ([`netns`]).
+//! ([`print_skip`]), network namespaces of a test's own ([`netns`]) and the fuzz
+//! targets' input reader ([`input`]).
 //!
 //! This crate depends on none of the multipoint crates, so any of them can take it as a
-//! dev-dependency.
+//! dev-dependency, and the fuzz crates (outside the workspace) by path.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod alloc;
+pub mod input;
 pub mod netns;
 
 use std::net::{Ipv4Addr, UdpSocket};
