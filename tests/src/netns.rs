@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
+use multipoint_test_support::netns::{in_netns, run};
 
 /// Prefix of every namespace a lab makes: `mpt<pid>-<lab>-<host>`.
 const PREFIX: &str = "mpt";
@@ -48,22 +48,6 @@ pub struct Lab {
 pub struct Host {
     ns: String,
     name: String,
-}
-
-fn run(cmd: &mut Command) -> Result<Output, String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// Runs `ip ARGS`, panicking with its error output if it fails.
@@ -295,19 +279,7 @@ impl Host {
     /// Runs `f` on a thread inside this host's network namespace and returns its result;
     /// a panic in `f` is resumed in the caller.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::scope(|s| {
-            let handle = s.spawn(|| {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("entering {path}: {e}"));
-                f()
-            });
-            match handle.join() {
-                Ok(v) => v,
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        })
+        in_netns(&self.ns, f)
     }
 }
 
