@@ -59,6 +59,32 @@ fn request(session: Session, sequence: u64, count: u16) -> [u8; 20] {
     buf
 }
 
+/// The refusal tests' limits: 50 messages kept; per address 3 replies and `byte_burst`
+/// bytes, each refilled at 1 a second; `max_requesters` addresses remembered.
+fn tight(byte_burst: u64, max_requesters: usize) -> (StoreConfig, ServerConfig) {
+    let store = StoreConfig {
+        messages: 50,
+        bytes: 1 << 20,
+    };
+    let server = ServerConfig {
+        replies_per_second: 1,
+        reply_burst: 3,
+        bytes_per_second: 1,
+        byte_burst,
+        max_requesters,
+    };
+    (store, server)
+}
+
+/// Offers messages 1 to 100 of 10 bytes each (so that replies are easy to count: a
+/// one-message reply is 32 bytes) and flushes.
+fn offer_small(publisher: &mut Publisher) {
+    for s in 1..=100u64 {
+        assert_eq!(publisher.offer(&[s as u8; 10]), Ok(s));
+    }
+    publisher.flush();
+}
+
 /// The publisher settings of these tests: 256-byte datagrams, a server at `SERVER`.
 fn config(network: Network, store: StoreConfig, server: ServerConfig) -> PublisherConfig {
     PublisherConfig {
@@ -216,23 +242,9 @@ fn on_the_sim_network_each_refusal_is_counted_under_its_reason() {
     // 50 messages kept. Per address: 3 replies, never refilled in the test (1 a second,
     // all requests are handled in one batch at one instant); 200 bytes, refilled at 1 a
     // second; 3 addresses remembered.
-    let store = StoreConfig {
-        messages: 50,
-        bytes: 1 << 20,
-    };
-    let server = ServerConfig {
-        replies_per_second: 1,
-        reply_burst: 3,
-        bytes_per_second: 1,
-        byte_burst: 200,
-        max_requesters: 3,
-    };
+    let (store, server) = tight(200, 3);
     let mut sim = Sim::new(store, server);
-    // Messages of 10 bytes, so that replies are easy to count: one message is 32 bytes.
-    for s in 1..=100u64 {
-        assert_eq!(sim.publisher.offer(&[s as u8; 10]), Ok(s));
-    }
-    sim.publisher.flush();
+    offer_small(&mut sim.publisher);
     assert_eq!(
         sim.publisher.store().map(|s| (s.first(), s.next())),
         Some((51, 101))
@@ -562,23 +574,9 @@ fn on_loopback_each_refusal_is_counted_under_its_reason() {
     // Per address: 3 replies (refilled at 1 a second) and 96 bytes, three one-message
     // replies (refilled at 1 a second: a fourth would need 32 s). Two addresses. The
     // clients are at 127.0.0.1, .2 and .3.
-    let store = StoreConfig {
-        messages: 50,
-        bytes: 1 << 20,
-    };
-    let server = ServerConfig {
-        replies_per_second: 1,
-        reply_burst: 3,
-        bytes_per_second: 1,
-        byte_burst: 96,
-        max_requesters: 2,
-    };
+    let (store, server) = tight(96, 2);
     let mut lo = Loopback::new(store, server);
-    // Ten-byte messages: a one-message reply is 32 bytes.
-    for s in 1..=100u64 {
-        assert_eq!(lo.publisher.offer(&[s as u8; 10]), Ok(s));
-    }
-    lo.publisher.flush();
+    offer_small(&mut lo.publisher);
     let a = loopback_client("127.0.0.1");
     let b = loopback_client("127.0.0.2");
     let c = loopback_client("127.0.0.3");
