@@ -43,6 +43,15 @@ fn lossy(seed: u64) -> SimNet {
     net
 }
 
+/// Recovery from `server`, in order or as it comes, giving a gap up after 5 s.
+fn recovery(server: SocketAddr, in_order: bool) -> RecoveryConfig {
+    RecoveryConfig {
+        in_order,
+        deadline: Duration::from_secs(5),
+        ..RecoveryConfig::new(server)
+    }
+}
+
 fn message(seq: u64) -> [u8; 24] {
     let mut m = [0u8; 24];
     m[..8].copy_from_slice(&seq.to_be_bytes());
@@ -100,11 +109,7 @@ fn recovers_through_the_shards(in_order: bool, two_lines: bool) {
         .subscribe(
             SubscriptionConfig {
                 session: Some(session),
-                recovery: Some(RecoveryConfig {
-                    in_order,
-                    deadline: Duration::from_secs(5),
-                    ..RecoveryConfig::new(server)
-                }),
+                recovery: Some(recovery(server, in_order)),
                 // A wait for the other line generous against a busy machine's stalls:
                 // a gap is then what both lines lost.
                 line_b: two_lines.then(|| LineBConfig {
@@ -251,11 +256,7 @@ fn leaves_recover_from_the_root(in_order: bool) {
                     socket,
                     SubscriptionConfig {
                         session: Some(session),
-                        recovery: Some(RecoveryConfig {
-                            in_order,
-                            deadline: Duration::from_secs(5),
-                            ..RecoveryConfig::new(server)
-                        }),
+                        recovery: Some(recovery(server, in_order)),
                         ..SubscriptionConfig::new(addr)
                     },
                     Seen::default(),
