@@ -15,7 +15,7 @@ mod common;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{groups, last_json, run, turn, u64_of, words, Proc};
+use common::{groups, last_json, run, spawn_sub, turn, u64_of, words};
 use multipoint_control::socket2::Socket;
 use multipoint_dataplane::{
     BackendChoice, KernelStamps, ShardConfig, Shards, Subscription, SubscriptionConfig,
@@ -79,11 +79,9 @@ fn pub_and_sub_report_the_kernels_share_of_latency_in_json() {
     let _turn = turn();
     let _stamping = receive_stamping_on();
     let [group] = groups();
-    let mut sub = Proc::spawn(&words(&format!(
-        "sub --secs 10 --json --kernel-stamps --session KSTAMP --group {group}"
-    )));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
+    let sub = spawn_sub(&format!(
+        "--secs 10 --json --kernel-stamps --session KSTAMP --group {group}"
+    ));
     let published = last_json(&run(&words(&format!(
         "pub --count 20000 --rate 50000 --json --session KSTAMP --tx-stamps \
          --tx-stamp-every 10 --group {group}"
@@ -129,11 +127,7 @@ fn pub_and_sub_report_the_kernels_share_of_latency_in_json() {
 fn without_the_options_the_kernel_fields_are_null() {
     let _turn = turn();
     let [group] = groups();
-    let mut sub = Proc::spawn(&words(&format!(
-        "sub --secs 10 --json --session KNONE --group {group}"
-    )));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
+    let sub = spawn_sub(&format!("--secs 10 --json --session KNONE --group {group}"));
     let published = last_json(&run(&words(&format!(
         "pub --count 1000 --json --session KNONE --group {group}"
     ))));
