@@ -2361,6 +2361,59 @@ mod tests {
         }
     }
 
+    /// `pub`'s report of `stats` over 500 ms on one line, without the options' extras.
+    fn pub_report(stats: PublisherStats) -> PubReport {
+        PubReport {
+            group: "239.255.0.1:31001".into(),
+            interface: "127.0.0.1".into(),
+            session: "MP1".into(),
+            size: 64,
+            rate: 0,
+            elapsed: Duration::from_millis(500),
+            publisher: PublisherReport {
+                backend: backend(),
+                stats,
+            },
+            rerequest: None,
+            stored: None,
+            line_b: None,
+            tx_stamps: None,
+            xdp: None,
+        }
+    }
+
+    /// What a subscription on one line received: `stats` and `stamps`, without latency
+    /// or recovery.
+    fn received(stats: SubscriptionStats, stamps: Stamps) -> Received {
+        Received {
+            xdp: None,
+            backend: backend(),
+            stats,
+            latency: None,
+            recovery: None,
+            lines: Vec::new(),
+            stamps,
+        }
+    }
+
+    /// `sub`'s report of `received` on `group` and `interface` over a second, locked
+    /// onto no session, without the options' extras.
+    fn sub_report(group: &str, interface: &str, received: Received) -> SubReport {
+        SubReport {
+            group: group.into(),
+            interface: interface.into(),
+            source: None,
+            session: None,
+            sender: None,
+            failure: None,
+            elapsed: Duration::from_secs(1),
+            received,
+            kernel: None,
+            ipc: None,
+            published_ipc: None,
+        }
+    }
+
     fn parse_keys(json: &str) -> Vec<String> {
         // The top-level keys, in order: enough of a parser for objects this module writes.
         let mut keys = Vec::new();
@@ -2464,28 +2517,12 @@ mod tests {
 
     #[test]
     fn a_publisher_has_no_receive_figures() {
-        let report = PubReport {
-            group: "239.255.0.1:31001".into(),
-            interface: "127.0.0.1".into(),
-            session: "MP1".into(),
-            size: 64,
-            rate: 0,
-            elapsed: Duration::from_millis(500),
-            publisher: PublisherReport {
-                backend: backend(),
-                stats: PublisherStats {
-                    messages: 1_000,
-                    bytes: 64_000,
-                    packets: 50,
-                    ..PublisherStats::default()
-                },
-            },
-            rerequest: None,
-            stored: None,
-            line_b: None,
-            tx_stamps: None,
-            xdp: None,
-        };
+        let report = pub_report(PublisherStats {
+            messages: 1_000,
+            bytes: 64_000,
+            packets: 50,
+            ..PublisherStats::default()
+        });
         let json = report.to_json();
         assert_summary(&json);
         assert!(json.contains("\"gaps\":null,"), "{json}");
@@ -2498,23 +2535,6 @@ mod tests {
     #[test]
     fn a_publisher_on_two_lines_reports_line_b_apart() {
         let report = PubReport {
-            group: "239.255.0.1:31001".into(),
-            interface: "127.0.0.1".into(),
-            session: "MP1".into(),
-            size: 64,
-            rate: 0,
-            elapsed: Duration::from_millis(500),
-            publisher: PublisherReport {
-                backend: backend(),
-                stats: PublisherStats {
-                    messages: 1_000,
-                    packets: 50,
-                    sends: 10,
-                    ..PublisherStats::default()
-                },
-            },
-            rerequest: None,
-            stored: None,
             line_b: Some(LineBReport {
                 group: "239.255.0.2:31002".into(),
                 interface: "lo".into(),
@@ -2525,8 +2545,12 @@ mod tests {
                     send_errors: 3,
                 },
             }),
-            tx_stamps: None,
-            xdp: None,
+            ..pub_report(PublisherStats {
+                messages: 1_000,
+                packets: 50,
+                sends: 10,
+                ..PublisherStats::default()
+            })
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2548,33 +2572,21 @@ mod tests {
 
     #[test]
     fn a_subscriber_without_timestamps_has_null_latency() {
+        let received = received(
+            SubscriptionStats {
+                messages: 10,
+                end_of_session: 1,
+                ..SubscriptionStats::default()
+            },
+            Stamps {
+                stamped: 10,
+                implausible: 10,
+            },
+        );
         let report = SubReport {
-            group: "239.255.0.1:31001".into(),
-            interface: "127.0.0.1".into(),
-            source: None,
             session: Some("FEED1".into()),
             sender: Some("127.0.0.1:40000".into()),
-            failure: None,
-            elapsed: Duration::from_secs(1),
-            received: Received {
-                xdp: None,
-                backend: backend(),
-                stats: SubscriptionStats {
-                    messages: 10,
-                    end_of_session: 1,
-                    ..SubscriptionStats::default()
-                },
-                latency: None,
-                recovery: None,
-                lines: Vec::new(),
-                stamps: Stamps {
-                    stamped: 10,
-                    implausible: 10,
-                },
-            },
-            kernel: None,
-            ipc: None,
-            published_ipc: None,
+            ..sub_report("239.255.0.1:31001", "127.0.0.1", received)
         };
         let json = report.to_json();
         assert_summary(&json);
@@ -2613,19 +2625,17 @@ mod tests {
             behind,
         };
         let received = Received {
-            xdp: None,
-            backend: backend(),
-            stats: SubscriptionStats {
-                messages: 10,
-                ..SubscriptionStats::default()
-            },
-            latency: None,
-            recovery: None,
             lines: vec![
                 line("239.1.1.1:1000", 70, None),
                 line("239.1.1.2:1000", 30, Some(latency())),
             ],
-            stamps: Stamps::default(),
+            ..received(
+                SubscriptionStats {
+                    messages: 10,
+                    ..SubscriptionStats::default()
+                },
+                Stamps::default(),
+            )
         };
         let mut json = Json::object();
         received.fields(&mut json);
@@ -2643,19 +2653,7 @@ mod tests {
             json.contains("\"behind_us\":{\"count\":2000000,\"p50\":10.2,"),
             "{json}"
         );
-        let report = SubReport {
-            group: "239.1.1.1:1000".into(),
-            interface: "lo".into(),
-            source: None,
-            session: None,
-            sender: None,
-            failure: None,
-            elapsed: Duration::from_secs(1),
-            received,
-            kernel: None,
-            ipc: None,
-            published_ipc: None,
-        };
+        let report = sub_report("239.1.1.1:1000", "lo", received);
         let text = report.to_string();
         assert!(
             text.contains("line B 239.1.1.2:1000  packets 100  wins 30  duplicates 70"),
@@ -2833,20 +2831,18 @@ mod tests {
     #[test]
     fn a_leaf_reports_like_sub_and_why_it_ended() {
         let received = Received {
-            xdp: None,
-            backend: backend(),
-            stats: SubscriptionStats {
-                messages: 1_000,
-                end_of_session: 1,
-                ..SubscriptionStats::default()
-            },
             latency: Some(latency()),
-            recovery: None,
-            lines: Vec::new(),
-            stamps: Stamps {
-                stamped: 1_000,
-                implausible: 0,
-            },
+            ..received(
+                SubscriptionStats {
+                    messages: 1_000,
+                    end_of_session: 1,
+                    ..SubscriptionStats::default()
+                },
+                Stamps {
+                    stamped: 1_000,
+                    implausible: 0,
+                },
+            )
         };
         let mut report = LeafReport {
             name: "alice".into(),
