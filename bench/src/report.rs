@@ -321,7 +321,7 @@ impl Report for LosslessReport {
                 o.finish()
             })
             .collect();
-        json.raw("trials", &format!("[{}]", trials.join(",")));
+        json.raw("trials", &Json::array(&trials));
         json.finish()
     }
 }
@@ -864,7 +864,7 @@ impl Report for DemoReport {
                 o.finish()
             })
             .collect();
-        json.raw("subscribers", &format!("[{}]", subscribers.join(",")));
+        json.raw("subscribers", &Json::array(&subscribers));
         json.finish()
     }
 }
@@ -938,32 +938,28 @@ fn xdp_setup_json(setup: &XdpSetup) -> String {
 
 /// The `xdp` object of `sub`'s JSON (`null` on the other backends).
 fn xdp_recv_json(json: &mut Json, xdp: Option<&XdpStats>) {
-    let Some(x) = xdp else {
-        json.null("xdp");
-        return;
-    };
-    let mut discards = Json::object();
-    for &(name, n) in &x.discards {
-        discards.u64(name, n);
-    }
-    let mut o = Json::object();
-    o.raw("setup", &xdp_setup_json(&x.setup))
-        .u64("frames", x.frames)
-        .u64("delivered", x.delivered)
-        .u64("not_subscribed", x.not_subscribed)
-        .u64("invalid_descriptors", x.invalid_descriptors)
-        .u64("discarded", x.discarded())
-        .raw("discards", &discards.finish())
-        .u64("kernel_rx_dropped", x.kernel_rx_dropped)
-        .u64("kernel_rx_ring_full", x.kernel_rx_ring_full)
-        .u64("kernel_fill_ring_empty", x.kernel_fill_ring_empty)
-        .u64("kernel_rx_invalid", x.kernel_rx_invalid)
-        .u64("program_redirected", x.program_redirected)
-        .u64("program_no_socket", x.program_no_socket)
-        .u64("program_not_ours", x.program_not_ours)
-        .u64("program_short", x.program_short)
-        .u64("program_fragment", x.program_fragment);
-    json.raw("xdp", &o.finish());
+    json.opt_object("xdp", xdp, |o, x| {
+        let mut discards = Json::object();
+        for &(name, n) in &x.discards {
+            discards.u64(name, n);
+        }
+        o.raw("setup", &xdp_setup_json(&x.setup))
+            .u64("frames", x.frames)
+            .u64("delivered", x.delivered)
+            .u64("not_subscribed", x.not_subscribed)
+            .u64("invalid_descriptors", x.invalid_descriptors)
+            .u64("discarded", x.discarded())
+            .raw("discards", &discards.finish())
+            .u64("kernel_rx_dropped", x.kernel_rx_dropped)
+            .u64("kernel_rx_ring_full", x.kernel_rx_ring_full)
+            .u64("kernel_fill_ring_empty", x.kernel_fill_ring_empty)
+            .u64("kernel_rx_invalid", x.kernel_rx_invalid)
+            .u64("program_redirected", x.program_redirected)
+            .u64("program_no_socket", x.program_no_socket)
+            .u64("program_not_ours", x.program_not_ours)
+            .u64("program_short", x.program_short)
+            .u64("program_fragment", x.program_fragment);
+    });
 }
 
 /// The text of an AF_XDP receive path's counters.
@@ -1053,31 +1049,26 @@ fn write_rerequest(
 /// The `rerequest` object of a tool's JSON (`pub`, `root`): the server's counters and
 /// its store's range, or `null` without a server.
 fn rerequest_json(json: &mut Json, rerequest: Option<&ServerStats>, stored: Option<&StoreStats>) {
-    match rerequest {
-        Some(r) => {
-            let mut o = Json::object();
-            o.u64("requests", r.requests)
-                .u64("replies", r.replies)
-                .u64("messages_served", r.messages_served)
-                .u64("bytes_served", r.bytes_served)
-                .u64("refused", r.refused())
-                .u64("malformed", r.malformed)
-                .u64("foreign_session", r.foreign_session)
-                .u64("sequence_zero", r.sequence_zero)
-                .u64("not_yet_sent", r.not_yet_sent)
-                .u64("no_longer_stored", r.no_longer_stored)
-                .u64("rate_limited", r.rate_limited)
-                .u64("bytes_limited", r.bytes_limited)
-                .u64("requesters_full", r.requesters_full);
-            if let Some(st) = stored {
-                o.u64("stored_first", st.first)
-                    .u64("stored_next", st.next)
-                    .u64("evicted", st.evicted);
-            }
-            json.raw("rerequest", &o.finish())
+    json.opt_object("rerequest", rerequest, |o, r| {
+        o.u64("requests", r.requests)
+            .u64("replies", r.replies)
+            .u64("messages_served", r.messages_served)
+            .u64("bytes_served", r.bytes_served)
+            .u64("refused", r.refused())
+            .u64("malformed", r.malformed)
+            .u64("foreign_session", r.foreign_session)
+            .u64("sequence_zero", r.sequence_zero)
+            .u64("not_yet_sent", r.not_yet_sent)
+            .u64("no_longer_stored", r.no_longer_stored)
+            .u64("rate_limited", r.rate_limited)
+            .u64("bytes_limited", r.bytes_limited)
+            .u64("requesters_full", r.requesters_full);
+        if let Some(st) = stored {
+            o.u64("stored_first", st.first)
+                .u64("stored_next", st.next)
+                .u64("evicted", st.evicted);
         }
-        None => json.null("rerequest"),
-    };
+    });
 }
 
 impl Report for PubReport {
@@ -1093,22 +1084,15 @@ impl Report for PubReport {
         publisher_fields(&mut json, &self.publisher.stats);
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         tx_stamps_json(&mut json, self.tx_stamps.as_ref());
-        match &self.xdp {
-            Some(x) => {
-                let mut o = Json::object();
-                o.raw("setup", &xdp_setup_json(&x.setup))
-                    .u64("frames", x.frames)
-                    .u64("completed", x.completed)
-                    .u64("waits", x.waits)
-                    .u64("dropped", x.dropped)
-                    .u64("kick_errors", x.kick_errors)
-                    .u64("kernel_tx_invalid", x.kernel_tx_invalid);
-                json.raw("xdp", &o.finish());
-            }
-            None => {
-                json.null("xdp");
-            }
-        }
+        json.opt_object("xdp", self.xdp.as_ref(), |o, x| {
+            o.raw("setup", &xdp_setup_json(&x.setup))
+                .u64("frames", x.frames)
+                .u64("completed", x.completed)
+                .u64("waits", x.waits)
+                .u64("dropped", x.dropped)
+                .u64("kick_errors", x.kick_errors)
+                .u64("kernel_tx_invalid", x.kernel_tx_invalid);
+        });
         if let Some(line) = &self.line_b {
             let mut o = Json::object();
             o.str("group", &line.group)
@@ -1317,18 +1301,11 @@ impl Report for PingPongReport {
                     .null("ping");
             }
         }
-        match &self.pong {
-            Some(pong) => {
-                let mut o = Json::object();
-                o.u64("echoed", pong.echoed).u64("refused", pong.refused);
-                receive_json(&mut o, &pong.stats, self.elapsed);
-                o.raw("publisher", &publisher_stats_json(&pong.publisher));
-                json.raw("pong", &o.finish());
-            }
-            None => {
-                json.null("pong");
-            }
-        }
+        json.opt_object("pong", self.pong.as_ref(), |o, pong| {
+            o.u64("echoed", pong.echoed).u64("refused", pong.refused);
+            receive_json(o, &pong.stats, self.elapsed);
+            o.raw("publisher", &publisher_stats_json(&pong.publisher));
+        });
         json.finish()
     }
 }
@@ -1733,20 +1710,13 @@ impl Report for RootReport {
             .u64("handshake_timeouts", c.handshake_timeouts)
             .u64("accept_stalls", c.accept_stalls);
         json.raw("control", &o.finish());
-        match &self.uplink {
-            Some(u) => {
-                let mut o = Json::object();
-                o.u64("senders", u.senders)
-                    .u64("messages", u.messages)
-                    .u64("bytes", u.bytes)
-                    .u64("gaps", u.gaps)
-                    .u64("missing", u.missing);
-                json.raw("uplink", &o.finish());
-            }
-            None => {
-                json.null("uplink");
-            }
-        }
+        json.opt_object("uplink", self.uplink.as_ref(), |o, u| {
+            o.u64("senders", u.senders)
+                .u64("messages", u.messages)
+                .u64("bytes", u.bytes)
+                .u64("gaps", u.gaps)
+                .u64("missing", u.missing);
+        });
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         json.finish()
     }
@@ -2056,10 +2026,12 @@ impl Report for LeafReport {
         if let Some(r) = self.flow.received() {
             r.fields(&mut json);
         }
-        match self.flow.sent() {
-            Some(p) => json.raw("sent", &publisher_json(p, self.send_elapsed)),
-            None => json.null("sent"),
-        };
+        json.opt_raw(
+            "sent",
+            self.flow
+                .sent()
+                .map(|p| publisher_json(p, self.send_elapsed)),
+        );
         json.finish()
     }
 }
@@ -2189,7 +2161,7 @@ fn lines_json(lines: &[LineReport]) -> String {
             json.finish()
         })
         .collect();
-    format!("[{}]", objects.join(","))
+    Json::array(&objects)
 }
 
 fn latency_json(latency: Option<&Percentiles>) -> String {
@@ -2234,6 +2206,34 @@ impl Json {
     pub(crate) fn raw(&mut self, key: &str, json: &str) -> &mut Json {
         self.key(key).push_str(json);
         self
+    }
+
+    /// `json` under `key`, or `null`.
+    pub(crate) fn opt_raw(&mut self, key: &str, json: Option<String>) -> &mut Json {
+        match json {
+            Some(json) => self.raw(key, &json),
+            None => self.null(key),
+        }
+    }
+
+    /// Under `key`, the object that `write` makes of `value`, or `null` without one.
+    pub(crate) fn opt_object<T>(
+        &mut self,
+        key: &str,
+        value: Option<T>,
+        write: impl FnOnce(&mut Json, T),
+    ) -> &mut Json {
+        let object = value.map(|value| {
+            let mut o = Json::object();
+            write(&mut o, value);
+            o.finish()
+        });
+        self.opt_raw(key, object)
+    }
+
+    /// A JSON array of `items`, each already JSON.
+    pub(crate) fn array(items: &[String]) -> String {
+        format!("[{}]", items.join(","))
     }
 
     pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Json {
