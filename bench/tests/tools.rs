@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{groups, last_json, run, spawn_sub, turn, u64_of, words};
+use common::{groups, last_json, pub_to_sub, run, spawn_sub, turn, u64_of, words};
 use multipoint_bench::report::SUMMARY;
 use multipoint_control::socket2::SockRef;
 use multipoint_dataplane::wire::{pack_all, write_end_of_session, Session, HEADER_LEN};
@@ -107,12 +107,8 @@ fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
 #[test]
 fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
     let _turn = turn();
-    let [group] = groups();
-    let sub = spawn_sub(&format!("--secs 3 --json --group {group}"));
-    let published = report_of(&run(&words(&format!(
-        "pub --count 50000 --rate 100000 --json --group {group}"
-    ))));
-    let received = report_of(&sub.finish());
+    let (published, received) = pub_to_sub("--secs 3 --json", "--count 50000 --rate 100000 --json");
+    let (published, received) = (report_of(&published), report_of(&received));
 
     assert_eq!(published["command"], "pub");
     assert_eq!(u64_of(&published, "messages"), 50_000, "{published}");

@@ -11,7 +11,9 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{groups, last_json, last_json_with, run, spawn_sub, turn, u64_of, words, Proc};
+use common::{
+    groups, last_json, last_json_with, pub_to_sub, run, spawn_sub, turn, u64_of, words, Proc,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -152,13 +154,9 @@ fn an_output_file_that_cannot_be_written_fails_before_anything_runs() {
 #[test]
 fn the_subscriber_names_the_session_of_the_publisher_it_followed() {
     let _turn = turn();
-    let [group] = groups();
-    let sub = spawn_sub(&format!("--secs 5 --json --group {group}"));
     // The publisher's own default session (MP and its process id).
-    let published = last_json(&run(&words(&format!(
-        "pub --count 5000 --rate 50000 --json --group {group}"
-    ))));
-    let output = sub.finish();
+    let (published, output) = pub_to_sub("--secs 5 --json", "--count 5000 --rate 50000 --json");
+    let published = last_json(&published);
     let received = last_json(&output);
     let session = published["session"].as_str().unwrap();
     assert!(session.starts_with("MP"), "{published}");

@@ -42,10 +42,25 @@ pub(crate) fn groups<const N: usize>() -> [String; N] {
 /// Starts `multipoint sub ARGS` in the background and reads its first line (it has
 /// joined).
 pub(crate) fn spawn_sub(args: &str) -> Proc {
+    spawn_sub_saying(args).0
+}
+
+/// [`spawn_sub`], and the first line, that said it joined.
+pub(crate) fn spawn_sub_saying(args: &str) -> (Proc, String) {
     let mut sub = Proc::spawn(&words(&format!("sub {args}")));
     let first = sub.line();
     assert!(first.contains("listening on"), "sub said: {first:?}");
-    sub
+    (sub, first)
+}
+
+/// On a group of its own ([`groups`]): starts `multipoint sub SUB_ARGS --group GROUP`
+/// (see [`spawn_sub`]), runs `multipoint pub PUB_ARGS --group GROUP` to the end, and
+/// waits for the sub to end (see [`Proc::finish`]). Returns pub's output and sub's.
+pub(crate) fn pub_to_sub(sub_args: &str, pub_args: &str) -> (Output, Output) {
+    let [group] = groups();
+    let sub = spawn_sub(&format!("{sub_args} --group {group}"));
+    let published = run(&words(&format!("pub {pub_args} --group {group}")));
+    (published, sub.finish())
 }
 
 /// The built binary, to be given arguments.
