@@ -12,7 +12,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{
-    groups, last_json, last_json_with, pub_to_sub, run, spawn_sub, turn, u64_of, words, Proc,
+    groups, last_json, last_json_with, pub_to_sub, run, run_on_own_group, spawn_sub, turn, u64_of,
+    words, Proc,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -108,10 +109,7 @@ fn a_signal_delivered_twice_at_once_still_gives_the_report() {
 #[test]
 fn a_run_that_ends_by_itself_is_not_interrupted() {
     let _turn = turn();
-    let [group] = groups();
-    let report = last_json(&run(&words(&format!(
-        "pub --count 100 --rate 10000 --json --group {group}"
-    ))));
+    let report = last_json(&run_on_own_group("pub --count 100 --rate 10000 --json"));
     assert!(report["interrupted"].is_null(), "{report}");
 }
 

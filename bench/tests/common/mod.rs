@@ -76,6 +76,12 @@ pub(crate) fn run(args: &[&str]) -> Output {
         .expect("the multipoint binary runs")
 }
 
+/// Runs `multipoint ARGS --group GROUP` to the end, on a group of its own ([`groups`]).
+pub(crate) fn run_on_own_group(args: &str) -> Output {
+    let [group] = groups();
+    run(&words(&format!("{args} --group {group}")))
+}
+
 /// Checks that the run succeeded and that the last line of its stdout is a JSON object,
 /// and returns it.
 pub(crate) fn last_json(output: &Output) -> Value {
