@@ -106,8 +106,9 @@ fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
 #[test]
 fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
     let _turn = turn();
-    let (published, received) = pub_to_sub("--secs 3 --json", "--count 50000 --rate 100000 --json");
-    let (published, received) = (report_of(&published), report_of(&received));
+    let (published, sub) = pub_to_sub("--secs 3 --json", "--count 50000 --rate 100000 --json");
+    let published = report_of(&published);
+    let received = report_of(&sub.finish());
 
     assert_eq!(published["command"], "pub");
     assert_eq!(u64_of(&published, "messages"), 50_000, "{published}");

@@ -153,8 +153,9 @@ fn an_output_file_that_cannot_be_written_fails_before_anything_runs() {
 fn the_subscriber_names_the_session_of_the_publisher_it_followed() {
     let _turn = turn();
     // The publisher's own default session (MP and its process id).
-    let (published, output) = pub_to_sub("--secs 5 --json", "--count 5000 --rate 50000 --json");
+    let (published, sub) = pub_to_sub("--secs 5 --json", "--count 5000 --rate 50000 --json");
     let published = last_json(&published);
+    let output = sub.finish();
     let received = last_json(&output);
     let session = published["session"].as_str().unwrap();
     assert!(session.starts_with("MP"), "{published}");

@@ -54,13 +54,12 @@ pub(crate) fn spawn_sub_saying(args: &str) -> (Proc, String) {
 }
 
 /// On a group of its own ([`groups`]): starts `multipoint sub SUB_ARGS --group GROUP`
-/// (see [`spawn_sub`]), runs `multipoint pub PUB_ARGS --group GROUP` to the end, and
-/// waits for the sub to end (see [`Proc::finish`]). Returns pub's output and sub's.
-pub(crate) fn pub_to_sub(sub_args: &str, pub_args: &str) -> (Output, Output) {
+/// (see [`spawn_sub`]) and runs `multipoint pub PUB_ARGS --group GROUP` to the end.
+/// Returns pub's output and the sub, to be finished.
+pub(crate) fn pub_to_sub(sub_args: &str, pub_args: &str) -> (Output, Proc) {
     let [group] = groups();
     let sub = spawn_sub(&format!("{sub_args} --group {group}"));
-    let published = run(&words(&format!("pub {pub_args} --group {group}")));
-    (published, sub.finish())
+    (run(&words(&format!("pub {pub_args} --group {group}"))), sub)
 }
 
 /// The built binary, to be given arguments.
