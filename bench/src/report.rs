@@ -2452,6 +2452,13 @@ mod tests {
         assert_eq!(&keys[..SUMMARY.len()], &SUMMARY[..], "{json}");
     }
 
+    /// `report`'s JSON, checked to start with the summary ([`assert_summary`]).
+    fn json_with_summary(report: &impl Report) -> String {
+        let json = report.to_json();
+        assert_summary(&json);
+        json
+    }
+
     #[test]
     fn thousands_are_grouped() {
         assert_eq!(Grouped(0).to_string(), "0");
@@ -2523,8 +2530,7 @@ mod tests {
             packets: 50,
             ..PublisherStats::default()
         });
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"gaps\":null,"), "{json}");
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
         assert!(json.contains("\"msgs_per_sec\":2000,"), "{json}");
@@ -2552,8 +2558,7 @@ mod tests {
                 ..PublisherStats::default()
             })
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(
             json.ends_with(
                 ",\"line_b\":{\"group\":\"239.255.0.2:31002\",\"interface\":\"lo\",\
@@ -2588,8 +2593,7 @@ mod tests {
             sender: Some("127.0.0.1:40000".into()),
             ..sub_report("239.255.0.1:31001", "127.0.0.1", received)
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
         assert!(
             json.contains(
@@ -2700,8 +2704,7 @@ mod tests {
                 publisher: PublisherStats::default(),
             }),
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"messages\":40000,"), "{json}");
         assert!(json.contains("\"msgs_per_sec\":20000,"), "{json}");
         assert!(json.contains("\"kernel_drops\":3,"), "{json}");
@@ -2716,8 +2719,7 @@ mod tests {
             ping: None,
             ..report
         };
-        let json = pong_only.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&pong_only);
         assert!(json.contains("\"messages\":40001,"), "{json}");
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
     }
@@ -2757,8 +2759,7 @@ mod tests {
             rerequest: None,
             stored: None,
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.starts_with("{\"command\":\"root\""), "{json}");
         for part in [
             "\"messages\":2000,",
@@ -2795,8 +2796,7 @@ mod tests {
             messages: 5,
             ..UplinkReport::default()
         });
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"deliveries\":null,"), "{json}");
         assert!(json.contains("\"group\":\"239.254.0.1:5000\""), "{json}");
         assert!(
@@ -2813,8 +2813,7 @@ mod tests {
             rate_limited: 2,
             ..ServerStats::default()
         });
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(
             json.contains("\"rerequest\":{\"requests\":7,\"replies\":5,\"messages_served\":40,"),
             "{json}"
@@ -2857,8 +2856,7 @@ mod tests {
             flow: LeafFlow::Receive(received.clone()),
             end: LeafEnd::RootClosed(Some("the root closed the session".into())),
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.starts_with("{\"command\":\"leaf\""), "{json}");
         assert!(json.contains("\"messages\":1000,"), "{json}");
         assert!(json.contains("\"gaps\":0,"), "{json}");
@@ -2880,8 +2878,7 @@ mod tests {
         };
         report.flow = LeafFlow::Send(publisher.clone());
         report.end = LeafEnd::Removed("bye".into());
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"messages\":500,"), "{json}");
         assert!(json.contains("\"gaps\":null,"), "{json}");
         assert!(json.contains("\"end_reason\":\"bye\""), "{json}");
