@@ -302,10 +302,11 @@ impl Report for LosslessReport {
             .bool("lossless", true)
             .bool("recovery", self.recovery)
             .u64("size", self.size as u64);
-        match self.best() {
-            Some(b) => json.f64("lossless_msgs_per_sec", b.msgs_per_sec, 0),
-            None => json.null("lossless_msgs_per_sec"),
-        };
+        json.opt_f64(
+            "lossless_msgs_per_sec",
+            self.best().map(|b| b.msgs_per_sec),
+            0,
+        );
         let trials: Vec<String> = self
             .trials
             .iter()
@@ -419,10 +420,10 @@ impl fmt::Display for WireToAppReport {
 
 /// `send_to_wire_ns` and `tx_stamps` of `pub`'s JSON (`null` without `--tx-stamps`).
 fn tx_stamps_json(json: &mut Json, report: Option<&SendToWireReport>) {
-    match report {
-        Some(r) => {
+    let latency = report.map(|r| &r.latency);
+    json.raw("send_to_wire_ns", &stamped_latency_json(latency))
+        .opt_object("tx_stamps", report, |o, r| {
             let s = &r.stats;
-            let mut o = Json::object();
             o.u64("every", u64::from(r.every))
                 .u64("sends", s.sends)
                 .u64("sampled", s.sampled)
@@ -431,41 +432,29 @@ fn tx_stamps_json(json: &mut Json, report: Option<&SendToWireReport>) {
                 .u64("skipped", s.skipped)
                 .u64("unmatched", s.unmatched)
                 .u64("negative", s.negative);
-            json.raw(
-                "send_to_wire_ns",
-                &latency_json(Some(&r.latency).filter(|l| l.count > 0)),
-            )
-            .raw("tx_stamps", &o.finish());
-        }
-        None => {
-            json.null("send_to_wire_ns").null("tx_stamps");
-        }
-    }
+        });
 }
 
 /// `wire_to_app_ns` and `kernel_stamps` of `sub`'s JSON (`null` without
 /// `--kernel-stamps`).
 fn kernel_stamps_json(json: &mut Json, report: Option<&WireToAppReport>) {
-    match report {
-        Some(r) => {
+    let latency = report.map(|r| &r.latency);
+    json.raw("wire_to_app_ns", &stamped_latency_json(latency))
+        .opt_object("kernel_stamps", report, |o, r| {
             let s = &r.stats;
-            let mut o = Json::object();
             o.u64("stamped", s.stamped)
                 .u64("unstamped", s.unstamped)
                 .u64("negative", s.negative)
                 .u64("malformed", s.malformed)
                 .u64("control_truncated", s.control_truncated)
                 .str("hardware", &r.hardware);
-            json.raw(
-                "wire_to_app_ns",
-                &latency_json(Some(&r.latency).filter(|l| l.count > 0)),
-            )
-            .raw("kernel_stamps", &o.finish());
-        }
-        None => {
-            json.null("wire_to_app_ns").null("kernel_stamps");
-        }
-    }
+        });
+}
+
+/// The latency of kernel stamps: the percentiles, `null` without a sample or without the
+/// option.
+fn stamped_latency_json(latency: Option<&Percentiles>) -> String {
+    latency_json(latency.filter(|l| l.count > 0))
 }
 
 /// Line B of `multipoint pub --line-b`: where every packet went a second time, and what
@@ -1280,27 +1269,18 @@ impl Report for PingPongReport {
             .str("interface", &self.interface)
             .u64("size", self.size as u64)
             .str("idle", self.idle);
-        match &self.ping {
-            Some(ping) => {
-                json.u64("round_trips", ping.round_trips)
-                    .u64("timeouts", ping.timeouts)
-                    .u64("late_echoes", ping.late);
-                let mut o = Json::object();
+        let ping = self.ping.as_ref();
+        json.opt_u64("round_trips", ping.map(|p| p.round_trips))
+            .opt_u64("timeouts", ping.map(|p| p.timeouts))
+            .opt_u64("late_echoes", ping.map(|p| p.late))
+            .opt_object("ping", ping, |o, ping| {
                 o.u64("round_trips", ping.round_trips)
                     .u64("timeouts", ping.timeouts)
                     .u64("late_echoes", ping.late)
                     .u64("refused", ping.refused);
-                receive_json(&mut o, &ping.stats, self.elapsed);
+                receive_json(o, &ping.stats, self.elapsed);
                 o.raw("publisher", &publisher_stats_json(&ping.publisher));
-                json.raw("ping", &o.finish());
-            }
-            None => {
-                json.null("round_trips")
-                    .null("timeouts")
-                    .null("late_echoes")
-                    .null("ping");
-            }
-        }
+            });
         json.opt_object("pong", self.pong.as_ref(), |o, pong| {
             o.u64("echoed", pong.echoed).u64("refused", pong.refused);
             receive_json(o, &pong.stats, self.elapsed);
@@ -1429,31 +1409,23 @@ impl Report for FanoutReport {
             .u64("gso_ops", self.stats.gso_ops)
             .u64("backpressure", self.stats.backpressure)
             .u64("unrouted", self.stats.unrouted);
-        match &self.baseline {
-            Some(b) => {
-                let mut o = Json::object();
-                o.u64("messages", b.messages)
-                    .u64("packets", b.packets)
-                    .f64("secs", b.elapsed.as_secs_f64(), 3)
-                    .u64("deliveries", b.received)
-                    .f64("deliveries_per_sec", b.deliveries_per_sec(), 0)
-                    .u64("sent", b.sent)
-                    .u64("drops", b.drops())
-                    .u64("send_errors", b.send_errors);
-                json.raw("baseline", &o.finish()).f64(
-                    "baseline_deliveries_per_sec",
-                    b.deliveries_per_sec(),
-                    0,
-                );
-            }
-            None => {
-                json.null("baseline").null("baseline_deliveries_per_sec");
-            }
-        }
-        match self.ratio() {
-            Some(r) => json.f64("ratio", r, 3),
-            None => json.null("ratio"),
-        };
+        let baseline = self.baseline.as_ref();
+        json.opt_object("baseline", baseline, |o, b| {
+            o.u64("messages", b.messages)
+                .u64("packets", b.packets)
+                .f64("secs", b.elapsed.as_secs_f64(), 3)
+                .u64("deliveries", b.received)
+                .f64("deliveries_per_sec", b.deliveries_per_sec(), 0)
+                .u64("sent", b.sent)
+                .u64("drops", b.drops())
+                .u64("send_errors", b.send_errors);
+        })
+        .opt_f64(
+            "baseline_deliveries_per_sec",
+            baseline.map(Phase::deliveries_per_sec),
+            0,
+        )
+        .opt_f64("ratio", self.ratio(), 3);
         json.finish()
     }
 }
@@ -1674,10 +1646,7 @@ impl Report for RootReport {
             .u64("timed_out", l.timed_out)
             .u64("removed", l.removed)
             .u64("leaves_at_end", l.at_end);
-        match self.sent.deliveries() {
-            Some(d) => json.u64("deliveries", d),
-            None => json.null("deliveries"),
-        };
+        json.opt_u64("deliveries", self.sent.deliveries());
         match &self.sent {
             RootSent::Fanout(st) => {
                 json.u64("send_ops", st.send_ops)
@@ -2055,22 +2024,11 @@ fn summary(
         .f64("secs", elapsed.as_secs_f64(), 3)
         .f64("msgs_per_sec", per_second(messages, elapsed), 0)
         .f64("bytes_per_sec", per_second(bytes, elapsed), 0);
-    match receive {
-        Some(st) => {
-            json.u64("gaps", st.gaps)
-                .u64("missing", st.missing)
-                .u64("duplicates", st.duplicates)
-                .u64("malformed", st.malformed)
-                .u64("kernel_drops", st.kernel_drops);
-        }
-        None => {
-            json.null("gaps")
-                .null("missing")
-                .null("duplicates")
-                .null("malformed")
-                .null("kernel_drops");
-        }
-    }
+    json.opt_u64("gaps", receive.map(|st| st.gaps))
+        .opt_u64("missing", receive.map(|st| st.missing))
+        .opt_u64("duplicates", receive.map(|st| st.duplicates))
+        .opt_u64("malformed", receive.map(|st| st.malformed))
+        .opt_u64("kernel_drops", receive.map(|st| st.kernel_drops));
     json.raw("latency_ns", &latency_json(latency.filter(|l| l.count > 0)));
 }
 
@@ -2254,6 +2212,13 @@ impl Json {
         self
     }
 
+    pub(crate) fn opt_u64(&mut self, key: &str, value: Option<u64>) -> &mut Json {
+        match value {
+            Some(v) => self.u64(key, v),
+            None => self.null(key),
+        }
+    }
+
     /// A number with `decimals` decimals; `null` if it is not finite.
     pub(crate) fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
         let out = self.key(key);
@@ -2263,6 +2228,14 @@ impl Json {
             out.push_str("null");
         }
         self
+    }
+
+    /// [`Json::f64`], or `null` without a value.
+    pub(crate) fn opt_f64(&mut self, key: &str, value: Option<f64>, decimals: usize) -> &mut Json {
+        match value {
+            Some(v) => self.f64(key, v, decimals),
+            None => self.null(key),
+        }
     }
 
     pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Json {
