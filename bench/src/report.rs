@@ -2100,22 +2100,16 @@ fn lines_json(lines: &[LineReport]) -> String {
                 .u64("losses", l.losses)
                 .u64("gaps_alone", l.gaps_alone)
                 .u64("down_events", l.down_events)
-                .bool("down", l.down > 0);
-            let behind = match &line.behind {
-                Some(b) => {
+                .bool("down", l.down > 0)
+                .opt_object("behind_us", line.behind.as_ref(), |p, b| {
                     let us = |ns: u64| ns as f64 / 1_000.0;
-                    let mut p = Json::object();
                     p.u64("count", b.count)
                         .f64("p50", us(b.p50), 1)
                         .f64("p90", us(b.p90), 1)
                         .f64("p99", us(b.p99), 1)
                         .f64("p999", us(b.p999), 1)
                         .f64("max", us(b.max), 1);
-                    p.finish()
-                }
-                None => "null".to_owned(),
-            };
-            json.raw("behind_us", &behind);
+                });
             json.finish()
         })
         .collect();
