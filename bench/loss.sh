@@ -24,6 +24,7 @@
 # on exit, also on Ctrl-C. Sends only inside the namespaces it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/netns.sh
 
 LOSSES=${LOSSES:-"0 1 5 20"}
 COUNT=${COUNT:-1000000}
@@ -76,24 +77,13 @@ print('-' if v is None else v)" "$1" "$2"; }
 lab() {
     local loss=$1
     cleanup
-    ip netns add "$TAG-a"
-    ip netns add "$TAG-b"
-    ip -n "$TAG-a" link set lo up
-    ip -n "$TAG-b" link set lo up
-    ip -n "$TAG-a" link add eth0 type veth peer name eth0 netns "$TAG-b"
-    ip -n "$TAG-a" addr add 10.77.0.1/24 dev eth0
-    ip -n "$TAG-b" addr add 10.77.0.2/24 dev eth0
-    ip -n "$TAG-a" link set eth0 up
-    ip -n "$TAG-b" link set eth0 up
+    netns_pair "$TAG-a" "$TAG-b"
+    veth_pair "$TAG-a" "$TAG-b" eth0 10.77.0.1/24 eth0 10.77.0.2/24
     ip netns exec "$TAG-b" nft add table inet loss
     ip netns exec "$TAG-b" nft add chain inet loss input '{ type filter hook input priority 0 ; policy accept ; }'
     local ifs=(eth0)
     if [ "$LINES" = 2 ]; then
-        ip -n "$TAG-a" link add eth1 type veth peer name eth1 netns "$TAG-b"
-        ip -n "$TAG-a" addr add 10.77.1.1/24 dev eth1
-        ip -n "$TAG-b" addr add 10.77.1.2/24 dev eth1
-        ip -n "$TAG-a" link set eth1 up
-        ip -n "$TAG-b" link set eth1 up
+        veth_pair "$TAG-a" "$TAG-b" eth1 10.77.1.1/24 eth1 10.77.1.2/24
         ifs+=(eth1)
     fi
     # One rule per line: each drops its share on its own.

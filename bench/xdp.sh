@@ -25,6 +25,7 @@
 # Ctrl-C. Traffic stays in the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/netns.sh
 
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
@@ -50,15 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$NS_P"
-ip netns add "$NS_S"
-ip -n "$NS_P" link set lo up
-ip -n "$NS_S" link set lo up
-ip -n "$NS_P" link add xbp0 type veth peer name xbs0 netns "$NS_S"
-ip -n "$NS_P" addr add 10.232.0.1/24 dev xbp0
-ip -n "$NS_S" addr add 10.232.0.2/24 dev xbs0
-ip -n "$NS_P" link set xbp0 up
-ip -n "$NS_S" link set xbs0 up
+netns_pair "$NS_P" "$NS_S"
+veth_pair "$NS_P" "$NS_S" xbp0 10.232.0.1/24 xbs0 10.232.0.2/24
 ip -n "$NS_P" route add 224.0.0.0/4 dev xbp0
 ip -n "$NS_S" route add 224.0.0.0/4 dev xbs0
 # veth would leave the UDP checksum to "hardware" that never computes it; a raw reader

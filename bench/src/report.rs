@@ -302,10 +302,11 @@ impl Report for LosslessReport {
             .bool("lossless", true)
             .bool("recovery", self.recovery)
             .u64("size", self.size as u64);
-        match self.best() {
-            Some(b) => json.f64("lossless_msgs_per_sec", b.msgs_per_sec, 0),
-            None => json.null("lossless_msgs_per_sec"),
-        };
+        json.opt_f64(
+            "lossless_msgs_per_sec",
+            self.best().map(|b| b.msgs_per_sec),
+            0,
+        );
         let trials: Vec<String> = self
             .trials
             .iter()
@@ -321,7 +322,7 @@ impl Report for LosslessReport {
                 o.finish()
             })
             .collect();
-        json.raw("trials", &format!("[{}]", trials.join(",")));
+        json.raw("trials", &Json::array(&trials));
         json.finish()
     }
 }
@@ -419,10 +420,10 @@ impl fmt::Display for WireToAppReport {
 
 /// `send_to_wire_ns` and `tx_stamps` of `pub`'s JSON (`null` without `--tx-stamps`).
 fn tx_stamps_json(json: &mut Json, report: Option<&SendToWireReport>) {
-    match report {
-        Some(r) => {
+    let latency = report.map(|r| &r.latency);
+    json.raw("send_to_wire_ns", &stamped_latency_json(latency))
+        .opt_object("tx_stamps", report, |o, r| {
             let s = &r.stats;
-            let mut o = Json::object();
             o.u64("every", u64::from(r.every))
                 .u64("sends", s.sends)
                 .u64("sampled", s.sampled)
@@ -431,41 +432,29 @@ fn tx_stamps_json(json: &mut Json, report: Option<&SendToWireReport>) {
                 .u64("skipped", s.skipped)
                 .u64("unmatched", s.unmatched)
                 .u64("negative", s.negative);
-            json.raw(
-                "send_to_wire_ns",
-                &latency_json(Some(&r.latency).filter(|l| l.count > 0)),
-            )
-            .raw("tx_stamps", &o.finish());
-        }
-        None => {
-            json.null("send_to_wire_ns").null("tx_stamps");
-        }
-    }
+        });
 }
 
 /// `wire_to_app_ns` and `kernel_stamps` of `sub`'s JSON (`null` without
 /// `--kernel-stamps`).
 fn kernel_stamps_json(json: &mut Json, report: Option<&WireToAppReport>) {
-    match report {
-        Some(r) => {
+    let latency = report.map(|r| &r.latency);
+    json.raw("wire_to_app_ns", &stamped_latency_json(latency))
+        .opt_object("kernel_stamps", report, |o, r| {
             let s = &r.stats;
-            let mut o = Json::object();
             o.u64("stamped", s.stamped)
                 .u64("unstamped", s.unstamped)
                 .u64("negative", s.negative)
                 .u64("malformed", s.malformed)
                 .u64("control_truncated", s.control_truncated)
                 .str("hardware", &r.hardware);
-            json.raw(
-                "wire_to_app_ns",
-                &latency_json(Some(&r.latency).filter(|l| l.count > 0)),
-            )
-            .raw("kernel_stamps", &o.finish());
-        }
-        None => {
-            json.null("wire_to_app_ns").null("kernel_stamps");
-        }
-    }
+        });
+}
+
+/// The latency of kernel stamps: the percentiles, `null` without a sample or without the
+/// option.
+fn stamped_latency_json(latency: Option<&Percentiles>) -> String {
+    latency_json(latency.filter(|l| l.count > 0))
 }
 
 /// Line B of `multipoint pub --line-b`: where every packet went a second time, and what
@@ -864,7 +853,7 @@ impl Report for DemoReport {
                 o.finish()
             })
             .collect();
-        json.raw("subscribers", &format!("[{}]", subscribers.join(",")));
+        json.raw("subscribers", &Json::array(&subscribers));
         json.finish()
     }
 }
@@ -938,32 +927,28 @@ fn xdp_setup_json(setup: &XdpSetup) -> String {
 
 /// The `xdp` object of `sub`'s JSON (`null` on the other backends).
 fn xdp_recv_json(json: &mut Json, xdp: Option<&XdpStats>) {
-    let Some(x) = xdp else {
-        json.null("xdp");
-        return;
-    };
-    let mut discards = Json::object();
-    for &(name, n) in &x.discards {
-        discards.u64(name, n);
-    }
-    let mut o = Json::object();
-    o.raw("setup", &xdp_setup_json(&x.setup))
-        .u64("frames", x.frames)
-        .u64("delivered", x.delivered)
-        .u64("not_subscribed", x.not_subscribed)
-        .u64("invalid_descriptors", x.invalid_descriptors)
-        .u64("discarded", x.discarded())
-        .raw("discards", &discards.finish())
-        .u64("kernel_rx_dropped", x.kernel_rx_dropped)
-        .u64("kernel_rx_ring_full", x.kernel_rx_ring_full)
-        .u64("kernel_fill_ring_empty", x.kernel_fill_ring_empty)
-        .u64("kernel_rx_invalid", x.kernel_rx_invalid)
-        .u64("program_redirected", x.program_redirected)
-        .u64("program_no_socket", x.program_no_socket)
-        .u64("program_not_ours", x.program_not_ours)
-        .u64("program_short", x.program_short)
-        .u64("program_fragment", x.program_fragment);
-    json.raw("xdp", &o.finish());
+    json.opt_object("xdp", xdp, |o, x| {
+        let mut discards = Json::object();
+        for &(name, n) in &x.discards {
+            discards.u64(name, n);
+        }
+        o.raw("setup", &xdp_setup_json(&x.setup))
+            .u64("frames", x.frames)
+            .u64("delivered", x.delivered)
+            .u64("not_subscribed", x.not_subscribed)
+            .u64("invalid_descriptors", x.invalid_descriptors)
+            .u64("discarded", x.discarded())
+            .raw("discards", &discards.finish())
+            .u64("kernel_rx_dropped", x.kernel_rx_dropped)
+            .u64("kernel_rx_ring_full", x.kernel_rx_ring_full)
+            .u64("kernel_fill_ring_empty", x.kernel_fill_ring_empty)
+            .u64("kernel_rx_invalid", x.kernel_rx_invalid)
+            .u64("program_redirected", x.program_redirected)
+            .u64("program_no_socket", x.program_no_socket)
+            .u64("program_not_ours", x.program_not_ours)
+            .u64("program_short", x.program_short)
+            .u64("program_fragment", x.program_fragment);
+    });
 }
 
 /// The text of an AF_XDP receive path's counters.
@@ -1053,31 +1038,26 @@ fn write_rerequest(
 /// The `rerequest` object of a tool's JSON (`pub`, `root`): the server's counters and
 /// its store's range, or `null` without a server.
 fn rerequest_json(json: &mut Json, rerequest: Option<&ServerStats>, stored: Option<&StoreStats>) {
-    match rerequest {
-        Some(r) => {
-            let mut o = Json::object();
-            o.u64("requests", r.requests)
-                .u64("replies", r.replies)
-                .u64("messages_served", r.messages_served)
-                .u64("bytes_served", r.bytes_served)
-                .u64("refused", r.refused())
-                .u64("malformed", r.malformed)
-                .u64("foreign_session", r.foreign_session)
-                .u64("sequence_zero", r.sequence_zero)
-                .u64("not_yet_sent", r.not_yet_sent)
-                .u64("no_longer_stored", r.no_longer_stored)
-                .u64("rate_limited", r.rate_limited)
-                .u64("bytes_limited", r.bytes_limited)
-                .u64("requesters_full", r.requesters_full);
-            if let Some(st) = stored {
-                o.u64("stored_first", st.first)
-                    .u64("stored_next", st.next)
-                    .u64("evicted", st.evicted);
-            }
-            json.raw("rerequest", &o.finish())
+    json.opt_object("rerequest", rerequest, |o, r| {
+        o.u64("requests", r.requests)
+            .u64("replies", r.replies)
+            .u64("messages_served", r.messages_served)
+            .u64("bytes_served", r.bytes_served)
+            .u64("refused", r.refused())
+            .u64("malformed", r.malformed)
+            .u64("foreign_session", r.foreign_session)
+            .u64("sequence_zero", r.sequence_zero)
+            .u64("not_yet_sent", r.not_yet_sent)
+            .u64("no_longer_stored", r.no_longer_stored)
+            .u64("rate_limited", r.rate_limited)
+            .u64("bytes_limited", r.bytes_limited)
+            .u64("requesters_full", r.requesters_full);
+        if let Some(st) = stored {
+            o.u64("stored_first", st.first)
+                .u64("stored_next", st.next)
+                .u64("evicted", st.evicted);
         }
-        None => json.null("rerequest"),
-    };
+    });
 }
 
 impl Report for PubReport {
@@ -1093,22 +1073,15 @@ impl Report for PubReport {
         publisher_fields(&mut json, &self.publisher.stats);
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         tx_stamps_json(&mut json, self.tx_stamps.as_ref());
-        match &self.xdp {
-            Some(x) => {
-                let mut o = Json::object();
-                o.raw("setup", &xdp_setup_json(&x.setup))
-                    .u64("frames", x.frames)
-                    .u64("completed", x.completed)
-                    .u64("waits", x.waits)
-                    .u64("dropped", x.dropped)
-                    .u64("kick_errors", x.kick_errors)
-                    .u64("kernel_tx_invalid", x.kernel_tx_invalid);
-                json.raw("xdp", &o.finish());
-            }
-            None => {
-                json.null("xdp");
-            }
-        }
+        json.opt_object("xdp", self.xdp.as_ref(), |o, x| {
+            o.raw("setup", &xdp_setup_json(&x.setup))
+                .u64("frames", x.frames)
+                .u64("completed", x.completed)
+                .u64("waits", x.waits)
+                .u64("dropped", x.dropped)
+                .u64("kick_errors", x.kick_errors)
+                .u64("kernel_tx_invalid", x.kernel_tx_invalid);
+        });
         if let Some(line) = &self.line_b {
             let mut o = Json::object();
             o.str("group", &line.group)
@@ -1296,39 +1269,23 @@ impl Report for PingPongReport {
             .str("interface", &self.interface)
             .u64("size", self.size as u64)
             .str("idle", self.idle);
-        match &self.ping {
-            Some(ping) => {
-                json.u64("round_trips", ping.round_trips)
-                    .u64("timeouts", ping.timeouts)
-                    .u64("late_echoes", ping.late);
-                let mut o = Json::object();
+        let ping = self.ping.as_ref();
+        json.opt_u64("round_trips", ping.map(|p| p.round_trips))
+            .opt_u64("timeouts", ping.map(|p| p.timeouts))
+            .opt_u64("late_echoes", ping.map(|p| p.late))
+            .opt_object("ping", ping, |o, ping| {
                 o.u64("round_trips", ping.round_trips)
                     .u64("timeouts", ping.timeouts)
                     .u64("late_echoes", ping.late)
                     .u64("refused", ping.refused);
-                receive_json(&mut o, &ping.stats, self.elapsed);
+                receive_json(o, &ping.stats, self.elapsed);
                 o.raw("publisher", &publisher_stats_json(&ping.publisher));
-                json.raw("ping", &o.finish());
-            }
-            None => {
-                json.null("round_trips")
-                    .null("timeouts")
-                    .null("late_echoes")
-                    .null("ping");
-            }
-        }
-        match &self.pong {
-            Some(pong) => {
-                let mut o = Json::object();
-                o.u64("echoed", pong.echoed).u64("refused", pong.refused);
-                receive_json(&mut o, &pong.stats, self.elapsed);
-                o.raw("publisher", &publisher_stats_json(&pong.publisher));
-                json.raw("pong", &o.finish());
-            }
-            None => {
-                json.null("pong");
-            }
-        }
+            });
+        json.opt_object("pong", self.pong.as_ref(), |o, pong| {
+            o.u64("echoed", pong.echoed).u64("refused", pong.refused);
+            receive_json(o, &pong.stats, self.elapsed);
+            o.raw("publisher", &publisher_stats_json(&pong.publisher));
+        });
         json.finish()
     }
 }
@@ -1452,31 +1409,23 @@ impl Report for FanoutReport {
             .u64("gso_ops", self.stats.gso_ops)
             .u64("backpressure", self.stats.backpressure)
             .u64("unrouted", self.stats.unrouted);
-        match &self.baseline {
-            Some(b) => {
-                let mut o = Json::object();
-                o.u64("messages", b.messages)
-                    .u64("packets", b.packets)
-                    .f64("secs", b.elapsed.as_secs_f64(), 3)
-                    .u64("deliveries", b.received)
-                    .f64("deliveries_per_sec", b.deliveries_per_sec(), 0)
-                    .u64("sent", b.sent)
-                    .u64("drops", b.drops())
-                    .u64("send_errors", b.send_errors);
-                json.raw("baseline", &o.finish()).f64(
-                    "baseline_deliveries_per_sec",
-                    b.deliveries_per_sec(),
-                    0,
-                );
-            }
-            None => {
-                json.null("baseline").null("baseline_deliveries_per_sec");
-            }
-        }
-        match self.ratio() {
-            Some(r) => json.f64("ratio", r, 3),
-            None => json.null("ratio"),
-        };
+        let baseline = self.baseline.as_ref();
+        json.opt_object("baseline", baseline, |o, b| {
+            o.u64("messages", b.messages)
+                .u64("packets", b.packets)
+                .f64("secs", b.elapsed.as_secs_f64(), 3)
+                .u64("deliveries", b.received)
+                .f64("deliveries_per_sec", b.deliveries_per_sec(), 0)
+                .u64("sent", b.sent)
+                .u64("drops", b.drops())
+                .u64("send_errors", b.send_errors);
+        })
+        .opt_f64(
+            "baseline_deliveries_per_sec",
+            baseline.map(Phase::deliveries_per_sec),
+            0,
+        )
+        .opt_f64("ratio", self.ratio(), 3);
         json.finish()
     }
 }
@@ -1697,10 +1646,7 @@ impl Report for RootReport {
             .u64("timed_out", l.timed_out)
             .u64("removed", l.removed)
             .u64("leaves_at_end", l.at_end);
-        match self.sent.deliveries() {
-            Some(d) => json.u64("deliveries", d),
-            None => json.null("deliveries"),
-        };
+        json.opt_u64("deliveries", self.sent.deliveries());
         match &self.sent {
             RootSent::Fanout(st) => {
                 json.u64("send_ops", st.send_ops)
@@ -1733,20 +1679,13 @@ impl Report for RootReport {
             .u64("handshake_timeouts", c.handshake_timeouts)
             .u64("accept_stalls", c.accept_stalls);
         json.raw("control", &o.finish());
-        match &self.uplink {
-            Some(u) => {
-                let mut o = Json::object();
-                o.u64("senders", u.senders)
-                    .u64("messages", u.messages)
-                    .u64("bytes", u.bytes)
-                    .u64("gaps", u.gaps)
-                    .u64("missing", u.missing);
-                json.raw("uplink", &o.finish());
-            }
-            None => {
-                json.null("uplink");
-            }
-        }
+        json.opt_object("uplink", self.uplink.as_ref(), |o, u| {
+            o.u64("senders", u.senders)
+                .u64("messages", u.messages)
+                .u64("bytes", u.bytes)
+                .u64("gaps", u.gaps)
+                .u64("missing", u.missing);
+        });
         rerequest_json(&mut json, self.rerequest.as_ref(), self.stored.as_ref());
         json.finish()
     }
@@ -2056,10 +1995,12 @@ impl Report for LeafReport {
         if let Some(r) = self.flow.received() {
             r.fields(&mut json);
         }
-        match self.flow.sent() {
-            Some(p) => json.raw("sent", &publisher_json(p, self.send_elapsed)),
-            None => json.null("sent"),
-        };
+        json.opt_raw(
+            "sent",
+            self.flow
+                .sent()
+                .map(|p| publisher_json(p, self.send_elapsed)),
+        );
         json.finish()
     }
 }
@@ -2083,22 +2024,11 @@ fn summary(
         .f64("secs", elapsed.as_secs_f64(), 3)
         .f64("msgs_per_sec", per_second(messages, elapsed), 0)
         .f64("bytes_per_sec", per_second(bytes, elapsed), 0);
-    match receive {
-        Some(st) => {
-            json.u64("gaps", st.gaps)
-                .u64("missing", st.missing)
-                .u64("duplicates", st.duplicates)
-                .u64("malformed", st.malformed)
-                .u64("kernel_drops", st.kernel_drops);
-        }
-        None => {
-            json.null("gaps")
-                .null("missing")
-                .null("duplicates")
-                .null("malformed")
-                .null("kernel_drops");
-        }
-    }
+    json.opt_u64("gaps", receive.map(|st| st.gaps))
+        .opt_u64("missing", receive.map(|st| st.missing))
+        .opt_u64("duplicates", receive.map(|st| st.duplicates))
+        .opt_u64("malformed", receive.map(|st| st.malformed))
+        .opt_u64("kernel_drops", receive.map(|st| st.kernel_drops));
     json.raw("latency_ns", &latency_json(latency.filter(|l| l.count > 0)));
 }
 
@@ -2170,26 +2100,20 @@ fn lines_json(lines: &[LineReport]) -> String {
                 .u64("losses", l.losses)
                 .u64("gaps_alone", l.gaps_alone)
                 .u64("down_events", l.down_events)
-                .bool("down", l.down > 0);
-            let behind = match &line.behind {
-                Some(b) => {
+                .bool("down", l.down > 0)
+                .opt_object("behind_us", line.behind.as_ref(), |p, b| {
                     let us = |ns: u64| ns as f64 / 1_000.0;
-                    let mut p = Json::object();
                     p.u64("count", b.count)
                         .f64("p50", us(b.p50), 1)
                         .f64("p90", us(b.p90), 1)
                         .f64("p99", us(b.p99), 1)
                         .f64("p999", us(b.p999), 1)
                         .f64("max", us(b.max), 1);
-                    p.finish()
-                }
-                None => "null".to_owned(),
-            };
-            json.raw("behind_us", &behind);
+                });
             json.finish()
         })
         .collect();
-    format!("[{}]", objects.join(","))
+    Json::array(&objects)
 }
 
 fn latency_json(latency: Option<&Percentiles>) -> String {
@@ -2236,6 +2160,34 @@ impl Json {
         self
     }
 
+    /// `json` under `key`, or `null`.
+    pub(crate) fn opt_raw(&mut self, key: &str, json: Option<String>) -> &mut Json {
+        match json {
+            Some(json) => self.raw(key, &json),
+            None => self.null(key),
+        }
+    }
+
+    /// Under `key`, the object that `write` makes of `value`, or `null` without one.
+    pub(crate) fn opt_object<T>(
+        &mut self,
+        key: &str,
+        value: Option<T>,
+        write: impl FnOnce(&mut Json, T),
+    ) -> &mut Json {
+        let object = value.map(|value| {
+            let mut o = Json::object();
+            write(&mut o, value);
+            o.finish()
+        });
+        self.opt_raw(key, object)
+    }
+
+    /// A JSON array of `items`, each already JSON.
+    pub(crate) fn array(items: &[String]) -> String {
+        format!("[{}]", items.join(","))
+    }
+
     pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Json {
         push_str_literal(self.key(key), value);
         self
@@ -2254,6 +2206,13 @@ impl Json {
         self
     }
 
+    pub(crate) fn opt_u64(&mut self, key: &str, value: Option<u64>) -> &mut Json {
+        match value {
+            Some(v) => self.u64(key, v),
+            None => self.null(key),
+        }
+    }
+
     /// A number with `decimals` decimals; `null` if it is not finite.
     pub(crate) fn f64(&mut self, key: &str, value: f64, decimals: usize) -> &mut Json {
         let out = self.key(key);
@@ -2263,6 +2222,14 @@ impl Json {
             out.push_str("null");
         }
         self
+    }
+
+    /// [`Json::f64`], or `null` without a value.
+    pub(crate) fn opt_f64(&mut self, key: &str, value: Option<f64>, decimals: usize) -> &mut Json {
+        match value {
+            Some(v) => self.f64(key, v, decimals),
+            None => self.null(key),
+        }
     }
 
     pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Json {
@@ -2361,6 +2328,59 @@ mod tests {
         }
     }
 
+    /// `pub`'s report of `stats` over 500 ms on one line, without the options' extras.
+    fn pub_report(stats: PublisherStats) -> PubReport {
+        PubReport {
+            group: "239.255.0.1:31001".into(),
+            interface: "127.0.0.1".into(),
+            session: "MP1".into(),
+            size: 64,
+            rate: 0,
+            elapsed: Duration::from_millis(500),
+            publisher: PublisherReport {
+                backend: backend(),
+                stats,
+            },
+            rerequest: None,
+            stored: None,
+            line_b: None,
+            tx_stamps: None,
+            xdp: None,
+        }
+    }
+
+    /// What a subscription on one line received: `stats` and `stamps`, without latency
+    /// or recovery.
+    fn received(stats: SubscriptionStats, stamps: Stamps) -> Received {
+        Received {
+            xdp: None,
+            backend: backend(),
+            stats,
+            latency: None,
+            recovery: None,
+            lines: Vec::new(),
+            stamps,
+        }
+    }
+
+    /// `sub`'s report of `received` on `group` and `interface` over a second, locked
+    /// onto no session, without the options' extras.
+    fn sub_report(group: &str, interface: &str, received: Received) -> SubReport {
+        SubReport {
+            group: group.into(),
+            interface: interface.into(),
+            source: None,
+            session: None,
+            sender: None,
+            failure: None,
+            elapsed: Duration::from_secs(1),
+            received,
+            kernel: None,
+            ipc: None,
+            published_ipc: None,
+        }
+    }
+
     fn parse_keys(json: &str) -> Vec<String> {
         // The top-level keys, in order: enough of a parser for objects this module writes.
         let mut keys = Vec::new();
@@ -2397,6 +2417,13 @@ mod tests {
     fn assert_summary(json: &str) {
         let keys = parse_keys(json);
         assert_eq!(&keys[..SUMMARY.len()], &SUMMARY[..], "{json}");
+    }
+
+    /// `report`'s JSON, checked to start with the summary ([`assert_summary`]).
+    fn json_with_summary(report: &impl Report) -> String {
+        let json = report.to_json();
+        assert_summary(&json);
+        json
     }
 
     #[test]
@@ -2464,30 +2491,13 @@ mod tests {
 
     #[test]
     fn a_publisher_has_no_receive_figures() {
-        let report = PubReport {
-            group: "239.255.0.1:31001".into(),
-            interface: "127.0.0.1".into(),
-            session: "MP1".into(),
-            size: 64,
-            rate: 0,
-            elapsed: Duration::from_millis(500),
-            publisher: PublisherReport {
-                backend: backend(),
-                stats: PublisherStats {
-                    messages: 1_000,
-                    bytes: 64_000,
-                    packets: 50,
-                    ..PublisherStats::default()
-                },
-            },
-            rerequest: None,
-            stored: None,
-            line_b: None,
-            tx_stamps: None,
-            xdp: None,
-        };
-        let json = report.to_json();
-        assert_summary(&json);
+        let report = pub_report(PublisherStats {
+            messages: 1_000,
+            bytes: 64_000,
+            packets: 50,
+            ..PublisherStats::default()
+        });
+        let json = json_with_summary(&report);
         assert!(json.contains("\"gaps\":null,"), "{json}");
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
         assert!(json.contains("\"msgs_per_sec\":2000,"), "{json}");
@@ -2498,23 +2508,6 @@ mod tests {
     #[test]
     fn a_publisher_on_two_lines_reports_line_b_apart() {
         let report = PubReport {
-            group: "239.255.0.1:31001".into(),
-            interface: "127.0.0.1".into(),
-            session: "MP1".into(),
-            size: 64,
-            rate: 0,
-            elapsed: Duration::from_millis(500),
-            publisher: PublisherReport {
-                backend: backend(),
-                stats: PublisherStats {
-                    messages: 1_000,
-                    packets: 50,
-                    sends: 10,
-                    ..PublisherStats::default()
-                },
-            },
-            rerequest: None,
-            stored: None,
             line_b: Some(LineBReport {
                 group: "239.255.0.2:31002".into(),
                 interface: "lo".into(),
@@ -2525,11 +2518,14 @@ mod tests {
                     send_errors: 3,
                 },
             }),
-            tx_stamps: None,
-            xdp: None,
+            ..pub_report(PublisherStats {
+                messages: 1_000,
+                packets: 50,
+                sends: 10,
+                ..PublisherStats::default()
+            })
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(
             json.ends_with(
                 ",\"line_b\":{\"group\":\"239.255.0.2:31002\",\"interface\":\"lo\",\
@@ -2548,36 +2544,23 @@ mod tests {
 
     #[test]
     fn a_subscriber_without_timestamps_has_null_latency() {
+        let received = received(
+            SubscriptionStats {
+                messages: 10,
+                end_of_session: 1,
+                ..SubscriptionStats::default()
+            },
+            Stamps {
+                stamped: 10,
+                implausible: 10,
+            },
+        );
         let report = SubReport {
-            group: "239.255.0.1:31001".into(),
-            interface: "127.0.0.1".into(),
-            source: None,
             session: Some("FEED1".into()),
             sender: Some("127.0.0.1:40000".into()),
-            failure: None,
-            elapsed: Duration::from_secs(1),
-            received: Received {
-                xdp: None,
-                backend: backend(),
-                stats: SubscriptionStats {
-                    messages: 10,
-                    end_of_session: 1,
-                    ..SubscriptionStats::default()
-                },
-                latency: None,
-                recovery: None,
-                lines: Vec::new(),
-                stamps: Stamps {
-                    stamped: 10,
-                    implausible: 10,
-                },
-            },
-            kernel: None,
-            ipc: None,
-            published_ipc: None,
+            ..sub_report("239.255.0.1:31001", "127.0.0.1", received)
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
         assert!(
             json.contains(
@@ -2613,19 +2596,17 @@ mod tests {
             behind,
         };
         let received = Received {
-            xdp: None,
-            backend: backend(),
-            stats: SubscriptionStats {
-                messages: 10,
-                ..SubscriptionStats::default()
-            },
-            latency: None,
-            recovery: None,
             lines: vec![
                 line("239.1.1.1:1000", 70, None),
                 line("239.1.1.2:1000", 30, Some(latency())),
             ],
-            stamps: Stamps::default(),
+            ..received(
+                SubscriptionStats {
+                    messages: 10,
+                    ..SubscriptionStats::default()
+                },
+                Stamps::default(),
+            )
         };
         let mut json = Json::object();
         received.fields(&mut json);
@@ -2643,19 +2624,7 @@ mod tests {
             json.contains("\"behind_us\":{\"count\":2000000,\"p50\":10.2,"),
             "{json}"
         );
-        let report = SubReport {
-            group: "239.1.1.1:1000".into(),
-            interface: "lo".into(),
-            source: None,
-            session: None,
-            sender: None,
-            failure: None,
-            elapsed: Duration::from_secs(1),
-            received,
-            kernel: None,
-            ipc: None,
-            published_ipc: None,
-        };
+        let report = sub_report("239.1.1.1:1000", "lo", received);
         let text = report.to_string();
         assert!(
             text.contains("line B 239.1.1.2:1000  packets 100  wins 30  duplicates 70"),
@@ -2702,8 +2671,7 @@ mod tests {
                 publisher: PublisherStats::default(),
             }),
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"messages\":40000,"), "{json}");
         assert!(json.contains("\"msgs_per_sec\":20000,"), "{json}");
         assert!(json.contains("\"kernel_drops\":3,"), "{json}");
@@ -2718,8 +2686,7 @@ mod tests {
             ping: None,
             ..report
         };
-        let json = pong_only.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&pong_only);
         assert!(json.contains("\"messages\":40001,"), "{json}");
         assert!(json.contains("\"latency_ns\":null,"), "{json}");
     }
@@ -2759,8 +2726,7 @@ mod tests {
             rerequest: None,
             stored: None,
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.starts_with("{\"command\":\"root\""), "{json}");
         for part in [
             "\"messages\":2000,",
@@ -2797,8 +2763,7 @@ mod tests {
             messages: 5,
             ..UplinkReport::default()
         });
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"deliveries\":null,"), "{json}");
         assert!(json.contains("\"group\":\"239.254.0.1:5000\""), "{json}");
         assert!(
@@ -2815,8 +2780,7 @@ mod tests {
             rate_limited: 2,
             ..ServerStats::default()
         });
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(
             json.contains("\"rerequest\":{\"requests\":7,\"replies\":5,\"messages_served\":40,"),
             "{json}"
@@ -2833,20 +2797,18 @@ mod tests {
     #[test]
     fn a_leaf_reports_like_sub_and_why_it_ended() {
         let received = Received {
-            xdp: None,
-            backend: backend(),
-            stats: SubscriptionStats {
-                messages: 1_000,
-                end_of_session: 1,
-                ..SubscriptionStats::default()
-            },
             latency: Some(latency()),
-            recovery: None,
-            lines: Vec::new(),
-            stamps: Stamps {
-                stamped: 1_000,
-                implausible: 0,
-            },
+            ..received(
+                SubscriptionStats {
+                    messages: 1_000,
+                    end_of_session: 1,
+                    ..SubscriptionStats::default()
+                },
+                Stamps {
+                    stamped: 1_000,
+                    implausible: 0,
+                },
+            )
         };
         let mut report = LeafReport {
             name: "alice".into(),
@@ -2861,8 +2823,7 @@ mod tests {
             flow: LeafFlow::Receive(received.clone()),
             end: LeafEnd::RootClosed(Some("the root closed the session".into())),
         };
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.starts_with("{\"command\":\"leaf\""), "{json}");
         assert!(json.contains("\"messages\":1000,"), "{json}");
         assert!(json.contains("\"gaps\":0,"), "{json}");
@@ -2884,8 +2845,7 @@ mod tests {
         };
         report.flow = LeafFlow::Send(publisher.clone());
         report.end = LeafEnd::Removed("bye".into());
-        let json = report.to_json();
-        assert_summary(&json);
+        let json = json_with_summary(&report);
         assert!(json.contains("\"messages\":500,"), "{json}");
         assert!(json.contains("\"gaps\":null,"), "{json}");
         assert!(json.contains("\"end_reason\":\"bye\""), "{json}");

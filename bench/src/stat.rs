@@ -258,14 +258,14 @@ pub fn to_json(seen: &[Seen], refresh: u64, hist: bool) -> String {
             .u64("heartbeat_age_ms", age_ms(file.heartbeat_ns))
             .u64("refused", file.refused)
             .u64("bad_entries", file.bad_entries)
-            .raw("entries", &format!("[{}]", entries.join(",")));
+            .raw("entries", &Json::array(&entries));
         processes.push(o.finish());
     }
     let mut json = Json::object();
     json.str("command", "stat")
         .u64("refresh", refresh)
-        .raw("processes", &format!("[{}]", processes.join(",")))
-        .raw("unreadable", &format!("[{}]", unreadable.join(",")));
+        .raw("processes", &Json::array(&processes))
+        .raw("unreadable", &Json::array(&unreadable));
     json.finish()
 }
 

@@ -27,12 +27,7 @@ fn two_groups() -> (String, String) {
 /// Starts `multipoint sub` on `group` (with `more` options) and waits until it has
 /// joined; returns it and the line it said so with.
 fn spawn_sub_with(group: &str, more: &str) -> (Proc, String) {
-    let mut sub = Proc::spawn(&words(&format!(
-        "sub --secs 8 --json --group {group} {more}"
-    )));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
-    (sub, first)
+    common::spawn_sub_saying(&format!("--secs 8 --json --group {group} {more}"))
 }
 
 /// Starts `multipoint sub` on `group` and waits until it has joined.

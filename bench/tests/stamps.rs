@@ -15,7 +15,7 @@ mod common;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{groups, last_json, run, turn, u64_of, words, Proc};
+use common::{last_json, pub_to_sub, turn, u64_of};
 use multipoint_control::socket2::Socket;
 use multipoint_dataplane::{
     BackendChoice, KernelStamps, ShardConfig, Shards, Subscription, SubscriptionConfig,
@@ -74,21 +74,21 @@ fn percentiles(report: &Value, key: &str) -> u64 {
     l["count"].as_u64().unwrap()
 }
 
+/// The JSON reports of pub and of sub from [`pub_to_sub`], pub's read first.
+fn reports_of_pub_to_sub(sub_args: &str, pub_args: &str) -> (Value, Value) {
+    let (published, sub) = pub_to_sub(sub_args, pub_args);
+    let published = last_json(&published);
+    (published, last_json(&sub.finish()))
+}
+
 #[test]
 fn pub_and_sub_report_the_kernels_share_of_latency_in_json() {
     let _turn = turn();
     let _stamping = receive_stamping_on();
-    let [group] = groups();
-    let mut sub = Proc::spawn(&words(&format!(
-        "sub --secs 10 --json --kernel-stamps --session KSTAMP --group {group}"
-    )));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
-    let published = last_json(&run(&words(&format!(
-        "pub --count 20000 --rate 50000 --json --session KSTAMP --tx-stamps \
-         --tx-stamp-every 10 --group {group}"
-    ))));
-    let received = last_json(&sub.finish());
+    let (published, received) = reports_of_pub_to_sub(
+        "--secs 10 --json --kernel-stamps --session KSTAMP",
+        "--count 20000 --rate 50000 --json --session KSTAMP --tx-stamps --tx-stamp-every 10",
+    );
 
     let sends = u64_of(&published, "sends");
     let tx = &published["tx_stamps"];
@@ -128,16 +128,10 @@ fn pub_and_sub_report_the_kernels_share_of_latency_in_json() {
 #[test]
 fn without_the_options_the_kernel_fields_are_null() {
     let _turn = turn();
-    let [group] = groups();
-    let mut sub = Proc::spawn(&words(&format!(
-        "sub --secs 10 --json --session KNONE --group {group}"
-    )));
-    let first = sub.line();
-    assert!(first.contains("listening on"), "sub said: {first:?}");
-    let published = last_json(&run(&words(&format!(
-        "pub --count 1000 --json --session KNONE --group {group}"
-    ))));
-    let received = last_json(&sub.finish());
+    let (published, received) = reports_of_pub_to_sub(
+        "--secs 10 --json --session KNONE",
+        "--count 1000 --json --session KNONE",
+    );
     assert!(published["send_to_wire_ns"].is_null(), "{published}");
     assert!(published["tx_stamps"].is_null(), "{published}");
     assert!(received["wire_to_app_ns"].is_null(), "{received}");

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{groups, last_json, run, spawn_sub, turn, u64_of, words};
+use common::{
+    groups, last_json, pub_to_sub, run, run_on_own_group, spawn_sub, turn, u64_of, words,
+};
 use multipoint_bench::report::SUMMARY;
 use multipoint_control::socket2::SockRef;
 use multipoint_dataplane::wire::{pack_all, write_end_of_session, Session, HEADER_LEN};
@@ -52,10 +54,7 @@ fn latency_count(report: &Value) -> u64 {
 #[test]
 fn throughput_delivers_what_it_publishes_and_reports_json() {
     let _turn = turn();
-    let [group] = groups();
-    let report = report_of(&run(&words(&format!(
-        "throughput --secs 1 --json --group {group}"
-    ))));
+    let report = report_of(&run_on_own_group("throughput --secs 1 --json"));
     assert_eq!(report["command"], "throughput");
     let published = report["publisher"]["messages"].as_u64().unwrap();
     let delivered = u64_of(&report, "messages");
@@ -107,11 +106,8 @@ fn pingpong_in_one_process_makes_the_round_trips_asked_for() {
 #[test]
 fn sub_sees_every_message_of_pub_in_another_process_and_the_end_of_session() {
     let _turn = turn();
-    let [group] = groups();
-    let sub = spawn_sub(&format!("--secs 3 --json --group {group}"));
-    let published = report_of(&run(&words(&format!(
-        "pub --count 50000 --rate 100000 --json --group {group}"
-    ))));
+    let (published, sub) = pub_to_sub("--secs 3 --json", "--count 50000 --rate 100000 --json");
+    let published = report_of(&published);
     let received = report_of(&sub.finish());
 
     assert_eq!(published["command"], "pub");

@@ -11,7 +11,10 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{groups, last_json, last_json_with, run, spawn_sub, turn, u64_of, words, Proc};
+use common::{
+    groups, last_json, last_json_with, pub_to_sub, run, run_on_own_group, spawn_sub, turn, u64_of,
+    words, Proc,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -106,10 +109,7 @@ fn a_signal_delivered_twice_at_once_still_gives_the_report() {
 #[test]
 fn a_run_that_ends_by_itself_is_not_interrupted() {
     let _turn = turn();
-    let [group] = groups();
-    let report = last_json(&run(&words(&format!(
-        "pub --count 100 --rate 10000 --json --group {group}"
-    ))));
+    let report = last_json(&run_on_own_group("pub --count 100 --rate 10000 --json"));
     assert!(report["interrupted"].is_null(), "{report}");
 }
 
@@ -152,12 +152,9 @@ fn an_output_file_that_cannot_be_written_fails_before_anything_runs() {
 #[test]
 fn the_subscriber_names_the_session_of_the_publisher_it_followed() {
     let _turn = turn();
-    let [group] = groups();
-    let sub = spawn_sub(&format!("--secs 5 --json --group {group}"));
     // The publisher's own default session (MP and its process id).
-    let published = last_json(&run(&words(&format!(
-        "pub --count 5000 --rate 50000 --json --group {group}"
-    ))));
+    let (published, sub) = pub_to_sub("--secs 5 --json", "--count 5000 --rate 50000 --json");
+    let published = last_json(&published);
     let output = sub.finish();
     let received = last_json(&output);
     let session = published["session"].as_str().unwrap();

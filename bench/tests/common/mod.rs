@@ -42,10 +42,24 @@ pub(crate) fn groups<const N: usize>() -> [String; N] {
 /// Starts `multipoint sub ARGS` in the background and reads its first line (it has
 /// joined).
 pub(crate) fn spawn_sub(args: &str) -> Proc {
+    spawn_sub_saying(args).0
+}
+
+/// [`spawn_sub`], and the first line, that said it joined.
+pub(crate) fn spawn_sub_saying(args: &str) -> (Proc, String) {
     let mut sub = Proc::spawn(&words(&format!("sub {args}")));
     let first = sub.line();
     assert!(first.contains("listening on"), "sub said: {first:?}");
-    sub
+    (sub, first)
+}
+
+/// On a group of its own ([`groups`]): starts `multipoint sub SUB_ARGS --group GROUP`
+/// (see [`spawn_sub`]) and runs `multipoint pub PUB_ARGS --group GROUP` to the end.
+/// Returns pub's output and the sub, to be finished.
+pub(crate) fn pub_to_sub(sub_args: &str, pub_args: &str) -> (Output, Proc) {
+    let [group] = groups();
+    let sub = spawn_sub(&format!("{sub_args} --group {group}"));
+    (run(&words(&format!("pub {pub_args} --group {group}"))), sub)
 }
 
 /// The built binary, to be given arguments.
@@ -59,6 +73,12 @@ pub(crate) fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the multipoint binary runs")
+}
+
+/// Runs `multipoint ARGS --group GROUP` to the end, on a group of its own ([`groups`]).
+pub(crate) fn run_on_own_group(args: &str) -> Output {
+    let [group] = groups();
+    run(&words(&format!("{args} --group {group}")))
 }
 
 /// Checks that the run succeeded and that the last line of its stdout is a JSON object,
