@@ -6,6 +6,8 @@
 //!
 //! Needs root (namespaces, XDP); skips with the reason otherwise.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{Read as _, Write as _};
