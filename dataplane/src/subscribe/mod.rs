@@ -1193,18 +1193,10 @@ impl<H: Handler> Subscription<H> {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct PollSubscription {
     subscription: Subscription<RingWriter>,
     reader: RingReader,
-}
-
-impl std::fmt::Debug for PollSubscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PollSubscription")
-            .field("subscription", &self.subscription)
-            .field("reader", &self.reader)
-            .finish()
-    }
 }
 
 impl PollSubscription {
