@@ -423,7 +423,7 @@ impl Fanout {
         stats
     }
 
-    packing_methods!();
+    packing_methods!(together: "reach the shards", hands: "Hands to the shards");
 
     /// Timers and re-requests: sends the open packet once `max_delay` passed, a heartbeat
     /// when nothing was sent for the heartbeat interval (after the end of session, the

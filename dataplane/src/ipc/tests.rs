@@ -36,7 +36,6 @@ fn small() -> IpcConfig {
     IpcConfig::new(IpcConfig::MIN_CAPACITY)
 }
 
-/// A message whose bytes say its sequence number.
 /// A writer of a new small ring at `name` that wrote and flushed messages `1..=upto`.
 fn written(name: &Name, upto: u64) -> IpcWriter {
     let mut writer = IpcWriter::create(&name.0, small()).unwrap();
@@ -47,6 +46,7 @@ fn written(name: &Name, upto: u64) -> IpcWriter {
     writer
 }
 
+/// A message whose bytes say its sequence number.
 fn message(sequence: u64) -> Vec<u8> {
     let len = 8 + (sequence % 41) as usize;
     let mut m = vec![(sequence % 251) as u8; len];

@@ -692,7 +692,7 @@ impl Publisher {
         Some(stamps.latency().clone())
     }
 
-    packing_methods!();
+    packing_methods!(together: "leave", hands: "Sends");
 
     /// Like [`offer`](Self::offer), but when every buffer is in flight it waits for room
     /// — collecting finished sends, idling between looks as [`PublisherConfig::idle`]

@@ -9,9 +9,10 @@ use crate::core::packetizer::{OfferError, Packetizer, Slots};
 use crate::core::SystemClock;
 
 /// The public methods both drivers have the same way (the packetizer is `self.core`, the
-/// re-request server `self.rerequest`), written into an `impl` block of each.
+/// re-request server `self.rerequest`), written into an `impl` block of each. `together`
+/// says where a batch's packets go together, `hands` what `end_batch` does with them.
 macro_rules! packing_methods {
-    () => {
+    (together: $together:literal, hands: $hands:literal) => {
         /// The sequence number the next message will get.
         pub fn next_sequence(&self) -> u64 {
             self.core.next_sequence()
@@ -61,15 +62,18 @@ macro_rules! packing_methods {
             $crate::publisher::packing::Packing::offer_message(self, msg)
         }
 
-        /// Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch`
-        /// of them wait), so that they leave together.
+        #[doc = concat!(
+            "Holds full packets until [`end_batch`](Self::end_batch) (or until `max_batch` ",
+            "of them wait), so that they ", $together, " together."
+        )]
         pub fn begin_batch(&mut self) {
             self.core.begin_batch();
         }
 
-        /// Lets go of the packets held since [`begin_batch`](Self::begin_batch) (sent, or
-        /// handed to the shards); the open packet stays open (it leaves when full, on
-        /// flush or after `max_delay`).
+        #[doc = concat!(
+            $hands, " the packets held since [`begin_batch`](Self::begin_batch); the open ",
+            "packet stays open (it leaves when full, on flush or after `max_delay`)."
+        )]
         pub fn end_batch(&mut self) {
             $crate::publisher::packing::Packing::end_batch_now(self);
         }
