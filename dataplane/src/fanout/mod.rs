@@ -31,7 +31,8 @@
 //!   operations in one submission. A leaf has at most one send in flight, so its packets
 //!   arrive in order.
 //! - When every slot is in use, `offer` refuses the message with
-//!   [`OfferError::Backpressure`](crate::OfferError::Backpressure): it was not taken, nothing is lost; `poll` and retry.
+//!   [`OfferError::Backpressure`](crate::OfferError::Backpressure): it was not taken,
+//!   nothing is lost; `poll` and retry.
 //!   A send the kernel refuses is counted (per leaf and in total); the leaf sees a gap.
 //! - Call `poll` from the idle loop: it sends packets whose delay expired and heartbeats
 //!   when nothing was sent for `heartbeat`.

@@ -198,13 +198,10 @@ impl<T: Copy> Raw<T> {
 }
 
 /// What the two sides of a ring share: they are made over a mapping (or test memory) the
-/// same way, and have a size.
+/// same way.
 pub(crate) trait Ring<T: Copy>: Sized {
     /// Takes over the ring's memory, loading both indices.
     fn from_raw(raw: Raw<T>) -> Self;
-
-    /// The ring's memory.
-    fn raw(&self) -> &Raw<T>;
 
     /// Maps the ring of `fd` at page offset `pgoff` (`XDP_UMEM_PGOFF_FILL_RING` or
     /// `XDP_PGOFF_TX_RING` for a producer ring, `XDP_PGOFF_RX_RING` or
@@ -241,15 +238,6 @@ pub(crate) trait Ring<T: Copy>: Sized {
     ) -> Self {
         // SAFETY: the caller's contract is `Raw::new`'s.
         Self::from_raw(unsafe { Raw::new(producer, consumer, flags, entries, size, None) })
-    }
-
-    /// Entries in the ring.
-    #[allow(
-        dead_code,
-        reason = "the ring's geometry, for debugging and tests to come"
-    )]
-    fn size(&self) -> u32 {
-        self.raw().size()
     }
 }
 
@@ -288,10 +276,6 @@ impl<T: Copy> Ring<T> for ProducerRing<T> {
             reserved: 0,
             _entries: PhantomData,
         }
-    }
-
-    fn raw(&self) -> &Raw<T> {
-        &self.raw
     }
 }
 
@@ -409,10 +393,6 @@ impl<T: Copy> Ring<T> for ConsumerRing<T> {
             peeked: 0,
             _entries: PhantomData,
         }
-    }
-
-    fn raw(&self) -> &Raw<T> {
-        &self.raw
     }
 }
 
